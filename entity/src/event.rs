@@ -1,0 +1,123 @@
+//! Event types and the body merchants receive.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::payment_status::PaymentStatus;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    PaymentPending,
+    PaymentProcessing,
+    PaymentSucceeded,
+    PaymentFailed,
+    PaymentCancelled,
+    PaymentRefunded,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 6] = [
+        EventType::PaymentPending,
+        EventType::PaymentProcessing,
+        EventType::PaymentSucceeded,
+        EventType::PaymentFailed,
+        EventType::PaymentCancelled,
+        EventType::PaymentRefunded,
+    ];
+
+    pub const fn for_status(status: PaymentStatus) -> EventType {
+        match status {
+            PaymentStatus::Pending => EventType::PaymentPending,
+            PaymentStatus::Processing => EventType::PaymentProcessing,
+            PaymentStatus::Succeeded => EventType::PaymentSucceeded,
+            PaymentStatus::Failed => EventType::PaymentFailed,
+            PaymentStatus::Cancelled => EventType::PaymentCancelled,
+            PaymentStatus::Refunded => EventType::PaymentRefunded,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventType::PaymentPending => "payment.pending",
+            EventType::PaymentProcessing => "payment.processing",
+            EventType::PaymentSucceeded => "payment.succeeded",
+            EventType::PaymentFailed => "payment.failed",
+            EventType::PaymentCancelled => "payment.cancelled",
+            EventType::PaymentRefunded => "payment.refunded",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventType> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// Whether an endpoint subscribed to `event_type` (`"*"` subscribes to everything).
+pub fn subscribes(enabled_events: &[String], event_type: &str) -> bool {
+    enabled_events.iter().any(|e| e == "*" || e == event_type)
+}
+
+/// The JSON body of a merchant webhook: `{"id","type","created_at","data"}`.
+#[derive(Debug, Serialize)]
+pub struct WebhookBody<'a> {
+    pub id: &'a str,
+    #[serde(rename = "type")]
+    pub event_type: &'a str,
+    pub created_at: String,
+    pub data: &'a serde_json::Value,
+}
+
+impl<'a> WebhookBody<'a> {
+    pub fn new(
+        id: &'a str,
+        event_type: &'a str,
+        created_at: DateTime<Utc>,
+        data: &'a serde_json::Value,
+    ) -> Self {
+        WebhookBody {
+            id,
+            event_type,
+            created_at: rfc3339(created_at),
+            data,
+        }
+    }
+
+    /// The exact bytes that are signed and sent.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serializing a struct of strings and a Value cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// Timestamps in API bodies: RFC 3339, UTC, millisecond precision.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_types_round_trip_and_wildcards_subscribe() {
+        for t in EventType::ALL {
+            assert_eq!(EventType::parse(t.as_str()), Some(t));
+        }
+        let all = vec!["*".to_string()];
+        let one = vec!["payment.succeeded".to_string()];
+        assert!(subscribes(&all, "payment.failed"));
+        assert!(subscribes(&one, "payment.succeeded"));
+        assert!(!subscribes(&one, "payment.failed"));
+    }
+
+    #[test]
+    fn webhook_body_has_the_documented_shape() {
+        let data = serde_json::json!({"id": "pay_1"});
+        let t = DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        let body = WebhookBody::new("evt_1", "payment.succeeded", t, &data).to_bytes();
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            r#"{"id":"evt_1","type":"payment.succeeded","created_at":"2023-11-14T22:13:20.000Z","data":{"id":"pay_1"}}"#
+        );
+    }
+}

@@ -1,0 +1,105 @@
+//! Money: a positive integer amount in the currency's minor unit, and ISO 4217 currencies.
+//!
+//! Amounts never touch floating point. The exponent table is what a provider that counts in
+//! major units (Moneroo) needs to convert, and what rejects a currency we do not know.
+
+use std::fmt;
+
+/// An ISO 4217 currency we accept, with its minor-unit exponent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Currency {
+    code: &'static str,
+    exponent: u8,
+}
+
+/// ISO 4217 active codes with their exponents (the standard's "minor unit" column).
+const CURRENCIES: &[(&str, u8)] = &[
+    ("AED", 2), ("AFN", 2), ("ALL", 2), ("AMD", 2), ("AOA", 2), ("ARS", 2), ("AUD", 2),
+    ("AWG", 2), ("AZN", 2), ("BAM", 2), ("BBD", 2), ("BDT", 2), ("BGN", 2), ("BHD", 3),
+    ("BIF", 0), ("BMD", 2), ("BND", 2), ("BOB", 2), ("BRL", 2), ("BSD", 2), ("BTN", 2),
+    ("BWP", 2), ("BYN", 2), ("BZD", 2), ("CAD", 2), ("CDF", 2), ("CHF", 2), ("CLP", 0),
+    ("CNY", 2), ("COP", 2), ("CRC", 2), ("CUP", 2), ("CVE", 2), ("CZK", 2), ("DJF", 0),
+    ("DKK", 2), ("DOP", 2), ("DZD", 2), ("EGP", 2), ("ERN", 2), ("ETB", 2), ("EUR", 2),
+    ("FJD", 2), ("FKP", 2), ("GBP", 2), ("GEL", 2), ("GHS", 2), ("GIP", 2), ("GMD", 2),
+    ("GNF", 0), ("GTQ", 2), ("GYD", 2), ("HKD", 2), ("HNL", 2), ("HTG", 2), ("HUF", 2),
+    ("IDR", 2), ("ILS", 2), ("INR", 2), ("IQD", 3), ("IRR", 2), ("ISK", 0), ("JMD", 2),
+    ("JOD", 3), ("JPY", 0), ("KES", 2), ("KGS", 2), ("KHR", 2), ("KMF", 0), ("KPW", 2),
+    ("KRW", 0), ("KWD", 3), ("KYD", 2), ("KZT", 2), ("LAK", 2), ("LBP", 2), ("LKR", 2),
+    ("LRD", 2), ("LSL", 2), ("LYD", 3), ("MAD", 2), ("MDL", 2), ("MGA", 2), ("MKD", 2),
+    ("MMK", 2), ("MNT", 2), ("MOP", 2), ("MRU", 2), ("MUR", 2), ("MVR", 2), ("MWK", 2),
+    ("MXN", 2), ("MYR", 2), ("MZN", 2), ("NAD", 2), ("NGN", 2), ("NIO", 2), ("NOK", 2),
+    ("NPR", 2), ("NZD", 2), ("OMR", 3), ("PAB", 2), ("PEN", 2), ("PGK", 2), ("PHP", 2),
+    ("PKR", 2), ("PLN", 2), ("PYG", 0), ("QAR", 2), ("RON", 2), ("RSD", 2), ("RUB", 2),
+    ("RWF", 0), ("SAR", 2), ("SBD", 2), ("SCR", 2), ("SDG", 2), ("SEK", 2), ("SGD", 2),
+    ("SHP", 2), ("SLE", 2), ("SOS", 2), ("SRD", 2), ("SSP", 2), ("STN", 2), ("SYP", 2),
+    ("SZL", 2), ("THB", 2), ("TJS", 2), ("TMT", 2), ("TND", 3), ("TOP", 2), ("TRY", 2),
+    ("TTD", 2), ("TWD", 2), ("TZS", 2), ("UAH", 2), ("UGX", 0), ("USD", 2), ("UYU", 2),
+    ("UZS", 2), ("VES", 2), ("VND", 0), ("VUV", 0), ("WST", 2), ("XAF", 0), ("XCD", 2),
+    ("XOF", 0), ("XPF", 0), ("YER", 2), ("ZAR", 2), ("ZMW", 2), ("ZWG", 2),
+];
+
+impl Currency {
+    /// Parses a three-letter ISO 4217 code, case-insensitively.
+    pub fn parse(code: &str) -> Option<Currency> {
+        let upper = code.to_ascii_uppercase();
+        CURRENCIES
+            .iter()
+            .find(|(c, _)| *c == upper)
+            .map(|&(code, exponent)| Currency { code, exponent })
+    }
+
+    /// The upper-case code, as stored and returned.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// Digits after the decimal point (USD 2, XAF 0, KWD 3).
+    pub fn exponent(&self) -> u8 {
+        self.exponent
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code)
+    }
+}
+
+/// A strictly positive amount in minor units. Larger than any real payment, small enough that
+/// sums of refunds and totals never overflow an `i64`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Amount(i64);
+
+impl Amount {
+    pub const MAX: i64 = 99_999_999_999_999;
+
+    pub fn new(minor_units: i64) -> Option<Amount> {
+        (1..=Self::MAX).contains(&minor_units).then_some(Amount(minor_units))
+    }
+
+    pub fn minor_units(self) -> i64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn currencies_parse_with_their_exponents() {
+        assert_eq!(Currency::parse("usd").map(|c| c.exponent()), Some(2));
+        assert_eq!(Currency::parse("XAF").map(|c| c.exponent()), Some(0));
+        assert_eq!(Currency::parse("KWD").map(|c| c.code()), Some("KWD"));
+        assert_eq!(Currency::parse("ZZZ"), None);
+        assert_eq!(Currency::parse("US"), None);
+    }
+
+    #[test]
+    fn amounts_are_strictly_positive_and_bounded() {
+        assert!(Amount::new(0).is_none());
+        assert!(Amount::new(-5).is_none());
+        assert!(Amount::new(Amount::MAX + 1).is_none());
+        assert_eq!(Amount::new(2000).map(Amount::minor_units), Some(2000));
+    }
+}

@@ -1,0 +1,11 @@
+//! sea-orm entities: one module per table. The migration crate owns the schema; these mirror it.
+
+pub mod api_keys;
+pub mod events;
+pub mod idempotency_keys;
+pub mod merchants;
+pub mod payments;
+pub mod provider_events;
+pub mod webhook_attempts;
+pub mod webhook_deliveries;
+pub mod webhook_endpoints;

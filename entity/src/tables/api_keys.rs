@@ -1,0 +1,20 @@
+use sea_orm::entity::prelude::*;
+
+/// A merchant's secret key. Only its SHA-256 is stored; `prefix` is what a dashboard shows.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "api_keys")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub merchant_id: String,
+    #[sea_orm(unique)]
+    pub key_hash: String,
+    pub prefix: String,
+    pub livemode: bool,
+    pub created_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

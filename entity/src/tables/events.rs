@@ -1,0 +1,22 @@
+use sea_orm::entity::prelude::*;
+
+/// The merchant-visible event log, and the outbox: `published_at` is set once the bus confirmed.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "events")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub merchant_id: String,
+    pub event_type: String,
+    pub payment_id: Option<String>,
+    /// The object as it was when the event happened.
+    pub data: Json,
+    pub request_id: Option<String>,
+    pub created_at: DateTimeUtc,
+    pub published_at: Option<DateTimeUtc>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

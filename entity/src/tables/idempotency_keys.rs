@@ -1,0 +1,24 @@
+use sea_orm::entity::prelude::*;
+
+/// The first response to a POST with an `Idempotency-Key`, replayed for the same key and body.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "idempotency_keys")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub merchant_id: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub key: String,
+    /// Which operation the key was used for (`POST /v1/payments`), so a key is not reused
+    /// across operations.
+    pub operation: String,
+    /// SHA-256 of the request body.
+    pub request_hash: String,
+    pub response_status: i32,
+    pub response_body: String,
+    pub created_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,33 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "payments")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub merchant_id: String,
+    /// Minor units of `currency`.
+    pub amount: i64,
+    pub currency: String,
+    pub status: String,
+    pub provider: String,
+    pub provider_reference: Option<String>,
+    pub checkout_url: Option<String>,
+    pub reference: Option<String>,
+    pub description: Option<String>,
+    pub customer: Option<Json>,
+    pub metadata: Json,
+    /// Only brand, last4 and expiry of a card: never the number or the CVC.
+    pub payment_method: Option<Json>,
+    pub amount_refunded: i64,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub livemode: bool,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

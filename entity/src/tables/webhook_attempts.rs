@@ -1,0 +1,23 @@
+use sea_orm::entity::prelude::*;
+
+/// One HTTP call of a delivery.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "webhook_attempts")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub delivery_id: String,
+    pub merchant_id: String,
+    pub attempt_number: i32,
+    pub http_status: Option<i32>,
+    pub error_message: Option<String>,
+    /// The first few KiB of the answer.
+    pub response_body: Option<String>,
+    pub duration_ms: i64,
+    pub created_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,30 @@
+use sea_orm::entity::prelude::*;
+
+/// One event to one endpoint; unique on `(event_id, endpoint_id)`.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "webhook_deliveries")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub merchant_id: String,
+    pub event_id: String,
+    pub endpoint_id: String,
+    /// `pending`, `processing`, `succeeded` or `failed`.
+    pub status: String,
+    /// Attempts in the current round (a manual retry starts a new round).
+    pub attempts: i32,
+    pub next_retry_at: Option<DateTimeUtc>,
+    /// While `processing`: the claim's lease. Past it, any worker may claim the row again.
+    pub locked_until: Option<DateTimeUtc>,
+    pub last_attempt_at: Option<DateTimeUtc>,
+    pub http_status: Option<i32>,
+    pub error_message: Option<String>,
+    pub delivered_at: Option<DateTimeUtc>,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
