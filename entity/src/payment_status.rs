@@ -85,11 +85,23 @@ mod tests {
 
     #[test]
     fn allowed_moves_produce_their_event() {
-        assert_eq!(Pending.transition(Processing), Ok(EventType::PaymentProcessing));
-        assert_eq!(Pending.transition(Succeeded), Ok(EventType::PaymentSucceeded));
+        assert_eq!(
+            Pending.transition(Processing),
+            Ok(EventType::PaymentProcessing)
+        );
+        assert_eq!(
+            Pending.transition(Succeeded),
+            Ok(EventType::PaymentSucceeded)
+        );
         assert_eq!(Processing.transition(Failed), Ok(EventType::PaymentFailed));
-        assert_eq!(Processing.transition(Cancelled), Ok(EventType::PaymentCancelled));
-        assert_eq!(Succeeded.transition(Refunded), Ok(EventType::PaymentRefunded));
+        assert_eq!(
+            Processing.transition(Cancelled),
+            Ok(EventType::PaymentCancelled)
+        );
+        assert_eq!(
+            Succeeded.transition(Refunded),
+            Ok(EventType::PaymentRefunded)
+        );
     }
 
     #[test]
@@ -100,7 +112,10 @@ mod tests {
                 if (from, to) == (Succeeded, Refunded) {
                     continue;
                 }
-                assert!(from.transition(to).is_err(), "{from} -> {to} must be refused");
+                assert!(
+                    from.transition(to).is_err(),
+                    "{from} -> {to} must be refused"
+                );
             }
         }
     }

@@ -33,9 +33,7 @@ impl RetryPolicy {
     /// `min(base · 2^(attempts-1), max)`, before jitter, after `attempts` failed attempts.
     pub fn delay_after(&self, attempts: u32) -> Duration {
         let exponent = attempts.saturating_sub(1).min(30);
-        self.base
-            .saturating_mul(1u32 << exponent)
-            .min(self.max)
+        self.base.saturating_mul(1u32 << exponent).min(self.max)
     }
 
     /// The step after `attempts` attempts, all failed. `jitter` in `[0, 1)` adds up to 10 % so
@@ -65,7 +63,10 @@ mod tests {
     fn gives_up_after_the_budget_and_jitter_stays_small() {
         let p = RetryPolicy::default();
         assert_eq!(p.after_failure(5, 0.0), NextStep::GiveUp);
-        assert_eq!(p.after_failure(1, 0.0), NextStep::RetryAfter(Duration::from_secs(1)));
+        assert_eq!(
+            p.after_failure(1, 0.0),
+            NextStep::RetryAfter(Duration::from_secs(1))
+        );
         let NextStep::RetryAfter(d) = p.after_failure(3, 0.99) else {
             panic!("must retry")
         };
@@ -74,7 +75,13 @@ mod tests {
 
     #[test]
     fn the_cap_holds_with_jitter() {
-        let p = RetryPolicy { max_attempts: 20, ..RetryPolicy::default() };
-        assert_eq!(p.after_failure(10, 0.99), NextStep::RetryAfter(Duration::from_secs(60)));
+        let p = RetryPolicy {
+            max_attempts: 20,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(
+            p.after_failure(10, 0.99),
+            NextStep::RetryAfter(Duration::from_secs(60))
+        );
     }
 }

@@ -1,1 +1,15 @@
-pub fn x(){}
+//! The schema, as sea-orm migrations. Migrations never import entities: they describe tables
+//! as they were when written, so a later entity change cannot rewrite history.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_core;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_core::Migration)]
+    }
+}

@@ -1,0 +1,167 @@
+//! The worker process: the [`Worker`] plus its own small HTTP server for `/metrics` and the
+//! health checks. `build` binds (port 0 in tests), `run_until_stopped` takes the shutdown
+//! signal, so tests start it exactly as production does.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use entity::bus::QueueNames;
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::web::Data;
+use poem::{EndpointExt, Response, Route, Server, get, handler, http::StatusCode};
+use prometheus_client::registry::Registry;
+use sea_orm::DatabaseConnection;
+
+use crate::bus::EventBus;
+use crate::metrics::{self, DeliveryMetrics};
+use crate::{Settings, Worker, db};
+
+pub struct WorkerApplication {
+    worker: Worker,
+    acceptor: TcpAcceptor,
+    port: u16,
+    probe: Probe,
+}
+
+/// What `/metrics` and `/health/ready` look at.
+#[derive(Clone)]
+pub struct Probe {
+    pub db: DatabaseConnection,
+    pub bus: EventBus,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<DeliveryMetrics>,
+}
+
+impl WorkerApplication {
+    pub async fn build(settings: Settings) -> anyhow::Result<WorkerApplication> {
+        let amqp_url = settings
+            .amqp_url
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("the worker runs on its own only with AMQP_URL set; in embedded mode it runs inside the gateway"))?;
+        let db = db::connect(&settings.database_url).await?;
+        let bus = EventBus::amqp(&amqp_url, QueueNames::new(&settings.amqp_prefix));
+        let mut registry = Registry::default();
+        let metrics = Arc::new(DeliveryMetrics::new(&mut registry));
+        let worker = Worker::new(
+            db.clone(),
+            bus.clone(),
+            settings.webhook.clone(),
+            metrics.clone(),
+        )?;
+        let acceptor = TcpListener::bind(settings.worker_bind)
+            .into_acceptor()
+            .await?;
+        let port = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().map(|s| s.port()))
+            .unwrap_or(0);
+        let probe = Probe {
+            db,
+            bus,
+            registry: Arc::new(registry),
+            metrics,
+        };
+        Ok(WorkerApplication {
+            worker,
+            acceptor,
+            port,
+            probe,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn worker(&self) -> &Worker {
+        &self.worker
+    }
+
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let routes = probe_routes().data(self.probe);
+        let server = tokio::spawn(async move {
+            let mut rx = rx;
+            Server::new_with_acceptor(self.acceptor)
+                .run_with_graceful_shutdown(
+                    routes,
+                    async move {
+                        let _ = rx.changed().await;
+                    },
+                    None,
+                )
+                .await
+        });
+        self.worker.run_until_stopped(shutdown).await?;
+        let _ = tx.send(true);
+        let _ = server.await;
+        Ok(())
+    }
+}
+
+/// `/metrics`, `/health/live`, `/health/ready`, for the worker process.
+pub fn probe_routes() -> Route {
+    Route::new()
+        .at("/metrics", get(metrics_endpoint))
+        .at("/health/live", get(live))
+        .at("/health/ready", get(ready))
+}
+
+#[handler]
+async fn metrics_endpoint(probe: Data<&Probe>) -> Response {
+    probe.metrics.refresh_backlog(&probe.db, &probe.bus).await;
+    Response::builder()
+        .content_type(metrics::CONTENT_TYPE)
+        .body(metrics::encode(&probe.registry))
+}
+
+#[handler]
+fn live() -> Response {
+    Response::builder()
+        .content_type("application/json")
+        .body(r#"{"status":"ok"}"#)
+}
+
+#[handler]
+async fn ready(probe: Data<&Probe>) -> Response {
+    let database = db::ping(&probe.db).await.is_ok();
+    let broker = probe.bus.ping().await.is_ok();
+    let body = serde_json::json!({
+        "status": if database && broker { "ok" } else { "unavailable" },
+        "checks": {"database": database, "broker": broker},
+    });
+    Response::builder()
+        .status(if database && broker {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        })
+        .content_type("application/json")
+        .body(body.to_string())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,104 @@
+//! Turning one committed event into delivery rows, one per subscribed endpoint.
+//!
+//! Rows are unique on `(event_id, endpoint_id)`, so a message the broker redelivers creates
+//! nothing new. With immediate delivery the new rows are inserted already claimed by this
+//! worker (`processing` with a lease): it sends them at once after commit, and if it dies
+//! first the lease runs out and the sweep picks them up.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use entity::event::subscribes;
+use entity::ids::IdKind;
+use entity::{events, webhook_deliveries, webhook_endpoints};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, TransactionSession,
+    TransactionTrait,
+};
+
+use crate::deliveries::DeliveryStatus;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FanOut {
+    /// Rows created now and claimed for an immediate attempt.
+    pub claimed: Vec<String>,
+    /// Rows created as due now (immediate delivery off).
+    pub queued: usize,
+    /// Subscribed endpoints that already had a row for this event (a redelivered message).
+    pub already_present: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FanOutError {
+    #[error("event {0} does not exist")]
+    UnknownEvent(String),
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+pub async fn fan_out<C: TransactionTrait>(
+    db: &C,
+    event_id: &str,
+    immediate: bool,
+    lease: Duration,
+) -> Result<FanOut, FanOutError> {
+    let txn = db.begin().await?;
+    let event = events::Entity::find_by_id(event_id.to_string())
+        .one(&txn)
+        .await?
+        .ok_or_else(|| FanOutError::UnknownEvent(event_id.to_string()))?;
+    let endpoints = webhook_endpoints::Entity::find()
+        .filter(webhook_endpoints::Column::MerchantId.eq(event.merchant_id.as_str()))
+        .filter(webhook_endpoints::Column::Status.eq("enabled"))
+        .all(&txn)
+        .await?;
+    let now = Utc::now();
+    let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
+    let mut outcome = FanOut::default();
+    for endpoint in endpoints
+        .iter()
+        .filter(|e| subscribes(&e.enabled_event_names(), &event.event_type))
+    {
+        let id = IdKind::WebhookDelivery.generate();
+        let (status, next_retry_at, locked_until) = if immediate {
+            (DeliveryStatus::Processing, None, Some(now + lease))
+        } else {
+            (DeliveryStatus::Pending, Some(now), None)
+        };
+        let row = webhook_deliveries::ActiveModel {
+            id: Set(id.clone()),
+            merchant_id: Set(event.merchant_id.clone()),
+            event_id: Set(event.id.clone()),
+            endpoint_id: Set(endpoint.id.clone()),
+            status: Set(status.as_str().to_string()),
+            attempts: Set(0),
+            next_retry_at: Set(next_retry_at),
+            locked_until: Set(locked_until),
+            last_attempt_at: Set(None),
+            http_status: Set(None),
+            error_message: Set(None),
+            delivered_at: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        let inserted = webhook_deliveries::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([
+                    webhook_deliveries::Column::EventId,
+                    webhook_deliveries::Column::EndpointId,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+        match (inserted, immediate) {
+            (0, _) => outcome.already_present += 1,
+            (_, true) => outcome.claimed.push(id),
+            (_, false) => outcome.queued += 1,
+        }
+    }
+    txn.commit().await?;
+    Ok(outcome)
+}

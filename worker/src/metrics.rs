@@ -1,0 +1,136 @@
+//! Delivery metrics (prometheus-client): outcomes, error classes, latency, `queue_size` by
+//! queue and the age of the oldest due delivery. Gauges that describe the backlog are read
+//! from the database and the broker when scraped, so they are right after any restart.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use sea_orm::DatabaseConnection;
+
+use crate::bus::EventBus;
+use crate::deliveries::{AttemptOutcome, backlog, error_class};
+use crate::sender::AttemptResult;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    pub class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabel {
+    pub queue: String,
+}
+
+pub struct DeliveryMetrics {
+    pub deliveries: Family<StatusLabel, Counter>,
+    pub errors: Family<ClassLabel, Counter>,
+    pub duration: Histogram,
+    pub queue_size: Family<QueueLabel, Gauge>,
+    pub oldest_due_age: Gauge<f64, AtomicU64>,
+}
+
+impl DeliveryMetrics {
+    pub fn new(registry: &mut Registry) -> DeliveryMetrics {
+        let metrics = DeliveryMetrics {
+            deliveries: Family::default(),
+            errors: Family::default(),
+            duration: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
+            queue_size: Family::default(),
+            oldest_due_age: Gauge::default(),
+        };
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by resulting delivery status (succeeded, retrying, failed)",
+            metrics.deliveries.clone(),
+        );
+        registry.register(
+            "webhook_delivery_errors",
+            "Failed webhook attempts by class (4xx, 5xx, 3xx, timeout, connect, dns, blocked)",
+            metrics.errors.clone(),
+        );
+        registry.register(
+            "webhook_delivery_duration_seconds",
+            "Duration of webhook HTTP attempts",
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "queue_size",
+            "Work waiting: RabbitMQ fan-out queue and its dead letters, and delivery rows by state",
+            metrics.queue_size.clone(),
+        );
+        registry.register(
+            "webhook_oldest_due_delivery_age_seconds",
+            "How long the oldest due delivery has been waiting (a stuck worker shows here first)",
+            metrics.oldest_due_age.clone(),
+        );
+        metrics
+    }
+
+    pub fn observe(&self, outcome: &AttemptOutcome, result: Option<&AttemptResult>) {
+        let status = match outcome {
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::WillRetry { .. } => "retrying",
+            AttemptOutcome::Failed { .. } => "failed",
+            AttemptOutcome::Skipped => return,
+        };
+        self.deliveries
+            .get_or_create_owned(&StatusLabel {
+                status: status.into(),
+            })
+            .inc();
+        if let Some(result) = result {
+            self.duration.observe(result.duration.as_secs_f64());
+            if let Some(class) = error_class(result) {
+                self.errors
+                    .get_or_create_owned(&ClassLabel {
+                        class: class.as_str().into(),
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    /// Reads the backlog from the database and the broker into the gauges. A source that does
+    /// not answer within a second leaves its gauges as they were.
+    pub async fn refresh_backlog(&self, db: &DatabaseConnection, bus: &EventBus) {
+        let set = |queue: &str, value: u64| {
+            self.queue_size
+                .get_or_create_owned(&QueueLabel {
+                    queue: queue.into(),
+                })
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        };
+        if let Ok(Ok(b)) = tokio::time::timeout(Duration::from_secs(1), backlog(db)).await {
+            set("deliveries_due", b.due);
+            set("deliveries_retrying", b.retrying);
+            set("deliveries_processing", b.processing);
+            set("deliveries_failed", b.failed);
+            self.oldest_due_age.set(b.oldest_due_age_seconds);
+        }
+        if let Ok(Ok(d)) = tokio::time::timeout(Duration::from_secs(1), bus.depths()).await {
+            set("events", d.events);
+            set("events_dead_letter", d.dead_letters);
+        }
+    }
+}
+
+/// The text exposition of a registry, with its content type.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    // Encoding into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
+}
+
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

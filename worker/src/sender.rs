@@ -1,0 +1,278 @@
+//! One signed HTTP attempt to a merchant endpoint.
+//!
+//! Redirects are not followed (a 3xx is a failure, as Stripe does), every call has a
+//! timeout, only the first 4 KiB of an answer are kept, and private, loopback and link-local
+//! targets are refused unless explicitly allowed (embedded mode and tests allow them).
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use entity::signature::SigningKey;
+
+const KEEP_RESPONSE_BYTES: usize = 4096;
+
+pub const USER_AGENT: &str = concat!("Payrail-Webhooks/", env!("CARGO_PKG_VERSION"));
+
+/// Why an attempt did not get a 2xx, for metrics and the attempt row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    ClientError,
+    ServerError,
+    Redirect,
+    Timeout,
+    Connect,
+    Dns,
+    Blocked,
+}
+
+impl ErrorClass {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::ClientError => "4xx",
+            ErrorClass::ServerError => "5xx",
+            ErrorClass::Redirect => "3xx",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Connect => "connect",
+            ErrorClass::Dns => "dns",
+            ErrorClass::Blocked => "blocked",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub http_status: Option<u16>,
+    pub error: Option<(ErrorClass, String)>,
+    pub response_body: Option<String>,
+    pub duration: Duration,
+}
+
+impl AttemptResult {
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// The headers and body of one attempt.
+pub struct SignedRequest {
+    pub url: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub delivery_id: String,
+    pub body: Vec<u8>,
+}
+
+#[derive(Clone)]
+pub struct WebhookSender {
+    client: reqwest::Client,
+    allow_private: bool,
+}
+
+impl WebhookSender {
+    pub fn new(timeout: Duration, allow_private: bool) -> Result<WebhookSender, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .pool_max_idle_per_host(64)
+            .user_agent(USER_AGENT)
+            .build()?;
+        Ok(WebhookSender {
+            client,
+            allow_private,
+        })
+    }
+
+    /// Signs `request` with `key` at the current time and sends it.
+    pub async fn send(&self, key: &SigningKey, request: &SignedRequest) -> AttemptResult {
+        let started = Instant::now();
+        let failed = |class: ErrorClass, message: String| AttemptResult {
+            http_status: None,
+            error: Some((class, message)),
+            response_body: None,
+            duration: started.elapsed(),
+        };
+        if let Err((class, message)) = self.check_target(&request.url).await {
+            return failed(class, message);
+        }
+        let timestamp = chrono::Utc::now().timestamp();
+        let response = self
+            .client
+            .post(&request.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &request.event_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header(
+                "webhook-signature",
+                key.sign_standard(&request.event_id, timestamp, &request.body),
+            )
+            .header("x-payrail-signature", key.sign_body(&request.body))
+            .header("x-payrail-event", &request.event_type)
+            .header("x-payrail-delivery", &request.delivery_id)
+            .body(request.body.clone())
+            .send()
+            .await;
+        let mut response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                let class = if e.is_timeout() {
+                    ErrorClass::Timeout
+                } else {
+                    ErrorClass::Connect
+                };
+                return failed(class, describe(&e));
+            }
+        };
+        let status = response.status();
+        let mut kept = Vec::new();
+        // The receiver may stream forever; keep a little and stop at the timeout.
+        while kept.len() < KEEP_RESPONSE_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => kept.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        kept.truncate(KEEP_RESPONSE_BYTES);
+        let body = String::from_utf8_lossy(&kept).into_owned();
+        let error = if status.is_success() {
+            None
+        } else if status.is_redirection() {
+            Some((
+                ErrorClass::Redirect,
+                format!("HTTP {} (redirects are not followed)", status.as_u16()),
+            ))
+        } else if status.is_client_error() {
+            Some((ErrorClass::ClientError, format!("HTTP {}", status.as_u16())))
+        } else {
+            Some((ErrorClass::ServerError, format!("HTTP {}", status.as_u16())))
+        };
+        AttemptResult {
+            http_status: Some(status.as_u16()),
+            error,
+            response_body: Some(body),
+            duration: started.elapsed(),
+        }
+    }
+
+    /// Resolves the host and refuses addresses a webhook must not reach.
+    async fn check_target(&self, url: &str) -> Result<(), (ErrorClass, String)> {
+        let parsed =
+            url::Url::parse(url).map_err(|e| (ErrorClass::Blocked, format!("invalid URL: {e}")))?;
+        if self.allow_private {
+            return Ok(());
+        }
+        let host = parsed
+            .host_str()
+            .ok_or((ErrorClass::Blocked, "URL has no host".to_string()))?;
+        let port = parsed.port_or_known_default().unwrap_or(443);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|e| (ErrorClass::Dns, format!("cannot resolve {host}: {e}")))?
+                .map(|a| a.ip())
+                .collect(),
+        };
+        if addresses.is_empty() {
+            return Err((ErrorClass::Dns, format!("{host} has no address")));
+        }
+        match addresses.iter().find(|ip| !is_public(**ip)) {
+            Some(ip) => Err((
+                ErrorClass::Blocked,
+                format!("{host} resolves to non-public address {ip}"),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}
+
+/// Whether an address is reachable on the public internet (not loopback, private, link-local,
+/// shared, documentation, multicast or unspecified).
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1])))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_and_loopback_addresses_are_not_public() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip} must be refused");
+        }
+        for ip in ["93.184.216.34", "2606:4700::1111"] {
+            assert!(is_public(ip.parse().unwrap()), "{ip} is public");
+        }
+    }
+
+    #[tokio::test]
+    async fn loopback_targets_are_refused_unless_allowed() {
+        let key = SigningKey::from_secret(&SigningKey::generate_secret()).unwrap();
+        let request = SignedRequest {
+            url: "http://127.0.0.1:9/hook".into(),
+            event_id: "evt_1".into(),
+            event_type: "payment.pending".into(),
+            delivery_id: "whd_1".into(),
+            body: b"{}".to_vec(),
+        };
+        let strict = WebhookSender::new(Duration::from_secs(1), false).unwrap();
+        let result = strict.send(&key, &request).await;
+        assert_eq!(result.error.map(|e| e.0), Some(ErrorClass::Blocked));
+        let localhost = SignedRequest {
+            url: "http://localhost:9/hook".into(),
+            ..request
+        };
+        let result = strict.send(&key, &localhost).await;
+        assert_eq!(result.error.map(|e| e.0), Some(ErrorClass::Blocked));
+    }
+}

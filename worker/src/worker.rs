@@ -1,0 +1,292 @@
+//! The worker: consumes events from the bus, fans them out to delivery rows, sends them, and
+//! sweeps due rows on a schedule.
+//!
+//! [`Worker::sweep_once`] and [`Worker::handle`] each run one step and return what happened,
+//! so tests drive them deterministically; [`Worker::run_until_stopped`] wires them to the
+//! consumer and to tokio-cron-scheduler for production.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use entity::retry::RetryPolicy;
+use futures_util::future::join_all;
+use sea_orm::DatabaseConnection;
+use tokio::sync::{Notify, watch};
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+use crate::bus::{EventBus, Received};
+use crate::deliveries::{self, AttemptOutcome};
+use crate::fanout::{FanOutError, fan_out};
+use crate::metrics::DeliveryMetrics;
+use crate::sender::WebhookSender;
+use crate::settings::WebhookSettings;
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepOutcome {
+    pub claimed: usize,
+    pub succeeded: usize,
+    pub retrying: usize,
+    pub failed: usize,
+    /// True when another sweep of this worker was still running, so this one did nothing.
+    pub skipped_overlap: bool,
+}
+
+/// What handling one bus message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// Rows created (and, with immediate delivery, attempted once).
+    FannedOut {
+        created: usize,
+        already_present: usize,
+        attempts: Vec<AttemptOutcome>,
+    },
+    DeadLettered,
+    Requeued,
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: DatabaseConnection,
+    bus: EventBus,
+    sender: WebhookSender,
+    settings: WebhookSettings,
+    policy: RetryPolicy,
+    metrics: Arc<DeliveryMetrics>,
+    sweeping: AtomicBool,
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+/// Counts a task as in flight until dropped, so shutdown can wait for sends to finish.
+struct InFlight(Arc<Inner>);
+
+impl InFlight {
+    fn start(inner: &Arc<Inner>) -> InFlight {
+        inner.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(inner.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Worker {
+    pub fn new(
+        db: DatabaseConnection,
+        bus: EventBus,
+        settings: WebhookSettings,
+        metrics: Arc<DeliveryMetrics>,
+    ) -> Result<Worker, reqwest::Error> {
+        let sender = WebhookSender::new(settings.timeout, settings.allow_private_urls)?;
+        Ok(Worker {
+            inner: Arc::new(Inner {
+                policy: settings.retry_policy(),
+                db,
+                bus,
+                sender,
+                settings,
+                metrics,
+                sweeping: AtomicBool::new(false),
+                in_flight: AtomicUsize::new(0),
+                idle: Notify::new(),
+            }),
+        })
+    }
+
+    pub fn metrics(&self) -> &DeliveryMetrics {
+        &self.inner.metrics
+    }
+
+    /// Handles one received message: fan out, commit, ack; then the immediate attempts.
+    pub async fn handle(&self, received: Received) -> Handled {
+        let _in_flight = InFlight::start(&self.inner);
+        let (message, ack) = match received {
+            Received::Message(m, ack) => (m, ack),
+            Received::Unparseable(ack) => {
+                tracing::warn!("unparseable bus message moved to the dead-letter queue");
+                if let Err(e) = ack.dead_letter().await {
+                    tracing::error!(error = %e, "could not dead-letter a message; the broker will redeliver it");
+                }
+                return Handled::DeadLettered;
+            }
+        };
+        let s = &self.inner.settings;
+        match fan_out(&self.inner.db, message.event_id(), s.immediate, s.lease()).await {
+            Ok(fan) => {
+                if let Err(e) = ack.ack().await {
+                    // The rows are committed; a redelivery finds them and creates nothing.
+                    tracing::warn!(error = %e, event_id = message.event_id(), "ack failed after commit");
+                }
+                let attempts = self.deliver(&fan.claimed).await;
+                Handled::FannedOut {
+                    created: fan.claimed.len() + fan.queued,
+                    already_present: fan.already_present,
+                    attempts,
+                }
+            }
+            Err(FanOutError::UnknownEvent(id)) => {
+                tracing::error!(event_id = %id, "message names an event that does not exist; dead-lettered");
+                let _ = ack.dead_letter().await;
+                Handled::DeadLettered
+            }
+            Err(FanOutError::Db(e)) => {
+                tracing::warn!(error = %e, event_id = message.event_id(), "fan-out failed; message requeued");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let _ = ack.requeue().await;
+                Handled::Requeued
+            }
+        }
+    }
+
+    /// Attempts the given claimed deliveries concurrently.
+    pub async fn deliver(&self, ids: &[String]) -> Vec<AttemptOutcome> {
+        let inner = &self.inner;
+        let attempts = ids.iter().map(|id| async move {
+            match deliveries::attempt(&inner.db, &inner.sender, &inner.policy, id).await {
+                Ok((outcome, result)) => {
+                    inner.metrics.observe(&outcome, result.as_ref());
+                    outcome
+                }
+                Err(e) => {
+                    // The claim's lease runs out and a later sweep tries again.
+                    tracing::error!(error = %e, delivery_id = %id, "could not record an attempt");
+                    AttemptOutcome::Skipped
+                }
+            }
+        });
+        join_all(attempts).await
+    }
+
+    /// Claims and sends due deliveries, batch after batch while batches come back full.
+    pub async fn sweep_once(&self) -> Result<SweepOutcome, sea_orm::DbErr> {
+        if self.inner.sweeping.swap(true, Ordering::SeqCst) {
+            return Ok(SweepOutcome {
+                skipped_overlap: true,
+                ..SweepOutcome::default()
+            });
+        }
+        let _in_flight = InFlight::start(&self.inner);
+        let result = self.sweep_batches().await;
+        self.inner.sweeping.store(false, Ordering::SeqCst);
+        result
+    }
+
+    async fn sweep_batches(&self) -> Result<SweepOutcome, sea_orm::DbErr> {
+        let s = &self.inner.settings;
+        let mut total = SweepOutcome::default();
+        loop {
+            let ids = deliveries::claim_due(&self.inner.db, s.batch_size, s.lease()).await?;
+            let full = ids.len() as u64 == s.batch_size;
+            total.claimed += ids.len();
+            for outcome in self.deliver(&ids).await {
+                match outcome {
+                    AttemptOutcome::Succeeded => total.succeeded += 1,
+                    AttemptOutcome::WillRetry { .. } => total.retrying += 1,
+                    AttemptOutcome::Failed { .. } => total.failed += 1,
+                    AttemptOutcome::Skipped => {}
+                }
+            }
+            if !full {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Consumes from the bus until `stop` turns true, reconnecting with backoff.
+    async fn consume(self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        let prefetch = u16::try_from(self.inner.settings.batch_size.max(50) * 4).unwrap_or(200);
+        while !*stop.borrow() {
+            match self.inner.bus.subscribe(prefetch).await {
+                Ok(mut subscription) => {
+                    backoff = Duration::from_millis(100);
+                    tracing::info!(bus = self.inner.bus.kind(), "consuming events");
+                    loop {
+                        tokio::select! {
+                            _ = stop.changed() => return,
+                            next = subscription.next() => match next {
+                                Some(Ok(received)) => {
+                                    let worker = self.clone();
+                                    tokio::spawn(async move { worker.handle(received).await });
+                                }
+                                Some(Err(e)) => {
+                                    tracing::warn!(error = %e, "bus connection lost; reconnecting");
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot subscribe to the bus")
+                }
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Runs the consumer and the scheduled sweep until `shutdown` completes, then stops
+    /// taking work and waits (up to the HTTP timeout and a margin) for sends in flight.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let consumer = tokio::spawn(self.clone().consume(stop_rx));
+        let mut scheduler = JobScheduler::new().await?;
+        let sweeper = self.clone();
+        scheduler
+            .add(Job::new_repeated_async(
+                self.inner.settings.sweep_interval,
+                move |_, _| {
+                    let worker = sweeper.clone();
+                    Box::pin(async move {
+                        match worker.sweep_once().await {
+                            Ok(o) if o.claimed > 0 => tracing::info!(
+                                claimed = o.claimed,
+                                succeeded = o.succeeded,
+                                retrying = o.retrying,
+                                failed = o.failed,
+                                "sweep"
+                            ),
+                            Ok(_) => {}
+                            Err(e) => tracing::error!(error = %e, "sweep failed"),
+                        }
+                    })
+                },
+            )?)
+            .await?;
+        scheduler.start().await?;
+        shutdown.await;
+        tracing::info!("worker stopping: no new work; waiting for sends in flight");
+        let _ = stop_tx.send(true);
+        let _ = consumer.await;
+        let _ = scheduler.shutdown().await;
+        let grace = self.inner.settings.timeout + Duration::from_secs(2);
+        let _ = tokio::time::timeout(grace, async {
+            while self.inner.in_flight.load(Ordering::SeqCst) > 0 {
+                let idle = self.inner.idle.notified();
+                if self.inner.in_flight.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(50), idle).await;
+            }
+        })
+        .await;
+        Ok(())
+    }
+}
