@@ -1,0 +1,118 @@
+//! `/v1/webhook_deliveries`.
+
+use poem::web::Data;
+use poem_openapi::OpenApi;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use worker::deliveries::{DeliveryStatus, make_due_now};
+
+use super::ApiTags;
+use super::dto::{WebhookDelivery, WebhookDeliveryList};
+use crate::auth::ApiKey;
+use crate::error::ApiError;
+use crate::services::Page;
+use crate::services::deliveries::{self, DeliveryFilter};
+use crate::state::AppState;
+
+pub struct DeliveriesApi;
+
+#[OpenApi(prefix_path = "/v1", tag = "ApiTags::WebhookDeliveries")]
+impl DeliveriesApi {
+    /// List webhook deliveries, newest first
+    #[oai(
+        path = "/webhook_deliveries",
+        method = "get",
+        operation_id = "list_webhook_deliveries"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    async fn list(
+        &self,
+        ApiKey(merchant): ApiKey,
+        state: Data<&AppState>,
+        limit: Query<Option<i64>>,
+        starting_after: Query<Option<String>>,
+        ending_before: Query<Option<String>>,
+        /// `pending`, `processing`, `succeeded` or `failed`.
+        status: Query<Option<String>>,
+        endpoint_id: Query<Option<String>>,
+        event_id: Query<Option<String>>,
+    ) -> Result<Json<WebhookDeliveryList>, ApiError> {
+        let page = Page::new(limit.0, starting_after.0, ending_before.0)?;
+        let status = match status.0.as_deref() {
+            None => None,
+            Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
+                ApiError::invalid(
+                    "status",
+                    "status_invalid",
+                    format!("Unknown delivery status '{s}'."),
+                )
+            })?),
+        };
+        let filter = DeliveryFilter {
+            status,
+            endpoint_id: endpoint_id.0.as_deref(),
+            event_id: event_id.0.as_deref(),
+        };
+        let (rows, has_more) =
+            deliveries::list(&state.db, &merchant.merchant_id, filter, &page).await?;
+        let data = rows
+            .iter()
+            .map(|d| WebhookDelivery::from_model(d, None))
+            .collect();
+        Ok(Json(WebhookDeliveryList {
+            object: "list".into(),
+            data,
+            has_more,
+        }))
+    }
+
+    /// Retrieve a delivery with every attempt
+    #[oai(
+        path = "/webhook_deliveries/:id",
+        method = "get",
+        operation_id = "get_webhook_delivery"
+    )]
+    async fn get(
+        &self,
+        ApiKey(merchant): ApiKey,
+        state: Data<&AppState>,
+        id: Path<String>,
+    ) -> Result<Json<WebhookDelivery>, ApiError> {
+        let d = deliveries::get(&state.db, &merchant.merchant_id, &id.0)
+            .await?
+            .ok_or_else(|| ApiError::not_found("webhook delivery", &id.0))?;
+        let attempts = deliveries::attempts(&state.db, &d.id).await?;
+        Ok(Json(WebhookDelivery::from_model(&d, Some(&attempts))))
+    }
+
+    /// Retry a failed or pending delivery now, with a fresh set of attempts
+    #[oai(
+        path = "/webhook_deliveries/:id/retry",
+        method = "post",
+        operation_id = "retry_webhook_delivery"
+    )]
+    async fn retry(
+        &self,
+        ApiKey(merchant): ApiKey,
+        state: Data<&AppState>,
+        id: Path<String>,
+    ) -> Result<Json<WebhookDelivery>, ApiError> {
+        let d = deliveries::get(&state.db, &merchant.merchant_id, &id.0)
+            .await?
+            .ok_or_else(|| ApiError::not_found("webhook delivery", &id.0))?;
+        if !make_due_now(&state.db, &d.id).await? {
+            return Err(ApiError::conflict(
+                "delivery_not_retryable",
+                format!(
+                    "A {} delivery cannot be retried; only failed or pending ones can.",
+                    d.status
+                ),
+            ));
+        }
+        let d = deliveries::get(&state.db, &merchant.merchant_id, &id.0)
+            .await?
+            .ok_or_else(|| ApiError::not_found("webhook delivery", &id.0))?;
+        let attempts = deliveries::attempts(&state.db, &d.id).await?;
+        Ok(Json(WebhookDelivery::from_model(&d, Some(&attempts))))
+    }
+}

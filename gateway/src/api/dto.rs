@@ -1,0 +1,356 @@
+//! Request and response bodies of the merchant API, as they appear in the OpenAPI spec.
+//! Requests are turned into domain types in [`crate::domain`]; responses are built from rows
+//! here, in one place, so the API, events and idempotent replays show the same object.
+
+use std::collections::HashMap;
+
+use entity::event::rfc3339;
+use entity::{events, payments, webhook_attempts, webhook_deliveries, webhook_endpoints};
+use poem_openapi::Object;
+use serde::{Deserialize, Serialize};
+
+// ---------- payments ----------
+
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+pub struct CreatePaymentRequest {
+    /// Amount in the currency's minor unit (cents for USD, francs for XAF); above zero.
+    pub amount: i64,
+    /// ISO 4217 code, e.g. `usd`, `XAF`.
+    pub currency: String,
+    /// `simulated` (sandbox). `stripe`, `moneroo` and `ebilling` answer 422 until configured.
+    pub provider: String,
+    /// Your own reference (e.g. an order number), filterable in lists.
+    pub reference: Option<String>,
+    pub description: Option<String>,
+    pub customer: Option<Customer>,
+    /// Where the checkout sends the customer afterwards.
+    pub return_url: Option<String>,
+    /// Up to 50 string keys and values, returned as given.
+    pub metadata: Option<HashMap<String, String>>,
+    /// A test card, processed at once (sandbox only).
+    pub payment_method: Option<PaymentMethodInput>,
+}
+
+#[derive(Object, Clone, Serialize, Deserialize, Debug, PartialEq, Default)]
+#[oai(deny_unknown_fields)]
+pub struct Customer {
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+pub struct PaymentMethodInput {
+    /// Only `card`.
+    #[oai(rename = "type")]
+    pub method_type: String,
+    pub card: Option<CardInput>,
+}
+
+/// A card as sent. Never stored, logged or echoed: only brand, last4 and expiry are kept.
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+pub struct CardInput {
+    pub number: String,
+    pub exp_month: u32,
+    pub exp_year: u32,
+    pub cvc: String,
+}
+
+#[derive(Object, Clone, Serialize, Deserialize, Debug, PartialEq)]
+pub struct PaymentMethod {
+    #[oai(rename = "type")]
+    #[serde(rename = "type")]
+    pub method_type: String,
+    pub card: CardSummary,
+}
+
+#[derive(Object, Clone, Serialize, Deserialize, Debug, PartialEq)]
+pub struct CardSummary {
+    pub brand: String,
+    pub last4: String,
+    pub exp_month: u32,
+    pub exp_year: u32,
+}
+
+#[derive(Object, Clone, Serialize, Deserialize, Debug, PartialEq)]
+pub struct Payment {
+    pub id: String,
+    /// Always `payment`.
+    pub object: String,
+    /// `pending`, `processing`, `succeeded`, `failed`, `cancelled` or `refunded`.
+    pub status: String,
+    pub amount: i64,
+    pub currency: String,
+    pub provider: String,
+    pub provider_reference: Option<String>,
+    pub checkout_url: Option<String>,
+    pub reference: Option<String>,
+    pub description: Option<String>,
+    pub customer: Option<Customer>,
+    pub metadata: HashMap<String, String>,
+    pub payment_method: Option<PaymentMethod>,
+    pub amount_refunded: i64,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub livemode: bool,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&payments::Model> for Payment {
+    fn from(p: &payments::Model) -> Payment {
+        Payment {
+            id: p.id.clone(),
+            object: "payment".into(),
+            status: p.status.clone(),
+            amount: p.amount,
+            currency: p.currency.clone(),
+            provider: p.provider.clone(),
+            provider_reference: p.provider_reference.clone(),
+            checkout_url: p.checkout_url.clone(),
+            reference: p.reference.clone(),
+            description: p.description.clone(),
+            customer: p
+                .customer
+                .clone()
+                .and_then(|c| serde_json::from_value(c).ok()),
+            metadata: serde_json::from_value(p.metadata.clone()).unwrap_or_default(),
+            payment_method: p
+                .payment_method
+                .clone()
+                .and_then(|m| serde_json::from_value(m).ok()),
+            amount_refunded: p.amount_refunded,
+            failure_code: p.failure_code.clone(),
+            failure_message: p.failure_message.clone(),
+            livemode: p.livemode,
+            created_at: rfc3339(p.created_at),
+            updated_at: rfc3339(p.updated_at),
+        }
+    }
+}
+
+#[derive(Object)]
+pub struct PaymentList {
+    /// Always `list`.
+    pub object: String,
+    pub data: Vec<Payment>,
+    pub has_more: bool,
+}
+
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+pub struct CompleteSandboxPayment {
+    /// `processing`, `succeeded`, `failed` or `cancelled`.
+    pub outcome: String,
+}
+
+// ---------- webhook endpoints ----------
+
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+pub struct CreateEndpointRequest {
+    /// An `https://` (or `http://`) URL that accepts POSTs.
+    pub url: String,
+    /// Event types to send, e.g. `["payment.succeeded"]`, or `["*"]` for all.
+    pub enabled_events: Vec<String>,
+    pub description: Option<String>,
+}
+
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+pub struct UpdateEndpointRequest {
+    pub url: Option<String>,
+    pub enabled_events: Option<Vec<String>>,
+    pub description: Option<String>,
+    /// `enabled` or `disabled`.
+    pub status: Option<String>,
+}
+
+#[derive(Object)]
+pub struct WebhookEndpoint {
+    pub id: String,
+    /// Always `webhook_endpoint`.
+    pub object: String,
+    pub url: String,
+    pub enabled_events: Vec<String>,
+    pub description: Option<String>,
+    pub status: String,
+    /// The signing secret (`whsec_…`): only in the response that created the endpoint.
+    #[oai(skip_serializing_if_is_none)]
+    pub secret: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl WebhookEndpoint {
+    pub fn from_model(e: &webhook_endpoints::Model, reveal_secret: bool) -> WebhookEndpoint {
+        WebhookEndpoint {
+            id: e.id.clone(),
+            object: "webhook_endpoint".into(),
+            url: e.url.clone(),
+            enabled_events: e.enabled_event_names(),
+            description: e.description.clone(),
+            status: e.status.clone(),
+            secret: reveal_secret.then(|| e.secret.clone()),
+            created_at: rfc3339(e.created_at),
+            updated_at: rfc3339(e.updated_at),
+        }
+    }
+}
+
+#[derive(Object)]
+pub struct WebhookEndpointList {
+    pub object: String,
+    pub data: Vec<WebhookEndpoint>,
+    pub has_more: bool,
+}
+
+#[derive(Object)]
+pub struct DeletedObject {
+    pub id: String,
+    pub object: String,
+    pub deleted: bool,
+}
+
+// ---------- events ----------
+
+#[derive(Object)]
+pub struct Event {
+    pub id: String,
+    /// Always `event`.
+    pub object: String,
+    /// e.g. `payment.succeeded`.
+    #[oai(rename = "type")]
+    pub event_type: String,
+    pub created_at: String,
+    /// The object as it was when the event happened.
+    pub data: serde_json::Value,
+}
+
+impl From<&events::Model> for Event {
+    fn from(e: &events::Model) -> Event {
+        Event {
+            id: e.id.clone(),
+            object: "event".into(),
+            event_type: e.event_type.clone(),
+            created_at: rfc3339(e.created_at),
+            data: e.data.clone(),
+        }
+    }
+}
+
+#[derive(Object)]
+pub struct EventList {
+    pub object: String,
+    pub data: Vec<Event>,
+    pub has_more: bool,
+}
+
+// ---------- deliveries ----------
+
+#[derive(Object)]
+pub struct WebhookAttempt {
+    pub id: String,
+    pub attempt_number: i32,
+    pub http_status: Option<i32>,
+    pub error_message: Option<String>,
+    /// The first 4 KiB of the answer.
+    pub response_body: Option<String>,
+    pub duration_ms: i64,
+    pub created_at: String,
+}
+
+impl From<&webhook_attempts::Model> for WebhookAttempt {
+    fn from(a: &webhook_attempts::Model) -> WebhookAttempt {
+        WebhookAttempt {
+            id: a.id.clone(),
+            attempt_number: a.attempt_number,
+            http_status: a.http_status,
+            error_message: a.error_message.clone(),
+            response_body: a.response_body.clone(),
+            duration_ms: a.duration_ms,
+            created_at: rfc3339(a.created_at),
+        }
+    }
+}
+
+#[derive(Object)]
+pub struct WebhookDelivery {
+    pub id: String,
+    /// Always `webhook_delivery`.
+    pub object: String,
+    pub event_id: String,
+    pub endpoint_id: String,
+    /// `pending`, `processing`, `succeeded` or `failed`.
+    pub status: String,
+    /// Attempts in the current round (a manual retry starts a new round).
+    pub attempts: i32,
+    pub next_retry_at: Option<String>,
+    pub last_attempt_at: Option<String>,
+    pub http_status: Option<i32>,
+    pub error_message: Option<String>,
+    pub delivered_at: Option<String>,
+    pub created_at: String,
+    /// Every HTTP call made for this delivery, oldest first (on the single-object endpoint).
+    #[oai(skip_serializing_if_is_none)]
+    pub attempt_history: Option<Vec<WebhookAttempt>>,
+}
+
+impl WebhookDelivery {
+    pub fn from_model(
+        d: &webhook_deliveries::Model,
+        attempts: Option<&[webhook_attempts::Model]>,
+    ) -> WebhookDelivery {
+        WebhookDelivery {
+            id: d.id.clone(),
+            object: "webhook_delivery".into(),
+            event_id: d.event_id.clone(),
+            endpoint_id: d.endpoint_id.clone(),
+            status: d.status.clone(),
+            attempts: d.attempts,
+            next_retry_at: d.next_retry_at.map(rfc3339),
+            last_attempt_at: d.last_attempt_at.map(rfc3339),
+            http_status: d.http_status,
+            error_message: d.error_message.clone(),
+            delivered_at: d.delivered_at.map(rfc3339),
+            created_at: rfc3339(d.created_at),
+            attempt_history: attempts.map(|a| a.iter().map(WebhookAttempt::from).collect()),
+        }
+    }
+}
+
+#[derive(Object)]
+pub struct WebhookDeliveryList {
+    pub object: String,
+    pub data: Vec<WebhookDelivery>,
+    pub has_more: bool,
+}
+
+// ---------- admin ----------
+
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+pub struct CreateMerchantRequest {
+    pub name: String,
+}
+
+#[derive(Object)]
+pub struct CreatedMerchant {
+    pub id: String,
+    /// Always `merchant`.
+    pub object: String,
+    pub name: String,
+    /// The merchant's secret key: shown once, stored hashed.
+    pub api_key: String,
+    pub created_at: String,
+}

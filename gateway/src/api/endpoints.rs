@@ -1,0 +1,136 @@
+//! `/v1/webhook_endpoints`.
+
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, OpenApi};
+
+use super::ApiTags;
+use super::dto::{
+    CreateEndpointRequest, DeletedObject, UpdateEndpointRequest, WebhookEndpoint,
+    WebhookEndpointList,
+};
+use crate::auth::ApiKey;
+use crate::domain::{EndpointUpdate, NewEndpoint};
+use crate::error::ApiError;
+use crate::services::{Page, endpoints};
+use crate::state::AppState;
+
+pub struct EndpointsApi;
+
+#[derive(ApiResponse)]
+pub enum CreatedEndpoint {
+    /// The endpoint, with its signing secret (shown only here).
+    #[oai(status = 201)]
+    Created(Json<WebhookEndpoint>),
+}
+
+#[OpenApi(prefix_path = "/v1", tag = "ApiTags::WebhookEndpoints")]
+impl EndpointsApi {
+    /// Create a webhook endpoint
+    #[oai(
+        path = "/webhook_endpoints",
+        method = "post",
+        operation_id = "create_webhook_endpoint"
+    )]
+    async fn create(
+        &self,
+        ApiKey(merchant): ApiKey,
+        state: Data<&AppState>,
+        body: Json<CreateEndpointRequest>,
+    ) -> Result<CreatedEndpoint, ApiError> {
+        let new = NewEndpoint::try_from(body.0)?;
+        let e = endpoints::create(&state.db, &merchant.merchant_id, new).await?;
+        Ok(CreatedEndpoint::Created(Json(WebhookEndpoint::from_model(
+            &e, true,
+        ))))
+    }
+
+    /// List webhook endpoints
+    #[oai(
+        path = "/webhook_endpoints",
+        method = "get",
+        operation_id = "list_webhook_endpoints"
+    )]
+    async fn list(
+        &self,
+        ApiKey(merchant): ApiKey,
+        state: Data<&AppState>,
+        limit: Query<Option<i64>>,
+        starting_after: Query<Option<String>>,
+        ending_before: Query<Option<String>>,
+    ) -> Result<Json<WebhookEndpointList>, ApiError> {
+        let page = Page::new(limit.0, starting_after.0, ending_before.0)?;
+        let (rows, has_more) = endpoints::list(&state.db, &merchant.merchant_id, &page).await?;
+        let data = rows
+            .iter()
+            .map(|e| WebhookEndpoint::from_model(e, false))
+            .collect();
+        Ok(Json(WebhookEndpointList {
+            object: "list".into(),
+            data,
+            has_more,
+        }))
+    }
+
+    /// Retrieve a webhook endpoint
+    #[oai(
+        path = "/webhook_endpoints/:id",
+        method = "get",
+        operation_id = "get_webhook_endpoint"
+    )]
+    async fn get(
+        &self,
+        ApiKey(merchant): ApiKey,
+        state: Data<&AppState>,
+        id: Path<String>,
+    ) -> Result<Json<WebhookEndpoint>, ApiError> {
+        let e = endpoints::get(&state.db, &merchant.merchant_id, &id.0)
+            .await?
+            .ok_or_else(|| ApiError::not_found("webhook endpoint", &id.0))?;
+        Ok(Json(WebhookEndpoint::from_model(&e, false)))
+    }
+
+    /// Update a webhook endpoint (url, enabled_events, description, status)
+    #[oai(
+        path = "/webhook_endpoints/:id",
+        method = "patch",
+        operation_id = "update_webhook_endpoint"
+    )]
+    async fn update(
+        &self,
+        ApiKey(merchant): ApiKey,
+        state: Data<&AppState>,
+        id: Path<String>,
+        body: Json<UpdateEndpointRequest>,
+    ) -> Result<Json<WebhookEndpoint>, ApiError> {
+        let change = EndpointUpdate::try_from(body.0)?;
+        let existing = endpoints::get(&state.db, &merchant.merchant_id, &id.0)
+            .await?
+            .ok_or_else(|| ApiError::not_found("webhook endpoint", &id.0))?;
+        let e = endpoints::update(&state.db, existing, change).await?;
+        Ok(Json(WebhookEndpoint::from_model(&e, false)))
+    }
+
+    /// Delete a webhook endpoint
+    #[oai(
+        path = "/webhook_endpoints/:id",
+        method = "delete",
+        operation_id = "delete_webhook_endpoint"
+    )]
+    async fn delete(
+        &self,
+        ApiKey(merchant): ApiKey,
+        state: Data<&AppState>,
+        id: Path<String>,
+    ) -> Result<Json<DeletedObject>, ApiError> {
+        if !endpoints::delete(&state.db, &merchant.merchant_id, &id.0).await? {
+            return Err(ApiError::not_found("webhook endpoint", &id.0));
+        }
+        Ok(Json(DeletedObject {
+            id: id.0,
+            object: "webhook_endpoint".into(),
+            deleted: true,
+        }))
+    }
+}

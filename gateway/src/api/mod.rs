@@ -1,0 +1,78 @@
+//! The HTTP surface: the OpenAPI-described merchant API (one module per resource), plus the
+//! plain routes around it (docs, metrics, health, the sandbox checkout page).
+
+pub mod admin;
+pub mod deliveries;
+pub mod dto;
+pub mod endpoints;
+pub mod events;
+pub mod ops;
+pub mod payments;
+pub mod providers;
+
+use poem::Request;
+use poem_openapi::{OpenApiService, Tags};
+
+use crate::metrics::RequestId;
+
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Create and follow payments.
+    Payments,
+    /// Where your webhooks go.
+    WebhookEndpoints,
+    /// The log of everything that happened.
+    Events,
+    /// Every webhook sent, with its attempts.
+    WebhookDeliveries,
+    /// The simulated provider (sandbox keys only).
+    Sandbox,
+    /// Inbound provider webhooks.
+    Providers,
+    /// Operator endpoints (admin token).
+    Admin,
+}
+
+pub type Apis = (
+    payments::PaymentsApi,
+    endpoints::EndpointsApi,
+    events::EventsApi,
+    deliveries::DeliveriesApi,
+    providers::ProvidersApi,
+    admin::AdminApi,
+);
+
+pub fn service(server_url: &str) -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (
+            payments::PaymentsApi,
+            endpoints::EndpointsApi,
+            events::EventsApi,
+            deliveries::DeliveriesApi,
+            providers::ProvidersApi,
+            admin::AdminApi,
+        ),
+        "Payrail",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Payments through one API, and signed webhooks you can rely on. Amounts are integers in \
+         the currency's minor unit; errors are `{\"error\":{type,code,message,param}}`; lists take \
+         `limit`, `starting_after`, `ending_before`; POSTs that create take `Idempotency-Key`.",
+    )
+    .server(server_url.to_string())
+}
+
+/// The canonical spec (as committed in `openapi/openapi.json`).
+pub fn spec_json() -> String {
+    service("http://127.0.0.1:8080").spec()
+}
+
+pub fn request_id(req: &Request) -> Option<String> {
+    req.extensions().get::<RequestId>().map(|r| r.0.clone())
+}
+
+/// Builds a list body from rows.
+pub fn list<T, M>(rows: &[M], has_more: bool, f: impl Fn(&M) -> T) -> (Vec<T>, bool) {
+    (rows.iter().map(f).collect(), has_more)
+}

@@ -1,0 +1,235 @@
+//! `/v1/payments` and the sandbox completion.
+
+use entity::payment_status::PaymentStatus;
+use poem::Request;
+use poem::web::Data;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, OpenApi};
+
+use super::dto::{CompleteSandboxPayment, CreatePaymentRequest, Payment, PaymentList};
+use super::{ApiTags, request_id};
+use crate::auth::ApiKey;
+use crate::domain::{NewPayment, parse_sandbox_outcome};
+use crate::error::ApiError;
+use crate::services::{Page, payments};
+use crate::state::AppState;
+
+pub struct PaymentsApi;
+
+#[derive(ApiResponse)]
+pub enum CreatedPayment {
+    /// The payment. `Idempotent-Replayed: true` when this is the stored first response.
+    #[oai(status = 201)]
+    Created(
+        Json<Payment>,
+        #[oai(header = "Idempotent-Replayed")] Option<String>,
+    ),
+}
+
+#[derive(ApiResponse)]
+pub enum RecentPayments {
+    /// The latest payments; `X-Cache: hit` when served from the cache.
+    #[oai(status = 200)]
+    Ok(Json<PaymentList>, #[oai(header = "X-Cache")] String),
+}
+
+#[OpenApi(prefix_path = "/v1", tag = "ApiTags::Payments")]
+impl PaymentsApi {
+    /// Create a payment
+    #[oai(path = "/payments", method = "post", operation_id = "create_payment")]
+    async fn create(
+        &self,
+        ApiKey(merchant): ApiKey,
+        state: Data<&AppState>,
+        req: &Request,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        body: Json<CreatePaymentRequest>,
+    ) -> Result<CreatedPayment, ApiError> {
+        if let Some(k) = idempotency_key.0.as_deref() {
+            if k.is_empty() || k.len() > 255 {
+                return Err(ApiError::bad_request(
+                    "idempotency_key_invalid",
+                    "Idempotency-Key must be 1 to 255 characters.",
+                ));
+            }
+        }
+        let new = NewPayment::try_from(body.0)?;
+        let created = payments::create(
+            &state.db,
+            &merchant,
+            new,
+            idempotency_key.0.as_deref(),
+            request_id(req).as_deref(),
+            &state.public_url,
+        )
+        .await?;
+        if !created.replayed {
+            let p = &created.payment;
+            state
+                .metrics
+                .payment_status(&p.provider, PaymentStatus::Pending.as_str());
+            if p.status != PaymentStatus::Pending.as_str() {
+                state.metrics.payment_status(&p.provider, &p.status);
+            }
+            state
+                .metrics
+                .amounts
+                .get_or_create_owned(&crate::metrics::CurrencyLabel {
+                    currency: p.currency.clone(),
+                })
+                .observe(p.amount as f64);
+            state.after_payment_change(&merchant.merchant_id).await;
+        }
+        Ok(CreatedPayment::Created(
+            Json(created.payment),
+            created.replayed.then(|| "true".to_string()),
+        ))
+    }
+
+    /// List payments, newest first
+    #[oai(path = "/payments", method = "get", operation_id = "list_payments")]
+    async fn list(
+        &self,
+        ApiKey(merchant): ApiKey,
+        state: Data<&AppState>,
+        limit: Query<Option<i64>>,
+        starting_after: Query<Option<String>>,
+        ending_before: Query<Option<String>>,
+        /// Only payments in this status.
+        status: Query<Option<String>>,
+        /// Only payments with this reference.
+        reference: Query<Option<String>>,
+    ) -> Result<Json<PaymentList>, ApiError> {
+        let page = Page::new(limit.0, starting_after.0, ending_before.0)?;
+        let status = match status.0.as_deref() {
+            None => None,
+            Some(s) => Some(PaymentStatus::parse(s).ok_or_else(|| {
+                ApiError::invalid(
+                    "status",
+                    "status_invalid",
+                    format!("Unknown payment status '{s}'."),
+                )
+            })?),
+        };
+        let (rows, has_more) = payments::list(
+            &state.db,
+            &merchant.merchant_id,
+            status,
+            reference.0.as_deref(),
+            &page,
+        )
+        .await?;
+        Ok(Json(PaymentList {
+            object: "list".into(),
+            data: rows.iter().map(Payment::from).collect(),
+            has_more,
+        }))
+    }
+
+    /// The latest payments (served from the cache)
+    #[oai(
+        path = "/payments/recent",
+        method = "get",
+        operation_id = "recent_payments"
+    )]
+    async fn recent(
+        &self,
+        ApiKey(merchant): ApiKey,
+        state: Data<&AppState>,
+    ) -> Result<RecentPayments, ApiError> {
+        let (list, hit) = payments::recent(&state.db, &state.cache, &merchant.merchant_id).await?;
+        Ok(RecentPayments::Ok(
+            Json(list),
+            if hit { "hit" } else { "miss" }.to_string(),
+        ))
+    }
+
+    /// Retrieve a payment
+    #[oai(path = "/payments/:id", method = "get", operation_id = "get_payment")]
+    async fn get(
+        &self,
+        ApiKey(merchant): ApiKey,
+        state: Data<&AppState>,
+        id: Path<String>,
+    ) -> Result<Json<Payment>, ApiError> {
+        let p = payments::get(&state.db, &merchant.merchant_id, &id.0)
+            .await?
+            .ok_or_else(|| ApiError::not_found("payment", &id.0))?;
+        Ok(Json(Payment::from(&p)))
+    }
+
+    /// Cancel a pending or processing payment
+    #[oai(
+        path = "/payments/:id/cancel",
+        method = "post",
+        operation_id = "cancel_payment"
+    )]
+    async fn cancel(
+        &self,
+        ApiKey(merchant): ApiKey,
+        state: Data<&AppState>,
+        req: &Request,
+        id: Path<String>,
+    ) -> Result<Json<Payment>, ApiError> {
+        let p = payments::cancel(
+            &state.db,
+            &merchant.merchant_id,
+            &id.0,
+            request_id(req).as_deref(),
+        )
+        .await?;
+        state.metrics.payment_status(&p.provider, &p.status);
+        state.after_payment_change(&merchant.merchant_id).await;
+        Ok(Json(p))
+    }
+
+    /// Make the simulated provider finish a payment (sandbox keys only)
+    ///
+    /// The simulated provider sends its signed webhook, which takes the same path as a real
+    /// provider's: signature check, dedupe, status machine, event.
+    #[oai(
+        path = "/sandbox/payments/:id/complete",
+        method = "post",
+        operation_id = "complete_sandbox_payment",
+        tag = "ApiTags::Sandbox"
+    )]
+    async fn complete(
+        &self,
+        ApiKey(merchant): ApiKey,
+        state: Data<&AppState>,
+        id: Path<String>,
+        body: Json<CompleteSandboxPayment>,
+    ) -> Result<Json<Payment>, ApiError> {
+        if merchant.livemode {
+            return Err(ApiError::forbidden(
+                "sandbox_only",
+                "Sandbox completion needs a sandbox (sk_test_) key.",
+            ));
+        }
+        let outcome = parse_sandbox_outcome(&body.0.outcome)?;
+        let payment = payments::get(&state.db, &merchant.merchant_id, &id.0)
+            .await?
+            .ok_or_else(|| ApiError::not_found("payment", &id.0))?;
+        if payment.provider != "simulated" {
+            return Err(ApiError::invalid(
+                "id",
+                "not_simulated",
+                "Only payments with provider simulated can be completed here.",
+            ));
+        }
+        let current = PaymentStatus::parse(&payment.status).unwrap_or(PaymentStatus::Pending);
+        if current.transition(outcome).is_err() {
+            return Err(ApiError::conflict(
+                "payment_not_completable",
+                format!("A {} payment cannot become {}.", payment.status, outcome),
+            ));
+        }
+        let (raw, signature) = state.simulated.event_for(&payment.id, outcome);
+        super::providers::receive_simulated(&state, &signature, &raw).await?;
+        let p = payments::get(&state.db, &merchant.merchant_id, &id.0)
+            .await?
+            .ok_or_else(|| ApiError::not_found("payment", &id.0))?;
+        Ok(Json(Payment::from(&p)))
+    }
+}

@@ -1,0 +1,206 @@
+//! Building and running the gateway. `Application::build` binds the listener (port 0 in
+//! tests) and wires the backends chosen by the settings; `run_until_stopped` serves until
+//! the shutdown signal, then stops taking requests, finishes those in flight, drains the
+//! outbox once more and (embedded mode) stops the worker.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use entity::bus::QueueNames;
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::{EndpointExt, Route, Server, get, post};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use worker::bus::EventBus;
+use worker::metrics::DeliveryMetrics;
+use worker::{Settings, Worker, db};
+
+use crate::api;
+use crate::cache::Cache;
+use crate::metrics::{ApiMetrics, observe};
+use crate::relay::Relay;
+use crate::sandbox::SimulatedProvider;
+use crate::services::{merchants, sha256_hex};
+use crate::state::AppState;
+
+pub struct Application {
+    acceptor: TcpAcceptor,
+    port: u16,
+    state: AppState,
+    relay_interval: Duration,
+    embedded_worker: Option<Worker>,
+}
+
+/// What embedded mode printed at first start.
+pub struct Bootstrap {
+    pub api_key: String,
+    pub admin_token: Option<String>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let embedded = settings.is_embedded();
+        let mut admin_hashes = Vec::new();
+        match (&settings.admin_token, embedded) {
+            (Some(token), _) => admin_hashes.push(sha256_hex(token.as_bytes())),
+            (None, false) => {
+                anyhow::bail!("PAYRAIL_ADMIN_TOKEN is required when AMQP_URL is set (real mode)")
+            }
+            (None, true) => {}
+        }
+        let db = db::connect(&settings.database_url).await?;
+        if embedded {
+            db::migrate(&db).await?;
+        }
+        let bus = match &settings.amqp_url {
+            Some(url) => EventBus::amqp(url, QueueNames::new(&settings.amqp_prefix)),
+            None => EventBus::in_process(),
+        };
+        let cache = match (&settings.redis_url, embedded) {
+            (Some(url), _) => Cache::redis(url, &settings.redis_prefix).await?,
+            (None, true) => Cache::memory(),
+            (None, false) => {
+                anyhow::bail!("REDIS_URL is required when AMQP_URL is set (real mode)")
+            }
+        };
+        let acceptor = TcpListener::bind(settings.bind).into_acceptor().await?;
+        let local = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .ok_or_else(|| anyhow::anyhow!("listener has no address"))?;
+        let public_url =
+            std::env::var("PAYRAIL_PUBLIC_URL").unwrap_or_else(|_| format!("http://{local}"));
+        let mut registry = Registry::default();
+        let metrics = Arc::new(ApiMetrics::new(&mut registry));
+        let (delivery_metrics, embedded_worker) = if embedded {
+            let dm = Arc::new(DeliveryMetrics::new(&mut registry));
+            let w = Worker::new(
+                db.clone(),
+                bus.clone(),
+                settings.webhook.clone(),
+                dm.clone(),
+            )?;
+            (Some(dm), Some(w))
+        } else {
+            (None, None)
+        };
+        let relay = Relay::new(db.clone(), bus.clone());
+        let state = AppState {
+            db,
+            bus,
+            cache,
+            relay,
+            metrics,
+            delivery_metrics,
+            registry: Arc::new(registry),
+            simulated: Arc::new(SimulatedProvider::new(
+                std::env::var("PAYRAIL_SIMULATED_WEBHOOK_SECRET")
+                    .ok()
+                    .as_deref(),
+            )),
+            public_url,
+            admin_token_hashes: Arc::new(RwLock::new(admin_hashes)),
+            key_cache: Arc::new(RwLock::new(HashMap::new())),
+        };
+        Ok(Application {
+            acceptor,
+            port: local.port(),
+            state,
+            relay_interval: settings.relay_interval,
+            embedded_worker,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Embedded mode's first start: a sandbox merchant, its key, and (unless one is
+    /// configured) an admin token valid for this process. `None` when merchants exist.
+    pub async fn bootstrap_sandbox(&self) -> anyhow::Result<Option<Bootstrap>> {
+        if merchants::any_exist(&self.state.db).await? {
+            return Ok(None);
+        }
+        let created = merchants::create(&self.state.db, "Sandbox merchant").await?;
+        let mut hashes = self
+            .state
+            .admin_token_hashes
+            .write()
+            .map_err(|_| anyhow::anyhow!("lock poisoned"))?;
+        let admin_token = if hashes.is_empty() {
+            let token = format!("adm_{}", entity::ids::random_token(32));
+            hashes.push(sha256_hex(token.as_bytes()));
+            Some(token)
+        } else {
+            None
+        };
+        Ok(Some(Bootstrap {
+            api_key: created.api_key,
+            admin_token,
+        }))
+    }
+
+    pub fn routes(state: &AppState) -> impl poem::Endpoint + 'static {
+        let service = api::service(&state.public_url);
+        let docs = service.swagger_ui();
+        let spec = service.spec_endpoint();
+        let metrics = state.metrics.clone();
+        Route::new()
+            .nest("/", service)
+            .nest("/docs", docs)
+            .at("/openapi.json", spec)
+            .at("/metrics", get(api::ops::metrics))
+            .at("/health/live", get(api::ops::live))
+            .at("/health/ready", get(api::ops::ready))
+            .at("/sandbox/checkout/:id", get(api::ops::checkout_page))
+            .at(
+                "/sandbox/checkout/:id/:outcome",
+                post(api::ops::checkout_action),
+            )
+            .data(state.clone())
+            .around(move |ep, req| observe(ep, req, metrics.clone()))
+    }
+
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let relay = tokio::spawn(
+            self.state
+                .relay
+                .clone()
+                .run(self.relay_interval, stop_rx.clone()),
+        );
+        let worker = self.embedded_worker.map(|w| {
+            let mut rx = stop_rx.clone();
+            tokio::spawn(async move {
+                w.run_until_stopped(async move {
+                    let _ = rx.changed().await;
+                })
+                .await
+            })
+        });
+        let app = Self::routes(&self.state);
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(15)))
+            .await?;
+        tracing::info!("gateway stopped accepting; draining the outbox");
+        let _ = stop_tx.send(true);
+        let _ = relay.await;
+        if let Err(e) = self.state.relay.drain().await {
+            tracing::warn!(error = %e, "final outbox drain failed; the next start publishes what is left");
+        }
+        if let Some(w) = worker {
+            let _ = w.await;
+        }
+        Ok(())
+    }
+}

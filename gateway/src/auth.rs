@@ -1,0 +1,70 @@
+//! Authentication: merchants by API key (`Authorization: Bearer sk_test_…`), operators by
+//! admin token. Both are compared by SHA-256, so no secret is ever held in comparable form
+//! longer than a request and none is logged.
+
+use poem::Request;
+use poem_openapi::{SecurityScheme, auth::Bearer};
+use subtle::ConstantTimeEq as _;
+
+use crate::error::ApiError;
+use crate::services::merchants::{self, AuthedMerchant};
+use crate::services::sha256_hex;
+use crate::state::AppState;
+
+/// A merchant's secret key.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", checker = "check_api_key")]
+pub struct ApiKey(pub AuthedMerchant);
+
+async fn check_api_key(req: &Request, bearer: Bearer) -> poem::Result<AuthedMerchant> {
+    let state = req
+        .data::<AppState>()
+        .ok_or_else(|| ApiError::internal("application state missing"))?;
+    let hash = sha256_hex(bearer.token.as_bytes());
+    if let Some(hit) = state
+        .key_cache
+        .read()
+        .ok()
+        .and_then(|c| c.get(&hash).cloned())
+    {
+        return Ok(hit);
+    }
+    match merchants::authenticate(&state.db, &bearer.token)
+        .await
+        .map_err(ApiError::from)?
+    {
+        Some(merchant) => {
+            if let Ok(mut cache) = state.key_cache.write() {
+                cache.insert(hash, merchant.clone());
+            }
+            Ok(merchant)
+        }
+        None => Err(ApiError::unauthorized("Invalid API key provided.").into()),
+    }
+}
+
+/// The operator's admin token.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", checker = "check_admin_token")]
+pub struct AdminToken(pub ());
+
+async fn check_admin_token(req: &Request, bearer: Bearer) -> poem::Result<()> {
+    let state = req
+        .data::<AppState>()
+        .ok_or_else(|| ApiError::internal("application state missing"))?;
+    let presented = sha256_hex(bearer.token.as_bytes());
+    let accepted = state
+        .admin_token_hashes
+        .read()
+        .map(|hashes| {
+            hashes
+                .iter()
+                .any(|h| bool::from(h.as_bytes().ct_eq(presented.as_bytes())))
+        })
+        .unwrap_or(false);
+    if accepted {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized("Invalid admin token.").into())
+    }
+}

@@ -1,0 +1,118 @@
+//! The cache: Redis in production, a map in memory in embedded mode. Values are strings with
+//! a TTL; keys get the configured prefix so tests and tenants never collide. A cache that
+//! fails is logged and treated as a miss: it never fails a request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands as _;
+use redis::aio::ConnectionManager;
+use tokio::sync::Mutex;
+
+#[derive(Clone)]
+pub enum Cache {
+    Redis {
+        conn: ConnectionManager,
+        prefix: String,
+    },
+    Memory(Arc<Mutex<HashMap<String, (String, Instant)>>>),
+}
+
+impl Cache {
+    pub async fn redis(url: &str, prefix: &str) -> Result<Cache, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(Duration::from_millis(500)))
+            .set_connection_timeout(Some(Duration::from_secs(2)));
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Cache::Redis {
+            conn,
+            prefix: prefix.to_string(),
+        })
+    }
+
+    pub fn memory() -> Cache {
+        Cache::Memory(Arc::default())
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Cache::Redis { .. } => "redis",
+            Cache::Memory(_) => "in-memory",
+        }
+    }
+
+    fn key(prefix: &str, key: &str) -> String {
+        format!("{prefix}:{key}")
+    }
+
+    pub async fn get(&self, key: &str) -> Option<String> {
+        match self {
+            Cache::Redis { conn, prefix } => {
+                let mut conn = conn.clone();
+                match conn.get::<_, Option<String>>(Self::key(prefix, key)).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cache read failed; treated as a miss");
+                        None
+                    }
+                }
+            }
+            Cache::Memory(map) => {
+                let map = map.lock().await;
+                map.get(key)
+                    .filter(|(_, exp)| *exp > Instant::now())
+                    .map(|(v, _)| v.clone())
+            }
+        }
+    }
+
+    pub async fn set(&self, key: &str, value: &str, ttl: Duration) {
+        match self {
+            Cache::Redis { conn, prefix } => {
+                let mut conn = conn.clone();
+                let secs = ttl.as_secs().max(1);
+                if let Err(e) = conn
+                    .set_ex::<_, _, ()>(Self::key(prefix, key), value, secs)
+                    .await
+                {
+                    tracing::warn!(error = %e, "cache write failed");
+                }
+            }
+            Cache::Memory(map) => {
+                map.lock()
+                    .await
+                    .insert(key.to_string(), (value.to_string(), Instant::now() + ttl));
+            }
+        }
+    }
+
+    pub async fn delete(&self, key: &str) {
+        match self {
+            Cache::Redis { conn, prefix } => {
+                let mut conn = conn.clone();
+                if let Err(e) = conn.del::<_, ()>(Self::key(prefix, key)).await {
+                    tracing::warn!(error = %e, "cache delete failed");
+                }
+            }
+            Cache::Memory(map) => {
+                map.lock().await.remove(key);
+            }
+        }
+    }
+
+    /// Whether the cache answers, for readiness.
+    pub async fn ping(&self) -> bool {
+        match self {
+            Cache::Redis { conn, .. } => {
+                let mut conn = conn.clone();
+                redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok()
+            }
+            Cache::Memory(_) => true,
+        }
+    }
+}

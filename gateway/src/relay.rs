@@ -1,0 +1,133 @@
+//! The outbox relay: publishes committed, unpublished events to the bus, then marks them.
+//!
+//! It runs after every commit that wrote an event (a [`Relay::notify`]) and on an interval,
+//! which republishes anything a crash or a broker outage left behind. Rows are selected
+//! `FOR UPDATE SKIP LOCKED` so several gateways share the work; publishing twice is allowed
+//! (the worker's fan-out is idempotent), losing is not: rows are marked only after the
+//! broker confirmed them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use entity::bus::BusMessage;
+use entity::events;
+use sea_orm::sea_query::{Expr, LockBehavior, LockType};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
+};
+use tokio::sync::Notify;
+use worker::bus::EventBus;
+
+const BATCH: u64 = 500;
+
+#[derive(Clone)]
+pub struct Relay {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: DatabaseConnection,
+    bus: EventBus,
+    wake: Notify,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Db(#[from] sea_orm::DbErr),
+    #[error(transparent)]
+    Bus(#[from] worker::bus::BusError),
+}
+
+impl Relay {
+    pub fn new(db: DatabaseConnection, bus: EventBus) -> Relay {
+        Relay {
+            inner: Arc::new(Inner {
+                db,
+                bus,
+                wake: Notify::new(),
+            }),
+        }
+    }
+
+    /// Asks the relay to run soon (after a commit that wrote events).
+    pub fn notify(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Publishes one batch of unpublished events; returns how many were published.
+    pub async fn relay_once(&self) -> Result<usize, RelayError> {
+        let txn = self.inner.db.begin().await?;
+        let pending = events::Entity::find()
+            .filter(events::Column::PublishedAt.is_null())
+            .order_by_asc(events::Column::Id)
+            .limit(BATCH)
+            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+            .all(&txn)
+            .await?;
+        if pending.is_empty() {
+            txn.commit().await?;
+            return Ok(0);
+        }
+        let messages: Vec<BusMessage> = pending
+            .iter()
+            .map(|e| BusMessage::V1 {
+                event_id: e.id.clone(),
+                merchant_id: e.merchant_id.clone(),
+                event_type: e.event_type.clone(),
+                request_id: e.request_id.clone(),
+            })
+            .collect();
+        // On a bus error the transaction rolls back: the rows stay unpublished for next time.
+        self.inner.bus.publish(&messages).await?;
+        let ids: Vec<String> = pending.into_iter().map(|e| e.id).collect();
+        let count = ids.len();
+        events::Entity::update_many()
+            .col_expr(events::Column::PublishedAt, Expr::value(Utc::now()))
+            .filter(events::Column::Id.is_in(ids))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(count)
+    }
+
+    /// Drains everything unpublished now.
+    pub async fn drain(&self) -> Result<usize, RelayError> {
+        let mut total = 0;
+        loop {
+            let n = self.relay_once().await?;
+            total += n;
+            if (n as u64) < BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Runs until `stop` fires: on every notify, and every `interval` regardless.
+    pub async fn run(self, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut failing = false;
+        loop {
+            match self.drain().await {
+                Ok(_) => {
+                    if failing {
+                        tracing::info!("relay publishing again");
+                    }
+                    failing = false;
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "relay cannot publish; events stay in the outbox and will be retried");
+                    }
+                    failing = true;
+                }
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = self.inner.wake.notified(), if !failing => {}
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+}

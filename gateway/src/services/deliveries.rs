@@ -1,0 +1,57 @@
+//! Reading deliveries and their attempts, and the merchant's manual retry.
+
+use entity::{webhook_attempts, webhook_deliveries};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder};
+use worker::deliveries::DeliveryStatus;
+
+use super::Page;
+
+#[derive(Default)]
+pub struct DeliveryFilter<'a> {
+    pub status: Option<DeliveryStatus>,
+    pub endpoint_id: Option<&'a str>,
+    pub event_id: Option<&'a str>,
+}
+
+pub async fn list<C: ConnectionTrait>(
+    db: &C,
+    merchant_id: &str,
+    filter: DeliveryFilter<'_>,
+    page: &Page,
+) -> Result<(Vec<webhook_deliveries::Model>, bool), DbErr> {
+    use webhook_deliveries::Column as C;
+    let mut select = webhook_deliveries::Entity::find().filter(C::MerchantId.eq(merchant_id));
+    if let Some(s) = filter.status {
+        select = select.filter(C::Status.eq(s.as_str()));
+    }
+    if let Some(e) = filter.endpoint_id {
+        select = select.filter(C::EndpointId.eq(e));
+    }
+    if let Some(e) = filter.event_id {
+        select = select.filter(C::EventId.eq(e));
+    }
+    page.fetch(db, select, C::Id).await
+}
+
+pub async fn get<C: ConnectionTrait>(
+    db: &C,
+    merchant_id: &str,
+    id: &str,
+) -> Result<Option<webhook_deliveries::Model>, DbErr> {
+    webhook_deliveries::Entity::find_by_id(id.to_string())
+        .filter(webhook_deliveries::Column::MerchantId.eq(merchant_id))
+        .one(db)
+        .await
+}
+
+pub async fn attempts<C: ConnectionTrait>(
+    db: &C,
+    delivery_id: &str,
+) -> Result<Vec<webhook_attempts::Model>, DbErr> {
+    webhook_attempts::Entity::find()
+        .filter(webhook_attempts::Column::DeliveryId.eq(delivery_id))
+        .order_by_asc(webhook_attempts::Column::CreatedAt)
+        .order_by_asc(webhook_attempts::Column::Id)
+        .all(db)
+        .await
+}

@@ -1,0 +1,89 @@
+//! Merchants' webhook endpoints. The signing secret is generated here and shown only once.
+
+use chrono::Utc;
+use entity::ids::IdKind;
+use entity::signature::SigningKey;
+use entity::webhook_endpoints;
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+
+use super::Page;
+use crate::domain::{EndpointUpdate, NewEndpoint};
+
+pub async fn create<C: ConnectionTrait>(
+    db: &C,
+    merchant_id: &str,
+    new: NewEndpoint,
+) -> Result<webhook_endpoints::Model, DbErr> {
+    let now = Utc::now();
+    webhook_endpoints::Entity::insert(webhook_endpoints::ActiveModel {
+        id: Set(IdKind::WebhookEndpoint.generate()),
+        merchant_id: Set(merchant_id.to_string()),
+        url: Set(new.url),
+        description: Set(new.description),
+        enabled_events: Set(serde_json::json!(new.enabled_events)),
+        secret: Set(SigningKey::generate_secret()),
+        status: Set("enabled".into()),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .exec_with_returning(db)
+    .await
+}
+
+pub async fn get<C: ConnectionTrait>(
+    db: &C,
+    merchant_id: &str,
+    id: &str,
+) -> Result<Option<webhook_endpoints::Model>, DbErr> {
+    webhook_endpoints::Entity::find_by_id(id.to_string())
+        .filter(webhook_endpoints::Column::MerchantId.eq(merchant_id))
+        .one(db)
+        .await
+}
+
+pub async fn list<C: ConnectionTrait>(
+    db: &C,
+    merchant_id: &str,
+    page: &Page,
+) -> Result<(Vec<webhook_endpoints::Model>, bool), DbErr> {
+    let select = webhook_endpoints::Entity::find()
+        .filter(webhook_endpoints::Column::MerchantId.eq(merchant_id));
+    page.fetch(db, select, webhook_endpoints::Column::Id).await
+}
+
+pub async fn update<C: ConnectionTrait>(
+    db: &C,
+    existing: webhook_endpoints::Model,
+    change: EndpointUpdate,
+) -> Result<webhook_endpoints::Model, DbErr> {
+    let mut active: webhook_endpoints::ActiveModel = existing.into();
+    if let Some(url) = change.url {
+        active.url = Set(url);
+    }
+    if let Some(events) = change.enabled_events {
+        active.enabled_events = Set(serde_json::json!(events));
+    }
+    if let Some(description) = change.description {
+        active.description = Set(Some(description));
+    }
+    if let Some(enabled) = change.enabled {
+        active.status = Set(if enabled { "enabled" } else { "disabled" }.into());
+    }
+    active.updated_at = Set(Utc::now());
+    webhook_endpoints::Entity::update(active).exec(db).await
+}
+
+/// Deletes an endpoint. Its deliveries stay as history; pending ones fail as "endpoint
+/// deleted" when next attempted.
+pub async fn delete<C: ConnectionTrait>(
+    db: &C,
+    merchant_id: &str,
+    id: &str,
+) -> Result<bool, DbErr> {
+    let result = webhook_endpoints::Entity::delete_many()
+        .filter(webhook_endpoints::Column::Id.eq(id))
+        .filter(webhook_endpoints::Column::MerchantId.eq(merchant_id))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}

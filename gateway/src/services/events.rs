@@ -1,0 +1,58 @@
+//! The event log, which is also the outbox. Events are only ever written inside the
+//! transaction of the change they describe.
+
+use chrono::Utc;
+use entity::event::EventType;
+use entity::events;
+use entity::ids::IdKind;
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+
+use super::Page;
+
+pub async fn record<C: ConnectionTrait>(
+    txn: &C,
+    merchant_id: &str,
+    event_type: EventType,
+    payment_id: Option<&str>,
+    data: serde_json::Value,
+    request_id: Option<&str>,
+) -> Result<String, DbErr> {
+    let id = IdKind::Event.generate();
+    events::Entity::insert(events::ActiveModel {
+        id: Set(id.clone()),
+        merchant_id: Set(merchant_id.to_string()),
+        event_type: Set(event_type.as_str().to_string()),
+        payment_id: Set(payment_id.map(str::to_string)),
+        data: Set(data),
+        request_id: Set(request_id.map(str::to_string)),
+        created_at: Set(Utc::now()),
+        published_at: Set(None),
+    })
+    .exec_without_returning(txn)
+    .await?;
+    Ok(id)
+}
+
+pub async fn get<C: ConnectionTrait>(
+    db: &C,
+    merchant_id: &str,
+    id: &str,
+) -> Result<Option<events::Model>, DbErr> {
+    events::Entity::find_by_id(id.to_string())
+        .filter(events::Column::MerchantId.eq(merchant_id))
+        .one(db)
+        .await
+}
+
+pub async fn list<C: ConnectionTrait>(
+    db: &C,
+    merchant_id: &str,
+    event_type: Option<&str>,
+    page: &Page,
+) -> Result<(Vec<events::Model>, bool), DbErr> {
+    let mut select = events::Entity::find().filter(events::Column::MerchantId.eq(merchant_id));
+    if let Some(t) = event_type {
+        select = select.filter(events::Column::EventType.eq(t));
+    }
+    page.fetch(db, select, events::Column::Id).await
+}

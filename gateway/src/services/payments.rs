@@ -1,0 +1,351 @@
+//! Payments: creation (with its idempotency record and first event in one transaction),
+//! status transitions (each with exactly one event), reads and lists.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use entity::event::EventType;
+use entity::idempotency_keys;
+use entity::ids::IdKind;
+use entity::payment_status::{InvalidTransition, PaymentStatus};
+use entity::payments;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
+    SqlErr, TransactionSession, TransactionTrait,
+};
+
+use super::{Page, events};
+use crate::api::dto::{Payment, PaymentList};
+use crate::cache::Cache;
+use crate::domain::{CardOutcome, NewPayment};
+use crate::error::ApiError;
+use crate::services::merchants::AuthedMerchant;
+
+const CREATE_OPERATION: &str = "POST /v1/payments";
+
+/// A created (or replayed) payment.
+pub struct Created {
+    pub payment: Payment,
+    pub replayed: bool,
+}
+
+/// Creates a payment. With an idempotency key, the same key and body replay the first
+/// response; the same key with another body is a 409; of two concurrent requests with one
+/// key, the second waits for the first's commit (the key's primary key) and then replays it.
+pub async fn create<C: TransactionTrait + ConnectionTrait>(
+    db: &C,
+    merchant: &AuthedMerchant,
+    new: NewPayment,
+    idempotency_key: Option<&str>,
+    request_id: Option<&str>,
+    checkout_base: &str,
+) -> Result<Created, ApiError> {
+    let fingerprint = new.fingerprint();
+    if let Some(key) = idempotency_key {
+        if let Some(done) = find_key(db, &merchant.merchant_id, key).await? {
+            return replay(done, &fingerprint);
+        }
+    }
+    let result = insert(
+        db,
+        merchant,
+        &new,
+        idempotency_key.map(|k| (k, fingerprint.as_str())),
+        request_id,
+        checkout_base,
+    )
+    .await;
+    match (result, idempotency_key) {
+        (Ok(payment), _) => Ok(Created {
+            payment,
+            replayed: false,
+        }),
+        (Err(e), Some(key))
+            if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) =>
+        {
+            // A concurrent request with the same key committed first.
+            match find_key(db, &merchant.merchant_id, key).await? {
+                Some(done) => replay(done, &fingerprint),
+                None => Err(ApiError::from(e)),
+            }
+        }
+        (Err(e), _) => Err(e.into()),
+    }
+}
+
+async fn find_key<C: ConnectionTrait>(
+    db: &C,
+    merchant_id: &str,
+    key: &str,
+) -> Result<Option<idempotency_keys::Model>, DbErr> {
+    idempotency_keys::Entity::find_by_id((merchant_id.to_string(), key.to_string()))
+        .one(db)
+        .await
+}
+
+fn replay(done: idempotency_keys::Model, fingerprint: &str) -> Result<Created, ApiError> {
+    if done.operation != CREATE_OPERATION || done.request_hash != fingerprint {
+        return Err(ApiError::idempotency_conflict(
+            "This Idempotency-Key was already used with a different request. Use a new key for a new request.",
+        ));
+    }
+    let payment: Payment = serde_json::from_str(&done.response_body).map_err(ApiError::internal)?;
+    Ok(Created {
+        payment,
+        replayed: true,
+    })
+}
+
+async fn insert<C: TransactionTrait>(
+    db: &C,
+    merchant: &AuthedMerchant,
+    new: &NewPayment,
+    idempotency: Option<(&str, &str)>,
+    request_id: Option<&str>,
+    checkout_base: &str,
+) -> Result<Payment, DbErr> {
+    let now = Utc::now();
+    let id = IdKind::Payment.generate();
+    let txn = db.begin().await?;
+    let model = payments::Entity::insert(payments::ActiveModel {
+        id: Set(id.clone()),
+        merchant_id: Set(merchant.merchant_id.clone()),
+        amount: Set(new.amount.minor_units()),
+        currency: Set(new.currency.code().to_string()),
+        status: Set(PaymentStatus::Pending.as_str().to_string()),
+        provider: Set(new.provider.as_str().to_string()),
+        provider_reference: Set(Some(format!("sim_{}", id.trim_start_matches("pay_")))),
+        checkout_url: Set(Some(format!("{checkout_base}/sandbox/checkout/{id}"))),
+        reference: Set(new.reference.clone()),
+        description: Set(new.description.clone()),
+        customer: Set(new
+            .customer
+            .as_ref()
+            .and_then(|c| serde_json::to_value(c).ok())),
+        metadata: Set(serde_json::to_value(&new.metadata).unwrap_or_default()),
+        payment_method: Set(new
+            .payment_method()
+            .and_then(|m| serde_json::to_value(m).ok())),
+        amount_refunded: Set(0),
+        failure_code: Set(None),
+        failure_message: Set(None),
+        livemode: Set(merchant.livemode),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .exec_with_returning(&txn)
+    .await?;
+    events::record(
+        &txn,
+        &model.merchant_id,
+        EventType::PaymentPending,
+        Some(&model.id),
+        view_json(&model),
+        request_id,
+    )
+    .await?;
+    let model = match new.card.as_ref().map(|c| c.outcome) {
+        None => model,
+        Some(CardOutcome::Succeeds) => {
+            transition(&txn, model, PaymentStatus::Succeeded, None, request_id)
+                .await?
+                .unwrap_or_else(|m| m)
+        }
+        Some(CardOutcome::Declined(code, message)) => transition(
+            &txn,
+            model,
+            PaymentStatus::Failed,
+            Some((code, message)),
+            request_id,
+        )
+        .await?
+        .unwrap_or_else(|m| m),
+    };
+    let payment = Payment::from(&model);
+    if let Some((key, fingerprint)) = idempotency {
+        idempotency_keys::Entity::insert(idempotency_keys::ActiveModel {
+            merchant_id: Set(merchant.merchant_id.clone()),
+            key: Set(key.to_string()),
+            operation: Set(CREATE_OPERATION.to_string()),
+            request_hash: Set(fingerprint.to_string()),
+            response_status: Set(201),
+            response_body: Set(serde_json::to_string(&payment).unwrap_or_default()),
+            created_at: Set(now),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+    }
+    txn.commit().await?;
+    Ok(payment)
+}
+
+fn view_json(model: &payments::Model) -> serde_json::Value {
+    serde_json::to_value(Payment::from(model)).unwrap_or_default()
+}
+
+/// Moves a payment to `to` and records the event, inside the caller's transaction. A move
+/// the status machine refuses changes nothing and hands the payment back unchanged.
+pub async fn transition<C: ConnectionTrait>(
+    txn: &C,
+    payment: payments::Model,
+    to: PaymentStatus,
+    failure: Option<(&str, &str)>,
+    request_id: Option<&str>,
+) -> Result<Result<payments::Model, payments::Model>, DbErr> {
+    let from = PaymentStatus::parse(&payment.status).unwrap_or(PaymentStatus::Pending);
+    let event_type = match from.transition(to) {
+        Ok(t) => t,
+        Err(InvalidTransition { .. }) => return Ok(Err(payment)),
+    };
+    let mut active: payments::ActiveModel = payment.into();
+    active.status = Set(to.as_str().to_string());
+    active.updated_at = Set(Utc::now());
+    if let Some((code, message)) = failure {
+        active.failure_code = Set(Some(code.to_string()));
+        active.failure_message = Set(Some(message.to_string()));
+    }
+    let updated = payments::Entity::update(active).exec(txn).await?;
+    events::record(
+        txn,
+        &updated.merchant_id,
+        event_type,
+        Some(&updated.id),
+        view_json(&updated),
+        request_id,
+    )
+    .await?;
+    Ok(Ok(updated))
+}
+
+/// Reads a payment for update (the row stays locked until the transaction ends on PostgreSQL).
+pub async fn lock<C: ConnectionTrait>(
+    txn: &C,
+    merchant_id: &str,
+    id: &str,
+) -> Result<Option<payments::Model>, DbErr> {
+    payments::Entity::find_by_id(id.to_string())
+        .filter(payments::Column::MerchantId.eq(merchant_id))
+        .lock_exclusive()
+        .one(txn)
+        .await
+}
+
+pub async fn get<C: ConnectionTrait>(
+    db: &C,
+    merchant_id: &str,
+    id: &str,
+) -> Result<Option<payments::Model>, DbErr> {
+    payments::Entity::find_by_id(id.to_string())
+        .filter(payments::Column::MerchantId.eq(merchant_id))
+        .one(db)
+        .await
+}
+
+pub async fn list<C: ConnectionTrait>(
+    db: &C,
+    merchant_id: &str,
+    status: Option<PaymentStatus>,
+    reference: Option<&str>,
+    page: &Page,
+) -> Result<(Vec<payments::Model>, bool), DbErr> {
+    let mut select = payments::Entity::find().filter(payments::Column::MerchantId.eq(merchant_id));
+    if let Some(s) = status {
+        select = select.filter(payments::Column::Status.eq(s.as_str()));
+    }
+    if let Some(r) = reference {
+        select = select.filter(payments::Column::Reference.eq(r));
+    }
+    page.fetch(db, select, payments::Column::Id).await
+}
+
+/// Cancels a pending or processing payment; 409 for any other.
+pub async fn cancel<C: TransactionTrait>(
+    db: &C,
+    merchant_id: &str,
+    id: &str,
+    request_id: Option<&str>,
+) -> Result<Payment, ApiError> {
+    let txn = db.begin().await?;
+    let payment = lock(&txn, merchant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment", id))?;
+    match transition(&txn, payment, PaymentStatus::Cancelled, None, request_id).await? {
+        Ok(updated) => {
+            txn.commit().await?;
+            Ok(Payment::from(&updated))
+        }
+        Err(unchanged) => Err(ApiError::conflict(
+            "payment_not_cancellable",
+            format!(
+                "A {} payment cannot be cancelled; only pending or processing ones can.",
+                unchanged.status
+            ),
+        )),
+    }
+}
+
+// Short, because a read racing a write can put back a list the write just invalidated.
+const RECENT_TTL: Duration = Duration::from_secs(10);
+const RECENT_COUNT: u64 = 10;
+
+pub fn recent_cache_key(merchant_id: &str) -> String {
+    format!("recent_payments:{merchant_id}")
+}
+
+/// The merchant's latest payments, from the cache when it has them. Every payment write
+/// drops the merchant's entry, so the cache is never staler than one write.
+pub async fn recent<C: ConnectionTrait>(
+    db: &C,
+    cache: &Cache,
+    merchant_id: &str,
+) -> Result<(PaymentList, bool), ApiError> {
+    let key = recent_cache_key(merchant_id);
+    if let Some(hit) = cache.get(&key).await {
+        if let Ok(data) = serde_json::from_str::<Vec<Payment>>(&hit) {
+            return Ok((
+                PaymentList {
+                    object: "list".into(),
+                    data,
+                    has_more: false,
+                },
+                true,
+            ));
+        }
+    }
+    let page = Page {
+        limit: RECENT_COUNT,
+        starting_after: None,
+        ending_before: None,
+    };
+    let (rows, _) = page
+        .fetch(
+            db,
+            payments::Entity::find().filter(payments::Column::MerchantId.eq(merchant_id)),
+            payments::Column::Id,
+        )
+        .await?;
+    let data: Vec<Payment> = rows.iter().map(Payment::from).collect();
+    if let Ok(json) = serde_json::to_string(&data) {
+        cache.set(&key, &json, RECENT_TTL).await;
+    }
+    Ok((
+        PaymentList {
+            object: "list".into(),
+            data,
+            has_more: false,
+        },
+        false,
+    ))
+}
+
+/// A sandbox payment of the simulated provider, whoever its merchant (for the hosted page).
+pub async fn find_simulated<C: ConnectionTrait>(
+    db: &C,
+    id: &str,
+) -> Result<Option<payments::Model>, DbErr> {
+    payments::Entity::find_by_id(id.to_string())
+        .filter(payments::Column::Provider.eq("simulated"))
+        .filter(payments::Column::Livemode.eq(false))
+        .one(db)
+        .await
+}
