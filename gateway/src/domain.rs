@@ -86,10 +86,14 @@ impl TryFrom<CardInput> for Card {
                 "The expiry month must be 1 to 12.",
             ));
         }
-        if card.exp_year < year
-            || (card.exp_year == year && card.exp_month < month)
-            || card.exp_year > year + 50
-        {
+        if card.exp_year > year + 50 {
+            return Err(ApiError::invalid(
+                "payment_method[card][exp_year]",
+                "invalid_expiry_year",
+                "The expiry year is too far in the future.",
+            ));
+        }
+        if card.exp_year < year || (card.exp_year == year && card.exp_month < month) {
             return Err(ApiError::invalid(
                 "payment_method[card][exp_year]",
                 "expired_card",

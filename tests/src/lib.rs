@@ -1,1 +1,332 @@
-pub fn x() {}
+//! Test support for the end-to-end suite: a gateway and a worker started through the same
+//! `build`/`run_until_stopped` code as production, against the real PostgreSQL, RabbitMQ and
+//! Redis of this machine. Each [`TestApp`] gets its own database, queue prefix and Redis key
+//! prefix, so tests run in parallel; all three are removed when it is dropped.
+//!
+//! Only the outside world is mocked: [`Receiver`] plays a merchant's server, [`TcpProxy`]
+//! plays a network path to the broker that can be cut.
+
+pub mod proxy;
+pub mod receiver;
+
+use std::time::Duration;
+
+use gateway::Application;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use worker::app::WorkerApplication;
+use worker::bus::EventBus;
+use worker::settings::{Settings, WebhookSettings};
+use worker::{Worker, db};
+
+pub use proxy::TcpProxy;
+pub use receiver::{Behavior, Receiver};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// Knobs a test may change before spawning.
+#[derive(Clone)]
+pub struct Options {
+    pub webhook: WebhookSettings,
+    /// Start the worker process (consumer + scheduled sweeps). Tests that drive
+    /// `sweep_once` themselves turn it off and use [`TestApp::standalone_worker`].
+    pub start_worker: bool,
+    /// Route the gateway's AMQP connection through a cuttable proxy.
+    pub gateway_amqp_url: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            webhook: WebhookSettings {
+                sweep_interval: Duration::from_millis(100),
+                batch_size: 50,
+                max_attempts: 5,
+                backoff_base: Duration::from_millis(10),
+                backoff_max: Duration::from_millis(100),
+                timeout: Duration::from_secs(2),
+                immediate: true,
+                allow_private_urls: true,
+            },
+            start_worker: true,
+            gateway_amqp_url: None,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub worker_base: Option<String>,
+    pub client: reqwest::Client,
+    pub db: DatabaseConnection,
+    pub api_key: String,
+    pub prefix: String,
+    pub settings: Settings,
+    pub state: gateway::state::AppState,
+    database_name: String,
+    stops: Vec<oneshot::Sender<()>>,
+}
+
+pub fn unique_name() -> String {
+    format!("payrail_t_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Settings for a test: its own database, prefixes and port 0.
+pub fn test_settings(database_url: &str, prefix: &str, webhook: WebhookSettings) -> Settings {
+    Settings {
+        database_url: database_url.to_string(),
+        amqp_url: Some(AMQP_URL.to_string()),
+        redis_url: Some(REDIS_URL.to_string()),
+        bind: "127.0.0.1:0".parse().expect("address"),
+        worker_bind: "127.0.0.1:0".parse().expect("address"),
+        admin_token: Some(ADMIN_TOKEN.to_string()),
+        amqp_prefix: prefix.to_string(),
+        redis_prefix: prefix.to_string(),
+        webhook,
+        relay_interval: Duration::from_millis(100),
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> TestApp {
+        let prefix = unique_name();
+        let admin = Database::connect(PG_ADMIN_URL)
+            .await
+            .expect("postgres is running");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{prefix}\""))
+            .await
+            .expect("create test database");
+        let database_url = format!("postgres://postgres@127.0.0.1:5432/{prefix}");
+        let conn = db::connect(&database_url)
+            .await
+            .expect("connect test database");
+        db::migrate(&conn).await.expect("migrate");
+        let settings = test_settings(&database_url, &prefix, options.webhook.clone());
+        let mut gateway_settings = settings.clone();
+        if let Some(url) = &options.gateway_amqp_url {
+            gateway_settings.amqp_url = Some(url.clone());
+        }
+        let app = Application::build(gateway_settings)
+            .await
+            .expect("gateway builds");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let state = app.state().clone();
+        let mut stops = Vec::new();
+        let (tx, rx) = oneshot::channel();
+        stops.push(tx);
+        tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        let worker_base = if options.start_worker {
+            let w = WorkerApplication::build(settings.clone())
+                .await
+                .expect("worker builds");
+            let worker_base = format!("http://127.0.0.1:{}", w.port());
+            let (tx, rx) = oneshot::channel();
+            stops.push(tx);
+            tokio::spawn(w.run_until_stopped(async move {
+                let _ = rx.await;
+            }));
+            Some(worker_base)
+        } else {
+            None
+        };
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("client");
+        let mut app = TestApp {
+            base,
+            worker_base,
+            client,
+            db: conn,
+            api_key: String::new(),
+            prefix,
+            settings,
+            state,
+            database_name: String::new(),
+            stops,
+        };
+        app.database_name = app.prefix.clone();
+        app.api_key = app.create_merchant("Test merchant").await;
+        app
+    }
+
+    /// A worker that is not running: the test calls `sweep_once`/`handle` itself.
+    pub fn standalone_worker(&self) -> Worker {
+        let mut registry = prometheus_client_registry();
+        let metrics = std::sync::Arc::new(worker::metrics::DeliveryMetrics::new(&mut registry));
+        let bus = EventBus::amqp(AMQP_URL, entity::bus::QueueNames::new(&self.prefix));
+        Worker::new(self.db.clone(), bus, self.settings.webhook.clone(), metrics).expect("worker")
+    }
+
+    pub async fn create_merchant(&self, name: &str) -> String {
+        let r = self
+            .client
+            .post(format!("{}/v1/admin/merchants", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .expect("admin request");
+        assert_eq!(r.status(), 201, "merchant creation");
+        let body: Value = r.json().await.expect("json");
+        body["api_key"].as_str().expect("api_key").to_string()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn post(&self, key: &str, path: &str, body: Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get(&self, key: &str, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// POSTs and returns (status, JSON body).
+    pub async fn post_json(&self, key: &str, path: &str, body: Value) -> (u16, Value) {
+        let r = self.post(key, path, body).await;
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_json(&self, key: &str, path: &str) -> (u16, Value) {
+        let r = self.get(key, path).await;
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates an endpoint subscribed to everything; returns (id, secret).
+    pub async fn create_endpoint(&self, url: &str) -> (String, String) {
+        let (status, body) = self
+            .post_json(
+                &self.api_key,
+                "/v1/webhook_endpoints",
+                json!({"url": url, "enabled_events": ["*"]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        (
+            body["id"].as_str().expect("id").into(),
+            body["secret"].as_str().expect("secret").into(),
+        )
+    }
+
+    pub async fn create_payment(&self, amount: i64) -> Value {
+        let (status, body) = self
+            .post_json(
+                &self.api_key,
+                "/v1/payments",
+                json!({"amount": amount, "currency": "usd", "provider": "simulated"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    /// Polls `check` every 25 ms until it returns Some, or panics after `timeout`.
+    pub async fn eventually<T, F, Fut>(&self, timeout: Duration, what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        let row = self
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                sql.to_string(),
+            ))
+            .await
+            .expect("query")
+            .expect("row");
+        row.try_get_by_index::<i64>(0).expect("count")
+    }
+}
+
+fn prometheus_client_registry() -> prometheus_client::registry::Registry {
+    prometheus_client::registry::Registry::default()
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+        let name = self.database_name.clone();
+        let prefix = self.prefix.clone();
+        // Drop cannot await; clean up on a thread with its own runtime.
+        let cleanup = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let EventBus::Amqp(bus) =
+                    EventBus::amqp(AMQP_URL, entity::bus::QueueNames::new(&prefix))
+                {
+                    let _ = bus.delete_topology().await;
+                }
+                if let Ok(client) = redis::Client::open(REDIS_URL) {
+                    if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                        let keys: Vec<String> = redis::cmd("KEYS")
+                            .arg(format!("{prefix}:*"))
+                            .query_async(&mut conn)
+                            .await
+                            .unwrap_or_default();
+                        if !keys.is_empty() {
+                            let _: Result<(), _> =
+                                redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+                        }
+                    }
+                }
+                if let Ok(admin) = Database::connect(PG_ADMIN_URL).await {
+                    let _ = admin
+                        .execute_unprepared(&format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        ))
+                        .await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}

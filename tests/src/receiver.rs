@@ -1,0 +1,124 @@
+//! A merchant's webhook receiver: records every request and answers as told (a status per
+//! call, then a default; or hanging past the sender's timeout).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::web::Data;
+use poem::{Body, EndpointExt, Request, Response, Route, Server, handler, http::StatusCode};
+
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Behavior {
+    /// Answer these statuses in order, then `then` forever.
+    Statuses(Vec<u16>, u16),
+    /// Sleep this long before answering 200.
+    Hang(Duration),
+}
+
+struct Shared {
+    received: Mutex<Vec<Received>>,
+    script: Mutex<(VecDeque<u16>, u16)>,
+    hang: Mutex<Option<Duration>>,
+}
+
+#[derive(Clone)]
+pub struct Receiver {
+    shared: Arc<Shared>,
+    pub url: String,
+}
+
+#[handler]
+async fn hook(req: &Request, body: Body, shared: Data<&Arc<Shared>>) -> Response {
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let body = body.into_vec().await.unwrap_or_default();
+    shared
+        .received
+        .lock()
+        .expect("lock")
+        .push(Received { headers, body });
+    let hang = *shared.hang.lock().expect("lock");
+    if let Some(d) = hang {
+        tokio::time::sleep(d).await;
+    }
+    let status = {
+        let mut script = shared.script.lock().expect("lock");
+        let default = script.1;
+        script.0.pop_front().unwrap_or(default)
+    };
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
+        .body("answer from the merchant")
+}
+
+impl Receiver {
+    pub async fn start(behavior: Behavior) -> Receiver {
+        let shared = Arc::new(Shared {
+            received: Mutex::new(Vec::new()),
+            script: Mutex::new((VecDeque::new(), 200)),
+            hang: Mutex::new(None),
+        });
+        let acceptor = TcpListener::bind("127.0.0.1:0")
+            .into_acceptor()
+            .await
+            .expect("bind receiver");
+        let port = acceptor.local_addr()[0]
+            .as_socket_addr()
+            .expect("tcp")
+            .port();
+        let app = Route::new().at("/hook", hook).data(shared.clone());
+        tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
+        let r = Receiver {
+            shared,
+            url: format!("http://127.0.0.1:{port}/hook"),
+        };
+        r.behave(behavior);
+        r
+    }
+
+    pub fn behave(&self, behavior: Behavior) {
+        match behavior {
+            Behavior::Statuses(first, then) => {
+                *self.shared.script.lock().expect("lock") = (first.into(), then);
+                *self.shared.hang.lock().expect("lock") = None;
+            }
+            Behavior::Hang(d) => *self.shared.hang.lock().expect("lock") = Some(d),
+        }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.shared.received.lock().expect("lock").clone()
+    }
+
+    /// Requests whose body is the event `event_type`.
+    pub fn of_type(&self, event_type: &str) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.json()["type"] == event_type)
+            .collect()
+    }
+}

@@ -1,0 +1,462 @@
+//! The merchant API's contract: errors, idempotency, isolation, lists.
+
+use payrail_tests::TestApp;
+use serde_json::{Value, json};
+
+async fn state_counts(app: &TestApp) -> (i64, i64, i64, i64) {
+    (
+        app.count("SELECT count(*) FROM payments").await,
+        app.count("SELECT count(*) FROM events").await,
+        app.count("SELECT count(*) FROM webhook_endpoints").await,
+        app.count("SELECT count(*) FROM idempotency_keys").await,
+    )
+}
+
+#[tokio::test]
+async fn every_bad_input_gets_its_documented_4xx_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let key = app.api_key.clone();
+    let before = state_counts(&app).await;
+    let good = || json!({"amount": 2000, "currency": "usd", "provider": "simulated"});
+    let with = |field: &str, value: Value| {
+        let mut b = good();
+        b[field] = value;
+        b
+    };
+    let without = |field: &str| {
+        let mut b = good();
+        b.as_object_mut().expect("object").remove(field);
+        b
+    };
+    let y = 2031;
+    let card = |number: &str, exp_year: i64, cvc: &str| {
+        with(
+            "payment_method",
+            json!({"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": exp_year, "cvc": cvc}}),
+        )
+    };
+    let cases: Vec<(&str, Value, u16, &str)> = vec![
+        (
+            "wrong type",
+            with("amount", json!("2000")),
+            400,
+            "invalid_request_body",
+        ),
+        (
+            "missing field",
+            without("currency"),
+            400,
+            "invalid_request_body",
+        ),
+        (
+            "unknown field",
+            with("amout", json!(1)),
+            400,
+            "invalid_request_body",
+        ),
+        (
+            "zero amount",
+            with("amount", json!(0)),
+            422,
+            "amount_invalid",
+        ),
+        (
+            "negative amount",
+            with("amount", json!(-5)),
+            422,
+            "amount_invalid",
+        ),
+        (
+            "fractional amount",
+            with("amount", json!(10.5)),
+            400,
+            "invalid_request_body",
+        ),
+        (
+            "unknown currency",
+            with("currency", json!("ZZZ")),
+            422,
+            "currency_invalid",
+        ),
+        (
+            "unknown provider",
+            with("provider", json!("paypalz")),
+            422,
+            "provider_unknown",
+        ),
+        (
+            "unconfigured provider",
+            with("provider", json!("stripe")),
+            422,
+            "provider_not_configured",
+        ),
+        (
+            "bad return_url",
+            with("return_url", json!("ftp://x")),
+            422,
+            "url_invalid",
+        ),
+        (
+            "luhn failure",
+            card("4242424242424241", y, "123"),
+            422,
+            "invalid_number",
+        ),
+        (
+            "expired card",
+            card("4242424242424242", 2020, "123"),
+            422,
+            "expired_card",
+        ),
+        (
+            "bad cvc",
+            card("4242424242424242", y, "1"),
+            422,
+            "invalid_cvc",
+        ),
+        (
+            "absurd expiry year",
+            card("4242424242424242", 2999, "123"),
+            422,
+            "invalid_expiry_year",
+        ),
+    ];
+    for (name, body, status, code) in cases {
+        let (s, b) = app.post_json(&key, "/v1/payments", body).await;
+        assert_eq!(s, status, "{name}: {b}");
+        assert_eq!(b["error"]["code"], code, "{name}: {b}");
+        assert_eq!(b["error"]["type"], "invalid_request_error", "{name}");
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{name}"
+        );
+    }
+    // Malformed JSON, a huge body, no key, a wrong key, a bad endpoint.
+    let raw = |body: Vec<u8>| {
+        app.client
+            .post(app.url("/v1/payments"))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let r = raw(b"{\"amount\":".to_vec()).await.expect("send");
+    assert_eq!(r.status(), 400);
+    let r = raw(vec![b' '; 1024 * 1024 + 10]).await.expect("send");
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"]["code"],
+        "body_too_large"
+    );
+    let r = app
+        .client
+        .post(app.url("/v1/payments"))
+        .json(&good())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"]["type"],
+        "authentication_error"
+    );
+    let r = app
+        .client
+        .post(app.url("/v1/payments"))
+        .bearer_auth("sk_test_wrong")
+        .json(&good())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 401);
+    let (s, b) = app
+        .post_json(
+            &key,
+            "/v1/webhook_endpoints",
+            json!({"url": "not a url", "enabled_events": ["*"]}),
+        )
+        .await;
+    assert_eq!((s, b["error"]["code"].as_str()), (422, Some("url_invalid")));
+    let (s, b) = app
+        .post_json(
+            &key,
+            "/v1/webhook_endpoints",
+            json!({"url": "https://example.com/h", "enabled_events": ["payment.exploded"]}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (422, Some("event_type_unknown"))
+    );
+    let (s, b) = app.get_json(&key, "/v1/payments/pay_doesnotexist").await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (404, Some("resource_missing"))
+    );
+    let (s, _) = app.get_json(&key, "/v1/payments?limit=0").await;
+    assert_eq!(s, 422);
+    let (s, _) = app.get_json(&key, "/v1/payments?status=paid").await;
+    assert_eq!(s, 422);
+    let (s, _) = app
+        .post_json("wrong", "/v1/admin/merchants", json!({"name": "x"}))
+        .await;
+    assert_eq!(
+        s, 401,
+        "admin routes need the admin token, not a merchant key"
+    );
+    let (s, _) = app
+        .post_json(&key, "/v1/admin/merchants", json!({"name": "x"}))
+        .await;
+    assert_eq!(s, 401);
+    assert_eq!(
+        state_counts(&app).await,
+        before,
+        "no bad request may change anything"
+    );
+}
+
+#[tokio::test]
+async fn idempotency_replays_refuses_other_bodies_and_survives_concurrency() {
+    let app = TestApp::spawn().await;
+    let body =
+        json!({"amount": 990, "currency": "usd", "provider": "simulated", "reference": "order-1"});
+    let send = |key: &'static str, body: Value| {
+        app.client
+            .post(app.url("/v1/payments"))
+            .bearer_auth(&app.api_key)
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+    };
+    let first = send("k1", body.clone()).await.expect("send");
+    assert_eq!(first.status(), 201);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.expect("json");
+    let replay = send("k1", body.clone()).await.expect("send");
+    assert_eq!(replay.status(), 201);
+    assert_eq!(
+        replay
+            .headers()
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    let replay: Value = replay.json().await.expect("json");
+    assert_eq!(
+        replay, first,
+        "the first response, byte for byte in meaning"
+    );
+    let mut other = body.clone();
+    other["amount"] = json!(991);
+    let conflict = send("k1", other).await.expect("send");
+    assert_eq!(conflict.status(), 409);
+    assert_eq!(
+        conflict.json::<Value>().await.expect("json")["error"]["code"],
+        "idempotency_key_reused"
+    );
+
+    // Ten at once with a fresh key: one payment, ten identical answers.
+    let answers = futures_util::future::join_all((0..10).map(|_| async {
+        let r = send("k2", body.clone()).await.expect("send");
+        (r.status().as_u16(), r.json::<Value>().await.expect("json"))
+    }))
+    .await;
+    let ids: std::collections::HashSet<String> = answers
+        .iter()
+        .map(|(s, b)| {
+            assert_eq!(*s, 201, "{b}");
+            b["id"].as_str().expect("id").to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "concurrent duplicates create one payment");
+    assert_eq!(app.count("SELECT count(*) FROM payments").await, 2);
+    assert_eq!(
+        app.count("SELECT count(*) FROM events WHERE event_type = 'payment.pending'")
+            .await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn merchants_never_see_each_others_objects() {
+    let app = TestApp::spawn().await;
+    let other = app.create_merchant("Other").await;
+    let payment = app.create_payment(100).await;
+    let id = payment["id"].as_str().expect("id");
+    let (endpoint, _) = app.create_endpoint("https://example.com/hook").await;
+    for path in [
+        format!("/v1/payments/{id}"),
+        format!("/v1/webhook_endpoints/{endpoint}"),
+    ] {
+        let (s, b) = app.get_json(&other, &path).await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (404, Some("resource_missing")),
+            "{path}"
+        );
+    }
+    let (s, _) = app
+        .post_json(&other, &format!("/v1/payments/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(s, 404);
+    let (s, _) = app
+        .post_json(
+            &other,
+            &format!("/v1/sandbox/payments/{id}/complete"),
+            json!({"outcome": "succeeded"}),
+        )
+        .await;
+    assert_eq!(s, 404);
+    let r = app
+        .client
+        .delete(app.url(&format!("/v1/webhook_endpoints/{endpoint}")))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 404);
+    for list in [
+        "/v1/payments",
+        "/v1/events",
+        "/v1/webhook_endpoints",
+        "/v1/webhook_deliveries",
+        "/v1/payments/recent",
+    ] {
+        let (s, b) = app.get_json(&other, list).await;
+        assert_eq!(s, 200);
+        assert_eq!(
+            b["data"].as_array().map(Vec::len),
+            Some(0),
+            "{list} leaks: {b}"
+        );
+    }
+    let (_, p) = app
+        .get_json(&app.api_key, &format!("/v1/payments/{id}"))
+        .await;
+    assert_eq!(p["status"], "pending", "the other merchant changed nothing");
+}
+
+#[tokio::test]
+async fn lists_page_with_cursors_and_filter() {
+    let app = TestApp::spawn().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let (_, p) = app.post_json(&app.api_key, "/v1/payments", json!({"amount": 100 + i, "currency": "usd", "provider": "simulated", "reference": if i % 2 == 0 { "even" } else { "odd" }})).await;
+        ids.push(p["id"].as_str().expect("id").to_string());
+    }
+    ids.reverse(); // newest first
+    let (_, page1) = app.get_json(&app.api_key, "/v1/payments?limit=2").await;
+    let got = |v: &Value| {
+        v["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|p| p["id"].as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(got(&page1), ids[0..2]);
+    assert_eq!(page1["has_more"], true);
+    assert_eq!(page1["object"], "list");
+    let (_, page2) = app
+        .get_json(
+            &app.api_key,
+            &format!("/v1/payments?limit=2&starting_after={}", ids[1]),
+        )
+        .await;
+    assert_eq!(got(&page2), ids[2..4]);
+    let (_, page3) = app
+        .get_json(
+            &app.api_key,
+            &format!("/v1/payments?limit=2&starting_after={}", ids[3]),
+        )
+        .await;
+    assert_eq!(got(&page3), ids[4..5]);
+    assert_eq!(page3["has_more"], false);
+    let (_, back) = app
+        .get_json(
+            &app.api_key,
+            &format!("/v1/payments?limit=2&ending_before={}", ids[4]),
+        )
+        .await;
+    assert_eq!(got(&back), ids[2..4]);
+    let (_, even) = app
+        .get_json(&app.api_key, "/v1/payments?reference=even")
+        .await;
+    assert_eq!(even["data"].as_array().map(Vec::len), Some(3));
+
+    // The recent list comes from the cache, and a write invalidates it.
+    let r = app.get(&app.api_key, "/v1/payments/recent").await;
+    assert_eq!(
+        r.headers().get("x-cache").and_then(|v| v.to_str().ok()),
+        Some("miss")
+    );
+    let r = app.get(&app.api_key, "/v1/payments/recent").await;
+    assert_eq!(
+        r.headers().get("x-cache").and_then(|v| v.to_str().ok()),
+        Some("hit")
+    );
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["data"]
+            .as_array()
+            .map(Vec::len),
+        Some(5)
+    );
+    app.create_payment(7).await;
+    let r = app.get(&app.api_key, "/v1/payments/recent").await;
+    assert_eq!(
+        r.headers().get("x-cache").and_then(|v| v.to_str().ok()),
+        Some("miss")
+    );
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["data"]
+            .as_array()
+            .map(Vec::len),
+        Some(6)
+    );
+}
+
+#[tokio::test]
+async fn endpoints_can_be_updated_disabled_and_deleted() {
+    let app = TestApp::spawn().await;
+    let (id, secret) = app.create_endpoint("https://example.com/a").await;
+    assert!(secret.starts_with("whsec_"));
+    let (_, got) = app
+        .get_json(&app.api_key, &format!("/v1/webhook_endpoints/{id}"))
+        .await;
+    assert!(
+        got.get("secret").is_none(),
+        "the secret is shown only at creation"
+    );
+    let r = app.client.patch(app.url(&format!("/v1/webhook_endpoints/{id}"))).bearer_auth(&app.api_key)
+        .json(&json!({"url": "https://example.com/b", "enabled_events": ["payment.succeeded"], "status": "disabled"})).send().await.expect("send");
+    assert_eq!(r.status(), 200);
+    let b: Value = r.json().await.expect("json");
+    assert_eq!(
+        (b["url"].as_str(), b["status"].as_str()),
+        (Some("https://example.com/b"), Some("disabled"))
+    );
+    assert_eq!(b["enabled_events"], json!(["payment.succeeded"]));
+    let r = app
+        .client
+        .patch(app.url(&format!("/v1/webhook_endpoints/{id}")))
+        .bearer_auth(&app.api_key)
+        .json(&json!({"status": "paused"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 422);
+    let r = app
+        .client
+        .delete(app.url(&format!("/v1/webhook_endpoints/{id}")))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.json::<Value>().await.expect("json")["deleted"], true);
+    let (s, _) = app
+        .get_json(&app.api_key, &format!("/v1/webhook_endpoints/{id}"))
+        .await;
+    assert_eq!(s, 404);
+}

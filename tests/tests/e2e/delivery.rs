@@ -1,0 +1,473 @@
+//! Delivery guarantees: retries and backoff, timeouts, manual retry, duplicates, crashes,
+//! concurrent workers, a broker outage, dead letters. Where timing matters the test drives
+//! the worker's steps (`handle`, `sweep_once`) itself instead of sleeping on a schedule.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use entity::bus::{BusMessage, QueueNames};
+use entity::{webhook_attempts, webhook_deliveries};
+use payrail_tests::{AMQP_URL, Behavior, Options, Receiver, TcpProxy, TestApp};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use worker::Worker;
+use worker::bus::EventBus;
+use worker::deliveries::{AttemptOutcome, claim_due};
+use worker::worker::Handled;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn manual(adjust: impl FnOnce(&mut Options)) -> Options {
+    let mut o = Options {
+        start_worker: false,
+        ..Options::default()
+    };
+    adjust(&mut o);
+    o
+}
+
+/// Takes the next message from this test's queue and lets `worker` handle it.
+async fn handle_next(app: &TestApp, worker: &Worker) -> Handled {
+    let bus = EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix));
+    let mut sub = bus.subscribe(1).await.expect("subscribe");
+    let received = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("a message arrives")
+        .expect("stream open")
+        .expect("message");
+    worker.handle(received).await
+}
+
+async fn deliveries(app: &TestApp) -> Vec<webhook_deliveries::Model> {
+    webhook_deliveries::Entity::find()
+        .order_by_asc(webhook_deliveries::Column::Id)
+        .all(&app.db)
+        .await
+        .expect("query")
+}
+
+async fn attempts(app: &TestApp, delivery_id: &str) -> Vec<webhook_attempts::Model> {
+    webhook_attempts::Entity::find()
+        .filter(webhook_attempts::Column::DeliveryId.eq(delivery_id))
+        .order_by_asc(webhook_attempts::Column::AttemptNumber)
+        .all(&app.db)
+        .await
+        .expect("query")
+}
+
+async fn sleep_until_due(app: &TestApp) {
+    if let Some(at) = deliveries(app)
+        .await
+        .iter()
+        .filter_map(|d| d.next_retry_at)
+        .min()
+    {
+        let wait = (at - Utc::now()).to_std().unwrap_or_default();
+        tokio::time::sleep(wait + Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_500_then_a_200_leaves_two_attempt_rows() {
+    let app = TestApp::spawn_with(manual(|_| {})).await;
+    let worker = app.standalone_worker();
+    let receiver = Receiver::start(Behavior::Statuses(vec![500], 200)).await;
+    app.create_endpoint(&receiver.url).await;
+    app.create_payment(100).await;
+    let Handled::FannedOut {
+        created,
+        attempts: first,
+        ..
+    } = handle_next(&app, &worker).await
+    else {
+        panic!("fan-out expected")
+    };
+    assert_eq!(created, 1);
+    assert!(
+        matches!(first[..], [AttemptOutcome::WillRetry { attempts: 1, .. }]),
+        "{first:?}"
+    );
+    sleep_until_due(&app).await;
+    let sweep = worker.sweep_once().await.expect("sweep");
+    assert_eq!((sweep.claimed, sweep.succeeded), (1, 1));
+    let d = &deliveries(&app).await[0];
+    assert_eq!(
+        (d.status.as_str(), d.attempts, d.http_status),
+        ("succeeded", 2, Some(200))
+    );
+    let rows = attempts(&app, &d.id).await;
+    assert_eq!(
+        rows.iter().map(|a| a.http_status).collect::<Vec<_>>(),
+        vec![Some(500), Some(200)]
+    );
+    assert_eq!(
+        rows[0].response_body.as_deref(),
+        Some("answer from the merchant")
+    );
+    assert_eq!(receiver.received().len(), 2);
+}
+
+#[tokio::test]
+async fn always_500_makes_exactly_the_configured_attempts_with_backoff_then_fails_and_a_manual_retry_delivers()
+ {
+    let app = TestApp::spawn_with(manual(|o| {
+        o.webhook.max_attempts = 4;
+        o.webhook.backoff_base = Duration::from_millis(50);
+        o.webhook.backoff_max = Duration::from_millis(150);
+    }))
+    .await;
+    let worker = app.standalone_worker();
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 500)).await;
+    app.create_endpoint(&receiver.url).await;
+    app.create_payment(100).await;
+    handle_next(&app, &worker).await;
+    // Expected delays after attempts 1, 2, 3: 50, 100, 150 (capped) ms, plus up to 10 % jitter.
+    for (n, expected_ms) in [(1, 50), (2, 100), (3, 150)] {
+        let d = &deliveries(&app).await[0];
+        assert_eq!((d.status.as_str(), d.attempts), ("pending", n));
+        let gap =
+            (d.next_retry_at.expect("next") - d.last_attempt_at.expect("last")).num_milliseconds();
+        assert!(
+            (expected_ms..=expected_ms + expected_ms / 10 + 2).contains(&gap),
+            "after attempt {n}: {gap} ms, expected ~{expected_ms}"
+        );
+        sleep_until_due(&app).await;
+        worker.sweep_once().await.expect("sweep");
+    }
+    let d = &deliveries(&app).await[0];
+    assert_eq!(
+        (d.status.as_str(), d.attempts, d.next_retry_at),
+        ("failed", 4, None)
+    );
+    assert_eq!(attempts(&app, &d.id).await.len(), 4);
+    sleep_until_due(&app).await;
+    assert_eq!(
+        worker.sweep_once().await.expect("sweep").claimed,
+        0,
+        "a failed delivery is not retried by itself"
+    );
+    assert_eq!(receiver.received().len(), 4);
+
+    // The merchant fixes the server and retries by hand: a fresh round, history kept.
+    receiver.behave(Behavior::Statuses(vec![], 200));
+    let (s, body) = app
+        .post_json(
+            &app.api_key,
+            &format!("/v1/webhook_deliveries/{}/retry", d.id),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["status"].as_str(), body["attempts"].as_i64()),
+        (200, Some("pending"), Some(0)),
+        "{body}"
+    );
+    assert_eq!(worker.sweep_once().await.expect("sweep").succeeded, 1);
+    let (_, detail) = app
+        .get_json(&app.api_key, &format!("/v1/webhook_deliveries/{}", d.id))
+        .await;
+    assert_eq!(detail["status"], "succeeded");
+    let history = detail["attempt_history"].as_array().expect("history");
+    assert_eq!(history.len(), 5);
+    assert_eq!(history[4]["http_status"], 200);
+    let (s, again) = app
+        .post_json(
+            &app.api_key,
+            &format!("/v1/webhook_deliveries/{}/retry", d.id),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, again["error"]["code"].as_str()),
+        (409, Some("delivery_not_retryable"))
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_receiver_times_out() {
+    let app = TestApp::spawn_with(manual(|o| o.webhook.timeout = Duration::from_millis(500))).await;
+    let worker = app.standalone_worker();
+    let receiver = Receiver::start(Behavior::Hang(Duration::from_secs(5))).await;
+    app.create_endpoint(&receiver.url).await;
+    app.create_payment(100).await;
+    let started = std::time::Instant::now();
+    handle_next(&app, &worker).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the attempt must not wait for the receiver"
+    );
+    let d = &deliveries(&app).await[0];
+    assert_eq!((d.status.as_str(), d.http_status), ("pending", None));
+    let a = &attempts(&app, &d.id).await[0];
+    assert!(
+        a.error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("timed out") || m.contains("timeout")),
+        "{:?}",
+        a.error_message
+    );
+    assert!((450..4000).contains(&a.duration_ms), "{}", a.duration_ms);
+}
+
+#[tokio::test]
+async fn a_redelivered_message_creates_no_second_delivery() {
+    let app = TestApp::spawn_with(manual(|_| {})).await;
+    let worker = app.standalone_worker();
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    app.create_endpoint(&receiver.url).await;
+    let payment = app.create_payment(100).await;
+    assert!(matches!(
+        handle_next(&app, &worker).await,
+        Handled::FannedOut {
+            created: 1,
+            already_present: 0,
+            ..
+        }
+    ));
+    let event_id = app.state.db.clone();
+    let _ = event_id;
+    let event: entity::events::Model = entity::events::Entity::find()
+        .one(&app.db)
+        .await
+        .expect("query")
+        .expect("event");
+    assert_eq!(event.payment_id.as_deref(), payment["id"].as_str());
+    let duplicate = BusMessage::V1 {
+        event_id: event.id.clone(),
+        merchant_id: event.merchant_id.clone(),
+        event_type: event.event_type.clone(),
+        request_id: None,
+    };
+    EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix))
+        .publish(&[duplicate])
+        .await
+        .expect("publish");
+    let again = handle_next(&app, &worker).await;
+    assert_eq!(
+        again,
+        Handled::FannedOut {
+            created: 0,
+            already_present: 1,
+            attempts: vec![]
+        }
+    );
+    assert_eq!(deliveries(&app).await.len(), 1);
+    assert_eq!(receiver.received().len(), 1);
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_batch_loses_nothing() {
+    let app = TestApp::spawn_with(manual(|o| o.webhook.immediate = false)).await;
+    let worker = app.standalone_worker();
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    app.create_endpoint(&receiver.url).await;
+    for _ in 0..3 {
+        app.create_payment(100).await;
+        assert!(matches!(
+            handle_next(&app, &worker).await,
+            Handled::FannedOut { created: 1, .. }
+        ));
+    }
+    // Worker A claims the batch and dies before sending anything.
+    let claimed = claim_due(&app.db, 50, Duration::from_millis(800))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 3);
+    assert_eq!(
+        worker.sweep_once().await.expect("sweep").claimed,
+        0,
+        "leased rows belong to A"
+    );
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let sweep = worker.sweep_once().await.expect("sweep");
+    assert_eq!(
+        (sweep.claimed, sweep.succeeded),
+        (3, 3),
+        "after the lease, another worker takes over"
+    );
+    assert_eq!(receiver.received().len(), 3);
+    assert!(
+        deliveries(&app)
+            .await
+            .iter()
+            .all(|d| d.status == "succeeded" && d.attempts == 1)
+    );
+}
+
+#[tokio::test]
+async fn two_workers_side_by_side_never_send_the_same_attempt_twice() {
+    let app = TestApp::spawn_with(manual(|o| {
+        o.webhook.immediate = false;
+        o.webhook.batch_size = 7;
+    }))
+    .await;
+    let (a, b) = (app.standalone_worker(), app.standalone_worker());
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    app.create_endpoint(&receiver.url).await;
+    let n = 60;
+    for _ in 0..n {
+        app.create_payment(100).await;
+    }
+    let bus = EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix));
+    let mut sub = bus.subscribe(100).await.expect("subscribe");
+    for _ in 0..n {
+        let received = tokio::time::timeout(WAIT, sub.next())
+            .await
+            .expect("message")
+            .expect("open")
+            .expect("ok");
+        a.handle(received).await;
+    }
+    let (ra, rb) = tokio::join!(a.sweep_once(), b.sweep_once());
+    let (ra, rb) = (ra.expect("sweep a"), rb.expect("sweep b"));
+    assert_eq!(ra.claimed + rb.claimed, n);
+    assert!(
+        ra.claimed > 0 && rb.claimed > 0,
+        "both took part: {ra:?} {rb:?}"
+    );
+    let mut per_delivery: HashMap<String, usize> = HashMap::new();
+    for r in receiver.received() {
+        *per_delivery
+            .entry(
+                r.header("x-payrail-delivery")
+                    .expect("delivery header")
+                    .to_string(),
+            )
+            .or_default() += 1;
+    }
+    assert_eq!(per_delivery.len(), n);
+    assert!(
+        per_delivery.values().all(|&c| c == 1),
+        "some delivery was sent twice"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_attempts").await,
+        n as i64
+    );
+}
+
+#[tokio::test]
+async fn events_created_while_the_broker_is_unreachable_are_published_once_it_is_back() {
+    let proxy = TcpProxy::start("127.0.0.1:5672", false).await;
+    let app = TestApp::spawn_with(Options {
+        gateway_amqp_url: Some(format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port)),
+        ..Options::default()
+    })
+    .await;
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    app.create_endpoint(&receiver.url).await;
+    for _ in 0..3 {
+        app.create_payment(100).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM events WHERE published_at IS NULL")
+            .await,
+        3,
+        "kept in the outbox"
+    );
+    assert!(receiver.received().is_empty());
+    proxy.set_enabled(true);
+    app.eventually(WAIT, "three webhooks after the broker is back", || async {
+        (receiver.of_type("payment.pending").len() == 3).then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM events WHERE published_at IS NULL")
+            .await,
+        0
+    );
+
+    // Cut it again mid-run: the next event waits, then goes out after reconnecting.
+    proxy.set_enabled(false);
+    app.create_payment(100).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.set_enabled(true);
+    app.eventually(WAIT, "the fourth webhook", || async {
+        (receiver.of_type("payment.pending").len() == 4).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unparseable_messages_are_dead_lettered_and_metrics_show_the_queues() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    app.create_endpoint(&receiver.url).await;
+    app.create_payment(100).await;
+    app.eventually(WAIT, "a delivery", || async {
+        (!receiver.received().is_empty()).then_some(())
+    })
+    .await;
+    let EventBus::Amqp(bus) = EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix)) else {
+        unreachable!()
+    };
+    bus.publish_raw(b"{\"version\":\"v0\",\"garbage\":true}")
+        .await
+        .expect("publish");
+    let worker_metrics = format!(
+        "{}/metrics",
+        app.worker_base.as_deref().expect("worker runs")
+    );
+    let text = app
+        .eventually(WAIT, "a dead letter in queue_size", || async {
+            let text = app
+                .client
+                .get(&worker_metrics)
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.contains("queue_size{queue=\"events_dead_letter\"} 1")
+                .then_some(text)
+        })
+        .await;
+    for line in [
+        "queue_size{queue=\"events\"} 0",
+        "queue_size{queue=\"deliveries_due\"} 0",
+        "webhook_deliveries_total{status=\"succeeded\"} 1",
+        "webhook_oldest_due_delivery_age_seconds",
+        "webhook_delivery_duration_seconds_count 1",
+    ] {
+        assert!(text.contains(line), "worker /metrics lacks {line}:\n{text}");
+    }
+    assert!(text.ends_with("# EOF\n"));
+    let ready = app
+        .client
+        .get(format!(
+            "{}/health/ready",
+            app.worker_base.as_deref().unwrap_or("")
+        ))
+        .send()
+        .await
+        .expect("ready");
+    assert_eq!(ready.status(), 200);
+    let gateway_metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        gateway_metrics.contains("payments_total{gateway=\"simulated\",status=\"pending\"} 1"),
+        "{gateway_metrics}"
+    );
+    assert!(
+        gateway_metrics.contains(
+            "http_requests_total{route=\"create_payment\",method=\"POST\",status_class=\"2xx\"} 1"
+        ),
+        "{gateway_metrics}"
+    );
+    let ready = app
+        .client
+        .get(app.url("/health/ready"))
+        .send()
+        .await
+        .expect("ready");
+    assert_eq!(ready.status(), 200);
+}

@@ -1,0 +1,7 @@
+//! The end-to-end suite: one binary, one module per area.
+
+mod api;
+mod delivery;
+mod embedded;
+mod pipeline;
+mod spec;

@@ -1,0 +1,275 @@
+//! Payment → event → outbox → RabbitMQ → worker → signed webhook, as a merchant sees it.
+
+use std::time::Duration;
+
+use entity::signature::SigningKey;
+use payrail_tests::{Behavior, Receiver, TestApp};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// What a merchant does on receipt: check both signatures against the exact bytes.
+fn verify(secret: &str, r: &payrail_tests::receiver::Received) {
+    let key = SigningKey::from_secret(secret).expect("secret");
+    let id = r.header("webhook-id").expect("webhook-id");
+    let ts: i64 = r
+        .header("webhook-timestamp")
+        .expect("timestamp")
+        .parse()
+        .expect("number");
+    let sig = r.header("webhook-signature").expect("webhook-signature");
+    assert!(
+        key.verify_standard(id, ts, &r.body, sig, chrono::Utc::now().timestamp(), 300),
+        "standard webhook signature must verify"
+    );
+    assert_eq!(
+        r.header("x-payrail-signature"),
+        Some(key.sign_body(&r.body).as_str())
+    );
+    assert_eq!(
+        r.json()["id"].as_str(),
+        Some(id),
+        "webhook-id is the event id"
+    );
+    assert!(
+        r.header("user-agent")
+            .is_some_and(|ua| ua.starts_with("Payrail-Webhooks/"))
+    );
+    assert!(
+        r.header("x-payrail-delivery")
+            .is_some_and(|d| d.starts_with("whd_"))
+    );
+}
+
+#[tokio::test]
+async fn a_created_payment_is_delivered_signed_and_a_sandbox_completion_follows() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    let (_, secret) = app.create_endpoint(&receiver.url).await;
+
+    let payment = app.create_payment(2000).await;
+    let id = payment["id"].as_str().expect("id").to_string();
+    assert_eq!(payment["status"], "pending");
+    assert!(
+        payment["checkout_url"]
+            .as_str()
+            .is_some_and(|u| u.contains(&format!("/sandbox/checkout/{id}")))
+    );
+
+    let pending = app
+        .eventually(WAIT, "payment.pending webhook", || async {
+            receiver.of_type("payment.pending").into_iter().next()
+        })
+        .await;
+    verify(&secret, &pending);
+    assert_eq!(pending.json()["data"]["id"], id.as_str());
+    assert_eq!(pending.header("x-payrail-event"), Some("payment.pending"));
+
+    let (status, completed) = app
+        .post_json(
+            &app.api_key,
+            &format!("/v1/sandbox/payments/{id}/complete"),
+            json!({"outcome": "succeeded"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{completed}");
+    assert_eq!(completed["status"], "succeeded");
+
+    let succeeded = app
+        .eventually(WAIT, "payment.succeeded webhook", || async {
+            receiver.of_type("payment.succeeded").into_iter().next()
+        })
+        .await;
+    verify(&secret, &succeeded);
+    assert_eq!(succeeded.json()["data"]["status"], "succeeded");
+    let order: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|r| r.json()["type"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        order,
+        vec!["payment.pending", "payment.succeeded"],
+        "succeeded arrives after pending, once each"
+    );
+
+    // The event log has both, newest first, and they are marked published.
+    let (_, events) = app.get_json(&app.api_key, "/v1/events").await;
+    let types: Vec<&str> = events["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert_eq!(types, vec!["payment.succeeded", "payment.pending"]);
+    assert_eq!(
+        app.count("SELECT count(*) FROM events WHERE published_at IS NULL")
+            .await,
+        0
+    );
+
+    // A delivery row per event, each succeeded with one attempt.
+    let (_, deliveries) = app
+        .get_json(&app.api_key, "/v1/webhook_deliveries?status=succeeded")
+        .await;
+    assert_eq!(deliveries["data"].as_array().map(Vec::len), Some(2));
+    let one = deliveries["data"][0]["id"].as_str().expect("id");
+    let (_, detail) = app
+        .get_json(&app.api_key, &format!("/v1/webhook_deliveries/{one}"))
+        .await;
+    assert_eq!(detail["attempt_history"].as_array().map(Vec::len), Some(1));
+    assert_eq!(detail["attempt_history"][0]["http_status"], 200);
+}
+
+#[tokio::test]
+async fn the_hosted_checkout_page_completes_through_the_provider_path() {
+    let app = TestApp::spawn().await;
+    let payment = app.create_payment(500).await;
+    let id = payment["id"].as_str().expect("id");
+    let page = app
+        .client
+        .get(app.url(&format!("/sandbox/checkout/{id}")))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("html");
+    assert!(html.contains("Pay") && html.contains("Decline") && html.contains("pending"));
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let r = no_redirects
+        .post(app.url(&format!("/sandbox/checkout/{id}/failed")))
+        .send()
+        .await
+        .expect("decline");
+    assert_eq!(r.status(), 303);
+    let (_, p) = app
+        .get_json(&app.api_key, &format!("/v1/payments/{id}"))
+        .await;
+    assert_eq!(p["status"], "failed");
+    assert_eq!(p["failure_code"], "card_declined");
+    assert_eq!(app.count("SELECT count(*) FROM provider_events WHERE provider = 'simulated' AND outcome = 'applied'").await, 1);
+}
+
+#[tokio::test]
+async fn test_cards_are_processed_at_once_and_the_number_is_never_stored() {
+    let app = TestApp::spawn().await;
+    let year = 2031;
+    let card = |number: &str| {
+        json!({"amount": 1500, "currency": "eur", "provider": "simulated",
+        "payment_method": {"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": year, "cvc": "123"}}})
+    };
+    let (s, ok) = app
+        .post_json(&app.api_key, "/v1/payments", card("4242424242424242"))
+        .await;
+    assert_eq!((s, ok["status"].as_str()), (201, Some("succeeded")), "{ok}");
+    assert_eq!(ok["payment_method"]["card"]["last4"], "4242");
+    assert_eq!(ok["payment_method"]["card"]["brand"], "visa");
+    assert!(!ok.to_string().contains("4242424242424242"));
+    let (_, declined) = app
+        .post_json(&app.api_key, "/v1/payments", card("4000000000000002"))
+        .await;
+    assert_eq!(
+        (
+            declined["status"].as_str(),
+            declined["failure_code"].as_str()
+        ),
+        (Some("failed"), Some("card_declined"))
+    );
+    let (_, funds) = app
+        .post_json(&app.api_key, "/v1/payments", card("4000000000009995"))
+        .await;
+    assert_eq!(funds["failure_code"], "insufficient_funds");
+    // Each went pending → final with one event per change.
+    let (_, events) = app.get_json(&app.api_key, "/v1/events?limit=100").await;
+    assert_eq!(events["data"].as_array().map(Vec::len), Some(6));
+    for number in ["4242424242424242", "4000000000000002", "4000000000009995"] {
+        let hits = app
+            .count(&format!(
+                "SELECT (SELECT count(*) FROM payments WHERE payment_method::text LIKE '%{number}%' OR metadata::text LIKE '%{number}%')
+                      + (SELECT count(*) FROM events WHERE data::text LIKE '%{number}%')
+                      + (SELECT count(*) FROM idempotency_keys WHERE response_body LIKE '%{number}%')"
+            ))
+            .await;
+        assert_eq!(hits, 0, "the card number must not reach the database");
+    }
+}
+
+#[tokio::test]
+async fn cancel_works_once_and_final_states_never_move_backwards() {
+    let app = TestApp::spawn().await;
+    let id = app.create_payment(100).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let (s, p) = app
+        .post_json(
+            &app.api_key,
+            &format!("/v1/payments/{id}/cancel"),
+            json!({}),
+        )
+        .await;
+    assert_eq!((s, p["status"].as_str()), (200, Some("cancelled")));
+    let (s, e) = app
+        .post_json(
+            &app.api_key,
+            &format!("/v1/payments/{id}/cancel"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (409, Some("payment_not_cancellable"))
+    );
+    let (s, _) = app
+        .post_json(
+            &app.api_key,
+            &format!("/v1/sandbox/payments/{id}/complete"),
+            json!({"outcome": "succeeded"}),
+        )
+        .await;
+    assert_eq!(s, 409);
+
+    // A late provider webhook (validly signed) is recorded and ignored; a duplicate does nothing.
+    let (raw, sig) = app
+        .state
+        .simulated
+        .event_for(&id, entity::payment_status::PaymentStatus::Succeeded);
+    let send = || {
+        app.client
+            .post(app.url("/v1/providers/simulated/webhooks"))
+            .header("Payrail-Simulated-Signature", sig.clone())
+            .header("content-type", "application/json")
+            .body(raw.clone())
+            .send()
+    };
+    let first: serde_json::Value = send().await.expect("send").json().await.expect("json");
+    assert_eq!(first["outcome"], "ignored");
+    let again: serde_json::Value = send().await.expect("send").json().await.expect("json");
+    assert_eq!(again["outcome"], "duplicate");
+    let (_, p) = app
+        .get_json(&app.api_key, &format!("/v1/payments/{id}"))
+        .await;
+    assert_eq!(p["status"], "cancelled");
+    let (_, events) = app.get_json(&app.api_key, "/v1/events").await;
+    assert_eq!(
+        events["data"].as_array().map(Vec::len),
+        Some(2),
+        "pending and cancelled only"
+    );
+
+    // A forged webhook is refused and changes nothing.
+    let forged = app
+        .client
+        .post(app.url("/v1/providers/simulated/webhooks"))
+        .header("Payrail-Simulated-Signature", "sha256=00")
+        .header("content-type", "application/json")
+        .body(raw.clone())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(forged.status(), 400);
+    assert_eq!(app.count("SELECT count(*) FROM provider_events").await, 1);
+}
