@@ -104,8 +104,8 @@ impl Ack {
 pub enum Subscription {
     /// The connection is held so it lives as long as its consumer.
     Amqp {
-        consumer: lapin::Consumer,
-        _connection: Connection,
+        consumer: Box<lapin::Consumer>,
+        _connection: Box<Connection>,
     },
     InProcess {
         rx: mpsc::UnboundedReceiver<BusMessage>,
@@ -303,8 +303,8 @@ impl AmqpBus {
             )
             .await?;
         Ok(Subscription::Amqp {
-            consumer,
-            _connection: connection,
+            consumer: Box::new(consumer),
+            _connection: Box::new(connection),
         })
     }
 

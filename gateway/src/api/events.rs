@@ -31,14 +31,14 @@ impl EventsApi {
         event_type: Query<Option<String>>,
     ) -> Result<Json<EventList>, ApiError> {
         let page = Page::new(limit.0, starting_after.0, ending_before.0)?;
-        if let Some(t) = event_type.0.as_deref() {
-            if EventType::parse(t).is_none() {
-                return Err(ApiError::invalid(
-                    "type",
-                    "event_type_unknown",
-                    format!("Unknown event type '{t}'."),
-                ));
-            }
+        if let Some(t) = event_type.0.as_deref()
+            && EventType::parse(t).is_none()
+        {
+            return Err(ApiError::invalid(
+                "type",
+                "event_type_unknown",
+                format!("Unknown event type '{t}'."),
+            ));
         }
         let (rows, has_more) = events::list(
             &state.db,

@@ -46,13 +46,13 @@ impl PaymentsApi {
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
         body: Json<CreatePaymentRequest>,
     ) -> Result<CreatedPayment, ApiError> {
-        if let Some(k) = idempotency_key.0.as_deref() {
-            if k.is_empty() || k.len() > 255 {
-                return Err(ApiError::bad_request(
-                    "idempotency_key_invalid",
-                    "Idempotency-Key must be 1 to 255 characters.",
-                ));
-            }
+        if let Some(k) = idempotency_key.0.as_deref()
+            && (k.is_empty() || k.len() > 255)
+        {
+            return Err(ApiError::bad_request(
+                "idempotency_key_invalid",
+                "Idempotency-Key must be 1 to 255 characters.",
+            ));
         }
         let new = NewPayment::try_from(body.0)?;
         let created = payments::create(
@@ -88,6 +88,7 @@ impl PaymentsApi {
     }
 
     /// List payments, newest first
+    #[allow(clippy::too_many_arguments)]
     #[oai(path = "/payments", method = "get", operation_id = "list_payments")]
     async fn list(
         &self,

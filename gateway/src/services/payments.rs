@@ -41,10 +41,10 @@ pub async fn create<C: TransactionTrait + ConnectionTrait>(
     checkout_base: &str,
 ) -> Result<Created, ApiError> {
     let fingerprint = new.fingerprint();
-    if let Some(key) = idempotency_key {
-        if let Some(done) = find_key(db, &merchant.merchant_id, key).await? {
-            return replay(done, &fingerprint);
-        }
+    if let Some(key) = idempotency_key
+        && let Some(done) = find_key(db, &merchant.merchant_id, key).await?
+    {
+        return replay(done, &fingerprint);
     }
     let result = insert(
         db,
@@ -300,17 +300,17 @@ pub async fn recent<C: ConnectionTrait>(
     merchant_id: &str,
 ) -> Result<(PaymentList, bool), ApiError> {
     let key = recent_cache_key(merchant_id);
-    if let Some(hit) = cache.get(&key).await {
-        if let Ok(data) = serde_json::from_str::<Vec<Payment>>(&hit) {
-            return Ok((
-                PaymentList {
-                    object: "list".into(),
-                    data,
-                    has_more: false,
-                },
-                true,
-            ));
-        }
+    if let Some(hit) = cache.get(&key).await
+        && let Ok(data) = serde_json::from_str::<Vec<Payment>>(&hit)
+    {
+        return Ok((
+            PaymentList {
+                object: "list".into(),
+                data,
+                has_more: false,
+            },
+            true,
+        ));
     }
     let page = Page {
         limit: RECENT_COUNT,

@@ -224,8 +224,6 @@ async fn a_redelivered_message_creates_no_second_delivery() {
             ..
         }
     ));
-    let event_id = app.state.db.clone();
-    let _ = event_id;
     let event: entity::events::Model = entity::events::Entity::find()
         .one(&app.db)
         .await
