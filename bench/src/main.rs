@@ -33,10 +33,16 @@ impl Args {
         (command, Args(map))
     }
     fn get(&self, name: &str, default: &str) -> String {
-        self.0.get(name).cloned().unwrap_or_else(|| default.to_string())
+        self.0
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| default.to_string())
     }
     fn num(&self, name: &str, default: u64) -> u64 {
-        self.0.get(name).and_then(|v| v.parse().ok()).unwrap_or(default)
+        self.0
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
     }
 }
 
@@ -69,7 +75,10 @@ struct Harness {
 impl Harness {
     async fn new(args: &Args) -> anyhow::Result<Harness> {
         let base = args.get("base", "http://127.0.0.1:8080");
-        let client = reqwest::Client::builder().pool_max_idle_per_host(256).timeout(Duration::from_secs(30)).build()?;
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .timeout(Duration::from_secs(30))
+            .build()?;
         let admin = args.get("admin-token", "");
         let r: Value = client
             .post(format!("{base}/v1/admin/merchants"))
@@ -80,7 +89,10 @@ impl Harness {
             .error_for_status()?
             .json()
             .await?;
-        let key = r["api_key"].as_str().ok_or_else(|| anyhow::anyhow!("no api_key in {r}"))?.to_string();
+        let key = r["api_key"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("no api_key in {r}"))?
+            .to_string();
         Ok(Harness { base, client, key })
     }
 
@@ -122,9 +134,14 @@ async fn receive(body: poem::Body, rec: Data<&Arc<Recorder>>) -> &'static str {
     let t = Instant::now();
     if let Ok(bytes) = body.into_vec().await
         && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
-        && let Some(created) = v["created_at"].as_str().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        && let Some(created) = v["created_at"]
+            .as_str()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
     {
-        let lag = (now - created.with_timezone(&chrono::Utc)).num_microseconds().unwrap_or(0) as f64 / 1000.0;
+        let lag = (now - created.with_timezone(&chrono::Utc))
+            .num_microseconds()
+            .unwrap_or(0) as f64
+            / 1000.0;
         if let Ok(mut l) = rec.lags_ms.lock() {
             l.push(lag);
         }
@@ -139,8 +156,14 @@ async fn receive(body: poem::Body, rec: Data<&Arc<Recorder>>) -> &'static str {
 async fn start_receiver() -> anyhow::Result<(String, Arc<Recorder>)> {
     let rec = Arc::new(Recorder::default());
     let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await?;
-    let port = acceptor.local_addr()[0].as_socket_addr().map(|a| a.port()).unwrap_or(0);
-    tokio::spawn(Server::new_with_acceptor(acceptor).run(Route::new().at("/hook", receive).data(rec.clone())));
+    let port = acceptor.local_addr()[0]
+        .as_socket_addr()
+        .map(|a| a.port())
+        .unwrap_or(0);
+    tokio::spawn(
+        Server::new_with_acceptor(acceptor)
+            .run(Route::new().at("/hook", receive).data(rec.clone())),
+    );
     Ok((format!("http://127.0.0.1:{port}/hook"), rec))
 }
 
@@ -176,7 +199,10 @@ async fn bench_create(args: &Args) -> anyhow::Result<()> {
         errors += e;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    println!("create: concurrency={concurrency} seconds={seconds} throughput={:.0}/s errors={errors}", all.len() as f64 / elapsed);
+    println!(
+        "create: concurrency={concurrency} seconds={seconds} throughput={:.0}/s errors={errors}",
+        all.len() as f64 / elapsed
+    );
     summary("create latency", all);
     Ok(())
 }
@@ -238,8 +264,17 @@ async fn bench_deliveries(args: &Args) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let received = rec.count.load(Ordering::Relaxed);
-    let window = rec.first_last.lock().ok().and_then(|fl| *fl).map(|(f, l)| (l - f).as_secs_f64()).unwrap_or(f64::NAN);
-    println!("deliveries: received={received}/{count} in {window:.2}s => {:.0} deliveries/s", received as f64 / window);
+    let window = rec
+        .first_last
+        .lock()
+        .ok()
+        .and_then(|fl| *fl)
+        .map(|(f, l)| (l - f).as_secs_f64())
+        .unwrap_or(f64::NAN);
+    println!(
+        "deliveries: received={received}/{count} in {window:.2}s => {:.0} deliveries/s",
+        received as f64 / window
+    );
     Ok(())
 }
 
@@ -251,7 +286,9 @@ async fn main() -> anyhow::Result<()> {
         "latency" => bench_latency(&args).await,
         "deliveries" => bench_deliveries(&args).await,
         _ => {
-            eprintln!("usage: bench create|latency|deliveries --base URL --admin-token T [options]");
+            eprintln!(
+                "usage: bench create|latency|deliveries --base URL --admin-token T [options]"
+            );
             std::process::exit(2);
         }
     }

@@ -52,14 +52,20 @@ impl SigningKey {
         HmacSha256::new_from_slice(&self.0).expect("HMAC accepts any key length")
     }
 
-    /// `webhook-signature` value: `v1,<base64 HMAC-SHA256("{id}.{timestamp}.{body}")>`.
-    pub fn sign_standard(&self, webhook_id: &str, timestamp: i64, body: &[u8]) -> String {
+    /// The MAC over Standard Webhooks' signed content, `"{id}.{timestamp}.{body}"`.
+    fn standard_mac(&self, webhook_id: &str, timestamp: i64, body: &[u8]) -> HmacSha256 {
         let mut mac = self.mac();
         mac.update(webhook_id.as_bytes());
         mac.update(b".");
         mac.update(timestamp.to_string().as_bytes());
         mac.update(b".");
         mac.update(body);
+        mac
+    }
+
+    /// `webhook-signature` value: `v1,<base64 HMAC-SHA256("{id}.{timestamp}.{body}")>`.
+    pub fn sign_standard(&self, webhook_id: &str, timestamp: i64, body: &[u8]) -> String {
+        let mac = self.standard_mac(webhook_id, timestamp, body);
         format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
     }
 
@@ -91,13 +97,9 @@ impl SigningKey {
             let Ok(sig) = BASE64.decode(sig) else {
                 return false;
             };
-            let mut mac = self.mac();
-            mac.update(webhook_id.as_bytes());
-            mac.update(b".");
-            mac.update(timestamp.to_string().as_bytes());
-            mac.update(b".");
-            mac.update(body);
-            mac.verify_slice(&sig).is_ok()
+            self.standard_mac(webhook_id, timestamp, body)
+                .verify_slice(&sig)
+                .is_ok()
         })
     }
 }

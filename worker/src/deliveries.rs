@@ -115,14 +115,16 @@ pub enum AttemptOutcome {
     Skipped,
 }
 
-/// Everything one attempt needs, read in one go.
-struct AttemptContext {
-    delivery: webhook_deliveries::Model,
-    endpoint: Option<webhook_endpoints::Model>,
-    event: events::Model,
+/// Everything one attempt needs. The fan-out already holds it for the rows it claims; the
+/// sweep reads it with [`load_context`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptContext {
+    pub delivery: webhook_deliveries::Model,
+    pub endpoint: Option<webhook_endpoints::Model>,
+    pub event: events::Model,
 }
 
-async fn load_context<C: ConnectionTrait>(
+pub async fn load_context<C: ConnectionTrait>(
     db: &C,
     delivery_id: &str,
 ) -> Result<Option<AttemptContext>, DbErr> {
@@ -154,11 +156,8 @@ pub async fn attempt<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     sender: &WebhookSender,
     policy: &RetryPolicy,
-    delivery_id: &str,
+    ctx: AttemptContext,
 ) -> Result<(AttemptOutcome, Option<AttemptResult>), DbErr> {
-    let Some(ctx) = load_context(db, delivery_id).await? else {
-        return Ok((AttemptOutcome::Skipped, None));
-    };
     if ctx.delivery.status != DeliveryStatus::Processing.as_str() {
         return Ok((AttemptOutcome::Skipped, None));
     }

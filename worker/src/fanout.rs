@@ -14,15 +14,15 @@ use entity::{events, webhook_deliveries, webhook_endpoints};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, TransactionSession,
-    TransactionTrait,
+    TransactionTrait, TryIntoModel,
 };
 
-use crate::deliveries::DeliveryStatus;
+use crate::deliveries::{AttemptContext, DeliveryStatus};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FanOut {
-    /// Rows created now and claimed for an immediate attempt.
-    pub claimed: Vec<String>,
+    /// Rows created now and claimed for an immediate attempt, with what the attempt needs.
+    pub claimed: Vec<AttemptContext>,
     /// Rows created as due now (immediate delivery off).
     pub queued: usize,
     /// Subscribed endpoints that already had a row for this event (a redelivered message).
@@ -82,6 +82,7 @@ pub async fn fan_out<C: TransactionTrait>(
             created_at: Set(now),
             updated_at: Set(now),
         };
+        let model = row.clone().try_into_model()?;
         let inserted = webhook_deliveries::Entity::insert(row)
             .on_conflict(
                 OnConflict::columns([
@@ -95,7 +96,11 @@ pub async fn fan_out<C: TransactionTrait>(
             .await?;
         match (inserted, immediate) {
             (0, _) => outcome.already_present += 1,
-            (_, true) => outcome.claimed.push(id),
+            (_, true) => outcome.claimed.push(AttemptContext {
+                delivery: model,
+                endpoint: Some(endpoint.clone()),
+                event: event.clone(),
+            }),
             (_, false) => outcome.queued += 1,
         }
     }

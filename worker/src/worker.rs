@@ -17,7 +17,7 @@ use tokio::sync::{Notify, watch};
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::bus::{EventBus, Received};
-use crate::deliveries::{self, AttemptOutcome};
+use crate::deliveries::{self, AttemptContext, AttemptOutcome};
 use crate::fanout::{FanOutError, fan_out};
 use crate::metrics::DeliveryMetrics;
 use crate::sender::WebhookSender;
@@ -129,9 +129,10 @@ impl Worker {
                     // The rows are committed; a redelivery finds them and creates nothing.
                     tracing::warn!(error = %e, event_id = message.event_id(), "ack failed after commit");
                 }
-                let attempts = self.deliver(&fan.claimed).await;
+                let created = fan.claimed.len() + fan.queued;
+                let attempts = self.deliver_loaded(fan.claimed).await;
                 Handled::FannedOut {
-                    created: fan.claimed.len() + fan.queued,
+                    created,
                     already_present: fan.already_present,
                     attempts,
                 }
@@ -150,11 +151,30 @@ impl Worker {
         }
     }
 
-    /// Attempts the given claimed deliveries concurrently.
+    /// Attempts the given claimed deliveries concurrently (rows claimed by a sweep).
     pub async fn deliver(&self, ids: &[String]) -> Vec<AttemptOutcome> {
         let inner = &self.inner;
-        let attempts = ids.iter().map(|id| async move {
-            match deliveries::attempt(&inner.db, &inner.sender, &inner.policy, id).await {
+        let loaded = join_all(ids.iter().map(|id| async move {
+            match deliveries::load_context(&inner.db, id).await {
+                Ok(ctx) => ctx,
+                Err(e) => {
+                    // The claim's lease runs out and a later sweep tries again.
+                    tracing::error!(error = %e, delivery_id = %id, "could not load a delivery");
+                    None
+                }
+            }
+        }))
+        .await;
+        self.deliver_loaded(loaded.into_iter().flatten().collect())
+            .await
+    }
+
+    /// Attempts deliveries whose context is already in memory, concurrently.
+    pub async fn deliver_loaded(&self, claimed: Vec<AttemptContext>) -> Vec<AttemptOutcome> {
+        let inner = &self.inner;
+        let attempts = claimed.into_iter().map(|ctx| async move {
+            let id = ctx.delivery.id.clone();
+            match deliveries::attempt(&inner.db, &inner.sender, &inner.policy, ctx).await {
                 Ok((outcome, result)) => {
                     inner.metrics.observe(&outcome, result.as_ref());
                     outcome

@@ -12,6 +12,7 @@ use crate::error::ApiError;
 use crate::services::merchants;
 use crate::state::AppState;
 
+#[derive(Default)]
 pub struct AdminApi;
 
 #[derive(ApiResponse)]

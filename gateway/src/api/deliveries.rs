@@ -14,7 +14,21 @@ use crate::services::Page;
 use crate::services::deliveries::{self, DeliveryFilter};
 use crate::state::AppState;
 
+#[derive(Default)]
 pub struct DeliveriesApi;
+
+/// A delivery with its whole attempt history.
+async fn detail(
+    state: &AppState,
+    merchant_id: &str,
+    id: &str,
+) -> Result<WebhookDelivery, ApiError> {
+    let d = deliveries::get(&state.db, merchant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook delivery", id))?;
+    let attempts = deliveries::attempts(&state.db, &d.id).await?;
+    Ok(WebhookDelivery::from_model(&d, Some(&attempts)))
+}
 
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::WebhookDeliveries")]
 impl DeliveriesApi {
@@ -78,11 +92,7 @@ impl DeliveriesApi {
         state: Data<&AppState>,
         id: Path<String>,
     ) -> Result<Json<WebhookDelivery>, ApiError> {
-        let d = deliveries::get(&state.db, &merchant.merchant_id, &id.0)
-            .await?
-            .ok_or_else(|| ApiError::not_found("webhook delivery", &id.0))?;
-        let attempts = deliveries::attempts(&state.db, &d.id).await?;
-        Ok(Json(WebhookDelivery::from_model(&d, Some(&attempts))))
+        detail(&state, &merchant.merchant_id, &id.0).await.map(Json)
     }
 
     /// Retry a failed or pending delivery now, with a fresh set of attempts
@@ -109,10 +119,6 @@ impl DeliveriesApi {
                 ),
             ));
         }
-        let d = deliveries::get(&state.db, &merchant.merchant_id, &id.0)
-            .await?
-            .ok_or_else(|| ApiError::not_found("webhook delivery", &id.0))?;
-        let attempts = deliveries::attempts(&state.db, &d.id).await?;
-        Ok(Json(WebhookDelivery::from_model(&d, Some(&attempts))))
+        detail(&state, &merchant.merchant_id, &id.0).await.map(Json)
     }
 }

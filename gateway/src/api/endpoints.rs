@@ -16,6 +16,7 @@ use crate::error::ApiError;
 use crate::services::{Page, endpoints};
 use crate::state::AppState;
 
+#[derive(Default)]
 pub struct EndpointsApi;
 
 #[derive(ApiResponse)]

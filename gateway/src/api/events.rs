@@ -13,6 +13,7 @@ use crate::error::ApiError;
 use crate::services::{Page, events};
 use crate::state::AppState;
 
+#[derive(Default)]
 pub struct EventsApi;
 
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::Events")]

@@ -44,14 +44,7 @@ pub type Apis = (
 
 pub fn service(server_url: &str) -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (
-            payments::PaymentsApi,
-            endpoints::EndpointsApi,
-            events::EventsApi,
-            deliveries::DeliveriesApi,
-            providers::ProvidersApi,
-            admin::AdminApi,
-        ),
+        Apis::default(),
         "Payrail",
         env!("CARGO_PKG_VERSION"),
     )

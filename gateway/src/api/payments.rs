@@ -15,6 +15,7 @@ use crate::error::ApiError;
 use crate::services::{Page, payments};
 use crate::state::AppState;
 
+#[derive(Default)]
 pub struct PaymentsApi;
 
 #[derive(ApiResponse)]

@@ -12,6 +12,7 @@ use crate::sandbox::SimulatedEvent;
 use crate::services::provider_events::{self, Applied, VerifiedEvent};
 use crate::state::AppState;
 
+#[derive(Default)]
 pub struct ProvidersApi;
 
 #[derive(Object)]
