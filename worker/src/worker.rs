@@ -123,7 +123,7 @@ impl Worker {
             }
         };
         let s = &self.inner.settings;
-        match fan_out(&self.inner.db, message.event_id(), s.immediate, s.lease()).await {
+        match fan_out(&self.inner.db, &message, s.immediate, s.lease()).await {
             Ok(fan) => {
                 if let Err(e) = ack.ack().await {
                     // The rows are committed; a redelivery finds them and creates nothing.

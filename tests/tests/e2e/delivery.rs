@@ -251,6 +251,24 @@ async fn a_redelivered_message_creates_no_second_delivery() {
     );
     assert_eq!(deliveries(&app).await.len(), 1);
     assert_eq!(receiver.received().len(), 1);
+
+    // A message naming an event that does not exist is dead-lettered, not dropped or retried forever.
+    let bogus = BusMessage::V1 {
+        event_id: "evt_missing".into(),
+        merchant_id: event.merchant_id.clone(),
+        event_type: event.event_type.clone(),
+        request_id: None,
+    };
+    EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix))
+        .publish(&[bogus])
+        .await
+        .expect("publish");
+    assert_eq!(handle_next(&app, &worker).await, Handled::DeadLettered);
+    let depths = EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix))
+        .depths()
+        .await
+        .expect("depths");
+    assert_eq!(depths.dead_letters, 1);
 }
 
 #[tokio::test]
