@@ -346,6 +346,18 @@ pub struct NewEndpoint {
     pub description: Option<String>,
 }
 
+impl NewEndpoint {
+    /// What identifies the request for idempotency.
+    pub fn fingerprint(&self) -> String {
+        let canonical = serde_json::json!({
+            "url": self.url,
+            "enabled_events": self.enabled_events,
+            "description": self.description,
+        });
+        crate::services::sha256_hex(canonical.to_string().as_bytes())
+    }
+}
+
 impl TryFrom<CreateEndpointRequest> for NewEndpoint {
     type Error = ApiError;
 

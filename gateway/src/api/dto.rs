@@ -176,7 +176,7 @@ pub struct UpdateEndpointRequest {
     pub status: Option<String>,
 }
 
-#[derive(Object)]
+#[derive(Object, Serialize, Deserialize)]
 pub struct WebhookEndpoint {
     pub id: String,
     /// Always `webhook_endpoint`.
@@ -187,6 +187,7 @@ pub struct WebhookEndpoint {
     pub status: String,
     /// The signing secret (`whsec_…`): only in the response that created the endpoint.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     pub created_at: String,
     pub updated_at: String,

@@ -1,18 +1,20 @@
 //! `/v1/webhook_endpoints`.
 
 use poem::web::Data;
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
+use sea_orm::DatabaseTransaction;
 
-use super::ApiTags;
 use super::dto::{
     CreateEndpointRequest, DeletedObject, UpdateEndpointRequest, WebhookEndpoint,
     WebhookEndpointList,
 };
+use super::{ApiTags, valid_idempotency_key};
 use crate::auth::ApiKey;
 use crate::domain::{EndpointUpdate, NewEndpoint};
 use crate::error::ApiError;
+use crate::services::idempotency::Idempotent;
 use crate::services::{Page, endpoints};
 use crate::state::AppState;
 
@@ -21,9 +23,12 @@ pub struct EndpointsApi;
 
 #[derive(ApiResponse)]
 pub enum CreatedEndpoint {
-    /// The endpoint, with its signing secret (shown only here).
+    /// The endpoint, with its signing secret (shown only here, and in idempotent replays).
     #[oai(status = 201)]
-    Created(Json<WebhookEndpoint>),
+    Created(
+        Json<WebhookEndpoint>,
+        #[oai(header = "Idempotent-Replayed")] Option<String>,
+    ),
 }
 
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::WebhookEndpoints")]
@@ -38,13 +43,27 @@ impl EndpointsApi {
         &self,
         ApiKey(merchant): ApiKey,
         state: Data<&AppState>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
         body: Json<CreateEndpointRequest>,
     ) -> Result<CreatedEndpoint, ApiError> {
+        let key = valid_idempotency_key(idempotency_key.0.as_deref())?;
         let new = NewEndpoint::try_from(body.0)?;
-        let e = endpoints::create(&state.db, &merchant.merchant_id, new).await?;
-        Ok(CreatedEndpoint::Created(Json(WebhookEndpoint::from_model(
-            &e, true,
-        ))))
+        let request = Idempotent {
+            merchant_id: &merchant.merchant_id,
+            key,
+            operation: "POST /v1/webhook_endpoints",
+            fingerprint: new.fingerprint(),
+        };
+        let outcome = request
+            .run(&state.db, async |txn: &DatabaseTransaction| {
+                let e = endpoints::create(txn, &merchant.merchant_id, new).await?;
+                Ok(WebhookEndpoint::from_model(&e, true))
+            })
+            .await?;
+        Ok(CreatedEndpoint::Created(
+            Json(outcome.value),
+            outcome.replayed.then(|| "true".to_string()),
+        ))
     }
 
     /// List webhook endpoints

@@ -61,6 +61,17 @@ pub fn spec_json() -> String {
     service("http://127.0.0.1:8080").spec()
 }
 
+/// An `Idempotency-Key` header, if sent, must be 1 to 255 characters.
+pub fn valid_idempotency_key(key: Option<&str>) -> Result<Option<&str>, crate::error::ApiError> {
+    match key {
+        Some(k) if k.is_empty() || k.len() > 255 => Err(crate::error::ApiError::bad_request(
+            "idempotency_key_invalid",
+            "Idempotency-Key must be 1 to 255 characters.",
+        )),
+        other => Ok(other),
+    }
+}
+
 pub fn request_id(req: &Request) -> Option<String> {
     req.extensions().get::<RequestId>().map(|r| r.0.clone())
 }

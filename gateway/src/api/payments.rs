@@ -8,7 +8,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::dto::{CompleteSandboxPayment, CreatePaymentRequest, Payment, PaymentList};
-use super::{ApiTags, request_id};
+use super::{ApiTags, request_id, valid_idempotency_key};
 use crate::auth::ApiKey;
 use crate::domain::{NewPayment, parse_sandbox_outcome};
 use crate::error::ApiError;
@@ -47,20 +47,13 @@ impl PaymentsApi {
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
         body: Json<CreatePaymentRequest>,
     ) -> Result<CreatedPayment, ApiError> {
-        if let Some(k) = idempotency_key.0.as_deref()
-            && (k.is_empty() || k.len() > 255)
-        {
-            return Err(ApiError::bad_request(
-                "idempotency_key_invalid",
-                "Idempotency-Key must be 1 to 255 characters.",
-            ));
-        }
+        let key = valid_idempotency_key(idempotency_key.0.as_deref())?;
         let new = NewPayment::try_from(body.0)?;
         let created = payments::create(
             &state.db,
             &merchant,
             new,
-            idempotency_key.0.as_deref(),
+            key,
             request_id(req).as_deref(),
             &state.public_url,
         )

@@ -4,6 +4,7 @@
 pub mod deliveries;
 pub mod endpoints;
 pub mod events;
+pub mod idempotency;
 pub mod merchants;
 pub mod payments;
 pub mod provider_events;

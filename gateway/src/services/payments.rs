@@ -5,15 +5,15 @@ use std::time::Duration;
 
 use chrono::Utc;
 use entity::event::EventType;
-use entity::idempotency_keys;
 use entity::ids::IdKind;
 use entity::payment_status::{InvalidTransition, PaymentStatus};
 use entity::payments;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
-    SqlErr, TransactionSession, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
+    EntityTrait, QueryFilter, QuerySelect, TransactionSession, TransactionTrait,
 };
 
+use super::idempotency::Idempotent;
 use super::{Page, events};
 use crate::api::dto::{Payment, PaymentList};
 use crate::cache::Cache;
@@ -29,84 +29,42 @@ pub struct Created {
     pub replayed: bool,
 }
 
-/// Creates a payment. With an idempotency key, the same key and body replay the first
-/// response; the same key with another body is a 409; of two concurrent requests with one
-/// key, the second waits for the first's commit (the key's primary key) and then replays it.
-pub async fn create<C: TransactionTrait + ConnectionTrait>(
-    db: &C,
+/// Creates a payment, idempotently when a key is given (see [`super::idempotency`]).
+pub async fn create(
+    db: &DatabaseConnection,
     merchant: &AuthedMerchant,
     new: NewPayment,
     idempotency_key: Option<&str>,
     request_id: Option<&str>,
     checkout_base: &str,
 ) -> Result<Created, ApiError> {
-    let fingerprint = new.fingerprint();
-    if let Some(key) = idempotency_key
-        && let Some(done) = find_key(db, &merchant.merchant_id, key).await?
-    {
-        return replay(done, &fingerprint);
-    }
-    let result = insert(
-        db,
-        merchant,
-        &new,
-        idempotency_key.map(|k| (k, fingerprint.as_str())),
-        request_id,
-        checkout_base,
-    )
-    .await;
-    match (result, idempotency_key) {
-        (Ok(payment), _) => Ok(Created {
-            payment,
-            replayed: false,
-        }),
-        (Err(e), Some(key))
-            if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) =>
-        {
-            // A concurrent request with the same key committed first.
-            match find_key(db, &merchant.merchant_id, key).await? {
-                Some(done) => replay(done, &fingerprint),
-                None => Err(ApiError::from(e)),
-            }
-        }
-        (Err(e), _) => Err(e.into()),
-    }
-}
-
-async fn find_key<C: ConnectionTrait>(
-    db: &C,
-    merchant_id: &str,
-    key: &str,
-) -> Result<Option<idempotency_keys::Model>, DbErr> {
-    idempotency_keys::Entity::find_by_id((merchant_id.to_string(), key.to_string()))
-        .one(db)
-        .await
-}
-
-fn replay(done: idempotency_keys::Model, fingerprint: &str) -> Result<Created, ApiError> {
-    if done.operation != CREATE_OPERATION || done.request_hash != fingerprint {
-        return Err(ApiError::idempotency_conflict(
-            "This Idempotency-Key was already used with a different request. Use a new key for a new request.",
-        ));
-    }
-    let payment: Payment = serde_json::from_str(&done.response_body).map_err(ApiError::internal)?;
+    let request = Idempotent {
+        merchant_id: &merchant.merchant_id,
+        key: idempotency_key,
+        operation: CREATE_OPERATION,
+        fingerprint: new.fingerprint(),
+    };
+    let outcome = request
+        .run(db, async |txn: &DatabaseTransaction| {
+            insert(txn, merchant, &new, request_id, checkout_base).await
+        })
+        .await?;
     Ok(Created {
-        payment,
-        replayed: true,
+        payment: outcome.value,
+        replayed: outcome.replayed,
     })
 }
 
-async fn insert<C: TransactionTrait>(
-    db: &C,
+/// The payment, its `payment.pending` event and, for a test card, its outcome and event.
+async fn insert(
+    txn: &DatabaseTransaction,
     merchant: &AuthedMerchant,
     new: &NewPayment,
-    idempotency: Option<(&str, &str)>,
     request_id: Option<&str>,
     checkout_base: &str,
 ) -> Result<Payment, DbErr> {
     let now = Utc::now();
     let id = IdKind::Payment.generate();
-    let txn = db.begin().await?;
     let model = payments::Entity::insert(payments::ActiveModel {
         id: Set(id.clone()),
         merchant_id: Set(merchant.merchant_id.clone()),
@@ -133,10 +91,10 @@ async fn insert<C: TransactionTrait>(
         created_at: Set(now),
         updated_at: Set(now),
     })
-    .exec_with_returning(&txn)
+    .exec_with_returning(txn)
     .await?;
     events::record(
-        &txn,
+        txn,
         &model.merchant_id,
         EventType::PaymentPending,
         Some(&model.id),
@@ -147,12 +105,12 @@ async fn insert<C: TransactionTrait>(
     let model = match new.card.as_ref().map(|c| c.outcome) {
         None => model,
         Some(CardOutcome::Succeeds) => {
-            transition(&txn, model, PaymentStatus::Succeeded, None, request_id)
+            transition(txn, model, PaymentStatus::Succeeded, None, request_id)
                 .await?
                 .unwrap_or_else(|m| m)
         }
         Some(CardOutcome::Declined(code, message)) => transition(
-            &txn,
+            txn,
             model,
             PaymentStatus::Failed,
             Some((code, message)),
@@ -161,22 +119,7 @@ async fn insert<C: TransactionTrait>(
         .await?
         .unwrap_or_else(|m| m),
     };
-    let payment = Payment::from(&model);
-    if let Some((key, fingerprint)) = idempotency {
-        idempotency_keys::Entity::insert(idempotency_keys::ActiveModel {
-            merchant_id: Set(merchant.merchant_id.clone()),
-            key: Set(key.to_string()),
-            operation: Set(CREATE_OPERATION.to_string()),
-            request_hash: Set(fingerprint.to_string()),
-            response_status: Set(201),
-            response_body: Set(serde_json::to_string(&payment).unwrap_or_default()),
-            created_at: Set(now),
-        })
-        .exec_without_returning(&txn)
-        .await?;
-    }
-    txn.commit().await?;
-    Ok(payment)
+    Ok(Payment::from(&model))
 }
 
 fn view_json(model: &payments::Model) -> serde_json::Value {

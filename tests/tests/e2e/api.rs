@@ -459,4 +459,41 @@ async fn endpoints_can_be_updated_disabled_and_deleted() {
         .get_json(&app.api_key, &format!("/v1/webhook_endpoints/{id}"))
         .await;
     assert_eq!(s, 404);
+
+    // Creating an endpoint is idempotent too: a retried request does not make a second one.
+    let body = json!({"url": "https://example.com/c", "enabled_events": ["*"]});
+    let create = |body: Value| {
+        app.client
+            .post(app.url("/v1/webhook_endpoints"))
+            .bearer_auth(&app.api_key)
+            .header("Idempotency-Key", "ep-1")
+            .json(&body)
+            .send()
+    };
+    let first: Value = create(body.clone())
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let again = create(body.clone()).await.expect("send");
+    assert_eq!(
+        again
+            .headers()
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    assert_eq!(
+        again.json::<Value>().await.expect("json")["id"],
+        first["id"]
+    );
+    assert_eq!(
+        create(json!({"url": "https://example.com/d", "enabled_events": ["*"]}))
+            .await
+            .expect("send")
+            .status(),
+        409
+    );
+    assert_eq!(app.count("SELECT count(*) FROM webhook_endpoints").await, 1);
 }
