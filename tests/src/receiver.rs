@@ -70,8 +70,10 @@ async fn hook(req: &Request, body: Body, shared: Data<&Arc<Shared>>) -> Response
         let default = script.1;
         script.0.pop_front().unwrap_or(default)
     };
+    // A 3xx points back at this receiver, so a sender that followed it would be counted twice.
     Response::builder()
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
+        .header("location", "/hook")
         .body("answer from the merchant")
 }
 

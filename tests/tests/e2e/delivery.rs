@@ -487,3 +487,28 @@ async fn unparseable_messages_are_dead_lettered_and_metrics_show_the_queues() {
         .expect("ready");
     assert_eq!(ready.status(), 200);
 }
+
+#[tokio::test]
+async fn a_redirect_is_a_failed_attempt_and_is_not_followed() {
+    let app = TestApp::spawn_with(manual(|_| {})).await;
+    let worker = app.standalone_worker();
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 302)).await;
+    app.create_endpoint(&receiver.url).await;
+    app.create_payment(100).await;
+    handle_next(&app, &worker).await;
+    let d = &deliveries(&app).await[0];
+    assert_eq!((d.status.as_str(), d.http_status), ("pending", Some(302)));
+    let a = &attempts(&app, &d.id).await[0];
+    assert!(
+        a.error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("redirects are not followed")),
+        "{:?}",
+        a.error_message
+    );
+    assert_eq!(
+        receiver.received().len(),
+        1,
+        "one request, no follow-up to a Location"
+    );
+}
