@@ -16,6 +16,7 @@ pub enum IdKind {
     WebhookDelivery,
     WebhookAttempt,
     ProviderEvent,
+    Refund,
 }
 
 impl IdKind {
@@ -29,6 +30,7 @@ impl IdKind {
             IdKind::WebhookDelivery => "whd",
             IdKind::WebhookAttempt => "wha",
             IdKind::ProviderEvent => "pev",
+            IdKind::Refund => "re",
         }
     }
 

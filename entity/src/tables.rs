@@ -6,6 +6,7 @@ pub mod idempotency_keys;
 pub mod merchants;
 pub mod payments;
 pub mod provider_events;
+pub mod refunds;
 pub mod webhook_attempts;
 pub mod webhook_deliveries;
 pub mod webhook_endpoints;

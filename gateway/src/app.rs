@@ -96,6 +96,7 @@ impl Application {
             metrics,
             delivery_metrics,
             registry: Arc::new(registry),
+            providers: Arc::new(crate::providers::Providers::new(&settings.providers)?),
             simulated: Arc::new(SimulatedProvider::new(
                 std::env::var("PAYRAIL_SIMULATED_WEBHOOK_SECRET")
                     .ok()

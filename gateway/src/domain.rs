@@ -19,23 +19,27 @@ use crate::error::ApiError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
     Simulated,
+    Stripe,
+    Moneroo,
+    Ebilling,
 }
 
 impl Provider {
     pub const fn as_str(self) -> &'static str {
         match self {
             Provider::Simulated => "simulated",
+            Provider::Stripe => "stripe",
+            Provider::Moneroo => "moneroo",
+            Provider::Ebilling => "ebilling",
         }
     }
 
-    fn parse(name: &str) -> Result<Provider, ApiError> {
+    pub fn parse(name: &str) -> Result<Provider, ApiError> {
         match name {
             "simulated" => Ok(Provider::Simulated),
-            "stripe" | "moneroo" | "ebilling" => Err(ApiError::invalid(
-                "provider",
-                "provider_not_configured",
-                format!("The provider '{name}' is not configured on this gateway."),
-            )),
+            "stripe" => Ok(Provider::Stripe),
+            "moneroo" => Ok(Provider::Moneroo),
+            "ebilling" => Ok(Provider::Ebilling),
             _ => Err(ApiError::invalid(
                 "provider",
                 "provider_unknown",
@@ -286,6 +290,14 @@ impl TryFrom<CreatePaymentRequest> for NewPayment {
             .return_url
             .map(|u| http_url("return_url", &u))
             .transpose()?;
+        require_for_provider(
+            provider,
+            currency,
+            amount,
+            r.customer.as_ref(),
+            return_url.as_deref(),
+            card.is_some(),
+        )?;
         Ok(NewPayment {
             amount,
             currency,
@@ -297,6 +309,71 @@ impl TryFrom<CreatePaymentRequest> for NewPayment {
             metadata,
             card,
         })
+    }
+}
+
+/// What each provider needs beyond the common fields, checked before anything is written.
+fn require_for_provider(
+    provider: Provider,
+    currency: Currency,
+    amount: Amount,
+    customer: Option<&Customer>,
+    return_url: Option<&str>,
+    has_card: bool,
+) -> Result<(), ApiError> {
+    if has_card && provider != Provider::Simulated {
+        return Err(ApiError::invalid(
+            "payment_method",
+            "payment_method_unsupported",
+            "Test cards are for the simulated provider; real providers collect payment details on their checkout.",
+        ));
+    }
+    let missing = |param: &str| {
+        ApiError::invalid(
+            param,
+            "parameter_missing",
+            format!("{param} is required for provider {}.", provider.as_str()),
+        )
+    };
+    let email = customer
+        .and_then(|c| c.email.as_deref())
+        .filter(|e| !e.is_empty());
+    match provider {
+        Provider::Simulated | Provider::Stripe => Ok(()),
+        Provider::Moneroo => {
+            return_url.ok_or_else(|| missing("return_url"))?;
+            email.ok_or_else(|| missing("customer[email]"))?;
+            customer
+                .and_then(|c| c.name.as_deref())
+                .filter(|n| !n.trim().is_empty())
+                .ok_or_else(|| missing("customer[name]"))?;
+            if crate::providers::moneroo::to_major_units(amount.minor_units(), currency).is_none() {
+                return Err(ApiError::invalid(
+                    "amount",
+                    "amount_not_supported",
+                    format!(
+                        "Moneroo takes whole units of {currency}: the amount must be a multiple of {}.",
+                        10i64.pow(u32::from(currency.exponent()))
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        Provider::Ebilling => {
+            if currency.code() != "XAF" {
+                return Err(ApiError::invalid(
+                    "currency",
+                    "currency_not_supported",
+                    "eBilling takes XAF only.",
+                ));
+            }
+            email.ok_or_else(|| missing("customer[email]"))?;
+            customer
+                .and_then(|c| c.phone.as_deref())
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| missing("customer[phone]"))?;
+            Ok(())
+        }
     }
 }
 

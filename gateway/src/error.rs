@@ -23,6 +23,10 @@ pub struct ErrorDetail {
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub param: Option<String>,
+    /// The payment concerned, when the error left one behind (a provider failure).
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Object, Serialize, Deserialize)]
@@ -53,6 +57,9 @@ pub enum ApiError {
     /// The request was read but a value is invalid.
     #[oai(status = 422)]
     Unprocessable(Json<ErrorBody>),
+    /// The provider failed or timed out: the payment was recorded as `failed` (see `payment_id`).
+    #[oai(status = 502)]
+    BadGateway(Json<ErrorBody>),
     /// Something on our side failed; nothing was changed.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -73,6 +80,7 @@ fn body(
             code: code.to_string(),
             message: message.into(),
             param: param.map(str::to_string),
+            payment_id: None,
         },
     })
 }
@@ -120,6 +128,21 @@ impl ApiError {
             message,
             None,
         ))
+    }
+
+    pub fn provider_failed(payment: &crate::api::dto::Payment) -> ApiError {
+        let mut b = body(
+            "api_error",
+            "provider_error",
+            format!(
+                "The provider {} failed: {}. The payment was recorded as failed.",
+                payment.provider,
+                payment.failure_message.as_deref().unwrap_or("no answer")
+            ),
+            None,
+        );
+        b.0.error.payment_id = Some(payment.id.clone());
+        ApiError::BadGateway(b)
     }
 
     pub fn unavailable(message: impl Into<String>) -> ApiError {

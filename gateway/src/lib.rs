@@ -15,6 +15,7 @@ pub mod cache;
 pub mod domain;
 pub mod error;
 pub mod metrics;
+pub mod providers;
 pub mod relay;
 pub mod sandbox;
 pub mod services;

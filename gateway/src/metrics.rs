@@ -29,6 +29,12 @@ pub struct PaymentLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub provider: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CurrencyLabel {
     pub currency: String,
 }
@@ -40,6 +46,7 @@ pub struct ApiMetrics {
     pub active: Gauge,
     pub payments: Family<PaymentLabels, Counter>,
     pub amounts: Family<CurrencyLabel, Histogram>,
+    pub webhooks_received: Family<WebhookLabels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -59,6 +66,7 @@ impl ApiMetrics {
             active: Gauge::default(),
             payments: Family::default(),
             amounts: Family::new_with_constructor(amount_histogram),
+            webhooks_received: Family::default(),
         };
         registry.register(
             "http_requests",
@@ -90,7 +98,21 @@ impl ApiMetrics {
             "Amounts of created payments, in minor units, by currency",
             m.amounts.clone(),
         );
+        registry.register(
+            "webhooks_received",
+            "Inbound provider webhooks by provider and outcome (applied, duplicate, ignored, unknown_type, unknown_payment, invalid_signature, malformed, verify_failed)",
+            m.webhooks_received.clone(),
+        );
         m
+    }
+
+    pub fn webhook_received(&self, provider: &str, outcome: &str) {
+        self.webhooks_received
+            .get_or_create_owned(&WebhookLabels {
+                provider: provider.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     pub fn payment_status(&self, provider: &str, status: &str) {

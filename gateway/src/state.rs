@@ -25,6 +25,7 @@ pub struct AppState {
     pub delivery_metrics: Option<Arc<DeliveryMetrics>>,
     pub registry: Arc<prometheus_client::registry::Registry>,
     pub simulated: Arc<SimulatedProvider>,
+    pub providers: Arc<crate::providers::Providers>,
     /// Base URL customers reach this gateway at (for checkout links).
     pub public_url: String,
     /// SHA-256 of accepted admin tokens.

@@ -88,6 +88,7 @@ pub fn test_settings(database_url: &str, prefix: &str, webhook: WebhookSettings)
         redis_prefix: prefix.to_string(),
         webhook,
         relay_interval: Duration::from_millis(100),
+        providers: worker::settings::ProviderSettings::default(),
     }
 }
 

@@ -18,6 +18,136 @@ pub struct Settings {
     pub webhook: WebhookSettings,
     /// How often the relay republishes events left unpublished (crash, broker down).
     pub relay_interval: Duration,
+    pub providers: ProviderSettings,
+}
+
+/// A secret from the environment: never printed, not even by `{:?}`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// External providers. A provider is configured when its credentials are set; base URLs are
+/// configurable so tests point them at local mocks.
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    pub stripe: Option<StripeSettings>,
+    pub moneroo: Option<MonerooSettings>,
+    pub ebilling: Option<EbillingSettings>,
+    /// Per-call timeout for provider APIs.
+    pub timeout: Duration,
+    /// How often the poller re-queries payments still open at a provider.
+    pub poll_interval: Duration,
+    /// How long a payment must have been open before the poller asks about it.
+    pub poll_age: Duration,
+    /// Consecutive failures that open a provider's circuit, and how long it stays open.
+    pub breaker_threshold: u32,
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for ProviderSettings {
+    fn default() -> Self {
+        ProviderSettings {
+            stripe: None,
+            moneroo: None,
+            ebilling: None,
+            timeout: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(60),
+            poll_age: Duration::from_secs(300),
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StripeSettings {
+    pub secret_key: Secret,
+    pub webhook_secret: Secret,
+    pub api_base: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct MonerooSettings {
+    pub secret_key: Secret,
+    pub webhook_secret: Secret,
+    pub api_base: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct EbillingSettings {
+    pub username: String,
+    pub shared_key: Secret,
+    pub api_base: String,
+    pub portal_base: String,
+}
+
+fn provider_settings(
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<ProviderSettings, SettingsError> {
+    // Both or neither: half a configuration is a mistake worth stopping for.
+    let pair =
+        |a: &'static str, b: &'static str| -> Result<Option<(String, String)>, SettingsError> {
+            match (lookup(a), lookup(b)) {
+                (Some(x), Some(y)) => Ok(Some((x, y))),
+                (None, None) => Ok(None),
+                (Some(_), None) => Err(SettingsError {
+                    variable: b,
+                    value: String::new(),
+                    reason: format!("must be set together with {a}"),
+                }),
+                (None, Some(_)) => Err(SettingsError {
+                    variable: a,
+                    value: String::new(),
+                    reason: format!("must be set together with {b}"),
+                }),
+            }
+        };
+    let get = |name: &str, default: &str| lookup(name).unwrap_or_else(|| default.to_string());
+    let defaults = ProviderSettings::default();
+    let duration = |name: &'static str, default: Duration| -> Result<Duration, SettingsError> {
+        match lookup(name) {
+            Some(v) => parse_with(name, &v, parse_duration),
+            None => Ok(default),
+        }
+    };
+    Ok(ProviderSettings {
+        stripe: pair("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET")?.map(|(k, w)| StripeSettings {
+            secret_key: Secret(k),
+            webhook_secret: Secret(w),
+            api_base: get("STRIPE_API_BASE", "https://api.stripe.com"),
+        }),
+        moneroo: pair("MONEROO_SECRET_KEY", "MONEROO_WEBHOOK_SECRET")?.map(|(k, w)| {
+            MonerooSettings {
+                secret_key: Secret(k),
+                webhook_secret: Secret(w),
+                api_base: get("MONEROO_API_BASE", "https://api.moneroo.io"),
+            }
+        }),
+        ebilling: pair("EBILLING_USERNAME", "EBILLING_SHARED_KEY")?.map(|(u, k)| {
+            EbillingSettings {
+                username: u,
+                shared_key: Secret(k),
+                api_base: get("EBILLING_API_BASE", "https://lab.billing-easy.net"),
+                portal_base: get("EBILLING_PORTAL_BASE", "https://test.billing-easy.net"),
+            }
+        }),
+        timeout: duration("PAYRAIL_PROVIDER_TIMEOUT", defaults.timeout)?,
+        poll_interval: duration("PAYRAIL_PROVIDER_POLL_INTERVAL", defaults.poll_interval)?,
+        poll_age: duration("PAYRAIL_PROVIDER_POLL_AGE", defaults.poll_age)?,
+        breaker_threshold: match lookup("PAYRAIL_PROVIDER_BREAKER_THRESHOLD") {
+            Some(v) => parse_with("PAYRAIL_PROVIDER_BREAKER_THRESHOLD", &v, parse_positive)?,
+            None => defaults.breaker_threshold,
+        },
+        breaker_cooldown: duration(
+            "PAYRAIL_PROVIDER_BREAKER_COOLDOWN",
+            defaults.breaker_cooldown,
+        )?,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +288,7 @@ impl Settings {
                 &get("PAYRAIL_RELAY_INTERVAL", "1s"),
                 parse_duration,
             )?,
+            providers: provider_settings(&lookup)?,
             amqp_url,
             webhook,
         })
@@ -253,6 +384,25 @@ mod tests {
         assert!(
             !real.webhook.allow_private_urls,
             "real mode refuses private targets by default"
+        );
+    }
+
+    #[test]
+    fn providers_need_both_halves_of_their_credentials_and_hide_them() {
+        assert!(settings(&[]).unwrap().providers.stripe.is_none());
+        let err = settings(&[("STRIPE_SECRET_KEY", "sk_test_x")]).unwrap_err();
+        assert_eq!(err.variable, "STRIPE_WEBHOOK_SECRET");
+        let s = settings(&[
+            ("STRIPE_SECRET_KEY", "sk_test_x"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_y"),
+        ])
+        .unwrap();
+        let stripe = s.providers.stripe.clone().unwrap();
+        assert_eq!(stripe.api_base, "https://api.stripe.com");
+        let printed = format!("{s:?}");
+        assert!(
+            !printed.contains("sk_test_x") && !printed.contains("whsec_y"),
+            "secrets must not print"
         );
     }
 

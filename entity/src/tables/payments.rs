@@ -25,6 +25,11 @@ pub struct Model {
     pub livemode: bool,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// Stripe's PaymentIntent client secret, for Stripe.js on the merchant's page.
+    pub client_secret: Option<String>,
+    pub return_url: Option<String>,
+    /// When the pending-payment poller last asked the provider.
+    pub last_polled_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -13,6 +13,8 @@ pub struct Model {
     /// `applied`, `ignored` (e.g. a late event for a final payment) or `unknown_type`.
     pub outcome: String,
     pub raw_body: String,
+    /// The headers that matter for audit (signature, content type), as JSON.
+    pub headers: Option<String>,
     pub received_at: DateTimeUtc,
 }
 

@@ -93,6 +93,9 @@ pub struct Payment {
     pub provider: String,
     pub provider_reference: Option<String>,
     pub checkout_url: Option<String>,
+    /// Stripe only: the PaymentIntent's client secret, for Stripe.js.
+    pub client_secret: Option<String>,
+    pub return_url: Option<String>,
     pub reference: Option<String>,
     pub description: Option<String>,
     pub customer: Option<Customer>,
@@ -118,6 +121,8 @@ impl From<&payments::Model> for Payment {
             provider: p.provider.clone(),
             provider_reference: p.provider_reference.clone(),
             checkout_url: p.checkout_url.clone(),
+            client_secret: p.client_secret.clone(),
+            return_url: p.return_url.clone(),
             reference: p.reference.clone(),
             description: p.description.clone(),
             customer: p

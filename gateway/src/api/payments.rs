@@ -49,8 +49,19 @@ impl PaymentsApi {
     ) -> Result<CreatedPayment, ApiError> {
         let key = valid_idempotency_key(idempotency_key.0.as_deref())?;
         let new = NewPayment::try_from(body.0)?;
+        if !state.providers.is_configured(new.provider) {
+            return Err(ApiError::invalid(
+                "provider",
+                "provider_not_configured",
+                format!(
+                    "The provider '{}' is not configured on this gateway.",
+                    new.provider.as_str()
+                ),
+            ));
+        }
         let created = payments::create(
             &state.db,
+            &state.providers,
             &merchant,
             new,
             key,
@@ -74,6 +85,10 @@ impl PaymentsApi {
                 })
                 .observe(p.amount as f64);
             state.after_payment_change(&merchant.merchant_id).await;
+        }
+        let p = &created.payment;
+        if p.failure_code.as_deref() == Some("provider_error") {
+            return Err(ApiError::provider_failed(p));
         }
         Ok(CreatedPayment::Created(
             Json(created.payment),

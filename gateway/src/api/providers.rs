@@ -1,15 +1,18 @@
-//! Inbound provider webhooks. Only the simulated provider exists so far; the exact received
-//! bytes are verified before anything is parsed or trusted.
+//! Inbound provider webhooks. The exact received bytes are verified before anything is parsed
+//! or trusted; Moneroo's and eBilling's bodies are not trusted even then: the payment's status
+//! is re-queried from the provider. Every event is recorded (`provider_events`), unique per
+//! provider and event id, so a duplicate answers 200 and does nothing.
 
 use poem::web::Data;
 use poem_openapi::param::Header;
 use poem_openapi::payload::{Binary, Json};
-use poem_openapi::{Object, OpenApi};
+use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::ApiTags;
 use crate::error::ApiError;
+use crate::providers::{ebilling, stripe};
 use crate::sandbox::SimulatedEvent;
-use crate::services::provider_events::{self, Applied, VerifiedEvent};
+use crate::services::provider_events::{self, Applied, PaymentRef, VerifiedEvent};
 use crate::state::AppState;
 
 #[derive(Default)]
@@ -18,8 +21,46 @@ pub struct ProvidersApi;
 #[derive(Object)]
 pub struct WebhookReceived {
     pub received: bool,
-    /// `applied`, `duplicate`, `ignored`, `unknown_type` or `unknown_payment`.
+    /// `applied`, `duplicate`, `ignored`, `unknown_type`, `unknown_payment`, or `queued` when
+    /// the status is being verified with the provider after answering.
     pub outcome: String,
+}
+
+#[derive(ApiResponse)]
+pub enum MonerooAnswer {
+    /// Received (verification with Moneroo continues after this answer).
+    #[oai(status = 200)]
+    Ok(Json<WebhookReceived>),
+    /// The signature does not match the body.
+    #[oai(status = 403)]
+    Forbidden(Json<crate::error::ErrorBody>),
+}
+
+fn headers_json(pairs: &[(&str, &str)]) -> Option<String> {
+    let map: serde_json::Map<String, serde_json::Value> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+        .collect();
+    Some(serde_json::Value::Object(map).to_string())
+}
+
+/// Applies a verified event and does the bookkeeping every provider shares.
+async fn apply(state: &AppState, event: VerifiedEvent<'_>) -> Result<Applied, ApiError> {
+    let provider = event.provider.to_string();
+    let provider_event_id = event.provider_event_id.to_string();
+    let (outcome, payment) = provider_events::apply(&state.db, event).await?;
+    if let (Applied::Applied, Some(p)) = (outcome, payment) {
+        state.metrics.payment_status(&p.provider, &p.status);
+        state.after_payment_change(&p.merchant_id).await;
+    }
+    state.metrics.webhook_received(&provider, outcome.as_str());
+    tracing::info!(provider = %provider, provider_event_id = %provider_event_id, outcome = outcome.as_str(), "provider webhook");
+    Ok(outcome)
+}
+
+fn refused(state: &AppState, provider: &str, outcome: &str, error: ApiError) -> ApiError {
+    state.metrics.webhook_received(provider, outcome);
+    error
 }
 
 /// Verifies, records and applies one simulated-provider webhook.
@@ -29,41 +70,91 @@ pub async fn receive_simulated(
     raw: &[u8],
 ) -> Result<Applied, ApiError> {
     if !state.simulated.verify(signature, raw) {
-        return Err(ApiError::bad_request(
+        let e = ApiError::bad_request(
             "signature_invalid",
             "The webhook signature does not match its body.",
-        ));
+        );
+        return Err(refused(state, "simulated", "invalid_signature", e));
     }
     let event: SimulatedEvent = serde_json::from_slice(raw).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_request_body",
-            format!("The webhook body is not a simulated event: {e}"),
+        refused(
+            state,
+            "simulated",
+            "malformed",
+            ApiError::bad_request(
+                "invalid_request_body",
+                format!("The webhook body is not a simulated event: {e}"),
+            ),
         )
     })?;
     let raw_text = String::from_utf8_lossy(raw);
-    let (outcome, payment) = provider_events::apply(
-        &state.db,
+    apply(
+        state,
         VerifiedEvent {
             provider: "simulated",
             provider_event_id: &event.id,
             event_type: &event.event_type,
-            payment_id: &event.data.payment_id,
+            payment: PaymentRef::Id(&event.data.payment_id),
             target: event.target(),
             failure: event
                 .data
                 .failure_code
                 .as_deref()
                 .zip(event.data.failure_message.as_deref()),
+            amount_refunded: None,
             raw_body: &raw_text,
+            headers: headers_json(&[("Payrail-Simulated-Signature", signature)]),
         },
     )
-    .await?;
-    if let (Applied::Applied, Some(p)) = (outcome, payment) {
-        state.metrics.payment_status(&p.provider, &p.status);
-        state.after_payment_change(&p.merchant_id).await;
-    }
-    tracing::info!(provider = "simulated", provider_event_id = %event.id, outcome = outcome.as_str(), "provider webhook");
-    Ok(outcome)
+    .await
+}
+
+/// Re-queries a Moneroo or eBilling payment and applies what the provider says. The dedupe
+/// key comes from the verified answer, never from the untrusted body, so a forged callback
+/// cannot pre-empt a real one.
+async fn verify_and_apply(
+    state: &AppState,
+    provider: &'static str,
+    payment: &entity::payments::Model,
+    event_type: &str,
+    raw: &str,
+    headers: Option<String>,
+) -> Result<Applied, ApiError> {
+    let remote = match state.providers.status(payment).await {
+        Ok(r) => r,
+        Err(e) => {
+            state.metrics.webhook_received(provider, "verify_failed");
+            tracing::warn!(provider, payment_id = %payment.id, error = %e, "could not verify a webhook with the provider; the poller will retry");
+            return Err(ApiError::unavailable(format!(
+                "Could not verify with {provider}: {e}"
+            )));
+        }
+    };
+    let seen = remote.status.map(|s| s.as_str()).unwrap_or("open");
+    let reference = payment.provider_reference.clone().unwrap_or_default();
+    apply(
+        state,
+        VerifiedEvent {
+            provider,
+            provider_event_id: &format!("{reference}:{seen}"),
+            event_type,
+            payment: PaymentRef::Id(&payment.id),
+            target: Some(
+                remote
+                    .status
+                    .unwrap_or(entity::payment_status::PaymentStatus::Pending),
+            ),
+            failure: (remote.status == Some(entity::payment_status::PaymentStatus::Failed))
+                .then_some((
+                    "provider_declined",
+                    "The provider reports the payment as failed.",
+                )),
+            amount_refunded: None,
+            raw_body: raw,
+            headers,
+        },
+    )
+    .await
 }
 
 #[OpenApi(prefix_path = "/v1/providers", tag = "ApiTags::Providers")]
@@ -81,6 +172,231 @@ impl ProvidersApi {
         body: Binary<Vec<u8>>,
     ) -> Result<Json<WebhookReceived>, ApiError> {
         let outcome = receive_simulated(&state, &signature.0, &body.0).await?;
+        Ok(Json(WebhookReceived {
+            received: true,
+            outcome: outcome.as_str().to_string(),
+        }))
+    }
+
+    /// Webhook from Stripe (`Stripe-Signature`, 300 s tolerance)
+    #[oai(
+        path = "/stripe/webhooks",
+        method = "post",
+        operation_id = "stripe_webhook"
+    )]
+    async fn stripe(
+        &self,
+        state: Data<&AppState>,
+        #[oai(name = "Stripe-Signature")] signature: Header<String>,
+        body: Binary<Vec<u8>>,
+    ) -> Result<Json<WebhookReceived>, ApiError> {
+        let stripe = state.providers.stripe.as_ref().ok_or_else(|| {
+            ApiError::invalid(
+                "provider",
+                "provider_not_configured",
+                "Stripe is not configured.",
+            )
+        })?;
+        if let Err(e) = stripe.verify(&signature.0, &body.0, chrono::Utc::now().timestamp()) {
+            return Err(refused(
+                &state,
+                "stripe",
+                "invalid_signature",
+                ApiError::bad_request("signature_invalid", e.to_string()),
+            ));
+        }
+        let event = stripe::parse_event(&body.0).map_err(|e| {
+            refused(
+                &state,
+                "stripe",
+                "malformed",
+                ApiError::bad_request("invalid_request_body", e),
+            )
+        })?;
+        let raw = String::from_utf8_lossy(&body.0);
+        let outcome = apply(
+            &state,
+            VerifiedEvent {
+                provider: "stripe",
+                provider_event_id: &event.id,
+                event_type: &event.event_type,
+                payment: event
+                    .intent_id
+                    .as_deref()
+                    .map_or(PaymentRef::None, PaymentRef::ProviderReference),
+                target: event.target,
+                failure: event
+                    .failure
+                    .as_ref()
+                    .map(|(c, m)| (c.as_str(), m.as_str())),
+                amount_refunded: event.amount_refunded,
+                raw_body: &raw,
+                headers: headers_json(&[("Stripe-Signature", &signature.0)]),
+            },
+        )
+        .await?;
+        Ok(Json(WebhookReceived {
+            received: true,
+            outcome: outcome.as_str().to_string(),
+        }))
+    }
+
+    /// Webhook from Moneroo (`X-Moneroo-Signature`); answered at once, verified after
+    #[oai(
+        path = "/moneroo/webhooks",
+        method = "post",
+        operation_id = "moneroo_webhook"
+    )]
+    async fn moneroo(
+        &self,
+        state: Data<&AppState>,
+        #[oai(name = "X-Moneroo-Signature")] signature: Header<String>,
+        body: Binary<Vec<u8>>,
+    ) -> Result<MonerooAnswer, ApiError> {
+        let moneroo = state.providers.moneroo.as_ref().ok_or_else(|| {
+            ApiError::invalid(
+                "provider",
+                "provider_not_configured",
+                "Moneroo is not configured.",
+            )
+        })?;
+        if !moneroo.verify(&signature.0, &body.0) {
+            state
+                .metrics
+                .webhook_received("moneroo", "invalid_signature");
+            let ApiError::BadRequest(b) = ApiError::bad_request(
+                "signature_invalid",
+                "The X-Moneroo-Signature does not match the body.",
+            ) else {
+                return Err(ApiError::internal("unexpected error variant"));
+            };
+            return Ok(MonerooAnswer::Forbidden(b));
+        }
+        let parsed: serde_json::Value = serde_json::from_slice(&body.0).map_err(|e| {
+            refused(
+                &state,
+                "moneroo",
+                "malformed",
+                ApiError::bad_request("invalid_request_body", format!("not JSON: {e}")),
+            )
+        })?;
+        let event_type = parsed["event"].as_str().unwrap_or_default().to_string();
+        let reference = parsed["data"]["id"]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| parsed["data"]["id"].as_i64().map(|n| n.to_string()));
+        let raw = String::from_utf8_lossy(&body.0).into_owned();
+        let headers = headers_json(&[("X-Moneroo-Signature", &signature.0)]);
+        let payment = match (&reference, event_type.starts_with("payment.")) {
+            (Some(r), true) => {
+                crate::services::payments::find_by_provider_reference(&state.db, "moneroo", r)
+                    .await?
+            }
+            _ => None,
+        };
+        let Some(payment) = payment else {
+            // Payout events, unknown types and unknown payments: recorded, answered 200, no effect.
+            let target = event_type
+                .starts_with("payment.")
+                .then_some(entity::payment_status::PaymentStatus::Pending);
+            let id = format!("{}:{}", reference.as_deref().unwrap_or("none"), event_type);
+            let outcome = apply(
+                &state,
+                VerifiedEvent {
+                    provider: "moneroo",
+                    provider_event_id: &id,
+                    event_type: &event_type,
+                    payment: PaymentRef::None,
+                    target,
+                    failure: None,
+                    amount_refunded: None,
+                    raw_body: &raw,
+                    headers,
+                },
+            )
+            .await?;
+            return Ok(MonerooAnswer::Ok(Json(WebhookReceived {
+                received: true,
+                outcome: outcome.as_str().to_string(),
+            })));
+        };
+        // Moneroo wants 200 within 3 s: verify after answering. A failed verify leaves the
+        // payment to the poller.
+        let state = state.clone();
+        tokio::spawn(async move {
+            let _ = verify_and_apply(&state, "moneroo", &payment, &event_type, &raw, headers).await;
+        });
+        Ok(MonerooAnswer::Ok(Json(WebhookReceived {
+            received: true,
+            outcome: "queued".into(),
+        })))
+    }
+
+    /// Notification from eBilling (form-encoded, unsigned: the bill is re-queried)
+    #[oai(
+        path = "/ebilling/webhooks",
+        method = "post",
+        operation_id = "ebilling_webhook"
+    )]
+    async fn ebilling(
+        &self,
+        state: Data<&AppState>,
+        body: Binary<Vec<u8>>,
+    ) -> Result<Json<WebhookReceived>, ApiError> {
+        if state.providers.ebilling.is_none() {
+            return Err(ApiError::invalid(
+                "provider",
+                "provider_not_configured",
+                "eBilling is not configured.",
+            ));
+        }
+        let callback = ebilling::parse_callback(&body.0).ok_or_else(|| {
+            refused(
+                &state,
+                "ebilling",
+                "malformed",
+                ApiError::bad_request(
+                    "invalid_request_body",
+                    "An eBilling notification needs reference and billingid.",
+                ),
+            )
+        })?;
+        let raw = String::from_utf8_lossy(&body.0).into_owned();
+        let payment = crate::services::payments::find_by_provider_reference(
+            &state.db,
+            "ebilling",
+            &callback.billing_id,
+        )
+        .await?
+        .filter(|p| p.id == callback.reference);
+        let Some(payment) = payment else {
+            let id = format!(
+                "{}:unmatched:{}",
+                callback.billing_id,
+                callback.transaction_id.as_deref().unwrap_or("")
+            );
+            let outcome = apply(
+                &state,
+                VerifiedEvent {
+                    provider: "ebilling",
+                    provider_event_id: &id,
+                    event_type: "notification",
+                    payment: PaymentRef::None,
+                    target: Some(entity::payment_status::PaymentStatus::Pending),
+                    failure: None,
+                    amount_refunded: None,
+                    raw_body: &raw,
+                    headers: None,
+                },
+            )
+            .await?;
+            return Ok(Json(WebhookReceived {
+                received: true,
+                outcome: outcome.as_str().to_string(),
+            }));
+        };
+        let outcome =
+            verify_and_apply(&state, "ebilling", &payment, "notification", &raw, None).await?;
         Ok(Json(WebhookReceived {
             received: true,
             outcome: outcome.as_str().to_string(),

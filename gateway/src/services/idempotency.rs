@@ -58,6 +58,17 @@ impl Idempotent<'_> {
         }
     }
 
+    /// The stored outcome, when this key was already used (a replay, or a 409 for another request).
+    pub async fn done<T: DeserializeOwned>(
+        &self,
+        db: &DatabaseConnection,
+    ) -> Result<Option<Outcome<T>>, ApiError> {
+        match self.find(db).await? {
+            Some(done) => self.replay(done).map(Some),
+            None => Ok(None),
+        }
+    }
+
     async fn execute<T, W>(&self, db: &DatabaseConnection, work: W) -> Result<T, DbErr>
     where
         T: Serialize,

@@ -17,8 +17,9 @@ use super::idempotency::Idempotent;
 use super::{Page, events};
 use crate::api::dto::{Payment, PaymentList};
 use crate::cache::Cache;
-use crate::domain::{CardOutcome, NewPayment};
+use crate::domain::{CardOutcome, NewPayment, Provider};
 use crate::error::ApiError;
+use crate::providers::{ProviderError, Providers, StartRequest, Started};
 use crate::services::merchants::AuthedMerchant;
 
 const CREATE_OPERATION: &str = "POST /v1/payments";
@@ -30,8 +31,14 @@ pub struct Created {
 }
 
 /// Creates a payment, idempotently when a key is given (see [`super::idempotency`]).
+///
+/// For an external provider the provider is called first, outside any transaction (a slow
+/// provider must not hold database locks); then the payment, its `payment.pending` event and
+/// the outcome commit together. A provider that fails or times out leaves a `failed` payment
+/// with `failure_code: provider_error` and its event; the handler answers 502 for it.
 pub async fn create(
     db: &DatabaseConnection,
+    providers: &Providers,
     merchant: &AuthedMerchant,
     new: NewPayment,
     idempotency_key: Option<&str>,
@@ -44,9 +51,28 @@ pub async fn create(
         operation: CREATE_OPERATION,
         fingerprint: new.fingerprint(),
     };
+    if let Some(done) = request.done::<Payment>(db).await? {
+        return Ok(Created {
+            payment: done.value,
+            replayed: true,
+        });
+    }
+    let draft = draft(merchant, &new, checkout_base);
+    let started = match new.provider {
+        Provider::Simulated => None,
+        provider => {
+            let customer = new.customer.as_ref();
+            let start = StartRequest {
+                payment: &draft,
+                customer,
+                metadata: &new.metadata,
+            };
+            Some(providers.start(provider, start).await)
+        }
+    };
     let outcome = request
         .run(db, async |txn: &DatabaseTransaction| {
-            insert(txn, merchant, &new, request_id, checkout_base).await
+            insert(txn, draft, &new, started, request_id).await
         })
         .await?;
     Ok(Created {
@@ -55,44 +81,78 @@ pub async fn create(
     })
 }
 
-/// The payment, its `payment.pending` event and, for a test card, its outcome and event.
-async fn insert(
-    txn: &DatabaseTransaction,
-    merchant: &AuthedMerchant,
-    new: &NewPayment,
-    request_id: Option<&str>,
-    checkout_base: &str,
-) -> Result<Payment, DbErr> {
+/// The payment row as it will be inserted, before any provider answered.
+fn draft(merchant: &AuthedMerchant, new: &NewPayment, checkout_base: &str) -> payments::Model {
     let now = Utc::now();
     let id = IdKind::Payment.generate();
-    let model = payments::Entity::insert(payments::ActiveModel {
-        id: Set(id.clone()),
-        merchant_id: Set(merchant.merchant_id.clone()),
-        amount: Set(new.amount.minor_units()),
-        currency: Set(new.currency.code().to_string()),
-        status: Set(PaymentStatus::Pending.as_str().to_string()),
-        provider: Set(new.provider.as_str().to_string()),
-        provider_reference: Set(Some(format!("sim_{}", id.trim_start_matches("pay_")))),
-        checkout_url: Set(Some(format!("{checkout_base}/sandbox/checkout/{id}"))),
-        reference: Set(new.reference.clone()),
-        description: Set(new.description.clone()),
-        customer: Set(new
+    let simulated = new.provider == Provider::Simulated;
+    payments::Model {
+        provider_reference: simulated.then(|| format!("sim_{}", id.trim_start_matches("pay_"))),
+        checkout_url: simulated.then(|| format!("{checkout_base}/sandbox/checkout/{id}")),
+        id,
+        merchant_id: merchant.merchant_id.clone(),
+        amount: new.amount.minor_units(),
+        currency: new.currency.code().to_string(),
+        status: PaymentStatus::Pending.as_str().to_string(),
+        provider: new.provider.as_str().to_string(),
+        reference: new.reference.clone(),
+        description: new.description.clone(),
+        customer: new
             .customer
             .as_ref()
-            .and_then(|c| serde_json::to_value(c).ok())),
-        metadata: Set(serde_json::to_value(&new.metadata).unwrap_or_default()),
-        payment_method: Set(new
+            .and_then(|c| serde_json::to_value(c).ok()),
+        metadata: serde_json::to_value(&new.metadata).unwrap_or_default(),
+        payment_method: new
             .payment_method()
-            .and_then(|m| serde_json::to_value(m).ok())),
-        amount_refunded: Set(0),
-        failure_code: Set(None),
-        failure_message: Set(None),
-        livemode: Set(merchant.livemode),
-        created_at: Set(now),
-        updated_at: Set(now),
-    })
-    .exec_with_returning(txn)
-    .await?;
+            .and_then(|m| serde_json::to_value(m).ok()),
+        amount_refunded: 0,
+        failure_code: None,
+        failure_message: None,
+        livemode: merchant.livemode,
+        created_at: now,
+        updated_at: now,
+        client_secret: None,
+        return_url: new.return_url.clone(),
+        last_polled_at: None,
+    }
+}
+
+/// The payment, its `payment.pending` event, and whatever the provider (or a test card)
+/// already decided, with one event per change.
+async fn insert(
+    txn: &DatabaseTransaction,
+    mut draft: payments::Model,
+    new: &NewPayment,
+    started: Option<Result<Started, ProviderError>>,
+    request_id: Option<&str>,
+) -> Result<Payment, DbErr> {
+    let mut decided: Option<(PaymentStatus, Option<(String, String)>)> =
+        match new.card.as_ref().map(|c| c.outcome) {
+            Some(CardOutcome::Succeeds) => Some((PaymentStatus::Succeeded, None)),
+            Some(CardOutcome::Declined(code, message)) => {
+                Some((PaymentStatus::Failed, Some((code.into(), message.into()))))
+            }
+            None => None,
+        };
+    match started {
+        Some(Ok(s)) => {
+            draft.provider_reference = Some(s.reference);
+            draft.checkout_url = s.checkout_url;
+            draft.client_secret = s.client_secret;
+            decided = s.status.map(|st| (st, None));
+        }
+        Some(Err(e)) => {
+            tracing::warn!(provider = %draft.provider, payment_id = %draft.id, error = %e, "provider call failed");
+            decided = Some((
+                PaymentStatus::Failed,
+                Some(("provider_error".into(), e.to_string())),
+            ));
+        }
+        None => {}
+    }
+    let model = payments::Entity::insert(payments::ActiveModel::from(draft))
+        .exec_with_returning(txn)
+        .await?;
     events::record(
         txn,
         &model.merchant_id,
@@ -102,22 +162,14 @@ async fn insert(
         request_id,
     )
     .await?;
-    let model = match new.card.as_ref().map(|c| c.outcome) {
+    let model = match decided {
         None => model,
-        Some(CardOutcome::Succeeds) => {
-            transition(txn, model, PaymentStatus::Succeeded, None, request_id)
+        Some((to, failure)) => {
+            let failure = failure.as_ref().map(|(c, m)| (c.as_str(), m.as_str()));
+            transition(txn, model, to, failure, request_id)
                 .await?
                 .unwrap_or_else(|m| m)
         }
-        Some(CardOutcome::Declined(code, message)) => transition(
-            txn,
-            model,
-            PaymentStatus::Failed,
-            Some((code, message)),
-            request_id,
-        )
-        .await?
-        .unwrap_or_else(|m| m),
     };
     Ok(Payment::from(&model))
 }
@@ -289,6 +341,19 @@ pub async fn find_simulated<C: ConnectionTrait>(
     payments::Entity::find_by_id(id.to_string())
         .filter(payments::Column::Provider.eq("simulated"))
         .filter(payments::Column::Livemode.eq(false))
+        .one(db)
+        .await
+}
+
+/// The payment a provider knows by `reference`.
+pub async fn find_by_provider_reference<C: ConnectionTrait>(
+    db: &C,
+    provider: &str,
+    reference: &str,
+) -> Result<Option<payments::Model>, DbErr> {
+    payments::Entity::find()
+        .filter(payments::Column::Provider.eq(provider))
+        .filter(payments::Column::ProviderReference.eq(reference))
         .one(db)
         .await
 }

@@ -6,22 +6,37 @@ use chrono::Utc;
 use entity::ids::IdKind;
 use entity::payment_status::PaymentStatus;
 use entity::{payments, provider_events};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, DbErr, EntityTrait, QuerySelect, SqlErr, TransactionSession, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
+    SqlErr, TransactionSession, TransactionTrait,
 };
 
 use super::payments::transition;
 
-/// A provider event whose signature was verified and whose meaning was parsed.
+/// How an inbound event names its payment.
+#[derive(Debug, Clone, Copy)]
+pub enum PaymentRef<'a> {
+    Id(&'a str),
+    /// The provider's own id for it (PaymentIntent, Moneroo payment, eBilling bill).
+    ProviderReference(&'a str),
+    /// Not about a payment we could act on (unknown event types).
+    None,
+}
+
+/// A provider event whose authenticity was established and whose meaning was parsed.
 pub struct VerifiedEvent<'a> {
     pub provider: &'a str,
     pub provider_event_id: &'a str,
     pub event_type: &'a str,
-    pub payment_id: &'a str,
+    pub payment: PaymentRef<'a>,
     /// `None` for event types we do not act on.
     pub target: Option<PaymentStatus>,
     pub failure: Option<(&'a str, &'a str)>,
+    /// With `target: Refunded`: the total refunded so far at the provider.
+    pub amount_refunded: Option<i64>,
     pub raw_body: &'a str,
+    pub headers: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,25 +60,71 @@ impl Applied {
     }
 }
 
+async fn find_locked<C: ConnectionTrait>(
+    txn: &C,
+    provider: &str,
+    payment: PaymentRef<'_>,
+) -> Result<Option<payments::Model>, DbErr> {
+    let select = payments::Entity::find().filter(payments::Column::Provider.eq(provider));
+    let select = match payment {
+        PaymentRef::Id(id) => select.filter(payments::Column::Id.eq(id)),
+        PaymentRef::ProviderReference(r) => {
+            select.filter(payments::Column::ProviderReference.eq(r))
+        }
+        PaymentRef::None => return Ok(None),
+    };
+    select.lock_exclusive().one(txn).await
+}
+
+/// A refund report: partial raises `amount_refunded` (never lowers it) with no status change;
+/// full moves the payment to `refunded` with its event.
+async fn apply_refund<C: ConnectionTrait>(
+    txn: &C,
+    payment: payments::Model,
+    refunded_total: i64,
+) -> Result<(Applied, payments::Model), DbErr> {
+    if refunded_total <= payment.amount_refunded {
+        return Ok((Applied::Ignored, payment));
+    }
+    let total = refunded_total.min(payment.amount);
+    payments::Entity::update_many()
+        .col_expr(payments::Column::AmountRefunded, Expr::value(total))
+        .col_expr(payments::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(payments::Column::Id.eq(payment.id.as_str()))
+        .exec(txn)
+        .await?;
+    let payment = payments::Model {
+        amount_refunded: total,
+        ..payment
+    };
+    if total < payment.amount {
+        return Ok((Applied::Applied, payment));
+    }
+    match transition(txn, payment, PaymentStatus::Refunded, None, None).await? {
+        Ok(updated) => Ok((Applied::Applied, updated)),
+        Err(unchanged) => Ok((Applied::Ignored, unchanged)),
+    }
+}
+
 pub async fn apply<C: TransactionTrait>(
     db: &C,
     event: VerifiedEvent<'_>,
 ) -> Result<(Applied, Option<payments::Model>), DbErr> {
     let txn = db.begin().await?;
-    let payment = payments::Entity::find_by_id(event.payment_id.to_string())
-        .lock_exclusive()
-        .one(&txn)
-        .await?;
-    let (outcome, payment) = match (payment, event.target) {
-        (None, _) => (Applied::UnknownPayment, None),
-        (Some(p), None) => (Applied::UnknownType, Some(p)),
-        (Some(p), Some(to)) => {
-            let failure = event.failure;
-            match transition(&txn, p, to, failure, None).await? {
+    let (outcome, payment) = match event.target {
+        None => (Applied::UnknownType, None),
+        Some(to) => match find_locked(&txn, event.provider, event.payment).await? {
+            None => (Applied::UnknownPayment, None),
+            Some(p) if to == PaymentStatus::Refunded && event.amount_refunded.is_some() => {
+                let (outcome, p) =
+                    apply_refund(&txn, p, event.amount_refunded.unwrap_or(0)).await?;
+                (outcome, Some(p))
+            }
+            Some(p) => match transition(&txn, p, to, event.failure, None).await? {
                 Ok(updated) => (Applied::Applied, Some(updated)),
                 Err(unchanged) => (Applied::Ignored, Some(unchanged)),
-            }
-        }
+            },
+        },
     };
     let inserted = provider_events::Entity::insert(provider_events::ActiveModel {
         id: Set(IdKind::ProviderEvent.generate()),
@@ -73,6 +134,7 @@ pub async fn apply<C: TransactionTrait>(
         payment_id: Set(payment.as_ref().map(|p| p.id.clone())),
         outcome: Set(outcome.as_str().to_string()),
         raw_body: Set(event.raw_body.to_string()),
+        headers: Set(event.headers),
         received_at: Set(Utc::now()),
     })
     .exec_without_returning(&txn)

@@ -1,0 +1,96 @@
+//! A circuit breaker per provider: after `threshold` consecutive failures the provider is not
+//! called for `cooldown`, so a provider that is down fails fast instead of holding connections
+//! (and, on the payment path, database transactions). After the cooldown one call is let
+//! through; its outcome closes or reopens the circuit.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::ProviderError;
+
+pub struct Breaker {
+    threshold: u32,
+    cooldown: Duration,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    consecutive_failures: u32,
+    open_until: Option<Instant>,
+}
+
+impl Breaker {
+    pub fn new(threshold: u32, cooldown: Duration) -> Breaker {
+        Breaker {
+            threshold: threshold.max(1),
+            cooldown,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Err while the circuit is open.
+    pub fn admit(&self) -> Result<(), ProviderError> {
+        let mut state = self.state.lock().map_err(|_| ProviderError::CircuitOpen)?;
+        match state.open_until {
+            Some(until) if Instant::now() < until => Err(ProviderError::CircuitOpen),
+            Some(_) => {
+                // Half-open: this call is the probe; a failure reopens at once.
+                state.open_until = None;
+                state.consecutive_failures = self.threshold.saturating_sub(1);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    pub fn record(&self, success: bool) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        if success {
+            state.consecutive_failures = 0;
+            state.open_until = None;
+        } else {
+            state.consecutive_failures += 1;
+            if state.consecutive_failures >= self.threshold {
+                state.open_until = Some(Instant::now() + self.cooldown);
+            }
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.state
+            .lock()
+            .map(|s| s.open_until.is_some_and(|u| Instant::now() < u))
+            .unwrap_or(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_after_the_threshold_and_probes_after_the_cooldown() {
+        let b = Breaker::new(3, Duration::from_millis(30));
+        for _ in 0..2 {
+            b.admit().unwrap();
+            b.record(false);
+        }
+        assert!(!b.is_open());
+        b.admit().unwrap();
+        b.record(false);
+        assert!(b.is_open());
+        assert!(matches!(b.admit(), Err(ProviderError::CircuitOpen)));
+        std::thread::sleep(Duration::from_millis(40));
+        b.admit().unwrap();
+        b.record(false);
+        assert!(b.is_open(), "a failed probe reopens at once");
+        std::thread::sleep(Duration::from_millis(40));
+        b.admit().unwrap();
+        b.record(true);
+        assert!(!b.is_open());
+        b.admit().unwrap();
+    }
+}

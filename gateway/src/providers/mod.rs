@@ -1,0 +1,239 @@
+//! Payment providers: Stripe, Moneroo and eBilling (the simulated one lives in
+//! [`crate::sandbox`]). Each adapter speaks its provider's wire format, with a timeout on
+//! every call, a circuit breaker per provider, and retries only where the call is idempotent.
+//! Webhooks from providers are verified here over the exact received bytes; nothing in a body
+//! is trusted before that, and for Moneroo and eBilling not even then (the status is always
+//! re-queried).
+
+pub mod breaker;
+pub mod ebilling;
+pub mod moneroo;
+pub mod stripe;
+
+use entity::payment_status::PaymentStatus;
+use entity::payments;
+use worker::settings::ProviderSettings;
+
+use self::breaker::Breaker;
+use crate::domain::Provider;
+
+/// What a provider answered when asked to start a payment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Started {
+    pub reference: String,
+    pub checkout_url: Option<String>,
+    pub client_secret: Option<String>,
+    /// A status other than pending, when the provider already reports one.
+    pub status: Option<PaymentStatus>,
+}
+
+/// A provider's current view of a payment: `None` while it is still open there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remote {
+    pub status: Option<PaymentStatus>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("the provider did not answer within the timeout")]
+    Timeout,
+    #[error("the provider is failing; calls are suspended for a while (circuit open)")]
+    CircuitOpen,
+    #[error("could not reach the provider: {0}")]
+    Transport(String),
+    #[error("the provider refused the request (HTTP {status}): {message}")]
+    Rejected { status: u16, message: String },
+    #[error("the provider's answer could not be understood: {0}")]
+    Malformed(String),
+    #[error("this provider has no refund API")]
+    RefundNotSupported,
+    #[error("the provider is not configured")]
+    NotConfigured,
+}
+
+impl ProviderError {
+    /// Whether this counts against the provider's health (a 4xx is our request's fault).
+    fn is_provider_fault(&self) -> bool {
+        match self {
+            ProviderError::Timeout | ProviderError::Transport(_) | ProviderError::Malformed(_) => {
+                true
+            }
+            ProviderError::Rejected { status, .. } => *status >= 500 || *status == 429,
+            _ => false,
+        }
+    }
+
+    fn from_reqwest(e: reqwest::Error) -> ProviderError {
+        if e.is_timeout() {
+            ProviderError::Timeout
+        } else {
+            ProviderError::Transport(e.to_string())
+        }
+    }
+}
+
+/// The configured providers.
+pub struct Providers {
+    pub stripe: Option<stripe::Stripe>,
+    pub moneroo: Option<moneroo::Moneroo>,
+    pub ebilling: Option<ebilling::Ebilling>,
+}
+
+/// A payment as a provider needs it to start.
+pub struct StartRequest<'a> {
+    pub payment: &'a payments::Model,
+    pub customer: Option<&'a crate::api::dto::Customer>,
+    pub metadata: &'a std::collections::BTreeMap<String, String>,
+}
+
+impl Providers {
+    pub fn new(settings: &ProviderSettings) -> Result<Providers, reqwest::Error> {
+        let client = || {
+            reqwest::Client::builder()
+                .timeout(settings.timeout)
+                .connect_timeout(settings.timeout.min(std::time::Duration::from_secs(5)))
+                .user_agent(concat!("Payrail/", env!("CARGO_PKG_VERSION")))
+                .build()
+        };
+        let breaker = || Breaker::new(settings.breaker_threshold, settings.breaker_cooldown);
+        Ok(Providers {
+            stripe: settings
+                .stripe
+                .clone()
+                .map(|s| client().map(|c| stripe::Stripe::new(s, c, breaker())))
+                .transpose()?,
+            moneroo: settings
+                .moneroo
+                .clone()
+                .map(|s| client().map(|c| moneroo::Moneroo::new(s, c, breaker())))
+                .transpose()?,
+            ebilling: settings
+                .ebilling
+                .clone()
+                .map(|s| client().map(|c| ebilling::Ebilling::new(s, c, breaker())))
+                .transpose()?,
+        })
+    }
+
+    pub fn is_configured(&self, provider: Provider) -> bool {
+        match provider {
+            Provider::Simulated => true,
+            Provider::Stripe => self.stripe.is_some(),
+            Provider::Moneroo => self.moneroo.is_some(),
+            Provider::Ebilling => self.ebilling.is_some(),
+        }
+    }
+
+    /// Starts the payment at its provider.
+    pub async fn start(
+        &self,
+        provider: Provider,
+        request: StartRequest<'_>,
+    ) -> Result<Started, ProviderError> {
+        match provider {
+            Provider::Stripe => {
+                self.stripe
+                    .as_ref()
+                    .ok_or(ProviderError::NotConfigured)?
+                    .start(&request)
+                    .await
+            }
+            Provider::Moneroo => {
+                self.moneroo
+                    .as_ref()
+                    .ok_or(ProviderError::NotConfigured)?
+                    .start(&request)
+                    .await
+            }
+            Provider::Ebilling => {
+                self.ebilling
+                    .as_ref()
+                    .ok_or(ProviderError::NotConfigured)?
+                    .start(&request)
+                    .await
+            }
+            Provider::Simulated => Err(ProviderError::NotConfigured),
+        }
+    }
+
+    /// Asks the provider where a payment stands.
+    pub async fn status(&self, payment: &payments::Model) -> Result<Remote, ProviderError> {
+        let reference = payment
+            .provider_reference
+            .as_deref()
+            .ok_or_else(|| ProviderError::Malformed("payment has no provider reference".into()))?;
+        match payment.provider.as_str() {
+            "stripe" => {
+                self.stripe
+                    .as_ref()
+                    .ok_or(ProviderError::NotConfigured)?
+                    .status(reference)
+                    .await
+            }
+            "moneroo" => {
+                self.moneroo
+                    .as_ref()
+                    .ok_or(ProviderError::NotConfigured)?
+                    .status(payment, reference)
+                    .await
+            }
+            "ebilling" => {
+                self.ebilling
+                    .as_ref()
+                    .ok_or(ProviderError::NotConfigured)?
+                    .status(payment, reference)
+                    .await
+            }
+            _ => Err(ProviderError::NotConfigured),
+        }
+    }
+
+    /// Refunds `amount` of a payment; returns the provider's refund reference.
+    pub async fn refund(
+        &self,
+        payment: &payments::Model,
+        refund_id: &str,
+        amount: i64,
+    ) -> Result<String, ProviderError> {
+        match payment.provider.as_str() {
+            "stripe" => {
+                let reference = payment.provider_reference.as_deref().unwrap_or_default();
+                self.stripe
+                    .as_ref()
+                    .ok_or(ProviderError::NotConfigured)?
+                    .refund(reference, refund_id, amount)
+                    .await
+            }
+            "moneroo" | "ebilling" => Err(ProviderError::RefundNotSupported),
+            _ => Err(ProviderError::NotConfigured),
+        }
+    }
+}
+
+/// Sends a request through a provider's breaker, turning HTTP errors into [`ProviderError`].
+pub(crate) async fn call(
+    breaker: &Breaker,
+    request: reqwest::RequestBuilder,
+) -> Result<serde_json::Value, ProviderError> {
+    breaker.admit()?;
+    let result = async {
+        let response = request.send().await.map_err(ProviderError::from_reqwest)?;
+        let status = response.status();
+        let text = response.text().await.map_err(ProviderError::from_reqwest)?;
+        if !status.is_success() {
+            let message: String = text.chars().take(300).collect();
+            return Err(ProviderError::Rejected {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        serde_json::from_str::<serde_json::Value>(&text)
+            .map_err(|e| ProviderError::Malformed(e.to_string()))
+    }
+    .await;
+    breaker.record(match &result {
+        Ok(_) => true,
+        Err(e) => !e.is_provider_fault(),
+    });
+    result
+}

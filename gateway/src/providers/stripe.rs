@@ -1,0 +1,367 @@
+//! Stripe: PaymentIntents out (form-encoded, `Idempotency-Key` = our payment id, so a retried
+//! create never makes a second intent), webhooks in (`Stripe-Signature`, 300 s tolerance,
+//! several `v1` accepted).
+
+use entity::payment_status::PaymentStatus;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use worker::settings::StripeSettings;
+
+use super::breaker::Breaker;
+use super::{ProviderError, Remote, StartRequest, Started, call};
+
+pub const TOLERANCE_SECS: i64 = 300;
+
+pub struct Stripe {
+    settings: StripeSettings,
+    client: reqwest::Client,
+    breaker: Breaker,
+}
+
+fn form(pairs: &[(String, String)]) -> String {
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+/// PaymentIntent status → ours (`None`: still waiting on the customer).
+pub fn map_intent_status(status: &str, has_error: bool) -> Option<PaymentStatus> {
+    match status {
+        "processing" | "requires_capture" => Some(PaymentStatus::Processing),
+        "succeeded" => Some(PaymentStatus::Succeeded),
+        "canceled" => Some(PaymentStatus::Cancelled),
+        // A failed attempt returns the intent to requires_payment_method with an error set.
+        "requires_payment_method" if has_error => Some(PaymentStatus::Failed),
+        _ => None,
+    }
+}
+
+impl Stripe {
+    pub fn new(settings: StripeSettings, client: reqwest::Client, breaker: Breaker) -> Stripe {
+        Stripe {
+            settings,
+            client,
+            breaker,
+        }
+    }
+
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    fn post(&self, path: &str, idempotency_key: &str, body: String) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}{path}", self.settings.api_base))
+            .bearer_auth(&self.settings.secret_key.0)
+            .header("Idempotency-Key", idempotency_key)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+    }
+
+    /// Creates the PaymentIntent. Retried once on a transport error or a 5xx: the
+    /// Idempotency-Key makes the retry safe.
+    pub async fn start(&self, r: &StartRequest<'_>) -> Result<Started, ProviderError> {
+        let p = r.payment;
+        let mut pairs = vec![
+            ("amount".to_string(), p.amount.to_string()),
+            ("currency".to_string(), p.currency.to_ascii_lowercase()),
+            (
+                "automatic_payment_methods[enabled]".to_string(),
+                "true".to_string(),
+            ),
+            ("metadata[payrail_payment_id]".to_string(), p.id.clone()),
+        ];
+        for (k, v) in r.metadata {
+            pairs.push((format!("metadata[{k}]"), v.clone()));
+        }
+        if let Some(d) = &p.description {
+            pairs.push(("description".into(), d.clone()));
+        }
+        if let Some(email) = r.customer.and_then(|c| c.email.clone()) {
+            pairs.push(("receipt_email".into(), email));
+        }
+        let body = form(&pairs);
+        let mut result = call(
+            &self.breaker,
+            self.post("/v1/payment_intents", &p.id, body.clone()),
+        )
+        .await;
+        if let Err(e) = &result
+            && e.is_provider_fault()
+            && !matches!(e, ProviderError::Timeout)
+        {
+            result = call(&self.breaker, self.post("/v1/payment_intents", &p.id, body)).await;
+        }
+        let intent = result?;
+        let reference = intent["id"]
+            .as_str()
+            .ok_or_else(|| ProviderError::Malformed("no id in PaymentIntent".into()))?;
+        let status = intent["status"]
+            .as_str()
+            .unwrap_or("requires_payment_method");
+        Ok(Started {
+            reference: reference.to_string(),
+            client_secret: intent["client_secret"].as_str().map(str::to_string),
+            checkout_url: intent["next_action"]["redirect_to_url"]["url"]
+                .as_str()
+                .map(str::to_string),
+            status: map_intent_status(status, !intent["last_payment_error"].is_null()),
+        })
+    }
+
+    pub async fn status(&self, intent_id: &str) -> Result<Remote, ProviderError> {
+        let request = self
+            .client
+            .get(format!(
+                "{}/v1/payment_intents/{intent_id}",
+                self.settings.api_base
+            ))
+            .bearer_auth(&self.settings.secret_key.0);
+        let intent = call(&self.breaker, request).await?;
+        let status = intent["status"].as_str().unwrap_or_default();
+        Ok(Remote {
+            status: map_intent_status(status, !intent["last_payment_error"].is_null()),
+        })
+    }
+
+    pub async fn refund(
+        &self,
+        intent_id: &str,
+        refund_id: &str,
+        amount: i64,
+    ) -> Result<String, ProviderError> {
+        let body = form(&[
+            ("payment_intent".into(), intent_id.into()),
+            ("amount".into(), amount.to_string()),
+        ]);
+        let refund = call(&self.breaker, self.post("/v1/refunds", refund_id, body)).await?;
+        refund["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ProviderError::Malformed("no id in Refund".into()))
+    }
+
+    pub fn verify(&self, header: &str, payload: &[u8], now: i64) -> Result<(), SignatureError> {
+        verify_signature(
+            &self.settings.webhook_secret.0,
+            header,
+            payload,
+            now,
+            TOLERANCE_SECS,
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("the Stripe-Signature header has no timestamp or no v1 signature")]
+    Malformed,
+    #[error("the signature is older than the tolerance (replayed or delayed)")]
+    Stale,
+    #[error("no v1 signature matches the payload")]
+    Mismatch,
+}
+
+/// Verifies `Stripe-Signature: t=…,v1=…[,v1=…][,v0=…]` over the exact bytes received.
+pub fn verify_signature(
+    secret: &str,
+    header: &str,
+    payload: &[u8],
+    now: i64,
+    tolerance: i64,
+) -> Result<(), SignatureError> {
+    let mut timestamp = None;
+    let mut signatures = Vec::new();
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", t)) => timestamp = t.parse::<i64>().ok(),
+            Some(("v1", sig)) => {
+                if let Ok(bytes) = hex::decode(sig) {
+                    signatures.push(bytes);
+                }
+            }
+            _ => {}
+        }
+    }
+    let (Some(t), false) = (timestamp, signatures.is_empty()) else {
+        return Err(SignatureError::Malformed);
+    };
+    if now - t > tolerance {
+        return Err(SignatureError::Stale);
+    }
+    let matches = signatures.iter().any(|sig| {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
+        mac.update(t.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(payload);
+        mac.verify_slice(sig).is_ok()
+    });
+    if matches {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
+}
+
+/// The signature header Stripe would send (for mocks and tests).
+pub fn sign(secret: &str, payload: &[u8], t: i64) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(payload);
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// What a verified Stripe event means for us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeEvent {
+    pub id: String,
+    pub event_type: String,
+    pub intent_id: Option<String>,
+    pub target: Option<PaymentStatus>,
+    pub failure: Option<(String, String)>,
+    /// For `charge.refunded`: the total refunded so far.
+    pub amount_refunded: Option<i64>,
+}
+
+pub fn parse_event(body: &[u8]) -> Result<StripeEvent, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    let id = v["id"].as_str().ok_or("no event id")?.to_string();
+    let event_type = v["type"].as_str().ok_or("no event type")?.to_string();
+    let object = &v["data"]["object"];
+    let (intent_id, target, amount_refunded) = match event_type.as_str() {
+        "payment_intent.succeeded" => (object["id"].as_str(), Some(PaymentStatus::Succeeded), None),
+        "payment_intent.payment_failed" => {
+            (object["id"].as_str(), Some(PaymentStatus::Failed), None)
+        }
+        "payment_intent.canceled" => (object["id"].as_str(), Some(PaymentStatus::Cancelled), None),
+        "payment_intent.processing" => {
+            (object["id"].as_str(), Some(PaymentStatus::Processing), None)
+        }
+        "charge.refunded" => (
+            object["payment_intent"].as_str(),
+            Some(PaymentStatus::Refunded),
+            object["amount_refunded"].as_i64(),
+        ),
+        _ => (None, None, None),
+    };
+    let failure = (event_type == "payment_intent.payment_failed").then(|| {
+        let e = &object["last_payment_error"];
+        (
+            e["code"]
+                .as_str()
+                .or(e["decline_code"].as_str())
+                .unwrap_or("card_declined")
+                .to_string(),
+            e["message"]
+                .as_str()
+                .unwrap_or("The payment failed at Stripe.")
+                .to_string(),
+        )
+    });
+    Ok(StripeEvent {
+        id,
+        event_type,
+        intent_id: intent_id.map(str::to_string),
+        target,
+        failure,
+        amount_refunded,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAYLOAD: &[u8] = include_bytes!("testdata/stripe_event_test_signature.json");
+    const HEADER: &str = "t=1533204620,v1=2220f87ef101a04665f11cdf770523143f875572008577fa0f20882ddb9cc3c7,v0=63f3a72374a733066c4be69ed7f8e5ac85c22c9f0a6a612ab9a025a9e4ee7eef";
+
+    /// stripe-dotnet's EventUtilityTest vector: 484 bytes, trailing newline included.
+    #[test]
+    fn official_stripe_vector() {
+        assert_eq!(PAYLOAD.len(), 484);
+        assert_eq!(
+            verify_signature("webhook_secret", HEADER, PAYLOAD, 1_533_204_620 + 100, 300),
+            Ok(())
+        );
+        assert_eq!(
+            verify_signature("webhook_secret", HEADER, PAYLOAD, 1_533_204_620 + 400, 300),
+            Err(SignatureError::Stale)
+        );
+        let trimmed = &PAYLOAD[..PAYLOAD.len() - 1];
+        assert_eq!(
+            verify_signature("webhook_secret", HEADER, trimmed, 1_533_204_720, 300),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_signature("other", HEADER, PAYLOAD, 1_533_204_720, 300),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn derived_compact_vector_and_header_rules() {
+        let body =
+            br#"{"id":"evt_test_webhook","object":"event","type":"payment_intent.succeeded"}"#;
+        let header =
+            "t=1700000000,v1=130dc37d5a27b1b232a61e4f2ff00ed245f498112c11e8b747aff3d0fb754056";
+        assert_eq!(
+            verify_signature("whsec_test_secret", header, body, 1_700_000_000, 300),
+            Ok(())
+        );
+        assert_eq!(sign("whsec_test_secret", body, 1_700_000_000), header);
+        // Several v1 (secret rolling): any may match; non-hex v1 and unknown keys are ignored.
+        let rolled = format!(
+            "t=1700000000,v1=zz,v1=00ff,foo=bar,{}",
+            header.split(',').nth(1).unwrap_or("")
+        );
+        assert_eq!(
+            verify_signature("whsec_test_secret", &rolled, body, 1_700_000_000, 300),
+            Ok(())
+        );
+        assert_eq!(
+            verify_signature(
+                "whsec_test_secret",
+                "t=1700000000",
+                body,
+                1_700_000_000,
+                300
+            ),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify_signature("whsec_test_secret", "v1=130d", body, 1_700_000_000, 300),
+            Err(SignatureError::Malformed)
+        );
+    }
+
+    #[test]
+    fn events_map_to_statuses() {
+        let e = parse_event(br#"{"id":"evt_1","type":"payment_intent.payment_failed","data":{"object":{"id":"pi_1","last_payment_error":{"code":"card_declined","message":"Declined"}}}}"#).unwrap();
+        assert_eq!(
+            (e.intent_id.as_deref(), e.target),
+            (Some("pi_1"), Some(PaymentStatus::Failed))
+        );
+        assert_eq!(e.failure, Some(("card_declined".into(), "Declined".into())));
+        let r = parse_event(br#"{"id":"evt_2","type":"charge.refunded","data":{"object":{"id":"ch_1","payment_intent":"pi_1","amount":2000,"amount_refunded":500,"refunded":false}}}"#).unwrap();
+        assert_eq!(
+            (r.intent_id.as_deref(), r.amount_refunded),
+            (Some("pi_1"), Some(500))
+        );
+        let unknown =
+            parse_event(br#"{"id":"evt_3","type":"customer.created","data":{"object":{}}}"#)
+                .unwrap();
+        assert_eq!(unknown.target, None);
+        assert!(parse_event(b"nope").is_err());
+        assert_eq!(map_intent_status("requires_action", false), None);
+        assert_eq!(
+            map_intent_status("requires_payment_method", true),
+            Some(PaymentStatus::Failed)
+        );
+    }
+}
