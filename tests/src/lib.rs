@@ -6,6 +6,7 @@
 //! Only the outside world is mocked: [`Receiver`] plays a merchant's server, [`TcpProxy`]
 //! plays a network path to the broker that can be cut.
 
+pub mod mocks;
 pub mod proxy;
 pub mod receiver;
 
@@ -37,6 +38,8 @@ pub struct Options {
     pub start_worker: bool,
     /// Route the gateway's AMQP connection through a cuttable proxy.
     pub gateway_amqp_url: Option<String>,
+    /// Providers (pointing at local mocks); none by default.
+    pub providers: worker::settings::ProviderSettings,
 }
 
 impl Default for Options {
@@ -54,6 +57,7 @@ impl Default for Options {
             },
             start_worker: true,
             gateway_amqp_url: None,
+            providers: worker::settings::ProviderSettings::default(),
         }
     }
 }
@@ -111,7 +115,8 @@ impl TestApp {
             .await
             .expect("connect test database");
         db::migrate(&conn).await.expect("migrate");
-        let settings = test_settings(&database_url, &prefix, options.webhook.clone());
+        let mut settings = test_settings(&database_url, &prefix, options.webhook.clone());
+        settings.providers = options.providers.clone();
         let mut gateway_settings = settings.clone();
         if let Some(url) = &options.gateway_amqp_url {
             gateway_settings.amqp_url = Some(url.clone());

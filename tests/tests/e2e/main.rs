@@ -4,4 +4,5 @@ mod api;
 mod delivery;
 mod embedded;
 mod pipeline;
+mod providers;
 mod spec;

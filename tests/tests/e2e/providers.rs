@@ -1,0 +1,473 @@
+//! Stripe, Moneroo and eBilling end to end against local mocks of their wire formats: create
+//! at the provider, the provider's webhook in, the merchant's signed webhook out; and every
+//! way an inbound webhook can be wrong.
+
+use std::time::Duration;
+
+use payrail_tests::mocks::{self, Mock};
+use payrail_tests::{Behavior, Options, Receiver, TestApp};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+async fn app_with(
+    stripe: Option<&Mock>,
+    moneroo: Option<&Mock>,
+    ebilling: Option<&Mock>,
+) -> TestApp {
+    TestApp::spawn_with(Options {
+        providers: mocks::settings(stripe, moneroo, ebilling),
+        ..Options::default()
+    })
+    .await
+}
+
+async fn payment(app: &TestApp, id: &str) -> Value {
+    app.get_json(&app.api_key, &format!("/v1/payments/{id}"))
+        .await
+        .1
+}
+
+async fn wait_status(app: &TestApp, id: &str, status: &str) {
+    app.eventually(
+        WAIT,
+        &format!("payment {id} to become {status}"),
+        || async { (payment(app, id).await["status"] == status).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn stripe_end_to_end_and_every_bad_webhook() {
+    let stripe = mocks::stripe().await;
+    let app = app_with(Some(&stripe), None, None).await;
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    app.create_endpoint(&receiver.url).await;
+
+    let (s, p) = app.post_json(&app.api_key, "/v1/payments", json!({"amount": 2000, "currency": "usd", "provider": "stripe", "description": "Order 123", "metadata": {"order_id": "ord_123"}})).await;
+    assert_eq!(s, 201, "{p}");
+    let id = p["id"].as_str().expect("id").to_string();
+    let intent = p["provider_reference"]
+        .as_str()
+        .expect("intent id")
+        .to_string();
+    assert!(intent.starts_with("pi_"));
+    assert!(
+        p["client_secret"]
+            .as_str()
+            .is_some_and(|c| c.starts_with(&format!("{intent}_secret_")))
+    );
+    // What Stripe received: a form body with nested keys, our id as the Idempotency-Key.
+    let seen = stripe
+        .seen()
+        .into_iter()
+        .find(|s| s.path == "/v1/payment_intents")
+        .expect("create call");
+    assert_eq!(seen.headers.get("idempotency-key"), Some(&id));
+    assert_eq!(
+        seen.headers.get("content-type").map(String::as_str),
+        Some("application/x-www-form-urlencoded")
+    );
+    for part in [
+        "amount=2000",
+        "currency=usd",
+        "automatic_payment_methods%5Benabled%5D=true",
+        &format!("metadata%5Bpayrail_payment_id%5D={id}"),
+        "metadata%5Border_id%5D=ord_123",
+        "description=Order+123",
+    ] {
+        assert!(
+            seen.body.contains(part),
+            "{part} missing from {}",
+            seen.body
+        );
+    }
+
+    let now = chrono::Utc::now().timestamp();
+    let object = json!({"id": intent, "object": "payment_intent", "amount": 2000, "currency": "usd", "status": "succeeded", "latest_charge": "ch_1"});
+    let succeeded = mocks::stripe_event("payment_intent.succeeded", object.clone());
+    // Forged (other secret), stale (> 300 s), malformed: refused, nothing changes.
+    let (s, _) = mocks::send_stripe_event(&app.base, &succeeded, "whsec_forged", now).await;
+    assert_eq!(s, 400);
+    let (s, b) = mocks::send_stripe_event(
+        &app.base,
+        &succeeded,
+        mocks::STRIPE_WEBHOOK_SECRET,
+        now - 400,
+    )
+    .await;
+    assert_eq!(s, 400, "{b}");
+    let (s, _) = mocks::send_stripe_event(
+        &app.base,
+        &json!("not an event"),
+        mocks::STRIPE_WEBHOOK_SECRET,
+        now,
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert_eq!(payment(&app, &id).await["status"], "pending");
+    assert_eq!(app.count("SELECT count(*) FROM provider_events").await, 0);
+
+    let (s, b) =
+        mocks::send_stripe_event(&app.base, &succeeded, mocks::STRIPE_WEBHOOK_SECRET, now).await;
+    assert_eq!((s, b["outcome"].as_str()), (200, Some("applied")), "{b}");
+    assert_eq!(payment(&app, &id).await["status"], "succeeded");
+    let (s, b) =
+        mocks::send_stripe_event(&app.base, &succeeded, mocks::STRIPE_WEBHOOK_SECRET, now).await;
+    assert_eq!(
+        (s, b["outcome"].as_str()),
+        (200, Some("duplicate")),
+        "a replayed event does nothing"
+    );
+    // Out of order: processing after succeeded is recorded and ignored.
+    let late = mocks::stripe_event(
+        "payment_intent.processing",
+        json!({"id": intent, "object": "payment_intent", "status": "processing"}),
+    );
+    let (_, b) =
+        mocks::send_stripe_event(&app.base, &late, mocks::STRIPE_WEBHOOK_SECRET, now).await;
+    assert_eq!(b["outcome"], "ignored");
+    // Unknown types are answered 200 and recorded.
+    let other = mocks::stripe_event(
+        "customer.created",
+        json!({"id": "cus_1", "object": "customer"}),
+    );
+    let (s, b) =
+        mocks::send_stripe_event(&app.base, &other, mocks::STRIPE_WEBHOOK_SECRET, now).await;
+    assert_eq!((s, b["outcome"].as_str()), (200, Some("unknown_type")));
+    assert_eq!(payment(&app, &id).await["status"], "succeeded");
+
+    // A partial refund raises amount_refunded without an event; the full one refunds.
+    let charge = |refunded: i64, full: bool| {
+        mocks::stripe_event(
+            "charge.refunded",
+            json!({"id": "ch_1", "object": "charge", "payment_intent": intent, "amount": 2000, "amount_refunded": refunded, "refunded": full}),
+        )
+    };
+    let (_, b) = mocks::send_stripe_event(
+        &app.base,
+        &charge(500, false),
+        mocks::STRIPE_WEBHOOK_SECRET,
+        now,
+    )
+    .await;
+    assert_eq!(b["outcome"], "applied");
+    let p = payment(&app, &id).await;
+    assert_eq!(
+        (p["status"].as_str(), p["amount_refunded"].as_i64()),
+        (Some("succeeded"), Some(500))
+    );
+    mocks::send_stripe_event(
+        &app.base,
+        &charge(2000, true),
+        mocks::STRIPE_WEBHOOK_SECRET,
+        now,
+    )
+    .await;
+    let p = payment(&app, &id).await;
+    assert_eq!(
+        (p["status"].as_str(), p["amount_refunded"].as_i64()),
+        (Some("refunded"), Some(2000))
+    );
+
+    app.eventually(WAIT, "pending, succeeded and refunded webhooks", || async {
+        (receiver.received().len() == 3).then_some(())
+    })
+    .await;
+    // Delivery order across events is not guaranteed (merchants order by the payment's state).
+    let mut types: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|r| r.json()["type"].as_str().unwrap_or("").to_string())
+        .collect();
+    types.sort();
+    assert_eq!(
+        types,
+        vec!["payment.pending", "payment.refunded", "payment.succeeded"]
+    );
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        "webhooks_received_total{provider=\"stripe\",outcome=\"applied\"} 3",
+        "webhooks_received_total{provider=\"stripe\",outcome=\"invalid_signature\"} 2",
+        "webhooks_received_total{provider=\"stripe\",outcome=\"duplicate\"} 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line}");
+    }
+}
+
+#[tokio::test]
+async fn moneroo_end_to_end_never_trusts_the_body_and_answers_fast() {
+    let moneroo = mocks::moneroo().await;
+    let mut providers = mocks::settings(None, Some(&moneroo), None);
+    providers.timeout = Duration::from_secs(5);
+    let app = TestApp::spawn_with(Options {
+        providers,
+        ..Options::default()
+    })
+    .await;
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    app.create_endpoint(&receiver.url).await;
+    let body = json!({"amount": 2000, "currency": "usd", "provider": "moneroo", "description": "Order 7",
+        "customer": {"email": "john@example.com", "name": "John Doe"}, "return_url": "https://shop.example/thanks"});
+    let (s, p) = app
+        .post_json(&app.api_key, "/v1/payments", body.clone())
+        .await;
+    assert_eq!(s, 201, "{p}");
+    let id = p["id"].as_str().expect("id").to_string();
+    let reference = p["provider_reference"]
+        .as_str()
+        .expect("reference")
+        .to_string();
+    assert_eq!(
+        p["checkout_url"],
+        format!("https://checkout.moneroo.io/{reference}")
+    );
+    let sent: Value = serde_json::from_str(&moneroo.seen()[0].body).expect("json");
+    assert_eq!(sent["amount"], 20, "2000 cents are sent as 20 major units");
+    assert_eq!(
+        (
+            sent["customer"]["first_name"].as_str(),
+            sent["customer"]["last_name"].as_str()
+        ),
+        (Some("John"), Some("Doe"))
+    );
+
+    // Cents Moneroo cannot take, and missing required fields, are refused before anything.
+    let mut cents = body.clone();
+    cents["amount"] = json!(2050);
+    assert_eq!(
+        app.post_json(&app.api_key, "/v1/payments", cents).await.0,
+        422
+    );
+    let mut no_return = body.clone();
+    no_return
+        .as_object_mut()
+        .expect("object")
+        .remove("return_url");
+    assert_eq!(
+        app.post_json(&app.api_key, "/v1/payments", no_return)
+            .await
+            .1["error"]["param"],
+        "return_url"
+    );
+
+    // Forged: 403, nothing recorded.
+    let (s, _, _) = mocks::send_moneroo_webhook(
+        &app.base,
+        "payment.success",
+        &reference,
+        "success",
+        "forged",
+    )
+    .await;
+    assert_eq!(s, 403);
+    // Signed but lying: the body says success, Moneroo's verify says initiated → still pending.
+    let (s, b, _) = mocks::send_moneroo_webhook(
+        &app.base,
+        "payment.success",
+        &reference,
+        "success",
+        mocks::MONEROO_WEBHOOK_SECRET,
+    )
+    .await;
+    assert_eq!((s, b["outcome"].as_str()), (200, Some("queued")));
+    app.eventually(
+        WAIT,
+        "the lying webhook to be verified and recorded",
+        || async {
+            (app.count("SELECT count(*) FROM provider_events WHERE provider = 'moneroo'")
+                .await
+                == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(payment(&app, &id).await["status"], "pending");
+
+    // The customer pays; the verify is slow (5 s) but the answer must come within 3 s.
+    moneroo.set(&reference, "status", json!("success"));
+    moneroo.delay(Some(Duration::from_secs(2)));
+    let (s, _, took) = mocks::send_moneroo_webhook(
+        &app.base,
+        "payment.success",
+        &reference,
+        "success",
+        mocks::MONEROO_WEBHOOK_SECRET,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(
+        took < Duration::from_secs(1),
+        "answered in {took:?}; Moneroo wants 200 within 3 s"
+    );
+    wait_status(&app, &id, "succeeded").await;
+    moneroo.delay(None);
+    let (_, b, _) = mocks::send_moneroo_webhook(
+        &app.base,
+        "payment.success",
+        &reference,
+        "success",
+        mocks::MONEROO_WEBHOOK_SECRET,
+    )
+    .await;
+    assert_eq!(b["outcome"], "queued");
+    // Payout events are recorded and ignored.
+    let (s, b, _) = mocks::send_moneroo_webhook(
+        &app.base,
+        "payout.success",
+        "po_1",
+        "success",
+        mocks::MONEROO_WEBHOOK_SECRET,
+    )
+    .await;
+    assert_eq!((s, b["outcome"].as_str()), (200, Some("unknown_type")));
+    app.eventually(WAIT, "both merchant webhooks", || async {
+        (receiver.received().len() == 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        receiver.of_type("payment.succeeded").len(),
+        1,
+        "the duplicate changed nothing"
+    );
+}
+
+#[tokio::test]
+async fn ebilling_end_to_end_moves_only_after_requerying_the_bill() {
+    let ebilling = mocks::ebilling().await;
+    let app = app_with(None, None, Some(&ebilling)).await;
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    app.create_endpoint(&receiver.url).await;
+    let (s, p) = app.post_json(&app.api_key, "/v1/payments", json!({"amount": 605000, "currency": "XAF", "provider": "ebilling",
+        "customer": {"email": "client@example.com", "phone": "24174123456", "name": "Jean Dupont"}, "return_url": "https://shop.example/back"})).await;
+    assert_eq!(s, 201, "{p}");
+    let id = p["id"].as_str().expect("id").to_string();
+    let bill = p["provider_reference"].as_str().expect("bill").to_string();
+    let checkout = p["checkout_url"].as_str().expect("checkout");
+    assert!(
+        checkout.starts_with("https://test.billing-easy.net/checkoutnow?invoice_number=")
+            && checkout.contains(&bill),
+        "{checkout}"
+    );
+    assert!(checkout.contains("merchant_redirect_url=https%3A%2F%2Fshop.example%2Fback"));
+    let sent: Value = serde_json::from_str(&ebilling.seen()[0].body).expect("json");
+    assert_eq!(
+        (
+            sent["external_reference"].as_str(),
+            sent["amount"].as_i64(),
+            sent["payer_msisdn"].as_str()
+        ),
+        (Some(id.as_str()), Some(605000), Some("24174123456"))
+    );
+    assert_eq!(app.post_json(&app.api_key, "/v1/payments", json!({"amount": 100, "currency": "usd", "provider": "ebilling", "customer": {"email": "a@b.c", "phone": "1"}})).await.0, 422, "XAF only");
+
+    // A forged notification (bill not paid) changes nothing; one naming another bill neither.
+    let (s, b) = mocks::send_ebilling_notification(&app.base, &id, &bill, 605000).await;
+    assert_eq!((s, b["outcome"].as_str()), (200, Some("ignored")), "{b}");
+    assert_eq!(payment(&app, &id).await["status"], "pending");
+    let (s, b) = mocks::send_ebilling_notification(&app.base, &id, "5559999999", 605000).await;
+    assert_eq!((s, b["outcome"].as_str()), (200, Some("unknown_payment")));
+    assert_eq!(
+        mocks::send_ebilling_notification(&app.base, "", "", 0)
+            .await
+            .0,
+        200,
+        "empty fields are still a recorded, harmless call"
+    );
+
+    ebilling.pay_bill(&bill);
+    let (_, b) = mocks::send_ebilling_notification(&app.base, &id, &bill, 605000).await;
+    assert_eq!(b["outcome"], "applied");
+    assert_eq!(payment(&app, &id).await["status"], "succeeded");
+    let (_, b) = mocks::send_ebilling_notification(&app.base, &id, &bill, 605000).await;
+    assert_eq!(b["outcome"], "duplicate");
+    app.eventually(WAIT, "pending and succeeded webhooks", || async {
+        (receiver.received().len() == 2).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failing_or_slow_provider_leaves_a_failed_payment_and_a_502_and_the_breaker_opens() {
+    let stripe = mocks::stripe().await;
+    let mut providers = mocks::settings(Some(&stripe), None, None);
+    providers.breaker_threshold = 3;
+    let app = TestApp::spawn_with(Options {
+        providers,
+        ..Options::default()
+    })
+    .await;
+    let create = || {
+        app.post_json(
+            &app.api_key,
+            "/v1/payments",
+            json!({"amount": 2000, "currency": "usd", "provider": "stripe"}),
+        )
+    };
+
+    stripe.fail_next(2); // the first try and its one retry
+    let (s, b) = create().await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (502, Some("provider_error")),
+        "{b}"
+    );
+    let id = b["error"]["payment_id"]
+        .as_str()
+        .expect("the error names the payment")
+        .to_string();
+    let p = payment(&app, &id).await;
+    assert_eq!(
+        (p["status"].as_str(), p["failure_code"].as_str()),
+        (Some("failed"), Some("provider_error"))
+    );
+    let (_, events) = app.get_json(&app.api_key, "/v1/events").await;
+    let types: Vec<&str> = events["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert_eq!(types, vec!["payment.failed", "payment.pending"]);
+    assert_eq!(
+        stripe.seen().len(),
+        2,
+        "an idempotent create is retried once"
+    );
+
+    stripe.delay(Some(Duration::from_secs(3)));
+    let started = std::time::Instant::now();
+    let (s, _) = create().await;
+    assert_eq!(s, 502);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a timeout (800 ms) is not retried; took {:?}",
+        started.elapsed()
+    );
+    stripe.delay(None);
+
+    // Three failures so far: the circuit is open and the next call fails fast without a request.
+    let before = stripe.seen().len();
+    let (s, b) = create().await;
+    assert_eq!(s, 502);
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("circuit open")),
+        "{b}"
+    );
+    assert_eq!(
+        stripe.seen().len(),
+        before,
+        "no call while the circuit is open"
+    );
+}
