@@ -31,6 +31,7 @@ pub struct Application {
     state: AppState,
     relay_interval: Duration,
     embedded_worker: Option<Worker>,
+    poller: crate::poller::Poller,
 }
 
 /// What embedded mode printed at first start.
@@ -106,17 +107,24 @@ impl Application {
             admin_token_hashes: Arc::new(RwLock::new(admin_hashes)),
             key_cache: Arc::new(RwLock::new(HashMap::new())),
         };
+        let poller = crate::poller::Poller::new(state.clone(), &settings.providers);
         Ok(Application {
             acceptor,
             port: local.port(),
             state,
             relay_interval: settings.relay_interval,
             embedded_worker,
+            poller,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The pending-payment poller, for driving one pass in tests.
+    pub fn poller(&self) -> crate::poller::Poller {
+        self.poller.clone()
     }
 
     pub fn state(&self) -> &AppState {
@@ -180,6 +188,7 @@ impl Application {
                 .clone()
                 .run(self.relay_interval, stop_rx.clone()),
         );
+        let poller = tokio::spawn(self.poller.run(stop_rx.clone()));
         let worker = self.embedded_worker.map(|w| {
             let mut rx = stop_rx.clone();
             tokio::spawn(async move {
@@ -196,6 +205,7 @@ impl Application {
         tracing::info!("gateway stopped accepting; draining the outbox");
         let _ = stop_tx.send(true);
         let _ = relay.await;
+        let _ = poller.await;
         if let Err(e) = self.state.relay.drain().await {
             tracing::warn!(error = %e, "final outbox drain failed; the next start publishes what is left");
         }

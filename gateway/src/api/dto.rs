@@ -360,3 +360,46 @@ pub struct CreatedMerchant {
     pub api_key: String,
     pub created_at: String,
 }
+
+// ---------- refunds ----------
+
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+pub struct CreateRefundRequest {
+    /// Minor units; defaults to everything left to refund.
+    pub amount: Option<i64>,
+}
+
+#[derive(Object, Serialize, Deserialize)]
+pub struct Refund {
+    pub id: String,
+    /// Always `refund`.
+    pub object: String,
+    pub payment_id: String,
+    pub amount: i64,
+    /// `pending`, `succeeded` or `failed`.
+    pub status: String,
+    pub failure_message: Option<String>,
+    pub created_at: String,
+}
+
+impl From<&entity::refunds::Model> for Refund {
+    fn from(r: &entity::refunds::Model) -> Refund {
+        Refund {
+            id: r.id.clone(),
+            object: "refund".into(),
+            payment_id: r.payment_id.clone(),
+            amount: r.amount,
+            status: r.status.clone(),
+            failure_message: r.failure_message.clone(),
+            created_at: rfc3339(r.created_at),
+        }
+    }
+}
+
+#[derive(Object)]
+pub struct RefundList {
+    pub object: String,
+    pub data: Vec<Refund>,
+    pub has_more: bool,
+}

@@ -104,7 +104,7 @@ pub async fn checkout_action(
         return (StatusCode::NOT_FOUND, "No such action").into_response();
     };
     let (raw, signature) = state.simulated.event_for(&p.id, outcome);
-    if let Err(e) = crate::api::providers::receive_simulated(&state, &signature, &raw).await {
+    if let Err(e) = crate::inbound::receive_simulated(&state, &signature, &raw).await {
         return e.into_response();
     }
     Redirect::see_other(format!("/sandbox/checkout/{}", p.id)).into_response()

@@ -7,12 +7,15 @@ use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
-use super::dto::{CompleteSandboxPayment, CreatePaymentRequest, Payment, PaymentList};
+use super::dto::{
+    CompleteSandboxPayment, CreatePaymentRequest, CreateRefundRequest, Payment, PaymentList,
+    Refund, RefundList,
+};
 use super::{ApiTags, request_id, valid_idempotency_key};
 use crate::auth::ApiKey;
 use crate::domain::{NewPayment, parse_sandbox_outcome};
 use crate::error::ApiError;
-use crate::services::{Page, payments};
+use crate::services::{Page, payments, refunds};
 use crate::state::AppState;
 
 #[derive(Default)]
@@ -24,6 +27,16 @@ pub enum CreatedPayment {
     #[oai(status = 201)]
     Created(
         Json<Payment>,
+        #[oai(header = "Idempotent-Replayed")] Option<String>,
+    ),
+}
+
+#[derive(ApiResponse)]
+pub enum CreatedRefund {
+    /// The refund. `Idempotent-Replayed: true` when this is the stored first response.
+    #[oai(status = 201)]
+    Created(
+        Json<Refund>,
         #[oai(header = "Idempotent-Replayed")] Option<String>,
     ),
 }
@@ -194,6 +207,74 @@ impl PaymentsApi {
         Ok(Json(p))
     }
 
+    /// Refund a succeeded payment, fully or in part
+    ///
+    /// Stripe and the simulated provider only (others answer 422 `refund_not_supported`).
+    /// A partial refund keeps the payment `succeeded` and raises `amount_refunded`; the refund
+    /// that leaves nothing moves it to `refunded` with a `payment.refunded` event.
+    #[oai(
+        path = "/payments/:id/refunds",
+        method = "post",
+        operation_id = "create_refund"
+    )]
+    async fn refund(
+        &self,
+        ApiKey(merchant): ApiKey,
+        state: Data<&AppState>,
+        id: Path<String>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        body: Json<CreateRefundRequest>,
+    ) -> Result<CreatedRefund, ApiError> {
+        let key = valid_idempotency_key(idempotency_key.0.as_deref())?;
+        let outcome = refunds::create(
+            &state.db,
+            &state.providers,
+            &merchant.merchant_id,
+            &id.0,
+            body.0.amount,
+            key,
+        )
+        .await?;
+        if !outcome.replayed {
+            state.after_payment_change(&merchant.merchant_id).await;
+        }
+        if outcome.value.status == "failed" {
+            let p = payments::get(&state.db, &merchant.merchant_id, &id.0)
+                .await?
+                .ok_or_else(|| ApiError::not_found("payment", &id.0))?;
+            let mut view = Payment::from(&p);
+            view.failure_message = outcome.value.failure_message.clone();
+            return Err(ApiError::provider_failed(&view));
+        }
+        Ok(CreatedRefund::Created(
+            Json(outcome.value),
+            outcome.replayed.then(|| "true".to_string()),
+        ))
+    }
+
+    /// List a payment's refunds, newest first
+    #[oai(
+        path = "/payments/:id/refunds",
+        method = "get",
+        operation_id = "list_refunds"
+    )]
+    async fn refunds(
+        &self,
+        ApiKey(merchant): ApiKey,
+        state: Data<&AppState>,
+        id: Path<String>,
+    ) -> Result<Json<RefundList>, ApiError> {
+        payments::get(&state.db, &merchant.merchant_id, &id.0)
+            .await?
+            .ok_or_else(|| ApiError::not_found("payment", &id.0))?;
+        let rows = refunds::list(&state.db, &merchant.merchant_id, &id.0).await?;
+        Ok(Json(RefundList {
+            object: "list".into(),
+            data: rows.iter().map(Refund::from).collect(),
+            has_more: false,
+        }))
+    }
+
     /// Make the simulated provider finish a payment (sandbox keys only)
     ///
     /// The simulated provider sends its signed webhook, which takes the same path as a real
@@ -236,7 +317,7 @@ impl PaymentsApi {
             ));
         }
         let (raw, signature) = state.simulated.event_for(&payment.id, outcome);
-        super::providers::receive_simulated(&state, &signature, &raw).await?;
+        crate::inbound::receive_simulated(&state, &signature, &raw).await?;
         let p = payments::get(&state.db, &merchant.merchant_id, &id.0)
             .await?
             .ok_or_else(|| ApiError::not_found("payment", &id.0))?;

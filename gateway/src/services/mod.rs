@@ -8,6 +8,7 @@ pub mod idempotency;
 pub mod merchants;
 pub mod payments;
 pub mod provider_events;
+pub mod refunds;
 
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,

@@ -471,3 +471,226 @@ async fn a_failing_or_slow_provider_leaves_a_failed_payment_and_a_502_and_the_br
         "no call while the circuit is open"
     );
 }
+
+#[tokio::test]
+async fn the_poller_finishes_payments_whose_webhook_never_came_once_across_gateways() {
+    let (stripe, moneroo) = (mocks::stripe().await, mocks::moneroo().await);
+    let mut providers = mocks::settings(Some(&stripe), Some(&moneroo), None);
+    providers.poll_age = Duration::ZERO;
+    providers.poll_interval = Duration::from_secs(3600);
+    let app = TestApp::spawn_with(Options {
+        providers: providers.clone(),
+        ..Options::default()
+    })
+    .await;
+    let (_, p) = app
+        .post_json(
+            &app.api_key,
+            "/v1/payments",
+            json!({"amount": 2000, "currency": "usd", "provider": "stripe"}),
+        )
+        .await;
+    let (stripe_id, intent) = (
+        p["id"].as_str().expect("id").to_string(),
+        p["provider_reference"].as_str().expect("pi").to_string(),
+    );
+    let (_, p) = app.post_json(&app.api_key, "/v1/payments", json!({"amount": 500, "currency": "XOF", "provider": "moneroo",
+        "customer": {"email": "a@example.com", "name": "Awa Diop"}, "return_url": "https://shop.example/r"})).await;
+    let (moneroo_id, reference) = (
+        p["id"].as_str().expect("id").to_string(),
+        p["provider_reference"].as_str().expect("ref").to_string(),
+    );
+
+    // Nothing changed at the providers yet: a pass checks both and moves nothing.
+    let first = gateway::poller::Poller::new(app.state.clone(), &providers);
+    assert_eq!(first.poll_once().await.expect("poll").checked, 2);
+    assert_eq!(payment(&app, &stripe_id).await["status"], "pending");
+
+    // The customer paid at Stripe, the Moneroo checkout expired; no webhook ever comes.
+    stripe.set(&intent, "status", json!("succeeded"));
+    moneroo.set(&reference, "status", json!("cancelled"));
+    app.db
+        .execute_unprepared("UPDATE payments SET last_polled_at = NULL")
+        .await
+        .expect("reset");
+    let stripe_gets_before = stripe.seen().iter().filter(|s| s.method == "GET").count();
+    // Two gateways poll at once: each payment is asked about once.
+    let second = gateway::poller::Poller::new(app.state.clone(), &providers);
+    let (a, b) = tokio::join!(first.poll_once(), second.poll_once());
+    let (a, b) = (a.expect("poll a"), b.expect("poll b"));
+    assert_eq!(a.checked + b.checked, 2, "{a:?} {b:?}");
+    assert_eq!(a.moved + b.moved, 2);
+    assert_eq!(
+        stripe.seen().iter().filter(|s| s.method == "GET").count() - stripe_gets_before,
+        1
+    );
+    assert_eq!(payment(&app, &stripe_id).await["status"], "succeeded");
+    assert_eq!(payment(&app, &moneroo_id).await["status"], "cancelled");
+    // Within the interval nothing is asked again; final payments never are.
+    assert_eq!(first.poll_once().await.expect("poll").checked, 0);
+    let (_, events) = app
+        .get_json(&app.api_key, "/v1/events?type=payment.succeeded")
+        .await;
+    assert_eq!(events["data"].as_array().map(Vec::len), Some(1));
+}
+
+use sea_orm::ConnectionTrait as _;
+
+#[tokio::test]
+async fn refunds_are_partial_or_full_and_never_more_than_what_is_left() {
+    let stripe = mocks::stripe().await;
+    let app = app_with(Some(&stripe), None, None).await;
+    let card = json!({"amount": 1000, "currency": "usd", "provider": "simulated",
+        "payment_method": {"type": "card", "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2031, "cvc": "123"}}});
+    let (_, p) = app.post_json(&app.api_key, "/v1/payments", card).await;
+    let id = p["id"].as_str().expect("id").to_string();
+    let path = format!("/v1/payments/{id}/refunds");
+
+    let r = app
+        .client
+        .post(app.url(&path))
+        .bearer_auth(&app.api_key)
+        .header("Idempotency-Key", "r1")
+        .json(&json!({"amount": 300}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 201);
+    let refund: Value = r.json().await.expect("json");
+    assert!(refund["id"].as_str().is_some_and(|i| i.starts_with("re_")));
+    assert_eq!(
+        (refund["status"].as_str(), refund["amount"].as_i64()),
+        (Some("succeeded"), Some(300))
+    );
+    let replay = app
+        .client
+        .post(app.url(&path))
+        .bearer_auth(&app.api_key)
+        .header("Idempotency-Key", "r1")
+        .json(&json!({"amount": 300}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        replay.json::<Value>().await.expect("json")["id"],
+        refund["id"],
+        "replayed, not refunded twice"
+    );
+    let p = payment(&app, &id).await;
+    assert_eq!(
+        (p["status"].as_str(), p["amount_refunded"].as_i64()),
+        (Some("succeeded"), Some(300))
+    );
+
+    let (s, b) = app
+        .post_json(&app.api_key, &path, json!({"amount": 800}))
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (422, Some("amount_too_large")),
+        "{b}"
+    );
+    let (s, b) = app
+        .post_json(&app.api_key, &path, json!({"amount": 0}))
+        .await;
+    assert_eq!(s, 422, "{b}");
+    let (s, rest) = app.post_json(&app.api_key, &path, json!({})).await;
+    assert_eq!(
+        (s, rest["amount"].as_i64()),
+        (201, Some(700)),
+        "no amount refunds what is left"
+    );
+    let p = payment(&app, &id).await;
+    assert_eq!(
+        (p["status"].as_str(), p["amount_refunded"].as_i64()),
+        (Some("refunded"), Some(1000))
+    );
+    let (s, b) = app.post_json(&app.api_key, &path, json!({})).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (409, Some("payment_not_refundable"))
+    );
+    let (_, list) = app.get_json(&app.api_key, &path).await;
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(2));
+    let (_, events) = app
+        .get_json(&app.api_key, "/v1/events?type=payment.refunded")
+        .await;
+    assert_eq!(
+        events["data"].as_array().map(Vec::len),
+        Some(1),
+        "one event, at the full refund"
+    );
+
+    // A pending payment cannot be refunded; Stripe refunds go to Stripe with our refund id.
+    let pending = app.create_payment(100).await;
+    let (s, _) = app
+        .post_json(
+            &app.api_key,
+            &format!(
+                "/v1/payments/{}/refunds",
+                pending["id"].as_str().unwrap_or("")
+            ),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 409);
+    let (_, sp) = app
+        .post_json(
+            &app.api_key,
+            "/v1/payments",
+            json!({"amount": 2000, "currency": "usd", "provider": "stripe"}),
+        )
+        .await;
+    let sid = sp["id"].as_str().expect("id").to_string();
+    let intent = sp["provider_reference"].as_str().expect("pi").to_string();
+    let event = mocks::stripe_event(
+        "payment_intent.succeeded",
+        json!({"id": intent, "object": "payment_intent", "status": "succeeded"}),
+    );
+    mocks::send_stripe_event(
+        &app.base,
+        &event,
+        mocks::STRIPE_WEBHOOK_SECRET,
+        chrono::Utc::now().timestamp(),
+    )
+    .await;
+    let (s, r) = app
+        .post_json(
+            &app.api_key,
+            &format!("/v1/payments/{sid}/refunds"),
+            json!({"amount": 500}),
+        )
+        .await;
+    assert_eq!(s, 201, "{r}");
+    let call = stripe
+        .seen()
+        .into_iter()
+        .find(|c| c.path == "/v1/refunds")
+        .expect("refund call");
+    assert!(
+        call.body.contains(&format!("payment_intent={intent}")) && call.body.contains("amount=500")
+    );
+    assert_eq!(
+        call.headers.get("idempotency-key").map(String::as_str),
+        r["id"].as_str()
+    );
+}
+
+#[tokio::test]
+async fn providers_without_a_refund_api_say_so() {
+    let moneroo = mocks::moneroo().await;
+    let app = app_with(None, Some(&moneroo), None).await;
+    let (_, p) = app.post_json(&app.api_key, "/v1/payments", json!({"amount": 500, "currency": "XOF", "provider": "moneroo",
+        "customer": {"email": "a@example.com", "name": "Awa Diop"}, "return_url": "https://shop.example/r"})).await;
+    let (s, b) = app
+        .post_json(
+            &app.api_key,
+            &format!("/v1/payments/{}/refunds", p["id"].as_str().unwrap_or("")),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (422, Some("refund_not_supported"))
+    );
+}

@@ -1,0 +1,148 @@
+//! The pending-payment poller: payments open at a provider for longer than a configured age
+//! are re-queried, so a webhook that never came (or was lost) does not leave them pending
+//! forever; the provider's own expiry (Moneroo `cancelled`, eBilling bill expiry) ends them.
+//!
+//! Several gateways may run it at once: each pass claims its batch by stamping
+//! `last_polled_at` in a transaction that selected the rows `FOR UPDATE SKIP LOCKED`, so a
+//! payment is asked about by one gateway per interval. [`Poller::poll_once`] is one pass, for
+//! tests; [`Poller::run`] schedules it with tokio-cron-scheduler.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use entity::payment_status::PaymentStatus;
+use entity::payments;
+use sea_orm::sea_query::{Expr, LockBehavior, LockType};
+use sea_orm::{
+    ColumnTrait, Condition, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
+};
+use tokio_cron_scheduler::{Job, JobScheduler};
+use worker::settings::ProviderSettings;
+
+use crate::inbound::verify_and_apply;
+use crate::state::AppState;
+
+const BATCH: u64 = 50;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PollOutcome {
+    pub checked: usize,
+    pub moved: usize,
+    pub errors: usize,
+}
+
+#[derive(Clone)]
+pub struct Poller {
+    state: AppState,
+    interval: Duration,
+    age: Duration,
+    running: Arc<AtomicBool>,
+}
+
+impl Poller {
+    pub fn new(state: AppState, settings: &ProviderSettings) -> Poller {
+        Poller {
+            state,
+            interval: settings.poll_interval,
+            age: settings.poll_age,
+            running: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Claims up to a batch of open payments that are due a check.
+    async fn claim(&self) -> Result<Vec<payments::Model>, DbErr> {
+        use payments::Column as C;
+        let now = Utc::now();
+        let older_than = now - chrono::Duration::from_std(self.age).unwrap_or_default();
+        let checked_before = now - chrono::Duration::from_std(self.interval).unwrap_or_default();
+        let txn = self.state.db.begin().await?;
+        let due = payments::Entity::find()
+            .filter(C::Status.is_in([
+                PaymentStatus::Pending.as_str(),
+                PaymentStatus::Processing.as_str(),
+            ]))
+            .filter(C::Provider.ne("simulated"))
+            .filter(C::ProviderReference.is_not_null())
+            .filter(C::CreatedAt.lte(older_than))
+            .filter(
+                Condition::any()
+                    .add(C::LastPolledAt.is_null())
+                    .add(C::LastPolledAt.lte(checked_before)),
+            )
+            .order_by_asc(C::CreatedAt)
+            .limit(BATCH)
+            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+            .all(&txn)
+            .await?;
+        if !due.is_empty() {
+            payments::Entity::update_many()
+                .col_expr(C::LastPolledAt, Expr::value(now))
+                .filter(C::Id.is_in(due.iter().map(|p| p.id.clone())))
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(due)
+    }
+
+    /// One pass: claim, ask each payment's provider, apply what it says.
+    pub async fn poll_once(&self) -> Result<PollOutcome, DbErr> {
+        if self.running.swap(true, Ordering::SeqCst) {
+            return Ok(PollOutcome::default());
+        }
+        let result = async {
+            let due = self.claim().await?;
+            let mut outcome = PollOutcome {
+                checked: due.len(),
+                ..PollOutcome::default()
+            };
+            for payment in &due {
+                let provider: &'static str = match payment.provider.as_str() {
+                    "stripe" => "stripe",
+                    "moneroo" => "moneroo",
+                    "ebilling" => "ebilling",
+                    _ => continue,
+                };
+                match verify_and_apply(&self.state, provider, payment, "poll", "", None).await {
+                    Ok(crate::services::provider_events::Applied::Applied) => outcome.moved += 1,
+                    Ok(_) => {}
+                    Err(_) => outcome.errors += 1,
+                }
+            }
+            Ok(outcome)
+        }
+        .await;
+        self.running.store(false, Ordering::SeqCst);
+        result
+    }
+
+    /// Schedules `poll_once` every interval until `stop` fires.
+    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
+        let mut scheduler = JobScheduler::new().await?;
+        let poller = self.clone();
+        scheduler
+            .add(Job::new_repeated_async(self.interval, move |_, _| {
+                let poller = poller.clone();
+                Box::pin(async move {
+                    match poller.poll_once().await {
+                        Ok(o) if o.checked > 0 => tracing::info!(
+                            checked = o.checked,
+                            moved = o.moved,
+                            errors = o.errors,
+                            "provider poll"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(error = %e, "provider poll failed"),
+                    }
+                })
+            })?)
+            .await?;
+        scheduler.start().await?;
+        let _ = stop.changed().await;
+        let _ = scheduler.shutdown().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,176 @@
+//! Refunds (`re_…`) of succeeded payments, full or partial, never more than what is left.
+//!
+//! Step one locks the payment and reserves the amount as a `pending` refund (in-flight
+//! refunds count against what is left, so two concurrent refunds cannot exceed the payment);
+//! the provider is then called outside any transaction; step two records the result, raises
+//! `amount_refunded`, and moves the payment to `refunded` with its event when nothing is left.
+
+use chrono::Utc;
+use entity::ids::IdKind;
+use entity::payment_status::PaymentStatus;
+use entity::{payments, refunds};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
+};
+
+use super::idempotency::{Idempotent, Outcome};
+use super::payments::{lock, transition};
+use crate::api::dto::Refund;
+use crate::error::ApiError;
+use crate::providers::{ProviderError, Providers};
+
+/// Providers with a refund API.
+fn supports_refunds(provider: &str) -> bool {
+    matches!(provider, "simulated" | "stripe")
+}
+
+pub async fn create(
+    db: &DatabaseConnection,
+    providers: &Providers,
+    merchant_id: &str,
+    payment_id: &str,
+    amount: Option<i64>,
+    idempotency_key: Option<&str>,
+) -> Result<Outcome<Refund>, ApiError> {
+    let request = Idempotent {
+        merchant_id,
+        key: idempotency_key,
+        operation: "POST /v1/payments/{id}/refunds",
+        fingerprint: super::sha256_hex(format!("{payment_id}:{amount:?}").as_bytes()),
+    };
+    if let Some(done) = request.done::<Refund>(db).await? {
+        return Ok(done);
+    }
+    let (payment, refund) = reserve(db, merchant_id, payment_id, amount).await?;
+    let result = if payment.provider == "simulated" {
+        Ok(format!("sim_{}", refund.id))
+    } else {
+        providers.refund(&payment, &refund.id, refund.amount).await
+    };
+    request
+        .run(db, async |txn: &DatabaseTransaction| {
+            settle(txn, refund, result).await
+        })
+        .await
+}
+
+async fn reserve(
+    db: &DatabaseConnection,
+    merchant_id: &str,
+    payment_id: &str,
+    amount: Option<i64>,
+) -> Result<(payments::Model, refunds::Model), ApiError> {
+    let txn = db.begin().await?;
+    let payment = lock(&txn, merchant_id, payment_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment", payment_id))?;
+    if !supports_refunds(&payment.provider) {
+        return Err(ApiError::invalid(
+            "id",
+            "refund_not_supported",
+            format!("The provider {} has no refund API.", payment.provider),
+        ));
+    }
+    if payment.status != PaymentStatus::Succeeded.as_str() {
+        return Err(ApiError::conflict(
+            "payment_not_refundable",
+            format!(
+                "A {} payment cannot be refunded; only succeeded ones can.",
+                payment.status
+            ),
+        ));
+    }
+    let in_flight: i64 = refunds::Entity::find()
+        .filter(refunds::Column::PaymentId.eq(payment_id))
+        .filter(refunds::Column::Status.eq("pending"))
+        .all(&txn)
+        .await?
+        .iter()
+        .map(|r| r.amount)
+        .sum();
+    let left = payment.amount - payment.amount_refunded - in_flight;
+    let requested = amount.unwrap_or(left);
+    if left <= 0 {
+        return Err(ApiError::conflict(
+            "payment_fully_refunded",
+            "Nothing is left to refund on this payment.",
+        ));
+    }
+    if requested < 1 || requested > left {
+        return Err(ApiError::invalid(
+            "amount",
+            "amount_too_large",
+            format!("amount must be between 1 and {left}, what is left to refund."),
+        ));
+    }
+    let now = Utc::now();
+    let refund = refunds::Entity::insert(refunds::ActiveModel {
+        id: Set(IdKind::Refund.generate()),
+        merchant_id: Set(merchant_id.to_string()),
+        payment_id: Set(payment_id.to_string()),
+        amount: Set(requested),
+        status: Set("pending".into()),
+        provider_reference: Set(None),
+        failure_message: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .exec_with_returning(&txn)
+    .await?;
+    txn.commit().await?;
+    Ok((payment, refund))
+}
+
+async fn settle(
+    txn: &DatabaseTransaction,
+    refund: refunds::Model,
+    result: Result<String, ProviderError>,
+) -> Result<Refund, DbErr> {
+    let now = Utc::now();
+    let (status, reference, failure) = match &result {
+        Ok(reference) => ("succeeded", Some(reference.clone()), None),
+        Err(e) => ("failed", None, Some(e.to_string())),
+    };
+    let mut active: refunds::ActiveModel = refund.into();
+    active.status = Set(status.into());
+    active.provider_reference = Set(reference);
+    active.failure_message = Set(failure);
+    active.updated_at = Set(now);
+    let refund = refunds::Entity::update(active).exec(txn).await?;
+    if result.is_ok()
+        && let Some(payment) = payments::Entity::find_by_id(refund.payment_id.clone())
+            .one(txn)
+            .await?
+    {
+        let total = (payment.amount_refunded + refund.amount).min(payment.amount);
+        payments::Entity::update_many()
+            .col_expr(payments::Column::AmountRefunded, Expr::value(total))
+            .col_expr(payments::Column::UpdatedAt, Expr::value(now))
+            .filter(payments::Column::Id.eq(payment.id.as_str()))
+            .exec(txn)
+            .await?;
+        if total == payment.amount {
+            let payment = payments::Model {
+                amount_refunded: total,
+                ..payment
+            };
+            let _ = transition(txn, payment, PaymentStatus::Refunded, None, None).await?;
+        }
+    }
+    Ok(Refund::from(&refund))
+}
+
+pub async fn list<C: ConnectionTrait>(
+    db: &C,
+    merchant_id: &str,
+    payment_id: &str,
+) -> Result<Vec<refunds::Model>, DbErr> {
+    refunds::Entity::find()
+        .filter(refunds::Column::MerchantId.eq(merchant_id))
+        .filter(refunds::Column::PaymentId.eq(payment_id))
+        .order_by_desc(refunds::Column::Id)
+        .all(db)
+        .await
+}
