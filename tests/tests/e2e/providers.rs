@@ -694,3 +694,58 @@ async fn providers_without_a_refund_api_say_so() {
         (422, Some("refund_not_supported"))
     );
 }
+
+#[tokio::test]
+async fn malformed_moneroo_and_ebilling_webhooks_are_refused_and_change_nothing() {
+    let (moneroo, ebilling) = (mocks::moneroo().await, mocks::ebilling().await);
+    let app = app_with(None, Some(&moneroo), Some(&ebilling)).await;
+    let garbage = b"{not json".to_vec();
+    let r = app
+        .client
+        .post(app.url("/v1/providers/moneroo/webhooks"))
+        .header("content-type", "application/json")
+        .header(
+            "X-Moneroo-Signature",
+            gateway::providers::moneroo::sign(mocks::MONEROO_WEBHOOK_SECRET, &garbage),
+        )
+        .body(garbage)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 400, "signed but not JSON");
+    let r = app
+        .client
+        .post(app.url("/v1/providers/moneroo/webhooks"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 400, "no signature header at all");
+    let r = app
+        .client
+        .post(app.url("/v1/providers/ebilling/webhooks"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("amount=100&paymentsystem=airtelmoney")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 400, "no reference or billingid");
+    assert_eq!(app.count("SELECT count(*) FROM provider_events").await, 0);
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("webhooks_received_total{provider=\"moneroo\",outcome=\"malformed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("webhooks_received_total{provider=\"ebilling\",outcome=\"malformed\"} 1")
+    );
+}
