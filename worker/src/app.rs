@@ -112,11 +112,11 @@ pub fn probe_routes() -> Route {
 }
 
 #[handler]
-async fn metrics_endpoint(probe: Data<&Probe>) -> Response {
+async fn metrics_endpoint(req: &poem::Request, probe: Data<&Probe>) -> Response {
     probe.metrics.refresh_backlog(&probe.db, &probe.bus).await;
-    Response::builder()
-        .content_type(metrics::CONTENT_TYPE)
-        .body(metrics::encode(&probe.registry))
+    let accept = req.headers().get("accept").and_then(|v| v.to_str().ok());
+    let (content_type, body) = metrics::encode_for(&probe.registry, accept);
+    Response::builder().content_type(content_type).body(body)
 }
 
 #[handler]

@@ -100,6 +100,22 @@ pub async fn claim_due<C: TransactionTrait>(
     Ok(ids)
 }
 
+/// Makes claimed rows due again at once (a worker shutting down hands them back).
+pub async fn release<C: ConnectionTrait>(db: &C, ids: &[String]) -> Result<u64, DbErr> {
+    use webhook_deliveries::Column as C;
+    let now = Utc::now();
+    let result = webhook_deliveries::Entity::update_many()
+        .col_expr(C::Status, Expr::value(DeliveryStatus::Pending.as_str()))
+        .col_expr(C::NextRetryAt, Expr::value(now))
+        .col_expr(C::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(C::UpdatedAt, Expr::value(now))
+        .filter(C::Id.is_in(ids.to_vec()))
+        .filter(C::Status.eq(DeliveryStatus::Processing.as_str()))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected)
+}
+
 /// What one attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptOutcome {

@@ -62,6 +62,9 @@ struct Inner {
     sweeping: AtomicBool,
     in_flight: AtomicUsize,
     idle: Notify,
+    /// Deliveries this worker holds a claim on and has not recorded yet, released at shutdown.
+    claims: std::sync::Mutex<std::collections::HashSet<String>>,
+    shutdown_grace: std::sync::Mutex<Duration>,
 }
 
 /// Counts a task as in flight until dropped, so shutdown can wait for sends to finish.
@@ -90,6 +93,8 @@ impl Worker {
         metrics: Arc<DeliveryMetrics>,
     ) -> Result<Worker, reqwest::Error> {
         let sender = WebhookSender::new(settings.timeout, settings.allow_private_urls)?;
+        // Sends are bounded by the HTTP timeout, so waiting a little longer lets them finish.
+        let settings_timeout_grace = settings.timeout + Duration::from_secs(2);
         Ok(Worker {
             inner: Arc::new(Inner {
                 policy: settings.retry_policy(),
@@ -101,8 +106,29 @@ impl Worker {
                 sweeping: AtomicBool::new(false),
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
+                claims: std::sync::Mutex::default(),
+                shutdown_grace: std::sync::Mutex::new(settings_timeout_grace),
             }),
         })
+    }
+
+    /// How long shutdown waits for sends in flight before releasing what is left.
+    pub fn set_shutdown_grace(&self, grace: Duration) {
+        if let Ok(mut g) = self.inner.shutdown_grace.lock() {
+            *g = grace;
+        }
+    }
+
+    fn hold(&self, ids: impl IntoIterator<Item = String>) {
+        if let Ok(mut c) = self.inner.claims.lock() {
+            c.extend(ids);
+        }
+    }
+
+    fn let_go(&self, id: &str) {
+        if let Ok(mut c) = self.inner.claims.lock() {
+            c.remove(id);
+        }
     }
 
     pub fn metrics(&self) -> &DeliveryMetrics {
@@ -172,11 +198,24 @@ impl Worker {
     /// Attempts deliveries whose context is already in memory, concurrently.
     pub async fn deliver_loaded(&self, claimed: Vec<AttemptContext>) -> Vec<AttemptOutcome> {
         let inner = &self.inner;
+        self.hold(claimed.iter().map(|c| c.delivery.id.clone()));
         let attempts = claimed.into_iter().map(|ctx| async move {
             let id = ctx.delivery.id.clone();
+            let first_lag = ctx
+                .delivery
+                .last_attempt_at
+                .is_none()
+                .then(|| chrono::Utc::now() - ctx.event.created_at);
             match deliveries::attempt(&inner.db, &inner.sender, &inner.policy, ctx).await {
                 Ok((outcome, result)) => {
+                    self.let_go(&id);
                     inner.metrics.observe(&outcome, result.as_ref());
+                    if let (Some(lag), Some(_)) = (first_lag, result.as_ref()) {
+                        inner
+                            .metrics
+                            .first_attempt_lag
+                            .observe(lag.num_microseconds().unwrap_or(0) as f64 / 1e6);
+                    }
                     outcome
                 }
                 Err(e) => {
@@ -208,6 +247,7 @@ impl Worker {
         let mut total = SweepOutcome::default();
         loop {
             let ids = deliveries::claim_due(&self.inner.db, s.batch_size, s.lease()).await?;
+            self.hold(ids.iter().cloned());
             let full = ids.len() as u64 == s.batch_size;
             total.claimed += ids.len();
             for outcome in self.deliver(&ids).await {
@@ -296,7 +336,12 @@ impl Worker {
         let _ = stop_tx.send(true);
         let _ = consumer.await;
         let _ = scheduler.shutdown().await;
-        let grace = self.inner.settings.timeout + Duration::from_secs(2);
+        let grace = self
+            .inner
+            .shutdown_grace
+            .lock()
+            .map(|g| *g)
+            .unwrap_or_default();
         let _ = tokio::time::timeout(grace, async {
             while self.inner.in_flight.load(Ordering::SeqCst) > 0 {
                 let idle = self.inner.idle.notified();
@@ -307,6 +352,27 @@ impl Worker {
             }
         })
         .await;
+        self.release_claims().await;
         Ok(())
+    }
+
+    /// Gives back deliveries this worker claimed but did not record, so another worker can
+    /// take them now rather than after the lease.
+    async fn release_claims(&self) {
+        let ids: Vec<String> = self
+            .inner
+            .claims
+            .lock()
+            .map(|c| c.iter().cloned().collect())
+            .unwrap_or_default();
+        if ids.is_empty() {
+            return;
+        }
+        match deliveries::release(&self.inner.db, &ids).await {
+            Ok(n) => tracing::info!(released = n, "released claimed deliveries at shutdown"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release claims; their leases will expire")
+            }
+        }
     }
 }

@@ -10,13 +10,13 @@ use crate::services::payments;
 use crate::state::AppState;
 
 #[handler]
-pub async fn metrics(state: Data<&AppState>) -> Response {
+pub async fn metrics(req: &poem::Request, state: Data<&AppState>) -> Response {
     if let Some(delivery) = &state.delivery_metrics {
         delivery.refresh_backlog(&state.db, &state.bus).await;
     }
-    Response::builder()
-        .content_type(worker::metrics::CONTENT_TYPE)
-        .body(worker::metrics::encode(&state.registry))
+    let accept = req.headers().get("accept").and_then(|v| v.to_str().ok());
+    let (content_type, body) = worker::metrics::encode_for(&state.registry, accept);
+    Response::builder().content_type(content_type).body(body)
 }
 
 #[handler]

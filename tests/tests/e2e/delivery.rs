@@ -449,7 +449,31 @@ async fn unparseable_messages_are_dead_lettered_and_metrics_show_the_queues() {
     ] {
         assert!(text.contains(line), "worker /metrics lacks {line}:\n{text}");
     }
-    assert!(text.ends_with("# EOF\n"));
+    assert!(
+        text.contains("# TYPE webhook_deliveries_total counter") && !text.contains("# EOF"),
+        "classic text by default"
+    );
+    let open_metrics = app
+        .client
+        .get(&worker_metrics)
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .expect("scrape");
+    assert!(
+        open_metrics.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("application/openmetrics-text")
+    );
+    assert!(
+        open_metrics
+            .text()
+            .await
+            .expect("text")
+            .ends_with("# EOF\n"),
+        "OpenMetrics when asked for"
+    );
     let ready = app
         .client
         .get(format!(

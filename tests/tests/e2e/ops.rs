@@ -1,0 +1,483 @@
+//! Operability: what an SRE relies on. Prometheus accepts our metrics, config and alert
+//! rules (and the rules' own unit tests pass); the dashboard and alerts only name metrics that
+//! exist; every deploy file parses and sets every variable the binaries read; shutdown loses
+//! nothing and leaves nothing claimed.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use payrail_tests::mocks;
+use payrail_tests::{Behavior, Options, Receiver, TestApp};
+use serde_json::json;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// promtool, from Debian's `prometheus` package, installed on first use (one installer at a
+/// time: tests run in parallel processes).
+fn promtool() -> &'static str {
+    let found = Command::new("sh")
+        .args(["-c", "command -v promtool"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        let status = Command::new("flock")
+            .args(["/tmp/payrail-promtool.lock", "sh", "-c", "command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }"])
+            .status()
+            .expect("run the installer");
+        assert!(
+            status.success(),
+            "could not install promtool (Debian package prometheus)"
+        );
+    }
+    "promtool"
+}
+
+fn promtool_ok(args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = Command::new(promtool())
+        .args(args)
+        .current_dir(repo().join("deploy/prometheus"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    if let Some(text) = stdin {
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write");
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("promtool finishes");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool {args:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn prometheus_accepts_the_config_the_rules_and_the_rules_unit_tests() {
+    promtool_ok(&["check", "config", "prometheus.yml"], None);
+    let rules = promtool_ok(&["check", "rules", "alerts.yml"], None);
+    assert!(rules.contains("8 rules found"), "{rules}");
+    promtool_ok(&["test", "rules", "alerts_test.yml"], None);
+}
+
+/// Brings traffic through every metric family, then returns (gateway, worker) /metrics text.
+async fn scrape_after_traffic(app: &TestApp) -> (String, String) {
+    let receiver = Receiver::start(Behavior::Statuses(vec![500], 200)).await;
+    app.create_endpoint(&receiver.url).await;
+    let payment = app.create_payment(1234).await;
+    let complete = format!(
+        "/v1/sandbox/payments/{}/complete",
+        payment["id"].as_str().unwrap_or("")
+    );
+    app.post_json(&app.api_key, &complete, json!({"outcome": "succeeded"}))
+        .await;
+    app.get_json(&app.api_key, "/v1/payments/pay_missing").await;
+    app.eventually(Duration::from_secs(15), "a retried delivery", || async {
+        (receiver.received().len() >= 2).then_some(())
+    })
+    .await;
+    let get = |url: String| async move {
+        app.client
+            .get(url)
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("text")
+    };
+    let worker = app.worker_base.clone().expect("worker runs");
+    (
+        get(app.url("/metrics")).await,
+        get(format!("{worker}/metrics")).await,
+    )
+}
+
+#[tokio::test]
+async fn promtool_accepts_both_metrics_endpoints() {
+    let app = TestApp::spawn_with(Options {
+        webhook: Options::default().webhook,
+        ..Options::default()
+    })
+    .await;
+    let (gateway, worker) = scrape_after_traffic(&app).await;
+    promtool_ok(&["check", "metrics"], Some(&gateway));
+    promtool_ok(&["check", "metrics"], Some(&worker));
+    for family in [
+        "http_request_duration_seconds",
+        "http_requests_total",
+        "http_request_errors_total",
+        "payments_total",
+        "payment_amount",
+        "active_connections",
+    ] {
+        assert!(
+            gateway.contains(&format!("# TYPE {family}")),
+            "gateway lacks {family}"
+        );
+    }
+    for family in [
+        "webhook_deliveries_total",
+        "webhook_delivery_errors_total",
+        "webhook_delivery_duration_seconds",
+        "queue_size",
+        "webhook_oldest_due_delivery_age_seconds",
+        "webhook_event_to_first_attempt_seconds",
+    ] {
+        assert!(
+            worker.contains(&format!("# TYPE {family}")),
+            "worker lacks {family}"
+        );
+    }
+    assert!(
+        worker.contains("webhook_delivery_errors_total{class=\"5xx\"} 1"),
+        "{worker}"
+    );
+    assert!(
+        gateway.contains("route=\"get_payment\""),
+        "routes are labelled by template, not raw path"
+    );
+    assert!(!gateway.contains("pay_missing"), "no raw ids in labels");
+    assert!(
+        !gateway.contains("payout"),
+        "payouts do not exist: no metrics for them"
+    );
+}
+
+/// Metric families named in a PromQL expression: identifiers that are not function calls,
+/// keywords, label matchers, ranges or grouping labels.
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let strip = |re: &str, text: &str| {
+        regex::Regex::new(re)
+            .expect("regex")
+            .replace_all(text, " ")
+            .into_owned()
+    };
+    let text = strip(r"\{[^}]*\}", expr);
+    let text = strip(r"\[[^\]]*\]", &text);
+    let text = strip(r"\b(by|without|on|ignoring)\s*\([^)]*\)", &text);
+    let keywords = ["and", "or", "unless", "bool", "offset"];
+    regex::Regex::new(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?")
+        .expect("regex")
+        .captures_iter(&text)
+        .filter(|c| c.get(2).is_none() && !keywords.contains(&&c[1]))
+        .map(|c| {
+            c[1].trim_end_matches("_bucket")
+                .trim_end_matches("_count")
+                .trim_end_matches("_sum")
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_dashboard_and_the_alerts_only_name_metrics_we_export() {
+    let app = TestApp::spawn().await;
+    let (gateway, worker) = scrape_after_traffic(&app).await;
+    let exported: BTreeSet<String> = format!("{gateway}\n{worker}")
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_string)
+        .chain(["up".to_string()])
+        .collect();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("deploy/grafana/dashboards/payrail-overview.json"))
+            .expect("dashboard"),
+    )
+    .expect("dashboard is JSON");
+    let mut exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        exprs.len() >= 12,
+        "the dashboard covers payments, API, webhooks, queues"
+    );
+    let alerts: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo().join("deploy/prometheus/alerts.yml")).expect("alerts"),
+    )
+    .expect("alerts are YAML");
+    for group in alerts["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            exprs.push(rule["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    for expr in &exprs {
+        let names = metric_names(expr);
+        assert!(!names.is_empty(), "no metric in {expr}");
+        for name in names {
+            assert!(
+                exported.contains(&name),
+                "{name} (in `{expr}`) is not exported; exported: {exported:?}"
+            );
+        }
+    }
+}
+
+/// Every environment variable the binaries read, found in their source.
+fn variables_read() -> BTreeSet<String> {
+    let re = regex::Regex::new(r#""((?:PAYRAIL|STRIPE|MONEROO|EBILLING)_[A-Z_]+|DATABASE_URL|AMQP_URL|REDIS_URL|RUST_LOG)""#).expect("regex");
+    let mut found = BTreeSet::new();
+    for file in [
+        "worker/src/settings.rs",
+        "worker/src/telemetry.rs",
+        "gateway/src/app.rs",
+    ] {
+        let text = std::fs::read_to_string(repo().join(file)).expect("source");
+        found.extend(re.captures_iter(&text).map(|c| c[1].to_string()));
+    }
+    found.remove("PAYRAIL_WEBHOOK_SWEEP_INTERVAL/PAYRAIL_WEBHOOK_TIMEOUT");
+    found
+}
+
+fn yaml_documents(path: &Path) -> Vec<serde_yaml::Value> {
+    use serde::Deserialize as _;
+    let text = std::fs::read_to_string(path).expect("read");
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| {
+            serde_yaml::Value::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        })
+        .collect()
+}
+
+#[test]
+fn deploy_files_parse_and_set_every_variable_the_binaries_read() {
+    let read = variables_read();
+    assert!(read.len() >= 25, "found only {read:?}");
+    for dir in [
+        "deploy",
+        "deploy/prometheus",
+        "deploy/k8s",
+        "deploy/grafana/provisioning/datasources",
+        "deploy/grafana/provisioning/dashboards",
+    ] {
+        for entry in std::fs::read_dir(repo().join(dir)).expect("dir") {
+            let path = entry.expect("entry").path();
+            if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yml" | "yaml")
+            ) {
+                assert!(
+                    !yaml_documents(&path).is_empty(),
+                    "{} is empty",
+                    path.display()
+                );
+            }
+        }
+    }
+    // Compose: the shared environment sets everything but the optional provider credentials.
+    let compose = &yaml_documents(&repo().join("deploy/docker-compose.yml"))[0];
+    let env = compose["x-payrail-env"]
+        .as_mapping()
+        .expect("x-payrail-env");
+    let optional = |v: &str| {
+        ["STRIPE_", "MONEROO_", "EBILLING_"]
+            .iter()
+            .any(|p| v.starts_with(p))
+            || v == "PAYRAIL_SIMULATED_WEBHOOK_SECRET"
+    };
+    for var in read.iter().filter(|v| !optional(v)) {
+        assert!(env.contains_key(var.as_str()), "compose does not set {var}");
+    }
+    for service in ["gateway", "worker-1", "worker-2", "migrate"] {
+        assert!(
+            compose["services"][service]["environment"].is_mapping(),
+            "{service} has no environment"
+        );
+    }
+    for service in ["postgres", "rabbitmq", "redis", "prometheus", "grafana"] {
+        assert!(
+            compose["services"].get(service).is_some(),
+            "compose lacks {service}"
+        );
+    }
+    // Kubernetes: ConfigMap + Secret together name every variable; probes, resources, HPA, PDB.
+    let mut k8s = Vec::new();
+    for file in ["configmap.yaml", "gateway.yaml", "worker.yaml"] {
+        k8s.extend(yaml_documents(&repo().join("deploy/k8s").join(file)));
+    }
+    let kinds: Vec<&str> = k8s.iter().filter_map(|d| d["kind"].as_str()).collect();
+    for kind in [
+        "ConfigMap",
+        "Secret",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "Job",
+    ] {
+        assert!(kinds.contains(&kind), "no {kind} in deploy/k8s");
+    }
+    let mut named = BTreeSet::new();
+    for doc in &k8s {
+        for key in ["data", "stringData"] {
+            if let Some(m) = doc[key].as_mapping() {
+                named.extend(m.keys().filter_map(|k| k.as_str().map(str::to_string)));
+            }
+        }
+    }
+    for var in &read {
+        assert!(named.contains(var), "deploy/k8s names no {var}");
+    }
+    for doc in k8s.iter().filter(|d| d["kind"] == "Deployment") {
+        let container = &doc["spec"]["template"]["spec"]["containers"][0];
+        assert!(
+            container["readinessProbe"].is_mapping() && container["livenessProbe"].is_mapping(),
+            "probes"
+        );
+        assert!(
+            container["resources"]["requests"].is_mapping(),
+            "resource requests"
+        );
+        assert_eq!(
+            doc["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
+            serde_yaml::Value::Bool(true)
+        );
+    }
+    let dockerfile = std::fs::read_to_string(repo().join("deploy/Dockerfile")).expect("Dockerfile");
+    assert!(
+        dockerfile.contains("AS gateway")
+            && dockerfile.contains("AS worker")
+            && dockerfile.contains("USER 10001")
+    );
+}
+
+#[tokio::test]
+async fn the_gateway_finishes_requests_in_flight_on_shutdown() {
+    let stripe = mocks::stripe().await;
+    stripe.delay(Some(Duration::from_millis(600)));
+    let app = TestApp::spawn_with(Options {
+        providers: mocks::settings(Some(&stripe), None, None),
+        ..Options::default()
+    })
+    .await;
+    // A dedicated gateway we can stop (the TestApp's runs until the test ends).
+    let mut settings = app.settings.clone();
+    settings.providers = mocks::settings(Some(&stripe), None, None);
+    let gw = gateway::Application::build(settings)
+        .await
+        .expect("gateway");
+    let base = format!("http://127.0.0.1:{}", gw.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(gw.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let slow = client
+        .post(format!("{base}/v1/payments"))
+        .bearer_auth(&app.api_key)
+        .json(&json!({"amount": 2000, "currency": "usd", "provider": "stripe"}))
+        .send();
+    let slow = tokio::spawn(slow);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = stop.send(());
+    let answer = slow
+        .await
+        .expect("join")
+        .expect("the request in flight gets its answer");
+    assert_eq!(answer.status(), 201);
+    running.await.expect("join").expect("clean stop");
+    assert!(
+        client
+            .get(format!("{base}/health/live"))
+            .send()
+            .await
+            .is_err(),
+        "no longer accepting"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM events WHERE published_at IS NULL")
+            .await,
+        0,
+        "the outbox was drained"
+    );
+}
+
+#[tokio::test]
+async fn a_stopping_worker_finishes_its_sends_and_releases_what_it_could_not() {
+    let app = TestApp::spawn_with(Options {
+        start_worker: false,
+        webhook: {
+            let mut w = Options::default().webhook;
+            w.timeout = Duration::from_secs(1);
+            w
+        },
+        ..Options::default()
+    })
+    .await;
+    let receiver = Receiver::start(Behavior::Hang(Duration::from_millis(600))).await;
+    app.create_endpoint(&receiver.url).await;
+
+    // A send in flight at shutdown is finished and recorded.
+    let first = worker::app::WorkerApplication::build(app.settings.clone())
+        .await
+        .expect("worker");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(first.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    app.create_payment(100).await;
+    app.eventually(
+        Duration::from_secs(10),
+        "the receiver to be called",
+        || async { (!receiver.received().is_empty()).then_some(()) },
+    )
+    .await;
+    let _ = stop.send(());
+    running.await.expect("join").expect("clean stop");
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_attempts").await,
+        1,
+        "the send in flight was recorded"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'processing'")
+            .await,
+        0
+    );
+
+    // With no time to wait, a claimed send is released (due now), not left leased.
+    let second = worker::app::WorkerApplication::build(app.settings.clone())
+        .await
+        .expect("worker");
+    second.worker().set_shutdown_grace(Duration::ZERO);
+    receiver.behave(Behavior::Hang(Duration::from_secs(5)));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(second.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    app.create_payment(100).await;
+    app.eventually(
+        Duration::from_secs(10),
+        "the second send to start",
+        || async { (receiver.received().len() >= 2).then_some(()) },
+    )
+    .await;
+    let _ = stop.send(());
+    running.await.expect("join").expect("clean stop");
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'processing'")
+            .await,
+        0,
+        "released, not leased"
+    );
+    assert_eq!(app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending' AND locked_until IS NULL").await, 1);
+}
