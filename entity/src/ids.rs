@@ -17,6 +17,7 @@ pub enum IdKind {
     WebhookAttempt,
     ProviderEvent,
     Refund,
+    Log,
 }
 
 impl IdKind {
@@ -31,6 +32,7 @@ impl IdKind {
             IdKind::WebhookAttempt => "wha",
             IdKind::ProviderEvent => "pev",
             IdKind::Refund => "re",
+            IdKind::Log => "log",
         }
     }
 

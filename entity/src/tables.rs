@@ -3,6 +3,7 @@
 pub mod api_keys;
 pub mod events;
 pub mod idempotency_keys;
+pub mod logs;
 pub mod merchants;
 pub mod payments;
 pub mod provider_events;

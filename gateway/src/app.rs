@@ -32,6 +32,7 @@ pub struct Application {
     relay_interval: Duration,
     embedded_worker: Option<Worker>,
     poller: crate::poller::Poller,
+    retention: crate::retention::Retention,
 }
 
 /// What embedded mode printed at first start.
@@ -108,6 +109,11 @@ impl Application {
             key_cache: Arc::new(RwLock::new(HashMap::new())),
         };
         let poller = crate::poller::Poller::new(state.clone(), &settings.providers);
+        let retention = crate::retention::Retention {
+            db: state.db.clone(),
+            logs: settings.log_retention,
+            idempotency_keys: settings.idempotency_retention,
+        };
         Ok(Application {
             acceptor,
             port: local.port(),
@@ -115,6 +121,7 @@ impl Application {
             relay_interval: settings.relay_interval,
             embedded_worker,
             poller,
+            retention,
         })
     }
 
@@ -161,6 +168,7 @@ impl Application {
         let docs = service.swagger_ui();
         let spec = service.spec_endpoint();
         let metrics = state.metrics.clone();
+        let db = state.db.clone();
         Route::new()
             .nest("/", service)
             .nest("/docs", docs)
@@ -174,7 +182,7 @@ impl Application {
                 post(api::ops::checkout_action),
             )
             .data(state.clone())
-            .around(move |ep, req| observe(ep, req, metrics.clone()))
+            .around(move |ep, req| observe(ep, req, metrics.clone(), db.clone()))
     }
 
     pub async fn run_until_stopped(
@@ -189,6 +197,7 @@ impl Application {
                 .run(self.relay_interval, stop_rx.clone()),
         );
         let poller = tokio::spawn(self.poller.run(stop_rx.clone()));
+        let retention = tokio::spawn(self.retention.run(stop_rx.clone()));
         let worker = self.embedded_worker.map(|w| {
             let mut rx = stop_rx.clone();
             tokio::spawn(async move {
@@ -206,6 +215,7 @@ impl Application {
         let _ = stop_tx.send(true);
         let _ = relay.await;
         let _ = poller.await;
+        let _ = retention.await;
         if let Err(e) = self.state.relay.drain().await {
             tracing::warn!(error = %e, "final outbox drain failed; the next start publishes what is left");
         }

@@ -21,26 +21,30 @@ async fn check_api_key(req: &Request, bearer: Bearer) -> poem::Result<AuthedMerc
         .data::<AppState>()
         .ok_or_else(|| ApiError::internal("application state missing"))?;
     let hash = sha256_hex(bearer.token.as_bytes());
-    if let Some(hit) = state
+    let cached = state
         .key_cache
         .read()
         .ok()
-        .and_then(|c| c.get(&hash).cloned())
-    {
-        return Ok(hit);
-    }
-    match merchants::authenticate(&state.db, &bearer.token)
-        .await
-        .map_err(ApiError::from)?
-    {
-        Some(merchant) => {
-            if let Ok(mut cache) = state.key_cache.write() {
-                cache.insert(hash, merchant.clone());
+        .and_then(|c| c.get(&hash).cloned());
+    let merchant = match cached {
+        Some(hit) => hit,
+        None => match merchants::authenticate(&state.db, &bearer.token)
+            .await
+            .map_err(ApiError::from)?
+        {
+            Some(merchant) => {
+                if let Ok(mut cache) = state.key_cache.write() {
+                    cache.insert(hash, merchant.clone());
+                }
+                merchant
             }
-            Ok(merchant)
-        }
-        None => Err(ApiError::unauthorized("Invalid API key provided.").into()),
+            None => return Err(ApiError::unauthorized("Invalid API key provided.").into()),
+        },
+    };
+    if let Some(slot) = req.extensions().get::<crate::metrics::MerchantSlot>() {
+        slot.set(&merchant.merchant_id);
     }
+    Ok(merchant)
 }
 
 /// The operator's admin token.

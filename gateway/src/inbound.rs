@@ -24,6 +24,11 @@ pub async fn apply(state: &AppState, event: VerifiedEvent<'_>) -> Result<Applied
     if let (Applied::Applied, Some(p)) = (outcome, payment) {
         state.metrics.payment_status(&p.provider, &p.status);
         state.after_payment_change(&p.merchant_id).await;
+        if p.status == "failed" {
+            state
+                .log_payment_failure(&crate::api::dto::Payment::from(&p), &p.merchant_id, None)
+                .await;
+        }
     }
     state.metrics.webhook_received(&provider, outcome.as_str());
     tracing::info!(provider = %provider, provider_event_id = %provider_event_id, outcome = outcome.as_str(), "provider webhook");

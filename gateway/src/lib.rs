@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod poller;
 pub mod providers;
 pub mod relay;
+pub mod retention;
 pub mod sandbox;
 pub mod services;
 pub mod state;

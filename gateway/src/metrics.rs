@@ -129,6 +129,23 @@ impl ApiMetrics {
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
+/// Filled by authentication with the caller's merchant, so an error answered later can be
+/// filed in that merchant's log store.
+#[derive(Clone, Debug, Default)]
+pub struct MerchantSlot(Arc<std::sync::Mutex<Option<String>>>);
+
+impl MerchantSlot {
+    pub fn set(&self, merchant_id: &str) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(merchant_id.to_string());
+        }
+    }
+
+    fn get(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|s| s.clone())
+    }
+}
+
 /// Bodies above this are refused with 413 (by Content-Length) or cut off (chunked bodies,
 /// which then fail to parse with a 400): either way nothing is changed.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -137,6 +154,7 @@ pub async fn observe<E: Endpoint>(
     next: E,
     mut req: Request,
     metrics: Arc<ApiMetrics>,
+    db: sea_orm::DatabaseConnection,
 ) -> poem::Result<Response> {
     let declared = req
         .headers()
@@ -165,6 +183,8 @@ pub async fn observe<E: Endpoint>(
         .map(str::to_string)
         .unwrap_or_else(|| format!("req_{}", entity::ids::random_token(20)));
     req.extensions_mut().insert(RequestId(request_id.clone()));
+    let merchant = MerchantSlot::default();
+    req.extensions_mut().insert(merchant.clone());
     let method = req.method().to_string();
     metrics.active.inc();
     let started = Instant::now();
@@ -195,6 +215,27 @@ pub async fn observe<E: Endpoint>(
         .observe(elapsed.as_secs_f64());
     if status >= 400 {
         metrics.errors.get_or_create_owned(&labels).inc();
+    }
+    if status >= 500 {
+        let merchant_id = merchant.get();
+        worker::logs::record(
+            &db,
+            worker::logs::Entry {
+                merchant_id: merchant_id.as_deref(),
+                level: if status == 502 {
+                    worker::logs::Level::Error
+                } else {
+                    worker::logs::Level::Critical
+                },
+                source: "api",
+                message: &format!("{method} {route} answered {status}"),
+                context: Some(
+                    serde_json::json!({"route": route, "method": method, "status": status}),
+                ),
+                request_id: Some(&request_id),
+            },
+        )
+        .await;
     }
     if let Ok(v) = request_id.parse() {
         response.headers_mut().insert("x-request-id", v);

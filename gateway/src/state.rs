@@ -41,4 +41,37 @@ impl AppState {
         self.relay.notify();
         self.cache.delete(&recent_cache_key(merchant_id)).await;
     }
+
+    /// Records a payment that just failed in its merchant's log store.
+    pub async fn log_payment_failure(
+        &self,
+        payment: &crate::api::dto::Payment,
+        merchant_id: &str,
+        request_id: Option<&str>,
+    ) {
+        worker::logs::record(
+            &self.db,
+            worker::logs::Entry {
+                merchant_id: Some(merchant_id),
+                level: worker::logs::Level::Error,
+                source: "payments",
+                message: &format!(
+                    "Payment {} failed: {}",
+                    payment.id,
+                    payment.failure_code.as_deref().unwrap_or("unknown")
+                ),
+                context: Some(serde_json::json!({
+                    "payment_id": payment.id,
+                    "provider": payment.provider,
+                    "failure_code": payment.failure_code,
+                    "failure_message": payment.failure_message,
+                })),
+                request_id,
+            },
+        )
+        .await;
+        self.cache
+            .delete(&crate::services::logs::recent_cache_key(merchant_id))
+            .await;
+    }
 }

@@ -93,6 +93,8 @@ pub fn test_settings(database_url: &str, prefix: &str, webhook: WebhookSettings)
         webhook,
         relay_interval: Duration::from_millis(100),
         providers: worker::settings::ProviderSettings::default(),
+        log_retention: Duration::from_secs(30 * 86_400),
+        idempotency_retention: Duration::from_secs(7 * 86_400),
     }
 }
 

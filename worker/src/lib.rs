@@ -15,6 +15,7 @@ pub mod bus;
 pub mod db;
 pub mod deliveries;
 pub mod fanout;
+pub mod logs;
 pub mod metrics;
 pub mod sender;
 pub mod settings;

@@ -19,6 +19,10 @@ pub struct Settings {
     /// How often the relay republishes events left unpublished (crash, broker down).
     pub relay_interval: Duration,
     pub providers: ProviderSettings,
+    /// Log store entries older than this are deleted by the retention job.
+    pub log_retention: Duration,
+    /// Idempotency records older than this are deleted (keys are honoured at least this long).
+    pub idempotency_retention: Duration,
 }
 
 /// A secret from the environment: never printed, not even by `{:?}`.
@@ -289,6 +293,16 @@ impl Settings {
                 parse_duration,
             )?,
             providers: provider_settings(&lookup)?,
+            log_retention: parse_with(
+                "PAYRAIL_LOG_RETENTION",
+                &get("PAYRAIL_LOG_RETENTION", "30d"),
+                parse_duration,
+            )?,
+            idempotency_retention: parse_with(
+                "PAYRAIL_IDEMPOTENCY_RETENTION",
+                &get("PAYRAIL_IDEMPOTENCY_RETENTION", "7d"),
+                parse_duration,
+            )?,
             amqp_url,
             webhook,
         })
@@ -312,7 +326,7 @@ fn parse_with<T>(
     })
 }
 
-/// `250ms`, `30s`, `5m`, `1h`.
+/// `250ms`, `30s`, `5m`, `1h`, `30d`.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     let value = value.trim();
     let split = value
@@ -327,7 +341,8 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
         "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("unknown unit {unit:?}: use ms, s, m or h")),
+        "d" => Ok(Duration::from_secs(n * 86_400)),
+        _ => Err(format!("unknown unit {unit:?}: use ms, s, m, h or d")),
     }
 }
 

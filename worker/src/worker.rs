@@ -206,10 +206,32 @@ impl Worker {
                 .last_attempt_at
                 .is_none()
                 .then(|| chrono::Utc::now() - ctx.event.created_at);
+            let about = (
+                ctx.delivery.merchant_id.clone(),
+                ctx.event.id.clone(),
+                ctx.delivery.endpoint_id.clone(),
+                ctx.event.request_id.clone(),
+            );
             match deliveries::attempt(&inner.db, &inner.sender, &inner.policy, ctx).await {
                 Ok((outcome, result)) => {
                     self.let_go(&id);
                     inner.metrics.observe(&outcome, result.as_ref());
+                    if let AttemptOutcome::Failed { attempts } = &outcome {
+                        let (merchant_id, event_id, endpoint_id, request_id) = &about;
+                        let last_error = result.as_ref().and_then(|r| r.error.as_ref().map(|e| e.1.clone()));
+                        crate::logs::record(
+                            &inner.db,
+                            crate::logs::Entry {
+                                merchant_id: Some(merchant_id),
+                                level: crate::logs::Level::Error,
+                                source: "webhooks",
+                                message: &format!("Webhook delivery {id} failed after {attempts} attempts"),
+                                context: Some(serde_json::json!({"delivery_id": id, "event_id": event_id, "endpoint_id": endpoint_id, "last_error": last_error})),
+                                request_id: request_id.as_deref(),
+                            },
+                        )
+                        .await;
+                    }
                     if let (Some(lag), Some(_)) = (first_lag, result.as_ref()) {
                         inner
                             .metrics

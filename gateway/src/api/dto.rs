@@ -403,3 +403,61 @@ pub struct RefundList {
     pub data: Vec<Refund>,
     pub has_more: bool,
 }
+
+// ---------- logs ----------
+
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+pub struct CreateLogRequest {
+    /// `debug`, `info`, `warning`, `error` or `critical`.
+    pub level: String,
+    pub message: String,
+    /// Where it comes from in your system, e.g. `checkout`.
+    pub source: String,
+    /// Any JSON object.
+    pub context: Option<serde_json::Value>,
+}
+
+#[derive(Object, Serialize, Deserialize, Clone)]
+pub struct LogEntry {
+    pub id: String,
+    /// Always `log`.
+    pub object: String,
+    pub level: String,
+    pub message: String,
+    /// `merchant:<your source>` for entries you wrote; `payments`, `api`, `webhooks` for Payrail's.
+    pub source: String,
+    pub context: Option<serde_json::Value>,
+    pub request_id: Option<String>,
+    pub created_at: String,
+}
+
+impl From<&entity::logs::Model> for LogEntry {
+    fn from(l: &entity::logs::Model) -> LogEntry {
+        LogEntry {
+            id: l.id.clone(),
+            object: "log".into(),
+            level: l.level.clone(),
+            message: l.message.clone(),
+            source: l.source.clone(),
+            context: l.context.clone(),
+            request_id: l.request_id.clone(),
+            created_at: rfc3339(l.created_at),
+        }
+    }
+}
+
+#[derive(Object)]
+pub struct LogList {
+    pub object: String,
+    pub data: Vec<LogEntry>,
+    pub has_more: bool,
+}
+
+#[derive(Object)]
+pub struct LogStats {
+    pub window_seconds: u64,
+    pub total: i64,
+    pub by_level: HashMap<String, i64>,
+    pub by_source: HashMap<String, i64>,
+}

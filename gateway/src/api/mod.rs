@@ -6,6 +6,7 @@ pub mod deliveries;
 pub mod dto;
 pub mod endpoints;
 pub mod events;
+pub mod logs;
 pub mod ops;
 pub mod payments;
 pub mod providers;
@@ -29,6 +30,8 @@ pub enum ApiTags {
     Sandbox,
     /// Inbound provider webhooks.
     Providers,
+    /// Your log store: write entries, read recent errors and counts.
+    Logs,
     /// Operator endpoints (admin token).
     Admin,
 }
@@ -39,6 +42,7 @@ pub type Apis = (
     events::EventsApi,
     deliveries::DeliveriesApi,
     providers::ProvidersApi,
+    logs::LogsApi,
     admin::AdminApi,
 );
 

@@ -72,13 +72,14 @@ impl PaymentsApi {
                 ),
             ));
         }
+        let rid = request_id(req);
         let created = payments::create(
             &state.db,
             &state.providers,
             &merchant,
             new,
             key,
-            request_id(req).as_deref(),
+            rid.as_deref(),
             &state.public_url,
         )
         .await?;
@@ -98,6 +99,11 @@ impl PaymentsApi {
                 })
                 .observe(p.amount as f64);
             state.after_payment_change(&merchant.merchant_id).await;
+            if created.payment.status == "failed" {
+                state
+                    .log_payment_failure(&created.payment, &merchant.merchant_id, rid.as_deref())
+                    .await;
+            }
         }
         let p = &created.payment;
         if p.failure_code.as_deref() == Some("provider_error") {

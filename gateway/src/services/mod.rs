@@ -5,6 +5,7 @@ pub mod deliveries;
 pub mod endpoints;
 pub mod events;
 pub mod idempotency;
+pub mod logs;
 pub mod merchants;
 pub mod payments;
 pub mod provider_events;

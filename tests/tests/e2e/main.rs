@@ -3,6 +3,7 @@
 mod api;
 mod delivery;
 mod embedded;
+mod logs;
 mod ops;
 mod pipeline;
 mod providers;

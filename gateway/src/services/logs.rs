@@ -1,0 +1,100 @@
+//! The log store's reads and upkeep: a merchant's recent error and critical entries (through
+//! the cache, with a TTL), counts by level and source over a window, and retention.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use entity::logs;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+use worker::logs::Level;
+
+use crate::api::dto::LogEntry;
+use crate::cache::Cache;
+
+const RECENT: u64 = 50;
+const RECENT_TTL: Duration = Duration::from_secs(30);
+
+pub fn recent_cache_key(merchant_id: &str) -> String {
+    format!("recent_logs:{merchant_id}")
+}
+
+/// The merchant's latest error and critical entries; `true` when served from the cache.
+/// Entries written by the gateway drop the cached list; the worker's show within the TTL.
+pub async fn recent<C: ConnectionTrait>(
+    db: &C,
+    cache: &Cache,
+    merchant_id: &str,
+) -> Result<(Vec<LogEntry>, bool), DbErr> {
+    let key = recent_cache_key(merchant_id);
+    if let Some(hit) = cache.get(&key).await
+        && let Ok(entries) = serde_json::from_str::<Vec<LogEntry>>(&hit)
+    {
+        return Ok((entries, true));
+    }
+    let rows = logs::Entity::find()
+        .filter(logs::Column::MerchantId.eq(merchant_id))
+        .filter(logs::Column::Level.is_in([Level::Error.as_str(), Level::Critical.as_str()]))
+        .order_by_desc(logs::Column::CreatedAt)
+        .order_by_desc(logs::Column::Id)
+        .limit(RECENT)
+        .all(db)
+        .await?;
+    let entries: Vec<LogEntry> = rows.iter().map(LogEntry::from).collect();
+    if let Ok(json) = serde_json::to_string(&entries) {
+        cache.set(&key, &json, RECENT_TTL).await;
+    }
+    Ok((entries, false))
+}
+
+pub struct Stats {
+    pub total: i64,
+    pub by_level: HashMap<String, i64>,
+    pub by_source: HashMap<String, i64>,
+}
+
+/// Counts of the merchant's entries over the last `window`.
+pub async fn stats<C: ConnectionTrait>(
+    db: &C,
+    merchant_id: &str,
+    window: Duration,
+) -> Result<Stats, DbErr> {
+    let since = Utc::now() - chrono::Duration::from_std(window).unwrap_or_default();
+    let count = |column: logs::Column| {
+        logs::Entity::find()
+            .select_only()
+            .column(column)
+            .column_as(logs::Column::Id.count(), "n")
+            .filter(logs::Column::MerchantId.eq(merchant_id))
+            .filter(logs::Column::CreatedAt.gte(since))
+            .group_by(column)
+            .into_tuple::<(String, i64)>()
+    };
+    let by_level: HashMap<String, i64> = count(logs::Column::Level)
+        .all(db)
+        .await?
+        .into_iter()
+        .collect();
+    let by_source: HashMap<String, i64> = count(logs::Column::Source)
+        .all(db)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(Stats {
+        total: by_level.values().sum(),
+        by_level,
+        by_source,
+    })
+}
+
+/// Deletes entries older than `retention`; returns how many.
+pub async fn prune<C: ConnectionTrait>(db: &C, retention: Duration) -> Result<u64, DbErr> {
+    let before = Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
+    let result = logs::Entity::delete_many()
+        .filter(logs::Column::CreatedAt.lt(before))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected)
+}

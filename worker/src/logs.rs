@@ -1,0 +1,77 @@
+//! Writing to the log store, for both processes (the worker records exhausted deliveries,
+//! the gateway payment failures and API errors). Writing a log entry never fails the work it
+//! describes: an error here is itself only logged.
+
+use chrono::Utc;
+use entity::ids::IdKind;
+use entity::logs;
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Debug,
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+impl Level {
+    pub const ALL: [Level; 5] = [
+        Level::Debug,
+        Level::Info,
+        Level::Warning,
+        Level::Error,
+        Level::Critical,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warning => "warning",
+            Level::Error => "error",
+            Level::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Level> {
+        Self::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+
+    /// Error and critical entries are the ones kept in the recent cache.
+    pub fn is_alarming(self) -> bool {
+        self >= Level::Error
+    }
+}
+
+pub struct Entry<'a> {
+    pub merchant_id: Option<&'a str>,
+    pub level: Level,
+    pub source: &'a str,
+    pub message: &'a str,
+    pub context: Option<serde_json::Value>,
+    pub request_id: Option<&'a str>,
+}
+
+pub async fn write<C: ConnectionTrait>(db: &C, entry: Entry<'_>) -> Result<logs::Model, DbErr> {
+    logs::Entity::insert(logs::ActiveModel {
+        id: Set(IdKind::Log.generate()),
+        merchant_id: Set(entry.merchant_id.map(str::to_string)),
+        level: Set(entry.level.as_str().to_string()),
+        message: Set(entry.message.to_string()),
+        source: Set(entry.source.to_string()),
+        context: Set(entry.context),
+        request_id: Set(entry.request_id.map(str::to_string)),
+        created_at: Set(Utc::now()),
+    })
+    .exec_with_returning(db)
+    .await
+}
+
+/// Writes an entry Payrail makes about itself; failures are traced, not returned.
+pub async fn record<C: ConnectionTrait>(db: &C, entry: Entry<'_>) {
+    if let Err(e) = write(db, entry).await {
+        tracing::warn!(error = %e, "could not write a log store entry");
+    }
+}
