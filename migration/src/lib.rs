@@ -7,6 +7,19 @@ mod m20261122_000001_core;
 mod m20261122_000002_providers;
 mod m20261122_000003_logs;
 
+/// Runs raw statements (named and partial indexes, which the schema builder cannot express
+/// for both backends) in order.
+pub(crate) async fn execute_all(
+    manager: &SchemaManager<'_>,
+    statements: &[&str],
+) -> Result<(), DbErr> {
+    let db = manager.get_connection();
+    for sql in statements {
+        db.execute_unprepared(sql).await?;
+    }
+    Ok(())
+}
+
 pub struct Migrator;
 
 #[async_trait::async_trait]

@@ -154,11 +154,7 @@ impl MigrationTrait for Migration {
         for table in tables {
             manager.create_table(table).await?;
         }
-        let db = manager.get_connection();
-        for sql in INDEXES {
-            db.execute_unprepared(sql).await?;
-        }
-        Ok(())
+        crate::execute_all(manager, INDEXES).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
