@@ -10,7 +10,12 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-type HmacSha256 = Hmac<Sha256>;
+pub type HmacSha256 = Hmac<Sha256>;
+
+/// An HMAC-SHA256 keyed with `key`. HMAC takes keys of any length, so this cannot fail.
+pub fn hmac_sha256(key: &[u8]) -> HmacSha256 {
+    HmacSha256::new_from_slice(key).expect("HMAC accepts any key length")
+}
 
 const SECRET_PREFIX: &str = "whsec_";
 
@@ -48,8 +53,7 @@ impl SigningKey {
     }
 
     fn mac(&self) -> HmacSha256 {
-        // HMAC takes keys of any length; this cannot fail.
-        HmacSha256::new_from_slice(&self.0).expect("HMAC accepts any key length")
+        hmac_sha256(&self.0)
     }
 
     /// The MAC over Standard Webhooks' signed content, `"{id}.{timestamp}.{body}"`.

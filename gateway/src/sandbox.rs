@@ -7,9 +7,8 @@
 
 use entity::ids::random_token;
 use entity::payment_status::PaymentStatus;
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::Mac;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 pub const SIGNATURE_HEADER: &str = "Payrail-Simulated-Signature";
 
@@ -54,8 +53,8 @@ impl SimulatedProvider {
         }
     }
 
-    fn mac(&self) -> Hmac<Sha256> {
-        Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC accepts any key length")
+    fn mac(&self) -> entity::signature::HmacSha256 {
+        entity::signature::hmac_sha256(&self.secret)
     }
 
     pub fn sign(&self, body: &[u8]) -> String {

@@ -5,9 +5,9 @@
 use entity::money::Currency;
 use entity::payment_status::PaymentStatus;
 use entity::payments;
-use hmac::{Hmac, KeyInit, Mac};
+use entity::signature::hmac_sha256;
+use hmac::Mac;
 use serde_json::json;
-use sha2::Sha256;
 use worker::settings::MonerooSettings;
 
 use super::breaker::Breaker;
@@ -138,8 +138,7 @@ impl Moneroo {
 }
 
 pub fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
+    let mut mac = hmac_sha256(secret.as_bytes());
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
 }
@@ -149,8 +148,7 @@ pub fn verify_signature(secret: &str, header: &str, body: &[u8]) -> bool {
     let Ok(sig) = hex::decode(header.trim()) else {
         return false;
     };
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
+    let mut mac = hmac_sha256(secret.as_bytes());
     mac.update(body);
     mac.verify_slice(&sig).is_ok()
 }

@@ -3,8 +3,8 @@
 //! several `v1` accepted).
 
 use entity::payment_status::PaymentStatus;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
+use entity::signature::hmac_sha256;
+use hmac::Mac;
 use worker::settings::StripeSettings;
 
 use super::breaker::Breaker;
@@ -192,8 +192,7 @@ pub fn verify_signature(
         return Err(SignatureError::Stale);
     }
     let matches = signatures.iter().any(|sig| {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
+        let mut mac = hmac_sha256(secret.as_bytes());
         mac.update(t.to_string().as_bytes());
         mac.update(b".");
         mac.update(payload);
@@ -208,8 +207,7 @@ pub fn verify_signature(
 
 /// The signature header Stripe would send (for mocks and tests).
 pub fn sign(secret: &str, payload: &[u8], t: i64) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
+    let mut mac = hmac_sha256(secret.as_bytes());
     mac.update(t.to_string().as_bytes());
     mac.update(b".");
     mac.update(payload);
