@@ -2,7 +2,9 @@
 //!
 //! Redirects are not followed (a 3xx is a failure, as Stripe does), every call has a
 //! timeout, only the first 4 KiB of an answer are kept, and private, loopback and link-local
-//! targets are refused unless explicitly allowed (embedded mode and tests allow them).
+//! targets are refused unless explicitly allowed (embedded mode and tests allow them): the
+//! client's own resolver drops such addresses, so a DNS answer cannot change between the check
+//! and the connection.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -70,7 +72,11 @@ pub struct WebhookSender {
 
 impl WebhookSender {
     pub fn new(timeout: Duration, allow_private: bool) -> Result<WebhookSender, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if !allow_private {
+            builder = builder.dns_resolver(PublicOnlyResolver);
+        }
+        let client = builder
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
@@ -187,6 +193,27 @@ impl WebhookSender {
     }
 }
 
+/// Resolves names for webhook requests and keeps only public addresses. The connection uses
+/// exactly the addresses approved here, so a name that resolves to a public address for the
+/// check and to a private one for the connection (DNS rebinding) gets nowhere.
+struct PublicOnlyResolver;
+
+impl reqwest::dns::Resolve for PublicOnlyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let public: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| is_public(a.ip()))
+                .collect();
+            if public.is_empty() {
+                return Err(format!("{host} resolves to no public address").into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 fn describe(e: &reqwest::Error) -> String {
     use std::error::Error as _;
     let mut message = e.to_string();
@@ -253,6 +280,18 @@ mod tests {
         for ip in ["93.184.216.34", "2606:4700::1111"] {
             assert!(is_public(ip.parse().unwrap()), "{ip} is public");
         }
+    }
+
+    #[tokio::test]
+    async fn the_resolver_itself_drops_private_addresses() {
+        use reqwest::dns::Resolve as _;
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        let err = PublicOnlyResolver
+            .resolve(name)
+            .await
+            .err()
+            .expect("localhost is refused at resolution");
+        assert!(err.to_string().contains("no public address"));
     }
 
     #[tokio::test]
