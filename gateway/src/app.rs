@@ -129,11 +129,6 @@ impl Application {
         self.port
     }
 
-    /// The pending-payment poller, for driving one pass in tests.
-    pub fn poller(&self) -> crate::poller::Poller {
-        self.poller.clone()
-    }
-
     pub fn state(&self) -> &AppState {
         &self.state
     }

@@ -36,13 +36,6 @@ impl Cache {
         Cache::Memory(Arc::default())
     }
 
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Cache::Redis { .. } => "redis",
-            Cache::Memory(_) => "in-memory",
-        }
-    }
-
     fn key(prefix: &str, key: &str) -> String {
         format!("{prefix}:{key}")
     }

@@ -212,3 +212,14 @@ pub async fn into_stripe_shape(err: poem::Error) -> Response {
     };
     api_error.into_response()
 }
+
+/// `Option` → the resource or a 404 naming it, for handlers' lookups.
+pub trait OrNotFound<T> {
+    fn or_not_found(self, object: &str, id: &str) -> Result<T, ApiError>;
+}
+
+impl<T> OrNotFound<T> for Option<T> {
+    fn or_not_found(self, object: &str, id: &str) -> Result<T, ApiError> {
+        self.ok_or_else(|| ApiError::not_found(object, id))
+    }
+}

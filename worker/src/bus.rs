@@ -258,10 +258,6 @@ impl AmqpBus {
         }
     }
 
-    pub fn names(&self) -> &QueueNames {
-        &self.names
-    }
-
     async fn open(&self) -> Result<(Connection, Channel), BusError> {
         let connection = Connection::connect(&self.url, ConnectionProperties::default()).await?;
         let channel = connection.create_channel().await?;

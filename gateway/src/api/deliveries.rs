@@ -9,7 +9,7 @@ use worker::deliveries::{DeliveryStatus, make_due_now};
 use super::ApiTags;
 use super::dto::{WebhookDelivery, WebhookDeliveryList};
 use crate::auth::ApiKey;
-use crate::error::ApiError;
+use crate::error::{ApiError, OrNotFound};
 use crate::services::Page;
 use crate::services::deliveries::{self, DeliveryFilter};
 use crate::state::AppState;
@@ -25,7 +25,7 @@ async fn detail(
 ) -> Result<WebhookDelivery, ApiError> {
     let d = deliveries::get(&state.db, merchant_id, id)
         .await?
-        .ok_or_else(|| ApiError::not_found("webhook delivery", id))?;
+        .or_not_found("webhook delivery", id)?;
     let attempts = deliveries::attempts(&state.db, &d.id).await?;
     Ok(WebhookDelivery::from_model(&d, Some(&attempts)))
 }
@@ -109,7 +109,7 @@ impl DeliveriesApi {
     ) -> Result<Json<WebhookDelivery>, ApiError> {
         let d = deliveries::get(&state.db, &merchant.merchant_id, &id.0)
             .await?
-            .ok_or_else(|| ApiError::not_found("webhook delivery", &id.0))?;
+            .or_not_found("webhook delivery", &id.0)?;
         if !make_due_now(&state.db, &d.id).await? {
             return Err(ApiError::conflict(
                 "delivery_not_retryable",

@@ -13,7 +13,7 @@ use super::dto::{
 use super::{ApiTags, valid_idempotency_key};
 use crate::auth::ApiKey;
 use crate::domain::{EndpointUpdate, NewEndpoint};
-use crate::error::ApiError;
+use crate::error::{ApiError, OrNotFound};
 use crate::services::idempotency::Idempotent;
 use crate::services::{Page, endpoints};
 use crate::state::AppState;
@@ -107,7 +107,7 @@ impl EndpointsApi {
     ) -> Result<Json<WebhookEndpoint>, ApiError> {
         let e = endpoints::get(&state.db, &merchant.merchant_id, &id.0)
             .await?
-            .ok_or_else(|| ApiError::not_found("webhook endpoint", &id.0))?;
+            .or_not_found("webhook endpoint", &id.0)?;
         Ok(Json(WebhookEndpoint::from_model(&e, false)))
     }
 
@@ -127,7 +127,7 @@ impl EndpointsApi {
         let change = EndpointUpdate::try_from(body.0)?;
         let existing = endpoints::get(&state.db, &merchant.merchant_id, &id.0)
             .await?
-            .ok_or_else(|| ApiError::not_found("webhook endpoint", &id.0))?;
+            .or_not_found("webhook endpoint", &id.0)?;
         let e = endpoints::update(&state.db, existing, change).await?;
         Ok(Json(WebhookEndpoint::from_model(&e, false)))
     }

@@ -9,7 +9,7 @@ use poem_openapi::payload::Json;
 use super::ApiTags;
 use super::dto::{Event, EventList};
 use crate::auth::ApiKey;
-use crate::error::ApiError;
+use crate::error::{ApiError, OrNotFound};
 use crate::services::{Page, events};
 use crate::state::AppState;
 
@@ -65,7 +65,7 @@ impl EventsApi {
     ) -> Result<Json<Event>, ApiError> {
         let e = events::get(&state.db, &merchant.merchant_id, &id.0)
             .await?
-            .ok_or_else(|| ApiError::not_found("event", &id.0))?;
+            .or_not_found("event", &id.0)?;
         Ok(Json(Event::from(&e)))
     }
 }

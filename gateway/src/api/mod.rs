@@ -79,8 +79,3 @@ pub fn valid_idempotency_key(key: Option<&str>) -> Result<Option<&str>, crate::e
 pub fn request_id(req: &Request) -> Option<String> {
     req.extensions().get::<RequestId>().map(|r| r.0.clone())
 }
-
-/// Builds a list body from rows.
-pub fn list<T, M>(rows: &[M], has_more: bool, f: impl Fn(&M) -> T) -> (Vec<T>, bool) {
-    (rows.iter().map(f).collect(), has_more)
-}

@@ -14,7 +14,7 @@ use super::dto::{
 use super::{ApiTags, request_id, valid_idempotency_key};
 use crate::auth::ApiKey;
 use crate::domain::{NewPayment, parse_sandbox_outcome};
-use crate::error::ApiError;
+use crate::error::{ApiError, OrNotFound};
 use crate::services::{Page, payments, refunds};
 use crate::state::AppState;
 
@@ -184,7 +184,7 @@ impl PaymentsApi {
     ) -> Result<Json<Payment>, ApiError> {
         let p = payments::get(&state.db, &merchant.merchant_id, &id.0)
             .await?
-            .ok_or_else(|| ApiError::not_found("payment", &id.0))?;
+            .or_not_found("payment", &id.0)?;
         Ok(Json(Payment::from(&p)))
     }
 
@@ -247,7 +247,7 @@ impl PaymentsApi {
         if outcome.value.status == "failed" {
             let p = payments::get(&state.db, &merchant.merchant_id, &id.0)
                 .await?
-                .ok_or_else(|| ApiError::not_found("payment", &id.0))?;
+                .or_not_found("payment", &id.0)?;
             let mut view = Payment::from(&p);
             view.failure_message = outcome.value.failure_message.clone();
             return Err(ApiError::provider_failed(&view));
@@ -272,7 +272,7 @@ impl PaymentsApi {
     ) -> Result<Json<RefundList>, ApiError> {
         payments::get(&state.db, &merchant.merchant_id, &id.0)
             .await?
-            .ok_or_else(|| ApiError::not_found("payment", &id.0))?;
+            .or_not_found("payment", &id.0)?;
         let rows = refunds::list(&state.db, &merchant.merchant_id, &id.0).await?;
         Ok(Json(RefundList {
             object: "list".into(),
@@ -307,7 +307,7 @@ impl PaymentsApi {
         let outcome = parse_sandbox_outcome(&body.0.outcome)?;
         let payment = payments::get(&state.db, &merchant.merchant_id, &id.0)
             .await?
-            .ok_or_else(|| ApiError::not_found("payment", &id.0))?;
+            .or_not_found("payment", &id.0)?;
         if payment.provider != "simulated" {
             return Err(ApiError::invalid(
                 "id",
@@ -326,7 +326,7 @@ impl PaymentsApi {
         crate::inbound::receive_simulated(&state, &signature, &raw).await?;
         let p = payments::get(&state.db, &merchant.merchant_id, &id.0)
             .await?
-            .ok_or_else(|| ApiError::not_found("payment", &id.0))?;
+            .or_not_found("payment", &id.0)?;
         Ok(Json(Payment::from(&p)))
     }
 }

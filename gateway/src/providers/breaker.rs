@@ -59,7 +59,8 @@ impl Breaker {
         }
     }
 
-    pub fn is_open(&self) -> bool {
+    #[cfg(test)]
+    fn is_open(&self) -> bool {
         self.state
             .lock()
             .map(|s| s.open_until.is_some_and(|u| Instant::now() < u))

@@ -47,10 +47,6 @@ impl Stripe {
         }
     }
 
-    pub fn breaker(&self) -> &Breaker {
-        &self.breaker
-    }
-
     fn post(&self, path: &str, idempotency_key: &str, body: String) -> reqwest::RequestBuilder {
         self.client
             .post(format!("{}{path}", self.settings.api_base))

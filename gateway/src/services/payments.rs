@@ -18,7 +18,7 @@ use super::{Page, events};
 use crate::api::dto::{Payment, PaymentList};
 use crate::cache::Cache;
 use crate::domain::{CardOutcome, NewPayment, Provider};
-use crate::error::ApiError;
+use crate::error::{ApiError, OrNotFound};
 use crate::providers::{ProviderError, Providers, StartRequest, Started};
 use crate::services::merchants::AuthedMerchant;
 
@@ -263,7 +263,7 @@ pub async fn cancel<C: TransactionTrait>(
     let txn = db.begin().await?;
     let payment = lock(&txn, merchant_id, id)
         .await?
-        .ok_or_else(|| ApiError::not_found("payment", id))?;
+        .or_not_found("payment", id)?;
     match transition(&txn, payment, PaymentStatus::Cancelled, None, request_id).await? {
         Ok(updated) => {
             txn.commit().await?;

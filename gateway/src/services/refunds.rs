@@ -18,7 +18,7 @@ use sea_orm::{
 use super::idempotency::{Idempotent, Outcome};
 use super::payments::{lock, transition};
 use crate::api::dto::Refund;
-use crate::error::ApiError;
+use crate::error::{ApiError, OrNotFound};
 use crate::providers::{ProviderError, Providers};
 
 /// Providers with a refund API.
@@ -65,7 +65,7 @@ async fn reserve(
     let txn = db.begin().await?;
     let payment = lock(&txn, merchant_id, payment_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("payment", payment_id))?;
+        .or_not_found("payment", payment_id)?;
     if !supports_refunds(&payment.provider) {
         return Err(ApiError::invalid(
             "id",
