@@ -12,6 +12,7 @@ pub mod money;
 pub mod payment_status;
 pub mod retry;
 pub mod signature;
+pub mod status;
 pub mod tables;
 
 pub use tables::*;

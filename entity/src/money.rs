@@ -215,6 +215,13 @@ impl Amount {
     }
 }
 
+/// Minor units → whole major units (for providers that take no fraction, like Moneroo);
+/// `None` when the amount has a fraction.
+pub fn to_major_units(amount: i64, currency: Currency) -> Option<i64> {
+    let factor = 10i64.checked_pow(u32::from(currency.exponent()))?;
+    (amount % factor == 0).then_some(amount / factor)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,16 +5,17 @@
 //! produces exactly one event of the matching type.
 
 use crate::event::EventType;
-use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PaymentStatus {
-    Pending,
-    Processing,
-    Succeeded,
-    Failed,
-    Cancelled,
-    Refunded,
+crate::status::text_enum! {
+    /// Where a payment is in its life; see the module documentation for the allowed moves.
+    PaymentStatus {
+        Pending = "pending",
+        Processing = "processing",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Cancelled = "cancelled",
+        Refunded = "refunded",
+    }
 }
 
 /// Why a status change was refused.
@@ -26,30 +27,6 @@ pub struct InvalidTransition {
 }
 
 impl PaymentStatus {
-    pub const ALL: [PaymentStatus; 6] = [
-        PaymentStatus::Pending,
-        PaymentStatus::Processing,
-        PaymentStatus::Succeeded,
-        PaymentStatus::Failed,
-        PaymentStatus::Cancelled,
-        PaymentStatus::Refunded,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            PaymentStatus::Pending => "pending",
-            PaymentStatus::Processing => "processing",
-            PaymentStatus::Succeeded => "succeeded",
-            PaymentStatus::Failed => "failed",
-            PaymentStatus::Cancelled => "cancelled",
-            PaymentStatus::Refunded => "refunded",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<PaymentStatus> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
     /// No provider message may move a payment out of these (except succeeded → refunded).
     pub const fn is_final(self) -> bool {
         !matches!(self, PaymentStatus::Pending | PaymentStatus::Processing)
@@ -69,12 +46,6 @@ impl PaymentStatus {
         } else {
             Err(InvalidTransition { from: self, to })
         }
-    }
-}
-
-impl fmt::Display for PaymentStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -108,7 +79,7 @@ mod tests {
     fn final_states_never_move_backwards() {
         for from in [Succeeded, Failed, Cancelled, Refunded] {
             assert!(from.is_final());
-            for to in PaymentStatus::ALL {
+            for &to in PaymentStatus::ALL {
                 if (from, to) == (Succeeded, Refunded) {
                     continue;
                 }
@@ -122,7 +93,7 @@ mod tests {
 
     #[test]
     fn no_self_transitions_and_no_return_to_pending() {
-        for s in PaymentStatus::ALL {
+        for &s in PaymentStatus::ALL {
             assert!(s.transition(s).is_err());
             assert!(s.transition(Pending).is_err());
         }
@@ -132,7 +103,7 @@ mod tests {
 
     #[test]
     fn statuses_round_trip_through_strings() {
-        for s in PaymentStatus::ALL {
+        for &s in PaymentStatus::ALL {
             assert_eq!(PaymentStatus::parse(s.as_str()), Some(s));
         }
         assert_eq!(PaymentStatus::parse("paid"), None);

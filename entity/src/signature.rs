@@ -12,6 +12,12 @@ use sha2::Sha256;
 
 pub type HmacSha256 = Hmac<Sha256>;
 
+/// Lowercase hex SHA-256, for API key hashes and request fingerprints.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// An HMAC-SHA256 keyed with `key`. HMAC takes keys of any length, so this cannot fail.
 pub fn hmac_sha256(key: &[u8]) -> HmacSha256 {
     HmacSha256::new_from_slice(key).expect("HMAC accepts any key length")

@@ -9,20 +9,29 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use entity::bus::QueueNames;
+use entity::signature::sha256_hex;
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::{EndpointExt, Route, Server, get, post};
 use prometheus_client::registry::Registry;
+use runtime::bus::EventBus;
+use runtime::cache::Cache;
+use runtime::db;
 use tokio::sync::watch;
-use worker::bus::EventBus;
+use worker::Worker;
 use worker::metrics::DeliveryMetrics;
-use worker::{Settings, Worker, db};
 
 use crate::api;
-use crate::cache::Cache;
-use crate::metrics::{ApiMetrics, observe};
+use crate::api::middleware::observe;
+use crate::commit::Effects;
+use crate::merchants;
+use crate::metrics::ApiMetrics;
+use crate::providers::Providers;
+use crate::providers::inbound::Inbound;
+use crate::providers::poller::Poller;
+use crate::providers::simulated::SimulatedProvider;
 use crate::relay::Relay;
-use crate::sandbox::SimulatedProvider;
-use crate::services::{merchants, sha256_hex};
+use crate::retention::Retention;
+use crate::settings::Settings;
 use crate::state::AppState;
 
 pub struct Application {
@@ -31,8 +40,8 @@ pub struct Application {
     state: AppState,
     relay_interval: Duration,
     embedded_worker: Option<Worker>,
-    poller: crate::poller::Poller,
-    retention: crate::retention::Retention,
+    poller: Poller,
+    retention: Retention,
 }
 
 /// What embedded mode printed at first start.
@@ -45,36 +54,41 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let embedded = settings.is_embedded();
         let mut admin_hashes = Vec::new();
-        match (&settings.admin_token, embedded) {
-            (Some(token), _) => admin_hashes.push(sha256_hex(token.as_bytes())),
+        match (&settings.gateway.admin_token, embedded) {
+            (Some(token), _) => admin_hashes.push(sha256_hex(token.0.as_bytes())),
             (None, false) => {
                 anyhow::bail!("PAYRAIL_ADMIN_TOKEN is required when AMQP_URL is set (real mode)")
             }
             (None, true) => {}
         }
-        let db = db::connect(&settings.database_url).await?;
+        let db = db::connect(&settings.runtime.database_url).await?;
         if embedded {
             db::migrate(&db).await?;
         }
-        let bus = match &settings.amqp_url {
-            Some(url) => EventBus::amqp(url, QueueNames::new(&settings.amqp_prefix)),
+        let bus = match &settings.runtime.amqp_url {
+            Some(url) => EventBus::amqp(url, QueueNames::new(&settings.runtime.amqp_prefix)),
             None => EventBus::in_process(),
         };
-        let cache = match (&settings.redis_url, embedded) {
-            (Some(url), _) => Cache::redis(url, &settings.redis_prefix).await?,
+        let cache = match (&settings.runtime.redis_url, embedded) {
+            (Some(url), _) => Cache::redis(url, &settings.runtime.redis_prefix).await?,
             (None, true) => Cache::memory(),
             (None, false) => {
                 anyhow::bail!("REDIS_URL is required when AMQP_URL is set (real mode)")
             }
         };
-        let acceptor = TcpListener::bind(settings.bind).into_acceptor().await?;
+        let acceptor = TcpListener::bind(settings.gateway.bind)
+            .into_acceptor()
+            .await?;
         let local = acceptor
             .local_addr()
             .first()
             .and_then(|a| a.as_socket_addr().copied())
             .ok_or_else(|| anyhow::anyhow!("listener has no address"))?;
-        let public_url =
-            std::env::var("PAYRAIL_PUBLIC_URL").unwrap_or_else(|_| format!("http://{local}"));
+        let public_url = settings
+            .gateway
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}"));
         let mut registry = Registry::default();
         let metrics = Arc::new(ApiMetrics::new(&mut registry));
         let (delivery_metrics, embedded_worker) = if embedded {
@@ -82,7 +96,7 @@ impl Application {
             let w = Worker::new(
                 db.clone(),
                 bus.clone(),
-                settings.webhook.clone(),
+                settings.worker.webhook.clone(),
                 dm.clone(),
             )?;
             (Some(dm), Some(w))
@@ -90,35 +104,51 @@ impl Application {
             (None, None)
         };
         let relay = Relay::new(db.clone(), bus.clone());
+        let effects = Effects {
+            db: db.clone(),
+            relay,
+            cache: cache.clone(),
+            metrics: metrics.clone(),
+        };
+        let providers = Arc::new(Providers::new(&settings.gateway.providers)?);
+        let simulated = Arc::new(SimulatedProvider::new(
+            settings
+                .gateway
+                .simulated_webhook_secret
+                .as_ref()
+                .map(|s| s.0.as_str()),
+        ));
+        let inbound = Inbound {
+            effects: effects.clone(),
+            providers: providers.clone(),
+            simulated: simulated.clone(),
+        };
+        let poller = Poller::new(inbound.clone(), &settings.gateway.providers);
+        let retention = Retention {
+            db: db.clone(),
+            logs: settings.gateway.retention.logs,
+            idempotency_keys: settings.gateway.retention.idempotency_keys,
+        };
         let state = AppState {
             db,
             bus,
             cache,
-            relay,
             metrics,
+            effects,
+            inbound,
             delivery_metrics,
             registry: Arc::new(registry),
-            providers: Arc::new(crate::providers::Providers::new(&settings.providers)?),
-            simulated: Arc::new(SimulatedProvider::new(
-                std::env::var("PAYRAIL_SIMULATED_WEBHOOK_SECRET")
-                    .ok()
-                    .as_deref(),
-            )),
+            providers,
+            simulated,
             public_url,
             admin_token_hashes: Arc::new(RwLock::new(admin_hashes)),
             key_cache: Arc::new(RwLock::new(HashMap::new())),
-        };
-        let poller = crate::poller::Poller::new(state.clone(), &settings.providers);
-        let retention = crate::retention::Retention {
-            db: state.db.clone(),
-            logs: settings.log_retention,
-            idempotency_keys: settings.idempotency_retention,
         };
         Ok(Application {
             acceptor,
             port: local.port(),
             state,
-            relay_interval: settings.relay_interval,
+            relay_interval: settings.gateway.relay_interval,
             embedded_worker,
             poller,
             retention,
@@ -169,12 +199,12 @@ impl Application {
             .nest("/docs", docs)
             .at("/openapi.json", spec)
             .at("/metrics", get(api::ops::metrics))
-            .at("/health/live", get(api::ops::live))
+            .at("/health/live", get(runtime::metrics::live))
             .at("/health/ready", get(api::ops::ready))
-            .at("/sandbox/checkout/:id", get(api::ops::checkout_page))
+            .at("/sandbox/checkout/:id", get(api::checkout::checkout_page))
             .at(
                 "/sandbox/checkout/:id/:outcome",
-                post(api::ops::checkout_action),
+                post(api::checkout::checkout_action),
             )
             .data(state.clone())
             .around(move |ep, req| observe(ep, req, metrics.clone(), db.clone()))
@@ -187,6 +217,7 @@ impl Application {
         let (stop_tx, stop_rx) = watch::channel(false);
         let relay = tokio::spawn(
             self.state
+                .effects
                 .relay
                 .clone()
                 .run(self.relay_interval, stop_rx.clone()),
@@ -211,7 +242,7 @@ impl Application {
         let _ = relay.await;
         let _ = poller.await;
         let _ = retention.await;
-        if let Err(e) = self.state.relay.drain().await {
+        if let Err(e) = self.state.effects.relay.drain().await {
             tracing::warn!(error = %e, "final outbox drain failed; the next start publishes what is left");
         }
         if let Some(w) = worker {

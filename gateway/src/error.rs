@@ -1,225 +1,101 @@
-//! API errors in Stripe's shape: `{"error":{"type","code","message","param"}}`.
-//!
-//! Every variant documents its status code. Handlers return [`ApiError`]; errors raised by
-//! poem itself (malformed JSON, a missing header, an unknown route, a body over the limit)
-//! are rewritten into the same shape by [`into_stripe_shape`], so no client ever sees another.
+//! The gateway's domain errors. None of them knows HTTP: `api::error` maps each variant to
+//! exactly one status code, so services and background jobs (the poller) share them.
 
-use poem::{IntoResponse, Response, http::StatusCode};
-use poem_openapi::{ApiResponse, Object, payload::Json};
 use sea_orm::{DbErr, SqlErr};
-use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Object, Serialize, Deserialize)]
-pub struct ErrorDetail {
-    /// `invalid_request_error`, `authentication_error`, `idempotency_error` or `api_error`.
-    #[oai(rename = "type")]
-    #[serde(rename = "type")]
-    pub error_type: String,
+/// A value was read but is not acceptable. Nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{param}: {message}")]
+pub struct ValidationError {
+    /// The request parameter at fault, as the merchant wrote it (`customer[email]`).
+    pub param: String,
     /// A stable, machine-readable code.
-    pub code: String,
-    /// A human-readable explanation.
+    pub code: &'static str,
     pub message: String,
-    /// The request parameter at fault, when there is one.
-    #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub param: Option<String>,
-    /// The payment concerned, when the error left one behind (a provider failure).
-    #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub payment_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Object, Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, ApiResponse)]
-pub enum ApiError {
-    /// The request could not be read: malformed JSON, a wrong type, a missing field.
-    #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
-    /// No valid API key (or admin token) was given.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>),
-    /// The key is valid but may not do this (e.g. a live key on a sandbox route).
-    #[oai(status = 403)]
-    Forbidden(Json<ErrorBody>),
-    /// No such object for this merchant.
-    #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
-    /// The object's state does not allow this, or an idempotency key was reused with another body.
-    #[oai(status = 409)]
-    Conflict(Json<ErrorBody>),
-    /// The body is over 1 MiB.
-    #[oai(status = 413)]
-    PayloadTooLarge(Json<ErrorBody>),
-    /// The request was read but a value is invalid.
-    #[oai(status = 422)]
-    Unprocessable(Json<ErrorBody>),
-    /// The provider failed or timed out: the payment was recorded as `failed` (see `payment_id`).
-    #[oai(status = 502)]
-    BadGateway(Json<ErrorBody>),
-    /// Something on our side failed; nothing was changed.
-    #[oai(status = 500)]
-    Internal(Json<ErrorBody>),
-    /// A dependency (database, broker, cache) is unavailable.
-    #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
-}
-
-fn body(
-    error_type: &str,
-    code: &str,
-    message: impl Into<String>,
-    param: Option<&str>,
-) -> Json<ErrorBody> {
-    Json(ErrorBody {
-        error: ErrorDetail {
-            error_type: error_type.to_string(),
-            code: code.to_string(),
+impl ValidationError {
+    pub fn new(param: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
+        ValidationError {
+            param: param.into(),
+            code,
             message: message.into(),
-            param: param.map(str::to_string),
-            payment_id: None,
-        },
-    })
-}
-
-impl ApiError {
-    pub fn bad_request(code: &str, message: impl Into<String>) -> ApiError {
-        ApiError::BadRequest(body("invalid_request_error", code, message, None))
-    }
-
-    /// 422 for a value that was read but is not acceptable.
-    pub fn invalid(param: &str, code: &str, message: impl Into<String>) -> ApiError {
-        ApiError::Unprocessable(body("invalid_request_error", code, message, Some(param)))
-    }
-
-    pub fn unauthorized(message: impl Into<String>) -> ApiError {
-        ApiError::Unauthorized(body(
-            "authentication_error",
-            "invalid_api_key",
-            message,
-            None,
-        ))
-    }
-
-    pub fn forbidden(code: &str, message: impl Into<String>) -> ApiError {
-        ApiError::Forbidden(body("invalid_request_error", code, message, None))
-    }
-
-    pub fn not_found(object: &str, id: &str) -> ApiError {
-        ApiError::NotFound(body(
-            "invalid_request_error",
-            "resource_missing",
-            format!("No such {object}: '{id}'"),
-            Some("id"),
-        ))
-    }
-
-    pub fn conflict(code: &str, message: impl Into<String>) -> ApiError {
-        ApiError::Conflict(body("invalid_request_error", code, message, None))
-    }
-
-    pub fn idempotency_conflict(message: impl Into<String>) -> ApiError {
-        ApiError::Conflict(body(
-            "idempotency_error",
-            "idempotency_key_reused",
-            message,
-            None,
-        ))
-    }
-
-    pub fn provider_failed(payment: &crate::api::dto::Payment) -> ApiError {
-        let mut b = body(
-            "api_error",
-            "provider_error",
-            format!(
-                "The provider {} failed: {}. The payment was recorded as failed.",
-                payment.provider,
-                payment.failure_message.as_deref().unwrap_or("no answer")
-            ),
-            None,
-        );
-        b.0.error.payment_id = Some(payment.id.clone());
-        ApiError::BadGateway(b)
-    }
-
-    pub fn unavailable(message: impl Into<String>) -> ApiError {
-        ApiError::Unavailable(body("api_error", "service_unavailable", message, None))
-    }
-
-    /// Logs the cause (never shown to the client) and answers a generic 500.
-    pub fn internal(cause: impl std::fmt::Display) -> ApiError {
-        tracing::error!(error = %cause, "internal error");
-        ApiError::Internal(body(
-            "api_error",
-            "internal_error",
-            "An internal error occurred; nothing was changed.",
-            None,
-        ))
+        }
     }
 }
 
-impl From<DbErr> for ApiError {
-    fn from(e: DbErr) -> ApiError {
+/// The failures every service shares. Areas with failures of their own (payments, inbound
+/// provider webhooks) have their own enum that wraps this one.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// No such object for this merchant.
+    #[error("no such {object}: {id}")]
+    NotFound { object: &'static str, id: String },
+    /// The object's state does not allow this.
+    #[error("{message}")]
+    State { code: &'static str, message: String },
+    /// A unique constraint: the object exists already.
+    #[error("already exists ({constraint})")]
+    Duplicate { constraint: String },
+    #[error(transparent)]
+    Idempotency(#[from] IdempotencyError),
+    #[error("database: {0}")]
+    Db(DbErr),
+}
+
+impl From<DbErr> for ServiceError {
+    /// Unique constraints are conflicts the caller can act on, named by their constraint;
+    /// anything else is ours.
+    fn from(e: DbErr) -> ServiceError {
         match e.sql_err() {
-            Some(SqlErr::UniqueConstraintViolation(constraint)) => ApiError::conflict(
-                "resource_already_exists",
-                format!("This object already exists ({constraint})."),
-            ),
-            _ => ApiError::internal(e),
+            Some(SqlErr::UniqueConstraintViolation(constraint)) => {
+                ServiceError::Duplicate { constraint }
+            }
+            _ => ServiceError::Db(e),
         }
     }
 }
 
-/// Rewrites any error poem raised (or ours, untouched) into the Stripe shape.
-pub async fn into_stripe_shape(err: poem::Error) -> Response {
-    if err.is_from_response() {
-        return err.into_response();
-    }
-    let status = err.status();
-    let message = err.to_string();
-    let api_error = match status {
-        StatusCode::BAD_REQUEST => ApiError::bad_request("invalid_request_body", message),
-        StatusCode::UNAUTHORIZED => ApiError::unauthorized(
-            "No valid API key provided. Send it as 'Authorization: Bearer sk_test_…'.",
-        ),
-        StatusCode::NOT_FOUND => ApiError::NotFound(body(
-            "invalid_request_error",
-            "resource_missing",
-            "Unrecognized request URL.",
-            None,
-        )),
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(body(
-            "invalid_request_error",
-            "body_too_large",
-            "The request body is larger than 1 MiB.",
-            None,
-        )),
-        s if s.is_client_error() => {
-            return Response::builder()
-                .status(s)
-                .content_type("application/json")
-                .body(
-                    serde_json::to_string(
-                        &body("invalid_request_error", "invalid_request", message, None).0,
-                    )
-                    .unwrap_or_default(),
-                );
+impl ServiceError {
+    pub fn not_found(object: &'static str, id: &str) -> ServiceError {
+        ServiceError::NotFound {
+            object,
+            id: id.to_string(),
         }
-        _ => ApiError::internal(message),
-    };
-    api_error.into_response()
+    }
+
+    pub fn state(code: &'static str, message: impl Into<String>) -> ServiceError {
+        ServiceError::State {
+            code,
+            message: message.into(),
+        }
+    }
 }
 
-/// `Option` → the resource or a 404 naming it, for handlers' lookups.
+/// Why a key could not be honoured.
+#[derive(Debug, thiserror::Error)]
+pub enum IdempotencyError {
+    /// The key was used before with another request or operation.
+    #[error(
+        "This Idempotency-Key was already used with a different request. Use a new key for a new request."
+    )]
+    Reused,
+    /// The stored response does not parse: ours to fix, never the caller's.
+    #[error("stored idempotent response is unreadable: {0}")]
+    Corrupt(String),
+    #[error("database: {0}")]
+    Db(#[from] DbErr),
+}
+
+/// `Option` → the object, or a not-found error naming it.
 pub trait OrNotFound<T> {
-    fn or_not_found(self, object: &str, id: &str) -> Result<T, ApiError>;
+    fn or_not_found(self, object: &'static str, id: &str) -> Result<T, ServiceError>;
 }
 
 impl<T> OrNotFound<T> for Option<T> {
-    fn or_not_found(self, object: &str, id: &str) -> Result<T, ApiError> {
-        self.ok_or_else(|| ApiError::not_found(object, id))
+    fn or_not_found(self, object: &'static str, id: &str) -> Result<T, ServiceError> {
+        self.ok_or_else(|| ServiceError::not_found(object, id))
     }
 }

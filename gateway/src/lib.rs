@@ -1,27 +1,33 @@
-//! Payrail's gateway: the merchant API, the simulated provider, inbound provider webhooks and
-//! the outbox relay. In embedded mode it also runs the worker in-process.
+//! Payrail's gateway: the merchant API, the providers (with the simulated one and its
+//! checkout page), inbound provider webhooks, the pending-payment poller and the outbox
+//! relay. In embedded mode it also runs the worker in-process.
 //!
-//! - [`app`]: `Application::build` / `run_until_stopped`.
-//! - [`api`]: HTTP handlers (thin) and request/response bodies.
-//! - [`domain`]: request bodies parsed into valid domain types.
-//! - [`services`]: the logic, over a connection or a transaction.
-//! - [`relay`]: the outbox → bus publisher.
-//! - [`cache`], [`auth`], [`error`], [`metrics`], [`sandbox`], [`state`].
+//! Layers, each importing only those below it:
+//! - [`error`], [`settings`], [`metrics`], [`pagination`]: domain errors (no HTTP), this
+//!   process's configuration, its metrics, cursor pages.
+//! - [`idempotency`], [`merchants`], [`logs`], [`relay`], [`retention`]: services over a
+//!   connection or a transaction, and the outbox publisher.
+//! - [`commit`]: the effects every payment commit has (relay, cache, metrics, log store).
+//! - [`payments`], [`webhooks`]: the merchant's objects and their services.
+//! - [`providers`]: provider clients, then inbound events and the poller that apply to payments.
+//! - [`state`]: the wiring handlers reach; [`api`]: HTTP only; [`app`]: build and run.
 
 pub mod api;
 pub mod app;
-pub mod auth;
-pub mod cache;
-pub mod domain;
+pub mod commit;
 pub mod error;
-pub mod inbound;
+pub mod idempotency;
+pub mod logs;
+pub mod merchants;
 pub mod metrics;
-pub mod poller;
+pub mod pagination;
+pub mod payments;
 pub mod providers;
 pub mod relay;
 pub mod retention;
-pub mod sandbox;
-pub mod services;
+pub mod settings;
 pub mod state;
+pub mod webhooks;
 
 pub use app::Application;
+pub use settings::Settings;

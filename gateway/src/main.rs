@@ -1,8 +1,7 @@
 //! `gateway [serve|migrate|openapi]`.
 
-use gateway::Application;
-use worker::app::shutdown_signal;
-use worker::{Settings, db, telemetry};
+use gateway::{Application, Settings};
+use runtime::{db, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() {
@@ -21,7 +20,7 @@ async fn main() {
     match command.as_str() {
         "migrate" => {
             let result = async {
-                let conn = db::connect(&settings.database_url).await?;
+                let conn = db::connect(&settings.runtime.database_url).await?;
                 db::migrate(&conn).await
             }
             .await;
@@ -72,7 +71,7 @@ async fn serve(settings: Settings) {
         }
     }
     eprintln!("  Listening on {base}  (API docs: {base}/docs)\n");
-    if let Err(e) = app.run_until_stopped(shutdown_signal()).await {
+    if let Err(e) = app.run_until_stopped(shutdown::signal()).await {
         fail(1, &format!("{e:#}"));
     }
 }

@@ -1,19 +1,13 @@
-//! API metrics (prometheus-client) and the middleware that records them, assigns the
-//! request id, and writes one access-log line per request (method, route template, status,
-//! latency; never a body, a key or a query string).
+//! The gateway's metrics (prometheus-client): HTTP, payment status changes and amounts,
+//! inbound provider webhooks. `api::middleware` records the HTTP ones; the commit helper
+//! records payment changes.
 
-use std::sync::Arc;
-use std::time::Instant;
-
-use poem::{Endpoint, IntoResponse, Request, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use crate::error::into_stripe_shape;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -123,123 +117,4 @@ impl ApiMetrics {
             })
             .inc();
     }
-}
-
-/// The request id, from `X-Request-Id` or made here; also on the response.
-#[derive(Clone, Debug)]
-pub struct RequestId(pub String);
-
-/// Filled by authentication with the caller's merchant, so an error answered later can be
-/// filed in that merchant's log store.
-#[derive(Clone, Debug, Default)]
-pub struct MerchantSlot(Arc<std::sync::Mutex<Option<String>>>);
-
-impl MerchantSlot {
-    pub fn set(&self, merchant_id: &str) {
-        if let Ok(mut slot) = self.0.lock() {
-            *slot = Some(merchant_id.to_string());
-        }
-    }
-
-    fn get(&self) -> Option<String> {
-        self.0.lock().ok().and_then(|s| s.clone())
-    }
-}
-
-/// Bodies above this are refused with 413 (by Content-Length) or cut off (chunked bodies,
-/// which then fail to parse with a 400): either way nothing is changed.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
-pub async fn observe<E: Endpoint>(
-    next: E,
-    mut req: Request,
-    metrics: Arc<ApiMetrics>,
-    db: sea_orm::DatabaseConnection,
-) -> poem::Result<Response> {
-    let declared = req
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
-        return Ok(into_stripe_shape(poem::Error::from_status(
-            poem::http::StatusCode::PAYLOAD_TOO_LARGE,
-        ))
-        .await);
-    }
-    if declared.is_none() {
-        use tokio::io::AsyncReadExt as _;
-        let limited = req
-            .take_body()
-            .into_async_read()
-            .take(MAX_BODY_BYTES as u64 + 1);
-        req.set_body(poem::Body::from_async_read(limited));
-    }
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 200 && v.chars().all(|c| c.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("req_{}", entity::ids::random_token(20)));
-    req.extensions_mut().insert(RequestId(request_id.clone()));
-    let merchant = MerchantSlot::default();
-    req.extensions_mut().insert(merchant.clone());
-    let method = req.method().to_string();
-    metrics.active.inc();
-    let started = Instant::now();
-    let (mut response, route) = match next.call(req).await {
-        Ok(r) => {
-            let r = r.into_response();
-            let route = r.data::<poem_openapi::OperationId>().map(|o| o.0);
-            (r, route)
-        }
-        Err(e) => {
-            let route = e.data::<poem_openapi::OperationId>().map(|o| o.0);
-            (into_stripe_shape(e).await, route)
-        }
-    };
-    metrics.active.dec();
-    let status = response.status().as_u16();
-    let route = route.unwrap_or("other");
-    let labels = HttpLabels {
-        route: route.into(),
-        method: method.clone(),
-        status_class: format!("{}xx", status / 100),
-    };
-    let elapsed = started.elapsed();
-    metrics.requests.get_or_create_owned(&labels).inc();
-    metrics
-        .duration
-        .get_or_create_owned(&labels)
-        .observe(elapsed.as_secs_f64());
-    if status >= 400 {
-        metrics.errors.get_or_create_owned(&labels).inc();
-    }
-    if status >= 500 {
-        let merchant_id = merchant.get();
-        worker::logs::record(
-            &db,
-            worker::logs::Entry {
-                merchant_id: merchant_id.as_deref(),
-                level: if status == 502 {
-                    worker::logs::Level::Error
-                } else {
-                    worker::logs::Level::Critical
-                },
-                source: "api",
-                message: &format!("{method} {route} answered {status}"),
-                context: Some(
-                    serde_json::json!({"route": route, "method": method, "status": status}),
-                ),
-                request_id: Some(&request_id),
-            },
-        )
-        .await;
-    }
-    if let Ok(v) = request_id.parse() {
-        response.headers_mut().insert("x-request-id", v);
-    }
-    tracing::info!(request_id = %request_id, method = %method, route, status, latency_ms = elapsed.as_secs_f64() * 1000.0, "request");
-    Ok(response)
 }

@@ -12,13 +12,13 @@ use std::time::Duration;
 use chrono::Utc;
 use entity::bus::BusMessage;
 use entity::events;
+use runtime::bus::EventBus;
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     TransactionTrait,
 };
 use tokio::sync::Notify;
-use worker::bus::EventBus;
 
 const BATCH: u64 = 500;
 
@@ -38,7 +38,7 @@ pub enum RelayError {
     #[error(transparent)]
     Db(#[from] sea_orm::DbErr),
     #[error(transparent)]
-    Bus(#[from] worker::bus::BusError),
+    Bus(#[from] runtime::bus::BusError),
 }
 
 impl Relay {

@@ -1,4 +1,4 @@
-//! Retention: an hourly job (tokio-cron-scheduler) deletes log store entries older than
+//! Retention: a job at the top of every hour (a `runtime::schedule` calendar) deletes log store entries older than
 //! `PAYRAIL_LOG_RETENTION` and idempotency records older than `PAYRAIL_IDEMPOTENCY_RETENTION`.
 //! Deleting is idempotent, so several gateways running it at once only repeat each other.
 
@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use entity::idempotency_keys;
+use runtime::schedule::{self, Schedule};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
-use tokio_cron_scheduler::{Job, JobScheduler};
 
 #[derive(Clone)]
 pub struct Retention {
@@ -24,7 +24,7 @@ pub struct Pruned {
 
 impl Retention {
     pub async fn prune_once(&self) -> Result<Pruned, DbErr> {
-        let logs = crate::services::logs::prune(&self.db, self.logs).await?;
+        let logs = crate::logs::prune(&self.db, self.logs).await?;
         let before =
             Utc::now() - chrono::Duration::from_std(self.idempotency_keys).unwrap_or_default();
         let keys = idempotency_keys::Entity::delete_many()
@@ -38,30 +38,27 @@ impl Retention {
         })
     }
 
-    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
-        let mut scheduler = JobScheduler::new().await?;
+    /// Prunes at the top of every hour until `stop` fires.
+    pub async fn run(self, stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
         let job = self.clone();
-        scheduler
-            .add(Job::new_repeated_async(
-                Duration::from_secs(3600),
-                move |_, _| {
-                    let job = job.clone();
-                    Box::pin(async move {
-                        match job.prune_once().await {
-                            Ok(p) => tracing::info!(
-                                logs = p.logs,
-                                idempotency_keys = p.idempotency_keys,
-                                "retention"
-                            ),
-                            Err(e) => tracing::error!(error = %e, "retention failed"),
-                        }
-                    })
-                },
-            )?)
-            .await?;
-        scheduler.start().await?;
-        let _ = stop.changed().await;
-        let _ = scheduler.shutdown().await;
-        Ok(())
+        schedule::run(
+            "retention",
+            Schedule::Calendar("0 0 * * * *"),
+            stop,
+            move || {
+                let job = job.clone();
+                async move {
+                    match job.prune_once().await {
+                        Ok(p) => tracing::info!(
+                            logs = p.logs,
+                            idempotency_keys = p.idempotency_keys,
+                            "retention"
+                        ),
+                        Err(e) => tracing::error!(error = %e, "retention failed"),
+                    }
+                }
+            },
+        )
+        .await
     }
 }

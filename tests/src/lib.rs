@@ -12,14 +12,18 @@ pub mod receiver;
 
 use std::time::Duration;
 
-use gateway::Application;
+use gateway::providers::settings::ProviderSettings;
+use gateway::settings::{GatewaySettings, RetentionSettings};
+use gateway::{Application, Settings};
+use runtime::bus::EventBus;
+use runtime::db;
+use runtime::settings::{RuntimeSettings, Secret};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
+use worker::Worker;
 use worker::app::WorkerApplication;
-use worker::bus::EventBus;
-use worker::settings::{Settings, WebhookSettings};
-use worker::{Worker, db};
+use worker::settings::{WebhookSettings, WorkerSettings};
 
 pub use proxy::TcpProxy;
 pub use receiver::{Behavior, Receiver};
@@ -39,7 +43,7 @@ pub struct Options {
     /// Route the gateway's AMQP connection through a cuttable proxy.
     pub gateway_amqp_url: Option<String>,
     /// Providers (pointing at local mocks); none by default.
-    pub providers: worker::settings::ProviderSettings,
+    pub providers: ProviderSettings,
 }
 
 impl Default for Options {
@@ -57,7 +61,7 @@ impl Default for Options {
             },
             start_worker: true,
             gateway_amqp_url: None,
-            providers: worker::settings::ProviderSettings::default(),
+            providers: ProviderSettings::default(),
         }
     }
 }
@@ -82,19 +86,29 @@ pub fn unique_name() -> String {
 /// Settings for a test: its own database, prefixes and port 0.
 pub fn test_settings(database_url: &str, prefix: &str, webhook: WebhookSettings) -> Settings {
     Settings {
-        database_url: database_url.to_string(),
-        amqp_url: Some(AMQP_URL.to_string()),
-        redis_url: Some(REDIS_URL.to_string()),
-        bind: "127.0.0.1:0".parse().expect("address"),
-        worker_bind: "127.0.0.1:0".parse().expect("address"),
-        admin_token: Some(ADMIN_TOKEN.to_string()),
-        amqp_prefix: prefix.to_string(),
-        redis_prefix: prefix.to_string(),
-        webhook,
-        relay_interval: Duration::from_millis(100),
-        providers: worker::settings::ProviderSettings::default(),
-        log_retention: Duration::from_secs(30 * 86_400),
-        idempotency_retention: Duration::from_secs(7 * 86_400),
+        runtime: RuntimeSettings {
+            database_url: database_url.to_string(),
+            amqp_url: Some(AMQP_URL.to_string()),
+            redis_url: Some(REDIS_URL.to_string()),
+            amqp_prefix: prefix.to_string(),
+            redis_prefix: prefix.to_string(),
+        },
+        worker: WorkerSettings {
+            bind: "127.0.0.1:0".parse().expect("address"),
+            webhook,
+        },
+        gateway: GatewaySettings {
+            bind: "127.0.0.1:0".parse().expect("address"),
+            admin_token: Some(Secret(ADMIN_TOKEN.to_string())),
+            public_url: None,
+            simulated_webhook_secret: None,
+            relay_interval: Duration::from_millis(100),
+            providers: ProviderSettings::default(),
+            retention: RetentionSettings {
+                logs: Duration::from_secs(30 * 86_400),
+                idempotency_keys: Duration::from_secs(7 * 86_400),
+            },
+        },
     }
 }
 
@@ -118,10 +132,10 @@ impl TestApp {
             .expect("connect test database");
         db::migrate(&conn).await.expect("migrate");
         let mut settings = test_settings(&database_url, &prefix, options.webhook.clone());
-        settings.providers = options.providers.clone();
+        settings.gateway.providers = options.providers.clone();
         let mut gateway_settings = settings.clone();
         if let Some(url) = &options.gateway_amqp_url {
-            gateway_settings.amqp_url = Some(url.clone());
+            gateway_settings.runtime.amqp_url = Some(url.clone());
         }
         let app = Application::build(gateway_settings)
             .await
@@ -135,7 +149,7 @@ impl TestApp {
             let _ = rx.await;
         }));
         let worker_base = if options.start_worker {
-            let w = WorkerApplication::build(settings.clone())
+            let w = WorkerApplication::build(settings.worker_process())
                 .await
                 .expect("worker builds");
             let worker_base = format!("http://127.0.0.1:{}", w.port());
@@ -174,7 +188,13 @@ impl TestApp {
         let mut registry = prometheus_client_registry();
         let metrics = std::sync::Arc::new(worker::metrics::DeliveryMetrics::new(&mut registry));
         let bus = EventBus::amqp(AMQP_URL, entity::bus::QueueNames::new(&self.prefix));
-        Worker::new(self.db.clone(), bus, self.settings.webhook.clone(), metrics).expect("worker")
+        Worker::new(
+            self.db.clone(),
+            bus,
+            self.settings.worker.webhook.clone(),
+            metrics,
+        )
+        .expect("worker")
     }
 
     pub async fn create_merchant(&self, name: &str) -> String {

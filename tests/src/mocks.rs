@@ -500,10 +500,11 @@ pub fn settings(
     stripe: Option<&Mock>,
     moneroo: Option<&Mock>,
     ebilling: Option<&Mock>,
-) -> worker::settings::ProviderSettings {
-    use worker::settings::{
-        EbillingSettings, MonerooSettings, ProviderSettings, Secret, StripeSettings,
+) -> gateway::providers::settings::ProviderSettings {
+    use gateway::providers::settings::{
+        EbillingSettings, MonerooSettings, ProviderSettings, StripeSettings,
     };
+    use runtime::settings::Secret;
     ProviderSettings {
         stripe: stripe.map(|m| StripeSettings {
             secret_key: Secret(STRIPE_KEY.into()),

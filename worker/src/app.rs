@@ -8,13 +8,15 @@ use std::sync::Arc;
 use entity::bus::QueueNames;
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::web::Data;
-use poem::{EndpointExt, Response, Route, Server, get, handler, http::StatusCode};
+use poem::{EndpointExt, Response, Route, Server, get, handler};
 use prometheus_client::registry::Registry;
 use sea_orm::DatabaseConnection;
 
-use crate::bus::EventBus;
-use crate::metrics::{self, DeliveryMetrics};
-use crate::{Settings, Worker, db};
+use runtime::bus::EventBus;
+use runtime::db;
+
+use crate::metrics::DeliveryMetrics;
+use crate::{Settings, Worker};
 
 pub struct WorkerApplication {
     worker: Worker,
@@ -35,20 +37,21 @@ pub struct Probe {
 impl WorkerApplication {
     pub async fn build(settings: Settings) -> anyhow::Result<WorkerApplication> {
         let amqp_url = settings
+            .runtime
             .amqp_url
             .clone()
             .ok_or_else(|| anyhow::anyhow!("the worker runs on its own only with AMQP_URL set; in embedded mode it runs inside the gateway"))?;
-        let db = db::connect(&settings.database_url).await?;
-        let bus = EventBus::amqp(&amqp_url, QueueNames::new(&settings.amqp_prefix));
+        let db = db::connect(&settings.runtime.database_url).await?;
+        let bus = EventBus::amqp(&amqp_url, QueueNames::new(&settings.runtime.amqp_prefix));
         let mut registry = Registry::default();
         let metrics = Arc::new(DeliveryMetrics::new(&mut registry));
         let worker = Worker::new(
             db.clone(),
             bus.clone(),
-            settings.webhook.clone(),
+            settings.worker.webhook.clone(),
             metrics.clone(),
         )?;
-        let acceptor = TcpListener::bind(settings.worker_bind)
+        let acceptor = TcpListener::bind(settings.worker.bind)
             .into_acceptor()
             .await?;
         let port = acceptor
@@ -107,61 +110,19 @@ impl WorkerApplication {
 pub fn probe_routes() -> Route {
     Route::new()
         .at("/metrics", get(metrics_endpoint))
-        .at("/health/live", get(live))
+        .at("/health/live", get(runtime::metrics::live))
         .at("/health/ready", get(ready))
 }
 
 #[handler]
 async fn metrics_endpoint(req: &poem::Request, probe: Data<&Probe>) -> Response {
     probe.metrics.refresh_backlog(&probe.db, &probe.bus).await;
-    let accept = req.headers().get("accept").and_then(|v| v.to_str().ok());
-    let (content_type, body) = metrics::encode_for(&probe.registry, accept);
-    Response::builder().content_type(content_type).body(body)
-}
-
-#[handler]
-fn live() -> Response {
-    Response::builder()
-        .content_type("application/json")
-        .body(r#"{"status":"ok"}"#)
+    runtime::metrics::scrape(&probe.registry, req)
 }
 
 #[handler]
 async fn ready(probe: Data<&Probe>) -> Response {
     let database = db::ping(&probe.db).await.is_ok();
     let broker = probe.bus.ping().await.is_ok();
-    let body = serde_json::json!({
-        "status": if database && broker { "ok" } else { "unavailable" },
-        "checks": {"database": database, "broker": broker},
-    });
-    Response::builder()
-        .status(if database && broker {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        })
-        .content_type("application/json")
-        .body(body.to_string())
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
+    runtime::metrics::readiness(&[("database", database), ("broker", broker)])
 }

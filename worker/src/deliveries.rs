@@ -12,6 +12,7 @@ use entity::event::WebhookBody;
 use entity::ids::IdKind;
 use entity::retry::{NextStep, RetryPolicy};
 use entity::signature::SigningKey;
+use entity::status::{DeliveryStatus, EndpointStatus};
 use entity::{events, webhook_attempts, webhook_deliveries, webhook_endpoints};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
@@ -21,48 +22,18 @@ use sea_orm::{
 
 use crate::sender::{AttemptResult, ErrorClass, SignedRequest, WebhookSender};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryStatus {
-    Pending,
-    Processing,
-    Succeeded,
-    Failed,
-}
-
-impl DeliveryStatus {
-    pub const ALL: [DeliveryStatus; 4] = [
-        DeliveryStatus::Pending,
-        DeliveryStatus::Processing,
-        DeliveryStatus::Succeeded,
-        DeliveryStatus::Failed,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            DeliveryStatus::Pending => "pending",
-            DeliveryStatus::Processing => "processing",
-            DeliveryStatus::Succeeded => "succeeded",
-            DeliveryStatus::Failed => "failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<DeliveryStatus> {
-        Self::ALL.into_iter().find(|d| d.as_str() == s)
-    }
-}
-
 /// Due rows: pending and past `next_retry_at`, or processing with an expired lease.
 fn due_condition(now: DateTime<Utc>) -> Condition {
     use webhook_deliveries::Column as C;
     Condition::any()
         .add(
             Condition::all()
-                .add(C::Status.eq(DeliveryStatus::Pending.as_str()))
+                .add(C::Status.eq(DeliveryStatus::Pending))
                 .add(C::NextRetryAt.lte(now)),
         )
         .add(
             Condition::all()
-                .add(C::Status.eq(DeliveryStatus::Processing.as_str()))
+                .add(C::Status.eq(DeliveryStatus::Processing))
                 .add(C::LockedUntil.lte(now)),
         )
 }
@@ -89,7 +60,7 @@ pub async fn claim_due<C: TransactionTrait>(
         let until =
             now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
         webhook_deliveries::Entity::update_many()
-            .col_expr(C::Status, Expr::value(DeliveryStatus::Processing.as_str()))
+            .col_expr(C::Status, Expr::value(DeliveryStatus::Processing))
             .col_expr(C::LockedUntil, Expr::value(until))
             .col_expr(C::UpdatedAt, Expr::value(now))
             .filter(C::Id.is_in(ids.clone()))
@@ -105,12 +76,12 @@ pub async fn release<C: ConnectionTrait>(db: &C, ids: &[String]) -> Result<u64, 
     use webhook_deliveries::Column as C;
     let now = Utc::now();
     let result = webhook_deliveries::Entity::update_many()
-        .col_expr(C::Status, Expr::value(DeliveryStatus::Pending.as_str()))
+        .col_expr(C::Status, Expr::value(DeliveryStatus::Pending))
         .col_expr(C::NextRetryAt, Expr::value(now))
         .col_expr(C::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
         .col_expr(C::UpdatedAt, Expr::value(now))
         .filter(C::Id.is_in(ids.to_vec()))
-        .filter(C::Status.eq(DeliveryStatus::Processing.as_str()))
+        .filter(C::Status.eq(DeliveryStatus::Processing))
         .exec(db)
         .await?;
     Ok(result.rows_affected)
@@ -174,11 +145,11 @@ pub async fn attempt<C: ConnectionTrait + TransactionTrait>(
     policy: &RetryPolicy,
     ctx: AttemptContext,
 ) -> Result<(AttemptOutcome, Option<AttemptResult>), DbErr> {
-    if ctx.delivery.status != DeliveryStatus::Processing.as_str() {
+    if ctx.delivery.status != DeliveryStatus::Processing {
         return Ok((AttemptOutcome::Skipped, None));
     }
     let endpoint = match ctx.endpoint {
-        Some(e) if e.status == "enabled" => e,
+        Some(e) if e.status == EndpointStatus::Enabled => e,
         other => {
             let why = if other.is_some() {
                 "endpoint disabled"
@@ -283,7 +254,7 @@ async fn record<C: TransactionTrait>(
     .exec_without_returning(&txn)
     .await?;
     webhook_deliveries::Entity::update_many()
-        .col_expr(C::Status, Expr::value(status.as_str()))
+        .col_expr(C::Status, Expr::value(status))
         .col_expr(C::Attempts, Expr::value(attempts))
         .col_expr(C::NextRetryAt, Expr::value(next_retry_at))
         .col_expr(C::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
@@ -306,7 +277,7 @@ async fn finish_without_call<C: ConnectionTrait>(
 ) -> Result<(), DbErr> {
     use webhook_deliveries::Column as C;
     webhook_deliveries::Entity::update_many()
-        .col_expr(C::Status, Expr::value(DeliveryStatus::Failed.as_str()))
+        .col_expr(C::Status, Expr::value(DeliveryStatus::Failed))
         .col_expr(C::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
         .col_expr(C::NextRetryAt, Expr::value(Option::<DateTime<Utc>>::None))
         .col_expr(C::ErrorMessage, Expr::value(why))
@@ -315,28 +286,6 @@ async fn finish_without_call<C: ConnectionTrait>(
         .exec(db)
         .await?;
     Ok(())
-}
-
-/// A merchant's manual retry: a `failed` or `pending` delivery becomes due now with a fresh
-/// set of attempts. Earlier attempt rows stay as history. Returns false when the delivery is
-/// in a state that cannot be retried (being sent, or already delivered).
-pub async fn make_due_now<C: ConnectionTrait>(db: &C, delivery_id: &str) -> Result<bool, DbErr> {
-    use webhook_deliveries::Column as C;
-    let now = Utc::now();
-    let result = webhook_deliveries::Entity::update_many()
-        .col_expr(C::Status, Expr::value(DeliveryStatus::Pending.as_str()))
-        .col_expr(C::Attempts, Expr::value(0))
-        .col_expr(C::NextRetryAt, Expr::value(now))
-        .col_expr(C::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
-        .col_expr(C::UpdatedAt, Expr::value(now))
-        .filter(C::Id.eq(delivery_id))
-        .filter(C::Status.is_in([
-            DeliveryStatus::Failed.as_str(),
-            DeliveryStatus::Pending.as_str(),
-        ]))
-        .exec(db)
-        .await?;
-    Ok(result.rows_affected == 1)
 }
 
 /// Row counts behind the `queue_size` gauge and the age of the oldest due row.
@@ -353,17 +302,16 @@ pub async fn backlog<C: ConnectionTrait>(db: &C) -> Result<Backlog, DbErr> {
     use sea_orm::PaginatorTrait;
     use webhook_deliveries::Column as C;
     let now = Utc::now();
-    let pending = || {
-        webhook_deliveries::Entity::find().filter(C::Status.eq(DeliveryStatus::Pending.as_str()))
-    };
+    let pending =
+        || webhook_deliveries::Entity::find().filter(C::Status.eq(DeliveryStatus::Pending));
     let due = pending().filter(C::NextRetryAt.lte(now)).count(db).await?;
     let retrying = pending().filter(C::NextRetryAt.gt(now)).count(db).await?;
     let processing = webhook_deliveries::Entity::find()
-        .filter(C::Status.eq(DeliveryStatus::Processing.as_str()))
+        .filter(C::Status.eq(DeliveryStatus::Processing))
         .count(db)
         .await?;
     let failed = webhook_deliveries::Entity::find()
-        .filter(C::Status.eq(DeliveryStatus::Failed.as_str()))
+        .filter(C::Status.eq(DeliveryStatus::Failed))
         .count(db)
         .await?;
     let oldest: Option<Option<DateTime<Utc>>> = pending()

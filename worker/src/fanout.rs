@@ -18,7 +18,9 @@ use sea_orm::{
     TransactionSession, TransactionTrait, TryIntoModel,
 };
 
-use crate::deliveries::{AttemptContext, DeliveryStatus};
+use entity::status::{DeliveryStatus, EndpointStatus};
+
+use crate::deliveries::AttemptContext;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FanOut {
@@ -54,7 +56,7 @@ pub async fn fan_out<C: ConnectionTrait + TransactionTrait>(
     } = message;
     let endpoints: Vec<webhook_endpoints::Model> = webhook_endpoints::Entity::find()
         .filter(webhook_endpoints::Column::MerchantId.eq(merchant_id.as_str()))
-        .filter(webhook_endpoints::Column::Status.eq("enabled"))
+        .filter(webhook_endpoints::Column::Status.eq(EndpointStatus::Enabled))
         .all(db)
         .await?
         .into_iter()
@@ -84,7 +86,7 @@ pub async fn fan_out<C: ConnectionTrait + TransactionTrait>(
             merchant_id: Set(event.merchant_id.clone()),
             event_id: Set(event.id.clone()),
             endpoint_id: Set(endpoint.id.clone()),
-            status: Set(status.as_str().to_string()),
+            status: Set(status),
             attempts: Set(0),
             next_retry_at: Set(next_retry_at),
             locked_until: Set(locked_until),

@@ -1,25 +1,23 @@
-//! The webhook delivery worker, and the runtime pieces the gateway shares with it.
+//! The webhook delivery worker.
 //!
-//! - [`settings`]: every knob, read from the environment once at start-up.
-//! - [`db`], [`bus`]: the backends (PostgreSQL or SQLite; RabbitMQ or in-process), chosen at
-//!   start-up and used through small types, never through `if sqlite` branches.
-//! - [`fanout`], [`deliveries`], [`sender`]: turning an event into delivery rows, claiming due
-//!   rows, making one signed HTTP attempt and recording it.
-//! - [`worker`]: the process (`Worker::build`, `sweep_once`, `run_until_stopped`).
+//! - [`settings`]: the worker's section of the configuration (webhook knobs, probe port).
+//! - [`fanout`]: an event from the bus becomes one delivery row per subscribed endpoint.
+//! - [`deliveries`]: claiming due rows, making one attempt, recording it, the backlog figures.
+//! - [`sender`]: the signed HTTP request to a merchant's server, public addresses only.
+//! - [`worker`]: the consumer and the sweep (`Worker::new`, `sweep_once`, `run_until_stopped`).
+//! - [`app`]: the worker process with its `/metrics` and `/health` server.
+//! - [`metrics`]: delivery metrics and the backlog gauges.
 //!
-//! The gateway depends on this crate both for the shared runtime and to run the worker
-//! inside its own process in embedded mode.
+//! Everything below it (database, bus, settings reader, schedules) is in `runtime`. The
+//! gateway depends on this crate only to run the worker inside its own process in embedded
+//! mode.
 
 pub mod app;
-pub mod bus;
-pub mod db;
 pub mod deliveries;
 pub mod fanout;
-pub mod logs;
 pub mod metrics;
 pub mod sender;
 pub mod settings;
-pub mod telemetry;
 pub mod worker;
 
 pub use settings::Settings;

@@ -1,7 +1,8 @@
 //! `worker`: delivers merchant webhooks (real mode: PostgreSQL + RabbitMQ).
 
-use worker::app::{WorkerApplication, shutdown_signal};
-use worker::{Settings, telemetry};
+use runtime::{shutdown, telemetry};
+use worker::Settings;
+use worker::app::WorkerApplication;
 
 #[tokio::main]
 async fn main() {
@@ -21,7 +22,7 @@ async fn main() {
         }
     };
     tracing::info!(port = app.port(), "worker metrics and health listening");
-    if let Err(e) = app.run_until_stopped(shutdown_signal()).await {
+    if let Err(e) = app.run_until_stopped(shutdown::signal()).await {
         eprintln!("payrail worker: {e:#}");
         std::process::exit(1);
     }

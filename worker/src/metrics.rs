@@ -13,9 +13,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use sea_orm::DatabaseConnection;
 
-use crate::bus::EventBus;
 use crate::deliveries::{AttemptOutcome, backlog, error_class};
 use crate::sender::AttemptResult;
+use runtime::bus::EventBus;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
@@ -129,67 +129,5 @@ impl DeliveryMetrics {
             set("events", d.events);
             set("events_dead_letter", d.dead_letters);
         }
-    }
-}
-
-/// The OpenMetrics text exposition of a registry.
-pub fn encode(registry: &Registry) -> String {
-    let mut out = String::new();
-    // Encoding into a String cannot fail.
-    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
-    out
-}
-
-pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Encodes for whoever asks: OpenMetrics when the scraper accepts it (Prometheus does), the
-/// classic text format otherwise (curl, `promtool check metrics`, older scrapers).
-pub fn encode_for(registry: &Registry, accept: Option<&str>) -> (&'static str, String) {
-    let open_metrics = encode(registry);
-    if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
-        (OPENMETRICS, open_metrics)
-    } else {
-        (PROMETHEUS_TEXT, to_prometheus_text(&open_metrics))
-    }
-}
-
-/// OpenMetrics → Prometheus text 0.0.4: a counter's family is named with its `_total` suffix,
-/// and there are no `# UNIT` or `# EOF` lines.
-pub fn to_prometheus_text(open_metrics: &str) -> String {
-    let counters: std::collections::HashSet<&str> = open_metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|rest| rest.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(open_metrics.len());
-    for line in open_metrics.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
-            let rest = line.strip_prefix(prefix)?;
-            let (name, tail) = rest.split_once(' ')?;
-            counters
-                .contains(name)
-                .then(|| format!("{prefix}{name}_total {tail}"))
-        });
-        out.push_str(renamed.as_deref().unwrap_or(line));
-        out.push('\n');
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counters_get_their_total_name_in_the_classic_format() {
-        let om = "# HELP jobs Jobs done.\n# TYPE jobs counter\njobs_total 3\n# HELP depth Depth.\n# TYPE depth gauge\ndepth 1\n# EOF\n";
-        assert_eq!(
-            to_prometheus_text(om),
-            "# HELP jobs_total Jobs done.\n# TYPE jobs_total counter\njobs_total 3\n# HELP depth Depth.\n# TYPE depth gauge\ndepth 1\n"
-        );
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! [`Worker::sweep_once`] and [`Worker::handle`] each run one step and return what happened,
 //! so tests drive them deterministically; [`Worker::run_until_stopped`] wires them to the
-//! consumer and to tokio-cron-scheduler for production.
+//! consumer and to a `runtime::schedule` period for production.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,14 +14,14 @@ use entity::retry::RetryPolicy;
 use futures_util::future::join_all;
 use sea_orm::DatabaseConnection;
 use tokio::sync::{Notify, watch};
-use tokio_cron_scheduler::{Job, JobScheduler};
 
-use crate::bus::{EventBus, Received};
 use crate::deliveries::{self, AttemptContext, AttemptOutcome};
 use crate::fanout::{FanOutError, fan_out};
 use crate::metrics::DeliveryMetrics;
 use crate::sender::WebhookSender;
 use crate::settings::WebhookSettings;
+use runtime::bus::{EventBus, Received};
+use runtime::schedule::{self, Schedule};
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -219,11 +219,11 @@ impl Worker {
                     if let AttemptOutcome::Failed { attempts } = &outcome {
                         let (merchant_id, event_id, endpoint_id, request_id) = &about;
                         let last_error = result.as_ref().and_then(|r| r.error.as_ref().map(|e| e.1.clone()));
-                        crate::logs::record(
+                        runtime::log_store::record(
                             &inner.db,
-                            crate::logs::Entry {
+                            runtime::log_store::Entry {
                                 merchant_id: Some(merchant_id),
-                                level: crate::logs::Level::Error,
+                                level: entity::status::LogLevel::Error,
                                 source: "webhooks",
                                 message: &format!("Webhook delivery {id} failed after {attempts} attempts"),
                                 context: Some(serde_json::json!({"delivery_id": id, "event_id": event_id, "endpoint_id": endpoint_id, "last_error": last_error})),
@@ -328,36 +328,34 @@ impl Worker {
     /// taking work and waits (up to the HTTP timeout and a margin) for sends in flight.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let consumer = tokio::spawn(self.clone().consume(stop_rx));
-        let mut scheduler = JobScheduler::new().await?;
+        let consumer = tokio::spawn(self.clone().consume(stop_rx.clone()));
         let sweeper = self.clone();
-        scheduler
-            .add(Job::new_repeated_async(
-                self.inner.settings.sweep_interval,
-                move |_, _| {
-                    let worker = sweeper.clone();
-                    Box::pin(async move {
-                        match worker.sweep_once().await {
-                            Ok(o) if o.claimed > 0 => tracing::info!(
-                                claimed = o.claimed,
-                                succeeded = o.succeeded,
-                                retrying = o.retrying,
-                                failed = o.failed,
-                                "sweep"
-                            ),
-                            Ok(_) => {}
-                            Err(e) => tracing::error!(error = %e, "sweep failed"),
-                        }
-                    })
-                },
-            )?)
-            .await?;
-        scheduler.start().await?;
+        let sweeps = tokio::spawn(schedule::run(
+            "sweep",
+            Schedule::Every(self.inner.settings.sweep_interval),
+            stop_rx.clone(),
+            move || {
+                let worker = sweeper.clone();
+                async move {
+                    match worker.sweep_once().await {
+                        Ok(o) if o.claimed > 0 => tracing::info!(
+                            claimed = o.claimed,
+                            succeeded = o.succeeded,
+                            retrying = o.retrying,
+                            failed = o.failed,
+                            "sweep"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(error = %e, "sweep failed"),
+                    }
+                }
+            },
+        ));
         shutdown.await;
         tracing::info!("worker stopping: no new work; waiting for sends in flight");
         let _ = stop_tx.send(true);
         let _ = consumer.await;
-        let _ = scheduler.shutdown().await;
+        let _ = sweeps.await;
         let grace = self
             .inner
             .shutdown_grace

@@ -9,7 +9,7 @@ pub struct Model {
     pub id: String,
     pub merchant_id: Option<String>,
     /// `debug`, `info`, `warning`, `error` or `critical`.
-    pub level: String,
+    pub level: crate::status::LogLevel,
     pub message: String,
     /// Who wrote it: `merchant:<free text>`, `payments`, `api`, `webhooks`.
     pub source: String,

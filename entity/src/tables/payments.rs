@@ -9,8 +9,8 @@ pub struct Model {
     /// Minor units of `currency`.
     pub amount: i64,
     pub currency: String,
-    pub status: String,
-    pub provider: String,
+    pub status: crate::payment_status::PaymentStatus,
+    pub provider: crate::status::Provider,
     pub provider_reference: Option<String>,
     pub checkout_url: Option<String>,
     pub reference: Option<String>,

@@ -11,7 +11,7 @@ pub struct Model {
     pub event_type: String,
     pub payment_id: Option<String>,
     /// `applied`, `ignored` (e.g. a late event for a final payment) or `unknown_type`.
-    pub outcome: String,
+    pub outcome: crate::status::ProviderEventOutcome,
     pub raw_body: String,
     /// The headers that matter for audit (signature, content type), as JSON.
     pub headers: Option<String>,

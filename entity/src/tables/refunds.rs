@@ -10,7 +10,7 @@ pub struct Model {
     pub payment_id: String,
     pub amount: i64,
     /// `pending`, `succeeded` or `failed`.
-    pub status: String,
+    pub status: crate::status::RefundStatus,
     pub provider_reference: Option<String>,
     pub failure_message: Option<String>,
     pub created_at: DateTimeUtc,

@@ -10,7 +10,7 @@ pub struct Model {
     pub event_id: String,
     pub endpoint_id: String,
     /// `pending`, `processing`, `succeeded` or `failed`.
-    pub status: String,
+    pub status: crate::status::DeliveryStatus,
     /// Attempts in the current round (a manual retry starts a new round).
     pub attempts: i32,
     pub next_retry_at: Option<DateTimeUtc>,

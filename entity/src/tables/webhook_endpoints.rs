@@ -12,7 +12,7 @@ pub struct Model {
     pub enabled_events: Json,
     pub secret: String,
     /// `enabled` or `disabled`.
-    pub status: String,
+    pub status: crate::status::EndpointStatus,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -7,9 +7,9 @@ use poem_openapi::{ApiResponse, OpenApi};
 
 use super::ApiTags;
 use super::dto::{CreateMerchantRequest, CreatedMerchant};
-use crate::auth::AdminToken;
-use crate::error::ApiError;
-use crate::services::merchants;
+use crate::api::auth::AdminToken;
+use crate::api::error::ApiError;
+use crate::merchants;
 use crate::state::AppState;
 
 #[derive(Default)]

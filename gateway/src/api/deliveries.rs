@@ -1,18 +1,21 @@
 //! `/v1/webhook_deliveries`.
 
+use entity::status::DeliveryStatus;
 use poem::web::Data;
 use poem_openapi::OpenApi;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use worker::deliveries::{DeliveryStatus, make_due_now};
+
+use crate::webhooks::deliveries::make_due_now;
 
 use super::ApiTags;
 use super::dto::{WebhookDelivery, WebhookDeliveryList};
-use crate::auth::ApiKey;
-use crate::error::{ApiError, OrNotFound};
-use crate::services::Page;
-use crate::services::deliveries::{self, DeliveryFilter};
+use crate::api::auth::ApiKey;
+use crate::api::error::ApiError;
+use crate::error::OrNotFound;
+use crate::pagination::Page;
 use crate::state::AppState;
+use crate::webhooks::deliveries::{self, DeliveryFilter};
 
 #[derive(Default)]
 pub struct DeliveriesApi;

@@ -5,9 +5,12 @@
 use std::collections::HashMap;
 
 use entity::event::rfc3339;
-use entity::{events, payments, webhook_attempts, webhook_deliveries, webhook_endpoints};
+use entity::{events, webhook_attempts, webhook_deliveries, webhook_endpoints};
 use poem_openapi::Object;
 use serde::{Deserialize, Serialize};
+
+pub use crate::logs::LogEntry;
+pub use crate::payments::objects::{CardSummary, Customer, Payment, PaymentMethod, Refund};
 
 // ---------- payments ----------
 
@@ -32,20 +35,6 @@ pub struct CreatePaymentRequest {
     pub payment_method: Option<PaymentMethodInput>,
 }
 
-#[derive(Object, Clone, Serialize, Deserialize, Debug, PartialEq, Default)]
-#[oai(deny_unknown_fields)]
-pub struct Customer {
-    #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-    #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub phone: Option<String>,
-    #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-}
-
 #[derive(Object)]
 #[oai(deny_unknown_fields)]
 pub struct PaymentMethodInput {
@@ -63,85 +52,6 @@ pub struct CardInput {
     pub exp_month: u32,
     pub exp_year: u32,
     pub cvc: String,
-}
-
-#[derive(Object, Clone, Serialize, Deserialize, Debug, PartialEq)]
-pub struct PaymentMethod {
-    #[oai(rename = "type")]
-    #[serde(rename = "type")]
-    pub method_type: String,
-    pub card: CardSummary,
-}
-
-#[derive(Object, Clone, Serialize, Deserialize, Debug, PartialEq)]
-pub struct CardSummary {
-    pub brand: String,
-    pub last4: String,
-    pub exp_month: u32,
-    pub exp_year: u32,
-}
-
-#[derive(Object, Clone, Serialize, Deserialize, Debug, PartialEq)]
-pub struct Payment {
-    pub id: String,
-    /// Always `payment`.
-    pub object: String,
-    /// `pending`, `processing`, `succeeded`, `failed`, `cancelled` or `refunded`.
-    pub status: String,
-    pub amount: i64,
-    pub currency: String,
-    pub provider: String,
-    pub provider_reference: Option<String>,
-    pub checkout_url: Option<String>,
-    /// Stripe only: the PaymentIntent's client secret, for Stripe.js.
-    pub client_secret: Option<String>,
-    pub return_url: Option<String>,
-    pub reference: Option<String>,
-    pub description: Option<String>,
-    pub customer: Option<Customer>,
-    pub metadata: HashMap<String, String>,
-    pub payment_method: Option<PaymentMethod>,
-    pub amount_refunded: i64,
-    pub failure_code: Option<String>,
-    pub failure_message: Option<String>,
-    pub livemode: bool,
-    /// RFC 3339, UTC.
-    pub created_at: String,
-    pub updated_at: String,
-}
-
-impl From<&payments::Model> for Payment {
-    fn from(p: &payments::Model) -> Payment {
-        Payment {
-            id: p.id.clone(),
-            object: "payment".into(),
-            status: p.status.clone(),
-            amount: p.amount,
-            currency: p.currency.clone(),
-            provider: p.provider.clone(),
-            provider_reference: p.provider_reference.clone(),
-            checkout_url: p.checkout_url.clone(),
-            client_secret: p.client_secret.clone(),
-            return_url: p.return_url.clone(),
-            reference: p.reference.clone(),
-            description: p.description.clone(),
-            customer: p
-                .customer
-                .clone()
-                .and_then(|c| serde_json::from_value(c).ok()),
-            metadata: serde_json::from_value(p.metadata.clone()).unwrap_or_default(),
-            payment_method: p
-                .payment_method
-                .clone()
-                .and_then(|m| serde_json::from_value(m).ok()),
-            amount_refunded: p.amount_refunded,
-            failure_code: p.failure_code.clone(),
-            failure_message: p.failure_message.clone(),
-            livemode: p.livemode,
-            created_at: rfc3339(p.created_at),
-            updated_at: rfc3339(p.updated_at),
-        }
-    }
 }
 
 #[derive(Object)]
@@ -206,7 +116,7 @@ impl WebhookEndpoint {
             url: e.url.clone(),
             enabled_events: e.enabled_event_names(),
             description: e.description.clone(),
-            status: e.status.clone(),
+            status: e.status.to_string(),
             secret: reveal_secret.then(|| e.secret.clone()),
             created_at: rfc3339(e.created_at),
             updated_at: rfc3339(e.updated_at),
@@ -322,7 +232,7 @@ impl WebhookDelivery {
             object: "webhook_delivery".into(),
             event_id: d.event_id.clone(),
             endpoint_id: d.endpoint_id.clone(),
-            status: d.status.clone(),
+            status: d.status.to_string(),
             attempts: d.attempts,
             next_retry_at: d.next_retry_at.map(rfc3339),
             last_attempt_at: d.last_attempt_at.map(rfc3339),
@@ -370,33 +280,6 @@ pub struct CreateRefundRequest {
     pub amount: Option<i64>,
 }
 
-#[derive(Object, Serialize, Deserialize)]
-pub struct Refund {
-    pub id: String,
-    /// Always `refund`.
-    pub object: String,
-    pub payment_id: String,
-    pub amount: i64,
-    /// `pending`, `succeeded` or `failed`.
-    pub status: String,
-    pub failure_message: Option<String>,
-    pub created_at: String,
-}
-
-impl From<&entity::refunds::Model> for Refund {
-    fn from(r: &entity::refunds::Model) -> Refund {
-        Refund {
-            id: r.id.clone(),
-            object: "refund".into(),
-            payment_id: r.payment_id.clone(),
-            amount: r.amount,
-            status: r.status.clone(),
-            failure_message: r.failure_message.clone(),
-            created_at: rfc3339(r.created_at),
-        }
-    }
-}
-
 #[derive(Object)]
 pub struct RefundList {
     pub object: String,
@@ -416,35 +299,6 @@ pub struct CreateLogRequest {
     pub source: String,
     /// Any JSON object.
     pub context: Option<serde_json::Value>,
-}
-
-#[derive(Object, Serialize, Deserialize, Clone)]
-pub struct LogEntry {
-    pub id: String,
-    /// Always `log`.
-    pub object: String,
-    pub level: String,
-    pub message: String,
-    /// `merchant:<your source>` for entries you wrote; `payments`, `api`, `webhooks` for Payrail's.
-    pub source: String,
-    pub context: Option<serde_json::Value>,
-    pub request_id: Option<String>,
-    pub created_at: String,
-}
-
-impl From<&entity::logs::Model> for LogEntry {
-    fn from(l: &entity::logs::Model) -> LogEntry {
-        LogEntry {
-            id: l.id.clone(),
-            object: "log".into(),
-            level: l.level.clone(),
-            message: l.message.clone(),
-            source: l.source.clone(),
-            context: l.context.clone(),
-            request_id: l.request_id.clone(),
-            created_at: rfc3339(l.created_at),
-        }
-    }
 }
 
 #[derive(Object)]

@@ -11,12 +11,14 @@ use super::dto::{
     WebhookEndpointList,
 };
 use super::{ApiTags, valid_idempotency_key};
-use crate::auth::ApiKey;
-use crate::domain::{EndpointUpdate, NewEndpoint};
-use crate::error::{ApiError, OrNotFound};
-use crate::services::idempotency::Idempotent;
-use crate::services::{Page, endpoints};
+use crate::api::auth::ApiKey;
+use crate::api::error::ApiError;
+use crate::error::OrNotFound;
+use crate::idempotency::Idempotent;
+use crate::pagination::Page;
 use crate::state::AppState;
+use crate::webhooks::endpoints;
+use crate::webhooks::endpoints::{EndpointUpdate, NewEndpoint};
 
 #[derive(Default)]
 pub struct EndpointsApi;

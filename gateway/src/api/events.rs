@@ -8,10 +8,12 @@ use poem_openapi::payload::Json;
 
 use super::ApiTags;
 use super::dto::{Event, EventList};
-use crate::auth::ApiKey;
-use crate::error::{ApiError, OrNotFound};
-use crate::services::{Page, events};
+use crate::api::auth::ApiKey;
+use crate::api::error::ApiError;
+use crate::error::OrNotFound;
+use crate::pagination::Page;
 use crate::state::AppState;
+use crate::webhooks::events;
 
 #[derive(Default)]
 pub struct EventsApi;

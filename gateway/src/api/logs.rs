@@ -1,17 +1,18 @@
 //! `/v1/logs`: the merchant's log store.
 
+use entity::status::LogLevel as Level;
 use poem::Request;
 use poem::web::Data;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
-use worker::logs::{Entry, Level};
+use runtime::log_store::Entry;
 
 use super::dto::{CreateLogRequest, LogEntry, LogList, LogStats};
 use super::{ApiTags, request_id};
-use crate::auth::ApiKey;
-use crate::error::ApiError;
-use crate::services::logs;
+use crate::api::auth::ApiKey;
+use crate::api::error::ApiError;
+use crate::logs;
 use crate::state::AppState;
 
 #[derive(Default)]
@@ -72,7 +73,7 @@ impl LogsApi {
         }
         let source = format!("merchant:{}", b.source);
         let rid = request_id(req);
-        let entry = worker::logs::write(
+        let entry = runtime::log_store::write(
             &state.db,
             Entry {
                 merchant_id: Some(&merchant.merchant_id),
@@ -121,7 +122,7 @@ impl LogsApi {
     ) -> Result<Json<LogStats>, ApiError> {
         let window = match window.0.as_deref() {
             None => std::time::Duration::from_secs(3600),
-            Some(w) => worker::settings::parse_duration(w)
+            Some(w) => runtime::settings::parse_duration(w)
                 .ok()
                 .filter(|d| !d.is_zero() && d.as_secs() <= 90 * 86_400)
                 .ok_or_else(|| {

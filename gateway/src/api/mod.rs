@@ -2,19 +2,24 @@
 //! plain routes around it (docs, metrics, health, the sandbox checkout page).
 
 pub mod admin;
+pub mod auth;
+pub mod checkout;
 pub mod deliveries;
 pub mod dto;
 pub mod endpoints;
+pub mod error;
 pub mod events;
 pub mod logs;
+pub mod middleware;
 pub mod ops;
 pub mod payments;
 pub mod providers;
+pub mod requests;
 
 use poem::Request;
 use poem_openapi::{OpenApiService, Tags};
 
-use crate::metrics::RequestId;
+use middleware::RequestId;
 
 #[derive(Tags)]
 pub enum ApiTags {
@@ -66,9 +71,11 @@ pub fn spec_json() -> String {
 }
 
 /// An `Idempotency-Key` header, if sent, must be 1 to 255 characters.
-pub fn valid_idempotency_key(key: Option<&str>) -> Result<Option<&str>, crate::error::ApiError> {
+pub fn valid_idempotency_key(
+    key: Option<&str>,
+) -> Result<Option<&str>, crate::api::error::ApiError> {
     match key {
-        Some(k) if k.is_empty() || k.len() > 255 => Err(crate::error::ApiError::bad_request(
+        Some(k) if k.is_empty() || k.len() > 255 => Err(crate::api::error::ApiError::bad_request(
             "idempotency_key_invalid",
             "Idempotency-Key must be 1 to 255 characters.",
         )),

@@ -1,6 +1,7 @@
 //! `/v1/payments` and the sandbox completion.
 
 use entity::payment_status::PaymentStatus;
+use entity::status::{Provider, RefundStatus};
 use poem::Request;
 use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
@@ -12,10 +13,12 @@ use super::dto::{
     Refund, RefundList,
 };
 use super::{ApiTags, request_id, valid_idempotency_key};
-use crate::auth::ApiKey;
-use crate::domain::{NewPayment, parse_sandbox_outcome};
-use crate::error::{ApiError, OrNotFound};
-use crate::services::{Page, payments, refunds};
+use crate::api::auth::ApiKey;
+use crate::api::error::ApiError;
+use crate::error::OrNotFound;
+use crate::pagination::Page;
+use crate::payments::validation::{NewPayment, parse_sandbox_outcome};
+use crate::payments::{refunds, service as payments};
 use crate::state::AppState;
 
 #[derive(Default)]
@@ -83,35 +86,20 @@ impl PaymentsApi {
             &state.public_url,
         )
         .await?;
-        if !created.replayed {
-            let p = &created.payment;
-            state
-                .metrics
-                .payment_status(&p.provider, PaymentStatus::Pending.as_str());
-            if p.status != PaymentStatus::Pending.as_str() {
-                state.metrics.payment_status(&p.provider, &p.status);
-            }
-            state
-                .metrics
-                .amounts
-                .get_or_create_owned(&crate::metrics::CurrencyLabel {
-                    currency: p.currency.clone(),
-                })
-                .observe(p.amount as f64);
-            state.after_payment_change(&merchant.merchant_id).await;
-            if created.payment.status == "failed" {
-                state
-                    .log_payment_failure(&created.payment, &merchant.merchant_id, rid.as_deref())
-                    .await;
-            }
+        if let Some(model) = &created.model {
+            state.effects.payment_created(model, rid.as_deref()).await;
         }
         let p = &created.payment;
         if p.failure_code.as_deref() == Some("provider_error") {
-            return Err(ApiError::provider_failed(p));
+            return Err(ApiError::provider_failed(
+                &p.provider,
+                &p.id,
+                p.failure_message.as_deref(),
+            ));
         }
         Ok(CreatedPayment::Created(
             Json(created.payment),
-            created.replayed.then(|| "true".to_string()),
+            created.model.is_none().then(|| "true".to_string()),
         ))
     }
 
@@ -167,9 +155,13 @@ impl PaymentsApi {
         ApiKey(merchant): ApiKey,
         state: Data<&AppState>,
     ) -> Result<RecentPayments, ApiError> {
-        let (list, hit) = payments::recent(&state.db, &state.cache, &merchant.merchant_id).await?;
+        let (data, hit) = payments::recent(&state.db, &state.cache, &merchant.merchant_id).await?;
         Ok(RecentPayments::Ok(
-            Json(list),
+            Json(PaymentList {
+                object: "list".into(),
+                data,
+                has_more: false,
+            }),
             if hit { "hit" } else { "miss" }.to_string(),
         ))
     }
@@ -201,16 +193,10 @@ impl PaymentsApi {
         req: &Request,
         id: Path<String>,
     ) -> Result<Json<Payment>, ApiError> {
-        let p = payments::cancel(
-            &state.db,
-            &merchant.merchant_id,
-            &id.0,
-            request_id(req).as_deref(),
-        )
-        .await?;
-        state.metrics.payment_status(&p.provider, &p.status);
-        state.after_payment_change(&merchant.merchant_id).await;
-        Ok(Json(p))
+        let rid = request_id(req);
+        let p = payments::cancel(&state.db, &merchant.merchant_id, &id.0, rid.as_deref()).await?;
+        state.effects.payment_moved(&p, rid.as_deref()).await;
+        Ok(Json(Payment::from(&p)))
     }
 
     /// Refund a succeeded payment, fully or in part
@@ -242,15 +228,17 @@ impl PaymentsApi {
         )
         .await?;
         if !outcome.replayed {
-            state.after_payment_change(&merchant.merchant_id).await;
+            state.effects.events_committed(&merchant.merchant_id).await;
         }
-        if outcome.value.status == "failed" {
+        if outcome.value.status == RefundStatus::Failed.as_str() {
             let p = payments::get(&state.db, &merchant.merchant_id, &id.0)
                 .await?
                 .or_not_found("payment", &id.0)?;
-            let mut view = Payment::from(&p);
-            view.failure_message = outcome.value.failure_message.clone();
-            return Err(ApiError::provider_failed(&view));
+            return Err(ApiError::provider_failed(
+                p.provider.as_str(),
+                &p.id,
+                outcome.value.failure_message.as_deref(),
+            ));
         }
         Ok(CreatedRefund::Created(
             Json(outcome.value),
@@ -308,22 +296,21 @@ impl PaymentsApi {
         let payment = payments::get(&state.db, &merchant.merchant_id, &id.0)
             .await?
             .or_not_found("payment", &id.0)?;
-        if payment.provider != "simulated" {
+        if payment.provider != Provider::Simulated {
             return Err(ApiError::invalid(
                 "id",
                 "not_simulated",
                 "Only payments with provider simulated can be completed here.",
             ));
         }
-        let current = PaymentStatus::parse(&payment.status).unwrap_or(PaymentStatus::Pending);
-        if current.transition(outcome).is_err() {
+        if payment.status.transition(outcome).is_err() {
             return Err(ApiError::conflict(
                 "payment_not_completable",
                 format!("A {} payment cannot become {}.", payment.status, outcome),
             ));
         }
         let (raw, signature) = state.simulated.event_for(&payment.id, outcome);
-        crate::inbound::receive_simulated(&state, &signature, &raw).await?;
+        state.inbound.receive_simulated(&signature, &raw).await?;
         let p = payments::get(&state.db, &merchant.merchant_id, &id.0)
             .await?
             .or_not_found("payment", &id.0)?;

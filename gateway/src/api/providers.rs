@@ -9,11 +9,12 @@ use poem_openapi::payload::{Binary, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::ApiTags;
-use crate::error::ApiError;
-use crate::inbound::{apply, headers_json, receive_simulated, refused, verify_and_apply};
+use crate::api::error::ApiError;
+use crate::providers::events::{PaymentRef, VerifiedEvent};
+use crate::providers::inbound::headers_json;
 use crate::providers::{ebilling, stripe};
-use crate::services::provider_events::{PaymentRef, VerifiedEvent};
 use crate::state::AppState;
+use entity::status::Provider;
 
 #[derive(Default)]
 pub struct ProvidersApi;
@@ -33,7 +34,7 @@ pub enum MonerooAnswer {
     Ok(Json<WebhookReceived>),
     /// The signature does not match the body.
     #[oai(status = 403)]
-    Forbidden(Json<crate::error::ErrorBody>),
+    Forbidden(Json<crate::api::error::ErrorBody>),
 }
 
 #[OpenApi(prefix_path = "/v1/providers", tag = "ApiTags::Providers")]
@@ -50,7 +51,10 @@ impl ProvidersApi {
         #[oai(name = "Payrail-Simulated-Signature")] signature: Header<String>,
         body: Binary<Vec<u8>>,
     ) -> Result<Json<WebhookReceived>, ApiError> {
-        let outcome = receive_simulated(&state, &signature.0, &body.0).await?;
+        let outcome = state
+            .inbound
+            .receive_simulated(&signature.0, &body.0)
+            .await?;
         Ok(Json(WebhookReceived {
             received: true,
             outcome: outcome.as_str().to_string(),
@@ -77,25 +81,23 @@ impl ProvidersApi {
             )
         })?;
         if let Err(e) = stripe.verify(&signature.0, &body.0, chrono::Utc::now().timestamp()) {
-            return Err(refused(
-                &state,
+            return Err(state.inbound.refused(
                 "stripe",
                 "invalid_signature",
                 ApiError::bad_request("signature_invalid", e.to_string()),
             ));
         }
         let event = stripe::parse_event(&body.0).map_err(|e| {
-            refused(
-                &state,
+            state.inbound.refused(
                 "stripe",
                 "malformed",
                 ApiError::bad_request("invalid_request_body", e),
             )
         })?;
         let raw = String::from_utf8_lossy(&body.0);
-        let outcome = apply(
-            &state,
-            VerifiedEvent {
+        let outcome = state
+            .inbound
+            .apply(VerifiedEvent {
                 provider: "stripe",
                 provider_event_id: &event.id,
                 event_type: &event.event_type,
@@ -111,9 +113,8 @@ impl ProvidersApi {
                 amount_refunded: event.amount_refunded,
                 raw_body: &raw,
                 headers: headers_json(&[("Stripe-Signature", &signature.0)]),
-            },
-        )
-        .await?;
+            })
+            .await?;
         Ok(Json(WebhookReceived {
             received: true,
             outcome: outcome.as_str().to_string(),
@@ -152,8 +153,7 @@ impl ProvidersApi {
             return Ok(MonerooAnswer::Forbidden(b));
         }
         let parsed: serde_json::Value = serde_json::from_slice(&body.0).map_err(|e| {
-            refused(
-                &state,
+            state.inbound.refused(
                 "moneroo",
                 "malformed",
                 ApiError::bad_request("invalid_request_body", format!("not JSON: {e}")),
@@ -168,8 +168,12 @@ impl ProvidersApi {
         let headers = headers_json(&[("X-Moneroo-Signature", &signature.0)]);
         let payment = match (&reference, event_type.starts_with("payment.")) {
             (Some(r), true) => {
-                crate::services::payments::find_by_provider_reference(&state.db, "moneroo", r)
-                    .await?
+                crate::payments::service::find_by_provider_reference(
+                    &state.db,
+                    Provider::Moneroo,
+                    r,
+                )
+                .await?
             }
             _ => None,
         };
@@ -179,9 +183,9 @@ impl ProvidersApi {
                 .starts_with("payment.")
                 .then_some(entity::payment_status::PaymentStatus::Pending);
             let id = format!("{}:{}", reference.as_deref().unwrap_or("none"), event_type);
-            let outcome = apply(
-                &state,
-                VerifiedEvent {
+            let outcome = state
+                .inbound
+                .apply(VerifiedEvent {
                     provider: "moneroo",
                     provider_event_id: &id,
                     event_type: &event_type,
@@ -191,9 +195,8 @@ impl ProvidersApi {
                     amount_refunded: None,
                     raw_body: &raw,
                     headers,
-                },
-            )
-            .await?;
+                })
+                .await?;
             return Ok(MonerooAnswer::Ok(Json(WebhookReceived {
                 received: true,
                 outcome: outcome.as_str().to_string(),
@@ -203,7 +206,10 @@ impl ProvidersApi {
         // payment to the poller.
         let state = state.clone();
         tokio::spawn(async move {
-            let _ = verify_and_apply(&state, "moneroo", &payment, &event_type, &raw, headers).await;
+            let _ = state
+                .inbound
+                .verify_and_apply(&payment, &event_type, &raw, headers)
+                .await;
         });
         Ok(MonerooAnswer::Ok(Json(WebhookReceived {
             received: true,
@@ -230,8 +236,7 @@ impl ProvidersApi {
             ));
         }
         let callback = ebilling::parse_callback(&body.0).ok_or_else(|| {
-            refused(
-                &state,
+            state.inbound.refused(
                 "ebilling",
                 "malformed",
                 ApiError::bad_request(
@@ -241,9 +246,9 @@ impl ProvidersApi {
             )
         })?;
         let raw = String::from_utf8_lossy(&body.0).into_owned();
-        let payment = crate::services::payments::find_by_provider_reference(
+        let payment = crate::payments::service::find_by_provider_reference(
             &state.db,
-            "ebilling",
+            Provider::Ebilling,
             &callback.billing_id,
         )
         .await?
@@ -254,9 +259,9 @@ impl ProvidersApi {
                 callback.billing_id,
                 callback.transaction_id.as_deref().unwrap_or("")
             );
-            let outcome = apply(
-                &state,
-                VerifiedEvent {
+            let outcome = state
+                .inbound
+                .apply(VerifiedEvent {
                     provider: "ebilling",
                     provider_event_id: &id,
                     event_type: "notification",
@@ -266,16 +271,17 @@ impl ProvidersApi {
                     amount_refunded: None,
                     raw_body: &raw,
                     headers: None,
-                },
-            )
-            .await?;
+                })
+                .await?;
             return Ok(Json(WebhookReceived {
                 received: true,
                 outcome: outcome.as_str().to_string(),
             }));
         };
-        let outcome =
-            verify_and_apply(&state, "ebilling", &payment, "notification", &raw, None).await?;
+        let outcome = state
+            .inbound
+            .verify_and_apply(&payment, "notification", &raw, None)
+            .await?;
         Ok(Json(WebhookReceived {
             received: true,
             outcome: outcome.as_str().to_string(),

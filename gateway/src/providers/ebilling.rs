@@ -2,10 +2,10 @@
 //! portal's `checkoutnow` page. Its callback carries no signature, so a callback only moves a
 //! payment after re-querying the bill: `processed`, our amount, our reference.
 
+use crate::providers::settings::EbillingSettings;
 use entity::payment_status::PaymentStatus;
 use entity::payments;
 use serde_json::json;
-use worker::settings::EbillingSettings;
 
 use super::breaker::Breaker;
 use super::{ProviderError, Remote, StartRequest, Started, call};

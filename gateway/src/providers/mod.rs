@@ -1,21 +1,34 @@
-//! Payment providers: Stripe, Moneroo and eBilling (the simulated one lives in
-//! [`crate::sandbox`]). Each adapter speaks its provider's wire format, with a timeout on
-//! every call, a circuit breaker per provider, and retries only where the call is idempotent.
-//! Webhooks from providers are verified here over the exact received bytes; nothing in a body
-//! is trusted before that, and for Moneroo and eBilling not even then (the status is always
-//! re-queried).
+//! Everything about payment providers, in one folder.
+//!
+//! Clients (below the payment service, which calls them to start payments): [`stripe`],
+//! [`moneroo`], [`ebilling`] and the [`simulated`] provider with its [`checkout`] page, behind
+//! [`Providers`]; each speaks its provider's wire format, with a timeout on every call, a
+//! circuit [`breaker`] per provider, and retries only where the call is idempotent. Their
+//! configuration is [`settings`].
+//!
+//! Inbound (above the payment service, which they move): [`events`] records and applies a
+//! verified provider event, [`inbound`] verifies webhooks and does the bookkeeping, and the
+//! [`poller`] re-queries payments whose webhook never came. Nothing in a webhook body is
+//! trusted before its signature is checked over the exact bytes, and for Moneroo and
+//! eBilling not even then (the status is always re-queried).
 
 pub mod breaker;
+pub mod checkout;
 pub mod ebilling;
+pub mod events;
+pub mod inbound;
 pub mod moneroo;
+pub mod poller;
+pub mod settings;
+pub mod simulated;
 pub mod stripe;
 
 use entity::payment_status::PaymentStatus;
 use entity::payments;
-use worker::settings::ProviderSettings;
+use entity::status::Provider;
 
 use self::breaker::Breaker;
-use crate::domain::Provider;
+use self::settings::ProviderSettings;
 
 /// What a provider answered when asked to start a payment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -82,7 +95,7 @@ pub struct Providers {
 /// A payment as a provider needs it to start.
 pub struct StartRequest<'a> {
     pub payment: &'a payments::Model,
-    pub customer: Option<&'a crate::api::dto::Customer>,
+    pub customer: Option<&'a crate::payments::objects::Customer>,
     pub metadata: &'a std::collections::BTreeMap<String, String>,
 }
 
@@ -162,29 +175,29 @@ impl Providers {
             .provider_reference
             .as_deref()
             .ok_or_else(|| ProviderError::Malformed("payment has no provider reference".into()))?;
-        match payment.provider.as_str() {
-            "stripe" => {
+        match payment.provider {
+            Provider::Stripe => {
                 self.stripe
                     .as_ref()
                     .ok_or(ProviderError::NotConfigured)?
                     .status(reference)
                     .await
             }
-            "moneroo" => {
+            Provider::Moneroo => {
                 self.moneroo
                     .as_ref()
                     .ok_or(ProviderError::NotConfigured)?
                     .status(payment, reference)
                     .await
             }
-            "ebilling" => {
+            Provider::Ebilling => {
                 self.ebilling
                     .as_ref()
                     .ok_or(ProviderError::NotConfigured)?
                     .status(payment, reference)
                     .await
             }
-            _ => Err(ProviderError::NotConfigured),
+            Provider::Simulated => Err(ProviderError::NotConfigured),
         }
     }
 
@@ -195,8 +208,8 @@ impl Providers {
         refund_id: &str,
         amount: i64,
     ) -> Result<String, ProviderError> {
-        match payment.provider.as_str() {
-            "stripe" => {
+        match payment.provider {
+            Provider::Stripe => {
                 let reference = payment.provider_reference.as_deref().unwrap_or_default();
                 self.stripe
                     .as_ref()
@@ -204,8 +217,8 @@ impl Providers {
                     .refund(reference, refund_id, amount)
                     .await
             }
-            "moneroo" | "ebilling" => Err(ProviderError::RefundNotSupported),
-            _ => Err(ProviderError::NotConfigured),
+            Provider::Moneroo | Provider::Ebilling => Err(ProviderError::RefundNotSupported),
+            Provider::Simulated => Err(ProviderError::NotConfigured),
         }
     }
 }

@@ -2,13 +2,13 @@
 //! webhooks are `X-Moneroo-Signature` = lowercase hex HMAC-SHA256 of the raw body, and a
 //! webhook body is never trusted: the status always comes from `GET /v1/payments/{id}/verify`.
 
-use entity::money::Currency;
+use crate::providers::settings::MonerooSettings;
+use entity::money::{Currency, to_major_units};
 use entity::payment_status::PaymentStatus;
 use entity::payments;
 use entity::signature::hmac_sha256;
 use hmac::Mac;
 use serde_json::json;
-use worker::settings::MonerooSettings;
 
 use super::breaker::Breaker;
 use super::{ProviderError, Remote, StartRequest, Started, call};
@@ -17,12 +17,6 @@ pub struct Moneroo {
     settings: MonerooSettings,
     client: reqwest::Client,
     breaker: Breaker,
-}
-
-/// Minor units → Moneroo's major units; `None` when the amount has a fraction Moneroo cannot take.
-pub fn to_major_units(amount: i64, currency: Currency) -> Option<i64> {
-    let factor = 10i64.checked_pow(u32::from(currency.exponent()))?;
-    (amount % factor == 0).then_some(amount / factor)
 }
 
 /// Moneroo status → ours (`None` for `initiated`: the customer has not started paying).

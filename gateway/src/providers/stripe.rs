@@ -2,10 +2,10 @@
 //! create never makes a second intent), webhooks in (`Stripe-Signature`, 300 s tolerance,
 //! several `v1` accepted).
 
+use crate::providers::settings::StripeSettings;
 use entity::payment_status::PaymentStatus;
 use entity::signature::hmac_sha256;
 use hmac::Mac;
-use worker::settings::StripeSettings;
 
 use super::breaker::Breaker;
 use super::{ProviderError, Remote, StartRequest, Started, call};

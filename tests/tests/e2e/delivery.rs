@@ -9,9 +9,9 @@ use chrono::Utc;
 use entity::bus::{BusMessage, QueueNames};
 use entity::{webhook_attempts, webhook_deliveries};
 use payrail_tests::{AMQP_URL, Behavior, Options, Receiver, TcpProxy, TestApp};
+use runtime::bus::EventBus;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use worker::Worker;
-use worker::bus::EventBus;
 use worker::deliveries::{AttemptOutcome, claim_due};
 use worker::worker::Handled;
 
@@ -306,7 +306,7 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
         deliveries(&app)
             .await
             .iter()
-            .all(|d| d.status == "succeeded" && d.attempts == 1)
+            .all(|d| d.status == entity::status::DeliveryStatus::Succeeded && d.attempts == 1)
     );
 }
 

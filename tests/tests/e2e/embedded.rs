@@ -3,19 +3,20 @@
 use std::time::Duration;
 
 use gateway::Application;
+use gateway::Settings;
 use payrail_tests::{Behavior, Receiver, unique_name};
+use runtime::settings::Env;
 use serde_json::{Value, json};
-use worker::Settings;
 
 #[tokio::test]
 async fn embedded_mode_serves_a_payment_end_to_end() {
     let path = std::env::temp_dir().join(format!("{}.db", unique_name()));
-    let settings = Settings::from_lookup(|name| match name {
+    let settings = Settings::read(&Env::from_lookup(|name| match name {
         "DATABASE_URL" => Some(format!("sqlite://{}?mode=rwc", path.display())),
         "PAYRAIL_BIND" => Some("127.0.0.1:0".into()),
         "PAYRAIL_WEBHOOK_SWEEP_INTERVAL" => Some("100ms".into()),
         _ => None,
-    })
+    }))
     .expect("settings");
     assert!(settings.is_embedded());
     let app = Application::build(settings)
@@ -88,13 +89,13 @@ async fn embedded_mode_serves_a_payment_end_to_end() {
 
 #[tokio::test]
 async fn real_mode_refuses_to_start_without_an_admin_token() {
-    let settings = Settings::from_lookup(|name| match name {
+    let settings = Settings::read(&Env::from_lookup(|name| match name {
         "AMQP_URL" => Some(payrail_tests::AMQP_URL.into()),
         "REDIS_URL" => Some("redis://127.0.0.1:6379".into()),
         "DATABASE_URL" => Some("postgres://postgres@127.0.0.1:5432/postgres".into()),
         "PAYRAIL_BIND" => Some("127.0.0.1:0".into()),
         _ => None,
-    })
+    }))
     .expect("settings");
     let err = Application::build(settings)
         .await

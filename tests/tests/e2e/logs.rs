@@ -229,8 +229,8 @@ async fn retention_deletes_old_entries_and_old_idempotency_keys_only() {
         .expect("age");
     let retention = gateway::retention::Retention {
         db: app.db.clone(),
-        logs: app.settings.log_retention,
-        idempotency_keys: app.settings.idempotency_retention,
+        logs: app.settings.gateway.retention.logs,
+        idempotency_keys: app.settings.gateway.retention.idempotency_keys,
     };
     let pruned = retention.prune_once().await.expect("prune");
     assert_eq!((pruned.logs, pruned.idempotency_keys), (1, 1));

@@ -502,7 +502,7 @@ async fn the_poller_finishes_payments_whose_webhook_never_came_once_across_gatew
     );
 
     // Nothing changed at the providers yet: a pass checks both and moves nothing.
-    let first = gateway::poller::Poller::new(app.state.clone(), &providers);
+    let first = gateway::providers::poller::Poller::new(app.state.inbound.clone(), &providers);
     assert_eq!(first.poll_once().await.expect("poll").checked, 2);
     assert_eq!(payment(&app, &stripe_id).await["status"], "pending");
 
@@ -515,7 +515,7 @@ async fn the_poller_finishes_payments_whose_webhook_never_came_once_across_gatew
         .expect("reset");
     let stripe_gets_before = stripe.seen().iter().filter(|s| s.method == "GET").count();
     // Two gateways poll at once: each payment is asked about once.
-    let second = gateway::poller::Poller::new(app.state.clone(), &providers);
+    let second = gateway::providers::poller::Poller::new(app.state.inbound.clone(), &providers);
     let (a, b) = tokio::join!(first.poll_once(), second.poll_once());
     let (a, b) = (a.expect("poll a"), b.expect("poll b"));
     assert_eq!(a.checked + b.checked, 2, "{a:?} {b:?}");

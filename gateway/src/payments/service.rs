@@ -13,24 +13,30 @@ use sea_orm::{
     EntityTrait, QueryFilter, QuerySelect, TransactionSession, TransactionTrait,
 };
 
-use super::idempotency::Idempotent;
-use super::{Page, events};
-use crate::api::dto::{Payment, PaymentList};
-use crate::cache::Cache;
-use crate::domain::{CardOutcome, NewPayment, Provider};
-use crate::error::{ApiError, OrNotFound};
+use crate::idempotency::Idempotent;
+use crate::pagination::Page;
+use crate::webhooks::events;
+use entity::status::Provider;
+use runtime::cache::Cache;
+
+use super::cards::CardOutcome;
+use super::objects::Payment;
+use super::validation::NewPayment;
+use crate::error::{OrNotFound, ServiceError};
+use crate::merchants::AuthedMerchant;
 use crate::providers::{ProviderError, Providers, StartRequest, Started};
-use crate::services::merchants::AuthedMerchant;
 
 const CREATE_OPERATION: &str = "POST /v1/payments";
 
 /// A created (or replayed) payment.
 pub struct Created {
+    /// What the merchant is answered (the stored first response on a replay).
     pub payment: Payment,
-    pub replayed: bool,
+    /// The row this request committed; `None` on a replay, which committed nothing.
+    pub model: Option<payments::Model>,
 }
 
-/// Creates a payment, idempotently when a key is given (see [`super::idempotency`]).
+/// Creates a payment, idempotently when a key is given (see [`crate::idempotency`]).
 ///
 /// For an external provider the provider is called first, outside any transaction (a slow
 /// provider must not hold database locks); then the payment, its `payment.pending` event and
@@ -44,7 +50,7 @@ pub async fn create(
     idempotency_key: Option<&str>,
     request_id: Option<&str>,
     checkout_base: &str,
-) -> Result<Created, ApiError> {
+) -> Result<Created, ServiceError> {
     let request = Idempotent {
         merchant_id: &merchant.merchant_id,
         key: idempotency_key,
@@ -54,7 +60,7 @@ pub async fn create(
     if let Some(done) = request.done::<Payment>(db).await? {
         return Ok(Created {
             payment: done.value,
-            replayed: true,
+            model: None,
         });
     }
     let draft = draft(merchant, &new, checkout_base);
@@ -70,14 +76,18 @@ pub async fn create(
             Some(providers.start(provider, start).await)
         }
     };
+    let mut committed = None;
     let outcome = request
         .run(db, async |txn: &DatabaseTransaction| {
-            insert(txn, draft, &new, started, request_id).await
+            let model = insert(txn, draft, &new, started, request_id).await?;
+            let view = Payment::from(&model);
+            committed = Some(model);
+            Ok(view)
         })
         .await?;
     Ok(Created {
         payment: outcome.value,
-        replayed: outcome.replayed,
+        model: committed.filter(|_| !outcome.replayed),
     })
 }
 
@@ -93,8 +103,8 @@ fn draft(merchant: &AuthedMerchant, new: &NewPayment, checkout_base: &str) -> pa
         merchant_id: merchant.merchant_id.clone(),
         amount: new.amount.minor_units(),
         currency: new.currency.code().to_string(),
-        status: PaymentStatus::Pending.as_str().to_string(),
-        provider: new.provider.as_str().to_string(),
+        status: PaymentStatus::Pending,
+        provider: new.provider,
         reference: new.reference.clone(),
         description: new.description.clone(),
         customer: new
@@ -125,7 +135,7 @@ async fn insert(
     new: &NewPayment,
     started: Option<Result<Started, ProviderError>>,
     request_id: Option<&str>,
-) -> Result<Payment, DbErr> {
+) -> Result<payments::Model, DbErr> {
     let mut decided: Option<(PaymentStatus, Option<(String, String)>)> =
         match new.card.as_ref().map(|c| c.outcome) {
             Some(CardOutcome::Succeeds) => Some((PaymentStatus::Succeeded, None)),
@@ -171,7 +181,7 @@ async fn insert(
                 .unwrap_or_else(|m| m)
         }
     };
-    Ok(Payment::from(&model))
+    Ok(model)
 }
 
 fn view_json(model: &payments::Model) -> serde_json::Value {
@@ -187,13 +197,12 @@ pub async fn transition<C: ConnectionTrait>(
     failure: Option<(&str, &str)>,
     request_id: Option<&str>,
 ) -> Result<Result<payments::Model, payments::Model>, DbErr> {
-    let from = PaymentStatus::parse(&payment.status).unwrap_or(PaymentStatus::Pending);
-    let event_type = match from.transition(to) {
+    let event_type = match payment.status.transition(to) {
         Ok(t) => t,
         Err(InvalidTransition { .. }) => return Ok(Err(payment)),
     };
     let mut active: payments::ActiveModel = payment.into();
-    active.status = Set(to.as_str().to_string());
+    active.status = Set(to);
     active.updated_at = Set(Utc::now());
     if let Some((code, message)) = failure {
         active.failure_code = Set(Some(code.to_string()));
@@ -245,7 +254,7 @@ pub async fn list<C: ConnectionTrait>(
 ) -> Result<(Vec<payments::Model>, bool), DbErr> {
     let mut select = payments::Entity::find().filter(payments::Column::MerchantId.eq(merchant_id));
     if let Some(s) = status {
-        select = select.filter(payments::Column::Status.eq(s.as_str()));
+        select = select.filter(payments::Column::Status.eq(s));
     }
     if let Some(r) = reference {
         select = select.filter(payments::Column::Reference.eq(r));
@@ -259,7 +268,7 @@ pub async fn cancel<C: TransactionTrait>(
     merchant_id: &str,
     id: &str,
     request_id: Option<&str>,
-) -> Result<Payment, ApiError> {
+) -> Result<payments::Model, ServiceError> {
     let txn = db.begin().await?;
     let payment = lock(&txn, merchant_id, id)
         .await?
@@ -267,9 +276,9 @@ pub async fn cancel<C: TransactionTrait>(
     match transition(&txn, payment, PaymentStatus::Cancelled, None, request_id).await? {
         Ok(updated) => {
             txn.commit().await?;
-            Ok(Payment::from(&updated))
+            Ok(updated)
         }
-        Err(unchanged) => Err(ApiError::conflict(
+        Err(unchanged) => Err(ServiceError::state(
             "payment_not_cancellable",
             format!(
                 "A {} payment cannot be cancelled; only pending or processing ones can.",
@@ -293,19 +302,12 @@ pub async fn recent<C: ConnectionTrait>(
     db: &C,
     cache: &Cache,
     merchant_id: &str,
-) -> Result<(PaymentList, bool), ApiError> {
+) -> Result<(Vec<Payment>, bool), DbErr> {
     let key = recent_cache_key(merchant_id);
     if let Some(hit) = cache.get(&key).await
         && let Ok(data) = serde_json::from_str::<Vec<Payment>>(&hit)
     {
-        return Ok((
-            PaymentList {
-                object: "list".into(),
-                data,
-                has_more: false,
-            },
-            true,
-        ));
+        return Ok((data, true));
     }
     let page = Page {
         limit: RECENT_COUNT,
@@ -323,14 +325,7 @@ pub async fn recent<C: ConnectionTrait>(
     if let Ok(json) = serde_json::to_string(&data) {
         cache.set(&key, &json, RECENT_TTL).await;
     }
-    Ok((
-        PaymentList {
-            object: "list".into(),
-            data,
-            has_more: false,
-        },
-        false,
-    ))
+    Ok((data, false))
 }
 
 /// A sandbox payment of the simulated provider, whoever its merchant (for the hosted page).
@@ -339,7 +334,7 @@ pub async fn find_simulated<C: ConnectionTrait>(
     id: &str,
 ) -> Result<Option<payments::Model>, DbErr> {
     payments::Entity::find_by_id(id.to_string())
-        .filter(payments::Column::Provider.eq("simulated"))
+        .filter(payments::Column::Provider.eq(Provider::Simulated))
         .filter(payments::Column::Livemode.eq(false))
         .one(db)
         .await
@@ -348,7 +343,7 @@ pub async fn find_simulated<C: ConnectionTrait>(
 /// The payment a provider knows by `reference`.
 pub async fn find_by_provider_reference<C: ConnectionTrait>(
     db: &C,
-    provider: &str,
+    provider: Provider,
     reference: &str,
 ) -> Result<Option<payments::Model>, DbErr> {
     payments::Entity::find()

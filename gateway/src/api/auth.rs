@@ -6,10 +6,10 @@ use poem::Request;
 use poem_openapi::{SecurityScheme, auth::Bearer};
 use subtle::ConstantTimeEq as _;
 
-use crate::error::ApiError;
-use crate::services::merchants::{self, AuthedMerchant};
-use crate::services::sha256_hex;
+use crate::api::error::ApiError;
+use crate::merchants::{self, AuthedMerchant};
 use crate::state::AppState;
+use entity::signature::sha256_hex;
 
 /// A merchant's secret key.
 #[derive(SecurityScheme)]
@@ -41,7 +41,7 @@ async fn check_api_key(req: &Request, bearer: Bearer) -> poem::Result<AuthedMerc
             None => return Err(ApiError::unauthorized("Invalid API key provided.").into()),
         },
     };
-    if let Some(slot) = req.extensions().get::<crate::metrics::MerchantSlot>() {
+    if let Some(slot) = req.extensions().get::<super::middleware::MerchantSlot>() {
         slot.set(&merchant.merchant_id);
     }
     Ok(merchant)

@@ -5,6 +5,7 @@
 use chrono::Utc;
 use entity::ids::IdKind;
 use entity::payment_status::PaymentStatus;
+use entity::status::ProviderEventOutcome;
 use entity::{payments, provider_events};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -12,7 +13,7 @@ use sea_orm::{
     SqlErr, TransactionSession, TransactionTrait,
 };
 
-use super::payments::transition;
+use crate::payments::service::transition;
 
 /// How an inbound event names its payment.
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +57,16 @@ impl Applied {
             Applied::Ignored => "ignored",
             Applied::UnknownType => "unknown_type",
             Applied::UnknownPayment => "unknown_payment",
+        }
+    }
+
+    /// What the stored event row says (a duplicate is never stored).
+    fn stored(self) -> ProviderEventOutcome {
+        match self {
+            Applied::Applied => ProviderEventOutcome::Applied,
+            Applied::UnknownType => ProviderEventOutcome::UnknownType,
+            Applied::UnknownPayment => ProviderEventOutcome::UnknownPayment,
+            Applied::Duplicate | Applied::Ignored => ProviderEventOutcome::Ignored,
         }
     }
 }
@@ -132,7 +143,7 @@ pub async fn apply<C: TransactionTrait>(
         provider_event_id: Set(event.provider_event_id.to_string()),
         event_type: Set(event.event_type.to_string()),
         payment_id: Set(payment.as_ref().map(|p| p.id.clone())),
-        outcome: Set(outcome.as_str().to_string()),
+        outcome: Set(outcome.stored()),
         raw_body: Set(event.raw_body.to_string()),
         headers: Set(event.headers),
         received_at: Set(Utc::now()),

@@ -5,49 +5,12 @@
 use chrono::Utc;
 use entity::ids::IdKind;
 use entity::logs;
+use entity::status::LogLevel;
 use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    Debug,
-    Info,
-    Warning,
-    Error,
-    Critical,
-}
-
-impl Level {
-    pub const ALL: [Level; 5] = [
-        Level::Debug,
-        Level::Info,
-        Level::Warning,
-        Level::Error,
-        Level::Critical,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Level::Debug => "debug",
-            Level::Info => "info",
-            Level::Warning => "warning",
-            Level::Error => "error",
-            Level::Critical => "critical",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Level> {
-        Self::ALL.into_iter().find(|l| l.as_str() == s)
-    }
-
-    /// Error and critical entries are the ones kept in the recent cache.
-    pub fn is_alarming(self) -> bool {
-        self >= Level::Error
-    }
-}
 
 pub struct Entry<'a> {
     pub merchant_id: Option<&'a str>,
-    pub level: Level,
+    pub level: LogLevel,
     pub source: &'a str,
     pub message: &'a str,
     pub context: Option<serde_json::Value>,
@@ -58,7 +21,7 @@ pub async fn write<C: ConnectionTrait>(db: &C, entry: Entry<'_>) -> Result<logs:
     logs::Entity::insert(logs::ActiveModel {
         id: Set(IdKind::Log.generate()),
         merchant_id: Set(entry.merchant_id.map(str::to_string)),
-        level: Set(entry.level.as_str().to_string()),
+        level: Set(entry.level),
         message: Set(entry.message.to_string()),
         source: Set(entry.source.to_string()),
         context: Set(entry.context),

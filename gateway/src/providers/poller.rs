@@ -5,7 +5,7 @@
 //! Several gateways may run it at once: each pass claims its batch by stamping
 //! `last_polled_at` in a transaction that selected the rows `FOR UPDATE SKIP LOCKED`, so a
 //! payment is asked about by one gateway per interval. [`Poller::poll_once`] is one pass, for
-//! tests; [`Poller::run`] schedules it with tokio-cron-scheduler.
+//! tests; [`Poller::run`] runs it on a `runtime::schedule` period.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,16 +14,17 @@ use std::time::Duration;
 use chrono::Utc;
 use entity::payment_status::PaymentStatus;
 use entity::payments;
+use entity::status::Provider;
+use runtime::schedule::{self, Schedule};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
     ColumnTrait, Condition, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     TransactionTrait,
 };
-use tokio_cron_scheduler::{Job, JobScheduler};
-use worker::settings::ProviderSettings;
 
-use crate::inbound::verify_and_apply;
-use crate::state::AppState;
+use super::events::Applied;
+use super::inbound::Inbound;
+use super::settings::ProviderSettings;
 
 const BATCH: u64 = 50;
 
@@ -36,16 +37,16 @@ pub struct PollOutcome {
 
 #[derive(Clone)]
 pub struct Poller {
-    state: AppState,
+    inbound: Inbound,
     interval: Duration,
     age: Duration,
     running: Arc<AtomicBool>,
 }
 
 impl Poller {
-    pub fn new(state: AppState, settings: &ProviderSettings) -> Poller {
+    pub fn new(inbound: Inbound, settings: &ProviderSettings) -> Poller {
         Poller {
-            state,
+            inbound,
             interval: settings.poll_interval,
             age: settings.poll_age,
             running: Arc::new(AtomicBool::new(false)),
@@ -58,7 +59,7 @@ impl Poller {
         let now = Utc::now();
         let older_than = now - chrono::Duration::from_std(self.age).unwrap_or_default();
         let checked_before = now - chrono::Duration::from_std(self.interval).unwrap_or_default();
-        let txn = self.state.db.begin().await?;
+        let txn = self.inbound.effects.db.begin().await?;
         let due = payments::Entity::find()
             .filter(C::Status.is_in([
                 PaymentStatus::Pending.as_str(),
@@ -100,14 +101,15 @@ impl Poller {
                 ..PollOutcome::default()
             };
             for payment in &due {
-                let provider: &'static str = match payment.provider.as_str() {
-                    "stripe" => "stripe",
-                    "moneroo" => "moneroo",
-                    "ebilling" => "ebilling",
-                    _ => continue,
-                };
-                match verify_and_apply(&self.state, provider, payment, "poll", "", None).await {
-                    Ok(crate::services::provider_events::Applied::Applied) => outcome.moved += 1,
+                if payment.provider == Provider::Simulated {
+                    continue;
+                }
+                match self
+                    .inbound
+                    .verify_and_apply(payment, "poll", "", None)
+                    .await
+                {
+                    Ok(Applied::Applied) => outcome.moved += 1,
                     Ok(_) => {}
                     Err(_) => outcome.errors += 1,
                 }
@@ -119,14 +121,16 @@ impl Poller {
         result
     }
 
-    /// Schedules `poll_once` every interval until `stop` fires.
-    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
-        let mut scheduler = JobScheduler::new().await?;
+    /// Runs `poll_once` every interval until `stop` fires.
+    pub async fn run(self, stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
         let poller = self.clone();
-        scheduler
-            .add(Job::new_repeated_async(self.interval, move |_, _| {
+        schedule::run(
+            "provider poll",
+            Schedule::Every(self.interval),
+            stop,
+            move || {
                 let poller = poller.clone();
-                Box::pin(async move {
+                async move {
                     match poller.poll_once().await {
                         Ok(o) if o.checked > 0 => tracing::info!(
                             checked = o.checked,
@@ -137,12 +141,9 @@ impl Poller {
                         Ok(_) => {}
                         Err(e) => tracing::error!(error = %e, "provider poll failed"),
                     }
-                })
-            })?)
-            .await?;
-        scheduler.start().await?;
-        let _ = stop.changed().await;
-        let _ = scheduler.shutdown().await;
-        Ok(())
+                }
+            },
+        )
+        .await
     }
 }

@@ -13,7 +13,7 @@ use sea_orm::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::error::{IdempotencyError, ServiceError};
 
 /// One idempotent request: who, which key, what operation, and a fingerprint of the request.
 pub struct Idempotent<'a> {
@@ -31,13 +31,17 @@ pub struct Outcome<T> {
 
 impl Idempotent<'_> {
     /// Runs `work` in a transaction, storing its result under the key (when there is one).
-    pub async fn run<T, W>(&self, db: &DatabaseConnection, work: W) -> Result<Outcome<T>, ApiError>
+    pub async fn run<T, W>(
+        &self,
+        db: &DatabaseConnection,
+        work: W,
+    ) -> Result<Outcome<T>, ServiceError>
     where
         T: Serialize + DeserializeOwned,
         W: AsyncFnOnce(&DatabaseTransaction) -> Result<T, DbErr>,
     {
         if let Some(done) = self.find(db).await? {
-            return self.replay(done);
+            return Ok(self.replay(done)?);
         }
         let result = self.execute(db, work).await;
         match result {
@@ -50,7 +54,7 @@ impl Idempotent<'_> {
                     && matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) =>
             {
                 match self.find(db).await? {
-                    Some(done) => self.replay(done),
+                    Some(done) => Ok(self.replay(done)?),
                     None => Err(e.into()),
                 }
             }
@@ -62,7 +66,7 @@ impl Idempotent<'_> {
     pub async fn done<T: DeserializeOwned>(
         &self,
         db: &DatabaseConnection,
-    ) -> Result<Option<Outcome<T>>, ApiError> {
+    ) -> Result<Option<Outcome<T>>, IdempotencyError> {
         match self.find(db).await? {
             Some(done) => self.replay(done).map(Some),
             None => Ok(None),
@@ -113,13 +117,12 @@ impl Idempotent<'_> {
     fn replay<T: DeserializeOwned>(
         &self,
         done: idempotency_keys::Model,
-    ) -> Result<Outcome<T>, ApiError> {
+    ) -> Result<Outcome<T>, IdempotencyError> {
         if done.operation != self.operation || done.request_hash != self.fingerprint {
-            return Err(ApiError::idempotency_conflict(
-                "This Idempotency-Key was already used with a different request. Use a new key for a new request.",
-            ));
+            return Err(IdempotencyError::Reused);
         }
-        let value = serde_json::from_str(&done.response_body).map_err(ApiError::internal)?;
+        let value = serde_json::from_str(&done.response_body)
+            .map_err(|e| IdempotencyError::Corrupt(e.to_string()))?;
         Ok(Outcome {
             value,
             replayed: true,

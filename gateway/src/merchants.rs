@@ -8,7 +8,7 @@ use sea_orm::{
     TransactionSession, TransactionTrait,
 };
 
-use super::sha256_hex;
+use entity::signature::sha256_hex;
 
 /// Who a valid key belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]

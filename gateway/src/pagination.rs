@@ -1,26 +1,10 @@
-//! The gateway's logic. Services take a connection or a transaction, so one transaction can
-//! span several steps (a payment, its event and its idempotency record commit together).
-
-pub mod deliveries;
-pub mod endpoints;
-pub mod events;
-pub mod idempotency;
-pub mod logs;
-pub mod merchants;
-pub mod payments;
-pub mod provider_events;
-pub mod refunds;
+//! Cursor pagination over time-ordered ids, shared by every list.
 
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
 };
-use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
+use crate::error::ValidationError;
 
 /// Cursor pagination over time-ordered ids, newest first (Stripe's `limit`,
 /// `starting_after`, `ending_before`).
@@ -36,12 +20,12 @@ impl Page {
         limit: Option<i64>,
         starting_after: Option<String>,
         ending_before: Option<String>,
-    ) -> Result<Page, ApiError> {
+    ) -> Result<Page, ValidationError> {
         let limit = match limit {
             None => 10,
             Some(n @ 1..=100) => n as u64,
             Some(_) => {
-                return Err(ApiError::invalid(
+                return Err(ValidationError::new(
                     "limit",
                     "limit_invalid",
                     "limit must be between 1 and 100.",
@@ -49,7 +33,7 @@ impl Page {
             }
         };
         if starting_after.is_some() && ending_before.is_some() {
-            return Err(ApiError::invalid(
+            return Err(ValidationError::new(
                 "starting_after",
                 "parameter_conflict",
                 "Use starting_after or ending_before, not both.",

@@ -6,8 +6,62 @@ use entity::signature::SigningKey;
 use entity::webhook_endpoints;
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
-use super::Page;
-use crate::domain::{EndpointUpdate, NewEndpoint};
+use entity::event::EventType;
+use entity::status::EndpointStatus;
+
+use crate::error::ValidationError;
+use crate::pagination::Page;
+
+/// The event types an endpoint subscribes to: known names or `*`, sorted, no repeats.
+pub fn event_list(events: Vec<String>) -> Result<Vec<String>, ValidationError> {
+    if events.is_empty() {
+        return Err(ValidationError::new(
+            "enabled_events",
+            "parameter_missing",
+            "enabled_events needs at least one event type, or \"*\".",
+        ));
+    }
+    for e in &events {
+        if e != "*" && EventType::parse(e).is_none() {
+            return Err(ValidationError::new(
+                "enabled_events",
+                "event_type_unknown",
+                format!("Unknown event type '{e}'."),
+            ));
+        }
+    }
+    let mut events = events;
+    events.sort();
+    events.dedup();
+    Ok(events)
+}
+
+/// An endpoint to create, checked.
+pub struct NewEndpoint {
+    pub url: String,
+    pub enabled_events: Vec<String>,
+    pub description: Option<String>,
+}
+
+impl NewEndpoint {
+    /// What identifies the request for idempotency.
+    pub fn fingerprint(&self) -> String {
+        let canonical = serde_json::json!({
+            "url": self.url,
+            "enabled_events": self.enabled_events,
+            "description": self.description,
+        });
+        entity::signature::sha256_hex(canonical.to_string().as_bytes())
+    }
+}
+
+/// A change to an endpoint, checked; `None` leaves a field as it is.
+pub struct EndpointUpdate {
+    pub url: Option<String>,
+    pub enabled_events: Option<Vec<String>>,
+    pub description: Option<String>,
+    pub status: Option<EndpointStatus>,
+}
 
 pub async fn create<C: ConnectionTrait>(
     db: &C,
@@ -22,7 +76,7 @@ pub async fn create<C: ConnectionTrait>(
         description: Set(new.description),
         enabled_events: Set(serde_json::json!(new.enabled_events)),
         secret: Set(SigningKey::generate_secret()),
-        status: Set("enabled".into()),
+        status: Set(EndpointStatus::Enabled),
         created_at: Set(now),
         updated_at: Set(now),
     })
@@ -66,8 +120,8 @@ pub async fn update<C: ConnectionTrait>(
     if let Some(description) = change.description {
         active.description = Set(Some(description));
     }
-    if let Some(enabled) = change.enabled {
-        active.status = Set(if enabled { "enabled" } else { "disabled" }.into());
+    if let Some(status) = change.status {
+        active.status = Set(status);
     }
     active.updated_at = Set(Utc::now());
     webhook_endpoints::Entity::update(active).exec(db).await

@@ -7,7 +7,7 @@ use entity::events;
 use entity::ids::IdKind;
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
-use super::Page;
+use crate::pagination::Page;
 
 pub async fn record<C: ConnectionTrait>(
     txn: &C,

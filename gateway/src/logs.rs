@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use chrono::Utc;
 use entity::logs;
+use entity::status::LogLevel as Level;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
-use worker::logs::Level;
 
-use crate::api::dto::LogEntry;
-use crate::cache::Cache;
+use entity::event::rfc3339;
+use poem_openapi::Object;
+use runtime::cache::Cache;
+use serde::{Deserialize, Serialize};
 
 const RECENT: u64 = 50;
 const RECENT_TTL: Duration = Duration::from_secs(30);
@@ -97,4 +99,34 @@ pub async fn prune<C: ConnectionTrait>(db: &C, retention: Duration) -> Result<u6
         .exec(db)
         .await?;
     Ok(result.rows_affected)
+}
+
+// A log store entry as merchants see it (API responses and the recent-errors cache).
+#[derive(Object, Serialize, Deserialize, Clone)]
+pub struct LogEntry {
+    pub id: String,
+    /// Always `log`.
+    pub object: String,
+    pub level: String,
+    pub message: String,
+    /// `merchant:<your source>` for entries you wrote; `payments`, `api`, `webhooks` for Payrail's.
+    pub source: String,
+    pub context: Option<serde_json::Value>,
+    pub request_id: Option<String>,
+    pub created_at: String,
+}
+
+impl From<&entity::logs::Model> for LogEntry {
+    fn from(l: &entity::logs::Model) -> LogEntry {
+        LogEntry {
+            id: l.id.clone(),
+            object: "log".into(),
+            level: l.level.to_string(),
+            message: l.message.clone(),
+            source: l.source.clone(),
+            context: l.context.clone(),
+            request_id: l.request_id.clone(),
+            created_at: rfc3339(l.created_at),
+        }
+    }
 }

@@ -1,10 +1,12 @@
 //! Reading deliveries and their attempts, and the merchant's manual retry.
 
+use chrono::{DateTime, Utc};
+use entity::status::DeliveryStatus;
 use entity::{webhook_attempts, webhook_deliveries};
+use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder};
-use worker::deliveries::DeliveryStatus;
 
-use super::Page;
+use crate::pagination::Page;
 
 #[derive(Default)]
 pub struct DeliveryFilter<'a> {
@@ -54,4 +56,23 @@ pub async fn attempts<C: ConnectionTrait>(
         .order_by_asc(webhook_attempts::Column::Id)
         .all(db)
         .await
+}
+
+/// A merchant's manual retry: a `failed` or `pending` delivery becomes due now with a fresh
+/// set of attempts. Earlier attempt rows stay as history. Returns false when the delivery is
+/// in a state that cannot be retried (being sent, or already delivered).
+pub async fn make_due_now<C: ConnectionTrait>(db: &C, delivery_id: &str) -> Result<bool, DbErr> {
+    use webhook_deliveries::Column as C;
+    let now = Utc::now();
+    let result = webhook_deliveries::Entity::update_many()
+        .col_expr(C::Status, Expr::value(DeliveryStatus::Pending))
+        .col_expr(C::Attempts, Expr::value(0))
+        .col_expr(C::NextRetryAt, Expr::value(now))
+        .col_expr(C::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(C::UpdatedAt, Expr::value(now))
+        .filter(C::Id.eq(delivery_id))
+        .filter(C::Status.is_in([DeliveryStatus::Failed, DeliveryStatus::Pending]))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
 }

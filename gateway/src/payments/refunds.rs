@@ -15,15 +15,17 @@ use sea_orm::{
     EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
 };
 
-use super::idempotency::{Idempotent, Outcome};
-use super::payments::{lock, transition};
-use crate::api::dto::Refund;
-use crate::error::{ApiError, OrNotFound};
+use super::service::{lock, transition};
+use crate::idempotency::{Idempotent, Outcome};
+use entity::status::{Provider, RefundStatus};
+
+use super::objects::Refund;
+use crate::error::{OrNotFound, ServiceError, ValidationError};
 use crate::providers::{ProviderError, Providers};
 
 /// Providers with a refund API.
-fn supports_refunds(provider: &str) -> bool {
-    matches!(provider, "simulated" | "stripe")
+fn supports_refunds(provider: Provider) -> bool {
+    matches!(provider, Provider::Simulated | Provider::Stripe)
 }
 
 pub async fn create(
@@ -33,18 +35,18 @@ pub async fn create(
     payment_id: &str,
     amount: Option<i64>,
     idempotency_key: Option<&str>,
-) -> Result<Outcome<Refund>, ApiError> {
+) -> Result<Outcome<Refund>, ServiceError> {
     let request = Idempotent {
         merchant_id,
         key: idempotency_key,
         operation: "POST /v1/payments/{id}/refunds",
-        fingerprint: super::sha256_hex(format!("{payment_id}:{amount:?}").as_bytes()),
+        fingerprint: entity::signature::sha256_hex(format!("{payment_id}:{amount:?}").as_bytes()),
     };
     if let Some(done) = request.done::<Refund>(db).await? {
         return Ok(done);
     }
     let (payment, refund) = reserve(db, merchant_id, payment_id, amount).await?;
-    let result = if payment.provider == "simulated" {
+    let result = if payment.provider == Provider::Simulated {
         Ok(format!("sim_{}", refund.id))
     } else {
         providers.refund(&payment, &refund.id, refund.amount).await
@@ -61,20 +63,21 @@ async fn reserve(
     merchant_id: &str,
     payment_id: &str,
     amount: Option<i64>,
-) -> Result<(payments::Model, refunds::Model), ApiError> {
+) -> Result<(payments::Model, refunds::Model), ServiceError> {
     let txn = db.begin().await?;
     let payment = lock(&txn, merchant_id, payment_id)
         .await?
         .or_not_found("payment", payment_id)?;
-    if !supports_refunds(&payment.provider) {
-        return Err(ApiError::invalid(
+    if !supports_refunds(payment.provider) {
+        return Err(ValidationError::new(
             "id",
             "refund_not_supported",
             format!("The provider {} has no refund API.", payment.provider),
-        ));
+        )
+        .into());
     }
-    if payment.status != PaymentStatus::Succeeded.as_str() {
-        return Err(ApiError::conflict(
+    if payment.status != PaymentStatus::Succeeded {
+        return Err(ServiceError::state(
             "payment_not_refundable",
             format!(
                 "A {} payment cannot be refunded; only succeeded ones can.",
@@ -93,17 +96,18 @@ async fn reserve(
     let left = payment.amount - payment.amount_refunded - in_flight;
     let requested = amount.unwrap_or(left);
     if left <= 0 {
-        return Err(ApiError::conflict(
+        return Err(ServiceError::state(
             "payment_fully_refunded",
             "Nothing is left to refund on this payment.",
         ));
     }
     if requested < 1 || requested > left {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::new(
             "amount",
             "amount_too_large",
             format!("amount must be between 1 and {left}, what is left to refund."),
-        ));
+        )
+        .into());
     }
     let now = Utc::now();
     let refund = refunds::Entity::insert(refunds::ActiveModel {
@@ -111,7 +115,7 @@ async fn reserve(
         merchant_id: Set(merchant_id.to_string()),
         payment_id: Set(payment_id.to_string()),
         amount: Set(requested),
-        status: Set("pending".into()),
+        status: Set(RefundStatus::Pending),
         provider_reference: Set(None),
         failure_message: Set(None),
         created_at: Set(now),
@@ -130,11 +134,11 @@ async fn settle(
 ) -> Result<Refund, DbErr> {
     let now = Utc::now();
     let (status, reference, failure) = match &result {
-        Ok(reference) => ("succeeded", Some(reference.clone()), None),
-        Err(e) => ("failed", None, Some(e.to_string())),
+        Ok(reference) => (RefundStatus::Succeeded, Some(reference.clone()), None),
+        Err(e) => (RefundStatus::Failed, None, Some(e.to_string())),
     };
     let mut active: refunds::ActiveModel = refund.into();
-    active.status = Set(status.into());
+    active.status = Set(status);
     active.provider_reference = Set(reference);
     active.failure_message = Set(failure);
     active.updated_at = Set(now);

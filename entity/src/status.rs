@@ -1,0 +1,161 @@
+//! The closed sets of values stored as text: statuses, levels, providers, outcomes.
+//!
+//! Each is a sea-orm `ActiveEnum` used directly in its table's model, so a row read from the
+//! database is either one of the known values or a read error — never a string compared with
+//! a literal somewhere else, and never a corrupt value quietly turned into a default.
+
+/// Declares a text-backed enum with its wire names, `ALL`, `as_str`, `parse` and `Display`.
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord,
+            sea_orm::EnumIter, sea_orm::DeriveActiveEnum,
+            serde::Serialize, serde::Deserialize,
+        )]
+        #[sea_orm(rs_type = "String", db_type = "Text")]
+        pub enum $name {
+            $(
+                $(#[$vmeta])*
+                #[sea_orm(string_value = $text)]
+                #[serde(rename = $text)]
+                $variant,
+            )+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            pub fn parse(s: &str) -> Option<$name> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == s)
+            }
+
+            /// The accepted names, for error messages: `a, b or c`.
+            pub fn names() -> String {
+                let names: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
+                match names.split_last() {
+                    Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+                    _ => names.join(""),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+pub(crate) use text_enum;
+
+text_enum! {
+    /// A webhook delivery: due (`pending`), claimed by a worker (`processing`), or final.
+    DeliveryStatus {
+        Pending = "pending",
+        Processing = "processing",
+        Succeeded = "succeeded",
+        Failed = "failed",
+    }
+}
+
+text_enum! {
+    /// Whether an endpoint receives events.
+    EndpointStatus {
+        Enabled = "enabled",
+        Disabled = "disabled",
+    }
+}
+
+text_enum! {
+    /// A refund: reserved and sent to the provider (`pending`), then settled.
+    RefundStatus {
+        Pending = "pending",
+        Succeeded = "succeeded",
+        Failed = "failed",
+    }
+}
+
+text_enum! {
+    /// Log store levels, in increasing severity.
+    LogLevel {
+        Debug = "debug",
+        Info = "info",
+        Warning = "warning",
+        Error = "error",
+        Critical = "critical",
+    }
+}
+
+impl LogLevel {
+    /// Error and critical entries are the ones kept in the recent cache.
+    pub fn is_alarming(self) -> bool {
+        self >= LogLevel::Error
+    }
+}
+
+text_enum! {
+    /// The providers a payment can go through.
+    Provider {
+        Simulated = "simulated",
+        Stripe = "stripe",
+        Moneroo = "moneroo",
+        Ebilling = "ebilling",
+    }
+}
+
+text_enum! {
+    /// What an inbound provider event did.
+    ProviderEventOutcome {
+        /// It moved a payment (or a refund).
+        Applied = "applied",
+        /// Recorded only: a duplicate state, or a late event for a final payment.
+        Ignored = "ignored",
+        /// A type Payrail does not act on.
+        UnknownType = "unknown_type",
+        /// About a payment Payrail does not know.
+        UnknownPayment = "unknown_payment",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::ActiveEnum;
+
+    #[test]
+    fn values_round_trip_through_their_names_and_the_database_value() {
+        for s in DeliveryStatus::ALL {
+            assert_eq!(DeliveryStatus::parse(s.as_str()), Some(*s));
+            assert_eq!(s.to_value(), s.as_str());
+            assert_eq!(DeliveryStatus::try_from_value(&s.to_value()).ok(), Some(*s));
+        }
+        assert!(DeliveryStatus::try_from_value(&"paid".to_string()).is_err());
+        assert_eq!(Provider::parse("stripe"), Some(Provider::Stripe));
+        assert_eq!(Provider::parse("Stripe"), None);
+        assert_eq!(EndpointStatus::names(), "enabled or disabled");
+        assert_eq!(LogLevel::names(), "debug, info, warning, error or critical");
+    }
+
+    #[test]
+    fn levels_are_ordered_by_severity() {
+        assert!(LogLevel::Critical.is_alarming() && LogLevel::Error.is_alarming());
+        assert!(!LogLevel::Warning.is_alarming());
+        assert!(LogLevel::Debug < LogLevel::Info);
+    }
+
+    #[test]
+    fn serde_uses_the_wire_names() {
+        assert_eq!(
+            serde_json::to_string(&ProviderEventOutcome::UnknownType).unwrap(),
+            "\"unknown_type\""
+        );
+    }
+}

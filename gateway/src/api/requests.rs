@@ -1,0 +1,148 @@
+//! Request bodies → domain types (parse, don't validate). Each conversion either yields a
+//! value the services can trust or a [`ValidationError`] naming the parameter; nothing has
+//! been written when it fails.
+
+use std::collections::BTreeMap;
+
+use entity::money::{Amount, Currency};
+use entity::status::{EndpointStatus, Provider};
+
+use super::dto::{CreateEndpointRequest, CreatePaymentRequest, UpdateEndpointRequest};
+use crate::error::ValidationError;
+use crate::payments::cards::Card;
+use crate::payments::validation::{NewPayment, bounded, http_url, require_for_provider};
+use crate::webhooks::endpoints::{EndpointUpdate, NewEndpoint, event_list};
+
+impl TryFrom<CreatePaymentRequest> for NewPayment {
+    type Error = ValidationError;
+
+    fn try_from(r: CreatePaymentRequest) -> Result<NewPayment, ValidationError> {
+        let amount = Amount::new(r.amount).ok_or_else(|| {
+            ValidationError::new(
+                "amount",
+                "amount_invalid",
+                format!(
+                    "amount must be a whole number of minor units from 1 to {}.",
+                    Amount::MAX
+                ),
+            )
+        })?;
+        let currency = Currency::parse(&r.currency).ok_or_else(|| {
+            ValidationError::new(
+                "currency",
+                "currency_invalid",
+                format!("'{}' is not an ISO 4217 currency code.", r.currency),
+            )
+        })?;
+        let provider = Provider::parse(&r.provider).ok_or_else(|| {
+            ValidationError::new(
+                "provider",
+                "provider_unknown",
+                format!(
+                    "Unknown provider '{}': use {}.",
+                    r.provider,
+                    Provider::names()
+                ),
+            )
+        })?;
+        let metadata: BTreeMap<String, String> =
+            r.metadata.unwrap_or_default().into_iter().collect();
+        if metadata.len() > 50
+            || metadata
+                .iter()
+                .any(|(k, v)| k.is_empty() || k.len() > 40 || v.len() > 500)
+        {
+            return Err(ValidationError::new(
+                "metadata",
+                "metadata_invalid",
+                "metadata takes up to 50 keys of 1-40 characters with values up to 500.",
+            ));
+        }
+        let card = match r.payment_method {
+            None => None,
+            Some(pm) if pm.method_type == "card" => {
+                let card = pm.card.ok_or_else(|| {
+                    ValidationError::new(
+                        "payment_method[card]",
+                        "parameter_missing",
+                        "A card payment method needs card details.",
+                    )
+                })?;
+                Some(Card::parse(
+                    &card.number,
+                    card.exp_month,
+                    card.exp_year,
+                    &card.cvc,
+                )?)
+            }
+            Some(pm) => {
+                return Err(ValidationError::new(
+                    "payment_method[type]",
+                    "payment_method_unsupported",
+                    format!(
+                        "Payment method type '{}' is not supported; use card.",
+                        pm.method_type
+                    ),
+                ));
+            }
+        };
+        let return_url = r
+            .return_url
+            .map(|u| http_url("return_url", &u))
+            .transpose()?;
+        require_for_provider(
+            provider,
+            currency,
+            amount,
+            r.customer.as_ref(),
+            return_url.as_deref(),
+            card.is_some(),
+        )?;
+        Ok(NewPayment {
+            amount,
+            currency,
+            provider,
+            reference: bounded("reference", r.reference, 255)?,
+            description: bounded("description", r.description, 1000)?,
+            customer: r.customer,
+            return_url,
+            metadata,
+            card,
+        })
+    }
+}
+
+impl TryFrom<CreateEndpointRequest> for NewEndpoint {
+    type Error = ValidationError;
+
+    fn try_from(r: CreateEndpointRequest) -> Result<NewEndpoint, ValidationError> {
+        Ok(NewEndpoint {
+            url: http_url("url", &r.url)?,
+            enabled_events: event_list(r.enabled_events)?,
+            description: bounded("description", r.description, 1000)?,
+        })
+    }
+}
+
+impl TryFrom<UpdateEndpointRequest> for EndpointUpdate {
+    type Error = ValidationError;
+
+    fn try_from(r: UpdateEndpointRequest) -> Result<EndpointUpdate, ValidationError> {
+        let status = match r.status.as_deref() {
+            None => None,
+            Some(s) => Some(EndpointStatus::parse(s).ok_or_else(|| {
+                ValidationError::new(
+                    "status",
+                    "status_invalid",
+                    format!("status must be {}.", EndpointStatus::names()),
+                )
+            })?),
+        };
+        Ok(EndpointUpdate {
+            url: r.url.map(|u| http_url("url", &u)).transpose()?,
+            enabled_events: r.enabled_events.map(event_list).transpose()?,
+            description: bounded("description", r.description, 1000)?,
+            status,
+        })
+    }
+}

@@ -1,0 +1,92 @@
+//! What happens after a commit that changed payments, owned in one place so no caller can
+//! forget a step: wake the outbox relay (the events just committed go out now rather than at
+//! the next interval), drop the merchant's cached recent list, count the status change, and
+//! record a failed payment in the merchant's log store.
+
+use std::sync::Arc;
+
+use entity::payment_status::PaymentStatus;
+use entity::payments;
+use entity::status::LogLevel;
+use runtime::cache::Cache;
+use runtime::log_store::{Entry, record};
+use sea_orm::DatabaseConnection;
+
+use crate::metrics::{ApiMetrics, CurrencyLabel};
+use crate::payments::service::recent_cache_key;
+use crate::relay::Relay;
+
+#[derive(Clone)]
+pub struct Effects {
+    pub db: DatabaseConnection,
+    pub relay: Relay,
+    pub cache: Cache,
+    pub metrics: Arc<ApiMetrics>,
+}
+
+impl Effects {
+    /// A payment was created; it may already have moved on in the same transaction (a test
+    /// card, a provider that answered at once, a provider failure).
+    pub async fn payment_created(&self, p: &payments::Model, request_id: Option<&str>) {
+        self.metrics
+            .payment_status(p.provider.as_str(), PaymentStatus::Pending.as_str());
+        self.metrics
+            .amounts
+            .get_or_create_owned(&CurrencyLabel {
+                currency: p.currency.clone(),
+            })
+            .observe(p.amount as f64);
+        if p.status == PaymentStatus::Pending {
+            self.events_committed(&p.merchant_id).await;
+            self.log_if_failed(p, request_id).await;
+        } else {
+            self.payment_moved(p, request_id).await;
+        }
+    }
+
+    /// A payment moved to the status it has now.
+    pub async fn payment_moved(&self, p: &payments::Model, request_id: Option<&str>) {
+        self.metrics
+            .payment_status(p.provider.as_str(), p.status.as_str());
+        self.events_committed(&p.merchant_id).await;
+        self.log_if_failed(p, request_id).await;
+    }
+
+    /// Events (or payment fields) of this merchant were committed without a status change
+    /// to count, e.g. a partial refund.
+    pub async fn events_committed(&self, merchant_id: &str) {
+        self.relay.notify();
+        self.cache.delete(&recent_cache_key(merchant_id)).await;
+    }
+
+    /// A failed payment is an error entry in its merchant's log store.
+    async fn log_if_failed(&self, p: &payments::Model, request_id: Option<&str>) {
+        if p.status != PaymentStatus::Failed {
+            return;
+        }
+        record(
+            &self.db,
+            Entry {
+                merchant_id: Some(&p.merchant_id),
+                level: LogLevel::Error,
+                source: "payments",
+                message: &format!(
+                    "Payment {} failed: {}",
+                    p.id,
+                    p.failure_code.as_deref().unwrap_or("unknown")
+                ),
+                context: Some(serde_json::json!({
+                    "payment_id": p.id,
+                    "provider": p.provider,
+                    "failure_code": p.failure_code,
+                    "failure_message": p.failure_message,
+                })),
+                request_id,
+            },
+        )
+        .await;
+        self.cache
+            .delete(&crate::logs::recent_cache_key(&p.merchant_id))
+            .await;
+    }
+}

@@ -1,0 +1,130 @@
+//! The payment and refund objects as merchants see them: in API responses, in event payloads
+//! (and so in webhooks), in idempotent replays and in the recent-payments cache. One shape
+//! everywhere; the OpenAPI schema is derived from these types.
+
+use std::collections::HashMap;
+
+use entity::event::rfc3339;
+use entity::payments;
+use poem_openapi::Object;
+use serde::{Deserialize, Serialize};
+
+#[derive(Object, Clone, Serialize, Deserialize, Debug, PartialEq, Default)]
+#[oai(deny_unknown_fields)]
+pub struct Customer {
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Object, Clone, Serialize, Deserialize, Debug, PartialEq)]
+pub struct PaymentMethod {
+    #[oai(rename = "type")]
+    #[serde(rename = "type")]
+    pub method_type: String,
+    pub card: CardSummary,
+}
+
+#[derive(Object, Clone, Serialize, Deserialize, Debug, PartialEq)]
+pub struct CardSummary {
+    pub brand: String,
+    pub last4: String,
+    pub exp_month: u32,
+    pub exp_year: u32,
+}
+
+#[derive(Object, Clone, Serialize, Deserialize, Debug, PartialEq)]
+pub struct Payment {
+    pub id: String,
+    /// Always `payment`.
+    pub object: String,
+    /// `pending`, `processing`, `succeeded`, `failed`, `cancelled` or `refunded`.
+    pub status: String,
+    pub amount: i64,
+    pub currency: String,
+    pub provider: String,
+    pub provider_reference: Option<String>,
+    pub checkout_url: Option<String>,
+    /// Stripe only: the PaymentIntent's client secret, for Stripe.js.
+    pub client_secret: Option<String>,
+    pub return_url: Option<String>,
+    pub reference: Option<String>,
+    pub description: Option<String>,
+    pub customer: Option<Customer>,
+    pub metadata: HashMap<String, String>,
+    pub payment_method: Option<PaymentMethod>,
+    pub amount_refunded: i64,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub livemode: bool,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&payments::Model> for Payment {
+    fn from(p: &payments::Model) -> Payment {
+        Payment {
+            id: p.id.clone(),
+            object: "payment".into(),
+            status: p.status.to_string(),
+            amount: p.amount,
+            currency: p.currency.clone(),
+            provider: p.provider.to_string(),
+            provider_reference: p.provider_reference.clone(),
+            checkout_url: p.checkout_url.clone(),
+            client_secret: p.client_secret.clone(),
+            return_url: p.return_url.clone(),
+            reference: p.reference.clone(),
+            description: p.description.clone(),
+            customer: p
+                .customer
+                .clone()
+                .and_then(|c| serde_json::from_value(c).ok()),
+            metadata: serde_json::from_value(p.metadata.clone()).unwrap_or_default(),
+            payment_method: p
+                .payment_method
+                .clone()
+                .and_then(|m| serde_json::from_value(m).ok()),
+            amount_refunded: p.amount_refunded,
+            failure_code: p.failure_code.clone(),
+            failure_message: p.failure_message.clone(),
+            livemode: p.livemode,
+            created_at: rfc3339(p.created_at),
+            updated_at: rfc3339(p.updated_at),
+        }
+    }
+}
+
+#[derive(Object, Serialize, Deserialize)]
+pub struct Refund {
+    pub id: String,
+    /// Always `refund`.
+    pub object: String,
+    pub payment_id: String,
+    pub amount: i64,
+    /// `pending`, `succeeded` or `failed`.
+    pub status: String,
+    pub failure_message: Option<String>,
+    pub created_at: String,
+}
+
+impl From<&entity::refunds::Model> for Refund {
+    fn from(r: &entity::refunds::Model) -> Refund {
+        Refund {
+            id: r.id.clone(),
+            object: "refund".into(),
+            payment_id: r.payment_id.clone(),
+            amount: r.amount,
+            status: r.status.to_string(),
+            failure_message: r.failure_message.clone(),
+            created_at: rfc3339(r.created_at),
+        }
+    }
+}

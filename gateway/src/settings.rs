@@ -1,0 +1,161 @@
+//! Everything the gateway process reads: the shared backends (`runtime`), the worker's section
+//! (the gateway runs the worker itself in embedded mode), and its own: the API's bind address
+//! and admin token, the public URL for checkout links, the relay, providers and retention.
+//!
+//! The gateway knows every section, so any `PAYRAIL_*` variable it did not read is a typo and
+//! stops start-up naming it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use runtime::settings::{Env, RuntimeSettings, Secret, SettingsError};
+use worker::settings::WorkerSettings;
+
+use crate::providers::settings::ProviderSettings;
+
+/// How long old rows are kept.
+#[derive(Debug, Clone)]
+pub struct RetentionSettings {
+    /// Log store entries older than this are deleted.
+    pub logs: Duration,
+    /// Idempotency records older than this are deleted (keys are honoured at least this long).
+    pub idempotency_keys: Duration,
+}
+
+/// The gateway's own section.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    pub bind: SocketAddr,
+    pub admin_token: Option<Secret>,
+    /// Base URL customers reach this gateway at (checkout links); the bound address if unset.
+    pub public_url: Option<String>,
+    /// The simulated provider's webhook secret; random per process if unset.
+    pub simulated_webhook_secret: Option<Secret>,
+    /// How often the relay republishes events left unpublished (crash, broker down).
+    pub relay_interval: Duration,
+    pub providers: ProviderSettings,
+    pub retention: RetentionSettings,
+}
+
+impl GatewaySettings {
+    pub fn read(env: &Env) -> Result<GatewaySettings, SettingsError> {
+        Ok(GatewaySettings {
+            bind: env.addr("PAYRAIL_BIND", "127.0.0.1:8080")?,
+            admin_token: env.raw("PAYRAIL_ADMIN_TOKEN").map(Secret),
+            public_url: env.raw("PAYRAIL_PUBLIC_URL"),
+            simulated_webhook_secret: env.raw("PAYRAIL_SIMULATED_WEBHOOK_SECRET").map(Secret),
+            relay_interval: env.period("PAYRAIL_RELAY_INTERVAL", "1s")?,
+            providers: ProviderSettings::read(env)?,
+            retention: RetentionSettings {
+                logs: env.duration("PAYRAIL_LOG_RETENTION", "30d")?,
+                idempotency_keys: env.duration("PAYRAIL_IDEMPOTENCY_RETENTION", "7d")?,
+            },
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub runtime: RuntimeSettings,
+    pub worker: WorkerSettings,
+    pub gateway: GatewaySettings,
+}
+
+impl Settings {
+    pub fn read(env: &Env) -> Result<Settings, SettingsError> {
+        let runtime = RuntimeSettings::read(env)?;
+        let worker = WorkerSettings::read(env, runtime.is_embedded())?;
+        let gateway = GatewaySettings::read(env)?;
+        Ok(Settings {
+            runtime,
+            worker,
+            gateway,
+        })
+    }
+
+    /// Reads the process environment; an unknown `PAYRAIL_*` variable is refused.
+    pub fn from_env() -> Result<Settings, SettingsError> {
+        let env = Env::process();
+        let settings = Settings::read(&env)?;
+        env.refuse_unknown(&["PAYRAIL_"])?;
+        Ok(settings)
+    }
+
+    /// Embedded mode: no broker configured.
+    pub fn is_embedded(&self) -> bool {
+        self.runtime.is_embedded()
+    }
+
+    /// The settings a worker process started beside this gateway reads from the same
+    /// environment.
+    pub fn worker_process(&self) -> worker::Settings {
+        worker::Settings {
+            runtime: self.runtime.clone(),
+            worker: self.worker.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let s = Settings::read(&Env::from_pairs(&[])).unwrap();
+        assert!(s.is_embedded());
+        assert_eq!(s.gateway.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.gateway.relay_interval, Duration::from_secs(1));
+        assert_eq!(s.gateway.retention.logs, Duration::from_secs(30 * 86_400));
+        assert_eq!(
+            s.gateway.retention.idempotency_keys,
+            Duration::from_secs(7 * 86_400)
+        );
+        assert!(s.gateway.providers.stripe.is_none());
+    }
+
+    #[test]
+    fn providers_need_both_halves_of_their_credentials_and_hide_them() {
+        let err =
+            Settings::read(&Env::from_pairs(&[("STRIPE_SECRET_KEY", "sk_test_x")])).unwrap_err();
+        assert_eq!(err.variable, "STRIPE_WEBHOOK_SECRET");
+        let s = Settings::read(&Env::from_pairs(&[
+            ("STRIPE_SECRET_KEY", "sk_test_x"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_y"),
+            ("PAYRAIL_ADMIN_TOKEN", "adm_secret"),
+        ]))
+        .unwrap();
+        let stripe = s.gateway.providers.stripe.clone().unwrap();
+        assert_eq!(stripe.api_base, "https://api.stripe.com");
+        let printed = format!("{s:?}");
+        for secret in ["sk_test_x", "whsec_y", "adm_secret"] {
+            assert!(!printed.contains(secret), "{secret} must not print");
+        }
+    }
+
+    #[test]
+    fn every_variable_of_every_section_is_known_and_a_typo_is_named() {
+        let pairs = [
+            ("PAYRAIL_BIND", "127.0.0.1:1"),
+            ("PAYRAIL_WORKER_BIND", "127.0.0.1:2"),
+            ("PAYRAIL_WEBHOOK_TIMEOUT", "1s"),
+            ("PAYRAIL_PROVIDER_POLL_AGE", "1m"),
+            ("PAYRAIL_LOG_RETENTION", "1d"),
+            ("PAYRAIL_AMQP_PREFIX", "p"),
+            ("PAYRAIL_RELAY_INTERVALL", "1s"),
+        ];
+        let env = Env::from_pairs(&pairs);
+        Settings::read(&env).unwrap();
+        assert_eq!(env.unknown(&["PAYRAIL_"]), vec!["PAYRAIL_RELAY_INTERVALL"]);
+    }
+
+    #[test]
+    fn out_of_range_durations_are_refused_naming_the_variable() {
+        let err = Settings::read(&Env::from_pairs(&[(
+            "PAYRAIL_LOG_RETENTION",
+            "213503982334602d",
+        )]))
+        .unwrap_err();
+        assert_eq!(err.variable, "PAYRAIL_LOG_RETENTION");
+    }
+}

@@ -1,0 +1,247 @@
+//! RabbitMQ through lapin: topology, publisher confirms, consumers. The only module that touches
+//! AMQP bytes.
+
+use entity::bus::{BusMessage, QueueNames};
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use tokio::sync::Mutex;
+
+use super::{BusError, QueueDepths, Subscription};
+
+/// RabbitMQ through lapin. One connection per process role; the publishing channel is reused
+/// and dropped on any error, so the next call reconnects (the relay retries by itself).
+pub struct AmqpBus {
+    url: String,
+    names: QueueNames,
+    publisher: Mutex<Option<(Connection, Channel)>>,
+}
+
+impl AmqpBus {
+    pub(super) fn new(url: &str, names: QueueNames) -> AmqpBus {
+        AmqpBus {
+            url: url.to_string(),
+            names,
+            publisher: Mutex::new(None),
+        }
+    }
+
+    async fn open(&self) -> Result<(Connection, Channel), BusError> {
+        let connection = Connection::connect(&self.url, ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        declare_topology(&channel, &self.names).await?;
+        Ok((connection, channel))
+    }
+
+    pub(super) async fn publish(&self, messages: &[BusMessage]) -> Result<(), BusError> {
+        let mut guard = self.publisher.lock().await;
+        if guard.is_none() {
+            let (connection, channel) = self.open().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            *guard = Some((connection, channel));
+        }
+        let result = match guard.as_ref() {
+            Some((_, channel)) => publish_confirmed(channel, &self.names, messages).await,
+            None => Err(BusError::Closed),
+        };
+        if result.is_err() {
+            // Start from a fresh connection next time rather than reuse a broken channel.
+            *guard = None;
+        }
+        result
+    }
+
+    pub(super) async fn subscribe(&self, prefetch: u16) -> Result<Subscription, BusError> {
+        let (connection, channel) = self.open().await?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                self.names.queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Subscription::Amqp {
+            consumer: Box::new(consumer),
+            _connection: Box::new(connection),
+        })
+    }
+
+    pub(super) async fn depths(&self) -> Result<QueueDepths, BusError> {
+        let connection = Connection::connect(&self.url, ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        let passive = QueueDeclareOptions::default().passive();
+        let events = channel
+            .queue_declare(
+                self.names.queue.as_str().into(),
+                passive,
+                FieldTable::default(),
+            )
+            .await?
+            .message_count();
+        let dead = channel
+            .queue_declare(
+                self.names.dead_letter_queue.as_str().into(),
+                passive,
+                FieldTable::default(),
+            )
+            .await?
+            .message_count();
+        let _ = connection.close(200, "depth check done".into()).await;
+        Ok(QueueDepths {
+            events: u64::from(events),
+            dead_letters: u64::from(dead),
+        })
+    }
+
+    /// Removes this prefix's exchanges and queues (test teardown).
+    pub async fn delete_topology(&self) -> Result<(), BusError> {
+        let connection = Connection::connect(&self.url, ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        for q in [&self.names.queue, &self.names.dead_letter_queue] {
+            channel
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await?;
+        }
+        for e in [&self.names.exchange, &self.names.dead_letter_exchange] {
+            channel
+                .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
+                .await?;
+        }
+        let _ = connection.close(200, "bye".into()).await;
+        Ok(())
+    }
+
+    /// Publishes raw bytes, as a foreign or broken producer would (tests of dead-lettering).
+    pub async fn publish_raw(&self, bytes: &[u8]) -> Result<(), BusError> {
+        let (connection, channel) = self.open().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let confirm = channel
+            .basic_publish(
+                self.names.exchange.as_str().into(),
+                self.names.routing_key.as_str().into(),
+                BasicPublishOptions::default(),
+                bytes,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await?
+            .await?;
+        let _ = connection.close(200, "bye".into()).await;
+        if confirm.is_ack() {
+            Ok(())
+        } else {
+            Err(BusError::NotConfirmed)
+        }
+    }
+}
+
+async fn publish_confirmed(
+    channel: &Channel,
+    names: &QueueNames,
+    messages: &[BusMessage],
+) -> Result<(), BusError> {
+    let mut confirms = Vec::with_capacity(messages.len());
+    for message in messages {
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_message_id(message.event_id().into());
+        let confirm = channel
+            .basic_publish(
+                names.exchange.as_str().into(),
+                names.routing_key.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &message.encode(),
+                properties,
+            )
+            .await?;
+        confirms.push(confirm);
+    }
+    for confirm in confirms {
+        match confirm.await? {
+            lapin::Confirmation::Ack(None) => {}
+            _ => return Err(BusError::NotConfirmed),
+        }
+    }
+    Ok(())
+}
+
+async fn declare_topology(channel: &Channel, names: &QueueNames) -> Result<(), BusError> {
+    let durable_exchange = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            names.exchange.as_str().into(),
+            ExchangeKind::Direct,
+            durable_exchange,
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .exchange_declare(
+            names.dead_letter_exchange.as_str().into(),
+            ExchangeKind::Fanout,
+            durable_exchange,
+            FieldTable::default(),
+        )
+        .await?;
+    let mut quorum = FieldTable::default();
+    quorum.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    channel
+        .queue_declare(
+            names.dead_letter_queue.as_str().into(),
+            QueueDeclareOptions::durable(),
+            quorum.clone(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            names.dead_letter_queue.as_str().into(),
+            names.dead_letter_exchange.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut main = quorum;
+    main.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(names.dead_letter_exchange.as_str().into()),
+    );
+    channel
+        .queue_declare(
+            names.queue.as_str().into(),
+            QueueDeclareOptions::durable(),
+            main,
+        )
+        .await?;
+    channel
+        .queue_bind(
+            names.queue.as_str().into(),
+            names.exchange.as_str().into(),
+            names.routing_key.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
+}

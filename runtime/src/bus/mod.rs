@@ -1,0 +1,199 @@
+//! The event bus: RabbitMQ in production, an in-process channel in embedded mode.
+//!
+//! Callers publish and receive [`BusMessage`]s; only this module touches AMQP. RabbitMQ
+//! topology: a durable direct exchange, a quorum queue bound to it whose dead letters go to a
+//! fanout exchange and its own quorum queue. Publishing waits for publisher confirms; messages
+//! are persistent; consumers ack manually after their work committed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use entity::bus::{BusMessage, QueueNames};
+use futures_util::StreamExt as _;
+use lapin::Connection;
+use lapin::options::{BasicAckOptions, BasicRejectOptions};
+use tokio::sync::mpsc;
+
+mod amqp;
+mod in_process;
+
+pub use amqp::AmqpBus;
+pub use in_process::InProcessBus;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("broker: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("the broker did not confirm a publish (nack or unroutable)")]
+    NotConfirmed,
+    #[error("the in-process bus is closed")]
+    Closed,
+    #[error("another consumer already holds the in-process bus")]
+    AlreadySubscribed,
+}
+
+/// The bus chosen at start-up.
+#[derive(Clone)]
+pub enum EventBus {
+    Amqp(Arc<AmqpBus>),
+    InProcess(Arc<InProcessBus>),
+}
+
+/// What a consumer receives: a parsed message, or bytes that parse as no known version.
+pub enum Received {
+    Message(BusMessage, Ack),
+    Unparseable(Ack),
+}
+
+/// Settles one received message.
+pub enum Ack {
+    Amqp(lapin::Acker),
+    InProcess {
+        message: BusMessage,
+        requeue: mpsc::UnboundedSender<BusMessage>,
+        depth: Arc<AtomicU64>,
+    },
+}
+
+impl Ack {
+    /// The work is committed: the broker may forget the message.
+    pub async fn ack(self) -> Result<(), BusError> {
+        match self {
+            Ack::Amqp(acker) => acker
+                .ack(BasicAckOptions::default())
+                .await
+                .map(drop)
+                .map_err(Into::into),
+            Ack::InProcess { .. } => Ok(()),
+        }
+    }
+
+    /// The work failed for a reason that may pass: deliver the message again.
+    pub async fn requeue(self) -> Result<(), BusError> {
+        match self {
+            Ack::Amqp(acker) => acker
+                .reject(BasicRejectOptions { requeue: true })
+                .await
+                .map(drop)
+                .map_err(Into::into),
+            Ack::InProcess {
+                message,
+                requeue,
+                depth,
+            } => {
+                depth.fetch_add(1, Ordering::Relaxed);
+                requeue.send(message).map_err(|_| BusError::Closed)
+            }
+        }
+    }
+
+    /// The message can never be processed: move it to the dead-letter queue.
+    pub async fn dead_letter(self) -> Result<(), BusError> {
+        match self {
+            Ack::Amqp(acker) => acker
+                .reject(BasicRejectOptions { requeue: false })
+                .await
+                .map(drop)
+                .map_err(Into::into),
+            // Typed in-process messages always parse; nothing reaches here.
+            Ack::InProcess { .. } => Ok(()),
+        }
+    }
+}
+
+/// A stream of received messages.
+pub enum Subscription {
+    /// The connection is held so it lives as long as its consumer.
+    Amqp {
+        consumer: Box<lapin::Consumer>,
+        _connection: Box<Connection>,
+    },
+    InProcess {
+        rx: mpsc::UnboundedReceiver<BusMessage>,
+        tx: mpsc::UnboundedSender<BusMessage>,
+        depth: Arc<AtomicU64>,
+    },
+}
+
+impl Subscription {
+    /// The next message; `None` or an error when the connection is gone (reconnect then).
+    pub async fn next(&mut self) -> Option<Result<Received, BusError>> {
+        match self {
+            Subscription::Amqp { consumer, .. } => {
+                let delivery = match consumer.next().await? {
+                    Ok(d) => d,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                let ack = Ack::Amqp(delivery.acker);
+                Some(Ok(match BusMessage::decode(&delivery.data) {
+                    Ok(message) => Received::Message(message, ack),
+                    Err(_) => Received::Unparseable(ack),
+                }))
+            }
+            Subscription::InProcess { rx, tx, depth } => {
+                let message = rx.recv().await?;
+                depth.fetch_sub(1, Ordering::Relaxed);
+                let ack = Ack::InProcess {
+                    message: message.clone(),
+                    requeue: tx.clone(),
+                    depth: depth.clone(),
+                };
+                Some(Ok(Received::Message(message, ack)))
+            }
+        }
+    }
+}
+
+/// Messages waiting, for the `queue_size` gauge.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueueDepths {
+    pub events: u64,
+    pub dead_letters: u64,
+}
+
+impl EventBus {
+    pub fn amqp(url: &str, names: QueueNames) -> EventBus {
+        EventBus::Amqp(Arc::new(AmqpBus::new(url, names)))
+    }
+
+    pub fn in_process() -> EventBus {
+        EventBus::InProcess(Arc::new(InProcessBus::new()))
+    }
+
+    /// Publishes every message and returns once the broker confirmed all of them.
+    pub async fn publish(&self, messages: &[BusMessage]) -> Result<(), BusError> {
+        match self {
+            EventBus::Amqp(bus) => bus.publish(messages).await,
+            EventBus::InProcess(bus) => bus.publish(messages),
+        }
+    }
+
+    pub async fn subscribe(&self, prefetch: u16) -> Result<Subscription, BusError> {
+        match self {
+            EventBus::Amqp(bus) => bus.subscribe(prefetch).await,
+            EventBus::InProcess(bus) => bus.subscribe().await,
+        }
+    }
+
+    pub async fn depths(&self) -> Result<QueueDepths, BusError> {
+        match self {
+            EventBus::Amqp(bus) => bus.depths().await,
+            EventBus::InProcess(bus) => Ok(QueueDepths {
+                events: bus.depth(),
+                dead_letters: 0,
+            }),
+        }
+    }
+
+    /// Whether the broker answers, for readiness.
+    pub async fn ping(&self) -> Result<(), BusError> {
+        self.depths().await.map(drop)
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventBus::Amqp(_) => "rabbitmq",
+            EventBus::InProcess(_) => "in-process",
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! What the gateway and the worker share at run time, below both of them.
+//!
+//! - [`settings`]: the backends' settings and the environment reader every section uses.
+//! - [`db`], [`bus`], [`cache`]: the backends (PostgreSQL or SQLite; RabbitMQ or in-process;
+//!   Redis or memory), chosen at start-up and used through small types.
+//! - [`metrics`]: exposition of a registry and the `/metrics` + `/health` responses.
+//! - [`log_store`]: writing entries to the merchant-visible log store.
+//! - [`schedule`]: running background jobs on a period or a calendar until stopped.
+//! - [`telemetry`], [`shutdown`]: JSON logs and the Ctrl-C/SIGTERM signal.
+
+pub mod bus;
+pub mod cache;
+pub mod db;
+pub mod log_store;
+pub mod metrics;
+pub mod schedule;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
