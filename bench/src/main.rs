@@ -8,42 +8,65 @@
 //! ```
 //! Every run makes a fresh merchant, so runs do not see each other's webhooks.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clap::{Parser, Subcommand};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::web::Data;
 use poem::{EndpointExt, Route, Server, handler};
 use serde_json::{Value, json};
 
-struct Args(HashMap<String, String>);
+/// Payrail's load harness: drives a running gateway (and worker) and reports throughput and
+/// latency percentiles. Every run makes a fresh merchant.
+#[derive(Parser)]
+#[command(name = "bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-impl Args {
-    fn parse() -> (String, Args) {
-        let mut it = std::env::args().skip(1);
-        let command = it.next().unwrap_or_default();
-        let mut map = HashMap::new();
-        while let Some(k) = it.next() {
-            if let Some(name) = k.strip_prefix("--") {
-                map.insert(name.to_string(), it.next().unwrap_or_default());
-            }
-        }
-        (command, Args(map))
-    }
-    fn get(&self, name: &str, default: &str) -> String {
-        self.0
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| default.to_string())
-    }
-    fn num(&self, name: &str, default: u64) -> u64 {
-        self.0
-            .get(name)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    }
+/// Which gateway to drive.
+#[derive(clap::Args, Clone)]
+struct Target {
+    /// The gateway's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    base: String,
+    /// The gateway's admin token (PAYRAIL_ADMIN_TOKEN), to create the run's merchant.
+    #[arg(long)]
+    admin_token: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Payment creations at a fixed concurrency: creations/s and latency percentiles.
+    Create {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 32)]
+        concurrency: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Status change → webhook received, at a fixed rate of changes per second.
+    Latency {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Builds a backlog of deliveries, then measures how fast the worker drains it.
+    Deliveries {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 20000)]
+        count: u64,
+        #[arg(long, default_value_t = 32)]
+        concurrency: u64,
+    },
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -73,13 +96,13 @@ struct Harness {
 }
 
 impl Harness {
-    async fn new(args: &Args) -> anyhow::Result<Harness> {
-        let base = args.get("base", "http://127.0.0.1:8080");
+    async fn new(target: &Target) -> anyhow::Result<Harness> {
+        let base = target.base.clone();
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(256)
             .timeout(Duration::from_secs(30))
             .build()?;
-        let admin = args.get("admin-token", "");
+        let admin = &target.admin_token;
         let r: Value = client
             .post(format!("{base}/v1/admin/merchants"))
             .bearer_auth(admin)
@@ -167,10 +190,8 @@ async fn start_receiver() -> anyhow::Result<(String, Arc<Recorder>)> {
     Ok((format!("http://127.0.0.1:{port}/hook"), rec))
 }
 
-async fn bench_create(args: &Args) -> anyhow::Result<()> {
-    let h = Arc::new(Harness::new(args).await?);
-    let concurrency = args.num("concurrency", 32);
-    let seconds = args.num("seconds", 10);
+async fn bench_create(target: &Target, concurrency: u64, seconds: u64) -> anyhow::Result<()> {
+    let h = Arc::new(Harness::new(target).await?);
     // Warm up connections and caches.
     for _ in 0..concurrency {
         h.create_payment().await?;
@@ -207,12 +228,11 @@ async fn bench_create(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bench_latency(args: &Args) -> anyhow::Result<()> {
-    let h = Arc::new(Harness::new(args).await?);
+async fn bench_latency(target: &Target, rate: u64, seconds: u64) -> anyhow::Result<()> {
+    let h = Arc::new(Harness::new(target).await?);
     let (url, rec) = start_receiver().await?;
     h.endpoint(&url).await?;
-    let rate = args.num("rate", 500).max(1);
-    let seconds = args.num("seconds", 10);
+    let rate = rate.max(1);
     let total = rate * seconds;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let mut ticker = tokio::time::interval(interval);
@@ -240,12 +260,11 @@ async fn bench_latency(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bench_deliveries(args: &Args) -> anyhow::Result<()> {
-    let h = Arc::new(Harness::new(args).await?);
+async fn bench_deliveries(target: &Target, count: u64, concurrency: u64) -> anyhow::Result<()> {
+    let h = Arc::new(Harness::new(target).await?);
     let (url, rec) = start_receiver().await?;
     h.endpoint(&url).await?;
-    let count = args.num("count", 20000);
-    let concurrency = args.num("concurrency", 32);
+
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
@@ -280,16 +299,21 @@ async fn bench_deliveries(args: &Args) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (command, args) = Args::parse();
-    match command.as_str() {
-        "create" => bench_create(&args).await,
-        "latency" => bench_latency(&args).await,
-        "deliveries" => bench_deliveries(&args).await,
-        _ => {
-            eprintln!(
-                "usage: bench create|latency|deliveries --base URL --admin-token T [options]"
-            );
-            std::process::exit(2);
-        }
+    match Cli::parse().command {
+        Command::Create {
+            target,
+            concurrency,
+            seconds,
+        } => bench_create(&target, concurrency, seconds).await,
+        Command::Latency {
+            target,
+            rate,
+            seconds,
+        } => bench_latency(&target, rate, seconds).await,
+        Command::Deliveries {
+            target,
+            count,
+            concurrency,
+        } => bench_deliveries(&target, count, concurrency).await,
     }
 }

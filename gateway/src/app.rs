@@ -18,7 +18,6 @@ use runtime::cache::Cache;
 use runtime::db;
 use tokio::sync::watch;
 use worker::Worker;
-use worker::metrics::DeliveryMetrics;
 
 use crate::api;
 use crate::api::middleware::observe;
@@ -92,12 +91,11 @@ impl Application {
         let mut registry = Registry::default();
         let metrics = Arc::new(ApiMetrics::new(&mut registry));
         let (delivery_metrics, embedded_worker) = if embedded {
-            let dm = Arc::new(DeliveryMetrics::new(&mut registry));
-            let w = Worker::new(
+            let (w, dm) = Worker::registered(
                 db.clone(),
                 bus.clone(),
                 settings.worker.webhook.clone(),
-                dm.clone(),
+                &mut registry,
             )?;
             (Some(dm), Some(w))
         } else {

@@ -44,12 +44,11 @@ impl WorkerApplication {
         let db = db::connect(&settings.runtime.database_url).await?;
         let bus = EventBus::amqp(&amqp_url, QueueNames::new(&settings.runtime.amqp_prefix));
         let mut registry = Registry::default();
-        let metrics = Arc::new(DeliveryMetrics::new(&mut registry));
-        let worker = Worker::new(
+        let (worker, metrics) = Worker::registered(
             db.clone(),
             bus.clone(),
             settings.worker.webhook.clone(),
-            metrics.clone(),
+            &mut registry,
         )?;
         let acceptor = TcpListener::bind(settings.worker.bind)
             .into_acceptor()

@@ -86,6 +86,18 @@ impl Drop for InFlight {
 }
 
 impl Worker {
+    /// A worker whose delivery metrics are registered in `registry` (the worker process's own,
+    /// or the gateway's in embedded mode).
+    pub fn registered(
+        db: DatabaseConnection,
+        bus: EventBus,
+        settings: WebhookSettings,
+        registry: &mut prometheus_client::registry::Registry,
+    ) -> Result<(Worker, Arc<DeliveryMetrics>), reqwest::Error> {
+        let metrics = Arc::new(DeliveryMetrics::new(registry));
+        Ok((Worker::new(db, bus, settings, metrics.clone())?, metrics))
+    }
+
     pub fn new(
         db: DatabaseConnection,
         bus: EventBus,

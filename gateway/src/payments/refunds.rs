@@ -87,7 +87,7 @@ async fn reserve(
     }
     let in_flight: i64 = refunds::Entity::find()
         .filter(refunds::Column::PaymentId.eq(payment_id))
-        .filter(refunds::Column::Status.eq("pending"))
+        .filter(refunds::Column::Status.eq(RefundStatus::Pending))
         .all(&txn)
         .await?
         .iter()
