@@ -1,3 +1,5 @@
+//! The `api_keys` table's sea-orm entity.
+
 use sea_orm::entity::prelude::*;
 
 /// A merchant's secret key. Only its SHA-256 is stored; `prefix` is what a dashboard shows.

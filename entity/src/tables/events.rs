@@ -1,3 +1,5 @@
+//! The `events` table's sea-orm entity.
+
 use sea_orm::entity::prelude::*;
 
 /// The merchant-visible event log, and the outbox: `published_at` is set once the bus confirmed.

@@ -1,3 +1,5 @@
+//! The `idempotency_keys` table's sea-orm entity.
+
 use sea_orm::entity::prelude::*;
 
 /// The first response to a POST with an `Idempotency-Key`, replayed for the same key and body.

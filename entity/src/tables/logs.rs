@@ -1,3 +1,5 @@
+//! The `logs` table's sea-orm entity.
+
 use sea_orm::entity::prelude::*;
 
 /// A log store entry. `merchant_id` is null for operator-only entries (an API 5xx before the

@@ -1,3 +1,5 @@
+//! The `payments` table's sea-orm entity.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

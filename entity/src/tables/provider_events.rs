@@ -1,3 +1,5 @@
+//! The `provider_events` table's sea-orm entity.
+
 use sea_orm::entity::prelude::*;
 
 /// Every inbound provider webhook, unique per `(provider, provider_event_id)`.

@@ -1,3 +1,5 @@
+//! The `refunds` table's sea-orm entity.
+
 use sea_orm::entity::prelude::*;
 
 /// A refund (`re_…`) of part or all of a succeeded payment.

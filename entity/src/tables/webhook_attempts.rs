@@ -1,3 +1,5 @@
+//! The `webhook_attempts` table's sea-orm entity.
+
 use sea_orm::entity::prelude::*;
 
 /// One HTTP call of a delivery.

@@ -1,3 +1,5 @@
+//! The `webhook_deliveries` table's sea-orm entity.
+
 use sea_orm::entity::prelude::*;
 
 /// One event to one endpoint; unique on `(event_id, endpoint_id)`.

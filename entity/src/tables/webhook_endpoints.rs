@@ -1,3 +1,5 @@
+//! The `webhook_endpoints` table's sea-orm entity.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

@@ -1,6 +1,7 @@
 //! Request and response bodies of the merchant API, as they appear in the OpenAPI spec.
-//! Requests are turned into domain types in [`crate::domain`]; responses are built from rows
-//! here, in one place, so the API, events and idempotent replays show the same object.
+//! Requests are turned into domain types in [`super::requests`]; responses are built from rows
+//! here (payments and refunds in `crate::payments::objects`, log entries in `crate::logs`, since
+//! events and caches use them too), so the API, events and idempotent replays show one object.
 
 use std::collections::HashMap;
 
