@@ -65,7 +65,7 @@ impl Poller {
                 PaymentStatus::Pending.as_str(),
                 PaymentStatus::Processing.as_str(),
             ]))
-            .filter(C::Provider.ne("simulated"))
+            .filter(C::Provider.ne(Provider::Simulated))
             .filter(C::ProviderReference.is_not_null())
             .filter(C::CreatedAt.lte(older_than))
             .filter(
