@@ -12,8 +12,8 @@ pub enum BusMessage {
     /// An event row was committed and needs fanning out to the merchant's endpoints.
     #[serde(rename = "v1")]
     V1 {
-        event_id: String,
-        merchant_id: String,
+        event_id: crate::ids::EventId,
+        merchant_id: crate::ids::MerchantId,
         event_type: String,
         /// The request id of the API call that caused it, so logs follow it to delivery.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,8 +67,8 @@ mod tests {
     #[test]
     fn messages_round_trip_and_carry_their_version() {
         let m = BusMessage::V1 {
-            event_id: "evt_1".into(),
-            merchant_id: "mer_1".into(),
+            event_id: crate::ids::EventId::from_trusted("evt_1"),
+            merchant_id: crate::ids::MerchantId::from_trusted("mer_1"),
             event_type: "payment.pending".into(),
             request_id: None,
         };

@@ -42,6 +42,123 @@ impl IdKind {
     }
 }
 
+/// What every typed id can do, for code generic over the kind (parsing a path parameter).
+pub trait TypedId: Sized {
+    fn parse(s: &str) -> Option<Self>;
+}
+
+/// Declares the id type of one [`IdKind`]: a `String` newtype stored as text, so a payment id
+/// can never be passed where a merchant id is expected. It derefs to `str` for reading and
+/// compares with strings; a new one comes from `generate`, one from outside (a path, a body)
+/// from `parse`, which checks the prefix.
+macro_rules! typed_id {
+    ($(#[$meta:meta])* $name:ident => $kind:ident) => {
+        $(#[$meta])*
+        #[derive(
+            Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+            serde::Serialize, serde::Deserialize, sea_orm::DeriveValueType,
+        )]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl TypedId for $name {
+            fn parse(s: &str) -> Option<$name> {
+                $name::parse(s)
+            }
+        }
+
+        impl $name {
+            pub const KIND: IdKind = IdKind::$kind;
+
+            pub fn generate() -> $name {
+                $name(IdKind::$kind.generate())
+            }
+
+            /// An id read from outside: `None` unless it carries this kind's prefix.
+            pub fn parse(s: &str) -> Option<$name> {
+                s.strip_prefix(IdKind::$kind.prefix())
+                    .is_some_and(|rest| rest.starts_with('_') && rest.len() > 1)
+                    .then(|| $name(s.to_string()))
+            }
+
+            /// An id from a source that is already trusted (our own rows and messages).
+            pub fn from_trusted(s: impl Into<String>) -> $name {
+                $name(s.into())
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialEq<String> for $name {
+            fn eq(&self, other: &String) -> bool {
+                &self.0 == other
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl From<&$name> for sea_orm::Value {
+            fn from(id: &$name) -> sea_orm::Value {
+                id.0.clone().into()
+            }
+        }
+
+        impl sea_orm::TryFromU64 for $name {
+            fn try_from_u64(_: u64) -> Result<Self, sea_orm::DbErr> {
+                Err(sea_orm::DbErr::ConvertFromU64(stringify!($name)))
+            }
+        }
+    };
+}
+
+typed_id!(/** `mer_…` */ MerchantId => Merchant);
+typed_id!(/** `key_…` */ ApiKeyId => ApiKey);
+typed_id!(/** `pay_…` */ PaymentId => Payment);
+typed_id!(/** `evt_…` */ EventId => Event);
+typed_id!(/** `we_…` */ EndpointId => WebhookEndpoint);
+typed_id!(/** `whd_…` */ DeliveryId => WebhookDelivery);
+typed_id!(/** `wha_…` */ AttemptId => WebhookAttempt);
+typed_id!(/** `pev_…` */ ProviderEventId => ProviderEvent);
+typed_id!(/** `re_…` */ RefundId => Refund);
+typed_id!(/** `log_…` */ LogId => Log);
+
 /// `len` random alphanumeric characters, for secrets that are shown once.
 pub fn random_token(len: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -62,6 +179,18 @@ mod tests {
         assert!(a.starts_with("pay_"));
         assert!(a < b, "ids must be time ordered: {a} !< {b}");
         assert_eq!(a.len(), "pay_".len() + 32);
+    }
+
+    #[test]
+    fn typed_ids_check_their_prefix_and_compare_with_strings() {
+        let id = PaymentId::generate();
+        assert!(id.starts_with("pay_"));
+        assert_eq!(PaymentId::parse(&id), Some(id.clone()));
+        assert_eq!(PaymentId::parse("mer_0190"), None, "another kind's id");
+        assert_eq!(PaymentId::parse("pay_"), None);
+        assert_eq!(PaymentId::parse("payx_1"), None);
+        assert!(id == id.as_str());
+        assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{id}\""));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! the next interval), drop the merchant's cached recent list, count the status change, and
 //! record a failed payment in the merchant's log store.
 
+use entity::ids::MerchantId;
 use std::sync::Arc;
 
 use entity::payment_status::PaymentStatus;
@@ -54,7 +55,7 @@ impl Effects {
 
     /// Events (or payment fields) of this merchant were committed without a status change
     /// to count, e.g. a partial refund.
-    pub async fn events_committed(&self, merchant_id: &str) {
+    pub async fn events_committed(&self, merchant_id: &MerchantId) {
         self.relay.notify();
         self.cache.delete(&recent_cache_key(merchant_id)).await;
     }

@@ -6,6 +6,7 @@
 
 use chrono::Utc;
 use entity::idempotency_keys;
+use entity::ids::MerchantId;
 use sea_orm::{
     ActiveValue::Set, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, SqlErr,
     TransactionTrait,
@@ -17,7 +18,7 @@ use crate::error::{IdempotencyError, ServiceError};
 
 /// One idempotent request: who, which key, what operation, and a fingerprint of the request.
 pub struct Idempotent<'a> {
-    pub merchant_id: &'a str,
+    pub merchant_id: &'a MerchantId,
     pub key: Option<&'a str>,
     pub operation: &'static str,
     pub fingerprint: String,
@@ -82,7 +83,7 @@ impl Idempotent<'_> {
         let value = work(&txn).await?;
         if let Some(key) = self.key {
             idempotency_keys::Entity::insert(idempotency_keys::ActiveModel {
-                merchant_id: Set(self.merchant_id.to_string()),
+                merchant_id: Set(self.merchant_id.clone()),
                 key: Set(key.to_string()),
                 operation: Set(self.operation.to_string()),
                 request_hash: Set(self.fingerprint.clone()),
@@ -104,12 +105,9 @@ impl Idempotent<'_> {
         match self.key {
             None => Ok(None),
             Some(key) => {
-                idempotency_keys::Entity::find_by_id((
-                    self.merchant_id.to_string(),
-                    key.to_string(),
-                ))
-                .one(db)
-                .await
+                idempotency_keys::Entity::find_by_id((self.merchant_id.clone(), key.to_string()))
+                    .one(db)
+                    .await
             }
         }
     }

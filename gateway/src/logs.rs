@@ -1,6 +1,7 @@
 //! The log store's reads and upkeep: a merchant's recent error and critical entries (through
 //! the cache, with a TTL), counts by level and source over a window, and retention.
 
+use entity::ids::MerchantId;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 const RECENT: u64 = 50;
 const RECENT_TTL: Duration = Duration::from_secs(30);
 
-pub fn recent_cache_key(merchant_id: &str) -> String {
+pub fn recent_cache_key(merchant_id: &MerchantId) -> String {
     format!("recent_logs:{merchant_id}")
 }
 
@@ -28,7 +29,7 @@ pub fn recent_cache_key(merchant_id: &str) -> String {
 pub async fn recent<C: ConnectionTrait>(
     db: &C,
     cache: &Cache,
-    merchant_id: &str,
+    merchant_id: &MerchantId,
 ) -> Result<(Vec<LogEntry>, bool), DbErr> {
     let key = recent_cache_key(merchant_id);
     if let Some(hit) = cache.get(&key).await
@@ -60,7 +61,7 @@ pub struct Stats {
 /// Counts of the merchant's entries over the last `window`.
 pub async fn stats<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &str,
+    merchant_id: &MerchantId,
     window: Duration,
 ) -> Result<Stats, DbErr> {
     let since = Utc::now() - chrono::Duration::from_std(window).unwrap_or_default();
@@ -119,7 +120,7 @@ pub struct LogEntry {
 impl From<&entity::logs::Model> for LogEntry {
     fn from(l: &entity::logs::Model) -> LogEntry {
         LogEntry {
-            id: l.id.clone(),
+            id: l.id.to_string(),
             object: "log".into(),
             level: l.level.to_string(),
             message: l.message.clone(),

@@ -1,7 +1,7 @@
 //! Merchants and their API keys. Keys are random, shown once, and stored as SHA-256 hashes.
 
 use chrono::Utc;
-use entity::ids::{IdKind, random_token};
+use entity::ids::{ApiKeyId, MerchantId, random_token};
 use entity::{api_keys, merchants};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
@@ -13,7 +13,7 @@ use entity::signature::sha256_hex;
 /// Who a valid key belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthedMerchant {
-    pub merchant_id: String,
+    pub merchant_id: MerchantId,
     pub livemode: bool,
 }
 
@@ -24,7 +24,7 @@ pub struct CreatedMerchant {
 
 pub async fn create<C: TransactionTrait>(db: &C, name: &str) -> Result<CreatedMerchant, DbErr> {
     let now = Utc::now();
-    let merchant_id = IdKind::Merchant.generate();
+    let merchant_id = MerchantId::generate();
     let api_key = format!("sk_test_{}", random_token(32));
     let txn = db.begin().await?;
     let merchant = merchants::Entity::insert(merchants::ActiveModel {
@@ -35,7 +35,7 @@ pub async fn create<C: TransactionTrait>(db: &C, name: &str) -> Result<CreatedMe
     .exec_with_returning(&txn)
     .await?;
     api_keys::Entity::insert(api_keys::ActiveModel {
-        id: Set(IdKind::ApiKey.generate()),
+        id: Set(ApiKeyId::generate()),
         merchant_id: Set(merchant_id),
         key_hash: Set(sha256_hex(api_key.as_bytes())),
         prefix: Set(api_key[..12].to_string()),

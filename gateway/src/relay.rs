@@ -12,6 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 use entity::bus::BusMessage;
 use entity::events;
+use entity::ids::EventId;
 use runtime::bus::EventBus;
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
@@ -82,7 +83,7 @@ impl Relay {
             .collect();
         // On a bus error the transaction rolls back: the rows stay unpublished for next time.
         self.inner.bus.publish(&messages).await?;
-        let ids: Vec<String> = pending.into_iter().map(|e| e.id).collect();
+        let ids: Vec<EventId> = pending.into_iter().map(|e| e.id).collect();
         let count = ids.len();
         events::Entity::update_many()
             .col_expr(events::Column::PublishedAt, Expr::value(Utc::now()))

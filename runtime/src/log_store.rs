@@ -3,13 +3,13 @@
 //! describes: an error here is itself only logged.
 
 use chrono::Utc;
-use entity::ids::IdKind;
+use entity::ids::{LogId, MerchantId};
 use entity::logs;
 use entity::status::LogLevel;
 use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait};
 
 pub struct Entry<'a> {
-    pub merchant_id: Option<&'a str>,
+    pub merchant_id: Option<&'a MerchantId>,
     pub level: LogLevel,
     pub source: &'a str,
     pub message: &'a str,
@@ -19,8 +19,8 @@ pub struct Entry<'a> {
 
 pub async fn write<C: ConnectionTrait>(db: &C, entry: Entry<'_>) -> Result<logs::Model, DbErr> {
     logs::Entity::insert(logs::ActiveModel {
-        id: Set(IdKind::Log.generate()),
-        merchant_id: Set(entry.merchant_id.map(str::to_string)),
+        id: Set(LogId::generate()),
+        merchant_id: Set(entry.merchant_id.cloned()),
         level: Set(entry.level),
         message: Set(entry.message.to_string()),
         source: Set(entry.source.to_string()),

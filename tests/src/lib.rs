@@ -44,6 +44,8 @@ pub struct Options {
     pub gateway_amqp_url: Option<String>,
     /// Providers (pointing at local mocks); none by default.
     pub providers: ProviderSettings,
+    /// The relay's periodic pass (it also runs after every commit that wrote events).
+    pub relay_interval: Duration,
 }
 
 impl Default for Options {
@@ -62,6 +64,7 @@ impl Default for Options {
             start_worker: true,
             gateway_amqp_url: None,
             providers: ProviderSettings::default(),
+            relay_interval: Duration::from_millis(100),
         }
     }
 }
@@ -133,6 +136,7 @@ impl TestApp {
         db::migrate(&conn).await.expect("migrate");
         let mut settings = test_settings(&database_url, &prefix, options.webhook.clone());
         settings.gateway.providers = options.providers.clone();
+        settings.gateway.relay_interval = options.relay_interval;
         let mut gateway_settings = settings.clone();
         if let Some(url) = &options.gateway_amqp_url {
             gateway_settings.runtime.amqp_url = Some(url.clone());

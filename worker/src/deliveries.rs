@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use entity::event::WebhookBody;
-use entity::ids::IdKind;
+use entity::ids::{AttemptId, DeliveryId};
 use entity::retry::{NextStep, RetryPolicy};
 use entity::signature::SigningKey;
 use entity::status::{DeliveryStatus, EndpointStatus};
@@ -43,11 +43,11 @@ pub async fn claim_due<C: TransactionTrait>(
     db: &C,
     limit: u64,
     lease: Duration,
-) -> Result<Vec<String>, DbErr> {
+) -> Result<Vec<DeliveryId>, DbErr> {
     use webhook_deliveries::Column as C;
     let now = Utc::now();
     let txn = db.begin().await?;
-    let ids: Vec<String> = webhook_deliveries::Entity::find()
+    let ids: Vec<DeliveryId> = webhook_deliveries::Entity::find()
         .select_only()
         .column(C::Id)
         .filter(due_condition(now))
@@ -72,7 +72,7 @@ pub async fn claim_due<C: TransactionTrait>(
 }
 
 /// Makes claimed rows due again at once (a worker shutting down hands them back).
-pub async fn release<C: ConnectionTrait>(db: &C, ids: &[String]) -> Result<u64, DbErr> {
+pub async fn release<C: ConnectionTrait>(db: &C, ids: &[DeliveryId]) -> Result<u64, DbErr> {
     use webhook_deliveries::Column as C;
     let now = Utc::now();
     let result = webhook_deliveries::Entity::update_many()
@@ -113,9 +113,9 @@ pub struct AttemptContext {
 
 pub async fn load_context<C: ConnectionTrait>(
     db: &C,
-    delivery_id: &str,
+    delivery_id: &DeliveryId,
 ) -> Result<Option<AttemptContext>, DbErr> {
-    let Some(delivery) = webhook_deliveries::Entity::find_by_id(delivery_id.to_string())
+    let Some(delivery) = webhook_deliveries::Entity::find_by_id(delivery_id.clone())
         .one(db)
         .await?
     else {
@@ -186,9 +186,9 @@ pub async fn attempt<C: ConnectionTrait + TransactionTrait>(
     .to_bytes();
     let request = SignedRequest {
         url: endpoint.url.clone(),
-        event_id: ctx.event.id.clone(),
+        event_id: ctx.event.id.to_string(),
         event_type: ctx.event.event_type.clone(),
-        delivery_id: ctx.delivery.id.clone(),
+        delivery_id: ctx.delivery.id.to_string(),
         body,
     };
     let result = sender.send(&key, &request).await;
@@ -241,7 +241,7 @@ async fn record<C: TransactionTrait>(
     let http_status = result.http_status.map(i32::from);
     let txn = db.begin().await?;
     webhook_attempts::Entity::insert(webhook_attempts::ActiveModel {
-        id: Set(IdKind::WebhookAttempt.generate()),
+        id: Set(AttemptId::generate()),
         delivery_id: Set(delivery.id.clone()),
         merchant_id: Set(delivery.merchant_id.clone()),
         attempt_number: Set(attempts),

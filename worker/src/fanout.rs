@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use entity::bus::BusMessage;
 use entity::event::subscribes;
-use entity::ids::IdKind;
+use entity::ids::DeliveryId;
 use entity::{events, webhook_deliveries, webhook_endpoints};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
@@ -66,7 +66,7 @@ pub async fn fan_out<C: ConnectionTrait + TransactionTrait>(
         return Ok(FanOut::default());
     }
     let txn = db.begin().await?;
-    let event = events::Entity::find_by_id(event_id.to_string())
+    let event = events::Entity::find_by_id(event_id.clone())
         .one(&txn)
         .await?
         .filter(|e| &e.merchant_id == merchant_id && &e.event_type == event_type)
@@ -75,7 +75,7 @@ pub async fn fan_out<C: ConnectionTrait + TransactionTrait>(
     let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
     let mut outcome = FanOut::default();
     for endpoint in &endpoints {
-        let id = IdKind::WebhookDelivery.generate();
+        let id = DeliveryId::generate();
         let (status, next_retry_at, locked_until) = if immediate {
             (DeliveryStatus::Processing, None, Some(now + lease))
         } else {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use entity::ids::DeliveryId;
 use entity::retry::RetryPolicy;
 use futures_util::future::join_all;
 use sea_orm::DatabaseConnection;
@@ -63,7 +64,7 @@ struct Inner {
     in_flight: AtomicUsize,
     idle: Notify,
     /// Deliveries this worker holds a claim on and has not recorded yet, released at shutdown.
-    claims: std::sync::Mutex<std::collections::HashSet<String>>,
+    claims: std::sync::Mutex<std::collections::HashSet<DeliveryId>>,
     shutdown_grace: std::sync::Mutex<Duration>,
 }
 
@@ -131,13 +132,13 @@ impl Worker {
         }
     }
 
-    fn hold(&self, ids: impl IntoIterator<Item = String>) {
+    fn hold(&self, ids: impl IntoIterator<Item = DeliveryId>) {
         if let Ok(mut c) = self.inner.claims.lock() {
             c.extend(ids);
         }
     }
 
-    fn let_go(&self, id: &str) {
+    fn let_go(&self, id: &DeliveryId) {
         if let Ok(mut c) = self.inner.claims.lock() {
             c.remove(id);
         }
@@ -190,7 +191,7 @@ impl Worker {
     }
 
     /// Attempts the given claimed deliveries concurrently (rows claimed by a sweep).
-    pub async fn deliver(&self, ids: &[String]) -> Vec<AttemptOutcome> {
+    pub async fn deliver(&self, ids: &[DeliveryId]) -> Vec<AttemptOutcome> {
         let inner = &self.inner;
         let loaded = join_all(ids.iter().map(|id| async move {
             match deliveries::load_context(&inner.db, id).await {
@@ -391,7 +392,7 @@ impl Worker {
     /// Gives back deliveries this worker claimed but did not record, so another worker can
     /// take them now rather than after the lease.
     async fn release_claims(&self) {
-        let ids: Vec<String> = self
+        let ids: Vec<DeliveryId> = self
             .inner
             .claims
             .lock()

@@ -7,8 +7,8 @@ use sea_orm::entity::prelude::*;
 #[sea_orm(table_name = "api_keys")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
-    pub merchant_id: String,
+    pub id: crate::ids::ApiKeyId,
+    pub merchant_id: crate::ids::MerchantId,
     #[sea_orm(unique)]
     pub key_hash: String,
     pub prefix: String,

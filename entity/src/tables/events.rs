@@ -7,10 +7,10 @@ use sea_orm::entity::prelude::*;
 #[sea_orm(table_name = "events")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
-    pub merchant_id: String,
+    pub id: crate::ids::EventId,
+    pub merchant_id: crate::ids::MerchantId,
     pub event_type: String,
-    pub payment_id: Option<String>,
+    pub payment_id: Option<crate::ids::PaymentId>,
     /// The object as it was when the event happened.
     pub data: Json,
     pub request_id: Option<String>,

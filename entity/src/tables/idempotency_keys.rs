@@ -7,7 +7,7 @@ use sea_orm::entity::prelude::*;
 #[sea_orm(table_name = "idempotency_keys")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub merchant_id: String,
+    pub merchant_id: crate::ids::MerchantId,
     #[sea_orm(primary_key, auto_increment = false)]
     pub key: String,
     /// Which operation the key was used for (`POST /v1/payments`), so a key is not reused

@@ -8,8 +8,8 @@ use sea_orm::entity::prelude::*;
 #[sea_orm(table_name = "logs")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
-    pub merchant_id: Option<String>,
+    pub id: crate::ids::LogId,
+    pub merchant_id: Option<crate::ids::MerchantId>,
     /// `debug`, `info`, `warning`, `error` or `critical`.
     pub level: crate::status::LogLevel,
     pub message: String,

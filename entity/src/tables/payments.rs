@@ -6,8 +6,8 @@ use sea_orm::entity::prelude::*;
 #[sea_orm(table_name = "payments")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
-    pub merchant_id: String,
+    pub id: crate::ids::PaymentId,
+    pub merchant_id: crate::ids::MerchantId,
     /// Minor units of `currency`.
     pub amount: i64,
     pub currency: String,

@@ -7,11 +7,11 @@ use sea_orm::entity::prelude::*;
 #[sea_orm(table_name = "provider_events")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
+    pub id: crate::ids::ProviderEventId,
     pub provider: String,
     pub provider_event_id: String,
     pub event_type: String,
-    pub payment_id: Option<String>,
+    pub payment_id: Option<crate::ids::PaymentId>,
     /// `applied`, `ignored` (e.g. a late event for a final payment) or `unknown_type`.
     pub outcome: crate::status::ProviderEventOutcome,
     pub raw_body: String,

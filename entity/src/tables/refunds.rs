@@ -7,9 +7,9 @@ use sea_orm::entity::prelude::*;
 #[sea_orm(table_name = "refunds")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
-    pub merchant_id: String,
-    pub payment_id: String,
+    pub id: crate::ids::RefundId,
+    pub merchant_id: crate::ids::MerchantId,
+    pub payment_id: crate::ids::PaymentId,
     pub amount: i64,
     /// `pending`, `succeeded` or `failed`.
     pub status: crate::status::RefundStatus,

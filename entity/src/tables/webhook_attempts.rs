@@ -7,9 +7,9 @@ use sea_orm::entity::prelude::*;
 #[sea_orm(table_name = "webhook_attempts")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
-    pub delivery_id: String,
-    pub merchant_id: String,
+    pub id: crate::ids::AttemptId,
+    pub delivery_id: crate::ids::DeliveryId,
+    pub merchant_id: crate::ids::MerchantId,
     pub attempt_number: i32,
     pub http_status: Option<i32>,
     pub error_message: Option<String>,

@@ -7,10 +7,10 @@ use sea_orm::entity::prelude::*;
 #[sea_orm(table_name = "webhook_deliveries")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
-    pub merchant_id: String,
-    pub event_id: String,
-    pub endpoint_id: String,
+    pub id: crate::ids::DeliveryId,
+    pub merchant_id: crate::ids::MerchantId,
+    pub event_id: crate::ids::EventId,
+    pub endpoint_id: crate::ids::EndpointId,
     /// `pending`, `processing`, `succeeded` or `failed`.
     pub status: crate::status::DeliveryStatus,
     /// Attempts in the current round (a manual retry starts a new round).

@@ -6,8 +6,8 @@ use sea_orm::entity::prelude::*;
 #[sea_orm(table_name = "webhook_endpoints")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
-    pub merchant_id: String,
+    pub id: crate::ids::EndpointId,
+    pub merchant_id: crate::ids::MerchantId,
     pub url: String,
     pub description: Option<String>,
     /// JSON array of event type names, or `["*"]`.

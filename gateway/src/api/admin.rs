@@ -42,7 +42,7 @@ impl AdminApi {
         }
         let created = merchants::create(&state.db, &name).await?;
         Ok(MerchantCreated::Created(Json(CreatedMerchant {
-            id: created.merchant.id,
+            id: created.merchant.id.to_string(),
             object: "merchant".into(),
             name: created.merchant.name,
             api_key: created.api_key,

@@ -2,6 +2,7 @@
 //! The payment id in the URL is the customer's capability, as with any hosted checkout; only
 //! sandbox payments of the simulated provider are served.
 
+use entity::ids::PaymentId;
 use entity::payment_status::PaymentStatus;
 use poem::http::StatusCode;
 use poem::web::{Data, Path, Redirect};
@@ -16,6 +17,9 @@ use crate::state::AppState;
 /// any hosted checkout; only sandbox payments of the simulated provider are served.
 #[handler]
 pub async fn checkout_page(state: Data<&AppState>, Path(id): Path<String>) -> Response {
+    let Some(id) = PaymentId::parse(&id) else {
+        return (StatusCode::NOT_FOUND, "No such sandbox payment").into_response();
+    };
     let Ok(Some(p)) = payments::find_simulated(&state.db, &id).await else {
         return (StatusCode::NOT_FOUND, "No such sandbox payment").into_response();
     };
@@ -31,6 +35,9 @@ pub async fn checkout_action(
     state: Data<&AppState>,
     Path((id, outcome)): Path<(String, String)>,
 ) -> Response {
+    let Some(id) = PaymentId::parse(&id) else {
+        return (StatusCode::NOT_FOUND, "No such sandbox payment").into_response();
+    };
     let Ok(Some(p)) = payments::find_simulated(&state.db, &id).await else {
         return (StatusCode::NOT_FOUND, "No such sandbox payment").into_response();
     };

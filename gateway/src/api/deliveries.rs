@@ -1,5 +1,6 @@
 //! `/v1/webhook_deliveries`.
 
+use entity::ids::{DeliveryId, MerchantId};
 use entity::status::DeliveryStatus;
 use poem::web::Data;
 use poem_openapi::OpenApi;
@@ -8,8 +9,8 @@ use poem_openapi::payload::Json;
 
 use crate::webhooks::deliveries::make_due_now;
 
-use super::ApiTags;
 use super::dto::{WebhookDelivery, WebhookDeliveryList};
+use super::{ApiTags, path_id};
 use crate::api::auth::ApiKey;
 use crate::api::error::ApiError;
 use crate::error::OrNotFound;
@@ -23,12 +24,13 @@ pub struct DeliveriesApi;
 /// A delivery with its whole attempt history.
 async fn detail(
     state: &AppState,
-    merchant_id: &str,
-    id: &str,
+    merchant_id: &MerchantId,
+    raw_id: &str,
 ) -> Result<WebhookDelivery, ApiError> {
-    let d = deliveries::get(&state.db, merchant_id, id)
+    let id = path_id::<DeliveryId>(raw_id, "webhook delivery")?;
+    let d = deliveries::get(&state.db, merchant_id, &id)
         .await?
-        .or_not_found("webhook delivery", id)?;
+        .or_not_found("webhook delivery", raw_id)?;
     let attempts = deliveries::attempts(&state.db, &d.id).await?;
     Ok(WebhookDelivery::from_model(&d, Some(&attempts)))
 }
@@ -110,9 +112,13 @@ impl DeliveriesApi {
         state: Data<&AppState>,
         id: Path<String>,
     ) -> Result<Json<WebhookDelivery>, ApiError> {
-        let d = deliveries::get(&state.db, &merchant.merchant_id, &id.0)
-            .await?
-            .or_not_found("webhook delivery", &id.0)?;
+        let d = deliveries::get(
+            &state.db,
+            &merchant.merchant_id,
+            &path_id::<DeliveryId>(&id.0, "webhook delivery")?,
+        )
+        .await?
+        .or_not_found("webhook delivery", &id.0)?;
         if !make_due_now(&state.db, &d.id).await? {
             return Err(ApiError::conflict(
                 "delivery_not_retryable",

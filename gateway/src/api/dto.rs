@@ -112,7 +112,7 @@ pub struct WebhookEndpoint {
 impl WebhookEndpoint {
     pub fn from_model(e: &webhook_endpoints::Model, reveal_secret: bool) -> WebhookEndpoint {
         WebhookEndpoint {
-            id: e.id.clone(),
+            id: e.id.to_string(),
             object: "webhook_endpoint".into(),
             url: e.url.clone(),
             enabled_events: e.enabled_event_names(),
@@ -157,7 +157,7 @@ pub struct Event {
 impl From<&events::Model> for Event {
     fn from(e: &events::Model) -> Event {
         Event {
-            id: e.id.clone(),
+            id: e.id.to_string(),
             object: "event".into(),
             event_type: e.event_type.clone(),
             created_at: rfc3339(e.created_at),
@@ -190,7 +190,7 @@ pub struct WebhookAttempt {
 impl From<&webhook_attempts::Model> for WebhookAttempt {
     fn from(a: &webhook_attempts::Model) -> WebhookAttempt {
         WebhookAttempt {
-            id: a.id.clone(),
+            id: a.id.to_string(),
             attempt_number: a.attempt_number,
             http_status: a.http_status,
             error_message: a.error_message.clone(),
@@ -229,10 +229,10 @@ impl WebhookDelivery {
         attempts: Option<&[webhook_attempts::Model]>,
     ) -> WebhookDelivery {
         WebhookDelivery {
-            id: d.id.clone(),
+            id: d.id.to_string(),
             object: "webhook_delivery".into(),
-            event_id: d.event_id.clone(),
-            endpoint_id: d.endpoint_id.clone(),
+            event_id: d.event_id.to_string(),
+            endpoint_id: d.endpoint_id.to_string(),
             status: d.status.to_string(),
             attempts: d.attempts,
             next_retry_at: d.next_retry_at.map(rfc3339),

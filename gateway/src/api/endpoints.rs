@@ -1,5 +1,6 @@
 //! `/v1/webhook_endpoints`.
 
+use entity::ids::EndpointId;
 use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
@@ -10,7 +11,7 @@ use super::dto::{
     CreateEndpointRequest, DeletedObject, UpdateEndpointRequest, WebhookEndpoint,
     WebhookEndpointList,
 };
-use super::{ApiTags, valid_idempotency_key};
+use super::{ApiTags, path_id, valid_idempotency_key};
 use crate::api::auth::ApiKey;
 use crate::api::error::ApiError;
 use crate::error::OrNotFound;
@@ -107,9 +108,13 @@ impl EndpointsApi {
         state: Data<&AppState>,
         id: Path<String>,
     ) -> Result<Json<WebhookEndpoint>, ApiError> {
-        let e = endpoints::get(&state.db, &merchant.merchant_id, &id.0)
-            .await?
-            .or_not_found("webhook endpoint", &id.0)?;
+        let e = endpoints::get(
+            &state.db,
+            &merchant.merchant_id,
+            &path_id::<EndpointId>(&id.0, "webhook endpoint")?,
+        )
+        .await?
+        .or_not_found("webhook endpoint", &id.0)?;
         Ok(Json(WebhookEndpoint::from_model(&e, false)))
     }
 
@@ -127,9 +132,13 @@ impl EndpointsApi {
         body: Json<UpdateEndpointRequest>,
     ) -> Result<Json<WebhookEndpoint>, ApiError> {
         let change = EndpointUpdate::try_from(body.0)?;
-        let existing = endpoints::get(&state.db, &merchant.merchant_id, &id.0)
-            .await?
-            .or_not_found("webhook endpoint", &id.0)?;
+        let existing = endpoints::get(
+            &state.db,
+            &merchant.merchant_id,
+            &path_id::<EndpointId>(&id.0, "webhook endpoint")?,
+        )
+        .await?
+        .or_not_found("webhook endpoint", &id.0)?;
         let e = endpoints::update(&state.db, existing, change).await?;
         Ok(Json(WebhookEndpoint::from_model(&e, false)))
     }
@@ -146,7 +155,13 @@ impl EndpointsApi {
         state: Data<&AppState>,
         id: Path<String>,
     ) -> Result<Json<DeletedObject>, ApiError> {
-        if !endpoints::delete(&state.db, &merchant.merchant_id, &id.0).await? {
+        if !endpoints::delete(
+            &state.db,
+            &merchant.merchant_id,
+            &path_id::<EndpointId>(&id.0, "webhook endpoint")?,
+        )
+        .await?
+        {
             return Err(ApiError::not_found("webhook endpoint", &id.0));
         }
         Ok(Json(DeletedObject {

@@ -1,13 +1,14 @@
 //! `/v1/events`.
 
 use entity::event::EventType;
+use entity::ids::EventId;
 use poem::web::Data;
 use poem_openapi::OpenApi;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 
-use super::ApiTags;
 use super::dto::{Event, EventList};
+use super::{ApiTags, path_id};
 use crate::api::auth::ApiKey;
 use crate::api::error::ApiError;
 use crate::error::OrNotFound;
@@ -65,9 +66,13 @@ impl EventsApi {
         state: Data<&AppState>,
         id: Path<String>,
     ) -> Result<Json<Event>, ApiError> {
-        let e = events::get(&state.db, &merchant.merchant_id, &id.0)
-            .await?
-            .or_not_found("event", &id.0)?;
+        let e = events::get(
+            &state.db,
+            &merchant.merchant_id,
+            &path_id::<EventId>(&id.0, "event")?,
+        )
+        .await?
+        .or_not_found("event", &id.0)?;
         Ok(Json(Event::from(&e)))
     }
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use entity::ids::MerchantId;
 use entity::status::LogLevel;
 use poem::{Endpoint, IntoResponse, Request, Response};
 
@@ -18,16 +19,16 @@ pub struct RequestId(pub String);
 /// Filled by authentication with the caller's merchant, so an error answered later can be
 /// filed in that merchant's log store.
 #[derive(Clone, Debug, Default)]
-pub struct MerchantSlot(Arc<std::sync::Mutex<Option<String>>>);
+pub struct MerchantSlot(Arc<std::sync::Mutex<Option<MerchantId>>>);
 
 impl MerchantSlot {
-    pub fn set(&self, merchant_id: &str) {
+    pub fn set(&self, merchant_id: &MerchantId) {
         if let Ok(mut slot) = self.0.lock() {
-            *slot = Some(merchant_id.to_string());
+            *slot = Some(merchant_id.clone());
         }
     }
 
-    fn get(&self) -> Option<String> {
+    fn get(&self) -> Option<MerchantId> {
         self.0.lock().ok().and_then(|s| s.clone())
     }
 }
@@ -107,7 +108,7 @@ pub async fn observe<E: Endpoint>(
         runtime::log_store::record(
             &db,
             runtime::log_store::Entry {
-                merchant_id: merchant_id.as_deref(),
+                merchant_id: merchant_id.as_ref(),
                 level: if status == 502 {
                     LogLevel::Error
                 } else {

@@ -83,6 +83,15 @@ pub fn valid_idempotency_key(
     }
 }
 
+/// A path parameter as the id type it names; an id of another kind (or none) is a 404 like
+/// any unknown id.
+pub fn path_id<T: entity::ids::TypedId>(
+    raw: &str,
+    object: &'static str,
+) -> Result<T, error::ApiError> {
+    T::parse(raw).ok_or_else(|| error::ApiError::not_found(object, raw))
+}
+
 pub fn request_id(req: &Request) -> Option<String> {
     req.extensions().get::<RequestId>().map(|r| r.0.clone())
 }

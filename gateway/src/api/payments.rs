@@ -1,5 +1,6 @@
 //! `/v1/payments` and the sandbox completion.
 
+use entity::ids::PaymentId;
 use entity::payment_status::PaymentStatus;
 use entity::status::{Provider, RefundStatus};
 use poem::Request;
@@ -12,7 +13,7 @@ use super::dto::{
     CompleteSandboxPayment, CreatePaymentRequest, CreateRefundRequest, Payment, PaymentList,
     Refund, RefundList,
 };
-use super::{ApiTags, request_id, valid_idempotency_key};
+use super::{ApiTags, path_id, request_id, valid_idempotency_key};
 use crate::api::auth::ApiKey;
 use crate::api::error::ApiError;
 use crate::error::OrNotFound;
@@ -174,9 +175,13 @@ impl PaymentsApi {
         state: Data<&AppState>,
         id: Path<String>,
     ) -> Result<Json<Payment>, ApiError> {
-        let p = payments::get(&state.db, &merchant.merchant_id, &id.0)
-            .await?
-            .or_not_found("payment", &id.0)?;
+        let p = payments::get(
+            &state.db,
+            &merchant.merchant_id,
+            &path_id::<PaymentId>(&id.0, "payment")?,
+        )
+        .await?
+        .or_not_found("payment", &id.0)?;
         Ok(Json(Payment::from(&p)))
     }
 
@@ -194,7 +199,13 @@ impl PaymentsApi {
         id: Path<String>,
     ) -> Result<Json<Payment>, ApiError> {
         let rid = request_id(req);
-        let p = payments::cancel(&state.db, &merchant.merchant_id, &id.0, rid.as_deref()).await?;
+        let p = payments::cancel(
+            &state.db,
+            &merchant.merchant_id,
+            &path_id::<PaymentId>(&id.0, "payment")?,
+            rid.as_deref(),
+        )
+        .await?;
         state.effects.payment_moved(&p, rid.as_deref()).await;
         Ok(Json(Payment::from(&p)))
     }
@@ -222,7 +233,7 @@ impl PaymentsApi {
             &state.db,
             &state.providers,
             &merchant.merchant_id,
-            &id.0,
+            &path_id::<PaymentId>(&id.0, "payment")?,
             body.0.amount,
             key,
         )
@@ -231,9 +242,13 @@ impl PaymentsApi {
             state.effects.events_committed(&merchant.merchant_id).await;
         }
         if outcome.value.status == RefundStatus::Failed.as_str() {
-            let p = payments::get(&state.db, &merchant.merchant_id, &id.0)
-                .await?
-                .or_not_found("payment", &id.0)?;
+            let p = payments::get(
+                &state.db,
+                &merchant.merchant_id,
+                &path_id::<PaymentId>(&id.0, "payment")?,
+            )
+            .await?
+            .or_not_found("payment", &id.0)?;
             return Err(ApiError::provider_failed(
                 p.provider.as_str(),
                 &p.id,
@@ -258,10 +273,19 @@ impl PaymentsApi {
         state: Data<&AppState>,
         id: Path<String>,
     ) -> Result<Json<RefundList>, ApiError> {
-        payments::get(&state.db, &merchant.merchant_id, &id.0)
-            .await?
-            .or_not_found("payment", &id.0)?;
-        let rows = refunds::list(&state.db, &merchant.merchant_id, &id.0).await?;
+        payments::get(
+            &state.db,
+            &merchant.merchant_id,
+            &path_id::<PaymentId>(&id.0, "payment")?,
+        )
+        .await?
+        .or_not_found("payment", &id.0)?;
+        let rows = refunds::list(
+            &state.db,
+            &merchant.merchant_id,
+            &path_id::<PaymentId>(&id.0, "payment")?,
+        )
+        .await?;
         Ok(Json(RefundList {
             object: "list".into(),
             data: rows.iter().map(Refund::from).collect(),
@@ -293,9 +317,13 @@ impl PaymentsApi {
             ));
         }
         let outcome = parse_sandbox_outcome(&body.0.outcome)?;
-        let payment = payments::get(&state.db, &merchant.merchant_id, &id.0)
-            .await?
-            .or_not_found("payment", &id.0)?;
+        let payment = payments::get(
+            &state.db,
+            &merchant.merchant_id,
+            &path_id::<PaymentId>(&id.0, "payment")?,
+        )
+        .await?
+        .or_not_found("payment", &id.0)?;
         if payment.provider != Provider::Simulated {
             return Err(ApiError::invalid(
                 "id",
@@ -311,9 +339,13 @@ impl PaymentsApi {
         }
         let (raw, signature) = state.simulated.event_for(&payment.id, outcome);
         state.inbound.receive_simulated(&signature, &raw).await?;
-        let p = payments::get(&state.db, &merchant.merchant_id, &id.0)
-            .await?
-            .or_not_found("payment", &id.0)?;
+        let p = payments::get(
+            &state.db,
+            &merchant.merchant_id,
+            &path_id::<PaymentId>(&id.0, "payment")?,
+        )
+        .await?
+        .or_not_found("payment", &id.0)?;
         Ok(Json(Payment::from(&p)))
     }
 }

@@ -71,7 +71,7 @@ pub struct Payment {
 impl From<&payments::Model> for Payment {
     fn from(p: &payments::Model) -> Payment {
         Payment {
-            id: p.id.clone(),
+            id: p.id.to_string(),
             object: "payment".into(),
             status: p.status.to_string(),
             amount: p.amount,
@@ -118,9 +118,9 @@ pub struct Refund {
 impl From<&entity::refunds::Model> for Refund {
     fn from(r: &entity::refunds::Model) -> Refund {
         Refund {
-            id: r.id.clone(),
+            id: r.id.to_string(),
             object: "refund".into(),
-            payment_id: r.payment_id.clone(),
+            payment_id: r.payment_id.to_string(),
             amount: r.amount,
             status: r.status.to_string(),
             failure_message: r.failure_message.clone(),

@@ -6,7 +6,7 @@
 //! `amount_refunded`, and moves the payment to `refunded` with its event when nothing is left.
 
 use chrono::Utc;
-use entity::ids::IdKind;
+use entity::ids::{MerchantId, PaymentId, RefundId};
 use entity::payment_status::PaymentStatus;
 use entity::{payments, refunds};
 use sea_orm::sea_query::Expr;
@@ -31,8 +31,8 @@ fn supports_refunds(provider: Provider) -> bool {
 pub async fn create(
     db: &DatabaseConnection,
     providers: &Providers,
-    merchant_id: &str,
-    payment_id: &str,
+    merchant_id: &MerchantId,
+    payment_id: &PaymentId,
     amount: Option<i64>,
     idempotency_key: Option<&str>,
 ) -> Result<Outcome<Refund>, ServiceError> {
@@ -60,8 +60,8 @@ pub async fn create(
 
 async fn reserve(
     db: &DatabaseConnection,
-    merchant_id: &str,
-    payment_id: &str,
+    merchant_id: &MerchantId,
+    payment_id: &PaymentId,
     amount: Option<i64>,
 ) -> Result<(payments::Model, refunds::Model), ServiceError> {
     let txn = db.begin().await?;
@@ -111,9 +111,9 @@ async fn reserve(
     }
     let now = Utc::now();
     let refund = refunds::Entity::insert(refunds::ActiveModel {
-        id: Set(IdKind::Refund.generate()),
-        merchant_id: Set(merchant_id.to_string()),
-        payment_id: Set(payment_id.to_string()),
+        id: Set(RefundId::generate()),
+        merchant_id: Set(merchant_id.clone()),
+        payment_id: Set(payment_id.clone()),
         amount: Set(requested),
         status: Set(RefundStatus::Pending),
         provider_reference: Set(None),
@@ -168,8 +168,8 @@ async fn settle(
 
 pub async fn list<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &str,
-    payment_id: &str,
+    merchant_id: &MerchantId,
+    payment_id: &PaymentId,
 ) -> Result<Vec<refunds::Model>, DbErr> {
     refunds::Entity::find()
         .filter(refunds::Column::MerchantId.eq(merchant_id))

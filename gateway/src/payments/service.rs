@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use entity::event::EventType;
-use entity::ids::IdKind;
+use entity::ids::{MerchantId, PaymentId};
 use entity::payment_status::{InvalidTransition, PaymentStatus};
 use entity::payments;
 use sea_orm::{
@@ -94,7 +94,7 @@ pub async fn create(
 /// The payment row as it will be inserted, before any provider answered.
 fn draft(merchant: &AuthedMerchant, new: &NewPayment, checkout_base: &str) -> payments::Model {
     let now = Utc::now();
-    let id = IdKind::Payment.generate();
+    let id = PaymentId::generate();
     let simulated = new.provider == Provider::Simulated;
     payments::Model {
         provider_reference: simulated.then(|| format!("sim_{}", id.trim_start_matches("pay_"))),
@@ -224,10 +224,10 @@ pub async fn transition<C: ConnectionTrait>(
 /// Reads a payment for update (the row stays locked until the transaction ends on PostgreSQL).
 pub async fn lock<C: ConnectionTrait>(
     txn: &C,
-    merchant_id: &str,
-    id: &str,
+    merchant_id: &MerchantId,
+    id: &PaymentId,
 ) -> Result<Option<payments::Model>, DbErr> {
-    payments::Entity::find_by_id(id.to_string())
+    payments::Entity::find_by_id(id.clone())
         .filter(payments::Column::MerchantId.eq(merchant_id))
         .lock_exclusive()
         .one(txn)
@@ -236,10 +236,10 @@ pub async fn lock<C: ConnectionTrait>(
 
 pub async fn get<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &str,
-    id: &str,
+    merchant_id: &MerchantId,
+    id: &PaymentId,
 ) -> Result<Option<payments::Model>, DbErr> {
-    payments::Entity::find_by_id(id.to_string())
+    payments::Entity::find_by_id(id.clone())
         .filter(payments::Column::MerchantId.eq(merchant_id))
         .one(db)
         .await
@@ -247,7 +247,7 @@ pub async fn get<C: ConnectionTrait>(
 
 pub async fn list<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &str,
+    merchant_id: &MerchantId,
     status: Option<PaymentStatus>,
     reference: Option<&str>,
     page: &Page,
@@ -265,8 +265,8 @@ pub async fn list<C: ConnectionTrait>(
 /// Cancels a pending or processing payment; 409 for any other.
 pub async fn cancel<C: TransactionTrait>(
     db: &C,
-    merchant_id: &str,
-    id: &str,
+    merchant_id: &MerchantId,
+    id: &PaymentId,
     request_id: Option<&str>,
 ) -> Result<payments::Model, ServiceError> {
     let txn = db.begin().await?;
@@ -292,7 +292,7 @@ pub async fn cancel<C: TransactionTrait>(
 const RECENT_TTL: Duration = Duration::from_secs(10);
 const RECENT_COUNT: u64 = 10;
 
-pub fn recent_cache_key(merchant_id: &str) -> String {
+pub fn recent_cache_key(merchant_id: &MerchantId) -> String {
     format!("recent_payments:{merchant_id}")
 }
 
@@ -301,7 +301,7 @@ pub fn recent_cache_key(merchant_id: &str) -> String {
 pub async fn recent<C: ConnectionTrait>(
     db: &C,
     cache: &Cache,
-    merchant_id: &str,
+    merchant_id: &MerchantId,
 ) -> Result<(Vec<Payment>, bool), DbErr> {
     let key = recent_cache_key(merchant_id);
     if let Some(hit) = cache.get(&key).await
@@ -331,9 +331,9 @@ pub async fn recent<C: ConnectionTrait>(
 /// A sandbox payment of the simulated provider, whoever its merchant (for the hosted page).
 pub async fn find_simulated<C: ConnectionTrait>(
     db: &C,
-    id: &str,
+    id: &PaymentId,
 ) -> Result<Option<payments::Model>, DbErr> {
-    payments::Entity::find_by_id(id.to_string())
+    payments::Entity::find_by_id(id.clone())
         .filter(payments::Column::Provider.eq(Provider::Simulated))
         .filter(payments::Column::Livemode.eq(false))
         .one(db)

@@ -3,7 +3,7 @@
 //! out-of-order event for a final payment is recorded as `ignored` and changes nothing.
 
 use chrono::Utc;
-use entity::ids::IdKind;
+use entity::ids::ProviderEventId;
 use entity::payment_status::PaymentStatus;
 use entity::status::ProviderEventOutcome;
 use entity::{payments, provider_events};
@@ -138,7 +138,7 @@ pub async fn apply<C: TransactionTrait>(
         },
     };
     let inserted = provider_events::Entity::insert(provider_events::ActiveModel {
-        id: Set(IdKind::ProviderEvent.generate()),
+        id: Set(ProviderEventId::generate()),
         provider: Set(event.provider.to_string()),
         provider_event_id: Set(event.provider_event_id.to_string()),
         event_type: Set(event.event_type.to_string()),

@@ -67,7 +67,7 @@ impl Stripe {
                 "automatic_payment_methods[enabled]".to_string(),
                 "true".to_string(),
             ),
-            ("metadata[payrail_payment_id]".to_string(), p.id.clone()),
+            ("metadata[payrail_payment_id]".to_string(), p.id.to_string()),
         ];
         for (k, v) in r.metadata {
             pairs.push((format!("metadata[{k}]"), v.clone()));

@@ -1,6 +1,7 @@
 //! Reading deliveries and their attempts, and the merchant's manual retry.
 
 use chrono::{DateTime, Utc};
+use entity::ids::{DeliveryId, MerchantId};
 use entity::status::DeliveryStatus;
 use entity::{webhook_attempts, webhook_deliveries};
 use sea_orm::sea_query::Expr;
@@ -17,7 +18,7 @@ pub struct DeliveryFilter<'a> {
 
 pub async fn list<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &str,
+    merchant_id: &MerchantId,
     filter: DeliveryFilter<'_>,
     page: &Page,
 ) -> Result<(Vec<webhook_deliveries::Model>, bool), DbErr> {
@@ -37,10 +38,10 @@ pub async fn list<C: ConnectionTrait>(
 
 pub async fn get<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &str,
-    id: &str,
+    merchant_id: &MerchantId,
+    id: &DeliveryId,
 ) -> Result<Option<webhook_deliveries::Model>, DbErr> {
-    webhook_deliveries::Entity::find_by_id(id.to_string())
+    webhook_deliveries::Entity::find_by_id(id.clone())
         .filter(webhook_deliveries::Column::MerchantId.eq(merchant_id))
         .one(db)
         .await
@@ -48,7 +49,7 @@ pub async fn get<C: ConnectionTrait>(
 
 pub async fn attempts<C: ConnectionTrait>(
     db: &C,
-    delivery_id: &str,
+    delivery_id: &DeliveryId,
 ) -> Result<Vec<webhook_attempts::Model>, DbErr> {
     webhook_attempts::Entity::find()
         .filter(webhook_attempts::Column::DeliveryId.eq(delivery_id))
@@ -61,7 +62,10 @@ pub async fn attempts<C: ConnectionTrait>(
 /// A merchant's manual retry: a `failed` or `pending` delivery becomes due now with a fresh
 /// set of attempts. Earlier attempt rows stay as history. Returns false when the delivery is
 /// in a state that cannot be retried (being sent, or already delivered).
-pub async fn make_due_now<C: ConnectionTrait>(db: &C, delivery_id: &str) -> Result<bool, DbErr> {
+pub async fn make_due_now<C: ConnectionTrait>(
+    db: &C,
+    delivery_id: &DeliveryId,
+) -> Result<bool, DbErr> {
     use webhook_deliveries::Column as C;
     let now = Utc::now();
     let result = webhook_deliveries::Entity::update_many()

@@ -1,7 +1,7 @@
 //! Merchants' webhook endpoints. The signing secret is generated here and shown only once.
 
 use chrono::Utc;
-use entity::ids::IdKind;
+use entity::ids::{EndpointId, MerchantId};
 use entity::signature::SigningKey;
 use entity::webhook_endpoints;
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
@@ -65,13 +65,13 @@ pub struct EndpointUpdate {
 
 pub async fn create<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &str,
+    merchant_id: &MerchantId,
     new: NewEndpoint,
 ) -> Result<webhook_endpoints::Model, DbErr> {
     let now = Utc::now();
     webhook_endpoints::Entity::insert(webhook_endpoints::ActiveModel {
-        id: Set(IdKind::WebhookEndpoint.generate()),
-        merchant_id: Set(merchant_id.to_string()),
+        id: Set(EndpointId::generate()),
+        merchant_id: Set(merchant_id.clone()),
         url: Set(new.url),
         description: Set(new.description),
         enabled_events: Set(serde_json::json!(new.enabled_events)),
@@ -86,10 +86,10 @@ pub async fn create<C: ConnectionTrait>(
 
 pub async fn get<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &str,
-    id: &str,
+    merchant_id: &MerchantId,
+    id: &EndpointId,
 ) -> Result<Option<webhook_endpoints::Model>, DbErr> {
-    webhook_endpoints::Entity::find_by_id(id.to_string())
+    webhook_endpoints::Entity::find_by_id(id.clone())
         .filter(webhook_endpoints::Column::MerchantId.eq(merchant_id))
         .one(db)
         .await
@@ -97,7 +97,7 @@ pub async fn get<C: ConnectionTrait>(
 
 pub async fn list<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &str,
+    merchant_id: &MerchantId,
     page: &Page,
 ) -> Result<(Vec<webhook_endpoints::Model>, bool), DbErr> {
     let select = webhook_endpoints::Entity::find()
@@ -131,8 +131,8 @@ pub async fn update<C: ConnectionTrait>(
 /// deleted" when next attempted.
 pub async fn delete<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &str,
-    id: &str,
+    merchant_id: &MerchantId,
+    id: &EndpointId,
 ) -> Result<bool, DbErr> {
     let result = webhook_endpoints::Entity::delete_many()
         .filter(webhook_endpoints::Column::Id.eq(id))

@@ -4,25 +4,25 @@
 use chrono::Utc;
 use entity::event::EventType;
 use entity::events;
-use entity::ids::IdKind;
+use entity::ids::{EventId, MerchantId, PaymentId};
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
 use crate::pagination::Page;
 
 pub async fn record<C: ConnectionTrait>(
     txn: &C,
-    merchant_id: &str,
+    merchant_id: &MerchantId,
     event_type: EventType,
-    payment_id: Option<&str>,
+    payment_id: Option<&PaymentId>,
     data: serde_json::Value,
     request_id: Option<&str>,
-) -> Result<String, DbErr> {
-    let id = IdKind::Event.generate();
+) -> Result<EventId, DbErr> {
+    let id = EventId::generate();
     events::Entity::insert(events::ActiveModel {
         id: Set(id.clone()),
-        merchant_id: Set(merchant_id.to_string()),
+        merchant_id: Set(merchant_id.clone()),
         event_type: Set(event_type.as_str().to_string()),
-        payment_id: Set(payment_id.map(str::to_string)),
+        payment_id: Set(payment_id.cloned()),
         data: Set(data),
         request_id: Set(request_id.map(str::to_string)),
         created_at: Set(Utc::now()),
@@ -35,10 +35,10 @@ pub async fn record<C: ConnectionTrait>(
 
 pub async fn get<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &str,
-    id: &str,
+    merchant_id: &MerchantId,
+    id: &EventId,
 ) -> Result<Option<events::Model>, DbErr> {
-    events::Entity::find_by_id(id.to_string())
+    events::Entity::find_by_id(id.clone())
         .filter(events::Column::MerchantId.eq(merchant_id))
         .one(db)
         .await
@@ -46,7 +46,7 @@ pub async fn get<C: ConnectionTrait>(
 
 pub async fn list<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &str,
+    merchant_id: &MerchantId,
     event_type: Option<&str>,
     page: &Page,
 ) -> Result<(Vec<events::Model>, bool), DbErr> {

@@ -254,7 +254,7 @@ async fn a_redelivered_message_creates_no_second_delivery() {
 
     // A message naming an event that does not exist is dead-lettered, not dropped or retried forever.
     let bogus = BusMessage::V1 {
-        event_id: "evt_missing".into(),
+        event_id: entity::ids::EventId::from_trusted("evt_missing"),
         merchant_id: event.merchant_id.clone(),
         event_type: event.event_type.clone(),
         request_id: None,
