@@ -9,13 +9,12 @@ use chrono::Utc;
 use entity::ids::{MerchantId, PaymentId, RefundId};
 use entity::payment_status::PaymentStatus;
 use entity::{payments, refunds};
-use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 
-use super::service::{lock, transition};
+use super::service::{lock, raise_refunded};
 use crate::idempotency::{Idempotent, Outcome};
 use entity::status::{Provider, RefundStatus};
 
@@ -127,41 +126,59 @@ async fn reserve(
     Ok((payment, refund))
 }
 
+/// Records the provider's answer. The payment row is locked first (the order every writer
+/// takes), the refund is settled only if it is still pending (a retry cannot settle it
+/// twice), and `amount_refunded` becomes the sum of the payment's succeeded refunds unless a
+/// provider report already said more.
 async fn settle(
     txn: &DatabaseTransaction,
     refund: refunds::Model,
     result: Result<String, ProviderError>,
 ) -> Result<Refund, DbErr> {
     let now = Utc::now();
+    let payment = payments::Entity::find_by_id(refund.payment_id.clone())
+        .lock_exclusive()
+        .one(txn)
+        .await?;
     let (status, reference, failure) = match &result {
         Ok(reference) => (RefundStatus::Succeeded, Some(reference.clone()), None),
         Err(e) => (RefundStatus::Failed, None, Some(e.to_string())),
     };
-    let mut active: refunds::ActiveModel = refund.into();
+    let mut active: refunds::ActiveModel = refund.clone().into();
     active.status = Set(status);
     active.provider_reference = Set(reference);
     active.failure_message = Set(failure);
     active.updated_at = Set(now);
-    let refund = refunds::Entity::update(active).exec(txn).await?;
-    if result.is_ok()
-        && let Some(payment) = payments::Entity::find_by_id(refund.payment_id.clone())
-            .one(txn)
-            .await?
+    let refund = match refunds::Entity::update(active)
+        .validate()?
+        .filter(refunds::Column::Status.eq(RefundStatus::Pending))
+        .exec(txn)
+        .await
     {
-        let total = (payment.amount_refunded + refund.amount).min(payment.amount);
-        payments::Entity::update_many()
-            .col_expr(payments::Column::AmountRefunded, Expr::value(total))
-            .col_expr(payments::Column::UpdatedAt, Expr::value(now))
-            .filter(payments::Column::Id.eq(payment.id.as_str()))
-            .exec(txn)
-            .await?;
-        if total == payment.amount {
-            let payment = payments::Model {
-                amount_refunded: total,
-                ..payment
-            };
-            let _ = transition(txn, payment, PaymentStatus::Refunded, None, None).await?;
+        Ok(settled) => settled,
+        // Settled already (by a concurrent retry): report it as it is.
+        Err(DbErr::RecordNotUpdated) => {
+            let current = refunds::Entity::find_by_id(refund.id.clone())
+                .one(txn)
+                .await?
+                .unwrap_or(refund);
+            return Ok(Refund::from(&current));
         }
+        Err(e) => return Err(e),
+    };
+    if status == RefundStatus::Succeeded
+        && let Some(payment) = payment
+    {
+        let succeeded: i64 = refunds::Entity::find()
+            .filter(refunds::Column::PaymentId.eq(&payment.id))
+            .filter(refunds::Column::Status.eq(RefundStatus::Succeeded))
+            .all(txn)
+            .await?
+            .iter()
+            .map(|r| r.amount)
+            .sum();
+        // A provider report may already have counted it: then nothing changes.
+        let _ = raise_refunded(txn, payment, succeeded).await?;
     }
     Ok(Refund::from(&refund))
 }

@@ -8,6 +8,7 @@ use entity::event::EventType;
 use entity::ids::{MerchantId, PaymentId};
 use entity::payment_status::{InvalidTransition, PaymentStatus};
 use entity::payments;
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
     EntityTrait, QueryFilter, QuerySelect, TransactionSession, TransactionTrait,
@@ -190,6 +191,10 @@ fn view_json(model: &payments::Model) -> serde_json::Value {
 
 /// Moves a payment to `to` and records the event, inside the caller's transaction. A move
 /// the status machine refuses changes nothing and hands the payment back unchanged.
+///
+/// The update is a compare-and-set on the status this payment was read with: if another
+/// writer moved it in between (a caller that did not lock the row), nothing is written and
+/// the payment comes back unchanged, so a final status can never be overwritten.
 pub async fn transition<C: ConnectionTrait>(
     txn: &C,
     payment: payments::Model,
@@ -197,18 +202,28 @@ pub async fn transition<C: ConnectionTrait>(
     failure: Option<(&str, &str)>,
     request_id: Option<&str>,
 ) -> Result<Result<payments::Model, payments::Model>, DbErr> {
-    let event_type = match payment.status.transition(to) {
+    let from = payment.status;
+    let event_type = match from.transition(to) {
         Ok(t) => t,
         Err(InvalidTransition { .. }) => return Ok(Err(payment)),
     };
-    let mut active: payments::ActiveModel = payment.into();
+    let mut active: payments::ActiveModel = payment.clone().into();
     active.status = Set(to);
     active.updated_at = Set(Utc::now());
     if let Some((code, message)) = failure {
         active.failure_code = Set(Some(code.to_string()));
         active.failure_message = Set(Some(message.to_string()));
     }
-    let updated = payments::Entity::update(active).exec(txn).await?;
+    let updated = match payments::Entity::update(active)
+        .validate()?
+        .filter(payments::Column::Status.eq(from))
+        .exec(txn)
+        .await
+    {
+        Ok(updated) => updated,
+        Err(DbErr::RecordNotUpdated) => return Ok(Err(payment)),
+        Err(e) => return Err(e),
+    };
     events::record(
         txn,
         &updated.merchant_id,
@@ -219,6 +234,43 @@ pub async fn transition<C: ConnectionTrait>(
     )
     .await?;
     Ok(Ok(updated))
+}
+
+/// Raises `amount_refunded` to `total` (never lowers it; capped at the amount) on a payment
+/// the caller has locked, and moves it to `refunded` with its event when nothing is left.
+/// Refund reports take the larger of what they know, so the provider's webhook and our own
+/// settled refunds count the same money once whichever comes first. `Err`: nothing changed.
+pub async fn raise_refunded<C: ConnectionTrait>(
+    txn: &C,
+    payment: payments::Model,
+    total: i64,
+) -> Result<Result<payments::Model, payments::Model>, DbErr> {
+    let total = total.min(payment.amount);
+    if total <= payment.amount_refunded {
+        return Ok(Err(payment));
+    }
+    payments::Entity::update_many()
+        .col_expr(payments::Column::AmountRefunded, Expr::value(total))
+        .col_expr(payments::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(payments::Column::Id.eq(&payment.id))
+        .exec(txn)
+        .await?;
+    let payment = payments::Model {
+        amount_refunded: total,
+        ..payment
+    };
+    if total < payment.amount {
+        return Ok(Ok(payment));
+    }
+    Ok(Ok(transition(
+        txn,
+        payment,
+        PaymentStatus::Refunded,
+        None,
+        None,
+    )
+    .await?
+    .unwrap_or_else(|p| p)))
 }
 
 /// Reads a payment for update (the row stays locked until the transaction ends on PostgreSQL).

@@ -7,13 +7,12 @@ use entity::ids::ProviderEventId;
 use entity::payment_status::PaymentStatus;
 use entity::status::ProviderEventOutcome;
 use entity::{payments, provider_events};
-use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
     SqlErr, TransactionSession, TransactionTrait,
 };
 
-use crate::payments::service::transition;
+use crate::payments::service::{raise_refunded, transition};
 
 /// How an inbound event names its payment.
 #[derive(Debug, Clone, Copy)]
@@ -94,27 +93,10 @@ async fn apply_refund<C: ConnectionTrait>(
     payment: payments::Model,
     refunded_total: i64,
 ) -> Result<(Applied, payments::Model), DbErr> {
-    if refunded_total <= payment.amount_refunded {
-        return Ok((Applied::Ignored, payment));
-    }
-    let total = refunded_total.min(payment.amount);
-    payments::Entity::update_many()
-        .col_expr(payments::Column::AmountRefunded, Expr::value(total))
-        .col_expr(payments::Column::UpdatedAt, Expr::value(Utc::now()))
-        .filter(payments::Column::Id.eq(payment.id.as_str()))
-        .exec(txn)
-        .await?;
-    let payment = payments::Model {
-        amount_refunded: total,
-        ..payment
-    };
-    if total < payment.amount {
-        return Ok((Applied::Applied, payment));
-    }
-    match transition(txn, payment, PaymentStatus::Refunded, None, None).await? {
-        Ok(updated) => Ok((Applied::Applied, updated)),
-        Err(unchanged) => Ok((Applied::Ignored, unchanged)),
-    }
+    Ok(match raise_refunded(txn, payment, refunded_total).await? {
+        Ok(p) => (Applied::Applied, p),
+        Err(p) => (Applied::Ignored, p),
+    })
 }
 
 pub async fn apply<C: TransactionTrait>(

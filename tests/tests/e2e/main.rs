@@ -3,6 +3,7 @@
 mod api;
 mod delivery;
 mod embedded;
+mod hardening;
 mod logs;
 mod ops;
 mod pipeline;
