@@ -82,6 +82,11 @@ pub enum IdempotencyError {
         "This Idempotency-Key was already used with a different request. Use a new key for a new request."
     )]
     Reused,
+    /// Another request with this key has not finished yet.
+    #[error(
+        "Another request with this Idempotency-Key is still in progress. Retry it in a moment to get its result."
+    )]
+    InUse,
     /// The stored response does not parse: ours to fix, never the caller's.
     #[error("stored idempotent response is unreadable: {0}")]
     Corrupt(String),

@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_core;
 mod m20261122_000002_providers;
 mod m20261122_000003_logs;
+mod m20261123_000004_refund_keys;
 
 /// Runs raw statements (named and partial indexes, which the schema builder cannot express
 /// for both backends) in order.
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_core::Migration),
             Box::new(m20261122_000002_providers::Migration),
             Box::new(m20261122_000003_logs::Migration),
+            Box::new(m20261123_000004_refund_keys::Migration),
         ]
     }
 }

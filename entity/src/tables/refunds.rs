@@ -14,6 +14,9 @@ pub struct Model {
     /// `pending`, `succeeded` or `failed`.
     pub status: crate::status::RefundStatus,
     pub provider_reference: Option<String>,
+    /// The idempotency key the provider got for it (derived from the merchant's key, or the
+    /// refund id): asking again with it can never refund twice.
+    pub provider_key: Option<String>,
     pub failure_message: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,

@@ -217,6 +217,12 @@ impl From<IdempotencyError> for ApiError {
     fn from(e: IdempotencyError) -> ApiError {
         match e {
             IdempotencyError::Reused => ApiError::idempotency_conflict(e.to_string()),
+            IdempotencyError::InUse => ApiError::Conflict(body(
+                "idempotency_error",
+                "idempotency_key_in_use",
+                e.to_string(),
+                None,
+            )),
             IdempotencyError::Corrupt(_) | IdempotencyError::Db(_) => ApiError::internal(e),
         }
     }

@@ -15,7 +15,7 @@ use sea_orm::{
 };
 
 use super::service::{lock, raise_refunded};
-use crate::idempotency::{Idempotent, Outcome};
+use crate::idempotency::{Begun, Idempotent, Outcome};
 use entity::status::{Provider, RefundStatus};
 
 use super::objects::Refund;
@@ -41,20 +41,81 @@ pub async fn create(
         operation: "POST /v1/payments/{id}/refunds",
         fingerprint: entity::signature::sha256_hex(format!("{payment_id}:{amount:?}").as_bytes()),
     };
-    if let Some(done) = request.done::<Refund>(db).await? {
-        return Ok(done);
+    if let Begun::Replay(value) = request.begin::<Refund>(db).await? {
+        return Ok(Outcome {
+            value,
+            replayed: true,
+        });
     }
-    let (payment, refund) = reserve(db, merchant_id, payment_id, amount).await?;
-    let result = if payment.provider == Provider::Simulated {
-        Ok(format!("sim_{}", refund.id))
-    } else {
-        providers.refund(&payment, &refund.id, refund.amount).await
+    let reserved = reserve(db, merchant_id, payment_id, amount, request.provider_key()).await;
+    let (payment, refund) = match reserved {
+        Ok(r) => r,
+        Err(e) => {
+            request.release(db).await;
+            return Err(e);
+        }
     };
-    request
-        .run(db, async |txn: &DatabaseTransaction| {
+    let result = send(providers, &payment, &refund).await;
+    let value = request
+        .finish(db, async |txn: &DatabaseTransaction| {
             settle(txn, refund, result).await
         })
-        .await
+        .await?;
+    Ok(Outcome {
+        value,
+        replayed: false,
+    })
+}
+
+/// Asks the provider for the refund, under the key it was reserved with.
+async fn send(
+    providers: &Providers,
+    payment: &payments::Model,
+    refund: &refunds::Model,
+) -> Result<String, ProviderError> {
+    if payment.provider == Provider::Simulated {
+        return Ok(format!("sim_{}", refund.id));
+    }
+    let key = refund.provider_key.as_deref().unwrap_or(refund.id.as_str());
+    providers.refund(payment, key, refund.amount).await
+}
+
+/// Settles refunds left `pending` for longer than `older_than` (the process that reserved
+/// them died before it recorded the provider's answer): asks the provider again with the same
+/// idempotency key, which answers with the refund it made (or makes it now, once), and
+/// records that. Returns how many were settled.
+pub async fn reconcile_pending(
+    db: &DatabaseConnection,
+    providers: &Providers,
+    older_than: std::time::Duration,
+) -> Result<usize, DbErr> {
+    let before = Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
+    let stuck = refunds::Entity::find()
+        .filter(refunds::Column::Status.eq(RefundStatus::Pending))
+        .filter(refunds::Column::UpdatedAt.lt(before))
+        .order_by_asc(refunds::Column::UpdatedAt)
+        .limit(50)
+        .all(db)
+        .await?;
+    let mut settled = 0;
+    for refund in stuck {
+        let Some(payment) = payments::Entity::find_by_id(refund.payment_id.clone())
+            .one(db)
+            .await?
+        else {
+            continue;
+        };
+        let result = send(providers, &payment, &refund).await;
+        if matches!(&result, Err(e) if e.is_transient()) {
+            // The provider did not answer: try again on the next pass.
+            continue;
+        }
+        let txn = db.begin().await?;
+        settle(&txn, refund, result).await?;
+        txn.commit().await?;
+        settled += 1;
+    }
+    Ok(settled)
 }
 
 async fn reserve(
@@ -62,11 +123,22 @@ async fn reserve(
     merchant_id: &MerchantId,
     payment_id: &PaymentId,
     amount: Option<i64>,
+    provider_key: Option<String>,
 ) -> Result<(payments::Model, refunds::Model), ServiceError> {
     let txn = db.begin().await?;
     let payment = lock(&txn, merchant_id, payment_id)
         .await?
         .or_not_found("payment", payment_id)?;
+    if let Some(key) = &provider_key
+        && let Some(started) = refunds::Entity::find()
+            .filter(refunds::Column::ProviderKey.eq(key.as_str()))
+            .one(&txn)
+            .await?
+    {
+        // A retry of a request whose first try died after reserving: carry on with that
+        // refund rather than reserve the amount twice.
+        return Ok((payment, started));
+    }
     if !supports_refunds(payment.provider) {
         return Err(ValidationError::new(
             "id",
@@ -109,8 +181,10 @@ async fn reserve(
         .into());
     }
     let now = Utc::now();
+    let id = RefundId::generate();
     let refund = refunds::Entity::insert(refunds::ActiveModel {
-        id: Set(RefundId::generate()),
+        provider_key: Set(Some(provider_key.unwrap_or_else(|| id.to_string()))),
+        id: Set(id),
         merchant_id: Set(merchant_id.clone()),
         payment_id: Set(payment_id.clone()),
         amount: Set(requested),

@@ -14,7 +14,7 @@ use sea_orm::{
     EntityTrait, QueryFilter, QuerySelect, TransactionSession, TransactionTrait,
 };
 
-use crate::idempotency::Idempotent;
+use crate::idempotency::{Begun, Idempotent};
 use crate::pagination::Page;
 use crate::webhooks::events;
 use entity::status::Provider;
@@ -58,13 +58,20 @@ pub async fn create(
         operation: CREATE_OPERATION,
         fingerprint: new.fingerprint(),
     };
-    if let Some(done) = request.done::<Payment>(db).await? {
-        return Ok(Created {
-            payment: done.value,
-            model: None,
-        });
-    }
-    let draft = draft(merchant, &new, checkout_base);
+    let resumed = match request.begin::<Payment>(db).await? {
+        Begun::Replay(payment) => {
+            return Ok(Created {
+                payment,
+                model: None,
+            });
+        }
+        Begun::Proceed { resumed } => resumed.and_then(|id| PaymentId::parse(&id)),
+    };
+    // The payment id is also the provider's idempotency key: a retry that takes over the
+    // claim of a request that died reuses it, so the provider answers with what it made.
+    let id = resumed.unwrap_or_else(PaymentId::generate);
+    request.note(db, &id).await?;
+    let draft = draft(id, merchant, &new, checkout_base);
     let started = match new.provider {
         Provider::Simulated => None,
         provider => {
@@ -78,8 +85,8 @@ pub async fn create(
         }
     };
     let mut committed = None;
-    let outcome = request
-        .run(db, async |txn: &DatabaseTransaction| {
+    let payment = request
+        .finish(db, async |txn: &DatabaseTransaction| {
             let model = insert(txn, draft, &new, started, request_id).await?;
             let view = Payment::from(&model);
             committed = Some(model);
@@ -87,15 +94,19 @@ pub async fn create(
         })
         .await?;
     Ok(Created {
-        payment: outcome.value,
-        model: committed.filter(|_| !outcome.replayed),
+        payment,
+        model: committed,
     })
 }
 
 /// The payment row as it will be inserted, before any provider answered.
-fn draft(merchant: &AuthedMerchant, new: &NewPayment, checkout_base: &str) -> payments::Model {
+fn draft(
+    id: PaymentId,
+    merchant: &AuthedMerchant,
+    new: &NewPayment,
+    checkout_base: &str,
+) -> payments::Model {
     let now = Utc::now();
-    let id = PaymentId::generate();
     let simulated = new.provider == Provider::Simulated;
     payments::Model {
         provider_reference: simulated.then(|| format!("sim_{}", id.trim_start_matches("pay_"))),

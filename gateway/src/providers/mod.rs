@@ -76,6 +76,17 @@ impl ProviderError {
         }
     }
 
+    /// Whether asking again later may get an answer (nothing was decided).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ProviderError::Timeout | ProviderError::Transport(_) | ProviderError::CircuitOpen => {
+                true
+            }
+            ProviderError::Rejected { status, .. } => *status >= 500 || *status == 429,
+            _ => false,
+        }
+    }
+
     fn from_reqwest(e: reqwest::Error) -> ProviderError {
         if e.is_timeout() {
             ProviderError::Timeout
@@ -205,7 +216,7 @@ impl Providers {
     pub async fn refund(
         &self,
         payment: &payments::Model,
-        refund_id: &str,
+        idempotency_key: &str,
         amount: i64,
     ) -> Result<String, ProviderError> {
         match payment.provider {
@@ -214,7 +225,7 @@ impl Providers {
                 self.stripe
                     .as_ref()
                     .ok_or(ProviderError::NotConfigured)?
-                    .refund(reference, refund_id, amount)
+                    .refund(reference, idempotency_key, amount)
                     .await
             }
             Provider::Moneroo | Provider::Ebilling => Err(ProviderError::RefundNotSupported),

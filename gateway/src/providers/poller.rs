@@ -25,6 +25,8 @@ use sea_orm::{
 use super::events::Applied;
 use super::inbound::Inbound;
 use super::settings::ProviderSettings;
+use crate::idempotency::CLAIM_TTL;
+use crate::payments::refunds;
 
 const BATCH: u64 = 50;
 
@@ -33,6 +35,8 @@ pub struct PollOutcome {
     pub checked: usize,
     pub moved: usize,
     pub errors: usize,
+    /// Refunds a crashed request had left pending, settled by asking the provider again.
+    pub refunds_settled: usize,
 }
 
 #[derive(Clone)]
@@ -89,7 +93,8 @@ impl Poller {
         Ok(due)
     }
 
-    /// One pass: claim, ask each payment's provider, apply what it says.
+    /// One pass: claim, ask each payment's provider, apply what it says; then settle refunds
+    /// left pending longer than an idempotency claim lives (their request died).
     pub async fn poll_once(&self) -> Result<PollOutcome, DbErr> {
         if self.running.swap(true, Ordering::SeqCst) {
             return Ok(PollOutcome::default());
@@ -113,6 +118,15 @@ impl Poller {
                     Ok(_) => {}
                     Err(_) => outcome.errors += 1,
                 }
+            }
+            outcome.refunds_settled = refunds::reconcile_pending(
+                &self.inbound.effects.db,
+                &self.inbound.providers,
+                CLAIM_TTL,
+            )
+            .await?;
+            if outcome.refunds_settled > 0 {
+                self.inbound.effects.relay.notify();
             }
             Ok(outcome)
         }

@@ -125,14 +125,18 @@ impl Stripe {
     pub async fn refund(
         &self,
         intent_id: &str,
-        refund_id: &str,
+        idempotency_key: &str,
         amount: i64,
     ) -> Result<String, ProviderError> {
         let body = form(&[
             ("payment_intent".into(), intent_id.into()),
             ("amount".into(), amount.to_string()),
         ]);
-        let refund = call(&self.breaker, self.post("/v1/refunds", refund_id, body)).await?;
+        let refund = call(
+            &self.breaker,
+            self.post("/v1/refunds", idempotency_key, body),
+        )
+        .await?;
         refund["id"]
             .as_str()
             .map(str::to_string)

@@ -1,7 +1,9 @@
 //! Issue 8's defects, each shown by a test that failed before its fix: money under
 //! concurrency, forged or hostile input, and configuration that used to be accepted silently.
 
-use payrail_tests::TestApp;
+use std::time::Duration;
+
+use payrail_tests::{Options, TestApp, mocks};
 use sea_orm::ConnectionTrait as _;
 use serde_json::{Value, json};
 
@@ -143,4 +145,168 @@ async fn a_transition_from_a_stale_read_never_overwrites_a_final_status() {
         0,
         "no event for a move that did not happen"
     );
+}
+
+async fn post_with_key(app: &TestApp, path: &str, key: &str, body: Value) -> (u16, Value) {
+    let r = app
+        .client
+        .post(app.url(path))
+        .bearer_auth(&app.api_key)
+        .header("Idempotency-Key", key)
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn parallel_refunds_with_one_key_make_one_refund() {
+    let app = TestApp::spawn().await;
+    let id = succeeded_payment(&app, 1000).await;
+    let path = format!("/v1/payments/{id}/refunds");
+    let results = futures_util::future::join_all(
+        (0..4).map(|_| post_with_key(&app, &path, "refund-once", json!({"amount": 100}))),
+    )
+    .await;
+    for (status, body) in &results {
+        assert!(
+            *status == 201 || (*status == 409 && body["error"]["code"] == "idempotency_key_in_use"),
+            "{status} {body}"
+        );
+    }
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM refunds WHERE payment_id = '{id}'"
+        ))
+        .await,
+        1,
+        "{results:?}"
+    );
+    // Retried after the first finished: the same refund, replayed.
+    let (status, again) = post_with_key(&app, &path, "refund-once", json!({"amount": 100})).await;
+    assert_eq!(status, 201, "{again}");
+    let (_, p) = app
+        .get_json(&app.api_key, &format!("/v1/payments/{id}"))
+        .await;
+    assert_eq!(p["amount_refunded"].as_i64(), Some(100));
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM refunds WHERE payment_id = '{id}'"
+        ))
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn parallel_creates_with_one_key_call_the_provider_once() {
+    let stripe = mocks::stripe().await;
+    stripe.delay(Some(Duration::from_millis(300)));
+    let app = TestApp::spawn_with(Options {
+        providers: mocks::settings(Some(&stripe), None, None),
+        ..Options::default()
+    })
+    .await;
+    let body = json!({"amount": 2000, "currency": "usd", "provider": "stripe"});
+    let results = futures_util::future::join_all(
+        (0..5).map(|_| post_with_key(&app, "/v1/payments", "create-once", body.clone())),
+    )
+    .await;
+    let created: Vec<&Value> = results
+        .iter()
+        .filter(|(s, _)| *s == 201)
+        .map(|(_, b)| b)
+        .collect();
+    assert!(!created.is_empty(), "{results:?}");
+    for (status, body) in &results {
+        assert!(
+            *status == 201 || (*status == 409 && body["error"]["code"] == "idempotency_key_in_use"),
+            "{status} {body}"
+        );
+    }
+    let intents = stripe
+        .seen()
+        .iter()
+        .filter(|s| s.method == "POST" && s.path == "/v1/payment_intents")
+        .count();
+    assert_eq!(intents, 1, "one PaymentIntent for one key");
+    assert_eq!(app.count("SELECT count(*) FROM payments").await, 1);
+}
+
+#[tokio::test]
+async fn a_claim_left_by_a_crash_expires_and_the_retry_reuses_its_payment_id() {
+    let app = TestApp::spawn().await;
+    let body = json!({"amount": 700, "currency": "usd", "provider": "simulated"});
+    // The fingerprint of this body, taken from a request that completed.
+    let (status, _) = post_with_key(&app, "/v1/payments", "first", body.clone()).await;
+    assert_eq!(status, 201);
+    // A request with key "crashed" claimed its key, noted its payment id, and died.
+    let noted = entity::ids::PaymentId::generate();
+    app.db
+        .execute_unprepared(&format!(
+            "INSERT INTO idempotency_keys (merchant_id, key, operation, request_hash, response_status, response_body, created_at)
+             SELECT merchant_id, 'crashed', operation, request_hash, 0, '{noted}', now() - interval '2 minutes'
+             FROM idempotency_keys WHERE key = 'first'"
+        ))
+        .await
+        .expect("claim");
+    let (status, p) = post_with_key(&app, "/v1/payments", "crashed", body.clone()).await;
+    assert_eq!(status, 201, "an expired claim is taken over: {p}");
+    assert_eq!(
+        p["id"].as_str(),
+        Some(noted.as_str()),
+        "the retry reuses the noted id"
+    );
+    // A fresh claim is not taken over.
+    app.db
+        .execute_unprepared(
+            "INSERT INTO idempotency_keys (merchant_id, key, operation, request_hash, response_status, response_body, created_at)
+             SELECT merchant_id, 'busy', operation, request_hash, 0, '', now()
+             FROM idempotency_keys WHERE key = 'first'",
+        )
+        .await
+        .expect("claim");
+    let (status, b) = post_with_key(&app, "/v1/payments", "busy", body).await;
+    assert_eq!(
+        (status, b["error"]["code"].as_str()),
+        (409, Some("idempotency_key_in_use"))
+    );
+}
+
+#[tokio::test]
+async fn a_refund_left_pending_by_a_crash_is_reconciled_once() {
+    let stripe = mocks::stripe().await;
+    let app = TestApp::spawn_with(Options {
+        providers: mocks::settings(Some(&stripe), None, None),
+        ..Options::default()
+    })
+    .await;
+    let id = succeeded_payment(&app, 1000).await;
+    // A request reserved 400 and died before it recorded the provider's answer.
+    app.db
+        .execute_unprepared(&format!(
+            "INSERT INTO refunds (id, merchant_id, payment_id, amount, status, provider_reference, failure_message, created_at, updated_at, provider_key)
+             SELECT 're_crashed', merchant_id, id, 400, 'pending', NULL, NULL, now() - interval '2 minutes', now() - interval '2 minutes', 're_crashed'
+             FROM payments WHERE id = '{id}'"
+        ))
+        .await
+        .expect("reserve");
+    let (status, b) = refund(&app, &id, Some(700), None).await;
+    assert_eq!(status, 422, "the pending 400 is still reserved: {b}");
+    let poller = gateway::providers::poller::Poller::new(
+        app.state.inbound.clone(),
+        &app.settings.gateway.providers,
+    );
+    assert_eq!(poller.poll_once().await.expect("poll").refunds_settled, 1);
+    assert_eq!(
+        poller.poll_once().await.expect("poll").refunds_settled,
+        0,
+        "settled once"
+    );
+    let (_, p) = app
+        .get_json(&app.api_key, &format!("/v1/payments/{id}"))
+        .await;
+    assert_eq!(p["amount_refunded"].as_i64(), Some(400), "{p}");
 }
