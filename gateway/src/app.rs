@@ -36,6 +36,8 @@ use crate::state::AppState;
 pub struct Application {
     acceptor: TcpAcceptor,
     port: u16,
+    metrics_acceptor: TcpAcceptor,
+    metrics_port: u16,
     state: AppState,
     relay_interval: Duration,
     embedded_worker: Option<Worker>,
@@ -78,6 +80,14 @@ impl Application {
         let acceptor = TcpListener::bind(settings.gateway.bind)
             .into_acceptor()
             .await?;
+        let metrics_acceptor = TcpListener::bind(settings.gateway.metrics_bind)
+            .into_acceptor()
+            .await?;
+        let metrics_port = metrics_acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().map(|s| s.port()))
+            .ok_or_else(|| anyhow::anyhow!("metrics listener has no address"))?;
         let local = acceptor
             .local_addr()
             .first()
@@ -145,6 +155,8 @@ impl Application {
         Ok(Application {
             acceptor,
             port: local.port(),
+            metrics_acceptor,
+            metrics_port,
             state,
             relay_interval: settings.gateway.relay_interval,
             embedded_worker,
@@ -155,6 +167,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the operators' listener (`/metrics`, `/health/*`).
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
     }
 
     pub fn state(&self) -> &AppState {
@@ -196,7 +213,6 @@ impl Application {
             .nest("/", service)
             .nest("/docs", docs)
             .at("/openapi.json", spec)
-            .at("/metrics", get(api::ops::metrics))
             .at("/health/live", get(runtime::metrics::live))
             .at("/health/ready", get(api::ops::ready))
             .at("/sandbox/checkout/:id", get(api::checkout::checkout_page))
@@ -206,6 +222,15 @@ impl Application {
             )
             .data(state.clone())
             .around(move |ep, req| observe(ep, req, metrics.clone(), db.clone()))
+    }
+
+    /// The operators' routes, on their own listener so `/metrics` is not on the public port.
+    pub fn probe_routes(state: &AppState) -> impl poem::Endpoint + 'static {
+        Route::new()
+            .at("/metrics", get(api::ops::metrics))
+            .at("/health/live", get(runtime::metrics::live))
+            .at("/health/ready", get(api::ops::ready))
+            .data(state.clone())
     }
 
     pub async fn run_until_stopped(
@@ -231,6 +256,17 @@ impl Application {
                 .await
             })
         });
+        let probes = Self::probe_routes(&self.state);
+        let mut probes_stop = stop_rx.clone();
+        let probes = tokio::spawn(
+            Server::new_with_acceptor(self.metrics_acceptor).run_with_graceful_shutdown(
+                probes,
+                async move {
+                    let _ = probes_stop.changed().await;
+                },
+                Some(Duration::from_secs(5)),
+            ),
+        );
         let app = Self::routes(&self.state);
         Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(15)))
@@ -240,6 +276,7 @@ impl Application {
         let _ = relay.await;
         let _ = poller.await;
         let _ = retention.await;
+        let _ = probes.await;
         if let Err(e) = self.state.effects.relay.drain().await {
             tracing::warn!(error = %e, "final outbox drain failed; the next start publishes what is left");
         }

@@ -70,7 +70,10 @@ async fn serve(settings: Settings) {
             Err(e) => fail(1, &format!("cannot create the sandbox merchant: {e:#}")),
         }
     }
-    eprintln!("  Listening on {base}  (API docs: {base}/docs)\n");
+    eprintln!(
+        "  Listening on {base}  (API docs: {base}/docs; metrics on port {})\n",
+        app.metrics_port()
+    );
     if let Err(e) = app.run_until_stopped(shutdown::signal()).await {
         fail(1, &format!("{e:#}"));
     }

@@ -26,6 +26,8 @@ pub struct RetentionSettings {
 #[derive(Debug, Clone)]
 pub struct GatewaySettings {
     pub bind: SocketAddr,
+    /// Where `/metrics` (and the health checks) are served, apart from the public API.
+    pub metrics_bind: SocketAddr,
     pub admin_token: Option<Secret>,
     /// Base URL customers reach this gateway at (checkout links); the bound address if unset.
     pub public_url: Option<String>,
@@ -41,6 +43,7 @@ impl GatewaySettings {
     pub fn read(env: &Env) -> Result<GatewaySettings, SettingsError> {
         Ok(GatewaySettings {
             bind: env.addr("PAYRAIL_BIND", "127.0.0.1:8080")?,
+            metrics_bind: env.addr("PAYRAIL_METRICS_BIND", "127.0.0.1:9090")?,
             admin_token: env.raw("PAYRAIL_ADMIN_TOKEN").map(Secret),
             public_url: env.raw("PAYRAIL_PUBLIC_URL"),
             simulated_webhook_secret: env.raw("PAYRAIL_SIMULATED_WEBHOOK_SECRET").map(Secret),

@@ -71,6 +71,8 @@ impl Default for Options {
 
 pub struct TestApp {
     pub base: String,
+    /// The gateway's operators' listener (`/metrics`).
+    pub metrics_base: String,
     pub worker_base: Option<String>,
     pub client: reqwest::Client,
     pub db: DatabaseConnection,
@@ -102,6 +104,7 @@ pub fn test_settings(database_url: &str, prefix: &str, webhook: WebhookSettings)
         },
         gateway: GatewaySettings {
             bind: "127.0.0.1:0".parse().expect("address"),
+            metrics_bind: "127.0.0.1:0".parse().expect("address"),
             admin_token: Some(Secret(ADMIN_TOKEN.to_string())),
             public_url: None,
             simulated_webhook_secret: None,
@@ -145,6 +148,7 @@ impl TestApp {
             .await
             .expect("gateway builds");
         let base = format!("http://127.0.0.1:{}", app.port());
+        let metrics_base = format!("http://127.0.0.1:{}", app.metrics_port());
         let state = app.state().clone();
         let mut stops = Vec::new();
         let (tx, rx) = oneshot::channel();
@@ -172,6 +176,7 @@ impl TestApp {
             .expect("client");
         let mut app = TestApp {
             base,
+            metrics_base,
             worker_base,
             client,
             db: conn,

@@ -6,6 +6,7 @@ use crate::providers::settings::StripeSettings;
 use entity::payment_status::PaymentStatus;
 use entity::signature::hmac_sha256;
 use hmac::Mac;
+use subtle::ConstantTimeEq as _;
 
 use super::breaker::Breaker;
 use super::{ProviderError, Remote, StartRequest, Started, call};
@@ -164,7 +165,18 @@ pub enum SignatureError {
     Mismatch,
 }
 
+/// Longest `Stripe-Signature` header read: Stripe sends one timestamp and a signature per
+/// active secret (two while a secret is rolled), far below this.
+pub const MAX_HEADER_LEN: usize = 1024;
+
+/// `v1` entries compared at most; more is not a header Stripe sends.
+const MAX_SIGNATURES: usize = 4;
+
 /// Verifies `Stripe-Signature: t=…,v1=…[,v1=…][,v0=…]` over the exact bytes received.
+///
+/// The MAC is computed once, whatever the header holds, and compared in constant time with at
+/// most [`MAX_SIGNATURES`] candidates, so an unauthenticated request cannot make the gateway
+/// hash its body thousands of times; a header over [`MAX_HEADER_LEN`] is refused unread.
 pub fn verify_signature(
     secret: &str,
     header: &str,
@@ -172,12 +184,18 @@ pub fn verify_signature(
     now: i64,
     tolerance: i64,
 ) -> Result<(), SignatureError> {
+    if header.len() > MAX_HEADER_LEN {
+        return Err(SignatureError::Malformed);
+    }
     let mut timestamp = None;
     let mut signatures = Vec::new();
     for part in header.split(',') {
         match part.trim().split_once('=') {
             Some(("t", t)) => timestamp = t.parse::<i64>().ok(),
             Some(("v1", sig)) => {
+                if signatures.len() == MAX_SIGNATURES {
+                    return Err(SignatureError::Malformed);
+                }
                 if let Ok(bytes) = hex::decode(sig) {
                     signatures.push(bytes);
                 }
@@ -191,13 +209,14 @@ pub fn verify_signature(
     if now - t > tolerance {
         return Err(SignatureError::Stale);
     }
-    let matches = signatures.iter().any(|sig| {
-        let mut mac = hmac_sha256(secret.as_bytes());
-        mac.update(t.to_string().as_bytes());
-        mac.update(b".");
-        mac.update(payload);
-        mac.verify_slice(sig).is_ok()
-    });
+    let mut mac = hmac_sha256(secret.as_bytes());
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(payload);
+    let expected = mac.finalize().into_bytes();
+    let matches = signatures
+        .iter()
+        .any(|sig| bool::from(expected.as_slice().ct_eq(sig.as_slice())));
     if matches {
         Ok(())
     } else {
@@ -360,6 +379,36 @@ mod tests {
         assert_eq!(
             map_intent_status("requires_payment_method", true),
             Some(PaymentStatus::Failed)
+        );
+    }
+
+    #[test]
+    fn a_header_stuffed_with_signatures_is_refused_without_hashing_for_each() {
+        let payload = br#"{"id":"evt_1"}"#;
+        let t = 1_700_000_000;
+        let valid = sign("whsec_x", payload, t);
+        let valid_sig = valid
+            .split_once(",v1=")
+            .map(|(_, s)| s.to_string())
+            .unwrap();
+        // Thousands of candidates (the attack): refused as malformed, never compared.
+        let stuffed = format!("t={t}{}", ",v1=00".repeat(5000));
+        assert_eq!(
+            verify_signature("whsec_x", &stuffed, payload, t, 300),
+            Err(SignatureError::Malformed)
+        );
+        // More candidates than Stripe ever sends, even under the length cap.
+        let many = format!("t={t},v1=00,v1=01,v1=02,v1=03,v1={valid_sig}");
+        assert!(many.len() <= MAX_HEADER_LEN);
+        assert_eq!(
+            verify_signature("whsec_x", &many, payload, t, 300),
+            Err(SignatureError::Malformed)
+        );
+        // A rolled secret: two signatures, one of them valid, is accepted.
+        let rolled = format!("t={t},v1={},v1={valid_sig}", "ab".repeat(32));
+        assert_eq!(
+            verify_signature("whsec_x", &rolled, payload, t, 300),
+            Ok(())
         );
     }
 }

@@ -486,7 +486,7 @@ async fn unparseable_messages_are_dead_lettered_and_metrics_show_the_queues() {
     assert_eq!(ready.status(), 200);
     let gateway_metrics = app
         .client
-        .get(app.url("/metrics"))
+        .get(format!("{}/metrics", app.metrics_base))
         .send()
         .await
         .expect("metrics")

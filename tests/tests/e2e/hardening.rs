@@ -310,3 +310,50 @@ async fn a_refund_left_pending_by_a_crash_is_reconciled_once() {
         .await;
     assert_eq!(p["amount_refunded"].as_i64(), Some(400), "{p}");
 }
+
+#[tokio::test]
+async fn made_up_methods_do_not_become_labels_and_metrics_are_off_the_public_port() {
+    let app = TestApp::spawn().await;
+    for i in 0..40 {
+        let method = reqwest::Method::from_bytes(format!("BREW{i}").as_bytes()).expect("method");
+        let _ = app
+            .client
+            .request(method, app.url("/v1/payments"))
+            .send()
+            .await
+            .expect("send");
+    }
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.metrics_base))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    assert!(!text.contains("BREW"), "an invented method became a label");
+    assert!(text.contains(r#"method="other""#), "{text}");
+    let public = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        public.status(),
+        404,
+        "metrics are not served on the public port"
+    );
+    let health = app
+        .client
+        .get(app.url("/health/ready"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        health.status(),
+        200,
+        "health stays on the public port for load balancers"
+    );
+}

@@ -102,7 +102,7 @@ async fn scrape_after_traffic(app: &TestApp) -> (String, String) {
     };
     let worker = app.worker_base.clone().expect("worker runs");
     (
-        get(app.url("/metrics")).await,
+        get(format!("{}/metrics", app.metrics_base)).await,
         get(format!("{worker}/metrics")).await,
     )
 }

@@ -187,7 +187,7 @@ async fn stripe_end_to_end_and_every_bad_webhook() {
     );
     let metrics = app
         .client
-        .get(app.url("/metrics"))
+        .get(format!("{}/metrics", app.metrics_base))
         .send()
         .await
         .expect("metrics")
@@ -734,7 +734,7 @@ async fn malformed_moneroo_and_ebilling_webhooks_are_refused_and_change_nothing(
     assert_eq!(app.count("SELECT count(*) FROM provider_events").await, 0);
     let metrics = app
         .client
-        .get(app.url("/metrics"))
+        .get(format!("{}/metrics", app.metrics_base))
         .send()
         .await
         .expect("metrics")
