@@ -77,7 +77,12 @@ macro_rules! typed_id {
             /// An id read from outside: `None` unless it carries this kind's prefix.
             pub fn parse(s: &str) -> Option<$name> {
                 s.strip_prefix(IdKind::$kind.prefix())
-                    .is_some_and(|rest| rest.starts_with('_') && rest.len() > 1)
+                    .and_then(|rest| rest.strip_prefix('_'))
+                    .is_some_and(|tail| {
+                        !tail.is_empty()
+                            && tail.len() <= 64
+                            && tail.bytes().all(|b| b.is_ascii_alphanumeric())
+                    })
                     .then(|| $name(s.to_string()))
             }
 

@@ -70,6 +70,12 @@ impl Application {
             Some(url) => EventBus::amqp(url, QueueNames::new(&settings.runtime.amqp_prefix)),
             None => EventBus::in_process(),
         };
+        // Declare the topology now, so a gateway started before any worker (the README's
+        // order) publishes into a queue that exists. A broker that is down only delays it:
+        // the outbox holds events and every later connection declares again.
+        if let Err(e) = bus.declare().await {
+            tracing::warn!(error = %e, "could not declare the broker topology yet; the outbox holds events until the broker answers");
+        }
         let cache = match (&settings.runtime.redis_url, embedded) {
             (Some(url), _) => Cache::redis(url, &settings.runtime.redis_prefix).await?,
             (None, true) => Cache::memory(),

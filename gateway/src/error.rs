@@ -24,6 +24,35 @@ impl ValidationError {
     }
 }
 
+/// Refuses control characters (NUL above all: PostgreSQL cannot store it in text or JSON)
+/// in a value from outside. Tabs and line breaks are text; the rest is not.
+pub fn plain_text(param: &str, value: &str) -> Result<(), ValidationError> {
+    if value
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(ValidationError::new(
+            param,
+            "invalid_characters",
+            format!("{param} contains control characters (such as NUL), which are not accepted."),
+        ));
+    }
+    Ok(())
+}
+
+/// [`plain_text`] over every key and string of a JSON value.
+pub fn plain_json(param: &str, value: &serde_json::Value) -> Result<(), ValidationError> {
+    match value {
+        serde_json::Value::String(s) => plain_text(param, s),
+        serde_json::Value::Array(items) => items.iter().try_for_each(|v| plain_json(param, v)),
+        serde_json::Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            plain_text(param, k)?;
+            plain_json(param, v)
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The failures every service shares. Areas with failures of their own (payments, inbound
 /// provider webhooks) have their own enum that wraps this one.
 #[derive(Debug, thiserror::Error)]

@@ -33,7 +33,14 @@ pub struct CurrencyLabel {
     pub currency: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DependencyLabel {
+    pub dependency: String,
+}
+
 pub struct ApiMetrics {
+    /// 1 when the dependency answered the last readiness check, 0 when it did not.
+    pub dependencies: Family<DependencyLabel, Gauge>,
     pub requests: Family<HttpLabels, Counter>,
     pub errors: Family<HttpLabels, Counter>,
     pub duration: Family<HttpLabels, Histogram>,
@@ -54,6 +61,7 @@ fn amount_histogram() -> Histogram {
 impl ApiMetrics {
     pub fn new(registry: &mut Registry) -> ApiMetrics {
         let m = ApiMetrics {
+            dependencies: Family::default(),
             requests: Family::default(),
             errors: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
@@ -62,6 +70,11 @@ impl ApiMetrics {
             amounts: Family::new_with_constructor(amount_histogram),
             webhooks_received: Family::default(),
         };
+        registry.register(
+            "dependency_up",
+            "Whether the database, broker and cache answered the last readiness check (1) or not (0)",
+            m.dependencies.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests by route template, method and status class",
@@ -98,6 +111,14 @@ impl ApiMetrics {
             m.webhooks_received.clone(),
         );
         m
+    }
+
+    pub fn dependency_up(&self, dependency: &str, up: bool) {
+        self.dependencies
+            .get_or_create_owned(&DependencyLabel {
+                dependency: dependency.into(),
+            })
+            .set(i64::from(up));
     }
 
     pub fn webhook_received(&self, provider: &str, outcome: &str) {

@@ -68,15 +68,25 @@ pub fn live() -> Response {
         .body(r#"{"status":"ok"}"#)
 }
 
-/// `/health/ready`: 200 when every check passed, 503 otherwise, with each check in the body.
-pub fn readiness(checks: &[(&str, bool)]) -> Response {
-    let ok = checks.iter().all(|(_, passed)| *passed);
-    let checks: serde_json::Map<String, serde_json::Value> = checks
+/// `/health/ready`: 503 when a `required` check failed (the process cannot do its job),
+/// otherwise 200 with `"status": "degraded"` when an `optional` one failed (it works around
+/// it, e.g. payments go into the outbox while the broker is down) or `"ok"`. Every check is
+/// in the body.
+pub fn readiness(required: &[(&str, bool)], optional: &[(&str, bool)]) -> Response {
+    let ok = required.iter().all(|(_, passed)| *passed);
+    let degraded = !optional.iter().all(|(_, passed)| *passed);
+    let checks: serde_json::Map<String, serde_json::Value> = required
         .iter()
+        .chain(optional)
         .map(|(name, passed)| (name.to_string(), serde_json::Value::Bool(*passed)))
         .collect();
+    let status = match (ok, degraded) {
+        (false, _) => "unavailable",
+        (true, true) => "degraded",
+        (true, false) => "ok",
+    };
     let body = serde_json::json!({
-        "status": if ok { "ok" } else { "unavailable" },
+        "status": status,
         "checks": checks,
     });
     Response::builder()

@@ -2,7 +2,7 @@
 //! it and refusing new ones: a broker outage without stopping the shared broker.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -11,6 +11,7 @@ pub struct TcpProxy {
     pub port: u16,
     enabled: Arc<AtomicBool>,
     cut: watch::Sender<u64>,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl TcpProxy {
@@ -20,8 +21,11 @@ impl TcpProxy {
         let flag = Arc::new(AtomicBool::new(enabled));
         let (cut, _) = watch::channel(0u64);
         let (flag2, cut2) = (flag.clone(), cut.clone());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
                 if !flag2.load(Ordering::SeqCst) {
                     drop(inbound);
                     continue;
@@ -42,7 +46,13 @@ impl TcpProxy {
             port,
             enabled: flag,
             cut,
+            accepted,
         }
+    }
+
+    /// Connections opened through the proxy so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     pub fn set_enabled(&self, on: bool) {

@@ -43,6 +43,9 @@ impl WorkerApplication {
             .ok_or_else(|| anyhow::anyhow!("the worker runs on its own only with AMQP_URL set; in embedded mode it runs inside the gateway"))?;
         let db = db::connect(&settings.runtime.database_url).await?;
         let bus = EventBus::amqp(&amqp_url, QueueNames::new(&settings.runtime.amqp_prefix));
+        if let Err(e) = bus.declare().await {
+            tracing::warn!(error = %e, "could not declare the broker topology yet; the consumer retries");
+        }
         let mut registry = Registry::default();
         let (worker, metrics) = Worker::registered(
             db.clone(),
@@ -123,5 +126,6 @@ async fn metrics_endpoint(req: &poem::Request, probe: Data<&Probe>) -> Response 
 async fn ready(probe: Data<&Probe>) -> Response {
     let database = db::ping(&probe.db).await.is_ok();
     let broker = probe.bus.ping().await.is_ok();
-    runtime::metrics::readiness(&[("database", database), ("broker", broker)])
+    // The worker cannot deliver without either.
+    runtime::metrics::readiness(&[("database", database), ("broker", broker)], &[])
 }

@@ -12,6 +12,7 @@ use super::dto::{CreateLogRequest, LogEntry, LogList, LogStats};
 use super::{ApiTags, request_id};
 use crate::api::auth::ApiKey;
 use crate::api::error::ApiError;
+use crate::error::{plain_json, plain_text};
 use crate::logs;
 use crate::state::AppState;
 
@@ -43,6 +44,11 @@ impl LogsApi {
         body: Json<CreateLogRequest>,
     ) -> Result<CreatedLog, ApiError> {
         let b = body.0;
+        plain_text("message", &b.message)?;
+        plain_text("source", &b.source)?;
+        if let Some(context) = &b.context {
+            plain_json("context", context)?;
+        }
         let level = Level::parse(&b.level).ok_or_else(|| {
             ApiError::invalid(
                 "level",

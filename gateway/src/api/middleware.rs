@@ -33,6 +33,18 @@ impl MerchantSlot {
     }
 }
 
+/// Whether a raw URI part carries a percent-encoded control character (`%00`–`%1F`, `%7F`):
+/// the only way one can be in a URL, and PostgreSQL cannot even look up a NUL.
+fn has_encoded_control(raw: &str) -> bool {
+    raw.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && std::str::from_utf8(&w[1..])
+                .ok()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .is_some_and(|b| b < 0x20 || b == 0x7f)
+    })
+}
+
 /// The method as a metric label: the methods the API serves, anything else `other`, so a
 /// client inventing methods cannot grow the label set.
 fn method_label(method: &poem::http::Method) -> &'static str {
@@ -77,6 +89,14 @@ pub async fn observe<E: Endpoint>(
             .into_async_read()
             .take(MAX_BODY_BYTES as u64 + 1);
         req.set_body(poem::Body::from_async_read(limited));
+    }
+    if has_encoded_control(req.uri().path()) || req.uri().query().is_some_and(has_encoded_control) {
+        return Ok(super::error::ApiError::invalid(
+            "url",
+            "invalid_characters",
+            "The URL contains control characters (such as %00), which are not accepted.",
+        )
+        .into_response());
     }
     let request_id = req
         .headers()
@@ -125,7 +145,9 @@ pub async fn observe<E: Endpoint>(
             &db,
             runtime::log_store::Entry {
                 merchant_id: merchant_id.as_ref(),
-                level: if status == 502 {
+                // Critical pages someone: only for a failure of ours on an authenticated
+                // request, so anonymous traffic cannot raise alarms.
+                level: if status == 502 || merchant_id.is_none() {
                     LogLevel::Error
                 } else {
                     LogLevel::Critical

@@ -19,5 +19,13 @@ pub async fn ready(state: Data<&AppState>) -> Response {
     let database = runtime::db::ping(&state.db).await.is_ok();
     let broker = state.bus.ping().await.is_ok();
     let cache = state.cache.ping().await;
-    runtime::metrics::readiness(&[("database", database), ("broker", broker), ("cache", cache)])
+    for (dependency, up) in [("database", database), ("broker", broker), ("cache", cache)] {
+        state.metrics.dependency_up(dependency, up);
+    }
+    // Ready means "can take payments": the database. Without the broker events wait in the
+    // outbox; without the cache reads go to the database. Both only degrade.
+    runtime::metrics::readiness(
+        &[("database", database)],
+        &[("broker", broker), ("cache", cache)],
+    )
 }

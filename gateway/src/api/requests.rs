@@ -8,7 +8,7 @@ use entity::money::{Amount, Currency};
 use entity::status::{EndpointStatus, Provider};
 
 use super::dto::{CreateEndpointRequest, CreatePaymentRequest, UpdateEndpointRequest};
-use crate::error::ValidationError;
+use crate::error::{ValidationError, plain_text};
 use crate::payments::cards::Card;
 use crate::payments::validation::{NewPayment, bounded, http_url, require_for_provider};
 use crate::webhooks::endpoints::{EndpointUpdate, NewEndpoint, event_list};
@@ -17,6 +17,28 @@ impl TryFrom<CreatePaymentRequest> for NewPayment {
     type Error = ValidationError;
 
     fn try_from(r: CreatePaymentRequest) -> Result<NewPayment, ValidationError> {
+        for (param, value) in [
+            ("currency", Some(&r.currency)),
+            ("provider", Some(&r.provider)),
+            ("reference", r.reference.as_ref()),
+            ("description", r.description.as_ref()),
+            ("return_url", r.return_url.as_ref()),
+        ] {
+            value.map(|v| plain_text(param, v)).transpose()?;
+        }
+        if let Some(c) = &r.customer {
+            for (param, value) in [
+                ("customer[name]", &c.name),
+                ("customer[email]", &c.email),
+                ("customer[phone]", &c.phone),
+            ] {
+                value.as_deref().map(|v| plain_text(param, v)).transpose()?;
+            }
+        }
+        for (k, v) in r.metadata.iter().flatten() {
+            plain_text("metadata", k)?;
+            plain_text(&format!("metadata[{k}]"), v)?;
+        }
         let amount = Amount::new(r.amount).ok_or_else(|| {
             ValidationError::new(
                 "amount",
@@ -116,6 +138,14 @@ impl TryFrom<CreateEndpointRequest> for NewEndpoint {
     type Error = ValidationError;
 
     fn try_from(r: CreateEndpointRequest) -> Result<NewEndpoint, ValidationError> {
+        plain_text("url", &r.url)?;
+        r.description
+            .as_deref()
+            .map(|d| plain_text("description", d))
+            .transpose()?;
+        r.enabled_events
+            .iter()
+            .try_for_each(|e| plain_text("enabled_events", e))?;
         Ok(NewEndpoint {
             url: http_url("url", &r.url)?,
             enabled_events: event_list(r.enabled_events)?,
@@ -128,6 +158,15 @@ impl TryFrom<UpdateEndpointRequest> for EndpointUpdate {
     type Error = ValidationError;
 
     fn try_from(r: UpdateEndpointRequest) -> Result<EndpointUpdate, ValidationError> {
+        r.url.as_deref().map(|u| plain_text("url", u)).transpose()?;
+        r.description
+            .as_deref()
+            .map(|d| plain_text("description", d))
+            .transpose()?;
+        r.enabled_events
+            .iter()
+            .flatten()
+            .try_for_each(|e| plain_text("enabled_events", e))?;
         let status = match r.status.as_deref() {
             None => None,
             Some(s) => Some(EndpointStatus::parse(s).ok_or_else(|| {

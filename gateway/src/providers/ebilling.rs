@@ -132,6 +132,15 @@ pub fn parse_callback(body: &[u8]) -> Option<Callback> {
             _ => {}
         }
     }
+    // Control characters are never in eBilling's identifiers, and PostgreSQL cannot look up
+    // a NUL: such a body is malformed, not a reason to fail.
+    let clean = |v: &Option<String>| {
+        v.as_deref()
+            .is_none_or(|v| !v.chars().any(char::is_control))
+    };
+    if !(clean(&reference) && clean(&billing_id) && clean(&transaction_id)) {
+        return None;
+    }
     Some(Callback {
         reference: reference?,
         billing_id: billing_id?,

@@ -19,6 +19,8 @@ pub struct AmqpBus {
     url: String,
     names: QueueNames,
     publisher: Mutex<Option<(Connection, Channel)>>,
+    /// Kept for health checks and depth gauges; see `inspect`.
+    inspector: Mutex<Option<(Connection, Channel)>>,
 }
 
 impl AmqpBus {
@@ -27,6 +29,7 @@ impl AmqpBus {
             url: url.to_string(),
             names,
             publisher: Mutex::new(None),
+            inspector: Mutex::new(None),
         }
     }
 
@@ -76,31 +79,39 @@ impl AmqpBus {
         })
     }
 
+    /// Connects (once) and declares the topology, so publishers and consumers may start in
+    /// any order on a fresh broker.
+    pub(super) async fn declare(&self) -> Result<(), BusError> {
+        self.inspect(|_| async { Ok(()) }).await
+    }
+
+    /// Runs `check` on the inspector channel: one connection kept for health checks and
+    /// depth gauges (a probe must not open a connection each time), reopened after an error.
+    async fn inspect<T, F, Fut>(&self, check: F) -> Result<T, BusError>
+    where
+        F: FnOnce(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T, BusError>>,
+    {
+        let mut guard = self.inspector.lock().await;
+        let channel = match guard.as_ref() {
+            Some((connection, channel)) if connection.status().connected() => channel.clone(),
+            _ => {
+                let (connection, channel) = self.open().await?;
+                *guard = Some((connection, channel.clone()));
+                channel
+            }
+        };
+        let result = check(channel).await;
+        if result.is_err() {
+            *guard = None;
+        }
+        result
+    }
+
     pub(super) async fn depths(&self) -> Result<QueueDepths, BusError> {
-        let connection = Connection::connect(&self.url, ConnectionProperties::default()).await?;
-        let channel = connection.create_channel().await?;
-        let passive = QueueDeclareOptions::default().passive();
-        let events = channel
-            .queue_declare(
-                self.names.queue.as_str().into(),
-                passive,
-                FieldTable::default(),
-            )
-            .await?
-            .message_count();
-        let dead = channel
-            .queue_declare(
-                self.names.dead_letter_queue.as_str().into(),
-                passive,
-                FieldTable::default(),
-            )
-            .await?
-            .message_count();
-        let _ = connection.close(200, "depth check done".into()).await;
-        Ok(QueueDepths {
-            events: u64::from(events),
-            dead_letters: u64::from(dead),
-        })
+        let names = self.names.clone();
+        self.inspect(|channel| async move { queue_depths(&channel, &names).await })
+            .await
     }
 
     /// Removes this prefix's exchanges and queues (test teardown).
@@ -244,4 +255,24 @@ async fn declare_topology(channel: &Channel, names: &QueueNames) -> Result<(), B
         )
         .await?;
     Ok(())
+}
+
+async fn queue_depths(channel: &Channel, names: &QueueNames) -> Result<QueueDepths, BusError> {
+    let passive = QueueDeclareOptions::default().passive();
+    let events = channel
+        .queue_declare(names.queue.as_str().into(), passive, FieldTable::default())
+        .await?
+        .message_count();
+    let dead = channel
+        .queue_declare(
+            names.dead_letter_queue.as_str().into(),
+            passive,
+            FieldTable::default(),
+        )
+        .await?
+        .message_count();
+    Ok(QueueDepths {
+        events: u64::from(events),
+        dead_letters: u64::from(dead),
+    })
 }

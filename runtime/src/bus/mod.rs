@@ -185,6 +185,14 @@ impl EventBus {
         }
     }
 
+    /// Declares the broker topology (a no-op in process), so either process may start first.
+    pub async fn declare(&self) -> Result<(), BusError> {
+        match self {
+            EventBus::Amqp(bus) => bus.declare().await,
+            EventBus::InProcess(_) => Ok(()),
+        }
+    }
+
     /// Whether the broker answers, for readiness.
     pub async fn ping(&self) -> Result<(), BusError> {
         self.depths().await.map(drop)

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use payrail_tests::{Options, TestApp, mocks};
+use payrail_tests::{Options, TcpProxy, TestApp, mocks};
 use sea_orm::ConnectionTrait as _;
 use serde_json::{Value, json};
 
@@ -355,5 +355,138 @@ async fn made_up_methods_do_not_become_labels_and_metrics_are_off_the_public_por
         health.status(),
         200,
         "health stays on the public port for load balancers"
+    );
+}
+
+#[tokio::test]
+async fn control_characters_are_refused_with_422_on_every_route_and_never_reach_the_database() {
+    let app = TestApp::spawn().await;
+    let nul = "a\u{0}b";
+    let base = json!({"amount": 100, "currency": "usd", "provider": "simulated"});
+    let mut bodies = Vec::new();
+    for (field, value) in [
+        ("reference", json!(nul)),
+        ("description", json!(nul)),
+        ("metadata", json!({"order": nul})),
+        ("metadata", json!({nul: "x"})),
+        ("customer", json!({"name": nul})),
+    ] {
+        let mut body = base.clone();
+        body[field] = value;
+        bodies.push(("/v1/payments", body));
+    }
+    bodies.push((
+        "/v1/webhook_endpoints",
+        json!({"url": "https://example.com/a", "description": nul, "enabled_events": ["*"]}),
+    ));
+    bodies.push((
+        "/v1/logs",
+        json!({"level": "info", "message": nul, "source": "x"}),
+    ));
+    bodies.push((
+        "/v1/logs",
+        json!({"level": "info", "message": "m", "source": "x", "context": {"k": [nul]}}),
+    ));
+    for (path, body) in bodies {
+        let (status, answer) = app.post_json(&app.api_key, path, body.clone()).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (422, Some("invalid_characters")),
+            "{path} {body}: {answer}"
+        );
+    }
+    for path in [
+        "/v1/payments?reference=a%00b",
+        "/v1/payments?starting_after=pay_%00",
+        "/v1/payments/pay_%00",
+        "/v1/events?type=payment.%00",
+        "/v1/webhook_deliveries/whd_%01",
+    ] {
+        let (status, answer) = app.get_json(&app.api_key, path).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (422, Some("invalid_characters")),
+            "{path}: {answer}"
+        );
+    }
+    // Unauthenticated: the eBilling callback is unsigned.
+    let r = app
+        .client
+        .post(app.url("/v1/providers/ebilling/webhooks"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("reference=a%00b&billingid=1%00&transactionid=t")
+        .send()
+        .await
+        .expect("send");
+    assert!(r.status().is_client_error(), "{}", r.status());
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM logs WHERE level IN ('critical', 'error') AND source = 'api'"
+        )
+        .await,
+        0,
+        "no 5xx was logged"
+    );
+}
+
+#[tokio::test]
+async fn the_gateway_is_ready_without_a_worker_and_only_degraded_without_the_broker() {
+    // No worker: on a fresh prefix nobody but the gateway can have declared the queues.
+    let proxy = TcpProxy::start("127.0.0.1:5672", true).await;
+    let app = TestApp::spawn_with(Options {
+        start_worker: false,
+        gateway_amqp_url: Some(format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port)),
+        ..Options::default()
+    })
+    .await;
+    let ready = |app: &TestApp| {
+        let url = app.url("/health/ready");
+        let client = app.client.clone();
+        async move {
+            let r = client.get(url).send().await.expect("probe");
+            (r.status().as_u16(), r.json::<Value>().await.expect("json"))
+        }
+    };
+    let (status, body) = ready(&app).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("ok")),
+        "{body}"
+    );
+    // Probes reuse one broker connection.
+    let before = proxy.connections();
+    for _ in 0..10 {
+        assert_eq!(ready(&app).await.0, 200);
+    }
+    assert!(
+        proxy.connections() <= before + 1,
+        "ten probes opened {} connections",
+        proxy.connections() - before
+    );
+    // The broker goes away: still ready (payments go to the outbox), reported as degraded.
+    proxy.set_enabled(false);
+    let (status, body) = ready(&app).await;
+    assert_eq!(
+        (
+            status,
+            body["status"].as_str(),
+            body["checks"]["broker"].as_bool()
+        ),
+        (200, Some("degraded"), Some(false)),
+        "{body}"
+    );
+    assert_eq!(app.create_payment(100).await["status"], "pending");
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.metrics_base))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"dependency_up{dependency="broker"} 0"#),
+        "{metrics}"
     );
 }
