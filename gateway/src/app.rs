@@ -155,6 +155,7 @@ impl Application {
             providers,
             simulated,
             public_url,
+            max_webhook_endpoints: settings.gateway.max_webhook_endpoints,
             admin_token_hashes: Arc::new(RwLock::new(admin_hashes)),
             key_cache: Arc::new(RwLock::new(HashMap::new())),
         };

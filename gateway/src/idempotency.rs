@@ -136,27 +136,29 @@ impl Idempotent<'_> {
 
     /// Runs `work` in a transaction and stores its result under the claimed key in that same
     /// transaction. If the work fails, the key is given back.
-    pub async fn finish<T, W>(&self, db: &DatabaseConnection, work: W) -> Result<T, ServiceError>
+    pub async fn finish<T, E, W>(&self, db: &DatabaseConnection, work: W) -> Result<T, ServiceError>
     where
         T: Serialize,
-        W: AsyncFnOnce(&DatabaseTransaction) -> Result<T, DbErr>,
+        ServiceError: From<E>,
+        W: AsyncFnOnce(&DatabaseTransaction) -> Result<T, E>,
     {
         let result = self.execute(db, work).await;
         if result.is_err() {
             self.release(db).await;
         }
-        Ok(result?)
+        result
     }
 
     /// `begin`, then `finish` when the key is ours.
-    pub async fn run<T, W>(
+    pub async fn run<T, E, W>(
         &self,
         db: &DatabaseConnection,
         work: W,
     ) -> Result<Outcome<T>, ServiceError>
     where
         T: Serialize + DeserializeOwned,
-        W: AsyncFnOnce(&DatabaseTransaction) -> Result<T, DbErr>,
+        ServiceError: From<E>,
+        W: AsyncFnOnce(&DatabaseTransaction) -> Result<T, E>,
     {
         match self.begin(db).await? {
             Begun::Replay(value) => Ok(Outcome {
@@ -199,15 +201,17 @@ impl Idempotent<'_> {
         }
     }
 
-    async fn execute<T, W>(&self, db: &DatabaseConnection, work: W) -> Result<T, DbErr>
+    async fn execute<T, E, W>(&self, db: &DatabaseConnection, work: W) -> Result<T, ServiceError>
     where
         T: Serialize,
-        W: AsyncFnOnce(&DatabaseTransaction) -> Result<T, DbErr>,
+        ServiceError: From<E>,
+        W: AsyncFnOnce(&DatabaseTransaction) -> Result<T, E>,
     {
         let txn = db.begin().await?;
         let value = work(&txn).await?;
         if let Some(key) = self.key {
-            let body = serde_json::to_string(&value).map_err(|e| DbErr::Custom(e.to_string()))?;
+            let body = serde_json::to_string(&value)
+                .map_err(|e| IdempotencyError::Corrupt(e.to_string()))?;
             let stored = idempotency_keys::Entity::update_many()
                 .col_expr(idempotency_keys::Column::ResponseStatus, Expr::value(201))
                 .col_expr(idempotency_keys::Column::ResponseBody, Expr::value(body))
@@ -218,7 +222,7 @@ impl Idempotent<'_> {
                 .await?;
             if stored.rows_affected != 1 {
                 // Our claim expired and another request took it over: let that one win.
-                return Err(DbErr::Custom("idempotency claim lost".into()));
+                return Err(IdempotencyError::InUse.into());
             }
         }
         txn.commit().await?;

@@ -35,6 +35,8 @@ pub struct GatewaySettings {
     pub simulated_webhook_secret: Option<Secret>,
     /// How often the relay republishes events left unpublished (crash, broker down).
     pub relay_interval: Duration,
+    /// Webhook endpoints one merchant may have.
+    pub max_webhook_endpoints: u32,
     pub providers: ProviderSettings,
     pub retention: RetentionSettings,
 }
@@ -48,6 +50,7 @@ impl GatewaySettings {
             public_url: env.raw("PAYRAIL_PUBLIC_URL"),
             simulated_webhook_secret: env.raw("PAYRAIL_SIMULATED_WEBHOOK_SECRET").map(Secret),
             relay_interval: env.period("PAYRAIL_RELAY_INTERVAL", "1s")?,
+            max_webhook_endpoints: env.positive("PAYRAIL_MAX_WEBHOOK_ENDPOINTS", "20")?,
             providers: ProviderSettings::read(env)?,
             retention: RetentionSettings {
                 logs: env.duration("PAYRAIL_LOG_RETENTION", "30d")?,

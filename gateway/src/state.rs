@@ -30,6 +30,8 @@ pub struct AppState {
     pub registry: Arc<prometheus_client::registry::Registry>,
     pub simulated: Arc<SimulatedProvider>,
     pub providers: Arc<Providers>,
+    /// Webhook endpoints one merchant may have.
+    pub max_webhook_endpoints: u32,
     /// Base URL customers reach this gateway at (for checkout links).
     pub public_url: String,
     /// SHA-256 of accepted admin tokens.

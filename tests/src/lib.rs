@@ -109,6 +109,7 @@ pub fn test_settings(database_url: &str, prefix: &str, webhook: WebhookSettings)
             public_url: None,
             simulated_webhook_secret: None,
             relay_interval: Duration::from_millis(100),
+            max_webhook_endpoints: 20,
             providers: ProviderSettings::default(),
             retention: RetentionSettings {
                 logs: Duration::from_secs(30 * 86_400),

@@ -14,7 +14,7 @@ use super::dto::{
 use super::{ApiTags, path_id, valid_idempotency_key};
 use crate::api::auth::ApiKey;
 use crate::api::error::ApiError;
-use crate::error::OrNotFound;
+use crate::error::{OrNotFound, ServiceError};
 use crate::idempotency::Idempotent;
 use crate::pagination::Page;
 use crate::state::AppState;
@@ -57,14 +57,26 @@ impl EndpointsApi {
             operation: "POST /v1/webhook_endpoints",
             fingerprint: new.fingerprint(),
         };
+        let max = state.max_webhook_endpoints;
+        // Stored without its secret: idempotency records are not a second home for secrets.
         let outcome = request
-            .run(&state.db, async |txn: &DatabaseTransaction| {
-                let e = endpoints::create(txn, &merchant.merchant_id, new).await?;
-                Ok(WebhookEndpoint::from_model(&e, true))
-            })
+            .run(
+                &state.db,
+                async |txn: &DatabaseTransaction| -> Result<WebhookEndpoint, ServiceError> {
+                    let e = endpoints::create(txn, &merchant.merchant_id, new, max).await?;
+                    Ok(WebhookEndpoint::from_model(&e, false))
+                },
+            )
             .await?;
+        let mut view = outcome.value;
+        // The secret is shown with the creation (and its replays), read from the endpoint.
+        if let Some(id) = EndpointId::parse(&view.id)
+            && let Some(e) = endpoints::get(&state.db, &merchant.merchant_id, &id).await?
+        {
+            view.secret = Some(e.secret);
+        }
         Ok(CreatedEndpoint::Created(
-            Json(outcome.value),
+            Json(view),
             outcome.replayed.then(|| "true".to_string()),
         ))
     }

@@ -57,9 +57,12 @@ pub async fn create(
     };
     let result = send(providers, &payment, &refund).await;
     let value = request
-        .finish(db, async |txn: &DatabaseTransaction| {
-            settle(txn, refund, result).await
-        })
+        .finish(
+            db,
+            async |txn: &DatabaseTransaction| -> Result<Refund, DbErr> {
+                settle(txn, refund, result).await
+            },
+        )
         .await?;
     Ok(Outcome {
         value,

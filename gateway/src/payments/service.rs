@@ -86,12 +86,15 @@ pub async fn create(
     };
     let mut committed = None;
     let payment = request
-        .finish(db, async |txn: &DatabaseTransaction| {
-            let model = insert(txn, draft, &new, started, request_id).await?;
-            let view = Payment::from(&model);
-            committed = Some(model);
-            Ok(view)
-        })
+        .finish(
+            db,
+            async |txn: &DatabaseTransaction| -> Result<Payment, DbErr> {
+                let model = insert(txn, draft, &new, started, request_id).await?;
+                let view = Payment::from(&model);
+                committed = Some(model);
+                Ok(view)
+            },
+        )
         .await?;
     Ok(Created {
         payment,

@@ -3,13 +3,16 @@
 use chrono::Utc;
 use entity::ids::{EndpointId, MerchantId};
 use entity::signature::SigningKey;
-use entity::webhook_endpoints;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+use entity::{merchants, webhook_endpoints};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QuerySelect,
+};
 
 use entity::event::EventType;
 use entity::status::EndpointStatus;
 
-use crate::error::ValidationError;
+use crate::error::{ServiceError, ValidationError};
 use crate::pagination::Page;
 
 /// The event types an endpoint subscribes to: known names or `*`, sorted, no repeats.
@@ -63,25 +66,46 @@ pub struct EndpointUpdate {
     pub status: Option<EndpointStatus>,
 }
 
+/// Creates an endpoint, unless the merchant already has `max` of them. The merchant's row is
+/// locked for the count, so concurrent creations cannot go past the cap together.
 pub async fn create<C: ConnectionTrait>(
     db: &C,
     merchant_id: &MerchantId,
     new: NewEndpoint,
-) -> Result<webhook_endpoints::Model, DbErr> {
+    max: u32,
+) -> Result<webhook_endpoints::Model, ServiceError> {
+    merchants::Entity::find_by_id(merchant_id.clone())
+        .lock_exclusive()
+        .one(db)
+        .await?;
+    let existing = webhook_endpoints::Entity::find()
+        .filter(webhook_endpoints::Column::MerchantId.eq(merchant_id))
+        .count(db)
+        .await?;
+    if existing >= u64::from(max) {
+        return Err(ValidationError::new(
+            "url",
+            "endpoint_limit_reached",
+            format!("An account can have at most {max} webhook endpoints; delete one first."),
+        )
+        .into());
+    }
     let now = Utc::now();
-    webhook_endpoints::Entity::insert(webhook_endpoints::ActiveModel {
-        id: Set(EndpointId::generate()),
-        merchant_id: Set(merchant_id.clone()),
-        url: Set(new.url),
-        description: Set(new.description),
-        enabled_events: Set(serde_json::json!(new.enabled_events)),
-        secret: Set(SigningKey::generate_secret()),
-        status: Set(EndpointStatus::Enabled),
-        created_at: Set(now),
-        updated_at: Set(now),
-    })
-    .exec_with_returning(db)
-    .await
+    Ok(
+        webhook_endpoints::Entity::insert(webhook_endpoints::ActiveModel {
+            id: Set(EndpointId::generate()),
+            merchant_id: Set(merchant_id.clone()),
+            url: Set(new.url),
+            description: Set(new.description),
+            enabled_events: Set(serde_json::json!(new.enabled_events)),
+            secret: Set(SigningKey::generate_secret()),
+            status: Set(EndpointStatus::Enabled),
+            created_at: Set(now),
+            updated_at: Set(now),
+        })
+        .exec_with_returning(db)
+        .await?,
+    )
 }
 
 pub async fn get<C: ConnectionTrait>(

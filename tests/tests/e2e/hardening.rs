@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use payrail_tests::{Options, TcpProxy, TestApp, mocks};
+use payrail_tests::{Behavior, Options, Receiver, TcpProxy, TestApp, mocks};
 use sea_orm::ConnectionTrait as _;
 use serde_json::{Value, json};
 
@@ -489,4 +489,97 @@ async fn the_gateway_is_ready_without_a_worker_and_only_degraded_without_the_bro
         metrics.contains(r#"dependency_up{dependency="broker"} 0"#),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn a_merchant_has_at_most_twenty_endpoints_even_when_created_concurrently() {
+    let app = TestApp::spawn().await;
+    let results = futures_util::future::join_all((0..25).map(|i| {
+        app.post_json(
+            &app.api_key,
+            "/v1/webhook_endpoints",
+            json!({"url": format!("https://example.com/hook/{i}"), "enabled_events": ["*"]}),
+        )
+    }))
+    .await;
+    let created = results.iter().filter(|(s, _)| *s == 201).count();
+    assert_eq!(created, 20, "{results:?}");
+    for (status, body) in results.iter().filter(|(s, _)| *s != 201) {
+        assert_eq!(
+            (*status, body["error"]["code"].as_str()),
+            (422, Some("endpoint_limit_reached")),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_endpoints").await,
+        20
+    );
+}
+
+#[tokio::test]
+async fn endpoint_secrets_are_not_kept_in_idempotency_records_but_replays_show_them() {
+    let app = TestApp::spawn().await;
+    let body = json!({"url": "https://example.com/hook", "enabled_events": ["*"]});
+    let (status, first) = post_with_key(&app, "/v1/webhook_endpoints", "we-1", body.clone()).await;
+    assert_eq!(status, 201, "{first}");
+    let secret = first["secret"]
+        .as_str()
+        .expect("secret shown at creation")
+        .to_string();
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM idempotency_keys WHERE response_body LIKE '%{secret}%'"
+        ))
+        .await,
+        0,
+        "the secret is not stored with the idempotent response"
+    );
+    let (status, replay) = post_with_key(&app, "/v1/webhook_endpoints", "we-1", body).await;
+    assert_eq!((status, replay["id"].clone()), (201, first["id"].clone()));
+    assert_eq!(replay["secret"].as_str(), Some(secret.as_str()));
+}
+
+#[tokio::test]
+async fn overflowing_and_out_of_range_windows_are_a_422() {
+    let app = TestApp::spawn().await;
+    for window in ["213503982334602d", "18446744073709551615s", "91d", "0s"] {
+        let (status, body) = app
+            .get_json(&app.api_key, &format!("/v1/logs/stats?window={window}"))
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (422, Some("window_invalid")),
+            "{window}: {body}"
+        );
+    }
+    let (status, _) = app
+        .get_json(&app.api_key, "/v1/logs/stats?window=90d")
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_sub_second_sweep_interval_really_retries_through_the_running_worker() {
+    // The worker is started by TestApp through WorkerApplication::run_until_stopped; nothing
+    // here calls sweep_once. With tokio-cron-scheduler a 300 ms period never fired.
+    let mut options = Options::default();
+    options.webhook.sweep_interval = Duration::from_millis(300);
+    let app = TestApp::spawn_with(options).await;
+    let receiver = Receiver::start(Behavior::Statuses(vec![500, 500, 500], 200)).await;
+    app.create_endpoint(&receiver.url).await;
+    app.create_payment(100).await;
+    app.eventually(
+        Duration::from_secs(10),
+        "four attempts, the last one delivered",
+        || async {
+            (app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'succeeded'")
+                .await
+                == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(receiver.received().len(), 4);
+    assert_eq!(app.count("SELECT count(*) FROM webhook_attempts").await, 4);
 }
