@@ -214,9 +214,20 @@ impl<'a> Env<'a> {
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://payrail.db?mode=rwc";
 
+/// How the processes are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One process: in-process bus, in-memory cache, the worker inside the gateway.
+    Embedded,
+    /// Gateways and workers apart, over RabbitMQ and Redis.
+    Distributed,
+}
+
 /// The backends both processes connect to.
 #[derive(Debug, Clone)]
 pub struct RuntimeSettings {
+    /// `PAYRAIL_MODE`; by default embedded only on SQLite with neither broker nor cache.
+    pub mode: Mode,
     pub database_url: String,
     /// `None` selects embedded mode: in-process bus, in-memory cache, worker in the gateway.
     pub amqp_url: Option<String>,
@@ -226,19 +237,70 @@ pub struct RuntimeSettings {
 }
 
 impl RuntimeSettings {
+    /// Reads the backends and the mode, refusing a mixed configuration with a message that
+    /// says what to change: a broker with SQLite, PostgreSQL without a broker and cache, or a
+    /// mode that contradicts the URLs.
     pub fn read(env: &Env) -> Result<RuntimeSettings, SettingsError> {
+        let database_url = env.string("DATABASE_URL", DEFAULT_DATABASE_URL);
+        let amqp_url = env.raw("AMQP_URL");
+        let redis_url = env.raw("REDIS_URL");
+        let sqlite = database_url.starts_with("sqlite:");
+        let mode = match env.raw("PAYRAIL_MODE").as_deref() {
+            Some("embedded") => Mode::Embedded,
+            Some("distributed") => Mode::Distributed,
+            Some(other) => {
+                return Err(SettingsError::new(
+                    "PAYRAIL_MODE",
+                    other,
+                    "use embedded or distributed",
+                ));
+            }
+            None if sqlite => Mode::Embedded,
+            None => Mode::Distributed,
+        };
+        match mode {
+            Mode::Embedded => {
+                for (name, url) in [("AMQP_URL", &amqp_url), ("REDIS_URL", &redis_url)] {
+                    if let Some(url) = url {
+                        return Err(SettingsError::new(
+                            name,
+                            url.clone(),
+                            "embedded mode uses an in-process bus and cache: unset it, or set PAYRAIL_MODE=distributed with a PostgreSQL DATABASE_URL",
+                        ));
+                    }
+                }
+            }
+            Mode::Distributed => {
+                if sqlite {
+                    return Err(SettingsError::new(
+                        "DATABASE_URL",
+                        database_url,
+                        "distributed mode needs PostgreSQL (several processes share it); for one process on SQLite set PAYRAIL_MODE=embedded and unset AMQP_URL and REDIS_URL",
+                    ));
+                }
+                for (name, url) in [("AMQP_URL", &amqp_url), ("REDIS_URL", &redis_url)] {
+                    if url.is_none() {
+                        return Err(SettingsError::new(
+                            name,
+                            "",
+                            "distributed mode (PostgreSQL) needs it; for one process set PAYRAIL_MODE=embedded",
+                        ));
+                    }
+                }
+            }
+        }
         Ok(RuntimeSettings {
-            database_url: env.string("DATABASE_URL", DEFAULT_DATABASE_URL),
-            amqp_url: env.raw("AMQP_URL"),
-            redis_url: env.raw("REDIS_URL"),
+            mode,
+            database_url,
+            amqp_url,
+            redis_url,
             amqp_prefix: env.prefix("PAYRAIL_AMQP_PREFIX")?,
             redis_prefix: env.prefix("PAYRAIL_REDIS_PREFIX")?,
         })
     }
 
-    /// Embedded mode: no broker configured.
     pub fn is_embedded(&self) -> bool {
-        self.amqp_url.is_none()
+        self.mode == Mode::Embedded
     }
 }
 
@@ -286,6 +348,36 @@ mod tests {
         let err = env.refuse_unknown(&["PAYRAIL_"]).unwrap_err();
         assert!(err.to_string().contains("PAYRAIL_WEBHOK_TIMEOUT"), "{err}");
         assert!(env.refuse_unknown(&["PAYRAIL_AMQP_"]).is_ok());
+    }
+
+    #[test]
+    fn the_mode_is_explicit_or_follows_the_database_and_mixed_setups_are_refused() {
+        let read = |pairs: &[(&str, &str)]| RuntimeSettings::read(&Env::from_pairs(pairs));
+        let pg = ("DATABASE_URL", "postgres://x/db");
+        let amqp = ("AMQP_URL", "amqp://x");
+        let redis = ("REDIS_URL", "redis://x");
+        assert_eq!(read(&[]).unwrap().mode, Mode::Embedded);
+        assert_eq!(read(&[pg, amqp, redis]).unwrap().mode, Mode::Distributed);
+        // PostgreSQL without a broker used to mean an in-memory bus, silently.
+        assert_eq!(read(&[pg]).unwrap_err().variable, "AMQP_URL");
+        assert_eq!(read(&[pg, amqp]).unwrap_err().variable, "REDIS_URL");
+        // A broker on SQLite is neither mode.
+        assert_eq!(read(&[amqp]).unwrap_err().variable, "AMQP_URL");
+        assert_eq!(
+            read(&[("PAYRAIL_MODE", "distributed"), amqp, redis])
+                .unwrap_err()
+                .variable,
+            "DATABASE_URL"
+        );
+        // Chosen on purpose, embedded on PostgreSQL is allowed.
+        assert_eq!(
+            read(&[("PAYRAIL_MODE", "embedded"), pg]).unwrap().mode,
+            Mode::Embedded
+        );
+        assert_eq!(
+            read(&[("PAYRAIL_MODE", "cluster")]).unwrap_err().variable,
+            "PAYRAIL_MODE"
+        );
     }
 
     #[test]

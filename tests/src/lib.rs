@@ -17,7 +17,7 @@ use gateway::settings::{GatewaySettings, RetentionSettings};
 use gateway::{Application, Settings};
 use runtime::bus::EventBus;
 use runtime::db;
-use runtime::settings::{RuntimeSettings, Secret};
+use runtime::settings::{Mode, RuntimeSettings, Secret};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -92,6 +92,7 @@ pub fn unique_name() -> String {
 pub fn test_settings(database_url: &str, prefix: &str, webhook: WebhookSettings) -> Settings {
     Settings {
         runtime: RuntimeSettings {
+            mode: Mode::Distributed,
             database_url: database_url.to_string(),
             amqp_url: Some(AMQP_URL.to_string()),
             redis_url: Some(REDIS_URL.to_string()),

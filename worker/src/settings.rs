@@ -112,7 +112,12 @@ mod tests {
         assert_eq!(w.timeout, Duration::from_secs(10));
         assert!(w.immediate);
         assert!(w.allow_private_urls, "embedded mode allows private targets");
-        let real = Settings::read(&Env::from_pairs(&[("AMQP_URL", "amqp://x")])).unwrap();
+        let real = Settings::read(&Env::from_pairs(&[
+            ("DATABASE_URL", "postgres://x/db"),
+            ("AMQP_URL", "amqp://x"),
+            ("REDIS_URL", "redis://x"),
+        ]))
+        .unwrap();
         assert!(
             !real.worker.webhook.allow_private_urls,
             "real mode refuses private targets by default"

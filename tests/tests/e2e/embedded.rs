@@ -125,6 +125,7 @@ fn the_binaries_refuse_an_unknown_variable_naming_it() {
             // on port 1, so neither can hang.
             .env("AMQP_URL", "amqp://127.0.0.1:1/%2f")
             .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")
+            .env("REDIS_URL", "redis://127.0.0.1:1")
             .env("PAYRAIL_BIND", "127.0.0.1:0")
             .env("PAYRAIL_WORKER_BIND", "127.0.0.1:0")
             .output()
