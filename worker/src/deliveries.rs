@@ -57,8 +57,7 @@ pub async fn claim_due<C: TransactionTrait>(
         .all(&txn)
         .await?;
     if !ids.is_empty() {
-        let until =
-            now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
+        let until = lease_until(now, lease);
         webhook_deliveries::Entity::update_many()
             .col_expr(C::Status, Expr::value(DeliveryStatus::Processing))
             .col_expr(C::LockedUntil, Expr::value(until))
@@ -69,6 +68,14 @@ pub async fn claim_due<C: TransactionTrait>(
     }
     txn.commit().await?;
     Ok(ids)
+}
+
+/// When a claim made at `now` for `lease` ends, at the database's precision (microseconds),
+/// so the value a worker holds compares equal to the stored one when it fences its write.
+pub fn lease_until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    use chrono::SubsecRound as _;
+    (now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30)))
+        .trunc_subsecs(6)
 }
 
 /// Makes claimed rows due again at once (a worker shutting down hands them back).
@@ -253,7 +260,7 @@ async fn record<C: TransactionTrait>(
     })
     .exec_without_returning(&txn)
     .await?;
-    webhook_deliveries::Entity::update_many()
+    let recorded = webhook_deliveries::Entity::update_many()
         .col_expr(C::Status, Expr::value(status))
         .col_expr(C::Attempts, Expr::value(attempts))
         .col_expr(C::NextRetryAt, Expr::value(next_retry_at))
@@ -264,8 +271,16 @@ async fn record<C: TransactionTrait>(
         .col_expr(C::DeliveredAt, Expr::value(delivered_at))
         .col_expr(C::UpdatedAt, Expr::value(now))
         .filter(C::Id.eq(delivery.id.as_str()))
+        .filter(lease_held(delivery))
         .exec(&txn)
         .await?;
+    if recorded.rows_affected == 0 {
+        // Our lease ran out and another worker owns the row now (it may have delivered it
+        // already): its result stands, ours must not overwrite it or count an attempt twice.
+        txn.rollback().await?;
+        tracing::warn!(delivery_id = %delivery.id, "lease lost before the attempt was recorded; result discarded");
+        return Ok(AttemptOutcome::Skipped);
+    }
     txn.commit().await?;
     Ok(outcome)
 }
@@ -283,9 +298,21 @@ async fn finish_without_call<C: ConnectionTrait>(
         .col_expr(C::ErrorMessage, Expr::value(why))
         .col_expr(C::UpdatedAt, Expr::value(Utc::now()))
         .filter(C::Id.eq(delivery.id.as_str()))
+        .filter(lease_held(delivery))
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// The row is still ours: processing under the very lease this worker's claim set.
+fn lease_held(delivery: &webhook_deliveries::Model) -> Condition {
+    use webhook_deliveries::Column as C;
+    Condition::all()
+        .add(C::Status.eq(DeliveryStatus::Processing))
+        .add(match delivery.locked_until {
+            Some(until) => C::LockedUntil.eq(until),
+            None => C::LockedUntil.is_null(),
+        })
 }
 
 /// Row counts behind the `queue_size` gauge and the age of the oldest due row.

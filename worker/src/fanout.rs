@@ -20,7 +20,7 @@ use sea_orm::{
 
 use entity::status::{DeliveryStatus, EndpointStatus};
 
-use crate::deliveries::AttemptContext;
+use crate::deliveries::{AttemptContext, lease_until};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FanOut {
@@ -72,12 +72,12 @@ pub async fn fan_out<C: ConnectionTrait + TransactionTrait>(
         .filter(|e| &e.merchant_id == merchant_id && &e.event_type == event_type)
         .ok_or_else(|| FanOutError::UnknownEvent(event_id.to_string()))?;
     let now = Utc::now();
-    let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
+    let locked_until = lease_until(now, lease);
     let mut outcome = FanOut::default();
     for endpoint in &endpoints {
         let id = DeliveryId::generate();
         let (status, next_retry_at, locked_until) = if immediate {
-            (DeliveryStatus::Processing, None, Some(now + lease))
+            (DeliveryStatus::Processing, None, Some(locked_until))
         } else {
             (DeliveryStatus::Pending, Some(now), None)
         };

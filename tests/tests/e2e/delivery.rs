@@ -536,3 +536,48 @@ async fn a_redirect_is_a_failed_attempt_and_is_not_followed() {
         "one request, no follow-up to a Location"
     );
 }
+
+#[tokio::test]
+async fn a_result_recorded_after_the_lease_ran_out_changes_nothing() {
+    let app = TestApp::spawn_with(manual(|o| o.webhook.immediate = false)).await;
+    let worker = app.standalone_worker();
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    app.create_endpoint(&receiver.url).await;
+    app.create_payment(100).await;
+    handle_next(&app, &worker).await;
+    // Worker A claims the delivery and is then stalled past its lease.
+    let claimed = claim_due(&app.db, 10, Duration::from_secs(60))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    let stale = worker::deliveries::load_context(&app.db, &claimed[0])
+        .await
+        .expect("load")
+        .expect("context");
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &app.db,
+        "UPDATE webhook_deliveries SET locked_until = now() - interval '1 second'",
+    )
+    .await
+    .expect("expire");
+    // Worker B takes the expired claim over and delivers.
+    let swept = worker.sweep_once().await.expect("sweep");
+    assert_eq!(swept.succeeded, 1);
+    // Worker A's late result must not turn it back into pending or count another attempt.
+    let sender = worker::sender::WebhookSender::new(Duration::from_secs(2), true).expect("sender");
+    let (outcome, _) = worker::deliveries::attempt(
+        &app.db,
+        &sender,
+        &app.settings.worker.webhook.retry_policy(),
+        stale,
+    )
+    .await
+    .expect("attempt");
+    assert_eq!(outcome, AttemptOutcome::Skipped);
+    let d = &deliveries(&app).await[0];
+    assert_eq!(
+        (d.status, d.attempts),
+        (entity::status::DeliveryStatus::Succeeded, 1)
+    );
+    assert_eq!(app.count("SELECT count(*) FROM webhook_attempts").await, 1);
+}
