@@ -60,6 +60,7 @@ impl Default for Options {
                 timeout: Duration::from_secs(2),
                 immediate: true,
                 allow_private_urls: true,
+                proxy: None,
             },
             start_worker: true,
             gateway_amqp_url: None,

@@ -68,13 +68,24 @@ pub struct SignedRequest {
 pub struct WebhookSender {
     client: reqwest::Client,
     allow_private: bool,
+    /// Bounds name resolution too: a slow resolver is a slow receiver.
+    timeout: Duration,
 }
 
 impl WebhookSender {
-    pub fn new(timeout: Duration, allow_private: bool) -> Result<WebhookSender, reqwest::Error> {
-        let mut builder = reqwest::Client::builder();
+    /// `proxy`: the only proxy webhooks go through. `HTTP(S)_PROXY` in the environment is
+    /// ignored: a proxy set for other traffic must not see (or reroute) merchants' webhooks.
+    pub fn new(
+        timeout: Duration,
+        allow_private: bool,
+        proxy: Option<&str>,
+    ) -> Result<WebhookSender, reqwest::Error> {
+        let mut builder = reqwest::Client::builder().no_proxy();
+        if let Some(proxy) = proxy {
+            builder = builder.proxy(reqwest::Proxy::all(proxy)?);
+        }
         if !allow_private {
-            builder = builder.dns_resolver(PublicOnlyResolver);
+            builder = builder.dns_resolver(PublicOnlyResolver { timeout });
         }
         let client = builder
             .redirect(reqwest::redirect::Policy::none())
@@ -86,6 +97,7 @@ impl WebhookSender {
         Ok(WebhookSender {
             client,
             allow_private,
+            timeout,
         })
     }
 
@@ -126,7 +138,7 @@ impl WebhookSender {
                 } else {
                     ErrorClass::Connect
                 };
-                return failed(class, describe(&e));
+                return failed(class, describe(e));
             }
         };
         let status = response.status();
@@ -174,8 +186,9 @@ impl WebhookSender {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
             Ok(ip) => vec![ip],
-            Err(_) => tokio::net::lookup_host((host, port))
+            Err(_) => tokio::time::timeout(self.timeout, tokio::net::lookup_host((host, port)))
                 .await
+                .map_err(|_| (ErrorClass::Dns, format!("resolving {host} timed out")))?
                 .map_err(|e| (ErrorClass::Dns, format!("cannot resolve {host}: {e}")))?
                 .map(|a| a.ip())
                 .collect(),
@@ -196,16 +209,19 @@ impl WebhookSender {
 /// Resolves names for webhook requests and keeps only public addresses. The connection uses
 /// exactly the addresses approved here, so a name that resolves to a public address for the
 /// check and to a private one for the connection (DNS rebinding) gets nowhere.
-struct PublicOnlyResolver;
+struct PublicOnlyResolver {
+    timeout: Duration,
+}
 
 impl reqwest::dns::Resolve for PublicOnlyResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_string();
+        let timeout = self.timeout;
         Box::pin(async move {
-            let public: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .filter(|a| is_public(a.ip()))
-                .collect();
+            let found = tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), 0)))
+                .await
+                .map_err(|_| format!("resolving {host} timed out"))??;
+            let public: Vec<std::net::SocketAddr> = found.filter(|a| is_public(a.ip())).collect();
             if public.is_empty() {
                 return Err(format!("{host} resolves to no public address").into());
             }
@@ -214,8 +230,11 @@ impl reqwest::dns::Resolve for PublicOnlyResolver {
     }
 }
 
-fn describe(e: &reqwest::Error) -> String {
+/// The error and its causes, without the URL: a webhook URL's query string often carries a
+/// token, and this message is stored and shown.
+fn describe(e: reqwest::Error) -> String {
     use std::error::Error as _;
+    let e = e.without_url();
     let mut message = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -240,18 +259,27 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || v4.is_documentation()
                 || o[0] == 0
-                || (o[0] == 100 && (64..128).contains(&o[1])))
+                || o[0] >= 240 // reserved
+                || (o[0] == 100 && (64..128).contains(&o[1])) // shared (CGNAT)
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
+                || (o[0] == 198 && (o[1] == 18 || o[1] == 19))) // benchmarking
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let s = v6.segments();
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link local
+                || (s[0] == 0x64 && s[1] == 0xff9b) // NAT64 (64:ff9b::/96, 64:ff9b:1::/48)
+                || (s[0] == 0x100 && s[1..4] == [0, 0, 0]) // discard-only 100::/64
+                || (s[0] == 0x2001 && s[1] < 0x200) // IETF assignments, Teredo (2001::/23)
+                || (s[0] == 0x2001 && s[1] == 0xdb8) // documentation
+                || s[0] == 0x2002 // 6to4, which can wrap a private IPv4
+                || s[..6] == [0, 0, 0, 0, 0, 0]) // IPv4-compatible ::a.b.c.d
         }
     }
 }
@@ -274,6 +302,17 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "64:ff9b::a00:1",
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::1",
+            "2002:a00:1::1",
+            "2001::1",
+            "2001:db8::1",
+            "::10.0.0.1",
+            "100::1",
+            "198.18.0.1",
+            "192.0.0.8",
+            "240.0.0.1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip} must be refused");
         }
@@ -286,11 +325,13 @@ mod tests {
     async fn the_resolver_itself_drops_private_addresses() {
         use reqwest::dns::Resolve as _;
         let name: reqwest::dns::Name = "localhost".parse().unwrap();
-        let err = PublicOnlyResolver
-            .resolve(name)
-            .await
-            .err()
-            .expect("localhost is refused at resolution");
+        let err = PublicOnlyResolver {
+            timeout: Duration::from_secs(2),
+        }
+        .resolve(name)
+        .await
+        .err()
+        .expect("localhost is refused at resolution");
         assert!(err.to_string().contains("no public address"));
     }
 
@@ -304,7 +345,7 @@ mod tests {
             delivery_id: "whd_1".into(),
             body: b"{}".to_vec(),
         };
-        let strict = WebhookSender::new(Duration::from_secs(1), false).unwrap();
+        let strict = WebhookSender::new(Duration::from_secs(1), false, None).unwrap();
         let result = strict.send(&key, &request).await;
         assert_eq!(result.error.map(|e| e.0), Some(ErrorClass::Blocked));
         let localhost = SignedRequest {
@@ -313,5 +354,64 @@ mod tests {
         };
         let result = strict.send(&key, &localhost).await;
         assert_eq!(result.error.map(|e| e.0), Some(ErrorClass::Blocked));
+    }
+
+    /// A one-shot HTTP server on loopback answering 200, for send tests.
+    async fn answer_ok() -> (String, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            if let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            }
+        });
+        (url, task)
+    }
+
+    fn request(url: String) -> SignedRequest {
+        SignedRequest {
+            url,
+            event_id: "evt_1".into(),
+            event_type: "payment.pending".into(),
+            delivery_id: "whd_1".into(),
+            body: b"{}".to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn proxies_from_the_environment_are_ignored() {
+        // nextest runs each test in its own process, so this does not leak into others.
+        // SAFETY: set before any thread of this test reads the environment.
+        unsafe {
+            std::env::set_var("HTTP_PROXY", "http://127.0.0.1:1");
+            std::env::set_var("http_proxy", "http://127.0.0.1:1");
+            std::env::set_var("ALL_PROXY", "http://127.0.0.1:1");
+        }
+        let key = SigningKey::from_secret(&SigningKey::generate_secret()).unwrap();
+        let (url, server) = answer_ok().await;
+        let sender = WebhookSender::new(Duration::from_secs(2), true, None).unwrap();
+        let result = sender.send(&key, &request(url)).await;
+        assert_eq!(result.http_status, Some(200), "{:?}", result.error);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn errors_never_carry_the_urls_query_string() {
+        let key = SigningKey::from_secret(&SigningKey::generate_secret()).unwrap();
+        let sender = WebhookSender::new(Duration::from_secs(2), true, None).unwrap();
+        let result = sender
+            .send(
+                &key,
+                &request("http://127.0.0.1:1/hook?token=s3cr3t".into()),
+            )
+            .await;
+        let (class, message) = result.error.expect("nothing listens on port 1");
+        assert_eq!(class, ErrorClass::Connect);
+        assert!(!message.contains("s3cr3t"), "{message}");
     }
 }

@@ -18,6 +18,8 @@ pub struct WebhookSettings {
     pub timeout: Duration,
     pub immediate: bool,
     pub allow_private_urls: bool,
+    /// The proxy webhooks go through, if any (`HTTP(S)_PROXY` is not used for them).
+    pub proxy: Option<String>,
 }
 
 impl WebhookSettings {
@@ -35,6 +37,7 @@ impl WebhookSettings {
                 "PAYRAIL_ALLOW_PRIVATE_WEBHOOK_URLS",
                 if embedded { "true" } else { "false" },
             )?,
+            proxy: env.raw("PAYRAIL_WEBHOOK_PROXY"),
         })
     }
 

@@ -105,7 +105,11 @@ impl Worker {
         settings: WebhookSettings,
         metrics: Arc<DeliveryMetrics>,
     ) -> Result<Worker, reqwest::Error> {
-        let sender = WebhookSender::new(settings.timeout, settings.allow_private_urls)?;
+        let sender = WebhookSender::new(
+            settings.timeout,
+            settings.allow_private_urls,
+            settings.proxy.as_deref(),
+        )?;
         // Sends are bounded by the HTTP timeout, so waiting a little longer lets them finish.
         let settings_timeout_grace = settings.timeout + Duration::from_secs(2);
         Ok(Worker {

@@ -564,7 +564,8 @@ async fn a_result_recorded_after_the_lease_ran_out_changes_nothing() {
     let swept = worker.sweep_once().await.expect("sweep");
     assert_eq!(swept.succeeded, 1);
     // Worker A's late result must not turn it back into pending or count another attempt.
-    let sender = worker::sender::WebhookSender::new(Duration::from_secs(2), true).expect("sender");
+    let sender =
+        worker::sender::WebhookSender::new(Duration::from_secs(2), true, None).expect("sender");
     let (outcome, _) = worker::deliveries::attempt(
         &app.db,
         &sender,

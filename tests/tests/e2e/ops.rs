@@ -296,6 +296,7 @@ fn deploy_files_parse_and_set_every_variable_the_binaries_read() {
             .iter()
             .any(|p| v.starts_with(p))
             || v == "PAYRAIL_SIMULATED_WEBHOOK_SECRET"
+            || v == "PAYRAIL_WEBHOOK_PROXY"
     };
     for var in read.iter().filter(|v| !optional(v)) {
         assert!(env.contains_key(var.as_str()), "compose does not set {var}");
