@@ -112,7 +112,20 @@ pub fn require_for_provider(
         .and_then(|c| c.email.as_deref())
         .filter(|e| !e.is_empty());
     match provider {
-        Provider::Simulated | Provider::Stripe => Ok(()),
+        Provider::Simulated => Ok(()),
+        Provider::Stripe => {
+            if crate::providers::stripe::to_stripe_amount(amount.minor_units(), currency).is_none()
+            {
+                return Err(ValidationError::new(
+                    "amount",
+                    "amount_not_supported",
+                    format!(
+                        "Stripe cannot take this amount in {currency}: use whole units of the currency as Stripe counts them."
+                    ),
+                ));
+            }
+            Ok(())
+        }
         Provider::Moneroo => {
             return_url.ok_or_else(|| missing("return_url"))?;
             email.ok_or_else(|| missing("customer[email]"))?;

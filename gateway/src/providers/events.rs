@@ -5,7 +5,7 @@
 use chrono::Utc;
 use entity::ids::ProviderEventId;
 use entity::payment_status::PaymentStatus;
-use entity::status::ProviderEventOutcome;
+use entity::status::{Provider, ProviderEventOutcome};
 use entity::{payments, provider_events};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
@@ -109,8 +109,15 @@ pub async fn apply<C: TransactionTrait>(
         Some(to) => match find_locked(&txn, event.provider, event.payment).await? {
             None => (Applied::UnknownPayment, None),
             Some(p) if to == PaymentStatus::Refunded && event.amount_refunded.is_some() => {
-                let (outcome, p) =
-                    apply_refund(&txn, p, event.amount_refunded.unwrap_or(0)).await?;
+                // Stripe reports refunds in its own units for the payment's currency.
+                let reported = event.amount_refunded.unwrap_or(0);
+                let total = match p.provider {
+                    Provider::Stripe => entity::money::Currency::parse(&p.currency)
+                        .and_then(|c| crate::providers::stripe::from_stripe_amount(reported, c))
+                        .unwrap_or(reported),
+                    _ => reported,
+                };
+                let (outcome, p) = apply_refund(&txn, p, total).await?;
                 (outcome, Some(p))
             }
             Some(p) => match transition(&txn, p, to, event.failure, None).await? {

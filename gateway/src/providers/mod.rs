@@ -222,6 +222,11 @@ impl Providers {
         match payment.provider {
             Provider::Stripe => {
                 let reference = payment.provider_reference.as_deref().unwrap_or_default();
+                let amount = entity::money::Currency::parse(&payment.currency)
+                    .and_then(|c| stripe::to_stripe_amount(amount, c))
+                    .ok_or_else(|| {
+                        ProviderError::Malformed("refund amount not expressible for Stripe".into())
+                    })?;
                 self.stripe
                     .as_ref()
                     .ok_or(ProviderError::NotConfigured)?

@@ -3,6 +3,7 @@
 //! several `v1` accepted).
 
 use crate::providers::settings::StripeSettings;
+use entity::money::Currency;
 use entity::payment_status::PaymentStatus;
 use entity::signature::hmac_sha256;
 use hmac::Mac;
@@ -61,8 +62,11 @@ impl Stripe {
     /// Idempotency-Key makes the retry safe.
     pub async fn start(&self, r: &StartRequest<'_>) -> Result<Started, ProviderError> {
         let p = r.payment;
+        let amount = Currency::parse(&p.currency)
+            .and_then(|c| to_stripe_amount(p.amount, c))
+            .ok_or_else(|| ProviderError::Malformed("amount not expressible for Stripe".into()))?;
         let mut pairs = vec![
-            ("amount".to_string(), p.amount.to_string()),
+            ("amount".to_string(), amount.to_string()),
             ("currency".to_string(), p.currency.to_ascii_lowercase()),
             (
                 "automatic_payment_methods[enabled]".to_string(),
@@ -152,6 +156,43 @@ impl Stripe {
             now,
             TOLERANCE_SECS,
         )
+    }
+}
+
+/// Stripe's own number of decimals for a currency, where it differs from ISO 4217: its
+/// zero-decimal list (MGA has two decimals in ISO, none at Stripe), and the special cases it
+/// keeps for backwards compatibility (ISK and UGX have none in ISO but are sent ×100).
+/// HUF and TWD are two-decimal for payments at Stripe, as in ISO.
+fn stripe_exponent(currency: Currency) -> u8 {
+    match currency.code() {
+        "BIF" | "CLP" | "DJF" | "GNF" | "JPY" | "KMF" | "KRW" | "MGA" | "PYG" | "RWF" | "VND"
+        | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+        "ISK" | "UGX" => 2,
+        _ => currency.exponent(),
+    }
+}
+
+/// Our amount (ISO minor units) as Stripe's `amount`; `None` when Stripe cannot take it
+/// (a fraction of a zero-decimal unit, or a three-decimal amount not ending in 0).
+pub fn to_stripe_amount(amount: i64, currency: Currency) -> Option<i64> {
+    let (ours, theirs) = (currency.exponent(), stripe_exponent(currency));
+    let stripe = if theirs >= ours {
+        amount.checked_mul(10i64.checked_pow(u32::from(theirs - ours))?)?
+    } else {
+        let factor = 10i64.checked_pow(u32::from(ours - theirs))?;
+        (amount % factor == 0).then_some(amount / factor)?
+    };
+    (theirs != 3 || stripe % 10 == 0).then_some(stripe)
+}
+
+/// Stripe's `amount` (in a webhook or an answer) in our ISO minor units.
+pub fn from_stripe_amount(stripe: i64, currency: Currency) -> Option<i64> {
+    let (ours, theirs) = (currency.exponent(), stripe_exponent(currency));
+    if ours >= theirs {
+        stripe.checked_mul(10i64.checked_pow(u32::from(ours - theirs))?)
+    } else {
+        let factor = 10i64.checked_pow(u32::from(theirs - ours))?;
+        Some(stripe / factor)
     }
 }
 
@@ -410,5 +451,42 @@ mod tests {
             verify_signature("whsec_x", &rolled, payload, t, 300),
             Ok(())
         );
+    }
+
+    #[test]
+    fn amounts_follow_stripes_currency_list_not_iso() {
+        let c = |code: &str| Currency::parse(code).unwrap();
+        // Same as ISO.
+        assert_eq!(to_stripe_amount(2000, c("USD")), Some(2000));
+        assert_eq!(to_stripe_amount(500, c("JPY")), Some(500));
+        assert_eq!(to_stripe_amount(5000, c("XAF")), Some(5000));
+        assert_eq!(to_stripe_amount(12345, c("HUF")), Some(12345));
+        assert_eq!(to_stripe_amount(12345, c("TWD")), Some(12345));
+        // ISK and UGX: zero-decimal in ISO, sent ×100 to Stripe.
+        assert_eq!(to_stripe_amount(1000, c("ISK")), Some(100_000));
+        assert_eq!(to_stripe_amount(5000, c("UGX")), Some(500_000));
+        // MGA: two decimals in ISO, none at Stripe.
+        assert_eq!(to_stripe_amount(150_000, c("MGA")), Some(1500));
+        assert_eq!(
+            to_stripe_amount(150_050, c("MGA")),
+            None,
+            "a fraction Stripe cannot take"
+        );
+        // Three-decimal currencies must end in 0.
+        assert_eq!(to_stripe_amount(1230, c("KWD")), Some(1230));
+        assert_eq!(to_stripe_amount(1235, c("KWD")), None);
+        for (code, ours) in [
+            ("USD", 2000),
+            ("ISK", 1000),
+            ("UGX", 5000),
+            ("MGA", 150_000),
+        ] {
+            let stripe = to_stripe_amount(ours, c(code)).unwrap();
+            assert_eq!(
+                from_stripe_amount(stripe, c(code)),
+                Some(ours),
+                "{code} round trip"
+            );
+        }
     }
 }
