@@ -122,6 +122,8 @@ text_enum! {
         UnknownType = "unknown_type",
         /// About a payment Payrail does not know.
         UnknownPayment = "unknown_payment",
+        /// A success for a payment already final: recorded, flagged, nothing moved.
+        RequiresReconciliation = "requires_reconciliation",
     }
 }
 

@@ -53,6 +53,37 @@ impl Effects {
         self.log_if_failed(p, request_id).await;
     }
 
+    /// A provider reported success for a payment already failed or cancelled (it is flagged
+    /// `requires_reconciliation`): a critical log entry for the merchant and a metric the
+    /// alert rules page on, because money may have moved on a payment called over.
+    pub async fn late_success(&self, p: &payments::Model, provider_event_id: &str) {
+        self.metrics.late_success(p.provider.as_str());
+        record(
+            &self.db,
+            Entry {
+                merchant_id: Some(&p.merchant_id),
+                level: LogLevel::Critical,
+                source: "payments",
+                message: &format!(
+                    "Payment {} was reported succeeded by {} after it was {}: reconcile it with the provider",
+                    p.id, p.provider, p.status
+                ),
+                context: Some(serde_json::json!({
+                    "payment_id": p.id,
+                    "provider": p.provider,
+                    "status": p.status,
+                    "provider_event_id": provider_event_id,
+                })),
+                request_id: None,
+            },
+        )
+        .await;
+        self.events_committed(&p.merchant_id).await;
+        self.cache
+            .delete(&crate::logs::recent_cache_key(&p.merchant_id))
+            .await;
+    }
+
     /// Events (or payment fields) of this merchant were committed without a status change
     /// to count, e.g. a partial refund.
     pub async fn events_committed(&self, merchant_id: &MerchantId) {

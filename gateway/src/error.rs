@@ -70,6 +70,9 @@ pub enum ServiceError {
     Duplicate { constraint: String },
     #[error(transparent)]
     Idempotency(#[from] IdempotencyError),
+    /// The provider failed or did not answer; nothing was changed here.
+    #[error("the provider failed: {0}")]
+    Provider(String),
     #[error("database: {0}")]
     Db(DbErr),
 }

@@ -48,6 +48,13 @@ pub struct ApiMetrics {
     pub payments: Family<PaymentLabels, Counter>,
     pub amounts: Family<CurrencyLabel, Histogram>,
     pub webhooks_received: Family<WebhookLabels, Counter>,
+    /// Successes reported for payments already failed or cancelled, by provider.
+    pub late_successes: Family<ProviderLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabel {
+    pub provider: String,
 }
 
 fn duration_histogram() -> Histogram {
@@ -69,6 +76,7 @@ impl ApiMetrics {
             payments: Family::default(),
             amounts: Family::new_with_constructor(amount_histogram),
             webhooks_received: Family::default(),
+            late_successes: Family::default(),
         };
         registry.register(
             "dependency_up",
@@ -105,6 +113,17 @@ impl ApiMetrics {
             "Amounts of created payments, in minor units, by currency",
             m.amounts.clone(),
         );
+        // Every provider's series exists from the start at 0, so `increase()` sees the first one.
+        for provider in entity::status::Provider::ALL {
+            m.late_successes.get_or_create_owned(&ProviderLabel {
+                provider: provider.as_str().into(),
+            });
+        }
+        registry.register(
+            "payments_requiring_reconciliation",
+            "Provider successes for payments already failed or cancelled (flagged requires_reconciliation)",
+            m.late_successes.clone(),
+        );
         registry.register(
             "webhooks_received",
             "Inbound provider webhooks by provider and outcome (applied, duplicate, ignored, unknown_type, unknown_payment, invalid_signature, malformed, verify_failed)",
@@ -119,6 +138,14 @@ impl ApiMetrics {
                 dependency: dependency.into(),
             })
             .set(i64::from(up));
+    }
+
+    pub fn late_success(&self, provider: &str) {
+        self.late_successes
+            .get_or_create_owned(&ProviderLabel {
+                provider: provider.into(),
+            })
+            .inc();
     }
 
     pub fn webhook_received(&self, provider: &str, outcome: &str) {

@@ -7,6 +7,7 @@ mod m20261122_000001_core;
 mod m20261122_000002_providers;
 mod m20261122_000003_logs;
 mod m20261123_000004_refund_keys;
+mod m20261123_000005_reconciliation;
 
 /// Runs raw statements (named and partial indexes, which the schema builder cannot express
 /// for both backends) in order.
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_providers::Migration),
             Box::new(m20261122_000003_logs::Migration),
             Box::new(m20261123_000004_refund_keys::Migration),
+            Box::new(m20261123_000005_reconciliation::Migration),
         ]
     }
 }

@@ -223,6 +223,38 @@ async fn stripe_get_intent(
 }
 
 #[handler]
+async fn stripe_cancel_intent(
+    req: &Request,
+    body: Body,
+    Path(id): Path<String>,
+    state: Data<&Arc<Mutex<MockState>>>,
+) -> Response {
+    if let Err(r) = intake(req, body, &state).await {
+        return r;
+    }
+    let mut s = state.lock().expect("lock");
+    let Some(intent) = s.objects.get_mut(&id) else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            json!({"error": {"type": "invalid_request_error", "code": "resource_missing"}}),
+        );
+    };
+    // Stripe cancels an intent that has not succeeded (nor been cancelled) yet.
+    match intent["status"].as_str() {
+        Some("succeeded" | "canceled") => json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"error": {"type": "invalid_request_error", "code": "payment_intent_unexpected_state",
+                "message": format!("You cannot cancel this PaymentIntent because it has a status of {}.", intent["status"])}}),
+        ),
+        _ => {
+            intent["status"] = json!("canceled");
+            intent["cancellation_reason"] = json!("requested_by_customer");
+            json_response(StatusCode::OK, intent.clone())
+        }
+    }
+}
+
+#[handler]
 async fn stripe_refund(req: &Request, body: Body, state: Data<&Arc<Mutex<MockState>>>) -> Response {
     let body = match intake(req, body, &state).await {
         Ok(b) => b,
@@ -242,6 +274,7 @@ pub async fn stripe() -> Mock {
         Route::new()
             .at("/v1/payment_intents", post(stripe_create_intent))
             .at("/v1/payment_intents/:id", get(stripe_get_intent))
+            .at("/v1/payment_intents/:id/cancel", post(stripe_cancel_intent))
             .at("/v1/refunds", post(stripe_refund)),
     )
     .await

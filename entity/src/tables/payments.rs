@@ -32,6 +32,8 @@ pub struct Model {
     pub return_url: Option<String>,
     /// When the pending-payment poller last asked the provider.
     pub last_polled_at: Option<DateTimeUtc>,
+    /// A provider reported success after this payment was final (failed or cancelled).
+    pub requires_reconciliation: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

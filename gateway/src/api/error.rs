@@ -208,6 +208,12 @@ impl From<ServiceError> for ApiError {
                 }
             }
             ServiceError::Idempotency(e) => e.into(),
+            ServiceError::Provider(message) => ApiError::BadGateway(body(
+                "api_error",
+                "provider_error",
+                format!("The provider failed: {message}. Nothing was changed."),
+                None,
+            )),
             ServiceError::Db(e) => ApiError::internal(e),
         }
     }

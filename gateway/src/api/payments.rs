@@ -201,6 +201,7 @@ impl PaymentsApi {
         let rid = request_id(req);
         let p = payments::cancel(
             &state.db,
+            &state.providers,
             &merchant.merchant_id,
             &path_id::<PaymentId>(&id.0, "payment")?,
             rid.as_deref(),

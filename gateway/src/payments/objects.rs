@@ -63,6 +63,9 @@ pub struct Payment {
     pub failure_code: Option<String>,
     pub failure_message: Option<String>,
     pub livemode: bool,
+    /// The provider reported success after this payment was failed or cancelled: money may
+    /// have moved. Check it with the provider; Payrail does not change a final status.
+    pub requires_reconciliation: bool,
     /// RFC 3339, UTC.
     pub created_at: String,
     pub updated_at: String,
@@ -96,6 +99,7 @@ impl From<&payments::Model> for Payment {
             failure_code: p.failure_code.clone(),
             failure_message: p.failure_message.clone(),
             livemode: p.livemode,
+            requires_reconciliation: p.requires_reconciliation,
             created_at: rfc3339(p.created_at),
             updated_at: rfc3339(p.updated_at),
         }

@@ -11,7 +11,7 @@ use entity::payments;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
-    EntityTrait, QueryFilter, QuerySelect, TransactionSession, TransactionTrait,
+    EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
 };
 
 use crate::idempotency::{Begun, Idempotent};
@@ -23,7 +23,7 @@ use runtime::cache::Cache;
 use super::cards::CardOutcome;
 use super::objects::Payment;
 use super::validation::NewPayment;
-use crate::error::{OrNotFound, ServiceError};
+use crate::error::{OrNotFound, ServiceError, ValidationError};
 use crate::merchants::AuthedMerchant;
 use crate::providers::{ProviderError, Providers, StartRequest, Started};
 
@@ -139,6 +139,7 @@ fn draft(
         client_secret: None,
         return_url: new.return_url.clone(),
         last_polled_at: None,
+        requires_reconciliation: false,
     }
 }
 
@@ -328,13 +329,49 @@ pub async fn list<C: ConnectionTrait>(
     page.fetch(db, select, payments::Column::Id).await
 }
 
-/// Cancels a pending or processing payment; 409 for any other.
-pub async fn cancel<C: TransactionTrait>(
-    db: &C,
+/// Cancels a pending or processing payment (409 for any other): first at the provider, so
+/// no money can be captured on a payment we call cancelled, then here. Providers without a
+/// cancel API are refused (422 `cancel_not_supported`).
+pub async fn cancel(
+    db: &DatabaseConnection,
+    providers: &Providers,
     merchant_id: &MerchantId,
     id: &PaymentId,
     request_id: Option<&str>,
 ) -> Result<payments::Model, ServiceError> {
+    let payment = get(db, merchant_id, id)
+        .await?
+        .or_not_found("payment", id)?;
+    let not_cancellable = |status: PaymentStatus| {
+        ServiceError::state(
+            "payment_not_cancellable",
+            format!("A {status} payment cannot be cancelled; only pending or processing ones can."),
+        )
+    };
+    if payment.status.is_final() {
+        return Err(not_cancellable(payment.status));
+    }
+    match providers.cancel(&payment).await {
+        Ok(()) => {}
+        Err(ProviderError::CancelNotSupported) => {
+            return Err(ValidationError::new(
+                "id",
+                "cancel_not_supported",
+                format!(
+                    "{} has no cancel API: the payment ends when the customer abandons it or it expires.",
+                    payment.provider
+                ),
+            )
+            .into());
+        }
+        Err(ProviderError::Rejected { status, message }) if (400..500).contains(&status) => {
+            return Err(ServiceError::state(
+                "payment_not_cancellable",
+                format!("The provider refused to cancel it: {message}"),
+            ));
+        }
+        Err(e) => return Err(ServiceError::Provider(e.to_string())),
+    }
     let txn = db.begin().await?;
     let payment = lock(&txn, merchant_id, id)
         .await?
@@ -344,13 +381,7 @@ pub async fn cancel<C: TransactionTrait>(
             txn.commit().await?;
             Ok(updated)
         }
-        Err(unchanged) => Err(ServiceError::state(
-            "payment_not_cancellable",
-            format!(
-                "A {} payment cannot be cancelled; only pending or processing ones can.",
-                unchanged.status
-            ),
-        )),
+        Err(unchanged) => Err(not_cancellable(unchanged.status)),
     }
 }
 

@@ -46,6 +46,8 @@ pub enum Applied {
     Ignored,
     UnknownType,
     UnknownPayment,
+    /// A success for a payment already failed or cancelled: flagged, not moved.
+    RequiresReconciliation,
 }
 
 impl Applied {
@@ -56,6 +58,7 @@ impl Applied {
             Applied::Ignored => "ignored",
             Applied::UnknownType => "unknown_type",
             Applied::UnknownPayment => "unknown_payment",
+            Applied::RequiresReconciliation => "requires_reconciliation",
         }
     }
 
@@ -65,6 +68,7 @@ impl Applied {
             Applied::Applied => ProviderEventOutcome::Applied,
             Applied::UnknownType => ProviderEventOutcome::UnknownType,
             Applied::UnknownPayment => ProviderEventOutcome::UnknownPayment,
+            Applied::RequiresReconciliation => ProviderEventOutcome::RequiresReconciliation,
             Applied::Duplicate | Applied::Ignored => ProviderEventOutcome::Ignored,
         }
     }
@@ -84,6 +88,28 @@ async fn find_locked<C: ConnectionTrait>(
         PaymentRef::None => return Ok(None),
     };
     select.lock_exclusive().one(txn).await
+}
+
+async fn flag_for_reconciliation<C: ConnectionTrait>(
+    txn: &C,
+    payment: payments::Model,
+) -> Result<payments::Model, DbErr> {
+    payments::Entity::update_many()
+        .col_expr(
+            payments::Column::RequiresReconciliation,
+            sea_orm::sea_query::Expr::value(true),
+        )
+        .col_expr(
+            payments::Column::UpdatedAt,
+            sea_orm::sea_query::Expr::value(Utc::now()),
+        )
+        .filter(payments::Column::Id.eq(&payment.id))
+        .exec(txn)
+        .await?;
+    Ok(payments::Model {
+        requires_reconciliation: true,
+        ..payment
+    })
 }
 
 /// A refund report: partial raises `amount_refunded` (never lowers it) with no status change;
@@ -122,6 +148,18 @@ pub async fn apply<C: TransactionTrait>(
             }
             Some(p) => match transition(&txn, p, to, event.failure, None).await? {
                 Ok(updated) => (Applied::Applied, Some(updated)),
+                // A success after we called the payment over is never just ignored: the
+                // customer may have paid. Flag it; the status stays final.
+                Err(unchanged)
+                    if to == PaymentStatus::Succeeded
+                        && matches!(
+                            unchanged.status,
+                            PaymentStatus::Failed | PaymentStatus::Cancelled
+                        ) =>
+                {
+                    let flagged = flag_for_reconciliation(&txn, unchanged).await?;
+                    (Applied::RequiresReconciliation, Some(flagged))
+                }
                 Err(unchanged) => (Applied::Ignored, Some(unchanged)),
             },
         },

@@ -57,8 +57,12 @@ impl Inbound {
         let provider = event.provider.to_string();
         let provider_event_id = event.provider_event_id.to_string();
         let (outcome, payment) = events::apply(&self.effects.db, event).await?;
-        if let (Applied::Applied, Some(p)) = (outcome, payment) {
-            self.effects.payment_moved(&p, None).await;
+        match (outcome, payment) {
+            (Applied::Applied, Some(p)) => self.effects.payment_moved(&p, None).await,
+            (Applied::RequiresReconciliation, Some(p)) => {
+                self.effects.late_success(&p, &provider_event_id).await
+            }
+            _ => {}
         }
         self.effects
             .metrics

@@ -60,6 +60,8 @@ pub enum ProviderError {
     Malformed(String),
     #[error("this provider has no refund API")]
     RefundNotSupported,
+    #[error("this provider has no cancel API")]
+    CancelNotSupported,
     #[error("the provider is not configured")]
     NotConfigured,
 }
@@ -209,6 +211,26 @@ impl Providers {
                     .await
             }
             Provider::Simulated => Err(ProviderError::NotConfigured),
+        }
+    }
+
+    /// Cancels a payment at its provider before it is cancelled here, so the provider cannot
+    /// capture money on a payment we call cancelled. Providers without a cancel API refuse.
+    pub async fn cancel(&self, payment: &payments::Model) -> Result<(), ProviderError> {
+        match payment.provider {
+            Provider::Simulated => Ok(()),
+            Provider::Stripe => {
+                let reference = payment
+                    .provider_reference
+                    .as_deref()
+                    .ok_or_else(|| ProviderError::Malformed("no PaymentIntent".into()))?;
+                self.stripe
+                    .as_ref()
+                    .ok_or(ProviderError::NotConfigured)?
+                    .cancel(reference)
+                    .await
+            }
+            Provider::Moneroo | Provider::Ebilling => Err(ProviderError::CancelNotSupported),
         }
     }
 

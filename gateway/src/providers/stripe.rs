@@ -34,8 +34,9 @@ pub fn map_intent_status(status: &str, has_error: bool) -> Option<PaymentStatus>
         "processing" | "requires_capture" => Some(PaymentStatus::Processing),
         "succeeded" => Some(PaymentStatus::Succeeded),
         "canceled" => Some(PaymentStatus::Cancelled),
-        // A failed attempt returns the intent to requires_payment_method with an error set.
-        "requires_payment_method" if has_error => Some(PaymentStatus::Failed),
+        // A failed attempt returns the intent to requires_payment_method with an error set;
+        // the customer may still pay it, so the payment stays open.
+        "requires_payment_method" if has_error => None,
         _ => None,
     }
 }
@@ -125,6 +126,17 @@ impl Stripe {
         Ok(Remote {
             status: map_intent_status(status, !intent["last_payment_error"].is_null()),
         })
+    }
+
+    /// Cancels the PaymentIntent, so no money can be captured on it afterwards.
+    pub async fn cancel(&self, intent_id: &str) -> Result<(), ProviderError> {
+        let path = format!("/v1/payment_intents/{intent_id}/cancel");
+        call(
+            &self.breaker,
+            self.post(&path, &format!("cancel-{intent_id}"), String::new()),
+        )
+        .await
+        .map(drop)
     }
 
     pub async fn refund(
@@ -294,8 +306,11 @@ pub fn parse_event(body: &[u8]) -> Result<StripeEvent, String> {
     let object = &v["data"]["object"];
     let (intent_id, target, amount_refunded) = match event_type.as_str() {
         "payment_intent.succeeded" => (object["id"].as_str(), Some(PaymentStatus::Succeeded), None),
+        // Not final: the customer may retry the same intent. Asking for `pending` records the
+        // event and changes nothing (the status machine refuses the move), so the payment
+        // stays open until success, cancellation or expiry.
         "payment_intent.payment_failed" => {
-            (object["id"].as_str(), Some(PaymentStatus::Failed), None)
+            (object["id"].as_str(), Some(PaymentStatus::Pending), None)
         }
         "payment_intent.canceled" => (object["id"].as_str(), Some(PaymentStatus::Cancelled), None),
         "payment_intent.processing" => {
@@ -401,10 +416,12 @@ mod tests {
     #[test]
     fn events_map_to_statuses() {
         let e = parse_event(br#"{"id":"evt_1","type":"payment_intent.payment_failed","data":{"object":{"id":"pi_1","last_payment_error":{"code":"card_declined","message":"Declined"}}}}"#).unwrap();
+        // A failed attempt is not the end of the intent: it asks for nothing new.
         assert_eq!(
             (e.intent_id.as_deref(), e.target),
-            (Some("pi_1"), Some(PaymentStatus::Failed))
+            (Some("pi_1"), Some(PaymentStatus::Pending))
         );
+        assert_eq!(map_intent_status("requires_payment_method", true), None);
         assert_eq!(e.failure, Some(("card_declined".into(), "Declined".into())));
         let r = parse_event(br#"{"id":"evt_2","type":"charge.refunded","data":{"object":{"id":"ch_1","payment_intent":"pi_1","amount":2000,"amount_refunded":500,"refunded":false}}}"#).unwrap();
         assert_eq!(
@@ -417,10 +434,7 @@ mod tests {
         assert_eq!(unknown.target, None);
         assert!(parse_event(b"nope").is_err());
         assert_eq!(map_intent_status("requires_action", false), None);
-        assert_eq!(
-            map_intent_status("requires_payment_method", true),
-            Some(PaymentStatus::Failed)
-        );
+        assert_eq!(map_intent_status("requires_payment_method", true), None);
     }
 
     #[test]

@@ -583,3 +583,199 @@ async fn a_sub_second_sweep_interval_really_retries_through_the_running_worker()
     assert_eq!(receiver.received().len(), 4);
     assert_eq!(app.count("SELECT count(*) FROM webhook_attempts").await, 4);
 }
+
+async fn stripe_app() -> (mocks::Mock, TestApp) {
+    let stripe = mocks::stripe().await;
+    let app = TestApp::spawn_with(Options {
+        providers: mocks::settings(Some(&stripe), None, None),
+        ..Options::default()
+    })
+    .await;
+    (stripe, app)
+}
+
+async fn stripe_payment(app: &TestApp) -> (String, String) {
+    let (status, p) = app
+        .post_json(
+            &app.api_key,
+            "/v1/payments",
+            json!({"amount": 2000, "currency": "usd", "provider": "stripe"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{p}");
+    (
+        p["id"].as_str().expect("id").to_string(),
+        p["provider_reference"]
+            .as_str()
+            .expect("intent")
+            .to_string(),
+    )
+}
+
+async fn stripe_says(app: &TestApp, event_type: &str, intent: &str, status: &str) -> u16 {
+    let object = json!({"id": intent, "object": "payment_intent", "amount": 2000, "currency": "usd",
+        "status": status, "last_payment_error": {"code": "card_declined", "message": "Declined"}});
+    let event = mocks::stripe_event(event_type, object);
+    let now = chrono::Utc::now().timestamp();
+    mocks::send_stripe_event(&app.base, &event, mocks::STRIPE_WEBHOOK_SECRET, now)
+        .await
+        .0
+}
+
+#[tokio::test]
+async fn cancelling_a_stripe_payment_cancels_the_intent_first() {
+    let (stripe, app) = stripe_app().await;
+    let (id, intent) = stripe_payment(&app).await;
+    let (status, p) = app
+        .post_json(
+            &app.api_key,
+            &format!("/v1/payments/{id}/cancel"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, p["status"].as_str()),
+        (200, Some("cancelled")),
+        "{p}"
+    );
+    assert!(
+        stripe
+            .seen()
+            .iter()
+            .any(|s| s.path == format!("/v1/payment_intents/{intent}/cancel")),
+        "the intent was cancelled at Stripe"
+    );
+    // An intent the customer already paid cannot be cancelled: nothing changes here.
+    let (id, intent) = stripe_payment(&app).await;
+    stripe.set(&intent, "status", json!("succeeded"));
+    let (status, b) = app
+        .post_json(
+            &app.api_key,
+            &format!("/v1/payments/{id}/cancel"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, b["error"]["code"].as_str()),
+        (409, Some("payment_not_cancellable")),
+        "{b}"
+    );
+    let (_, p) = app
+        .get_json(&app.api_key, &format!("/v1/payments/{id}"))
+        .await;
+    assert_eq!(p["status"], "pending");
+}
+
+#[tokio::test]
+async fn providers_without_a_cancel_api_refuse_to_cancel() {
+    let moneroo = mocks::moneroo().await;
+    let app = TestApp::spawn_with(Options {
+        providers: mocks::settings(None, Some(&moneroo), None),
+        ..Options::default()
+    })
+    .await;
+    let (status, p) = app
+        .post_json(
+            &app.api_key,
+            "/v1/payments",
+            json!({"amount": 5000, "currency": "XOF", "provider": "moneroo",
+                "customer": {"email": "a@example.com", "name": "Awa Diop"},
+                "return_url": "https://shop.example/r"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{p}");
+    let id = p["id"].as_str().expect("id");
+    let (status, b) = app
+        .post_json(
+            &app.api_key,
+            &format!("/v1/payments/{id}/cancel"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, b["error"]["code"].as_str()),
+        (422, Some("cancel_not_supported")),
+        "{b}"
+    );
+    let (_, p) = app
+        .get_json(&app.api_key, &format!("/v1/payments/{id}"))
+        .await;
+    assert_eq!(p["status"], "pending");
+}
+
+#[tokio::test]
+async fn a_failed_stripe_attempt_leaves_the_payment_open_and_a_late_success_is_flagged() {
+    let (_stripe, app) = stripe_app().await;
+    let (id, intent) = stripe_payment(&app).await;
+    assert_eq!(
+        stripe_says(
+            &app,
+            "payment_intent.payment_failed",
+            &intent,
+            "requires_payment_method"
+        )
+        .await,
+        200
+    );
+    let (_, p) = app
+        .get_json(&app.api_key, &format!("/v1/payments/{id}"))
+        .await;
+    assert_eq!(
+        p["status"], "pending",
+        "the customer may retry the same intent: {p}"
+    );
+    assert_eq!(
+        stripe_says(&app, "payment_intent.succeeded", &intent, "succeeded").await,
+        200
+    );
+    let (_, p) = app
+        .get_json(&app.api_key, &format!("/v1/payments/{id}"))
+        .await;
+    assert_eq!(p["status"], "succeeded");
+
+    // A payment we cancelled, then Stripe reports it succeeded (a race with the customer).
+    let (id, intent) = stripe_payment(&app).await;
+    app.db
+        .execute_unprepared(&format!(
+            "UPDATE payments SET status = 'cancelled' WHERE id = '{id}'"
+        ))
+        .await
+        .expect("cancel");
+    assert_eq!(
+        stripe_says(&app, "payment_intent.succeeded", &intent, "succeeded").await,
+        200
+    );
+    let (_, p) = app
+        .get_json(&app.api_key, &format!("/v1/payments/{id}"))
+        .await;
+    assert_eq!(
+        (p["status"].as_str(), p["requires_reconciliation"].as_bool()),
+        (Some("cancelled"), Some(true)),
+        "{p}"
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM logs WHERE level = 'critical' AND context->>'payment_id' = '{id}'"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM provider_events WHERE outcome = 'requires_reconciliation'")
+            .await,
+        1
+    );
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.metrics_base))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"payments_requiring_reconciliation_total{provider="stripe"} 1"#),
+        "{metrics}"
+    );
+}

@@ -232,7 +232,8 @@ async fn cancel_works_once_and_final_states_never_move_backwards() {
         .await;
     assert_eq!(s, 409);
 
-    // A late provider webhook (validly signed) is recorded and ignored; a duplicate does nothing.
+    // A late success (validly signed) is recorded and flagged for reconciliation, never just
+    // ignored; the status stays final; a duplicate does nothing.
     let (raw, sig) = app
         .state
         .simulated
@@ -246,7 +247,7 @@ async fn cancel_works_once_and_final_states_never_move_backwards() {
             .send()
     };
     let first: serde_json::Value = send().await.expect("send").json().await.expect("json");
-    assert_eq!(first["outcome"], "ignored");
+    assert_eq!(first["outcome"], "requires_reconciliation");
     let again: serde_json::Value = send().await.expect("send").json().await.expect("json");
     assert_eq!(again["outcome"], "duplicate");
     let (_, p) = app
