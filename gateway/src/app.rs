@@ -25,7 +25,7 @@ use crate::commit::Effects;
 use crate::merchants;
 use crate::metrics::ApiMetrics;
 use crate::providers::Providers;
-use crate::providers::inbound::Inbound;
+use crate::providers::inbound::{Inbound, RequeryThrottle};
 use crate::providers::poller::Poller;
 use crate::providers::simulated::SimulatedProvider;
 use crate::relay::Relay;
@@ -136,6 +136,7 @@ impl Application {
             effects: effects.clone(),
             providers: providers.clone(),
             simulated: simulated.clone(),
+            throttle: RequeryThrottle::new(settings.gateway.providers.requery_interval),
         };
         let poller = Poller::new(inbound.clone(), &settings.gateway.providers);
         let retention = Retention {

@@ -556,6 +556,8 @@ pub fn settings(
             portal_base: "https://test.billing-easy.net".into(),
         }),
         timeout: Duration::from_millis(800),
+        // Most tests send callbacks back to back; the throttle has its own test.
+        requery_interval: Duration::ZERO,
         ..ProviderSettings::default()
     }
 }

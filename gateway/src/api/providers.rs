@@ -11,7 +11,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use super::ApiTags;
 use crate::api::error::ApiError;
 use crate::providers::events::{PaymentRef, VerifiedEvent};
-use crate::providers::inbound::headers_json;
+use crate::providers::inbound::{Requery, headers_json};
 use crate::providers::{ebilling, stripe};
 use crate::state::AppState;
 use entity::status::Provider;
@@ -245,7 +245,6 @@ impl ProvidersApi {
                 ),
             )
         })?;
-        let raw = String::from_utf8_lossy(&body.0).into_owned();
         let payment = crate::payments::service::find_by_provider_reference(
             &state.db,
             Provider::Ebilling,
@@ -253,31 +252,52 @@ impl ProvidersApi {
         )
         .await?
         .filter(|p| p.id == callback.reference);
+        // The callback is unsigned: one that names no payment of ours is counted and
+        // answered, never stored (anyone can send them, as large and as many as they like).
         let Some(payment) = payment else {
-            let id = format!(
-                "{}:unmatched:{}",
-                callback.billing_id,
-                callback.transaction_id.as_deref().unwrap_or("")
-            );
-            let outcome = state
-                .inbound
-                .apply(VerifiedEvent {
-                    provider: "ebilling",
-                    provider_event_id: &id,
-                    event_type: "notification",
-                    payment: PaymentRef::None,
-                    target: Some(entity::payment_status::PaymentStatus::Pending),
-                    failure: None,
-                    amount_refunded: None,
-                    raw_body: &raw,
-                    headers: None,
-                })
-                .await?;
+            let outcome = "unknown_payment";
             return Ok(Json(WebhookReceived {
                 received: true,
-                outcome: outcome.as_str().to_string(),
+                outcome: state
+                    .inbound
+                    .refused("ebilling", outcome, outcome)
+                    .to_string(),
             }));
         };
+        let raw = String::from_utf8_lossy(&body.0).into_owned();
+        match state.inbound.throttle.claim(&callback.billing_id) {
+            Requery::Now => {}
+            Requery::After(wait) => {
+                // Re-query once when the period ends, so a real callback right after a forged
+                // one is still applied.
+                let inbound = state.inbound.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    if let Err(e) = inbound
+                        .verify_and_apply(&payment, "notification", &raw, None)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "deferred eBilling re-query failed; the poller retries");
+                    }
+                });
+                return Ok(Json(WebhookReceived {
+                    received: true,
+                    outcome: state
+                        .inbound
+                        .refused("ebilling", "throttled", "throttled")
+                        .to_string(),
+                }));
+            }
+            Requery::Planned => {
+                return Ok(Json(WebhookReceived {
+                    received: true,
+                    outcome: state
+                        .inbound
+                        .refused("ebilling", "throttled", "throttled")
+                        .to_string(),
+                }));
+            }
+        }
         let outcome = state
             .inbound
             .verify_and_apply(&payment, "notification", &raw, None)

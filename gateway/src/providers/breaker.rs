@@ -68,6 +68,23 @@ impl Breaker {
     }
 }
 
+/// A provider's two circuits: one for the calls that create (payments, refunds, cancels) and
+/// one for status queries (webhook verification, the poller), so a flood of queries (an
+/// unsigned callback can trigger them) cannot open the circuit payment creation depends on.
+pub struct Breakers {
+    pub create: Breaker,
+    pub query: Breaker,
+}
+
+impl Breakers {
+    pub fn new(threshold: u32, cooldown: Duration) -> Breakers {
+        Breakers {
+            create: Breaker::new(threshold, cooldown),
+            query: Breaker::new(threshold, cooldown),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

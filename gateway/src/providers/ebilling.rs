@@ -7,13 +7,13 @@ use entity::payment_status::PaymentStatus;
 use entity::payments;
 use serde_json::json;
 
-use super::breaker::Breaker;
+use super::breaker::Breakers;
 use super::{ProviderError, Remote, StartRequest, Started, call};
 
 pub struct Ebilling {
     settings: EbillingSettings,
     client: reqwest::Client,
-    breaker: Breaker,
+    breakers: Breakers,
 }
 
 /// Bill state → ours. Only `ready` and `processed` are confirmed; the rest appear in
@@ -28,11 +28,15 @@ pub fn map_state(state: &str) -> Option<PaymentStatus> {
 }
 
 impl Ebilling {
-    pub fn new(settings: EbillingSettings, client: reqwest::Client, breaker: Breaker) -> Ebilling {
+    pub fn new(
+        settings: EbillingSettings,
+        client: reqwest::Client,
+        breakers: Breakers,
+    ) -> Ebilling {
         Ebilling {
             settings,
             client,
-            breaker,
+            breakers,
         }
     }
 
@@ -60,7 +64,7 @@ impl Ebilling {
             "expiry_period": 60,
         });
         let answer = call(
-            &self.breaker,
+            &self.breakers.create,
             self.authed(self.client.post(self.bills_url())).json(&body),
         )
         .await?;
@@ -94,7 +98,7 @@ impl Ebilling {
         bill_id: &str,
     ) -> Result<Remote, ProviderError> {
         let bill = call(
-            &self.breaker,
+            &self.breakers.query,
             self.authed(self.client.get(format!("{}/{bill_id}", self.bills_url()))),
         )
         .await?;

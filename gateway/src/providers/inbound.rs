@@ -35,12 +35,63 @@ impl From<sea_orm::DbErr> for InboundError {
     }
 }
 
+/// At most one re-query per key (an eBilling bill) per period, per process: an unsigned
+/// callback repeated in a loop must not turn into a loop of calls to the provider.
+#[derive(Clone)]
+pub struct RequeryThrottle {
+    period: std::time::Duration,
+    last: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
+}
+
+/// What the throttle allows for one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requery {
+    Now,
+    /// Not before this long; the caller re-queries then, once (nothing is lost).
+    After(std::time::Duration),
+    /// A later re-query is already planned.
+    Planned,
+}
+
+impl RequeryThrottle {
+    pub fn new(period: std::time::Duration) -> RequeryThrottle {
+        RequeryThrottle {
+            period,
+            last: Arc::default(),
+        }
+    }
+
+    /// When `key` may be re-queried; claims that slot.
+    pub fn claim(&self, key: &str) -> Requery {
+        let now = std::time::Instant::now();
+        let Ok(mut last) = self.last.lock() else {
+            return Requery::Now;
+        };
+        if last.len() > 10_000 {
+            last.retain(|_, at| *at + self.period > now);
+        }
+        match last.get(key).copied() {
+            Some(at) if at > now => Requery::Planned,
+            Some(at) if now.duration_since(at) < self.period => {
+                let next = at + self.period;
+                last.insert(key.to_string(), next);
+                Requery::After(next - now)
+            }
+            _ => {
+                last.insert(key.to_string(), now);
+                Requery::Now
+            }
+        }
+    }
+}
+
 /// Everything applying a provider event needs, shared by the webhook routes and the poller.
 #[derive(Clone)]
 pub struct Inbound {
     pub effects: Effects,
     pub providers: Arc<Providers>,
     pub simulated: Arc<SimulatedProvider>,
+    pub throttle: RequeryThrottle,
 }
 
 pub fn headers_json(pairs: &[(&str, &str)]) -> Option<String> {

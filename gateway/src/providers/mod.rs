@@ -27,7 +27,7 @@ use entity::payment_status::PaymentStatus;
 use entity::payments;
 use entity::status::Provider;
 
-use self::breaker::Breaker;
+use self::breaker::{Breaker, Breakers};
 use self::settings::ProviderSettings;
 
 /// What a provider answered when asked to start a payment.
@@ -121,7 +121,7 @@ impl Providers {
                 .user_agent(concat!("Payrail/", env!("CARGO_PKG_VERSION")))
                 .build()
         };
-        let breaker = || Breaker::new(settings.breaker_threshold, settings.breaker_cooldown);
+        let breaker = || Breakers::new(settings.breaker_threshold, settings.breaker_cooldown);
         Ok(Providers {
             stripe: settings
                 .stripe

@@ -10,13 +10,13 @@ use entity::signature::hmac_sha256;
 use hmac::Mac;
 use serde_json::json;
 
-use super::breaker::Breaker;
+use super::breaker::Breakers;
 use super::{ProviderError, Remote, StartRequest, Started, call};
 
 pub struct Moneroo {
     settings: MonerooSettings,
     client: reqwest::Client,
-    breaker: Breaker,
+    breakers: Breakers,
 }
 
 /// Moneroo status → ours (`None` for `initiated`: the customer has not started paying).
@@ -31,11 +31,11 @@ pub fn map_status(status: &str) -> Option<PaymentStatus> {
 }
 
 impl Moneroo {
-    pub fn new(settings: MonerooSettings, client: reqwest::Client, breaker: Breaker) -> Moneroo {
+    pub fn new(settings: MonerooSettings, client: reqwest::Client, breakers: Breakers) -> Moneroo {
         Moneroo {
             settings,
             client,
-            breaker,
+            breakers,
         }
     }
 
@@ -79,7 +79,7 @@ impl Moneroo {
                     .post(format!("{}/v1/payments/initialize", self.settings.api_base)),
             )
             .json(&body);
-        let answer = call(&self.breaker, request).await?;
+        let answer = call(&self.breakers.create, request).await?;
         let data = &answer["data"];
         Ok(Started {
             reference: data["id"]
@@ -103,7 +103,7 @@ impl Moneroo {
             "{}/v1/payments/{reference}/verify",
             self.settings.api_base
         )));
-        let answer = call(&self.breaker, request).await?;
+        let answer = call(&self.breakers.query, request).await?;
         let data = &answer["data"];
         let status = map_status(data["status"].as_str().unwrap_or_default());
         if status == Some(PaymentStatus::Succeeded) {

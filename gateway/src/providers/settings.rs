@@ -17,6 +17,8 @@ pub struct ProviderSettings {
     pub poll_interval: Duration,
     /// How long a payment must have been open before the poller asks about it.
     pub poll_age: Duration,
+    /// Unsigned callbacks (eBilling) re-query a bill at most once per this interval.
+    pub requery_interval: Duration,
     /// Consecutive failures that open a provider's circuit, and how long it stays open.
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
@@ -31,6 +33,7 @@ impl Default for ProviderSettings {
             timeout: Duration::from_secs(10),
             poll_interval: Duration::from_secs(60),
             poll_age: Duration::from_secs(300),
+            requery_interval: Duration::from_secs(5),
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(30),
         }
@@ -106,6 +109,7 @@ impl ProviderSettings {
             timeout: env.period("PAYRAIL_PROVIDER_TIMEOUT", "10s")?,
             poll_interval: env.period("PAYRAIL_PROVIDER_POLL_INTERVAL", "60s")?,
             poll_age: env.duration("PAYRAIL_PROVIDER_POLL_AGE", "5m")?,
+            requery_interval: env.duration("PAYRAIL_PROVIDER_REQUERY_INTERVAL", "5s")?,
             breaker_threshold: env.positive("PAYRAIL_PROVIDER_BREAKER_THRESHOLD", "5")?,
             breaker_cooldown: env.duration("PAYRAIL_PROVIDER_BREAKER_COOLDOWN", "30s")?,
         })

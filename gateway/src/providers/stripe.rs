@@ -9,7 +9,7 @@ use entity::signature::hmac_sha256;
 use hmac::Mac;
 use subtle::ConstantTimeEq as _;
 
-use super::breaker::Breaker;
+use super::breaker::Breakers;
 use super::{ProviderError, Remote, StartRequest, Started, call};
 
 pub const TOLERANCE_SECS: i64 = 300;
@@ -17,7 +17,7 @@ pub const TOLERANCE_SECS: i64 = 300;
 pub struct Stripe {
     settings: StripeSettings,
     client: reqwest::Client,
-    breaker: Breaker,
+    breakers: Breakers,
 }
 
 fn form(pairs: &[(String, String)]) -> String {
@@ -42,11 +42,11 @@ pub fn map_intent_status(status: &str, has_error: bool) -> Option<PaymentStatus>
 }
 
 impl Stripe {
-    pub fn new(settings: StripeSettings, client: reqwest::Client, breaker: Breaker) -> Stripe {
+    pub fn new(settings: StripeSettings, client: reqwest::Client, breakers: Breakers) -> Stripe {
         Stripe {
             settings,
             client,
-            breaker,
+            breakers,
         }
     }
 
@@ -86,7 +86,7 @@ impl Stripe {
         }
         let body = form(&pairs);
         let mut result = call(
-            &self.breaker,
+            &self.breakers.create,
             self.post("/v1/payment_intents", &p.id, body.clone()),
         )
         .await;
@@ -94,7 +94,11 @@ impl Stripe {
             && e.is_provider_fault()
             && !matches!(e, ProviderError::Timeout)
         {
-            result = call(&self.breaker, self.post("/v1/payment_intents", &p.id, body)).await;
+            result = call(
+                &self.breakers.create,
+                self.post("/v1/payment_intents", &p.id, body),
+            )
+            .await;
         }
         let intent = result?;
         let reference = intent["id"]
@@ -121,7 +125,7 @@ impl Stripe {
                 self.settings.api_base
             ))
             .bearer_auth(&self.settings.secret_key.0);
-        let intent = call(&self.breaker, request).await?;
+        let intent = call(&self.breakers.query, request).await?;
         let status = intent["status"].as_str().unwrap_or_default();
         Ok(Remote {
             status: map_intent_status(status, !intent["last_payment_error"].is_null()),
@@ -132,7 +136,7 @@ impl Stripe {
     pub async fn cancel(&self, intent_id: &str) -> Result<(), ProviderError> {
         let path = format!("/v1/payment_intents/{intent_id}/cancel");
         call(
-            &self.breaker,
+            &self.breakers.create,
             self.post(&path, &format!("cancel-{intent_id}"), String::new()),
         )
         .await
@@ -150,7 +154,7 @@ impl Stripe {
             ("amount".into(), amount.to_string()),
         ]);
         let refund = call(
-            &self.breaker,
+            &self.breakers.create,
             self.post("/v1/refunds", idempotency_key, body),
         )
         .await?;
