@@ -3,7 +3,6 @@
 //! the shutdown signal, then stops taking requests, finishes those in flight, drains the
 //! outbox once more and (embedded mode) stops the worker.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -158,7 +157,6 @@ impl Application {
             public_url,
             max_webhook_endpoints: settings.gateway.max_webhook_endpoints,
             admin_token_hashes: Arc::new(RwLock::new(admin_hashes)),
-            key_cache: Arc::new(RwLock::new(HashMap::new())),
         };
         Ok(Application {
             acceptor,

@@ -1,12 +1,16 @@
-//! Merchants and their API keys. Keys are random, shown once, and stored as SHA-256 hashes.
+//! Merchants and their API keys. Keys are random, shown once, and stored as SHA-256 hashes;
+//! `sk_live_` keys move real money, `sk_test_` keys never do. Keys are listed, issued, rolled
+//! (the old one valid for a grace period) and revoked (at once).
 
 use chrono::Utc;
 use entity::ids::{ApiKeyId, MerchantId, random_token};
 use entity::{api_keys, merchants};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
     TransactionSession, TransactionTrait,
 };
+
+use crate::error::{OrNotFound, ServiceError};
 
 use entity::signature::sha256_hex;
 
@@ -17,6 +21,28 @@ pub struct AuthedMerchant {
     pub livemode: bool,
 }
 
+/// How long a verified key is remembered in the shared cache.
+pub const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The cache entry of a key, by the SHA-256 of its secret.
+pub fn key_cache_key(hash: &str) -> String {
+    format!("api_key:{hash}")
+}
+
+impl AuthedMerchant {
+    pub fn to_cached(&self) -> String {
+        format!("{}|{}", self.merchant_id, self.livemode)
+    }
+
+    pub fn from_cached(value: &str) -> Option<AuthedMerchant> {
+        let (id, live) = value.split_once('|')?;
+        Some(AuthedMerchant {
+            merchant_id: MerchantId::parse(id)?,
+            livemode: live.parse().ok()?,
+        })
+    }
+}
+
 pub struct CreatedMerchant {
     pub merchant: merchants::Model,
     pub api_key: String,
@@ -25,7 +51,6 @@ pub struct CreatedMerchant {
 pub async fn create<C: TransactionTrait>(db: &C, name: &str) -> Result<CreatedMerchant, DbErr> {
     let now = Utc::now();
     let merchant_id = MerchantId::generate();
-    let api_key = format!("sk_test_{}", random_token(32));
     let txn = db.begin().await?;
     let merchant = merchants::Entity::insert(merchants::ActiveModel {
         id: Set(merchant_id.clone()),
@@ -34,34 +59,117 @@ pub async fn create<C: TransactionTrait>(db: &C, name: &str) -> Result<CreatedMe
     })
     .exec_with_returning(&txn)
     .await?;
-    api_keys::Entity::insert(api_keys::ActiveModel {
-        id: Set(ApiKeyId::generate()),
-        merchant_id: Set(merchant_id),
-        key_hash: Set(sha256_hex(api_key.as_bytes())),
-        prefix: Set(api_key[..12].to_string()),
-        livemode: Set(false),
-        created_at: Set(now),
-    })
-    .exec_without_returning(&txn)
-    .await?;
+    let (_, api_key) = issue_key(&txn, &merchant_id, false).await?;
     txn.commit().await?;
     Ok(CreatedMerchant { merchant, api_key })
 }
 
-/// The merchant a presented key belongs to, if any.
+/// A new key (`sk_live_…` or `sk_test_…`) and its secret, shown once.
+pub async fn issue_key<C: ConnectionTrait>(
+    db: &C,
+    merchant_id: &MerchantId,
+    livemode: bool,
+) -> Result<(api_keys::Model, String), DbErr> {
+    let secret = format!(
+        "{}{}",
+        if livemode { "sk_live_" } else { "sk_test_" },
+        random_token(32)
+    );
+    let key = api_keys::Entity::insert(api_keys::ActiveModel {
+        id: Set(ApiKeyId::generate()),
+        merchant_id: Set(merchant_id.clone()),
+        key_hash: Set(sha256_hex(secret.as_bytes())),
+        prefix: Set(secret[..12].to_string()),
+        livemode: Set(livemode),
+        created_at: Set(Utc::now()),
+        expires_at: Set(None),
+        revoked_at: Set(None),
+    })
+    .exec_with_returning(db)
+    .await?;
+    Ok((key, secret))
+}
+
+/// The merchant a presented key belongs to, if the key is neither revoked nor expired, and
+/// when it expires (a rolled key).
 pub async fn authenticate<C: ConnectionTrait>(
     db: &C,
     presented_key: &str,
-) -> Result<Option<AuthedMerchant>, DbErr> {
+) -> Result<Option<(AuthedMerchant, Option<chrono::DateTime<Utc>>)>, DbErr> {
     let hash = sha256_hex(presented_key.as_bytes());
+    let now = Utc::now();
     Ok(api_keys::Entity::find()
         .filter(api_keys::Column::KeyHash.eq(hash))
+        .filter(api_keys::Column::RevokedAt.is_null())
         .one(db)
         .await?
-        .map(|k| AuthedMerchant {
-            merchant_id: k.merchant_id,
-            livemode: k.livemode,
+        .filter(|k| k.expires_at.is_none_or(|at| at > now))
+        .map(|k| {
+            (
+                AuthedMerchant {
+                    merchant_id: k.merchant_id,
+                    livemode: k.livemode,
+                },
+                k.expires_at,
+            )
         }))
+}
+
+pub async fn list_keys<C: ConnectionTrait>(
+    db: &C,
+    merchant_id: &MerchantId,
+) -> Result<Vec<api_keys::Model>, DbErr> {
+    api_keys::Entity::find()
+        .filter(api_keys::Column::MerchantId.eq(merchant_id))
+        .order_by_desc(api_keys::Column::Id)
+        .all(db)
+        .await
+}
+
+async fn active_key<C: ConnectionTrait>(
+    db: &C,
+    merchant_id: &MerchantId,
+    id: &ApiKeyId,
+) -> Result<api_keys::Model, ServiceError> {
+    let now = Utc::now();
+    api_keys::Entity::find_by_id(id.clone())
+        .filter(api_keys::Column::MerchantId.eq(merchant_id))
+        .filter(api_keys::Column::RevokedAt.is_null())
+        .one(db)
+        .await?
+        .filter(|k| k.expires_at.is_none_or(|at| at > now))
+        .or_not_found("api_key", id)
+}
+
+/// Replaces a key with a new one of the same mode; the old one keeps working for `grace`
+/// (zero: it stops now), so deployments can switch without downtime.
+pub async fn roll_key<C: TransactionTrait>(
+    db: &C,
+    merchant_id: &MerchantId,
+    id: &ApiKeyId,
+    grace: std::time::Duration,
+) -> Result<(api_keys::Model, String, api_keys::Model), ServiceError> {
+    let txn = db.begin().await?;
+    let old = active_key(&txn, merchant_id, id).await?;
+    let expires = Utc::now() + chrono::Duration::from_std(grace).unwrap_or_default();
+    let mut rolled: api_keys::ActiveModel = old.clone().into();
+    rolled.expires_at = Set(Some(expires));
+    let rolled = api_keys::Entity::update(rolled).exec(&txn).await?;
+    let (new, secret) = issue_key(&txn, merchant_id, old.livemode).await?;
+    txn.commit().await?;
+    Ok((new, secret, rolled))
+}
+
+/// Revokes a key at once.
+pub async fn revoke_key<C: ConnectionTrait>(
+    db: &C,
+    merchant_id: &MerchantId,
+    id: &ApiKeyId,
+) -> Result<api_keys::Model, ServiceError> {
+    let key = active_key(db, merchant_id, id).await?;
+    let mut revoked: api_keys::ActiveModel = key.into();
+    revoked.revoked_at = Set(Some(Utc::now()));
+    Ok(api_keys::Entity::update(revoked).exec(db).await?)
 }
 
 pub async fn any_exist<C: ConnectionTrait>(db: &C) -> Result<bool, DbErr> {

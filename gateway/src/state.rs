@@ -1,6 +1,5 @@
 //! What every handler can reach, built once at start-up by `app`. Wiring only: no logic.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use runtime::bus::EventBus;
@@ -9,7 +8,6 @@ use sea_orm::DatabaseConnection;
 use worker::metrics::DeliveryMetrics;
 
 use crate::commit::Effects;
-use crate::merchants::AuthedMerchant;
 use crate::metrics::ApiMetrics;
 use crate::providers::Providers;
 use crate::providers::inbound::Inbound;
@@ -36,6 +34,4 @@ pub struct AppState {
     pub public_url: String,
     /// SHA-256 of accepted admin tokens.
     pub admin_token_hashes: Arc<RwLock<Vec<String>>>,
-    /// Key hash → merchant: keys are immutable once issued, so a hit never goes stale.
-    pub key_cache: Arc<RwLock<HashMap<String, AuthedMerchant>>>,
 }

@@ -548,12 +548,14 @@ pub fn settings(
             secret_key: Secret(MONEROO_KEY.into()),
             webhook_secret: Secret(MONEROO_WEBHOOK_SECRET.into()),
             api_base: m.base.clone(),
+            livemode: false,
         }),
         ebilling: ebilling.map(|m| EbillingSettings {
             username: EBILLING_USER.into(),
             shared_key: Secret(EBILLING_KEY.into()),
             api_base: m.base.clone(),
             portal_base: "https://test.billing-easy.net".into(),
+            livemode: false,
         }),
         timeout: Duration::from_millis(800),
         // Most tests send callbacks back to back; the throttle has its own test.

@@ -14,6 +14,10 @@ pub struct Model {
     pub prefix: String,
     pub livemode: bool,
     pub created_at: DateTimeUtc,
+    /// A rolled key keeps working until then.
+    pub expires_at: Option<DateTimeUtc>,
+    /// A revoked key stops working at once.
+    pub revoked_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

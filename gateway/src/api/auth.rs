@@ -20,21 +20,27 @@ async fn check_api_key(req: &Request, bearer: Bearer) -> poem::Result<AuthedMerc
     let state = req
         .data::<AppState>()
         .ok_or_else(|| ApiError::internal("application state missing"))?;
-    let hash = sha256_hex(bearer.token.as_bytes());
+    let cache_key = merchants::key_cache_key(&sha256_hex(bearer.token.as_bytes()));
+    // The shared cache (Redis across gateways), never a process-lifetime map: revoking a key
+    // deletes its entry, so it stops working at once on every gateway.
     let cached = state
-        .key_cache
-        .read()
-        .ok()
-        .and_then(|c| c.get(&hash).cloned());
+        .cache
+        .get(&cache_key)
+        .await
+        .and_then(|v| merchants::AuthedMerchant::from_cached(&v));
     let merchant = match cached {
         Some(hit) => hit,
         None => match merchants::authenticate(&state.db, &bearer.token)
             .await
             .map_err(ApiError::from)?
         {
-            Some(merchant) => {
-                if let Ok(mut cache) = state.key_cache.write() {
-                    cache.insert(hash, merchant.clone());
+            Some((merchant, expires)) => {
+                // A key on its way out (rolled) is not cached: it must stop on time.
+                if expires.is_none() {
+                    state
+                        .cache
+                        .set(&cache_key, &merchant.to_cached(), merchants::KEY_CACHE_TTL)
+                        .await;
                 }
                 merchant
             }

@@ -9,6 +9,7 @@ pub mod dto;
 pub mod endpoints;
 pub mod error;
 pub mod events;
+pub mod keys;
 pub mod logs;
 pub mod middleware;
 pub mod ops;
@@ -37,6 +38,8 @@ pub enum ApiTags {
     Providers,
     /// Your log store: write entries, read recent errors and counts.
     Logs,
+    /// Your API keys: live and test, rolled and revoked.
+    ApiKeys,
     /// Operator endpoints (admin token).
     Admin,
 }
@@ -48,6 +51,7 @@ pub type Apis = (
     deliveries::DeliveriesApi,
     providers::ProvidersApi,
     logs::LogsApi,
+    keys::KeysApi,
     admin::AdminApi,
 );
 

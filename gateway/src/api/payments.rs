@@ -66,16 +66,6 @@ impl PaymentsApi {
     ) -> Result<CreatedPayment, ApiError> {
         let key = valid_idempotency_key(idempotency_key.0.as_deref())?;
         let new = NewPayment::try_from(body.0)?;
-        if !state.providers.is_configured(new.provider) {
-            return Err(ApiError::invalid(
-                "provider",
-                "provider_not_configured",
-                format!(
-                    "The provider '{}' is not configured on this gateway.",
-                    new.provider.as_str()
-                ),
-            ));
-        }
         let rid = request_id(req);
         let created = payments::create(
             &state.db,

@@ -5,6 +5,25 @@
 use chrono::Datelike;
 
 use super::objects::CardSummary;
+
+/// Stripe's published test numbers that succeed (Visa, Visa debit, Mastercard 2-series and
+/// 5-series, debit and prepaid, American Express, Discover, Diners, JCB, UnionPay).
+const TEST_CARDS_THAT_SUCCEED: &[&str] = &[
+    "4242424242424242",
+    "4000056655665556",
+    "5555555555554444",
+    "2223003122003222",
+    "5200828282828210",
+    "5105105105105100",
+    "378282246310005",
+    "371449635398431",
+    "6011111111111117",
+    "6011000990139424",
+    "3056930009020004",
+    "36227206271667",
+    "3566002020360505",
+    "6200000000000005",
+];
 use crate::error::ValidationError;
 
 /// How a test card behaves (Stripe's numbers).
@@ -76,7 +95,16 @@ impl Card {
             "4000000000009995" => {
                 CardOutcome::Declined("insufficient_funds", "Your card has insufficient funds.")
             }
-            _ => CardOutcome::Succeeds,
+            n if TEST_CARDS_THAT_SUCCEED.contains(&n) => CardOutcome::Succeeds,
+            // A card that is not a published test number is, or could be, a real one: it has
+            // no business in a sandbox, and none is ever charged here.
+            _ => {
+                return Err(ValidationError::new(
+                    "payment_method[card][number]",
+                    "card_not_a_test_card",
+                    "Test mode takes only the published test card numbers, such as 4242 4242 4242 4242.",
+                ));
+            }
         };
         Ok(Card {
             summary: CardSummary {
@@ -154,5 +182,15 @@ mod tests {
         assert!((card("4242424242424242", 2020, "123")).is_err(), "expired");
         assert!((card("4242424242424242", y, "12")).is_err(), "cvc");
         assert!((card("4242abcd42424242", y, "123")).is_err(), "digits");
+    }
+
+    #[test]
+    fn only_published_test_numbers_are_taken() {
+        let y = chrono::Utc::now().year() as u32 + 2;
+        // Luhn-valid, unexpired, but not a test number: refused.
+        let err = card("4111111111111111", y, "123").err().unwrap();
+        assert_eq!(err.code, "card_not_a_test_card");
+        assert!(card("5555555555554444", y, "123").is_ok());
+        assert!(card("378282246310005", y, "1234").is_ok());
     }
 }

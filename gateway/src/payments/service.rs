@@ -52,6 +52,43 @@ pub async fn create(
     request_id: Option<&str>,
     checkout_base: &str,
 ) -> Result<Created, ServiceError> {
+    // Live keys move real money through live credentials; test keys never reach them.
+    match providers.is_live(new.provider) {
+        Some(live) if live == merchant.livemode => {}
+        Some(_) if merchant.livemode => {
+            return Err(ValidationError::new(
+                "provider",
+                "livemode_mismatch",
+                format!(
+                    "A live key cannot use {}: it has test credentials here (the simulated provider is for test keys).",
+                    new.provider
+                ),
+            )
+            .into());
+        }
+        Some(_) => {
+            return Err(ValidationError::new(
+                "provider",
+                "livemode_mismatch",
+                format!(
+                    "A test key cannot use {}: it has live credentials here. Use a live key, or the simulated provider.",
+                    new.provider
+                ),
+            )
+            .into());
+        }
+        None => {
+            return Err(ValidationError::new(
+                "provider",
+                "provider_not_configured",
+                format!(
+                    "The provider '{}' is not configured on this gateway.",
+                    new.provider
+                ),
+            )
+            .into());
+        }
+    }
     let request = Idempotent {
         merchant_id: &merchant.merchant_id,
         key: idempotency_key,

@@ -51,6 +51,10 @@ impl Ebilling {
     }
 
     /// Creates the bill (`external_reference` = our payment id). Not retried: no idempotency.
+    pub fn is_live(&self) -> bool {
+        self.settings.livemode
+    }
+
     pub async fn start(&self, r: &StartRequest<'_>) -> Result<Started, ProviderError> {
         let p = r.payment;
         let customer = r.customer.cloned().unwrap_or_default();

@@ -141,15 +141,6 @@ impl Providers {
         })
     }
 
-    pub fn is_configured(&self, provider: Provider) -> bool {
-        match provider {
-            Provider::Simulated => true,
-            Provider::Stripe => self.stripe.is_some(),
-            Provider::Moneroo => self.moneroo.is_some(),
-            Provider::Ebilling => self.ebilling.is_some(),
-        }
-    }
-
     /// Starts the payment at its provider.
     pub async fn start(
         &self,
@@ -211,6 +202,16 @@ impl Providers {
                     .await
             }
             Provider::Simulated => Err(ProviderError::NotConfigured),
+        }
+    }
+
+    /// Whether a provider's credentials move real money. The simulated provider never does.
+    pub fn is_live(&self, provider: Provider) -> Option<bool> {
+        match provider {
+            Provider::Simulated => Some(false),
+            Provider::Stripe => self.stripe.as_ref().map(stripe::Stripe::is_live),
+            Provider::Moneroo => self.moneroo.as_ref().map(moneroo::Moneroo::is_live),
+            Provider::Ebilling => self.ebilling.as_ref().map(ebilling::Ebilling::is_live),
         }
     }
 

@@ -46,6 +46,10 @@ impl Moneroo {
     }
 
     /// `POST /v1/payments/initialize`. Not retried: Moneroo has no idempotency key.
+    pub fn is_live(&self) -> bool {
+        self.settings.livemode
+    }
+
     pub async fn start(&self, r: &StartRequest<'_>) -> Result<Started, ProviderError> {
         let p = r.payment;
         let currency = Currency::parse(&p.currency)

@@ -52,6 +52,9 @@ pub struct MonerooSettings {
     pub secret_key: Secret,
     pub webhook_secret: Secret,
     pub api_base: String,
+    /// Whether these credentials move real money (`MONEROO_LIVEMODE`): only live keys use them
+    /// then, only test keys otherwise.
+    pub livemode: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +63,8 @@ pub struct EbillingSettings {
     pub shared_key: Secret,
     pub api_base: String,
     pub portal_base: String,
+    /// Whether these credentials move real money (`EBILLING_LIVEMODE`).
+    pub livemode: bool,
 }
 
 impl ProviderSettings {
@@ -83,6 +88,8 @@ impl ProviderSettings {
                 }
             };
         let get = |name: &str, default: &str| env.string(name, default);
+        let moneroo_live = env.bool("MONEROO_LIVEMODE", "false")?;
+        let ebilling_live = env.bool("EBILLING_LIVEMODE", "false")?;
         Ok(ProviderSettings {
             stripe: pair("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET")?.map(|(k, w)| {
                 StripeSettings {
@@ -96,6 +103,7 @@ impl ProviderSettings {
                     secret_key: Secret(k),
                     webhook_secret: Secret(w),
                     api_base: get("MONEROO_API_BASE", "https://api.moneroo.io"),
+                    livemode: moneroo_live,
                 }
             }),
             ebilling: pair("EBILLING_USERNAME", "EBILLING_SHARED_KEY")?.map(|(u, k)| {
@@ -104,6 +112,7 @@ impl ProviderSettings {
                     shared_key: Secret(k),
                     api_base: get("EBILLING_API_BASE", "https://lab.billing-easy.net"),
                     portal_base: get("EBILLING_PORTAL_BASE", "https://test.billing-easy.net"),
+                    livemode: ebilling_live,
                 }
             }),
             timeout: env.period("PAYRAIL_PROVIDER_TIMEOUT", "10s")?,

@@ -59,6 +59,12 @@ impl Stripe {
             .body(body)
     }
 
+    /// Whether the secret key moves real money (`sk_live_`, or a restricted `rk_live_` key).
+    pub fn is_live(&self) -> bool {
+        let key = &self.settings.secret_key.0;
+        key.starts_with("sk_live_") || key.starts_with("rk_live_")
+    }
+
     /// Creates the PaymentIntent. Retried once on a transport error or a 5xx: the
     /// Idempotency-Key makes the retry safe.
     pub async fn start(&self, r: &StartRequest<'_>) -> Result<Started, ProviderError> {

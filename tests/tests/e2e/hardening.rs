@@ -875,3 +875,131 @@ async fn failing_status_queries_do_not_stop_payment_creation() {
         "{p}"
     );
 }
+
+#[tokio::test]
+async fn live_and_test_keys_are_separate_and_keys_can_be_rolled_and_revoked() {
+    let (_stripe, app) = stripe_app().await; // Stripe here has test credentials (sk_test_)
+    // A live key, created with the test key.
+    let (status, live) = app
+        .post_json(&app.api_key, "/v1/api_keys", json!({"livemode": true}))
+        .await;
+    assert_eq!(status, 201, "{live}");
+    let live_key = live["secret"]
+        .as_str()
+        .expect("secret shown once")
+        .to_string();
+    assert!(live_key.starts_with("sk_live_"));
+    // Live keys: no simulated provider, no test credentials.
+    for provider in ["simulated", "stripe"] {
+        let (status, b) = app
+            .post_json(
+                &live_key,
+                "/v1/payments",
+                json!({"amount": 2000, "currency": "usd", "provider": provider}),
+            )
+            .await;
+        assert_eq!(
+            (status, b["error"]["code"].as_str()),
+            (422, Some("livemode_mismatch")),
+            "{b}"
+        );
+    }
+    // Test keys: test credentials, and livemode false on what they create.
+    let (id, _) = stripe_payment(&app).await;
+    let (_, p) = app
+        .get_json(&app.api_key, &format!("/v1/payments/{id}"))
+        .await;
+    assert_eq!(p["livemode"], false);
+    // Only published test cards.
+    let (status, b) = app
+        .post_json(
+            &app.api_key,
+            "/v1/payments",
+            json!({"amount": 100, "currency": "usd", "provider": "simulated",
+                "payment_method": {"type": "card", "card": {"number": "4111111111111111",
+                "exp_month": 12, "exp_year": 2031, "cvc": "123"}}}),
+        )
+        .await;
+    assert_eq!(
+        (status, b["error"]["code"].as_str()),
+        (422, Some("card_not_a_test_card")),
+        "{b}"
+    );
+
+    // Listing shows prefixes, never secrets.
+    let (_, list) = app.get_json(&app.api_key, "/v1/api_keys").await;
+    let keys = list["data"].as_array().expect("keys");
+    assert_eq!(keys.len(), 2);
+    assert!(keys.iter().all(|k| k.get("secret").is_none()), "{list}");
+    let key_id = |secret: &str| {
+        keys.iter()
+            .find(|k| secret.starts_with(k["prefix"].as_str().unwrap_or("-")))
+            .and_then(|k| k["id"].as_str())
+            .expect("key listed")
+            .to_string()
+    };
+    let test_id = key_id(&app.api_key);
+    let live_id = key_id(&live_key);
+
+    // Use the test key once so it is cached, then roll it with no grace: the old key stops.
+    assert_eq!(app.get_json(&app.api_key, "/v1/payments").await.0, 200);
+    let (status, rolled) = app
+        .post_json(
+            &app.api_key,
+            &format!("/v1/api_keys/{test_id}/roll"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 201, "{rolled}");
+    let new_test_key = rolled["secret"].as_str().expect("new secret").to_string();
+    assert_eq!(
+        app.get_json(&app.api_key, "/v1/payments").await.0,
+        401,
+        "rolled with no grace"
+    );
+    assert_eq!(app.get_json(&new_test_key, "/v1/payments").await.0, 200);
+
+    // Roll with a grace period: both work until it ends.
+    let (_, list) = app.get_json(&new_test_key, "/v1/api_keys").await;
+    let current = list["data"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| new_test_key.starts_with(k["prefix"].as_str().unwrap_or("-")))
+        .and_then(|k| k["id"].as_str())
+        .expect("listed")
+        .to_string();
+    let (_, graced) = app
+        .post_json(
+            &new_test_key,
+            &format!("/v1/api_keys/{current}/roll"),
+            json!({"expires_in": 1}),
+        )
+        .await;
+    let newest = graced["secret"].as_str().expect("secret").to_string();
+    assert_eq!(
+        app.get_json(&new_test_key, "/v1/payments").await.0,
+        200,
+        "within the grace"
+    );
+    assert_eq!(app.get_json(&newest, "/v1/payments").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        app.get_json(&new_test_key, "/v1/payments").await.0,
+        401,
+        "after the grace"
+    );
+
+    // Revoke the live key after using it: it stops at once, cache or not.
+    assert_eq!(app.get_json(&live_key, "/v1/payments").await.0, 200);
+    let (status, revoked) = app
+        .post_json(
+            &newest,
+            &format!("/v1/api_keys/{live_id}/revoke"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{revoked}");
+    assert!(revoked["revoked_at"].is_string());
+    assert_eq!(app.get_json(&live_key, "/v1/payments").await.0, 401);
+}

@@ -1,0 +1,167 @@
+//! `/v1/api_keys`: list, create, roll and revoke the merchant's keys. A secret is shown only
+//! in the answer that created it; revoking or rolling drops the key from the shared cache, so
+//! every gateway stops accepting it at once (a rolled key at the end of its grace period).
+//! Creating a key is not idempotent by `Idempotency-Key`: a replay would have to store the
+//! secret, and an idempotency record is no place for one.
+
+use entity::api_keys;
+use entity::event::rfc3339;
+use entity::ids::ApiKeyId;
+use poem::web::Data;
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::auth::ApiKey;
+use super::error::ApiError;
+use super::{ApiTags, path_id};
+use crate::merchants::{self, key_cache_key};
+use crate::state::AppState;
+
+#[derive(Object)]
+pub struct ApiKeyObject {
+    pub id: String,
+    /// Always `api_key`.
+    pub object: String,
+    /// The first characters, to recognise the key (`sk_live_AbCd`).
+    pub prefix: String,
+    /// `true` for `sk_live_` keys (real money), `false` for `sk_test_`.
+    pub livemode: bool,
+    /// The whole key: only in the answer that created it.
+    #[oai(skip_serializing_if_is_none)]
+    pub secret: Option<String>,
+    pub created_at: String,
+    /// A rolled key works until then.
+    #[oai(skip_serializing_if_is_none)]
+    pub expires_at: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub revoked_at: Option<String>,
+}
+
+impl ApiKeyObject {
+    fn from_model(k: &api_keys::Model, secret: Option<String>) -> ApiKeyObject {
+        ApiKeyObject {
+            id: k.id.to_string(),
+            object: "api_key".into(),
+            prefix: k.prefix.clone(),
+            livemode: k.livemode,
+            secret,
+            created_at: rfc3339(k.created_at),
+            expires_at: k.expires_at.map(rfc3339),
+            revoked_at: k.revoked_at.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Object)]
+pub struct ApiKeyList {
+    pub object: String,
+    pub data: Vec<ApiKeyObject>,
+    pub has_more: bool,
+}
+
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+pub struct CreateApiKeyRequest {
+    /// `true` for a live key (real money); `false` for a test key.
+    pub livemode: bool,
+}
+
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+pub struct RollApiKeyRequest {
+    /// How long the old key keeps working, in seconds (0 to 604800; default 0: it stops now).
+    #[oai(validator(minimum(value = "0"), maximum(value = "604800")))]
+    pub expires_in: Option<i64>,
+}
+
+#[derive(ApiResponse)]
+pub enum CreatedKey {
+    /// The new key, with its secret (shown only here).
+    #[oai(status = 201)]
+    Created(Json<ApiKeyObject>),
+}
+
+#[derive(Default)]
+pub struct KeysApi;
+
+#[OpenApi(prefix_path = "/v1", tag = "ApiTags::ApiKeys")]
+impl KeysApi {
+    /// List API keys, newest first
+    #[oai(path = "/api_keys", method = "get", operation_id = "list_api_keys")]
+    async fn list(
+        &self,
+        ApiKey(merchant): ApiKey,
+        state: Data<&AppState>,
+    ) -> Result<Json<ApiKeyList>, ApiError> {
+        let keys = merchants::list_keys(&state.db, &merchant.merchant_id).await?;
+        Ok(Json(ApiKeyList {
+            object: "list".into(),
+            data: keys
+                .iter()
+                .map(|k| ApiKeyObject::from_model(k, None))
+                .collect(),
+            has_more: false,
+        }))
+    }
+
+    /// Create an API key (live or test)
+    #[oai(path = "/api_keys", method = "post", operation_id = "create_api_key")]
+    async fn create(
+        &self,
+        ApiKey(merchant): ApiKey,
+        state: Data<&AppState>,
+        body: Json<CreateApiKeyRequest>,
+    ) -> Result<CreatedKey, ApiError> {
+        let (key, secret) =
+            merchants::issue_key(&state.db, &merchant.merchant_id, body.0.livemode).await?;
+        Ok(CreatedKey::Created(Json(ApiKeyObject::from_model(
+            &key,
+            Some(secret),
+        ))))
+    }
+
+    /// Roll an API key: a new key now, the old one valid for `expires_in` seconds
+    #[oai(
+        path = "/api_keys/:id/roll",
+        method = "post",
+        operation_id = "roll_api_key"
+    )]
+    async fn roll(
+        &self,
+        ApiKey(merchant): ApiKey,
+        state: Data<&AppState>,
+        id: Path<String>,
+        body: Json<RollApiKeyRequest>,
+    ) -> Result<CreatedKey, ApiError> {
+        let id = path_id::<ApiKeyId>(&id.0, "api_key")?;
+        let grace = std::time::Duration::from_secs(
+            u64::try_from(body.0.expires_in.unwrap_or(0)).unwrap_or(0),
+        );
+        let (new, secret, old) =
+            merchants::roll_key(&state.db, &merchant.merchant_id, &id, grace).await?;
+        state.cache.delete(&key_cache_key(&old.key_hash)).await;
+        Ok(CreatedKey::Created(Json(ApiKeyObject::from_model(
+            &new,
+            Some(secret),
+        ))))
+    }
+
+    /// Revoke an API key at once
+    #[oai(
+        path = "/api_keys/:id/revoke",
+        method = "post",
+        operation_id = "revoke_api_key"
+    )]
+    async fn revoke(
+        &self,
+        ApiKey(merchant): ApiKey,
+        state: Data<&AppState>,
+        id: Path<String>,
+    ) -> Result<Json<ApiKeyObject>, ApiError> {
+        let id = path_id::<ApiKeyId>(&id.0, "api_key")?;
+        let key = merchants::revoke_key(&state.db, &merchant.merchant_id, &id).await?;
+        state.cache.delete(&key_cache_key(&key.key_hash)).await;
+        Ok(Json(ApiKeyObject::from_model(&key, None)))
+    }
+}
