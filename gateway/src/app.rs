@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use entity::bus::QueueNames;
 use entity::signature::sha256_hex;
-use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::listener::TcpAcceptor;
 use poem::{EndpointExt, Route, Server, get, post};
 use prometheus_client::registry::Registry;
 use runtime::bus::EventBus;
@@ -82,22 +82,10 @@ impl Application {
                 anyhow::bail!("REDIS_URL is required when AMQP_URL is set (real mode)")
             }
         };
-        let acceptor = TcpListener::bind(settings.gateway.bind)
-            .into_acceptor()
-            .await?;
-        let metrics_acceptor = TcpListener::bind(settings.gateway.metrics_bind)
-            .into_acceptor()
-            .await?;
-        let metrics_port = metrics_acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().map(|s| s.port()))
-            .ok_or_else(|| anyhow::anyhow!("metrics listener has no address"))?;
-        let local = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().copied())
-            .ok_or_else(|| anyhow::anyhow!("listener has no address"))?;
+        let (acceptor, local) = runtime::metrics::bind(settings.gateway.bind).await?;
+        let (metrics_acceptor, metrics_local) =
+            runtime::metrics::bind(settings.gateway.metrics_bind).await?;
+        let metrics_port = metrics_local.port();
         let public_url = settings
             .gateway
             .public_url

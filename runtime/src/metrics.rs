@@ -53,6 +53,22 @@ pub fn to_prometheus_text(open_metrics: &str) -> String {
     out
 }
 
+/// Binds a listener (port 0 in tests) and says which address it got.
+pub async fn bind(
+    addr: std::net::SocketAddr,
+) -> std::io::Result<(poem::listener::TcpAcceptor, std::net::SocketAddr)> {
+    use poem::listener::{Acceptor as _, Listener as _};
+    let acceptor = poem::listener::TcpListener::bind(addr)
+        .into_acceptor()
+        .await?;
+    let local = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .ok_or_else(|| std::io::Error::other("listener has no address"))?;
+    Ok((acceptor, local))
+}
+
 /// `/metrics`: the registry in the format the scraper asked for.
 pub fn scrape(registry: &Registry, req: &poem::Request) -> Response {
     let accept = req.headers().get("accept").and_then(|v| v.to_str().ok());

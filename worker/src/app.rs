@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use entity::bus::QueueNames;
-use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::listener::TcpAcceptor;
 use poem::web::Data;
 use poem::{EndpointExt, Response, Route, Server, get, handler};
 use prometheus_client::registry::Registry;
@@ -53,14 +53,8 @@ impl WorkerApplication {
             settings.worker.webhook.clone(),
             &mut registry,
         )?;
-        let acceptor = TcpListener::bind(settings.worker.bind)
-            .into_acceptor()
-            .await?;
-        let port = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().map(|s| s.port()))
-            .unwrap_or(0);
+        let (acceptor, local) = runtime::metrics::bind(settings.worker.bind).await?;
+        let port = local.port();
         let probe = Probe {
             db,
             bus,

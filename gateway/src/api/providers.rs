@@ -265,9 +265,9 @@ impl ProvidersApi {
             }));
         };
         let raw = String::from_utf8_lossy(&body.0).into_owned();
-        match state.inbound.throttle.claim(&callback.billing_id) {
-            Requery::Now => {}
-            Requery::After(wait) => {
+        let throttled = state.inbound.throttle.claim(&callback.billing_id);
+        if throttled != Requery::Now {
+            if let Requery::After(wait) = throttled {
                 // Re-query once when the period ends, so a real callback right after a forged
                 // one is still applied.
                 let inbound = state.inbound.clone();
@@ -280,23 +280,14 @@ impl ProvidersApi {
                         tracing::warn!(error = %e, "deferred eBilling re-query failed; the poller retries");
                     }
                 });
-                return Ok(Json(WebhookReceived {
-                    received: true,
-                    outcome: state
-                        .inbound
-                        .refused("ebilling", "throttled", "throttled")
-                        .to_string(),
-                }));
             }
-            Requery::Planned => {
-                return Ok(Json(WebhookReceived {
-                    received: true,
-                    outcome: state
-                        .inbound
-                        .refused("ebilling", "throttled", "throttled")
-                        .to_string(),
-                }));
-            }
+            return Ok(Json(WebhookReceived {
+                received: true,
+                outcome: state
+                    .inbound
+                    .refused("ebilling", "throttled", "throttled")
+                    .to_string(),
+            }));
         }
         let outcome = state
             .inbound
