@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use entity::ids::DeliveryId;
@@ -23,6 +23,9 @@ use crate::sender::WebhookSender;
 use crate::settings::WebhookSettings;
 use runtime::bus::{EventBus, Received};
 use runtime::schedule::{self, Schedule};
+
+/// Sweeps one worker runs at once at most (each claims its own batch).
+const CONCURRENT_SWEEPS: usize = 4;
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +63,10 @@ struct Inner {
     settings: WebhookSettings,
     policy: RetryPolicy,
     metrics: Arc<DeliveryMetrics>,
-    sweeping: AtomicBool,
+    /// Sweeps under way in this worker. More than one may run: a batch waiting on a slow
+    /// receiver must not hold back the due rows behind it (claims skip locked rows, so
+    /// concurrent sweeps never take the same row).
+    sweeps: Arc<tokio::sync::Semaphore>,
     in_flight: AtomicUsize,
     idle: Notify,
     /// Deliveries this worker holds a claim on and has not recorded yet, released at shutdown.
@@ -120,7 +126,7 @@ impl Worker {
                 sender,
                 settings,
                 metrics,
-                sweeping: AtomicBool::new(false),
+                sweeps: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_SWEEPS)),
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
                 claims: std::sync::Mutex::default(),
@@ -269,16 +275,14 @@ impl Worker {
 
     /// Claims and sends due deliveries, batch after batch while batches come back full.
     pub async fn sweep_once(&self) -> Result<SweepOutcome, sea_orm::DbErr> {
-        if self.inner.sweeping.swap(true, Ordering::SeqCst) {
+        let Ok(_permit) = self.inner.sweeps.clone().try_acquire_owned() else {
             return Ok(SweepOutcome {
                 skipped_overlap: true,
                 ..SweepOutcome::default()
             });
-        }
+        };
         let _in_flight = InFlight::start(&self.inner);
-        let result = self.sweep_batches().await;
-        self.inner.sweeping.store(false, Ordering::SeqCst);
-        result
+        self.sweep_batches().await
     }
 
     async fn sweep_batches(&self) -> Result<SweepOutcome, sea_orm::DbErr> {
@@ -353,18 +357,27 @@ impl Worker {
             stop_rx.clone(),
             move || {
                 let worker = sweeper.clone();
+                // Each tick starts a sweep without waiting for the last one: a batch held up
+                // by a slow receiver (up to the attempt timeout) does not stall the next due
+                // rows. At most CONCURRENT_SWEEPS run at once; sweep_once skips beyond that.
                 async move {
-                    match worker.sweep_once().await {
-                        Ok(o) if o.claimed > 0 => tracing::info!(
-                            claimed = o.claimed,
-                            succeeded = o.succeeded,
-                            retrying = o.retrying,
-                            failed = o.failed,
-                            "sweep"
-                        ),
-                        Ok(_) => {}
-                        Err(e) => tracing::error!(error = %e, "sweep failed"),
-                    }
+                    // Counted as in flight before it is spawned, so a shutdown that starts
+                    // now waits for it rather than racing its claim.
+                    let in_flight = InFlight::start(&worker.inner);
+                    tokio::spawn(async move {
+                        let _in_flight = in_flight;
+                        match worker.sweep_once().await {
+                            Ok(o) if o.claimed > 0 => tracing::info!(
+                                claimed = o.claimed,
+                                succeeded = o.succeeded,
+                                retrying = o.retrying,
+                                failed = o.failed,
+                                "sweep"
+                            ),
+                            Ok(_) => {}
+                            Err(e) => tracing::error!(error = %e, "sweep failed"),
+                        }
+                    });
                 }
             },
         ));

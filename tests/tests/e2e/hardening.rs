@@ -1003,3 +1003,33 @@ async fn live_and_test_keys_are_separate_and_keys_can_be_rolled_and_revoked() {
     assert!(revoked["revoked_at"].is_string());
     assert_eq!(app.get_json(&live_key, "/v1/payments").await.0, 401);
 }
+
+#[tokio::test]
+async fn a_slow_receiver_does_not_hold_back_the_deliveries_behind_it() {
+    // One row per claim, so every row is its own batch; the worker runs on its schedule.
+    let mut options = Options::default();
+    options.webhook.immediate = false;
+    options.webhook.batch_size = 1;
+    options.webhook.sweep_interval = Duration::from_millis(100);
+    options.webhook.timeout = Duration::from_secs(3);
+    let app = TestApp::spawn_with(options).await;
+    let slow = Receiver::start(Behavior::Hang(Duration::from_secs(3))).await;
+    let fast = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    app.create_endpoint(&slow.url).await;
+    app.create_payment(100).await;
+    app.create_payment(100).await;
+    app.create_endpoint(&fast.url).await;
+    let started = tokio::time::Instant::now();
+    app.create_payment(100).await;
+    app.eventually(
+        Duration::from_secs(10),
+        "the fast receiver's webhook",
+        || async { (!fast.received().is_empty()).then_some(()) },
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "the fast receiver waited {:?} behind the slow one",
+        started.elapsed()
+    );
+}
