@@ -622,6 +622,26 @@ async fn stripe_says(app: &TestApp, event_type: &str, intent: &str, status: &str
         .0
 }
 
+/// Asks to cancel `id`, expects the refusal, and checks the payment is still pending.
+async fn cancel_is_refused(app: &TestApp, id: &str, status: u16, code: &str) {
+    let (got, b) = app
+        .post_json(
+            &app.api_key,
+            &format!("/v1/payments/{id}/cancel"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (got, b["error"]["code"].as_str()),
+        (status, Some(code)),
+        "{b}"
+    );
+    let (_, p) = app
+        .get_json(&app.api_key, &format!("/v1/payments/{id}"))
+        .await;
+    assert_eq!(p["status"], "pending", "a refused cancel changes nothing");
+}
+
 #[tokio::test]
 async fn cancelling_a_stripe_payment_cancels_the_intent_first() {
     let (stripe, app) = stripe_app().await;
@@ -648,22 +668,7 @@ async fn cancelling_a_stripe_payment_cancels_the_intent_first() {
     // An intent the customer already paid cannot be cancelled: nothing changes here.
     let (id, intent) = stripe_payment(&app).await;
     stripe.set(&intent, "status", json!("succeeded"));
-    let (status, b) = app
-        .post_json(
-            &app.api_key,
-            &format!("/v1/payments/{id}/cancel"),
-            json!({}),
-        )
-        .await;
-    assert_eq!(
-        (status, b["error"]["code"].as_str()),
-        (409, Some("payment_not_cancellable")),
-        "{b}"
-    );
-    let (_, p) = app
-        .get_json(&app.api_key, &format!("/v1/payments/{id}"))
-        .await;
-    assert_eq!(p["status"], "pending");
+    cancel_is_refused(&app, &id, 409, "payment_not_cancellable").await;
 }
 
 #[tokio::test]
@@ -685,22 +690,7 @@ async fn providers_without_a_cancel_api_refuse_to_cancel() {
         .await;
     assert_eq!(status, 201, "{p}");
     let id = p["id"].as_str().expect("id");
-    let (status, b) = app
-        .post_json(
-            &app.api_key,
-            &format!("/v1/payments/{id}/cancel"),
-            json!({}),
-        )
-        .await;
-    assert_eq!(
-        (status, b["error"]["code"].as_str()),
-        (422, Some("cancel_not_supported")),
-        "{b}"
-    );
-    let (_, p) = app
-        .get_json(&app.api_key, &format!("/v1/payments/{id}"))
-        .await;
-    assert_eq!(p["status"], "pending");
+    cancel_is_refused(&app, id, 422, "cancel_not_supported").await;
 }
 
 #[tokio::test]
