@@ -306,6 +306,18 @@ impl TestApp {
         }
     }
 
+    /// The gateway's `/metrics` text (from its operators' port).
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.metrics_base))
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("text")
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         let row = self
             .db

@@ -17,15 +17,9 @@ impl TryFrom<CreatePaymentRequest> for NewPayment {
     type Error = ValidationError;
 
     fn try_from(r: CreatePaymentRequest) -> Result<NewPayment, ValidationError> {
-        for (param, value) in [
-            ("currency", Some(&r.currency)),
-            ("provider", Some(&r.provider)),
-            ("reference", r.reference.as_ref()),
-            ("description", r.description.as_ref()),
-            ("return_url", r.return_url.as_ref()),
-        ] {
-            value.map(|v| plain_text(param, v)).transpose()?;
-        }
+        // `reference`, `description` and `return_url` are checked by `bounded` and `http_url`.
+        plain_text("currency", &r.currency)?;
+        plain_text("provider", &r.provider)?;
         if let Some(c) = &r.customer {
             for (param, value) in [
                 ("customer[name]", &c.name),
@@ -138,14 +132,6 @@ impl TryFrom<CreateEndpointRequest> for NewEndpoint {
     type Error = ValidationError;
 
     fn try_from(r: CreateEndpointRequest) -> Result<NewEndpoint, ValidationError> {
-        plain_text("url", &r.url)?;
-        r.description
-            .as_deref()
-            .map(|d| plain_text("description", d))
-            .transpose()?;
-        r.enabled_events
-            .iter()
-            .try_for_each(|e| plain_text("enabled_events", e))?;
         Ok(NewEndpoint {
             url: http_url("url", &r.url)?,
             enabled_events: event_list(r.enabled_events)?,
@@ -158,15 +144,6 @@ impl TryFrom<UpdateEndpointRequest> for EndpointUpdate {
     type Error = ValidationError;
 
     fn try_from(r: UpdateEndpointRequest) -> Result<EndpointUpdate, ValidationError> {
-        r.url.as_deref().map(|u| plain_text("url", u)).transpose()?;
-        r.description
-            .as_deref()
-            .map(|d| plain_text("description", d))
-            .transpose()?;
-        r.enabled_events
-            .iter()
-            .flatten()
-            .try_for_each(|e| plain_text("enabled_events", e))?;
         let status = match r.status.as_deref() {
             None => None,
             Some(s) => Some(EndpointStatus::parse(s).ok_or_else(|| {

@@ -11,7 +11,7 @@ use entity::status::Provider;
 
 use super::cards::Card;
 use super::objects::{Customer, PaymentMethod};
-use crate::error::ValidationError;
+use crate::error::{ValidationError, plain_text};
 
 /// A payment request that passed every check.
 pub struct NewPayment {
@@ -58,6 +58,9 @@ pub fn bounded(
     value: Option<String>,
     max: usize,
 ) -> Result<Option<String>, ValidationError> {
+    if let Some(v) = &value {
+        plain_text(param, v)?;
+    }
     match value {
         Some(v) if v.chars().count() > max => Err(ValidationError::new(
             param,
@@ -69,6 +72,7 @@ pub fn bounded(
 }
 
 pub fn http_url(param: &str, url: &str) -> Result<String, ValidationError> {
+    plain_text(param, url)?;
     let parsed = url::Url::parse(url).map_err(|_| {
         ValidationError::new(param, "url_invalid", format!("{param} is not a valid URL."))
     })?;

@@ -12,11 +12,14 @@ use sea_orm::{
 use entity::event::EventType;
 use entity::status::EndpointStatus;
 
-use crate::error::{ServiceError, ValidationError};
+use crate::error::{ServiceError, ValidationError, plain_text};
 use crate::pagination::Page;
 
 /// The event types an endpoint subscribes to: known names or `*`, sorted, no repeats.
 pub fn event_list(events: Vec<String>) -> Result<Vec<String>, ValidationError> {
+    events
+        .iter()
+        .try_for_each(|e| plain_text("enabled_events", e))?;
     if events.is_empty() {
         return Err(ValidationError::new(
             "enabled_events",

@@ -323,15 +323,7 @@ async fn made_up_methods_do_not_become_labels_and_metrics_are_off_the_public_por
             .await
             .expect("send");
     }
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.metrics_base))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let text = app.metrics_text().await;
     assert!(!text.contains("BREW"), "an invented method became a label");
     assert!(text.contains(r#"method="other""#), "{text}");
     let public = app
@@ -476,15 +468,7 @@ async fn the_gateway_is_ready_without_a_worker_and_only_degraded_without_the_bro
         "{body}"
     );
     assert_eq!(app.create_payment(100).await["status"], "pending");
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.metrics_base))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains(r#"dependency_up{dependency="broker"} 0"#),
         "{metrics}"
@@ -755,15 +739,7 @@ async fn a_failed_stripe_attempt_leaves_the_payment_open_and_a_late_success_is_f
             .await,
         1
     );
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.metrics_base))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains(r#"payments_requiring_reconciliation_total{provider="stripe"} 1"#),
         "{metrics}"
