@@ -1,6 +1,6 @@
 //! `/v1/payments` and the sandbox completion.
 
-use entity::ids::PaymentId;
+use entity::ids::{MerchantId, PaymentId};
 use entity::payment_status::PaymentStatus;
 use entity::status::{Provider, RefundStatus};
 use poem::Request;
@@ -24,6 +24,18 @@ use crate::state::AppState;
 
 #[derive(Default)]
 pub struct PaymentsApi;
+
+/// The merchant's payment named by a path parameter, or a 404 naming it.
+async fn merchant_payment(
+    state: &AppState,
+    merchant_id: &MerchantId,
+    raw_id: &str,
+) -> Result<entity::payments::Model, ApiError> {
+    let id = path_id::<PaymentId>(raw_id, "payment")?;
+    Ok(payments::get(&state.db, merchant_id, &id)
+        .await?
+        .or_not_found("payment", raw_id)?)
+}
 
 #[derive(ApiResponse)]
 pub enum CreatedPayment {
@@ -165,13 +177,7 @@ impl PaymentsApi {
         state: Data<&AppState>,
         id: Path<String>,
     ) -> Result<Json<Payment>, ApiError> {
-        let p = payments::get(
-            &state.db,
-            &merchant.merchant_id,
-            &path_id::<PaymentId>(&id.0, "payment")?,
-        )
-        .await?
-        .or_not_found("payment", &id.0)?;
+        let p = merchant_payment(&state, &merchant.merchant_id, &id.0).await?;
         Ok(Json(Payment::from(&p)))
     }
 
@@ -233,13 +239,7 @@ impl PaymentsApi {
             state.effects.events_committed(&merchant.merchant_id).await;
         }
         if outcome.value.status == RefundStatus::Failed.as_str() {
-            let p = payments::get(
-                &state.db,
-                &merchant.merchant_id,
-                &path_id::<PaymentId>(&id.0, "payment")?,
-            )
-            .await?
-            .or_not_found("payment", &id.0)?;
+            let p = merchant_payment(&state, &merchant.merchant_id, &id.0).await?;
             return Err(ApiError::provider_failed(
                 p.provider.as_str(),
                 &p.id,
@@ -264,13 +264,7 @@ impl PaymentsApi {
         state: Data<&AppState>,
         id: Path<String>,
     ) -> Result<Json<RefundList>, ApiError> {
-        payments::get(
-            &state.db,
-            &merchant.merchant_id,
-            &path_id::<PaymentId>(&id.0, "payment")?,
-        )
-        .await?
-        .or_not_found("payment", &id.0)?;
+        merchant_payment(&state, &merchant.merchant_id, &id.0).await?;
         let rows = refunds::list(
             &state.db,
             &merchant.merchant_id,
@@ -308,13 +302,7 @@ impl PaymentsApi {
             ));
         }
         let outcome = parse_sandbox_outcome(&body.0.outcome)?;
-        let payment = payments::get(
-            &state.db,
-            &merchant.merchant_id,
-            &path_id::<PaymentId>(&id.0, "payment")?,
-        )
-        .await?
-        .or_not_found("payment", &id.0)?;
+        let payment = merchant_payment(&state, &merchant.merchant_id, &id.0).await?;
         if payment.provider != Provider::Simulated {
             return Err(ApiError::invalid(
                 "id",
@@ -330,13 +318,7 @@ impl PaymentsApi {
         }
         let (raw, signature) = state.simulated.event_for(&payment.id, outcome);
         state.inbound.receive_simulated(&signature, &raw).await?;
-        let p = payments::get(
-            &state.db,
-            &merchant.merchant_id,
-            &path_id::<PaymentId>(&id.0, "payment")?,
-        )
-        .await?
-        .or_not_found("payment", &id.0)?;
+        let p = merchant_payment(&state, &merchant.merchant_id, &id.0).await?;
         Ok(Json(Payment::from(&p)))
     }
 }
