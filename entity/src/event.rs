@@ -13,16 +13,22 @@ pub enum EventType {
     PaymentFailed,
     PaymentCancelled,
     PaymentRefunded,
+    /// An endpoint was disabled automatically (sent to the merchant's other endpoints).
+    WebhookEndpointDisabled,
+    /// Sent on request to one endpoint, whatever it subscribes to.
+    WebhookEndpointTest,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 6] = [
+    pub const ALL: [EventType; 8] = [
         EventType::PaymentPending,
         EventType::PaymentProcessing,
         EventType::PaymentSucceeded,
         EventType::PaymentFailed,
         EventType::PaymentCancelled,
         EventType::PaymentRefunded,
+        EventType::WebhookEndpointDisabled,
+        EventType::WebhookEndpointTest,
     ];
 
     pub const fn for_status(status: PaymentStatus) -> EventType {
@@ -44,6 +50,8 @@ impl EventType {
             EventType::PaymentFailed => "payment.failed",
             EventType::PaymentCancelled => "payment.cancelled",
             EventType::PaymentRefunded => "payment.refunded",
+            EventType::WebhookEndpointDisabled => "webhook_endpoint.disabled",
+            EventType::WebhookEndpointTest => "webhook_endpoint.test",
         }
     }
 

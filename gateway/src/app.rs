@@ -97,6 +97,7 @@ impl Application {
             let (w, dm) = Worker::registered(
                 db.clone(),
                 bus.clone(),
+                cache.clone(),
                 settings.worker.webhook.clone(),
                 &mut registry,
             )?;
@@ -144,6 +145,16 @@ impl Application {
             simulated,
             public_url,
             max_webhook_endpoints: settings.gateway.max_webhook_endpoints,
+            test_sender: worker::sender::WebhookSender::new(
+                settings.worker.webhook.timeout,
+                settings.worker.webhook.allow_private_urls,
+                settings.worker.webhook.proxy.as_deref(),
+            )?,
+            delivery_rules: worker::deliveries::Rules {
+                policy: settings.worker.webhook.retry_policy(),
+                disable_after: settings.worker.webhook.disable_after,
+            },
+            webhook: settings.worker.webhook.clone(),
             admin_token_hashes: Arc::new(RwLock::new(admin_hashes)),
         };
         Ok(Application {

@@ -9,6 +9,7 @@ mod m20261122_000003_logs;
 mod m20261123_000004_refund_keys;
 mod m20261123_000005_reconciliation;
 mod m20261123_000006_key_lifecycle;
+mod m20261123_000007_delivery_control;
 
 /// Runs raw statements (named and partial indexes, which the schema builder cannot express
 /// for both backends) in order.
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000004_refund_keys::Migration),
             Box::new(m20261123_000005_reconciliation::Migration),
             Box::new(m20261123_000006_key_lifecycle::Migration),
+            Box::new(m20261123_000007_delivery_control::Migration),
         ]
     }
 }

@@ -95,6 +95,39 @@ impl Cache {
         }
     }
 
+    /// Counts one more hit on `key`, a fixed window that expires after `ttl`, and returns the
+    /// count so far, shared by every process on the same Redis. `None` when the cache does not
+    /// answer: callers limiting a rate let the work through rather than stall it.
+    pub async fn hit(&self, key: &str, ttl: Duration) -> Option<u64> {
+        match self {
+            Cache::Redis { conn, prefix } => {
+                let mut conn = conn.clone();
+                let key = Self::key(prefix, key);
+                let counted: Result<(u64, ()), _> = redis::pipe()
+                    .atomic()
+                    .incr(&key, 1u64)
+                    .pexpire(&key, i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+                    .query_async(&mut conn)
+                    .await;
+                counted
+                    .inspect_err(|e| tracing::warn!(error = %e, "cache counter failed"))
+                    .ok()
+                    .map(|(n, ())| n)
+            }
+            Cache::Memory(map) => {
+                let mut map = map.lock().await;
+                let now = Instant::now();
+                map.retain(|_, (_, expires)| *expires > now);
+                let entry = map
+                    .entry(key.to_string())
+                    .or_insert_with(|| ("0".to_string(), now + ttl));
+                let n = entry.0.parse::<u64>().unwrap_or(0) + 1;
+                entry.0 = n.to_string();
+                Some(n)
+            }
+        }
+    }
+
     /// Whether the cache answers, for readiness.
     pub async fn ping(&self) -> bool {
         match self {

@@ -61,6 +61,10 @@ impl Default for Options {
                 immediate: true,
                 allow_private_urls: true,
                 proxy: None,
+                retry_schedule: None,
+                endpoint_concurrency: 10,
+                disable_after: Duration::from_secs(5 * 86_400),
+                secret_overlap: Duration::from_secs(86_400),
             },
             start_worker: true,
             gateway_amqp_url: None,
@@ -203,6 +207,7 @@ impl TestApp {
         Worker::new(
             self.db.clone(),
             bus,
+            self.state.cache.clone(),
             self.settings.worker.webhook.clone(),
             metrics,
         )

@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 use sea_orm::DatabaseConnection;
 
 use runtime::bus::EventBus;
+use runtime::cache::Cache;
 use runtime::db;
 
 use crate::metrics::DeliveryMetrics;
@@ -46,10 +47,16 @@ impl WorkerApplication {
         if let Err(e) = bus.declare().await {
             tracing::warn!(error = %e, "could not declare the broker topology yet; the consumer retries");
         }
+        // Endpoints' rate limits are counted in Redis, so they hold across workers.
+        let counters = match &settings.runtime.redis_url {
+            Some(url) => Cache::redis(url, &settings.runtime.redis_prefix).await?,
+            None => Cache::memory(),
+        };
         let mut registry = Registry::default();
         let (worker, metrics) = Worker::registered(
             db.clone(),
             bus.clone(),
+            counters,
             settings.worker.webhook.clone(),
             &mut registry,
         )?;

@@ -5,11 +5,12 @@
 //! row whose lease ran out (its worker died) is due again. Each HTTP call leaves one
 //! `webhook_attempts` row, written in the same transaction as the delivery's new state.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use entity::event::WebhookBody;
-use entity::ids::{AttemptId, DeliveryId};
+use entity::ids::{AttemptId, DeliveryId, EndpointId};
 use entity::retry::{NextStep, RetryPolicy};
 use entity::signature::SigningKey;
 use entity::status::{DeliveryStatus, EndpointStatus};
@@ -17,45 +18,82 @@ use entity::{events, webhook_attempts, webhook_deliveries, webhook_endpoints};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
-    QuerySelect, TransactionSession, TransactionTrait,
+    QueryOrder, QuerySelect, TransactionSession, TransactionTrait,
 };
 
 use crate::sender::{AttemptResult, ErrorClass, SignedRequest, WebhookSender};
 
-/// Due rows: pending and past `next_retry_at`, or processing with an expired lease.
-fn due_condition(now: DateTime<Utc>) -> Condition {
-    use webhook_deliveries::Column as C;
-    Condition::any()
-        .add(
-            Condition::all()
-                .add(C::Status.eq(DeliveryStatus::Pending))
-                .add(C::NextRetryAt.lte(now)),
-        )
-        .add(
-            Condition::all()
-                .add(C::Status.eq(DeliveryStatus::Processing))
-                .add(C::LockedUntil.lte(now)),
-        )
+/// What one claim took.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// Claimed rows, round-robin between endpoints.
+    pub ids: Vec<DeliveryId>,
+    /// More rows were due than this claim took: claim again once these are sent.
+    pub more: bool,
 }
 
-/// Claims up to `limit` due rows for `lease` and returns their ids.
+/// Claims up to `limit` due rows for `lease`: rows whose lease ran out first (their worker
+/// died), then pending rows oldest due first. The rows are taken round-robin between
+/// endpoints, at most `per_endpoint` (or the endpoint's own `max_concurrency`) for any one, so
+/// a burst to one merchant neither fills a batch nor opens more connections than it allows.
 pub async fn claim_due<C: TransactionTrait>(
     db: &C,
     limit: u64,
+    per_endpoint: u32,
     lease: Duration,
-) -> Result<Vec<DeliveryId>, DbErr> {
+) -> Result<Claim, DbErr> {
     use webhook_deliveries::Column as C;
     let now = Utc::now();
+    // Candidates beyond the batch let one busy endpoint's rows be passed over for others'.
+    let window = limit.saturating_mul(4).max(limit);
     let txn = db.begin().await?;
-    let ids: Vec<DeliveryId> = webhook_deliveries::Entity::find()
-        .select_only()
-        .column(C::Id)
-        .filter(due_condition(now))
-        .limit(limit)
-        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-        .into_tuple()
-        .all(&txn)
-        .await?;
+    let candidates = |condition: Condition, order: bool, take: u64| {
+        let mut select = webhook_deliveries::Entity::find()
+            .select_only()
+            .column(C::Id)
+            .column(C::EndpointId)
+            .filter(condition);
+        if order {
+            select = select.order_by_asc(C::NextRetryAt);
+        }
+        select
+            .limit(take)
+            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+            .into_tuple::<(DeliveryId, EndpointId)>()
+    };
+    let mut found = candidates(
+        Condition::all()
+            .add(C::Status.eq(DeliveryStatus::Processing))
+            .add(C::LockedUntil.lte(now)),
+        false,
+        window,
+    )
+    .all(&txn)
+    .await?;
+    if (found.len() as u64) < window {
+        let rest = window - found.len() as u64;
+        found.extend(
+            candidates(
+                Condition::all()
+                    .add(C::Status.eq(DeliveryStatus::Pending))
+                    .add(C::NextRetryAt.lte(now)),
+                true,
+                rest,
+            )
+            .all(&txn)
+            .await?,
+        );
+    }
+    let limits = endpoint_limits(&txn, &found).await?;
+    let cap = |endpoint: &EndpointId| {
+        limits
+            .get(endpoint)
+            .and_then(|l| u32::try_from(*l).ok())
+            .filter(|l| *l > 0)
+            .unwrap_or(per_endpoint)
+    };
+    let ids = round_robin(&found, limit, cap);
+    let more = ids.len() < found.len() || found.len() as u64 == window;
     if !ids.is_empty() {
         let until = lease_until(now, lease);
         webhook_deliveries::Entity::update_many()
@@ -67,7 +105,69 @@ pub async fn claim_due<C: TransactionTrait>(
             .await?;
     }
     txn.commit().await?;
-    Ok(ids)
+    Ok(Claim { ids, more })
+}
+
+/// The endpoints' own concurrency limits, where they set one.
+async fn endpoint_limits<C: ConnectionTrait>(
+    db: &C,
+    rows: &[(DeliveryId, EndpointId)],
+) -> Result<HashMap<EndpointId, i32>, DbErr> {
+    let mut endpoints: Vec<EndpointId> = rows.iter().map(|(_, e)| e.clone()).collect();
+    endpoints.sort();
+    endpoints.dedup();
+    if endpoints.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let found: Vec<(EndpointId, Option<i32>)> = webhook_endpoints::Entity::find()
+        .select_only()
+        .column(webhook_endpoints::Column::Id)
+        .column(webhook_endpoints::Column::MaxConcurrency)
+        .filter(webhook_endpoints::Column::Id.is_in(endpoints))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(found
+        .into_iter()
+        .filter_map(|(id, limit)| limit.map(|l| (id, l)))
+        .collect())
+}
+
+/// Takes rows in turns, one per endpoint a turn in the order endpoints first appear, up to
+/// `limit` rows and `cap(endpoint)` for each endpoint.
+pub fn round_robin(
+    rows: &[(DeliveryId, EndpointId)],
+    limit: u64,
+    cap: impl Fn(&EndpointId) -> u32,
+) -> Vec<DeliveryId> {
+    let mut queues: Vec<(&EndpointId, std::collections::VecDeque<&DeliveryId>)> = Vec::new();
+    for (id, endpoint) in rows {
+        match queues.iter_mut().find(|(e, _)| *e == endpoint) {
+            Some((_, q)) => q.push_back(id),
+            None => queues.push((endpoint, std::iter::once(id).collect())),
+        }
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut taken: Vec<DeliveryId> = Vec::new();
+    let mut turn = 0usize;
+    loop {
+        let mut progressed = false;
+        for (endpoint, queue) in &mut queues {
+            if taken.len() >= limit {
+                return taken;
+            }
+            if turn < usize::try_from(cap(endpoint)).unwrap_or(usize::MAX)
+                && let Some(id) = queue.pop_front()
+            {
+                taken.push(id.clone());
+                progressed = true;
+            }
+        }
+        if !progressed {
+            return taken;
+        }
+        turn += 1;
+    }
 }
 
 /// When a claim made at `now` for `lease` ends, at the database's precision (microseconds),
@@ -144,17 +244,28 @@ pub async fn load_context<C: ConnectionTrait>(
     }))
 }
 
+/// How an attempt's result is judged.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub policy: RetryPolicy,
+    /// An endpoint that has failed, with no success in between, for this long is disabled.
+    pub disable_after: Duration,
+}
+
 /// Makes one attempt of a claimed delivery and records it. Returns the outcome and, when an
 /// HTTP call was made, its result (for metrics).
 pub async fn attempt<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     sender: &WebhookSender,
-    policy: &RetryPolicy,
+    rules: &Rules,
     ctx: AttemptContext,
 ) -> Result<(AttemptOutcome, Option<AttemptResult>), DbErr> {
     if ctx.delivery.status != DeliveryStatus::Processing {
         return Ok((AttemptOutcome::Skipped, None));
     }
+    let failed = AttemptOutcome::Failed {
+        attempts: ctx.delivery.attempts,
+    };
     let endpoint = match ctx.endpoint {
         Some(e) if e.status == EndpointStatus::Enabled => e,
         other => {
@@ -164,47 +275,43 @@ pub async fn attempt<C: ConnectionTrait + TransactionTrait>(
                 "endpoint deleted"
             };
             finish_without_call(db, &ctx.delivery, why).await?;
-            return Ok((
-                AttemptOutcome::Failed {
-                    attempts: ctx.delivery.attempts,
-                },
-                None,
-            ));
+            return Ok((failed, None));
         }
     };
-    let key = match SigningKey::from_secret(&endpoint.secret) {
-        Ok(k) => k,
+    // The current secret first; the one a rotation replaced while its overlap lasts.
+    let keys: Vec<SigningKey> = match endpoint
+        .signing_secrets(Utc::now())
+        .into_iter()
+        .map(SigningKey::from_secret)
+        .collect::<Result<_, _>>()
+    {
+        Ok(keys) => keys,
         Err(_) => {
             finish_without_call(db, &ctx.delivery, "endpoint secret is unusable").await?;
-            return Ok((
-                AttemptOutcome::Failed {
-                    attempts: ctx.delivery.attempts,
-                },
-                None,
-            ));
+            return Ok((failed, None));
         }
     };
-    let body = WebhookBody::new(
-        &ctx.event.id,
-        &ctx.event.event_type,
-        ctx.event.created_at,
-        &ctx.event.data,
-    )
-    .to_bytes();
     let request = SignedRequest {
         url: endpoint.url.clone(),
         event_id: ctx.event.id.to_string(),
         event_type: ctx.event.event_type.clone(),
         delivery_id: ctx.delivery.id.to_string(),
-        body,
+        body: WebhookBody::new(
+            &ctx.event.id,
+            &ctx.event.event_type,
+            ctx.event.created_at,
+            &ctx.event.data,
+        )
+        .to_bytes(),
     };
-    let result = sender.send(&key, &request).await;
-    let outcome = record(db, &ctx.delivery, &result, policy).await?;
+    let result = sender.send(&keys, &request).await;
+    let outcome = record(db, &ctx.delivery, &endpoint, &result, rules).await?;
     tracing::info!(
         delivery_id = %ctx.delivery.id,
         event_id = %ctx.event.id,
         request_id = ctx.event.request_id.as_deref().unwrap_or(""),
         http_status = result.http_status,
+        error_class = result.error.as_ref().map(|e| e.0.as_str()).unwrap_or(""),
         error = result.error.as_ref().map(|e| e.1.as_str()).unwrap_or(""),
         duration_ms = result.duration.as_millis() as u64,
         outcome = ?outcome,
@@ -213,21 +320,43 @@ pub async fn attempt<C: ConnectionTrait + TransactionTrait>(
     Ok((outcome, Some(result)))
 }
 
-async fn record<C: TransactionTrait>(
+/// Why an endpoint was disabled by the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisabledReason {
+    /// The receiver answered 410 Gone.
+    Gone,
+    /// No success for `disable_after` while failing.
+    Failing,
+}
+
+impl DisabledReason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DisabledReason::Gone => "gone",
+            DisabledReason::Failing => "failing",
+        }
+    }
+}
+
+async fn record<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     delivery: &webhook_deliveries::Model,
+    endpoint: &webhook_endpoints::Model,
     result: &AttemptResult,
-    policy: &RetryPolicy,
+    rules: &Rules,
 ) -> Result<AttemptOutcome, DbErr> {
     use webhook_deliveries::Column as C;
     let now = Utc::now();
     let attempts = delivery.attempts + 1;
     let outcome = if result.succeeded() {
         AttemptOutcome::Succeeded
+    } else if result.gone() {
+        AttemptOutcome::Failed { attempts }
     } else {
-        match policy.after_failure(
+        match rules.policy.after_failure(
             u32::try_from(attempts).unwrap_or(u32::MAX),
             rand::random::<f64>(),
+            result.retry_after,
         ) {
             NextStep::GiveUp => AttemptOutcome::Failed { attempts },
             NextStep::RetryAfter(delay) => AttemptOutcome::WillRetry {
@@ -245,6 +374,7 @@ async fn record<C: TransactionTrait>(
         _ => (DeliveryStatus::Failed, None, None),
     };
     let error_message = result.error.as_ref().map(|(_, m)| m.clone());
+    let error_class = result.error.as_ref().map(|(c, _)| c.as_str());
     let http_status = result.http_status.map(i32::from);
     let txn = db.begin().await?;
     webhook_attempts::Entity::insert(webhook_attempts::ActiveModel {
@@ -254,6 +384,7 @@ async fn record<C: TransactionTrait>(
         attempt_number: Set(attempts),
         http_status: Set(http_status),
         error_message: Set(error_message.clone()),
+        error_class: Set(error_class.map(str::to_string)),
         response_body: Set(result.response_body.clone()),
         duration_ms: Set(i64::try_from(result.duration.as_millis()).unwrap_or(i64::MAX)),
         created_at: Set(now),
@@ -281,8 +412,148 @@ async fn record<C: TransactionTrait>(
         tracing::warn!(delivery_id = %delivery.id, "lease lost before the attempt was recorded; result discarded");
         return Ok(AttemptOutcome::Skipped);
     }
+    let disabled = track_endpoint(&txn, endpoint, result, rules, now).await?;
     txn.commit().await?;
+    if let Some(reason) = disabled {
+        tracing::warn!(endpoint_id = %endpoint.id, reason = reason.as_str(), "webhook endpoint disabled");
+        let message = match reason {
+            DisabledReason::Gone => format!(
+                "Webhook endpoint {} was disabled: it answered 410 Gone",
+                endpoint.id
+            ),
+            DisabledReason::Failing => format!(
+                "Webhook endpoint {} was disabled: no successful delivery for {}",
+                endpoint.id,
+                humantime::format_duration(rules.disable_after)
+            ),
+        };
+        runtime::log_store::record(
+            db,
+            runtime::log_store::Entry {
+                merchant_id: Some(&endpoint.merchant_id),
+                level: entity::status::LogLevel::Error,
+                source: "webhooks",
+                message: &message,
+                context: Some(serde_json::json!({
+                    "endpoint_id": endpoint.id,
+                    "disabled_reason": reason.as_str(),
+                    "delivery_id": delivery.id,
+                })),
+                request_id: None,
+            },
+        )
+        .await;
+    }
     Ok(outcome)
+}
+
+/// Keeps the endpoint's failing streak, and disables it on a 410 or once it has failed with
+/// no success for `disable_after`; an automatic disable also commits a
+/// `webhook_endpoint.disabled` event for the merchant's other endpoints. Runs in the attempt's
+/// transaction, so the streak counts each recorded attempt exactly once.
+async fn track_endpoint<T: ConnectionTrait>(
+    txn: &T,
+    endpoint: &webhook_endpoints::Model,
+    result: &AttemptResult,
+    rules: &Rules,
+    now: DateTime<Utc>,
+) -> Result<Option<DisabledReason>, DbErr> {
+    use sea_orm::sea_query::ExprTrait as _;
+    use webhook_endpoints::Column as E;
+    if result.succeeded() {
+        // Matches no row (and locks none) unless the endpoint was failing.
+        webhook_endpoints::Entity::update_many()
+            .col_expr(E::ConsecutiveFailures, Expr::value(0))
+            .col_expr(E::FailingSince, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(E::Id.eq(endpoint.id.as_str()))
+            .filter(E::ConsecutiveFailures.ne(0))
+            .exec(txn)
+            .await?;
+        return Ok(None);
+    }
+    let updated = webhook_endpoints::Entity::update_many()
+        .col_expr(
+            E::ConsecutiveFailures,
+            Expr::col(E::ConsecutiveFailures).add(1),
+        )
+        .col_expr(
+            E::FailingSince,
+            sea_orm::sea_query::Func::coalesce([Expr::col(E::FailingSince), Expr::value(now)])
+                .into(),
+        )
+        .filter(E::Id.eq(endpoint.id.as_str()))
+        .exec_with_returning(txn)
+        .await?;
+    let Some(current) = updated.into_iter().next() else {
+        return Ok(None);
+    };
+    if current.status != EndpointStatus::Enabled {
+        return Ok(None);
+    }
+    let reason = if result.gone() {
+        DisabledReason::Gone
+    } else if current.failing_since.is_some_and(|since| {
+        now - since
+            >= chrono::Duration::from_std(rules.disable_after).unwrap_or(chrono::Duration::MAX)
+    }) {
+        DisabledReason::Failing
+    } else {
+        return Ok(None);
+    };
+    let disabled = webhook_endpoints::Entity::update_many()
+        .col_expr(E::Status, Expr::value(EndpointStatus::Disabled))
+        .col_expr(E::DisabledReason, Expr::value(reason.as_str()))
+        .col_expr(E::UpdatedAt, Expr::value(now))
+        .filter(E::Id.eq(endpoint.id.as_str()))
+        .filter(E::Status.eq(EndpointStatus::Enabled))
+        .exec(txn)
+        .await?;
+    if disabled.rows_affected == 0 {
+        return Ok(None);
+    }
+    events::Entity::insert(events::ActiveModel {
+        id: Set(entity::ids::EventId::generate()),
+        merchant_id: Set(current.merchant_id.clone()),
+        event_type: Set(entity::event::EventType::WebhookEndpointDisabled
+            .as_str()
+            .to_string()),
+        payment_id: Set(None),
+        data: Set(serde_json::json!({
+            "id": current.id,
+            "object": "webhook_endpoint",
+            "url": current.url,
+            "status": "disabled",
+            "disabled_reason": reason.as_str(),
+            "failing_since": current.failing_since.map(entity::event::rfc3339),
+            "consecutive_failures": current.consecutive_failures,
+        })),
+        request_id: Set(None),
+        created_at: Set(now),
+        published_at: Set(None),
+    })
+    .exec_without_returning(txn)
+    .await?;
+    Ok(Some(reason))
+}
+
+/// Hands a claimed row back, due now, without an attempt (the worker could not get a slot to
+/// send it in time). Fenced by the lease like any write of a claimed row.
+pub async fn hand_back<C: ConnectionTrait>(
+    db: &C,
+    delivery: &webhook_deliveries::Model,
+) -> Result<bool, DbErr> {
+    use webhook_deliveries::Column as C;
+    let now = Utc::now();
+    let result = webhook_deliveries::Entity::update_many()
+        .col_expr(C::Status, Expr::value(DeliveryStatus::Pending))
+        .col_expr(C::NextRetryAt, Expr::value(now))
+        .col_expr(C::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(C::UpdatedAt, Expr::value(now))
+        .filter(C::Id.eq(delivery.id.as_str()))
+        .filter(lease_held(delivery))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
 }
 
 async fn finish_without_call<C: ConnectionTrait>(
@@ -359,6 +630,25 @@ pub async fn backlog<C: ConnectionTrait>(db: &C) -> Result<Backlog, DbErr> {
         failed,
         oldest_due_age_seconds,
     })
+}
+
+/// The endpoints with the longest current failing streaks, longest first.
+pub async fn failing_streaks<C: ConnectionTrait>(
+    db: &C,
+    limit: u64,
+) -> Result<Vec<(EndpointId, i32)>, DbErr> {
+    use webhook_endpoints::Column as E;
+    webhook_endpoints::Entity::find()
+        .select_only()
+        .column(E::Id)
+        .column(E::ConsecutiveFailures)
+        .filter(E::ConsecutiveFailures.gt(0))
+        .filter(E::Status.eq(EndpointStatus::Enabled))
+        .order_by_desc(E::ConsecutiveFailures)
+        .limit(limit)
+        .into_tuple()
+        .all(db)
+        .await
 }
 
 /// Error class label of a result, for metrics.

@@ -13,7 +13,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use sea_orm::DatabaseConnection;
 
-use crate::deliveries::{AttemptOutcome, backlog, error_class};
+use crate::deliveries::{AttemptOutcome, backlog, error_class, failing_streaks};
 use crate::sender::AttemptResult;
 use runtime::bus::EventBus;
 
@@ -32,6 +32,15 @@ pub struct QueueLabel {
     pub queue: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabel {
+    pub endpoint_id: String,
+}
+
+/// Endpoints shown in `webhook_endpoint_failing_streak`: the longest streaks only, so the
+/// series count stays bounded however many endpoints fail.
+pub const FAILING_STREAKS_SHOWN: u64 = 10;
+
 pub struct DeliveryMetrics {
     pub deliveries: Family<StatusLabel, Counter>,
     pub errors: Family<ClassLabel, Counter>,
@@ -39,6 +48,9 @@ pub struct DeliveryMetrics {
     pub queue_size: Family<QueueLabel, Gauge>,
     pub oldest_due_age: Gauge<f64, AtomicU64>,
     pub first_attempt_lag: Histogram,
+    pub event_to_delivered: Histogram,
+    pub handed_back: Counter,
+    pub failing_streaks: Family<EndpointLabel, Gauge>,
 }
 
 impl DeliveryMetrics {
@@ -50,7 +62,17 @@ impl DeliveryMetrics {
             queue_size: Family::default(),
             oldest_due_age: Gauge::default(),
             first_attempt_lag: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            event_to_delivered: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
+            handed_back: Counter::default(),
+            failing_streaks: Family::default(),
         };
+        // Every class exists from the start, so `rate()` and alerts see a 0 before the first
+        // error rather than no series at all.
+        for class in crate::sender::ErrorClass::ALL {
+            let _ = metrics.errors.get_or_create(&ClassLabel {
+                class: class.as_str().into(),
+            });
+        }
         registry.register(
             "webhook_deliveries",
             "Webhook delivery attempts by resulting delivery status (succeeded, retrying, failed)",
@@ -58,7 +80,7 @@ impl DeliveryMetrics {
         );
         registry.register(
             "webhook_delivery_errors",
-            "Failed webhook attempts by class (4xx, 5xx, 3xx, timeout, connect, dns, blocked)",
+            "Failed webhook attempts by class (timeout, connect, tls, dns, http_3xx, http_4xx, http_5xx, blocked)",
             metrics.errors.clone(),
         );
         registry.register(
@@ -80,6 +102,21 @@ impl DeliveryMetrics {
             "webhook_event_to_first_attempt_seconds",
             "Time from an event's commit to the first HTTP attempt of each of its deliveries",
             metrics.first_attempt_lag.clone(),
+        );
+        registry.register(
+            "webhook_event_to_delivered_seconds",
+            "Time from an event's commit to the 2xx that completed each of its deliveries",
+            metrics.event_to_delivered.clone(),
+        );
+        registry.register(
+            "webhook_deliveries_handed_back",
+            "Claimed deliveries given back unsent because their endpoint had no free slot in time",
+            metrics.handed_back.clone(),
+        );
+        registry.register(
+            "webhook_endpoint_failing_streak",
+            "Consecutive failed attempts of the endpoints failing longest (at most 10 series)",
+            metrics.failing_streaks.clone(),
         );
         metrics
     }
@@ -124,6 +161,21 @@ impl DeliveryMetrics {
             set("deliveries_processing", b.processing);
             set("deliveries_failed", b.failed);
             self.oldest_due_age.set(b.oldest_due_age_seconds);
+        }
+        if let Ok(Ok(streaks)) = tokio::time::timeout(
+            Duration::from_secs(1),
+            failing_streaks(db, FAILING_STREAKS_SHOWN),
+        )
+        .await
+        {
+            self.failing_streaks.clear();
+            for (endpoint_id, streak) in streaks {
+                self.failing_streaks
+                    .get_or_create(&EndpointLabel {
+                        endpoint_id: endpoint_id.to_string(),
+                    })
+                    .set(i64::from(streak));
+            }
         }
         if let Ok(Ok(d)) = tokio::time::timeout(Duration::from_secs(1), bus.depths()).await {
             set("events", d.events);

@@ -18,25 +18,72 @@ pub const USER_AGENT: &str = concat!("Payrail-Webhooks/", env!("CARGO_PKG_VERSIO
 /// Why an attempt did not get a 2xx, for metrics and the attempt row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
-    ClientError,
-    ServerError,
-    Redirect,
     Timeout,
     Connect,
+    Tls,
     Dns,
+    Http3xx,
+    Http4xx,
+    Http5xx,
+    /// Refused before any connection: a private target, or a URL that cannot be sent to.
     Blocked,
 }
 
 impl ErrorClass {
+    pub const ALL: [ErrorClass; 8] = [
+        ErrorClass::Timeout,
+        ErrorClass::Connect,
+        ErrorClass::Tls,
+        ErrorClass::Dns,
+        ErrorClass::Http3xx,
+        ErrorClass::Http4xx,
+        ErrorClass::Http5xx,
+        ErrorClass::Blocked,
+    ];
+
     pub const fn as_str(self) -> &'static str {
         match self {
-            ErrorClass::ClientError => "4xx",
-            ErrorClass::ServerError => "5xx",
-            ErrorClass::Redirect => "3xx",
             ErrorClass::Timeout => "timeout",
             ErrorClass::Connect => "connect",
+            ErrorClass::Tls => "tls",
             ErrorClass::Dns => "dns",
+            ErrorClass::Http3xx => "http_3xx",
+            ErrorClass::Http4xx => "http_4xx",
+            ErrorClass::Http5xx => "http_5xx",
             ErrorClass::Blocked => "blocked",
+        }
+    }
+
+    fn of_status(status: reqwest::StatusCode) -> Option<ErrorClass> {
+        if status.is_success() {
+            None
+        } else if status.is_redirection() {
+            Some(ErrorClass::Http3xx)
+        } else if status.is_client_error() {
+            Some(ErrorClass::Http4xx)
+        } else {
+            Some(ErrorClass::Http5xx)
+        }
+    }
+
+    /// The class of a request that got no answer, from the error's chain of causes.
+    fn of_error(timed_out: bool, description: &str) -> ErrorClass {
+        let d = description.to_ascii_lowercase();
+        if timed_out || d.contains("timed out") {
+            ErrorClass::Timeout
+        } else if d.contains("dns error")
+            || d.contains("failed to lookup address")
+            || d.contains("no public address")
+        {
+            ErrorClass::Dns
+        } else if d.contains("certificate")
+            || d.contains("tls")
+            || d.contains("handshake")
+            || d.contains("invalid peer")
+        {
+            ErrorClass::Tls
+        } else {
+            ErrorClass::Connect
         }
     }
 }
@@ -47,12 +94,29 @@ pub struct AttemptResult {
     pub error: Option<(ErrorClass, String)>,
     pub response_body: Option<String>,
     pub duration: Duration,
+    /// What a 429 or 503 asked for in `Retry-After` (seconds or an HTTP date), if anything.
+    pub retry_after: Option<Duration>,
 }
 
 impl AttemptResult {
     pub fn succeeded(&self) -> bool {
         self.error.is_none()
     }
+
+    /// The receiver said the endpoint is gone for good (410).
+    pub fn gone(&self) -> bool {
+        self.http_status == Some(410)
+    }
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date, relative to `now`.
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or_default())
 }
 
 /// The headers and body of one attempt.
@@ -101,14 +165,23 @@ impl WebhookSender {
         })
     }
 
-    /// Signs `request` with `key` at the current time and sends it.
-    pub async fn send(&self, key: &SigningKey, request: &SignedRequest) -> AttemptResult {
+    /// Signs `request` with each of `keys` at the current time and sends it: the
+    /// `webhook-signature` header carries one `v1,` entry a key (a rotation's overlap), of
+    /// which a receiver needs any one; `X-Payrail-Signature` uses the first, the newest.
+    pub async fn send(&self, keys: &[SigningKey], request: &SignedRequest) -> AttemptResult {
         let started = Instant::now();
         let failed = |class: ErrorClass, message: String| AttemptResult {
             http_status: None,
             error: Some((class, message)),
             response_body: None,
             duration: started.elapsed(),
+            retry_after: None,
+        };
+        let Some(newest) = keys.first() else {
+            return failed(
+                ErrorClass::Blocked,
+                "the endpoint has no signing secret".into(),
+            );
         };
         if let Err((class, message)) = self.check_target(&request.url).await {
             return failed(class, message);
@@ -122,9 +195,12 @@ impl WebhookSender {
             .header("webhook-timestamp", timestamp.to_string())
             .header(
                 "webhook-signature",
-                key.sign_standard(&request.event_id, timestamp, &request.body),
+                keys.iter()
+                    .map(|k| k.sign_standard(&request.event_id, timestamp, &request.body))
+                    .collect::<Vec<_>>()
+                    .join(" "),
             )
-            .header("x-payrail-signature", key.sign_body(&request.body))
+            .header("x-payrail-signature", newest.sign_body(&request.body))
             .header("x-payrail-event", &request.event_type)
             .header("x-payrail-delivery", &request.delivery_id)
             .body(request.body.clone())
@@ -133,15 +209,20 @@ impl WebhookSender {
         let mut response = match response {
             Ok(r) => r,
             Err(e) => {
-                let class = if e.is_timeout() {
-                    ErrorClass::Timeout
-                } else {
-                    ErrorClass::Connect
-                };
-                return failed(class, describe(e));
+                let timed_out = e.is_timeout();
+                let description = describe(e);
+                return failed(ErrorClass::of_error(timed_out, &description), description);
             }
         };
         let status = response.status();
+        let retry_after = match status.as_u16() {
+            429 | 503 => response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, std::time::SystemTime::now())),
+            _ => None,
+        };
         let mut kept = Vec::new();
         // The receiver may stream forever; keep a little and stop at the timeout.
         while kept.len() < KEEP_RESPONSE_BYTES {
@@ -152,23 +233,20 @@ impl WebhookSender {
         }
         kept.truncate(KEEP_RESPONSE_BYTES);
         let body = String::from_utf8_lossy(&kept).into_owned();
-        let error = if status.is_success() {
-            None
-        } else if status.is_redirection() {
-            Some((
-                ErrorClass::Redirect,
-                format!("HTTP {} (redirects are not followed)", status.as_u16()),
-            ))
-        } else if status.is_client_error() {
-            Some((ErrorClass::ClientError, format!("HTTP {}", status.as_u16())))
-        } else {
-            Some((ErrorClass::ServerError, format!("HTTP {}", status.as_u16())))
-        };
+        let error = ErrorClass::of_status(status).map(|class| {
+            let note = if class == ErrorClass::Http3xx {
+                " (redirects are not followed)"
+            } else {
+                ""
+            };
+            (class, format!("HTTP {}{note}", status.as_u16()))
+        });
         AttemptResult {
             http_status: Some(status.as_u16()),
             error,
             response_body: Some(body),
             duration: started.elapsed(),
+            retry_after,
         }
     }
 
@@ -346,13 +424,13 @@ mod tests {
             body: b"{}".to_vec(),
         };
         let strict = WebhookSender::new(Duration::from_secs(1), false, None).unwrap();
-        let result = strict.send(&key, &request).await;
+        let result = strict.send(std::slice::from_ref(&key), &request).await;
         assert_eq!(result.error.map(|e| e.0), Some(ErrorClass::Blocked));
         let localhost = SignedRequest {
             url: "http://localhost:9/hook".into(),
             ..request
         };
-        let result = strict.send(&key, &localhost).await;
+        let result = strict.send(std::slice::from_ref(&key), &localhost).await;
         assert_eq!(result.error.map(|e| e.0), Some(ErrorClass::Blocked));
     }
 
@@ -395,9 +473,60 @@ mod tests {
         let key = SigningKey::from_secret(&SigningKey::generate_secret()).unwrap();
         let (url, server) = answer_ok().await;
         let sender = WebhookSender::new(Duration::from_secs(2), true, None).unwrap();
-        let result = sender.send(&key, &request(url)).await;
+        let result = sender.send(std::slice::from_ref(&key), &request(url)).await;
         assert_eq!(result.http_status, Some(200), "{:?}", result.error);
         server.await.unwrap();
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(90))
+        );
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
+        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn failures_are_classified_from_their_causes() {
+        let class = |timed_out, d| ErrorClass::of_error(timed_out, d).as_str();
+        assert_eq!(class(true, "error sending request"), "timeout");
+        assert_eq!(
+            class(
+                false,
+                "error sending request: client error (Connect): dns error: failed to lookup address information"
+            ),
+            "dns"
+        );
+        assert_eq!(
+            class(
+                false,
+                "error sending request: client error (Connect): invalid peer certificate: UnknownIssuer"
+            ),
+            "tls"
+        );
+        assert_eq!(
+            class(
+                false,
+                "error sending request: client error (Connect): tcp connect error: Connection refused"
+            ),
+            "connect"
+        );
+        let status = |n| {
+            ErrorClass::of_status(reqwest::StatusCode::from_u16(n).unwrap()).map(ErrorClass::as_str)
+        };
+        assert_eq!(status(204), None);
+        assert_eq!(status(301), Some("http_3xx"));
+        assert_eq!(status(410), Some("http_4xx"));
+        assert_eq!(status(503), Some("http_5xx"));
     }
 
     #[tokio::test]
@@ -406,7 +535,7 @@ mod tests {
         let sender = WebhookSender::new(Duration::from_secs(2), true, None).unwrap();
         let result = sender
             .send(
-                &key,
+                std::slice::from_ref(&key),
                 &request("http://127.0.0.1:1/hook?token=s3cr3t".into()),
             )
             .await;

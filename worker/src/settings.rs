@@ -20,6 +20,14 @@ pub struct WebhookSettings {
     pub allow_private_urls: bool,
     /// The proxy webhooks go through, if any (`HTTP(S)_PROXY` is not used for them).
     pub proxy: Option<String>,
+    /// `PAYRAIL_WEBHOOK_RETRY_SCHEDULE`: explicit delays that replace attempts and backoff.
+    pub retry_schedule: Option<entity::retry::RetryPolicy>,
+    /// Requests one worker keeps in flight to one endpoint, unless the endpoint sets its own.
+    pub endpoint_concurrency: u32,
+    /// An endpoint failing with no success for this long is disabled.
+    pub disable_after: Duration,
+    /// How long the secret replaced by a rotation keeps signing beside the new one.
+    pub secret_overlap: Duration,
 }
 
 impl WebhookSettings {
@@ -38,15 +46,29 @@ impl WebhookSettings {
                 if embedded { "true" } else { "false" },
             )?,
             proxy: env.raw("PAYRAIL_WEBHOOK_PROXY"),
+            retry_schedule: env
+                .raw("PAYRAIL_WEBHOOK_RETRY_SCHEDULE")
+                .map(|text| {
+                    entity::retry::RetryPolicy::parse_schedule(&text).map_err(|reason| {
+                        SettingsError::new("PAYRAIL_WEBHOOK_RETRY_SCHEDULE", text, reason)
+                    })
+                })
+                .transpose()?,
+            endpoint_concurrency: env.positive("PAYRAIL_WEBHOOK_ENDPOINT_CONCURRENCY", "10")?,
+            disable_after: env.period("PAYRAIL_WEBHOOK_DISABLE_AFTER", "5days")?,
+            secret_overlap: env.duration("PAYRAIL_WEBHOOK_SECRET_OVERLAP", "24h")?,
         })
     }
 
+    /// The schedule when one is set; otherwise exponential backoff from the base, capped.
     pub fn retry_policy(&self) -> entity::retry::RetryPolicy {
-        entity::retry::RetryPolicy {
-            base: self.backoff_base,
-            max: self.backoff_max,
-            max_attempts: self.max_attempts,
-        }
+        self.retry_schedule
+            .clone()
+            .unwrap_or(entity::retry::RetryPolicy::Exponential {
+                base: self.backoff_base,
+                max: self.backoff_max,
+                max_attempts: self.max_attempts,
+            })
     }
 
     /// A claim outlives the HTTP timeout with room to record the result, so a live worker
@@ -115,6 +137,10 @@ mod tests {
         assert_eq!(w.timeout, Duration::from_secs(10));
         assert!(w.immediate);
         assert!(w.allow_private_urls, "embedded mode allows private targets");
+        assert_eq!(w.endpoint_concurrency, 10);
+        assert_eq!(w.disable_after, Duration::from_secs(5 * 24 * 3600));
+        assert_eq!(w.secret_overlap, Duration::from_secs(24 * 3600));
+        assert_eq!(w.retry_policy(), entity::retry::RetryPolicy::default());
         let real = Settings::read(&Env::from_pairs(&[
             ("DATABASE_URL", "postgres://x/db"),
             ("AMQP_URL", "amqp://x"),
@@ -143,6 +169,24 @@ mod tests {
             Settings::read(&Env::from_pairs(&[("PAYRAIL_WEBHOOK_TIMEOUT", "0s")])).unwrap_err();
         assert_eq!(err.variable, "PAYRAIL_WEBHOOK_TIMEOUT");
         assert!(Settings::read(&Env::from_pairs(&[("PAYRAIL_WORKER_BIND", "nowhere")])).is_err());
+        let err = Settings::read(&Env::from_pairs(&[(
+            "PAYRAIL_WEBHOOK_RETRY_SCHEDULE",
+            "5s,soon",
+        )]))
+        .unwrap_err();
+        assert_eq!(err.variable, "PAYRAIL_WEBHOOK_RETRY_SCHEDULE");
+    }
+
+    #[test]
+    fn a_retry_schedule_replaces_attempts_and_backoff() {
+        let s = Settings::read(&Env::from_pairs(&[
+            ("PAYRAIL_WEBHOOK_RETRY_SCHEDULE", "5s,5m,30m,2h,5h,10h,10h"),
+            ("PAYRAIL_WEBHOOK_MAX_ATTEMPTS", "3"),
+        ]))
+        .unwrap();
+        let policy = s.worker.webhook.retry_policy();
+        assert_eq!(policy.max_attempts(), 8);
+        assert_eq!(policy.span(), Duration::from_secs(99_305));
     }
 
     #[test]

@@ -10,13 +10,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use entity::ids::DeliveryId;
-use entity::retry::RetryPolicy;
-use futures_util::future::join_all;
-use sea_orm::DatabaseConnection;
-use tokio::sync::{Notify, watch};
+use std::collections::HashMap;
+use std::time::Instant;
 
-use crate::deliveries::{self, AttemptContext, AttemptOutcome};
+use entity::ids::{DeliveryId, EndpointId};
+use entity::webhook_endpoints;
+use futures_util::future::join_all;
+use runtime::cache::Cache;
+use sea_orm::DatabaseConnection;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+
+use crate::deliveries::{self, AttemptContext, AttemptOutcome, Rules};
 use crate::fanout::{FanOutError, fan_out};
 use crate::metrics::DeliveryMetrics;
 use crate::sender::WebhookSender;
@@ -61,8 +65,13 @@ struct Inner {
     bus: EventBus,
     sender: WebhookSender,
     settings: WebhookSettings,
-    policy: RetryPolicy,
+    rules: Rules,
     metrics: Arc<DeliveryMetrics>,
+    /// Requests in flight to each endpoint from this worker, bounded by its limit (the
+    /// limit is kept beside its semaphore so a changed limit takes effect).
+    endpoint_slots: std::sync::Mutex<HashMap<EndpointId, (u32, Arc<Semaphore>)>>,
+    /// Shared counters for endpoints' `rate_limit` (Redis across workers).
+    rate_counters: Cache,
     /// Sweeps under way in this worker. More than one may run: a batch waiting on a slow
     /// receiver must not hold back the due rows behind it (claims skip locked rows, so
     /// concurrent sweeps never take the same row).
@@ -98,16 +107,21 @@ impl Worker {
     pub fn registered(
         db: DatabaseConnection,
         bus: EventBus,
+        cache: Cache,
         settings: WebhookSettings,
         registry: &mut prometheus_client::registry::Registry,
     ) -> Result<(Worker, Arc<DeliveryMetrics>), reqwest::Error> {
         let metrics = Arc::new(DeliveryMetrics::new(registry));
-        Ok((Worker::new(db, bus, settings, metrics.clone())?, metrics))
+        Ok((
+            Worker::new(db, bus, cache, settings, metrics.clone())?,
+            metrics,
+        ))
     }
 
     pub fn new(
         db: DatabaseConnection,
         bus: EventBus,
+        cache: Cache,
         settings: WebhookSettings,
         metrics: Arc<DeliveryMetrics>,
     ) -> Result<Worker, reqwest::Error> {
@@ -120,7 +134,12 @@ impl Worker {
         let settings_timeout_grace = settings.timeout + Duration::from_secs(2);
         Ok(Worker {
             inner: Arc::new(Inner {
-                policy: settings.retry_policy(),
+                rules: Rules {
+                    policy: settings.retry_policy(),
+                    disable_after: settings.disable_after,
+                },
+                endpoint_slots: std::sync::Mutex::default(),
+                rate_counters: cache,
                 db,
                 bus,
                 sender,
@@ -222,8 +241,25 @@ impl Worker {
     pub async fn deliver_loaded(&self, claimed: Vec<AttemptContext>) -> Vec<AttemptOutcome> {
         let inner = &self.inner;
         self.hold(claimed.iter().map(|c| c.delivery.id.clone()));
+        // A row waits for a slot at most this long, so that what is left of its lease still
+        // covers the HTTP timeout and recording the result.
+        let slot_deadline = Instant::now() + inner.settings.timeout + Duration::from_secs(3);
         let attempts = claimed.into_iter().map(|ctx| async move {
             let id = ctx.delivery.id.clone();
+            let _slot = match &ctx.endpoint {
+                Some(endpoint) => match self.slot(endpoint, slot_deadline).await {
+                    Some(slot) => Some(slot),
+                    None => {
+                        self.let_go(&id);
+                        if let Err(e) = deliveries::hand_back(&inner.db, &ctx.delivery).await {
+                            tracing::warn!(error = %e, delivery_id = %id, "could not hand a delivery back; its lease will expire");
+                        }
+                        inner.metrics.handed_back.inc();
+                        return AttemptOutcome::Skipped;
+                    }
+                },
+                None => None,
+            };
             let first_lag = ctx
                 .delivery
                 .last_attempt_at
@@ -235,10 +271,18 @@ impl Worker {
                 ctx.delivery.endpoint_id.clone(),
                 ctx.event.request_id.clone(),
             );
-            match deliveries::attempt(&inner.db, &inner.sender, &inner.policy, ctx).await {
+            let event_created_at = ctx.event.created_at;
+            match deliveries::attempt(&inner.db, &inner.sender, &inner.rules, ctx).await {
                 Ok((outcome, result)) => {
                     self.let_go(&id);
                     inner.metrics.observe(&outcome, result.as_ref());
+                    if outcome == AttemptOutcome::Succeeded {
+                        let lag = chrono::Utc::now() - event_created_at;
+                        inner
+                            .metrics
+                            .event_to_delivered
+                            .observe(lag.num_microseconds().unwrap_or(0) as f64 / 1e6);
+                    }
                     if let AttemptOutcome::Failed { attempts } = &outcome {
                         let (merchant_id, event_id, endpoint_id, request_id) = &about;
                         let last_error = result.as_ref().and_then(|r| r.error.as_ref().map(|e| e.1.clone()));
@@ -273,7 +317,62 @@ impl Worker {
         join_all(attempts).await
     }
 
-    /// Claims and sends due deliveries, batch after batch while batches come back full.
+    /// A slot to send to `endpoint`: a permit of its concurrency limit and, if it has a
+    /// `rate_limit`, a place in the current second's count shared by all workers. `None` when
+    /// none came before `deadline`.
+    async fn slot(
+        &self,
+        endpoint: &webhook_endpoints::Model,
+        deadline: Instant,
+    ) -> Option<OwnedSemaphorePermit> {
+        let inner = &self.inner;
+        let limit = endpoint
+            .max_concurrency
+            .and_then(|l| u32::try_from(l).ok())
+            .filter(|l| *l > 0)
+            .unwrap_or(inner.settings.endpoint_concurrency);
+        let semaphore = {
+            let mut slots = inner.endpoint_slots.lock().ok()?;
+            match slots.get(&endpoint.id) {
+                Some((l, s)) if *l == limit => s.clone(),
+                _ => {
+                    let s = Arc::new(Semaphore::new(usize::try_from(limit).unwrap_or(1)));
+                    slots.insert(endpoint.id.clone(), (limit, s.clone()));
+                    s
+                }
+            }
+        };
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let permit = tokio::time::timeout_at(deadline, semaphore.acquire_owned())
+            .await
+            .ok()?
+            .ok()?;
+        let Some(rate) = endpoint
+            .rate_limit
+            .and_then(|r| u64::try_from(r).ok())
+            .filter(|r| *r > 0)
+        else {
+            return Some(permit);
+        };
+        loop {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let key = format!("webhook_rate:{}:{}", endpoint.id, now.as_secs());
+            match inner.rate_counters.hit(&key, Duration::from_secs(2)).await {
+                Some(n) if n > rate => {
+                    let next_second = Duration::from_secs(now.as_secs() + 1) - now;
+                    if tokio::time::Instant::now() + next_second > deadline {
+                        return None;
+                    }
+                    tokio::time::sleep(next_second).await;
+                }
+                _ => return Some(permit),
+            }
+        }
+    }
+
+    /// Claims and sends due deliveries, batch after batch while due rows remain.
     pub async fn sweep_once(&self) -> Result<SweepOutcome, sea_orm::DbErr> {
         let Ok(_permit) = self.inner.sweeps.clone().try_acquire_owned() else {
             return Ok(SweepOutcome {
@@ -289,9 +388,16 @@ impl Worker {
         let s = &self.inner.settings;
         let mut total = SweepOutcome::default();
         loop {
-            let ids = deliveries::claim_due(&self.inner.db, s.batch_size, s.lease()).await?;
+            let claim = deliveries::claim_due(
+                &self.inner.db,
+                s.batch_size,
+                s.endpoint_concurrency,
+                s.lease(),
+            )
+            .await?;
+            let ids = claim.ids;
             self.hold(ids.iter().cloned());
-            let full = ids.len() as u64 == s.batch_size;
+            let more = claim.more && !ids.is_empty();
             total.claimed += ids.len();
             for outcome in self.deliver(&ids).await {
                 match outcome {
@@ -301,7 +407,7 @@ impl Worker {
                     AttemptOutcome::Skipped => {}
                 }
             }
-            if !full {
+            if !more {
                 return Ok(total);
             }
         }

@@ -13,6 +13,9 @@ pub struct Model {
     pub attempt_number: i32,
     pub http_status: Option<i32>,
     pub error_message: Option<String>,
+    /// Why it failed: `timeout`, `connect`, `tls`, `dns`, `http_3xx`, `http_4xx`, `http_5xx`
+    /// or `blocked`; none for a success.
+    pub error_class: Option<String>,
     /// The first few KiB of the answer.
     pub response_body: Option<String>,
     pub duration_ms: i64,

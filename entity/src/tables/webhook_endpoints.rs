@@ -15,6 +15,19 @@ pub struct Model {
     pub secret: String,
     /// `enabled` or `disabled`.
     pub status: crate::status::EndpointStatus,
+    /// Requests this endpoint may have in flight from one worker (the default when unset).
+    pub max_concurrency: Option<i32>,
+    /// Requests per second across all workers, if limited.
+    pub rate_limit: Option<i32>,
+    /// Why it is disabled: `gone` (the receiver answered 410), `failing` (no success for
+    /// `PAYRAIL_WEBHOOK_DISABLE_AFTER`) or `manual`.
+    pub disabled_reason: Option<String>,
+    /// The secret before the last rotation: it keeps signing until `previous_secret_expires_at`.
+    pub previous_secret: Option<String>,
+    pub previous_secret_expires_at: Option<DateTimeUtc>,
+    /// When the current run of failed attempts began (none since the last success).
+    pub failing_since: Option<DateTimeUtc>,
+    pub consecutive_failures: i32,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }
@@ -22,6 +35,19 @@ pub struct Model {
 impl Model {
     pub fn enabled_event_names(&self) -> Vec<String> {
         serde_json::from_value(self.enabled_events.clone()).unwrap_or_default()
+    }
+
+    /// The secrets that sign a request sent at `now`: the current one, and the previous one
+    /// while a rotation's overlap lasts.
+    pub fn signing_secrets(&self, now: DateTimeUtc) -> Vec<&str> {
+        let mut secrets = vec![self.secret.as_str()];
+        if let (Some(previous), Some(until)) =
+            (&self.previous_secret, self.previous_secret_expires_at)
+            && until > now
+        {
+            secrets.push(previous);
+        }
+        secrets
     }
 }
 

@@ -22,7 +22,7 @@ use crate::webhooks::deliveries::{self, DeliveryFilter};
 pub struct DeliveriesApi;
 
 /// A delivery with its whole attempt history.
-async fn detail(
+pub(super) async fn detail(
     state: &AppState,
     merchant_id: &MerchantId,
     raw_id: &str,

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use entity::event::rfc3339;
 use entity::{events, webhook_attempts, webhook_deliveries, webhook_endpoints};
 use poem_openapi::Object;
+use poem_openapi::types::MaybeUndefined;
 use serde::{Deserialize, Serialize};
 
 pub use crate::logs::LogEntry;
@@ -80,6 +81,11 @@ pub struct CreateEndpointRequest {
     /// Event types to send, e.g. `["payment.succeeded"]`, or `["*"]` for all.
     pub enabled_events: Vec<String>,
     pub description: Option<String>,
+    /// Requests one worker sends to this endpoint at once (1–100); the server's default
+    /// (`PAYRAIL_WEBHOOK_ENDPOINT_CONCURRENCY`, 10) when absent.
+    pub max_concurrency: Option<i32>,
+    /// Requests per second across all workers (1–10000); unlimited when absent.
+    pub rate_limit: Option<i32>,
 }
 
 #[derive(Object)]
@@ -88,8 +94,13 @@ pub struct UpdateEndpointRequest {
     pub url: Option<String>,
     pub enabled_events: Option<Vec<String>>,
     pub description: Option<String>,
-    /// `enabled` or `disabled`.
+    /// `enabled` or `disabled`. Enabling a disabled endpoint clears its `disabled_reason`
+    /// and failing streak; deliveries that failed meanwhile are re-sent with `recover`.
     pub status: Option<String>,
+    /// 1–100, or `null` for the server's default.
+    pub max_concurrency: MaybeUndefined<i32>,
+    /// 1–10000 requests per second, or `null` for no limit.
+    pub rate_limit: MaybeUndefined<i32>,
 }
 
 #[derive(Object, Serialize, Deserialize)]
@@ -100,8 +111,16 @@ pub struct WebhookEndpoint {
     pub url: String,
     pub enabled_events: Vec<String>,
     pub description: Option<String>,
+    /// `enabled` or `disabled`.
     pub status: String,
-    /// The signing secret (`whsec_…`): only in the response that created the endpoint.
+    /// Why a disabled endpoint is disabled: `gone` (it answered 410), `failing` (no success
+    /// for `PAYRAIL_WEBHOOK_DISABLE_AFTER`) or `manual`.
+    pub disabled_reason: Option<String>,
+    pub max_concurrency: Option<i32>,
+    pub rate_limit: Option<i32>,
+    /// Until when the secret replaced by the last rotation still signs, if it does.
+    pub previous_secret_expires_at: Option<String>,
+    /// The signing secret (`whsec_…`): only in the responses that create or rotate it.
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
@@ -118,11 +137,38 @@ impl WebhookEndpoint {
             enabled_events: e.enabled_event_names(),
             description: e.description.clone(),
             status: e.status.to_string(),
+            disabled_reason: e.disabled_reason.clone(),
+            max_concurrency: e.max_concurrency,
+            rate_limit: e.rate_limit,
+            previous_secret_expires_at: e
+                .previous_secret_expires_at
+                .filter(|until| *until > chrono::Utc::now())
+                .map(rfc3339),
             secret: reveal_secret.then(|| e.secret.clone()),
             created_at: rfc3339(e.created_at),
             updated_at: rfc3339(e.updated_at),
         }
     }
+}
+
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+pub struct RecoverRequest {
+    /// RFC 3339 time: failed deliveries created at or after it are sent again.
+    pub since: String,
+    /// RFC 3339 time, after `since`: deliveries created before it (default: now).
+    pub until: Option<String>,
+}
+
+#[derive(Object, Serialize, Deserialize)]
+pub struct EndpointRecovery {
+    /// Always `webhook_endpoint_recovery`.
+    pub object: String,
+    pub endpoint_id: String,
+    pub since: String,
+    pub until: String,
+    /// Failed deliveries made due again, each with a fresh set of attempts.
+    pub recovered: u64,
 }
 
 #[derive(Object)]
@@ -181,6 +227,9 @@ pub struct WebhookAttempt {
     pub attempt_number: i32,
     pub http_status: Option<i32>,
     pub error_message: Option<String>,
+    /// Why it failed: `timeout`, `connect`, `tls`, `dns`, `http_3xx`, `http_4xx`,
+    /// `http_5xx` or `blocked` (a target refused before connecting); absent on success.
+    pub error_class: Option<String>,
     /// The first 4 KiB of the answer.
     pub response_body: Option<String>,
     pub duration_ms: i64,
@@ -194,6 +243,7 @@ impl From<&webhook_attempts::Model> for WebhookAttempt {
             attempt_number: a.attempt_number,
             http_status: a.http_status,
             error_message: a.error_message.clone(),
+            error_class: a.error_class.clone(),
             response_body: a.response_body.clone(),
             duration_ms: a.duration_ms,
             created_at: rfc3339(a.created_at),

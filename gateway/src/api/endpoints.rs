@@ -7,10 +7,15 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 use sea_orm::DatabaseTransaction;
 
+use entity::event::rfc3339;
+use entity::status::EndpointStatus;
+use entity::webhook_endpoints;
+
 use super::dto::{
-    CreateEndpointRequest, DeletedObject, UpdateEndpointRequest, WebhookEndpoint,
-    WebhookEndpointList,
+    CreateEndpointRequest, DeletedObject, EndpointRecovery, RecoverRequest, UpdateEndpointRequest,
+    WebhookDelivery, WebhookEndpoint, WebhookEndpointList,
 };
+use super::requests::RecoverWindow;
 use super::{ApiTags, path_id, valid_idempotency_key};
 use crate::api::auth::ApiKey;
 use crate::api::error::ApiError;
@@ -18,6 +23,7 @@ use crate::error::{OrNotFound, ServiceError};
 use crate::idempotency::Idempotent;
 use crate::pagination::Page;
 use crate::state::AppState;
+use crate::webhooks::deliveries;
 use crate::webhooks::endpoints;
 use crate::webhooks::endpoints::{EndpointUpdate, NewEndpoint};
 
@@ -32,6 +38,52 @@ pub enum CreatedEndpoint {
         Json<WebhookEndpoint>,
         #[oai(header = "Idempotent-Replayed")] Option<String>,
     ),
+}
+
+#[derive(ApiResponse)]
+pub enum RotatedSecret {
+    /// The endpoint with its new secret (shown only here, and in idempotent replays).
+    #[oai(status = 200)]
+    Rotated(
+        Json<WebhookEndpoint>,
+        #[oai(header = "Idempotent-Replayed")] Option<String>,
+    ),
+}
+
+#[derive(ApiResponse)]
+pub enum Recovered {
+    /// How many failed deliveries were made due again.
+    #[oai(status = 200)]
+    Recovered(
+        Json<EndpointRecovery>,
+        #[oai(header = "Idempotent-Replayed")] Option<String>,
+    ),
+}
+
+#[derive(ApiResponse)]
+pub enum TestSent {
+    /// The test event's delivery, after its first attempt (later ones follow the retry
+    /// schedule if it failed).
+    #[oai(status = 200)]
+    Sent(
+        Json<WebhookDelivery>,
+        #[oai(header = "Idempotent-Replayed")] Option<String>,
+    ),
+}
+
+/// An endpoint that can be sent to, or 409 `endpoint_disabled`.
+fn enabled(e: webhook_endpoints::Model) -> Result<webhook_endpoints::Model, ServiceError> {
+    if e.status == EndpointStatus::Enabled {
+        return Ok(e);
+    }
+    Err(ServiceError::State {
+        code: "endpoint_disabled",
+        message: format!(
+            "Webhook endpoint {} is disabled ({}); enable it with PATCH first.",
+            e.id,
+            e.disabled_reason.as_deref().unwrap_or("manual")
+        ),
+    })
 }
 
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::WebhookEndpoints")]
@@ -153,6 +205,172 @@ impl EndpointsApi {
         .or_not_found("webhook endpoint", &id.0)?;
         let e = endpoints::update(&state.db, existing, change).await?;
         Ok(Json(WebhookEndpoint::from_model(&e, false)))
+    }
+
+    /// Rotate a webhook endpoint's signing secret
+    ///
+    /// Returns the new secret, once. Until `previous_secret_expires_at`
+    /// (`PAYRAIL_WEBHOOK_SECRET_OVERLAP`, 24 h by default) every webhook carries a second
+    /// `v1,` signature made with the old secret, so receivers can switch without missing one.
+    #[oai(
+        path = "/webhook_endpoints/:id/rotate_secret",
+        method = "post",
+        operation_id = "rotate_webhook_endpoint_secret"
+    )]
+    async fn rotate_secret(
+        &self,
+        ApiKey(merchant): ApiKey,
+        state: Data<&AppState>,
+        id: Path<String>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+    ) -> Result<RotatedSecret, ApiError> {
+        let key = valid_idempotency_key(idempotency_key.0.as_deref())?;
+        let endpoint_id = path_id::<EndpointId>(&id.0, "webhook endpoint")?;
+        let request = Idempotent {
+            merchant_id: &merchant.merchant_id,
+            key,
+            operation: "POST /v1/webhook_endpoints/{id}/rotate_secret",
+            fingerprint: endpoint_id.to_string(),
+        };
+        let overlap = state.webhook.secret_overlap;
+        let outcome = request
+            .run(
+                &state.db,
+                async |txn: &DatabaseTransaction| -> Result<WebhookEndpoint, ServiceError> {
+                    let e =
+                        endpoints::rotate_secret(txn, &merchant.merchant_id, &endpoint_id, overlap)
+                            .await?
+                            .or_not_found("webhook endpoint", &endpoint_id)?;
+                    Ok(WebhookEndpoint::from_model(&e, false))
+                },
+            )
+            .await?;
+        // As with creation, the secret is read from the endpoint, not stored with the replay.
+        let mut view = outcome.value;
+        if let Some(e) = endpoints::get(&state.db, &merchant.merchant_id, &endpoint_id).await? {
+            view.secret = Some(e.secret);
+        }
+        Ok(RotatedSecret::Rotated(
+            Json(view),
+            outcome.replayed.then(|| "true".to_string()),
+        ))
+    }
+
+    /// Re-send an endpoint's failed deliveries
+    ///
+    /// Every `failed` delivery to this endpoint created in `[since, until)` becomes due now
+    /// with a fresh set of attempts; earlier attempts stay as history. For after an outage.
+    #[oai(
+        path = "/webhook_endpoints/:id/recover",
+        method = "post",
+        operation_id = "recover_webhook_endpoint"
+    )]
+    async fn recover(
+        &self,
+        ApiKey(merchant): ApiKey,
+        state: Data<&AppState>,
+        id: Path<String>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        body: Json<RecoverRequest>,
+    ) -> Result<Recovered, ApiError> {
+        let key = valid_idempotency_key(idempotency_key.0.as_deref())?;
+        let endpoint_id = path_id::<EndpointId>(&id.0, "webhook endpoint")?;
+        let window = RecoverWindow::try_from(body.0)?;
+        let request = Idempotent {
+            merchant_id: &merchant.merchant_id,
+            key,
+            operation: "POST /v1/webhook_endpoints/{id}/recover",
+            fingerprint: format!(
+                "{endpoint_id}:{}:{}",
+                window.since.timestamp_micros(),
+                window.until.timestamp_micros()
+            ),
+        };
+        let outcome = request
+            .run(
+                &state.db,
+                async |txn: &DatabaseTransaction| -> Result<EndpointRecovery, ServiceError> {
+                    let e = endpoints::get(txn, &merchant.merchant_id, &endpoint_id)
+                        .await?
+                        .or_not_found("webhook endpoint", &endpoint_id)?;
+                    let e = enabled(e)?;
+                    let recovered =
+                        deliveries::recover(txn, &e.id, window.since, window.until).await?;
+                    Ok(EndpointRecovery {
+                        object: "webhook_endpoint_recovery".into(),
+                        endpoint_id: e.id.to_string(),
+                        since: rfc3339(window.since),
+                        until: rfc3339(window.until),
+                        recovered,
+                    })
+                },
+            )
+            .await?;
+        Ok(Recovered::Recovered(
+            Json(outcome.value),
+            outcome.replayed.then(|| "true".to_string()),
+        ))
+    }
+
+    /// Send a test event to a webhook endpoint now
+    ///
+    /// A signed `webhook_endpoint.test` event goes to this endpoint only, whatever it
+    /// subscribes to; the answer is its delivery after the first attempt.
+    #[oai(
+        path = "/webhook_endpoints/:id/test",
+        method = "post",
+        operation_id = "test_webhook_endpoint"
+    )]
+    async fn test(
+        &self,
+        ApiKey(merchant): ApiKey,
+        state: Data<&AppState>,
+        id: Path<String>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+    ) -> Result<TestSent, ApiError> {
+        let key = valid_idempotency_key(idempotency_key.0.as_deref())?;
+        let endpoint_id = path_id::<EndpointId>(&id.0, "webhook endpoint")?;
+        let request = Idempotent {
+            merchant_id: &merchant.merchant_id,
+            key,
+            operation: "POST /v1/webhook_endpoints/{id}/test",
+            fingerprint: endpoint_id.to_string(),
+        };
+        let lease = state.webhook.lease();
+        let mut created = None;
+        let outcome = request
+            .run(
+                &state.db,
+                async |txn: &DatabaseTransaction| -> Result<String, ServiceError> {
+                    let e = endpoints::get(txn, &merchant.merchant_id, &endpoint_id)
+                        .await?
+                        .or_not_found("webhook endpoint", &endpoint_id)?;
+                    let ctx = deliveries::create_test(txn, &enabled(e)?, lease).await?;
+                    let id = ctx.delivery.id.to_string();
+                    created = Some(ctx);
+                    Ok(id)
+                },
+            )
+            .await?;
+        // Sent after the commit; a replay only reads what the first request did.
+        if let Some(ctx) = created
+            && let Err(e) = worker::deliveries::attempt(
+                &state.db,
+                &state.test_sender,
+                &state.delivery_rules,
+                ctx,
+            )
+            .await
+        {
+            // The row stays claimed until its lease ends; the sweep then sends it.
+            tracing::warn!(error = %e, "could not record a test attempt");
+        }
+        let delivery =
+            super::deliveries::detail(&state, &merchant.merchant_id, &outcome.value).await?;
+        Ok(TestSent::Sent(
+            Json(delivery),
+            outcome.replayed.then(|| "true".to_string()),
+        ))
     }
 
     /// Delete a webhook endpoint

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use entity::money::{Amount, Currency};
 use entity::status::{EndpointStatus, Provider};
 
-use super::dto::{CreateEndpointRequest, CreatePaymentRequest, UpdateEndpointRequest};
+use super::dto::{
+    CreateEndpointRequest, CreatePaymentRequest, RecoverRequest, UpdateEndpointRequest,
+};
 use crate::error::{ValidationError, plain_text};
 use crate::payments::cards::Card;
 use crate::payments::validation::{NewPayment, bounded, http_url, require_for_provider};
@@ -136,6 +138,14 @@ impl TryFrom<CreateEndpointRequest> for NewEndpoint {
             url: http_url("url", &r.url)?,
             enabled_events: event_list(r.enabled_events)?,
             description: bounded("description", r.description, 1000)?,
+            max_concurrency: r
+                .max_concurrency
+                .map(|n| in_range("max_concurrency", n, MAX_CONCURRENCY))
+                .transpose()?,
+            rate_limit: r
+                .rate_limit
+                .map(|n| in_range("rate_limit", n, MAX_RATE_LIMIT))
+                .transpose()?,
         })
     }
 }
@@ -159,6 +169,77 @@ impl TryFrom<UpdateEndpointRequest> for EndpointUpdate {
             enabled_events: r.enabled_events.map(event_list).transpose()?,
             description: bounded("description", r.description, 1000)?,
             status,
+            max_concurrency: optional_limit("max_concurrency", r.max_concurrency, MAX_CONCURRENCY)?,
+            rate_limit: optional_limit("rate_limit", r.rate_limit, MAX_RATE_LIMIT)?,
         })
+    }
+}
+
+/// The window of an endpoint's `recover`: `since` before `until`, neither in the future.
+pub struct RecoverWindow {
+    pub since: chrono::DateTime<chrono::Utc>,
+    pub until: chrono::DateTime<chrono::Utc>,
+}
+
+impl TryFrom<RecoverRequest> for RecoverWindow {
+    type Error = ValidationError;
+
+    fn try_from(r: RecoverRequest) -> Result<RecoverWindow, ValidationError> {
+        let now = chrono::Utc::now();
+        let time = |field: &'static str, text: &str| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| {
+                    ValidationError::new(
+                        field,
+                        "parameter_invalid_timestamp",
+                        format!("{field} must be an RFC 3339 time, like 2026-11-23T10:00:00Z."),
+                    )
+                })
+        };
+        let since = time("since", &r.since)?;
+        let until = match r.until.as_deref() {
+            Some(text) => time("until", text)?.min(now),
+            None => now,
+        };
+        if since >= until {
+            return Err(ValidationError::new(
+                "since",
+                "parameter_out_of_range",
+                "since must be before until and in the past.",
+            ));
+        }
+        Ok(RecoverWindow { since, until })
+    }
+}
+
+/// The most requests one worker may keep in flight to one endpoint.
+const MAX_CONCURRENCY: i32 = 100;
+/// The highest per-endpoint rate limit, in requests per second.
+const MAX_RATE_LIMIT: i32 = 10_000;
+
+fn in_range(field: &'static str, n: i32, max: i32) -> Result<i32, ValidationError> {
+    if (1..=max).contains(&n) {
+        Ok(n)
+    } else {
+        Err(ValidationError::new(
+            field,
+            "parameter_out_of_range",
+            format!("{field} must be between 1 and {max}."),
+        ))
+    }
+}
+
+/// A PATCH field that may be absent (unchanged), `null` (back to the default) or a number.
+fn optional_limit(
+    field: &'static str,
+    value: poem_openapi::types::MaybeUndefined<i32>,
+    max: i32,
+) -> Result<Option<Option<i32>>, ValidationError> {
+    use poem_openapi::types::MaybeUndefined as M;
+    match value {
+        M::Undefined => Ok(None),
+        M::Null => Ok(Some(None)),
+        M::Value(n) => in_range(field, n, max).map(|n| Some(Some(n))),
     }
 }

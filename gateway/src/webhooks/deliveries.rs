@@ -1,11 +1,16 @@
-//! Reading deliveries and their attempts, and the merchant's manual retry.
+//! Reading deliveries and their attempts, the merchant's manual retry, recovering an
+//! endpoint's failed deliveries after an outage, and an endpoint's test event.
 
 use chrono::{DateTime, Utc};
-use entity::ids::{DeliveryId, MerchantId};
+use entity::event::EventType;
+use entity::ids::{DeliveryId, EndpointId, EventId, MerchantId};
 use entity::status::DeliveryStatus;
-use entity::{webhook_attempts, webhook_deliveries};
+use entity::{events, webhook_attempts, webhook_deliveries, webhook_endpoints};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+};
+use worker::deliveries::AttemptContext;
 
 use crate::pagination::Page;
 
@@ -79,4 +84,80 @@ pub async fn make_due_now<C: ConnectionTrait>(
         .exec(db)
         .await?;
     Ok(result.rows_affected == 1)
+}
+
+/// Makes an endpoint's `failed` deliveries created in `[since, until)` due now with a fresh
+/// set of attempts, in one statement. Returns how many.
+pub async fn recover<C: ConnectionTrait>(
+    db: &C,
+    endpoint_id: &EndpointId,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    use webhook_deliveries::Column as C;
+    let now = Utc::now();
+    let result = webhook_deliveries::Entity::update_many()
+        .col_expr(C::Status, Expr::value(DeliveryStatus::Pending))
+        .col_expr(C::Attempts, Expr::value(0))
+        .col_expr(C::NextRetryAt, Expr::value(now))
+        .col_expr(C::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(C::UpdatedAt, Expr::value(now))
+        .filter(C::EndpointId.eq(endpoint_id))
+        .filter(C::Status.eq(DeliveryStatus::Failed))
+        .filter(C::CreatedAt.gte(since))
+        .filter(C::CreatedAt.lt(until))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected)
+}
+
+/// Commits a `webhook_endpoint.test` event and its one delivery, to `endpoint` only and
+/// already claimed for `lease`, so the caller sends it at once; if that attempt fails, the
+/// sweep retries it like any other. The event is marked published: it never goes through the
+/// bus, where the merchant's other endpoints would get it.
+pub async fn create_test<C: ConnectionTrait>(
+    db: &C,
+    endpoint: &webhook_endpoints::Model,
+    lease: std::time::Duration,
+) -> Result<AttemptContext, DbErr> {
+    let now = Utc::now();
+    let event = events::Entity::insert(events::ActiveModel {
+        id: Set(EventId::generate()),
+        merchant_id: Set(endpoint.merchant_id.clone()),
+        event_type: Set(EventType::WebhookEndpointTest.as_str().to_string()),
+        payment_id: Set(None),
+        data: Set(serde_json::json!({
+            "object": "webhook_endpoint.test",
+            "endpoint_id": endpoint.id,
+            "message": "A test event sent on request. Answer 2xx to acknowledge it.",
+        })),
+        request_id: Set(None),
+        created_at: Set(now),
+        published_at: Set(Some(now)),
+    })
+    .exec_with_returning(db)
+    .await?;
+    let delivery = webhook_deliveries::Entity::insert(webhook_deliveries::ActiveModel {
+        id: Set(DeliveryId::generate()),
+        merchant_id: Set(endpoint.merchant_id.clone()),
+        event_id: Set(event.id.clone()),
+        endpoint_id: Set(endpoint.id.clone()),
+        status: Set(DeliveryStatus::Processing),
+        attempts: Set(0),
+        next_retry_at: Set(None),
+        locked_until: Set(Some(worker::deliveries::lease_until(now, lease))),
+        last_attempt_at: Set(None),
+        http_status: Set(None),
+        error_message: Set(None),
+        delivered_at: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .exec_with_returning(db)
+    .await?;
+    Ok(AttemptContext {
+        delivery,
+        endpoint: Some(endpoint.clone()),
+        event,
+    })
 }

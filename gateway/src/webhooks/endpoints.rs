@@ -47,6 +47,8 @@ pub struct NewEndpoint {
     pub url: String,
     pub enabled_events: Vec<String>,
     pub description: Option<String>,
+    pub max_concurrency: Option<i32>,
+    pub rate_limit: Option<i32>,
 }
 
 impl NewEndpoint {
@@ -56,6 +58,8 @@ impl NewEndpoint {
             "url": self.url,
             "enabled_events": self.enabled_events,
             "description": self.description,
+            "max_concurrency": self.max_concurrency,
+            "rate_limit": self.rate_limit,
         });
         entity::signature::sha256_hex(canonical.to_string().as_bytes())
     }
@@ -67,6 +71,10 @@ pub struct EndpointUpdate {
     pub enabled_events: Option<Vec<String>>,
     pub description: Option<String>,
     pub status: Option<EndpointStatus>,
+    /// `Some(None)` goes back to the server's default.
+    pub max_concurrency: Option<Option<i32>>,
+    /// `Some(None)` removes the limit.
+    pub rate_limit: Option<Option<i32>>,
 }
 
 /// Creates an endpoint, unless the merchant already has `max` of them. The merchant's row is
@@ -103,6 +111,13 @@ pub async fn create<C: ConnectionTrait>(
             enabled_events: Set(serde_json::json!(new.enabled_events)),
             secret: Set(SigningKey::generate_secret()),
             status: Set(EndpointStatus::Enabled),
+            max_concurrency: Set(new.max_concurrency),
+            rate_limit: Set(new.rate_limit),
+            disabled_reason: Set(None),
+            previous_secret: Set(None),
+            previous_secret_expires_at: Set(None),
+            failing_since: Set(None),
+            consecutive_failures: Set(0),
             created_at: Set(now),
             updated_at: Set(now),
         })
@@ -137,6 +152,7 @@ pub async fn update<C: ConnectionTrait>(
     existing: webhook_endpoints::Model,
     change: EndpointUpdate,
 ) -> Result<webhook_endpoints::Model, DbErr> {
+    let existing_status = existing.status;
     let mut active: webhook_endpoints::ActiveModel = existing.into();
     if let Some(url) = change.url {
         active.url = Set(url);
@@ -147,11 +163,61 @@ pub async fn update<C: ConnectionTrait>(
     if let Some(description) = change.description {
         active.description = Set(Some(description));
     }
-    if let Some(status) = change.status {
-        active.status = Set(status);
+    if let Some(limit) = change.max_concurrency {
+        active.max_concurrency = Set(limit);
+    }
+    if let Some(limit) = change.rate_limit {
+        active.rate_limit = Set(limit);
+    }
+    match change.status {
+        // Enabling starts afresh: the streak that disabled it is history.
+        Some(EndpointStatus::Enabled) if existing_status != EndpointStatus::Enabled => {
+            active.status = Set(EndpointStatus::Enabled);
+            active.disabled_reason = Set(None);
+            active.failing_since = Set(None);
+            active.consecutive_failures = Set(0);
+        }
+        Some(EndpointStatus::Disabled) if existing_status != EndpointStatus::Disabled => {
+            active.status = Set(EndpointStatus::Disabled);
+            active.disabled_reason = Set(Some("manual".into()));
+        }
+        _ => {}
     }
     active.updated_at = Set(Utc::now());
     webhook_endpoints::Entity::update(active).exec(db).await
+}
+
+/// Replaces the endpoint's signing secret. The one it replaces keeps signing beside the new
+/// one until `now + overlap`, so receivers can switch without dropping a webhook; rotating
+/// again within the overlap retires the oldest at once.
+pub async fn rotate_secret<C: ConnectionTrait>(
+    db: &C,
+    merchant_id: &MerchantId,
+    id: &EndpointId,
+    overlap: std::time::Duration,
+) -> Result<Option<webhook_endpoints::Model>, DbErr> {
+    // Locked, so two rotations at once chain (each replaces the other's) instead of both
+    // replacing the same secret and losing one of the new ones.
+    let Some(existing) = webhook_endpoints::Entity::find_by_id(id.clone())
+        .filter(webhook_endpoints::Column::MerchantId.eq(merchant_id))
+        .lock_exclusive()
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let now = Utc::now();
+    let until = now + chrono::Duration::from_std(overlap).unwrap_or(chrono::Duration::days(1));
+    let previous = existing.secret.clone();
+    let mut active: webhook_endpoints::ActiveModel = existing.into();
+    active.secret = Set(SigningKey::generate_secret());
+    active.previous_secret = Set(Some(previous));
+    active.previous_secret_expires_at = Set(Some(until));
+    active.updated_at = Set(now);
+    webhook_endpoints::Entity::update(active)
+        .exec(db)
+        .await
+        .map(Some)
 }
 
 /// Deletes an endpoint. Its deliveries stay as history; pending ones fail as "endpoint

@@ -3,9 +3,9 @@
 
 use entity::bus::{BusMessage, QueueNames};
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
+    BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -112,6 +112,72 @@ impl AmqpBus {
         let names = self.names.clone();
         self.inspect(|channel| async move { queue_depths(&channel, &names).await })
             .await
+    }
+
+    pub(super) async fn redrive(&self) -> Result<u64, BusError> {
+        let (connection, channel) = self.open().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let waiting = channel
+            .queue_declare(
+                self.names.dead_letter_queue.as_str().into(),
+                QueueDeclareOptions::default().passive(),
+                FieldTable::default(),
+            )
+            .await?
+            .message_count();
+        let mut moved = 0u64;
+        while moved < u64::from(waiting) {
+            let Some(message) = channel
+                .basic_get(
+                    self.names.dead_letter_queue.as_str().into(),
+                    BasicGetOptions::default(),
+                )
+                .await?
+            else {
+                break;
+            };
+            let delivery = message.delivery;
+            // The original properties go with it, less the broker's death record.
+            let mut properties = delivery.properties.clone();
+            if let Some(headers) = properties.headers().clone() {
+                let mut kept = FieldTable::default();
+                for (k, v) in headers.inner() {
+                    if k.as_str() != "x-death" && !k.as_str().starts_with("x-first-death") {
+                        kept.insert(k.clone(), v.clone());
+                    }
+                }
+                properties = properties.with_headers(kept);
+            }
+            let confirm = channel
+                .basic_publish(
+                    self.names.exchange.as_str().into(),
+                    self.names.routing_key.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &delivery.data,
+                    properties,
+                )
+                .await?
+                .await?;
+            if !matches!(confirm, lapin::Confirmation::Ack(None)) {
+                let _ = delivery
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await;
+                return Err(BusError::NotConfirmed);
+            }
+            delivery.acker.ack(BasicAckOptions::default()).await?;
+            moved += 1;
+        }
+        let _ = connection.close(200, "bye".into()).await;
+        Ok(moved)
     }
 
     /// Removes this prefix's exchanges and queues (test teardown).

@@ -193,6 +193,18 @@ impl EventBus {
         }
     }
 
+    /// Moves what is in the dead-letter queue now back to the fan-out queue (the messages that
+    /// arrive meanwhile wait for the next run). Each message is republished with a confirm
+    /// before it is acked, so a crash in between leaves a copy in both queues, never in
+    /// neither; fan-out is idempotent, so a copy delivers nothing twice. Returns how many moved.
+    pub async fn redrive(&self) -> Result<u64, BusError> {
+        match self {
+            EventBus::Amqp(bus) => bus.redrive().await,
+            // In process, nothing is dead-lettered.
+            EventBus::InProcess(_) => Ok(0),
+        }
+    }
+
     /// Whether the broker answers, for readiness.
     pub async fn ping(&self) -> Result<(), BusError> {
         self.depths().await.map(drop)

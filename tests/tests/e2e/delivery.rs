@@ -285,9 +285,10 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
         ));
     }
     // Worker A claims the batch and dies before sending anything.
-    let claimed = claim_due(&app.db, 50, Duration::from_millis(800))
+    let claimed = claim_due(&app.db, 50, 10, Duration::from_millis(800))
         .await
-        .expect("claim");
+        .expect("claim")
+        .ids;
     assert_eq!(claimed.len(), 3);
     assert_eq!(
         worker.sweep_once().await.expect("sweep").claimed,
@@ -546,9 +547,10 @@ async fn a_result_recorded_after_the_lease_ran_out_changes_nothing() {
     app.create_payment(100).await;
     handle_next(&app, &worker).await;
     // Worker A claims the delivery and is then stalled past its lease.
-    let claimed = claim_due(&app.db, 10, Duration::from_secs(60))
+    let claimed = claim_due(&app.db, 10, 10, Duration::from_secs(60))
         .await
-        .expect("claim");
+        .expect("claim")
+        .ids;
     assert_eq!(claimed.len(), 1);
     let stale = worker::deliveries::load_context(&app.db, &claimed[0])
         .await
@@ -566,14 +568,10 @@ async fn a_result_recorded_after_the_lease_ran_out_changes_nothing() {
     // Worker A's late result must not turn it back into pending or count another attempt.
     let sender =
         worker::sender::WebhookSender::new(Duration::from_secs(2), true, None).expect("sender");
-    let (outcome, _) = worker::deliveries::attempt(
-        &app.db,
-        &sender,
-        &app.settings.worker.webhook.retry_policy(),
-        stale,
-    )
-    .await
-    .expect("attempt");
+    let (outcome, _) =
+        worker::deliveries::attempt(&app.db, &sender, &app.state.delivery_rules, stale)
+            .await
+            .expect("attempt");
     assert_eq!(outcome, AttemptOutcome::Skipped);
     let d = &deliveries(&app).await[0];
     assert_eq!(

@@ -144,7 +144,7 @@ async fn promtool_accepts_both_metrics_endpoints() {
         );
     }
     assert!(
-        worker.contains("webhook_delivery_errors_total{class=\"5xx\"} 1"),
+        worker.contains("webhook_delivery_errors_total{class=\"http_5xx\"} 1"),
         "{worker}"
     );
     assert!(
@@ -297,6 +297,7 @@ fn deploy_files_parse_and_set_every_variable_the_binaries_read() {
             .any(|p| v.starts_with(p))
             || v == "PAYRAIL_SIMULATED_WEBHOOK_SECRET"
             || v == "PAYRAIL_WEBHOOK_PROXY"
+            || v == "PAYRAIL_WEBHOOK_RETRY_SCHEDULE"
     };
     for var in read.iter().filter(|v| !optional(v)) {
         assert!(env.contains_key(var.as_str()), "compose does not set {var}");
