@@ -131,6 +131,7 @@ impl Application {
             db: db.clone(),
             logs: settings.gateway.retention.logs,
             idempotency_keys: settings.gateway.retention.idempotency_keys,
+            events: settings.gateway.retention.events,
         };
         let state = AppState {
             db,

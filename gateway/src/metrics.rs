@@ -50,6 +50,17 @@ pub struct ApiMetrics {
     pub webhooks_received: Family<WebhookLabels, Counter>,
     /// Successes reported for payments already failed or cancelled, by provider.
     pub late_successes: Family<ProviderLabel, Counter>,
+    /// Events committed and not yet confirmed by the broker, and the oldest one's age.
+    pub outbox_depth: Gauge,
+    pub outbox_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// 0 closed, 1 half-open, 2 open, per provider and circuit.
+    pub circuits: Family<CircuitLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CircuitLabels {
+    pub provider: String,
+    pub circuit: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,6 +77,31 @@ fn amount_histogram() -> Histogram {
 }
 
 impl ApiMetrics {
+    /// Reads the outbox and the circuits into their gauges (at scrape time, so they are right
+    /// after any restart). A database that does not answer within a second leaves them as
+    /// they were.
+    pub async fn refresh(
+        &self,
+        db: &sea_orm::DatabaseConnection,
+        providers: &crate::providers::Providers,
+    ) {
+        if let Ok(Ok((depth, oldest))) =
+            tokio::time::timeout(std::time::Duration::from_secs(1), crate::relay::outbox(db)).await
+        {
+            self.outbox_depth
+                .set(i64::try_from(depth).unwrap_or(i64::MAX));
+            self.outbox_oldest_age.set(oldest);
+        }
+        for (provider, circuit, state) in providers.circuits() {
+            self.circuits
+                .get_or_create(&CircuitLabels {
+                    provider: provider.into(),
+                    circuit: circuit.into(),
+                })
+                .set(state);
+        }
+    }
+
     pub fn new(registry: &mut Registry) -> ApiMetrics {
         let m = ApiMetrics {
             dependencies: Family::default(),
@@ -77,7 +113,25 @@ impl ApiMetrics {
             amounts: Family::new_with_constructor(amount_histogram),
             webhooks_received: Family::default(),
             late_successes: Family::default(),
+            outbox_depth: Gauge::default(),
+            outbox_oldest_age: Gauge::default(),
+            circuits: Family::default(),
         };
+        registry.register(
+            "outbox_unpublished_events",
+            "Events committed but not yet confirmed by the broker (the relay's backlog)",
+            m.outbox_depth.clone(),
+        );
+        registry.register(
+            "outbox_oldest_unpublished_age_seconds",
+            "Age of the oldest event the relay has not published (0 when none waits)",
+            m.outbox_oldest_age.clone(),
+        );
+        registry.register(
+            "provider_circuit_state",
+            "Provider circuit breakers: 0 closed, 1 half-open, 2 open, by provider and circuit (create, query)",
+            m.circuits.clone(),
+        );
         registry.register(
             "dependency_up",
             "Whether the database, broker and cache answered the last readiness check (1) or not (0)",

@@ -132,3 +132,21 @@ impl Relay {
         }
     }
 }
+
+/// The outbox's depth (events not yet published) and its oldest event's age in seconds.
+pub async fn outbox<C: sea_orm::ConnectionTrait>(db: &C) -> Result<(u64, f64), sea_orm::DbErr> {
+    use sea_orm::{EntityTrait as _, PaginatorTrait as _, QueryFilter as _, QuerySelect as _};
+    let unpublished = || events::Entity::find().filter(events::Column::PublishedAt.is_null());
+    let depth = unpublished().count(db).await?;
+    let oldest: Option<Option<chrono::DateTime<Utc>>> = unpublished()
+        .select_only()
+        .column_as(events::Column::CreatedAt.min(), "oldest")
+        .into_tuple()
+        .one(db)
+        .await?;
+    let age = oldest
+        .flatten()
+        .map(|t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0)
+        .unwrap_or(0.0);
+    Ok((depth, age))
+}

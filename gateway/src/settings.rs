@@ -20,6 +20,8 @@ pub struct RetentionSettings {
     pub logs: Duration,
     /// Idempotency records older than this are deleted (keys are honoured at least this long).
     pub idempotency_keys: Duration,
+    /// Events, deliveries and attempts older than this are deleted (`PAYRAIL_RETENTION`).
+    pub events: Duration,
 }
 
 /// The gateway's own section.
@@ -55,6 +57,7 @@ impl GatewaySettings {
             retention: RetentionSettings {
                 logs: env.duration("PAYRAIL_LOG_RETENTION", "30d")?,
                 idempotency_keys: env.duration("PAYRAIL_IDEMPOTENCY_RETENTION", "7d")?,
+                events: env.period("PAYRAIL_RETENTION", "30d")?,
             },
         })
     }

@@ -31,7 +31,7 @@ pub use receiver::{Behavior, Receiver};
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-const REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 /// Knobs a test may change before spawning.
 #[derive(Clone)]
@@ -120,6 +120,7 @@ pub fn test_settings(database_url: &str, prefix: &str, webhook: WebhookSettings)
             retention: RetentionSettings {
                 logs: Duration::from_secs(30 * 86_400),
                 idempotency_keys: Duration::from_secs(7 * 86_400),
+                events: Duration::from_secs(30 * 86_400),
             },
         },
     }

@@ -2,6 +2,7 @@
 //! call, then a default; or hanging past the sender's timeout).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +41,11 @@ struct Shared {
     received: Mutex<Vec<Received>>,
     script: Mutex<(VecDeque<u16>, u16)>,
     hang: Mutex<Option<Duration>>,
+    /// Headers added to every answer (a `Retry-After`, say).
+    headers: Mutex<Vec<(String, String)>>,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
 }
 
 #[derive(Clone)]
@@ -56,6 +62,8 @@ async fn hook(req: &Request, body: Body, shared: Data<&Arc<Shared>>) -> Response
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
     let body = body.into_vec().await.unwrap_or_default();
+    let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.most_in_flight.fetch_max(now, Ordering::SeqCst);
     shared
         .received
         .lock()
@@ -65,16 +73,20 @@ async fn hook(req: &Request, body: Body, shared: Data<&Arc<Shared>>) -> Response
     if let Some(d) = hang {
         tokio::time::sleep(d).await;
     }
+    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
     let status = {
         let mut script = shared.script.lock().expect("lock");
         let default = script.1;
         script.0.pop_front().unwrap_or(default)
     };
     // A 3xx points back at this receiver, so a sender that followed it would be counted twice.
-    Response::builder()
+    let mut response = Response::builder()
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
-        .header("location", "/hook")
-        .body("answer from the merchant")
+        .header("location", "/hook");
+    for (name, value) in shared.headers.lock().expect("lock").iter() {
+        response = response.header(name.as_str(), value.as_str());
+    }
+    response.body("answer from the merchant")
 }
 
 impl Receiver {
@@ -83,6 +95,9 @@ impl Receiver {
             received: Mutex::new(Vec::new()),
             script: Mutex::new((VecDeque::new(), 200)),
             hang: Mutex::new(None),
+            headers: Mutex::new(Vec::new()),
+            in_flight: AtomicUsize::new(0),
+            most_in_flight: AtomicUsize::new(0),
         });
         let acceptor = TcpListener::bind("127.0.0.1:0")
             .into_acceptor()
@@ -110,6 +125,20 @@ impl Receiver {
             }
             Behavior::Hang(d) => *self.shared.hang.lock().expect("lock") = Some(d),
         }
+    }
+
+    /// Adds a header to every answer from now on.
+    pub fn answer_with_header(&self, name: &str, value: &str) {
+        self.shared
+            .headers
+            .lock()
+            .expect("lock")
+            .push((name.into(), value.into()));
+    }
+
+    /// The most requests this receiver was answering at one time.
+    pub fn most_in_flight(&self) -> usize {
+        self.shared.most_in_flight.load(Ordering::SeqCst)
     }
 
     pub fn received(&self) -> Vec<Received> {

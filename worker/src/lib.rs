@@ -18,6 +18,7 @@ pub mod fanout;
 pub mod metrics;
 pub mod sender;
 pub mod settings;
+pub mod slots;
 pub mod worker;
 
 pub use settings::Settings;

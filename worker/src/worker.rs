@@ -10,21 +10,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use std::collections::HashMap;
 use std::time::Instant;
 
-use entity::ids::{DeliveryId, EndpointId};
+use entity::ids::DeliveryId;
 use entity::webhook_endpoints;
 use futures_util::future::join_all;
 use runtime::cache::Cache;
 use sea_orm::DatabaseConnection;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
 
 use crate::deliveries::{self, AttemptContext, AttemptOutcome, Rules};
 use crate::fanout::{FanOutError, fan_out};
 use crate::metrics::DeliveryMetrics;
 use crate::sender::WebhookSender;
 use crate::settings::WebhookSettings;
+use crate::slots::Slots;
 use runtime::bus::{EventBus, Received};
 use runtime::schedule::{self, Schedule};
 
@@ -67,9 +67,8 @@ struct Inner {
     settings: WebhookSettings,
     rules: Rules,
     metrics: Arc<DeliveryMetrics>,
-    /// Requests in flight to each endpoint from this worker, bounded by its limit (the
-    /// limit is kept beside its semaphore so a changed limit takes effect).
-    endpoint_slots: std::sync::Mutex<HashMap<EndpointId, (u32, Arc<Semaphore>)>>,
+    /// Requests in flight to each endpoint from this worker.
+    slots: Slots,
     /// Shared counters for endpoints' `rate_limit` (Redis across workers).
     rate_counters: Cache,
     /// Sweeps under way in this worker. More than one may run: a batch waiting on a slow
@@ -138,7 +137,7 @@ impl Worker {
                     policy: settings.retry_policy(),
                     disable_after: settings.disable_after,
                 },
-                endpoint_slots: std::sync::Mutex::default(),
+                slots: Slots::new(settings.endpoint_concurrency),
                 rate_counters: cache,
                 db,
                 bus,
@@ -276,6 +275,16 @@ impl Worker {
                 Ok((outcome, result)) => {
                     self.let_go(&id);
                     inner.metrics.observe(&outcome, result.as_ref());
+                    if let Some(result) = &result {
+                        use crate::sender::ErrorClass;
+                        match result.error.as_ref().map(|e| e.0) {
+                            None => inner.slots.succeeded(&about.2),
+                            Some(ErrorClass::Timeout | ErrorClass::Connect) => {
+                                inner.slots.struggled(&about.2)
+                            }
+                            Some(_) => {}
+                        }
+                    }
                     if outcome == AttemptOutcome::Succeeded {
                         let lag = chrono::Utc::now() - event_created_at;
                         inner
@@ -326,27 +335,9 @@ impl Worker {
         deadline: Instant,
     ) -> Option<OwnedSemaphorePermit> {
         let inner = &self.inner;
-        let limit = endpoint
-            .max_concurrency
-            .and_then(|l| u32::try_from(l).ok())
-            .filter(|l| *l > 0)
-            .unwrap_or(inner.settings.endpoint_concurrency);
-        let semaphore = {
-            let mut slots = inner.endpoint_slots.lock().ok()?;
-            match slots.get(&endpoint.id) {
-                Some((l, s)) if *l == limit => s.clone(),
-                _ => {
-                    let s = Arc::new(Semaphore::new(usize::try_from(limit).unwrap_or(1)));
-                    slots.insert(endpoint.id.clone(), (limit, s.clone()));
-                    s
-                }
-            }
-        };
+        let limit = inner.slots.limit(endpoint.max_concurrency);
         let deadline = tokio::time::Instant::from_std(deadline);
-        let permit = tokio::time::timeout_at(deadline, semaphore.acquire_owned())
-            .await
-            .ok()?
-            .ok()?;
+        let permit = inner.slots.acquire(&endpoint.id, limit, deadline).await?;
         let Some(rate) = endpoint
             .rate_limit
             .and_then(|r| u64::try_from(r).ok())

@@ -11,6 +11,7 @@ pub async fn metrics(req: &poem::Request, state: Data<&AppState>) -> Response {
     if let Some(delivery) = &state.delivery_metrics {
         delivery.refresh_backlog(&state.db, &state.bus).await;
     }
+    state.metrics.refresh(&state.db, &state.providers).await;
     runtime::metrics::scrape(&state.registry, req)
 }
 

@@ -59,6 +59,19 @@ impl Breaker {
         }
     }
 
+    /// For the `provider_circuit_state` gauge: 0 closed, 1 half-open (the cooldown is over and
+    /// the next call is the probe), 2 open.
+    pub fn state_code(&self) -> i64 {
+        match self.state.lock() {
+            Ok(state) => match state.open_until {
+                None => 0,
+                Some(until) if Instant::now() >= until => 1,
+                Some(_) => 2,
+            },
+            Err(_) => 2,
+        }
+    }
+
     #[cfg(test)]
     fn is_open(&self) -> bool {
         self.state
@@ -97,6 +110,7 @@ mod tests {
             b.record(false);
         }
         assert!(!b.is_open());
+        assert_eq!(b.state_code(), 0);
         b.admit().unwrap();
         b.record(false);
         assert!(b.is_open());

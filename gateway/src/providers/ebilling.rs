@@ -13,7 +13,7 @@ use super::{ProviderError, Remote, StartRequest, Started, call};
 pub struct Ebilling {
     settings: EbillingSettings,
     client: reqwest::Client,
-    breakers: Breakers,
+    pub(super) breakers: Breakers,
 }
 
 /// Bill state → ours. Only `ready` and `processed` are confirmed; the rest appear in

@@ -141,6 +141,25 @@ impl Providers {
         })
     }
 
+    /// Every configured provider's circuits, as `(provider, circuit, state code)`.
+    pub fn circuits(&self) -> Vec<(&'static str, &'static str, i64)> {
+        let mut all = Vec::new();
+        let mut add = |provider: &'static str, b: &Breakers| {
+            all.push((provider, "create", b.create.state_code()));
+            all.push((provider, "query", b.query.state_code()));
+        };
+        if let Some(p) = &self.stripe {
+            add("stripe", &p.breakers);
+        }
+        if let Some(p) = &self.moneroo {
+            add("moneroo", &p.breakers);
+        }
+        if let Some(p) = &self.ebilling {
+            add("ebilling", &p.breakers);
+        }
+        all
+    }
+
     /// Starts the payment at its provider.
     pub async fn start(
         &self,

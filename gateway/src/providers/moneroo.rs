@@ -16,7 +16,7 @@ use super::{ProviderError, Remote, StartRequest, Started, call};
 pub struct Moneroo {
     settings: MonerooSettings,
     client: reqwest::Client,
-    breakers: Breakers,
+    pub(super) breakers: Breakers,
 }
 
 /// Moneroo status → ours (`None` for `initiated`: the customer has not started paying).

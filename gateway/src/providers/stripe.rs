@@ -17,7 +17,7 @@ pub const TOLERANCE_SECS: i64 = 300;
 pub struct Stripe {
     settings: StripeSettings,
     client: reqwest::Client,
-    breakers: Breakers,
+    pub(super) breakers: Breakers,
 }
 
 fn form(pairs: &[(String, String)]) -> String {

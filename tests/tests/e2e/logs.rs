@@ -231,6 +231,7 @@ async fn retention_deletes_old_entries_and_old_idempotency_keys_only() {
         db: app.db.clone(),
         logs: app.settings.gateway.retention.logs,
         idempotency_keys: app.settings.gateway.retention.idempotency_keys,
+        events: app.settings.gateway.retention.events,
     };
     let pruned = retention.prune_once().await.expect("prune");
     assert_eq!((pruned.logs, pruned.idempotency_keys), (1, 1));
