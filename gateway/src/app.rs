@@ -151,10 +151,6 @@ impl Application {
                 settings.worker.webhook.allow_private_urls,
                 settings.worker.webhook.proxy.as_deref(),
             )?,
-            delivery_rules: worker::deliveries::Rules {
-                policy: settings.worker.webhook.retry_policy(),
-                disable_after: settings.worker.webhook.disable_after,
-            },
             webhook: settings.worker.webhook.clone(),
             admin_token_hashes: Arc::new(RwLock::new(admin_hashes)),
         };

@@ -135,7 +135,7 @@ impl Relay {
 
 /// The outbox's depth (events not yet published) and its oldest event's age in seconds.
 pub async fn outbox<C: sea_orm::ConnectionTrait>(db: &C) -> Result<(u64, f64), sea_orm::DbErr> {
-    use sea_orm::{EntityTrait as _, PaginatorTrait as _, QueryFilter as _, QuerySelect as _};
+    use sea_orm::PaginatorTrait as _;
     let unpublished = || events::Entity::find().filter(events::Column::PublishedAt.is_null());
     let depth = unpublished().count(db).await?;
     let oldest: Option<Option<chrono::DateTime<Utc>>> = unpublished()

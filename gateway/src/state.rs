@@ -32,10 +32,9 @@ pub struct AppState {
     pub max_webhook_endpoints: u32,
     /// Base URL customers reach this gateway at (for checkout links).
     pub public_url: String,
-    /// Sends an endpoint's test event at once, judged by the same rules as the worker's.
+    /// Sends an endpoint's test event at once (judged by `webhook.rules()`, as the worker does).
     pub test_sender: worker::sender::WebhookSender,
-    pub delivery_rules: worker::deliveries::Rules,
-    /// Worker settings the API needs: the rotation overlap and the lease of a test send.
+    /// Worker settings the API needs: the rotation overlap, a test send's lease and rules.
     pub webhook: worker::settings::WebhookSettings,
     /// SHA-256 of accepted admin tokens.
     pub admin_token_hashes: Arc<RwLock<Vec<String>>>,

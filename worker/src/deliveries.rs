@@ -178,15 +178,52 @@ pub fn lease_until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
         .trunc_subsecs(6)
 }
 
-/// Makes claimed rows due again at once (a worker shutting down hands them back).
-pub async fn release<C: ConnectionTrait>(db: &C, ids: &[DeliveryId]) -> Result<u64, DbErr> {
+/// The update that makes rows `pending` and due now, unclaimed; callers add which rows (and,
+/// for a fresh set of attempts, `attempts = 0`). Every "send it again" goes through it.
+pub fn due_now() -> sea_orm::UpdateMany<webhook_deliveries::Entity> {
     use webhook_deliveries::Column as C;
     let now = Utc::now();
-    let result = webhook_deliveries::Entity::update_many()
+    webhook_deliveries::Entity::update_many()
         .col_expr(C::Status, Expr::value(DeliveryStatus::Pending))
         .col_expr(C::NextRetryAt, Expr::value(now))
         .col_expr(C::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
         .col_expr(C::UpdatedAt, Expr::value(now))
+}
+
+/// A new delivery row of `event` to `endpoint_id`: claimed until `claimed_until` (sent at
+/// once by whoever inserts it), or otherwise due now for the sweep.
+pub fn new_row(
+    event: &events::Model,
+    endpoint_id: &EndpointId,
+    claimed_until: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> webhook_deliveries::ActiveModel {
+    let (status, next_retry_at) = match claimed_until {
+        Some(_) => (DeliveryStatus::Processing, None),
+        None => (DeliveryStatus::Pending, Some(now)),
+    };
+    webhook_deliveries::ActiveModel {
+        id: Set(DeliveryId::generate()),
+        merchant_id: Set(event.merchant_id.clone()),
+        event_id: Set(event.id.clone()),
+        endpoint_id: Set(endpoint_id.clone()),
+        status: Set(status),
+        attempts: Set(0),
+        next_retry_at: Set(next_retry_at),
+        locked_until: Set(claimed_until),
+        last_attempt_at: Set(None),
+        http_status: Set(None),
+        error_message: Set(None),
+        delivered_at: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+}
+
+/// Makes claimed rows due again at once (a worker shutting down hands them back).
+pub async fn release<C: ConnectionTrait>(db: &C, ids: &[DeliveryId]) -> Result<u64, DbErr> {
+    use webhook_deliveries::Column as C;
+    let result = due_now()
         .filter(C::Id.is_in(ids.to_vec()))
         .filter(C::Status.eq(DeliveryStatus::Processing))
         .exec(db)
@@ -543,12 +580,7 @@ pub async fn hand_back<C: ConnectionTrait>(
     delivery: &webhook_deliveries::Model,
 ) -> Result<bool, DbErr> {
     use webhook_deliveries::Column as C;
-    let now = Utc::now();
-    let result = webhook_deliveries::Entity::update_many()
-        .col_expr(C::Status, Expr::value(DeliveryStatus::Pending))
-        .col_expr(C::NextRetryAt, Expr::value(now))
-        .col_expr(C::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
-        .col_expr(C::UpdatedAt, Expr::value(now))
+    let result = due_now()
         .filter(C::Id.eq(delivery.id.as_str()))
         .filter(lease_held(delivery))
         .exec(db)

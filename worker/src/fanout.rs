@@ -10,17 +10,16 @@ use std::time::Duration;
 use chrono::Utc;
 use entity::bus::BusMessage;
 use entity::event::subscribes;
-use entity::ids::DeliveryId;
 use entity::{events, webhook_deliveries, webhook_endpoints};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
-    TransactionSession, TransactionTrait, TryIntoModel,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, TransactionSession,
+    TransactionTrait, TryIntoModel,
 };
 
-use entity::status::{DeliveryStatus, EndpointStatus};
+use entity::status::EndpointStatus;
 
-use crate::deliveries::{AttemptContext, lease_until};
+use crate::deliveries::{AttemptContext, lease_until, new_row};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FanOut {
@@ -75,28 +74,7 @@ pub async fn fan_out<C: ConnectionTrait + TransactionTrait>(
     let locked_until = lease_until(now, lease);
     let mut outcome = FanOut::default();
     for endpoint in &endpoints {
-        let id = DeliveryId::generate();
-        let (status, next_retry_at, locked_until) = if immediate {
-            (DeliveryStatus::Processing, None, Some(locked_until))
-        } else {
-            (DeliveryStatus::Pending, Some(now), None)
-        };
-        let row = webhook_deliveries::ActiveModel {
-            id: Set(id.clone()),
-            merchant_id: Set(event.merchant_id.clone()),
-            event_id: Set(event.id.clone()),
-            endpoint_id: Set(endpoint.id.clone()),
-            status: Set(status),
-            attempts: Set(0),
-            next_retry_at: Set(next_retry_at),
-            locked_until: Set(locked_until),
-            last_attempt_at: Set(None),
-            http_status: Set(None),
-            error_message: Set(None),
-            delivered_at: Set(None),
-            created_at: Set(now),
-            updated_at: Set(now),
-        };
+        let row = new_row(&event, &endpoint.id, immediate.then_some(locked_until), now);
         let model = row.clone().try_into_model()?;
         let inserted = webhook_deliveries::Entity::insert(row)
             .on_conflict(

@@ -71,6 +71,15 @@ impl WebhookSettings {
             })
     }
 
+    /// How attempts' results are judged: the retry policy and when a failing endpoint is
+    /// disabled.
+    pub fn rules(&self) -> crate::deliveries::Rules {
+        crate::deliveries::Rules {
+            policy: self.retry_policy(),
+            disable_after: self.disable_after,
+        }
+    }
+
     /// A claim outlives the HTTP timeout with room to record the result, so a live worker
     /// never loses its row to another, and a dead one's rows come back soon after.
     pub fn lease(&self) -> Duration {

@@ -105,8 +105,9 @@ impl Slots {
         }
     }
 
-    /// Slots an endpoint has now (for tests and metrics).
-    pub fn granted(&self, endpoint: &EndpointId) -> Option<u32> {
+    /// Slots an endpoint has now.
+    #[cfg(test)]
+    fn granted(&self, endpoint: &EndpointId) -> Option<u32> {
         self.endpoints
             .lock()
             .ok()?

@@ -133,10 +133,7 @@ impl Worker {
         let settings_timeout_grace = settings.timeout + Duration::from_secs(2);
         Ok(Worker {
             inner: Arc::new(Inner {
-                rules: Rules {
-                    policy: settings.retry_policy(),
-                    disable_after: settings.disable_after,
-                },
+                rules: settings.rules(),
                 slots: Slots::new(settings.endpoint_concurrency),
                 rate_counters: cache,
                 db,

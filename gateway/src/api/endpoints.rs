@@ -357,7 +357,7 @@ impl EndpointsApi {
             && let Err(e) = worker::deliveries::attempt(
                 &state.db,
                 &state.test_sender,
-                &state.delivery_rules,
+                &state.webhook.rules(),
                 ctx,
             )
             .await

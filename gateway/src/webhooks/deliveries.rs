@@ -10,7 +10,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
 };
-use worker::deliveries::AttemptContext;
+use worker::deliveries::{AttemptContext, due_now, new_row};
 
 use crate::pagination::Page;
 
@@ -72,13 +72,8 @@ pub async fn make_due_now<C: ConnectionTrait>(
     delivery_id: &DeliveryId,
 ) -> Result<bool, DbErr> {
     use webhook_deliveries::Column as C;
-    let now = Utc::now();
-    let result = webhook_deliveries::Entity::update_many()
-        .col_expr(C::Status, Expr::value(DeliveryStatus::Pending))
+    let result = due_now()
         .col_expr(C::Attempts, Expr::value(0))
-        .col_expr(C::NextRetryAt, Expr::value(now))
-        .col_expr(C::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
-        .col_expr(C::UpdatedAt, Expr::value(now))
         .filter(C::Id.eq(delivery_id))
         .filter(C::Status.is_in([DeliveryStatus::Failed, DeliveryStatus::Pending]))
         .exec(db)
@@ -95,13 +90,8 @@ pub async fn recover<C: ConnectionTrait>(
     until: DateTime<Utc>,
 ) -> Result<u64, DbErr> {
     use webhook_deliveries::Column as C;
-    let now = Utc::now();
-    let result = webhook_deliveries::Entity::update_many()
-        .col_expr(C::Status, Expr::value(DeliveryStatus::Pending))
+    let result = due_now()
         .col_expr(C::Attempts, Expr::value(0))
-        .col_expr(C::NextRetryAt, Expr::value(now))
-        .col_expr(C::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
-        .col_expr(C::UpdatedAt, Expr::value(now))
         .filter(C::EndpointId.eq(endpoint_id))
         .filter(C::Status.eq(DeliveryStatus::Failed))
         .filter(C::CreatedAt.gte(since))
@@ -137,24 +127,11 @@ pub async fn create_test<C: ConnectionTrait>(
     })
     .exec_with_returning(db)
     .await?;
-    let delivery = webhook_deliveries::Entity::insert(webhook_deliveries::ActiveModel {
-        id: Set(DeliveryId::generate()),
-        merchant_id: Set(endpoint.merchant_id.clone()),
-        event_id: Set(event.id.clone()),
-        endpoint_id: Set(endpoint.id.clone()),
-        status: Set(DeliveryStatus::Processing),
-        attempts: Set(0),
-        next_retry_at: Set(None),
-        locked_until: Set(Some(worker::deliveries::lease_until(now, lease))),
-        last_attempt_at: Set(None),
-        http_status: Set(None),
-        error_message: Set(None),
-        delivered_at: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-    })
-    .exec_with_returning(db)
-    .await?;
+    let claimed_until = worker::deliveries::lease_until(now, lease);
+    let delivery =
+        webhook_deliveries::Entity::insert(new_row(&event, &endpoint.id, Some(claimed_until), now))
+            .exec_with_returning(db)
+            .await?;
     Ok(AttemptContext {
         delivery,
         endpoint: Some(endpoint.clone()),

@@ -569,7 +569,7 @@ async fn a_result_recorded_after_the_lease_ran_out_changes_nothing() {
     let sender =
         worker::sender::WebhookSender::new(Duration::from_secs(2), true, None).expect("sender");
     let (outcome, _) =
-        worker::deliveries::attempt(&app.db, &sender, &app.state.delivery_rules, stale)
+        worker::deliveries::attempt(&app.db, &sender, &app.state.webhook.rules(), stale)
             .await
             .expect("attempt");
     assert_eq!(outcome, AttemptOutcome::Skipped);
