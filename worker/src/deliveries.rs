@@ -687,3 +687,35 @@ pub async fn failing_streaks<C: ConnectionTrait>(
 pub fn error_class(result: &AttemptResult) -> Option<ErrorClass> {
     result.error.as_ref().map(|(c, _)| *c)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_robin_takes_turns_between_endpoints_within_each_cap() {
+        let row = |d: &str, e: &str| (DeliveryId::from_trusted(d), EndpointId::from_trusted(e));
+        // A burst to `we_a` is due first; `we_b` and `we_c` have one row each behind it.
+        let rows = vec![
+            row("whd_1", "we_a"),
+            row("whd_2", "we_a"),
+            row("whd_3", "we_a"),
+            row("whd_4", "we_a"),
+            row("whd_5", "we_b"),
+            row("whd_6", "we_c"),
+            row("whd_7", "we_b"),
+        ];
+        let ids = |taken: Vec<DeliveryId>| taken.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            ids(round_robin(&rows, 5, |_| 10)),
+            ["whd_1", "whd_5", "whd_6", "whd_2", "whd_7"],
+            "one from each endpoint a turn, not the burst first"
+        );
+        let cap_a = |e: &EndpointId| if e.as_str() == "we_a" { 2 } else { 10 };
+        assert_eq!(
+            ids(round_robin(&rows, 50, cap_a)),
+            ["whd_1", "whd_5", "whd_6", "whd_2", "whd_7"],
+            "no more than an endpoint's cap"
+        );
+    }
+}

@@ -114,8 +114,10 @@ mod tests {
         b.admit().unwrap();
         b.record(false);
         assert!(b.is_open());
+        assert_eq!(b.state_code(), 2, "open");
         assert!(matches!(b.admit(), Err(ProviderError::CircuitOpen)));
         std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(b.state_code(), 1, "half-open: the next call is the probe");
         b.admit().unwrap();
         b.record(false);
         assert!(b.is_open(), "a failed probe reopens at once");

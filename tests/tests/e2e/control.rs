@@ -186,6 +186,23 @@ async fn a_burst_of_500_to_a_small_backlog_receiver_all_succeed() {
         most <= 10,
         "at most the endpoint limit (10) at once, saw {most}"
     );
+    // Each 2xx is timed from its event's commit.
+    let metrics = app
+        .client
+        .get(format!(
+            "{}/metrics",
+            app.worker_base.as_deref().expect("worker running")
+        ))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("webhook_event_to_delivered_seconds_count 500"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
