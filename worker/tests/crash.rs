@@ -1,0 +1,111 @@
+//! The real `worker` binary killed with SIGKILL under load: nothing it had taken (messages
+//! not yet acknowledged, rows claimed and not yet recorded) is lost; a new process delivers it.
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use payrail_tests::{AMQP_URL, Behavior, Options, REDIS_URL, Receiver, TestApp};
+
+fn start_worker(app: &TestApp) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_worker"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &app.settings.runtime.database_url)
+        .env("AMQP_URL", AMQP_URL)
+        .env("REDIS_URL", REDIS_URL)
+        .env("PAYRAIL_AMQP_PREFIX", &app.prefix)
+        .env("PAYRAIL_REDIS_PREFIX", &app.prefix)
+        .env("PAYRAIL_WORKER_BIND", "127.0.0.1:0")
+        .env("PAYRAIL_ALLOW_PRIVATE_WEBHOOK_URLS", "true")
+        .env("PAYRAIL_WEBHOOK_SWEEP_INTERVAL", "200ms")
+        .env("PAYRAIL_WEBHOOK_BACKOFF_BASE", "10ms")
+        .env("PAYRAIL_WEBHOOK_BACKOFF_MAX", "100ms")
+        // A 1 s timeout makes a claim's lease 7 s: a dead worker's rows come back soon.
+        .env("PAYRAIL_WEBHOOK_TIMEOUT", "1s")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the worker binary")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_process_killed_under_load_loses_no_event() {
+    let app = Arc::new(
+        TestApp::spawn_with(Options {
+            start_worker: false,
+            ..Options::default()
+        })
+        .await,
+    );
+    // A receiver slow enough that the worker always has requests in flight when it dies.
+    let receiver = Receiver::start(Behavior::Hang(Duration::from_millis(20))).await;
+    app.create_endpoint(&receiver.url).await;
+
+    let mut first = start_worker(&app);
+    // Payments keep coming, before, during and after the kill.
+    let creating = Arc::new(AtomicBool::new(true));
+    let mut creators = Vec::new();
+    for _ in 0..8 {
+        let (app, creating) = (app.clone(), creating.clone());
+        creators.push(tokio::spawn(async move {
+            let mut made = 0;
+            while creating.load(Ordering::Relaxed) {
+                app.create_payment(100).await;
+                made += 1;
+            }
+            made
+        }));
+    }
+    app.eventually(
+        Duration::from_secs(30),
+        "the first worker delivers",
+        || async { (receiver.received().len() >= 100).then_some(()) },
+    )
+    .await;
+    first.kill().expect("SIGKILL the worker");
+    first.wait().expect("reap");
+    let at_kill = receiver.received().len();
+    // The kill interrupted work: rows the dead process had claimed and not recorded.
+    let orphaned = app
+        .count("SELECT count(*) FROM webhook_deliveries WHERE status = 'processing'")
+        .await;
+    assert!(orphaned > 0, "the worker died holding claims");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut second = start_worker(&app);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    creating.store(false, Ordering::Relaxed);
+    let mut made = 0;
+    for c in creators {
+        made += c.await.expect("creator");
+    }
+
+    let events: i64 = app.count("SELECT count(*) FROM events").await;
+    assert!(events >= made, "{events} events for {made} payments");
+    let delivered = app
+        .eventually(Duration::from_secs(60), "every event delivered", || async {
+            let pending = app
+                .count("SELECT count(*) FROM webhook_deliveries WHERE status <> 'succeeded'")
+                .await;
+            let rows = app.count("SELECT count(*) FROM webhook_deliveries").await;
+            (pending == 0 && rows == events).then_some(rows)
+        })
+        .await;
+    second.kill().expect("stop the second worker");
+    second.wait().expect("reap");
+
+    // Every event the database holds reached the merchant at least once.
+    let received: HashSet<String> = receiver
+        .received()
+        .iter()
+        .filter_map(|r| r.json()["id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(received.len() as i64, delivered, "distinct events received");
+    assert!(
+        at_kill < receiver.received().len(),
+        "the second worker delivered what was left"
+    );
+}
