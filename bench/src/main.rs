@@ -1,22 +1,27 @@
-//! Payrail's load harness. It drives an already running gateway (and worker) over HTTP and
-//! runs its own merchant receiver on loopback; it is not a test and asserts nothing.
+//! Payrail's load harness. It drives an already running gateway over HTTP; it is not a test and
+//! asserts nothing. The merchant's receiver runs in its own process (`bench receive`, started by
+//! the modes that need it), so its CPU is not the driver's and its clock is the wall clock.
 //!
 //! ```text
-//! bench create     --base URL --admin-token T [--concurrency 32] [--seconds 10]
-//! bench latency    --base URL --admin-token T [--rate 500] [--seconds 10]
-//! bench deliveries --base URL --admin-token T [--count 20000] [--concurrency 32]
+//! bench create    --admin-token T [--base URL] [--concurrency 32] [--seconds 10]
+//! bench sustained --admin-token T [--base URL] [--rate 400] [--seconds 60]
+//! bench drain     --admin-token T [--base URL] [--count 50000] [--workers 1] --worker-bin PATH
+//! bench receive   [--bind 127.0.0.1:0]
 //! ```
 //! Every run makes a fresh merchant, so runs do not see each other's webhooks.
 
+mod receiver;
+
+use std::collections::HashMap;
+use std::process::{Child, Command as Process, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use poem::listener::{Acceptor, Listener, TcpListener};
-use poem::web::Data;
-use poem::{EndpointExt, Route, Server, handler};
 use serde_json::{Value, json};
+
+use receiver::{ReceiverProcess, unix_micros};
 
 /// Payrail's load harness: drives a running gateway (and worker) and reports throughput and
 /// latency percentiles. Every run makes a fresh merchant.
@@ -49,23 +54,36 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
-    /// Status change → webhook received, at a fixed rate of changes per second.
-    Latency {
+    /// Payment creations at a fixed rate with a worker running: 201 → webhook received
+    /// percentiles, deliveries/s, and whether the backlog stayed flat.
+    Sustained {
         #[command(flatten)]
         target: Target,
-        #[arg(long, default_value_t = 500)]
+        #[arg(long, default_value_t = 400)]
         rate: u64,
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
-    /// Builds a backlog of deliveries, then measures how fast the worker drains it.
-    Deliveries {
+    /// Builds a backlog with no worker running, then starts `--workers` worker processes and
+    /// measures how fast they drain it. The workers inherit this environment.
+    Drain {
         #[command(flatten)]
         target: Target,
-        #[arg(long, default_value_t = 20000)]
+        #[arg(long, default_value_t = 50_000)]
         count: u64,
+        #[arg(long, default_value_t = 1)]
+        workers: u64,
+        /// The worker binary to start (`target/release/worker`).
+        #[arg(long)]
+        worker_bin: String,
+        /// Concurrent creations while building the backlog.
         #[arg(long, default_value_t = 32)]
         concurrency: u64,
+    },
+    /// The merchant's receiver: answers 200 at once and records each payment's first webhook.
+    Receive {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bind: String,
     },
 }
 
@@ -119,75 +137,55 @@ impl Harness {
         Ok(Harness { base, client, key })
     }
 
-    async fn create_payment(&self) -> anyhow::Result<()> {
-        self.client
+    /// Creates a payment; its id.
+    async fn create_payment(&self) -> anyhow::Result<String> {
+        let body: Value = self
+            .client
             .post(format!("{}/v1/payments", self.base))
             .bearer_auth(&self.key)
             .json(&json!({"amount": 2000, "currency": "usd", "provider": "simulated"}))
             .send()
             .await?
-            .error_for_status()?;
-        Ok(())
+            .error_for_status()?
+            .json()
+            .await?;
+        body["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow::anyhow!("no id in {body}"))
     }
 
     async fn endpoint(&self, url: &str) -> anyhow::Result<()> {
         self.client
             .post(format!("{}/v1/webhook_endpoints", self.base))
             .bearer_auth(&self.key)
-            .json(&json!({"url": url, "enabled_events": ["*"]}))
+            .json(&json!({"url": url, "enabled_events": ["payment.pending"]}))
             .send()
             .await?
             .error_for_status()?;
         Ok(())
     }
-}
 
-/// A merchant receiver: answers 200 at once and records when each event arrived relative to
-/// the event's `created_at` (the status change), in milliseconds.
-#[derive(Default)]
-struct Recorder {
-    count: AtomicU64,
-    lags_ms: Mutex<Vec<f64>>,
-    first_last: Mutex<Option<(Instant, Instant)>>,
-}
-
-#[handler]
-async fn receive(body: poem::Body, rec: Data<&Arc<Recorder>>) -> &'static str {
-    let now = chrono::Utc::now();
-    let t = Instant::now();
-    if let Ok(bytes) = body.into_vec().await
-        && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
-        && let Some(created) = v["created_at"]
-            .as_str()
-            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-    {
-        let lag = (now - created.with_timezone(&chrono::Utc))
-            .num_microseconds()
-            .unwrap_or(0) as f64
-            / 1000.0;
-        if let Ok(mut l) = rec.lags_ms.lock() {
-            l.push(lag);
+    /// `count` creations from `concurrency` tasks; how many failed.
+    async fn create_many(self: &Arc<Self>, count: u64, concurrency: u64) -> anyhow::Result<u64> {
+        let next = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency {
+            let (h, next, errors) = (self.clone(), next.clone(), errors.clone());
+            tasks.push(tokio::spawn(async move {
+                while next.fetch_add(1, Ordering::Relaxed) < count {
+                    if h.create_payment().await.is_err() {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
         }
+        for t in tasks {
+            t.await?;
+        }
+        Ok(errors.load(Ordering::Relaxed))
     }
-    rec.count.fetch_add(1, Ordering::Relaxed);
-    if let Ok(mut fl) = rec.first_last.lock() {
-        *fl = Some(fl.map_or((t, t), |(f, _)| (f, t)));
-    }
-    "ok"
-}
-
-async fn start_receiver() -> anyhow::Result<(String, Arc<Recorder>)> {
-    let rec = Arc::new(Recorder::default());
-    let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await?;
-    let port = acceptor.local_addr()[0]
-        .as_socket_addr()
-        .map(|a| a.port())
-        .unwrap_or(0);
-    tokio::spawn(
-        Server::new_with_acceptor(acceptor)
-            .run(Route::new().at("/hook", receive).data(rec.clone())),
-    );
-    Ok((format!("http://127.0.0.1:{port}/hook"), rec))
 }
 
 async fn bench_create(target: &Target, concurrency: u64, seconds: u64) -> anyhow::Result<()> {
@@ -206,7 +204,7 @@ async fn bench_create(target: &Target, concurrency: u64, seconds: u64) -> anyhow
             while Instant::now() < deadline {
                 let t = Instant::now();
                 match h.create_payment().await {
-                    Ok(()) => lat.push(t.elapsed().as_secs_f64() * 1000.0),
+                    Ok(_) => lat.push(t.elapsed().as_secs_f64() * 1000.0),
                     Err(_) => errors += 1,
                 }
             }
@@ -228,71 +226,155 @@ async fn bench_create(target: &Target, concurrency: u64, seconds: u64) -> anyhow
     Ok(())
 }
 
-async fn bench_latency(target: &Target, rate: u64, seconds: u64) -> anyhow::Result<()> {
+/// Waits until the receiver has `count` webhooks or `limit` passes; the count it reached.
+async fn wait_for(rx: &ReceiverProcess, count: u64, limit: Duration) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let got = rx.count().await?;
+        if got >= count || Instant::now() >= deadline {
+            return Ok(got);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn bench_sustained(target: &Target, rate: u64, seconds: u64) -> anyhow::Result<()> {
     let h = Arc::new(Harness::new(target).await?);
-    let (url, rec) = start_receiver().await?;
-    h.endpoint(&url).await?;
+    let rx = ReceiverProcess::start()?;
+    h.endpoint(&rx.hook_url()).await?;
+    // Warm-up: open the gateway's and the worker's connection pools before measuring.
+    let warm = 200;
+    h.create_many(warm, 8).await?;
+    wait_for(&rx, warm, Duration::from_secs(30)).await?;
+    let base = rx.count().await?;
+
     let rate = rate.max(1);
     let total = rate * seconds;
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let mut ticker = tokio::time::interval(interval);
+    let answered: Arc<Mutex<HashMap<String, i64>>> = Arc::new(Mutex::new(HashMap::new()));
+    let created = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    // The backlog (created and not yet received) once a second, by a task of its own.
+    let sampler = {
+        let (rx_url, created) = (rx.base.clone(), created.clone());
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                let got = receiver::count_at(&rx_url).await.unwrap_or(0);
+                let backlog = created.load(Ordering::Relaxed) as i64 - (got - base) as i64;
+                samples.push(backlog);
+                if samples.len() as u64 > seconds {
+                    return samples;
+                }
+            }
+        })
+    };
     let started = Instant::now();
     for _ in 0..total {
         ticker.tick().await;
-        let h = h.clone();
+        let (h, answered, created, errors) =
+            (h.clone(), answered.clone(), created.clone(), errors.clone());
         tokio::spawn(async move {
-            let _ = h.create_payment().await;
+            match h.create_payment().await {
+                Ok(id) => {
+                    let at = unix_micros();
+                    if let Ok(mut a) = answered.lock() {
+                        a.insert(id, at);
+                    }
+                    created.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         });
     }
     let sent_in = started.elapsed().as_secs_f64();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while rec.count.load(Ordering::Relaxed) < total && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let samples = sampler.await?;
+    let received = wait_for(&rx, base + total, Duration::from_secs(60)).await? - base;
+    let receipts = rx.receipts().await?;
+    let answered = answered.lock().map(|a| a.clone()).unwrap_or_default();
+    let mut lags = Vec::with_capacity(answered.len());
+    let (mut first, mut last) = (i64::MAX, i64::MIN);
+    for (id, at201) in &answered {
+        if let Some(at) = receipts.get(id) {
+            lags.push((at - at201) as f64 / 1000.0);
+            first = first.min(*at);
+            last = last.max(*at);
+        }
     }
     println!(
-        "latency: target_rate={rate}/s achieved_rate={:.0}/s events={total} received={}",
+        "sustained: target_rate={rate}/s achieved_rate={:.0}/s created={} errors={} received={received}",
         total as f64 / sent_in,
-        rec.count.load(Ordering::Relaxed)
+        created.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed),
     );
-    let lags = rec.lags_ms.lock().map(|l| l.clone()).unwrap_or_default();
-    summary("status change -> webhook received", lags);
+    println!(
+        "deliveries/s over the run: {:.0}",
+        lags.len() as f64 / ((last - first) as f64 / 1e6)
+    );
+    let half = samples.len() / 2;
+    let early = samples[..half].iter().max().copied().unwrap_or(0);
+    let late = samples[half..].iter().max().copied().unwrap_or(0);
+    // Flat: the second half never holds more than the first half's worst plus a tenth of a
+    // second's worth of creations.
+    let flat = late <= early + (rate as i64) / 10;
+    println!(
+        "backlog once a second: {samples:?}\nbacklog flat: {} (max first half {early}, second half {late})",
+        if flat { "yes" } else { "NO" }
+    );
+    summary("201 -> webhook received", lags);
     Ok(())
 }
 
-async fn bench_deliveries(target: &Target, count: u64, concurrency: u64) -> anyhow::Result<()> {
-    let h = Arc::new(Harness::new(target).await?);
-    let (url, rec) = start_receiver().await?;
-    h.endpoint(&url).await?;
+fn start_workers(bin: &str, n: u64) -> anyhow::Result<Vec<Child>> {
+    (0..n)
+        .map(|_| {
+            Process::new(bin)
+                .env("PAYRAIL_WORKER_BIND", "127.0.0.1:0")
+                .stdout(Stdio::null())
+                .spawn()
+                .map_err(|e| anyhow::anyhow!("start {bin}: {e}"))
+        })
+        .collect()
+}
 
-    let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (h, next) = (h.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < count {
-                let _ = h.create_payment().await;
-            }
-        }));
-    }
-    for t in tasks {
-        t.await?;
-    }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while rec.count.load(Ordering::Relaxed) < count && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let received = rec.count.load(Ordering::Relaxed);
-    let window = rec
-        .first_last
-        .lock()
-        .ok()
-        .and_then(|fl| *fl)
-        .map(|(f, l)| (l - f).as_secs_f64())
-        .unwrap_or(f64::NAN);
+async fn bench_drain(
+    target: &Target,
+    count: u64,
+    workers: u64,
+    worker_bin: &str,
+    concurrency: u64,
+) -> anyhow::Result<()> {
+    let h = Arc::new(Harness::new(target).await?);
+    let rx = ReceiverProcess::start()?;
+    h.endpoint(&rx.hook_url()).await?;
+    let t = Instant::now();
+    let errors = h.create_many(count, concurrency).await?;
     println!(
-        "deliveries: received={received}/{count} in {window:.2}s => {:.0} deliveries/s",
-        received as f64 / window
+        "backlog: {count} payments created in {:.1}s ({errors} errors); no worker running",
+        t.elapsed().as_secs_f64()
+    );
+    // Let the gateway's relay publish the last events to the broker.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let expected = count - errors;
+    let mut children = start_workers(worker_bin, workers)?;
+    let started = unix_micros();
+    let got = wait_for(&rx, expected, Duration::from_secs(300)).await;
+    for c in &mut children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let got = got?;
+    let receipts = rx.receipts().await?;
+    let last = receipts.values().max().copied().unwrap_or(started);
+    let seconds = (last - started) as f64 / 1e6;
+    println!(
+        "drain: workers={workers} received={got}/{expected} in {seconds:.2}s from the workers' start => {:.0} deliveries/s",
+        got as f64 / seconds
     );
     Ok(())
 }
@@ -305,15 +387,18 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             seconds,
         } => bench_create(&target, concurrency, seconds).await,
-        Command::Latency {
+        Command::Sustained {
             target,
             rate,
             seconds,
-        } => bench_latency(&target, rate, seconds).await,
-        Command::Deliveries {
+        } => bench_sustained(&target, rate, seconds).await,
+        Command::Drain {
             target,
             count,
+            workers,
+            worker_bin,
             concurrency,
-        } => bench_deliveries(&target, count, concurrency).await,
+        } => bench_drain(&target, count, workers, &worker_bin, concurrency).await,
+        Command::Receive { bind } => receiver::serve(&bind).await,
     }
 }

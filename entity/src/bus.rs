@@ -31,9 +31,21 @@ impl BusMessage {
         serde_json::from_slice(bytes)
     }
 
-    pub fn event_id(&self) -> &str {
+    pub fn event_id(&self) -> &crate::ids::EventId {
         match self {
             BusMessage::V1 { event_id, .. } => event_id,
+        }
+    }
+
+    pub fn merchant_id(&self) -> &crate::ids::MerchantId {
+        match self {
+            BusMessage::V1 { merchant_id, .. } => merchant_id,
+        }
+    }
+
+    pub fn event_type(&self) -> &str {
+        match self {
+            BusMessage::V1 { event_type, .. } => event_type,
         }
     }
 }

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
 
 use chrono::{DateTime, Utc};
 use entity::event::WebhookBody;
@@ -297,6 +298,18 @@ pub async fn attempt<C: ConnectionTrait + TransactionTrait>(
     rules: &Rules,
     ctx: AttemptContext,
 ) -> Result<(AttemptOutcome, Option<AttemptResult>), DbErr> {
+    attempt_in_slot(db, sender, rules, ctx, None).await
+}
+
+/// [`attempt`], holding `slot` (the endpoint's send slot) for the HTTP exchange only: recording
+/// the result is database work that must not keep the next request to the endpoint waiting.
+pub async fn attempt_in_slot<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    sender: &WebhookSender,
+    rules: &Rules,
+    ctx: AttemptContext,
+    slot: Option<OwnedSemaphorePermit>,
+) -> Result<(AttemptOutcome, Option<AttemptResult>), DbErr> {
     if ctx.delivery.status != DeliveryStatus::Processing {
         return Ok((AttemptOutcome::Skipped, None));
     }
@@ -342,6 +355,7 @@ pub async fn attempt<C: ConnectionTrait + TransactionTrait>(
         .to_bytes(),
     };
     let result = sender.send(&keys, &request).await;
+    drop(slot);
     let outcome = record(db, &ctx.delivery, &endpoint, &result, rules).await?;
     tracing::info!(
         delivery_id = %ctx.delivery.id,

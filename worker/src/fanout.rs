@@ -1,15 +1,18 @@
-//! Turning one committed event into delivery rows, one per subscribed endpoint.
+//! Turning committed events into delivery rows, one per subscribed endpoint, a batch of bus
+//! messages at a time.
 //!
 //! Rows are unique on `(event_id, endpoint_id)`, so a message the broker redelivers creates
 //! nothing new. With immediate delivery the new rows are inserted already claimed by this
 //! worker (`processing` with a lease): it sends them at once after commit, and if it dies
 //! first the lease runs out and the sweep picks them up.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::Utc;
 use entity::bus::BusMessage;
 use entity::event::subscribes;
+use entity::ids::{DeliveryId, EventId};
 use entity::{events, webhook_deliveries, webhook_endpoints};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
@@ -39,44 +42,112 @@ pub enum FanOutError {
     Db(#[from] DbErr),
 }
 
-/// Fans out the event a bus message announces. The subscribed endpoints are found from the
-/// message first, so an event nobody listens to costs one query and no transaction.
+/// Fans out the event a bus message announces (a batch of one).
 pub async fn fan_out<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     message: &BusMessage,
     immediate: bool,
     lease: Duration,
 ) -> Result<FanOut, FanOutError> {
-    let BusMessage::V1 {
-        event_id,
-        merchant_id,
-        event_type,
-        ..
-    } = message;
-    let endpoints: Vec<webhook_endpoints::Model> = webhook_endpoints::Entity::find()
-        .filter(webhook_endpoints::Column::MerchantId.eq(merchant_id.as_str()))
+    fan_out_batch(db, std::slice::from_ref(message), immediate, lease)
+        .await?
+        .pop()
+        .unwrap_or_else(|| Ok(FanOut::default()))
+}
+
+/// Most rows one INSERT carries: well under PostgreSQL's and SQLite's bound parameters.
+const ROWS_PER_INSERT: usize = 500;
+
+/// Fans out the events a batch of bus messages announces, one result per message in order.
+///
+/// The whole batch costs one query for the subscribed endpoints and, if anyone listens, one
+/// transaction: one read of the events and one multi-row insert. A message whose event does
+/// not exist gets [`FanOutError::UnknownEvent`] without holding back the rest; a database
+/// error fails the whole batch (nothing was committed).
+pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    messages: &[BusMessage],
+    immediate: bool,
+    lease: Duration,
+) -> Result<Vec<Result<FanOut, FanOutError>>, DbErr> {
+    let merchants: HashSet<&str> = messages.iter().map(|m| m.merchant_id().as_str()).collect();
+    let mut endpoints_of: HashMap<String, Vec<webhook_endpoints::Model>> = HashMap::new();
+    for endpoint in webhook_endpoints::Entity::find()
+        .filter(webhook_endpoints::Column::MerchantId.is_in(merchants))
         .filter(webhook_endpoints::Column::Status.eq(EndpointStatus::Enabled))
         .all(db)
         .await?
-        .into_iter()
-        .filter(|e| subscribes(&e.enabled_event_names(), event_type))
-        .collect();
-    if endpoints.is_empty() {
-        return Ok(FanOut::default());
+    {
+        endpoints_of
+            .entry(endpoint.merchant_id.to_string())
+            .or_default()
+            .push(endpoint);
     }
+    // Per message, the endpoints subscribed to its event type.
+    let subscribed: Vec<Vec<&webhook_endpoints::Model>> = messages
+        .iter()
+        .map(|m| {
+            endpoints_of
+                .get(m.merchant_id().as_str())
+                .map(|all| {
+                    all.iter()
+                        .filter(|e| subscribes(&e.enabled_event_names(), m.event_type()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    if subscribed.iter().all(Vec::is_empty) {
+        return Ok(messages.iter().map(|_| Ok(FanOut::default())).collect());
+    }
+    let wanted: Vec<EventId> = messages
+        .iter()
+        .zip(&subscribed)
+        .filter(|(_, s)| !s.is_empty())
+        .map(|(m, _)| m.event_id().clone())
+        .collect();
     let txn = db.begin().await?;
-    let event = events::Entity::find_by_id(event_id.clone())
-        .one(&txn)
+    let events: HashMap<String, events::Model> = events::Entity::find()
+        .filter(events::Column::Id.is_in(wanted))
+        .all(&txn)
         .await?
-        .filter(|e| &e.merchant_id == merchant_id && &e.event_type == event_type)
-        .ok_or_else(|| FanOutError::UnknownEvent(event_id.to_string()))?;
+        .into_iter()
+        .map(|e| (e.id.to_string(), e))
+        .collect();
     let now = Utc::now();
     let locked_until = lease_until(now, lease);
-    let mut outcome = FanOut::default();
-    for endpoint in &endpoints {
-        let row = new_row(&event, &endpoint.id, immediate.then_some(locked_until), now);
-        let model = row.clone().try_into_model()?;
-        let inserted = webhook_deliveries::Entity::insert(row)
+    // Per message: its event, or why not, and the rows it wants.
+    let mut planned = Vec::with_capacity(messages.len());
+    let mut rows = Vec::new();
+    for (message, endpoints) in messages.iter().zip(&subscribed) {
+        if endpoints.is_empty() {
+            planned.push(Ok((None, Vec::new())));
+            continue;
+        }
+        let event = events.get(message.event_id().as_str()).filter(|e| {
+            &e.merchant_id == message.merchant_id() && e.event_type == message.event_type()
+        });
+        let Some(event) = event else {
+            planned.push(Err(FanOutError::UnknownEvent(
+                message.event_id().to_string(),
+            )));
+            continue;
+        };
+        let mut mine = Vec::with_capacity(endpoints.len());
+        for endpoint in endpoints {
+            let row = new_row(event, &endpoint.id, immediate.then_some(locked_until), now);
+            mine.push((row.clone().try_into_model()?, *endpoint));
+            rows.push(row);
+        }
+        planned.push(Ok((Some(event), mine)));
+    }
+    // Rows already there (a redelivered message) are skipped by the unique key; the ones
+    // returned are the ones this batch created.
+    let mut inserted: HashSet<DeliveryId> = HashSet::with_capacity(rows.len());
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_INSERT).collect();
+        let result = webhook_deliveries::Entity::insert_many(chunk)
             .on_conflict(
                 OnConflict::columns([
                     webhook_deliveries::Column::EventId,
@@ -85,18 +156,32 @@ pub async fn fan_out<C: ConnectionTrait + TransactionTrait>(
                 .do_nothing()
                 .to_owned(),
             )
-            .exec_without_returning(&txn)
-            .await?;
-        match (inserted, immediate) {
-            (0, _) => outcome.already_present += 1,
-            (_, true) => outcome.claimed.push(AttemptContext {
-                delivery: model,
-                endpoint: Some(endpoint.clone()),
-                event: event.clone(),
-            }),
-            (_, false) => outcome.queued += 1,
+            .exec_with_returning_keys(&txn)
+            .await;
+        match result {
+            Ok(ids) => inserted.extend(ids),
+            Err(DbErr::RecordNotInserted) => {}
+            Err(e) => return Err(e),
         }
     }
     txn.commit().await?;
-    Ok(outcome)
+    Ok(planned
+        .into_iter()
+        .map(|plan| {
+            let (event, rows) = plan?;
+            let mut outcome = FanOut::default();
+            for (delivery, endpoint) in rows {
+                match (inserted.contains(&delivery.id), immediate, event) {
+                    (false, _, _) => outcome.already_present += 1,
+                    (true, true, Some(event)) => outcome.claimed.push(AttemptContext {
+                        delivery,
+                        endpoint: Some(endpoint.clone()),
+                        event: event.clone(),
+                    }),
+                    (true, _, _) => outcome.queued += 1,
+                }
+            }
+            Ok(outcome)
+        })
+        .collect())
 }

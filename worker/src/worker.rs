@@ -14,13 +14,14 @@ use std::time::Instant;
 
 use entity::ids::DeliveryId;
 use entity::webhook_endpoints;
+use futures_util::FutureExt as _;
 use futures_util::future::join_all;
 use runtime::cache::Cache;
 use sea_orm::DatabaseConnection;
 use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
 
 use crate::deliveries::{self, AttemptContext, AttemptOutcome, Rules};
-use crate::fanout::{FanOutError, fan_out};
+use crate::fanout::{FanOutError, fan_out_batch};
 use crate::metrics::DeliveryMetrics;
 use crate::sender::WebhookSender;
 use crate::settings::WebhookSettings;
@@ -175,44 +176,90 @@ impl Worker {
 
     /// Handles one received message: fan out, commit, ack; then the immediate attempts.
     pub async fn handle(&self, received: Received) -> Handled {
+        self.handle_batch(vec![received])
+            .await
+            .pop()
+            .unwrap_or(Handled::Requeued)
+    }
+
+    /// Handles messages received together: one fan-out transaction for all of them, the acks,
+    /// then their immediate attempts side by side. One result per message, in order.
+    pub async fn handle_batch(&self, batch: Vec<Received>) -> Vec<Handled> {
         let _in_flight = InFlight::start(&self.inner);
-        let (message, ack) = match received {
-            Received::Message(m, ack) => (m, ack),
-            Received::Unparseable(ack) => {
-                tracing::warn!("unparseable bus message moved to the dead-letter queue");
-                if let Err(e) = ack.dead_letter().await {
-                    tracing::error!(error = %e, "could not dead-letter a message; the broker will redeliver it");
+        let mut results: Vec<Option<Handled>> = Vec::with_capacity(batch.len());
+        let mut messages = Vec::with_capacity(batch.len());
+        let mut acks = Vec::with_capacity(batch.len());
+        for received in batch {
+            match received {
+                Received::Message(m, ack) => {
+                    results.push(None);
+                    messages.push(m);
+                    acks.push(ack);
                 }
-                return Handled::DeadLettered;
-            }
-        };
-        let s = &self.inner.settings;
-        match fan_out(&self.inner.db, &message, s.immediate, s.lease()).await {
-            Ok(fan) => {
-                if let Err(e) = ack.ack().await {
-                    // The rows are committed; a redelivery finds them and creates nothing.
-                    tracing::warn!(error = %e, event_id = message.event_id(), "ack failed after commit");
+                Received::Unparseable(ack) => {
+                    tracing::warn!("unparseable bus message moved to the dead-letter queue");
+                    if let Err(e) = ack.dead_letter().await {
+                        tracing::error!(error = %e, "could not dead-letter a message; the broker will redeliver it");
+                    }
+                    results.push(Some(Handled::DeadLettered));
                 }
-                let created = fan.claimed.len() + fan.queued;
-                let attempts = self.deliver_loaded(fan.claimed).await;
-                Handled::FannedOut {
-                    created,
-                    already_present: fan.already_present,
-                    attempts,
-                }
-            }
-            Err(FanOutError::UnknownEvent(id)) => {
-                tracing::error!(event_id = %id, "message names an event that does not exist; dead-lettered");
-                let _ = ack.dead_letter().await;
-                Handled::DeadLettered
-            }
-            Err(FanOutError::Db(e)) => {
-                tracing::warn!(error = %e, event_id = message.event_id(), "fan-out failed; message requeued");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                let _ = ack.requeue().await;
-                Handled::Requeued
             }
         }
+        let s = &self.inner.settings;
+        let fanned = match fan_out_batch(&self.inner.db, &messages, s.immediate, s.lease()).await {
+            Ok(fanned) => fanned,
+            Err(e) => {
+                tracing::warn!(error = %e, messages = messages.len(), "fan-out failed; messages requeued");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                for ack in acks {
+                    let _ = ack.requeue().await;
+                }
+                return fill(results, || Handled::Requeued);
+            }
+        };
+        // Per message: (rows created, already present, how many of the claimed are its own).
+        let mut counts = Vec::with_capacity(messages.len());
+        let mut claimed = Vec::new();
+        for ((message, ack), fan) in messages.iter().zip(acks).zip(fanned) {
+            match fan {
+                Ok(fan) => {
+                    if let Err(e) = ack.ack().await {
+                        // The rows are committed; a redelivery finds them and creates nothing.
+                        tracing::warn!(error = %e, event_id = %message.event_id(), "ack failed after commit");
+                    }
+                    counts.push(Ok((
+                        fan.claimed.len() + fan.queued,
+                        fan.already_present,
+                        fan.claimed.len(),
+                    )));
+                    claimed.extend(fan.claimed);
+                }
+                Err(FanOutError::UnknownEvent(id)) => {
+                    tracing::error!(event_id = %id, "message names an event that does not exist; dead-lettered");
+                    let _ = ack.dead_letter().await;
+                    counts.push(Err(Handled::DeadLettered));
+                }
+                Err(FanOutError::Db(e)) => {
+                    tracing::warn!(error = %e, event_id = %message.event_id(), "fan-out failed; message requeued");
+                    let _ = ack.requeue().await;
+                    counts.push(Err(Handled::Requeued));
+                }
+            }
+        }
+        let mut attempts = self.deliver_loaded(claimed).await.into_iter();
+        let mut counts = counts.into_iter();
+        for slot in results.iter_mut().filter(|r| r.is_none()) {
+            *slot = match counts.next() {
+                Some(Ok((created, already_present, mine))) => Some(Handled::FannedOut {
+                    created,
+                    already_present,
+                    attempts: attempts.by_ref().take(mine).collect(),
+                }),
+                Some(Err(handled)) => Some(handled),
+                None => None,
+            };
+        }
+        fill(results, || Handled::Requeued)
     }
 
     /// Attempts the given claimed deliveries concurrently (rows claimed by a sweep).
@@ -242,7 +289,7 @@ impl Worker {
         let slot_deadline = Instant::now() + inner.settings.timeout + Duration::from_secs(3);
         let attempts = claimed.into_iter().map(|ctx| async move {
             let id = ctx.delivery.id.clone();
-            let _slot = match &ctx.endpoint {
+            let slot = match &ctx.endpoint {
                 Some(endpoint) => match self.slot(endpoint, slot_deadline).await {
                     Some(slot) => Some(slot),
                     None => {
@@ -268,7 +315,7 @@ impl Worker {
                 ctx.event.request_id.clone(),
             );
             let event_created_at = ctx.event.created_at;
-            match deliveries::attempt(&inner.db, &inner.sender, &inner.rules, ctx).await {
+            match deliveries::attempt_in_slot(&inner.db, &inner.sender, &inner.rules, ctx, slot).await {
                 Ok((outcome, result)) => {
                     self.let_go(&id);
                     inner.metrics.observe(&outcome, result.as_ref());
@@ -415,8 +462,31 @@ impl Worker {
                             _ = stop.changed() => return,
                             next = subscription.next() => match next {
                                 Some(Ok(received)) => {
+                                    // Whatever else has already arrived goes in the same
+                                    // fan-out transaction: under load batches grow, and the
+                                    // database sees one transaction for many events.
+                                    let mut batch = vec![received];
+                                    let mut lost = None;
+                                    while batch.len() < FAN_OUT_BATCH {
+                                        match subscription.next().now_or_never() {
+                                            Some(Some(Ok(r))) => batch.push(r),
+                                            Some(Some(Err(e))) => {
+                                                lost = Some(e.to_string());
+                                                break;
+                                            }
+                                            Some(None) => {
+                                                lost = Some("the subscription ended".to_string());
+                                                break;
+                                            }
+                                            None => break,
+                                        }
+                                    }
                                     let worker = self.clone();
-                                    tokio::spawn(async move { worker.handle(received).await });
+                                    tokio::spawn(async move { worker.handle_batch(batch).await });
+                                    if let Some(e) = lost {
+                                        tracing::warn!(error = %e, "bus connection lost; reconnecting");
+                                        break;
+                                    }
                                 }
                                 Some(Err(e)) => {
                                     tracing::warn!(error = %e, "bus connection lost; reconnecting");
@@ -519,4 +589,15 @@ impl Worker {
             }
         }
     }
+}
+
+/// Most messages fanned out in one transaction.
+const FAN_OUT_BATCH: usize = 100;
+
+/// The results of a batch, any still open set by `otherwise`.
+fn fill(results: Vec<Option<Handled>>, otherwise: impl Fn() -> Handled) -> Vec<Handled> {
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(&otherwise))
+        .collect()
 }

@@ -233,7 +233,7 @@ async fn publish_confirmed(
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
-            .with_message_id(message.event_id().into());
+            .with_message_id(message.event_id().as_str().into());
         let confirm = channel
             .basic_publish(
                 names.exchange.as_str().into(),

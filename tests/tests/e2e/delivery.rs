@@ -580,3 +580,94 @@ async fn a_result_recorded_after_the_lease_ran_out_changes_nothing() {
     );
     assert_eq!(app.count("SELECT count(*) FROM webhook_attempts").await, 1);
 }
+
+#[tokio::test]
+async fn a_batch_of_messages_fans_out_together_and_each_gets_its_own_outcome() {
+    let app = TestApp::spawn_with(manual(|_| {})).await;
+    let worker = app.standalone_worker();
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    app.create_endpoint(&receiver.url).await;
+    // A second merchant with two endpoints, and a third with none.
+    let other = app.create_merchant("Other").await;
+    for _ in 0..2 {
+        let (status, body) = app
+            .post_json(
+                &other,
+                "/v1/webhook_endpoints",
+                serde_json::json!({"url": receiver.url, "enabled_events": ["*"]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let silent = app.create_merchant("Silent").await;
+    let bus = EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix));
+    let mut sub = bus.subscribe(100).await.expect("subscribe");
+    let mut next = async || {
+        tokio::time::timeout(WAIT, sub.next())
+            .await
+            .expect("a message arrives")
+            .expect("stream open")
+            .expect("message")
+    };
+    // One payment each, in a known order, each published before the next is made.
+    let mut batch = Vec::new();
+    for key in [&app.api_key, &other, &silent] {
+        let (status, body) = app
+            .post_json(
+                key,
+                "/v1/payments",
+                serde_json::json!({"amount": 100, "currency": "usd", "provider": "simulated"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        batch.push(next().await);
+    }
+    let event = entity::events::Entity::find()
+        .one(&app.db)
+        .await
+        .expect("query")
+        .expect("an event");
+    EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix))
+        .publish(&[BusMessage::V1 {
+            event_id: entity::ids::EventId::from_trusted("evt_missing"),
+            merchant_id: event.merchant_id.clone(),
+            event_type: event.event_type.clone(),
+            request_id: None,
+        }])
+        .await
+        .expect("publish");
+    batch.insert(1, next().await);
+
+    let handled = worker.handle_batch(batch).await;
+    let ok = |n: usize| Handled::FannedOut {
+        created: n,
+        already_present: 0,
+        attempts: vec![AttemptOutcome::Succeeded; n],
+    };
+    assert_eq!(
+        handled,
+        vec![
+            ok(1),
+            Handled::DeadLettered,
+            ok(2),
+            Handled::FannedOut {
+                created: 0,
+                already_present: 0,
+                attempts: vec![]
+            }
+        ],
+        "the missing event does not hold back the others"
+    );
+    assert_eq!(receiver.received().len(), 3);
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'succeeded'")
+            .await,
+        3
+    );
+    // Dead-lettering is routed by the broker after the nack.
+    app.eventually(WAIT, "one message dead-lettered, none left", || async {
+        let depths = bus.depths().await.expect("depths");
+        ((depths.events, depths.dead_letters) == (0, 1)).then_some(())
+    })
+    .await;
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The figures in docs/benchmarks.md, each scenario against a fresh database, with the release
+# build and the local PostgreSQL, RabbitMQ and Redis:
+#   bench/run.sh create|sustained|drain1|drain2 [runs=3]
+# Scenarios start and stop the gateway and workers themselves; nothing else may use port 8080.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scenario=${1:?create|sustained|drain1|drain2}
+runs=${2:-3}
+bin=target/release
+cargo build -q --release -p gateway -p worker -p bench
+
+db=payrail_bench
+export DATABASE_URL=postgres://postgres@127.0.0.1:5432/$db
+export AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f REDIS_URL=redis://127.0.0.1:6379
+export PAYRAIL_AMQP_PREFIX=payrail_bench PAYRAIL_REDIS_PREFIX=payrail_bench
+export PAYRAIL_ADMIN_TOKEN=bench-admin-token PAYRAIL_ALLOW_PRIVATE_WEBHOOK_URLS=true
+export RUST_LOG=warn
+target=(--base http://127.0.0.1:8080 --admin-token "$PAYRAIL_ADMIN_TOKEN")
+pids=()
+
+stop_all() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+trap stop_all EXIT
+
+fresh() {
+  psql -q postgres://postgres@127.0.0.1:5432/postgres \
+    -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+  "$bin/gateway" migrate >/dev/null
+}
+
+start_gateway() {
+  "$bin/gateway" >/dev/null & pids+=($!)
+  for _ in $(seq 100); do
+    curl -sf http://127.0.0.1:8080/health/ready >/dev/null && return
+    sleep 0.1
+  done
+  echo "the gateway did not become ready" >&2; exit 1
+}
+
+for run in $(seq "$runs"); do
+  echo "== $scenario run $run"
+  fresh
+  start_gateway
+  case $scenario in
+    create)
+      "$bin/worker" >/dev/null & pids+=($!)
+      "$bin/bench" create "${target[@]}" --concurrency 32 --seconds 10 ;;
+    sustained)
+      "$bin/worker" >/dev/null & pids+=($!)
+      "$bin/bench" sustained "${target[@]}" --rate "${RATE:-400}" --seconds "${SECONDS_:-60}" ;;
+    drain1|drain2)
+      "$bin/bench" drain "${target[@]}" --count "${COUNT:-50000}" --workers "${scenario#drain}" \
+        --worker-bin "$bin/worker" ;;
+    *) echo "unknown scenario $scenario" >&2; exit 2 ;;
+  esac
+  stop_all
+done
