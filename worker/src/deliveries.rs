@@ -22,6 +22,7 @@ use sea_orm::{
     QueryOrder, QuerySelect, TransactionSession, TransactionTrait,
 };
 
+use crate::recorder::Recorder;
 use crate::sender::{AttemptResult, ErrorClass, SignedRequest, WebhookSender};
 
 /// What one claim took.
@@ -298,17 +299,19 @@ pub async fn attempt<C: ConnectionTrait + TransactionTrait>(
     rules: &Rules,
     ctx: AttemptContext,
 ) -> Result<(AttemptOutcome, Option<AttemptResult>), DbErr> {
-    attempt_in_slot(db, sender, rules, ctx, None).await
+    attempt_in_slot(db, sender, rules, ctx, None, None).await
 }
 
 /// [`attempt`], holding `slot` (the endpoint's send slot) for the HTTP exchange only: recording
 /// the result is database work that must not keep the next request to the endpoint waiting.
+/// With a `recorder` the result is committed together with other attempts' (group commit).
 pub async fn attempt_in_slot<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     sender: &WebhookSender,
     rules: &Rules,
     ctx: AttemptContext,
     slot: Option<OwnedSemaphorePermit>,
+    recorder: Option<&Recorder>,
 ) -> Result<(AttemptOutcome, Option<AttemptResult>), DbErr> {
     if ctx.delivery.status != DeliveryStatus::Processing {
         return Ok((AttemptOutcome::Skipped, None));
@@ -356,7 +359,14 @@ pub async fn attempt_in_slot<C: ConnectionTrait + TransactionTrait>(
     };
     let result = sender.send(&keys, &request).await;
     drop(slot);
-    let outcome = record(db, &ctx.delivery, &endpoint, &result, rules).await?;
+    let outcome = match recorder {
+        Some(recorder) => {
+            recorder
+                .record(ctx.delivery.clone(), endpoint, result.clone())
+                .await?
+        }
+        None => record(db, &ctx.delivery, &endpoint, &result, rules).await?,
+    };
     tracing::info!(
         delivery_id = %ctx.delivery.id,
         event_id = %ctx.event.id,
@@ -396,6 +406,23 @@ async fn record<C: ConnectionTrait + TransactionTrait>(
     result: &AttemptResult,
     rules: &Rules,
 ) -> Result<AttemptOutcome, DbErr> {
+    let txn = db.begin().await?;
+    let (outcome, disabled) = record_in(&txn, delivery, endpoint, result, rules).await?;
+    txn.commit().await?;
+    after_commit(db, delivery, endpoint, rules, disabled).await;
+    Ok(outcome)
+}
+
+/// Records an attempt's result inside `txn`: the delivery row first, under its lease (a lost
+/// lease writes nothing and gives `Skipped`), then the attempt row and the endpoint's streak.
+/// The second value says the attempt disabled the endpoint; pass it to [`after_commit`].
+pub(crate) async fn record_in<T: ConnectionTrait>(
+    txn: &T,
+    delivery: &webhook_deliveries::Model,
+    endpoint: &webhook_endpoints::Model,
+    result: &AttemptResult,
+    rules: &Rules,
+) -> Result<(AttemptOutcome, Option<DisabledReason>), DbErr> {
     use webhook_deliveries::Column as C;
     let now = Utc::now();
     let attempts = delivery.attempts + 1;
@@ -427,21 +454,6 @@ async fn record<C: ConnectionTrait + TransactionTrait>(
     let error_message = result.error.as_ref().map(|(_, m)| m.clone());
     let error_class = result.error.as_ref().map(|(c, _)| c.as_str());
     let http_status = result.http_status.map(i32::from);
-    let txn = db.begin().await?;
-    webhook_attempts::Entity::insert(webhook_attempts::ActiveModel {
-        id: Set(AttemptId::generate()),
-        delivery_id: Set(delivery.id.clone()),
-        merchant_id: Set(delivery.merchant_id.clone()),
-        attempt_number: Set(attempts),
-        http_status: Set(http_status),
-        error_message: Set(error_message.clone()),
-        error_class: Set(error_class.map(str::to_string)),
-        response_body: Set(result.response_body.clone()),
-        duration_ms: Set(i64::try_from(result.duration.as_millis()).unwrap_or(i64::MAX)),
-        created_at: Set(now),
-    })
-    .exec_without_returning(&txn)
-    .await?;
     let recorded = webhook_deliveries::Entity::update_many()
         .col_expr(C::Status, Expr::value(status))
         .col_expr(C::Attempts, Expr::value(attempts))
@@ -449,53 +461,75 @@ async fn record<C: ConnectionTrait + TransactionTrait>(
         .col_expr(C::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
         .col_expr(C::LastAttemptAt, Expr::value(now))
         .col_expr(C::HttpStatus, Expr::value(http_status))
-        .col_expr(C::ErrorMessage, Expr::value(error_message))
+        .col_expr(C::ErrorMessage, Expr::value(error_message.clone()))
         .col_expr(C::DeliveredAt, Expr::value(delivered_at))
         .col_expr(C::UpdatedAt, Expr::value(now))
         .filter(C::Id.eq(delivery.id.as_str()))
         .filter(lease_held(delivery))
-        .exec(&txn)
+        .exec(txn)
         .await?;
     if recorded.rows_affected == 0 {
         // Our lease ran out and another worker owns the row now (it may have delivered it
         // already): its result stands, ours must not overwrite it or count an attempt twice.
-        txn.rollback().await?;
+        // Nothing was written, so the transaction can go on with other results.
         tracing::warn!(delivery_id = %delivery.id, "lease lost before the attempt was recorded; result discarded");
-        return Ok(AttemptOutcome::Skipped);
+        return Ok((AttemptOutcome::Skipped, None));
     }
-    let disabled = track_endpoint(&txn, endpoint, result, rules, now).await?;
-    txn.commit().await?;
-    if let Some(reason) = disabled {
-        tracing::warn!(endpoint_id = %endpoint.id, reason = reason.as_str(), "webhook endpoint disabled");
-        let message = match reason {
-            DisabledReason::Gone => format!(
-                "Webhook endpoint {} was disabled: it answered 410 Gone",
-                endpoint.id
-            ),
-            DisabledReason::Failing => format!(
-                "Webhook endpoint {} was disabled: no successful delivery for {}",
-                endpoint.id,
-                humantime::format_duration(rules.disable_after)
-            ),
-        };
-        runtime::log_store::record(
-            db,
-            runtime::log_store::Entry {
-                merchant_id: Some(&endpoint.merchant_id),
-                level: entity::status::LogLevel::Error,
-                source: "webhooks",
-                message: &message,
-                context: Some(serde_json::json!({
-                    "endpoint_id": endpoint.id,
-                    "disabled_reason": reason.as_str(),
-                    "delivery_id": delivery.id,
-                })),
-                request_id: None,
-            },
-        )
-        .await;
-    }
-    Ok(outcome)
+    webhook_attempts::Entity::insert(webhook_attempts::ActiveModel {
+        id: Set(AttemptId::generate()),
+        delivery_id: Set(delivery.id.clone()),
+        merchant_id: Set(delivery.merchant_id.clone()),
+        attempt_number: Set(attempts),
+        http_status: Set(http_status),
+        error_message: Set(error_message),
+        error_class: Set(error_class.map(str::to_string)),
+        response_body: Set(result.response_body.clone()),
+        duration_ms: Set(i64::try_from(result.duration.as_millis()).unwrap_or(i64::MAX)),
+        created_at: Set(now),
+    })
+    .exec_without_returning(txn)
+    .await?;
+    let disabled = track_endpoint(txn, endpoint, result, rules, now).await?;
+    Ok((outcome, disabled))
+}
+
+/// After the commit that disabled an endpoint: the warning and the merchant's log entry.
+pub(crate) async fn after_commit<C: ConnectionTrait>(
+    db: &C,
+    delivery: &webhook_deliveries::Model,
+    endpoint: &webhook_endpoints::Model,
+    rules: &Rules,
+    disabled: Option<DisabledReason>,
+) {
+    let Some(reason) = disabled else { return };
+    tracing::warn!(endpoint_id = %endpoint.id, reason = reason.as_str(), "webhook endpoint disabled");
+    let message = match reason {
+        DisabledReason::Gone => format!(
+            "Webhook endpoint {} was disabled: it answered 410 Gone",
+            endpoint.id
+        ),
+        DisabledReason::Failing => format!(
+            "Webhook endpoint {} was disabled: no successful delivery for {}",
+            endpoint.id,
+            humantime::format_duration(rules.disable_after)
+        ),
+    };
+    runtime::log_store::record(
+        db,
+        runtime::log_store::Entry {
+            merchant_id: Some(&endpoint.merchant_id),
+            level: entity::status::LogLevel::Error,
+            source: "webhooks",
+            message: &message,
+            context: Some(serde_json::json!({
+                "endpoint_id": endpoint.id,
+                "disabled_reason": reason.as_str(),
+                "delivery_id": delivery.id,
+            })),
+            request_id: None,
+        },
+    )
+    .await;
 }
 
 /// Keeps the endpoint's failing streak, and disables it on a 410 or once it has failed with

@@ -16,6 +16,7 @@ pub mod app;
 pub mod deliveries;
 pub mod fanout;
 pub mod metrics;
+pub mod recorder;
 pub mod sender;
 pub mod settings;
 pub mod slots;

@@ -23,6 +23,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
 use crate::deliveries::{self, AttemptContext, AttemptOutcome, Rules};
 use crate::fanout::{FanOutError, fan_out_batch};
 use crate::metrics::DeliveryMetrics;
+use crate::recorder::Recorder;
 use crate::sender::WebhookSender;
 use crate::settings::WebhookSettings;
 use crate::slots::Slots;
@@ -67,6 +68,8 @@ struct Inner {
     sender: WebhookSender,
     settings: WebhookSettings,
     rules: Rules,
+    /// Commits attempt results in groups.
+    recorder: Recorder,
     metrics: Arc<DeliveryMetrics>,
     /// Requests in flight to each endpoint from this worker.
     slots: Slots,
@@ -135,6 +138,7 @@ impl Worker {
         Ok(Worker {
             inner: Arc::new(Inner {
                 rules: settings.rules(),
+                recorder: Recorder::start(db.clone(), settings.rules()),
                 slots: Slots::new(settings.endpoint_concurrency),
                 rate_counters: cache,
                 db,
@@ -315,7 +319,7 @@ impl Worker {
                 ctx.event.request_id.clone(),
             );
             let event_created_at = ctx.event.created_at;
-            match deliveries::attempt_in_slot(&inner.db, &inner.sender, &inner.rules, ctx, slot).await {
+            match deliveries::attempt_in_slot(&inner.db, &inner.sender, &inner.rules, ctx, slot, Some(&inner.recorder)).await {
                 Ok((outcome, result)) => {
                     self.let_go(&id);
                     inner.metrics.observe(&outcome, result.as_ref());

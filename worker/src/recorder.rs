@@ -1,0 +1,123 @@
+//! Group commit for attempt results. Sends finish one by one, but each result needs a few
+//! writes and a commit; under load the recorder takes every result waiting at that moment and
+//! commits them in one transaction, so the database sees one commit (one WAL flush) for many
+//! attempts instead of one each. At low load a batch is a single result and nothing waits.
+//!
+//! A failed transaction fails every result in it: their rows keep their leases, and a later
+//! sweep sends them again (at least once, never lost).
+
+use std::sync::Arc;
+
+use entity::webhook_deliveries;
+use entity::webhook_endpoints;
+use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::deliveries::{AttemptOutcome, DisabledReason, Rules, after_commit, record_in};
+use crate::sender::AttemptResult;
+
+/// Most results committed in one transaction.
+const MOST_PER_COMMIT: usize = 100;
+/// Transactions that may be open at once: one commit waiting on the disk does not stop the
+/// next batch from being written.
+const LANES: usize = 3;
+
+struct Job {
+    delivery: webhook_deliveries::Model,
+    endpoint: webhook_endpoints::Model,
+    result: AttemptResult,
+    done: oneshot::Sender<Result<AttemptOutcome, String>>,
+}
+
+/// Hands attempt results to the recording lanes. Cheap to clone; the lanes stop when the last
+/// clone is dropped.
+#[derive(Clone)]
+pub struct Recorder {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl Recorder {
+    pub fn start(db: DatabaseConnection, rules: Rules) -> Recorder {
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let queue = Arc::new(Mutex::new(queue));
+        for _ in 0..LANES {
+            tokio::spawn(lane(db.clone(), rules.clone(), queue.clone()));
+        }
+        Recorder { jobs }
+    }
+
+    /// Records one attempt's result; returns once it is committed.
+    pub async fn record(
+        &self,
+        delivery: webhook_deliveries::Model,
+        endpoint: webhook_endpoints::Model,
+        result: AttemptResult,
+    ) -> Result<AttemptOutcome, DbErr> {
+        let (done, outcome) = oneshot::channel();
+        self.jobs
+            .send(Job {
+                delivery,
+                endpoint,
+                result,
+                done,
+            })
+            .map_err(|_| DbErr::Custom("the recorder has stopped".into()))?;
+        outcome
+            .await
+            .map_err(|_| DbErr::Custom("the recorder has stopped".into()))?
+            .map_err(DbErr::Custom)
+    }
+}
+
+async fn lane(
+    db: DatabaseConnection,
+    rules: Rules,
+    queue: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>,
+) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut queue = queue.lock().await;
+            match queue.recv().await {
+                Some(job) => batch.push(job),
+                None => return,
+            }
+            while batch.len() < MOST_PER_COMMIT {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
+        // Endpoints' rows are locked in one order in every lane, so two lanes never deadlock.
+        batch.sort_by(|a, b| a.endpoint.id.cmp(&b.endpoint.id));
+        match commit(&db, &rules, &batch).await {
+            Ok(outcomes) => {
+                for (job, (outcome, disabled)) in batch.into_iter().zip(outcomes) {
+                    after_commit(&db, &job.delivery, &job.endpoint, &rules, disabled).await;
+                    let _ = job.done.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, results = batch.len(), "could not record attempt results; their leases will expire and they are sent again");
+                for job in batch {
+                    let _ = job.done.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+async fn commit(
+    db: &DatabaseConnection,
+    rules: &Rules,
+    batch: &[Job],
+) -> Result<Vec<(AttemptOutcome, Option<DisabledReason>)>, DbErr> {
+    let txn = db.begin().await?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for job in batch {
+        outcomes.push(record_in(&txn, &job.delivery, &job.endpoint, &job.result, rules).await?);
+    }
+    txn.commit().await?;
+    Ok(outcomes)
+}
