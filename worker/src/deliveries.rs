@@ -5,7 +5,7 @@
 //! row whose lease ran out (its worker died) is due again. Each HTTP call leaves one
 //! `webhook_attempts` row, written in the same transaction as the delivery's new state.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -22,6 +22,7 @@ use sea_orm::{
     QueryOrder, QuerySelect, TransactionSession, TransactionTrait,
 };
 
+use crate::fanout::ROWS_PER_INSERT;
 use crate::recorder::Recorder;
 use crate::sender::{AttemptResult, ErrorClass, SignedRequest, WebhookSender};
 
@@ -407,26 +408,136 @@ async fn record<C: ConnectionTrait + TransactionTrait>(
     rules: &Rules,
 ) -> Result<AttemptOutcome, DbErr> {
     let txn = db.begin().await?;
-    let (outcome, disabled) = record_in(&txn, delivery, endpoint, result, rules).await?;
+    let recorded = record_in(
+        &txn,
+        &[ToRecord {
+            delivery,
+            endpoint,
+            result,
+        }],
+        rules,
+    )
+    .await?;
     txn.commit().await?;
+    let (outcome, disabled) = recorded
+        .into_iter()
+        .next()
+        .unwrap_or((AttemptOutcome::Skipped, None));
     after_commit(db, delivery, endpoint, rules, disabled).await;
     Ok(outcome)
 }
 
-/// Records an attempt's result inside `txn`: the delivery row first, under its lease (a lost
-/// lease writes nothing and gives `Skipped`), then the attempt row and the endpoint's streak.
-/// The second value says the attempt disabled the endpoint; pass it to [`after_commit`].
+/// One attempt's result, to record.
+pub(crate) struct ToRecord<'a> {
+    pub delivery: &'a webhook_deliveries::Model,
+    pub endpoint: &'a webhook_endpoints::Model,
+    pub result: &'a AttemptResult,
+}
+
+/// Records attempts' results inside `txn`, one outcome each in order (the second value says
+/// the attempt disabled its endpoint; pass it to [`after_commit`]).
+///
+/// Each delivery row is updated first, under its lease: a lost lease writes nothing and gives
+/// `Skipped`, so the others go on. Then one insert for all the attempt rows, and each
+/// endpoint's streak once, endpoints in id order: every transaction locks endpoint rows in
+/// the same order, so concurrent ones cannot deadlock.
 pub(crate) async fn record_in<T: ConnectionTrait>(
     txn: &T,
-    delivery: &webhook_deliveries::Model,
-    endpoint: &webhook_endpoints::Model,
-    result: &AttemptResult,
+    items: &[ToRecord<'_>],
     rules: &Rules,
-) -> Result<(AttemptOutcome, Option<DisabledReason>), DbErr> {
+) -> Result<Vec<(AttemptOutcome, Option<DisabledReason>)>, DbErr> {
     use webhook_deliveries::Column as C;
     let now = Utc::now();
-    let attempts = delivery.attempts + 1;
-    let outcome = if result.succeeded() {
+    let mut recorded = Vec::with_capacity(items.len());
+    let mut attempt_rows = Vec::with_capacity(items.len());
+    // Endpoint id → the recorded items that went to it.
+    let mut by_endpoint: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let (delivery, result) = (item.delivery, item.result);
+        let attempts = delivery.attempts + 1;
+        let outcome = judge(attempts, result, rules, now);
+        let (status, next_retry_at, delivered_at) = match &outcome {
+            AttemptOutcome::Succeeded => (DeliveryStatus::Succeeded, None, Some(now)),
+            AttemptOutcome::WillRetry { next_retry_at, .. } => {
+                (DeliveryStatus::Pending, Some(*next_retry_at), None)
+            }
+            _ => (DeliveryStatus::Failed, None, None),
+        };
+        let error_message = result.error.as_ref().map(|(_, m)| m.clone());
+        let error_class = result.error.as_ref().map(|(c, _)| c.as_str());
+        let http_status = result.http_status.map(i32::from);
+        let updated = webhook_deliveries::Entity::update_many()
+            .col_expr(C::Status, Expr::value(status))
+            .col_expr(C::Attempts, Expr::value(attempts))
+            .col_expr(C::NextRetryAt, Expr::value(next_retry_at))
+            .col_expr(C::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(C::LastAttemptAt, Expr::value(now))
+            .col_expr(C::HttpStatus, Expr::value(http_status))
+            .col_expr(C::ErrorMessage, Expr::value(error_message.clone()))
+            .col_expr(C::DeliveredAt, Expr::value(delivered_at))
+            .col_expr(C::UpdatedAt, Expr::value(now))
+            .filter(C::Id.eq(delivery.id.as_str()))
+            .filter(lease_held(delivery))
+            .exec(txn)
+            .await?;
+        if updated.rows_affected == 0 {
+            // Our lease ran out and another worker owns the row now (it may have delivered it
+            // already): its result stands, ours must not overwrite it or count an attempt
+            // twice. Nothing was written, so the transaction goes on with the others.
+            tracing::warn!(delivery_id = %delivery.id, "lease lost before the attempt was recorded; result discarded");
+            recorded.push((AttemptOutcome::Skipped, None));
+            continue;
+        }
+        attempt_rows.push(webhook_attempts::ActiveModel {
+            id: Set(AttemptId::generate()),
+            delivery_id: Set(delivery.id.clone()),
+            merchant_id: Set(delivery.merchant_id.clone()),
+            attempt_number: Set(attempts),
+            http_status: Set(http_status),
+            error_message: Set(error_message),
+            error_class: Set(error_class.map(str::to_string)),
+            response_body: Set(result.response_body.clone()),
+            duration_ms: Set(i64::try_from(result.duration.as_millis()).unwrap_or(i64::MAX)),
+            created_at: Set(now),
+        });
+        by_endpoint
+            .entry(item.endpoint.id.as_str())
+            .or_default()
+            .push(i);
+        recorded.push((outcome, None));
+    }
+    let mut attempt_rows = attempt_rows.into_iter().peekable();
+    while attempt_rows.peek().is_some() {
+        let chunk: Vec<_> = attempt_rows.by_ref().take(ROWS_PER_INSERT).collect();
+        webhook_attempts::Entity::insert_many(chunk)
+            .exec_without_returning(txn)
+            .await?;
+    }
+    for indices in by_endpoint.values() {
+        let mut succeeded = false;
+        for &i in indices {
+            let item = &items[i];
+            if item.result.succeeded() {
+                succeeded = true;
+            } else {
+                recorded[i].1 = track_failure(txn, item.endpoint, item.result, rules, now).await?;
+            }
+        }
+        if succeeded && let Some(&i) = indices.first() {
+            reset_streak(txn, &items[i].endpoint.id).await?;
+        }
+    }
+    Ok(recorded)
+}
+
+/// What an attempt's result comes to, given how many attempts the delivery has had with it.
+fn judge(
+    attempts: i32,
+    result: &AttemptResult,
+    rules: &Rules,
+    now: DateTime<Utc>,
+) -> AttemptOutcome {
+    if result.succeeded() {
         AttemptOutcome::Succeeded
     } else if result.gone() {
         AttemptOutcome::Failed { attempts }
@@ -443,54 +554,21 @@ pub(crate) async fn record_in<T: ConnectionTrait>(
                     + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(60)),
             },
         }
-    };
-    let (status, next_retry_at, delivered_at) = match &outcome {
-        AttemptOutcome::Succeeded => (DeliveryStatus::Succeeded, None, Some(now)),
-        AttemptOutcome::WillRetry { next_retry_at, .. } => {
-            (DeliveryStatus::Pending, Some(*next_retry_at), None)
-        }
-        _ => (DeliveryStatus::Failed, None, None),
-    };
-    let error_message = result.error.as_ref().map(|(_, m)| m.clone());
-    let error_class = result.error.as_ref().map(|(c, _)| c.as_str());
-    let http_status = result.http_status.map(i32::from);
-    let recorded = webhook_deliveries::Entity::update_many()
-        .col_expr(C::Status, Expr::value(status))
-        .col_expr(C::Attempts, Expr::value(attempts))
-        .col_expr(C::NextRetryAt, Expr::value(next_retry_at))
-        .col_expr(C::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
-        .col_expr(C::LastAttemptAt, Expr::value(now))
-        .col_expr(C::HttpStatus, Expr::value(http_status))
-        .col_expr(C::ErrorMessage, Expr::value(error_message.clone()))
-        .col_expr(C::DeliveredAt, Expr::value(delivered_at))
-        .col_expr(C::UpdatedAt, Expr::value(now))
-        .filter(C::Id.eq(delivery.id.as_str()))
-        .filter(lease_held(delivery))
+    }
+}
+
+/// A success ends the endpoint's failing streak. Matches no row (and locks none) unless the
+/// endpoint was failing.
+async fn reset_streak<T: ConnectionTrait>(txn: &T, endpoint: &EndpointId) -> Result<(), DbErr> {
+    use webhook_endpoints::Column as E;
+    webhook_endpoints::Entity::update_many()
+        .col_expr(E::ConsecutiveFailures, Expr::value(0))
+        .col_expr(E::FailingSince, Expr::value(Option::<DateTime<Utc>>::None))
+        .filter(E::Id.eq(endpoint.as_str()))
+        .filter(E::ConsecutiveFailures.ne(0))
         .exec(txn)
         .await?;
-    if recorded.rows_affected == 0 {
-        // Our lease ran out and another worker owns the row now (it may have delivered it
-        // already): its result stands, ours must not overwrite it or count an attempt twice.
-        // Nothing was written, so the transaction can go on with other results.
-        tracing::warn!(delivery_id = %delivery.id, "lease lost before the attempt was recorded; result discarded");
-        return Ok((AttemptOutcome::Skipped, None));
-    }
-    webhook_attempts::Entity::insert(webhook_attempts::ActiveModel {
-        id: Set(AttemptId::generate()),
-        delivery_id: Set(delivery.id.clone()),
-        merchant_id: Set(delivery.merchant_id.clone()),
-        attempt_number: Set(attempts),
-        http_status: Set(http_status),
-        error_message: Set(error_message),
-        error_class: Set(error_class.map(str::to_string)),
-        response_body: Set(result.response_body.clone()),
-        duration_ms: Set(i64::try_from(result.duration.as_millis()).unwrap_or(i64::MAX)),
-        created_at: Set(now),
-    })
-    .exec_without_returning(txn)
-    .await?;
-    let disabled = track_endpoint(txn, endpoint, result, rules, now).await?;
-    Ok((outcome, disabled))
+    Ok(())
 }
 
 /// After the commit that disabled an endpoint: the warning and the merchant's log entry.
@@ -532,11 +610,11 @@ pub(crate) async fn after_commit<C: ConnectionTrait>(
     .await;
 }
 
-/// Keeps the endpoint's failing streak, and disables it on a 410 or once it has failed with
-/// no success for `disable_after`; an automatic disable also commits a
+/// Counts a failed attempt in the endpoint's streak, and disables it on a 410 or once it has
+/// failed with no success for `disable_after`; an automatic disable also commits a
 /// `webhook_endpoint.disabled` event for the merchant's other endpoints. Runs in the attempt's
 /// transaction, so the streak counts each recorded attempt exactly once.
-async fn track_endpoint<T: ConnectionTrait>(
+async fn track_failure<T: ConnectionTrait>(
     txn: &T,
     endpoint: &webhook_endpoints::Model,
     result: &AttemptResult,
@@ -545,17 +623,6 @@ async fn track_endpoint<T: ConnectionTrait>(
 ) -> Result<Option<DisabledReason>, DbErr> {
     use sea_orm::sea_query::ExprTrait as _;
     use webhook_endpoints::Column as E;
-    if result.succeeded() {
-        // Matches no row (and locks none) unless the endpoint was failing.
-        webhook_endpoints::Entity::update_many()
-            .col_expr(E::ConsecutiveFailures, Expr::value(0))
-            .col_expr(E::FailingSince, Expr::value(Option::<DateTime<Utc>>::None))
-            .filter(E::Id.eq(endpoint.id.as_str()))
-            .filter(E::ConsecutiveFailures.ne(0))
-            .exec(txn)
-            .await?;
-        return Ok(None);
-    }
     let updated = webhook_endpoints::Entity::update_many()
         .col_expr(
             E::ConsecutiveFailures,

@@ -56,7 +56,7 @@ pub async fn fan_out<C: ConnectionTrait + TransactionTrait>(
 }
 
 /// Most rows one INSERT carries: well under PostgreSQL's and SQLite's bound parameters.
-const ROWS_PER_INSERT: usize = 500;
+pub(crate) const ROWS_PER_INSERT: usize = 500;
 
 /// Fans out the events a batch of bus messages announces, one result per message in order.
 ///

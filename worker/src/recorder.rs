@@ -13,7 +13,7 @@ use entity::webhook_endpoints;
 use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::deliveries::{AttemptOutcome, DisabledReason, Rules, after_commit, record_in};
+use crate::deliveries::{AttemptOutcome, DisabledReason, Rules, ToRecord, after_commit, record_in};
 use crate::sender::AttemptResult;
 
 /// Most results committed in one transaction.
@@ -89,8 +89,6 @@ async fn lane(
                 }
             }
         }
-        // Endpoints' rows are locked in one order in every lane, so two lanes never deadlock.
-        batch.sort_by(|a, b| a.endpoint.id.cmp(&b.endpoint.id));
         match commit(&db, &rules, &batch).await {
             Ok(outcomes) => {
                 for (job, (outcome, disabled)) in batch.into_iter().zip(outcomes) {
@@ -113,11 +111,16 @@ async fn commit(
     rules: &Rules,
     batch: &[Job],
 ) -> Result<Vec<(AttemptOutcome, Option<DisabledReason>)>, DbErr> {
+    let items: Vec<ToRecord<'_>> = batch
+        .iter()
+        .map(|job| ToRecord {
+            delivery: &job.delivery,
+            endpoint: &job.endpoint,
+            result: &job.result,
+        })
+        .collect();
     let txn = db.begin().await?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for job in batch {
-        outcomes.push(record_in(&txn, &job.delivery, &job.endpoint, &job.result, rules).await?);
-    }
+    let outcomes = record_in(&txn, &items, rules).await?;
     txn.commit().await?;
     Ok(outcomes)
 }

@@ -10,7 +10,7 @@ use entity::bus::{BusMessage, QueueNames};
 use entity::{webhook_attempts, webhook_deliveries};
 use payrail_tests::{AMQP_URL, Behavior, Options, Receiver, TcpProxy, TestApp};
 use runtime::bus::EventBus;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 use worker::Worker;
 use worker::deliveries::{AttemptOutcome, claim_due};
 use worker::worker::Handled;
@@ -264,11 +264,12 @@ async fn a_redelivered_message_creates_no_second_delivery() {
         .await
         .expect("publish");
     assert_eq!(handle_next(&app, &worker).await, Handled::DeadLettered);
-    let depths = EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix))
-        .depths()
-        .await
-        .expect("depths");
-    assert_eq!(depths.dead_letters, 1);
+    // Dead-lettering is routed by the broker after the nack.
+    let bus = EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix));
+    app.eventually(WAIT, "the message dead-lettered", || async {
+        (bus.depths().await.expect("depths").dead_letters == 1).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -670,4 +671,80 @@ async fn a_batch_of_messages_fans_out_together_and_each_gets_its_own_outcome() {
         ((depths.events, depths.dead_letters) == (0, 1)).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn results_committed_together_stand_alone_when_one_of_them_lost_its_lease() {
+    let app = TestApp::spawn_with(manual(|o| o.webhook.immediate = false)).await;
+    let worker = app.standalone_worker();
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    app.create_endpoint(&receiver.url).await;
+    for _ in 0..3 {
+        app.create_payment(100).await;
+        assert!(matches!(
+            handle_next(&app, &worker).await,
+            Handled::FannedOut { created: 1, .. }
+        ));
+    }
+    let ids = claim_due(&app.db, 50, 10, Duration::from_secs(30))
+        .await
+        .expect("claim")
+        .ids;
+    assert_eq!(ids.len(), 3);
+    let mut contexts = Vec::new();
+    for id in &ids {
+        contexts.push(
+            worker::deliveries::load_context(&app.db, id)
+                .await
+                .expect("load")
+                .expect("context"),
+        );
+    }
+    // Another worker took the second row over after our lease ran out.
+    app.db
+        .execute_unprepared(&format!(
+            "UPDATE webhook_deliveries SET locked_until = now() + interval '1 hour' WHERE id = '{}'",
+            ids[1]
+        ))
+        .await
+        .expect("steal the lease");
+    let recorder =
+        worker::recorder::Recorder::start(app.db.clone(), app.settings.worker.webhook.rules());
+    let ok = worker::sender::AttemptResult {
+        http_status: Some(200),
+        error: None,
+        response_body: Some("ok".into()),
+        duration: Duration::from_millis(3),
+        retry_after: None,
+    };
+    let outcomes = futures_util::future::join_all(
+        contexts
+            .into_iter()
+            .map(|ctx| recorder.record(ctx.delivery, ctx.endpoint.expect("endpoint"), ok.clone())),
+    )
+    .await;
+    let outcomes: Vec<_> = outcomes.into_iter().map(|o| o.expect("recorded")).collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            AttemptOutcome::Succeeded,
+            AttemptOutcome::Skipped,
+            AttemptOutcome::Succeeded
+        ]
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_attempts").await,
+        2,
+        "the lost lease wrote no attempt"
+    );
+    let stolen = deliveries(&app)
+        .await
+        .into_iter()
+        .find(|d| d.id == ids[1])
+        .expect("row");
+    assert_eq!(
+        (stolen.status, stolen.attempts),
+        (entity::status::DeliveryStatus::Processing, 0),
+        "the other worker's row is untouched"
+    );
 }
