@@ -11,7 +11,8 @@ bin=target/release
 cargo build -q --release -p gateway -p worker -p bench
 
 db=payrail_bench
-export DATABASE_URL=postgres://postgres@127.0.0.1:5432/$db
+# Loopback: TLS to a database on the same host only costs CPU on both ends.
+export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db?sslmode=disable"
 export AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f REDIS_URL=redis://127.0.0.1:6379
 export PAYRAIL_AMQP_PREFIX=payrail_bench PAYRAIL_REDIS_PREFIX=payrail_bench
 export PAYRAIL_ADMIN_TOKEN=bench-admin-token PAYRAIL_ALLOW_PRIVATE_WEBHOOK_URLS=true
