@@ -12,7 +12,7 @@ use poem::{Endpoint, IntoResponse, Request, Response};
 use super::error::into_stripe_shape;
 use crate::metrics::{ApiMetrics, HttpLabels};
 
-/// The request id, from `X-Request-Id` or made here; also on the response.
+/// The request id, from `Request-Id` or `X-Request-Id` or made here; also on the response.
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
@@ -65,22 +65,41 @@ fn method_label(method: &poem::http::Method) -> &'static str {
 /// which then fail to parse with a 400): either way nothing is changed.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// Every answer names its request, as `Request-Id` (Stripe's header) and `X-Request-Id`.
+fn with_request_id(mut response: Response, request_id: &str) -> Response {
+    if let Ok(v) = poem::http::HeaderValue::from_str(request_id) {
+        response.headers_mut().insert("request-id", v.clone());
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
 pub async fn observe<E: Endpoint>(
     next: E,
     mut req: Request,
     metrics: Arc<ApiMetrics>,
     db: sea_orm::DatabaseConnection,
 ) -> poem::Result<Response> {
+    // A caller's own id (Stripe's `Request-Id`, or the common `X-Request-Id`) is kept so its
+    // logs and ours meet; otherwise one is made here.
+    let request_id = ["request-id", "x-request-id"]
+        .iter()
+        .find_map(|name| req.headers().get(*name))
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 200 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("req_{}", entity::ids::random_token(20)));
     let declared = req
         .headers()
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
-        return Ok(into_stripe_shape(poem::Error::from_status(
+        let refused = into_stripe_shape(poem::Error::from_status(
             poem::http::StatusCode::PAYLOAD_TOO_LARGE,
         ))
-        .await);
+        .await;
+        return Ok(with_request_id(refused, &request_id));
     }
     if declared.is_none() {
         use tokio::io::AsyncReadExt as _;
@@ -91,20 +110,14 @@ pub async fn observe<E: Endpoint>(
         req.set_body(poem::Body::from_async_read(limited));
     }
     if has_encoded_control(req.uri().path()) || req.uri().query().is_some_and(has_encoded_control) {
-        return Ok(super::error::ApiError::invalid(
+        let refused = super::error::ApiError::invalid(
             "url",
             "invalid_characters",
             "The URL contains control characters (such as %00), which are not accepted.",
         )
-        .into_response());
+        .into_response();
+        return Ok(with_request_id(refused, &request_id));
     }
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 200 && v.chars().all(|c| c.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("req_{}", entity::ids::random_token(20)));
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let merchant = MerchantSlot::default();
     req.extensions_mut().insert(merchant.clone());
@@ -162,9 +175,7 @@ pub async fn observe<E: Endpoint>(
         )
         .await;
     }
-    if let Ok(v) = request_id.parse() {
-        response.headers_mut().insert("x-request-id", v);
-    }
+    response = with_request_id(response, &request_id);
     tracing::info!(request_id = %request_id, method = %method, route, status, latency_ms = elapsed.as_secs_f64() * 1000.0, "request");
     Ok(response)
 }

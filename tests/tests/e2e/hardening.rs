@@ -999,3 +999,52 @@ async fn a_slow_receiver_does_not_hold_back_the_deliveries_behind_it() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn every_answer_names_its_request_in_request_id() {
+    let app = TestApp::spawn().await;
+    let big = "x".repeat(gateway::api::middleware::MAX_BODY_BYTES + 1);
+    let answers = [
+        app.client
+            .get(app.url("/v1/payments"))
+            .bearer_auth(&app.api_key),
+        app.client.get(app.url("/v1/payments")),
+        app.client
+            .get(app.url("/v1/nowhere"))
+            .bearer_auth(&app.api_key),
+        app.client
+            .get(app.url("/v1/payments/pay_%00"))
+            .bearer_auth(&app.api_key),
+        app.client
+            .post(app.url("/v1/payments"))
+            .bearer_auth(&app.api_key)
+            .header("content-type", "application/json")
+            .body(big),
+    ];
+    let mut seen = std::collections::HashSet::new();
+    for (request, expected) in answers.into_iter().zip([200, 401, 404, 422, 413]) {
+        let r = request.send().await.expect("send");
+        assert_eq!(r.status(), expected);
+        let id = r.headers()["request-id"]
+            .to_str()
+            .expect("ascii")
+            .to_string();
+        assert!(id.starts_with("req_"), "{id}");
+        assert_eq!(
+            r.headers()["x-request-id"],
+            id.as_str(),
+            "both headers agree"
+        );
+        assert!(seen.insert(id), "each request has its own id");
+    }
+    // The caller's own id, under Stripe's header name, comes back.
+    let r = app
+        .client
+        .get(app.url("/v1/payments"))
+        .bearer_auth(&app.api_key)
+        .header("Request-Id", "trace-7")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.headers()["request-id"], "trace-7");
+}
