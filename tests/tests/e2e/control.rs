@@ -169,12 +169,15 @@ async fn a_burst_of_500_to_a_small_backlog_receiver_all_succeed() {
             .then_some(())
     })
     .await;
-    // Nothing failed; and the odd retry at most, when a loaded machine starves the receiver's
-    // accept loop (without the limit, hundreds of attempts time out in the backlog).
+    // Nothing failed; and few retries (at most 5 % of the burst), when a loaded machine starves
+    // the receiver's accept loop: a dropped SYN is retried by the kernel after 1 s, past the
+    // timeout. Without per-endpoint slots hundreds of attempts time out in the backlog. Since
+    // the slot is released when the HTTP exchange ends rather than after recording, connects
+    // follow each other more closely and 11-12 of 500 retries are typical here (≤ 10 before).
     let retried = app
         .count("SELECT count(*) FROM webhook_attempts WHERE error_class IS NOT NULL")
         .await;
-    assert!(retried <= 10, "{retried} attempts failed");
+    assert!(retried <= 25, "{retried} attempts failed");
     assert_eq!(
         app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'failed'")
             .await,
