@@ -11,6 +11,7 @@ use poem_openapi::Object;
 use poem_openapi::types::MaybeUndefined;
 use serde::{Deserialize, Serialize};
 
+pub use crate::api::text::Text;
 pub use crate::logs::LogEntry;
 pub use crate::payments::objects::{CardSummary, Customer, Payment, PaymentMethod, Refund};
 
@@ -22,17 +23,17 @@ pub struct CreatePaymentRequest {
     /// Amount in the currency's minor unit (cents for USD, francs for XAF); above zero.
     pub amount: i64,
     /// ISO 4217 code, e.g. `usd`, `XAF`.
-    pub currency: String,
+    pub currency: Text,
     /// `simulated` (sandbox). `stripe`, `moneroo` and `ebilling` answer 422 until configured.
-    pub provider: String,
+    pub provider: Text,
     /// Your own reference (e.g. an order number), filterable in lists.
-    pub reference: Option<String>,
-    pub description: Option<String>,
+    pub reference: Option<Text>,
+    pub description: Option<Text>,
     pub customer: Option<Customer>,
     /// Where the checkout sends the customer afterwards.
-    pub return_url: Option<String>,
+    pub return_url: Option<Text>,
     /// Up to 50 string keys and values, returned as given.
-    pub metadata: Option<HashMap<String, String>>,
+    pub metadata: Option<HashMap<String, Text>>,
     /// A test card, processed at once (sandbox only).
     pub payment_method: Option<PaymentMethodInput>,
 }
@@ -42,7 +43,7 @@ pub struct CreatePaymentRequest {
 pub struct PaymentMethodInput {
     /// Only `card`.
     #[oai(rename = "type")]
-    pub method_type: String,
+    pub method_type: Text,
     pub card: Option<CardInput>,
 }
 
@@ -50,10 +51,10 @@ pub struct PaymentMethodInput {
 #[derive(Object)]
 #[oai(deny_unknown_fields)]
 pub struct CardInput {
-    pub number: String,
+    pub number: Text,
     pub exp_month: u32,
     pub exp_year: u32,
-    pub cvc: String,
+    pub cvc: Text,
 }
 
 #[derive(Object)]
@@ -68,7 +69,7 @@ pub struct PaymentList {
 #[oai(deny_unknown_fields)]
 pub struct CompleteSandboxPayment {
     /// `processing`, `succeeded`, `failed` or `cancelled`.
-    pub outcome: String,
+    pub outcome: Text,
 }
 
 // ---------- webhook endpoints ----------
@@ -77,10 +78,10 @@ pub struct CompleteSandboxPayment {
 #[oai(deny_unknown_fields)]
 pub struct CreateEndpointRequest {
     /// An `https://` (or `http://`) URL that accepts POSTs.
-    pub url: String,
+    pub url: Text,
     /// Event types to send, e.g. `["payment.succeeded"]`, or `["*"]` for all.
-    pub enabled_events: Vec<String>,
-    pub description: Option<String>,
+    pub enabled_events: Vec<Text>,
+    pub description: Option<Text>,
     /// Requests one worker sends to this endpoint at once (1–100); the server's default
     /// (`PAYRAIL_WEBHOOK_ENDPOINT_CONCURRENCY`, 10) when absent.
     pub max_concurrency: Option<i32>,
@@ -91,12 +92,12 @@ pub struct CreateEndpointRequest {
 #[derive(Object)]
 #[oai(deny_unknown_fields)]
 pub struct UpdateEndpointRequest {
-    pub url: Option<String>,
-    pub enabled_events: Option<Vec<String>>,
-    pub description: Option<String>,
+    pub url: Option<Text>,
+    pub enabled_events: Option<Vec<Text>>,
+    pub description: Option<Text>,
     /// `enabled` or `disabled`. Enabling a disabled endpoint clears its `disabled_reason`
     /// and failing streak; deliveries that failed meanwhile are re-sent with `recover`.
-    pub status: Option<String>,
+    pub status: Option<Text>,
     /// 1–100, or `null` for the server's default.
     pub max_concurrency: MaybeUndefined<i32>,
     /// 1–10000 requests per second, or `null` for no limit.
@@ -155,9 +156,9 @@ impl WebhookEndpoint {
 #[oai(deny_unknown_fields)]
 pub struct RecoverRequest {
     /// RFC 3339 time: failed deliveries created at or after it are sent again.
-    pub since: String,
+    pub since: Text,
     /// RFC 3339 time, after `since`: deliveries created before it (default: now).
-    pub until: Option<String>,
+    pub until: Option<Text>,
 }
 
 #[derive(Object, Serialize, Deserialize)]
@@ -308,7 +309,7 @@ pub struct WebhookDeliveryList {
 #[derive(Object)]
 #[oai(deny_unknown_fields)]
 pub struct CreateMerchantRequest {
-    pub name: String,
+    pub name: Text,
 }
 
 #[derive(Object)]
@@ -344,10 +345,10 @@ pub struct RefundList {
 #[oai(deny_unknown_fields)]
 pub struct CreateLogRequest {
     /// `debug`, `info`, `warning`, `error` or `critical`.
-    pub level: String,
-    pub message: String,
+    pub level: Text,
+    pub message: Text,
     /// Where it comes from in your system, e.g. `checkout`.
-    pub source: String,
+    pub source: Text,
     /// Any JSON object.
     pub context: Option<serde_json::Value>,
 }

@@ -16,6 +16,7 @@ pub mod ops;
 pub mod payments;
 pub mod providers;
 pub mod requests;
+pub mod text;
 
 use poem::Request;
 use poem_openapi::{OpenApiService, Tags};

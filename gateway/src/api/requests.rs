@@ -8,7 +8,7 @@ use entity::money::{Amount, Currency};
 use entity::status::{EndpointStatus, Provider};
 
 use super::dto::{
-    CreateEndpointRequest, CreatePaymentRequest, RecoverRequest, UpdateEndpointRequest,
+    CreateEndpointRequest, CreatePaymentRequest, RecoverRequest, Text, UpdateEndpointRequest,
 };
 use crate::error::{ValidationError, plain_text};
 use crate::payments::cards::Card;
@@ -63,8 +63,12 @@ impl TryFrom<CreatePaymentRequest> for NewPayment {
                 ),
             )
         })?;
-        let metadata: BTreeMap<String, String> =
-            r.metadata.unwrap_or_default().into_iter().collect();
+        let metadata: BTreeMap<String, String> = r
+            .metadata
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_string()))
+            .collect();
         if metadata.len() > 50
             || metadata
                 .iter()
@@ -120,8 +124,8 @@ impl TryFrom<CreatePaymentRequest> for NewPayment {
             amount,
             currency,
             provider,
-            reference: bounded("reference", r.reference, 255)?,
-            description: bounded("description", r.description, 1000)?,
+            reference: bounded("reference", strings(r.reference), 255)?,
+            description: bounded("description", strings(r.description), 1000)?,
             customer: r.customer,
             return_url,
             metadata,
@@ -136,8 +140,8 @@ impl TryFrom<CreateEndpointRequest> for NewEndpoint {
     fn try_from(r: CreateEndpointRequest) -> Result<NewEndpoint, ValidationError> {
         Ok(NewEndpoint {
             url: http_url("url", &r.url)?,
-            enabled_events: event_list(r.enabled_events)?,
-            description: bounded("description", r.description, 1000)?,
+            enabled_events: event_list(r.enabled_events.into_iter().map(String::from).collect())?,
+            description: bounded("description", strings(r.description), 1000)?,
             max_concurrency: r
                 .max_concurrency
                 .map(|n| in_range("max_concurrency", n, MAX_CONCURRENCY))
@@ -166,8 +170,11 @@ impl TryFrom<UpdateEndpointRequest> for EndpointUpdate {
         };
         Ok(EndpointUpdate {
             url: r.url.map(|u| http_url("url", &u)).transpose()?,
-            enabled_events: r.enabled_events.map(event_list).transpose()?,
-            description: bounded("description", r.description, 1000)?,
+            enabled_events: r
+                .enabled_events
+                .map(|e| event_list(e.into_iter().map(String::from).collect()))
+                .transpose()?,
+            description: bounded("description", strings(r.description), 1000)?,
             status,
             max_concurrency: optional_limit("max_concurrency", r.max_concurrency, MAX_CONCURRENCY)?,
             rate_limit: optional_limit("rate_limit", r.rate_limit, MAX_RATE_LIMIT)?,
@@ -242,4 +249,9 @@ fn optional_limit(
         M::Null => Ok(Some(None)),
         M::Value(n) => in_range(field, n, max).map(|n| Some(Some(n))),
     }
+}
+
+/// An optional strict string as the plain string the validators take.
+fn strings(t: Option<Text>) -> Option<String> {
+    t.map(String::from)
 }

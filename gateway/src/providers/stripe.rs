@@ -88,7 +88,7 @@ impl Stripe {
             pairs.push(("description".into(), d.clone()));
         }
         if let Some(email) = r.customer.and_then(|c| c.email.clone()) {
-            pairs.push(("receipt_email".into(), email));
+            pairs.push(("receipt_email".into(), email.into_string()));
         }
         let body = form(&pairs);
         let mut result = call(

@@ -1048,3 +1048,58 @@ async fn every_answer_names_its_request_in_request_id() {
         .expect("send");
     assert_eq!(r.headers()["request-id"], "trace-7");
 }
+
+#[tokio::test]
+async fn a_number_or_a_boolean_where_a_string_belongs_is_refused_not_coerced() {
+    let app = TestApp::spawn().await;
+    let merchants = app.count("SELECT count(*) FROM merchants").await;
+    let r = app
+        .client
+        .post(app.url("/v1/admin/merchants"))
+        .bearer_auth(payrail_tests::ADMIN_TOKEN)
+        .json(&json!({"name": false}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    assert_eq!(app.count("SELECT count(*) FROM merchants").await, merchants);
+
+    let payment = json!({"amount": 2000, "currency": "usd", "provider": "simulated"});
+    let wrong = [
+        ("description", json!(12)),
+        ("reference", json!(true)),
+        ("currency", json!(840)),
+        ("metadata", json!({"order": 42})),
+        ("customer", json!({"email": "a@example.com", "name": 7})),
+        ("return_url", json!(false)),
+    ];
+    for (field, value) in wrong {
+        let mut body = payment.clone();
+        body[field] = value;
+        let (status, answer) = app.post_json(&app.api_key, "/v1/payments", body).await;
+        assert_eq!(status, 400, "{field}: {answer}");
+    }
+    for (field, value) in [("url", json!(443)), ("enabled_events", json!(["*", 1]))] {
+        let mut body = json!({"url": "http://127.0.0.1:9/hook", "enabled_events": ["*"]});
+        body[field] = value;
+        let (status, answer) = app
+            .post_json(&app.api_key, "/v1/webhook_endpoints", body)
+            .await;
+        assert_eq!(status, 400, "{field}: {answer}");
+    }
+    assert_eq!(app.count("SELECT count(*) FROM payments").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM webhook_endpoints").await, 0);
+    // The same bodies with strings go through.
+    let (status, created) = app
+        .post_json(
+            &app.api_key,
+            "/v1/payments",
+            json!({"amount": 2000, "currency": "usd", "provider": "simulated",
+                   "description": "12", "metadata": {"order": "42"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["description"], "12");
+}
