@@ -87,3 +87,87 @@ impl Page {
         Ok((rows, more))
     }
 }
+
+/// Stripe's `created[gte]` / `created[lte]` on a list: an inclusive window on `created_at`.
+/// Each bound is a Unix timestamp in seconds or an RFC 3339 time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CreatedRange {
+    pub gte: Option<chrono::DateTime<chrono::Utc>>,
+    pub lte: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl CreatedRange {
+    pub fn parse(gte: Option<&str>, lte: Option<&str>) -> Result<CreatedRange, ValidationError> {
+        let range = CreatedRange {
+            gte: gte.map(|v| instant("created[gte]", v)).transpose()?,
+            lte: lte.map(|v| instant("created[lte]", v)).transpose()?,
+        };
+        if let (Some(gte), Some(lte)) = (range.gte, range.lte)
+            && gte > lte
+        {
+            return Err(ValidationError::new(
+                "created[gte]",
+                "created_range_invalid",
+                "created[gte] must not be after created[lte].",
+            ));
+        }
+        Ok(range)
+    }
+
+    /// `select` narrowed to rows whose `column` lies in the window.
+    pub fn apply<E: EntityTrait>(&self, mut select: Select<E>, column: E::Column) -> Select<E> {
+        if let Some(gte) = self.gte {
+            select = select.filter(column.gte(gte));
+        }
+        if let Some(lte) = self.lte {
+            select = select.filter(column.lte(lte));
+        }
+        select
+    }
+}
+
+fn instant(param: &str, value: &str) -> Result<chrono::DateTime<chrono::Utc>, ValidationError> {
+    let parsed = match value.parse::<i64>() {
+        Ok(seconds) => chrono::DateTime::from_timestamp(seconds, 0),
+        Err(_) => chrono::DateTime::parse_from_rfc3339(value)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc)),
+    };
+    parsed.ok_or_else(|| {
+        ValidationError::new(
+            param,
+            "timestamp_invalid",
+            format!(
+                "{param} must be a Unix timestamp in seconds or an RFC 3339 time, not '{value}'."
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_bounds_take_unix_seconds_or_rfc3339_and_must_be_in_order() {
+        let r = CreatedRange::parse(Some("1700000000"), Some("2023-11-15T00:00:00Z")).expect("ok");
+        assert_eq!(r.gte.map(|t| t.timestamp()), Some(1_700_000_000));
+        assert_eq!(r.lte.map(|t| t.timestamp()), Some(1_700_006_400));
+        assert_eq!(
+            CreatedRange::parse(Some("yesterday"), None)
+                .unwrap_err()
+                .param,
+            "created[gte]"
+        );
+        assert_eq!(
+            CreatedRange::parse(Some("1700000001"), Some("1700000000"))
+                .unwrap_err()
+                .code,
+            "created_range_invalid"
+        );
+        assert_eq!(
+            CreatedRange::parse(None, None).expect("ok"),
+            CreatedRange::default()
+        );
+    }
+}

@@ -17,7 +17,7 @@ use super::{ApiTags, path_id, request_id, valid_idempotency_key};
 use crate::api::auth::ApiKey;
 use crate::api::error::ApiError;
 use crate::error::OrNotFound;
-use crate::pagination::Page;
+use crate::pagination::{CreatedRange, Page};
 use crate::payments::validation::{NewPayment, parse_sandbox_outcome};
 use crate::payments::{refunds, service as payments};
 use crate::state::AppState;
@@ -120,8 +120,15 @@ impl PaymentsApi {
         status: Query<Option<String>>,
         /// Only payments with this reference.
         reference: Query<Option<String>>,
+        /// Only payments created at or after this time (Unix seconds or RFC 3339).
+        #[oai(name = "created[gte]")]
+        created_gte: Query<Option<String>>,
+        /// Only payments created at or before this time (Unix seconds or RFC 3339).
+        #[oai(name = "created[lte]")]
+        created_lte: Query<Option<String>>,
     ) -> Result<Json<PaymentList>, ApiError> {
         let page = Page::new(limit.0, starting_after.0, ending_before.0)?;
+        let created = CreatedRange::parse(created_gte.0.as_deref(), created_lte.0.as_deref())?;
         let status = match status.0.as_deref() {
             None => None,
             Some(s) => Some(PaymentStatus::parse(s).ok_or_else(|| {
@@ -137,6 +144,7 @@ impl PaymentsApi {
             &merchant.merchant_id,
             status,
             reference.0.as_deref(),
+            &created,
             &page,
         )
         .await?;

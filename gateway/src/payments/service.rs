@@ -15,7 +15,7 @@ use sea_orm::{
 };
 
 use crate::idempotency::{Begun, Idempotent};
-use crate::pagination::Page;
+use crate::pagination::{CreatedRange, Page};
 use crate::webhooks::events;
 use entity::status::Provider;
 use runtime::cache::Cache;
@@ -354,6 +354,7 @@ pub async fn list<C: ConnectionTrait>(
     merchant_id: &MerchantId,
     status: Option<PaymentStatus>,
     reference: Option<&str>,
+    created: &CreatedRange,
     page: &Page,
 ) -> Result<(Vec<payments::Model>, bool), DbErr> {
     let mut select = payments::Entity::find().filter(payments::Column::MerchantId.eq(merchant_id));
@@ -363,6 +364,7 @@ pub async fn list<C: ConnectionTrait>(
     if let Some(r) = reference {
         select = select.filter(payments::Column::Reference.eq(r));
     }
+    let select = created.apply(select, payments::Column::CreatedAt);
     page.fetch(db, select, payments::Column::Id).await
 }
 

@@ -7,7 +7,7 @@ use entity::events;
 use entity::ids::{EventId, MerchantId, PaymentId};
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
-use crate::pagination::Page;
+use crate::pagination::{CreatedRange, Page};
 
 pub async fn record<C: ConnectionTrait>(
     txn: &C,
@@ -47,12 +47,14 @@ pub async fn get<C: ConnectionTrait>(
 pub async fn list<C: ConnectionTrait>(
     db: &C,
     merchant_id: &MerchantId,
-    event_type: Option<&str>,
+    types: &[String],
+    created: &CreatedRange,
     page: &Page,
 ) -> Result<(Vec<events::Model>, bool), DbErr> {
     let mut select = events::Entity::find().filter(events::Column::MerchantId.eq(merchant_id));
-    if let Some(t) = event_type {
-        select = select.filter(events::Column::EventType.eq(t));
+    if !types.is_empty() {
+        select = select.filter(events::Column::EventType.is_in(types.iter().map(String::as_str)));
     }
+    let select = created.apply(select, events::Column::CreatedAt);
     page.fetch(db, select, events::Column::Id).await
 }

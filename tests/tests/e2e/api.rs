@@ -497,3 +497,87 @@ async fn endpoints_can_be_updated_disabled_and_deleted() {
     );
     assert_eq!(app.count("SELECT count(*) FROM webhook_endpoints").await, 1);
 }
+
+#[tokio::test]
+async fn lists_filter_by_creation_time_and_events_by_several_types() {
+    let app = TestApp::spawn().await;
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        made.push(app.create_payment(100).await);
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    let ids = |list: &Value| -> Vec<String> {
+        list["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|p| p["id"].as_str().expect("id").to_string())
+            .collect()
+    };
+    let id = |i: usize| made[i]["id"].as_str().expect("id").to_string();
+    let second = chrono::DateTime::parse_from_rfc3339(made[1]["created_at"].as_str().expect("at"))
+        .expect("rfc3339");
+    // Responses show milliseconds; the row keeps more, so the upper bound gets one more.
+    let gte = second.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let lte = (second + chrono::Duration::milliseconds(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let query = |q: String| {
+        let app = &app;
+        async move {
+            app.get_json(&app.api_key, &format!("/v1/payments?{q}"))
+                .await
+        }
+    };
+    let (s, list) = query(format!("created%5Bgte%5D={gte}")).await;
+    assert_eq!(s, 200, "{list}");
+    assert_eq!(ids(&list), vec![id(2), id(1)]);
+    let (s, list) = query(format!("created%5Blte%5D={lte}")).await;
+    assert_eq!(s, 200, "{list}");
+    assert_eq!(ids(&list), vec![id(1), id(0)]);
+    let (_, list) = query(format!("created[gte]={gte}&created[lte]={lte}")).await;
+    assert_eq!(ids(&list), vec![id(1)]);
+    let later = chrono::Utc::now().timestamp() + 3600;
+    let (_, list) = query(format!("created[gte]={later}")).await;
+    assert_eq!(ids(&list), Vec::<String>::new(), "Unix seconds work too");
+    let (s, err) = query("created[gte]=yesterday".into()).await;
+    assert_eq!(
+        (s, err["error"]["param"].as_str()),
+        (422, Some("created[gte]"))
+    );
+    let (s, err) = query(format!("created[gte]={later}&created[lte]=0")).await;
+    assert_eq!(
+        (s, err["error"]["code"].as_str()),
+        (422, Some("created_range_invalid"))
+    );
+
+    // Events: one succeeded payment beside three pending ones.
+    let (s, _) = app
+        .post_json(
+            &app.api_key,
+            &format!("/v1/sandbox/payments/{}/complete", id(0)),
+            json!({"outcome": "succeeded"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let events = |q: &str| {
+        let app = &app;
+        let q = q.to_string();
+        async move { app.get_json(&app.api_key, &format!("/v1/events?{q}")).await }
+    };
+    let types = |list: &Value| -> Vec<String> {
+        list["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|e| e["type"].as_str().expect("type").to_string())
+            .collect()
+    };
+    let (_, all) = events("types[]=payment.pending&types[]=payment.succeeded").await;
+    assert_eq!(types(&all).len(), 4, "{all}");
+    let (_, one) = events("types%5B%5D=payment.succeeded").await;
+    assert_eq!(types(&one), vec!["payment.succeeded"]);
+    let (s, err) = events("types[]=payment.succeeded&types[]=payment.teleported").await;
+    assert_eq!((s, err["error"]["param"].as_str()), (422, Some("types[]")));
+    let (_, none) = events(&format!("created[gte]={later}")).await;
+    assert_eq!(types(&none), Vec::<String>::new());
+}
