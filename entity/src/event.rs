@@ -65,12 +65,18 @@ pub fn subscribes(enabled_events: &[String], event_type: &str) -> bool {
     enabled_events.iter().any(|e| e == "*" || e == event_type)
 }
 
-/// The JSON body of a merchant webhook: `{"id","type","created_at","data"}`.
+/// The version of the API that shaped events' `data`, carried by every event (in the API and
+/// in webhooks) so a merchant's parser can tell which shape it reads. There is one so far; a
+/// change to a payload's shape makes a new version, never a silent change to this one.
+pub const API_VERSION: &str = "2026-11-23";
+
+/// The JSON body of a merchant webhook: `{"id","type","api_version","created_at","data"}`.
 #[derive(Debug, Serialize)]
 pub struct WebhookBody<'a> {
     pub id: &'a str,
     #[serde(rename = "type")]
     pub event_type: &'a str,
+    pub api_version: &'static str,
     pub created_at: String,
     pub data: &'a serde_json::Value,
 }
@@ -85,6 +91,7 @@ impl<'a> WebhookBody<'a> {
         WebhookBody {
             id,
             event_type,
+            api_version: API_VERSION,
             created_at: rfc3339(created_at),
             data,
         }
@@ -125,7 +132,7 @@ mod tests {
         let body = WebhookBody::new("evt_1", "payment.succeeded", t, &data).to_bytes();
         assert_eq!(
             String::from_utf8(body).unwrap(),
-            r#"{"id":"evt_1","type":"payment.succeeded","created_at":"2023-11-14T22:13:20.000Z","data":{"id":"pay_1"}}"#
+            r#"{"id":"evt_1","type":"payment.succeeded","api_version":"2026-11-23","created_at":"2023-11-14T22:13:20.000Z","data":{"id":"pay_1"}}"#
         );
     }
 }

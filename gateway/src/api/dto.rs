@@ -196,6 +196,8 @@ pub struct Event {
     /// e.g. `payment.succeeded`.
     #[oai(rename = "type")]
     pub event_type: String,
+    /// The API version that shaped `data` (also in every webhook body).
+    pub api_version: String,
     pub created_at: String,
     /// The object as it was when the event happened.
     pub data: serde_json::Value,
@@ -207,6 +209,7 @@ impl From<&events::Model> for Event {
             id: e.id.to_string(),
             object: "event".into(),
             event_type: e.event_type.clone(),
+            api_version: entity::event::API_VERSION.into(),
             created_at: rfc3339(e.created_at),
             data: e.data.clone(),
         }

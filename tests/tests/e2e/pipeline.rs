@@ -64,6 +64,14 @@ async fn a_created_payment_is_delivered_signed_and_a_sandbox_completion_follows(
     verify(&secret, &pending);
     assert_eq!(pending.json()["data"]["id"], id.as_str());
     assert_eq!(pending.header("x-payrail-event"), Some("payment.pending"));
+    // The webhook and the API's copy of the event name the same API version.
+    assert_eq!(pending.json()["api_version"], entity::event::API_VERSION);
+    let event_id = pending.json()["id"].as_str().expect("event id").to_string();
+    let (status, event) = app
+        .get_json(&app.api_key, &format!("/v1/events/{event_id}"))
+        .await;
+    assert_eq!(status, 200, "{event}");
+    assert_eq!(event["api_version"], entity::event::API_VERSION);
 
     let (status, completed) = app
         .post_json(
