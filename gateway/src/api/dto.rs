@@ -38,6 +38,17 @@ pub struct CreatePaymentRequest {
     pub payment_method: Option<PaymentMethodInput>,
 }
 
+/// What a merchant may change on a payment after creating it.
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+pub struct UpdatePaymentRequest {
+    /// Up to 1000 characters, or `null` to clear it.
+    pub description: MaybeUndefined<Text>,
+    /// Keys to set (merged into the payment's metadata); a key given `""` is removed. At most
+    /// 50 keys after the merge.
+    pub metadata: Option<HashMap<String, Text>>,
+}
+
 #[derive(Object)]
 #[oai(deny_unknown_fields)]
 pub struct PaymentMethodInput {

@@ -11,14 +11,14 @@ use poem_openapi::{ApiResponse, OpenApi};
 
 use super::dto::{
     CompleteSandboxPayment, CreatePaymentRequest, CreateRefundRequest, Payment, PaymentList,
-    Refund, RefundList,
+    Refund, RefundList, UpdatePaymentRequest,
 };
 use super::{ApiTags, path_id, request_id, valid_idempotency_key};
 use crate::api::auth::ApiKey;
 use crate::api::error::ApiError;
 use crate::error::OrNotFound;
 use crate::pagination::{CreatedRange, Page};
-use crate::payments::validation::{NewPayment, parse_sandbox_outcome};
+use crate::payments::validation::{NewPayment, PaymentUpdate, parse_sandbox_outcome};
 use crate::payments::{refunds, service as payments};
 use crate::state::AppState;
 
@@ -186,6 +186,29 @@ impl PaymentsApi {
         id: Path<String>,
     ) -> Result<Json<Payment>, ApiError> {
         let p = merchant_payment(&state, &merchant.merchant_id, &id.0).await?;
+        Ok(Json(Payment::from(&p)))
+    }
+
+    /// Update a payment's description or metadata
+    ///
+    /// Only the merchant's own notes change: `description` (or `null` to clear it) and
+    /// `metadata` (merged; a key given `""` is removed). Amount, currency and status cannot.
+    #[oai(
+        path = "/payments/:id",
+        method = "patch",
+        operation_id = "update_payment"
+    )]
+    async fn update(
+        &self,
+        ApiKey(merchant): ApiKey,
+        state: Data<&AppState>,
+        id: Path<String>,
+        body: Json<UpdatePaymentRequest>,
+    ) -> Result<Json<Payment>, ApiError> {
+        let change = PaymentUpdate::try_from(body.0)?;
+        let payment_id = path_id::<PaymentId>(&id.0, "payment")?;
+        let p = payments::update(&state.db, &merchant.merchant_id, &payment_id, &change).await?;
+        state.effects.events_committed(&p.merchant_id).await;
         Ok(Json(Payment::from(&p)))
     }
 

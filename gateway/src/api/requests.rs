@@ -2,17 +2,22 @@
 //! value the services can trust or a [`ValidationError`] naming the parameter; nothing has
 //! been written when it fails.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+use poem_openapi::types::MaybeUndefined;
 
 use entity::money::{Amount, Currency};
 use entity::status::{EndpointStatus, Provider};
 
 use super::dto::{
     CreateEndpointRequest, CreatePaymentRequest, RecoverRequest, Text, UpdateEndpointRequest,
+    UpdatePaymentRequest,
 };
 use crate::error::{ValidationError, plain_text};
 use crate::payments::cards::Card;
-use crate::payments::validation::{NewPayment, bounded, http_url, require_for_provider};
+use crate::payments::validation::{
+    NewPayment, PaymentUpdate, bounded, http_url, require_for_provider,
+};
 use crate::webhooks::endpoints::{EndpointUpdate, NewEndpoint, event_list};
 
 impl TryFrom<CreatePaymentRequest> for NewPayment {
@@ -63,23 +68,7 @@ impl TryFrom<CreatePaymentRequest> for NewPayment {
                 ),
             )
         })?;
-        let metadata: BTreeMap<String, String> = r
-            .metadata
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.into_string()))
-            .collect();
-        if metadata.len() > 50
-            || metadata
-                .iter()
-                .any(|(k, v)| k.is_empty() || k.len() > 40 || v.len() > 500)
-        {
-            return Err(ValidationError::new(
-                "metadata",
-                "metadata_invalid",
-                "metadata takes up to 50 keys of 1-40 characters with values up to 500.",
-            ));
-        }
+        let metadata = metadata_map(r.metadata.unwrap_or_default())?;
         let card = match r.payment_method {
             None => None,
             Some(pm) if pm.method_type == "card" => {
@@ -254,4 +243,78 @@ fn optional_limit(
 /// An optional strict string as the plain string the validators take.
 fn strings(t: Option<Text>) -> Option<String> {
     t.map(String::from)
+}
+
+/// The most metadata keys a payment holds.
+const METADATA_KEYS: usize = 50;
+
+fn metadata_invalid() -> ValidationError {
+    ValidationError::new(
+        "metadata",
+        "metadata_invalid",
+        "metadata takes up to 50 keys of 1-40 characters with values up to 500.",
+    )
+}
+
+/// Metadata as sent (strings only) as stored, within its bounds; `""` values are kept (on a
+/// PATCH they mean "remove this key").
+fn metadata_map(sent: HashMap<String, Text>) -> Result<BTreeMap<String, String>, ValidationError> {
+    let metadata: BTreeMap<String, String> = sent
+        .into_iter()
+        .map(|(k, v)| (k, v.into_string()))
+        .collect();
+    if metadata.len() > METADATA_KEYS
+        || metadata
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.len() > 40 || v.len() > 500)
+    {
+        return Err(metadata_invalid());
+    }
+    Ok(metadata)
+}
+
+impl TryFrom<UpdatePaymentRequest> for PaymentUpdate {
+    type Error = ValidationError;
+
+    fn try_from(r: UpdatePaymentRequest) -> Result<PaymentUpdate, ValidationError> {
+        for (k, v) in r.metadata.iter().flatten() {
+            plain_text("metadata", k)?;
+            plain_text(&format!("metadata[{k}]"), v)?;
+        }
+        let description = match r.description {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(None),
+            MaybeUndefined::Value(d) => Some(bounded("description", Some(d.into_string()), 1000)?),
+        };
+        Ok(PaymentUpdate {
+            description,
+            metadata: r.metadata.map(metadata_map).transpose()?,
+        })
+    }
+}
+
+impl PaymentUpdate {
+    /// `current` metadata with this update's keys set, and those given `""` removed; refused
+    /// if the result holds more than 50 keys.
+    pub fn merged_metadata(
+        &self,
+        current: &serde_json::Value,
+    ) -> Result<Option<serde_json::Value>, ValidationError> {
+        let Some(changes) = &self.metadata else {
+            return Ok(None);
+        };
+        let mut merged: serde_json::Map<String, serde_json::Value> =
+            current.as_object().cloned().unwrap_or_default();
+        for (k, v) in changes {
+            if v.is_empty() {
+                merged.remove(k);
+            } else {
+                merged.insert(k.clone(), serde_json::Value::String(v.clone()));
+            }
+        }
+        if merged.len() > METADATA_KEYS {
+            return Err(metadata_invalid());
+        }
+        Ok(Some(serde_json::Value::Object(merged)))
+    }
 }

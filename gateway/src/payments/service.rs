@@ -10,8 +10,8 @@ use entity::payment_status::{InvalidTransition, PaymentStatus};
 use entity::payments;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
-    EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
+    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
 };
 
 use crate::idempotency::{Begun, Idempotent};
@@ -22,7 +22,7 @@ use runtime::cache::Cache;
 
 use super::cards::CardOutcome;
 use super::objects::Payment;
-use super::validation::NewPayment;
+use super::validation::{NewPayment, PaymentUpdate};
 use crate::error::{OrNotFound, ServiceError, ValidationError};
 use crate::merchants::AuthedMerchant;
 use crate::providers::{ProviderError, Providers, StartRequest, Started};
@@ -366,6 +366,36 @@ pub async fn list<C: ConnectionTrait>(
     }
     let select = created.apply(select, payments::Column::CreatedAt);
     page.fetch(db, select, payments::Column::Id).await
+}
+
+/// Applies a merchant's `PATCH`: description and metadata only, in any status (they are the
+/// merchant's own notes, not the payment). The row is locked while metadata is merged, so two
+/// concurrent updates both land. No event: nothing about the money changed.
+pub async fn update(
+    db: &DatabaseConnection,
+    merchant_id: &MerchantId,
+    id: &PaymentId,
+    change: &PaymentUpdate,
+) -> Result<payments::Model, ServiceError> {
+    let txn = db.begin().await?;
+    let current = payments::Entity::find_by_id(id.clone())
+        .filter(payments::Column::MerchantId.eq(merchant_id))
+        .lock_exclusive()
+        .one(&txn)
+        .await?
+        .or_not_found("payment", id)?;
+    let metadata = change.merged_metadata(&current.metadata)?;
+    let mut row: payments::ActiveModel = current.into();
+    if let Some(description) = &change.description {
+        row.description = Set(description.clone());
+    }
+    if let Some(metadata) = metadata {
+        row.metadata = Set(metadata);
+    }
+    row.updated_at = Set(Utc::now());
+    let updated = row.update(&txn).await?;
+    txn.commit().await?;
+    Ok(updated)
 }
 
 /// Cancels a pending or processing payment (409 for any other): first at the provider, so

@@ -183,3 +183,12 @@ pub fn parse_sandbox_outcome(outcome: &str) -> Result<PaymentStatus, ValidationE
         )),
     }
 }
+
+/// A `PATCH /v1/payments/{id}`: only what a merchant may change after creation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PaymentUpdate {
+    /// `Some(None)` clears it.
+    pub description: Option<Option<String>>,
+    /// Keys to set; a `""` value removes its key.
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
+}

@@ -581,3 +581,84 @@ async fn lists_filter_by_creation_time_and_events_by_several_types() {
     let (_, none) = events(&format!("created[gte]={later}")).await;
     assert_eq!(types(&none), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn a_payment_description_and_metadata_can_be_patched_and_nothing_else() {
+    let app = TestApp::spawn().await;
+    let (s, created) = app
+        .post_json(
+            &app.api_key,
+            "/v1/payments",
+            json!({"amount": 2000, "currency": "usd", "provider": "simulated",
+                   "description": "Order 1", "metadata": {"a": "1", "b": "2"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    let patch = |key: String, body: Value| {
+        let app = &app;
+        let id = id.clone();
+        async move {
+            let r = app
+                .client
+                .patch(app.url(&format!("/v1/payments/{id}")))
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .expect("send");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (s, p) = patch(
+        app.api_key.clone(),
+        json!({"description": null, "metadata": {"b": "", "c": "3"}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(p["description"], Value::Null);
+    assert_eq!(
+        p["metadata"],
+        json!({"a": "1", "c": "3"}),
+        "merged; \"\" removes"
+    );
+    assert_eq!(
+        (p["amount"].clone(), p["status"].clone()),
+        (json!(2000), json!("pending"))
+    );
+    let (_, got) = app
+        .get_json(&app.api_key, &format!("/v1/payments/{id}"))
+        .await;
+    assert_eq!(got["metadata"], json!({"a": "1", "c": "3"}));
+
+    // Refused, and nothing changes: money fields, too many keys, a long description, wrong types.
+    let too_many: serde_json::Map<String, Value> =
+        (0..49).map(|i| (format!("k{i}"), json!("v"))).collect();
+    for (body, status) in [
+        (json!({"amount": 1}), 400),
+        (json!({"description": 5}), 400),
+        (json!({"metadata": too_many}), 422),
+        (json!({"description": "x".repeat(1001)}), 422),
+    ] {
+        let (s, answer) = patch(app.api_key.clone(), body.clone()).await;
+        assert_eq!(s, status, "{body}: {answer}");
+    }
+    let (_, unchanged) = app
+        .get_json(&app.api_key, &format!("/v1/payments/{id}"))
+        .await;
+    assert_eq!(unchanged["metadata"], got["metadata"]);
+    assert_eq!(unchanged["description"], Value::Null);
+
+    // Another merchant's payment does not exist for you.
+    let other = app.create_merchant("Other").await;
+    let (s, _) = patch(other, json!({"description": "mine now"})).await;
+    assert_eq!(s, 404);
+    // The cached recent list shows the change at once.
+    let (_, recent) = app.get_json(&app.api_key, "/v1/payments/recent").await;
+    assert_eq!(
+        recent["data"][0]["metadata"],
+        json!({"a": "1", "c": "3"}),
+        "{recent}"
+    );
+}
