@@ -13,6 +13,9 @@ pub enum EventType {
     PaymentFailed,
     PaymentCancelled,
     PaymentRefunded,
+    RefundCreated,
+    RefundSucceeded,
+    RefundFailed,
     /// An endpoint was disabled automatically (sent to the merchant's other endpoints).
     WebhookEndpointDisabled,
     /// Sent on request to one endpoint, whatever it subscribes to.
@@ -20,13 +23,16 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 8] = [
+    pub const ALL: [EventType; 11] = [
         EventType::PaymentPending,
         EventType::PaymentProcessing,
         EventType::PaymentSucceeded,
         EventType::PaymentFailed,
         EventType::PaymentCancelled,
         EventType::PaymentRefunded,
+        EventType::RefundCreated,
+        EventType::RefundSucceeded,
+        EventType::RefundFailed,
         EventType::WebhookEndpointDisabled,
         EventType::WebhookEndpointTest,
     ];
@@ -50,6 +56,9 @@ impl EventType {
             EventType::PaymentFailed => "payment.failed",
             EventType::PaymentCancelled => "payment.cancelled",
             EventType::PaymentRefunded => "payment.refunded",
+            EventType::RefundCreated => "refund.created",
+            EventType::RefundSucceeded => "refund.succeeded",
+            EventType::RefundFailed => "refund.failed",
             EventType::WebhookEndpointDisabled => "webhook_endpoint.disabled",
             EventType::WebhookEndpointTest => "webhook_endpoint.test",
         }

@@ -6,6 +6,7 @@
 //! `amount_refunded`, and moves the payment to `refunded` with its event when nothing is left.
 
 use chrono::Utc;
+use entity::event::EventType;
 use entity::ids::{MerchantId, PaymentId, RefundId};
 use entity::payment_status::PaymentStatus;
 use entity::{payments, refunds};
@@ -21,6 +22,7 @@ use entity::status::{Provider, RefundStatus};
 use super::objects::Refund;
 use crate::error::{OrNotFound, ServiceError, ValidationError};
 use crate::providers::{ProviderError, Providers};
+use crate::webhooks::events;
 
 /// Providers with a refund API.
 fn supports_refunds(provider: Provider) -> bool {
@@ -199,8 +201,30 @@ async fn reserve(
     })
     .exec_with_returning(&txn)
     .await?;
+    refund_event(&txn, &refund, EventType::RefundCreated).await?;
     txn.commit().await?;
     Ok((payment, refund))
+}
+
+/// A refund's event, in the transaction that changed it; `data` is the refund as the API
+/// shows it (partial refunds carry their own amount).
+async fn refund_event<C: ConnectionTrait>(
+    txn: &C,
+    refund: &refunds::Model,
+    event_type: EventType,
+) -> Result<(), DbErr> {
+    let data = serde_json::to_value(Refund::from(refund))
+        .map_err(|e| DbErr::Custom(format!("refund as JSON: {e}")))?;
+    events::record(
+        txn,
+        &refund.merchant_id,
+        event_type,
+        Some(&refund.payment_id),
+        data,
+        None,
+    )
+    .await?;
+    Ok(())
 }
 
 /// Records the provider's answer. The payment row is locked first (the order every writer
@@ -243,6 +267,12 @@ async fn settle(
         }
         Err(e) => return Err(e),
     };
+    let settled_as = if status == RefundStatus::Succeeded {
+        EventType::RefundSucceeded
+    } else {
+        EventType::RefundFailed
+    };
+    refund_event(txn, &refund, settled_as).await?;
     if status == RefundStatus::Succeeded
         && let Some(payment) = payment
     {

@@ -1103,3 +1103,66 @@ async fn a_number_or_a_boolean_where_a_string_belongs_is_refused_not_coerced() {
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["description"], "12");
 }
+
+#[tokio::test]
+async fn each_refund_is_announced_when_made_and_when_settled() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    app.create_endpoint(&receiver.url).await;
+    let id = succeeded_payment(&app, 1000).await;
+    let (status, partial) = refund(&app, &id, Some(300), None).await;
+    assert_eq!(status, 201, "{partial}");
+    let refund_id = partial["id"].as_str().expect("refund id").to_string();
+    let (_, events) = app
+        .get_json(
+            &app.api_key,
+            "/v1/events?types[]=refund.created&types[]=refund.succeeded&types[]=refund.failed",
+        )
+        .await;
+    let seen: Vec<(String, String, String, i64)> = events["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or("").to_string(),
+                e["data"]["id"].as_str().unwrap_or("").to_string(),
+                e["data"]["status"].as_str().unwrap_or("").to_string(),
+                e["data"]["amount"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "refund.succeeded".into(),
+                refund_id.clone(),
+                "succeeded".into(),
+                300
+            ),
+            (
+                "refund.created".into(),
+                refund_id.clone(),
+                "pending".into(),
+                300
+            ),
+        ],
+        "newest first; a partial refund carries its own amount"
+    );
+    // And they reach the merchant like any other event.
+    app.eventually(Duration::from_secs(15), "refund webhooks", || async {
+        (receiver.of_type("refund.created").len() == 1
+            && receiver.of_type("refund.succeeded").len() == 1)
+            .then_some(())
+    })
+    .await;
+    // A refund refused before anything is reserved (more than is left) makes no event.
+    let (status, _) = refund(&app, &id, Some(5000), None).await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        app.count("SELECT count(*) FROM events WHERE event_type LIKE 'refund.%'")
+            .await,
+        2
+    );
+}

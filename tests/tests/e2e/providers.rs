@@ -674,6 +674,30 @@ async fn refunds_are_partial_or_full_and_never_more_than_what_is_left() {
         call.headers.get("idempotency-key").map(String::as_str),
         r["id"].as_str()
     );
+
+    // A refund Stripe refuses is recorded failed and announced as such.
+    stripe.fail_next(2);
+    let (s, failed) = app
+        .post_json(
+            &app.api_key,
+            &format!("/v1/payments/{sid}/refunds"),
+            json!({"amount": 100}),
+        )
+        .await;
+    assert_eq!(s, 502, "{failed}");
+    let (_, refunds) = app
+        .get_json(&app.api_key, &format!("/v1/payments/{sid}/refunds"))
+        .await;
+    let failed = refunds["data"]
+        .as_array()
+        .and_then(|all| all.iter().find(|r| r["status"] == "failed"))
+        .cloned()
+        .expect("the refused refund is kept, failed");
+    let (_, events) = app
+        .get_json(&app.api_key, "/v1/events?types[]=refund.failed")
+        .await;
+    assert_eq!(events["data"][0]["data"]["id"], failed["id"], "{events}");
+    assert_eq!(events["data"][0]["data"]["amount"], 100);
 }
 
 #[tokio::test]
