@@ -134,13 +134,19 @@ impl ApiError {
         ))
     }
 
-    /// 502 naming the payment the failure left behind.
-    pub fn provider_failed(provider: &str, payment_id: &str, failure: Option<&str>) -> ApiError {
+    /// 502 naming the payment the failure left behind; `recorded` says what was recorded as
+    /// failed (the payment, or one of its refunds).
+    pub fn provider_failed(
+        provider: &str,
+        payment_id: &str,
+        failure: Option<&str>,
+        recorded: &str,
+    ) -> ApiError {
         let mut b = body(
             "api_error",
             "provider_error",
             format!(
-                "The provider {provider} failed: {}. The payment was recorded as failed.",
+                "The provider {provider} failed: {}. {recorded} was recorded as failed.",
                 failure.unwrap_or("no answer")
             ),
             None,

@@ -98,6 +98,7 @@ impl PaymentsApi {
                 &p.provider,
                 &p.id,
                 p.failure_message.as_deref(),
+                "The payment",
             ));
         }
         Ok(CreatedPayment::Created(
@@ -275,6 +276,7 @@ impl PaymentsApi {
                 p.provider.as_str(),
                 &p.id,
                 outcome.value.failure_message.as_deref(),
+                &format!("The refund {}", outcome.value.id),
             ));
         }
         Ok(CreatedRefund::Created(

@@ -677,14 +677,14 @@ async fn refunds_are_partial_or_full_and_never_more_than_what_is_left() {
 
     // A refund Stripe refuses is recorded failed and announced as such.
     stripe.fail_next(2);
-    let (s, failed) = app
+    let (s, failed_answer) = app
         .post_json(
             &app.api_key,
             &format!("/v1/payments/{sid}/refunds"),
             json!({"amount": 100}),
         )
         .await;
-    assert_eq!(s, 502, "{failed}");
+    assert_eq!(s, 502, "{failed_answer}");
     let (_, refunds) = app
         .get_json(&app.api_key, &format!("/v1/payments/{sid}/refunds"))
         .await;
@@ -698,6 +698,14 @@ async fn refunds_are_partial_or_full_and_never_more_than_what_is_left() {
         .await;
     assert_eq!(events["data"][0]["data"]["id"], failed["id"], "{events}");
     assert_eq!(events["data"][0]["data"]["amount"], 100);
+    let message = failed_answer["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.ends_with(&format!(
+            "The refund {} was recorded as failed.",
+            failed["id"].as_str().unwrap_or("?")
+        )),
+        "{message}"
+    );
 }
 
 #[tokio::test]
