@@ -272,8 +272,9 @@ async fn a_redelivered_message_creates_no_second_delivery() {
     .await;
 }
 
-#[tokio::test]
-async fn a_worker_killed_mid_batch_loses_nothing() {
+/// A merchant with one endpoint and three deliveries fanned out, due and unclaimed (immediate
+/// delivery off), with a worker that only runs when the test drives it.
+async fn three_due_deliveries() -> (TestApp, Worker, Receiver) {
     let app = TestApp::spawn_with(manual(|o| o.webhook.immediate = false)).await;
     let worker = app.standalone_worker();
     let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
@@ -285,6 +286,12 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
             Handled::FannedOut { created: 1, .. }
         ));
     }
+    (app, worker, receiver)
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_batch_loses_nothing() {
+    let (app, worker, receiver) = three_due_deliveries().await;
     // Worker A claims the batch and dies before sending anything.
     let claimed = claim_due(&app.db, 50, 10, Duration::from_millis(800))
         .await
@@ -675,17 +682,7 @@ async fn a_batch_of_messages_fans_out_together_and_each_gets_its_own_outcome() {
 
 #[tokio::test]
 async fn results_committed_together_stand_alone_when_one_of_them_lost_its_lease() {
-    let app = TestApp::spawn_with(manual(|o| o.webhook.immediate = false)).await;
-    let worker = app.standalone_worker();
-    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
-    app.create_endpoint(&receiver.url).await;
-    for _ in 0..3 {
-        app.create_payment(100).await;
-        assert!(matches!(
-            handle_next(&app, &worker).await,
-            Handled::FannedOut { created: 1, .. }
-        ));
-    }
+    let (app, _worker, _receiver) = three_due_deliveries().await;
     let ids = claim_due(&app.db, 50, 10, Duration::from_secs(30))
         .await
         .expect("claim")
