@@ -152,6 +152,7 @@ impl Application {
                 settings.worker.webhook.proxy.as_deref(),
             )?,
             webhook: settings.worker.webhook.clone(),
+            rate_limit: settings.gateway.rate_limit,
             admin_token_hashes: Arc::new(RwLock::new(admin_hashes)),
         };
         Ok(Application {

@@ -5,8 +5,8 @@
 //! Layers, each importing only those below it:
 //! - [`error`], [`settings`], [`metrics`], [`pagination`]: domain errors (no HTTP), this
 //!   process's configuration, its metrics, cursor pages.
-//! - [`idempotency`], [`merchants`], [`logs`], [`relay`], [`retention`]: services over a
-//!   connection or a transaction, and the outbox publisher.
+//! - [`idempotency`], [`merchants`], [`rate_limits`], [`logs`], [`relay`], [`retention`]:
+//!   services over a connection or a transaction (or the cache), and the outbox publisher.
 //! - [`commit`]: the effects every payment commit has (relay, cache, metrics, log store).
 //! - [`payments`], [`webhooks`]: the merchant's objects and their services.
 //! - [`providers`]: provider clients, then inbound events and the poller that apply to payments.
@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod pagination;
 pub mod payments;
 pub mod providers;
+pub mod rate_limits;
 pub mod relay;
 pub mod retention;
 pub mod settings;

@@ -19,6 +19,27 @@ use entity::signature::sha256_hex;
 pub struct AuthedMerchant {
     pub merchant_id: MerchantId,
     pub livemode: bool,
+    /// The key presented: each key has its own rate-limit bucket.
+    pub key_id: ApiKeyId,
+    /// The merchant's own rate limit, if it was given one (else the server's default).
+    pub rate_limit: MerchantRateLimit,
+}
+
+/// A merchant's rate-limit columns, as stored: each null means the server's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MerchantRateLimit {
+    pub per_second: Option<u32>,
+    pub burst: Option<u32>,
+}
+
+impl MerchantRateLimit {
+    pub fn of(merchant: &merchants::Model) -> MerchantRateLimit {
+        let positive = |v: Option<i32>| v.and_then(|v| u32::try_from(v).ok()).filter(|v| *v > 0);
+        MerchantRateLimit {
+            per_second: positive(merchant.rate_limit_per_second),
+            burst: positive(merchant.rate_limit_burst),
+        }
+    }
 }
 
 /// How long a verified key is remembered in the shared cache.
@@ -31,14 +52,38 @@ pub fn key_cache_key(hash: &str) -> String {
 
 impl AuthedMerchant {
     pub fn to_cached(&self) -> String {
-        format!("{}|{}", self.merchant_id, self.livemode)
+        let limit = |v: Option<u32>| v.map(|v| v.to_string()).unwrap_or_default();
+        format!(
+            "{}|{}|{}|{}|{}",
+            self.merchant_id,
+            self.livemode,
+            self.key_id,
+            limit(self.rate_limit.per_second),
+            limit(self.rate_limit.burst)
+        )
     }
 
+    /// An entry written by [`Self::to_cached`]; anything else (an older format) is a miss.
     pub fn from_cached(value: &str) -> Option<AuthedMerchant> {
-        let (id, live) = value.split_once('|')?;
+        let mut parts = value.split('|');
+        let mut next = || parts.next();
+        let merchant_id = MerchantId::parse(next()?)?;
+        let livemode = next()?.parse().ok()?;
+        let key_id = ApiKeyId::parse(next()?)?;
+        let mut limit = || -> Option<Option<u32>> {
+            match next()? {
+                "" => Some(None),
+                v => v.parse().ok().map(Some),
+            }
+        };
         Some(AuthedMerchant {
-            merchant_id: MerchantId::parse(id)?,
-            livemode: live.parse().ok()?,
+            merchant_id,
+            livemode,
+            key_id,
+            rate_limit: MerchantRateLimit {
+                per_second: limit()?,
+                burst: limit()?,
+            },
         })
     }
 }
@@ -56,6 +101,8 @@ pub async fn create<C: TransactionTrait>(db: &C, name: &str) -> Result<CreatedMe
         id: Set(merchant_id.clone()),
         name: Set(name.to_string()),
         created_at: Set(now),
+        rate_limit_per_second: Set(None),
+        rate_limit_burst: Set(None),
     })
     .exec_with_returning(&txn)
     .await?;
@@ -98,21 +145,52 @@ pub async fn authenticate<C: ConnectionTrait>(
 ) -> Result<Option<(AuthedMerchant, Option<chrono::DateTime<Utc>>)>, DbErr> {
     let hash = sha256_hex(presented_key.as_bytes());
     let now = Utc::now();
-    Ok(api_keys::Entity::find()
+    let Some(key) = api_keys::Entity::find()
         .filter(api_keys::Column::KeyHash.eq(hash))
         .filter(api_keys::Column::RevokedAt.is_null())
         .one(db)
         .await?
         .filter(|k| k.expires_at.is_none_or(|at| at > now))
-        .map(|k| {
-            (
-                AuthedMerchant {
-                    merchant_id: k.merchant_id,
-                    livemode: k.livemode,
-                },
-                k.expires_at,
-            )
-        }))
+    else {
+        return Ok(None);
+    };
+    let rate_limit = merchants::Entity::find_by_id(key.merchant_id.clone())
+        .one(db)
+        .await?
+        .map(|m| MerchantRateLimit::of(&m))
+        .unwrap_or_default();
+    Ok(Some((
+        AuthedMerchant {
+            merchant_id: key.merchant_id,
+            livemode: key.livemode,
+            key_id: key.id,
+            rate_limit,
+        },
+        key.expires_at,
+    )))
+}
+
+/// Sets (or, with `None`, returns to the server's default) a merchant's rate limit, and
+/// forgets its keys' cached entries so every gateway applies the new limit at once.
+pub async fn set_rate_limit<C: ConnectionTrait>(
+    db: &C,
+    cache: &runtime::cache::Cache,
+    merchant_id: &MerchantId,
+    limit: MerchantRateLimit,
+) -> Result<merchants::Model, ServiceError> {
+    let merchant = merchants::Entity::find_by_id(merchant_id.clone())
+        .one(db)
+        .await?
+        .or_not_found("merchant", merchant_id.as_str())?;
+    let as_column = |v: Option<u32>| v.and_then(|v| i32::try_from(v).ok());
+    let mut changed: merchants::ActiveModel = merchant.into();
+    changed.rate_limit_per_second = Set(as_column(limit.per_second));
+    changed.rate_limit_burst = Set(as_column(limit.burst));
+    let merchant = merchants::Entity::update(changed).exec(db).await?;
+    for key in list_keys(db, merchant_id).await? {
+        cache.delete(&key_cache_key(&key.key_hash)).await;
+    }
+    Ok(merchant)
 }
 
 pub async fn list_keys<C: ConnectionTrait>(

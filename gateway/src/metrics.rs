@@ -55,6 +55,8 @@ pub struct ApiMetrics {
     pub outbox_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// 0 closed, 1 half-open, 2 open, per provider and circuit.
     pub circuits: Family<CircuitLabels, Gauge>,
+    /// Requests refused with 429 by the API rate limiter.
+    pub rate_limited: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -116,7 +118,13 @@ impl ApiMetrics {
             outbox_depth: Gauge::default(),
             outbox_oldest_age: Gauge::default(),
             circuits: Family::default(),
+            rate_limited: Counter::default(),
         };
+        registry.register(
+            "api_rate_limited",
+            "Requests refused with 429 because their API key's bucket was empty",
+            m.rate_limited.clone(),
+        );
         registry.register(
             "outbox_unpublished_events",
             "Events committed but not yet confirmed by the broker (the relay's backlog)",

@@ -41,6 +41,8 @@ pub struct GatewaySettings {
     pub max_webhook_endpoints: u32,
     pub providers: ProviderSettings,
     pub retention: RetentionSettings,
+    /// Each API key's rate limit, for merchants not given their own.
+    pub rate_limit: runtime::token_bucket::Quota,
 }
 
 impl GatewaySettings {
@@ -54,6 +56,7 @@ impl GatewaySettings {
             relay_interval: env.period("PAYRAIL_RELAY_INTERVAL", "1s")?,
             max_webhook_endpoints: env.positive("PAYRAIL_MAX_WEBHOOK_ENDPOINTS", "20")?,
             providers: ProviderSettings::read(env)?,
+            rate_limit: rate_limit(env)?,
             retention: RetentionSettings {
                 logs: env.duration("PAYRAIL_LOG_RETENTION", "30d")?,
                 idempotency_keys: env.duration("PAYRAIL_IDEMPOTENCY_RETENTION", "7d")?,
@@ -61,6 +64,19 @@ impl GatewaySettings {
             },
         })
     }
+}
+
+/// `PAYRAIL_RATE_LIMIT_PER_SECOND` (100) and `PAYRAIL_RATE_LIMIT_BURST` (the rate), in bounds.
+fn rate_limit(env: &Env) -> Result<runtime::token_bucket::Quota, SettingsError> {
+    let per_second = env.positive("PAYRAIL_RATE_LIMIT_PER_SECOND", "100")?;
+    let burst = env.positive("PAYRAIL_RATE_LIMIT_BURST", &per_second.to_string())?;
+    crate::rate_limits::quota(per_second, burst).map_err(|reason| {
+        SettingsError::new(
+            "PAYRAIL_RATE_LIMIT_BURST",
+            burst.to_string(),
+            format!("{reason} (PAYRAIL_RATE_LIMIT_PER_SECOND is {per_second})"),
+        )
+    })
 }
 
 #[derive(Debug, Clone)]

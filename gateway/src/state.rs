@@ -36,6 +36,8 @@ pub struct AppState {
     pub test_sender: worker::sender::WebhookSender,
     /// Worker settings the API needs: the rotation overlap, a test send's lease and rules.
     pub webhook: worker::settings::WebhookSettings,
+    /// Each API key's rate limit unless its merchant has its own.
+    pub rate_limit: runtime::token_bucket::Quota,
     /// SHA-256 of accepted admin tokens.
     pub admin_token_hashes: Arc<RwLock<Vec<String>>>,
 }

@@ -10,13 +10,25 @@ use redis::AsyncCommands as _;
 use redis::aio::ConnectionManager;
 use tokio::sync::Mutex;
 
+use crate::token_bucket::{self, Admission, Bucket, Quota};
+
 #[derive(Clone)]
 pub enum Cache {
     Redis {
         conn: ConnectionManager,
         prefix: String,
     },
-    Memory(Arc<Mutex<HashMap<String, (String, Instant)>>>),
+    Memory(
+        Arc<Mutex<HashMap<String, (String, Instant)>>>,
+        Arc<Mutex<Buckets>>,
+    ),
+}
+
+/// Embedded mode's token buckets, by key, on this process's clock.
+#[derive(Default)]
+pub struct Buckets {
+    started: Option<Instant>,
+    buckets: HashMap<String, Bucket>,
 }
 
 impl Cache {
@@ -33,7 +45,7 @@ impl Cache {
     }
 
     pub fn memory() -> Cache {
-        Cache::Memory(Arc::default())
+        Cache::Memory(Arc::default(), Arc::default())
     }
 
     fn key(prefix: &str, key: &str) -> String {
@@ -52,7 +64,7 @@ impl Cache {
                     }
                 }
             }
-            Cache::Memory(map) => {
+            Cache::Memory(map, _) => {
                 let map = map.lock().await;
                 map.get(key)
                     .filter(|(_, exp)| *exp > Instant::now())
@@ -73,7 +85,7 @@ impl Cache {
                     tracing::warn!(error = %e, "cache write failed");
                 }
             }
-            Cache::Memory(map) => {
+            Cache::Memory(map, _) => {
                 map.lock()
                     .await
                     .insert(key.to_string(), (value.to_string(), Instant::now() + ttl));
@@ -89,7 +101,7 @@ impl Cache {
                     tracing::warn!(error = %e, "cache delete failed");
                 }
             }
-            Cache::Memory(map) => {
+            Cache::Memory(map, _) => {
                 map.lock().await.remove(key);
             }
         }
@@ -114,7 +126,7 @@ impl Cache {
                     .ok()
                     .map(|(n, ())| n)
             }
-            Cache::Memory(map) => {
+            Cache::Memory(map, _) => {
                 let mut map = map.lock().await;
                 let now = Instant::now();
                 map.retain(|_, (_, expires)| *expires > now);
@@ -124,6 +136,54 @@ impl Cache {
                 let n = entry.0.parse::<u64>().unwrap_or(0) + 1;
                 entry.0 = n.to_string();
                 Some(n)
+            }
+        }
+    }
+
+    /// Takes a token from the bucket `key` (created full), shared by every process on the same
+    /// Redis. `None` when Redis does not answer: the caller lets the request through, since
+    /// refusing every merchant because the limiter is down is worse than not limiting a while.
+    pub async fn take_token(&self, key: &str, quota: Quota) -> Option<Admission> {
+        match self {
+            Cache::Redis { conn, prefix } => {
+                static SCRIPT: std::sync::LazyLock<redis::Script> =
+                    std::sync::LazyLock::new(|| redis::Script::new(token_bucket::REDIS_SCRIPT));
+                let mut conn = conn.clone();
+                let answer: Result<(u8, u32, u64, u64), _> = SCRIPT
+                    .key(Self::key(prefix, key))
+                    .arg(quota.per_second)
+                    .arg(quota.burst)
+                    .invoke_async(&mut conn)
+                    .await;
+                answer
+                    .inspect_err(
+                        |e| tracing::warn!(error = %e, "rate limiter failed; request let through"),
+                    )
+                    .ok()
+                    .map(|(allowed, remaining, reset_ms, retry_after_ms)| Admission {
+                        allowed: allowed == 1,
+                        limit: quota.burst.max(1),
+                        remaining,
+                        reset_ms,
+                        retry_after_ms,
+                    })
+            }
+            Cache::Memory(_, buckets) => {
+                let mut buckets = buckets.lock().await;
+                let started = *buckets.started.get_or_insert_with(Instant::now);
+                let now_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                // A bucket idle for a minute is full again (bursts are bounded to a minute
+                // of refill), so forgetting it changes nothing and idle keys do not pile up.
+                if buckets.buckets.len() > 10_000 {
+                    buckets
+                        .buckets
+                        .retain(|_, b| now_ms.saturating_sub(b.updated_ms) < 60_000);
+                }
+                let bucket = buckets
+                    .buckets
+                    .entry(key.to_string())
+                    .or_insert_with(|| Bucket::full(quota, now_ms));
+                Some(bucket.take(quota, now_ms))
             }
         }
     }
@@ -138,7 +198,7 @@ impl Cache {
                     .await
                     .is_ok()
             }
-            Cache::Memory(_) => true,
+            Cache::Memory(..) => true,
         }
     }
 }

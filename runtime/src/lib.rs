@@ -7,6 +7,7 @@
 //! - [`log_store`]: writing entries to the merchant-visible log store.
 //! - [`schedule`]: running background jobs on a period or a calendar until stopped.
 //! - [`telemetry`], [`shutdown`]: JSON logs and the Ctrl-C/SIGTERM signal.
+//! - [`token_bucket`]: the arithmetic of API rate limits, run by the cache.
 
 pub mod bus;
 pub mod cache;
@@ -17,3 +18,4 @@ pub mod schedule;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod token_bucket;

@@ -122,6 +122,12 @@ pub fn test_settings(database_url: &str, prefix: &str, webhook: WebhookSettings)
                 idempotency_keys: Duration::from_secs(7 * 86_400),
                 events: Duration::from_secs(30 * 86_400),
             },
+            // Far above what any test sends, so only the rate-limit tests (which give their
+            // merchant its own limit) ever meet a 429.
+            rate_limit: runtime::token_bucket::Quota {
+                per_second: 10_000,
+                burst: 100_000,
+            },
         },
     }
 }
@@ -198,6 +204,23 @@ impl TestApp {
         app.database_name = app.prefix.clone();
         app.api_key = app.create_merchant("Test merchant").await;
         app
+    }
+
+    /// Another gateway on the same database, broker and Redis prefix, as a second replica
+    /// behind a load balancer would be; returns its base URL and its metrics listener's. It
+    /// stops with this app.
+    pub async fn spawn_second_gateway(&mut self) -> (String, String) {
+        let app = Application::build(self.settings.clone())
+            .await
+            .expect("second gateway builds");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let metrics_base = format!("http://127.0.0.1:{}", app.metrics_port());
+        let (tx, rx) = oneshot::channel();
+        self.stops.push(tx);
+        tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        (base, metrics_base)
     }
 
     /// A worker that is not running: the test calls `sweep_once`/`handle` itself.

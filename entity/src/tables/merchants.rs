@@ -9,6 +9,12 @@ pub struct Model {
     pub id: crate::ids::MerchantId,
     pub name: String,
     pub created_at: DateTimeUtc,
+    /// Requests per second each of this merchant's API keys may make; the server's default
+    /// when null.
+    pub rate_limit_per_second: Option<i32>,
+    /// How many requests a key may make at once after being idle; the server's default when
+    /// null.
+    pub rate_limit_burst: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

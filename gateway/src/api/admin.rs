@@ -5,12 +5,18 @@ use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
-use super::ApiTags;
-use super::dto::{CreateMerchantRequest, CreatedMerchant};
+use entity::ids::MerchantId;
+use poem_openapi::param::Path;
+use poem_openapi::types::MaybeUndefined;
+
+use super::dto::{CreateMerchantRequest, CreatedMerchant, Merchant, UpdateMerchantRequest};
+use super::{ApiTags, path_id};
 use crate::api::auth::AdminToken;
 use crate::api::error::ApiError;
 use crate::merchants;
+use crate::rate_limits;
 use crate::state::AppState;
+use sea_orm::EntityTrait as _;
 
 #[derive(Default)]
 pub struct AdminApi;
@@ -20,6 +26,36 @@ pub enum MerchantCreated {
     /// The merchant and its API key (shown once).
     #[oai(status = 201)]
     Created(Json<CreatedMerchant>),
+}
+
+#[derive(ApiResponse)]
+pub enum MerchantUpdated {
+    /// The merchant as it now is.
+    #[oai(status = 200)]
+    Ok(Json<Merchant>),
+}
+
+/// A limit as sent: absent keeps the stored one, `null` the default, a number must fit.
+fn limit_change(
+    param: &str,
+    sent: MaybeUndefined<i64>,
+    stored: Option<u32>,
+) -> Result<Option<u32>, ApiError> {
+    match sent {
+        MaybeUndefined::Undefined => Ok(stored),
+        MaybeUndefined::Null => Ok(None),
+        MaybeUndefined::Value(v) => u32::try_from(v)
+            .ok()
+            .filter(|v| *v > 0)
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    param,
+                    "rate_limit_invalid",
+                    format!("{param} must be a positive integer."),
+                )
+            }),
+    }
 }
 
 #[OpenApi(prefix_path = "/v1/admin", tag = "ApiTags::Admin")]
@@ -47,6 +83,58 @@ impl AdminApi {
             name: created.merchant.name,
             api_key: created.api_key,
             created_at: rfc3339(created.merchant.created_at),
+        })))
+    }
+
+    /// Change a merchant's API rate limit
+    ///
+    /// Sets the requests per second and the burst each of the merchant's API keys is allowed,
+    /// or (`null`) returns them to the server's defaults. Every gateway applies the change to
+    /// the next request.
+    #[oai(
+        path = "/merchants/:id",
+        method = "patch",
+        operation_id = "update_merchant"
+    )]
+    async fn update_merchant(
+        &self,
+        _admin: AdminToken,
+        state: Data<&AppState>,
+        /// The merchant's id (`mer_…`).
+        id: Path<String>,
+        body: Json<UpdateMerchantRequest>,
+    ) -> Result<MerchantUpdated, ApiError> {
+        let merchant_id = path_id::<MerchantId>(&id.0, "merchant")?;
+        let stored = entity::merchants::Entity::find_by_id(merchant_id.clone())
+            .one(&state.db)
+            .await?
+            .ok_or_else(|| ApiError::not_found("merchant", &id.0))?;
+        let stored = merchants::MerchantRateLimit::of(&stored);
+        let wanted = merchants::MerchantRateLimit {
+            per_second: limit_change(
+                "rate_limit_per_second",
+                body.0.rate_limit_per_second,
+                stored.per_second,
+            )?,
+            burst: limit_change("rate_limit_burst", body.0.rate_limit_burst, stored.burst)?,
+        };
+        let quota = rate_limits::effective(state.rate_limit, wanted);
+        rate_limits::quota(quota.per_second, quota.burst).map_err(|reason| {
+            ApiError::invalid(
+                "rate_limit_burst",
+                "rate_limit_invalid",
+                format!("{reason}."),
+            )
+        })?;
+        let merchant =
+            merchants::set_rate_limit(&state.db, &state.cache, &merchant_id, wanted).await?;
+        Ok(MerchantUpdated::Ok(Json(Merchant {
+            id: merchant.id.to_string(),
+            object: "merchant".into(),
+            name: merchant.name,
+            rate_limit_per_second: merchant.rate_limit_per_second.map(i64::from),
+            rate_limit_burst: merchant.rate_limit_burst.map(i64::from),
+            created_at: rfc3339(merchant.created_at),
         })))
     }
 }

@@ -8,6 +8,7 @@ use subtle::ConstantTimeEq as _;
 
 use crate::api::error::ApiError;
 use crate::merchants::{self, AuthedMerchant};
+use crate::rate_limits;
 use crate::state::AppState;
 use entity::signature::sha256_hex;
 
@@ -47,8 +48,18 @@ async fn check_api_key(req: &Request, bearer: Bearer) -> poem::Result<AuthedMerc
             None => return Err(ApiError::unauthorized("Invalid API key provided.").into()),
         },
     };
-    if let Some(slot) = req.extensions().get::<super::middleware::MerchantSlot>() {
+    let slot = req.extensions().get::<super::middleware::MerchantSlot>();
+    if let Some(slot) = slot {
         slot.set(&merchant.merchant_id);
+    }
+    if let Some(limited) = rate_limits::admit(&state.cache, state.rate_limit, &merchant).await {
+        if let Some(slot) = slot {
+            slot.set_rate_limit(limited);
+        }
+        if !limited.admission.allowed {
+            state.metrics.rate_limited.inc();
+            return Err(ApiError::too_many_requests(limited.quota).into());
+        }
     }
     Ok(merchant)
 }

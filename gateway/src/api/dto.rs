@@ -337,6 +337,30 @@ pub struct CreatedMerchant {
     pub created_at: String,
 }
 
+/// An operator's change to a merchant: its API rate limit. `null` returns a value to the
+/// server's default; an absent field is left as it is.
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+pub struct UpdateMerchantRequest {
+    /// Requests per second each of the merchant's API keys may make (1–10000).
+    pub rate_limit_per_second: MaybeUndefined<i64>,
+    /// Requests a key may make at once after being idle (1 to 60 seconds of the rate).
+    pub rate_limit_burst: MaybeUndefined<i64>,
+}
+
+#[derive(Object)]
+pub struct Merchant {
+    pub id: String,
+    /// Always `merchant`.
+    pub object: String,
+    pub name: String,
+    /// The merchant's own rate limit per key; `null`: the server's default.
+    pub rate_limit_per_second: Option<i64>,
+    /// The merchant's own burst per key; `null`: the server's default.
+    pub rate_limit_burst: Option<i64>,
+    pub created_at: String,
+}
+
 // ---------- refunds ----------
 
 #[derive(Object)]

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Object, Serialize, Deserialize)]
 pub struct ErrorDetail {
-    /// `invalid_request_error`, `authentication_error`, `idempotency_error` or `api_error`.
+    /// `invalid_request_error`, `authentication_error`, `idempotency_error`,
+    /// `rate_limit_error` or `api_error`.
     #[oai(rename = "type")]
     #[serde(rename = "type")]
     pub error_type: String,
@@ -61,6 +62,11 @@ pub enum ApiError {
     /// The request was read but a value is invalid.
     #[oai(status = 422)]
     Unprocessable(Json<ErrorBody>),
+    /// Too many requests with this API key: wait `Retry-After` seconds. Every authenticated
+    /// answer carries `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` and
+    /// `RateLimit-Policy`.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>),
     /// The provider failed or timed out: the payment was recorded as `failed` (see `payment_id`).
     #[oai(status = 502)]
     BadGateway(Json<ErrorBody>),
@@ -153,6 +159,20 @@ impl ApiError {
         );
         b.0.error.payment_id = Some(payment_id.to_string());
         ApiError::BadGateway(b)
+    }
+
+    /// 429: this key's bucket is empty.
+    pub fn too_many_requests(quota: runtime::token_bucket::Quota) -> ApiError {
+        ApiError::TooManyRequests(body(
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            format!(
+                "Too many requests with this API key (at most {} per second, {} at once). Retry \
+                 after the number of seconds in Retry-After.",
+                quota.per_second, quota.burst
+            ),
+            None,
+        ))
     }
 
     pub fn unavailable(message: impl Into<String>) -> ApiError {

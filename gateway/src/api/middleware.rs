@@ -1,5 +1,5 @@
 //! Around every request: the body limit, the request id, the merchant slot that errors are
-//! attributed to, the HTTP metrics, and the log store entry for a 5xx. Errors raised by poem
+//! attributed to (and rate-limit headers come from), the HTTP metrics, and the log store entry for a 5xx. Errors raised by poem
 //! itself leave here in the Stripe shape.
 
 use std::sync::Arc;
@@ -11,25 +11,43 @@ use poem::{Endpoint, IntoResponse, Request, Response};
 
 use super::error::into_stripe_shape;
 use crate::metrics::{ApiMetrics, HttpLabels};
+use crate::rate_limits::Limited;
 
 /// The request id, from `Request-Id` or `X-Request-Id` or made here; also on the response.
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
 /// Filled by authentication with the caller's merchant, so an error answered later can be
-/// filed in that merchant's log store.
+/// filed in that merchant's log store, and with the rate limiter's answer, whose headers go on
+/// the response whatever the handler returns.
 #[derive(Clone, Debug, Default)]
-pub struct MerchantSlot(Arc<std::sync::Mutex<Option<MerchantId>>>);
+pub struct MerchantSlot(Arc<std::sync::Mutex<Caller>>);
+
+#[derive(Debug, Default)]
+struct Caller {
+    merchant_id: Option<MerchantId>,
+    rate_limit: Option<Limited>,
+}
 
 impl MerchantSlot {
     pub fn set(&self, merchant_id: &MerchantId) {
         if let Ok(mut slot) = self.0.lock() {
-            *slot = Some(merchant_id.clone());
+            slot.merchant_id = Some(merchant_id.clone());
+        }
+    }
+
+    pub fn set_rate_limit(&self, limited: Limited) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.rate_limit = Some(limited);
         }
     }
 
     fn get(&self) -> Option<MerchantId> {
-        self.0.lock().ok().and_then(|s| s.clone())
+        self.0.lock().ok().and_then(|s| s.merchant_id.clone())
+    }
+
+    fn rate_limit(&self) -> Option<Limited> {
+        self.0.lock().ok().and_then(|s| s.rate_limit)
     }
 }
 
@@ -176,6 +194,13 @@ pub async fn observe<E: Endpoint>(
         .await;
     }
     response = with_request_id(response, &request_id);
+    if let Some(limited) = merchant.rate_limit() {
+        for (name, value) in limited.headers() {
+            if let Ok(value) = poem::http::HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+    }
     tracing::info!(request_id = %request_id, method = %method, route, status, latency_ms = elapsed.as_secs_f64() * 1000.0, "request");
     Ok(response)
 }

@@ -9,4 +9,5 @@ mod logs;
 mod ops;
 mod pipeline;
 mod providers;
+mod rate_limits;
 mod spec;

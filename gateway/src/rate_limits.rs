@@ -1,0 +1,131 @@
+//! API rate limits: every API key has a token bucket, shared by all gateways through Redis (in
+//! memory in embedded mode), sized by its merchant's own limit or the server's default
+//! (`PAYRAIL_RATE_LIMIT_PER_SECOND`, `PAYRAIL_RATE_LIMIT_BURST`).
+//!
+//! A refused request is a 429 with `Retry-After`; every authenticated answer carries
+//! `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` and `RateLimit-Policy`
+//! (draft-ietf-httpapi-ratelimit-headers), so a client can slow down before it is refused.
+
+use runtime::cache::Cache;
+use runtime::token_bucket::{Admission, Quota};
+
+use crate::merchants::{AuthedMerchant, MerchantRateLimit};
+
+/// The highest rate a merchant may be given, per key.
+pub const MAX_PER_SECOND: u32 = 10_000;
+/// A burst may be at most a minute of refill: an idle bucket is then full within a minute.
+pub const MAX_BURST_SECONDS: u32 = 60;
+
+/// A quota within bounds, or why not (for settings and the admin API alike).
+pub fn quota(per_second: u32, burst: u32) -> Result<Quota, String> {
+    if !(1..=MAX_PER_SECOND).contains(&per_second) {
+        return Err(format!(
+            "the rate must be 1 to {MAX_PER_SECOND} requests per second"
+        ));
+    }
+    if burst == 0 || burst > per_second.saturating_mul(MAX_BURST_SECONDS) {
+        return Err(format!(
+            "the burst must be 1 to {MAX_BURST_SECONDS} seconds of the rate ({})",
+            per_second.saturating_mul(MAX_BURST_SECONDS)
+        ));
+    }
+    Ok(Quota { per_second, burst })
+}
+
+/// The quota a merchant's keys get: its own values where it has them, else the defaults. A
+/// burst left to the default never exceeds what the merchant's own rate allows.
+pub fn effective(defaults: Quota, own: MerchantRateLimit) -> Quota {
+    let per_second = own.per_second.unwrap_or(defaults.per_second);
+    let burst = own.burst.unwrap_or_else(|| {
+        defaults
+            .burst
+            .min(per_second.saturating_mul(MAX_BURST_SECONDS))
+    });
+    Quota { per_second, burst }
+}
+
+/// One request's pass through the limiter: the quota applied and the bucket's answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Limited {
+    pub quota: Quota,
+    pub admission: Admission,
+}
+
+/// Takes a token for this key. `None` when the limiter could not answer (the request goes on).
+pub async fn admit(cache: &Cache, defaults: Quota, who: &AuthedMerchant) -> Option<Limited> {
+    let quota = effective(defaults, who.rate_limit);
+    let admission = cache
+        .take_token(&format!("rate_limit:{}", who.key_id), quota)
+        .await?;
+    Some(Limited { quota, admission })
+}
+
+impl Limited {
+    /// The `RateLimit-*` headers of the answer (and `Retry-After` when it was refused).
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let secs = |ms: u64| ms.div_ceil(1000);
+        let a = &self.admission;
+        // The policy's window: how long an empty bucket takes to refill.
+        let window = self
+            .quota
+            .burst
+            .div_ceil(self.quota.per_second.max(1))
+            .max(1);
+        let mut headers = vec![
+            ("RateLimit-Limit", a.limit.to_string()),
+            ("RateLimit-Remaining", a.remaining.to_string()),
+            ("RateLimit-Reset", secs(a.reset_ms).to_string()),
+            ("RateLimit-Policy", format!("{};w={window}", a.limit)),
+        ];
+        if !a.allowed {
+            headers.push(("Retry-After", secs(a.retry_after_ms).max(1).to_string()));
+        }
+        headers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotas_are_bounded_and_a_default_burst_fits_a_slower_merchant() {
+        assert!(quota(0, 1).is_err());
+        assert!(quota(MAX_PER_SECOND + 1, 1).is_err());
+        assert!(quota(2, 121).is_err());
+        assert_eq!(
+            quota(2, 120),
+            Ok(Quota {
+                per_second: 2,
+                burst: 120
+            })
+        );
+        let defaults = Quota {
+            per_second: 100,
+            burst: 200,
+        };
+        let slow = MerchantRateLimit {
+            per_second: Some(1),
+            burst: None,
+        };
+        assert_eq!(
+            effective(defaults, slow),
+            Quota {
+                per_second: 1,
+                burst: 60
+            }
+        );
+        let own = MerchantRateLimit {
+            per_second: Some(5),
+            burst: Some(10),
+        };
+        assert_eq!(
+            effective(defaults, own),
+            Quota {
+                per_second: 5,
+                burst: 10
+            }
+        );
+        assert_eq!(effective(defaults, MerchantRateLimit::default()), defaults);
+    }
+}

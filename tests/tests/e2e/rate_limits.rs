@@ -1,0 +1,233 @@
+//! API rate limits: a token bucket per API key, shared by every gateway through Redis (in
+//! memory in embedded mode), with the merchant's own limit or the server's default.
+
+use std::time::{Duration, Instant};
+
+use gateway::{Application, Settings};
+use payrail_tests::{ADMIN_TOKEN, TestApp, unique_name};
+use runtime::settings::Env;
+use serde_json::{Value, json};
+
+fn header(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+async fn admin_patch_merchant(app: &TestApp, id: &str, body: Value) -> (u16, Value) {
+    let r = app
+        .client
+        .patch(app.url(&format!("/v1/admin/merchants/{id}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("admin request");
+    let status = r.status().as_u16();
+    (status, r.json().await.expect("json"))
+}
+
+/// A merchant of its own (id and key), so its bucket is this test's alone.
+async fn merchant(app: &TestApp) -> (String, String) {
+    let r = app
+        .client
+        .post(app.url("/v1/admin/merchants"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "Limited"}))
+        .send()
+        .await
+        .expect("admin request");
+    let body: Value = r.json().await.expect("json");
+    (
+        body["id"].as_str().expect("id").to_string(),
+        body["api_key"].as_str().expect("key").to_string(),
+    )
+}
+
+#[tokio::test]
+async fn two_gateways_share_one_bucket_per_key_and_refuse_with_429_and_retry_after() {
+    let mut app = TestApp::spawn().await;
+    let (second, second_metrics) = app.spawn_second_gateway().await;
+    let (merchant_id, key) = merchant(&app).await;
+    let (status, body) = app
+        .post_json(&key, "/v1/api_keys", json!({"livemode": false}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let other_key = body["secret"].as_str().expect("secret").to_string();
+
+    // Bad limits are refused and change nothing.
+    for bad in [
+        json!({"rate_limit_per_second": 0}),
+        json!({"rate_limit_per_second": 1, "rate_limit_burst": 61}),
+        json!({"rate_limit_per_second": "1"}),
+    ] {
+        let (status, body) = admin_patch_merchant(&app, &merchant_id, bad.clone()).await;
+        assert!(
+            status == 422 || status == 400,
+            "{bad} answered {status} {body}"
+        );
+    }
+    let (status, body) = admin_patch_merchant(
+        &app,
+        &merchant_id,
+        json!({"rate_limit_per_second": 1, "rate_limit_burst": 5}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["rate_limit_per_second"], &body["rate_limit_burst"]),
+        (&json!(1), &json!(5))
+    );
+
+    // Alternate between the two gateways: together they let the burst (5) through, then
+    // refuse, though neither alone has seen more than 3 requests.
+    let started = Instant::now();
+    let mut allowed = 0;
+    let mut served_by = [0, 0];
+    let mut refused = None;
+    let mut remaining = Vec::new();
+    for i in 0..10 {
+        let base = if i % 2 == 0 { &app.base } else { &second };
+        let r = app
+            .client
+            .get(format!("{base}/v1/payments"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .expect("request");
+        if r.status() == 200 {
+            allowed += 1;
+            served_by[i % 2] += 1;
+            assert_eq!(header(&r, "RateLimit-Limit").as_deref(), Some("5"));
+            assert_eq!(header(&r, "RateLimit-Policy").as_deref(), Some("5;w=5"));
+            remaining.push(header(&r, "RateLimit-Remaining").expect("remaining"));
+            assert!(header(&r, "Request-Id").is_some());
+        } else {
+            refused = Some(r);
+            break;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let r = refused.expect("the sixth request (or so) is refused");
+    assert!(
+        (5..=5 + elapsed.ceil() as usize).contains(&allowed),
+        "{allowed} let through in {elapsed:.2}s at 1/s with a burst of 5"
+    );
+    assert!(served_by[0] >= 2 && served_by[1] >= 2, "{served_by:?}");
+    assert_eq!(&remaining[..4], ["4", "3", "2", "1"], "one bucket for both");
+    assert_eq!(r.status(), 429);
+    let retry_after: u64 = header(&r, "Retry-After")
+        .expect("Retry-After on a 429")
+        .parse()
+        .expect("seconds");
+    assert!((1..=1).contains(&retry_after), "{retry_after}");
+    assert_eq!(header(&r, "RateLimit-Remaining").as_deref(), Some("0"));
+    assert!(header(&r, "Request-Id").is_some());
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+
+    // Another key of the same merchant has its own bucket; another merchant is untouched.
+    let (status, _) = app.get_json(&other_key, "/v1/payments").await;
+    assert_eq!(
+        status, 200,
+        "another key of the merchant has its own bucket"
+    );
+    let (status, _) = app.get_json(&app.api_key, "/v1/payments").await;
+    assert_eq!(status, 200, "another merchant is not limited");
+
+    // After Retry-After, a token is back.
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    let (status, _) = app.get_json(&key, "/v1/payments").await;
+    assert_eq!(status, 200);
+
+    // Back to the server's default (here far above): every gateway applies it at once.
+    let (status, body) = admin_patch_merchant(
+        &app,
+        &merchant_id,
+        json!({"rate_limit_per_second": null, "rate_limit_burst": null}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["rate_limit_per_second"].is_null());
+    for _ in 0..10 {
+        let r = app
+            .client
+            .get(format!("{second}/v1/payments"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 200);
+    }
+    let mut refusals = 0;
+    for metrics_base in [&app.metrics_base, &second_metrics] {
+        let text = app
+            .client
+            .get(format!("{metrics_base}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        refusals += text
+            .lines()
+            .find_map(|l| l.strip_prefix("api_rate_limited_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .expect("api_rate_limited_total is exposed");
+    }
+    assert_eq!(refusals, 1, "the one 429 is counted");
+}
+
+#[tokio::test]
+async fn embedded_mode_limits_each_key_in_memory_with_the_default_from_the_environment() {
+    let path = std::env::temp_dir().join(format!("{}.db", unique_name()));
+    let settings = Settings::read(&Env::from_lookup(|name| match name {
+        "DATABASE_URL" => Some(format!("sqlite://{}?mode=rwc", path.display())),
+        "PAYRAIL_BIND" => Some("127.0.0.1:0".into()),
+        "PAYRAIL_METRICS_BIND" => Some("127.0.0.1:0".into()),
+        "PAYRAIL_RATE_LIMIT_PER_SECOND" => Some("1".into()),
+        "PAYRAIL_RATE_LIMIT_BURST" => Some("3".into()),
+        _ => None,
+    }))
+    .expect("settings");
+    let app = Application::build(settings).await.expect("builds");
+    let key = app
+        .bootstrap_sandbox()
+        .await
+        .expect("bootstrap")
+        .expect("first start")
+        .api_key;
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let r = client
+            .get(format!("{base}/v1/events"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .expect("request");
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    let _ = stop.send(());
+    running.await.expect("join").expect("clean shutdown");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_burst_larger_than_a_minute_of_the_rate_is_refused_at_start_up() {
+    let err = Settings::read(&Env::from_pairs(&[
+        ("PAYRAIL_RATE_LIMIT_PER_SECOND", "2"),
+        ("PAYRAIL_RATE_LIMIT_BURST", "500"),
+    ]))
+    .expect_err("refused");
+    assert_eq!(err.variable, "PAYRAIL_RATE_LIMIT_BURST");
+}
