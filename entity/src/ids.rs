@@ -42,6 +42,17 @@ impl IdKind {
     }
 }
 
+/// Whether a string has the shape of an id of any kind: a lower-case prefix, `_`, and the
+/// 32 hex digits of a UUID (what `generate` makes). Cursors are checked with it.
+pub fn looks_like_id(s: &str) -> bool {
+    s.split_once('_').is_some_and(|(prefix, rest)| {
+        !prefix.is_empty()
+            && prefix.bytes().all(|b| b.is_ascii_lowercase())
+            && rest.len() == 32
+            && rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
 /// What every typed id can do, for code generic over the kind (parsing a path parameter).
 pub trait TypedId: Sized {
     fn parse(s: &str) -> Option<Self>;

@@ -208,13 +208,24 @@ impl Application {
 
     pub fn routes(state: &AppState) -> impl poem::Endpoint + 'static {
         let service = api::service(&state.public_url);
-        let docs = service.swagger_ui();
-        let spec = service.spec_endpoint();
+        // The UI and /openapi.json show the refined document, not poem's own.
+        let published = api::published_spec(&state.public_url);
+        let docs_html = service
+            .swagger_ui_html()
+            .replace(&service.spec(), &published);
+        let docs = get(poem::endpoint::make_sync(move |_| {
+            poem::web::Html(docs_html.clone())
+        }));
+        let spec = get(poem::endpoint::make_sync(move |_| {
+            poem::Response::builder()
+                .content_type("application/json; charset=utf-8")
+                .body(published.clone())
+        }));
         let metrics = state.metrics.clone();
         let db = state.db.clone();
         Route::new()
             .nest("/", service)
-            .nest("/docs", docs)
+            .at("/docs", docs)
             .at("/openapi.json", spec)
             .at("/health/live", get(runtime::metrics::live))
             .at("/health/ready", get(api::ops::ready))

@@ -39,6 +39,21 @@ impl Page {
                 "Use starting_after or ending_before, not both.",
             ));
         }
+        for (param, cursor) in [
+            ("starting_after", &starting_after),
+            ("ending_before", &ending_before),
+        ] {
+            if cursor
+                .as_deref()
+                .is_some_and(|c| !entity::ids::looks_like_id(c))
+            {
+                return Err(ValidationError::new(
+                    param,
+                    "cursor_invalid",
+                    format!("{param} must be the id of an object in the list."),
+                ));
+            }
+        }
         Ok(Page {
             limit,
             starting_after,

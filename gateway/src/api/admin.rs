@@ -61,6 +61,9 @@ fn limit_change(
 #[OpenApi(prefix_path = "/v1/admin", tag = "ApiTags::Admin")]
 impl AdminApi {
     /// Create a merchant with a sandbox API key
+    ///
+    /// Creates a merchant and its first API key (`sk_test_…`), shown once in this answer and
+    /// stored only as a hash. Admin token only.
     #[oai(path = "/merchants", method = "post", operation_id = "create_merchant")]
     async fn create_merchant(
         &self,

@@ -1,6 +1,6 @@
 //! `/v1/webhook_deliveries`.
 
-use entity::ids::{DeliveryId, MerchantId};
+use entity::ids::{DeliveryId, EndpointId, EventId, MerchantId};
 use entity::status::DeliveryStatus;
 use poem::web::Data;
 use poem_openapi::OpenApi;
@@ -10,7 +10,7 @@ use poem_openapi::payload::Json;
 use crate::webhooks::deliveries::make_due_now;
 
 use super::dto::{WebhookDelivery, WebhookDeliveryList};
-use super::{ApiTags, path_id};
+use super::{ApiTags, path_id, query_id};
 use crate::api::auth::ApiKey;
 use crate::api::error::ApiError;
 use crate::error::OrNotFound;
@@ -38,6 +38,9 @@ pub(super) async fn detail(
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::WebhookDeliveries")]
 impl DeliveriesApi {
     /// List webhook deliveries, newest first
+    ///
+    /// Every webhook sent (or still to send), newest first, with its status and last answer.
+    /// Filter by `status`, `endpoint_id` and `event_id`.
     #[oai(
         path = "/webhook_deliveries",
         method = "get",
@@ -67,10 +70,12 @@ impl DeliveriesApi {
                 )
             })?),
         };
+        let endpoint_id = query_id::<EndpointId>("endpoint_id", endpoint_id.0)?;
+        let event_id = query_id::<EventId>("event_id", event_id.0)?;
         let filter = DeliveryFilter {
             status,
-            endpoint_id: endpoint_id.0.as_deref(),
-            event_id: event_id.0.as_deref(),
+            endpoint_id: endpoint_id.as_deref(),
+            event_id: event_id.as_deref(),
         };
         let (rows, has_more) =
             deliveries::list(&state.db, &merchant.merchant_id, filter, &page).await?;
@@ -86,6 +91,9 @@ impl DeliveriesApi {
     }
 
     /// Retrieve a delivery with every attempt
+    ///
+    /// One delivery with every attempt: the status each got, how long it took and the start of
+    /// the answer.
     #[oai(
         path = "/webhook_deliveries/:id",
         method = "get",
@@ -101,6 +109,9 @@ impl DeliveriesApi {
     }
 
     /// Retry a failed or pending delivery now, with a fresh set of attempts
+    ///
+    /// Makes a failed or pending delivery due now with a fresh round of attempts. A delivery
+    /// that succeeded answers 409.
     #[oai(
         path = "/webhook_deliveries/:id/retry",
         method = "post",

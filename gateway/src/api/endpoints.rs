@@ -89,6 +89,9 @@ fn enabled(e: webhook_endpoints::Model) -> Result<webhook_endpoints::Model, Serv
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::WebhookEndpoints")]
 impl EndpointsApi {
     /// Create a webhook endpoint
+    ///
+    /// Registers a URL to receive the event types you name (`["*"]` for all). The answer holds
+    /// the signing secret (`whsec_…`), shown only here.
     #[oai(
         path = "/webhook_endpoints",
         method = "post",
@@ -134,6 +137,8 @@ impl EndpointsApi {
     }
 
     /// List webhook endpoints
+    ///
+    /// Your webhook endpoints, newest first. Secrets are not shown.
     #[oai(
         path = "/webhook_endpoints",
         method = "get",
@@ -161,6 +166,8 @@ impl EndpointsApi {
     }
 
     /// Retrieve a webhook endpoint
+    ///
+    /// One endpoint, with its status and, if disabled, why.
     #[oai(
         path = "/webhook_endpoints/:id",
         method = "get",
@@ -183,6 +190,9 @@ impl EndpointsApi {
     }
 
     /// Update a webhook endpoint (url, enabled_events, description, status)
+    ///
+    /// Changes the URL, event types, description, status or limits; absent fields stay as they
+    /// are. Enabling a disabled endpoint clears its failure streak.
     #[oai(
         path = "/webhook_endpoints/:id",
         method = "patch",
@@ -374,6 +384,9 @@ impl EndpointsApi {
     }
 
     /// Delete a webhook endpoint
+    ///
+    /// Deletes the endpoint: nothing more is sent to it, and deliveries not yet made are
+    /// dropped with it.
     #[oai(
         path = "/webhook_endpoints/:id",
         method = "delete",

@@ -22,6 +22,10 @@ pub struct EventsApi;
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::Events")]
 impl EventsApi {
     /// List events, newest first
+    ///
+    /// Every event of your account (each payment and refund status change, endpoint events),
+    /// newest first. Filter by `type`, `types[]` and `created[gte|lte]`; page with `limit`,
+    /// `starting_after` and `ending_before`.
     #[oai(path = "/events", method = "get", operation_id = "list_events")]
     // poem-openapi reads each query parameter from its own argument.
     #[allow(clippy::too_many_arguments)]
@@ -71,6 +75,8 @@ impl EventsApi {
     }
 
     /// Retrieve an event
+    ///
+    /// One event, with the object it is about in `data`, exactly as it was sent in webhooks.
     #[oai(path = "/events/:id", method = "get", operation_id = "get_event")]
     async fn get(
         &self,

@@ -88,6 +88,9 @@ pub struct KeysApi;
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::ApiKeys")]
 impl KeysApi {
     /// List API keys, newest first
+    ///
+    /// Every key of your account, live and test, with its prefix, mode and dates. Secrets are
+    /// never shown again after creation.
     #[oai(path = "/api_keys", method = "get", operation_id = "list_api_keys")]
     async fn list(
         &self,
@@ -106,6 +109,8 @@ impl KeysApi {
     }
 
     /// Create an API key (live or test)
+    ///
+    /// Issues a new key in the mode asked for. Its secret is in this answer only: store it now.
     #[oai(path = "/api_keys", method = "post", operation_id = "create_api_key")]
     async fn create(
         &self,
@@ -122,6 +127,9 @@ impl KeysApi {
     }
 
     /// Roll an API key: a new key now, the old one valid for `expires_in` seconds
+    ///
+    /// Issues a replacement key of the same mode and keeps the old one working for `expires_in`
+    /// seconds (0: it stops now), so a deployment can switch without downtime.
     #[oai(
         path = "/api_keys/:id/roll",
         method = "post",
@@ -148,6 +156,9 @@ impl KeysApi {
     }
 
     /// Revoke an API key at once
+    ///
+    /// Stops the key on every gateway at once. A revoked key cannot be restored: create or roll
+    /// another.
     #[oai(
         path = "/api_keys/:id/revoke",
         method = "post",

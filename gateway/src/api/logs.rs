@@ -35,6 +35,9 @@ pub enum RecentLogs {
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::Logs")]
 impl LogsApi {
     /// Write a log entry
+    ///
+    /// Adds an entry to your log store (your own services' errors, next to Payrail's). Entries
+    /// are kept 30 days by default.
     #[oai(path = "/logs", method = "post", operation_id = "create_log")]
     async fn create(
         &self,
@@ -101,6 +104,9 @@ impl LogsApi {
     }
 
     /// Latest error and critical entries (served from the cache)
+    ///
+    /// Your latest `error` and `critical` entries, Payrail's and yours, served from the cache
+    /// for a few seconds.
     #[oai(path = "/logs/recent", method = "get", operation_id = "recent_logs")]
     async fn recent(
         &self,
@@ -119,6 +125,8 @@ impl LogsApi {
     }
 
     /// Counts by level and source over a window (default 1h)
+    ///
+    /// How many entries were written in the window, by level and by source.
     #[oai(path = "/logs/stats", method = "get", operation_id = "log_stats")]
     async fn stats(
         &self,

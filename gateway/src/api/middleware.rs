@@ -140,6 +140,7 @@ pub async fn observe<E: Endpoint>(
     let merchant = MerchantSlot::default();
     req.extensions_mut().insert(merchant.clone());
     let method = method_label(req.method()).to_string();
+    let path = req.uri().path().to_string();
     metrics.active.inc();
     let started = Instant::now();
     let (mut response, route) = match next.call(req).await {
@@ -194,6 +195,13 @@ pub async fn observe<E: Endpoint>(
         .await;
     }
     response = with_request_id(response, &request_id);
+    // A 405 says which methods the path does answer (RFC 9110 requires `Allow`).
+    if status == 405
+        && let Some(allow) = super::spec::allowed_methods(&path)
+        && let Ok(value) = poem::http::HeaderValue::from_str(&allow)
+    {
+        response.headers_mut().insert("allow", value);
+    }
     if let Some(limited) = merchant.rate_limit() {
         for (name, value) in limited.headers() {
             if let Ok(value) = poem::http::HeaderValue::from_str(&value) {

@@ -16,6 +16,7 @@ pub mod ops;
 pub mod payments;
 pub mod providers;
 pub mod requests;
+pub mod spec;
 pub mod text;
 
 use poem::Request;
@@ -70,9 +71,15 @@ pub fn service(server_url: &str) -> OpenApiService<Apis, ()> {
     .server(server_url.to_string())
 }
 
+/// The published spec for a server URL: poem's, refined by [`spec`].
+pub fn published_spec(server_url: &str) -> String {
+    let refined = spec::document(&service(server_url).spec());
+    serde_json::to_string_pretty(&refined).unwrap_or_default()
+}
+
 /// The canonical spec (as committed in `openapi/openapi.json`).
 pub fn spec_json() -> String {
-    service("http://127.0.0.1:8080").spec()
+    published_spec("http://127.0.0.1:8080")
 }
 
 /// An `Idempotency-Key` header, if sent, must be 1 to 255 characters.
@@ -95,6 +102,26 @@ pub fn path_id<T: entity::ids::TypedId>(
     object: &'static str,
 ) -> Result<T, error::ApiError> {
     T::parse(raw).ok_or_else(|| error::ApiError::not_found(object, raw))
+}
+
+/// A query parameter that filters by an id: absent, or an id of the kind it names (422 else,
+/// rather than a filter that can never match).
+pub fn query_id<T: entity::ids::TypedId>(
+    param: &str,
+    raw: Option<String>,
+) -> Result<Option<T>, error::ApiError> {
+    raw.map(|raw| {
+        T::parse(&raw)
+            .filter(|_| entity::ids::looks_like_id(&raw))
+            .ok_or_else(|| {
+                error::ApiError::invalid(
+                    param,
+                    "parameter_invalid",
+                    format!("{param} is not an id of the right kind."),
+                )
+            })
+    })
+    .transpose()
 }
 
 pub fn request_id(req: &Request) -> Option<String> {

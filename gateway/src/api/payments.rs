@@ -67,6 +67,10 @@ pub enum RecentPayments {
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::Payments")]
 impl PaymentsApi {
     /// Create a payment
+    ///
+    /// Creates a payment with the provider you name and returns it with its `checkout_url`.
+    /// Send an `Idempotency-Key`: a retry with the same key and body returns the first answer
+    /// instead of a second payment. A `payment.pending` event follows.
     #[oai(path = "/payments", method = "post", operation_id = "create_payment")]
     async fn create(
         &self,
@@ -108,6 +112,9 @@ impl PaymentsApi {
     }
 
     /// List payments, newest first
+    ///
+    /// Your payments, newest first. Filter by `status`, `reference` and `created[gte|lte]`;
+    /// page with `limit`, `starting_after` and `ending_before`.
     #[allow(clippy::too_many_arguments)]
     #[oai(path = "/payments", method = "get", operation_id = "list_payments")]
     async fn list(
@@ -140,11 +147,13 @@ impl PaymentsApi {
                 )
             })?),
         };
+        // A reference longer than any stored one is a mistake, not an empty result.
+        let reference = crate::payments::validation::bounded("reference", reference.0, 255)?;
         let (rows, has_more) = payments::list(
             &state.db,
             &merchant.merchant_id,
             status,
-            reference.0.as_deref(),
+            reference.as_deref(),
             &created,
             &page,
         )
@@ -157,6 +166,9 @@ impl PaymentsApi {
     }
 
     /// The latest payments (served from the cache)
+    ///
+    /// Your latest payments, served from the cache (`X-Cache: hit`) for a short while after
+    /// they change; use `GET /v1/payments` for an exact list.
     #[oai(
         path = "/payments/recent",
         method = "get",
@@ -179,6 +191,9 @@ impl PaymentsApi {
     }
 
     /// Retrieve a payment
+    ///
+    /// The payment as it is now, with its status, amounts (in minor units), provider reference
+    /// and failure, if any.
     #[oai(path = "/payments/:id", method = "get", operation_id = "get_payment")]
     async fn get(
         &self,
@@ -214,6 +229,9 @@ impl PaymentsApi {
     }
 
     /// Cancel a pending or processing payment
+    ///
+    /// Cancels a `pending` or `processing` payment at its provider first; a final payment
+    /// answers 409 and nothing changes. A `payment.cancelled` event follows.
     #[oai(
         path = "/payments/:id/cancel",
         method = "post",
@@ -286,6 +304,8 @@ impl PaymentsApi {
     }
 
     /// List a payment's refunds, newest first
+    ///
+    /// The payment's refunds, newest first, each with its own amount and status.
     #[oai(
         path = "/payments/:id/refunds",
         method = "get",

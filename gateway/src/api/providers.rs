@@ -40,6 +40,8 @@ pub enum MonerooAnswer {
 #[OpenApi(prefix_path = "/v1/providers", tag = "ApiTags::Providers")]
 impl ProvidersApi {
     /// Webhook from the simulated provider
+    ///
+    /// The simulated provider's signed webhook, sent when a sandbox payment is completed.
     #[oai(
         path = "/simulated/webhooks",
         method = "post",
@@ -62,6 +64,9 @@ impl ProvidersApi {
     }
 
     /// Webhook from Stripe (`Stripe-Signature`, 300 s tolerance)
+    ///
+    /// Stripe's signed webhook (`Stripe-Signature`, five-minute tolerance). Events already
+    /// received are acknowledged and ignored.
     #[oai(
         path = "/stripe/webhooks",
         method = "post",
@@ -122,6 +127,9 @@ impl ProvidersApi {
     }
 
     /// Webhook from Moneroo (`X-Moneroo-Signature`); answered at once, verified after
+    ///
+    /// Moneroo's signed webhook. The signature is checked on the raw body; the payment is re-
+    /// queried at Moneroo before its status changes.
     #[oai(
         path = "/moneroo/webhooks",
         method = "post",
@@ -218,6 +226,9 @@ impl ProvidersApi {
     }
 
     /// Notification from eBilling (form-encoded, unsigned: the bill is re-queried)
+    ///
+    /// eBilling's payment notification. It is not signed, so Payrail re-queries the bill before
+    /// changing anything.
     #[oai(
         path = "/ebilling/webhooks",
         method = "post",

@@ -168,14 +168,17 @@ pub fn require_for_provider(
 }
 
 /// The outcome a sandbox completion asks for.
+/// The statuses a sandbox payment can be completed with.
+pub const SANDBOX_OUTCOMES: &[PaymentStatus] = &[
+    PaymentStatus::Processing,
+    PaymentStatus::Succeeded,
+    PaymentStatus::Failed,
+    PaymentStatus::Cancelled,
+];
+
 pub fn parse_sandbox_outcome(outcome: &str) -> Result<PaymentStatus, ValidationError> {
     match PaymentStatus::parse(outcome) {
-        Some(
-            s @ (PaymentStatus::Processing
-            | PaymentStatus::Succeeded
-            | PaymentStatus::Failed
-            | PaymentStatus::Cancelled),
-        ) => Ok(s),
+        Some(s) if SANDBOX_OUTCOMES.contains(&s) => Ok(s),
         _ => Err(ValidationError::new(
             "outcome",
             "outcome_invalid",

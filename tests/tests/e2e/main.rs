@@ -1,6 +1,7 @@
 //! The end-to-end suite: one binary, one module per area.
 
 mod api;
+mod clients;
 mod control;
 mod delivery;
 mod embedded;

@@ -41,3 +41,120 @@ fn the_spec_documents_every_route_and_the_error_shape() {
             .is_some()
     );
 }
+
+/// The body Swagger UI (`/docs`) proposes: each property's `example`, through references.
+fn example_body(spec: &serde_json::Value, schema: &serde_json::Value) -> serde_json::Value {
+    let resolve = |s: &serde_json::Value| -> serde_json::Value {
+        let reference = s["$ref"]
+            .as_str()
+            .or_else(|| s["allOf"][0]["$ref"].as_str());
+        match reference.and_then(|r| r.strip_prefix("#/components/schemas/")) {
+            Some(name) => spec["components"]["schemas"][name].clone(),
+            None => s.clone(),
+        }
+    };
+    let schema = resolve(schema);
+    let mut body = serde_json::Map::new();
+    for (name, property) in schema["properties"].as_object().expect("properties") {
+        let value = match property.get("example") {
+            Some(example) => example.clone(),
+            None => example_body(spec, property),
+        };
+        body.insert(name.clone(), value);
+    }
+    serde_json::Value::Object(body)
+}
+
+#[tokio::test]
+async fn the_example_bodies_the_docs_offer_are_accepted_as_they_are() {
+    let app = payrail_tests::TestApp::spawn().await;
+    let spec: serde_json::Value = serde_json::from_str(&gateway::api::spec_json()).expect("json");
+    for (path, status) in [("/v1/payments", 201), ("/v1/webhook_endpoints", 201)] {
+        let schema = &spec["paths"][path]["post"]["requestBody"]["content"]["application/json; charset=utf-8"]
+            ["schema"];
+        let body = example_body(&spec, schema);
+        let (got, answer) = app.post_json(&app.api_key, path, body.clone()).await;
+        assert_eq!(
+            got, status,
+            "{path} refused its own example {body}: {answer}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_served_spec_is_the_refined_one_and_a_wrong_method_names_the_allowed_ones() {
+    let app = payrail_tests::TestApp::spawn().await;
+    let served: serde_json::Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .expect("spec")
+        .json()
+        .await
+        .expect("json");
+    assert!(served["x-webhooks"]["payment.succeeded"].is_object());
+    assert_eq!(
+        served["components"]["schemas"]["Payment"]["properties"]["description"]["nullable"],
+        true
+    );
+    let docs = app
+        .client
+        .get(app.url("/docs"))
+        .send()
+        .await
+        .expect("docs")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        docs.contains("PaymentSucceededWebhook"),
+        "the UI shows the refined spec"
+    );
+    let r = app
+        .client
+        .put(app.url("/v1/payments"))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), 405);
+    assert_eq!(
+        r.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("GET, POST")
+    );
+}
+
+#[test]
+fn every_operation_documents_exactly_its_own_errors() {
+    let spec: serde_json::Value = serde_json::from_str(&gateway::api::spec_json()).expect("json");
+    let codes = |path: &str, method: &str| -> Vec<String> {
+        let mut c: Vec<String> = spec["paths"][path][method]["responses"]
+            .as_object()
+            .expect("responses")
+            .keys()
+            .cloned()
+            .collect();
+        c.sort();
+        c
+    };
+    assert_eq!(
+        codes("/v1/events", "get"),
+        ["200", "400", "401", "422", "429", "500", "503"]
+    );
+    assert_eq!(
+        codes("/v1/payments", "post"),
+        [
+            "201", "400", "401", "409", "413", "415", "422", "429", "500", "502", "503"
+        ]
+    );
+    assert_eq!(
+        codes("/v1/providers/moneroo/webhooks", "post"),
+        ["200", "400", "403", "413", "500", "503"]
+    );
+    let status = &spec["components"]["schemas"]["Payment"]["properties"]["status"]["enum"];
+    assert_eq!(
+        status.as_array().map(Vec::len),
+        Some(entity::payment_status::PaymentStatus::ALL.len())
+    );
+}
