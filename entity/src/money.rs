@@ -222,9 +222,70 @@ pub fn to_major_units(amount: i64, currency: Currency) -> Option<i64> {
     (amount % factor == 0).then_some(amount / factor)
 }
 
+/// How a currency is written for a customer: a symbol before the amount (`€49.99`), or a name
+/// after it (`5 000 FCFA`), and the thousands separator its readers expect.
+fn display_style(code: &str) -> (Option<&'static str>, Option<&'static str>, char) {
+    const NBSP: char = '\u{a0}';
+    match code {
+        "EUR" => (Some("€"), None, ','),
+        "USD" => (Some("$"), None, ','),
+        "GBP" => (Some("£"), None, ','),
+        "JPY" => (Some("¥"), None, ','),
+        "INR" => (Some("₹"), None, ','),
+        "NGN" => (Some("₦"), None, ','),
+        // The CFA francs, Central (XAF) and West African (XOF), are written "5 000 FCFA".
+        "XAF" | "XOF" => (None, Some("FCFA"), NBSP),
+        _ => (None, None, NBSP),
+    }
+}
+
+/// An amount in minor units as a customer reads it: `€49.99`, `$1,250.00`, `5 000 FCFA`,
+/// `12.500 KWD` (a no-break space where a space separates, so it never wraps). Integer
+/// arithmetic only.
+pub fn format_amount(minor_units: i64, currency: Currency) -> String {
+    let exponent = u32::from(currency.exponent());
+    let factor = 10i64.pow(exponent);
+    let sign = if minor_units < 0 { "-" } else { "" };
+    let abs = minor_units.unsigned_abs();
+    let (whole, fraction) = (abs / factor as u64, abs % factor as u64);
+    let (symbol, suffix, separator) = display_style(currency.code());
+    let digits = whole.to_string();
+    let mut grouped = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(separator);
+        }
+        grouped.push(c);
+    }
+    if exponent > 0 {
+        grouped.push('.');
+        grouped.push_str(&format!("{fraction:0width$}", width = exponent as usize));
+    }
+    match (symbol, suffix) {
+        (Some(symbol), _) => format!("{sign}{symbol}{grouped}"),
+        (None, Some(suffix)) => format!("{sign}{grouped}\u{a0}{suffix}"),
+        (None, None) => format!("{sign}{grouped}\u{a0}{}", currency.code()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amounts_are_written_as_customers_read_them() {
+        let c = |code| Currency::parse(code).expect("known");
+        assert_eq!(format_amount(4999, c("EUR")), "€49.99");
+        assert_eq!(format_amount(125_000, c("usd")), "$1,250.00");
+        assert_eq!(format_amount(5, c("GBP")), "£0.05");
+        assert_eq!(format_amount(5000, c("XAF")), "5\u{a0}000\u{a0}FCFA");
+        assert_eq!(
+            format_amount(1_234_567, c("XOF")),
+            "1\u{a0}234\u{a0}567\u{a0}FCFA"
+        );
+        assert_eq!(format_amount(12_500, c("KWD")), "12.500\u{a0}KWD");
+        assert_eq!(format_amount(999, c("JPY")), "¥999");
+    }
 
     #[test]
     fn currencies_parse_with_their_exponents() {

@@ -229,6 +229,7 @@ impl Application {
             .at("/openapi.json", spec)
             .at("/health/live", get(runtime::metrics::live))
             .at("/health/ready", get(api::ops::ready))
+            .at("/v1/payments/:id/qr", get(api::qr::payment_qr))
             .at("/sandbox/checkout/:id", get(api::checkout::checkout_page))
             .at(
                 "/sandbox/checkout/:id/:outcome",

@@ -11,6 +11,7 @@ mod m20261123_000005_reconciliation;
 mod m20261123_000006_key_lifecycle;
 mod m20261123_000007_delivery_control;
 mod m20261123_000008_rate_limits;
+mod m20261123_000009_qr_code_url;
 
 /// Runs raw statements (named and partial indexes, which the schema builder cannot express
 /// for both backends) in order.
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000006_key_lifecycle::Migration),
             Box::new(m20261123_000007_delivery_control::Migration),
             Box::new(m20261123_000008_rate_limits::Migration),
+            Box::new(m20261123_000009_qr_code_url::Migration),
         ]
     }
 }

@@ -16,6 +16,7 @@ from payrail_client.api.payments import (
     create_payment,
     create_refund,
     get_payment,
+    get_payment_qr,
     list_payments,
     list_refunds,
 )
@@ -30,6 +31,7 @@ from payrail_client.models import (
     CreateRefundRequest,
     Customer,
     ErrorBody,
+    GetPaymentQrFormat,
     Payment,
     PaymentList,
     PaymentMethodInput,
@@ -107,6 +109,9 @@ def main(base_url: str, api_key: str, receiver_url: str) -> None:
     )
     assert pending.status == PaymentStatus.PENDING and pending.checkout_url
     assert pending.customer is None and pending.description is None
+    assert pending.qr_code_url == f"{base_url}/v1/payments/{pending.id}/qr", pending.qr_code_url
+    qr = get_payment_qr.sync_detailed(pending.id, client=client, format_=GetPaymentQrFormat.PNG)
+    assert qr.status_code == 200 and qr.content.startswith(b"\x89PNG"), qr.status_code
 
     listed = ok(list_payments.sync_detailed(client=client, reference=reference, limit=10), PaymentList)
     assert [p.id for p in listed.data] == [pending.id, paid.id], [p.id for p in listed.data]
@@ -132,7 +137,7 @@ def main(base_url: str, api_key: str, receiver_url: str) -> None:
     assert [r.id for r in refunds.data] == [refund.id]
     after = ok(get_payment.sync_detailed(paid.id, client=client), Payment)
     assert after.amount_refunded == 1000, after.amount_refunded
-    print("python client: endpoint, payment, get, list, cancel, refund: ok")
+    print("python client: endpoint, payment, get, qr, list, cancel, refund: ok")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ pub struct Model {
     pub provider: crate::status::Provider,
     pub provider_reference: Option<String>,
     pub checkout_url: Option<String>,
+    /// This gateway's QR code of `checkout_url` (`/v1/payments/{id}/qr`), when there is one.
+    pub qr_code_url: Option<String>,
     pub reference: Option<String>,
     pub description: Option<String>,
     pub customer: Option<Json>,

@@ -15,6 +15,7 @@ pub mod middleware;
 pub mod ops;
 pub mod payments;
 pub mod providers;
+pub mod qr;
 pub mod requests;
 pub mod spec;
 pub mod text;

@@ -24,6 +24,7 @@ pub fn document(poem_spec: &str) -> Value {
         "url": "https://github.com/payrail/payrail",
     });
     add_components(&mut doc);
+    add_plain_routes(&mut doc);
     if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
         for (name, schema) in schemas.iter_mut() {
             refine_schema(name, schema);
@@ -140,6 +141,9 @@ fn example(schema: &str, property: &str) -> Option<Value> {
         (_, "reference") => json!("order_1042"),
         (_, "description") => json!("Order #1042"),
         (_, "return_url") => json!("https://shop.example.com/orders/1042"),
+        (_, "qr_code_url") => json!(format!(
+            "http://127.0.0.1:8080/v1/payments/pay_{EXAMPLE_ID}/qr"
+        )),
         (_, "checkout_url") => {
             json!(format!(
                 "http://127.0.0.1:8080/sandbox/checkout/pay_{EXAMPLE_ID}"
@@ -560,6 +564,29 @@ fn refine_parameter(resource: &str, p: &mut Value) {
 }
 
 // ---------- shared components and webhooks ----------
+
+/// Routes served outside poem-openapi (they answer images, not JSON), described by hand.
+fn add_plain_routes(doc: &mut Value) {
+    doc["paths"]["/v1/payments/{id}/qr"] = json!({"get": {
+        "tags": ["Payments"],
+        "operationId": "get_payment_qr",
+        "summary": "The QR code of a payment's checkout URL",
+        "description": "The payment's `checkout_url` as a QR code, for a customer on a desktop to finish on their phone (mobile money). Public, like the checkout URL: the payment id is the capability. It is the payment's `qr_code_url`; a payment without a checkout URL has none (404).",
+        "parameters": [
+            {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+            {"name": "format", "in": "query", "required": false,
+             "description": "`svg` (the default) or `png`.",
+             "schema": {"type": "string", "enum": ["svg", "png"], "default": "svg"}},
+        ],
+        "responses": {"200": {
+            "description": "The QR code (cacheable: it never changes).",
+            "content": {
+                "image/svg+xml": {"schema": {"type": "string"}},
+                "image/png": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }},
+    }});
+}
 
 fn add_components(doc: &mut Value) {
     let header =

@@ -53,6 +53,9 @@ pub struct Payment {
     pub provider: String,
     pub provider_reference: Option<String>,
     pub checkout_url: Option<String>,
+    /// A QR code of `checkout_url` (SVG; `?format=png` for PNG), for a customer on a desktop
+    /// to finish on their phone (mobile money). Public, like `checkout_url`.
+    pub qr_code_url: Option<String>,
     /// Stripe only: the PaymentIntent's client secret, for Stripe.js.
     pub client_secret: Option<String>,
     pub return_url: Option<String>,
@@ -84,6 +87,7 @@ impl From<&payments::Model> for Payment {
             provider: p.provider.to_string(),
             provider_reference: p.provider_reference.clone(),
             checkout_url: p.checkout_url.clone(),
+            qr_code_url: p.qr_code_url.clone(),
             client_secret: p.client_secret.clone(),
             return_url: p.return_url.clone(),
             reference: p.reference.clone(),

@@ -151,6 +151,8 @@ fn draft(
     payments::Model {
         provider_reference: simulated.then(|| format!("sim_{}", id.trim_start_matches("pay_"))),
         checkout_url: simulated.then(|| format!("{checkout_base}/sandbox/checkout/{id}")),
+        // Kept only if the payment ends up with a checkout URL (see `insert`).
+        qr_code_url: Some(format!("{checkout_base}/v1/payments/{id}/qr")),
         id,
         merchant_id: merchant.merchant_id.clone(),
         amount: new.amount.minor_units(),
@@ -212,6 +214,9 @@ async fn insert(
             ));
         }
         None => {}
+    }
+    if draft.checkout_url.is_none() {
+        draft.qr_code_url = None;
     }
     let model = payments::Entity::insert(payments::ActiveModel::from(draft))
         .exec_with_returning(txn)
@@ -504,6 +509,17 @@ pub async fn find_simulated<C: ConnectionTrait>(
         .filter(payments::Column::Livemode.eq(false))
         .one(db)
         .await
+}
+
+/// A payment with a checkout URL, by id alone: what its public QR code shows.
+pub async fn find_with_checkout<C: ConnectionTrait>(
+    db: &C,
+    id: &PaymentId,
+) -> Result<Option<payments::Model>, DbErr> {
+    Ok(payments::Entity::find_by_id(id.clone())
+        .one(db)
+        .await?
+        .filter(|p| p.checkout_url.is_some()))
 }
 
 /// The payment a provider knows by `reference`.

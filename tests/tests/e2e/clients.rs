@@ -19,7 +19,7 @@ fn spec_path() -> PathBuf {
 }
 
 /// Runs a command to completion off the async runtime, so the gateway keeps serving.
-async fn run(mut command: Command) -> Output {
+pub(crate) async fn run(mut command: Command) -> Output {
     let shown = format!("{command:?}");
     tokio::task::spawn_blocking(move || command.output())
         .await
@@ -27,7 +27,7 @@ async fn run(mut command: Command) -> Output {
         .unwrap_or_else(|e| panic!("{shown} could not start: {e}"))
 }
 
-fn assert_success(what: &str, output: &Output) {
+pub(crate) fn assert_success(what: &str, output: &Output) {
     assert!(
         output.status.success(),
         "{what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
@@ -38,7 +38,7 @@ fn assert_success(what: &str, output: &Output) {
 }
 
 /// The pinned tools, installed if missing (the first call takes a minute; then a no-op).
-async fn tools() -> PathBuf {
+pub(crate) async fn tools() -> PathBuf {
     let dir = clients_dir();
     let mut setup = Command::new("bash");
     setup.arg(dir.join("setup.sh"));

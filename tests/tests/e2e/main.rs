@@ -1,6 +1,7 @@
 //! The end-to-end suite: one binary, one module per area.
 
 mod api;
+mod checkout;
 mod clients;
 mod control;
 mod delivery;

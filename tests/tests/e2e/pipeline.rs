@@ -132,7 +132,15 @@ async fn a_created_payment_is_delivered_signed_and_a_sandbox_completion_follows(
 #[tokio::test]
 async fn the_hosted_checkout_page_completes_through_the_provider_path() {
     let app = TestApp::spawn().await;
-    let payment = app.create_payment(500).await;
+    let (status, payment) = app
+        .post_json(
+            &app.api_key,
+            "/v1/payments",
+            json!({"amount": 500000, "currency": "xaf", "provider": "simulated",
+                   "return_url": "https://shop.example.com/orders/7?lang=fr"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{payment}");
     let id = payment["id"].as_str().expect("id");
     let page = app
         .client
@@ -141,24 +149,128 @@ async fn the_hosted_checkout_page_completes_through_the_provider_path() {
         .await
         .expect("page");
     assert_eq!(page.status(), 200);
+    let cookie = page
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .expect("the page sets its CSRF cookie")
+        .to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let cookie = cookie.split(';').next().expect("name=value").to_string();
     let html = page.text().await.expect("html");
-    assert!(html.contains("Pay") && html.contains("Decline") && html.contains("pending"));
+    assert!(html.contains("Decline") && html.contains("pending"));
+    assert!(
+        html.contains("500\u{a0}000\u{a0}FCFA"),
+        "the amount as customers write it"
+    );
+    assert!(html.contains(r#"name="viewport""#) && html.contains(r#"lang="en""#));
+    assert!(html.contains(r#"<svg role="img" aria-label="QR code"#));
+    let token = html
+        .split(r#"name="csrf_token" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a token in the forms")
+        .to_string();
+    assert_eq!(
+        Some(&cookie[cookie.find('=').map_or(0, |i| i + 1)..]),
+        Some(token.as_str())
+    );
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
+    let action = app.url(&format!("/sandbox/checkout/{id}/failed"));
+    // Without the cookie, without the token, or with another token: refused, nothing changes.
+    for (cookie_sent, form) in [
+        (None, vec![("csrf_token", token.as_str())]),
+        (Some(cookie.as_str()), vec![]),
+        (Some(cookie.as_str()), vec![("csrf_token", "forged")]),
+    ] {
+        let mut post = no_redirects
+            .post(&action)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&form));
+        if let Some(c) = cookie_sent {
+            post = post.header("cookie", c);
+        }
+        let r = post.send().await.expect("forged post");
+        assert_eq!(r.status(), 403);
+    }
+    let (_, p) = app
+        .get_json(&app.api_key, &format!("/v1/payments/{id}"))
+        .await;
+    assert_eq!(p["status"], "pending", "a refused post changes nothing");
     let r = no_redirects
-        .post(app.url(&format!("/sandbox/checkout/{id}/failed")))
+        .post(&action)
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[("csrf_token", token.as_str())]))
         .send()
         .await
         .expect("decline");
     assert_eq!(r.status(), 303);
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("location");
+    assert_eq!(
+        location,
+        format!("https://shop.example.com/orders/7?lang=fr&payment_id={id}&status=failed")
+    );
     let (_, p) = app
         .get_json(&app.api_key, &format!("/v1/payments/{id}"))
         .await;
     assert_eq!(p["status"], "failed");
     assert_eq!(p["failure_code"], "card_declined");
     assert_eq!(app.count("SELECT count(*) FROM provider_events WHERE provider = 'simulated' AND outcome = 'applied'").await, 1);
+
+    // The QR code of the checkout URL, public like the URL itself, as SVG and PNG.
+    let qr_url = payment["qr_code_url"].as_str().expect("qr_code_url");
+    assert_eq!(qr_url, app.url(&format!("/v1/payments/{id}/qr")));
+    let svg = app.client.get(qr_url).send().await.expect("svg");
+    assert_eq!(
+        svg.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("image/svg+xml")
+    );
+    assert!(svg.text().await.expect("svg").contains("<svg"));
+    let png = app
+        .client
+        .get(format!("{qr_url}?format=png"))
+        .send()
+        .await
+        .expect("png");
+    assert_eq!(
+        png.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("image/png")
+    );
+    let bytes = png.bytes().await.expect("bytes");
+    assert_eq!(
+        decode_qr_png(&bytes),
+        payment["checkout_url"].as_str().expect("checkout_url"),
+        "the PNG scans to the checkout URL"
+    );
+    let bad = app
+        .client
+        .get(format!("{qr_url}?format=gif"))
+        .send()
+        .await
+        .expect("gif");
+    assert_eq!(bad.status(), 422);
+    let unknown = app
+        .client
+        .get(app.url("/v1/payments/pay_019ab3f0c1d27e8a9b4c5d6e7f801234/qr"))
+        .send()
+        .await
+        .expect("unknown");
+    assert_eq!(unknown.status(), 404);
 }
 
 #[tokio::test]
@@ -281,4 +393,27 @@ async fn cancel_works_once_and_final_states_never_move_backwards() {
         .expect("send");
     assert_eq!(forged.status(), 400);
     assert_eq!(app.count("SELECT count(*) FROM provider_events").await, 1);
+}
+
+/// What a phone reads from a QR code PNG.
+fn decode_qr_png(bytes: &[u8]) -> String {
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).expect("a frame");
+    assert_eq!(info.color_type, png::ColorType::Grayscale);
+    let width = info.width as usize;
+    let mut image =
+        rqrr::PreparedImage::prepare_from_greyscale(width, info.height as usize, |x, y| {
+            pixels[y * width + x]
+        });
+    let grids = image.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code");
+    grids[0].decode().expect("decodes").1
+}
+
+fn form_body(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
 }
