@@ -179,6 +179,11 @@ impl Currency {
             .map(|&(code, exponent)| Currency { code, exponent })
     }
 
+    /// Every code accepted, upper-case (as stored and returned).
+    pub fn codes() -> impl Iterator<Item = &'static str> {
+        CURRENCIES.iter().map(|(code, _)| *code)
+    }
+
     /// The upper-case code, as stored and returned.
     pub fn code(&self) -> &'static str {
         self.code

@@ -57,6 +57,7 @@ fn enum_of(schema: &str, property: &str) -> Option<Vec<Value>> {
         ("Payment", "status") => names(PaymentStatus::ALL, PaymentStatus::as_str),
         (_, "provider") => names(Provider::ALL, Provider::as_str),
         ("Event", "type") => event_types(),
+        ("Payment", "currency") => entity::money::Currency::codes().map(|c| json!(c)).collect(),
         ("Refund", "status") => names(RefundStatus::ALL, RefundStatus::as_str),
         ("WebhookDelivery", "status") => names(DeliveryStatus::ALL, DeliveryStatus::as_str),
         ("WebhookEndpoint" | "UpdateEndpointRequest", "status") => {
@@ -104,7 +105,6 @@ fn bounds(schema: &str, property: &str) -> Option<Value> {
             json!({"maxProperties": 50})
         }
         ("CreatePaymentRequest", "currency") => json!({"pattern": "^[A-Za-z]{3}$"}),
-        ("Payment", "currency") => json!({"pattern": "^[A-Z]{3}$"}),
         _ => return None,
     })
 }
@@ -124,7 +124,7 @@ fn example(schema: &str, property: &str) -> Option<Value> {
         ("Payment" | "PaymentList", "id") => id("pay"),
         ("Refund", "id") => id("re"),
         ("Event", "id") => id("evt"),
-        ("WebhookEndpoint" | "DeletedObject", "id") => id("we"),
+        ("WebhookEndpoint" | "DeletedObject" | "WebhookEndpointDisabledData", "id") => id("we"),
         ("WebhookDelivery", "id") => id("whd"),
         ("WebhookAttempt", "id") => id("wha"),
         ("ApiKeyObject", "id") => id("key"),
@@ -181,6 +181,22 @@ fn example(schema: &str, property: &str) -> Option<Value> {
         (_, "http_status") => json!(200),
         (_, "duration_ms") => json!(42),
         (_, "attempts" | "attempt_number") => json!(1),
+        (_, "provider_reference") => json!(format!("sim_{EXAMPLE_ID}")),
+        (_, "client_secret") => json!("pi_3QxY2B_secret_Zk4"),
+        (_, "failure_code") => json!("card_declined"),
+        (_, "failure_message") => json!("Your card was declined."),
+        (_, "request_id") => json!("req_4Xc9Jq2LmN8pR5tV"),
+        (_, "error_class") => json!("timeout"),
+        (_, "error_message") => json!("no answer within 10 s"),
+        (_, "response_body") => json!("ok"),
+        ("DeletedObject", "deleted") => json!(true),
+        (_, "recovered") => json!(3),
+        ("DeletedObject", "object") => json!("webhook_endpoint"),
+        (_, "total") => json!(12),
+        (_, "window_seconds") => json!(3600),
+        (_, "consecutive_failures") => json!(12),
+        ("WebhookReceived", "outcome") => json!("applied"),
+        (_, "received") => json!(true),
         _ => return None,
     })
 }
@@ -210,6 +226,9 @@ fn refine_schema(name: &str, schema: &mut Value) {
         if property == "context" {
             p["type"] = json!("object");
         }
+        if property == "object" && name.ends_with("List") {
+            p["enum"] = json!(["list"]);
+        }
         // "Always `payment`." says the only value an `object` field takes.
         if property == "object"
             && let Some(only) = p["description"]
@@ -236,6 +255,8 @@ fn refine_schema(name: &str, schema: &mut Value) {
                     p["example"] = first;
                 } else if p["format"] == "date-time" {
                     p["example"] = json!("2026-11-23T10:00:00Z");
+                } else if p["type"] == "boolean" {
+                    p["example"] = json!(false);
                 }
             }
         }
