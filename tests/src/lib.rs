@@ -337,8 +337,14 @@ impl TestApp {
 
     /// The gateway's `/metrics` text (from its operators' port).
     pub async fn metrics_text(&self) -> String {
+        self.metrics_text_of(&self.metrics_base).await
+    }
+
+    /// A scrape of the `/metrics` of the listener at `metrics_base` (a second gateway's, a
+    /// worker's).
+    pub async fn metrics_text_of(&self, metrics_base: &str) -> String {
         self.client
-            .get(format!("{}/metrics", self.metrics_base))
+            .get(format!("{metrics_base}/metrics"))
             .send()
             .await
             .expect("scrape")

@@ -493,15 +493,7 @@ async fn unparseable_messages_are_dead_lettered_and_metrics_show_the_queues() {
         .await
         .expect("ready");
     assert_eq!(ready.status(), 200);
-    let gateway_metrics = app
-        .client
-        .get(format!("{}/metrics", app.metrics_base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let gateway_metrics = app.metrics_text().await;
     assert!(
         gateway_metrics.contains("payments_total{gateway=\"simulated\",status=\"pending\"} 1"),
         "{gateway_metrics}"

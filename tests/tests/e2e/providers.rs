@@ -185,15 +185,7 @@ async fn stripe_end_to_end_and_every_bad_webhook() {
         types,
         vec!["payment.pending", "payment.refunded", "payment.succeeded"]
     );
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.metrics_base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics_text().await;
     for line in [
         "webhooks_received_total{provider=\"stripe\",outcome=\"applied\"} 3",
         "webhooks_received_total{provider=\"stripe\",outcome=\"invalid_signature\"} 2",
@@ -764,15 +756,7 @@ async fn malformed_moneroo_and_ebilling_webhooks_are_refused_and_change_nothing(
         .expect("send");
     assert_eq!(r.status(), 400, "no reference or billingid");
     assert_eq!(app.count("SELECT count(*) FROM provider_events").await, 0);
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.metrics_base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("webhooks_received_total{provider=\"moneroo\",outcome=\"malformed\"} 1"),
         "{metrics}"

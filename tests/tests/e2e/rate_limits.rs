@@ -163,15 +163,7 @@ async fn two_gateways_share_one_bucket_per_key_and_refuse_with_429_and_retry_aft
     }
     let mut refusals = 0;
     for metrics_base in [&app.metrics_base, &second_metrics] {
-        let text = app
-            .client
-            .get(format!("{metrics_base}/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let text = app.metrics_text_of(metrics_base).await;
         refusals += text
             .lines()
             .find_map(|l| l.strip_prefix("api_rate_limited_total "))
