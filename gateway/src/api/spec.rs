@@ -241,6 +241,17 @@ fn refine_schema(name: &str, schema: &mut Value) {
         if let (Some(Value::Object(extra)), Some(p)) = (bounds(name, property), p.as_object_mut()) {
             p.extend(extra);
         }
+        // poem reads integers by their Rust width: say so, or a client may send what it refuses.
+        if p["type"] == "integer"
+            && let Some((min, max)) = integer_range(p["format"].as_str())
+        {
+            if p.get("minimum").is_none() {
+                p["minimum"] = json!(min);
+            }
+            if p.get("maximum").is_none() {
+                p["maximum"] = json!(max);
+            }
+        }
         if p["type"] == "string" {
             if property.ends_with("_at") || property == "since" || property == "until" {
                 p["format"] = json!("date-time");
@@ -264,6 +275,17 @@ fn refine_schema(name: &str, schema: &mut Value) {
             nullable(p);
         }
     }
+}
+
+/// The values an integer format holds (poem refuses the rest with a 400).
+fn integer_range(format: Option<&str>) -> Option<(i128, i128)> {
+    Some(match format? {
+        "int32" => (i128::from(i32::MIN), i128::from(i32::MAX)),
+        "uint32" => (0, i128::from(u32::MAX)),
+        "int64" => (i128::from(i64::MIN), i128::from(i64::MAX)),
+        "uint64" => (0, i128::from(u64::MAX)),
+        _ => return None,
+    })
 }
 
 /// An optional field is `null` when it has no value (poem reads `null` as absent too).

@@ -114,6 +114,9 @@ async fn schemathesis(app: &TestApp, token: &str, args: &[&str]) {
         .args(["--url", &app.base, "--checks", "all", "--no-color"])
         .args(["-H", &format!("Authorization: Bearer {token}")])
         .args(args)
+        // Unique Idempotency-Keys, as a real client sends (see schemathesis_hooks.py).
+        .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
+        .env("PYTHONPATH", &dir)
         .current_dir(&dir);
     let output = run(st).await;
     assert_success(&format!("schemathesis {args:?}"), &output);
