@@ -18,6 +18,8 @@ pub enum IdKind {
     ProviderEvent,
     Refund,
     Log,
+    User,
+    Session,
 }
 
 impl IdKind {
@@ -33,6 +35,8 @@ impl IdKind {
             IdKind::ProviderEvent => "pev",
             IdKind::Refund => "re",
             IdKind::Log => "log",
+            IdKind::User => "usr",
+            IdKind::Session => "ses",
         }
     }
 
@@ -174,6 +178,8 @@ typed_id!(/** `wha_…` */ AttemptId => WebhookAttempt);
 typed_id!(/** `pev_…` */ ProviderEventId => ProviderEvent);
 typed_id!(/** `re_…` */ RefundId => Refund);
 typed_id!(/** `log_…` */ LogId => Log);
+typed_id!(/** `usr_…` */ UserId => User);
+typed_id!(/** `ses_…` */ SessionId => Session);
 
 /// `len` random alphanumeric characters, for secrets that are shown once.
 pub fn random_token(len: usize) -> String {

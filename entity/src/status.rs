@@ -161,3 +161,13 @@ mod tests {
         );
     }
 }
+
+text_enum! {
+    /// What a dashboard user may do: `owner` everything (API keys too), `developer` act on
+    /// payments and webhooks, `viewer` only look.
+    UserRole {
+        Owner = "owner",
+        Developer = "developer",
+        Viewer = "viewer",
+    }
+}

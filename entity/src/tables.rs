@@ -1,6 +1,8 @@
 //! sea-orm entities: one module per table. The migration crate owns the schema; these mirror it.
 
 pub mod api_keys;
+pub mod dashboard_sessions;
+pub mod dashboard_users;
 pub mod events;
 pub mod idempotency_keys;
 pub mod logs;

@@ -21,6 +21,7 @@ use worker::Worker;
 use crate::api;
 use crate::api::middleware::observe;
 use crate::commit::Effects;
+use crate::dashboard;
 use crate::merchants;
 use crate::metrics::ApiMetrics;
 use crate::providers::Providers;
@@ -48,7 +49,13 @@ pub struct Application {
 pub struct Bootstrap {
     pub api_key: String,
     pub admin_token: Option<String>,
+    /// The dashboard owner made at first start, and its password (shown once).
+    pub dashboard_email: String,
+    pub dashboard_password: String,
 }
+
+/// Embedded mode's first dashboard user.
+pub const BOOTSTRAP_OWNER_EMAIL: &str = "owner@payrail.localhost";
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
@@ -61,6 +68,13 @@ impl Application {
             }
             (None, true) => {}
         }
+        let dashboard_secret = match (&settings.gateway.dashboard.secret, embedded) {
+            (Some(secret), _) => secret.0.clone(),
+            (None, false) => anyhow::bail!(
+                "PAYRAIL_DASHBOARD_SECRET is required when AMQP_URL is set (real mode): every gateway signs and checks dashboard sessions with it"
+            ),
+            (None, true) => entity::ids::random_token(48),
+        };
         let db = db::connect(&settings.runtime.database_url).await?;
         if embedded {
             db::migrate(&db).await?;
@@ -153,6 +167,11 @@ impl Application {
             )?,
             webhook: settings.worker.webhook.clone(),
             rate_limit: settings.gateway.rate_limit,
+            dashboard: crate::dashboard::auth::SessionKeys::new(
+                dashboard_secret.as_bytes(),
+                settings.gateway.dashboard.access_ttl,
+                settings.gateway.dashboard.refresh_ttl,
+            ),
             admin_token_hashes: Arc::new(RwLock::new(admin_hashes)),
         };
         Ok(Application {
@@ -188,6 +207,14 @@ impl Application {
             return Ok(None);
         }
         let created = merchants::create(&self.state.db, "Sandbox merchant").await?;
+        let (owner, password) = dashboard::auth::create_user(
+            &self.state.db,
+            &created.merchant.id,
+            BOOTSTRAP_OWNER_EMAIL,
+            entity::status::UserRole::Owner,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("dashboard owner: {e}"))?;
         let mut hashes = self
             .state
             .admin_token_hashes
@@ -203,6 +230,8 @@ impl Application {
         Ok(Some(Bootstrap {
             api_key: created.api_key,
             admin_token,
+            dashboard_email: owner.email,
+            dashboard_password: password,
         }))
     }
 
@@ -230,6 +259,12 @@ impl Application {
             .at("/health/live", get(runtime::metrics::live))
             .at("/health/ready", get(api::ops::ready))
             .at("/v1/payments/:id/qr", get(api::qr::payment_qr))
+            .at("/dashboard", get(dashboard::routes::overview))
+            .at(
+                "/dashboard/login",
+                get(dashboard::routes::sign_in_page).post(dashboard::routes::sign_in),
+            )
+            .at("/dashboard/logout", post(dashboard::routes::sign_out))
             .at("/sandbox/checkout/:id", get(api::checkout::checkout_page))
             .at(
                 "/sandbox/checkout/:id/:outcome",

@@ -9,12 +9,14 @@
 //!   services over a connection or a transaction (or the cache), and the outbox publisher.
 //! - [`commit`]: the effects every payment commit has (relay, cache, metrics, log store).
 //! - [`payments`], [`webhooks`]: the merchant's objects and their services.
+//! - [`dashboard`]: the signed-in pages for merchants' people (users, sessions, HTML).
 //! - [`providers`]: provider clients, then inbound events and the poller that apply to payments.
 //! - [`state`]: the wiring handlers reach; [`api`]: HTTP only; [`app`]: build and run.
 
 pub mod api;
 pub mod app;
 pub mod commit;
+pub mod dashboard;
 pub mod error;
 pub mod idempotency;
 pub mod logs;

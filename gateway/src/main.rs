@@ -1,7 +1,8 @@
-//! `gateway [serve|migrate|openapi]`.
+//! `gateway [serve|migrate|openapi|users create --merchant mer_… --email … [--role …]]`.
 
 use gateway::{Application, Settings};
 use runtime::{db, shutdown, telemetry};
+use sea_orm::EntityTrait as _;
 
 #[tokio::main]
 async fn main() {
@@ -30,10 +31,59 @@ async fn main() {
             }
         }
         "serve" => serve(settings).await,
+        "users" => create_user(settings, &std::env::args().skip(2).collect::<Vec<_>>()).await,
         other => fail(
             2,
-            &format!("unknown command {other:?}; use serve, migrate or openapi"),
+            &format!("unknown command {other:?}; use serve, migrate, openapi or users create"),
         ),
+    }
+}
+
+/// `users create --merchant mer_… --email … [--role owner|developer|viewer]`: a dashboard
+/// user with a random password, printed once.
+async fn create_user(settings: Settings, args: &[String]) {
+    let usage = "usage: gateway users create --merchant mer_… --email you@example.com [--role owner|developer|viewer]";
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    if args.first().map(String::as_str) != Some("create") {
+        fail(2, usage);
+    }
+    let (Some(merchant), Some(email)) = (value("--merchant"), value("--email")) else {
+        fail(2, usage);
+    };
+    let Some(merchant_id) = entity::ids::MerchantId::parse(&merchant) else {
+        fail(2, &format!("{merchant:?} is not a merchant id (mer_…)"));
+    };
+    let role = value("--role").unwrap_or_else(|| "owner".into());
+    let Some(role) = entity::status::UserRole::parse(&role) else {
+        fail(
+            2,
+            &format!("unknown role {role:?}; use owner, developer or viewer"),
+        );
+    };
+    let result = async {
+        let conn = db::connect(&settings.runtime.database_url).await?;
+        let known = entity::merchants::Entity::find_by_id(merchant_id.clone())
+            .one(&conn)
+            .await?;
+        if known.is_none() {
+            anyhow::bail!("no merchant {merchant_id}");
+        }
+        gateway::dashboard::auth::create_user(&conn, &merchant_id, &email, role)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+    .await;
+    match result {
+        Ok((user, password)) => println!(
+            "payrail: dashboard user {} ({}) created for {merchant_id}.\nIts password, shown only this once:\n\n    {password}\n",
+            user.email, user.role
+        ),
+        Err(e) => fail(1, &format!("cannot create the user: {e:#}")),
     }
 }
 
@@ -54,6 +104,10 @@ async fn serve(settings: Settings) {
                 eprintln!(
                     "  Sandbox merchant created. Its API key, shown only this once:\n\n    {}\n",
                     b.api_key
+                );
+                eprintln!(
+                    "  Dashboard ({base}/dashboard): {}, password shown only this once:\n\n    {}\n",
+                    b.dashboard_email, b.dashboard_password
                 );
                 if let Some(t) = &b.admin_token {
                     eprintln!(

@@ -43,6 +43,19 @@ pub struct GatewaySettings {
     pub retention: RetentionSettings,
     /// Each API key's rate limit, for merchants not given their own.
     pub rate_limit: runtime::token_bucket::Quota,
+    pub dashboard: DashboardSettings,
+}
+
+/// The dashboard's sessions.
+#[derive(Debug, Clone)]
+pub struct DashboardSettings {
+    /// Signs access tokens; every gateway must share it (required in real mode, random per
+    /// process in embedded mode).
+    pub secret: Option<Secret>,
+    /// How long an access token is valid (renewed from the refresh token after).
+    pub access_ttl: Duration,
+    /// How long a refresh token (a session) lasts without use.
+    pub refresh_ttl: Duration,
 }
 
 impl GatewaySettings {
@@ -57,6 +70,11 @@ impl GatewaySettings {
             max_webhook_endpoints: env.positive("PAYRAIL_MAX_WEBHOOK_ENDPOINTS", "20")?,
             providers: ProviderSettings::read(env)?,
             rate_limit: rate_limit(env)?,
+            dashboard: DashboardSettings {
+                secret: env.raw("PAYRAIL_DASHBOARD_SECRET").map(Secret),
+                access_ttl: env.period("PAYRAIL_DASHBOARD_ACCESS_TTL", "15m")?,
+                refresh_ttl: env.period("PAYRAIL_DASHBOARD_REFRESH_TTL", "30d")?,
+            },
             retention: RetentionSettings {
                 logs: env.duration("PAYRAIL_LOG_RETENTION", "30d")?,
                 idempotency_keys: env.duration("PAYRAIL_IDEMPOTENCY_RETENTION", "7d")?,

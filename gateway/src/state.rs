@@ -38,6 +38,8 @@ pub struct AppState {
     pub webhook: worker::settings::WebhookSettings,
     /// Each API key's rate limit unless its merchant has its own.
     pub rate_limit: runtime::token_bucket::Quota,
+    /// Signs and checks dashboard sessions.
+    pub dashboard: crate::dashboard::auth::SessionKeys,
     /// SHA-256 of accepted admin tokens.
     pub admin_token_hashes: Arc<RwLock<Vec<String>>>,
 }

@@ -30,3 +30,87 @@ fn a_mixed_configuration_stops_the_gateway_saying_what_to_change() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("AMQP_URL"), "{stderr}");
 }
+
+#[tokio::test]
+async fn users_create_makes_a_dashboard_user_who_can_sign_in_with_the_printed_password() {
+    let path = std::env::temp_dir().join(format!("payrail_cli_{}.db", std::process::id()));
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let db = runtime::db::connect(&url).await.expect("sqlite");
+    runtime::db::migrate(&db).await.expect("migrate");
+    let merchant = gateway::merchants::create(&db, "CLI shop")
+        .await
+        .expect("merchant")
+        .merchant;
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .output()
+            .expect("gateway runs")
+    };
+    let made = run(&[
+        "users",
+        "create",
+        "--merchant",
+        &merchant.id,
+        "--email",
+        "Cli@Example.com",
+        "--role",
+        "developer",
+    ]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let printed = String::from_utf8_lossy(&made.stdout).to_string();
+    let password = printed
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .expect("the password, last")
+        .to_string();
+    let keys = gateway::dashboard::auth::SessionKeys::new(
+        b"secret",
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_secs(60),
+    );
+    let cache = runtime::cache::Cache::memory();
+    let tokens = gateway::dashboard::auth::sign_in(
+        &db,
+        &cache,
+        &keys,
+        "cli@example.com",
+        &password,
+        "127.0.0.1",
+    )
+    .await
+    .expect("the printed password signs in");
+    assert_eq!(tokens.user.role, entity::status::UserRole::Developer);
+    assert!(
+        !printed.contains("$argon2"),
+        "only the password is shown, never the hash"
+    );
+
+    let unknown = run(&[
+        "users",
+        "create",
+        "--merchant",
+        "mer_019ab3f0c1d27e8a9b4c5d6e7f801234",
+        "--email",
+        "x@example.com",
+    ]);
+    assert_eq!(unknown.status.code(), Some(1), "an unknown merchant");
+    let bad_role = run(&[
+        "users",
+        "create",
+        "--merchant",
+        &merchant.id,
+        "--email",
+        "y@example.com",
+        "--role",
+        "admin",
+    ]);
+    assert_eq!(bad_role.status.code(), Some(2));
+    let _ = std::fs::remove_file(&path);
+}

@@ -12,6 +12,7 @@ mod m20261123_000006_key_lifecycle;
 mod m20261123_000007_delivery_control;
 mod m20261123_000008_rate_limits;
 mod m20261123_000009_qr_code_url;
+mod m20261123_000010_dashboard_users;
 
 /// Runs raw statements (named and partial indexes, which the schema builder cannot express
 /// for both backends) in order.
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000007_delivery_control::Migration),
             Box::new(m20261123_000008_rate_limits::Migration),
             Box::new(m20261123_000009_qr_code_url::Migration),
+            Box::new(m20261123_000010_dashboard_users::Migration),
         ]
     }
 }

@@ -29,6 +29,8 @@ pub use proxy::TcpProxy;
 pub use receiver::{Behavior, Receiver};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// Shared by every gateway of a test, as by every replica of a deployment.
+pub const DASHBOARD_SECRET: &str = "test-dashboard-secret-of-some-length";
 const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -127,6 +129,11 @@ pub fn test_settings(database_url: &str, prefix: &str, webhook: WebhookSettings)
             rate_limit: runtime::token_bucket::Quota {
                 per_second: 10_000,
                 burst: 100_000,
+            },
+            dashboard: gateway::settings::DashboardSettings {
+                secret: Some(Secret(DASHBOARD_SECRET.to_string())),
+                access_ttl: Duration::from_secs(15 * 60),
+                refresh_ttl: Duration::from_secs(30 * 86_400),
             },
         },
     }
@@ -238,7 +245,8 @@ impl TestApp {
         .expect("worker")
     }
 
-    pub async fn create_merchant(&self, name: &str) -> String {
+    /// A merchant of its own: its id and its first (test) API key.
+    pub async fn create_merchant_with_id(&self, name: &str) -> (String, String) {
         let r = self
             .client
             .post(format!("{}/v1/admin/merchants", self.base))
@@ -249,7 +257,14 @@ impl TestApp {
             .expect("admin request");
         assert_eq!(r.status(), 201, "merchant creation");
         let body: Value = r.json().await.expect("json");
-        body["api_key"].as_str().expect("api_key").to_string()
+        (
+            body["id"].as_str().expect("id").to_string(),
+            body["api_key"].as_str().expect("api_key").to_string(),
+        )
+    }
+
+    pub async fn create_merchant(&self, name: &str) -> String {
+        self.create_merchant_with_id(name).await.1
     }
 
     pub fn url(&self, path: &str) -> String {

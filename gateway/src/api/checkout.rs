@@ -8,15 +8,15 @@
 //! Once the payment is final the customer is sent to the merchant's `return_url`, with
 //! `payment_id` and `status` added to its query.
 
-use entity::ids::{PaymentId, random_token};
+use entity::ids::PaymentId;
 use entity::payment_status::PaymentStatus;
 use entity::payments;
 use poem::http::{StatusCode, header};
 use poem::web::{Data, Form, Path, Redirect};
 use poem::{IntoResponse, Request, Response, handler};
 use serde::Deserialize;
-use subtle::ConstantTimeEq as _;
 
+use super::csrf;
 use super::error::ApiError;
 use crate::payments::service as payments_service;
 use crate::providers::checkout::{self, CheckoutView};
@@ -49,7 +49,7 @@ pub async fn checkout_page(state: Data<&AppState>, Path(id): Path<String>) -> Re
     let Ok(Some(p)) = payments_service::find_simulated(&state.db, &id).await else {
         return not_found();
     };
-    let token = random_token(32);
+    let token = csrf::new_token();
     let qr = p
         .checkout_url
         .as_deref()
@@ -63,16 +63,16 @@ pub async fn checkout_page(state: Data<&AppState>, Path(id): Path<String>) -> Re
             return_to: return_url.as_deref(),
         },
     );
-    let secure = if state.public_url.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
     Response::builder()
         .content_type("text/html; charset=utf-8")
         .header(
             header::SET_COOKIE,
-            format!("{CSRF_COOKIE}={token}; Path=/sandbox/checkout; HttpOnly; SameSite=Strict{secure}"),
+            csrf::cookie(
+                CSRF_COOKIE,
+                &token,
+                "/sandbox/checkout",
+                state.public_url.starts_with("https://"),
+            ),
         )
         // The page holds a token: never from a shared cache, never in a frame.
         .header(header::CACHE_CONTROL, "no-store")
@@ -84,25 +84,6 @@ pub async fn checkout_page(state: Data<&AppState>, Path(id): Path<String>) -> Re
 #[derive(Deserialize)]
 pub struct CheckoutForm {
     csrf_token: Option<String>,
-}
-
-/// Whether the form's token matches the cookie's (compared in constant time).
-fn csrf_ok(req: &Request, form: &CheckoutForm) -> bool {
-    let cookie = req
-        .headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == CSRF_COOKIE)
-        .map(|(_, value)| value.to_string());
-    match (cookie, form.csrf_token.as_deref()) {
-        (Some(cookie), Some(sent)) if !sent.is_empty() => {
-            bool::from(cookie.as_bytes().ct_eq(sent.as_bytes()))
-        }
-        _ => false,
-    }
 }
 
 /// A button on the checkout page: the simulated provider sends its signed webhook, then the
@@ -128,10 +109,8 @@ pub async fn checkout_action(
     }) else {
         return (StatusCode::NOT_FOUND, "No such action").into_response();
     };
-    let form = form
-        .map(|f| f.0)
-        .unwrap_or(CheckoutForm { csrf_token: None });
-    if !csrf_ok(req, &form) {
+    let sent = form.as_ref().and_then(|f| f.0.csrf_token.as_deref());
+    if !csrf::verify(req, CSRF_COOKIE, sent) {
         return (
             StatusCode::FORBIDDEN,
             "This form has expired or did not come from the checkout page. Reload the page and try again.",

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod checkout;
+pub mod csrf;
 pub mod deliveries;
 pub mod dto;
 pub mod endpoints;

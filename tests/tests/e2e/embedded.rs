@@ -38,6 +38,13 @@ async fn embedded_mode_serves_a_payment_end_to_end() {
     let running = tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
     }));
+    // The dashboard owner made at first start signs in with the password printed once.
+    let mut browser = crate::dashboard::Browser::new(&base);
+    let signed_in = browser
+        .sign_in(&bootstrap.dashboard_email, &bootstrap.dashboard_password)
+        .await;
+    assert_eq!(signed_in.location.as_deref(), Some("/dashboard"));
+    assert_eq!(browser.get("/dashboard").await.status, 200);
     let client = reqwest::Client::new();
     let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
     let key = bootstrap.api_key;

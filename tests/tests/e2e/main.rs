@@ -4,6 +4,7 @@ mod api;
 mod checkout;
 mod clients;
 mod control;
+mod dashboard;
 mod delivery;
 mod embedded;
 mod hardening;

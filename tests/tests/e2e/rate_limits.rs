@@ -28,28 +28,11 @@ async fn admin_patch_merchant(app: &TestApp, id: &str, body: Value) -> (u16, Val
     (status, r.json().await.expect("json"))
 }
 
-/// A merchant of its own (id and key), so its bucket is this test's alone.
-async fn merchant(app: &TestApp) -> (String, String) {
-    let r = app
-        .client
-        .post(app.url("/v1/admin/merchants"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"name": "Limited"}))
-        .send()
-        .await
-        .expect("admin request");
-    let body: Value = r.json().await.expect("json");
-    (
-        body["id"].as_str().expect("id").to_string(),
-        body["api_key"].as_str().expect("key").to_string(),
-    )
-}
-
 #[tokio::test]
 async fn two_gateways_share_one_bucket_per_key_and_refuse_with_429_and_retry_after() {
     let mut app = TestApp::spawn().await;
     let (second, second_metrics) = app.spawn_second_gateway().await;
-    let (merchant_id, key) = merchant(&app).await;
+    let (merchant_id, key) = app.create_merchant_with_id("Limited").await;
     let (status, body) = app
         .post_json(&key, "/v1/api_keys", json!({"livemode": false}))
         .await;

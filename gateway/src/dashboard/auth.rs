@@ -1,0 +1,364 @@
+//! Who is signed in to the dashboard: people (not API keys), each a user of one merchant with
+//! a role. Passwords are Argon2id hashes. Signing in gives a short-lived access token (a JWT,
+//! HS256, checked without a database read) and a refresh token (random, stored hashed) that is
+//! replaced at every use, so a stolen one works once at most; signing out revokes it. Failed
+//! sign-ins are counted per account and per address in the shared cache, and past a limit
+//! refused for a while, whatever the password.
+
+use std::time::Duration;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use chrono::Utc;
+use entity::ids::{MerchantId, SessionId, UserId, random_token};
+use entity::signature::sha256_hex;
+use entity::status::UserRole;
+use entity::{dashboard_sessions, dashboard_users};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use runtime::cache::Cache;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+    TransactionSession, TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ServiceError;
+
+/// Failed sign-ins an account may have in [`FAILURE_WINDOW`] before it is refused.
+pub const MAX_FAILURES_PER_ACCOUNT: u64 = 5;
+/// Failed sign-ins one address may have in [`FAILURE_WINDOW`] (over any accounts).
+pub const MAX_FAILURES_PER_ADDRESS: u64 = 20;
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// What the dashboard's tokens are made with.
+#[derive(Clone)]
+pub struct SessionKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+}
+
+impl SessionKeys {
+    pub fn new(secret: &[u8], access_ttl: Duration, refresh_ttl: Duration) -> SessionKeys {
+        SessionKeys {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            access_ttl,
+            refresh_ttl,
+        }
+    }
+}
+
+/// The access token's claims: enough to serve a page without reading the user.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// The user's id.
+    pub sub: String,
+    /// The user's merchant: every page shows this merchant's data only.
+    pub mer: String,
+    pub role: String,
+    pub exp: u64,
+    pub iat: u64,
+}
+
+/// A signed-in user, from a valid access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DashboardUser {
+    pub user_id: UserId,
+    pub merchant_id: MerchantId,
+    pub role: UserRole,
+}
+
+impl DashboardUser {
+    /// Owners and developers act on payments and webhooks; viewers only look.
+    pub fn can_act(&self) -> bool {
+        matches!(self.role, UserRole::Owner | UserRole::Developer)
+    }
+}
+
+/// The two tokens a sign-in or a refresh hands out.
+pub struct Tokens {
+    pub access: String,
+    pub refresh: String,
+    pub user: DashboardUser,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    #[error("wrong email or password")]
+    Invalid,
+    #[error("too many failed sign-ins; try again later")]
+    Throttled { retry_after: Duration },
+    #[error(transparent)]
+    Db(#[from] DbErr),
+    #[error("token: {0}")]
+    Token(String),
+}
+
+fn now_secs() -> u64 {
+    u64::try_from(Utc::now().timestamp()).unwrap_or(0)
+}
+
+/// An Argon2id hash (random salt, the crate's default cost) in PHC format.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let salt = SaltString::encode_b64(random_token(16).as_bytes()).map_err(|e| e.to_string())?;
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn password_matches(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
+}
+
+/// A hash of nothing anyone knows, verified when the email is unknown so that an unknown
+/// account takes as long to refuse as a wrong password.
+static DECOY_HASH: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| hash_password(&random_token(24)).unwrap_or_default());
+
+/// A new user with a random password, returned once (only its hash is kept).
+pub async fn create_user<C: ConnectionTrait>(
+    db: &C,
+    merchant_id: &MerchantId,
+    email: &str,
+    role: UserRole,
+) -> Result<(dashboard_users::Model, String), ServiceError> {
+    let email = email.trim().to_lowercase();
+    if !email.contains('@') || email.len() > 254 {
+        return Err(crate::error::ValidationError::new(
+            "email",
+            "email_invalid",
+            "email must be an address such as ada@example.com.",
+        )
+        .into());
+    }
+    let password = random_token(20);
+    let hash = {
+        let password = password.clone();
+        tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .map_err(|e| DbErr::Custom(e.to_string()))?
+            .map_err(DbErr::Custom)?
+    };
+    let user = dashboard_users::Entity::insert(dashboard_users::ActiveModel {
+        id: Set(UserId::generate()),
+        merchant_id: Set(merchant_id.clone()),
+        email: Set(email),
+        password_hash: Set(hash),
+        role: Set(role),
+        created_at: Set(Utc::now()),
+    })
+    .exec_with_returning(db)
+    .await?;
+    Ok((user, password))
+}
+
+fn failure_keys(email: &str, address: &str) -> [String; 2] {
+    [
+        format!(
+            "dashboard_signin_failures:account:{}",
+            sha256_hex(email.as_bytes())
+        ),
+        format!("dashboard_signin_failures:address:{address}"),
+    ]
+}
+
+/// Checks the password (unless the account or address is throttled) and opens a session.
+pub async fn sign_in<C: TransactionTrait + ConnectionTrait>(
+    db: &C,
+    cache: &Cache,
+    keys: &SessionKeys,
+    email: &str,
+    password: &str,
+    address: &str,
+) -> Result<Tokens, SignInError> {
+    let email = email.trim().to_lowercase();
+    let [account_key, address_key] = failure_keys(&email, address);
+    for (key, max) in [
+        (&account_key, MAX_FAILURES_PER_ACCOUNT),
+        (&address_key, MAX_FAILURES_PER_ADDRESS),
+    ] {
+        let failures = cache
+            .get(key)
+            .await
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        if failures >= max {
+            return Err(SignInError::Throttled {
+                retry_after: FAILURE_WINDOW,
+            });
+        }
+    }
+    let user = dashboard_users::Entity::find()
+        .filter(dashboard_users::Column::Email.eq(&email))
+        .one(db)
+        .await?;
+    let hash = user
+        .as_ref()
+        .map_or_else(|| DECOY_HASH.clone(), |u| u.password_hash.clone());
+    let candidate = password.to_string();
+    let matches = tokio::task::spawn_blocking(move || password_matches(&hash, &candidate))
+        .await
+        .unwrap_or(false);
+    let Some(user) = user.filter(|_| matches) else {
+        for key in [&account_key, &address_key] {
+            cache.hit(key, FAILURE_WINDOW).await;
+        }
+        return Err(SignInError::Invalid);
+    };
+    cache.delete(&account_key).await;
+    open_session(db, keys, &user).await
+}
+
+/// A new refresh token (stored hashed) and an access token for `user`.
+async fn open_session<C: ConnectionTrait>(
+    db: &C,
+    keys: &SessionKeys,
+    user: &dashboard_users::Model,
+) -> Result<Tokens, SignInError> {
+    let refresh = random_token(48);
+    let now = Utc::now();
+    dashboard_sessions::Entity::insert(dashboard_sessions::ActiveModel {
+        id: Set(SessionId::generate()),
+        user_id: Set(user.id.clone()),
+        refresh_hash: Set(sha256_hex(refresh.as_bytes())),
+        expires_at: Set(now + chrono::Duration::from_std(keys.refresh_ttl).unwrap_or_default()),
+        revoked_at: Set(None),
+        created_at: Set(now),
+    })
+    .exec(db)
+    .await?;
+    let iat = now_secs();
+    let claims = Claims {
+        sub: user.id.to_string(),
+        mer: user.merchant_id.to_string(),
+        role: user.role.as_str().to_string(),
+        iat,
+        exp: iat + keys.access_ttl.as_secs(),
+    };
+    let access = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding)
+        .map_err(|e| SignInError::Token(e.to_string()))?;
+    Ok(Tokens {
+        access,
+        refresh,
+        user: DashboardUser {
+            user_id: user.id.clone(),
+            merchant_id: user.merchant_id.clone(),
+            role: user.role,
+        },
+    })
+}
+
+/// The user an access token names, if it is ours, unexpired and well-formed.
+pub fn verify_access(keys: &SessionKeys, token: &str) -> Option<DashboardUser> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.leeway = 0;
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    let claims = jsonwebtoken::decode::<Claims>(token, &keys.decoding, &validation)
+        .ok()?
+        .claims;
+    Some(DashboardUser {
+        user_id: UserId::parse(&claims.sub)?,
+        merchant_id: MerchantId::parse(&claims.mer)?,
+        role: UserRole::parse(&claims.role)?,
+    })
+}
+
+/// Replaces a live refresh token by a new pair; `None` when the token is unknown, expired,
+/// revoked or already used (it is revoked by the replacement, in the same transaction).
+pub async fn refresh<C: TransactionTrait>(
+    db: &C,
+    keys: &SessionKeys,
+    refresh_token: &str,
+) -> Result<Option<Tokens>, SignInError> {
+    let txn = db.begin().await?;
+    let now = Utc::now();
+    let revoked = dashboard_sessions::Entity::update_many()
+        .col_expr(
+            dashboard_sessions::Column::RevokedAt,
+            sea_orm::sea_query::Expr::value(now),
+        )
+        .filter(dashboard_sessions::Column::RefreshHash.eq(sha256_hex(refresh_token.as_bytes())))
+        .filter(dashboard_sessions::Column::RevokedAt.is_null())
+        .filter(dashboard_sessions::Column::ExpiresAt.gt(now))
+        .exec_with_returning(&txn)
+        .await?;
+    let Some(session) = revoked.into_iter().next() else {
+        return Ok(None);
+    };
+    let Some(user) = dashboard_users::Entity::find_by_id(session.user_id)
+        .one(&txn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let tokens = open_session(&txn, keys, &user).await?;
+    txn.commit().await?;
+    Ok(Some(tokens))
+}
+
+/// Ends the session a refresh token belongs to.
+pub async fn sign_out<C: ConnectionTrait>(db: &C, refresh_token: &str) -> Result<(), DbErr> {
+    dashboard_sessions::Entity::update_many()
+        .col_expr(
+            dashboard_sessions::Column::RevokedAt,
+            sea_orm::sea_query::Expr::value(Utc::now()),
+        )
+        .filter(dashboard_sessions::Column::RefreshHash.eq(sha256_hex(refresh_token.as_bytes())))
+        .filter(dashboard_sessions::Column::RevokedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_hash_with_a_salt_and_verify_only_themselves() {
+        let a = hash_password("correct horse").unwrap();
+        let b = hash_password("correct horse").unwrap();
+        assert_ne!(a, b, "salted");
+        assert!(a.starts_with("$argon2id$"));
+        assert!(password_matches(&a, "correct horse"));
+        assert!(!password_matches(&a, "correct hors"));
+    }
+
+    #[test]
+    fn access_tokens_verify_with_their_key_only_and_expire() {
+        let keys = SessionKeys::new(b"k1", Duration::from_secs(60), Duration::from_secs(60));
+        let other = SessionKeys::new(b"k2", Duration::from_secs(60), Duration::from_secs(60));
+        let claims = |exp| Claims {
+            sub: UserId::generate().to_string(),
+            mer: MerchantId::generate().to_string(),
+            role: "viewer".into(),
+            iat: now_secs(),
+            exp,
+        };
+        let sign = |c: &Claims, k: &SessionKeys| {
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), c, &k.encoding).unwrap()
+        };
+        let fresh = claims(now_secs() + 60);
+        let user = verify_access(&keys, &sign(&fresh, &keys)).expect("valid");
+        assert_eq!(user.role, UserRole::Viewer);
+        assert!(!user.can_act());
+        assert!(
+            verify_access(&keys, &sign(&fresh, &other)).is_none(),
+            "another key"
+        );
+        assert!(
+            verify_access(&keys, &sign(&claims(now_secs() - 1), &keys)).is_none(),
+            "expired"
+        );
+        assert!(
+            verify_access(&keys, "sk_test_notajwt").is_none(),
+            "an API key is not a session"
+        );
+    }
+}

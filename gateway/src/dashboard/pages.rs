@@ -1,0 +1,110 @@
+//! The dashboard's HTML, rendered on the server with maud (no build step, escaped by
+//! construction). Every page has the same frame: a `main` landmark, the merchant's navigation
+//! and a sign-out form carrying the CSRF token.
+
+use maud::{DOCTYPE, Markup, html};
+
+use crate::api::dto::Payment;
+
+const STYLE: &str = "\
+*{box-sizing:border-box}body{margin:0;font:1rem/1.5 system-ui,sans-serif;color:#1a1a1a;background:#f4f5f7}\
+header{display:flex;gap:1rem;align-items:center;justify-content:space-between;padding:.75rem 1rem;background:#fff;border-bottom:1px solid #ddd}\
+main{max-width:60rem;margin:0 auto;padding:1rem}\
+table{width:100%;border-collapse:collapse;background:#fff}th,td{text-align:left;padding:.5rem;border-bottom:1px solid #eee}\
+.cards{display:flex;flex-wrap:wrap;gap:.75rem;margin:1rem 0}.card{background:#fff;padding:.75rem 1rem;border-radius:.5rem;min-width:8rem}\
+.card strong{display:block;font-size:1.5rem}\
+form.signin{max-width:22rem;margin:3rem auto;background:#fff;padding:1.5rem;border-radius:.75rem}\
+label{display:block;margin:.75rem 0 .25rem}input{width:100%;padding:.6rem;font:inherit}\
+button{min-height:44px;padding:.6rem 1rem;font:inherit;font-weight:600;border-radius:.5rem;border:2px solid #0b5cad;background:#0b5cad;color:#fff;cursor:pointer}\
+button.link{background:#fff;color:#0b5cad}\
+button:focus-visible,a:focus-visible,input:focus-visible{outline:3px solid #f5a623;outline-offset:2px}\
+.error{color:#a40000;font-weight:600}";
+
+fn frame(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Payrail dashboard" }
+                style { (maud::PreEscaped(STYLE)) }
+            }
+            body { (body) }
+        }
+    }
+}
+
+/// The sign-in form; `error` says why the last attempt failed.
+pub fn sign_in(csrf_token: &str, email: &str, error: Option<&str>) -> Markup {
+    frame(
+        "Sign in",
+        html! {
+            main {
+                form.signin method="post" action="/dashboard/login" {
+                    h1 { "Sign in to Payrail" }
+                    @if let Some(error) = error {
+                        p.error role="alert" { (error) }
+                    }
+                    input type="hidden" name="csrf_token" value=(csrf_token);
+                    label for="email" { "Email" }
+                    input #email type="email" name="email" autocomplete="username" required value=(email);
+                    label for="password" { "Password" }
+                    input #password type="password" name="password" autocomplete="current-password" required;
+                    p { button type="submit" { "Sign in" } }
+                }
+            }
+        },
+    )
+}
+
+/// What the overview shows: counts by status and the latest payments.
+pub struct Overview<'a> {
+    pub email: &'a str,
+    pub role: &'a str,
+    pub counts: &'a [(String, u64)],
+    pub latest: &'a [Payment],
+}
+
+pub fn overview(csrf_token: &str, view: &Overview<'_>) -> Markup {
+    frame(
+        "Overview",
+        html! {
+            header {
+                strong { "Payrail" }
+                span { (view.email) " (" (view.role) ")" }
+                form method="post" action="/dashboard/logout" {
+                    input type="hidden" name="csrf_token" value=(csrf_token);
+                    button.link type="submit" { "Sign out" }
+                }
+            }
+            main {
+                h1 { "Overview" }
+                section aria-labelledby="by-status" {
+                    h2 #by-status { "Payments by status" }
+                    div.cards {
+                        @for (status, count) in view.counts {
+                            div.card data-status=(status) { strong { (count) } (status) }
+                        }
+                    }
+                }
+                section aria-labelledby="latest" {
+                    h2 #latest { "Latest payments" }
+                    table {
+                        thead { tr { th scope="col" { "Payment" } th scope="col" { "Amount" } th scope="col" { "Status" } th scope="col" { "Created" } } }
+                        tbody #payments {
+                            @for p in view.latest {
+                                tr data-payment=(p.id) {
+                                    td { code { (p.id) } }
+                                    td { (entity::money::Currency::parse(&p.currency).map_or_else(|| format!("{} {}", p.amount, p.currency), |c| entity::money::format_amount(p.amount, c))) }
+                                    td { (p.status) }
+                                    td { (p.created_at) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}

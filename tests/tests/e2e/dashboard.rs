@@ -1,0 +1,273 @@
+//! The dashboard as a browser uses it (cookies, forms, redirects), through the production
+//! routes: sign-in with CSRF, sessions that only cookies open (never an API key), refresh
+//! tokens that work once, sign-out that revokes, throttled guessing, one merchant's data only.
+
+use std::collections::BTreeMap;
+
+use entity::ids::MerchantId;
+use entity::status::UserRole;
+use payrail_tests::TestApp;
+use serde_json::json;
+
+/// A cookie jar over a client that does not follow redirects.
+pub(crate) struct Browser {
+    client: reqwest::Client,
+    base: String,
+    cookies: BTreeMap<String, String>,
+}
+
+pub(crate) struct Page {
+    pub(crate) status: u16,
+    pub(crate) location: Option<String>,
+    set_cookies: Vec<String>,
+    body: String,
+}
+
+impl Browser {
+    pub(crate) fn new(base: &str) -> Browser {
+        Browser {
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            base: base.to_string(),
+            cookies: BTreeMap::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
+        let r = request
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        let location = r
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let set_cookies: Vec<String> = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect();
+        for c in &set_cookies {
+            let pair = c.split(';').next().unwrap_or_default();
+            if let Some((name, value)) = pair.split_once('=') {
+                if value.is_empty() || c.contains("Max-Age=0") {
+                    self.cookies.remove(name);
+                } else {
+                    self.cookies.insert(name.to_string(), value.to_string());
+                }
+            }
+        }
+        let body = r.text().await.expect("body");
+        Page {
+            status,
+            location,
+            set_cookies,
+            body,
+        }
+    }
+
+    pub(crate) async fn get(&mut self, path: &str) -> Page {
+        let request = self.client.get(format!("{}{path}", self.base));
+        self.send(request).await
+    }
+
+    async fn post_form(&mut self, path: &str, pairs: &[(&str, &str)]) -> Page {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        let request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        self.send(request).await
+    }
+
+    /// The CSRF token the last page put in its forms.
+    fn token_in(page: &Page) -> String {
+        page.body
+            .split(r#"name="csrf_token" value=""#)
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("a CSRF token in the page")
+            .to_string()
+    }
+
+    pub(crate) async fn sign_in(&mut self, email: &str, password: &str) -> Page {
+        let form = self.get("/dashboard/login").await;
+        assert_eq!(form.status, 200);
+        let token = Browser::token_in(&form);
+        self.post_form(
+            "/dashboard/login",
+            &[
+                ("email", email),
+                ("password", password),
+                ("csrf_token", &token),
+            ],
+        )
+        .await
+    }
+}
+
+async fn user(app: &TestApp, merchant_id: &str, email: &str, role: UserRole) -> String {
+    let merchant_id = MerchantId::parse(merchant_id).expect("merchant id");
+    gateway::dashboard::auth::create_user(&app.db, &merchant_id, email, role)
+        .await
+        .expect("user")
+        .1
+}
+
+#[tokio::test]
+async fn a_user_signs_in_sees_only_their_merchants_payments_and_signs_out() {
+    let app = TestApp::spawn().await;
+    let (merchant, key) = app.create_merchant_with_id("Shop A").await;
+    let (_, other_key) = app.create_merchant_with_id("Shop B").await;
+    let (s, ours) = app
+        .post_json(
+            &key,
+            "/v1/payments",
+            json!({"amount": 4999, "currency": "eur", "provider": "simulated"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, theirs) = app
+        .post_json(
+            &other_key,
+            "/v1/payments",
+            json!({"amount": 777, "currency": "usd", "provider": "simulated"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let password = user(&app, &merchant, "Ada@Example.com", UserRole::Owner).await;
+    let mut browser = Browser::new(&app.base);
+
+    // Nothing without a session, and an API key is not one.
+    let page = browser.get("/dashboard").await;
+    assert_eq!(
+        (page.status, page.location.as_deref()),
+        (303, Some("/dashboard/login"))
+    );
+    let with_key = app
+        .client
+        .get(app.url("/dashboard"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("request");
+    assert!(
+        with_key.url().path().ends_with("/dashboard/login"),
+        "an API key opens nothing"
+    );
+
+    // A sign-in without the form's token is refused; a wrong password is a 401 saying so.
+    let no_token = browser
+        .post_form(
+            "/dashboard/login",
+            &[("email", "ada@example.com"), ("password", &password)],
+        )
+        .await;
+    assert_eq!(no_token.status, 403);
+    let wrong = browser.sign_in("ada@example.com", "not-the-password").await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.body.contains("Wrong email or password."));
+    assert!(!browser.cookies.contains_key("payrail_access"));
+
+    let signed_in = browser.sign_in("ada@example.com", &password).await;
+    assert_eq!(
+        (signed_in.status, signed_in.location.as_deref()),
+        (303, Some("/dashboard"))
+    );
+    for name in ["payrail_access", "payrail_refresh"] {
+        let cookie = signed_in
+            .set_cookies
+            .iter()
+            .find(|c| c.starts_with(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} is set"));
+        for flag in ["HttpOnly", "SameSite=Strict", "Path=/dashboard"] {
+            assert!(cookie.contains(flag), "{name} lacks {flag}: {cookie}");
+        }
+    }
+
+    let overview = browser.get("/dashboard").await;
+    assert_eq!(overview.status, 200);
+    assert!(overview.body.contains(ours["id"].as_str().expect("id")));
+    assert!(overview.body.contains("€49.99"));
+    assert!(
+        !overview.body.contains(theirs["id"].as_str().expect("id")),
+        "another merchant's payment never shows"
+    );
+    assert!(overview.body.contains("ada@example.com (owner)"));
+
+    // An expired access token is renewed from the refresh token, which is then used up.
+    let first_refresh = browser.cookies["payrail_refresh"].clone();
+    browser.cookies.remove("payrail_access");
+    let renewed = browser.get("/dashboard").await;
+    assert_eq!(renewed.status, 200, "renewed from the refresh token");
+    assert_ne!(browser.cookies["payrail_refresh"], first_refresh, "rotated");
+    let mut thief = Browser::new(&app.base);
+    thief
+        .cookies
+        .insert("payrail_refresh".into(), first_refresh.clone());
+    let replay = thief.get("/dashboard").await;
+    assert_eq!(replay.status, 303, "a used refresh token works no more");
+
+    // Signing out needs the token and revokes the session.
+    let live_refresh = browser.cookies["payrail_refresh"].clone();
+    let token = Browser::token_in(&browser.get("/dashboard").await);
+    let forged = browser.post_form("/dashboard/logout", &[]).await;
+    assert_eq!(forged.status, 403);
+    let out = browser
+        .post_form("/dashboard/logout", &[("csrf_token", &token)])
+        .await;
+    assert_eq!(
+        (out.status, out.location.as_deref()),
+        (303, Some("/dashboard/login"))
+    );
+    assert!(!browser.cookies.contains_key("payrail_access"));
+    let mut after = Browser::new(&app.base);
+    after.cookies.insert("payrail_refresh".into(), live_refresh);
+    assert_eq!(
+        after.get("/dashboard").await.status,
+        303,
+        "revoked at sign-out"
+    );
+}
+
+#[tokio::test]
+async fn guessing_a_password_is_throttled_per_account_even_with_the_right_one() {
+    let app = TestApp::spawn().await;
+    let (merchant, _) = app.create_merchant_with_id("Shop").await;
+    let password = user(&app, &merchant, "grace@example.com", UserRole::Viewer).await;
+    let mut browser = Browser::new(&app.base);
+    for _ in 0..gateway::dashboard::auth::MAX_FAILURES_PER_ACCOUNT {
+        assert_eq!(
+            browser.sign_in("grace@example.com", "guess").await.status,
+            401
+        );
+    }
+    let locked = browser.sign_in("grace@example.com", &password).await;
+    assert_eq!(locked.status, 429);
+    assert!(locked.body.contains("Too many failed sign-ins"));
+    // Another account from the same address is not locked by these five.
+    let other = user(&app, &merchant, "linus@example.com", UserRole::Viewer).await;
+    assert_eq!(
+        browser.sign_in("linus@example.com", &other).await.status,
+        303
+    );
+    let overview = browser.get("/dashboard").await;
+    assert!(overview.body.contains("linus@example.com (viewer)"));
+}
