@@ -265,6 +265,18 @@ impl Application {
                 get(dashboard::routes::sign_in_page).post(dashboard::routes::sign_in),
             )
             .at("/dashboard/logout", post(dashboard::routes::sign_out))
+            .at(
+                "/dashboard/payments/:id",
+                get(dashboard::routes::payment_detail),
+            )
+            .at(
+                "/dashboard/payments/:id/cancel",
+                post(dashboard::routes::cancel_payment),
+            )
+            .at(
+                "/dashboard/deliveries/:id/retry",
+                post(dashboard::routes::retry_delivery),
+            )
             .at("/sandbox/checkout/:id", get(api::checkout::checkout_page))
             .at(
                 "/sandbox/checkout/:id/:outcome",

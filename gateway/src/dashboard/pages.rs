@@ -35,6 +35,20 @@ fn frame(title: &str, body: Markup) -> Markup {
     }
 }
 
+/// The bar on every signed-in page: home, who is signed in, and the sign-out form.
+fn nav(csrf_token: &str, who: &str) -> Markup {
+    html! {
+        header {
+            a href="/dashboard" { strong { "Payrail" } }
+            span { (who) }
+            form method="post" action="/dashboard/logout" {
+                input type="hidden" name="csrf_token" value=(csrf_token);
+                button.link type="submit" { "Sign out" }
+            }
+        }
+    }
+}
+
 /// The sign-in form; `error` says why the last attempt failed.
 pub fn sign_in(csrf_token: &str, email: &str, error: Option<&str>) -> Markup {
     frame(
@@ -70,14 +84,7 @@ pub fn overview(csrf_token: &str, view: &Overview<'_>) -> Markup {
     frame(
         "Overview",
         html! {
-            header {
-                strong { "Payrail" }
-                span { (view.email) " (" (view.role) ")" }
-                form method="post" action="/dashboard/logout" {
-                    input type="hidden" name="csrf_token" value=(csrf_token);
-                    button.link type="submit" { "Sign out" }
-                }
-            }
+            (nav(csrf_token, &format!("{} ({})", view.email, view.role)))
             main {
                 h1 { "Overview" }
                 section aria-labelledby="by-status" {
@@ -95,10 +102,89 @@ pub fn overview(csrf_token: &str, view: &Overview<'_>) -> Markup {
                         tbody #payments {
                             @for p in view.latest {
                                 tr data-payment=(p.id) {
-                                    td { code { (p.id) } }
+                                    td { a href={ "/dashboard/payments/" (p.id) } { code { (p.id) } } }
                                     td { (entity::money::Currency::parse(&p.currency).map_or_else(|| format!("{} {}", p.amount, p.currency), |c| entity::money::format_amount(p.amount, c))) }
                                     td { (p.status) }
                                     td { (p.created_at) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// One delivery as the payment page lists it.
+pub struct DeliveryRow {
+    pub id: String,
+    pub event_type: String,
+    pub endpoint_url: String,
+    pub status: String,
+    pub attempts: i32,
+    pub http_status: Option<i32>,
+    pub retryable: bool,
+}
+
+/// What the payment page shows.
+pub struct PaymentDetail<'a> {
+    pub payment: &'a Payment,
+    pub amount: String,
+    pub events: &'a [(String, String, String)],
+    pub refunds: &'a [(String, String, String)],
+    pub deliveries: &'a [DeliveryRow],
+    /// Owners and developers see the action buttons; viewers do not.
+    pub can_act: bool,
+    pub notice: Option<&'a str>,
+}
+
+pub fn payment_detail(csrf_token: &str, view: &PaymentDetail<'_>) -> Markup {
+    let p = view.payment;
+    frame(
+        &format!("Payment {}", p.id),
+        html! {
+            (nav(csrf_token, ""))
+            main {
+                h1 { "Payment " code { (p.id) } }
+                @if let Some(notice) = view.notice { p role="status" { (notice) } }
+                p.amount { strong { (view.amount) } " · " span #status { (p.status) } }
+                @if view.can_act && matches!(p.status.as_str(), "pending" | "processing") {
+                    form method="post" action={ "/dashboard/payments/" (p.id) "/cancel" } {
+                        input type="hidden" name="csrf_token" value=(csrf_token);
+                        button type="submit" { "Cancel payment" }
+                    }
+                }
+                section aria-labelledby="events" {
+                    h2 #events { "Events" }
+                    ul { @for (id, kind, at) in view.events { li data-event=(id) { code { (kind) } " · " (at) } } }
+                }
+                section aria-labelledby="refunds" {
+                    h2 #refunds { "Refunds" }
+                    @if view.refunds.is_empty() { p { "None." } }
+                    ul { @for (id, amount, status) in view.refunds { li data-refund=(id) { (amount) " · " (status) } } }
+                }
+                section aria-labelledby="deliveries" {
+                    h2 #deliveries { "Webhook deliveries" }
+                    table {
+                        thead { tr { th scope="col" { "Event" } th scope="col" { "Endpoint" } th scope="col" { "Status" } th scope="col" { "Attempts" } th scope="col" { "Last answer" } th scope="col" { span.visually-hidden { "Actions" } } } }
+                        tbody {
+                            @for d in view.deliveries {
+                                tr data-delivery=(d.id) {
+                                    td { code { (d.event_type) } }
+                                    td { (d.endpoint_url) }
+                                    td { (d.status) }
+                                    td { (d.attempts) }
+                                    td { @if let Some(s) = d.http_status { (s) } @else { "—" } }
+                                    td {
+                                        @if view.can_act && d.retryable {
+                                            form method="post" action={ "/dashboard/deliveries/" (d.id) "/retry" } {
+                                                input type="hidden" name="csrf_token" value=(csrf_token);
+                                                input type="hidden" name="payment_id" value=(p.id);
+                                                button type="submit" aria-label={ "Retry delivery " (d.id) } { "Retry" }
+                                            }
+                                        }
+                                    }
                                 }
                             }
                         }

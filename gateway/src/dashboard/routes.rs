@@ -4,10 +4,13 @@
 //! looked at. An expired access token is renewed from the refresh token on the way, which is
 //! replaced; anything else goes to the sign-in page.
 
+use entity::event::rfc3339;
+use entity::ids::{DeliveryId, PaymentId};
 use entity::payment_status::PaymentStatus;
-use entity::{dashboard_users, payments};
+use entity::status::DeliveryStatus;
+use entity::{dashboard_users, events, payments, webhook_deliveries, webhook_endpoints};
 use poem::http::{StatusCode, header};
-use poem::web::{Data, Form, Redirect};
+use poem::web::{Data, Form, Path, Query, Redirect};
 use poem::{IntoResponse, Request, Response, handler};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::Deserialize;
@@ -16,7 +19,9 @@ use super::auth::{self, DashboardUser, SignInError, Tokens};
 use super::pages;
 use crate::api::csrf;
 use crate::api::dto::Payment;
+use crate::payments::{refunds, service as payments_service};
 use crate::state::AppState;
+use crate::webhooks::deliveries::{self as delivery_service, make_due_now};
 
 const ACCESS_COOKIE: &str = "payrail_access";
 const REFRESH_COOKIE: &str = "payrail_refresh";
@@ -284,5 +289,259 @@ pub async fn overview(req: &Request, state: Data<&AppState>) -> Response {
                 &cookies,
             )
         }
+    }
+}
+
+/// The signed-in user behind a form post that changes something: a session, the page's CSRF
+/// token, and a role that may act. Else the answer to give instead.
+async fn acting_user(
+    req: &Request,
+    state: &AppState,
+    csrf_token: Option<&str>,
+) -> Result<(DashboardUser, Vec<String>), Response> {
+    let Some((user, cookies)) = session(req, state).await else {
+        return Err(to_sign_in());
+    };
+    if !csrf::verify(req, CSRF_COOKIE, csrf_token) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "This form has expired; reload the page.",
+        )
+            .into_response());
+    }
+    if !user.can_act() {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "Your role (viewer) can look but not act: ask an owner or a developer.",
+        )
+            .into_response());
+    }
+    Ok((user, cookies))
+}
+
+fn back_to_payment(payment_id: &str, notice: &str, cookies: &[String]) -> Response {
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("notice", notice)
+        .finish();
+    let mut r =
+        Redirect::see_other(format!("/dashboard/payments/{payment_id}?{query}")).into_response();
+    for cookie in cookies {
+        if let Ok(v) = header::HeaderValue::from_str(cookie) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    r
+}
+
+#[derive(Deserialize)]
+pub struct NoticeQuery {
+    notice: Option<String>,
+}
+
+/// A payment with its events, refunds and webhook deliveries; cancel and retry buttons for
+/// those who may act.
+#[handler]
+pub async fn payment_detail(
+    req: &Request,
+    state: Data<&AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<NoticeQuery>,
+) -> Response {
+    let Some((user, mut cookies)) = session(req, &state).await else {
+        return to_sign_in();
+    };
+    let (token, csrf_cookie) = page_csrf(req, &state);
+    cookies.extend(csrf_cookie);
+    let Some(payment_id) = PaymentId::parse(&id) else {
+        return html_response(StatusCode::NOT_FOUND, "No such payment.".into(), &cookies);
+    };
+    let m = &user.merchant_id;
+    let loaded = async {
+        let Some(p) = payments_service::get(&state.db, m, &payment_id).await? else {
+            return Ok(None);
+        };
+        let events = events::Entity::find()
+            .filter(events::Column::MerchantId.eq(m))
+            .filter(events::Column::PaymentId.eq(&payment_id))
+            .order_by_asc(events::Column::Id)
+            .all(&state.db)
+            .await?;
+        let refunds = refunds::list(&state.db, m, &payment_id).await?;
+        let event_ids: Vec<_> = events.iter().map(|e| e.id.clone()).collect();
+        let deliveries = webhook_deliveries::Entity::find()
+            .filter(webhook_deliveries::Column::MerchantId.eq(m))
+            .filter(webhook_deliveries::Column::EventId.is_in(event_ids))
+            .order_by_asc(webhook_deliveries::Column::Id)
+            .all(&state.db)
+            .await?;
+        let endpoints: std::collections::HashMap<_, _> = webhook_endpoints::Entity::find()
+            .filter(webhook_endpoints::Column::MerchantId.eq(m))
+            .all(&state.db)
+            .await?
+            .into_iter()
+            .map(|e| (e.id, e.url))
+            .collect();
+        Ok::<_, sea_orm::DbErr>(Some((p, events, refunds, deliveries, endpoints)))
+    }
+    .await;
+    let (p, events, refunds, deliveries, endpoints) = match loaded {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            return html_response(StatusCode::NOT_FOUND, "No such payment.".into(), &cookies);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "dashboard payment failed");
+            return html_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The dashboard is unavailable; try again.".into(),
+                &cookies,
+            );
+        }
+    };
+    let payment = Payment::from(&p);
+    let currency_of = |amount: i64| {
+        entity::money::Currency::parse(&p.currency).map_or_else(
+            || format!("{amount} {}", p.currency),
+            |c| entity::money::format_amount(amount, c),
+        )
+    };
+    let event_rows: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.id.to_string(),
+                e.event_type.clone(),
+                rfc3339(e.created_at),
+            )
+        })
+        .collect();
+    let type_of: std::collections::HashMap<_, _> = events
+        .iter()
+        .map(|e| (e.id.clone(), e.event_type.clone()))
+        .collect();
+    let refund_rows: Vec<_> = refunds
+        .iter()
+        .map(|r| {
+            (
+                r.id.to_string(),
+                currency_of(r.amount),
+                r.status.to_string(),
+            )
+        })
+        .collect();
+    let delivery_rows: Vec<_> = deliveries
+        .iter()
+        .map(|d| pages::DeliveryRow {
+            id: d.id.to_string(),
+            event_type: type_of.get(&d.event_id).cloned().unwrap_or_default(),
+            endpoint_url: endpoints.get(&d.endpoint_id).cloned().unwrap_or_default(),
+            status: d.status.to_string(),
+            attempts: d.attempts,
+            http_status: d.http_status,
+            retryable: matches!(d.status, DeliveryStatus::Failed | DeliveryStatus::Pending),
+        })
+        .collect();
+    html_response(
+        StatusCode::OK,
+        pages::payment_detail(
+            &token,
+            &pages::PaymentDetail {
+                payment: &payment,
+                amount: currency_of(p.amount),
+                events: &event_rows,
+                refunds: &refund_rows,
+                deliveries: &delivery_rows,
+                can_act: user.can_act(),
+                notice: query.notice.as_deref(),
+            },
+        )
+        .into_string(),
+        &cookies,
+    )
+}
+
+#[derive(Deserialize)]
+pub struct RetryForm {
+    csrf_token: Option<String>,
+    payment_id: Option<String>,
+}
+
+/// The retry button: the delivery is due now with a fresh round of attempts (as
+/// `POST /v1/webhook_deliveries/{id}/retry`).
+#[handler]
+pub async fn retry_delivery(
+    req: &Request,
+    state: Data<&AppState>,
+    Path(id): Path<String>,
+    form: Option<Form<RetryForm>>,
+) -> Response {
+    let form = form.map(|f| f.0);
+    let sent = form.as_ref().and_then(|f| f.csrf_token.as_deref());
+    let (user, cookies) = match acting_user(req, &state, sent).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
+    };
+    let payment_id = form.and_then(|f| f.payment_id).unwrap_or_default();
+    let Some(delivery_id) = DeliveryId::parse(&id) else {
+        return (StatusCode::NOT_FOUND, "No such delivery.").into_response();
+    };
+    match delivery_service::get(&state.db, &user.merchant_id, &delivery_id).await {
+        Ok(Some(d)) => match make_due_now(&state.db, &d.id).await {
+            Ok(true) => back_to_payment(
+                &payment_id,
+                "Retry scheduled: the worker sends it now.",
+                &cookies,
+            ),
+            Ok(false) => back_to_payment(
+                &payment_id,
+                &format!("A {} delivery cannot be retried.", d.status),
+                &cookies,
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "dashboard retry failed");
+                (StatusCode::SERVICE_UNAVAILABLE, "Retry failed; try again.").into_response()
+            }
+        },
+        Ok(None) => (StatusCode::NOT_FOUND, "No such delivery.").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "dashboard retry failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "Retry failed; try again.").into_response()
+        }
+    }
+}
+
+/// The cancel button (as `POST /v1/payments/{id}/cancel`: at the provider first).
+#[handler]
+pub async fn cancel_payment(
+    req: &Request,
+    state: Data<&AppState>,
+    Path(id): Path<String>,
+    form: Option<Form<CsrfForm>>,
+) -> Response {
+    let sent = form.as_ref().and_then(|f| f.0.csrf_token.as_deref());
+    let (user, cookies) = match acting_user(req, &state, sent).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
+    };
+    let Some(payment_id) = PaymentId::parse(&id) else {
+        return (StatusCode::NOT_FOUND, "No such payment.").into_response();
+    };
+    match payments_service::cancel(
+        &state.db,
+        &state.providers,
+        &user.merchant_id,
+        &payment_id,
+        None,
+    )
+    .await
+    {
+        Ok(p) => {
+            state.effects.payment_moved(&p, None).await;
+            back_to_payment(&id, "Payment cancelled.", &cookies)
+        }
+        Err(crate::error::ServiceError::NotFound { .. }) => {
+            (StatusCode::NOT_FOUND, "No such payment.").into_response()
+        }
+        Err(e) => back_to_payment(&id, &format!("Not cancelled: {e}."), &cookies),
     }
 }

@@ -271,3 +271,153 @@ async fn guessing_a_password_is_throttled_per_account_even_with_the_right_one() 
     let overview = browser.get("/dashboard").await;
     assert!(overview.body.contains("linus@example.com (viewer)"));
 }
+
+#[tokio::test]
+async fn an_owner_retries_a_failed_delivery_from_the_payment_page_and_a_viewer_cannot() {
+    use payrail_tests::{Behavior, Receiver};
+    let app = TestApp::spawn().await;
+    let (merchant, key) = app.create_merchant_with_id("Shop").await;
+    // Five failures (every attempt the test knobs allow), then the endpoint is back.
+    let receiver = Receiver::start(Behavior::Statuses(vec![500; 5], 200)).await;
+    let (s, endpoint) = app
+        .post_json(
+            &key,
+            "/v1/webhook_endpoints",
+            json!({"url": receiver.url, "enabled_events": ["payment.pending"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{endpoint}");
+    let (s, payment) = app
+        .post_json(
+            &key,
+            "/v1/payments",
+            json!({"amount": 500000, "currency": "xaf", "provider": "simulated"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let payment_id = payment["id"].as_str().expect("id").to_string();
+    let delivery_id = app
+        .eventually(
+            std::time::Duration::from_secs(20),
+            "the delivery fails",
+            || async {
+                let (_, list) = app
+                    .get_json(
+                        &key,
+                        &format!(
+                            "/v1/webhook_deliveries?endpoint_id={}",
+                            endpoint["id"].as_str().unwrap_or_default()
+                        ),
+                    )
+                    .await;
+                list["data"]
+                    .as_array()
+                    .and_then(|d| d.first())
+                    .filter(|d| d["status"] == "failed")
+                    .and_then(|d| d["id"].as_str().map(str::to_string))
+            },
+        )
+        .await;
+
+    let viewer_password = user(&app, &merchant, "viewer@example.com", UserRole::Viewer).await;
+    let mut viewer = Browser::new(&app.base);
+    assert_eq!(
+        viewer
+            .sign_in("viewer@example.com", &viewer_password)
+            .await
+            .status,
+        303
+    );
+    let page = viewer
+        .get(&format!("/dashboard/payments/{payment_id}"))
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(&delivery_id) && page.body.contains("500\u{a0}000\u{a0}FCFA"));
+    assert!(
+        !page.body.contains("Retry delivery"),
+        "no button for a viewer"
+    );
+    // A viewer crafting the post has a valid token (from any form of theirs, sign-out here).
+    let token = Browser::token_in(&viewer.get("/dashboard").await);
+    let refused = viewer
+        .post_form(
+            &format!("/dashboard/deliveries/{delivery_id}/retry"),
+            &[("csrf_token", &token), ("payment_id", &payment_id)],
+        )
+        .await;
+    assert_eq!(
+        refused.status, 403,
+        "a viewer cannot retry, even by posting"
+    );
+    let (_, d) = app
+        .get_json(&key, &format!("/v1/webhook_deliveries/{delivery_id}"))
+        .await;
+    assert_eq!(d["status"], "failed", "the refused retry changed nothing");
+
+    let owner_password = user(&app, &merchant, "owner@example.com", UserRole::Owner).await;
+    let mut owner = Browser::new(&app.base);
+    assert_eq!(
+        owner
+            .sign_in("owner@example.com", &owner_password)
+            .await
+            .status,
+        303
+    );
+    let page = owner
+        .get(&format!("/dashboard/payments/{payment_id}"))
+        .await;
+    assert!(page.body.contains(&format!("Retry delivery {delivery_id}")));
+    let token = Browser::token_in(&page);
+    let retried = owner
+        .post_form(
+            &format!("/dashboard/deliveries/{delivery_id}/retry"),
+            &[("csrf_token", &token), ("payment_id", &payment_id)],
+        )
+        .await;
+    assert_eq!(retried.status, 303);
+    assert!(
+        retried.location.as_deref().is_some_and(
+            |l| l.starts_with(&format!("/dashboard/payments/{payment_id}?notice=Retry"))
+        ),
+        "{:?}",
+        retried.location
+    );
+    app.eventually(
+        std::time::Duration::from_secs(20),
+        "the retried delivery succeeds",
+        || async {
+            let (_, d) = app
+                .get_json(&key, &format!("/v1/webhook_deliveries/{delivery_id}"))
+                .await;
+            (d["status"] == "succeeded").then_some(())
+        },
+    )
+    .await;
+    let page = owner
+        .get(&format!("/dashboard/payments/{payment_id}"))
+        .await;
+    assert!(page.body.contains("succeeded"));
+
+    // Someone of another merchant sees no such payment.
+    let (stranger_merchant, _) = app.create_merchant_with_id("Stranger").await;
+    let stranger_password = user(
+        &app,
+        &stranger_merchant,
+        "stranger@example.com",
+        UserRole::Owner,
+    )
+    .await;
+    let mut stranger = Browser::new(&app.base);
+    assert_eq!(
+        stranger
+            .sign_in("stranger@example.com", &stranger_password)
+            .await
+            .status,
+        303
+    );
+    let page = stranger
+        .get(&format!("/dashboard/payments/{payment_id}"))
+        .await;
+    assert_eq!(page.status, 404);
+    assert!(!page.body.contains(&delivery_id));
+}
