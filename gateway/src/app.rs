@@ -265,6 +265,7 @@ impl Application {
                 get(dashboard::routes::sign_in_page).post(dashboard::routes::sign_in),
             )
             .at("/dashboard/logout", post(dashboard::routes::sign_out))
+            .at("/dashboard/logs", get(dashboard::routes::logs_page))
             .at(
                 "/dashboard/payments/:id",
                 get(dashboard::routes::payment_detail),

@@ -52,6 +52,37 @@ pub async fn recent<C: ConnectionTrait>(
     Ok((entries, false))
 }
 
+/// The merchant's latest entries (at most `limit`) since a time, of a level and a source if
+/// given: the dashboard's log page.
+pub async fn search<C: ConnectionTrait>(
+    db: &C,
+    merchant_id: &MerchantId,
+    level: Option<Level>,
+    source: Option<&str>,
+    window: Duration,
+    limit: u64,
+) -> Result<Vec<LogEntry>, DbErr> {
+    let since = Utc::now() - chrono::Duration::from_std(window).unwrap_or_default();
+    let mut query = logs::Entity::find()
+        .filter(logs::Column::MerchantId.eq(merchant_id))
+        .filter(logs::Column::CreatedAt.gte(since));
+    if let Some(level) = level {
+        query = query.filter(logs::Column::Level.eq(level.as_str()));
+    }
+    if let Some(source) = source {
+        query = query.filter(logs::Column::Source.eq(source));
+    }
+    Ok(query
+        .order_by_desc(logs::Column::CreatedAt)
+        .order_by_desc(logs::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?
+        .iter()
+        .map(LogEntry::from)
+        .collect())
+}
+
 pub struct Stats {
     pub total: i64,
     pub by_level: HashMap<String, i64>,

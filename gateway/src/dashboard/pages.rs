@@ -39,7 +39,10 @@ fn frame(title: &str, body: Markup) -> Markup {
 fn nav(csrf_token: &str, who: &str) -> Markup {
     html! {
         header {
-            a href="/dashboard" { strong { "Payrail" } }
+            nav aria-label="Dashboard" {
+                a href="/dashboard" { strong { "Payrail" } } " · "
+                a href="/dashboard/logs" { "Logs" }
+            }
             span { (who) }
             form method="post" action="/dashboard/logout" {
                 input type="hidden" name="csrf_token" value=(csrf_token);
@@ -187,6 +190,84 @@ pub fn payment_detail(csrf_token: &str, view: &PaymentDetail<'_>) -> Markup {
                                     }
                                 }
                             }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Counts per level as a bar chart, drawn here as SVG (no script, no library): one bar per
+/// level, labelled, with the numbers in its accessible description too.
+pub fn level_chart(counts: &[(String, i64)]) -> Markup {
+    const WIDTH: i64 = 480;
+    const BAR: i64 = 28;
+    const LABEL: i64 = 80;
+    let max = counts.iter().map(|(_, n)| *n).max().unwrap_or(0).max(1);
+    let height = BAR * i64::try_from(counts.len()).unwrap_or(0) + 8;
+    let described = counts
+        .iter()
+        .map(|(level, n)| format!("{level}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    html! {
+        svg #level-chart role="img" aria-labelledby="chart-title chart-desc" width=(WIDTH) height=(height)
+            viewBox={ "0 0 " (WIDTH) " " (height) } xmlns="http://www.w3.org/2000/svg" {
+            title #chart-title { "Log entries per level" }
+            desc #chart-desc { (described) }
+            @for (i, (level, n)) in counts.iter().enumerate() {
+                @let y = i64::try_from(i).unwrap_or(0) * BAR + 4;
+                @let w = (WIDTH - LABEL - 60) * n / max;
+                text x="0" y=(y + 18) font-size="14" { (level) }
+                rect x=(LABEL) y=(y) width=(w) height=(BAR - 8) fill="#0b5cad" data-level=(level) data-count=(n) {}
+                text x=(LABEL + w + 6) y=(y + 18) font-size="14" { (n) }
+            }
+        }
+    }
+}
+
+/// What the log page shows.
+pub struct Logs<'a> {
+    pub entries: &'a [crate::logs::LogEntry],
+    pub counts: &'a [(String, i64)],
+    pub level: &'a str,
+    pub source: &'a str,
+    pub window: &'a str,
+    pub error: Option<&'a str>,
+}
+
+pub fn logs(csrf_token: &str, view: &Logs<'_>) -> Markup {
+    frame(
+        "Logs",
+        html! {
+            (nav(csrf_token, ""))
+            main {
+                h1 { "Logs" }
+                form method="get" action="/dashboard/logs" {
+                    label for="level" { "Level" }
+                    select #level name="level" {
+                        option value="" selected[view.level.is_empty()] { "Any" }
+                        @for level in entity::status::LogLevel::ALL {
+                            option value=(level.as_str()) selected[view.level == level.as_str()] { (level.as_str()) }
+                        }
+                    }
+                    label for="source" { "Source" }
+                    input #source name="source" value=(view.source) placeholder="payments, api, merchant:…";
+                    label for="window" { "Since" }
+                    input #window name="window" value=(view.window) placeholder="1h, 1d, 7d";
+                    p { button type="submit" { "Filter" } }
+                }
+                @if let Some(error) = view.error { p.error role="alert" { (error) } }
+                section aria-labelledby="per-level" {
+                    h2 #per-level { "Entries per level" }
+                    (level_chart(view.counts))
+                }
+                table {
+                    thead { tr { th scope="col" { "When" } th scope="col" { "Level" } th scope="col" { "Source" } th scope="col" { "Message" } } }
+                    tbody {
+                        @for e in view.entries {
+                            tr data-log=(e.id) { td { (e.created_at) } td { (e.level) } td { (e.source) } td { (e.message) } }
                         }
                     }
                 }

@@ -7,7 +7,7 @@
 use entity::event::rfc3339;
 use entity::ids::{DeliveryId, PaymentId};
 use entity::payment_status::PaymentStatus;
-use entity::status::DeliveryStatus;
+use entity::status::{DeliveryStatus, LogLevel};
 use entity::{dashboard_users, events, payments, webhook_deliveries, webhook_endpoints};
 use poem::http::{StatusCode, header};
 use poem::web::{Data, Form, Path, Query, Redirect};
@@ -543,5 +543,102 @@ pub async fn cancel_payment(
             (StatusCode::NOT_FOUND, "No such payment.").into_response()
         }
         Err(e) => back_to_payment(&id, &format!("Not cancelled: {e}."), &cookies),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LogQuery {
+    level: Option<String>,
+    source: Option<String>,
+    window: Option<String>,
+}
+
+/// The log store: filters by level, source and age, and a chart of counts per level over the
+/// same window.
+#[handler]
+pub async fn logs_page(
+    req: &Request,
+    state: Data<&AppState>,
+    Query(query): Query<LogQuery>,
+) -> Response {
+    let Some((user, mut cookies)) = session(req, &state).await else {
+        return to_sign_in();
+    };
+    let (token, csrf_cookie) = page_csrf(req, &state);
+    cookies.extend(csrf_cookie);
+    let level_text = query.level.unwrap_or_default();
+    let source = query.source.unwrap_or_default();
+    let window_text = query
+        .window
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "1d".into());
+    let level = (!level_text.is_empty())
+        .then(|| LogLevel::parse(&level_text))
+        .map(|l| l.ok_or(format!("Unknown level {level_text:?}.")))
+        .transpose();
+    let window = runtime::settings::parse_duration(&window_text)
+        .map_err(|e| format!("Since: {e}."))
+        .and_then(|w| {
+            (!w.is_zero() && w <= std::time::Duration::from_secs(90 * 86_400))
+                .then_some(w)
+                .ok_or_else(|| "Since must be between 1s and 90d.".to_string())
+        });
+    let (level, window) = match (level, window) {
+        (Ok(level), Ok(window)) => (level, window),
+        (Err(error), _) | (_, Err(error)) => {
+            let view = pages::Logs {
+                entries: &[],
+                counts: &[],
+                level: &level_text,
+                source: &source,
+                window: &window_text,
+                error: Some(&error),
+            };
+            return html_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                pages::logs(&token, &view).into_string(),
+                &cookies,
+            );
+        }
+    };
+    let m = &user.merchant_id;
+    let source_filter = (!source.is_empty()).then_some(source.as_str());
+    let loaded = async {
+        let entries = crate::logs::search(&state.db, m, level, source_filter, window, 100).await?;
+        let stats = crate::logs::stats(&state.db, m, window).await?;
+        Ok::<_, sea_orm::DbErr>((entries, stats))
+    }
+    .await;
+    match loaded {
+        Ok((entries, stats)) => {
+            let counts: Vec<(String, i64)> = LogLevel::ALL
+                .iter()
+                .map(|l| {
+                    let n = stats.by_level.get(l.as_str()).copied().unwrap_or(0);
+                    (l.as_str().to_string(), n)
+                })
+                .collect();
+            let view = pages::Logs {
+                entries: &entries,
+                counts: &counts,
+                level: &level_text,
+                source: &source,
+                window: &window_text,
+                error: None,
+            };
+            html_response(
+                StatusCode::OK,
+                pages::logs(&token, &view).into_string(),
+                &cookies,
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "dashboard logs failed");
+            html_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The dashboard is unavailable; try again.".into(),
+                &cookies,
+            )
+        }
     }
 }

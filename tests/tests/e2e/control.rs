@@ -184,10 +184,14 @@ async fn a_burst_of_500_to_a_small_backlog_receiver_all_succeed() {
         0
     );
     assert!(receiver.requests.load(Ordering::SeqCst) >= 500);
+    // The receiver counts a connection open until it has answered; an attempt that timed out
+    // gave its slot back while its connection may still be open there, so each such attempt
+    // can add one to what the receiver sees (seen once on a loaded machine: 12 with 2 retries).
     let most = receiver.most_open.load(Ordering::SeqCst);
+    let lingering = usize::try_from(retried).unwrap_or(0);
     assert!(
-        most <= 10,
-        "at most the endpoint limit (10) at once, saw {most}"
+        most <= 10 + lingering,
+        "at most the endpoint limit (10) at once, plus {lingering} timed-out attempts, saw {most}"
     );
     // Each 2xx is timed from its event's commit.
     let metrics = app

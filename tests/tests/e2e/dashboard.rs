@@ -421,3 +421,66 @@ async fn an_owner_retries_a_failed_delivery_from_the_payment_page_and_a_viewer_c
     assert_eq!(page.status, 404);
     assert!(!page.body.contains(&delivery_id));
 }
+
+#[tokio::test]
+async fn the_log_page_filters_the_merchants_entries_and_charts_them_per_level() {
+    let app = TestApp::spawn().await;
+    let (merchant, key) = app.create_merchant_with_id("Shop").await;
+    let (_, other_key) = app.create_merchant_with_id("Other").await;
+    for (level, message) in [
+        ("error", "checkout timed out"),
+        ("error", "stock service down"),
+        ("info", "order shipped"),
+    ] {
+        let (s, body) = app
+            .post_json(
+                &key,
+                "/v1/logs",
+                json!({"level": level, "message": message, "source": "shop"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{body}");
+    }
+    let (s, _) = app
+        .post_json(
+            &other_key,
+            "/v1/logs",
+            json!({"level": "error", "message": "not yours", "source": "shop"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let password = user(&app, &merchant, "ops@example.com", UserRole::Viewer).await;
+    let mut browser = Browser::new(&app.base);
+    assert_eq!(
+        browser.sign_in("ops@example.com", &password).await.status,
+        303
+    );
+
+    let all = browser.get("/dashboard/logs").await;
+    assert_eq!(all.status, 200);
+    for message in ["checkout timed out", "stock service down", "order shipped"] {
+        assert!(all.body.contains(message), "{message}");
+    }
+    assert!(!all.body.contains("not yours"), "another merchant's entry");
+    assert!(
+        all.body.contains(r#"data-level="error" data-count="2""#),
+        "the chart counts"
+    );
+    assert!(all.body.contains(r#"data-level="info" data-count="1""#));
+    assert!(all.body.contains(r#"role="img""#) && all.body.contains("error: 2"));
+
+    let errors = browser.get("/dashboard/logs?level=error&window=1h").await;
+    assert!(errors.body.contains("stock service down"));
+    assert!(!errors.body.contains("order shipped"), "filtered by level");
+    let by_source = browser.get("/dashboard/logs?source=nobody").await;
+    assert!(
+        !by_source.body.contains("checkout timed out"),
+        "filtered by source"
+    );
+
+    let bad = browser.get("/dashboard/logs?level=loud").await;
+    assert_eq!(bad.status, 422);
+    assert!(bad.body.contains("Unknown level"));
+    let bad = browser.get("/dashboard/logs?window=forever").await;
+    assert_eq!(bad.status, 422);
+}
