@@ -18,7 +18,7 @@ label{display:block;margin:.75rem 0 .25rem}input{width:100%;padding:.6rem;font:i
 button{min-height:44px;padding:.6rem 1rem;font:inherit;font-weight:600;border-radius:.5rem;border:2px solid #0b5cad;background:#0b5cad;color:#fff;cursor:pointer}\
 button.link{background:#fff;color:#0b5cad}\
 button:focus-visible,a:focus-visible,input:focus-visible{outline:3px solid #f5a623;outline-offset:2px}\
-.error{color:#a40000;font-weight:600}";
+.error{color:#a40000;font-weight:600}.alert{background:#fdecea;border-left:4px solid #a40000;padding:.75rem 1rem;margin:.5rem 0;font-weight:600}";
 
 fn frame(title: &str, body: Markup) -> Markup {
     html! {
@@ -75,8 +75,10 @@ pub fn sign_in(csrf_token: &str, email: &str, error: Option<&str>) -> Markup {
     )
 }
 
-/// What the overview shows: counts by status and the latest payments.
+/// What the overview shows: alerts, counts by status and the latest payments.
 pub struct Overview<'a> {
+    /// Failures worth a look now (payment failure rate, failing endpoints), worst first.
+    pub alerts: &'a [String],
     pub email: &'a str,
     pub role: &'a str,
     pub counts: &'a [(String, u64)],
@@ -90,6 +92,9 @@ pub fn overview(csrf_token: &str, view: &Overview<'_>) -> Markup {
             (nav(csrf_token, &format!("{} ({})", view.email, view.role)))
             main {
                 h1 { "Overview" }
+                @for alert in view.alerts {
+                    p.alert role="alert" { (alert) }
+                }
                 section aria-labelledby="by-status" {
                     h2 #by-status { "Payments by status" }
                     div.cards {

@@ -232,6 +232,57 @@ pub async fn sign_out(
     r
 }
 
+/// Above this share of failed payments in the last hour (with enough payments to tell), the
+/// overview raises an alert.
+pub const FAILURE_RATE_ALERT: f64 = 0.2;
+/// Fewer payments than this in the hour say nothing about a failure rate.
+pub const FAILURE_RATE_MIN_PAYMENTS: u64 = 5;
+
+/// What the overview warns about: a high payment failure rate over the last hour, and every
+/// endpoint that is disabled or failing.
+async fn alerts(
+    db: &sea_orm::DatabaseConnection,
+    merchant_id: &entity::ids::MerchantId,
+) -> Result<Vec<String>, sea_orm::DbErr> {
+    let since = chrono::Utc::now() - chrono::Duration::hours(1);
+    let recent = || {
+        payments::Entity::find()
+            .filter(payments::Column::MerchantId.eq(merchant_id))
+            .filter(payments::Column::CreatedAt.gte(since))
+    };
+    let total = recent().count(db).await?;
+    let failed = recent()
+        .filter(payments::Column::Status.eq(PaymentStatus::Failed))
+        .count(db)
+        .await?;
+    let mut alerts = Vec::new();
+    if total >= FAILURE_RATE_MIN_PAYMENTS && failed as f64 / total as f64 > FAILURE_RATE_ALERT {
+        alerts.push(format!(
+            "{failed} of {total} payments failed in the last hour ({:.0} %).",
+            failed as f64 * 100.0 / total as f64
+        ));
+    }
+    let endpoints = webhook_endpoints::Entity::find()
+        .filter(webhook_endpoints::Column::MerchantId.eq(merchant_id))
+        .all(db)
+        .await?;
+    for e in endpoints {
+        if e.status == entity::status::EndpointStatus::Disabled {
+            alerts.push(format!(
+                "Webhook endpoint {} is disabled ({}).",
+                e.url,
+                e.disabled_reason.as_deref().unwrap_or("manual")
+            ));
+        } else if e.consecutive_failures > 0 {
+            alerts.push(format!(
+                "Webhook endpoint {} failed its last {} attempts.",
+                e.url, e.consecutive_failures
+            ));
+        }
+    }
+    Ok(alerts)
+}
+
 #[handler]
 pub async fn overview(req: &Request, state: Data<&AppState>) -> Response {
     let Some((user, mut cookies)) = session(req, &state).await else {
@@ -258,16 +309,17 @@ pub async fn overview(req: &Request, state: Data<&AppState>) -> Response {
             .iter()
             .map(Payment::from)
             .collect();
+        let alerts = alerts(&state.db, &user.merchant_id).await?;
         let email = dashboard_users::Entity::find_by_id(user.user_id.clone())
             .one(&state.db)
             .await?
             .map(|u| u.email)
             .unwrap_or_default();
-        Ok::<_, sea_orm::DbErr>((counts, latest, email))
+        Ok::<_, sea_orm::DbErr>((counts, latest, email, alerts))
     }
     .await;
     match loaded {
-        Ok((counts, latest, email)) => html_response(
+        Ok((counts, latest, email, alerts)) => html_response(
             StatusCode::OK,
             pages::overview(
                 &token,
@@ -276,6 +328,7 @@ pub async fn overview(req: &Request, state: Data<&AppState>) -> Response {
                     role: user.role.as_str(),
                     counts: &counts,
                     latest: &latest,
+                    alerts: &alerts,
                 },
             )
             .into_string(),

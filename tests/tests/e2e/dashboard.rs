@@ -484,3 +484,70 @@ async fn the_log_page_filters_the_merchants_entries_and_charts_them_per_level() 
     let bad = browser.get("/dashboard/logs?window=forever").await;
     assert_eq!(bad.status, 422);
 }
+
+#[tokio::test]
+async fn the_overview_alerts_on_a_high_failure_rate_and_on_a_disabled_endpoint() {
+    let app = TestApp::spawn().await;
+    let (merchant, key) = app.create_merchant_with_id("Shop").await;
+    let password = user(&app, &merchant, "ops@example.com", UserRole::Viewer).await;
+    let mut browser = Browser::new(&app.base);
+    assert_eq!(
+        browser.sign_in("ops@example.com", &password).await.status,
+        303
+    );
+    let calm = browser.get("/dashboard").await;
+    assert!(!calm.body.contains(r#"role="alert""#), "nothing to say yet");
+
+    let card = |number: &str| {
+        json!({"amount": 1500, "currency": "eur", "provider": "simulated",
+               "payment_method": {"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2031, "cvc": "123"}}})
+    };
+    for number in [
+        "4000000000000002",
+        "4000000000000002",
+        "4242424242424242",
+        "4242424242424242",
+    ] {
+        let (s, _) = app.post_json(&key, "/v1/payments", card(number)).await;
+        assert_eq!(s, 201);
+    }
+    let few = browser.get("/dashboard").await;
+    assert!(
+        !few.body.contains("payments failed in the last hour"),
+        "four payments are too few to call a rate"
+    );
+    let (s, _) = app
+        .post_json(&key, "/v1/payments", card("4242424242424242"))
+        .await;
+    assert_eq!(s, 201);
+    let (s, endpoint) = app
+        .post_json(
+            &key,
+            "/v1/webhook_endpoints",
+            json!({"url": "https://shop.example.com/hooks", "enabled_events": ["*"]}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let id = endpoint["id"].as_str().expect("id");
+    let r = app
+        .client
+        .patch(app.url(&format!("/v1/webhook_endpoints/{id}")))
+        .bearer_auth(&key)
+        .json(&json!({"status": "disabled"}))
+        .send()
+        .await
+        .expect("disable");
+    assert_eq!(r.status(), 200);
+    let alarmed = browser.get("/dashboard").await;
+    assert!(
+        alarmed
+            .body
+            .contains("2 of 5 payments failed in the last hour (40 %)."),
+        "the failure rate"
+    );
+    assert!(
+        alarmed
+            .body
+            .contains("Webhook endpoint https://shop.example.com/hooks is disabled (manual).")
+    );
+}
