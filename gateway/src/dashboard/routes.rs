@@ -108,6 +108,30 @@ async fn session(req: &Request, state: &AppState) -> Option<(DashboardUser, Vec<
     }
 }
 
+/// A page's session: the user, the CSRF token for its forms, and the cookies to set (a
+/// renewed session, a new token); else the redirect to the sign-in page.
+async fn page_session(
+    req: &Request,
+    state: &AppState,
+) -> Result<(DashboardUser, String, Vec<String>), Response> {
+    let Some((user, mut cookies)) = session(req, state).await else {
+        return Err(to_sign_in());
+    };
+    let (token, csrf_cookie) = page_csrf(req, state);
+    cookies.extend(csrf_cookie);
+    Ok((user, token, cookies))
+}
+
+/// The answer when the database fails under a page: logged, and said plainly.
+fn unavailable(what: &str, e: &sea_orm::DbErr, cookies: &[String]) -> Response {
+    tracing::error!(error = %e, "dashboard {what} failed");
+    html_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The dashboard is unavailable; try again.".into(),
+        cookies,
+    )
+}
+
 #[handler]
 pub async fn sign_in_page(req: &Request, state: Data<&AppState>) -> Response {
     let (token, cookie) = page_csrf(req, &state);
@@ -285,11 +309,10 @@ async fn alerts(
 
 #[handler]
 pub async fn overview(req: &Request, state: Data<&AppState>) -> Response {
-    let Some((user, mut cookies)) = session(req, &state).await else {
-        return to_sign_in();
+    let (user, token, cookies) = match page_session(req, &state).await {
+        Ok(found) => found,
+        Err(to_sign_in) => return to_sign_in,
     };
-    let (token, csrf_cookie) = page_csrf(req, &state);
-    cookies.extend(csrf_cookie);
     let loaded = async {
         let mut counts = Vec::new();
         for status in PaymentStatus::ALL {
@@ -334,14 +357,7 @@ pub async fn overview(req: &Request, state: Data<&AppState>) -> Response {
             .into_string(),
             &cookies,
         ),
-        Err(e) => {
-            tracing::error!(error = %e, "dashboard overview failed");
-            html_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The dashboard is unavailable; try again.".into(),
-                &cookies,
-            )
-        }
+        Err(e) => unavailable("overview", &e, &cookies),
     }
 }
 
@@ -400,11 +416,10 @@ pub async fn payment_detail(
     Path(id): Path<String>,
     Query(query): Query<NoticeQuery>,
 ) -> Response {
-    let Some((user, mut cookies)) = session(req, &state).await else {
-        return to_sign_in();
+    let (user, token, cookies) = match page_session(req, &state).await {
+        Ok(found) => found,
+        Err(to_sign_in) => return to_sign_in,
     };
-    let (token, csrf_cookie) = page_csrf(req, &state);
-    cookies.extend(csrf_cookie);
     let Some(payment_id) = PaymentId::parse(&id) else {
         return html_response(StatusCode::NOT_FOUND, "No such payment.".into(), &cookies);
     };
@@ -442,14 +457,7 @@ pub async fn payment_detail(
         Ok(None) => {
             return html_response(StatusCode::NOT_FOUND, "No such payment.".into(), &cookies);
         }
-        Err(e) => {
-            tracing::error!(error = %e, "dashboard payment failed");
-            return html_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The dashboard is unavailable; try again.".into(),
-                &cookies,
-            );
-        }
+        Err(e) => return unavailable("payment", &e, &cookies),
     };
     let payment = Payment::from(&p);
     let currency_of = |amount: i64| {
@@ -614,11 +622,10 @@ pub async fn logs_page(
     state: Data<&AppState>,
     Query(query): Query<LogQuery>,
 ) -> Response {
-    let Some((user, mut cookies)) = session(req, &state).await else {
-        return to_sign_in();
+    let (user, token, cookies) = match page_session(req, &state).await {
+        Ok(found) => found,
+        Err(to_sign_in) => return to_sign_in,
     };
-    let (token, csrf_cookie) = page_csrf(req, &state);
-    cookies.extend(csrf_cookie);
     let level_text = query.level.unwrap_or_default();
     let source = query.source.unwrap_or_default();
     let window_text = query
@@ -685,13 +692,6 @@ pub async fn logs_page(
                 &cookies,
             )
         }
-        Err(e) => {
-            tracing::error!(error = %e, "dashboard logs failed");
-            html_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The dashboard is unavailable; try again.".into(),
-                &cookies,
-            )
-        }
+        Err(e) => unavailable("logs", &e, &cookies),
     }
 }
