@@ -267,6 +267,14 @@ impl Application {
             .at("/dashboard/logout", post(dashboard::routes::sign_out))
             .at("/dashboard/logs", get(dashboard::routes::logs_page))
             .at(
+                "/dashboard/keys",
+                get(dashboard::routes::keys_page).post(dashboard::routes::create_key),
+            )
+            .at(
+                "/dashboard/keys/:id/:action",
+                post(dashboard::routes::key_action),
+            )
+            .at(
                 "/dashboard/payments/:id",
                 get(dashboard::routes::payment_detail),
             )

@@ -41,7 +41,8 @@ fn nav(csrf_token: &str, who: &str) -> Markup {
         header {
             nav aria-label="Dashboard" {
                 a href="/dashboard" { strong { "Payrail" } } " · "
-                a href="/dashboard/logs" { "Logs" }
+                a href="/dashboard/logs" { "Logs" } " · "
+                a href="/dashboard/keys" { "API keys" }
             }
             span { (who) }
             form method="post" action="/dashboard/logout" {
@@ -273,6 +274,77 @@ pub fn logs(csrf_token: &str, view: &Logs<'_>) -> Markup {
                     tbody {
                         @for e in view.entries {
                             tr data-log=(e.id) { td { (e.created_at) } td { (e.level) } td { (e.source) } td { (e.message) } }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// One API key as the keys page lists it.
+pub struct KeyRow {
+    pub id: String,
+    pub prefix: String,
+    pub mode: &'static str,
+    pub created_at: String,
+    /// "active", "expires …" (rolled) or "revoked …".
+    pub state: String,
+    pub active: bool,
+}
+
+/// The API keys page (owners only). `secret` is a key just made, shown this once.
+pub fn api_keys(csrf_token: &str, keys: &[KeyRow], secret: Option<&str>) -> Markup {
+    frame(
+        "API keys",
+        html! {
+            (nav(csrf_token, ""))
+            main {
+                h1 { "API keys" }
+                @if let Some(secret) = secret {
+                    div.alert role="alert" {
+                        p { "Your new key, shown only this once: store it now." }
+                        p { code #new-secret { (secret) } }
+                    }
+                }
+                form method="post" action="/dashboard/keys" {
+                    input type="hidden" name="csrf_token" value=(csrf_token);
+                    label for="mode" { "Mode" }
+                    select #mode name="mode" {
+                        option value="test" { "test (sk_test_…): never moves money" }
+                        option value="live" { "live (sk_live_…)" }
+                    }
+                    p { button type="submit" { "Create a key" } }
+                }
+                table {
+                    thead { tr { th scope="col" { "Key" } th scope="col" { "Mode" } th scope="col" { "Created" } th scope="col" { "State" } th scope="col" { "Actions" } } }
+                    tbody {
+                        @for k in keys {
+                            tr data-key=(k.id) {
+                                td { code { (k.prefix) "…" } }
+                                td { (k.mode) }
+                                td { (k.created_at) }
+                                td { (k.state) }
+                                td {
+                                    @if k.active {
+                                        form method="post" action={ "/dashboard/keys/" (k.id) "/roll" } {
+                                            input type="hidden" name="csrf_token" value=(csrf_token);
+                                            label { "Old key works for "
+                                                select name="expires_in" {
+                                                    option value="0" { "no time" }
+                                                    option value="3600" selected { "1 hour" }
+                                                    option value="86400" { "1 day" }
+                                                }
+                                            }
+                                            button type="submit" aria-label={ "Roll key " (k.prefix) } { "Roll" }
+                                        }
+                                        form method="post" action={ "/dashboard/keys/" (k.id) "/revoke" } {
+                                            input type="hidden" name="csrf_token" value=(csrf_token);
+                                            button.link type="submit" aria-label={ "Revoke key " (k.prefix) } { "Revoke" }
+                                        }
+                                    }
+                                }
+                            }
                         }
                     }
                 }

@@ -5,9 +5,9 @@
 //! replaced; anything else goes to the sign-in page.
 
 use entity::event::rfc3339;
-use entity::ids::{DeliveryId, PaymentId};
+use entity::ids::{ApiKeyId, DeliveryId, PaymentId};
 use entity::payment_status::PaymentStatus;
-use entity::status::{DeliveryStatus, LogLevel};
+use entity::status::{DeliveryStatus, LogLevel, UserRole};
 use entity::{dashboard_users, events, payments, webhook_deliveries, webhook_endpoints};
 use poem::http::{StatusCode, header};
 use poem::web::{Data, Form, Path, Query, Redirect};
@@ -19,6 +19,7 @@ use super::auth::{self, DashboardUser, SignInError, Tokens};
 use super::pages;
 use crate::api::csrf;
 use crate::api::dto::Payment;
+use crate::merchants;
 use crate::payments::{refunds, service as payments_service};
 use crate::state::AppState;
 use crate::webhooks::deliveries::{self as delivery_service, make_due_now};
@@ -693,5 +694,176 @@ pub async fn logs_page(
             )
         }
         Err(e) => unavailable("logs", &e, &cookies),
+    }
+}
+
+/// An owner's post on the keys page (session, CSRF token, role owner), or the answer instead.
+async fn owner(
+    req: &Request,
+    state: &AppState,
+    csrf_token: Option<&str>,
+) -> Result<(DashboardUser, Vec<String>), Response> {
+    let (user, cookies) = acting_user(req, state, csrf_token).await?;
+    if user.role != UserRole::Owner {
+        return Err(only_owners());
+    }
+    Ok((user, cookies))
+}
+
+fn only_owners() -> Response {
+    (StatusCode::FORBIDDEN, "Only owners manage API keys.").into_response()
+}
+
+/// The keys page, with a secret just made (shown once) when there is one.
+async fn keys_page_with(
+    state: &AppState,
+    user: &DashboardUser,
+    token: &str,
+    cookies: &[String],
+    secret: Option<&str>,
+) -> Response {
+    let keys = match merchants::list_keys(&state.db, &user.merchant_id).await {
+        Ok(keys) => keys,
+        Err(e) => return unavailable("keys", &e, cookies),
+    };
+    let now = chrono::Utc::now();
+    let rows: Vec<pages::KeyRow> = keys
+        .iter()
+        .map(|k| {
+            let (state, active) = match (k.revoked_at, k.expires_at) {
+                (Some(at), _) => (format!("revoked {}", rfc3339(at)), false),
+                (None, Some(at)) if at <= now => (format!("expired {}", rfc3339(at)), false),
+                (None, Some(at)) => (format!("expires {}", rfc3339(at)), false),
+                (None, None) => ("active".to_string(), true),
+            };
+            pages::KeyRow {
+                id: k.id.to_string(),
+                prefix: k.prefix.clone(),
+                mode: if k.livemode { "live" } else { "test" },
+                created_at: rfc3339(k.created_at),
+                state,
+                active,
+            }
+        })
+        .collect();
+    html_response(
+        StatusCode::OK,
+        pages::api_keys(token, &rows, secret).into_string(),
+        cookies,
+    )
+}
+
+/// `/dashboard/keys`: the merchant's API keys (owners only).
+#[handler]
+pub async fn keys_page(req: &Request, state: Data<&AppState>) -> Response {
+    let (user, token, cookies) = match page_session(req, &state).await {
+        Ok(found) => found,
+        Err(to_sign_in) => return to_sign_in,
+    };
+    if user.role != UserRole::Owner {
+        return only_owners();
+    }
+    keys_page_with(&state, &user, &token, &cookies, None).await
+}
+
+#[derive(Deserialize)]
+pub struct CreateKeyForm {
+    csrf_token: Option<String>,
+    mode: Option<String>,
+}
+
+/// Create a key (as `POST /v1/api_keys`); its secret is on the answering page only.
+#[handler]
+pub async fn create_key(
+    req: &Request,
+    state: Data<&AppState>,
+    form: Option<Form<CreateKeyForm>>,
+) -> Response {
+    let form = form.map(|f| f.0);
+    let sent = form.as_ref().and_then(|f| f.csrf_token.clone());
+    let (user, cookies) = match owner(req, &state, sent.as_deref()).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
+    };
+    let livemode = match form.and_then(|f| f.mode).as_deref() {
+        Some("live") => true,
+        Some("test") | None => false,
+        Some(_) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "mode must be test or live.",
+            )
+                .into_response();
+        }
+    };
+    match merchants::issue_key(&state.db, &user.merchant_id, livemode).await {
+        Ok((_, secret)) => {
+            let token = sent.unwrap_or_default();
+            keys_page_with(&state, &user, &token, &cookies, Some(&secret)).await
+        }
+        Err(e) => unavailable("key creation", &e, &cookies),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct KeyActionForm {
+    csrf_token: Option<String>,
+    expires_in: Option<u64>,
+}
+
+/// Roll (`action` = roll: a new key now, the old one for `expires_in` seconds) or revoke a
+/// key, as the API does; the old key's cached entry goes at once on every gateway.
+#[handler]
+pub async fn key_action(
+    req: &Request,
+    state: Data<&AppState>,
+    Path((id, action)): Path<(String, String)>,
+    form: Option<Form<KeyActionForm>>,
+) -> Response {
+    let form = form.map(|f| f.0);
+    let sent = form.as_ref().and_then(|f| f.csrf_token.clone());
+    let (user, cookies) = match owner(req, &state, sent.as_deref()).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
+    };
+    let Some(key_id) = ApiKeyId::parse(&id) else {
+        return (StatusCode::NOT_FOUND, "No such key.").into_response();
+    };
+    let token = sent.unwrap_or_default();
+    let outcome = match action.as_str() {
+        "revoke" => merchants::revoke_key(&state.db, &user.merchant_id, &key_id)
+            .await
+            .map(|old| (old, None)),
+        "roll" => {
+            let grace = std::time::Duration::from_secs(
+                form.and_then(|f| f.expires_in).unwrap_or(0).min(7 * 86_400),
+            );
+            merchants::roll_key(&state.db, &user.merchant_id, &key_id, grace)
+                .await
+                .map(|(_, secret, old)| (old, Some(secret)))
+        }
+        _ => return (StatusCode::NOT_FOUND, "No such action.").into_response(),
+    };
+    match outcome {
+        Ok((old, secret)) => {
+            state
+                .cache
+                .delete(&merchants::key_cache_key(&old.key_hash))
+                .await;
+            keys_page_with(&state, &user, &token, &cookies, secret.as_deref()).await
+        }
+        Err(crate::error::ServiceError::NotFound { .. }) => (
+            StatusCode::NOT_FOUND,
+            "No such key (or it is no longer active).",
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "dashboard key action failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "That did not work; try again.",
+            )
+                .into_response()
+        }
     }
 }

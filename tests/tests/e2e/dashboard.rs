@@ -551,3 +551,108 @@ async fn the_overview_alerts_on_a_high_failure_rate_and_on_a_disabled_endpoint()
             .contains("Webhook endpoint https://shop.example.com/hooks is disabled (manual).")
     );
 }
+
+/// The id of the key whose row shows `prefix` (its first 12 characters).
+fn key_row_id(page: &Page, secret: &str) -> String {
+    page.body
+        .split(r#"<tr data-key=""#)
+        .skip(1)
+        .find(|row| {
+            row.split("</tr>")
+                .next()
+                .is_some_and(|r| r.contains(&secret[..12]))
+        })
+        .and_then(|row| row.split('"').next())
+        .expect("the key's row")
+        .to_string()
+}
+
+/// The secret a keys page shows once.
+fn new_secret(page: &Page) -> String {
+    page.body
+        .split(r#"<code id="new-secret">"#)
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("the new secret on the page")
+        .to_string()
+}
+
+#[tokio::test]
+async fn only_owners_create_roll_and_revoke_api_keys_and_the_api_follows_at_once() {
+    let app = TestApp::spawn().await;
+    let (merchant, _) = app.create_merchant_with_id("Shop").await;
+    let owner_password = user(&app, &merchant, "owner@example.com", UserRole::Owner).await;
+    let dev_password = user(&app, &merchant, "dev@example.com", UserRole::Developer).await;
+
+    let mut dev = Browser::new(&app.base);
+    assert_eq!(
+        dev.sign_in("dev@example.com", &dev_password).await.status,
+        303
+    );
+    assert_eq!(dev.get("/dashboard/keys").await.status, 403);
+    let token = Browser::token_in(&dev.get("/dashboard").await);
+    let refused = dev
+        .post_form(
+            "/dashboard/keys",
+            &[("csrf_token", &token), ("mode", "test")],
+        )
+        .await;
+    assert_eq!(refused.status, 403, "a developer cannot make keys");
+
+    let mut owner = Browser::new(&app.base);
+    assert_eq!(
+        owner
+            .sign_in("owner@example.com", &owner_password)
+            .await
+            .status,
+        303
+    );
+    let page = owner.get("/dashboard/keys").await;
+    assert_eq!(page.status, 200);
+    let token = Browser::token_in(&page);
+    let made = owner
+        .post_form(
+            "/dashboard/keys",
+            &[("csrf_token", &token), ("mode", "test")],
+        )
+        .await;
+    assert_eq!(made.status, 200);
+    let secret = new_secret(&made);
+    assert!(secret.starts_with("sk_test_"));
+    let (s, _) = app.get_json(&secret, "/v1/payments").await;
+    assert_eq!(s, 200, "the new key works on the API");
+    let shown_again = owner.get("/dashboard/keys").await;
+    assert!(!shown_again.body.contains(&secret), "shown only once");
+
+    let key_id = key_row_id(&shown_again, &secret);
+    let rolled = owner
+        .post_form(
+            &format!("/dashboard/keys/{key_id}/roll"),
+            &[("csrf_token", &token), ("expires_in", "0")],
+        )
+        .await;
+    assert_eq!(rolled.status, 200);
+    let replacement = new_secret(&rolled);
+    assert_eq!(
+        app.get_json(&secret, "/v1/payments").await.0,
+        401,
+        "rolled with no grace"
+    );
+    assert_eq!(app.get_json(&replacement, "/v1/payments").await.0, 200);
+
+    let page = owner.get("/dashboard/keys").await;
+    let replacement_id = key_row_id(&page, &replacement);
+    let revoked = owner
+        .post_form(
+            &format!("/dashboard/keys/{replacement_id}/revoke"),
+            &[("csrf_token", &token)],
+        )
+        .await;
+    assert_eq!(revoked.status, 200);
+    assert!(revoked.body.contains("revoked"));
+    assert_eq!(
+        app.get_json(&replacement, "/v1/payments").await.0,
+        401,
+        "revoked at once"
+    );
+}
