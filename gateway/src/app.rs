@@ -266,6 +266,11 @@ impl Application {
             )
             .at("/dashboard/logout", post(dashboard::routes::sign_out))
             .at("/dashboard/logs", get(dashboard::routes::logs_page))
+            .at("/dashboard/payments", get(dashboard::routes::payments_page))
+            .at(
+                "/dashboard/payments/:id/refund",
+                post(dashboard::routes::refund_payment),
+            )
             .at(
                 "/dashboard/keys",
                 get(dashboard::routes::keys_page).post(dashboard::routes::create_key),

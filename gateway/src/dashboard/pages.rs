@@ -41,6 +41,7 @@ fn nav(csrf_token: &str, who: &str) -> Markup {
         header {
             nav aria-label="Dashboard" {
                 a href="/dashboard" { strong { "Payrail" } } " · "
+                a href="/dashboard/payments" { "Payments" } " · "
                 a href="/dashboard/logs" { "Logs" } " · "
                 a href="/dashboard/keys" { "API keys" }
             }
@@ -112,7 +113,7 @@ pub fn overview(csrf_token: &str, view: &Overview<'_>) -> Markup {
                             @for p in view.latest {
                                 tr data-payment=(p.id) {
                                     td { a href={ "/dashboard/payments/" (p.id) } { code { (p.id) } } }
-                                    td { (entity::money::Currency::parse(&p.currency).map_or_else(|| format!("{} {}", p.amount, p.currency), |c| entity::money::format_amount(p.amount, c))) }
+                                    td { (amount_of(p)) }
                                     td { (p.status) }
                                     td { (p.created_at) }
                                 }
@@ -162,6 +163,16 @@ pub fn payment_detail(csrf_token: &str, view: &PaymentDetail<'_>) -> Markup {
                     form method="post" action={ "/dashboard/payments/" (p.id) "/cancel" } {
                         input type="hidden" name="csrf_token" value=(csrf_token);
                         button type="submit" { "Cancel payment" }
+                    }
+                }
+                @if view.can_act && p.status == "succeeded" {
+                    form method="post" action={ "/dashboard/payments/" (p.id) "/refund" } {
+                        input type="hidden" name="csrf_token" value=(csrf_token);
+                        // One key per rendering: a double click replays, it does not refund twice.
+                        input type="hidden" name="idempotency_key" value=(entity::ids::random_token(24));
+                        label for="refund-amount" { "Refund (minor units; empty for the rest)" }
+                        input #refund-amount name="amount" inputmode="numeric" pattern="[0-9]*";
+                        p { button type="submit" { "Refund" } }
                     }
                 }
                 section aria-labelledby="events" {
@@ -350,5 +361,65 @@ pub fn api_keys(csrf_token: &str, keys: &[KeyRow], secret: Option<&str>) -> Mark
                 }
             }
         },
+    )
+}
+
+/// The payments list: filters, one page, and the link to the next.
+pub struct PaymentsList<'a> {
+    pub payments: &'a [Payment],
+    pub status: &'a str,
+    pub reference: &'a str,
+    /// The query of the next page, when there is one.
+    pub next: Option<String>,
+    pub error: Option<&'a str>,
+}
+
+pub fn payments_list(csrf_token: &str, view: &PaymentsList<'_>) -> Markup {
+    frame(
+        "Payments",
+        html! {
+            (nav(csrf_token, ""))
+            main {
+                h1 { "Payments" }
+                form method="get" action="/dashboard/payments" {
+                    label for="status" { "Status" }
+                    select #status name="status" {
+                        option value="" selected[view.status.is_empty()] { "Any" }
+                        @for s in entity::payment_status::PaymentStatus::ALL {
+                            option value=(s.as_str()) selected[view.status == s.as_str()] { (s.as_str()) }
+                        }
+                    }
+                    label for="reference" { "Reference" }
+                    input #reference name="reference" value=(view.reference);
+                    p { button type="submit" { "Filter" } }
+                }
+                @if let Some(error) = view.error { p.error role="alert" { (error) } }
+                table {
+                    thead { tr { th scope="col" { "Payment" } th scope="col" { "Amount" } th scope="col" { "Status" } th scope="col" { "Reference" } th scope="col" { "Created" } } }
+                    tbody #payments {
+                        @for p in view.payments {
+                            tr data-payment=(p.id) {
+                                td { a href={ "/dashboard/payments/" (p.id) } { code { (p.id) } } }
+                                td { (amount_of(p)) }
+                                td { (p.status) }
+                                td { (p.reference.as_deref().unwrap_or("")) }
+                                td { (p.created_at) }
+                            }
+                        }
+                    }
+                }
+                @if let Some(next) = &view.next {
+                    p { a rel="next" href={ "/dashboard/payments?" (next) } { "Older payments →" } }
+                }
+            }
+        },
+    )
+}
+
+/// A payment's amount as its customer reads it.
+pub fn amount_of(p: &Payment) -> String {
+    entity::money::Currency::parse(&p.currency).map_or_else(
+        || format!("{} {}", p.amount, p.currency),
+        |c| entity::money::format_amount(p.amount, c),
     )
 }

@@ -20,6 +20,7 @@ use super::pages;
 use crate::api::csrf;
 use crate::api::dto::Payment;
 use crate::merchants;
+use crate::pagination::{CreatedRange, Page};
 use crate::payments::{refunds, service as payments_service};
 use crate::state::AppState;
 use crate::webhooks::deliveries::{self as delivery_service, make_due_now};
@@ -865,5 +866,166 @@ pub async fn key_action(
             )
                 .into_response()
         }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct PaymentsQuery {
+    status: Option<String>,
+    reference: Option<String>,
+    starting_after: Option<String>,
+}
+
+/// `/dashboard/payments`: filtered by status and reference, 25 a page, newest first.
+#[handler]
+pub async fn payments_page(
+    req: &Request,
+    state: Data<&AppState>,
+    Query(query): Query<PaymentsQuery>,
+) -> Response {
+    let (user, token, cookies) = match page_session(req, &state).await {
+        Ok(found) => found,
+        Err(to_sign_in) => return to_sign_in,
+    };
+    let status_text = query.status.unwrap_or_default();
+    let reference = query.reference.unwrap_or_default();
+    let status = (!status_text.is_empty())
+        .then(|| {
+            PaymentStatus::parse(&status_text).ok_or(format!("Unknown status {status_text:?}."))
+        })
+        .transpose();
+    let page = Page::new(
+        Some(25),
+        query.starting_after.filter(|s| !s.is_empty()),
+        None,
+    )
+    .map_err(|e| e.message);
+    let (status, page) = match (status, page) {
+        (Ok(status), Ok(page)) => (status, page),
+        (Err(error), _) | (_, Err(error)) => {
+            let view = pages::PaymentsList {
+                payments: &[],
+                status: &status_text,
+                reference: &reference,
+                next: None,
+                error: Some(&error),
+            };
+            return html_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                pages::payments_list(&token, &view).into_string(),
+                &cookies,
+            );
+        }
+    };
+    let reference_filter = (!reference.is_empty()).then_some(reference.as_str());
+    let listed = payments_service::list(
+        &state.db,
+        &user.merchant_id,
+        status,
+        reference_filter,
+        &CreatedRange::default(),
+        &page,
+    )
+    .await;
+    let (rows, has_more) = match listed {
+        Ok(found) => found,
+        Err(e) => return unavailable("payments", &e, &cookies),
+    };
+    let payments: Vec<Payment> = rows.iter().map(Payment::from).collect();
+    let next = has_more.then(|| payments.last()).flatten().map(|last| {
+        url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("status", &status_text)
+            .append_pair("reference", &reference)
+            .append_pair("starting_after", &last.id)
+            .finish()
+    });
+    let view = pages::PaymentsList {
+        payments: &payments,
+        status: &status_text,
+        reference: &reference,
+        next,
+        error: None,
+    };
+    html_response(
+        StatusCode::OK,
+        pages::payments_list(&token, &view).into_string(),
+        &cookies,
+    )
+}
+
+#[derive(Deserialize)]
+pub struct RefundForm {
+    csrf_token: Option<String>,
+    idempotency_key: Option<String>,
+    amount: Option<String>,
+}
+
+/// The refund button (as `POST /v1/payments/{id}/refunds`, with the form's own idempotency
+/// key, so a double submit replays instead of refunding twice).
+#[handler]
+pub async fn refund_payment(
+    req: &Request,
+    state: Data<&AppState>,
+    Path(id): Path<String>,
+    form: Option<Form<RefundForm>>,
+) -> Response {
+    let form = form.map(|f| f.0);
+    let sent = form.as_ref().and_then(|f| f.csrf_token.clone());
+    let (user, cookies) = match acting_user(req, &state, sent.as_deref()).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
+    };
+    let Some(payment_id) = PaymentId::parse(&id) else {
+        return (StatusCode::NOT_FOUND, "No such payment.").into_response();
+    };
+    let amount = match form
+        .as_ref()
+        .and_then(|f| f.amount.as_deref())
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
+        None => None,
+        Some(text) => match text.parse::<i64>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                return back_to_payment(
+                    &id,
+                    "The refund amount must be a positive whole number of minor units.",
+                    &cookies,
+                );
+            }
+        },
+    };
+    let key = form
+        .and_then(|f| f.idempotency_key)
+        .filter(|k| (1..=255).contains(&k.len()));
+    match refunds::create(
+        &state.db,
+        &state.providers,
+        &user.merchant_id,
+        &payment_id,
+        amount,
+        key.as_deref(),
+    )
+    .await
+    {
+        Ok(outcome) => {
+            if !outcome.replayed {
+                state.effects.events_committed(&user.merchant_id).await;
+            }
+            let notice = if outcome.value.status == "failed" {
+                format!("The refund {} failed at the provider.", outcome.value.id)
+            } else {
+                format!(
+                    "Refund {} of {} recorded ({}).",
+                    outcome.value.id, outcome.value.amount, outcome.value.status
+                )
+            };
+            back_to_payment(&id, &notice, &cookies)
+        }
+        Err(crate::error::ServiceError::NotFound { .. }) => {
+            (StatusCode::NOT_FOUND, "No such payment.").into_response()
+        }
+        Err(e) => back_to_payment(&id, &format!("Not refunded: {e}."), &cookies),
     }
 }

@@ -656,3 +656,122 @@ async fn only_owners_create_roll_and_revoke_api_keys_and_the_api_follows_at_once
         "revoked at once"
     );
 }
+
+#[tokio::test]
+async fn the_payments_list_filters_and_pages_and_a_refund_form_refunds_once() {
+    let app = TestApp::spawn().await;
+    let (merchant, key) = app.create_merchant_with_id("Shop").await;
+    let card = |number: &str, reference: &str| {
+        json!({"amount": 4999, "currency": "eur", "provider": "simulated", "reference": reference,
+               "payment_method": {"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2031, "cvc": "123"}}})
+    };
+    let mut succeeded = Vec::new();
+    for i in 0..26 {
+        let (s, p) = app
+            .post_json(
+                &key,
+                "/v1/payments",
+                card("4242424242424242", &format!("order_{i}")),
+            )
+            .await;
+        assert_eq!(s, 201);
+        succeeded.push(p["id"].as_str().expect("id").to_string());
+    }
+    let (s, declined) = app
+        .post_json(&key, "/v1/payments", card("4000000000000002", "order_x"))
+        .await;
+    assert_eq!(s, 201);
+    let password = user(&app, &merchant, "dev@example.com", UserRole::Developer).await;
+    let mut browser = Browser::new(&app.base);
+    assert_eq!(
+        browser.sign_in("dev@example.com", &password).await.status,
+        303
+    );
+
+    let first = browser.get("/dashboard/payments").await;
+    assert_eq!(first.status, 200);
+    assert_eq!(
+        first.body.matches("<tr data-payment=").count(),
+        25,
+        "25 a page"
+    );
+    let next = first
+        .body
+        .split(r#"rel="next" href=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a next page")
+        .replace("&amp;", "&");
+    let second = browser.get(&next).await;
+    assert_eq!(
+        second.body.matches("<tr data-payment=").count(),
+        2,
+        "27 in all"
+    );
+    assert!(
+        second.body.contains(&succeeded[0]),
+        "the oldest on the last page"
+    );
+
+    let failed = browser.get("/dashboard/payments?status=failed").await;
+    assert_eq!(failed.body.matches("<tr data-payment=").count(), 1);
+    assert!(failed.body.contains(declined["id"].as_str().expect("id")));
+    let by_reference = browser.get("/dashboard/payments?reference=order_7").await;
+    assert!(by_reference.body.contains(&succeeded[7]));
+    assert_eq!(by_reference.body.matches("<tr data-payment=").count(), 1);
+    assert_eq!(
+        browser.get("/dashboard/payments?status=lost").await.status,
+        422
+    );
+
+    // Refund 10.00 of a succeeded payment; the same form sent twice refunds once.
+    let id = &succeeded[3];
+    let page = browser.get(&format!("/dashboard/payments/{id}")).await;
+    let token = Browser::token_in(&page);
+    let idempotency_key = page
+        .body
+        .split(r#"name="idempotency_key" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the refund form")
+        .to_string();
+    for _ in 0..2 {
+        let r = browser
+            .post_form(
+                &format!("/dashboard/payments/{id}/refund"),
+                &[
+                    ("csrf_token", &token),
+                    ("idempotency_key", &idempotency_key),
+                    ("amount", "1000"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 303);
+        assert!(
+            r.location
+                .as_deref()
+                .is_some_and(|l| l.contains("notice=Refund")),
+            "{:?}",
+            r.location
+        );
+    }
+    let (_, p) = app.get_json(&key, &format!("/v1/payments/{id}")).await;
+    assert_eq!(p["amount_refunded"], 1000, "refunded once");
+    let bad = browser
+        .post_form(
+            &format!("/dashboard/payments/{id}/refund"),
+            &[
+                ("csrf_token", &token),
+                ("idempotency_key", "other"),
+                ("amount", "-5"),
+            ],
+        )
+        .await;
+    assert!(
+        bad.location
+            .as_deref()
+            .is_some_and(|l| l.contains("positive"))
+    );
+    let (_, p) = app.get_json(&key, &format!("/v1/payments/{id}")).await;
+    assert_eq!(p["amount_refunded"], 1000, "a bad amount changes nothing");
+}
