@@ -54,6 +54,24 @@ fn nav(csrf_token: &str, who: &str) -> Markup {
     }
 }
 
+/// A labelled filter over a closed set, "Any" first, the current value selected.
+fn choice<'v>(
+    name: &str,
+    label: &str,
+    values: impl Iterator<Item = &'v str>,
+    current: &str,
+) -> Markup {
+    html! {
+        label for=(name) { (label) }
+        select id=(name) name=(name) {
+            option value="" selected[current.is_empty()] { "Any" }
+            @for value in values {
+                option value=(value) selected[current == value] { (value) }
+            }
+        }
+    }
+}
+
 /// The sign-in form; `error` says why the last attempt failed.
 pub fn sign_in(csrf_token: &str, email: &str, error: Option<&str>) -> Markup {
     frame(
@@ -262,13 +280,7 @@ pub fn logs(csrf_token: &str, view: &Logs<'_>) -> Markup {
             main {
                 h1 { "Logs" }
                 form method="get" action="/dashboard/logs" {
-                    label for="level" { "Level" }
-                    select #level name="level" {
-                        option value="" selected[view.level.is_empty()] { "Any" }
-                        @for level in entity::status::LogLevel::ALL {
-                            option value=(level.as_str()) selected[view.level == level.as_str()] { (level.as_str()) }
-                        }
-                    }
+                    (choice("level", "Level", entity::status::LogLevel::ALL.iter().map(|l| l.as_str()), view.level))
                     label for="source" { "Source" }
                     input #source name="source" value=(view.source) placeholder="payments, api, merchant:…";
                     label for="window" { "Since" }
@@ -382,13 +394,7 @@ pub fn payments_list(csrf_token: &str, view: &PaymentsList<'_>) -> Markup {
             main {
                 h1 { "Payments" }
                 form method="get" action="/dashboard/payments" {
-                    label for="status" { "Status" }
-                    select #status name="status" {
-                        option value="" selected[view.status.is_empty()] { "Any" }
-                        @for s in entity::payment_status::PaymentStatus::ALL {
-                            option value=(s.as_str()) selected[view.status == s.as_str()] { (s.as_str()) }
-                        }
-                    }
+                    (choice("status", "Status", entity::payment_status::PaymentStatus::ALL.iter().map(|s| s.as_str()), view.status))
                     label for="reference" { "Reference" }
                     input #reference name="reference" value=(view.reference);
                     p { button type="submit" { "Filter" } }
