@@ -273,6 +273,15 @@ pub fn format_amount(minor_units: i64, currency: Currency) -> String {
     }
 }
 
+/// [`format_amount`] for a currency stored as text; a code we do not know (none is stored, but
+/// a page must not fail on one) is written as the raw minor units and the code.
+pub fn format_stored_amount(minor_units: i64, currency_code: &str) -> String {
+    match Currency::parse(currency_code) {
+        Some(currency) => format_amount(minor_units, currency),
+        None => format!("{minor_units} {currency_code}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

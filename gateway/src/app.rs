@@ -238,10 +238,9 @@ impl Application {
     pub fn routes(state: &AppState) -> impl poem::Endpoint + 'static {
         let service = api::service(&state.public_url);
         // The UI and /openapi.json show the refined document, not poem's own.
-        let published = api::published_spec(&state.public_url);
-        let docs_html = service
-            .swagger_ui_html()
-            .replace(&service.spec(), &published);
+        let poem_spec = service.spec();
+        let published = api::published_spec(&poem_spec);
+        let docs_html = service.swagger_ui_html().replace(&poem_spec, &published);
         let docs = get(poem::endpoint::make_sync(move |_| {
             poem::web::Html(docs_html.clone())
         }));

@@ -131,7 +131,7 @@ pub fn overview(csrf_token: &str, view: &Overview<'_>) -> Markup {
                             @for p in view.latest {
                                 tr data-payment=(p.id) {
                                     td { a href={ "/dashboard/payments/" (p.id) } { code { (p.id) } } }
-                                    td { (amount_of(p)) }
+                                    td { (entity::money::format_stored_amount(p.amount, &p.currency)) }
                                     td { (p.status) }
                                     td { (p.created_at) }
                                 }
@@ -406,7 +406,7 @@ pub fn payments_list(csrf_token: &str, view: &PaymentsList<'_>) -> Markup {
                         @for p in view.payments {
                             tr data-payment=(p.id) {
                                 td { a href={ "/dashboard/payments/" (p.id) } { code { (p.id) } } }
-                                td { (amount_of(p)) }
+                                td { (entity::money::format_stored_amount(p.amount, &p.currency)) }
                                 td { (p.status) }
                                 td { (p.reference.as_deref().unwrap_or("")) }
                                 td { (p.created_at) }
@@ -419,13 +419,5 @@ pub fn payments_list(csrf_token: &str, view: &PaymentsList<'_>) -> Markup {
                 }
             }
         },
-    )
-}
-
-/// A payment's amount as its customer reads it.
-pub fn amount_of(p: &Payment) -> String {
-    entity::money::Currency::parse(&p.currency).map_or_else(
-        || format!("{} {}", p.amount, p.currency),
-        |c| entity::money::format_amount(p.amount, c),
     )
 }

@@ -6,6 +6,7 @@
 
 use entity::event::rfc3339;
 use entity::ids::{ApiKeyId, DeliveryId, PaymentId};
+use entity::money::format_stored_amount;
 use entity::payment_status::PaymentStatus;
 use entity::status::{DeliveryStatus, LogLevel, UserRole};
 use entity::{dashboard_users, events, payments, webhook_deliveries, webhook_endpoints};
@@ -316,15 +317,25 @@ pub async fn overview(req: &Request, state: Data<&AppState>) -> Response {
         Err(to_sign_in) => return to_sign_in,
     };
     let loaded = async {
-        let mut counts = Vec::new();
-        for status in PaymentStatus::ALL {
-            let n = payments::Entity::find()
-                .filter(payments::Column::MerchantId.eq(&user.merchant_id))
-                .filter(payments::Column::Status.eq(*status))
-                .count(&state.db)
-                .await?;
-            counts.push((status.to_string(), n));
-        }
+        // One grouped count; statuses with no payment still show, as 0.
+        let grouped: std::collections::HashMap<String, i64> = payments::Entity::find()
+            .select_only()
+            .column(payments::Column::Status)
+            .column_as(payments::Column::Id.count(), "n")
+            .filter(payments::Column::MerchantId.eq(&user.merchant_id))
+            .group_by(payments::Column::Status)
+            .into_tuple::<(String, i64)>()
+            .all(&state.db)
+            .await?
+            .into_iter()
+            .collect();
+        let counts: Vec<(String, u64)> = PaymentStatus::ALL
+            .iter()
+            .map(|s| {
+                let n = grouped.get(s.as_str()).copied().unwrap_or(0);
+                (s.to_string(), u64::try_from(n).unwrap_or(0))
+            })
+            .collect();
         let latest: Vec<Payment> = payments::Entity::find()
             .filter(payments::Column::MerchantId.eq(&user.merchant_id))
             .order_by_desc(payments::Column::Id)
@@ -462,12 +473,6 @@ pub async fn payment_detail(
         Err(e) => return unavailable("payment", &e, &cookies),
     };
     let payment = Payment::from(&p);
-    let currency_of = |amount: i64| {
-        entity::money::Currency::parse(&p.currency).map_or_else(
-            || format!("{amount} {}", p.currency),
-            |c| entity::money::format_amount(amount, c),
-        )
-    };
     let event_rows: Vec<_> = events
         .iter()
         .map(|e| {
@@ -487,7 +492,7 @@ pub async fn payment_detail(
         .map(|r| {
             (
                 r.id.to_string(),
-                currency_of(r.amount),
+                format_stored_amount(r.amount, &p.currency),
                 r.status.to_string(),
             )
         })
@@ -510,7 +515,7 @@ pub async fn payment_detail(
             &token,
             &pages::PaymentDetail {
                 payment: &payment,
-                amount: currency_of(p.amount),
+                amount: format_stored_amount(p.amount, &p.currency),
                 events: &event_rows,
                 refunds: &refund_rows,
                 deliveries: &delivery_rows,

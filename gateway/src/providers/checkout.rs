@@ -4,23 +4,16 @@
 //! status, labelled QR code, visible focus), shows the amount as the customer writes it
 //! (`€49.99`, `5 000 FCFA`), and posts its buttons with a CSRF token.
 
-use entity::money::{Currency, format_amount};
+use entity::money::format_stored_amount;
 use entity::payments;
 
-fn escape(s: &str) -> String {
+/// Text made safe for HTML content and attribute values.
+pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
         .replace('\'', "&#39;")
-}
-
-/// The amount as the customer reads it; the raw minor units if the currency is unknown.
-pub fn display_amount(p: &payments::Model) -> String {
-    match Currency::parse(&p.currency) {
-        Some(currency) => format_amount(p.amount, currency),
-        None => format!("{} {}", p.amount, p.currency),
-    }
 }
 
 /// What the page needs beyond the payment.
@@ -50,7 +43,7 @@ button:focus-visible,a:focus-visible{outline:3px solid #f5a623;outline-offset:2p
 
 /// The page for one sandbox payment.
 pub fn render(p: &payments::Model, view: &CheckoutView<'_>) -> String {
-    let amount = escape(&display_amount(p));
+    let amount = escape(&format_stored_amount(p.amount, &p.currency));
     let open = !p.status.is_final();
     let id = escape(&p.id);
     let token = escape(view.csrf_token);

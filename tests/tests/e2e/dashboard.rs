@@ -207,6 +207,17 @@ async fn a_user_signs_in_sees_only_their_merchants_payments_and_signs_out() {
     assert!(overview.body.contains(ours["id"].as_str().expect("id")));
     assert!(overview.body.contains("€49.99"));
     assert!(
+        overview
+            .body
+            .contains(r#"data-status="pending"><strong>1</strong>"#),
+        "one pending payment counted"
+    );
+    assert!(
+        overview
+            .body
+            .contains(r#"data-status="failed"><strong>0</strong>"#)
+    );
+    assert!(
         !overview.body.contains(theirs["id"].as_str().expect("id")),
         "another merchant's payment never shows"
     );
