@@ -134,6 +134,17 @@ impl Harness {
             .as_str()
             .ok_or_else(|| anyhow::anyhow!("no api_key in {r}"))?
             .to_string();
+        // A load test must measure the gateway, not meet the free plan's monthly limits or
+        // the default per-key rate limit (100/s).
+        let id = r["id"].as_str().unwrap_or_default();
+        client
+            .patch(format!("{base}/v1/admin/merchants/{id}"))
+            .bearer_auth(admin)
+            .json(&json!({"plan": "custom", "usage_limits": {},
+                          "rate_limit_per_second": 10000, "rate_limit_burst": 10000}))
+            .send()
+            .await?
+            .error_for_status()?;
         Ok(Harness { base, client, key })
     }
 

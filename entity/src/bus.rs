@@ -18,6 +18,10 @@ pub enum BusMessage {
         /// The request id of the API call that caused it, so logs follow it to delivery.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request_id: Option<String>,
+        /// The W3C trace context of the event (also sent as the AMQP `traceparent` header),
+        /// so the fan-out joins the API call's trace.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        traceparent: Option<String>,
     },
 }
 
@@ -43,10 +47,90 @@ impl BusMessage {
         }
     }
 
+    pub fn traceparent(&self) -> Option<&str> {
+        match self {
+            BusMessage::V1 { traceparent, .. } => traceparent.as_deref(),
+        }
+    }
+
     pub fn event_type(&self) -> &str {
         match self {
             BusMessage::V1 { event_type, .. } => event_type,
         }
+    }
+}
+
+/// A change the dashboards may want to show at once. Best effort, never durable: the data
+/// itself is in the database, and a page that missed a notice reloads its live parts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "version")]
+pub enum LiveNotice {
+    #[serde(rename = "v1")]
+    V1 {
+        merchant_id: crate::ids::MerchantId,
+        change: LiveChange,
+    },
+}
+
+/// What changed. Payments change through their events, which every gateway also hears.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LiveChange {
+    /// An event was committed (a payment or refund changed, an endpoint was disabled, ...).
+    Event {
+        event_id: crate::ids::EventId,
+        event_type: String,
+    },
+    /// The worker recorded an attempt of this delivery.
+    DeliveryAttempt {
+        delivery_id: crate::ids::DeliveryId,
+        status: String,
+    },
+    /// An entry was written to the merchant's log store.
+    LogEntry {
+        log_id: crate::ids::LogId,
+        level: String,
+    },
+}
+
+impl LiveNotice {
+    pub fn new(merchant_id: crate::ids::MerchantId, change: LiveChange) -> LiveNotice {
+        LiveNotice::V1 {
+            merchant_id,
+            change,
+        }
+    }
+
+    pub fn merchant_id(&self) -> &crate::ids::MerchantId {
+        match self {
+            LiveNotice::V1 { merchant_id, .. } => merchant_id,
+        }
+    }
+
+    pub fn change(&self) -> &LiveChange {
+        match self {
+            LiveNotice::V1 { change, .. } => change,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<LiveNotice, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+impl From<&BusMessage> for LiveNotice {
+    fn from(m: &BusMessage) -> LiveNotice {
+        LiveNotice::new(
+            m.merchant_id().clone(),
+            LiveChange::Event {
+                event_id: m.event_id().clone(),
+                event_type: m.event_type().to_string(),
+            },
+        )
     }
 }
 
@@ -58,6 +142,8 @@ pub struct QueueNames {
     pub dead_letter_exchange: String,
     pub dead_letter_queue: String,
     pub routing_key: String,
+    /// Fanout exchange of [`LiveNotice`]s; each gateway binds a queue of its own.
+    pub live_exchange: String,
 }
 
 impl QueueNames {
@@ -68,6 +154,7 @@ impl QueueNames {
             dead_letter_exchange: format!("{prefix}.dead-letter"),
             dead_letter_queue: format!("{prefix}.webhook-fanout.dead"),
             routing_key: "event".to_string(),
+            live_exchange: format!("{prefix}.live"),
         }
     }
 }
@@ -83,12 +170,36 @@ mod tests {
             merchant_id: crate::ids::MerchantId::from_trusted("mer_1"),
             event_type: "payment.pending".into(),
             request_id: None,
+            traceparent: None,
         };
         let bytes = m.encode();
         assert!(String::from_utf8_lossy(&bytes).contains(r#""version":"v1""#));
         assert_eq!(BusMessage::decode(&bytes).unwrap(), m);
         assert!(BusMessage::decode(br#"{"version":"v9"}"#).is_err());
         assert!(BusMessage::decode(b"not json").is_err());
+    }
+
+    #[test]
+    fn live_notices_round_trip_and_carry_their_version() {
+        let n = LiveNotice::new(
+            crate::ids::MerchantId::from_trusted("mer_1"),
+            LiveChange::DeliveryAttempt {
+                delivery_id: crate::ids::DeliveryId::from_trusted("dlv_1"),
+                status: "failed".into(),
+            },
+        );
+        let bytes = n.encode();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            text.contains(r#""version":"v1""#) && text.contains(r#""kind":"delivery_attempt""#)
+        );
+        assert_eq!(LiveNotice::decode(&bytes).unwrap(), n);
+        assert!(
+            LiveNotice::decode(
+                br#"{"version":"v1","merchant_id":"mer_1","change":{"kind":"nope"}}"#
+            )
+            .is_err()
+        );
     }
 
     #[test]

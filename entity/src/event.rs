@@ -20,10 +20,16 @@ pub enum EventType {
     WebhookEndpointDisabled,
     /// Sent on request to one endpoint, whatever it subscribes to.
     WebhookEndpointTest,
+    /// A month's usage of a limited metric first crossed 80 % or 95 % of the plan's limit.
+    UsageThresholdReached,
+    PayoutPending,
+    PayoutProcessing,
+    PayoutSucceeded,
+    PayoutFailed,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 11] = [
+    pub const ALL: [EventType; 16] = [
         EventType::PaymentPending,
         EventType::PaymentProcessing,
         EventType::PaymentSucceeded,
@@ -35,6 +41,11 @@ impl EventType {
         EventType::RefundFailed,
         EventType::WebhookEndpointDisabled,
         EventType::WebhookEndpointTest,
+        EventType::UsageThresholdReached,
+        EventType::PayoutPending,
+        EventType::PayoutProcessing,
+        EventType::PayoutSucceeded,
+        EventType::PayoutFailed,
     ];
 
     pub const fn for_status(status: PaymentStatus) -> EventType {
@@ -61,6 +72,22 @@ impl EventType {
             EventType::RefundFailed => "refund.failed",
             EventType::WebhookEndpointDisabled => "webhook_endpoint.disabled",
             EventType::WebhookEndpointTest => "webhook_endpoint.test",
+            EventType::UsageThresholdReached => "usage.threshold_reached",
+            EventType::PayoutPending => "payout.pending",
+            EventType::PayoutProcessing => "payout.processing",
+            EventType::PayoutSucceeded => "payout.succeeded",
+            EventType::PayoutFailed => "payout.failed",
+        }
+    }
+
+    /// The event of a payout reaching `status`.
+    pub const fn for_payout(status: crate::status::PayoutStatus) -> EventType {
+        use crate::status::PayoutStatus;
+        match status {
+            PayoutStatus::Pending => EventType::PayoutPending,
+            PayoutStatus::Processing => EventType::PayoutProcessing,
+            PayoutStatus::Succeeded => EventType::PayoutSucceeded,
+            PayoutStatus::Failed => EventType::PayoutFailed,
         }
     }
 

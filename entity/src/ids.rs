@@ -20,6 +20,7 @@ pub enum IdKind {
     Log,
     User,
     Session,
+    Payout,
 }
 
 impl IdKind {
@@ -37,6 +38,7 @@ impl IdKind {
             IdKind::Log => "log",
             IdKind::User => "usr",
             IdKind::Session => "ses",
+            IdKind::Payout => "po",
         }
     }
 
@@ -180,6 +182,7 @@ typed_id!(/** `re_…` */ RefundId => Refund);
 typed_id!(/** `log_…` */ LogId => Log);
 typed_id!(/** `usr_…` */ UserId => User);
 typed_id!(/** `ses_…` */ SessionId => Session);
+typed_id!(/** `po_…` */ PayoutId => Payout);
 
 /// `len` random alphanumeric characters, for secrets that are shown once.
 pub fn random_token(len: usize) -> String {

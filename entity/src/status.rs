@@ -171,3 +171,36 @@ text_enum! {
         Viewer = "viewer",
     }
 }
+
+text_enum! {
+    /// A merchant's usage plan: `free` and `pro` have set monthly limits, `custom` the
+    /// merchant's own (`usage_limits`).
+    Plan {
+        Free = "free",
+        Pro = "pro",
+        Custom = "custom",
+    }
+}
+
+text_enum! {
+    /// A payout's state: `pending` (recorded, not yet at the provider), `processing` (the
+    /// provider has it), then `succeeded` or `failed`, which are final.
+    PayoutStatus {
+        Pending = "pending",
+        Processing = "processing",
+        Succeeded = "succeeded",
+        Failed = "failed",
+    }
+}
+
+impl PayoutStatus {
+    /// Final states never move again.
+    pub fn is_final(self) -> bool {
+        matches!(self, PayoutStatus::Succeeded | PayoutStatus::Failed)
+    }
+
+    /// Whether its amount is taken from the merchant's available balance.
+    pub fn holds_balance(self) -> bool {
+        self != PayoutStatus::Failed
+    }
+}

@@ -42,6 +42,8 @@ pub struct Application {
     relay_interval: Duration,
     embedded_worker: Option<Worker>,
     poller: Poller,
+    usage_check_schedule: &'static str,
+    usage_flush_interval: Duration,
     retention: Retention,
 }
 
@@ -122,6 +124,7 @@ impl Application {
         let relay = Relay::new(db.clone(), bus.clone());
         let effects = Effects {
             db: db.clone(),
+            bus: bus.clone(),
             relay,
             cache: cache.clone(),
             metrics: metrics.clone(),
@@ -167,6 +170,8 @@ impl Application {
             )?,
             webhook: settings.worker.webhook.clone(),
             rate_limit: settings.gateway.rate_limit,
+            live: crate::dashboard::live::LiveHub::default(),
+            quotas: Arc::default(),
             dashboard: crate::dashboard::auth::SessionKeys::new(
                 dashboard_secret.as_bytes(),
                 settings.gateway.dashboard.access_ttl,
@@ -184,6 +189,8 @@ impl Application {
             embedded_worker,
             poller,
             retention,
+            usage_flush_interval: settings.gateway.usage_flush_interval,
+            usage_check_schedule: settings.gateway.usage_check_schedule,
         })
     }
 
@@ -251,6 +258,8 @@ impl Application {
         }));
         let metrics = state.metrics.clone();
         let db = state.db.clone();
+        let bus = state.bus.clone();
+        let cache = state.cache.clone();
         Route::new()
             .nest("/", service)
             .at("/docs", docs)
@@ -264,6 +273,20 @@ impl Application {
                 get(dashboard::routes::sign_in_page).post(dashboard::routes::sign_in),
             )
             .at("/dashboard/logout", post(dashboard::routes::sign_out))
+            .at("/dashboard/stream", get(dashboard::live::stream))
+            .at("/dashboard/live.js", get(dashboard::live::script))
+            .at(
+                "/dashboard/webhooks",
+                get(dashboard::webhooks::webhooks_page).post(dashboard::webhooks::create_endpoint),
+            )
+            .at(
+                "/dashboard/webhooks/:id/:action",
+                post(dashboard::webhooks::endpoint_action),
+            )
+            .at(
+                "/dashboard/deliveries/:id",
+                get(dashboard::webhooks::delivery_page),
+            )
             .at("/dashboard/logs", get(dashboard::routes::logs_page))
             .at("/dashboard/payments", get(dashboard::routes::payments_page))
             .at(
@@ -296,7 +319,16 @@ impl Application {
                 post(api::checkout::checkout_action),
             )
             .data(state.clone())
-            .around(move |ep, req| observe(ep, req, metrics.clone(), db.clone()))
+            .around(move |ep, req| {
+                observe(
+                    ep,
+                    req,
+                    metrics.clone(),
+                    db.clone(),
+                    bus.clone(),
+                    cache.clone(),
+                )
+            })
     }
 
     /// The operators' routes, on their own listener so `/metrics` is not on the public port.
@@ -321,7 +353,25 @@ impl Application {
                 .run(self.relay_interval, stop_rx.clone()),
         );
         let poller = tokio::spawn(self.poller.run(stop_rx.clone()));
+        let live = self.state.live.clone();
+        let hub = tokio::spawn(live.clone().run(self.state.bus.clone(), stop_rx.clone()));
+        // Open dashboard sockets would hold the graceful shutdown to its timeout: they are
+        // closed as soon as shutdown begins.
+        let shutdown = async move {
+            shutdown.await;
+            live.close();
+        };
         let retention = tokio::spawn(self.retention.run(stop_rx.clone()));
+        let usage_check = tokio::spawn(check_usage_until_stopped(
+            self.state.clone(),
+            self.usage_check_schedule,
+            stop_rx.clone(),
+        ));
+        let usage = tokio::spawn(flush_usage_until_stopped(
+            self.state.clone(),
+            self.usage_flush_interval,
+            stop_rx.clone(),
+        ));
         let worker = self.embedded_worker.map(|w| {
             let mut rx = stop_rx.clone();
             tokio::spawn(async move {
@@ -350,7 +400,14 @@ impl Application {
         let _ = stop_tx.send(true);
         let _ = relay.await;
         let _ = poller.await;
+        let _ = hub.await;
         let _ = retention.await;
+        let _ = usage.await;
+        let _ = usage_check.await;
+        // What was counted since the last flush (all of it, in embedded mode) is kept.
+        if let Err(e) = runtime::usage::flush(&self.state.db, &self.state.cache).await {
+            tracing::warn!(error = %e, "final usage flush failed; Redis keeps the counts for the next start");
+        }
         let _ = probes.await;
         if let Err(e) = self.state.effects.relay.drain().await {
             tracing::warn!(error = %e, "final outbox drain failed; the next start publishes what is left");
@@ -360,4 +417,61 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// Moves usage counts from the cache to the database every `every` until stopped.
+async fn flush_usage_until_stopped(
+    state: AppState,
+    every: Duration,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    runtime::schedule::run(
+        "usage flush",
+        runtime::schedule::Schedule::Every(every),
+        stop,
+        move || {
+            let state = state.clone();
+            async move {
+                match runtime::usage::flush(&state.db, &state.cache).await {
+                    Ok(n) => {
+                        state.metrics.usage_flushed.inc_by(n as u64);
+                    }
+                    Err(e) => {
+                        state.metrics.usage_flush_failures.inc();
+                        tracing::warn!(error = %e, "usage flush failed; the counts wait in the cache");
+                    }
+                };
+            }
+        },
+    )
+    .await
+}
+
+/// Checks usage against the plans' limits on `schedule` (daily at 06:00 UTC by default): the
+/// first crossing of 80 % and 95 % each month is alerted once (log entry + webhook).
+async fn check_usage_until_stopped(
+    state: AppState,
+    schedule: &'static str,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    runtime::schedule::run(
+        "usage thresholds",
+        runtime::schedule::Schedule::Calendar(schedule),
+        stop,
+        move || {
+            let state = state.clone();
+            async move {
+                match crate::quotas::check_thresholds_once(&state, chrono::Utc::now()).await {
+                    Ok(alerted) => {
+                        state.metrics.usage_thresholds.inc_by(alerted.len() as u64);
+                        if !alerted.is_empty() {
+                            tracing::info!(alerts = alerted.len(), "usage thresholds reached");
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "usage threshold check failed; the next run retries"),
+                }
+            }
+        },
+    )
+    .await
 }

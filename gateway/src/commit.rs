@@ -20,6 +20,7 @@ use crate::relay::Relay;
 #[derive(Clone)]
 pub struct Effects {
     pub db: DatabaseConnection,
+    pub bus: runtime::bus::EventBus,
     pub relay: Relay,
     pub cache: Cache,
     pub metrics: Arc<ApiMetrics>,
@@ -29,6 +30,16 @@ impl Effects {
     /// A payment was created; it may already have moved on in the same transaction (a test
     /// card, a provider that answered at once, a provider failure).
     pub async fn payment_created(&self, p: &payments::Model, request_id: Option<&str>) {
+        let volume = format!("{}{}", runtime::usage::metric::VOLUME_PREFIX, p.currency);
+        self.cache
+            .count_usage(
+                &p.merchant_id,
+                &[
+                    (runtime::usage::metric::PAYMENTS_CREATED, 1),
+                    (volume.as_str(), p.amount),
+                ],
+            )
+            .await;
         self.metrics
             .payment_status(p.provider.as_str(), PaymentStatus::Pending.as_str());
         self.metrics
@@ -60,6 +71,7 @@ impl Effects {
         self.metrics.late_success(p.provider.as_str());
         record(
             &self.db,
+            &self.bus,
             Entry {
                 merchant_id: Some(&p.merchant_id),
                 level: LogLevel::Critical,
@@ -84,6 +96,13 @@ impl Effects {
             .await;
     }
 
+    /// A payout moved to the status it has now, its event committed: counted, and the relay
+    /// woken so the event goes out now.
+    pub fn payout_moved(&self, p: &entity::payouts::Model) {
+        self.metrics.payout(p.provider.as_str(), p.status.as_str());
+        self.relay.notify();
+    }
+
     /// Events (or payment fields) of this merchant were committed without a status change
     /// to count, e.g. a partial refund.
     pub async fn events_committed(&self, merchant_id: &MerchantId) {
@@ -98,6 +117,7 @@ impl Effects {
         }
         record(
             &self.db,
+            &self.bus,
             Entry {
                 merchant_id: Some(&p.merchant_id),
                 level: LogLevel::Error,

@@ -12,6 +12,7 @@
 //! [`CLAIM_TTL`] and the next retry takes it over.
 
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use chrono::Utc;
 use entity::idempotency_keys;
@@ -207,6 +208,17 @@ impl Idempotent<'_> {
         ServiceError: From<E>,
         W: AsyncFnOnce(&DatabaseTransaction) -> Result<T, E>,
     {
+        // The transaction is a span of the request's trace; the events it writes carry it.
+        let span = tracing::info_span!("db.transaction", operation = self.operation);
+        self.execute_in(db, work).instrument(span).await
+    }
+
+    async fn execute_in<T, E, W>(&self, db: &DatabaseConnection, work: W) -> Result<T, ServiceError>
+    where
+        T: Serialize,
+        ServiceError: From<E>,
+        W: AsyncFnOnce(&DatabaseTransaction) -> Result<T, E>,
+    {
         let txn = db.begin().await?;
         let value = work(&txn).await?;
         if let Some(key) = self.key {
@@ -259,4 +271,18 @@ impl Idempotent<'_> {
             }
         }
     }
+}
+
+/// Whether the merchant already used `key` (for any operation): a retry whose answer is kept.
+pub async fn exists(
+    db: &DatabaseConnection,
+    merchant_id: &entity::ids::MerchantId,
+    key: &str,
+) -> Result<bool, DbErr> {
+    Ok(idempotency_keys::Entity::find()
+        .filter(idempotency_keys::Column::MerchantId.eq(merchant_id))
+        .filter(idempotency_keys::Column::Key.eq(key))
+        .one(db)
+        .await?
+        .is_some())
 }

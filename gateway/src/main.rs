@@ -13,7 +13,7 @@ async fn main() {
         println!("{}", gateway::api::spec_json());
         return;
     }
-    telemetry::init();
+    let telemetry = telemetry::init("payrail-gateway");
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => fail(2, &format!("configuration: {e}")),
@@ -37,6 +37,7 @@ async fn main() {
             &format!("unknown command {other:?}; use serve, migrate, openapi or users create"),
         ),
     }
+    telemetry.shutdown();
 }
 
 /// `users create --merchant mer_… --email … [--role owner|developer|viewer]`: a dashboard

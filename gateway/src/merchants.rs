@@ -103,6 +103,8 @@ pub async fn create<C: TransactionTrait>(db: &C, name: &str) -> Result<CreatedMe
         created_at: Set(now),
         rate_limit_per_second: Set(None),
         rate_limit_burst: Set(None),
+        plan: Set(entity::status::Plan::Free),
+        usage_limits: Set(None),
     })
     .exec_with_returning(&txn)
     .await?;
@@ -168,6 +170,24 @@ pub async fn authenticate<C: ConnectionTrait>(
         },
         key.expires_at,
     )))
+}
+
+/// Changes a merchant's plan and/or its custom limits (`Some(None)` removes them). Every
+/// gateway applies it within `quotas::SNAPSHOT_TTL`.
+pub async fn set_plan<C: ConnectionTrait>(
+    db: &C,
+    merchant: merchants::Model,
+    plan: Option<entity::status::Plan>,
+    usage_limits: Option<Option<serde_json::Value>>,
+) -> Result<merchants::Model, DbErr> {
+    let mut changed: merchants::ActiveModel = merchant.into();
+    if let Some(plan) = plan {
+        changed.plan = Set(plan);
+    }
+    if let Some(limits) = usage_limits {
+        changed.usage_limits = Set(limits);
+    }
+    merchants::Entity::update(changed).exec(db).await
 }
 
 /// Sets (or, with `None`, returns to the server's default) a merchant's rate limit, and

@@ -17,6 +17,17 @@ pub struct HttpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PayoutLabels {
+    pub provider: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PaymentLabels {
     pub gateway: String,
     pub status: String,
@@ -57,6 +68,21 @@ pub struct ApiMetrics {
     pub circuits: Family<CircuitLabels, Gauge>,
     /// Requests refused with 429 by the API rate limiter.
     pub rate_limited: Counter,
+    /// Payout status changes, by provider and new status.
+    pub payouts: Family<PayoutLabels, Counter>,
+    /// The same by status only (the original specification's `payouts_by_status_total`).
+    pub payouts_by_status: Family<StatusLabel, Counter>,
+    /// Requests refused with 429 because a hard monthly limit of the plan was reached.
+    pub quota_exceeded: Counter,
+    /// Dashboard pages with an open live socket on this gateway.
+    pub dashboard_sockets: Gauge,
+    /// 1 while this gateway hears the bus for its dashboard pages.
+    pub dashboard_listening: Gauge,
+    /// Usage counters moved from the cache to the database, and flushes that failed.
+    pub usage_flushed: Counter,
+    pub usage_flush_failures: Counter,
+    /// Usage thresholds (80 %, 95 % of a plan's limit) alerted.
+    pub usage_thresholds: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -119,11 +145,59 @@ impl ApiMetrics {
             outbox_oldest_age: Gauge::default(),
             circuits: Family::default(),
             rate_limited: Counter::default(),
+            payouts: Family::default(),
+            payouts_by_status: Family::default(),
+            quota_exceeded: Counter::default(),
+            dashboard_sockets: Gauge::default(),
+            dashboard_listening: Gauge::default(),
+            usage_flushed: Counter::default(),
+            usage_flush_failures: Counter::default(),
+            usage_thresholds: Counter::default(),
         };
+        registry.register(
+            "usage_thresholds_reached",
+            "First crossings of 80 % or 95 % of a plan's monthly limit this month, alerted to the merchant",
+            m.usage_thresholds.clone(),
+        );
+        registry.register(
+            "usage_counters_flushed",
+            "Usage counters (merchant, month, metric) added to the database by the flush",
+            m.usage_flushed.clone(),
+        );
+        registry.register(
+            "usage_flush_failures",
+            "Usage flushes that failed (the counts stay in the cache for the next one)",
+            m.usage_flush_failures.clone(),
+        );
+        registry.register(
+            "dashboard_stream_sockets",
+            "Dashboard pages with an open live socket (/dashboard/stream) on this gateway",
+            m.dashboard_sockets.clone(),
+        );
+        registry.register(
+            "dashboard_stream_listening",
+            "1 while this gateway hears the bus for its dashboard pages, 0 while it reconnects",
+            m.dashboard_listening.clone(),
+        );
         registry.register(
             "api_rate_limited",
             "Requests refused with 429 because their API key's bucket was empty",
             m.rate_limited.clone(),
+        );
+        registry.register(
+            "payouts",
+            "Payout status changes by provider and new status (pending, processing, succeeded, failed)",
+            m.payouts.clone(),
+        );
+        registry.register(
+            "payouts_by_status",
+            "Payout status changes by new status, all providers together",
+            m.payouts_by_status.clone(),
+        );
+        registry.register(
+            "api_quota_exceeded",
+            "Requests refused with 429 quota_exceeded: a hard monthly limit of the merchant's plan was reached",
+            m.quota_exceeded.clone(),
         );
         registry.register(
             "outbox_unpublished_events",
@@ -215,6 +289,21 @@ impl ApiMetrics {
             .get_or_create_owned(&WebhookLabels {
                 provider: provider.into(),
                 outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// A payout reached `status`.
+    pub fn payout(&self, provider: &str, status: &str) {
+        self.payouts
+            .get_or_create_owned(&PayoutLabels {
+                provider: provider.into(),
+                status: status.into(),
+            })
+            .inc();
+        self.payouts_by_status
+            .get_or_create_owned(&StatusLabel {
+                status: status.into(),
             })
             .inc();
     }

@@ -79,10 +79,27 @@ impl Relay {
                 merchant_id: e.merchant_id.clone(),
                 event_type: e.event_type.clone(),
                 request_id: e.request_id.clone(),
+                traceparent: e.traceparent.clone(),
+            })
+            .collect();
+        // Each event's publish is a span of the trace that caused it (the batch is many traces).
+        let spans: Vec<tracing::Span> = pending
+            .iter()
+            .map(|e| {
+                let span = tracing::info_span!(
+                    "outbox.publish",
+                    otel.kind = "producer",
+                    event_id = %e.id,
+                    event_type = %e.event_type,
+                    trace_id = tracing::field::Empty,
+                );
+                runtime::trace_context::continue_from(&span, e.traceparent.as_deref());
+                span
             })
             .collect();
         // On a bus error the transaction rolls back: the rows stay unpublished for next time.
         self.inner.bus.publish(&messages).await?;
+        drop(spans);
         let ids: Vec<EventId> = pending.into_iter().map(|e| e.id).collect();
         let count = ids.len();
         events::Entity::update_many()

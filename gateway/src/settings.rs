@@ -37,6 +37,10 @@ pub struct GatewaySettings {
     pub simulated_webhook_secret: Option<Secret>,
     /// How often the relay republishes events left unpublished (crash, broker down).
     pub relay_interval: Duration,
+    /// How often usage counts move from the cache to the database.
+    pub usage_flush_interval: Duration,
+    /// When usage is checked against the plans' limits (six-field cron, UTC).
+    pub usage_check_schedule: &'static str,
     /// Webhook endpoints one merchant may have.
     pub max_webhook_endpoints: u32,
     pub providers: ProviderSettings,
@@ -67,6 +71,16 @@ impl GatewaySettings {
             public_url: env.raw("PAYRAIL_PUBLIC_URL"),
             simulated_webhook_secret: env.raw("PAYRAIL_SIMULATED_WEBHOOK_SECRET").map(Secret),
             relay_interval: env.period("PAYRAIL_RELAY_INTERVAL", "1s")?,
+            usage_flush_interval: env.period("PAYRAIL_USAGE_FLUSH_INTERVAL", "10s")?,
+            // Read once per process; the scheduler wants a `'static` expression.
+            usage_check_schedule: env.parse(
+                "PAYRAIL_USAGE_CHECK_SCHEDULE",
+                "0 0 6 * * *",
+                |v| {
+                    runtime::schedule::valid_calendar(v)
+                        .map(|()| &*Box::leak(v.to_string().into_boxed_str()))
+                },
+            )?,
             max_webhook_endpoints: env.positive("PAYRAIL_MAX_WEBHOOK_ENDPOINTS", "20")?,
             providers: ProviderSettings::read(env)?,
             rate_limit: rate_limit(env)?,
@@ -155,6 +169,24 @@ mod tests {
             Duration::from_secs(7 * 86_400)
         );
         assert!(s.gateway.providers.stripe.is_none());
+        assert_eq!(s.gateway.usage_flush_interval, Duration::from_secs(10));
+        assert_eq!(s.gateway.usage_check_schedule, "0 0 6 * * *");
+    }
+
+    #[test]
+    fn a_usage_check_schedule_that_is_not_cron_stops_the_start() {
+        let err = Settings::read(&Env::from_pairs(&[(
+            "PAYRAIL_USAGE_CHECK_SCHEDULE",
+            "daily",
+        )]))
+        .unwrap_err();
+        assert_eq!(err.variable, "PAYRAIL_USAGE_CHECK_SCHEDULE");
+        let s = Settings::read(&Env::from_pairs(&[(
+            "PAYRAIL_USAGE_CHECK_SCHEDULE",
+            "0 30 5 * * *",
+        )]))
+        .unwrap();
+        assert_eq!(s.gateway.usage_check_schedule, "0 30 5 * * *");
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub struct AppState {
     pub webhook: worker::settings::WebhookSettings,
     /// Each API key's rate limit unless its merchant has its own.
     pub rate_limit: runtime::token_bucket::Quota,
+    /// Each merchant's plan and month usage as this gateway last read them, for quotas.
+    pub quotas: Arc<crate::quotas::Quotas>,
+    /// Hands live changes to the open dashboard pages.
+    pub live: crate::dashboard::live::LiveHub,
     /// Signs and checks dashboard sessions.
     pub dashboard: crate::dashboard::auth::SessionKeys,
     /// SHA-256 of accepted admin tokens.

@@ -13,6 +13,11 @@ mod m20261123_000007_delivery_control;
 mod m20261123_000008_rate_limits;
 mod m20261123_000009_qr_code_url;
 mod m20261123_000010_dashboard_users;
+mod m20261123_000011_session_families;
+mod m20261123_000012_event_traceparent;
+mod m20261123_000013_usage_counters;
+mod m20261123_000014_usage_plans;
+mod m20261123_000015_payouts;
 
 /// Runs raw statements (named and partial indexes, which the schema builder cannot express
 /// for both backends) in order.
@@ -43,6 +48,11 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000008_rate_limits::Migration),
             Box::new(m20261123_000009_qr_code_url::Migration),
             Box::new(m20261123_000010_dashboard_users::Migration),
+            Box::new(m20261123_000011_session_families::Migration),
+            Box::new(m20261123_000012_event_traceparent::Migration),
+            Box::new(m20261123_000013_usage_counters::Migration),
+            Box::new(m20261123_000014_usage_plans::Migration),
+            Box::new(m20261123_000015_payouts::Migration),
         ]
     }
 }

@@ -21,6 +21,7 @@ pub enum Cache {
     Memory(
         Arc<Mutex<HashMap<String, (String, Instant)>>>,
         Arc<Mutex<Buckets>>,
+        Arc<Mutex<crate::usage::Tally>>,
     ),
 }
 
@@ -45,10 +46,10 @@ impl Cache {
     }
 
     pub fn memory() -> Cache {
-        Cache::Memory(Arc::default(), Arc::default())
+        Cache::Memory(Arc::default(), Arc::default(), Arc::default())
     }
 
-    fn key(prefix: &str, key: &str) -> String {
+    pub(crate) fn key(prefix: &str, key: &str) -> String {
         format!("{prefix}:{key}")
     }
 
@@ -64,7 +65,7 @@ impl Cache {
                     }
                 }
             }
-            Cache::Memory(map, _) => {
+            Cache::Memory(map, ..) => {
                 let map = map.lock().await;
                 map.get(key)
                     .filter(|(_, exp)| *exp > Instant::now())
@@ -85,7 +86,7 @@ impl Cache {
                     tracing::warn!(error = %e, "cache write failed");
                 }
             }
-            Cache::Memory(map, _) => {
+            Cache::Memory(map, ..) => {
                 map.lock()
                     .await
                     .insert(key.to_string(), (value.to_string(), Instant::now() + ttl));
@@ -101,7 +102,7 @@ impl Cache {
                     tracing::warn!(error = %e, "cache delete failed");
                 }
             }
-            Cache::Memory(map, _) => {
+            Cache::Memory(map, ..) => {
                 map.lock().await.remove(key);
             }
         }
@@ -126,7 +127,7 @@ impl Cache {
                     .ok()
                     .map(|(n, ())| n)
             }
-            Cache::Memory(map, _) => {
+            Cache::Memory(map, ..) => {
                 let mut map = map.lock().await;
                 let now = Instant::now();
                 map.retain(|_, (_, expires)| *expires > now);
@@ -168,7 +169,7 @@ impl Cache {
                         retry_after_ms,
                     })
             }
-            Cache::Memory(_, buckets) => {
+            Cache::Memory(_, buckets, _) => {
                 let mut buckets = buckets.lock().await;
                 let started = *buckets.started.get_or_insert_with(Instant::now);
                 let now_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);

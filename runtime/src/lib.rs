@@ -6,8 +6,11 @@
 //! - [`metrics`]: exposition of a registry and the `/metrics` + `/health` responses.
 //! - [`log_store`]: writing entries to the merchant-visible log store.
 //! - [`schedule`]: running background jobs on a period or a calendar until stopped.
-//! - [`telemetry`], [`shutdown`]: JSON logs and the Ctrl-C/SIGTERM signal.
+//! - [`telemetry`], [`trace_context`], [`shutdown`]: JSON logs, OpenTelemetry traces and the
+//!   W3C context that links them across processes, and the Ctrl-C/SIGTERM signal.
 //! - [`token_bucket`]: the arithmetic of API rate limits, run by the cache.
+//! - [`usage`]: usage metering per merchant and month, counted in the cache, flushed to the
+//!   database.
 
 pub mod bus;
 pub mod cache;
@@ -19,3 +22,5 @@ pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 pub mod token_bucket;
+pub mod trace_context;
+pub mod usage;

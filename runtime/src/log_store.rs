@@ -1,12 +1,16 @@
 //! Writing to the log store, for both processes (the worker records exhausted deliveries,
 //! the gateway payment failures and API errors). Writing a log entry never fails the work it
-//! describes: an error here is itself only logged.
+//! describes: an error here is itself only logged. A merchant's entry is announced to the
+//! dashboards once written.
 
 use chrono::Utc;
+use entity::bus::{LiveChange, LiveNotice};
 use entity::ids::{LogId, MerchantId};
 use entity::logs;
 use entity::status::LogLevel;
 use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait};
+
+use crate::bus::EventBus;
 
 pub struct Entry<'a> {
     pub merchant_id: Option<&'a MerchantId>,
@@ -17,8 +21,15 @@ pub struct Entry<'a> {
     pub request_id: Option<&'a str>,
 }
 
-pub async fn write<C: ConnectionTrait>(db: &C, entry: Entry<'_>) -> Result<logs::Model, DbErr> {
-    logs::Entity::insert(logs::ActiveModel {
+/// Writes an entry on `db`, which may be a transaction (the usage threshold check writes its
+/// entry with its event). The dashboards are told at once; inside a transaction that may be
+/// just before the commit, and the page then shows the entry at its next reload.
+pub async fn write<C: ConnectionTrait>(
+    db: &C,
+    bus: &EventBus,
+    entry: Entry<'_>,
+) -> Result<logs::Model, DbErr> {
+    let written = logs::Entity::insert(logs::ActiveModel {
         id: Set(LogId::generate()),
         merchant_id: Set(entry.merchant_id.cloned()),
         level: Set(entry.level),
@@ -29,12 +40,22 @@ pub async fn write<C: ConnectionTrait>(db: &C, entry: Entry<'_>) -> Result<logs:
         created_at: Set(Utc::now()),
     })
     .exec_with_returning(db)
-    .await
+    .await?;
+    if let Some(merchant_id) = &written.merchant_id {
+        bus.announce(LiveNotice::new(
+            merchant_id.clone(),
+            LiveChange::LogEntry {
+                log_id: written.id.clone(),
+                level: written.level.to_string(),
+            },
+        ));
+    }
+    Ok(written)
 }
 
 /// Writes an entry Payrail makes about itself; failures are traced, not returned.
-pub async fn record<C: ConnectionTrait>(db: &C, entry: Entry<'_>) {
-    if let Err(e) = write(db, entry).await {
+pub async fn record<C: ConnectionTrait>(db: &C, bus: &EventBus, entry: Entry<'_>) {
+    if let Err(e) = write(db, bus, entry).await {
         tracing::warn!(error = %e, "could not write a log store entry");
     }
 }

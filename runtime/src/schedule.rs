@@ -75,6 +75,16 @@ where
     Ok(())
 }
 
+/// Checks a six-field cron expression (seconds first) as [`Schedule::Calendar`] will read it,
+/// so a bad setting stops the process at start-up rather than silently never running.
+pub fn valid_calendar(expression: &str) -> Result<(), String> {
+    Job::new_async(expression, |_, _| Box::pin(async {}))
+        .map(drop)
+        .map_err(|e| {
+            format!("{expression:?} is not a six-field cron expression (seconds first): {e}")
+        })
+}
+
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     while !*stop.borrow() {
         if stop.changed().await.is_err() {

@@ -1,12 +1,156 @@
-//! Structured JSON logs for both processes. `RUST_LOG` overrides the default filter.
+//! Logs and traces for both processes.
+//!
+//! - Logs: JSON lines; `RUST_LOG` overrides the default filter. A line written inside a traced
+//!   span (an API request, a fan-out, a webhook attempt) carries that span's fields, among
+//!   them `trace_id`.
+//! - Traces: OpenTelemetry spans, exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT`
+//!   (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, with the standard variables
+//!   (`OTEL_SERVICE_NAME`, `OTEL_EXPORTER_OTLP_PROTOCOL` = `http/protobuf` or `http/json`,
+//!   `OTEL_BSP_*`, `OTEL_TRACES_SAMPLER`...). Unset, no OpenTelemetry layer is installed at all:
+//!   spans stay plain `tracing` spans and no trace context is written anywhere.
+//!
+//! W3C trace context crosses every hop: see [`crate::trace_context`].
 
-pub fn init() {
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+/// What must be flushed before the process exits.
+#[must_use = "call shutdown() at exit, or the last spans are lost"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Whether spans are exported.
+    pub fn tracing(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Exports the spans still buffered (at exit).
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(e) = provider.shutdown()
+        {
+            tracing::warn!(error = %e, "could not flush the last spans");
+        }
+    }
+}
+
+/// Whether the environment asks for traces.
+fn exporting(env: &dyn Fn(&str) -> Option<String>) -> bool {
+    [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|name| env(name).is_some_and(|v| !v.trim().is_empty()))
+        && env("OTEL_SDK_DISABLED").as_deref() != Some("true")
+}
+
+/// Starts logging, and tracing if the environment asks for it. `service` names the process
+/// unless `OTEL_SERVICE_NAME` does.
+pub fn init(service: &str) -> Telemetry {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,sqlx=warn,lapin=warn,sea_orm=warn")
     });
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt::layer()
         .json()
-        .with_current_span(false)
-        .with_env_filter(filter)
+        .with_current_span(true)
+        .with_span_list(false);
+    let env = |name: &str| std::env::var(name).ok();
+    let provider = if exporting(&env) {
+        match provider(service, env("OTEL_SERVICE_NAME").is_none()) {
+            Ok(provider) => Some(provider),
+            Err(e) => {
+                // Traces are for looking; a bad exporter setting must not stop payments.
+                eprintln!(
+                    "OpenTelemetry is configured but cannot start ({e}); running without traces"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let otel = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("payrail")));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(otel)
         .try_init();
+    if provider.is_some() {
+        tracing::info!(service, "exporting traces over OTLP");
+    }
+    Telemetry { provider }
+}
+
+fn provider(service: &str, name_it: bool) -> Result<SdkTracerProvider, String> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(protocol())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut resource = Resource::builder();
+    if name_it {
+        resource = resource.with_service_name(service.to_string());
+    }
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .build())
+}
+
+/// `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`: `http/json`, else `http/protobuf` (the default).
+fn protocol() -> opentelemetry_otlp::Protocol {
+    let chosen = std::env::var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        .unwrap_or_default();
+    match chosen.trim() {
+        "http/json" => opentelemetry_otlp::Protocol::HttpJson,
+        "" | "http/protobuf" => opentelemetry_otlp::Protocol::HttpBinary,
+        other => {
+            eprintln!(
+                "OTEL_EXPORTER_OTLP_PROTOCOL={other} is not supported here (http/protobuf or http/json); using http/protobuf"
+            );
+            opentelemetry_otlp::Protocol::HttpBinary
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traces_are_exported_only_when_an_endpoint_is_set() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert!(!exporting(&env(&[])));
+        assert!(!exporting(&env(&[("OTEL_SERVICE_NAME", "x")])));
+        assert!(!exporting(&env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")])));
+        assert!(exporting(&env(&[(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://c:4318"
+        )])));
+        assert!(exporting(&env(&[(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://c:4318/v1/traces"
+        )])));
+        assert!(!exporting(&env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_SDK_DISABLED", "true")
+        ])));
+    }
 }

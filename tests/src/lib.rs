@@ -48,6 +48,10 @@ pub struct Options {
     pub providers: ProviderSettings,
     /// The relay's periodic pass (it also runs after every commit that wrote events).
     pub relay_interval: Duration,
+    /// How long a dashboard access token (and a page's socket) lives.
+    pub dashboard_access_ttl: Duration,
+    /// When usage is checked against plan limits (cron with seconds).
+    pub usage_check_schedule: &'static str,
 }
 
 impl Default for Options {
@@ -72,6 +76,8 @@ impl Default for Options {
             gateway_amqp_url: None,
             providers: ProviderSettings::default(),
             relay_interval: Duration::from_millis(100),
+            dashboard_access_ttl: Duration::from_secs(15 * 60),
+            usage_check_schedule: "0 0 6 * * *",
         }
     }
 }
@@ -117,6 +123,8 @@ pub fn test_settings(database_url: &str, prefix: &str, webhook: WebhookSettings)
             public_url: None,
             simulated_webhook_secret: None,
             relay_interval: Duration::from_millis(100),
+            usage_flush_interval: Duration::from_millis(200),
+            usage_check_schedule: "0 0 6 * * *",
             max_webhook_endpoints: 20,
             providers: ProviderSettings::default(),
             retention: RetentionSettings {
@@ -161,6 +169,8 @@ impl TestApp {
         let mut settings = test_settings(&database_url, &prefix, options.webhook.clone());
         settings.gateway.providers = options.providers.clone();
         settings.gateway.relay_interval = options.relay_interval;
+        settings.gateway.dashboard.access_ttl = options.dashboard_access_ttl;
+        settings.gateway.usage_check_schedule = options.usage_check_schedule;
         let mut gateway_settings = settings.clone();
         if let Some(url) = &options.gateway_amqp_url {
             gateway_settings.runtime.amqp_url = Some(url.clone());

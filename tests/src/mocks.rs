@@ -304,24 +304,25 @@ pub async fn send_stripe_event(gateway: &str, event: &Value, secret: &str, t: i6
 
 // ---------------- Moneroo ----------------
 
-#[handler]
-async fn moneroo_initialize(
+/// A Moneroo POST: recorded, authenticated with the mock's key, its JSON body.
+async fn moneroo_post(
     req: &Request,
     body: Body,
-    state: Data<&Arc<Mutex<MockState>>>,
-) -> Response {
-    let body = match intake(req, body, &state).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    state: &Arc<Mutex<MockState>>,
+) -> Result<Value, Response> {
+    let body = intake(req, body, state).await?;
     if !bearer_is(req, MONEROO_KEY) {
-        return json_response(
+        return Err(json_response(
             StatusCode::UNAUTHORIZED,
             json!({"message": "Unauthenticated.", "data": null, "errors": null}),
-        );
+        ));
     }
-    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let required = ["amount", "currency", "description", "return_url"];
+    Ok(serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// Moneroo's checks common to payments and payouts: the `required` fields, the customer's
+/// names and email, an integer amount.
+fn moneroo_errors(v: &Value, required: &[&str]) -> Vec<String> {
     let mut errors: Vec<String> = required
         .iter()
         .filter(|k| v[**k].is_null())
@@ -335,11 +336,29 @@ async fn moneroo_initialize(
     if !v["amount"].is_i64() {
         errors.push("The amount must be an integer.".into());
     }
+    errors
+}
+
+fn moneroo_invalid(errors: Vec<String>) -> Response {
+    json_response(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        json!({"message": "The given data was invalid.", "data": null, "errors": errors}),
+    )
+}
+
+#[handler]
+async fn moneroo_initialize(
+    req: &Request,
+    body: Body,
+    state: Data<&Arc<Mutex<MockState>>>,
+) -> Response {
+    let v = match moneroo_post(req, body, &state).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let errors = moneroo_errors(&v, &["amount", "currency", "description", "return_url"]);
     if !errors.is_empty() {
-        return json_response(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            json!({"message": "The given data was invalid.", "data": null, "errors": errors}),
-        );
+        return moneroo_invalid(errors);
     }
     let id = random(12);
     let payment = json!({"id": id, "status": "initiated", "is_processed": false, "processed_at": null,
@@ -380,9 +399,47 @@ async fn moneroo_verify(
     }
 }
 
+/// `POST /v1/payouts/initialize` as Moneroo documents it: amount (major units), currency,
+/// description, method, customer {email, first_name, last_name}, recipient (for mobile money
+/// methods, `msisdn`). The payout starts `pending`; a test moves it with `Mock::set`.
+#[handler]
+async fn moneroo_payout_initialize(
+    req: &Request,
+    body: Body,
+    state: Data<&Arc<Mutex<MockState>>>,
+) -> Response {
+    let v = match moneroo_post(req, body, &state).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let mut errors = moneroo_errors(&v, &["amount", "currency", "description", "method"]);
+    if v["recipient"]["msisdn"].as_str().is_none_or(str::is_empty) {
+        errors.push("The recipient.msisdn field is required for this method.".into());
+    }
+    if !errors.is_empty() {
+        return moneroo_invalid(errors);
+    }
+    let id = random(12);
+    let payout = json!({"id": id, "status": "pending", "amount": v["amount"],
+        "currency": {"code": v["currency"], "symbol": v["currency"], "decimals": 0},
+        "description": v["description"], "method": v["method"], "recipient": v["recipient"],
+        "metadata": v["metadata"], "created_at": chrono::Utc::now().to_rfc3339()});
+    state
+        .lock()
+        .expect("lock")
+        .objects
+        .insert(id.clone(), payout);
+    json_response(
+        StatusCode::CREATED,
+        json!({"success": true, "message": "Payout transaction initialized successfully", "data": {"id": id}}),
+    )
+}
+
 pub async fn moneroo() -> Mock {
     Mock::serve(
         Route::new()
+            .at("/v1/payouts/initialize", post(moneroo_payout_initialize))
+            .at("/v1/payouts/:id/verify", get(moneroo_verify))
             .at("/v1/payments/initialize", post(moneroo_initialize))
             .at("/v1/payments/:id/verify", get(moneroo_verify))
             .at("/v1/payments/:id", get(moneroo_verify)),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 
 use chrono::{DateTime, Utc};
+use entity::bus::{LiveChange, LiveNotice};
 use entity::event::WebhookBody;
 use entity::ids::{AttemptId, DeliveryId, EndpointId};
 use entity::retry::{NextStep, RetryPolicy};
@@ -21,6 +22,9 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, TransactionSession, TransactionTrait,
 };
+
+use runtime::bus::EventBus;
+use tracing::Instrument as _;
 
 use crate::fanout::ROWS_PER_INSERT;
 use crate::recorder::Recorder;
@@ -296,11 +300,12 @@ pub struct Rules {
 /// HTTP call was made, its result (for metrics).
 pub async fn attempt<C: ConnectionTrait + TransactionTrait>(
     db: &C,
+    bus: &EventBus,
     sender: &WebhookSender,
     rules: &Rules,
     ctx: AttemptContext,
 ) -> Result<(AttemptOutcome, Option<AttemptResult>), DbErr> {
-    attempt_in_slot(db, sender, rules, ctx, None, None).await
+    attempt_in_slot(db, bus, sender, rules, ctx, None, None).await
 }
 
 /// [`attempt`], holding `slot` (the endpoint's send slot) for the HTTP exchange only: recording
@@ -308,6 +313,32 @@ pub async fn attempt<C: ConnectionTrait + TransactionTrait>(
 /// With a `recorder` the result is committed together with other attempts' (group commit).
 pub async fn attempt_in_slot<C: ConnectionTrait + TransactionTrait>(
     db: &C,
+    bus: &EventBus,
+    sender: &WebhookSender,
+    rules: &Rules,
+    ctx: AttemptContext,
+    slot: Option<OwnedSemaphorePermit>,
+    recorder: Option<&Recorder>,
+) -> Result<(AttemptOutcome, Option<AttemptResult>), DbErr> {
+    // Each attempt, retries included, is a span of the trace that caused its event.
+    let span = tracing::info_span!(
+        "webhook.attempt",
+        otel.kind = "client",
+        delivery_id = %ctx.delivery.id,
+        event_id = %ctx.event.id,
+        attempt = ctx.delivery.attempts + 1,
+        http.response.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    runtime::trace_context::continue_from(&span, ctx.event.traceparent.as_deref());
+    attempt_traced(db, bus, sender, rules, ctx, slot, recorder)
+        .instrument(span)
+        .await
+}
+
+async fn attempt_traced<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    bus: &EventBus,
     sender: &WebhookSender,
     rules: &Rules,
     ctx: AttemptContext,
@@ -357,8 +388,12 @@ pub async fn attempt_in_slot<C: ConnectionTrait + TransactionTrait>(
             &ctx.event.data,
         )
         .to_bytes(),
+        traceparent: runtime::trace_context::current(),
     };
     let result = sender.send(&keys, &request).await;
+    if let Some(status) = result.http_status {
+        tracing::Span::current().record("http.response.status_code", status);
+    }
     drop(slot);
     let outcome = match recorder {
         Some(recorder) => {
@@ -366,7 +401,7 @@ pub async fn attempt_in_slot<C: ConnectionTrait + TransactionTrait>(
                 .record(ctx.delivery.clone(), endpoint, result.clone())
                 .await?
         }
-        None => record(db, &ctx.delivery, &endpoint, &result, rules).await?,
+        None => record(db, bus, &ctx.delivery, &endpoint, &result, rules).await?,
     };
     tracing::info!(
         delivery_id = %ctx.delivery.id,
@@ -402,6 +437,7 @@ impl DisabledReason {
 
 async fn record<C: ConnectionTrait + TransactionTrait>(
     db: &C,
+    bus: &EventBus,
     delivery: &webhook_deliveries::Model,
     endpoint: &webhook_endpoints::Model,
     result: &AttemptResult,
@@ -423,7 +459,7 @@ async fn record<C: ConnectionTrait + TransactionTrait>(
         .into_iter()
         .next()
         .unwrap_or((AttemptOutcome::Skipped, None));
-    after_commit(db, delivery, endpoint, rules, disabled).await;
+    after_commit(db, bus, delivery, endpoint, rules, &outcome, disabled).await;
     Ok(outcome)
 }
 
@@ -571,14 +607,32 @@ async fn reset_streak<T: ConnectionTrait>(txn: &T, endpoint: &EndpointId) -> Res
     Ok(())
 }
 
-/// After the commit that disabled an endpoint: the warning and the merchant's log entry.
+/// After the commit that recorded an attempt: the dashboards hear of it; and if it disabled
+/// the endpoint, the warning and the merchant's log entry.
 pub(crate) async fn after_commit<C: ConnectionTrait>(
     db: &C,
+    bus: &EventBus,
     delivery: &webhook_deliveries::Model,
     endpoint: &webhook_endpoints::Model,
     rules: &Rules,
+    outcome: &AttemptOutcome,
     disabled: Option<DisabledReason>,
 ) {
+    let status = match outcome {
+        AttemptOutcome::Succeeded => Some(DeliveryStatus::Succeeded),
+        AttemptOutcome::WillRetry { .. } => Some(DeliveryStatus::Pending),
+        AttemptOutcome::Failed { .. } => Some(DeliveryStatus::Failed),
+        AttemptOutcome::Skipped => None,
+    };
+    if let Some(status) = status {
+        bus.announce(LiveNotice::new(
+            endpoint.merchant_id.clone(),
+            LiveChange::DeliveryAttempt {
+                delivery_id: delivery.id.clone(),
+                status: status.to_string(),
+            },
+        ));
+    }
     let Some(reason) = disabled else { return };
     tracing::warn!(endpoint_id = %endpoint.id, reason = reason.as_str(), "webhook endpoint disabled");
     let message = match reason {
@@ -594,6 +648,7 @@ pub(crate) async fn after_commit<C: ConnectionTrait>(
     };
     runtime::log_store::record(
         db,
+        bus,
         runtime::log_store::Entry {
             merchant_id: Some(&endpoint.merchant_id),
             level: entity::status::LogLevel::Error,
@@ -682,6 +737,7 @@ async fn track_failure<T: ConnectionTrait>(
         request_id: Set(None),
         created_at: Set(now),
         published_at: Set(None),
+        traceparent: Set(runtime::trace_context::current()),
     })
     .exec_without_returning(txn)
     .await?;

@@ -14,7 +14,7 @@ const USAGE: &str = "usage: worker            deliver webhooks until stopped
 
 #[tokio::main]
 async fn main() {
-    telemetry::init();
+    let telemetry = telemetry::init("payrail-worker");
     let command = std::env::args().nth(1);
     let settings = match Settings::from_env() {
         Ok(s) => s,
@@ -32,6 +32,7 @@ async fn main() {
             std::process::exit(2);
         }
     }
+    telemetry.shutdown();
 }
 
 async fn run(settings: Settings) {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use entity::webhook_deliveries;
 use entity::webhook_endpoints;
+use runtime::bus::EventBus;
 use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -37,11 +38,11 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn start(db: DatabaseConnection, rules: Rules) -> Recorder {
+    pub fn start(db: DatabaseConnection, bus: EventBus, rules: Rules) -> Recorder {
         let (jobs, queue) = mpsc::unbounded_channel();
         let queue = Arc::new(Mutex::new(queue));
         for _ in 0..LANES {
-            tokio::spawn(lane(db.clone(), rules.clone(), queue.clone()));
+            tokio::spawn(lane(db.clone(), bus.clone(), rules.clone(), queue.clone()));
         }
         Recorder { jobs }
     }
@@ -71,6 +72,7 @@ impl Recorder {
 
 async fn lane(
     db: DatabaseConnection,
+    bus: EventBus,
     rules: Rules,
     queue: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>,
 ) {
@@ -92,7 +94,16 @@ async fn lane(
         match commit(&db, &rules, &batch).await {
             Ok(outcomes) => {
                 for (job, (outcome, disabled)) in batch.into_iter().zip(outcomes) {
-                    after_commit(&db, &job.delivery, &job.endpoint, &rules, disabled).await;
+                    after_commit(
+                        &db,
+                        &bus,
+                        &job.delivery,
+                        &job.endpoint,
+                        &rules,
+                        &outcome,
+                        disabled,
+                    )
+                    .await;
                     let _ = job.done.send(Ok(outcome));
                 }
             }

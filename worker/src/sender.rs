@@ -126,6 +126,9 @@ pub struct SignedRequest {
     pub event_type: String,
     pub delivery_id: String,
     pub body: Vec<u8>,
+    /// The attempt's W3C trace context, sent as `traceparent` so the merchant's side can
+    /// join the trace (none when tracing is off).
+    pub traceparent: Option<String>,
 }
 
 #[derive(Clone)]
@@ -202,10 +205,14 @@ impl WebhookSender {
             )
             .header("x-payrail-signature", newest.sign_body(&request.body))
             .header("x-payrail-event", &request.event_type)
-            .header("x-payrail-delivery", &request.delivery_id)
-            .body(request.body.clone())
-            .send()
-            .await;
+            .header("x-payrail-delivery", &request.delivery_id);
+        let response = match &request.traceparent {
+            Some(value) => response.header(runtime::trace_context::TRACEPARENT, value),
+            None => response,
+        }
+        .body(request.body.clone())
+        .send()
+        .await;
         let mut response = match response {
             Ok(r) => r,
             Err(e) => {
@@ -422,6 +429,7 @@ mod tests {
             event_type: "payment.pending".into(),
             delivery_id: "whd_1".into(),
             body: b"{}".to_vec(),
+            traceparent: None,
         };
         let strict = WebhookSender::new(Duration::from_secs(1), false, None).unwrap();
         let result = strict.send(std::slice::from_ref(&key), &request).await;
@@ -458,6 +466,7 @@ mod tests {
             event_type: "payment.pending".into(),
             delivery_id: "whd_1".into(),
             body: b"{}".to_vec(),
+            traceparent: None,
         }
     }
 

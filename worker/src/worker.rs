@@ -73,8 +73,8 @@ struct Inner {
     metrics: Arc<DeliveryMetrics>,
     /// Requests in flight to each endpoint from this worker.
     slots: Slots,
-    /// Shared counters for endpoints' `rate_limit` (Redis across workers).
-    rate_counters: Cache,
+    /// Shared counters: endpoints' `rate_limit` and usage metering (Redis across workers).
+    cache: Cache,
     /// Sweeps under way in this worker. More than one may run: a batch waiting on a slow
     /// receiver must not hold back the due rows behind it (claims skip locked rows, so
     /// concurrent sweeps never take the same row).
@@ -138,9 +138,9 @@ impl Worker {
         Ok(Worker {
             inner: Arc::new(Inner {
                 rules: settings.rules(),
-                recorder: Recorder::start(db.clone(), settings.rules()),
+                recorder: Recorder::start(db.clone(), bus.clone(), settings.rules()),
                 slots: Slots::new(settings.endpoint_concurrency),
-                rate_counters: cache,
+                cache,
                 db,
                 bus,
                 sender,
@@ -209,6 +209,22 @@ impl Worker {
                 }
             }
         }
+        // One span per message, in the trace of the call that caused its event; they end
+        // with the ack.
+        let spans: Vec<tracing::Span> = messages
+            .iter()
+            .map(|m| {
+                let span = tracing::info_span!(
+                    "webhook.fanout",
+                    otel.kind = "consumer",
+                    event_id = %m.event_id(),
+                    event_type = m.event_type(),
+                    trace_id = tracing::field::Empty,
+                );
+                runtime::trace_context::continue_from(&span, m.traceparent());
+                span
+            })
+            .collect();
         let s = &self.inner.settings;
         let fanned = match fan_out_batch(&self.inner.db, &messages, s.immediate, s.lease()).await {
             Ok(fanned) => fanned,
@@ -231,11 +247,18 @@ impl Worker {
                         // The rows are committed; a redelivery finds them and creates nothing.
                         tracing::warn!(error = %e, event_id = %message.event_id(), "ack failed after commit");
                     }
-                    counts.push(Ok((
-                        fan.claimed.len() + fan.queued,
-                        fan.already_present,
-                        fan.claimed.len(),
-                    )));
+                    let created = fan.claimed.len() + fan.queued;
+                    self.inner
+                        .cache
+                        .count_usage(
+                            message.merchant_id(),
+                            &[(
+                                runtime::usage::metric::WEBHOOK_DELIVERIES,
+                                i64::try_from(created).unwrap_or(i64::MAX),
+                            )],
+                        )
+                        .await;
+                    counts.push(Ok((created, fan.already_present, fan.claimed.len())));
                     claimed.extend(fan.claimed);
                 }
                 Err(FanOutError::UnknownEvent(id)) => {
@@ -250,6 +273,7 @@ impl Worker {
                 }
             }
         }
+        drop(spans);
         let mut attempts = self.deliver_loaded(claimed).await.into_iter();
         let mut counts = counts.into_iter();
         for slot in results.iter_mut().filter(|r| r.is_none()) {
@@ -319,9 +343,15 @@ impl Worker {
                 ctx.event.request_id.clone(),
             );
             let event_created_at = ctx.event.created_at;
-            match deliveries::attempt_in_slot(&inner.db, &inner.sender, &inner.rules, ctx, slot, Some(&inner.recorder)).await {
+            match deliveries::attempt_in_slot(&inner.db, &inner.bus, &inner.sender, &inner.rules, ctx, slot, Some(&inner.recorder)).await {
                 Ok((outcome, result)) => {
                     self.let_go(&id);
+                    if result.is_some() {
+                        inner
+                            .cache
+                            .count_usage(&about.0, &[(runtime::usage::metric::WEBHOOK_ATTEMPTS, 1)])
+                            .await;
+                    }
                     inner.metrics.observe(&outcome, result.as_ref());
                     if let Some(result) = &result {
                         use crate::sender::ErrorClass;
@@ -345,6 +375,7 @@ impl Worker {
                         let last_error = result.as_ref().and_then(|r| r.error.as_ref().map(|e| e.1.clone()));
                         runtime::log_store::record(
                             &inner.db,
+                            &inner.bus,
                             runtime::log_store::Entry {
                                 merchant_id: Some(merchant_id),
                                 level: entity::status::LogLevel::Error,
@@ -398,7 +429,7 @@ impl Worker {
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default();
             let key = format!("webhook_rate:{}:{}", endpoint.id, now.as_secs());
-            match inner.rate_counters.hit(&key, Duration::from_secs(2)).await {
+            match inner.cache.hit(&key, Duration::from_secs(2)).await {
                 Some(n) if n > rate => {
                     let next_second = Duration::from_secs(now.as_secs() + 1) - now;
                     if tokio::time::Instant::now() + next_second > deadline {

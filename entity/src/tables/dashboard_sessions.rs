@@ -14,6 +14,8 @@ pub struct Model {
     /// Set when the user signs out or the token is replaced by a refresh.
     pub revoked_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
+    /// The session its sign-in started; every refresh's replacement keeps it.
+    pub family_id: crate::ids::SessionId,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -16,6 +16,9 @@ pub struct Model {
     pub request_id: Option<String>,
     pub created_at: DateTimeUtc,
     pub published_at: Option<DateTimeUtc>,
+    /// The W3C trace context of the work that caused it (when traced), carried to the bus,
+    /// the worker and every delivery attempt.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -15,6 +15,10 @@ pub struct Model {
     /// How many requests a key may make at once after being idle; the server's default when
     /// null.
     pub rate_limit_burst: Option<i32>,
+    /// The usage plan whose monthly limits apply.
+    pub plan: crate::status::Plan,
+    /// A `custom` plan's limits: `{"api_requests": 100000, ...}`; `-1` or absent = unlimited.
+    pub usage_limits: Option<Json>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

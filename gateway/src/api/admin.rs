@@ -112,6 +112,24 @@ impl AdminApi {
             .one(&state.db)
             .await?
             .ok_or_else(|| ApiError::not_found("merchant", &id.0))?;
+        // The plan and limits are checked before anything is written.
+        let plan = match body.0.plan.as_ref() {
+            None => None,
+            Some(p) => Some(entity::status::Plan::parse(p.0.as_str()).ok_or_else(|| {
+                ApiError::invalid("plan", "plan_invalid", "plan is free, pro or custom.")
+            })?),
+        };
+        let usage_limits = match &body.0.usage_limits {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(None),
+            MaybeUndefined::Value(limits) => {
+                let limits = serde_json::json!(limits);
+                crate::quotas::valid_custom_limits(&limits).map_err(|reason| {
+                    ApiError::invalid("usage_limits", "usage_limits_invalid", reason)
+                })?;
+                Some(Some(limits))
+            }
+        };
         let stored = merchants::MerchantRateLimit::of(&stored);
         let wanted = merchants::MerchantRateLimit {
             per_second: limit_change(
@@ -129,14 +147,23 @@ impl AdminApi {
                 format!("{reason}."),
             )
         })?;
-        let merchant =
+        let mut merchant =
             merchants::set_rate_limit(&state.db, &state.cache, &merchant_id, wanted).await?;
+        if plan.is_some() || usage_limits.is_some() {
+            merchant = merchants::set_plan(&state.db, merchant, plan, usage_limits).await?;
+            state.quotas.forget(&merchant_id);
+        }
         Ok(MerchantUpdated::Ok(Json(Merchant {
             id: merchant.id.to_string(),
             object: "merchant".into(),
             name: merchant.name,
             rate_limit_per_second: merchant.rate_limit_per_second.map(i64::from),
             rate_limit_burst: merchant.rate_limit_burst.map(i64::from),
+            plan: merchant.plan.to_string(),
+            usage_limits: merchant
+                .usage_limits
+                .as_ref()
+                .and_then(|l| serde_json::from_value(l.clone()).ok()),
             created_at: rfc3339(merchant.created_at),
         })))
     }

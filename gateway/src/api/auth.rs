@@ -61,10 +61,36 @@ async fn check_api_key(req: &Request, bearer: Bearer) -> poem::Result<AuthedMerc
             return Err(ApiError::too_many_requests(limited.quota).into());
         }
     }
+    if let Err(exceeded) = state
+        .quotas
+        .admit(
+            &state.db,
+            &state.cache,
+            &merchant.merchant_id,
+            runtime::usage::metric::API_REQUESTS,
+        )
+        .await
+    {
+        return Err(refuse_quota(state, slot, &exceeded).into());
+    }
     Ok(merchant)
 }
 
 /// The operator's admin token.
+/// The answer to a request over a hard monthly limit: 429 `quota_exceeded` with `Retry-After`
+/// (seconds until the month resets), counted in `api_quota_exceeded_total`.
+pub fn refuse_quota(
+    state: &AppState,
+    slot: Option<&super::middleware::MerchantSlot>,
+    exceeded: &crate::quotas::Exceeded,
+) -> ApiError {
+    state.metrics.quota_exceeded.inc();
+    if let Some(slot) = slot {
+        slot.set_quota_retry_after((exceeded.resets_at - chrono::Utc::now()).num_seconds());
+    }
+    ApiError::quota_exceeded(exceeded)
+}
+
 #[derive(SecurityScheme)]
 #[oai(ty = "bearer", checker = "check_admin_token")]
 pub struct AdminToken(pub ());

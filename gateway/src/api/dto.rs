@@ -346,6 +346,11 @@ pub struct UpdateMerchantRequest {
     pub rate_limit_per_second: MaybeUndefined<i64>,
     /// Requests a key may make at once after being idle (1 to 60 seconds of the rate).
     pub rate_limit_burst: MaybeUndefined<i64>,
+    /// The usage plan: `free`, `pro`, or `custom` (with `usage_limits`).
+    pub plan: Option<Text>,
+    /// A `custom` plan's monthly limits by metric (`api_requests`, `payments_created`,
+    /// `webhook_deliveries`, `log_bytes`); `-1` or absent: unlimited. `null` removes them.
+    pub usage_limits: MaybeUndefined<HashMap<String, i64>>,
 }
 
 #[derive(Object)]
@@ -358,6 +363,10 @@ pub struct Merchant {
     pub rate_limit_per_second: Option<i64>,
     /// The merchant's own burst per key; `null`: the server's default.
     pub rate_limit_burst: Option<i64>,
+    /// The usage plan whose monthly limits apply.
+    pub plan: String,
+    /// A `custom` plan's limits by metric (`-1`: unlimited).
+    pub usage_limits: Option<HashMap<String, i64>>,
     pub created_at: String,
 }
 

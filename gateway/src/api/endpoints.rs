@@ -366,6 +366,7 @@ impl EndpointsApi {
         if let Some(ctx) = created
             && let Err(e) = worker::deliveries::attempt(
                 &state.db,
+                &state.bus,
                 &state.test_sender,
                 &state.webhook.rules(),
                 ctx,

@@ -175,6 +175,23 @@ impl ApiError {
         ))
     }
 
+    /// 429: a hard monthly limit of the merchant's plan is reached.
+    pub fn quota_exceeded(e: &crate::quotas::Exceeded) -> ApiError {
+        ApiError::TooManyRequests(body(
+            "rate_limit_error",
+            "quota_exceeded",
+            format!(
+                "Your {} plan allows {} {} a month and this month's are used; it resets at {} \
+                 (Retry-After says in how many seconds). Nothing was changed.",
+                e.plan,
+                e.limit,
+                e.metric,
+                entity::event::rfc3339(e.resets_at)
+            ),
+            None,
+        ))
+    }
+
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError::Unavailable(body("api_error", "service_unavailable", message, None))
     }

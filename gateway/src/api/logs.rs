@@ -84,6 +84,7 @@ impl LogsApi {
         let rid = request_id(req);
         let entry = runtime::log_store::write(
             &state.db,
+            &state.bus,
             Entry {
                 merchant_id: Some(&merchant.merchant_id),
                 level,
@@ -94,6 +95,19 @@ impl LogsApi {
             },
         )
         .await?;
+        // The merchant's own entries count against its log store: message and context.
+        let stored =
+            entry.message.len() + entry.context.as_ref().map_or(0, |c| c.to_string().len());
+        state
+            .cache
+            .count_usage(
+                &merchant.merchant_id,
+                &[(
+                    runtime::usage::metric::LOG_BYTES,
+                    i64::try_from(stored).unwrap_or(i64::MAX),
+                )],
+            )
+            .await;
         if level.is_alarming() {
             state
                 .cache

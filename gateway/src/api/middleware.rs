@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument as _;
 
 use entity::ids::MerchantId;
 use entity::status::LogLevel;
@@ -27,6 +28,8 @@ pub struct MerchantSlot(Arc<std::sync::Mutex<Caller>>);
 struct Caller {
     merchant_id: Option<MerchantId>,
     rate_limit: Option<Limited>,
+    /// Seconds until a refused quota resets, for `Retry-After`.
+    quota_retry_after: Option<i64>,
 }
 
 impl MerchantSlot {
@@ -40,6 +43,17 @@ impl MerchantSlot {
         if let Ok(mut slot) = self.0.lock() {
             slot.rate_limit = Some(limited);
         }
+    }
+
+    /// The request was refused for a monthly quota that resets in `seconds`.
+    pub fn set_quota_retry_after(&self, seconds: i64) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.quota_retry_after = Some(seconds.max(1));
+        }
+    }
+
+    fn quota_retry_after(&self) -> Option<i64> {
+        self.0.lock().ok().and_then(|s| s.quota_retry_after)
     }
 
     fn get(&self) -> Option<MerchantId> {
@@ -94,9 +108,40 @@ fn with_request_id(mut response: Response, request_id: &str) -> Response {
 
 pub async fn observe<E: Endpoint>(
     next: E,
+    req: Request,
+    metrics: Arc<ApiMetrics>,
+    db: sea_orm::DatabaseConnection,
+    bus: runtime::bus::EventBus,
+    cache: runtime::cache::Cache,
+) -> poem::Result<Response> {
+    // The request's span: the root of the payment's trace, or a child of the caller's when
+    // it sent a `traceparent`. Named after the route template once it is known.
+    let span = tracing::info_span!(
+        "http.request",
+        otel.kind = "server",
+        http.request.method = %req.method(),
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        request_id = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    let caller = req
+        .headers()
+        .get(runtime::trace_context::TRACEPARENT)
+        .and_then(|v| v.to_str().ok());
+    runtime::trace_context::continue_from(&span, caller);
+    observe_in(next, req, metrics, db, bus, cache)
+        .instrument(span)
+        .await
+}
+
+async fn observe_in<E: Endpoint>(
+    next: E,
     mut req: Request,
     metrics: Arc<ApiMetrics>,
     db: sea_orm::DatabaseConnection,
+    bus: runtime::bus::EventBus,
+    cache: runtime::cache::Cache,
 ) -> poem::Result<Response> {
     // A caller's own id (Stripe's `Request-Id`, or the common `X-Request-Id`) is kept so its
     // logs and ours meet; otherwise one is made here.
@@ -163,6 +208,11 @@ pub async fn observe<E: Endpoint>(
         status_class: format!("{}xx", status / 100),
     };
     let elapsed = started.elapsed();
+    let span = tracing::Span::current();
+    runtime::trace_context::rename(&span, format!("{method} {route}"));
+    span.record("http.route", route);
+    span.record("http.response.status_code", status);
+    span.record("request_id", request_id.as_str());
     metrics.requests.get_or_create_owned(&labels).inc();
     metrics
         .duration
@@ -171,10 +221,30 @@ pub async fn observe<E: Endpoint>(
     if status >= 400 {
         metrics.errors.get_or_create_owned(&labels).inc();
     }
+    if let Some(merchant_id) = merchant.get() {
+        // Metered per merchant: the call and its bytes (the request's declared length; the
+        // answer as sent).
+        let body = response.take_body().into_bytes().await.unwrap_or_default();
+        let sent = i64::try_from(body.len()).unwrap_or(i64::MAX);
+        response.set_body(body);
+        let received = declared.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        use runtime::usage::metric;
+        cache
+            .count_usage(
+                &merchant_id,
+                &[
+                    (metric::API_REQUESTS, 1),
+                    (metric::REQUEST_BYTES, received),
+                    (metric::RESPONSE_BYTES, sent),
+                ],
+            )
+            .await;
+    }
     if status >= 500 {
         let merchant_id = merchant.get();
         runtime::log_store::record(
             &db,
+            &bus,
             runtime::log_store::Entry {
                 merchant_id: merchant_id.as_ref(),
                 // Critical pages someone: only for a failure of ours on an authenticated
@@ -208,6 +278,11 @@ pub async fn observe<E: Endpoint>(
                 response.headers_mut().insert(name, value);
             }
         }
+    }
+    if let Some(seconds) = merchant.quota_retry_after()
+        && let Ok(value) = poem::http::HeaderValue::from_str(&seconds.to_string())
+    {
+        response.headers_mut().insert("retry-after", value);
     }
     tracing::info!(request_id = %request_id, method = %method, route, status, latency_ms = elapsed.as_secs_f64() * 1000.0, "request");
     Ok(response)

@@ -15,11 +15,13 @@ pub mod logs;
 pub mod middleware;
 pub mod ops;
 pub mod payments;
+pub mod payouts;
 pub mod providers;
 pub mod qr;
 pub mod requests;
 pub mod spec;
 pub mod text;
+pub mod usage;
 
 use poem::Request;
 use poem_openapi::{OpenApiService, Tags};
@@ -44,6 +46,10 @@ pub enum ApiTags {
     Logs,
     /// Your API keys: live and test, rolled and revoked.
     ApiKeys,
+    /// Payouts from your balance to wallets and bank accounts.
+    Payouts,
+    /// Your metered usage per month.
+    Usage,
     /// Operator endpoints (admin token).
     Admin,
 }
@@ -56,7 +62,10 @@ pub type Apis = (
     providers::ProvidersApi,
     logs::LogsApi,
     keys::KeysApi,
+    payouts::PayoutsApi,
+    usage::UsageApi,
     admin::AdminApi,
+    usage::AdminUsageApi,
 );
 
 pub fn service(server_url: &str) -> OpenApiService<Apis, ()> {

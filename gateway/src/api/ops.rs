@@ -12,6 +12,14 @@ pub async fn metrics(req: &poem::Request, state: Data<&AppState>) -> Response {
         delivery.refresh_backlog(&state.db, &state.bus).await;
     }
     state.metrics.refresh(&state.db, &state.providers).await;
+    state
+        .metrics
+        .dashboard_sockets
+        .set(i64::try_from(state.live.sockets()).unwrap_or(i64::MAX));
+    state
+        .metrics
+        .dashboard_listening
+        .set(i64::from(state.live.listening()));
     runtime::metrics::scrape(&state.registry, req)
 }
 

@@ -83,6 +83,26 @@ impl PaymentsApi {
         let key = valid_idempotency_key(idempotency_key.0.as_deref())?;
         let new = NewPayment::try_from(body.0)?;
         let rid = request_id(req);
+        if let Err(exceeded) = state
+            .quotas
+            .admit(
+                &state.db,
+                &state.cache,
+                &merchant.merchant_id,
+                runtime::usage::metric::PAYMENTS_CREATED,
+            )
+            .await
+        {
+            // A retry of a payment already made still gets its answer back.
+            let replay = match key {
+                Some(k) => crate::idempotency::exists(&state.db, &merchant.merchant_id, k).await?,
+                None => false,
+            };
+            if !replay {
+                let slot = req.extensions().get::<super::middleware::MerchantSlot>();
+                return Err(super::auth::refuse_quota(&state, slot, &exceeded));
+            }
+        }
         let created = payments::create(
             &state.db,
             &state.providers,

@@ -205,6 +205,24 @@ impl ProvidersApi {
                     headers,
                 })
                 .await?;
+            // A payout's webhook is not believed either: the payout is re-queried, after
+            // answering (Moneroo wants 200 within 3 s).
+            if event_type.starts_with("payout.")
+                && let Some(r) = &reference
+                && let Some(payout) =
+                    crate::payouts::by_provider_reference(&state.db, Provider::Moneroo, r).await?
+            {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    match crate::payouts::refresh(&state.db, &state.providers, &payout).await {
+                        Ok(Some(moved)) => state.effects.payout_moved(&moved),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, payout_id = %payout.id, "payout re-query failed; the poller asks again")
+                        }
+                    }
+                });
+            }
             return Ok(MonerooAnswer::Ok(Json(WebhookReceived {
                 received: true,
                 outcome: outcome.as_str().to_string(),

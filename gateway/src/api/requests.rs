@@ -25,8 +25,6 @@ impl TryFrom<CreatePaymentRequest> for NewPayment {
 
     fn try_from(r: CreatePaymentRequest) -> Result<NewPayment, ValidationError> {
         // `reference`, `description` and `return_url` are checked by `bounded` and `http_url`.
-        plain_text("currency", &r.currency)?;
-        plain_text("provider", &r.provider)?;
         if let Some(c) = &r.customer {
             for (param, value) in [
                 ("customer[name]", &c.name),
@@ -40,34 +38,7 @@ impl TryFrom<CreatePaymentRequest> for NewPayment {
             plain_text("metadata", k)?;
             plain_text(&format!("metadata[{k}]"), v)?;
         }
-        let amount = Amount::new(r.amount).ok_or_else(|| {
-            ValidationError::new(
-                "amount",
-                "amount_invalid",
-                format!(
-                    "amount must be a whole number of minor units from 1 to {}.",
-                    Amount::MAX
-                ),
-            )
-        })?;
-        let currency = Currency::parse(&r.currency).ok_or_else(|| {
-            ValidationError::new(
-                "currency",
-                "currency_invalid",
-                format!("'{}' is not an ISO 4217 currency code.", r.currency),
-            )
-        })?;
-        let provider = Provider::parse(&r.provider).ok_or_else(|| {
-            ValidationError::new(
-                "provider",
-                "provider_unknown",
-                format!(
-                    "Unknown provider '{}': use {}.",
-                    r.provider,
-                    Provider::names()
-                ),
-            )
-        })?;
+        let (amount, currency, provider) = money(r.amount, &r.currency, &r.provider)?;
         let metadata = metadata_map(r.metadata.unwrap_or_default())?;
         let card = match r.payment_method {
             None => None,
@@ -258,7 +229,49 @@ fn metadata_invalid() -> ValidationError {
 
 /// Metadata as sent (strings only) as stored, within its bounds; `""` values are kept (on a
 /// PATCH they mean "remove this key").
-fn metadata_map(sent: HashMap<String, Text>) -> Result<BTreeMap<String, String>, ValidationError> {
+/// The fields of every request that moves money: a positive amount in minor units, an ISO
+/// 4217 currency and a known provider.
+pub(super) fn money(
+    amount: i64,
+    currency: &str,
+    provider: &str,
+) -> Result<(Amount, Currency, Provider), ValidationError> {
+    plain_text("currency", currency)?;
+    plain_text("provider", provider)?;
+    let amount = Amount::new(amount).ok_or_else(|| {
+        ValidationError::new(
+            "amount",
+            "amount_invalid",
+            format!(
+                "amount must be a whole number of minor units from 1 to {}.",
+                Amount::MAX
+            ),
+        )
+    })?;
+    let currency = Currency::parse(currency).ok_or_else(|| {
+        ValidationError::new(
+            "currency",
+            "currency_invalid",
+            format!("'{}' is not an ISO 4217 currency code.", currency),
+        )
+    })?;
+    let provider = Provider::parse(provider).ok_or_else(|| {
+        ValidationError::new(
+            "provider",
+            "provider_unknown",
+            format!(
+                "Unknown provider '{}': use {}.",
+                provider,
+                Provider::names()
+            ),
+        )
+    })?;
+    Ok((amount, currency, provider))
+}
+
+pub(super) fn metadata_map(
+    sent: HashMap<String, Text>,
+) -> Result<BTreeMap<String, String>, ValidationError> {
     let metadata: BTreeMap<String, String> = sent
         .into_iter()
         .map(|(k, v)| (k, v.into_string()))

@@ -366,6 +366,8 @@ fn extra_errors(operation_id: &str) -> &'static [u16] {
         "retry_webhook_delivery" | "recover_webhook_endpoint" => &[409],
         "create_webhook_endpoint" | "update_webhook_endpoint" => &[409],
         "moneroo_webhook" => &[403],
+        "create_payout" => &[409, 502],
+        "complete_sandbox_payout" => &[409],
         _ => &[],
     }
 }
@@ -511,6 +513,7 @@ fn id_prefix(resource: &str) -> &'static str {
         "webhook delivery" | "webhook deliverie" => "whd",
         "api key" => "key",
         "merchant" => "mer",
+        "payout" => "po",
         _ => "[a-z]+",
     }
 }
@@ -563,6 +566,10 @@ fn refine_parameter(resource: &str, p: &mut Value) {
         "event_id" => (
             "Only deliveries of this event.".into(),
             Some(json!({"pattern": id_pattern("evt")})),
+        ),
+        "month" => (
+            String::new(),
+            Some(json!({"pattern": "^[0-9]{4}-(0[1-9]|1[0-2])$", "example": "2026-11"})),
         ),
         "window" => (
             "How far back to count: a duration such as `15m`, `1h` or `1d` (default `1h`).".into(),
@@ -676,10 +683,31 @@ fn add_components(doc: &mut Value) {
             "consecutive_failures": {"type": "integer", "minimum": 0},
         },
     });
+    schemas["UsageThresholdData"] = json!({
+        "type": "object",
+        "title": "UsageThresholdData",
+        "description": "The data of `usage.threshold_reached`: which limit of your plan, and how much of it this month's usage reached.",
+        "required": ["object", "month", "metric", "threshold_percent", "limit", "used", "plan", "hard"],
+        "properties": {
+            "object": {"type": "string", "enum": ["usage_threshold"]},
+            "month": {"type": "string", "pattern": "^[0-9]{4}-(0[1-9]|1[0-2])$", "example": "2026-11"},
+            "metric": {"type": "string", "enum": crate::quotas::LIMITED.iter().map(|(m, _)| *m).collect::<Vec<_>>()},
+            "threshold_percent": {"type": "integer", "enum": crate::quotas::THRESHOLDS},
+            "limit": {"type": "integer", "minimum": 0},
+            "used": {"type": "integer", "minimum": 0},
+            "plan": {"type": "string", "enum": names(entity::status::Plan::ALL, entity::status::Plan::as_str)},
+            "hard": {"type": "boolean", "description": "Whether requests are refused (429 `quota_exceeded`) once the limit is reached, or only alerted on."},
+        },
+    });
     let data_schema = |t: EventType| match t {
         EventType::RefundCreated | EventType::RefundSucceeded | EventType::RefundFailed => "Refund",
         EventType::WebhookEndpointDisabled => "WebhookEndpointDisabledData",
         EventType::WebhookEndpointTest => "WebhookEndpointTestData",
+        EventType::UsageThresholdReached => "UsageThresholdData",
+        EventType::PayoutPending
+        | EventType::PayoutProcessing
+        | EventType::PayoutSucceeded
+        | EventType::PayoutFailed => "Payout",
         _ => "Payment",
     };
     let data_kinds: std::collections::BTreeSet<&str> =

@@ -1,7 +1,10 @@
 //! Who is signed in to the dashboard: people (not API keys), each a user of one merchant with
 //! a role. Passwords are Argon2id hashes. Signing in gives a short-lived access token (a JWT,
 //! HS256, checked without a database read) and a refresh token (random, stored hashed) that is
-//! replaced at every use, so a stolen one works once at most; signing out revokes it. Failed
+//! replaced at every use, so a stolen one works once at most; signing out revokes it. A
+//! replaced token presented again within [`REFRESH_REUSE_GRACE`] (two requests of one page
+//! racing with the same cookie) gets an access token only; later, it ends every session of
+//! its family, since one of its two holders is a thief. Failed
 //! sign-ins are counted per account and per address in the shared cache, and past a limit
 //! refused for a while, whatever the password.
 
@@ -76,10 +79,15 @@ impl DashboardUser {
     }
 }
 
-/// The two tokens a sign-in or a refresh hands out.
+/// How long a replaced refresh token still gets an access token (not a new refresh token):
+/// the requests a page sent at once with the same expired session all succeed.
+pub const REFRESH_REUSE_GRACE: Duration = Duration::from_secs(10);
+
+/// What a sign-in or a refresh hands out: an access token, and a new refresh token unless the
+/// one presented had just been replaced (the browser keeps the replacement it already got).
 pub struct Tokens {
     pub access: String,
-    pub refresh: String,
+    pub refresh: Option<String>,
     pub user: DashboardUser,
 }
 
@@ -212,27 +220,47 @@ pub async fn sign_in<C: TransactionTrait + ConnectionTrait>(
         return Err(SignInError::Invalid);
     };
     cache.delete(&account_key).await;
-    open_session(db, keys, &user).await
+    open_session(db, keys, &user, None)
+        .await
+        .map(|(tokens, _)| tokens)
 }
 
-/// A new refresh token (stored hashed) and an access token for `user`.
+/// A new refresh token (stored hashed, in `family` or a new one) and an access token for
+/// `user`; and the new session's id.
 async fn open_session<C: ConnectionTrait>(
     db: &C,
     keys: &SessionKeys,
     user: &dashboard_users::Model,
-) -> Result<Tokens, SignInError> {
+    family: Option<SessionId>,
+) -> Result<(Tokens, SessionId), SignInError> {
     let refresh = random_token(48);
     let now = Utc::now();
+    let id = SessionId::generate();
     dashboard_sessions::Entity::insert(dashboard_sessions::ActiveModel {
-        id: Set(SessionId::generate()),
+        id: Set(id.clone()),
         user_id: Set(user.id.clone()),
         refresh_hash: Set(sha256_hex(refresh.as_bytes())),
         expires_at: Set(now + chrono::Duration::from_std(keys.refresh_ttl).unwrap_or_default()),
         revoked_at: Set(None),
         created_at: Set(now),
+        family_id: Set(family.unwrap_or_else(|| id.clone())),
     })
     .exec(db)
     .await?;
+    let tokens = Tokens {
+        access: access_token(keys, user)?,
+        refresh: Some(refresh),
+        user: DashboardUser {
+            user_id: user.id.clone(),
+            merchant_id: user.merchant_id.clone(),
+            role: user.role,
+        },
+    };
+    Ok((tokens, id))
+}
+
+/// A signed access token for `user`, valid `keys.access_ttl`.
+fn access_token(keys: &SessionKeys, user: &dashboard_users::Model) -> Result<String, SignInError> {
     let iat = now_secs();
     let claims = Claims {
         sub: user.id.to_string(),
@@ -241,17 +269,8 @@ async fn open_session<C: ConnectionTrait>(
         iat,
         exp: iat + keys.access_ttl.as_secs(),
     };
-    let access = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding)
-        .map_err(|e| SignInError::Token(e.to_string()))?;
-    Ok(Tokens {
-        access,
-        refresh,
-        user: DashboardUser {
-            user_id: user.id.clone(),
-            merchant_id: user.merchant_id.clone(),
-            role: user.role,
-        },
-    })
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding)
+        .map_err(|e| SignInError::Token(e.to_string()))
 }
 
 /// The user an access token names, if it is ours, unexpired and well-formed.
@@ -278,41 +297,119 @@ pub async fn refresh<C: TransactionTrait>(
 ) -> Result<Option<Tokens>, SignInError> {
     let txn = db.begin().await?;
     let now = Utc::now();
+    let hash = sha256_hex(refresh_token.as_bytes());
     let revoked = dashboard_sessions::Entity::update_many()
         .col_expr(
             dashboard_sessions::Column::RevokedAt,
             sea_orm::sea_query::Expr::value(now),
         )
-        .filter(dashboard_sessions::Column::RefreshHash.eq(sha256_hex(refresh_token.as_bytes())))
+        .filter(dashboard_sessions::Column::RefreshHash.eq(&hash))
         .filter(dashboard_sessions::Column::RevokedAt.is_null())
         .filter(dashboard_sessions::Column::ExpiresAt.gt(now))
         .exec_with_returning(&txn)
         .await?;
-    let Some(session) = revoked.into_iter().next() else {
-        return Ok(None);
+    let tokens = match revoked.into_iter().next() {
+        Some(session) => match user_of(&txn, &session).await? {
+            Some(user) => Some(
+                open_session(&txn, keys, &user, Some(session.family_id))
+                    .await?
+                    .0,
+            ),
+            None => None,
+        },
+        None => reused(&txn, keys, &hash, now).await?,
     };
-    let Some(user) = dashboard_users::Entity::find_by_id(session.user_id)
-        .one(&txn)
+    txn.commit().await?;
+    Ok(tokens)
+}
+
+async fn user_of<C: ConnectionTrait>(
+    db: &C,
+    session: &dashboard_sessions::Model,
+) -> Result<Option<dashboard_users::Model>, DbErr> {
+    dashboard_users::Entity::find_by_id(session.user_id.clone())
+        .one(db)
+        .await
+}
+
+/// A refresh token that is not live: unknown, expired, signed out, or replaced. Replaced
+/// within the grace while its family lives on, it gets an access token; replaced longer ago,
+/// it ends the family.
+async fn reused<C: ConnectionTrait>(
+    txn: &C,
+    keys: &SessionKeys,
+    hash: &str,
+    now: chrono::DateTime<Utc>,
+) -> Result<Option<Tokens>, SignInError> {
+    let Some(old) = dashboard_sessions::Entity::find()
+        .filter(dashboard_sessions::Column::RefreshHash.eq(hash))
+        .one(txn)
         .await?
     else {
         return Ok(None);
     };
-    let tokens = open_session(&txn, keys, &user).await?;
-    txn.commit().await?;
-    Ok(Some(tokens))
+    let Some(revoked_at) = old.revoked_at else {
+        // Live but expired.
+        return Ok(None);
+    };
+    let family_lives = dashboard_sessions::Entity::find()
+        .filter(dashboard_sessions::Column::FamilyId.eq(&old.family_id))
+        .filter(dashboard_sessions::Column::RevokedAt.is_null())
+        .filter(dashboard_sessions::Column::ExpiresAt.gt(now))
+        .one(txn)
+        .await?
+        .is_some();
+    if !family_lives {
+        // Signed out (the whole family is revoked) or long over.
+        return Ok(None);
+    }
+    let grace = chrono::Duration::from_std(REFRESH_REUSE_GRACE).unwrap_or_default();
+    if now - revoked_at <= grace {
+        let Some(user) = user_of(txn, &old).await? else {
+            return Ok(None);
+        };
+        return Ok(Some(Tokens {
+            access: access_token(keys, &user)?,
+            refresh: None,
+            user: DashboardUser {
+                user_id: user.id.clone(),
+                merchant_id: user.merchant_id.clone(),
+                role: user.role,
+            },
+        }));
+    }
+    tracing::warn!(user_id = %old.user_id, "a replaced dashboard refresh token was presented again; its sessions are ended");
+    end_family(txn, &old.family_id, now).await?;
+    Ok(None)
 }
 
-/// Ends the session a refresh token belongs to.
-pub async fn sign_out<C: ConnectionTrait>(db: &C, refresh_token: &str) -> Result<(), DbErr> {
+async fn end_family<C: ConnectionTrait>(
+    db: &C,
+    family_id: &SessionId,
+    now: chrono::DateTime<Utc>,
+) -> Result<(), DbErr> {
     dashboard_sessions::Entity::update_many()
         .col_expr(
             dashboard_sessions::Column::RevokedAt,
-            sea_orm::sea_query::Expr::value(Utc::now()),
+            sea_orm::sea_query::Expr::value(now),
         )
-        .filter(dashboard_sessions::Column::RefreshHash.eq(sha256_hex(refresh_token.as_bytes())))
+        .filter(dashboard_sessions::Column::FamilyId.eq(family_id))
         .filter(dashboard_sessions::Column::RevokedAt.is_null())
         .exec(db)
         .await?;
+    Ok(())
+}
+
+/// Ends the session a refresh token belongs to, with every session of its family (the
+/// tokens it replaced get no grace after sign-out).
+pub async fn sign_out<C: ConnectionTrait>(db: &C, refresh_token: &str) -> Result<(), DbErr> {
+    let session = dashboard_sessions::Entity::find()
+        .filter(dashboard_sessions::Column::RefreshHash.eq(sha256_hex(refresh_token.as_bytes())))
+        .one(db)
+        .await?;
+    if let Some(session) = session {
+        end_family(db, &session.family_id, Utc::now()).await?;
+    }
     Ok(())
 }
 

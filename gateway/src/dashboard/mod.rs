@@ -4,10 +4,12 @@
 //! - [`auth`]: users, Argon2id passwords, sessions (a JWT access token and a rotating refresh
 //!   token), sign-in throttling.
 //! - [`pages`]: the HTML (maud).
-//! - [`routes`]: the handlers and the session cookies.
-//!
-//! So far: sign-in, sign-out and the overview (payments by status, the latest payments).
+//! - [`routes`]: the handlers and the session cookies; [`webhooks`]: the webhook pages.
+//! - [`live`]: real time, the WebSocket `/dashboard/stream` and the page script `live.js`.
 
 pub mod auth;
+pub mod live;
+pub mod overview;
 pub mod pages;
 pub mod routes;
+pub mod webhooks;

@@ -18,9 +18,19 @@ label{display:block;margin:.75rem 0 .25rem}input{width:100%;padding:.6rem;font:i
 button{min-height:44px;padding:.6rem 1rem;font:inherit;font-weight:600;border-radius:.5rem;border:2px solid #0b5cad;background:#0b5cad;color:#fff;cursor:pointer}\
 button.link{background:#fff;color:#0b5cad}\
 button:focus-visible,a:focus-visible,input:focus-visible{outline:3px solid #f5a623;outline-offset:2px}\
+form.inline{display:inline-block;margin:0 .25rem .25rem 0}\
 .error{color:#a40000;font-weight:600}.alert{background:#fdecea;border-left:4px solid #a40000;padding:.75rem 1rem;margin:.5rem 0;font-weight:600}";
 
-fn frame(title: &str, body: Markup) -> Markup {
+/// Kinds of live change (see `live.js`) each page shows; the page reloads its
+/// `data-live-region` parts when one arrives.
+pub const LIVE_OVERVIEW: &str = "event delivery_attempt log_entry";
+pub const LIVE_PAYMENTS: &str = "event";
+pub const LIVE_PAYMENT: &str = "event delivery_attempt";
+pub const LIVE_WEBHOOKS: &str = "event delivery_attempt";
+pub const LIVE_LOGS: &str = "log_entry";
+
+/// A page. `live` lists the changes it follows (see [`LIVE_OVERVIEW`]), empty for none.
+fn frame(title: &str, live: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -30,7 +40,10 @@ fn frame(title: &str, body: Markup) -> Markup {
                 title { (title) " · Payrail dashboard" }
                 style { (maud::PreEscaped(STYLE)) }
             }
-            body { (body) }
+            body data-live=[(!live.is_empty()).then_some(live)] {
+                (body)
+                @if !live.is_empty() { script src="/dashboard/live.js" defer {} }
+            }
         }
     }
 }
@@ -42,10 +55,11 @@ fn nav(csrf_token: &str, who: &str) -> Markup {
             nav aria-label="Dashboard" {
                 a href="/dashboard" { strong { "Payrail" } } " · "
                 a href="/dashboard/payments" { "Payments" } " · "
+                a href="/dashboard/webhooks" { "Webhooks" } " · "
                 a href="/dashboard/logs" { "Logs" } " · "
                 a href="/dashboard/keys" { "API keys" }
             }
-            span { (who) }
+            span { (who) " " span #live-status role="status" {} }
             form method="post" action="/dashboard/logout" {
                 input type="hidden" name="csrf_token" value=(csrf_token);
                 button.link type="submit" { "Sign out" }
@@ -76,6 +90,7 @@ fn choice<'v>(
 pub fn sign_in(csrf_token: &str, email: &str, error: Option<&str>) -> Markup {
     frame(
         "Sign in",
+        "",
         html! {
             main {
                 form.signin method="post" action="/dashboard/login" {
@@ -103,19 +118,24 @@ pub struct Overview<'a> {
     pub role: &'a str,
     pub counts: &'a [(String, u64)],
     pub latest: &'a [Payment],
+    pub figures: &'a super::overview::Figures,
 }
 
 pub fn overview(csrf_token: &str, view: &Overview<'_>) -> Markup {
     frame(
         "Overview",
+        LIVE_OVERVIEW,
         html! {
             (nav(csrf_token, &format!("{} ({})", view.email, view.role)))
             main {
                 h1 { "Overview" }
-                @for alert in view.alerts {
-                    p.alert role="alert" { (alert) }
+                div #alerts data-live-region {
+                    @for alert in view.alerts {
+                        p.alert role="alert" { (alert) }
+                    }
                 }
-                section aria-labelledby="by-status" {
+                (figures(view.figures))
+                section #by-status-section aria-labelledby="by-status" data-live-region {
                     h2 #by-status { "Payments by status" }
                     div.cards {
                         @for (status, count) in view.counts {
@@ -123,7 +143,7 @@ pub fn overview(csrf_token: &str, view: &Overview<'_>) -> Markup {
                         }
                     }
                 }
-                section aria-labelledby="latest" {
+                section #latest-section aria-labelledby="latest" data-live-region {
                     h2 #latest { "Latest payments" }
                     table {
                         thead { tr { th scope="col" { "Payment" } th scope="col" { "Amount" } th scope="col" { "Status" } th scope="col" { "Created" } } }
@@ -142,6 +162,36 @@ pub fn overview(csrf_token: &str, view: &Overview<'_>) -> Markup {
             }
         },
     )
+}
+
+/// The last 24 hours: payment and webhook health, and the chart of payments per hour.
+fn figures(f: &super::overview::Figures) -> Markup {
+    use super::overview::percent;
+    let w = &f.webhooks;
+    html! {
+        section #figures aria-labelledby="last-day" data-live-region {
+            h2 #last-day { "Last " (super::overview::HOURS) " hours" }
+            div.cards {
+                div.card #success-rate { strong { (percent(f.success_rate)) } "payment success rate" }
+                div.card #webhook-success { strong { (percent(w.success_rate)) } "webhook attempts answered 2xx (" (w.attempts) ")" }
+                div.card #webhook-p95 { strong { @if let Some(p) = w.p95_ms { (p) " ms" } @else { "—" } } "webhook p95 latency" }
+                div.card #backlog {
+                    strong { (w.backlog) }
+                    "deliveries waiting"
+                    @if let Some(age) = w.oldest_waiting { br; "oldest " (humantime::format_duration(std::time::Duration::from_secs(age.num_seconds().max(0) as u64))) }
+                }
+            }
+            h3 { "Succeeded volume by currency" }
+            @if f.volumes.is_empty() { p { "No succeeded payment yet." } }
+            ul #volumes {
+                @for v in &f.volumes {
+                    li data-currency=(v.currency) { strong { (entity::money::format_stored_amount(v.amount, &v.currency)) } " in " (v.payments) @if v.payments == 1 { " payment" } @else { " payments" } }
+                }
+            }
+            h3 { "Payments per hour (UTC)" }
+            (super::overview::payments_chart(&f.hours))
+        }
+    }
 }
 
 /// One delivery as the payment page lists it.
@@ -171,12 +221,13 @@ pub fn payment_detail(csrf_token: &str, view: &PaymentDetail<'_>) -> Markup {
     let p = view.payment;
     frame(
         &format!("Payment {}", p.id),
+        LIVE_PAYMENT,
         html! {
             (nav(csrf_token, ""))
             main {
                 h1 { "Payment " code { (p.id) } }
                 @if let Some(notice) = view.notice { p role="status" { (notice) } }
-                p.amount { strong { (view.amount) } " · " span #status { (p.status) } }
+                p.amount #summary data-live-region { strong { (view.amount) } " · " span #status { (p.status) } }
                 @if view.can_act && matches!(p.status.as_str(), "pending" | "processing") {
                     form method="post" action={ "/dashboard/payments/" (p.id) "/cancel" } {
                         input type="hidden" name="csrf_token" value=(csrf_token);
@@ -193,23 +244,23 @@ pub fn payment_detail(csrf_token: &str, view: &PaymentDetail<'_>) -> Markup {
                         p { button type="submit" { "Refund" } }
                     }
                 }
-                section aria-labelledby="events" {
+                section #events-section aria-labelledby="events" data-live-region {
                     h2 #events { "Events" }
                     ul { @for (id, kind, at) in view.events { li data-event=(id) { code { (kind) } " · " (at) } } }
                 }
-                section aria-labelledby="refunds" {
+                section #refunds-section aria-labelledby="refunds" data-live-region {
                     h2 #refunds { "Refunds" }
                     @if view.refunds.is_empty() { p { "None." } }
                     ul { @for (id, amount, status) in view.refunds { li data-refund=(id) { (amount) " · " (status) } } }
                 }
-                section aria-labelledby="deliveries" {
+                section #deliveries-section aria-labelledby="deliveries" data-live-region {
                     h2 #deliveries { "Webhook deliveries" }
                     table {
                         thead { tr { th scope="col" { "Event" } th scope="col" { "Endpoint" } th scope="col" { "Status" } th scope="col" { "Attempts" } th scope="col" { "Last answer" } th scope="col" { span.visually-hidden { "Actions" } } } }
                         tbody {
                             @for d in view.deliveries {
                                 tr data-delivery=(d.id) {
-                                    td { code { (d.event_type) } }
+                                    td { a href={ "/dashboard/deliveries/" (d.id) } { code { (d.event_type) } } }
                                     td { (d.endpoint_url) }
                                     td { (d.status) }
                                     td { (d.attempts) }
@@ -275,6 +326,7 @@ pub struct Logs<'a> {
 pub fn logs(csrf_token: &str, view: &Logs<'_>) -> Markup {
     frame(
         "Logs",
+        LIVE_LOGS,
         html! {
             (nav(csrf_token, ""))
             main {
@@ -288,11 +340,11 @@ pub fn logs(csrf_token: &str, view: &Logs<'_>) -> Markup {
                     p { button type="submit" { "Filter" } }
                 }
                 @if let Some(error) = view.error { p.error role="alert" { (error) } }
-                section aria-labelledby="per-level" {
+                section #per-level-section aria-labelledby="per-level" data-live-region {
                     h2 #per-level { "Entries per level" }
                     (level_chart(view.counts))
                 }
-                table {
+                table #log-table data-live-region {
                     thead { tr { th scope="col" { "When" } th scope="col" { "Level" } th scope="col" { "Source" } th scope="col" { "Message" } } }
                     tbody {
                         @for e in view.entries {
@@ -320,6 +372,7 @@ pub struct KeyRow {
 pub fn api_keys(csrf_token: &str, keys: &[KeyRow], secret: Option<&str>) -> Markup {
     frame(
         "API keys",
+        "",
         html! {
             (nav(csrf_token, ""))
             main {
@@ -389,6 +442,7 @@ pub struct PaymentsList<'a> {
 pub fn payments_list(csrf_token: &str, view: &PaymentsList<'_>) -> Markup {
     frame(
         "Payments",
+        LIVE_PAYMENTS,
         html! {
             (nav(csrf_token, ""))
             main {
@@ -400,7 +454,7 @@ pub fn payments_list(csrf_token: &str, view: &PaymentsList<'_>) -> Markup {
                     p { button type="submit" { "Filter" } }
                 }
                 @if let Some(error) = view.error { p.error role="alert" { (error) } }
-                table {
+                table #payments-table data-live-region {
                     thead { tr { th scope="col" { "Payment" } th scope="col" { "Amount" } th scope="col" { "Status" } th scope="col" { "Reference" } th scope="col" { "Created" } } }
                     tbody #payments {
                         @for p in view.payments {
@@ -420,4 +474,226 @@ pub fn payments_list(csrf_token: &str, view: &PaymentsList<'_>) -> Markup {
             }
         },
     )
+}
+
+/// One webhook endpoint as the webhooks page lists it.
+pub struct EndpointRow {
+    pub id: String,
+    pub url: String,
+    pub events: String,
+    pub status: String,
+    pub disabled_reason: Option<String>,
+    pub consecutive_failures: i32,
+}
+
+/// One delivery in a list.
+pub struct DeliveryListRow {
+    pub id: String,
+    pub event_type: String,
+    pub endpoint_url: String,
+    pub status: String,
+    pub attempts: i32,
+    pub http_status: Option<i32>,
+    pub created_at: String,
+}
+
+/// What the webhooks page shows.
+pub struct Webhooks<'a> {
+    pub endpoints: &'a [EndpointRow],
+    pub deliveries: &'a [DeliveryListRow],
+    pub status: &'a str,
+    pub can_act: bool,
+    pub notice: Option<&'a str>,
+    /// A signing secret just made (new endpoint or rotation), shown this once.
+    pub secret: Option<(&'a str, &'a str)>,
+    pub error: Option<&'a str>,
+}
+
+/// A small post form with the CSRF token: one button, optional hidden fields.
+fn action_form(
+    csrf_token: &str,
+    action: &str,
+    label: &str,
+    aria: &str,
+    fields: &[(&str, &str)],
+) -> Markup {
+    html! {
+        form.inline method="post" action=(action) {
+            input type="hidden" name="csrf_token" value=(csrf_token);
+            @for (name, value) in fields { input type="hidden" name=(name) value=(value); }
+            button.link type="submit" aria-label=(aria) { (label) }
+        }
+    }
+}
+
+pub fn webhooks(csrf_token: &str, view: &Webhooks<'_>) -> Markup {
+    frame(
+        "Webhooks",
+        LIVE_WEBHOOKS,
+        html! {
+            (nav(csrf_token, ""))
+            main {
+                h1 { "Webhooks" }
+                @if let Some(notice) = view.notice { p role="status" { (notice) } }
+                @if let Some(error) = view.error { p.error role="alert" { (error) } }
+                @if let Some((endpoint, secret)) = view.secret {
+                    div.alert role="alert" {
+                        p { "The signing secret of " code { (endpoint) } ", shown only this once: store it now." }
+                        p { code #new-secret { (secret) } }
+                    }
+                }
+                section #endpoints-section aria-labelledby="endpoints" data-live-region {
+                    h2 #endpoints { "Endpoints" }
+                    table {
+                        thead { tr { th scope="col" { "URL" } th scope="col" { "Events" } th scope="col" { "Status" } th scope="col" { "Failures in a row" } th scope="col" { "Actions" } } }
+                        tbody {
+                            @for e in view.endpoints {
+                                @let base = format!("/dashboard/webhooks/{}", e.id);
+                                tr data-endpoint=(e.id) {
+                                    td { (e.url) }
+                                    td { code { (e.events) } }
+                                    td { (e.status) @if let Some(r) = &e.disabled_reason { " (" (r) ")" } }
+                                    td { (e.consecutive_failures) }
+                                    td {
+                                        @if view.can_act {
+                                            @if e.status == "enabled" {
+                                                (action_form(csrf_token, &format!("{base}/test"), "Send test", &format!("Send a test event to {}", e.url), &[]))
+                                                (action_form(csrf_token, &format!("{base}/disable"), "Disable", &format!("Disable {}", e.url), &[]))
+                                                (action_form(csrf_token, &format!("{base}/recover"), "Recover 24 h", &format!("Re-send the last day's failed deliveries to {}", e.url), &[("hours", "24")]))
+                                            } @else {
+                                                (action_form(csrf_token, &format!("{base}/enable"), "Enable", &format!("Enable {}", e.url), &[]))
+                                            }
+                                            (action_form(csrf_token, &format!("{base}/rotate"), "Rotate secret", &format!("Rotate the secret of {}", e.url), &[]))
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    @if view.endpoints.is_empty() { p { "No endpoint yet." } }
+                }
+                @if view.can_act {
+                    form method="post" action="/dashboard/webhooks" {
+                        h2 { "Add an endpoint" }
+                        input type="hidden" name="csrf_token" value=(csrf_token);
+                        label for="endpoint-url" { "URL" }
+                        input #endpoint-url name="url" type="url" required placeholder="https://example.com/webhooks";
+                        label for="endpoint-events" { "Events (comma-separated, * for all)" }
+                        input #endpoint-events name="events" value="*";
+                        label for="endpoint-description" { "Description" }
+                        input #endpoint-description name="description";
+                        p { button type="submit" { "Add endpoint" } }
+                    }
+                }
+                section aria-labelledby="recent-deliveries" {
+                    h2 #recent-deliveries { "Recent deliveries" }
+                    form method="get" action="/dashboard/webhooks" {
+                        (choice("status", "Status", entity::status::DeliveryStatus::ALL.iter().map(|s| s.as_str()), view.status))
+                        p { button type="submit" { "Filter" } }
+                    }
+                    (delivery_table(view.deliveries))
+                }
+            }
+        },
+    )
+}
+
+fn delivery_table(deliveries: &[DeliveryListRow]) -> Markup {
+    html! {
+        table #deliveries-table data-live-region {
+            thead { tr { th scope="col" { "Delivery" } th scope="col" { "Event" } th scope="col" { "Endpoint" } th scope="col" { "Status" } th scope="col" { "Attempts" } th scope="col" { "Last answer" } th scope="col" { "Created" } } }
+            tbody {
+                @for d in deliveries {
+                    tr data-delivery=(d.id) {
+                        td { a href={ "/dashboard/deliveries/" (d.id) } { code { (d.id) } } }
+                        td { code { (d.event_type) } }
+                        td { (d.endpoint_url) }
+                        td { (d.status) }
+                        td { (d.attempts) }
+                        td { @if let Some(s) = d.http_status { (s) } @else { "—" } }
+                        td { (d.created_at) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One attempt of a delivery.
+pub struct AttemptRow {
+    pub number: i32,
+    pub at: String,
+    pub http_status: Option<i32>,
+    pub duration_ms: i64,
+    pub error: Option<String>,
+    /// The start of the endpoint's answer, as stored (already cut to size by the worker).
+    pub response_excerpt: Option<String>,
+}
+
+/// What the delivery page shows.
+pub struct DeliveryDetail<'a> {
+    pub id: &'a str,
+    pub event_id: &'a str,
+    pub event_type: &'a str,
+    pub payment_id: Option<&'a str>,
+    pub endpoint_url: &'a str,
+    pub status: &'a str,
+    pub next_retry_at: Option<String>,
+    pub attempts: &'a [AttemptRow],
+    pub retryable: bool,
+    pub can_act: bool,
+    pub notice: Option<&'a str>,
+}
+
+pub fn delivery_detail(csrf_token: &str, view: &DeliveryDetail<'_>) -> Markup {
+    frame(
+        &format!("Delivery {}", view.id),
+        LIVE_PAYMENT,
+        html! {
+            (nav(csrf_token, ""))
+            main {
+                h1 { "Delivery " code { (view.id) } }
+                @if let Some(notice) = view.notice { p role="status" { (notice) } }
+                div #delivery-summary data-live-region {
+                    p {
+                        code { (view.event_type) } " (" code { (view.event_id) } ") to " (view.endpoint_url)
+                        @if let Some(p) = view.payment_id { " · payment " a href={ "/dashboard/payments/" (p) } { code { (p) } } }
+                    }
+                    p { "Status: " strong #delivery-status { (view.status) }
+                        @if let Some(at) = &view.next_retry_at { " · next attempt " (at) } }
+                    @if view.can_act && view.retryable {
+                        (action_form(csrf_token, &format!("/dashboard/deliveries/{}/retry", view.id), "Retry now", &format!("Retry delivery {}", view.id), &[("back", "delivery")]))
+                    }
+                }
+                section #attempts-section aria-labelledby="attempts" data-live-region {
+                    h2 #attempts { "Attempts" }
+                    @if view.attempts.is_empty() { p { "None yet." } }
+                    table {
+                        thead { tr { th scope="col" { "#" } th scope="col" { "When" } th scope="col" { "Answer" } th scope="col" { "Latency" } th scope="col" { "Error" } th scope="col" { "Response (start)" } } }
+                        tbody #attempt-rows {
+                            @for a in view.attempts {
+                                tr data-attempt=(a.number) {
+                                    td { (a.number) }
+                                    td { (a.at) }
+                                    td { @if let Some(s) = a.http_status { (s) } @else { "—" } }
+                                    td { (a.duration_ms) " ms" }
+                                    td { (a.error.as_deref().unwrap_or("")) }
+                                    td { @if let Some(body) = &a.response_excerpt { code { (excerpt(body)) } } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// The first 200 characters of an answer, on a character boundary.
+fn excerpt(body: &str) -> String {
+    const MOST: usize = 200;
+    match body.char_indices().nth(MOST) {
+        Some((cut, _)) => format!("{}…", &body[..cut]),
+        None => body.to_string(),
+    }
 }

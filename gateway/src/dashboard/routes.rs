@@ -31,7 +31,7 @@ const REFRESH_COOKIE: &str = "payrail_refresh";
 const CSRF_COOKIE: &str = "payrail_dashboard_csrf";
 const PATH: &str = "/dashboard";
 
-fn secure(state: &AppState) -> bool {
+pub(super) fn secure(state: &AppState) -> bool {
     state.public_url.starts_with("https://")
 }
 
@@ -40,26 +40,29 @@ fn session_cookie(state: &AppState, name: &str, value: &str, max_age: u64) -> St
     format!("{name}={value}; Path={PATH}; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}")
 }
 
-fn token_cookies(state: &AppState, tokens: &Tokens) -> [String; 2] {
+/// The cookies of a sign-in or a refresh: the access token, and the new refresh token if
+/// there is one (a refresh in its reuse grace keeps the browser's newer one).
+fn token_cookies(state: &AppState, tokens: &Tokens) -> Vec<String> {
     let keys = &state.dashboard;
-    [
-        session_cookie(
-            state,
-            ACCESS_COOKIE,
-            &tokens.access,
-            keys.access_ttl.as_secs(),
-        ),
-        session_cookie(
+    let mut cookies = vec![session_cookie(
+        state,
+        ACCESS_COOKIE,
+        &tokens.access,
+        keys.access_ttl.as_secs(),
+    )];
+    if let Some(refresh) = &tokens.refresh {
+        cookies.push(session_cookie(
             state,
             REFRESH_COOKIE,
-            &tokens.refresh,
+            refresh,
             keys.refresh_ttl.as_secs(),
-        ),
-    ]
+        ));
+    }
+    cookies
 }
 
 /// The page's CSRF token: the browser's, or a new one to set.
-fn page_csrf(req: &Request, state: &AppState) -> (String, Option<String>) {
+pub(super) fn page_csrf(req: &Request, state: &AppState) -> (String, Option<String>) {
     match csrf::read_cookie(req, CSRF_COOKIE).filter(|t| t.len() == 32) {
         Some(token) => (token, None),
         None => {
@@ -70,12 +73,17 @@ fn page_csrf(req: &Request, state: &AppState) -> (String, Option<String>) {
     }
 }
 
-fn html_response(status: StatusCode, body: String, cookies: &[String]) -> Response {
+pub(super) fn html_response(status: StatusCode, body: String, cookies: &[String]) -> Response {
     let mut r = Response::builder()
         .status(status)
         .content_type("text/html; charset=utf-8")
         .header(header::CACHE_CONTROL, "no-store")
         .header("x-frame-options", "DENY")
+        // Our one script, our one socket, inline styles; nothing from elsewhere.
+        .header(
+            "content-security-policy",
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        )
         .body(body);
     for cookie in cookies {
         if let Ok(v) = header::HeaderValue::from_str(cookie) {
@@ -91,7 +99,10 @@ fn to_sign_in() -> Response {
 
 /// The session's user, renewing an expired access token from the refresh token (the new
 /// cookies are returned to be set). `None`: not signed in.
-async fn session(req: &Request, state: &AppState) -> Option<(DashboardUser, Vec<String>)> {
+pub(crate) async fn session(
+    req: &Request,
+    state: &AppState,
+) -> Option<(DashboardUser, Vec<String>)> {
     if let Some(user) = csrf::read_cookie(req, ACCESS_COOKIE)
         .and_then(|token| auth::verify_access(&state.dashboard, &token))
     {
@@ -100,7 +111,7 @@ async fn session(req: &Request, state: &AppState) -> Option<(DashboardUser, Vec<
     let refresh = csrf::read_cookie(req, REFRESH_COOKIE)?;
     match auth::refresh(&state.db, &state.dashboard, &refresh).await {
         Ok(Some(tokens)) => {
-            let cookies = token_cookies(state, &tokens).to_vec();
+            let cookies = token_cookies(state, &tokens);
             Some((tokens.user, cookies))
         }
         Ok(None) => None,
@@ -113,7 +124,7 @@ async fn session(req: &Request, state: &AppState) -> Option<(DashboardUser, Vec<
 
 /// A page's session: the user, the CSRF token for its forms, and the cookies to set (a
 /// renewed session, a new token); else the redirect to the sign-in page.
-async fn page_session(
+pub(super) async fn page_session(
     req: &Request,
     state: &AppState,
 ) -> Result<(DashboardUser, String, Vec<String>), Response> {
@@ -126,7 +137,7 @@ async fn page_session(
 }
 
 /// The answer when the database fails under a page: logged, and said plainly.
-fn unavailable(what: &str, e: &sea_orm::DbErr, cookies: &[String]) -> Response {
+pub(super) fn unavailable(what: &str, e: &sea_orm::DbErr, cookies: &[String]) -> Response {
     tracing::error!(error = %e, "dashboard {what} failed");
     html_response(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -346,16 +357,18 @@ pub async fn overview(req: &Request, state: Data<&AppState>) -> Response {
             .map(Payment::from)
             .collect();
         let alerts = alerts(&state.db, &user.merchant_id).await?;
+        let figures =
+            super::overview::figures(&state.db, &user.merchant_id, chrono::Utc::now()).await?;
         let email = dashboard_users::Entity::find_by_id(user.user_id.clone())
             .one(&state.db)
             .await?
             .map(|u| u.email)
             .unwrap_or_default();
-        Ok::<_, sea_orm::DbErr>((counts, latest, email, alerts))
+        Ok::<_, sea_orm::DbErr>((counts, latest, email, alerts, figures))
     }
     .await;
     match loaded {
-        Ok((counts, latest, email, alerts)) => html_response(
+        Ok((counts, latest, email, alerts, figures)) => html_response(
             StatusCode::OK,
             pages::overview(
                 &token,
@@ -365,6 +378,7 @@ pub async fn overview(req: &Request, state: Data<&AppState>) -> Response {
                     counts: &counts,
                     latest: &latest,
                     alerts: &alerts,
+                    figures: &figures,
                 },
             )
             .into_string(),
@@ -376,7 +390,7 @@ pub async fn overview(req: &Request, state: Data<&AppState>) -> Response {
 
 /// The signed-in user behind a form post that changes something: a session, the page's CSRF
 /// token, and a role that may act. Else the answer to give instead.
-async fn acting_user(
+pub(super) async fn acting_user(
     req: &Request,
     state: &AppState,
     csrf_token: Option<&str>,
@@ -401,12 +415,69 @@ async fn acting_user(
     Ok((user, cookies))
 }
 
+/// Who may post a form.
+pub(super) enum May {
+    /// Owners and developers.
+    Act,
+    /// Owners only.
+    Own,
+}
+
+/// A posted form, carrying the page's CSRF token.
+pub(super) trait Posted {
+    fn csrf_token(&self) -> Option<&str>;
+}
+
+macro_rules! posted_forms {
+    ($($form:ty),* $(,)?) => {
+        $(impl $crate::dashboard::routes::Posted for $form {
+            fn csrf_token(&self) -> Option<&str> {
+                self.csrf_token.as_deref()
+            }
+        })*
+    };
+}
+pub(super) use posted_forms;
+
+posted_forms!(
+    CsrfForm,
+    RetryForm,
+    RefundForm,
+    CreateKeyForm,
+    KeyActionForm
+);
+
+/// The form a signed-in user posted with the page's token, if their role `may` post it; else
+/// the answer to give instead.
+pub(super) async fn posted<T: Posted>(
+    req: &Request,
+    state: &AppState,
+    form: Option<Form<T>>,
+    may: May,
+) -> Result<(Option<T>, DashboardUser, Vec<String>), Response> {
+    let form = form.map(|f| f.0);
+    let token = form.as_ref().and_then(Posted::csrf_token);
+    let (user, cookies) = match may {
+        May::Act => acting_user(req, state, token).await?,
+        May::Own => owner(req, state, token).await?,
+    };
+    Ok((form, user, cookies))
+}
+
 fn back_to_payment(payment_id: &str, notice: &str, cookies: &[String]) -> Response {
+    back_to(
+        &format!("/dashboard/payments/{payment_id}"),
+        notice,
+        cookies,
+    )
+}
+
+/// After a form post: back to `path` (a dashboard page), with the notice to show there.
+pub(super) fn back_to(path: &str, notice: &str, cookies: &[String]) -> Response {
     let query = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("notice", notice)
         .finish();
-    let mut r =
-        Redirect::see_other(format!("/dashboard/payments/{payment_id}?{query}")).into_response();
+    let mut r = Redirect::see_other(format!("{path}?{query}")).into_response();
     for cookie in cookies {
         if let Ok(v) = header::HeaderValue::from_str(cookie) {
             r.headers_mut().append(header::SET_COOKIE, v);
@@ -417,7 +488,7 @@ fn back_to_payment(payment_id: &str, notice: &str, cookies: &[String]) -> Respon
 
 #[derive(Deserialize)]
 pub struct NoticeQuery {
-    notice: Option<String>,
+    pub(super) notice: Option<String>,
 }
 
 /// A payment with its events, refunds and webhook deliveries; cancel and retry buttons for
@@ -532,6 +603,8 @@ pub async fn payment_detail(
 pub struct RetryForm {
     csrf_token: Option<String>,
     payment_id: Option<String>,
+    /// `delivery` to come back to the delivery's page rather than the payment's.
+    back: Option<String>,
 }
 
 /// The retry button: the delivery is due now with a fresh round of attempts (as
@@ -543,25 +616,27 @@ pub async fn retry_delivery(
     Path(id): Path<String>,
     form: Option<Form<RetryForm>>,
 ) -> Response {
-    let form = form.map(|f| f.0);
-    let sent = form.as_ref().and_then(|f| f.csrf_token.as_deref());
-    let (user, cookies) = match acting_user(req, &state, sent).await {
+    let (form, user, cookies) = match posted(req, &state, form, May::Act).await {
         Ok(found) => found,
         Err(answer) => return answer,
     };
-    let payment_id = form.and_then(|f| f.payment_id).unwrap_or_default();
     let Some(delivery_id) = DeliveryId::parse(&id) else {
         return (StatusCode::NOT_FOUND, "No such delivery.").into_response();
     };
+    // Back to the payment's page when the form came from there, else the delivery's.
+    let from_payment = form
+        .as_ref()
+        .filter(|f| f.back.as_deref() != Some("delivery"))
+        .and_then(|f| f.payment_id.as_deref().and_then(PaymentId::parse));
+    let back = match from_payment {
+        Some(p) => format!("/dashboard/payments/{p}"),
+        None => format!("/dashboard/deliveries/{delivery_id}"),
+    };
     match delivery_service::get(&state.db, &user.merchant_id, &delivery_id).await {
         Ok(Some(d)) => match make_due_now(&state.db, &d.id).await {
-            Ok(true) => back_to_payment(
-                &payment_id,
-                "Retry scheduled: the worker sends it now.",
-                &cookies,
-            ),
-            Ok(false) => back_to_payment(
-                &payment_id,
+            Ok(true) => back_to(&back, "Retry scheduled: the worker sends it now.", &cookies),
+            Ok(false) => back_to(
+                &back,
                 &format!("A {} delivery cannot be retried.", d.status),
                 &cookies,
             ),
@@ -586,8 +661,7 @@ pub async fn cancel_payment(
     Path(id): Path<String>,
     form: Option<Form<CsrfForm>>,
 ) -> Response {
-    let sent = form.as_ref().and_then(|f| f.0.csrf_token.as_deref());
-    let (user, cookies) = match acting_user(req, &state, sent).await {
+    let (_, user, cookies) = match posted(req, &state, form, May::Act).await {
         Ok(found) => found,
         Err(answer) => return answer,
     };
@@ -785,12 +859,15 @@ pub async fn create_key(
     state: Data<&AppState>,
     form: Option<Form<CreateKeyForm>>,
 ) -> Response {
-    let form = form.map(|f| f.0);
-    let sent = form.as_ref().and_then(|f| f.csrf_token.clone());
-    let (user, cookies) = match owner(req, &state, sent.as_deref()).await {
+    let (form, user, cookies) = match posted(req, &state, form, May::Own).await {
         Ok(found) => found,
         Err(answer) => return answer,
     };
+    // The page answering carries on with the token it was posted with.
+    let token = form
+        .as_ref()
+        .and_then(|f| f.csrf_token.clone())
+        .unwrap_or_default();
     let livemode = match form.and_then(|f| f.mode).as_deref() {
         Some("live") => true,
         Some("test") | None => false,
@@ -803,10 +880,7 @@ pub async fn create_key(
         }
     };
     match merchants::issue_key(&state.db, &user.merchant_id, livemode).await {
-        Ok((_, secret)) => {
-            let token = sent.unwrap_or_default();
-            keys_page_with(&state, &user, &token, &cookies, Some(&secret)).await
-        }
+        Ok((_, secret)) => keys_page_with(&state, &user, &token, &cookies, Some(&secret)).await,
         Err(e) => unavailable("key creation", &e, &cookies),
     }
 }
@@ -826,16 +900,18 @@ pub async fn key_action(
     Path((id, action)): Path<(String, String)>,
     form: Option<Form<KeyActionForm>>,
 ) -> Response {
-    let form = form.map(|f| f.0);
-    let sent = form.as_ref().and_then(|f| f.csrf_token.clone());
-    let (user, cookies) = match owner(req, &state, sent.as_deref()).await {
+    let (form, user, cookies) = match posted(req, &state, form, May::Own).await {
         Ok(found) => found,
         Err(answer) => return answer,
     };
+    // The page answering carries on with the token it was posted with.
+    let token = form
+        .as_ref()
+        .and_then(|f| f.csrf_token.clone())
+        .unwrap_or_default();
     let Some(key_id) = ApiKeyId::parse(&id) else {
         return (StatusCode::NOT_FOUND, "No such key.").into_response();
     };
-    let token = sent.unwrap_or_default();
     let outcome = match action.as_str() {
         "revoke" => merchants::revoke_key(&state.db, &user.merchant_id, &key_id)
             .await
@@ -974,9 +1050,7 @@ pub async fn refund_payment(
     Path(id): Path<String>,
     form: Option<Form<RefundForm>>,
 ) -> Response {
-    let form = form.map(|f| f.0);
-    let sent = form.as_ref().and_then(|f| f.csrf_token.clone());
-    let (user, cookies) = match acting_user(req, &state, sent.as_deref()).await {
+    let (form, user, cookies) = match posted(req, &state, form, May::Act).await {
         Ok(found) => found,
         Err(answer) => return answer,
     };

@@ -26,6 +26,7 @@ pub mod stripe;
 use entity::payment_status::PaymentStatus;
 use entity::payments;
 use entity::status::Provider;
+use tracing::Instrument as _;
 
 use self::breaker::{Breaker, Breakers};
 use self::settings::ProviderSettings;
@@ -287,9 +288,20 @@ pub(crate) async fn call(
     request: reqwest::RequestBuilder,
 ) -> Result<serde_json::Value, ProviderError> {
     breaker.admit()?;
+    // A span of its own, whose context the provider receives, so its side can join the trace.
+    let span = tracing::info_span!(
+        "provider.call",
+        otel.kind = "client",
+        http.response.status_code = tracing::field::Empty,
+    );
+    let request = match runtime::trace_context::traceparent_of(&span) {
+        Some(value) => request.header(runtime::trace_context::TRACEPARENT, value),
+        None => request,
+    };
     let result = async {
         let response = request.send().await.map_err(ProviderError::from_reqwest)?;
         let status = response.status();
+        tracing::Span::current().record("http.response.status_code", status.as_u16());
         let text = response.text().await.map_err(ProviderError::from_reqwest)?;
         if !status.is_success() {
             let message: String = text.chars().take(300).collect();
@@ -301,6 +313,7 @@ pub(crate) async fn call(
         serde_json::from_str::<serde_json::Value>(&text)
             .map_err(|e| ProviderError::Malformed(e.to_string()))
     }
+    .instrument(span)
     .await;
     breaker.record(match &result {
         Ok(_) => true,

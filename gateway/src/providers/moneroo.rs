@@ -130,6 +130,77 @@ impl Moneroo {
         Ok(Remote { status })
     }
 
+    /// `POST /v1/payouts/initialize` to a mobile money wallet (`method` is Moneroo's payout
+    /// method, e.g. `mtn_bj`; `recipient.msisdn` the phone). Returns Moneroo's payout id.
+    /// Not retried: Moneroo documents no idempotency key for payouts either.
+    pub async fn start_payout(
+        &self,
+        payout: &entity::payouts::Model,
+        phone: &str,
+        method: &str,
+    ) -> Result<String, ProviderError> {
+        let currency = Currency::parse(&payout.currency)
+            .ok_or_else(|| ProviderError::Malformed("unknown currency".into()))?;
+        let amount = to_major_units(payout.amount, currency)
+            .ok_or_else(|| ProviderError::Malformed("amount has a fraction".into()))?;
+        let body = json!({
+            "amount": amount,
+            "currency": currency.code(),
+            "description": payout.reference.clone().unwrap_or_else(|| format!("Payout {}", payout.id)),
+            "method": method,
+            // Moneroo requires a customer; the payout's recipient is known by phone only.
+            "customer": {"email": format!("{}@payouts.payrail.invalid", payout.id), "first_name": "Payout", "last_name": payout.id.to_string()},
+            "recipient": {"msisdn": phone},
+            "metadata": {"payrail_payout_id": payout.id},
+        });
+        let request = self
+            .authed(
+                self.client
+                    .post(format!("{}/v1/payouts/initialize", self.settings.api_base)),
+            )
+            .json(&body);
+        let answer = call(&self.breakers.create, request).await?;
+        answer["data"]["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ProviderError::Malformed("no data.id".into()))
+    }
+
+    /// `GET /v1/payouts/{id}/verify`: `success` counts only with our currency and amount.
+    pub async fn payout_status(
+        &self,
+        payout: &entity::payouts::Model,
+        reference: &str,
+    ) -> Result<Option<entity::status::PayoutStatus>, ProviderError> {
+        use entity::status::PayoutStatus;
+        let request = self.authed(self.client.get(format!(
+            "{}/v1/payouts/{reference}/verify",
+            self.settings.api_base
+        )));
+        let answer = call(&self.breakers.query, request).await?;
+        let data = &answer["data"];
+        let status = match data["status"].as_str().unwrap_or_default() {
+            "success" => Some(PayoutStatus::Succeeded),
+            "failed" => Some(PayoutStatus::Failed),
+            "pending" | "initiated" => Some(PayoutStatus::Processing),
+            _ => None,
+        };
+        if status == Some(PayoutStatus::Succeeded) {
+            let currency_ok = data["currency"]["code"]
+                .as_str()
+                .or(data["currency"].as_str())
+                == Some(payout.currency.as_str());
+            let expected =
+                Currency::parse(&payout.currency).and_then(|c| to_major_units(payout.amount, c));
+            if !(currency_ok && data["amount"].as_i64() == expected) {
+                return Err(ProviderError::Malformed(
+                    "verify reports a payout with another amount or currency".into(),
+                ));
+            }
+        }
+        Ok(status)
+    }
+
     pub fn verify(&self, header: &str, body: &[u8]) -> bool {
         verify_signature(&self.settings.webhook_secret.0, header, body)
     }

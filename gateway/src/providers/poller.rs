@@ -37,6 +37,8 @@ pub struct PollOutcome {
     pub errors: usize,
     /// Refunds a crashed request had left pending, settled by asking the provider again.
     pub refunds_settled: usize,
+    /// Payouts the provider had for a while, finished by asking it again.
+    pub payouts_settled: usize,
 }
 
 #[derive(Clone)]
@@ -127,6 +129,25 @@ impl Poller {
             .await?;
             if outcome.refunds_settled > 0 {
                 self.inbound.effects.relay.notify();
+            }
+            // Payouts whose provider's webhook never came are asked about too.
+            for payout in
+                crate::payouts::due_for_requery(&self.inbound.effects.db, self.age).await?
+            {
+                match crate::payouts::refresh(
+                    &self.inbound.effects.db,
+                    &self.inbound.providers,
+                    &payout,
+                )
+                .await
+                {
+                    Ok(Some(moved)) => {
+                        outcome.payouts_settled += 1;
+                        self.inbound.effects.payout_moved(&moved);
+                    }
+                    Ok(None) => {}
+                    Err(_) => outcome.errors += 1,
+                }
             }
             Ok(outcome)
         }

@@ -124,6 +124,7 @@ pub async fn create_test<C: ConnectionTrait>(
         request_id: Set(None),
         created_at: Set(now),
         published_at: Set(Some(now)),
+        traceparent: Set(runtime::trace_context::current()),
     })
     .exec_with_returning(db)
     .await?;

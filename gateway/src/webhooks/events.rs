@@ -27,6 +27,7 @@ pub async fn record<C: ConnectionTrait>(
         request_id: Set(request_id.map(str::to_string)),
         created_at: Set(Utc::now()),
         published_at: Set(None),
+        traceparent: Set(runtime::trace_context::current()),
     })
     .exec_without_returning(txn)
     .await?;

@@ -1,7 +1,10 @@
 //! RabbitMQ through lapin: topology, publisher confirms, consumers. The only module that touches
 //! AMQP bytes.
 
-use entity::bus::{BusMessage, QueueNames};
+use std::sync::OnceLock;
+
+use entity::bus::{BusMessage, LiveNotice, QueueNames};
+use futures_util::StreamExt as _;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
     BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
@@ -9,9 +12,9 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, mpsc};
 
-use super::{BusError, QueueDepths, Subscription};
+use super::{BusError, LiveHeard, QueueDepths, Subscription};
 
 /// RabbitMQ through lapin. One connection per process role; the publishing channel is reused
 /// and dropped on any error, so the next call reconnects (the relay retries by itself).
@@ -21,6 +24,8 @@ pub struct AmqpBus {
     publisher: Mutex<Option<(Connection, Channel)>>,
     /// Kept for health checks and depth gauges; see `inspect`.
     inspector: Mutex<Option<(Connection, Channel)>>,
+    /// Hands live notices to their publishing task, started at the first notice.
+    announcer: OnceLock<mpsc::Sender<LiveNotice>>,
 }
 
 impl AmqpBus {
@@ -30,6 +35,7 @@ impl AmqpBus {
             names,
             publisher: Mutex::new(None),
             inspector: Mutex::new(None),
+            announcer: OnceLock::new(),
         }
     }
 
@@ -180,6 +186,78 @@ impl AmqpBus {
         Ok(moved)
     }
 
+    /// Queues a live notice for the dashboards without waiting: it is a hint, published
+    /// unconfirmed and not persisted by a task of its own, so a slow broker never slows the
+    /// work it describes. When the queue is full the notice is counted in a warning and
+    /// dropped; open pages resynchronise when they reconnect.
+    pub(super) fn announce(&self, notice: LiveNotice) {
+        let sender = self.announcer.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(super::LIVE_BACKLOG);
+            tokio::spawn(announce_until_dropped(
+                self.url.clone(),
+                self.names.clone(),
+                rx,
+            ));
+            tx
+        });
+        if let Err(mpsc::error::TrySendError::Full(_)) = sender.try_send(notice) {
+            tracing::warn!("live notice queue is full; a dashboard update was not sent");
+        }
+    }
+
+    /// A queue of this process's own (exclusive, deleted with its connection, bounded) bound
+    /// to the events exchange and the live exchange: every gateway hears every change.
+    pub(super) async fn listen(&self) -> Result<LiveListener, BusError> {
+        let (connection, channel) = self.open().await?;
+        let mut arguments = FieldTable::default();
+        // A stalled listener must not grow the broker's memory: keep the newest only.
+        arguments.insert(
+            "x-max-length".into(),
+            AMQPValue::LongInt(super::LIVE_BACKLOG as i32),
+        );
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                arguments,
+            )
+            .await?;
+        for (exchange, key) in [
+            (&self.names.exchange, self.names.routing_key.as_str()),
+            (&self.names.live_exchange, ""),
+        ] {
+            channel
+                .queue_bind(
+                    queue.name().clone(),
+                    exchange.as_str().into(),
+                    key.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        let consumer = channel
+            .basic_consume(
+                queue.name().clone(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(LiveListener {
+            consumer: Box::new(consumer),
+            connection: Box::new(connection),
+            events_exchange: self.names.exchange.clone(),
+        })
+    }
+
     /// Removes this prefix's exchanges and queues (test teardown).
     pub async fn delete_topology(&self) -> Result<(), BusError> {
         let connection = Connection::connect(&self.url, ConnectionProperties::default()).await?;
@@ -189,7 +267,11 @@ impl AmqpBus {
                 .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
                 .await?;
         }
-        for e in [&self.names.exchange, &self.names.dead_letter_exchange] {
+        for e in [
+            &self.names.exchange,
+            &self.names.dead_letter_exchange,
+            &self.names.live_exchange,
+        ] {
             channel
                 .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
                 .await?;
@@ -223,6 +305,83 @@ impl AmqpBus {
     }
 }
 
+/// One process's stream of live notices from the broker.
+pub struct LiveListener {
+    consumer: Box<lapin::Consumer>,
+    connection: Box<Connection>,
+    events_exchange: String,
+}
+
+impl LiveListener {
+    /// The next notice; `None` or an error when the connection is gone (listen again then).
+    pub(super) async fn next(&mut self) -> Option<Result<LiveHeard, BusError>> {
+        loop {
+            let delivery = match self.consumer.next().await? {
+                Ok(d) => d,
+                Err(e) => return Some(Err(e.into())),
+            };
+            // Events are decoded as events; anything else on the live exchange as a notice.
+            let heard = if delivery.exchange.as_str() == self.events_exchange {
+                BusMessage::decode(&delivery.data).map(|m| LiveNotice::from(&m))
+            } else {
+                LiveNotice::decode(&delivery.data)
+            };
+            match heard {
+                Ok(notice) => return Some(Ok(LiveHeard::Notice(notice))),
+                // The fan-out queue dead-letters what does not parse; a hint is only skipped.
+                Err(e) => tracing::warn!(error = %e, "skipped a live notice that does not parse"),
+            }
+        }
+    }
+
+    pub(super) async fn close(self) {
+        let _ = self.connection.close(200, "bye".into()).await;
+    }
+}
+
+/// Publishes queued live notices until the bus is dropped, reconnecting after an error.
+async fn announce_until_dropped(
+    url: String,
+    names: QueueNames,
+    mut notices: mpsc::Receiver<LiveNotice>,
+) {
+    let mut open: Option<(Connection, Channel)> = None;
+    while let Some(notice) = notices.recv().await {
+        if open.is_none() {
+            match Connection::connect(&url, ConnectionProperties::default()).await {
+                Ok(connection) => match connection.create_channel().await {
+                    Ok(channel) => match declare_topology(&channel, &names).await {
+                        Ok(()) => open = Some((connection, channel)),
+                        Err(e) => tracing::warn!(error = %e, "live notices: cannot declare"),
+                    },
+                    Err(e) => tracing::warn!(error = %e, "live notices: cannot open a channel"),
+                },
+                Err(e) => tracing::warn!(error = %e, "live notices: cannot connect"),
+            }
+        }
+        let Some((_, channel)) = open.as_ref() else {
+            tracing::warn!("live notice not sent: the broker is unreachable");
+            continue;
+        };
+        let sent = channel
+            .basic_publish(
+                names.live_exchange.as_str().into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                &notice.encode(),
+                BasicProperties::default().with_content_type("application/json".into()),
+            )
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "live notice not sent; reconnecting");
+            open = None;
+        }
+    }
+    if let Some((connection, _)) = open {
+        let _ = connection.close(200, "bye".into()).await;
+    }
+}
+
 async fn publish_confirmed(
     channel: &Channel,
     names: &QueueNames,
@@ -230,10 +389,19 @@ async fn publish_confirmed(
 ) -> Result<(), BusError> {
     let mut confirms = Vec::with_capacity(messages.len());
     for message in messages {
-        let properties = BasicProperties::default()
+        let mut properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
             .with_message_id(message.event_id().as_str().into());
+        // Also a header, where AMQP tools and other consumers look for trace context.
+        if let Some(traceparent) = message.traceparent() {
+            let mut headers = FieldTable::default();
+            headers.insert(
+                crate::trace_context::TRACEPARENT.into(),
+                AMQPValue::LongString(traceparent.into()),
+            );
+            properties = properties.with_headers(headers);
+        }
         let confirm = channel
             .basic_publish(
                 names.exchange.as_str().into(),
@@ -270,14 +438,16 @@ async fn declare_topology(channel: &Channel, names: &QueueNames) -> Result<(), B
             FieldTable::default(),
         )
         .await?;
-    channel
-        .exchange_declare(
-            names.dead_letter_exchange.as_str().into(),
-            ExchangeKind::Fanout,
-            durable_exchange,
-            FieldTable::default(),
-        )
-        .await?;
+    for fanout in [&names.dead_letter_exchange, &names.live_exchange] {
+        channel
+            .exchange_declare(
+                fanout.as_str().into(),
+                ExchangeKind::Fanout,
+                durable_exchange,
+                FieldTable::default(),
+            )
+            .await?;
+    }
     let mut quorum = FieldTable::default();
     quorum.insert(
         "x-queue-type".into(),

@@ -4,20 +4,25 @@
 //! topology: a durable direct exchange, a quorum queue bound to it whose dead letters go to a
 //! fanout exchange and its own quorum queue. Publishing waits for publisher confirms; messages
 //! are persistent; consumers ack manually after their work committed.
+//!
+//! Live notices for the dashboards ride beside it: [`EventBus::announce`] publishes a
+//! [`LiveNotice`] to a fanout exchange, best effort; [`EventBus::listen`] gives each gateway a
+//! queue of its own bound to that exchange and to the events exchange, so every gateway hears
+//! every event and every notice. In process, a broadcast channel does the same.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use entity::bus::{BusMessage, QueueNames};
+use entity::bus::{BusMessage, LiveNotice, QueueNames};
 use futures_util::StreamExt as _;
 use lapin::Connection;
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 mod amqp;
 mod in_process;
 
-pub use amqp::AmqpBus;
+pub use amqp::{AmqpBus, LiveListener as AmqpLiveListener};
 pub use in_process::InProcessBus;
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +149,43 @@ impl Subscription {
     }
 }
 
+/// Live notices one listener may fall behind by before it is told it missed some.
+pub const LIVE_BACKLOG: usize = 10_000;
+
+/// What a live listener hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveHeard {
+    Notice(LiveNotice),
+    /// The listener fell behind and this many notices were lost: resynchronise.
+    Missed(u64),
+}
+
+/// One process's stream of live notices.
+pub enum LiveListener {
+    Amqp(AmqpLiveListener),
+    InProcess(broadcast::Receiver<LiveNotice>),
+}
+
+impl LiveListener {
+    /// The next notice; `None` or an error when the connection is gone (listen again then).
+    pub async fn next(&mut self) -> Option<Result<LiveHeard, BusError>> {
+        match self {
+            LiveListener::Amqp(listener) => listener.next().await,
+            LiveListener::InProcess(rx) => match rx.recv().await {
+                Ok(notice) => Some(Ok(LiveHeard::Notice(notice))),
+                Err(broadcast::error::RecvError::Lagged(n)) => Some(Ok(LiveHeard::Missed(n))),
+                Err(broadcast::error::RecvError::Closed) => None,
+            },
+        }
+    }
+
+    pub async fn close(self) {
+        if let LiveListener::Amqp(listener) = self {
+            listener.close().await;
+        }
+    }
+}
+
 /// Messages waiting, for the `queue_size` gauge.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct QueueDepths {
@@ -165,6 +207,23 @@ impl EventBus {
         match self {
             EventBus::Amqp(bus) => bus.publish(messages).await,
             EventBus::InProcess(bus) => bus.publish(messages),
+        }
+    }
+
+    /// Tells the dashboards of a change, without waiting and without failing: see
+    /// [`LiveNotice`]. Events need no notice; listeners hear them from the events exchange.
+    pub fn announce(&self, notice: LiveNotice) {
+        match self {
+            EventBus::Amqp(bus) => bus.announce(notice),
+            EventBus::InProcess(bus) => bus.announce(notice),
+        }
+    }
+
+    /// Every event and live notice from now on, from every process.
+    pub async fn listen(&self) -> Result<LiveListener, BusError> {
+        match self {
+            EventBus::Amqp(bus) => bus.listen().await.map(LiveListener::Amqp),
+            EventBus::InProcess(bus) => Ok(LiveListener::InProcess(bus.listen())),
         }
     }
 

@@ -139,10 +139,13 @@ async fn serve_with_small_backlog(
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 r.fetch_add(1, Ordering::SeqCst);
+                // Counted out before the answer is written: once the client has it, it may
+                // open the next connection at once, and that one must not find this one still
+                // counted (a race in the measurement, not a second request in flight).
+                o.fetch_sub(1, Ordering::SeqCst);
                 let _ = stream
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
                     .await;
-                o.fetch_sub(1, Ordering::SeqCst);
             });
         }
     }

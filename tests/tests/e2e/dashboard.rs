@@ -3,10 +3,12 @@
 //! tokens that work once, sign-out that revokes, throttled guessing, one merchant's data only.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use entity::ids::MerchantId;
 use entity::status::UserRole;
 use payrail_tests::TestApp;
+use sea_orm::ConnectionTrait as _;
 use serde_json::json;
 
 /// A cookie jar over a client that does not follow redirects.
@@ -20,7 +22,7 @@ pub(crate) struct Page {
     pub(crate) status: u16,
     pub(crate) location: Option<String>,
     set_cookies: Vec<String>,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Browser {
@@ -35,7 +37,7 @@ impl Browser {
         }
     }
 
-    fn cookie_header(&self) -> String {
+    pub(crate) fn cookie_header(&self) -> String {
         self.cookies
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -85,7 +87,7 @@ impl Browser {
         self.send(request).await
     }
 
-    async fn post_form(&mut self, path: &str, pairs: &[(&str, &str)]) -> Page {
+    pub(crate) async fn post_form(&mut self, path: &str, pairs: &[(&str, &str)]) -> Page {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(pairs)
             .finish();
@@ -98,7 +100,7 @@ impl Browser {
     }
 
     /// The CSRF token the last page put in its forms.
-    fn token_in(page: &Page) -> String {
+    pub(crate) fn token_in(page: &Page) -> String {
         page.body
             .split(r#"name="csrf_token" value=""#)
             .nth(1)
@@ -123,7 +125,7 @@ impl Browser {
     }
 }
 
-async fn user(app: &TestApp, merchant_id: &str, email: &str, role: UserRole) -> String {
+pub(crate) async fn user(app: &TestApp, merchant_id: &str, email: &str, role: UserRole) -> String {
     let merchant_id = MerchantId::parse(merchant_id).expect("merchant id");
     gateway::dashboard::auth::create_user(&app.db, &merchant_id, email, role)
         .await
@@ -233,8 +235,17 @@ async fn a_user_signs_in_sees_only_their_merchants_payments_and_signs_out() {
     thief
         .cookies
         .insert("payrail_refresh".into(), first_refresh.clone());
+    // Within the reuse grace (a page's requests racing) it still gets an access token, but
+    // never a refresh token; past the grace it ends the session (the next test).
     let replay = thief.get("/dashboard").await;
-    assert_eq!(replay.status, 303, "a used refresh token works no more");
+    assert_eq!(replay.status, 200);
+    assert!(
+        !replay
+            .set_cookies
+            .iter()
+            .any(|c| c.starts_with("payrail_refresh=")),
+        "a used refresh token is never renewed"
+    );
 
     // Signing out needs the token and revokes the session.
     let live_refresh = browser.cookies["payrail_refresh"].clone();
@@ -785,4 +796,523 @@ async fn the_payments_list_filters_and_pages_and_a_refund_form_refunds_once() {
     );
     let (_, p) = app.get_json(&key, &format!("/v1/payments/{id}")).await;
     assert_eq!(p["amount_refunded"], 1000, "a bad amount changes nothing");
+}
+
+async fn signed_in_as(app: &TestApp, merchant: &str, email: &str, role: UserRole) -> Browser {
+    let password = user(app, merchant, email, role).await;
+    let mut browser = Browser::new(&app.base);
+    assert_eq!(browser.sign_in(email, &password).await.status, 303);
+    browser
+}
+
+#[tokio::test]
+async fn the_webhooks_pages_manage_endpoints_and_show_every_attempt() {
+    use entity::webhook_endpoints;
+    use payrail_tests::{Behavior, Receiver};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let app = TestApp::spawn().await;
+    let (merchant, _) = app.create_merchant_with_id("Shop").await;
+    // The test event's first attempt meets a 503, the sweep's retry a 200.
+    let receiver = Receiver::start(Behavior::Statuses(vec![503], 200)).await;
+    let mut owner = signed_in_as(&app, &merchant, "owner@example.com", UserRole::Owner).await;
+    let page = owner.get("/dashboard/webhooks").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("No endpoint yet."));
+    let token = Browser::token_in(&page);
+
+    // Checked as the API checks it: a bad URL is a 422 that adds nothing; no token, a 403.
+    let forged = owner
+        .post_form("/dashboard/webhooks", &[("url", &receiver.url)])
+        .await;
+    assert_eq!(forged.status, 403);
+    let bad = owner
+        .post_form(
+            "/dashboard/webhooks",
+            &[
+                ("csrf_token", &token),
+                ("url", "ftp://example.com/x"),
+                ("events", "*"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert!(bad.body.contains(r#"class="error""#));
+    let unknown_event = owner
+        .post_form(
+            "/dashboard/webhooks",
+            &[
+                ("csrf_token", &token),
+                ("url", &receiver.url),
+                ("events", "payment.exploded"),
+            ],
+        )
+        .await;
+    assert_eq!(unknown_event.status, 422);
+    assert_eq!(app.count("SELECT count(*) FROM webhook_endpoints").await, 0);
+    let created = owner
+        .post_form(
+            "/dashboard/webhooks",
+            &[
+                ("csrf_token", &token),
+                ("url", &receiver.url),
+                ("events", "payment.pending, payment.succeeded"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let endpoint = webhook_endpoints::Entity::find()
+        .filter(webhook_endpoints::Column::Url.eq(&receiver.url))
+        .one(&app.db)
+        .await
+        .expect("query")
+        .expect("created");
+    assert!(
+        created.body.contains(&endpoint.secret),
+        "the secret is shown once"
+    );
+    assert!(created.body.contains("payment.pending, payment.succeeded"));
+    assert!(
+        !owner
+            .get("/dashboard/webhooks")
+            .await
+            .body
+            .contains(&endpoint.secret),
+        "and never again"
+    );
+
+    // Send test: the first attempt is made at once and its answer said.
+    let sent = owner
+        .post_form(
+            &format!("/dashboard/webhooks/{}/test", endpoint.id),
+            &[("csrf_token", &token)],
+        )
+        .await;
+    assert_eq!(sent.status, 303);
+    assert!(
+        sent.location
+            .as_deref()
+            .is_some_and(|l| l.contains("answered+503")),
+        "{:?}",
+        sent.location
+    );
+    let delivery_id: String = app
+        .eventually(
+            Duration::from_secs(20),
+            "the test delivery succeeds",
+            || async {
+                let d = entity::webhook_deliveries::Entity::find()
+                    .filter(entity::webhook_deliveries::Column::EndpointId.eq(endpoint.id.clone()))
+                    .one(&app.db)
+                    .await
+                    .expect("query")?;
+                (d.status == entity::status::DeliveryStatus::Succeeded).then(|| d.id.to_string())
+            },
+        )
+        .await;
+    let page = owner
+        .get(&format!("/dashboard/deliveries/{delivery_id}"))
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("webhook_endpoint.test"));
+    assert!(page.body.contains(r#"data-attempt="1""#) && page.body.contains(r#"data-attempt="2""#));
+    assert!(page.body.contains("<td>503</td>") && page.body.contains("<td>200</td>"));
+    assert!(page.body.contains(" ms</td>"), "latency shown");
+    assert!(
+        page.body.contains("answer from the merchant"),
+        "response excerpt shown"
+    );
+    assert!(
+        !page.body.contains("Retry now"),
+        "a delivered webhook is not retried"
+    );
+    let list = owner.get("/dashboard/webhooks?status=succeeded").await;
+    assert!(list.body.contains(&delivery_id));
+    assert_eq!(
+        owner.get("/dashboard/webhooks?status=lost").await.status,
+        422
+    );
+
+    // Disable, enable, rotate.
+    let off = owner
+        .post_form(
+            &format!("/dashboard/webhooks/{}/disable", endpoint.id),
+            &[("csrf_token", &token)],
+        )
+        .await;
+    assert_eq!(off.status, 303);
+    assert!(
+        owner
+            .get("/dashboard/webhooks")
+            .await
+            .body
+            .contains("disabled (manual)")
+    );
+    let refused_test = owner
+        .post_form(
+            &format!("/dashboard/webhooks/{}/test", endpoint.id),
+            &[("csrf_token", &token)],
+        )
+        .await;
+    assert!(
+        refused_test
+            .location
+            .as_deref()
+            .is_some_and(|l| l.contains("Enable"))
+    );
+    owner
+        .post_form(
+            &format!("/dashboard/webhooks/{}/enable", endpoint.id),
+            &[("csrf_token", &token)],
+        )
+        .await;
+    let rotated = owner
+        .post_form(
+            &format!("/dashboard/webhooks/{}/rotate", endpoint.id),
+            &[("csrf_token", &token)],
+        )
+        .await;
+    assert_eq!(rotated.status, 200);
+    let after = webhook_endpoints::Entity::find_by_id(endpoint.id.clone())
+        .one(&app.db)
+        .await
+        .expect("query")
+        .expect("endpoint");
+    assert_eq!(after.status, entity::status::EndpointStatus::Enabled);
+    assert_ne!(after.secret, endpoint.secret);
+    assert_eq!(
+        after.previous_secret.as_deref(),
+        Some(endpoint.secret.as_str())
+    );
+    assert!(rotated.body.contains(&after.secret));
+    let recover_bad = owner
+        .post_form(
+            &format!("/dashboard/webhooks/{}/recover", endpoint.id),
+            &[("csrf_token", &token), ("hours", "0")],
+        )
+        .await;
+    assert_eq!(recover_bad.status, 422);
+    let recovered = owner
+        .post_form(
+            &format!("/dashboard/webhooks/{}/recover", endpoint.id),
+            &[("csrf_token", &token), ("hours", "24")],
+        )
+        .await;
+    assert!(
+        recovered
+            .location
+            .as_deref()
+            .is_some_and(|l| l.contains("0+failed+deliveries")),
+        "{:?}",
+        recovered.location
+    );
+
+    // A viewer looks and cannot act; another merchant sees nothing of it.
+    let mut viewer = signed_in_as(&app, &merchant, "viewer@example.com", UserRole::Viewer).await;
+    let page = viewer.get("/dashboard/webhooks").await;
+    assert!(page.body.contains(&receiver.url));
+    assert!(!page.body.contains("Add an endpoint") && !page.body.contains("Rotate secret"));
+    let viewer_token = Browser::token_in(&page);
+    let refused = viewer
+        .post_form(
+            &format!("/dashboard/webhooks/{}/disable", endpoint.id),
+            &[("csrf_token", &viewer_token)],
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+    let (stranger, _) = app.create_merchant_with_id("Stranger").await;
+    let mut other = signed_in_as(&app, &stranger, "other@example.com", UserRole::Owner).await;
+    assert_eq!(
+        other
+            .get(&format!("/dashboard/deliveries/{delivery_id}"))
+            .await
+            .status,
+        404
+    );
+    let other_page = other.get("/dashboard/webhooks").await;
+    assert!(!other_page.body.contains(&receiver.url));
+    let other_token = Browser::token_in(&other_page);
+    let r = other
+        .post_form(
+            &format!("/dashboard/webhooks/{}/disable", endpoint.id),
+            &[("csrf_token", &other_token)],
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    let still = webhook_endpoints::Entity::find_by_id(endpoint.id.clone())
+        .one(&app.db)
+        .await
+        .expect("query")
+        .expect("endpoint");
+    assert_eq!(
+        still.status,
+        entity::status::EndpointStatus::Enabled,
+        "nothing changed"
+    );
+}
+
+#[tokio::test]
+async fn the_overview_charts_the_last_day_of_payments_and_webhooks() {
+    use payrail_tests::{Behavior, Receiver};
+    let app = TestApp::spawn().await;
+    let (merchant, key) = app.create_merchant_with_id("Shop").await;
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    let (s, _) = app
+        .post_json(
+            &key,
+            "/v1/webhook_endpoints",
+            json!({"url": receiver.url, "enabled_events": ["payment.succeeded"]}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    for (amount, currency, outcome) in [
+        (1500, "eur", "succeeded"),
+        (2500, "eur", "succeeded"),
+        (700, "usd", "failed"),
+        (900, "usd", "pending"),
+    ] {
+        let (s, p) = app
+            .post_json(
+                &key,
+                "/v1/payments",
+                json!({"amount": amount, "currency": currency, "provider": "simulated"}),
+            )
+            .await;
+        assert_eq!(s, 201);
+        if outcome != "pending" {
+            let (s, _) = app
+                .post_json(
+                    &key,
+                    &format!(
+                        "/v1/sandbox/payments/{}/complete",
+                        p["id"].as_str().expect("id")
+                    ),
+                    json!({"outcome": outcome}),
+                )
+                .await;
+            assert_eq!(s, 200);
+        }
+    }
+    app.eventually(
+        Duration::from_secs(20),
+        "two webhooks delivered",
+        || async { (receiver.of_type("payment.succeeded").len() == 2).then_some(()) },
+    )
+    .await;
+    let mut owner = signed_in_as(&app, &merchant, "owner@example.com", UserRole::Owner).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let page = loop {
+        let page = owner.get("/dashboard").await;
+        if page.body.contains(r#"id="backlog"><strong>0</strong>"#) {
+            break page.body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the backlog never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let hour = chrono::Utc::now().format("%Y-%m-%dT%H").to_string();
+    // Succeeded 2 of 3 final payments; the pending one counts in "other".
+    assert!(
+        page.contains(r#"id="success-rate"><strong>66.7 %</strong>"#),
+        "{page}"
+    );
+    assert!(page.contains(&format!(
+        r#"data-hour="{hour}" data-status="succeeded" data-count="2""#
+    )));
+    assert!(page.contains(&format!(
+        r#"data-hour="{hour}" data-status="failed" data-count="1""#
+    )));
+    assert!(page.contains(&format!(
+        r#"data-hour="{hour}" data-status="other" data-count="1""#
+    )));
+    assert!(page.contains("2 succeeded, 1 failed, 1 other"));
+    // Volume by currency: succeeded only.
+    assert!(
+        page.contains(r#"data-currency="EUR"><strong>€40.00</strong> in 2 payments"#),
+        "{page}"
+    );
+    assert!(!page.contains(r#"data-currency="USD""#));
+    assert!(page.contains(r#"id="webhook-success"><strong>100.0 %</strong>"#));
+    assert!(
+        page.contains(r#"id="webhook-p95"><strong>"#)
+            && !page.contains(r#"id="webhook-p95"><strong>—"#)
+    );
+}
+
+/// The issue's story in Debian's Chromium (`tests/clients/dashboard.mjs`): a payment appears
+/// live, its failed delivery is retried and the attempt arrives live; a viewer has no button;
+/// another merchant's user never sees it. Screenshots of every page are kept under
+/// `target/tmp/dashboard-screenshots/`.
+#[tokio::test]
+async fn a_person_watches_a_payment_arrive_and_retries_its_delivery_in_chromium() {
+    use payrail_tests::{Behavior, Receiver};
+    let dir = crate::clients::tools().await;
+    let app = TestApp::spawn().await;
+    let (merchant, key) = app.create_merchant_with_id("Shop A").await;
+    let (stranger, _) = app.create_merchant_with_id("Shop B").await;
+    // Every attempt of the first round fails; then the endpoint is back, slowly.
+    let receiver = Receiver::start(Behavior::Statuses(vec![500; 5], 200)).await;
+    let (s, _) = app
+        .post_json(
+            &key,
+            "/v1/webhook_endpoints",
+            json!({"url": receiver.url, "enabled_events": ["payment.pending"]}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let owner = user(&app, &merchant, "owner@example.com", UserRole::Owner).await;
+    let viewer = user(&app, &merchant, "viewer@example.com", UserRole::Viewer).await;
+    let other = user(&app, &stranger, "other@example.com", UserRole::Owner).await;
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    let story = json!({
+        "base": app.base,
+        "apiKey": key,
+        "owner": {"email": "owner@example.com", "password": owner},
+        "viewer": {"email": "viewer@example.com", "password": viewer},
+        "stranger": {"email": "other@example.com", "password": other},
+        "shots": shots,
+    });
+    // Once the first round has failed, the endpoint answers 200 after 1.2 s: the retried
+    // attempt lands after the page that pressed Retry is shown, so it must arrive live.
+    let slow_once_failed = {
+        let receiver = receiver.clone();
+        let db = app.db.clone();
+        tokio::spawn(async move {
+            use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+            loop {
+                let failed = entity::webhook_deliveries::Entity::find()
+                    .filter(
+                        entity::webhook_deliveries::Column::Status
+                            .eq(entity::status::DeliveryStatus::Failed),
+                    )
+                    .count(&db)
+                    .await
+                    .unwrap_or(0);
+                if failed > 0 {
+                    receiver.behave(Behavior::Hang(Duration::from_millis(1200)));
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let mut node = std::process::Command::new("node");
+    node.arg(dir.join("dashboard.mjs"))
+        .env("STORY", story.to_string())
+        .current_dir(&dir);
+    let output = crate::clients::run(node).await;
+    crate::clients::assert_success("the dashboard story in Chromium", &output);
+    slow_once_failed.abort();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(said.contains("the dashboard story passed"), "{said}");
+    // The retried attempt reached the endpoint: five failures, then the one that succeeded
+    // (the story's later payments may add theirs).
+    assert!(receiver.of_type("payment.pending").len() >= 6);
+    for shot in [
+        "1-overview.png",
+        "2-payment.png",
+        "3-delivery-failed.png",
+        "4-delivery-retried.png",
+        "5-payments.png",
+        "6-webhooks.png",
+        "7-logs.png",
+        "8-keys.png",
+        "9-overview-after.png",
+        "10-viewer.png",
+        "11-other-merchant.png",
+    ] {
+        let bytes = std::fs::read(shots.join(shot)).expect("screenshot kept");
+        assert!(bytes.starts_with(b"\x89PNG"), "{shot} is a PNG");
+    }
+}
+
+#[tokio::test]
+async fn racing_refreshes_all_succeed_and_a_refresh_token_replayed_later_ends_the_session() {
+    let app = TestApp::spawn().await;
+    let (merchant, _) = app.create_merchant_with_id("Shop").await;
+    let mut browser = signed_in_as(&app, &merchant, "rita@example.com", UserRole::Owner).await;
+    // The access token has expired: two requests of the page go at once with one refresh token.
+    browser.cookies.remove("payrail_access");
+    let before = browser.cookies["payrail_refresh"].clone();
+    let twin = |b: &Browser| {
+        let mut t = Browser::new(&app.base);
+        t.cookies = b.cookies.clone();
+        t
+    };
+    let (mut one, mut two) = (twin(&browser), twin(&browser));
+    let (a, b) = tokio::join!(one.get("/dashboard"), two.get("/dashboard"));
+    assert_eq!(
+        (a.status, b.status),
+        (200, 200),
+        "neither is sent to sign in"
+    );
+    let renewed: Vec<&String> = [&a, &b]
+        .iter()
+        .flat_map(|p| p.set_cookies.iter())
+        .filter(|c| c.starts_with("payrail_refresh="))
+        .collect();
+    assert_eq!(renewed.len(), 1, "one new refresh token: {renewed:?}");
+    let current = if one.cookies["payrail_refresh"] != before {
+        one.cookies["payrail_refresh"].clone()
+    } else {
+        two.cookies["payrail_refresh"].clone()
+    };
+    // Past the grace, the replaced token comes back: a thief or a victim holds it, so every
+    // session of the family ends, the current one too.
+    app.db
+        .execute_unprepared(
+            "UPDATE dashboard_sessions SET revoked_at = revoked_at - interval '11 seconds' WHERE revoked_at IS NOT NULL",
+        )
+        .await
+        .expect("age the replaced session");
+    let mut thief = Browser::new(&app.base);
+    thief.cookies.insert("payrail_refresh".into(), before);
+    assert_eq!(thief.get("/dashboard").await.status, 303);
+    let mut owner = Browser::new(&app.base);
+    owner.cookies.insert("payrail_refresh".into(), current);
+    assert_eq!(
+        owner.get("/dashboard").await.status,
+        303,
+        "the family was ended"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM dashboard_sessions WHERE revoked_at IS NULL")
+            .await,
+        0
+    );
+}
+
+/// A page's socket is closed when its access token expires (3 s here): in Chromium, the page
+/// renews the session, reconnects, and a payment created afterwards still appears live.
+#[tokio::test]
+async fn a_page_whose_socket_dropped_renews_its_session_reconnects_and_stays_live() {
+    let dir = crate::clients::tools().await;
+    let app = TestApp::spawn_with(payrail_tests::Options {
+        dashboard_access_ttl: Duration::from_secs(3),
+        ..payrail_tests::Options::default()
+    })
+    .await;
+    let (merchant, key) = app.create_merchant_with_id("Shop").await;
+    let password = user(&app, &merchant, "owner@example.com", UserRole::Owner).await;
+    let story = json!({
+        "base": app.base,
+        "apiKey": key,
+        "owner": {"email": "owner@example.com", "password": password},
+    });
+    let mut node = std::process::Command::new("node");
+    node.arg(dir.join("dashboard-reconnect.mjs"))
+        .env("STORY", story.to_string())
+        .current_dir(&dir);
+    let output = crate::clients::run(node).await;
+    crate::clients::assert_success("the reconnection story in Chromium", &output);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("the reconnection story passed"));
+    // The renewal went through the refresh token: its first session was replaced.
+    assert!(
+        app.count("SELECT count(*) FROM dashboard_sessions WHERE revoked_at IS NOT NULL")
+            .await
+            >= 1
+    );
 }

@@ -235,6 +235,7 @@ async fn a_redelivered_message_creates_no_second_delivery() {
         merchant_id: event.merchant_id.clone(),
         event_type: event.event_type.clone(),
         request_id: None,
+        traceparent: None,
     };
     EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix))
         .publish(&[duplicate])
@@ -258,6 +259,7 @@ async fn a_redelivered_message_creates_no_second_delivery() {
         merchant_id: event.merchant_id.clone(),
         event_type: event.event_type.clone(),
         request_id: None,
+        traceparent: None,
     };
     EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix))
         .publish(&[bogus])
@@ -568,10 +570,15 @@ async fn a_result_recorded_after_the_lease_ran_out_changes_nothing() {
     // Worker A's late result must not turn it back into pending or count another attempt.
     let sender =
         worker::sender::WebhookSender::new(Duration::from_secs(2), true, None).expect("sender");
-    let (outcome, _) =
-        worker::deliveries::attempt(&app.db, &sender, &app.state.webhook.rules(), stale)
-            .await
-            .expect("attempt");
+    let (outcome, _) = worker::deliveries::attempt(
+        &app.db,
+        &app.state.bus,
+        &sender,
+        &app.state.webhook.rules(),
+        stale,
+    )
+    .await
+    .expect("attempt");
     assert_eq!(outcome, AttemptOutcome::Skipped);
     let d = &deliveries(&app).await[0];
     assert_eq!(
@@ -633,6 +640,7 @@ async fn a_batch_of_messages_fans_out_together_and_each_gets_its_own_outcome() {
             merchant_id: event.merchant_id.clone(),
             event_type: event.event_type.clone(),
             request_id: None,
+            traceparent: None,
         }])
         .await
         .expect("publish");
@@ -697,8 +705,11 @@ async fn results_committed_together_stand_alone_when_one_of_them_lost_its_lease(
         ))
         .await
         .expect("steal the lease");
-    let recorder =
-        worker::recorder::Recorder::start(app.db.clone(), app.settings.worker.webhook.rules());
+    let recorder = worker::recorder::Recorder::start(
+        app.db.clone(),
+        app.state.bus.clone(),
+        app.settings.worker.webhook.rules(),
+    );
     let ok = worker::sender::AttemptResult {
         http_status: Some(200),
         error: None,

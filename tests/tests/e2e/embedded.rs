@@ -6,6 +6,7 @@ use gateway::Application;
 use gateway::Settings;
 use payrail_tests::{Behavior, Receiver, unique_name};
 use runtime::settings::Env;
+use sea_orm::EntityTrait as _;
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -45,6 +46,10 @@ async fn embedded_mode_serves_a_payment_end_to_end() {
         .await;
     assert_eq!(signed_in.location.as_deref(), Some("/dashboard"));
     assert_eq!(browser.get("/dashboard").await.status, 200);
+    // Its page hears changes live from the in-process bus.
+    let mut live = crate::live::LiveSocket::open(&base, &browser.cookie_header(), &base)
+        .await
+        .expect("the stream opens in embedded mode");
     let client = reqwest::Client::new();
     let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
     let key = bootstrap.api_key;
@@ -66,6 +71,10 @@ async fn embedded_mode_serves_a_payment_end_to_end() {
     assert_eq!(r.status(), 201);
     let payment: Value = r.json().await.expect("json");
     let id = payment["id"].as_str().expect("id");
+    live.until("the new payment's event", |c| {
+        c["kind"] == "event" && c["event_type"] == "payment.pending"
+    })
+    .await;
     let r = client
         .post(format!("{base}/v1/sandbox/payments/{id}/complete"))
         .bearer_auth(&key)
@@ -83,14 +92,80 @@ async fn embedded_mode_serves_a_payment_end_to_end() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(receiver.of_type("payment.pending").len(), 1);
+    // Payouts, usage and quotas work on SQLite and the in-memory cache too.
+    let payout = |amount: i64| {
+        client
+            .post(format!("{base}/v1/payouts"))
+            .bearer_auth(&key)
+            .json(&json!({"amount": amount, "currency": "xaf", "provider": "simulated",
+                          "destination": {"type": "mobile_money", "phone": "22951345020", "operator": "mtn_bj"}}))
+            .send()
+    };
+    let made = payout(3000).await.expect("payout");
+    assert_eq!(made.status(), 201);
+    let made: Value = made.json().await.expect("json");
+    assert_eq!(made["status"], "processing");
+    assert_eq!(
+        payout(1201).await.expect("payout").status(),
+        409,
+        "4200 received, 3000 out"
+    );
+    let usage: Value = client
+        .get(format!("{base}/v1/usage"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("usage")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(usage["payments_created"], 1);
+    assert_eq!(
+        usage["payment_volume"],
+        json!([{"currency": "XAF", "amount": 4200}])
+    );
     let ready = client
         .get(format!("{base}/health/ready"))
         .send()
         .await
         .expect("ready");
     assert_eq!(ready.status(), 200);
+    live.until("a delivery attempt", |c| {
+        c["kind"] == "delivery_attempt" && c["status"] == "succeeded"
+    })
+    .await;
+    // An open page does not hold the shutdown: its socket is closed as "going away" at once.
+    let stopping = tokio::time::Instant::now();
     let _ = stop.send(());
+    let mut closed = live.next(Duration::from_secs(10)).await;
+    while closed["kind"] == "changes" {
+        closed = live.next(Duration::from_secs(10)).await;
+    }
+    assert_eq!(closed, json!({"kind": "closed", "close": 1001}));
     running.await.expect("join").expect("clean shutdown");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "the graceful shutdown did not wait for the socket"
+    );
+    // Usage was counted in memory; the clean stop flushed it to the database.
+    let db = runtime::db::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("sqlite");
+    let counted = entity::usage_counters::Entity::find()
+        .all(&db)
+        .await
+        .expect("usage rows");
+    let value = |metric: &str| {
+        counted
+            .iter()
+            .filter(|r| r.metric == metric)
+            .map(|r| r.value)
+            .sum::<i64>()
+    };
+    assert_eq!(value("payments_created"), 1, "{counted:?}");
+    assert_eq!(value("volume:XAF"), 4200);
+    assert!(value("api_requests") >= 3);
+    assert!(value("webhook_attempts") >= 2);
     let _ = std::fs::remove_file(&path);
 }
 

@@ -1,0 +1,98 @@
+// Payrail dashboard: live updates. Written here and served as is (no build step).
+//
+// The page's <body data-live="..."> names the kinds of change it shows (event,
+// delivery_attempt, log_entry). The socket at /dashboard/stream says what changed; the page
+// then fetches itself again and swaps its [data-live-region] elements, so what it shows is
+// always what its handler draws. After a drop it reconnects with backoff and catches up.
+(function () {
+  "use strict";
+  var body = document.body;
+  var wants = (body.getAttribute("data-live") || "").split(/\s+/).filter(Boolean);
+  if (!wants.length || !("WebSocket" in window)) return;
+  var status = document.getElementById("live-status");
+  var delay = 500;
+  var greeted = false;
+  var pending = null;
+  var updates = 0;
+
+  function show(state, text) {
+    body.setAttribute("data-live-state", state);
+    if (status) status.textContent = text;
+  }
+
+  // Fetches this page again and swaps its live parts. The fetch also renews an expired
+  // session (the handler sets the cookies) and finds an ended one (sign-in page).
+  function reload() {
+    return fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } })
+      .then(function (r) {
+        if (r.redirected || r.status === 401) {
+          location.reload();
+          throw new Error("signed out");
+        }
+        if (!r.ok) throw new Error("status " + r.status);
+        return r.text();
+      })
+      .then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        document.querySelectorAll("[data-live-region]").forEach(function (el) {
+          var next = fresh.getElementById(el.id);
+          if (next) el.replaceWith(document.importNode(next, true));
+        });
+        updates += 1;
+        body.setAttribute("data-live-updates", String(updates));
+      });
+  }
+
+  // Many changes in a burst make one reload, and a page reloads at most once a second: a
+  // busy merchant's open overview must not turn into a stream of page renders.
+  var last = 0;
+  function soon() {
+    if (pending) return;
+    var wait = Math.max(200, 1000 - (Date.now() - last));
+    pending = setTimeout(function () {
+      pending = null;
+      last = Date.now();
+      reload().catch(function () {});
+    }, wait);
+  }
+
+  function relevant(change) {
+    return wants.indexOf(change.kind) >= 0;
+  }
+
+  function connect() {
+    var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    var socket = new WebSocket(scheme + location.host + "/dashboard/stream");
+    socket.onmessage = function (m) {
+      var message;
+      try {
+        message = JSON.parse(m.data);
+      } catch (e) {
+        return;
+      }
+      if (message.kind === "hello") {
+        delay = 500;
+        show("live", "Live");
+        // Back after a drop: changes went by meanwhile.
+        if (greeted) soon();
+        greeted = true;
+      } else if (message.kind === "resync") {
+        soon();
+      } else if (message.kind === "changes" && message.changes.some(relevant)) {
+        soon();
+      }
+    };
+    socket.onclose = function () {
+      show("reconnecting", "Reconnecting…");
+      var wait = delay;
+      delay = Math.min(delay * 2, 10000);
+      setTimeout(function () {
+        // Renew the session first if it expired (a socket cannot set cookies from a 401).
+        reload().catch(function () {}).then(connect);
+      }, wait);
+    };
+  }
+
+  show("connecting", "Connecting…");
+  connect();
+})();

@@ -1,0 +1,340 @@
+//! Usage metering, per merchant and calendar month (UTC): counted on the hot path in the cache
+//! (one Redis round trip: `HINCRBY`s and an `SADD`, or a map in embedded mode), and moved to
+//! PostgreSQL by [`flush`] every `PAYRAIL_USAGE_FLUSH_INTERVAL`.
+//!
+//! What Redis holds survives a gateway restart; in embedded mode a crash loses at most the
+//! last interval (a clean stop flushes). A flush takes each merchant's pending counts
+//! atomically (a script reads and deletes them), so several gateways flushing at once never
+//! count twice; if the database write then fails, the counts go back to Redis.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Datelike as _, Utc};
+use entity::ids::MerchantId;
+use entity::usage_counters;
+use redis::AsyncCommands as _;
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+
+use crate::cache::Cache;
+
+/// The metrics counted. Payment volume is counted per currency, as `volume:EUR`.
+pub mod metric {
+    pub const API_REQUESTS: &str = "api_requests";
+    pub const REQUEST_BYTES: &str = "request_bytes";
+    pub const RESPONSE_BYTES: &str = "response_bytes";
+    pub const PAYMENTS_CREATED: &str = "payments_created";
+    pub const WEBHOOK_DELIVERIES: &str = "webhook_deliveries";
+    pub const WEBHOOK_ATTEMPTS: &str = "webhook_attempts";
+    pub const LOG_BYTES: &str = "log_bytes";
+    /// The prefix of the per-currency volume metrics, in minor units.
+    pub const VOLUME_PREFIX: &str = "volume:";
+
+    /// The counters every usage report lists, volume aside.
+    pub const ALL: [&str; 7] = [
+        API_REQUESTS,
+        REQUEST_BYTES,
+        RESPONSE_BYTES,
+        PAYMENTS_CREATED,
+        WEBHOOK_DELIVERIES,
+        WEBHOOK_ATTEMPTS,
+        LOG_BYTES,
+    ];
+}
+
+/// A calendar month, UTC: `2026-11`.
+pub fn month_of(t: DateTime<Utc>) -> String {
+    format!("{:04}-{:02}", t.year(), t.month())
+}
+
+/// Whether `s` is a month as the API takes it (`YYYY-MM`, month 01–12).
+pub fn is_month(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    bytes.len() == 7
+        && bytes[4] == b'-'
+        && bytes[..4].iter().all(u8::is_ascii_digit)
+        && bytes[5..].iter().all(u8::is_ascii_digit)
+        && matches!(s[5..].parse::<u32>(), Ok(1..=12))
+}
+
+/// Embedded mode's pending counts: (merchant, month) → metric → value.
+#[derive(Default)]
+pub struct Tally(HashMap<(String, String), HashMap<String, i64>>);
+
+/// Counts of one merchant and month.
+pub type Counts = HashMap<String, i64>;
+
+/// A Redis key of one merchant's pending counts for a month.
+fn pending_key(month: &str, merchant: &str) -> String {
+    format!("usage:{month}:{merchant}")
+}
+
+const DIRTY: &str = "usage:dirty";
+
+/// Reads and deletes a hash atomically.
+const TAKE_SCRIPT: &str = r"
+local v = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+return v";
+
+impl Cache {
+    /// Adds `counts` to the merchant's month. Never fails the work it counts: a cache error is
+    /// logged (those counts are lost, and said so).
+    pub async fn count_usage(&self, merchant_id: &MerchantId, counts: &[(&str, i64)]) {
+        let counts: Vec<(&str, i64)> = counts.iter().copied().filter(|(_, n)| *n != 0).collect();
+        if counts.is_empty() {
+            return;
+        }
+        let month = month_of(Utc::now());
+        self.add_usage(merchant_id.as_str(), &month, &counts).await;
+    }
+
+    async fn add_usage(&self, merchant: &str, month: &str, counts: &[(&str, i64)]) {
+        match self {
+            Cache::Redis { conn, prefix } => {
+                let mut conn = conn.clone();
+                let key = Cache::key(prefix, &pending_key(month, merchant));
+                let mut pipe = redis::pipe();
+                for (metric, n) in counts {
+                    pipe.hincr(&key, *metric, *n).ignore();
+                }
+                pipe.sadd(Cache::key(prefix, DIRTY), format!("{month}|{merchant}"))
+                    .ignore();
+                if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+                    tracing::error!(error = %e, merchant_id = merchant, "usage not counted: the cache failed");
+                }
+            }
+            Cache::Memory(_, _, tally) => {
+                let mut tally = tally.lock().await;
+                let entry = tally
+                    .0
+                    .entry((merchant.to_string(), month.to_string()))
+                    .or_default();
+                for (metric, n) in counts {
+                    *entry.entry((*metric).to_string()).or_default() += n;
+                }
+            }
+        }
+    }
+
+    /// The merchant's month counted but not flushed yet.
+    pub async fn pending_usage(&self, merchant: &str, month: &str) -> Counts {
+        match self {
+            Cache::Redis { conn, prefix } => {
+                let mut conn = conn.clone();
+                let key = Cache::key(prefix, &pending_key(month, merchant));
+                redis::cmd("HGETALL")
+                    .arg(key)
+                    .query_async::<HashMap<String, i64>>(&mut conn)
+                    .await
+                    .unwrap_or_default()
+            }
+            Cache::Memory(_, _, tally) => tally
+                .lock()
+                .await
+                .0
+                .get(&(merchant.to_string(), month.to_string()))
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Takes up to `most` merchants' pending counts, removing them from the cache.
+    async fn take_usage(&self, most: usize) -> Vec<(String, String, Counts)> {
+        match self {
+            Cache::Redis { conn, prefix } => {
+                static SCRIPT: std::sync::LazyLock<redis::Script> =
+                    std::sync::LazyLock::new(|| redis::Script::new(TAKE_SCRIPT));
+                let mut conn = conn.clone();
+                let members: Vec<String> = match redis::cmd("SPOP")
+                    .arg(Cache::key(prefix, DIRTY))
+                    .arg(most)
+                    .query_async(&mut conn)
+                    .await
+                {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "usage flush: the cache failed");
+                        return Vec::new();
+                    }
+                };
+                let mut taken = Vec::new();
+                for member in members {
+                    let Some((month, merchant)) = member.split_once('|') else {
+                        continue;
+                    };
+                    let counts: Result<HashMap<String, i64>, _> = SCRIPT
+                        .key(Cache::key(prefix, &pending_key(month, merchant)))
+                        .invoke_async(&mut conn)
+                        .await;
+                    match counts {
+                        Ok(counts) if !counts.is_empty() => {
+                            taken.push((merchant.to_string(), month.to_string(), counts));
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "usage flush: could not take a merchant's counts; they wait for the next flush");
+                            let _: Result<(), _> =
+                                conn.sadd(Cache::key(prefix, DIRTY), &member).await;
+                        }
+                    }
+                }
+                taken
+            }
+            Cache::Memory(_, _, tally) => {
+                let mut tally = tally.lock().await;
+                let keys: Vec<_> = tally.0.keys().take(most).cloned().collect();
+                keys.into_iter()
+                    .filter_map(|k| tally.0.remove(&k).map(|c| (k.0, k.1, c)))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Merchants whose counts one flush moves at most (the rest wait for the next).
+const FLUSH_BATCH: usize = 1000;
+
+/// Moves pending counts from the cache to the database; returns how many counters it wrote.
+/// Counts whose write fails go back to the cache for the next flush.
+pub async fn flush<C: ConnectionTrait>(db: &C, cache: &Cache) -> Result<usize, DbErr> {
+    let taken = cache.take_usage(FLUSH_BATCH).await;
+    let mut written = 0;
+    let mut failure = None;
+    for (merchant, month, counts) in taken {
+        match add_to_database(db, &merchant, &month, &counts).await {
+            Ok(n) => written += n,
+            Err(e) => {
+                let back: Vec<(&str, i64)> = counts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                cache.add_usage(&merchant, &month, &back).await;
+                failure = Some(e);
+            }
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(written),
+    }
+}
+
+async fn add_to_database<C: ConnectionTrait>(
+    db: &C,
+    merchant: &str,
+    month: &str,
+    counts: &Counts,
+) -> Result<usize, DbErr> {
+    let now = Utc::now();
+    let rows: Vec<usage_counters::ActiveModel> = counts
+        .iter()
+        .map(|(metric, value)| usage_counters::ActiveModel {
+            merchant_id: Set(MerchantId::from_trusted(merchant)),
+            month: Set(month.to_string()),
+            metric: Set(metric.clone()),
+            value: Set(*value),
+            updated_at: Set(now),
+        })
+        .collect();
+    let n = rows.len();
+    if n == 0 {
+        return Ok(0);
+    }
+    usage_counters::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::columns([
+                usage_counters::Column::MerchantId,
+                usage_counters::Column::Month,
+                usage_counters::Column::Metric,
+            ])
+            .value(
+                usage_counters::Column::Value,
+                Expr::cust("usage_counters.value + excluded.value"),
+            )
+            .update_column(usage_counters::Column::UpdatedAt)
+            .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(n)
+}
+
+/// A merchant's month: what the database holds plus what waits in the cache.
+pub async fn of_merchant<C: ConnectionTrait>(
+    db: &C,
+    cache: &Cache,
+    merchant_id: &MerchantId,
+    month: &str,
+) -> Result<Counts, DbErr> {
+    let mut counts: Counts = usage_counters::Entity::find()
+        .filter(usage_counters::Column::MerchantId.eq(merchant_id))
+        .filter(usage_counters::Column::Month.eq(month))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|row| (row.metric, row.value))
+        .collect();
+    for (metric, n) in cache.pending_usage(merchant_id.as_str(), month).await {
+        *counts.entry(metric).or_default() += n;
+    }
+    Ok(counts)
+}
+
+/// Every merchant's month as the database holds it (flushed counts), for operators.
+pub async fn of_month<C: ConnectionTrait>(
+    db: &C,
+    month: &str,
+) -> Result<Vec<(MerchantId, Counts)>, DbErr> {
+    let mut by_merchant: std::collections::BTreeMap<String, (MerchantId, Counts)> =
+        Default::default();
+    for row in usage_counters::Entity::find()
+        .filter(usage_counters::Column::Month.eq(month))
+        .all(db)
+        .await?
+    {
+        by_merchant
+            .entry(row.merchant_id.to_string())
+            .or_insert_with(|| (row.merchant_id.clone(), Counts::new()))
+            .1
+            .insert(row.metric, row.value);
+    }
+    Ok(by_merchant.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months_are_utc_calendar_months_and_parse_strictly() {
+        let t = DateTime::parse_from_rfc3339("2026-12-31T23:59:59Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(month_of(t), "2026-12");
+        assert!(is_month("2026-01") && is_month("1999-12"));
+        for bad in [
+            "2026-13", "2026-00", "2026-1", "26-01", "2026/01", "2026-011", "abcd-01",
+        ] {
+            assert!(!is_month(bad), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn in_memory_counts_add_up_and_a_take_empties_them() {
+        let cache = Cache::memory();
+        let m = MerchantId::from_trusted("mer_1");
+        cache
+            .count_usage(
+                &m,
+                &[(metric::API_REQUESTS, 1), (metric::REQUEST_BYTES, 10)],
+            )
+            .await;
+        cache.count_usage(&m, &[(metric::API_REQUESTS, 1)]).await;
+        let month = month_of(Utc::now());
+        let pending = cache.pending_usage("mer_1", &month).await;
+        assert_eq!(pending[metric::API_REQUESTS], 2);
+        assert_eq!(pending[metric::REQUEST_BYTES], 10);
+        let taken = cache.take_usage(10).await;
+        assert_eq!(taken.len(), 1);
+        assert!(cache.pending_usage("mer_1", &month).await.is_empty());
+        assert!(cache.take_usage(10).await.is_empty());
+    }
+}

@@ -1,0 +1,173 @@
+// The dashboard in Debian's Chromium (headless, driven by playwright-core), as the people of
+// a merchant use it. Run by tests/tests/e2e/dashboard.rs with the story in $STORY (JSON):
+// {base, apiKey, owner:{email,password}, viewer:{...}, stranger:{...}, shots}.
+//
+// An owner signs in and watches the overview; a payment created through the API appears
+// without a reload; its delivery (failing) is opened from the payment page; the owner presses
+// Retry and sees the new attempt arrive live. A viewer sees no Retry button; a user of
+// another merchant never sees the payment. Screenshots of every page go to `shots`.
+import { chromium } from "playwright-core";
+
+const story = JSON.parse(process.env.STORY);
+const { base, apiKey, shots } = story;
+const fail = (message) => {
+  throw new Error(message);
+};
+const step = (message) => console.log(`- ${message}`);
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: ["--no-sandbox"],
+});
+
+async function signIn(who) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  // Any script error or CSP refusal fails the story.
+  const problems = [];
+  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  page.on("console", (m) => {
+    // A 404 the story asks for on purpose is logged as a failed load: not a problem.
+    if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) problems.push(`console: ${m.text()}`);
+  });
+  page.problems = problems;
+  await page.goto(`${base}/dashboard/login`);
+  await page.getByLabel("Email").fill(who.email);
+  await page.getByLabel("Password").fill(who.password);
+  await Promise.all([page.waitForURL(`${base}/dashboard`), page.getByRole("button", { name: "Sign in" }).click()]);
+  return page;
+}
+
+async function live(page) {
+  await page.waitForSelector('body[data-live-state="live"]', { timeout: 15000 });
+}
+
+// Marks the document: if the page reloads, the mark is gone.
+async function mark(page) {
+  await page.evaluate(() => {
+    window.__notReloaded = true;
+  });
+}
+async function stillMarked(page, what) {
+  if (!(await page.evaluate(() => window.__notReloaded === true))) fail(`${what}: the page reloaded`);
+}
+
+async function api(method, path, body) {
+  const r = await fetch(`${base}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${apiKey}`, "content-type": "application/json" },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const json = await r.json();
+  if (r.status >= 300) fail(`${method} ${path}: ${r.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+try {
+  const owner = await signIn(story.owner);
+  await live(owner);
+  step("the owner is signed in and the overview is live");
+  await mark(owner);
+
+  const payment = await api("POST", "/v1/payments", {
+    amount: 4321,
+    currency: "eur",
+    provider: "simulated",
+    description: "Order #2001",
+  });
+  const row = owner.locator(`tr[data-payment="${payment.id}"]`);
+  await row.waitFor({ timeout: 15000 });
+  await stillMarked(owner, "the new payment");
+  if (!(await row.innerText()).includes("€43.21")) fail("the new row does not show €43.21");
+  step(`payment ${payment.id} appeared on the overview without a reload`);
+  await owner.screenshot({ path: `${shots}/1-overview.png`, fullPage: true });
+
+  await Promise.all([owner.waitForURL(`${base}/dashboard/payments/${payment.id}`), row.getByRole("link").click()]);
+  await live(owner);
+  await mark(owner);
+  // Every attempt fails: the delivery ends failed, shown live on the payment page.
+  const delivery = owner.locator("tr[data-delivery]");
+  await owner.locator("tr[data-delivery] td:nth-child(3)", { hasText: "failed" }).waitFor({ timeout: 20000 });
+  await stillMarked(owner, "the failing delivery");
+  const deliveryId = await delivery.first().getAttribute("data-delivery");
+  step(`its delivery ${deliveryId} failed, shown live on the payment page`);
+  await owner.screenshot({ path: `${shots}/2-payment.png`, fullPage: true });
+
+  await Promise.all([
+    owner.waitForURL(`${base}/dashboard/deliveries/${deliveryId}`),
+    delivery.first().getByRole("link").first().click(),
+  ]);
+  await live(owner);
+  const attemptsBefore = await owner.locator("tr[data-attempt]").count();
+  if (attemptsBefore < 1) fail("the delivery page lists no attempt");
+  await owner.screenshot({ path: `${shots}/3-delivery-failed.png`, fullPage: true });
+
+  await Promise.all([
+    owner.waitForURL((url) => url.pathname === `/dashboard/deliveries/${deliveryId}` && url.search.includes("notice=")),
+    owner.getByRole("button", { name: `Retry delivery ${deliveryId}` }).click(),
+  ]);
+  await live(owner);
+  await mark(owner);
+  step("the owner pressed Retry");
+  // The endpoint answers slowly now: the attempt arrives after the page is shown.
+  await owner.locator("#delivery-status", { hasText: "succeeded" }).waitFor({ timeout: 20000 });
+  await stillMarked(owner, "the new attempt");
+  const attemptsAfter = await owner.locator("tr[data-attempt]").count();
+  if (attemptsAfter !== attemptsBefore + 1) fail(`${attemptsBefore} attempts before, ${attemptsAfter} after`);
+  const updates = Number(await owner.getAttribute("body", "data-live-updates"));
+  if (!(updates >= 1)) fail("the page was not updated live");
+  step(`the new attempt arrived live (${attemptsAfter} attempts)`);
+  await owner.screenshot({ path: `${shots}/4-delivery-retried.png`, fullPage: true });
+
+  // A few more payments, so the overview's figures and chart have something to show.
+  for (const [amount, currency, outcome] of [
+    [12500, "eur", "succeeded"],
+    [5000, "xaf", "succeeded"],
+    [1999, "usd", "failed"],
+  ]) {
+    const p = await api("POST", "/v1/payments", { amount, currency, provider: "simulated" });
+    await api("POST", `/v1/sandbox/payments/${p.id}/complete`, { outcome });
+  }
+  for (const [path, shot] of [
+    ["/dashboard/payments", "5-payments.png"],
+    ["/dashboard/webhooks", "6-webhooks.png"],
+    ["/dashboard/logs", "7-logs.png"],
+    ["/dashboard/keys", "8-keys.png"],
+    ["/dashboard", "9-overview-after.png"],
+  ]) {
+    const r = await owner.goto(`${base}${path}`);
+    if (r?.status() !== 200) fail(`${path} answered ${r?.status()}`);
+    await owner.screenshot({ path: `${shots}/${shot}`, fullPage: true });
+  }
+  if (owner.problems.length) fail(owner.problems.join("\n"));
+
+  const viewer = await signIn(story.viewer);
+  await viewer.goto(`${base}/dashboard/deliveries/${deliveryId}`);
+  if ((await viewer.getByRole("button", { name: /Retry/ }).count()) !== 0) fail("a viewer sees a Retry button");
+  await viewer.goto(`${base}/dashboard/payments/${payment.id}`);
+  if ((await viewer.getByRole("button", { name: /Retry|Cancel|Refund/ }).count()) !== 0)
+    fail("a viewer sees an action button");
+  await viewer.screenshot({ path: `${shots}/10-viewer.png`, fullPage: true });
+  step("the viewer sees the payment and no button");
+
+  const stranger = await signIn(story.stranger);
+  await live(stranger);
+  await mark(stranger);
+  // A change of the first merchant while the stranger watches: nothing of it shows.
+  await api("POST", `/v1/payments/${payment.id}/cancel`);
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  await stillMarked(stranger, "the stranger's overview");
+  if ((await stranger.content()).includes(payment.id)) fail("another merchant's user sees the payment");
+  const theirs = await stranger.goto(`${base}/dashboard/payments/${payment.id}`);
+  if (theirs?.status() !== 404) fail(`another merchant's user got ${theirs?.status()} for the payment`);
+  await stranger.goto(`${base}/dashboard`);
+  await stranger.screenshot({ path: `${shots}/11-other-merchant.png`, fullPage: true });
+  step("another merchant's user never sees it");
+  if (stranger.problems.length) fail(stranger.problems.join("\n"));
+  console.log("the dashboard story passed");
+} catch (e) {
+  console.error(e.stack ?? String(e));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}

@@ -1,0 +1,333 @@
+//! The dashboard's real time: `/dashboard/stream` as a browser opens it (session cookies and
+//! an `Origin`), over two gateway instances sharing the broker, in embedded mode's in-process
+//! bus, and refused without a session or from another site.
+
+use std::time::Duration;
+
+use entity::status::UserRole;
+use futures_util::StreamExt as _;
+use payrail_tests::{Behavior, Receiver, TestApp};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+use crate::dashboard::{Browser, user};
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// An open dashboard stream, greeted (so nothing after this point is missed).
+pub(crate) struct LiveSocket {
+    socket: Socket,
+}
+
+impl LiveSocket {
+    /// Opens the stream as the page at `base` would; the HTTP status when it is refused.
+    pub(crate) async fn open(base: &str, cookies: &str, origin: &str) -> Result<LiveSocket, u16> {
+        let url = format!("{}/dashboard/stream", base.replacen("http", "ws", 1));
+        let mut request = url.into_client_request().expect("request");
+        request
+            .headers_mut()
+            .insert("cookie", cookies.parse().expect("cookie header"));
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().expect("origin header"));
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => {
+                let mut live = LiveSocket { socket };
+                let hello = live.next(Duration::from_secs(10)).await;
+                assert_eq!(hello["kind"], "hello", "{hello}");
+                Ok(live)
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+            Err(e) => panic!("stream: {e}"),
+        }
+    }
+
+    /// The next text frame, as JSON.
+    pub(crate) async fn next(&mut self, within: Duration) -> Value {
+        loop {
+            let frame = tokio::time::timeout(within, self.socket.next())
+                .await
+                .expect("a frame in time")
+                .expect("the stream is open")
+                .expect("a frame");
+            match frame {
+                Message::Text(text) => return serde_json::from_str(&text).expect("json"),
+                Message::Close(close) => {
+                    return json!({"kind": "closed", "close": close.map(|c| u16::from(c.code))});
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads changes until one matches `wanted`; returns every change read so far.
+    pub(crate) async fn until(
+        &mut self,
+        what: &str,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            assert!(!left.is_zero(), "no {what} on the stream; saw {seen:?}");
+            let frame = self.next(left).await;
+            assert_eq!(frame["kind"], "changes", "{frame}");
+            for change in frame["changes"].as_array().expect("changes") {
+                seen.push(change.clone());
+            }
+            if seen.iter().any(&wanted) {
+                return seen;
+            }
+        }
+    }
+}
+
+fn origin(base: &str) -> &str {
+    base
+}
+
+async fn signed_in(base: &str, email: &str, password: &str) -> Browser {
+    let mut browser = Browser::new(base);
+    assert_eq!(browser.sign_in(email, password).await.status, 303);
+    browser
+}
+
+#[tokio::test]
+async fn every_gateway_streams_its_merchants_changes_and_no_other_merchants() {
+    let mut app = TestApp::spawn().await;
+    let (merchant_a, key_a) = app.create_merchant_with_id("Shop A").await;
+    let (merchant_b, key_b) = app.create_merchant_with_id("Shop B").await;
+    // The first attempt fails, so the stream shows the attempt and then the retry.
+    let receiver = Receiver::start(Behavior::Statuses(vec![500], 200)).await;
+    let (s, _) = app
+        .post_json(
+            &key_a,
+            "/v1/webhook_endpoints",
+            json!({"url": receiver.url, "enabled_events": ["payment.pending"]}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let ada = user(&app, &merchant_a, "ada@example.com", UserRole::Viewer).await;
+    let bob = user(&app, &merchant_b, "bob@example.com", UserRole::Owner).await;
+    // The pages are on a second gateway; the changes are made through the first one and
+    // the worker: only the broker can carry them across.
+    let (second, second_metrics) = app.spawn_second_gateway().await;
+    let a_browser = signed_in(&second, "ada@example.com", &ada).await;
+    let b_browser = signed_in(&second, "bob@example.com", &bob).await;
+    let mut a = LiveSocket::open(&second, &a_browser.cookie_header(), origin(&second))
+        .await
+        .expect("A's stream");
+    let mut b = LiveSocket::open(&second, &b_browser.cookie_header(), origin(&second))
+        .await
+        .expect("B's stream");
+    let metrics = app.metrics_text_of(&second_metrics).await;
+    assert!(metrics.contains("dashboard_stream_sockets 2"), "{metrics}");
+    assert!(metrics.contains("dashboard_stream_listening 1"));
+
+    let (s, payment) = app
+        .post_json(
+            &key_a,
+            "/v1/payments",
+            json!({"amount": 1500, "currency": "eur", "provider": "simulated"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let payment_id = payment["id"].as_str().expect("id").to_string();
+    let seen = a
+        .until("payment.pending event", |c| {
+            c["kind"] == "event" && c["event_type"] == "payment.pending"
+        })
+        .await;
+    let event_id = seen
+        .iter()
+        .find(|c| c["event_type"] == "payment.pending")
+        .and_then(|c| c["event_id"].as_str())
+        .expect("event id")
+        .to_string();
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM events WHERE id = '{event_id}' AND payment_id = '{payment_id}'"
+        ))
+        .await,
+        1,
+        "the change names the payment's event"
+    );
+    // The worker's attempts arrive too: the failed first one, then the one that succeeds.
+    let attempts = a
+        .until("a succeeded attempt", |c| {
+            c["kind"] == "delivery_attempt" && c["status"] == "succeeded"
+        })
+        .await;
+    let statuses: Vec<&str> = attempts
+        .iter()
+        .filter(|c| c["kind"] == "delivery_attempt")
+        .filter_map(|c| c["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["pending", "succeeded"], "{attempts:?}");
+    let delivery_id = attempts[attempts.len() - 1]["delivery_id"]
+        .as_str()
+        .expect("delivery id");
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM webhook_deliveries WHERE id = '{delivery_id}' AND event_id = '{event_id}'"
+        ))
+        .await,
+        1
+    );
+    // And the merchant's log entries.
+    let (s, _) = app
+        .post_json(
+            &key_a,
+            "/v1/logs",
+            json!({"level": "warning", "message": "stock low", "source": "shop"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    a.until("a log entry", |c| {
+        c["kind"] == "log_entry" && c["level"] == "warning"
+    })
+    .await;
+
+    // B heard none of it: the first change B sees is B's own.
+    let (s, theirs) = app
+        .post_json(
+            &key_b,
+            "/v1/payments",
+            json!({"amount": 99, "currency": "usd", "provider": "simulated"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let first = b.next(Duration::from_secs(15)).await;
+    let changes = first["changes"].as_array().expect("changes");
+    assert!(!changes.is_empty());
+    for change in changes {
+        let event_id = change["event_id"].as_str().expect("an event");
+        assert_eq!(
+            app.count(&format!(
+                "SELECT count(*) FROM events WHERE id = '{event_id}' AND payment_id = '{}'",
+                theirs["id"].as_str().expect("id")
+            ))
+            .await,
+            1,
+            "B sees only B's payment: {change}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_stream_needs_a_session_and_this_sites_origin() {
+    let app = TestApp::spawn().await;
+    let (merchant, key) = app.create_merchant_with_id("Shop").await;
+    let password = user(&app, &merchant, "eve@example.com", UserRole::Owner).await;
+    assert_eq!(
+        LiveSocket::open(&app.base, "", &app.base).await.err(),
+        Some(401),
+        "no session"
+    );
+    // An API key is no session, here either.
+    let url = format!("{}/dashboard/stream", app.base.replacen("http", "ws", 1));
+    let mut request = url.into_client_request().expect("request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {key}").parse().expect("header"),
+    );
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("an API key opened the stream: {:?}", other.map(|_| ())),
+    }
+    let browser = signed_in(&app.base, "eve@example.com", &password).await;
+    // A page on another site cannot open it with the user's cookies.
+    assert_eq!(
+        LiveSocket::open(&app.base, &browser.cookie_header(), "https://evil.example")
+            .await
+            .err(),
+        Some(403)
+    );
+    assert!(
+        LiveSocket::open(&app.base, &browser.cookie_header(), &app.base)
+            .await
+            .is_ok()
+    );
+    // The page script is served, and the pages allow it and its socket, nothing else.
+    let script = app
+        .client
+        .get(app.url("/dashboard/live.js"))
+        .send()
+        .await
+        .expect("script");
+    assert_eq!(script.status(), 200);
+    assert!(
+        script.headers()["content-type"]
+            .to_str()
+            .expect("type")
+            .starts_with("text/javascript")
+    );
+    assert!(
+        script
+            .text()
+            .await
+            .expect("body")
+            .contains("/dashboard/stream")
+    );
+    let mut browser = browser;
+    let page = browser.get("/dashboard").await;
+    assert!(
+        page.body
+            .contains(r#"<script src="/dashboard/live.js" defer>"#)
+    );
+    assert!(
+        page.body
+            .contains(r#"data-live="event delivery_attempt log_entry""#)
+    );
+}
+
+#[tokio::test]
+async fn a_gateway_that_lost_the_broker_listens_again_and_tells_its_pages_to_resync() {
+    let proxy = payrail_tests::TcpProxy::start("127.0.0.1:5672", true).await;
+    let app = TestApp::spawn_with(payrail_tests::Options {
+        gateway_amqp_url: Some(format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port)),
+        ..payrail_tests::Options::default()
+    })
+    .await;
+    let (merchant, key) = app.create_merchant_with_id("Shop").await;
+    let password = user(&app, &merchant, "sre@example.com", UserRole::Viewer).await;
+    let browser = signed_in(&app.base, "sre@example.com", &password).await;
+    let mut live = LiveSocket::open(&app.base, &browser.cookie_header(), &app.base)
+        .await
+        .expect("stream");
+    // The broker is gone for a moment: the page's socket stays open meanwhile.
+    proxy.set_enabled(false);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.set_enabled(true);
+    // Back: the gateway listens again and, since changes may have gone by, says resync.
+    let said = live.next(Duration::from_secs(20)).await;
+    assert_eq!(said, json!({"kind": "resync"}));
+    let (s, payment) = app
+        .post_json(
+            &key,
+            "/v1/payments",
+            json!({"amount": 250, "currency": "eur", "provider": "simulated"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let seen = live
+        .until("the payment's event after the outage", |c| {
+            c["kind"] == "event" && c["event_type"] == "payment.pending"
+        })
+        .await;
+    let event_id = seen[seen.len() - 1]["event_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM events WHERE id = '{event_id}' AND payment_id = '{}'",
+            payment["id"].as_str().expect("id")
+        ))
+        .await,
+        1
+    );
+}

@@ -1,0 +1,344 @@
+//! Payouts through the API: never more than the available balance, even when requested
+//! concurrently; their states and events; and Moneroo's payout wire format, whose webhook is
+//! only a reason to re-query.
+
+use std::time::Duration;
+
+use payrail_tests::mocks::{self, MONEROO_WEBHOOK_SECRET};
+use payrail_tests::{Behavior, Options, Receiver, TestApp};
+use serde_json::{Value, json};
+
+/// A payment of `amount` that succeeded (simulated provider, sandbox completion).
+async fn received(app: &TestApp, key: &str, amount: i64, currency: &str) -> String {
+    let (s, p) = app
+        .post_json(
+            key,
+            "/v1/payments",
+            json!({"amount": amount, "currency": currency, "provider": "simulated"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    let id = p["id"].as_str().expect("id").to_string();
+    let (s, _) = app
+        .post_json(
+            key,
+            &format!("/v1/sandbox/payments/{id}/complete"),
+            json!({"outcome": "succeeded"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    id
+}
+
+fn wallet(amount: i64, currency: &str, provider: &str) -> Value {
+    json!({"amount": amount, "currency": currency, "provider": provider,
+           "destination": {"type": "mobile_money", "phone": "22951345020", "operator": "mtn_bj"},
+           "reference": "withdrawal-1"})
+}
+
+async fn payout(
+    app: &TestApp,
+    key: &str,
+    body: Value,
+    idempotency_key: Option<&str>,
+) -> (u16, Value) {
+    let mut r = app
+        .client
+        .post(app.url("/v1/payouts"))
+        .bearer_auth(key)
+        .json(&body);
+    if let Some(k) = idempotency_key {
+        r = r.header("Idempotency-Key", k);
+    }
+    let r = r.send().await.expect("payout");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn held(app: &TestApp, merchant: &str) -> i64 {
+    app.count(&format!(
+        "SELECT COALESCE(SUM(amount), 0)::bigint FROM payouts WHERE merchant_id = '{merchant}' AND status <> 'failed'"
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn payouts_never_exceed_the_available_balance_even_when_sent_at_once() {
+    let app = TestApp::spawn().await;
+    let (merchant, key) = app.create_merchant_with_id("Seller").await;
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    let (s, _) = app
+        .post_json(
+            &key,
+            "/v1/webhook_endpoints",
+            json!({"url": receiver.url, "enabled_events": ["payout.pending", "payout.processing", "payout.succeeded", "payout.failed"]}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    // 2000 received, 500 refunded: 1500 available.
+    let first = received(&app, &key, 1000, "eur").await;
+    received(&app, &key, 1000, "eur").await;
+    let (s, refund) = app
+        .post_json(
+            &key,
+            &format!("/v1/payments/{first}/refunds"),
+            json!({"amount": 500}),
+        )
+        .await;
+    assert_eq!(s, 201, "{refund}");
+
+    // Bad requests are refused and record nothing.
+    for (body, code) in [
+        (
+            json!({"amount": 0, "currency": "eur", "provider": "simulated", "destination": {"type": "mobile_money", "phone": "22951345020", "operator": "mtn_bj"}}),
+            "amount_invalid",
+        ),
+        (
+            json!({"amount": 10, "currency": "eur", "provider": "simulated", "destination": {"type": "pigeon"}}),
+            "destination_type_invalid",
+        ),
+        (
+            json!({"amount": 10, "currency": "eur", "provider": "simulated", "destination": {"type": "mobile_money", "phone": "12", "operator": "mtn_bj"}}),
+            "phone_invalid",
+        ),
+        (
+            json!({"amount": 10, "currency": "eur", "provider": "stripe", "destination": {"type": "mobile_money", "phone": "22951345020", "operator": "mtn_bj"}}),
+            "payouts_not_supported",
+        ),
+        (
+            json!({"amount": 10, "currency": "eur", "provider": "moneroo", "destination": {"type": "bank_account", "account_number": "1", "bank_code": "2", "holder_name": "A"}}),
+            "destination_not_supported",
+        ),
+    ] {
+        let (s, answer) = payout(&app, &key, body, None).await;
+        assert_eq!(
+            (s, answer["error"]["code"].as_str()),
+            (422, Some(code)),
+            "{answer}"
+        );
+    }
+    assert_eq!(app.count("SELECT count(*) FROM payouts").await, 0);
+
+    // Six payouts of 400 at once: three fit in 1500, three do not.
+    let sends: Vec<_> = (0..6)
+        .map(|_| payout(&app, &key, wallet(400, "eur", "simulated"), None))
+        .collect();
+    let answers = futures_util::future::join_all(sends).await;
+    let made: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == 201)
+        .map(|(_, b)| b)
+        .collect();
+    let refused: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == 409)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!((made.len(), refused.len()), (3, 3), "{answers:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|b| b["error"]["code"] == "insufficient_balance")
+    );
+    assert!(
+        made.iter()
+            .all(|b| b["status"] == "processing" && b["object"] == "payout")
+    );
+    assert_eq!(held(&app, &merchant).await, 1200);
+    // No other currency's money: a USD payout does not fit in 0.
+    let (s, _) = payout(&app, &key, wallet(1, "usd", "simulated"), None).await;
+    assert_eq!(s, 409);
+
+    // A failed payout gives its amount back; a succeeded one is final.
+    let ids: Vec<String> = made
+        .iter()
+        .map(|b| b["id"].as_str().expect("id").to_string())
+        .collect();
+    let (s, failed) = app
+        .post_json(
+            &key,
+            &format!("/v1/sandbox/payouts/{}/complete", ids[0]),
+            json!({"outcome": "failed"}),
+        )
+        .await;
+    assert_eq!((s, failed["status"].as_str()), (200, Some("failed")));
+    let (s, done) = app
+        .post_json(
+            &key,
+            &format!("/v1/sandbox/payouts/{}/complete", ids[1]),
+            json!({"outcome": "succeeded"}),
+        )
+        .await;
+    assert_eq!((s, done["status"].as_str()), (200, Some("succeeded")));
+    let (s, again) = app
+        .post_json(
+            &key,
+            &format!("/v1/sandbox/payouts/{}/complete", ids[1]),
+            json!({"outcome": "failed"}),
+        )
+        .await;
+    assert_eq!(
+        (s, again["error"]["code"].as_str()),
+        (409, Some("payout_not_completable")),
+        "final stays final"
+    );
+    assert_eq!(held(&app, &merchant).await, 800);
+    // Exactly what is left fits: 700; then nothing more.
+    let (s, body) = payout(&app, &key, wallet(700, "eur", "simulated"), Some("last")).await;
+    assert_eq!(s, 201, "{body}");
+    let (s, replay) = payout(&app, &key, wallet(700, "eur", "simulated"), Some("last")).await;
+    assert_eq!(
+        (s, replay["id"].clone()),
+        (201, body["id"].clone()),
+        "a replay, not a second payout"
+    );
+    let (s, _) = payout(&app, &key, wallet(1, "eur", "simulated"), None).await;
+    assert_eq!(s, 409);
+    assert_eq!(held(&app, &merchant).await, 1500);
+
+    // Listed and retrieved; another merchant sees none of it.
+    let (_, list) = app.get_json(&key, "/v1/payouts?limit=100").await;
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(4));
+    let (s, one) = app.get_json(&key, &format!("/v1/payouts/{}", ids[1])).await;
+    assert_eq!(
+        (s, one["destination"]["operator"].as_str()),
+        (200, Some("mtn_bj"))
+    );
+    let (_, other_key) = app.create_merchant_with_id("Other").await;
+    assert_eq!(
+        app.get_json(&other_key, &format!("/v1/payouts/{}", ids[1]))
+            .await
+            .0,
+        404
+    );
+
+    // Every step was a webhook.
+    app.eventually(Duration::from_secs(20), "the payout webhooks", || async {
+        (receiver.of_type("payout.succeeded").len() == 1
+            && receiver.of_type("payout.failed").len() == 1
+            && receiver.of_type("payout.processing").len() == 4
+            && receiver.of_type("payout.pending").len() == 4)
+            .then_some(())
+    })
+    .await;
+    let hook = receiver.of_type("payout.succeeded")[0].json();
+    assert_eq!(hook["data"]["id"], ids[1]);
+    assert_eq!(hook["data"]["amount"], 400);
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains(r#"payouts_total{provider="simulated",status="succeeded"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"payouts_by_status_total{status="processing"} 4"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_moneroo_payout_goes_out_in_its_wire_format_and_only_a_requery_settles_it() {
+    let moneroo = mocks::moneroo().await;
+    let app = TestApp::spawn_with(Options {
+        providers: mocks::settings(None, Some(&moneroo), None),
+        ..Options::default()
+    })
+    .await;
+    let (merchant, key) = app.create_merchant_with_id("Wallets").await;
+    received(&app, &key, 10_000, "xof").await;
+    let (s, made) = payout(&app, &key, wallet(6000, "xof", "moneroo"), None).await;
+    assert_eq!(s, 201, "{made}");
+    assert_eq!(made["status"], "processing");
+    let sent = moneroo
+        .seen()
+        .into_iter()
+        .find(|r| r.path == "/v1/payouts/initialize")
+        .expect("the payout was sent to Moneroo");
+    let body: Value = serde_json::from_str(&sent.body).expect("json");
+    assert_eq!(body["amount"], 6000, "XOF has no minor unit");
+    assert_eq!(body["currency"], "XOF");
+    assert_eq!(body["method"], "mtn_bj");
+    assert_eq!(body["recipient"]["msisdn"], "22951345020");
+    assert_eq!(body["description"], "withdrawal-1");
+    let moneroo_id = app
+        .count(&format!("SELECT count(*) FROM payouts WHERE merchant_id = '{merchant}' AND provider_reference IS NOT NULL"))
+        .await;
+    assert_eq!(moneroo_id, 1);
+    let reference: String = {
+        use sea_orm::EntityTrait as _;
+        entity::payouts::Entity::find()
+            .one(&app.db)
+            .await
+            .expect("query")
+            .and_then(|p| p.provider_reference)
+            .expect("reference")
+    };
+
+    // A webhook claiming success is not believed while Moneroo still says pending.
+    let (s, _, _) = mocks::send_moneroo_webhook(
+        &app.base,
+        "payout.success",
+        &reference,
+        "success",
+        MONEROO_WEBHOOK_SECRET,
+    )
+    .await;
+    assert_eq!(s, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = made["id"].as_str().expect("id");
+    assert_eq!(
+        app.get_json(&key, &format!("/v1/payouts/{id}")).await.1["status"],
+        "processing"
+    );
+    // Once Moneroo says success, the next webhook settles it.
+    moneroo.set(&reference, "status", json!("success"));
+    let (s, _, _) = mocks::send_moneroo_webhook(
+        &app.base,
+        "payout.success",
+        &reference,
+        "success",
+        MONEROO_WEBHOOK_SECRET,
+    )
+    .await;
+    assert_eq!(s, 200);
+    app.eventually(Duration::from_secs(10), "the payout succeeded", || async {
+        (app.get_json(&key, &format!("/v1/payouts/{id}")).await.1["status"] == "succeeded")
+            .then_some(())
+    })
+    .await;
+
+    // A second one that Moneroo fails: its amount is available again.
+    let (s, second) = payout(&app, &key, wallet(4000, "xof", "moneroo"), None).await;
+    assert_eq!(s, 201, "{second}");
+    let (s, _) = payout(&app, &key, wallet(1, "xof", "moneroo"), None).await;
+    assert_eq!(s, 409, "10000 received, 6000 + 4000 paid out");
+    let second_reference: String = {
+        use sea_orm::{ColumnTrait, EntityTrait as _, QueryFilter};
+        entity::payouts::Entity::find()
+            .filter(entity::payouts::Column::Id.eq(second["id"].as_str().expect("id")))
+            .one(&app.db)
+            .await
+            .expect("query")
+            .and_then(|p| p.provider_reference)
+            .expect("reference")
+    };
+    moneroo.set(&second_reference, "status", json!("failed"));
+    mocks::send_moneroo_webhook(
+        &app.base,
+        "payout.failed",
+        &second_reference,
+        "failed",
+        MONEROO_WEBHOOK_SECRET,
+    )
+    .await;
+    let second_id = second["id"].as_str().expect("id").to_string();
+    app.eventually(Duration::from_secs(10), "the payout failed", || async {
+        (app.get_json(&key, &format!("/v1/payouts/{second_id}"))
+            .await
+            .1["status"]
+            == "failed")
+            .then_some(())
+    })
+    .await;
+    let (s, _) = payout(&app, &key, wallet(4000, "xof", "moneroo"), None).await;
+    assert_eq!(s, 201, "the failed payout's amount is available again");
+}
