@@ -4,8 +4,9 @@
 //
 // An owner signs in and watches the overview; a payment created through the API appears
 // without a reload; its delivery (failing) is opened from the payment page; the owner presses
-// Retry and sees the new attempt arrive live. A viewer sees no Retry button; a user of
-// another merchant never sees the payment. Screenshots of every page go to `shots`.
+// Retry and sees the new attempt arrive live. A viewer whose socket opened late still sees
+// the payment, and no Retry button; a user of another merchant never sees the payment.
+// Screenshots of every page go to `shots`.
 import { chromium } from "playwright-core";
 
 const story = JSON.parse(process.env.STORY);
@@ -20,8 +21,9 @@ const browser = await chromium.launch({
   args: ["--no-sandbox"],
 });
 
-async function signIn(who) {
+async function signIn(who, prepare) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  if (prepare) await prepare(context);
   const page = await context.newPage();
   // Any script error or CSP refusal fails the story.
   const problems = [];
@@ -69,6 +71,18 @@ try {
   step("the owner is signed in and the overview is live");
   await mark(owner);
 
+  // The viewer's overview is drawn, but its socket is held back until after the payment
+  // below: a page must still catch up with what changed before its socket was greeted.
+  let letTheSocketThrough;
+  const held = new Promise((resolve) => (letTheSocketThrough = resolve));
+  const viewer = await signIn(story.viewer, (context) =>
+    context.routeWebSocket(/\/dashboard\/stream$/, async (ws) => {
+      await held;
+      ws.connectToServer();
+    }),
+  );
+  await mark(viewer);
+
   const payment = await api("POST", "/v1/payments", {
     amount: 4321,
     currency: "eur",
@@ -81,6 +95,13 @@ try {
   if (!(await row.innerText()).includes("€43.21")) fail("the new row does not show €43.21");
   step(`payment ${payment.id} appeared on the overview without a reload`);
   await owner.screenshot({ path: `${shots}/1-overview.png`, fullPage: true });
+
+  if ((await viewer.getAttribute("body", "data-live-state")) === "live") fail("the viewer's socket was not held");
+  letTheSocketThrough();
+  await live(viewer);
+  await viewer.locator(`tr[data-payment="${payment.id}"]`).waitFor({ timeout: 15000 });
+  await stillMarked(viewer, "the late socket's page");
+  step("a page whose socket opened after the payment still caught up with it");
 
   await Promise.all([owner.waitForURL(`${base}/dashboard/payments/${payment.id}`), row.getByRole("link").click()]);
   await live(owner);
@@ -141,7 +162,6 @@ try {
   }
   if (owner.problems.length) fail(owner.problems.join("\n"));
 
-  const viewer = await signIn(story.viewer);
   await viewer.goto(`${base}/dashboard/deliveries/${deliveryId}`);
   if ((await viewer.getByRole("button", { name: /Retry/ }).count()) !== 0) fail("a viewer sees a Retry button");
   await viewer.goto(`${base}/dashboard/payments/${payment.id}`);

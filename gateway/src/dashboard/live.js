@@ -3,7 +3,8 @@
 // The page's <body data-live="..."> names the kinds of change it shows (event,
 // delivery_attempt, log_entry). The socket at /dashboard/stream says what changed; the page
 // then fetches itself again and swaps its [data-live-region] elements, so what it shows is
-// always what its handler draws. After a drop it reconnects with backoff and catches up.
+// always what its handler draws. Once greeted, and again after every drop (it reconnects
+// with backoff), it catches up with what changed while it had no socket.
 (function () {
   "use strict";
   var body = document.body;
@@ -11,7 +12,6 @@
   if (!wants.length || !("WebSocket" in window)) return;
   var status = document.getElementById("live-status");
   var delay = 500;
-  var greeted = false;
   var pending = null;
   var updates = 0;
 
@@ -73,9 +73,9 @@
       if (message.kind === "hello") {
         delay = 500;
         show("live", "Live");
-        // Back after a drop: changes went by meanwhile.
-        if (greeted) soon();
-        greeted = true;
+        // Changes may have gone by since the page was drawn (or, after a drop, since the last
+        // socket): the socket only hears what happens from now on, so catch up once.
+        soon();
       } else if (message.kind === "resync") {
         soon();
       } else if (message.kind === "changes" && message.changes.some(relevant)) {
