@@ -103,6 +103,42 @@ impl Effects {
         self.relay.notify();
     }
 
+    /// What sending a payout came to: an answer is a move (counted, its event sent); an
+    /// unknown outcome is an error entry in the merchant's log store, since its amount stays
+    /// held until the provider's webhook or an operator settles it.
+    pub async fn payout_sent(&self, sent: &crate::payouts::Sent, request_id: Option<&str>) {
+        match sent {
+            crate::payouts::Sent::Answered(p) => self.payout_moved(p),
+            crate::payouts::Sent::Unknown(p) => {
+                record(
+                    &self.db,
+                    &self.bus,
+                    Entry {
+                        merchant_id: Some(&p.merchant_id),
+                        level: LogLevel::Error,
+                        source: "payouts",
+                        message: &format!(
+                            "Payout {}: {}'s answer was lost; it stays pending, its amount held, until {} confirms it",
+                            p.id, p.provider, p.provider
+                        ),
+                        context: Some(serde_json::json!({
+                            "payout_id": p.id,
+                            "provider": p.provider,
+                            "amount": p.amount,
+                            "currency": p.currency,
+                        })),
+                        request_id,
+                    },
+                )
+                .await;
+                self.cache
+                    .delete(&crate::logs::recent_cache_key(&p.merchant_id))
+                    .await;
+            }
+            crate::payouts::Sent::NotMine(_) => {}
+        }
+    }
+
     /// Events (or payment fields) of this merchant were committed without a status change
     /// to count, e.g. a partial refund.
     pub async fn events_committed(&self, merchant_id: &MerchantId) {

@@ -64,6 +64,9 @@ pub struct ApiMetrics {
     /// Events committed and not yet confirmed by the broker, and the oldest one's age.
     pub outbox_depth: Gauge,
     pub outbox_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Payouts sent whose outcome is unknown (the provider's answer was lost), holding their
+    /// amounts until the provider's webhook or an operator settles them.
+    pub payouts_unresolved: Gauge,
     /// 0 closed, 1 half-open, 2 open, per provider and circuit.
     pub circuits: Family<CircuitLabels, Gauge>,
     /// Requests refused with 429 by the API rate limiter.
@@ -105,9 +108,9 @@ fn amount_histogram() -> Histogram {
 }
 
 impl ApiMetrics {
-    /// Reads the outbox and the circuits into their gauges (at scrape time, so they are right
-    /// after any restart). A database that does not answer within a second leaves them as
-    /// they were.
+    /// Reads the outbox, the unresolved payouts and the circuits into their gauges (at scrape
+    /// time, so they are right after any restart). A database that does not answer within a
+    /// second leaves them as they were.
     pub async fn refresh(
         &self,
         db: &sea_orm::DatabaseConnection,
@@ -119,6 +122,15 @@ impl ApiMetrics {
             self.outbox_depth
                 .set(i64::try_from(depth).unwrap_or(i64::MAX));
             self.outbox_oldest_age.set(oldest);
+        }
+        if let Ok(Ok(n)) = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            crate::payouts::unresolved_count(db),
+        )
+        .await
+        {
+            self.payouts_unresolved
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
         for (provider, circuit, state) in providers.circuits() {
             self.circuits
@@ -143,6 +155,7 @@ impl ApiMetrics {
             late_successes: Family::default(),
             outbox_depth: Gauge::default(),
             outbox_oldest_age: Gauge::default(),
+            payouts_unresolved: Gauge::default(),
             circuits: Family::default(),
             rate_limited: Counter::default(),
             payouts: Family::default(),
@@ -198,6 +211,11 @@ impl ApiMetrics {
             "api_quota_exceeded",
             "Requests refused with 429 quota_exceeded: a hard monthly limit of the merchant's plan was reached",
             m.quota_exceeded.clone(),
+        );
+        registry.register(
+            "payouts_unresolved",
+            "Payouts sent whose outcome is unknown (the provider's answer was lost): pending, amounts held, never sent again until settled",
+            m.payouts_unresolved.clone(),
         );
         registry.register(
             "outbox_unpublished_events",

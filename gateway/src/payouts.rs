@@ -8,6 +8,11 @@
 //!   `failed`; final states never move. Each change commits with its `payout.*` event.
 //! - **Truth.** A provider's webhook is never believed: the payout is re-queried
 //!   (`GET /v1/payouts/{id}/verify` for Moneroo), from the webhook and from the poller.
+//! - **Never twice.** `sent_at` is committed before the provider is called, and a payout is
+//!   called about once. `failed` at once only if the provider certainly did not act on it; a
+//!   lost answer leaves it pending and *unresolved*, its amount held, until the provider's
+//!   webhook names it ([`adopt`]) or an operator settles it ([`resolve`]). One never sent
+//!   (its gateway stopped first) is sent by the poller ([`never_sent`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -20,8 +25,8 @@ use entity::{merchants, payments, payouts};
 use poem_openapi::Object;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
-    TransactionSession, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QuerySelect, TransactionSession, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -174,6 +179,7 @@ pub async fn record<C: ConnectionTrait>(
         metadata: Set((!new.metadata.is_empty()).then(|| json!(new.metadata))),
         status: Set(PayoutStatus::Pending),
         provider_reference: Set(None),
+        sent_at: Set(None),
         failure_code: Set(None),
         failure_message: Set(None),
         created_at: Set(now),
@@ -274,6 +280,12 @@ pub struct Failure<'a> {
     pub message: &'a str,
 }
 
+/// The provider, asked, said the payout failed.
+const PROVIDER_FAILED: Failure<'static> = Failure {
+    code: "payout_failed",
+    message: "The provider reported the payout failed.",
+};
+
 /// Moves a payout to `to` if it may go there from where it is (never out of a final state),
 /// with its event, in one transaction. `None`: it had moved on already (a late or repeated
 /// answer changes nothing).
@@ -325,23 +337,61 @@ pub async fn move_to<C: TransactionTrait>(
     Ok(Some(payout))
 }
 
-/// Hands a just-recorded payout to its provider: `processing` once the provider has it,
-/// `failed` if it refused (the amount is then available again).
-pub async fn send<C: TransactionTrait>(
+/// What handing a payout to its provider came to.
+#[derive(Debug)]
+pub enum Sent {
+    /// The provider answered: `processing` with its reference, or `failed` if it refused.
+    Answered(payouts::Model),
+    /// The call's outcome is unknown (a timeout, a broken connection, a 5xx): the payout stays
+    /// `pending` with its amount held, since the provider may be paying it out. Moneroo
+    /// documents no idempotency for payouts, so it is never sent twice; its webhook or an
+    /// operator settles it (see [`adopt`] and [`resolve`]).
+    Unknown(payouts::Model),
+    /// Another caller sent it already, or it is no longer pending.
+    NotMine(payouts::Model),
+}
+
+impl Sent {
+    pub fn payout(&self) -> &payouts::Model {
+        match self {
+            Sent::Answered(p) | Sent::Unknown(p) | Sent::NotMine(p) => p,
+        }
+    }
+}
+
+/// Hands a recorded payout to its provider, once: `sent_at` is claimed and committed before
+/// the call, so a payout is never sent twice, and one without it was certainly never sent.
+/// `processing` once the provider has it; `failed` only if the provider certainly did not act
+/// on it (then its amount is available again).
+pub async fn send<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     providers: &Providers,
     payout: &payouts::Model,
-) -> Result<payouts::Model, DbErr> {
+) -> Result<Sent, DbErr> {
+    let claimed = payouts::Entity::update_many()
+        .col_expr(payouts::Column::SentAt, Expr::value(Utc::now()))
+        .filter(payouts::Column::Id.eq(&payout.id))
+        .filter(payouts::Column::Status.eq(PayoutStatus::Pending))
+        .filter(payouts::Column::SentAt.is_null())
+        .exec_with_returning(db)
+        .await?;
+    let Some(payout) = claimed.into_iter().next() else {
+        let current = payouts::Entity::find_by_id(payout.id.clone())
+            .one(db)
+            .await?
+            .unwrap_or_else(|| payout.clone());
+        return Ok(Sent::NotMine(current));
+    };
     let sent = match payout.provider {
         Provider::Simulated => Ok(None),
-        Provider::Moneroo => match (&providers.moneroo, destination_phone(payout)) {
+        Provider::Moneroo => match (&providers.moneroo, destination_phone(&payout)) {
             (Some(moneroo), Some((phone, operator))) => moneroo
-                .start_payout(payout, &phone, &operator)
+                .start_payout(&payout, &phone, &operator)
                 .await
                 .map(Some),
             (None, _) => Err(crate::providers::ProviderError::NotConfigured),
-            (_, None) => Err(crate::providers::ProviderError::Malformed(
-                "no mobile money destination".into(),
+            (_, None) => Err(crate::providers::ProviderError::Unsupported(
+                "Moneroo payouts to a destination other than mobile money",
             )),
         },
         _ => Err(crate::providers::ProviderError::NotConfigured),
@@ -357,7 +407,7 @@ pub async fn send<C: TransactionTrait>(
             )
             .await?
         }
-        Err(e) => {
+        Err(e) if e.certainly_not_acted_on() => {
             let message = e.to_string();
             move_to(
                 db,
@@ -371,8 +421,148 @@ pub async fn send<C: TransactionTrait>(
             )
             .await?
         }
+        Err(e) => {
+            tracing::error!(
+                payout_id = %payout.id,
+                provider = %payout.provider,
+                error = %e,
+                "payout outcome unknown: held pending until the provider's webhook or an operator settles it"
+            );
+            return Ok(Sent::Unknown(payout));
+        }
     };
-    Ok(moved.unwrap_or_else(|| payout.clone()))
+    Ok(match moved {
+        Some(m) => Sent::Answered(m),
+        None => Sent::NotMine(payout),
+    })
+}
+
+/// Pending payouts recorded at least `age` ago and never sent (their gateway stopped between
+/// recording and sending): the poller sends them.
+pub async fn never_sent<C: ConnectionTrait>(
+    db: &C,
+    age: std::time::Duration,
+) -> Result<Vec<payouts::Model>, DbErr> {
+    let before = Utc::now() - chrono::Duration::from_std(age).unwrap_or_default();
+    payouts::Entity::find()
+        .filter(payouts::Column::Status.eq(PayoutStatus::Pending))
+        .filter(payouts::Column::SentAt.is_null())
+        .filter(payouts::Column::CreatedAt.lte(before))
+        .limit(50)
+        .all(db)
+        .await
+}
+
+/// What an operator found at the provider about an unresolved payout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// The provider has no such payout: it failed, and its amount is available again.
+    NotSent,
+    /// The provider has it under this id: Payrail takes it once the provider confirms it is
+    /// this payout (amount, currency, the payout id in its metadata), as the webhook would.
+    SentAs(String),
+}
+
+/// Settles an unresolved payout (sent, outcome unknown) as an operator found it at the
+/// provider. Any other payout is a 409: only the provider's answer settles those.
+pub async fn resolve<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    providers: &Providers,
+    id: &PayoutId,
+    resolution: Resolution,
+) -> Result<payouts::Model, ServiceError> {
+    let payout = payouts::Entity::find_by_id(id.clone())
+        .one(db)
+        .await?
+        .ok_or_else(|| ServiceError::NotFound {
+            object: "payout",
+            id: id.to_string(),
+        })?;
+    let unresolved = payout.status == PayoutStatus::Pending
+        && payout.sent_at.is_some()
+        && payout.provider_reference.is_none();
+    if !unresolved {
+        return Err(ServiceError::state(
+            "payout_not_unresolved",
+            format!(
+                "Only a payout whose provider's answer was lost can be resolved; this one is {}{}.",
+                payout.status,
+                if payout.sent_at.is_none() {
+                    " and not sent yet"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    let moved = match resolution {
+        Resolution::NotSent => {
+            move_to(
+                db,
+                &payout.id,
+                PayoutStatus::Failed,
+                None,
+                Some(Failure {
+                    code: "not_received_by_provider",
+                    message: "The provider never received the payout (found by an operator).",
+                }),
+            )
+            .await?
+        }
+        Resolution::SentAs(reference) => adopt(db, providers, &payout.id, &reference).await?,
+    };
+    moved.ok_or_else(|| {
+        ServiceError::state(
+            "payout_not_unresolved",
+            "The payout moved on meanwhile, or the provider does not say where it stands.",
+        )
+    })
+}
+
+/// Payouts whose provider call's outcome is unknown: sent, still pending, no reference.
+fn unresolved() -> sea_orm::Select<payouts::Entity> {
+    payouts::Entity::find()
+        .filter(payouts::Column::Status.eq(PayoutStatus::Pending))
+        .filter(payouts::Column::SentAt.is_not_null())
+        .filter(payouts::Column::ProviderReference.is_null())
+}
+
+/// How many payouts are unresolved (the `payouts_unresolved` gauge); each holds its amount
+/// until its provider's webhook or an operator settles it.
+pub async fn unresolved_count<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
+    unresolved().count(db).await
+}
+
+/// A provider's webhook about a payout Payrail has no reference for, naming it in its
+/// metadata: if that payout is unresolved and the provider, asked with the webhook's id,
+/// reports a payout of the same amount and currency made for it, it takes that reference
+/// and moves on as the provider says. Anything else changes nothing.
+pub async fn adopt<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    providers: &Providers,
+    id: &PayoutId,
+    reference: &str,
+) -> Result<Option<payouts::Model>, ServiceError> {
+    let Some(payout) = unresolved()
+        .filter(payouts::Column::Id.eq(id))
+        .filter(payouts::Column::Provider.eq(Provider::Moneroo))
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let Some(moneroo) = providers.moneroo.as_ref() else {
+        return Ok(None);
+    };
+    let status = moneroo
+        .payout_status_for(&payout, reference)
+        .await
+        .map_err(|e| ServiceError::Provider(e.to_string()))?;
+    let Some(status) = status else {
+        return Ok(None);
+    };
+    let failure = (status == PayoutStatus::Failed).then_some(PROVIDER_FAILED);
+    Ok(move_to(db, &payout.id, status, Some(reference), failure).await?)
 }
 
 fn destination_phone(p: &payouts::Model) -> Option<(String, String)> {
@@ -413,17 +603,7 @@ pub async fn refresh<C: TransactionTrait>(
     Ok(match status {
         Some(to @ PayoutStatus::Succeeded) => move_to(db, &payout.id, to, None, None).await?,
         Some(to @ PayoutStatus::Failed) => {
-            move_to(
-                db,
-                &payout.id,
-                to,
-                None,
-                Some(Failure {
-                    code: "payout_failed",
-                    message: "The provider reported the payout failed.",
-                }),
-            )
-            .await?
+            move_to(db, &payout.id, to, None, Some(PROVIDER_FAILED)).await?
         }
         _ => None,
     })

@@ -24,6 +24,10 @@ impl MigrationTrait for Migration {
                     .col(json_null("metadata"))
                     .col(string("status"))
                     .col(string_null("provider_reference"))
+                    // Set (and committed) just before the provider is called: a pending
+                    // payout without it was never sent and may be sent; one with it and no
+                    // provider_reference may have reached the provider and must not be.
+                    .col(timestamp_with_time_zone_null("sent_at"))
                     .col(string_null("failure_code"))
                     .col(string_null("failure_message"))
                     .col(timestamp_with_time_zone("created_at"))

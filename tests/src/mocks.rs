@@ -36,6 +36,9 @@ pub struct MockState {
     pub fail_next: u32,
     /// Sleep this long before answering.
     pub delay: Option<Duration>,
+    /// Moneroo payouts: act on this many calls, then never answer them (the caller times
+    /// out), as when a provider's answer is lost.
+    pub lose_answers: u32,
     /// Objects by id (intents, payments, bills).
     pub objects: HashMap<String, Value>,
     /// Stripe: idempotency key → intent id.
@@ -424,11 +427,16 @@ async fn moneroo_payout_initialize(
         "currency": {"code": v["currency"], "symbol": v["currency"], "decimals": 0},
         "description": v["description"], "method": v["method"], "recipient": v["recipient"],
         "metadata": v["metadata"], "created_at": chrono::Utc::now().to_rfc3339()});
-    state
-        .lock()
-        .expect("lock")
-        .objects
-        .insert(id.clone(), payout);
+    let lose = {
+        let mut s = state.lock().expect("lock");
+        s.objects.insert(id.clone(), payout);
+        let lose = s.lose_answers > 0;
+        s.lose_answers = s.lose_answers.saturating_sub(1);
+        lose
+    };
+    if lose {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
     json_response(
         StatusCode::CREATED,
         json!({"success": true, "message": "Payout transaction initialized successfully", "data": {"id": id}}),
@@ -455,9 +463,20 @@ pub async fn send_moneroo_webhook(
     status: &str,
     secret: &str,
 ) -> (u16, Value, Duration) {
-    let body = serde_json::to_vec(&json!({"event": event, "data": {"id": id, "amount": 100, "currency": "USD", "status": status,
-        "customer": {"id": "123456", "email": "hello@example.com", "firstName": "John", "lastName": "Doe", "phone": "+1 555 555 5555"}}}))
-    .expect("json");
+    let data = json!({"id": id, "amount": 100, "currency": "USD", "status": status,
+        "customer": {"id": "123456", "email": "hello@example.com", "firstName": "John", "lastName": "Doe", "phone": "+1 555 555 5555"}});
+    send_moneroo_event(gateway, event, data, secret).await
+}
+
+/// POSTs a Moneroo webhook carrying `data` (e.g. a payout object the mock holds, with the
+/// metadata it was given), signed with `secret`.
+pub async fn send_moneroo_event(
+    gateway: &str,
+    event: &str,
+    data: Value,
+    secret: &str,
+) -> (u16, Value, Duration) {
+    let body = serde_json::to_vec(&json!({"event": event, "data": data})).expect("json");
     let signature = gateway::providers::moneroo::sign(secret, &body);
     let started = std::time::Instant::now();
     let r = reqwest::Client::new()

@@ -21,6 +21,9 @@ pub struct Model {
     pub status: crate::status::PayoutStatus,
     /// The provider's id for it, once it has it.
     pub provider_reference: Option<String>,
+    /// When Payrail called the provider with it (committed before the call). Pending with
+    /// `sent_at` and no `provider_reference`: the call's outcome is unknown.
+    pub sent_at: Option<DateTimeUtc>,
     pub failure_code: Option<String>,
     pub failure_message: Option<String>,
     pub created_at: DateTimeUtc,

@@ -9,11 +9,12 @@ use entity::ids::MerchantId;
 use poem_openapi::param::Path;
 use poem_openapi::types::MaybeUndefined;
 
-use super::dto::{CreateMerchantRequest, CreatedMerchant, Merchant, UpdateMerchantRequest};
+use super::dto::{CreateMerchantRequest, CreatedMerchant, Merchant, Text, UpdateMerchantRequest};
 use super::{ApiTags, path_id};
 use crate::api::auth::AdminToken;
 use crate::api::error::ApiError;
 use crate::merchants;
+use crate::payouts::{self, Payout};
 use crate::rate_limits;
 use crate::state::AppState;
 use sea_orm::EntityTrait as _;
@@ -33,6 +34,49 @@ pub enum MerchantUpdated {
     /// The merchant as it now is.
     #[oai(status = 200)]
     Ok(Json<Merchant>),
+}
+
+/// What an operator found at the provider about a payout whose answer was lost.
+#[derive(poem_openapi::Object)]
+#[oai(deny_unknown_fields)]
+pub struct ResolvePayoutRequest {
+    /// `not_received`: the provider has no such payout (it fails; its amount is available
+    /// again). `received`: the provider has it, under `provider_reference`.
+    pub outcome: Text,
+    /// The provider's id for the payout (with `received` only).
+    pub provider_reference: Option<Text>,
+}
+
+impl TryFrom<ResolvePayoutRequest> for payouts::Resolution {
+    type Error = ApiError;
+
+    fn try_from(r: ResolvePayoutRequest) -> Result<Self, ApiError> {
+        let reference = r
+            .provider_reference
+            .map(|t| t.0.trim().to_string())
+            .filter(|t| !t.is_empty());
+        match (r.outcome.0.as_str(), reference) {
+            ("not_received", None) => Ok(payouts::Resolution::NotSent),
+            ("received", Some(reference)) if reference.len() <= 255 => {
+                Ok(payouts::Resolution::SentAs(reference))
+            }
+            ("not_received", Some(_)) => Err(ApiError::invalid(
+                "provider_reference",
+                "provider_reference_unexpected",
+                "A payout the provider never received has no provider_reference.",
+            )),
+            ("received", _) => Err(ApiError::invalid(
+                "provider_reference",
+                "provider_reference_invalid",
+                "provider_reference (1 to 255 characters) is the provider's id for the payout.",
+            )),
+            _ => Err(ApiError::invalid(
+                "outcome",
+                "outcome_invalid",
+                "outcome is received or not_received.",
+            )),
+        }
+    }
 }
 
 /// A limit as sent: absent keeps the stored one, `null` the default, a number must fit.
@@ -166,5 +210,32 @@ impl AdminApi {
                 .and_then(|l| serde_json::from_value(l.clone()).ok()),
             created_at: rfc3339(merchant.created_at),
         })))
+    }
+
+    /// Settle a payout whose provider's answer was lost
+    ///
+    /// A payout stays `pending`, its amount held, when its provider's answer was lost (a
+    /// timeout): it may have been paid, so it is never sent again. Once you have looked at the
+    /// provider: `not_received` fails it (its amount is available again); `received` with the
+    /// provider's id takes that id if the provider confirms it is this payout, and moves it
+    /// as the provider says. Any other payout is a 409. Admin token only.
+    #[oai(
+        path = "/payouts/:id/resolve",
+        method = "post",
+        operation_id = "resolve_payout"
+    )]
+    async fn resolve_payout(
+        &self,
+        _admin: AdminToken,
+        state: Data<&AppState>,
+        /// The payout's id (`po_…`).
+        id: Path<String>,
+        body: Json<ResolvePayoutRequest>,
+    ) -> Result<Json<Payout>, ApiError> {
+        let payout_id = path_id::<entity::ids::PayoutId>(&id.0, "payout")?;
+        let resolution = payouts::Resolution::try_from(body.0)?;
+        let moved = payouts::resolve(&state.db, &state.providers, &payout_id, resolution).await?;
+        state.effects.payout_moved(&moved);
+        Ok(Json(Payout::from(&moved)))
     }
 }

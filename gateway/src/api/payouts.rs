@@ -159,6 +159,8 @@ impl PayoutsApi {
     /// does not fit is refused with 409 `insufficient_balance` and nothing is recorded. It
     /// starts `pending`, is `processing` once the provider has it, and ends `succeeded` or
     /// `failed` (then its amount is available again); each step sends a `payout.*` event.
+    /// If the provider's answer is lost (a timeout), it is answered still `pending`, its
+    /// amount held: it is never sent twice, and moves on once the provider confirms it.
     #[oai(path = "/payouts", method = "post", operation_id = "create_payout")]
     async fn create(
         &self,
@@ -202,8 +204,8 @@ impl PayoutsApi {
             Some(p) => {
                 state.effects.payout_moved(&p);
                 let sent = payouts::send(&state.db, &state.providers, &p).await?;
-                state.effects.payout_moved(&sent);
-                sent
+                state.effects.payout_sent(&sent, rid.as_deref()).await;
+                sent.payout().clone()
             }
             None => {
                 let id = PayoutId::parse(&outcome.value)

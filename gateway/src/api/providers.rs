@@ -206,19 +206,33 @@ impl ProvidersApi {
                 })
                 .await?;
             // A payout's webhook is not believed either: the payout is re-queried, after
-            // answering (Moneroo wants 200 within 3 s).
+            // answering (Moneroo wants 200 within 3 s). One Payrail has no reference for
+            // (initialize's answer was lost) is found by the id Payrail put in its metadata,
+            // and adopts the reference only if Moneroo confirms it is that payout.
             if event_type.starts_with("payout.")
-                && let Some(r) = &reference
-                && let Some(payout) =
-                    crate::payouts::by_provider_reference(&state.db, Provider::Moneroo, r).await?
+                && let Some(r) = reference.clone()
             {
+                let known =
+                    crate::payouts::by_provider_reference(&state.db, Provider::Moneroo, &r).await?;
+                let named = parsed["data"]["metadata"]["payrail_payout_id"]
+                    .as_str()
+                    .and_then(entity::ids::PayoutId::parse);
                 let state = state.clone();
                 tokio::spawn(async move {
-                    match crate::payouts::refresh(&state.db, &state.providers, &payout).await {
+                    let settled = match (known, named) {
+                        (Some(payout), _) => {
+                            crate::payouts::refresh(&state.db, &state.providers, &payout).await
+                        }
+                        (None, Some(id)) => {
+                            crate::payouts::adopt(&state.db, &state.providers, &id, &r).await
+                        }
+                        (None, None) => Ok(None),
+                    };
+                    match settled {
                         Ok(Some(moved)) => state.effects.payout_moved(&moved),
                         Ok(None) => {}
                         Err(e) => {
-                            tracing::warn!(error = %e, payout_id = %payout.id, "payout re-query failed; the poller asks again")
+                            tracing::warn!(error = %e, reference = %r, "payout re-query after its webhook failed")
                         }
                     }
                 });

@@ -368,6 +368,7 @@ fn extra_errors(operation_id: &str) -> &'static [u16] {
         "moneroo_webhook" => &[403],
         "create_payout" => &[409, 502],
         "complete_sandbox_payout" => &[409],
+        "resolve_payout" => &[409, 502],
         _ => &[],
     }
 }

@@ -53,6 +53,10 @@ pub enum ProviderError {
     Timeout,
     #[error("the provider is failing; calls are suspended for a while (circuit open)")]
     CircuitOpen,
+    /// No connection was made, so the request was never sent.
+    #[error("could not connect to the provider: {0}")]
+    Unreachable(String),
+    /// The connection broke after the request may have been sent.
     #[error("could not reach the provider: {0}")]
     Transport(String),
     #[error("the provider refused the request (HTTP {status}): {message}")]
@@ -65,15 +69,19 @@ pub enum ProviderError {
     CancelNotSupported,
     #[error("the provider is not configured")]
     NotConfigured,
+    /// Payrail does not send this through this provider (checked before any call).
+    #[error("the provider cannot do this here: {0}")]
+    Unsupported(&'static str),
 }
 
 impl ProviderError {
     /// Whether this counts against the provider's health (a 4xx is our request's fault).
     fn is_provider_fault(&self) -> bool {
         match self {
-            ProviderError::Timeout | ProviderError::Transport(_) | ProviderError::Malformed(_) => {
-                true
-            }
+            ProviderError::Timeout
+            | ProviderError::Unreachable(_)
+            | ProviderError::Transport(_)
+            | ProviderError::Malformed(_) => true,
             ProviderError::Rejected { status, .. } => *status >= 500 || *status == 429,
             _ => false,
         }
@@ -82,17 +90,38 @@ impl ProviderError {
     /// Whether asking again later may get an answer (nothing was decided).
     pub fn is_transient(&self) -> bool {
         match self {
-            ProviderError::Timeout | ProviderError::Transport(_) | ProviderError::CircuitOpen => {
-                true
-            }
+            ProviderError::Timeout
+            | ProviderError::Unreachable(_)
+            | ProviderError::Transport(_)
+            | ProviderError::CircuitOpen => true,
             ProviderError::Rejected { status, .. } => *status >= 500 || *status == 429,
             _ => false,
+        }
+    }
+
+    /// Whether the provider certainly did not act on the request: it was never sent, or the
+    /// provider refused it (a 4xx). After a timeout, a broken connection, a 5xx or an answer
+    /// that could not be read, it may have: money must then be treated as possibly moved.
+    pub fn certainly_not_acted_on(&self) -> bool {
+        match self {
+            ProviderError::Unreachable(_)
+            | ProviderError::CircuitOpen
+            | ProviderError::NotConfigured
+            | ProviderError::Unsupported(_)
+            | ProviderError::RefundNotSupported
+            | ProviderError::CancelNotSupported => true,
+            ProviderError::Rejected { status, .. } => *status < 500,
+            ProviderError::Timeout | ProviderError::Transport(_) | ProviderError::Malformed(_) => {
+                false
+            }
         }
     }
 
     fn from_reqwest(e: reqwest::Error) -> ProviderError {
         if e.is_timeout() {
             ProviderError::Timeout
+        } else if e.is_connect() {
+            ProviderError::Unreachable(e.to_string())
         } else {
             ProviderError::Transport(e.to_string())
         }

@@ -172,6 +172,26 @@ impl Moneroo {
         payout: &entity::payouts::Model,
         reference: &str,
     ) -> Result<Option<entity::status::PayoutStatus>, ProviderError> {
+        self.verify_payout(payout, reference, false).await
+    }
+
+    /// `GET /v1/payouts/{id}/verify` for an id Payrail never got back from `initialize` (its
+    /// answer was lost): whatever the status, the payout must be the one made for `payout`,
+    /// by the metadata Payrail sent, with its amount and currency.
+    pub async fn payout_status_for(
+        &self,
+        payout: &entity::payouts::Model,
+        reference: &str,
+    ) -> Result<Option<entity::status::PayoutStatus>, ProviderError> {
+        self.verify_payout(payout, reference, true).await
+    }
+
+    async fn verify_payout(
+        &self,
+        payout: &entity::payouts::Model,
+        reference: &str,
+        adopting: bool,
+    ) -> Result<Option<entity::status::PayoutStatus>, ProviderError> {
         use entity::status::PayoutStatus;
         let request = self.authed(self.client.get(format!(
             "{}/v1/payouts/{reference}/verify",
@@ -185,7 +205,12 @@ impl Moneroo {
             "pending" | "initiated" => Some(PayoutStatus::Processing),
             _ => None,
         };
-        if status == Some(PayoutStatus::Succeeded) {
+        if adopting && data["metadata"]["payrail_payout_id"].as_str() != Some(payout.id.as_str()) {
+            return Err(ProviderError::Malformed(
+                "verify reports a payout made for another payout id".into(),
+            ));
+        }
+        if adopting || status == Some(PayoutStatus::Succeeded) {
             let currency_ok = data["currency"]["code"]
                 .as_str()
                 .or(data["currency"].as_str())

@@ -39,6 +39,8 @@ pub struct PollOutcome {
     pub refunds_settled: usize,
     /// Payouts the provider had for a while, finished by asking it again.
     pub payouts_settled: usize,
+    /// Recorded payouts that had never been sent, sent now.
+    pub payouts_sent: usize,
 }
 
 #[derive(Clone)]
@@ -129,6 +131,20 @@ impl Poller {
             .await?;
             if outcome.refunds_settled > 0 {
                 self.inbound.effects.relay.notify();
+            }
+            // Payouts recorded by a gateway that stopped before sending them: certainly
+            // never sent (sent_at is committed before any call), so sent now, once.
+            for payout in crate::payouts::never_sent(&self.inbound.effects.db, self.age).await? {
+                let sent = crate::payouts::send(
+                    &self.inbound.effects.db,
+                    &self.inbound.providers,
+                    &payout,
+                )
+                .await?;
+                if matches!(sent, crate::payouts::Sent::Answered(_)) {
+                    outcome.payouts_sent += 1;
+                }
+                self.inbound.effects.payout_sent(&sent, None).await;
             }
             // Payouts whose provider's webhook never came are asked about too.
             for payout in

@@ -342,3 +342,220 @@ async fn a_moneroo_payout_goes_out_in_its_wire_format_and_only_a_requery_settles
     let (s, _) = payout(&app, &key, wallet(4000, "xof", "moneroo"), None).await;
     assert_eq!(s, 201, "the failed payout's amount is available again");
 }
+
+/// Moneroo's payout that was made for `payout_id`, as the mock holds it.
+fn moneroo_payout_for(moneroo: &mocks::Mock, payout_id: &str) -> Value {
+    moneroo
+        .lock()
+        .objects
+        .values()
+        .find(|o| o["metadata"]["payrail_payout_id"] == payout_id)
+        .cloned()
+        .expect("Moneroo made the payout")
+}
+
+async fn resolve(app: &TestApp, id: &str, body: Value) -> (u16, Value) {
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/admin/payouts/{id}/resolve")))
+        .bearer_auth(payrail_tests::ADMIN_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("resolve");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn unresolved_gauge(metrics: &str) -> Option<&str> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("payouts_unresolved "))
+}
+
+/// Moneroo makes a payout but its answer is lost (the call times out): the payout stays
+/// `pending` with its amount held, and neither the API nor the poller (running every 200 ms)
+/// ever sends it again. Moneroo's webhook, naming the payout in its metadata, settles it once
+/// Moneroo confirms that payout is ours. Another lost one is settled by an operator, who
+/// found Moneroo never received it: failed, its amount available again.
+#[tokio::test]
+async fn a_payout_whose_answer_was_lost_is_held_never_sent_twice_and_settled_by_webhook_or_operator()
+ {
+    let moneroo = mocks::moneroo().await;
+    let mut providers = mocks::settings(None, Some(&moneroo), None);
+    providers.poll_interval = Duration::from_millis(200);
+    providers.poll_age = Duration::ZERO;
+    let app = TestApp::spawn_with(Options {
+        providers,
+        ..Options::default()
+    })
+    .await;
+    let (merchant, key) = app.create_merchant_with_id("Wallets").await;
+    received(&app, &key, 10_000, "xof").await;
+    let initializes = || {
+        moneroo
+            .seen()
+            .iter()
+            .filter(|r| r.path == "/v1/payouts/initialize")
+            .count()
+    };
+
+    moneroo.lock().lose_answers = 1;
+    let (s, lost) = payout(&app, &key, wallet(6000, "xof", "moneroo"), None).await;
+    assert_eq!(s, 201, "{lost}");
+    assert_eq!(lost["status"], "pending", "{lost}");
+    let id = lost["id"].as_str().expect("id").to_string();
+    assert_eq!(held(&app, &merchant).await, 6000, "its amount stays held");
+    let (s, refused) = payout(&app, &key, wallet(4001, "xof", "moneroo"), None).await;
+    assert_eq!(
+        (s, refused["error"]["code"].as_str()),
+        (409, Some("insufficient_balance"))
+    );
+    assert_eq!(unresolved_gauge(&app.metrics_text().await), Some("1"));
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM logs WHERE source = 'payouts' AND level = 'error' AND merchant_id = '{merchant}' AND message LIKE '%{id}%answer was lost%'"
+        ))
+        .await,
+        1
+    );
+    // The poller runs many times meanwhile: it never sends it again.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        initializes(),
+        1,
+        "a payout whose answer was lost is never sent twice"
+    );
+    assert_eq!(
+        app.get_json(&key, &format!("/v1/payouts/{id}")).await.1["status"],
+        "pending"
+    );
+
+    // An operator cannot settle it with another payout's id: Moneroo's verify names another
+    // payout, so nothing changes.
+    let (s, other) = payout(&app, &key, wallet(1000, "xof", "moneroo"), None).await;
+    assert_eq!((s, other["status"].as_str()), (201, Some("processing")));
+    let others_reference = moneroo_payout_for(&moneroo, other["id"].as_str().expect("id"))["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let (s, answer) = resolve(
+        &app,
+        &id,
+        json!({"outcome": "received", "provider_reference": others_reference}),
+    )
+    .await;
+    assert_eq!(s, 502, "{answer}");
+    assert_eq!(
+        app.get_json(&key, &format!("/v1/payouts/{id}")).await.1["status"],
+        "pending"
+    );
+
+    // Moneroo's webhook names the payout in its metadata; once Moneroo says success, it is
+    // settled under Moneroo's id.
+    let made = moneroo_payout_for(&moneroo, &id);
+    let moneroo_id = made["id"].as_str().expect("id").to_string();
+    moneroo.set(&moneroo_id, "status", json!("success"));
+    let made = moneroo_payout_for(&moneroo, &id);
+    let (s, _, _) =
+        mocks::send_moneroo_event(&app.base, "payout.success", made, MONEROO_WEBHOOK_SECRET).await;
+    assert_eq!(s, 200);
+    app.eventually(
+        Duration::from_secs(10),
+        "the lost payout settled",
+        || async {
+            (app.get_json(&key, &format!("/v1/payouts/{id}")).await.1["status"] == "succeeded")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM payouts WHERE id = '{id}' AND provider_reference = '{moneroo_id}'"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(unresolved_gauge(&app.metrics_text().await), Some("0"));
+    let (s, answer) = resolve(&app, &id, json!({"outcome": "not_received"})).await;
+    assert_eq!(
+        (s, answer["error"]["code"].as_str()),
+        (409, Some("payout_not_unresolved")),
+        "a settled payout is not the operator's to change"
+    );
+
+    // Another lost one, which the operator found Moneroo never received.
+    moneroo.lock().lose_answers = 1;
+    let (s, second) = payout(&app, &key, wallet(3000, "xof", "moneroo"), None).await;
+    assert_eq!((s, second["status"].as_str()), (201, Some("pending")));
+    let second_id = second["id"].as_str().expect("id").to_string();
+    for (bad, code) in [
+        (json!({"outcome": "received"}), "provider_reference_invalid"),
+        (
+            json!({"outcome": "not_received", "provider_reference": "x"}),
+            "provider_reference_unexpected",
+        ),
+        (json!({"outcome": "lost"}), "outcome_invalid"),
+    ] {
+        let (s, answer) = resolve(&app, &second_id, bad).await;
+        assert_eq!((s, answer["error"]["code"].as_str()), (422, Some(code)));
+    }
+    let (s, answer) = resolve(
+        &app,
+        "po_00000000000000000000000000000000",
+        json!({"outcome": "not_received"}),
+    )
+    .await;
+    assert_eq!(s, 404, "{answer}");
+    let (s, failed) = resolve(&app, &second_id, json!({"outcome": "not_received"})).await;
+    assert_eq!(
+        (s, failed["status"].as_str()),
+        (200, Some("failed")),
+        "{failed}"
+    );
+    assert_eq!(failed["failure_code"], "not_received_by_provider");
+    // 10,000 received, 6,000 and 1,000 paid out: the failed 3,000 is available again.
+    let (s, _) = payout(&app, &key, wallet(3000, "xof", "moneroo"), None).await;
+    assert_eq!(s, 201);
+}
+
+/// A gateway that stopped between recording a payout and sending it left it pending, never
+/// sent: the poller (through `run_until_stopped`) sends it, once.
+#[tokio::test]
+async fn a_payout_recorded_but_never_sent_is_sent_by_the_poller_once() {
+    let moneroo = mocks::moneroo().await;
+    let mut providers = mocks::settings(None, Some(&moneroo), None);
+    providers.poll_interval = Duration::from_millis(200);
+    providers.poll_age = Duration::ZERO;
+    let app = TestApp::spawn_with(Options {
+        providers,
+        ..Options::default()
+    })
+    .await;
+    let (merchant, _) = app.create_merchant_with_id("Wallets").await;
+    let id = "po_0123456789abcdef0123456789abcdef";
+    app.count(&format!(
+        "WITH p AS (INSERT INTO payouts (id, merchant_id, amount, currency, provider, destination, status, created_at, updated_at)
+         VALUES ('{id}', '{merchant}', 2500, 'XOF', 'moneroo',
+                 '{{\"type\": \"mobile_money\", \"phone\": \"22951345020\", \"operator\": \"mtn_bj\"}}',
+                 'pending', now(), now()) RETURNING 1) SELECT count(*) FROM p"
+    ))
+    .await;
+    app.eventually(Duration::from_secs(10), "the poller sent it", || async {
+        (app.count(&format!(
+            "SELECT count(*) FROM payouts WHERE id = '{id}' AND status = 'processing' AND provider_reference IS NOT NULL AND sent_at IS NOT NULL"
+        ))
+        .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let sent: Vec<_> = moneroo
+        .seen()
+        .into_iter()
+        .filter(|r| r.path == "/v1/payouts/initialize")
+        .collect();
+    assert_eq!(sent.len(), 1, "sent once");
+    assert!(sent[0].body.contains(id));
+}
