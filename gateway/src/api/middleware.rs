@@ -2,7 +2,10 @@
 //! attributed to (and rate-limit headers come from), the HTTP metrics, and the log store entry for a 5xx. Errors raised by poem
 //! itself leave here in the Stripe shape.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
 use tracing::Instrument as _;
 
@@ -13,6 +16,27 @@ use poem::{Endpoint, IntoResponse, Request, Response};
 use super::error::into_stripe_shape;
 use crate::metrics::{ApiMetrics, HttpLabels};
 use crate::rate_limits::Limited;
+
+/// A body that counts the bytes read from it.
+struct Counted<R> {
+    inner: R,
+    read: Arc<AtomicU64>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len().saturating_sub(before);
+        self.read
+            .fetch_add(u64::try_from(read).unwrap_or(u64::MAX), Ordering::Relaxed);
+        polled
+    }
+}
 
 /// The request id, from `Request-Id` or `X-Request-Id` or made here; also on the response.
 #[derive(Clone, Debug)]
@@ -164,13 +188,19 @@ async fn observe_in<E: Endpoint>(
         .await;
         return Ok(with_request_id(refused, &request_id));
     }
+    // A body without a Content-Length (chunked) is limited as it is read, and counted for
+    // the merchant's usage as it is read.
+    let read_without_length = Arc::new(AtomicU64::new(0));
     if declared.is_none() {
         use tokio::io::AsyncReadExt as _;
         let limited = req
             .take_body()
             .into_async_read()
             .take(MAX_BODY_BYTES as u64 + 1);
-        req.set_body(poem::Body::from_async_read(limited));
+        req.set_body(poem::Body::from_async_read(Counted {
+            inner: limited,
+            read: read_without_length.clone(),
+        }));
     }
     if has_encoded_control(req.uri().path()) || req.uri().query().is_some_and(has_encoded_control) {
         let refused = super::error::ApiError::invalid(
@@ -222,12 +252,16 @@ async fn observe_in<E: Endpoint>(
         metrics.errors.get_or_create_owned(&labels).inc();
     }
     if let Some(merchant_id) = merchant.get() {
-        // Metered per merchant: the call and its bytes (the request's declared length; the
-        // answer as sent).
+        // Metered per merchant: the call and its bytes (the request's declared length, or
+        // what was read of a chunked one; the answer as sent).
         let body = response.take_body().into_bytes().await.unwrap_or_default();
         let sent = i64::try_from(body.len()).unwrap_or(i64::MAX);
         response.set_body(body);
-        let received = declared.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        let received = declared.map_or_else(
+            || read_without_length.load(Ordering::Relaxed),
+            |n| u64::try_from(n).unwrap_or(u64::MAX),
+        );
+        let received = i64::try_from(received).unwrap_or(i64::MAX);
         use runtime::usage::metric;
         cache
             .count_usage(

@@ -19,39 +19,59 @@ async fn flushed(app: &TestApp, merchant: &str, metric: &str) -> i64 {
     .await
 }
 
+/// POSTs `body` with `Transfer-Encoding: chunked` (in two chunks, no Content-Length), as a
+/// streaming client does; the answer's status.
+async fn post_chunked(base: &str, key: &str, path: &str, body: &str) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let host = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let (a, b) = body.split_at(body.len() / 2);
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+        a.len(),
+        b.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
 #[tokio::test]
 async fn usage_is_counted_per_merchant_flushed_once_and_reported_by_month() {
     let app = TestApp::spawn().await;
     let (merchant, key) = app.create_merchant_with_id("Metered").await;
     let (other, other_key) = app.create_merchant_with_id("Other").await;
     let receiver = Receiver::start(Behavior::Statuses(vec![500], 200)).await;
-    let (s, _) = app
-        .post_json(
-            &key,
-            "/v1/webhook_endpoints",
-            json!({"url": receiver.url, "enabled_events": ["payment.pending"]}),
+    // The request bodies sent, as the client sends them (with a Content-Length).
+    let mut request_bytes = 0;
+    let mut post = async |path: &str, body: Value| {
+        request_bytes += serde_json::to_vec(&body).expect("json").len();
+        let (s, answer) = app.post_json(&key, path, body).await;
+        assert_eq!(s, 201, "{answer}");
+    };
+    post(
+        "/v1/webhook_endpoints",
+        json!({"url": receiver.url, "enabled_events": ["payment.pending"]}),
+    )
+    .await;
+    for (amount, currency) in [(1500, "eur"), (5000, "xaf")] {
+        post(
+            "/v1/payments",
+            json!({"amount": amount, "currency": currency, "provider": "simulated"}),
         )
         .await;
-    assert_eq!(s, 201);
-    for (amount, currency) in [(1500, "eur"), (5000, "xaf")] {
-        let (s, _) = app
-            .post_json(
-                &key,
-                "/v1/payments",
-                json!({"amount": amount, "currency": currency, "provider": "simulated"}),
-            )
-            .await;
-        assert_eq!(s, 201);
     }
     let context = json!({"sku": "A1"});
-    let (s, _) = app
-        .post_json(
-            &key,
-            "/v1/logs",
-            json!({"level": "info", "message": "stock low", "source": "shop", "context": context}),
-        )
-        .await;
-    assert_eq!(s, 201);
+    post(
+        "/v1/logs",
+        json!({"level": "info", "message": "stock low", "source": "shop", "context": context}),
+    )
+    .await;
     let (s, _) = app.get_json(&other_key, "/v1/payments").await;
     assert_eq!(s, 200);
     // Both webhooks delivered: the first attempt of one failed, so three attempts in all.
@@ -80,7 +100,7 @@ async fn usage_is_counted_per_merchant_flushed_once_and_reported_by_month() {
         usage["log_bytes"].as_i64(),
         Some(("stock low".len() + context.to_string().len()) as i64)
     );
-    assert!(usage["request_bytes"].as_i64().unwrap_or(0) > 100);
+    assert_eq!(usage["request_bytes"].as_u64(), Some(request_bytes as u64));
     assert!(usage["response_bytes"].as_i64().unwrap_or(0) > 500);
 
     // The gateway's schedule moves the counts to the database, once.
@@ -110,8 +130,15 @@ async fn usage_is_counted_per_merchant_flushed_once_and_reported_by_month() {
     assert_eq!(again["api_requests"], 5, "the first GET counted too");
 
     // Another merchant's usage is its own; another month is empty; a bad month is a 422.
+    // A chunked body (no Content-Length) is counted as it is read.
+    let chunked = r#"{"level": "warning", "message": "sent in chunks", "source": "shop"}"#;
+    assert_eq!(
+        post_chunked(&app.base, &other_key, "/v1/logs", chunked).await,
+        201
+    );
     let (_, theirs) = app.get_json(&other_key, "/v1/usage").await;
-    assert_eq!(theirs["api_requests"], 1);
+    assert_eq!(theirs["api_requests"], 2);
+    assert_eq!(theirs["request_bytes"].as_u64(), Some(chunked.len() as u64));
     assert_eq!(theirs["payments_created"], 0);
     let (s, past) = app.get_json(&key, "/v1/usage?month=2020-01").await;
     assert_eq!(s, 200);
