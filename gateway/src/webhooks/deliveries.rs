@@ -101,6 +101,42 @@ pub async fn recover<C: ConnectionTrait>(
     Ok(result.rows_affected)
 }
 
+/// Makes a test delivery's first attempt now, from the gateway, and meters it as the worker
+/// meters its own: one delivery, and one attempt if a request was made. (Its retries, if it
+/// fails, are the worker's, and metered there.)
+pub async fn send_test_now(
+    state: &crate::state::AppState,
+    ctx: AttemptContext,
+) -> Result<
+    (
+        worker::deliveries::AttemptOutcome,
+        Option<worker::sender::AttemptResult>,
+    ),
+    DbErr,
+> {
+    use runtime::usage::metric;
+    let merchant_id = ctx.delivery.merchant_id.clone();
+    state
+        .cache
+        .count_usage(&merchant_id, &[(metric::WEBHOOK_DELIVERIES, 1)])
+        .await;
+    let sent = worker::deliveries::attempt(
+        &state.db,
+        &state.bus,
+        &state.test_sender,
+        &state.webhook.rules(),
+        ctx,
+    )
+    .await?;
+    if sent.1.is_some() {
+        state
+            .cache
+            .count_usage(&merchant_id, &[(metric::WEBHOOK_ATTEMPTS, 1)])
+            .await;
+    }
+    Ok(sent)
+}
+
 /// Commits a `webhook_endpoint.test` event and its one delivery, to `endpoint` only and
 /// already claimed for `lease`, so the caller sends it at once; if that attempt fails, the
 /// sweep retries it like any other. The event is marked published: it never goes through the

@@ -811,7 +811,7 @@ async fn the_webhooks_pages_manage_endpoints_and_show_every_attempt() {
     use payrail_tests::{Behavior, Receiver};
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     let app = TestApp::spawn().await;
-    let (merchant, _) = app.create_merchant_with_id("Shop").await;
+    let (merchant, key) = app.create_merchant_with_id("Shop").await;
     // The test event's first attempt meets a 503, the sweep's retry a 200.
     let receiver = Receiver::start(Behavior::Statuses(vec![503], 200)).await;
     let mut owner = signed_in_as(&app, &merchant, "owner@example.com", UserRole::Owner).await;
@@ -915,6 +915,13 @@ async fn the_webhooks_pages_manage_endpoints_and_show_every_attempt() {
     assert_eq!(page.status, 200);
     assert!(page.body.contains("webhook_endpoint.test"));
     assert!(page.body.contains(r#"data-attempt="1""#) && page.body.contains(r#"data-attempt="2""#));
+    // Metered like any delivery: the gateway's first attempt and the worker's retry.
+    let (_, usage) = app.get_json(&key, "/v1/usage").await;
+    assert_eq!(
+        (&usage["webhook_deliveries"], &usage["webhook_attempts"]),
+        (&serde_json::json!(1), &serde_json::json!(2)),
+        "{usage}"
+    );
     assert!(page.body.contains("<td>503</td>") && page.body.contains("<td>200</td>"));
     assert!(page.body.contains(" ms</td>"), "latency shown");
     assert!(
