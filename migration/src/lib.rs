@@ -18,6 +18,7 @@ mod m20261123_000012_event_traceparent;
 mod m20261123_000013_usage_counters;
 mod m20261123_000014_usage_plans;
 mod m20261123_000015_payouts;
+mod m20261123_000016_earlier_attempts;
 
 /// Runs raw statements (named and partial indexes, which the schema builder cannot express
 /// for both backends) in order.
@@ -53,6 +54,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000013_usage_counters::Migration),
             Box::new(m20261123_000014_usage_plans::Migration),
             Box::new(m20261123_000015_payouts::Migration),
+            Box::new(m20261123_000016_earlier_attempts::Migration),
         ]
     }
 }

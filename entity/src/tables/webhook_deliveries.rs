@@ -15,6 +15,8 @@ pub struct Model {
     pub status: crate::status::DeliveryStatus,
     /// Attempts in the current round (a manual retry starts a new round).
     pub attempts: i32,
+    /// Attempts made in earlier rounds: an attempt's number is `earlier_attempts + attempts`.
+    pub earlier_attempts: i32,
     pub next_retry_at: Option<DateTimeUtc>,
     /// While `processing`: the claim's lease. Past it, any worker may claim the row again.
     pub locked_until: Option<DateTimeUtc>,

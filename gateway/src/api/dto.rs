@@ -239,6 +239,7 @@ pub struct EventList {
 #[derive(Object)]
 pub struct WebhookAttempt {
     pub id: String,
+    /// 1 for the delivery's first attempt; it goes on counting across manual retries.
     pub attempt_number: i32,
     pub http_status: Option<i32>,
     pub error_message: Option<String>,

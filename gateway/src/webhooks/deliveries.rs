@@ -6,7 +6,7 @@ use entity::event::EventType;
 use entity::ids::{DeliveryId, EndpointId, EventId, MerchantId};
 use entity::status::DeliveryStatus;
 use entity::{events, webhook_attempts, webhook_deliveries, webhook_endpoints};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait as _};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
 };
@@ -65,7 +65,7 @@ pub async fn attempts<C: ConnectionTrait>(
 }
 
 /// A merchant's manual retry: a `failed` or `pending` delivery becomes due now with a fresh
-/// set of attempts. Earlier attempt rows stay as history. Returns false when the delivery is
+/// set of attempts. Earlier attempt rows stay as history, and numbering goes on after them. Returns false when the delivery is
 /// in a state that cannot be retried (being sent, or already delivered).
 pub async fn make_due_now<C: ConnectionTrait>(
     db: &C,
@@ -73,6 +73,10 @@ pub async fn make_due_now<C: ConnectionTrait>(
 ) -> Result<bool, DbErr> {
     use webhook_deliveries::Column as C;
     let result = due_now()
+        .col_expr(
+            C::EarlierAttempts,
+            Expr::col(C::EarlierAttempts).add(Expr::col(C::Attempts)),
+        )
         .col_expr(C::Attempts, Expr::value(0))
         .filter(C::Id.eq(delivery_id))
         .filter(C::Status.is_in([DeliveryStatus::Failed, DeliveryStatus::Pending]))
@@ -91,6 +95,10 @@ pub async fn recover<C: ConnectionTrait>(
 ) -> Result<u64, DbErr> {
     use webhook_deliveries::Column as C;
     let result = due_now()
+        .col_expr(
+            C::EarlierAttempts,
+            Expr::col(C::EarlierAttempts).add(Expr::col(C::Attempts)),
+        )
         .col_expr(C::Attempts, Expr::value(0))
         .filter(C::EndpointId.eq(endpoint_id))
         .filter(C::Status.eq(DeliveryStatus::Failed))

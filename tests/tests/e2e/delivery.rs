@@ -170,6 +170,15 @@ async fn always_500_makes_exactly_the_configured_attempts_with_backoff_then_fail
     let history = detail["attempt_history"].as_array().expect("history");
     assert_eq!(history.len(), 5);
     assert_eq!(history[4]["http_status"], 200);
+    let numbers: Vec<_> = history
+        .iter()
+        .map(|a| a["attempt_number"].clone())
+        .collect();
+    assert_eq!(
+        numbers,
+        (1..=5).map(|n| serde_json::json!(n)).collect::<Vec<_>>(),
+        "numbering goes on after the retry: {history:?}"
+    );
     let (s, again) = app
         .post_json(
             &app.api_key,
