@@ -298,13 +298,31 @@ async fn a_gateway_that_lost_the_broker_listens_again_and_tells_its_pages_to_res
     let mut live = LiveSocket::open(&app.base, &browser.cookie_header(), &app.base)
         .await
         .expect("stream");
-    // The broker is gone for a moment: the page's socket stays open meanwhile.
+    let listening = |metrics: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("dashboard_stream_listening "))
+            .map(str::to_string)
+    };
+    assert_eq!(listening(&app.metrics_text().await).as_deref(), Some("1"));
+    // The broker is gone for a while: the gauge says the gateway is deaf (what
+    // PayrailDashboardStreamDeaf watches), and the page's socket stays open meanwhile.
     proxy.set_enabled(false);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.eventually(Duration::from_secs(15), "the gauge says deaf", || async {
+        (listening(&app.metrics_text().await).as_deref() == Some("0")).then_some(())
+    })
+    .await;
+    assert!(
+        app.metrics_text()
+            .await
+            .contains("dashboard_stream_sockets 1"),
+        "the page's socket is still open"
+    );
     proxy.set_enabled(true);
     // Back: the gateway listens again and, since changes may have gone by, says resync.
     let said = live.next(Duration::from_secs(20)).await;
     assert_eq!(said, json!({"kind": "resync"}));
+    assert_eq!(listening(&app.metrics_text().await).as_deref(), Some("1"));
     let (s, payment) = app
         .post_json(
             &key,
