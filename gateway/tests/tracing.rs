@@ -280,6 +280,8 @@ async fn one_payment_is_one_trace_from_the_api_call_to_the_merchants_server() {
     // The gateway: its binary, as deployed.
     let mut gateway_env = env.clone();
     gateway_env.insert("OTEL_SERVICE_NAME", "payrail-gateway".into());
+    // Quiet logs, as production often runs: RUST_LOG chooses log lines, not spans.
+    gateway_env.insert("RUST_LOG", "warn".into());
     let gateway = start_gateway(&gateway_env);
     let base = gateway.base.clone();
 
@@ -442,6 +444,9 @@ async fn embedded_mode_traces_a_payment_to_the_merchants_server_too() {
         ("OTEL_EXPORTER_OTLP_ENDPOINT", collector),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json".into()),
         ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+        // The gateway's own lines off: its spans are still traced, and the worker's line
+        // inside the trace still names it.
+        ("RUST_LOG", "warn,worker=info".into()),
     ]);
     let gateway = start_gateway(&env);
     // The sandbox key is printed once, on the line after its announcement.

@@ -1,8 +1,8 @@
 //! Logs and traces for both processes.
 //!
-//! - Logs: JSON lines; `RUST_LOG` overrides the default filter. A line written inside a traced
-//!   span (an API request, a fan-out, a webhook attempt) carries that span's fields, among
-//!   them `trace_id`.
+//! - Logs: JSON lines; `RUST_LOG` overrides the default filter, for logs only. A line written
+//!   inside a traced span (an API request, a fan-out, a webhook attempt) carries that span's
+//!   fields, among them `trace_id`.
 //! - Traces: OpenTelemetry spans, exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT`
 //!   (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, with the standard variables
 //!   (`OTEL_SERVICE_NAME`, `OTEL_EXPORTER_OTLP_PROTOCOL` = `http/protobuf` or `http/json`,
@@ -54,13 +54,8 @@ fn exporting(env: &dyn Fn(&str) -> Option<String>) -> bool {
 /// Starts logging, and tracing if the environment asks for it. `service` names the process
 /// unless `OTEL_SERVICE_NAME` does.
 pub fn init(service: &str) -> Telemetry {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,sqlx=warn,lapin=warn,sea_orm=warn")
-    });
-    let logs = tracing_subscriber::fmt::layer()
-        .json()
-        .with_current_span(true)
-        .with_span_list(false);
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::FilterExt as _;
     let env = |name: &str| std::env::var(name).ok();
     let provider = if exporting(&env) {
         match provider(service, env("OTEL_SERVICE_NAME").is_none()) {
@@ -76,11 +71,26 @@ pub fn init(service: &str) -> Telemetry {
     } else {
         None
     };
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("payrail")));
+    // Each layer has its own filter: `RUST_LOG` chooses the log lines only. Traces keep the
+    // default level whatever it says (`RUST_LOG=warn` must not silently turn tracing off),
+    // and while tracing, the log layer sees the spans too, so a warning logged inside a
+    // traced request still carries its `trace_id`.
+    let tracing_on = provider.is_some();
+    let logs = tracing_subscriber::fmt::layer()
+        .json()
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_filter(
+            log_filter().or(tracing_subscriber::filter::filter_fn(move |meta| {
+                tracing_on && meta.is_span() && *meta.level() <= tracing::Level::INFO
+            })),
+        );
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("payrail"))
+            .with_filter(tracing_subscriber::EnvFilter::new(DEFAULT_FILTER))
+    });
     let _ = tracing_subscriber::registry()
-        .with(filter)
         .with(logs)
         .with(otel)
         .try_init();
@@ -88,6 +98,14 @@ pub fn init(service: &str) -> Telemetry {
         tracing::info!(service, "exporting traces over OTLP");
     }
     Telemetry { provider }
+}
+
+/// What is logged and traced unless `RUST_LOG` says otherwise (for logs only).
+const DEFAULT_FILTER: &str = "info,sqlx=warn,lapin=warn,sea_orm=warn";
+
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER))
 }
 
 fn provider(service: &str, name_it: bool) -> Result<SdkTracerProvider, String> {
