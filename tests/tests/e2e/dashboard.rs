@@ -1012,6 +1012,42 @@ async fn the_webhooks_pages_manage_endpoints_and_show_every_attempt() {
         "{:?}",
         recovered.location
     );
+    // The test delivery failed after all (as in an outage): Recover makes it due again, the
+    // worker sends it, and its attempt numbers go on from the first round's.
+    assert_eq!(
+        app.count(&format!(
+            "WITH d AS (UPDATE webhook_deliveries SET status = 'failed', next_retry_at = NULL WHERE id = '{delivery_id}' RETURNING 1) SELECT count(*) FROM d"
+        ))
+        .await,
+        1
+    );
+    let recovered = owner
+        .post_form(
+            &format!("/dashboard/webhooks/{}/recover", endpoint.id),
+            &[("csrf_token", &token), ("hours", "24")],
+        )
+        .await;
+    assert!(
+        recovered
+            .location
+            .as_deref()
+            .is_some_and(|l| l.contains("1+failed+deliveries")),
+        "{:?}",
+        recovered.location
+    );
+    app.eventually(Duration::from_secs(20), "the recovered delivery", || async {
+        (app.count(&format!(
+            "SELECT count(*) FROM webhook_deliveries WHERE id = '{delivery_id}' AND status = 'succeeded'"
+        ))
+        .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    let page = owner
+        .get(&format!("/dashboard/deliveries/{delivery_id}"))
+        .await;
+    assert!(page.body.contains(r#"data-attempt="3""#), "{}", page.body);
 
     // A viewer looks and cannot act; another merchant sees nothing of it.
     let mut viewer = signed_in_as(&app, &merchant, "viewer@example.com", UserRole::Viewer).await;
