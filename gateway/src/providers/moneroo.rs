@@ -139,10 +139,13 @@ impl Moneroo {
         phone: &str,
         method: &str,
     ) -> Result<String, ProviderError> {
-        let currency = Currency::parse(&payout.currency)
-            .ok_or_else(|| ProviderError::Malformed("unknown currency".into()))?;
-        let amount = to_major_units(payout.amount, currency)
-            .ok_or_else(|| ProviderError::Malformed("amount has a fraction".into()))?;
+        // Refused here, before any call: certainly not acted on.
+        let currency = Currency::parse(&payout.currency).ok_or(ProviderError::Unsupported(
+            "a payout in an unknown currency",
+        ))?;
+        let amount = to_major_units(payout.amount, currency).ok_or(ProviderError::Unsupported(
+            "a payout amount with a fraction of a major unit",
+        ))?;
         let body = json!({
             "amount": amount,
             "currency": currency.code(),
