@@ -69,10 +69,7 @@ impl Effects {
     /// alert rules page on, because money may have moved on a payment called over.
     pub async fn late_success(&self, p: &payments::Model, provider_event_id: &str) {
         self.metrics.late_success(p.provider.as_str());
-        record(
-            &self.db,
-            &self.bus,
-            Entry {
+        self.log_alarm(Entry {
                 merchant_id: Some(&p.merchant_id),
                 level: LogLevel::Critical,
                 source: "payments",
@@ -87,13 +84,9 @@ impl Effects {
                     "provider_event_id": provider_event_id,
                 })),
                 request_id: None,
-            },
-        )
+            })
         .await;
         self.events_committed(&p.merchant_id).await;
-        self.cache
-            .delete(&crate::logs::recent_cache_key(&p.merchant_id))
-            .await;
     }
 
     /// A payout moved to the status it has now, its event committed: counted, and the relay
@@ -110,10 +103,7 @@ impl Effects {
         match sent {
             crate::payouts::Sent::Answered(p) => self.payout_moved(p),
             crate::payouts::Sent::Unknown(p) => {
-                record(
-                    &self.db,
-                    &self.bus,
-                    Entry {
+                self.log_alarm(Entry {
                         merchant_id: Some(&p.merchant_id),
                         level: LogLevel::Error,
                         source: "payouts",
@@ -128,12 +118,8 @@ impl Effects {
                             "currency": p.currency,
                         })),
                         request_id,
-                    },
-                )
+                    })
                 .await;
-                self.cache
-                    .delete(&crate::logs::recent_cache_key(&p.merchant_id))
-                    .await;
             }
             crate::payouts::Sent::NotMine(_) => {}
         }
@@ -151,30 +137,35 @@ impl Effects {
         if p.status != PaymentStatus::Failed {
             return;
         }
-        record(
-            &self.db,
-            &self.bus,
-            Entry {
-                merchant_id: Some(&p.merchant_id),
-                level: LogLevel::Error,
-                source: "payments",
-                message: &format!(
-                    "Payment {} failed: {}",
-                    p.id,
-                    p.failure_code.as_deref().unwrap_or("unknown")
-                ),
-                context: Some(serde_json::json!({
-                    "payment_id": p.id,
-                    "provider": p.provider,
-                    "failure_code": p.failure_code,
-                    "failure_message": p.failure_message,
-                })),
-                request_id,
-            },
-        )
+        self.log_alarm(Entry {
+            merchant_id: Some(&p.merchant_id),
+            level: LogLevel::Error,
+            source: "payments",
+            message: &format!(
+                "Payment {} failed: {}",
+                p.id,
+                p.failure_code.as_deref().unwrap_or("unknown")
+            ),
+            context: Some(serde_json::json!({
+                "payment_id": p.id,
+                "provider": p.provider,
+                "failure_code": p.failure_code,
+                "failure_message": p.failure_message,
+            })),
+            request_id,
+        })
         .await;
-        self.cache
-            .delete(&crate::logs::recent_cache_key(&p.merchant_id))
-            .await;
+    }
+
+    /// An error or critical entry about a merchant in its log store, and its cached list of
+    /// recent alarming entries dropped so the entry shows at once.
+    async fn log_alarm(&self, entry: Entry<'_>) {
+        let merchant_id = entry.merchant_id.cloned();
+        record(&self.db, &self.bus, entry).await;
+        if let Some(merchant_id) = merchant_id {
+            self.cache
+                .delete(&crate::logs::recent_cache_key(&merchant_id))
+                .await;
+        }
     }
 }
