@@ -75,16 +75,24 @@ pub fn init(service: &str) -> Telemetry {
     // default level whatever it says (`RUST_LOG=warn` must not silently turn tracing off),
     // and while tracing, the log layer sees the spans too, so a warning logged inside a
     // traced request still carries its `trace_id`.
-    let tracing_on = provider.is_some();
-    let logs = tracing_subscriber::fmt::layer()
-        .json()
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_filter(
-            log_filter().or(tracing_subscriber::filter::filter_fn(move |meta| {
-                tracing_on && meta.is_span() && *meta.level() <= tracing::Level::INFO
-            })),
-        );
+    let json_lines = || {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+    };
+    // Tracing off: the log filter alone, so every callsite keeps EnvFilter's cached answer
+    // and the hot path pays nothing for tracing. Tracing on: the log layer also sees the
+    // spans, so a warning inside a traced request still names its trace.
+    type LogLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+    let logs: LogLayer = if provider.is_some() {
+        let spans = tracing_subscriber::filter::filter_fn(|meta| {
+            meta.is_span() && *meta.level() <= tracing::Level::INFO
+        });
+        Box::new(json_lines().with_filter(log_filter().or(spans)))
+    } else {
+        Box::new(json_lines().with_filter(log_filter()))
+    };
     let otel = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("payrail"))
