@@ -35,12 +35,14 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        // Lists by merchant (newest first), the balance by merchant and currency, and the
-        // provider's webhooks by its reference.
+        // Lists by merchant (newest first), the balance by merchant and currency, the
+        // provider's webhooks by its reference, and the open ones by status (the poller's
+        // re-queries and never-sent payouts, and the unresolved gauge at every scrape).
         for (name, columns) in [
             ("payouts_merchant", vec!["merchant_id", "id"]),
             ("payouts_balance", vec!["merchant_id", "currency", "status"]),
             ("payouts_provider_reference", vec!["provider_reference"]),
+            ("payouts_open", vec!["status", "updated_at"]),
         ] {
             let mut index = Index::create();
             index.name(name).table("payouts");
