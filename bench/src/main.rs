@@ -346,6 +346,9 @@ fn start_workers(bin: &str, n: u64) -> anyhow::Result<Vec<Child>> {
         .map(|_| {
             Process::new(bin)
                 .env("PAYRAIL_WORKER_BIND", "127.0.0.1:0")
+                // A benchmark's webhooks stay on this machine, whatever the caller's env says.
+                .env("PAYRAIL_WEBHOOK_TARGETS", "loopback")
+                .env_remove("PAYRAIL_ALLOW_PRIVATE_WEBHOOK_URLS")
                 .stdout(Stdio::null())
                 .spawn()
                 .map_err(|e| anyhow::anyhow!("start {bin}: {e}"))

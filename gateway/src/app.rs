@@ -165,7 +165,7 @@ impl Application {
             max_webhook_endpoints: settings.gateway.max_webhook_endpoints,
             test_sender: worker::sender::WebhookSender::new(
                 settings.worker.webhook.timeout,
-                settings.worker.webhook.allow_private_urls,
+                settings.worker.webhook.targets,
                 settings.worker.webhook.proxy.as_deref(),
             )?,
             webhook: settings.worker.webhook.clone(),

@@ -5,7 +5,13 @@
 //!
 //! Only the outside world is mocked: [`Receiver`] plays a merchant's server, [`TcpProxy`]
 //! plays a network path to the broker that can be cut.
+//!
+//! Nothing a test starts sends a byte beyond this machine: every worker (and the gateway's
+//! test sends) delivers webhooks under `WebhookTargets::Loopback`, which refuses any other
+//! target before a connection or a name lookup; [`TestApp::spawn_with`] refuses options that
+//! would loosen it. Fuzzers, which invent URLs, go through [`LoopbackEgress`] as well.
 
+pub mod egress;
 pub mod mocks;
 pub mod proxy;
 pub mod receiver;
@@ -23,8 +29,10 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use worker::Worker;
 use worker::app::WorkerApplication;
+use worker::sender::WebhookTargets;
 use worker::settings::{WebhookSettings, WorkerSettings};
 
+pub use egress::LoopbackEgress;
 pub use proxy::TcpProxy;
 pub use receiver::{Behavior, Receiver};
 
@@ -65,7 +73,7 @@ impl Default for Options {
                 backoff_max: Duration::from_millis(100),
                 timeout: Duration::from_secs(2),
                 immediate: true,
-                allow_private_urls: true,
+                targets: WebhookTargets::Loopback,
                 proxy: None,
                 retry_schedule: None,
                 endpoint_concurrency: 10,
@@ -94,7 +102,26 @@ pub struct TestApp {
     pub settings: Settings,
     pub state: gateway::state::AppState,
     database_name: String,
-    stops: Vec<oneshot::Sender<()>>,
+    stops: Vec<Running>,
+}
+
+/// A process of the test (a gateway, a worker): how to stop it, and its end.
+struct Running {
+    stop: oneshot::Sender<()>,
+    ended: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn start<F>(run: impl FnOnce(oneshot::Receiver<()>) -> F) -> Running
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (stop, stopped) = oneshot::channel();
+        Running {
+            stop,
+            ended: tokio::spawn(run(stopped)),
+        }
+    }
 }
 
 pub fn unique_name() -> String {
@@ -153,6 +180,11 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: Options) -> TestApp {
+        assert_eq!(
+            options.webhook.targets,
+            WebhookTargets::Loopback,
+            "tests send nothing beyond this machine: webhooks go to loopback only"
+        );
         let prefix = unique_name();
         let admin = Database::connect(PG_ADMIN_URL)
             .await
@@ -181,21 +213,24 @@ impl TestApp {
         let base = format!("http://127.0.0.1:{}", app.port());
         let metrics_base = format!("http://127.0.0.1:{}", app.metrics_port());
         let state = app.state().clone();
-        let mut stops = Vec::new();
-        let (tx, rx) = oneshot::channel();
-        stops.push(tx);
-        tokio::spawn(app.run_until_stopped(async move {
-            let _ = rx.await;
-        }));
+        let mut stops = vec![Running::start(|stopped| async move {
+            let _ = app
+                .run_until_stopped(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        })];
         let worker_base = if options.start_worker {
             let w = WorkerApplication::build(settings.worker_process())
                 .await
                 .expect("worker builds");
             let worker_base = format!("http://127.0.0.1:{}", w.port());
-            let (tx, rx) = oneshot::channel();
-            stops.push(tx);
-            tokio::spawn(w.run_until_stopped(async move {
-                let _ = rx.await;
+            stops.push(Running::start(|stopped| async move {
+                let _ = w
+                    .run_until_stopped(async move {
+                        let _ = stopped.await;
+                    })
+                    .await;
             }));
             Some(worker_base)
         } else {
@@ -232,12 +267,27 @@ impl TestApp {
             .expect("second gateway builds");
         let base = format!("http://127.0.0.1:{}", app.port());
         let metrics_base = format!("http://127.0.0.1:{}", app.metrics_port());
-        let (tx, rx) = oneshot::channel();
-        self.stops.push(tx);
-        tokio::spawn(app.run_until_stopped(async move {
-            let _ = rx.await;
+        self.stops.push(Running::start(|stopped| async move {
+            let _ = app
+                .run_until_stopped(async move {
+                    let _ = stopped.await;
+                })
+                .await;
         }));
         (base, metrics_base)
+    }
+
+    /// Stops every gateway and worker of this app and waits until each has shut down
+    /// (sends in flight finished and recorded); the database stays until the app is dropped.
+    pub async fn stop(&mut self) {
+        let mut ended = Vec::new();
+        for r in self.stops.drain(..) {
+            let _ = r.stop.send(());
+            ended.push(r.ended);
+        }
+        for e in ended {
+            let _ = e.await;
+        }
     }
 
     /// A worker that is not running: the test calls `sweep_once`/`handle` itself.
@@ -398,8 +448,8 @@ fn prometheus_client_registry() -> prometheus_client::registry::Registry {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        for stop in self.stops.drain(..) {
-            let _ = stop.send(());
+        for running in self.stops.drain(..) {
+            let _ = running.stop.send(());
         }
         let name = self.database_name.clone();
         let prefix = self.prefix.clone();

@@ -1,10 +1,10 @@
 //! One signed HTTP attempt to a merchant endpoint.
 //!
 //! Redirects are not followed (a 3xx is a failure, as Stripe does), every call has a
-//! timeout, only the first 4 KiB of an answer are kept, and private, loopback and link-local
-//! targets are refused unless explicitly allowed (embedded mode and tests allow them): the
-//! client's own resolver drops such addresses, so a DNS answer cannot change between the check
-//! and the connection.
+//! timeout, and only the first 4 KiB of an answer are kept. Where a webhook may go is a
+//! [`WebhookTargets`] policy, enforced twice: a check of the URL before anything is sent, and
+//! the client's own resolver, which drops addresses the policy refuses, so a DNS answer cannot
+//! change between the check and the connection.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -131,10 +131,71 @@ pub struct SignedRequest {
     pub traceparent: Option<String>,
 }
 
+/// Where webhooks may be sent (`PAYRAIL_WEBHOOK_TARGETS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookTargets {
+    /// Public internet addresses only: a merchant cannot aim the worker at the operator's own
+    /// network (SSRF). The default in distributed mode.
+    Public,
+    /// Any address, private and loopback included: on a laptop the receiver is local. The
+    /// default in embedded mode.
+    Any,
+    /// Loopback only, and no name but `localhost` is ever looked up: tests, benchmarks and
+    /// fuzzers, whose traffic must never leave the machine. With a proxy (which must itself
+    /// be on loopback), the proxy is the only address dialled and judges the targets.
+    Loopback,
+}
+
+impl WebhookTargets {
+    pub const ALL: [WebhookTargets; 3] = [
+        WebhookTargets::Public,
+        WebhookTargets::Any,
+        WebhookTargets::Loopback,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            WebhookTargets::Public => "public",
+            WebhookTargets::Any => "any",
+            WebhookTargets::Loopback => "loopback",
+        }
+    }
+
+    pub fn parse(value: &str) -> Result<WebhookTargets, String> {
+        let value = value.trim().to_ascii_lowercase();
+        WebhookTargets::ALL
+            .into_iter()
+            .find(|t| t.as_str() == value)
+            .ok_or_else(|| "expected public, any or loopback".to_string())
+    }
+
+    /// Whether a connection to `ip` is allowed.
+    pub fn admits(self, ip: IpAddr) -> bool {
+        match self {
+            WebhookTargets::Public => is_public(ip),
+            WebhookTargets::Any => true,
+            WebhookTargets::Loopback => is_loopback(ip),
+        }
+    }
+}
+
+/// Why a sender could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SenderError {
+    #[error("the webhook HTTP client could not be built: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error(
+        "PAYRAIL_WEBHOOK_TARGETS=loopback needs a proxy on loopback too (an IP literal or localhost), not {0:?}"
+    )]
+    ProxyNotLoopback(String),
+}
+
 #[derive(Clone)]
 pub struct WebhookSender {
     client: reqwest::Client,
-    allow_private: bool,
+    targets: WebhookTargets,
+    /// Set when webhooks go through a proxy: then the proxy is what is dialled.
+    proxied: bool,
     /// Bounds name resolution too: a slow resolver is a slow receiver.
     timeout: Duration,
 }
@@ -144,15 +205,18 @@ impl WebhookSender {
     /// ignored: a proxy set for other traffic must not see (or reroute) merchants' webhooks.
     pub fn new(
         timeout: Duration,
-        allow_private: bool,
+        targets: WebhookTargets,
         proxy: Option<&str>,
-    ) -> Result<WebhookSender, reqwest::Error> {
+    ) -> Result<WebhookSender, SenderError> {
         let mut builder = reqwest::Client::builder().no_proxy();
         if let Some(proxy) = proxy {
+            if targets == WebhookTargets::Loopback && !is_loopback_url(proxy) {
+                return Err(SenderError::ProxyNotLoopback(proxy.to_string()));
+            }
             builder = builder.proxy(reqwest::Proxy::all(proxy)?);
         }
-        if !allow_private {
-            builder = builder.dns_resolver(PublicOnlyResolver { timeout });
+        if targets != WebhookTargets::Any {
+            builder = builder.dns_resolver(GuardedResolver { targets, timeout });
         }
         let client = builder
             .redirect(reqwest::redirect::Policy::none())
@@ -163,7 +227,8 @@ impl WebhookSender {
             .build()?;
         Ok(WebhookSender {
             client,
-            allow_private,
+            targets,
+            proxied: proxy.is_some(),
             timeout,
         })
     }
@@ -257,61 +322,136 @@ impl WebhookSender {
         }
     }
 
-    /// Resolves the host and refuses addresses a webhook must not reach.
+    /// Refuses, before any connection, a URL the policy does not allow: for `Public`, after
+    /// resolving its host; for `Loopback`, without resolving anything but `localhost`.
     async fn check_target(&self, url: &str) -> Result<(), (ErrorClass, String)> {
         let parsed =
             url::Url::parse(url).map_err(|e| (ErrorClass::Blocked, format!("invalid URL: {e}")))?;
-        if self.allow_private {
-            return Ok(());
-        }
-        let host = parsed
-            .host_str()
-            .ok_or((ErrorClass::Blocked, "URL has no host".to_string()))?;
-        let port = parsed.port_or_known_default().unwrap_or(443);
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
-            Ok(ip) => vec![ip],
-            Err(_) => tokio::time::timeout(self.timeout, tokio::net::lookup_host((host, port)))
-                .await
-                .map_err(|_| (ErrorClass::Dns, format!("resolving {host} timed out")))?
-                .map_err(|e| (ErrorClass::Dns, format!("cannot resolve {host}: {e}")))?
-                .map(|a| a.ip())
-                .collect(),
+        let host = match parsed.host() {
+            Some(url::Host::Domain(name)) => Target::Name(name.to_string()),
+            Some(url::Host::Ipv4(ip)) => Target::Ip(ip.into()),
+            Some(url::Host::Ipv6(ip)) => Target::Ip(ip.into()),
+            None => return Err((ErrorClass::Blocked, "URL has no host".to_string())),
         };
-        if addresses.is_empty() {
-            return Err((ErrorClass::Dns, format!("{host} has no address")));
-        }
-        match addresses.iter().find(|ip| !is_public(**ip)) {
-            Some(ip) => Err((
-                ErrorClass::Blocked,
-                format!("{host} resolves to non-public address {ip}"),
-            )),
-            None => Ok(()),
+        match self.targets {
+            WebhookTargets::Any => Ok(()),
+            // The proxy, on loopback, is the only address dialled; it judges the target.
+            WebhookTargets::Loopback if self.proxied => Ok(()),
+            WebhookTargets::Loopback => match host {
+                Target::Ip(ip) if is_loopback(ip) => Ok(()),
+                Target::Name(name) if is_localhost(&name) => Ok(()),
+                Target::Ip(ip) => Err((
+                    ErrorClass::Blocked,
+                    format!("{ip} is not a loopback address (webhooks here stay on this machine)"),
+                )),
+                Target::Name(name) => Err((
+                    ErrorClass::Blocked,
+                    format!(
+                        "{name} is not localhost (webhooks here stay on this machine; it was not looked up)"
+                    ),
+                )),
+            },
+            WebhookTargets::Public => {
+                let port = parsed.port_or_known_default().unwrap_or(443);
+                let (host, addresses) = match host {
+                    Target::Ip(ip) => (ip.to_string(), vec![ip]),
+                    Target::Name(name) => {
+                        let found = tokio::time::timeout(
+                            self.timeout,
+                            tokio::net::lookup_host((name.as_str(), port)),
+                        )
+                        .await
+                        .map_err(|_| (ErrorClass::Dns, format!("resolving {name} timed out")))?
+                        .map_err(|e| (ErrorClass::Dns, format!("cannot resolve {name}: {e}")))?
+                        .map(|a| a.ip())
+                        .collect();
+                        (name, found)
+                    }
+                };
+                if addresses.is_empty() {
+                    return Err((ErrorClass::Dns, format!("{host} has no address")));
+                }
+                match addresses.iter().find(|ip| !is_public(**ip)) {
+                    Some(ip) => Err((
+                        ErrorClass::Blocked,
+                        format!("{host} resolves to non-public address {ip}"),
+                    )),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
 
-/// Resolves names for webhook requests and keeps only public addresses. The connection uses
-/// exactly the addresses approved here, so a name that resolves to a public address for the
-/// check and to a private one for the connection (DNS rebinding) gets nowhere.
-struct PublicOnlyResolver {
+enum Target {
+    Name(String),
+    Ip(IpAddr),
+}
+
+/// Resolves names for webhook requests (and for a proxy given by name) and keeps only the
+/// addresses the policy admits. The connection uses exactly the addresses approved here, so a
+/// name that resolves to a public address for the check and to a private one for the
+/// connection (DNS rebinding) gets nowhere. Under `Loopback` nothing is looked up: `localhost`
+/// is loopback by definition (RFC 6761) and any other name is refused as it is.
+struct GuardedResolver {
+    targets: WebhookTargets,
     timeout: Duration,
 }
 
-impl reqwest::dns::Resolve for PublicOnlyResolver {
+impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_string();
-        let timeout = self.timeout;
+        let (targets, timeout) = (self.targets, self.timeout);
         Box::pin(async move {
+            if targets == WebhookTargets::Loopback {
+                if !is_localhost(&host) {
+                    return Err(format!("{host} is not localhost; it was not looked up").into());
+                }
+                let local: Vec<std::net::SocketAddr> = vec![
+                    (std::net::Ipv4Addr::LOCALHOST, 0).into(),
+                    (std::net::Ipv6Addr::LOCALHOST, 0).into(),
+                ];
+                return Ok(Box::new(local.into_iter()) as reqwest::dns::Addrs);
+            }
             let found = tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), 0)))
                 .await
                 .map_err(|_| format!("resolving {host} timed out"))??;
-            let public: Vec<std::net::SocketAddr> = found.filter(|a| is_public(a.ip())).collect();
-            if public.is_empty() {
+            let admitted: Vec<std::net::SocketAddr> =
+                found.filter(|a| targets.admits(a.ip())).collect();
+            if admitted.is_empty() {
                 return Err(format!("{host} resolves to no public address").into());
             }
-            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+            Ok(Box::new(admitted.into_iter()) as reqwest::dns::Addrs)
         })
+    }
+}
+
+/// `localhost` and its subdomains, which always mean this machine (RFC 6761 §6.3).
+fn is_localhost(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
+}
+
+/// 127.0.0.0/8, ::1 and IPv4-mapped loopback.
+pub fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// Whether a URL's host is a loopback address or `localhost`.
+pub fn is_loopback_url(url: &str) -> bool {
+    match url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host().map(|h| h.to_owned()))
+    {
+        Some(url::Host::Domain(name)) => is_localhost(&name),
+        Some(url::Host::Ipv4(ip)) => is_loopback(ip.into()),
+        Some(url::Host::Ipv6(ip)) => is_loopback(ip.into()),
+        None => false,
     }
 }
 
@@ -410,7 +550,8 @@ mod tests {
     async fn the_resolver_itself_drops_private_addresses() {
         use reqwest::dns::Resolve as _;
         let name: reqwest::dns::Name = "localhost".parse().unwrap();
-        let err = PublicOnlyResolver {
+        let err = GuardedResolver {
+            targets: WebhookTargets::Public,
             timeout: Duration::from_secs(2),
         }
         .resolve(name)
@@ -431,7 +572,8 @@ mod tests {
             body: b"{}".to_vec(),
             traceparent: None,
         };
-        let strict = WebhookSender::new(Duration::from_secs(1), false, None).unwrap();
+        let strict =
+            WebhookSender::new(Duration::from_secs(1), WebhookTargets::Public, None).unwrap();
         let result = strict.send(std::slice::from_ref(&key), &request).await;
         assert_eq!(result.error.map(|e| e.0), Some(ErrorClass::Blocked));
         let localhost = SignedRequest {
@@ -440,6 +582,127 @@ mod tests {
         };
         let result = strict.send(std::slice::from_ref(&key), &localhost).await;
         assert_eq!(result.error.map(|e| e.0), Some(ErrorClass::Blocked));
+    }
+
+    #[tokio::test]
+    async fn the_loopback_guard_refuses_every_other_target_before_dialling_or_resolving() {
+        let key = SigningKey::from_secret(&SigningKey::generate_secret()).unwrap();
+        let guarded =
+            WebhookSender::new(Duration::from_secs(5), WebhookTargets::Loopback, None).unwrap();
+        // A routable private address and a public one would each take the whole connect
+        // timeout (there is no network here); a name would be a DNS query. Each is refused
+        // as `blocked`, the class of what never left the process.
+        for url in [
+            "http://10.255.255.1:81/hook",
+            "http://93.184.216.34/hook",
+            "https://[2606:4700::1111]/hook",
+            "https://payrail-fuzz.example/hook",
+            "http://localhost.evil.example/hook",
+            "http://0.0.0.0:9/hook",
+        ] {
+            let result = guarded
+                .send(std::slice::from_ref(&key), &request(url.into()))
+                .await;
+            let (class, message) = result.error.expect("refused");
+            assert_eq!(class, ErrorClass::Blocked, "{url}: {message}");
+            assert!(
+                result.duration < Duration::from_secs(1),
+                "{url} was dialled"
+            );
+        }
+        let (url, server) = answer_ok().await;
+        let result = guarded
+            .send(std::slice::from_ref(&key), &request(url))
+            .await;
+        assert_eq!(result.http_status, Some(200), "{:?}", result.error);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_loopback_resolver_looks_up_nothing_but_localhost() {
+        use reqwest::dns::Resolve as _;
+        let resolver = GuardedResolver {
+            targets: WebhookTargets::Loopback,
+            timeout: Duration::from_secs(2),
+        };
+        let addrs: Vec<_> = resolver
+            .resolve("localhost".parse().unwrap())
+            .await
+            .expect("localhost resolves")
+            .collect();
+        assert!(!addrs.is_empty() && addrs.iter().all(|a| is_loopback(a.ip())));
+        let err = resolver
+            .resolve("payrail-fuzz.example".parse().unwrap())
+            .await
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("not looked up"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn under_loopback_a_proxy_is_the_only_address_dialled_and_must_be_local() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        assert!(matches!(
+            WebhookSender::new(
+                Duration::from_secs(1),
+                WebhookTargets::Loopback,
+                Some("http://10.0.0.1:3128")
+            ),
+            Err(SenderError::ProxyNotLoopback(_))
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = format!("http://{}", listener.local_addr().unwrap());
+        let proxy_side = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = stream.read(&mut buf).await.unwrap();
+            let _ = stream
+                .write_all(
+                    b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await;
+            String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        });
+        let key = SigningKey::from_secret(&SigningKey::generate_secret()).unwrap();
+        let sender = WebhookSender::new(
+            Duration::from_secs(2),
+            WebhookTargets::Loopback,
+            Some(&proxy),
+        )
+        .unwrap();
+        let result = sender
+            .send(
+                std::slice::from_ref(&key),
+                &request("http://payrail-fuzz.example/hook".into()),
+            )
+            .await;
+        assert_eq!(result.http_status, Some(403), "the proxy's answer");
+        assert_eq!(
+            proxy_side.await.unwrap(),
+            "POST http://payrail-fuzz.example/hook HTTP/1.1",
+            "the proxy got the target to judge"
+        );
+    }
+
+    #[test]
+    fn targets_parse_from_their_names_only() {
+        for t in WebhookTargets::ALL {
+            assert_eq!(WebhookTargets::parse(t.as_str()), Ok(t));
+        }
+        assert_eq!(
+            WebhookTargets::parse(" Loopback "),
+            Ok(WebhookTargets::Loopback)
+        );
+        assert!(WebhookTargets::parse("private").is_err());
+        assert!(is_loopback("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(is_loopback_url("http://[::1]:8080"));
+        assert!(is_loopback_url("http://localhost:3128"));
+        assert!(!is_loopback_url("http://10.0.0.1:3128"));
+        assert!(!is_loopback_url("not a url"));
     }
 
     /// A one-shot HTTP server on loopback answering 200, for send tests.
@@ -481,7 +744,8 @@ mod tests {
         }
         let key = SigningKey::from_secret(&SigningKey::generate_secret()).unwrap();
         let (url, server) = answer_ok().await;
-        let sender = WebhookSender::new(Duration::from_secs(2), true, None).unwrap();
+        let sender =
+            WebhookSender::new(Duration::from_secs(2), WebhookTargets::Loopback, None).unwrap();
         let result = sender.send(std::slice::from_ref(&key), &request(url)).await;
         assert_eq!(result.http_status, Some(200), "{:?}", result.error);
         server.await.unwrap();
@@ -541,7 +805,8 @@ mod tests {
     #[tokio::test]
     async fn errors_never_carry_the_urls_query_string() {
         let key = SigningKey::from_secret(&SigningKey::generate_secret()).unwrap();
-        let sender = WebhookSender::new(Duration::from_secs(2), true, None).unwrap();
+        let sender =
+            WebhookSender::new(Duration::from_secs(2), WebhookTargets::Loopback, None).unwrap();
         let result = sender
             .send(
                 std::slice::from_ref(&key),

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use runtime::settings::{Env, RuntimeSettings, SettingsError};
 
+use crate::sender::WebhookTargets;
+
 /// How webhooks are delivered.
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
@@ -17,7 +19,8 @@ pub struct WebhookSettings {
     pub backoff_max: Duration,
     pub timeout: Duration,
     pub immediate: bool,
-    pub allow_private_urls: bool,
+    /// Where webhooks may go: public addresses, any, or loopback only.
+    pub targets: crate::sender::WebhookTargets,
     /// The proxy webhooks go through, if any (`HTTP(S)_PROXY` is not used for them).
     pub proxy: Option<String>,
     /// `PAYRAIL_WEBHOOK_RETRY_SCHEDULE`: explicit delays that replace attempts and backoff.
@@ -41,10 +44,7 @@ impl WebhookSettings {
             backoff_max: env.duration("PAYRAIL_WEBHOOK_BACKOFF_MAX", "60s")?,
             timeout: env.period("PAYRAIL_WEBHOOK_TIMEOUT", "10s")?,
             immediate: env.bool("PAYRAIL_WEBHOOK_IMMEDIATE", "true")?,
-            allow_private_urls: env.bool(
-                "PAYRAIL_ALLOW_PRIVATE_WEBHOOK_URLS",
-                if embedded { "true" } else { "false" },
-            )?,
+            targets: read_targets(env, embedded)?,
             proxy: env.raw("PAYRAIL_WEBHOOK_PROXY"),
             retry_schedule: env
                 .raw("PAYRAIL_WEBHOOK_RETRY_SCHEDULE")
@@ -84,6 +84,31 @@ impl WebhookSettings {
     /// never loses its row to another, and a dead one's rows come back soon after.
     pub fn lease(&self) -> Duration {
         self.timeout * 2 + Duration::from_secs(5)
+    }
+}
+
+/// `PAYRAIL_WEBHOOK_TARGETS`, or the older `PAYRAIL_ALLOW_PRIVATE_WEBHOOK_URLS` (true means
+/// `any`, false `public`) so an existing deployment keeps its meaning; both at once is refused.
+fn read_targets(env: &Env, embedded: bool) -> Result<WebhookTargets, SettingsError> {
+    const NAME: &str = "PAYRAIL_WEBHOOK_TARGETS";
+    const OLD: &str = "PAYRAIL_ALLOW_PRIVATE_WEBHOOK_URLS";
+    let old = env.raw(OLD);
+    match (env.raw(NAME), old) {
+        (Some(_), Some(old)) => Err(SettingsError::new(
+            OLD,
+            old,
+            format!("{NAME} replaces it; set only {NAME}"),
+        )),
+        (None, Some(_)) => Ok(if env.bool(OLD, "false")? {
+            WebhookTargets::Any
+        } else {
+            WebhookTargets::Public
+        }),
+        _ => env.parse(
+            NAME,
+            if embedded { "any" } else { "public" },
+            WebhookTargets::parse,
+        ),
     }
 }
 
@@ -145,7 +170,11 @@ mod tests {
         assert_eq!(w.max_attempts, 5);
         assert_eq!(w.timeout, Duration::from_secs(10));
         assert!(w.immediate);
-        assert!(w.allow_private_urls, "embedded mode allows private targets");
+        assert_eq!(
+            w.targets,
+            WebhookTargets::Any,
+            "embedded mode allows private targets"
+        );
         assert_eq!(w.endpoint_concurrency, 10);
         assert_eq!(w.disable_after, Duration::from_secs(5 * 24 * 3600));
         assert_eq!(w.secret_overlap, Duration::from_secs(24 * 3600));
@@ -156,8 +185,9 @@ mod tests {
             ("REDIS_URL", "redis://x"),
         ]))
         .unwrap();
-        assert!(
-            !real.worker.webhook.allow_private_urls,
+        assert_eq!(
+            real.worker.webhook.targets,
+            WebhookTargets::Public,
             "real mode refuses private targets by default"
         );
     }
@@ -184,6 +214,33 @@ mod tests {
         )]))
         .unwrap_err();
         assert_eq!(err.variable, "PAYRAIL_WEBHOOK_RETRY_SCHEDULE");
+    }
+
+    #[test]
+    fn targets_are_named_and_the_old_boolean_keeps_its_meaning() {
+        let targets = |pairs: &[(&str, &str)]| {
+            Settings::read(&Env::from_pairs(pairs)).map(|s| s.worker.webhook.targets)
+        };
+        assert_eq!(
+            targets(&[("PAYRAIL_WEBHOOK_TARGETS", "loopback")]).unwrap(),
+            WebhookTargets::Loopback
+        );
+        assert_eq!(
+            targets(&[("PAYRAIL_ALLOW_PRIVATE_WEBHOOK_URLS", "true")]).unwrap(),
+            WebhookTargets::Any
+        );
+        assert_eq!(
+            targets(&[("PAYRAIL_ALLOW_PRIVATE_WEBHOOK_URLS", "false")]).unwrap(),
+            WebhookTargets::Public
+        );
+        let err = targets(&[("PAYRAIL_WEBHOOK_TARGETS", "private")]).unwrap_err();
+        assert_eq!(err.variable, "PAYRAIL_WEBHOOK_TARGETS");
+        let err = targets(&[
+            ("PAYRAIL_WEBHOOK_TARGETS", "loopback"),
+            ("PAYRAIL_ALLOW_PRIVATE_WEBHOOK_URLS", "true"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.variable, "PAYRAIL_ALLOW_PRIVATE_WEBHOOK_URLS");
     }
 
     #[test]

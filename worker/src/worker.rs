@@ -113,7 +113,7 @@ impl Worker {
         cache: Cache,
         settings: WebhookSettings,
         registry: &mut prometheus_client::registry::Registry,
-    ) -> Result<(Worker, Arc<DeliveryMetrics>), reqwest::Error> {
+    ) -> Result<(Worker, Arc<DeliveryMetrics>), crate::sender::SenderError> {
         let metrics = Arc::new(DeliveryMetrics::new(registry));
         Ok((
             Worker::new(db, bus, cache, settings, metrics.clone())?,
@@ -127,10 +127,10 @@ impl Worker {
         cache: Cache,
         settings: WebhookSettings,
         metrics: Arc<DeliveryMetrics>,
-    ) -> Result<Worker, reqwest::Error> {
+    ) -> Result<Worker, crate::sender::SenderError> {
         let sender = WebhookSender::new(
             settings.timeout,
-            settings.allow_private_urls,
+            settings.targets,
             settings.proxy.as_deref(),
         )?;
         // Sends are bounded by the HTTP timeout, so waiting a little longer lets them finish.

@@ -19,7 +19,7 @@ fn start_worker(app: &TestApp) -> Child {
         .env("PAYRAIL_AMQP_PREFIX", &app.prefix)
         .env("PAYRAIL_REDIS_PREFIX", &app.prefix)
         .env("PAYRAIL_WORKER_BIND", "127.0.0.1:0")
-        .env("PAYRAIL_ALLOW_PRIVATE_WEBHOOK_URLS", "true")
+        .env("PAYRAIL_WEBHOOK_TARGETS", "loopback")
         .env("PAYRAIL_WEBHOOK_SWEEP_INTERVAL", "200ms")
         .env("PAYRAIL_WEBHOOK_BACKOFF_BASE", "10ms")
         .env("PAYRAIL_WEBHOOK_BACKOFF_MAX", "100ms")

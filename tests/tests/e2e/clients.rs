@@ -8,7 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use payrail_tests::{ADMIN_TOKEN, Behavior, Receiver, TestApp, unique_name};
+use std::time::Duration;
+
+use payrail_tests::{
+    ADMIN_TOKEN, Behavior, LoopbackEgress, Options, Receiver, TestApp, unique_name,
+};
 
 fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("clients")
@@ -122,13 +126,29 @@ async fn schemathesis(app: &TestApp, token: &str, args: &[&str]) {
     assert_success(&format!("schemathesis {args:?}"), &output);
 }
 
+/// Schemathesis invents webhook URLs, so its worker (and the gateway's test sends) deliver
+/// only through [`LoopbackEgress`], which passes on what stays on this machine and refuses
+/// the rest; the run then shows that every attempt that left the process went through it.
 #[tokio::test]
 async fn schemathesis_with_every_check_finds_no_failure() {
     let dir = tools().await;
     // Schemathesis replays the failures it cached from earlier runs first; a run here starts
     // from its seed alone, so it is the same run every time.
     let _ = std::fs::remove_dir_all(dir.join(".schemathesis"));
-    let app = TestApp::spawn().await;
+    let egress = LoopbackEgress::start().await;
+    let mut options = Options::default();
+    options.webhook.proxy = Some(egress.url.clone());
+    let mut app = TestApp::spawn_with(options).await;
+    // What schemathesis invents changes with its version; these three are certain: a public
+    // name, an address off this machine, and a receiver on it.
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    for url in [
+        "https://payrail-fuzz.example/hooks",
+        "http://203.0.113.7/hook",
+        receiver.url.as_str(),
+    ] {
+        app.create_endpoint(url).await;
+    }
     // A second merchant's key for the operations that roll and revoke keys: they would end
     // the run's own credential mid-way.
     let doomed_key = app.create_merchant("Keys under test").await;
@@ -160,4 +180,55 @@ async fn schemathesis_with_every_check_finds_no_failure() {
     )
     .await;
     schemathesis(&app, ADMIN_TOKEN, &["--include-path-regex", "^/v1/admin/"]).await;
+
+    app.eventually(Duration::from_secs(30), "the planted targets tried", || {
+        let refused = egress.refused();
+        let delivered = receiver.received().len();
+        async move {
+            (refused.iter().any(|t| t == "payrail-fuzz.example:443")
+                && refused.iter().any(|t| t == "203.0.113.7:80")
+                && delivered > 0)
+                .then_some(())
+        }
+    })
+    .await;
+    // Stopped, every send made so far has its attempt row and no new one starts.
+    app.stop().await;
+    let dialled = app
+        .count("SELECT count(*) FROM webhook_attempts WHERE error_class IS DISTINCT FROM 'blocked'")
+        .await;
+    let carried = egress.carried();
+    assert_eq!(
+        carried.len() as i64,
+        dialled,
+        "every attempt that left the process went through the egress, and nothing else did"
+    );
+    let refused = egress.refused();
+    assert!(
+        refused
+            .iter()
+            .all(|t| !payrail_tests::egress::is_loopback_host(
+                t.rsplit_once(':').map_or(t.as_str(), |(h, _)| h)
+            )),
+        "{refused:?}"
+    );
+    let receiver_port = url::Url::parse(&receiver.url)
+        .ok()
+        .and_then(|u| u.port())
+        .expect("the receiver's port");
+    assert!(
+        egress
+            .forwarded()
+            .contains(&format!("127.0.0.1:{receiver_port}")),
+        "the receiver on this machine was reached through the egress"
+    );
+    eprintln!(
+        "egress: {} requests, {} refused ({} distinct targets)",
+        carried.len(),
+        refused.len(),
+        refused
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    );
 }

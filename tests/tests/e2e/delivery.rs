@@ -577,8 +577,12 @@ async fn a_result_recorded_after_the_lease_ran_out_changes_nothing() {
     let swept = worker.sweep_once().await.expect("sweep");
     assert_eq!(swept.succeeded, 1);
     // Worker A's late result must not turn it back into pending or count another attempt.
-    let sender =
-        worker::sender::WebhookSender::new(Duration::from_secs(2), true, None).expect("sender");
+    let sender = worker::sender::WebhookSender::new(
+        Duration::from_secs(2),
+        worker::sender::WebhookTargets::Loopback,
+        None,
+    )
+    .expect("sender");
     let (outcome, _) = worker::deliveries::attempt(
         &app.db,
         &app.state.bus,
@@ -756,4 +760,50 @@ async fn results_committed_together_stand_alone_when_one_of_them_lost_its_lease(
         (entity::status::DeliveryStatus::Processing, 0),
         "the other worker's row is untouched"
     );
+}
+
+/// The suite's guard, through the running worker: an endpoint off this machine (an address,
+/// or a name that would need a DNS query) gets attempt rows that say `blocked`, each made
+/// without a connection (an address that does not answer would take the whole 2 s timeout)
+/// and without a lookup (a name would be `dns`), while a receiver on loopback is served.
+#[tokio::test]
+async fn webhooks_to_anywhere_but_this_machine_are_refused_without_dialling() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    for url in [
+        "http://10.255.255.1:81/hook",
+        "https://payrail-guard.example/hook",
+        receiver.url.as_str(),
+    ] {
+        app.create_endpoint(url).await;
+    }
+    app.create_payment(1500).await;
+    let failed = app
+        .eventually(WAIT, "both far endpoints' deliveries failed", || async {
+            let failed: Vec<_> = deliveries(&app)
+                .await
+                .into_iter()
+                .filter(|d| d.status == entity::status::DeliveryStatus::Failed)
+                .collect();
+            (failed.len() == 2).then_some(failed)
+        })
+        .await;
+    for delivery in failed {
+        let tried = attempts(&app, &delivery.id).await;
+        assert_eq!(tried.len(), 5, "every attempt is recorded");
+        for attempt in tried {
+            assert_eq!(
+                attempt.error_class.as_deref(),
+                Some("blocked"),
+                "{attempt:?}"
+            );
+            assert!(attempt.duration_ms < 1000, "dialled: {attempt:?}");
+            let message = attempt.error_message.unwrap_or_default();
+            assert!(
+                message.contains("not a loopback address") || message.contains("not localhost"),
+                "{message}"
+            );
+        }
+    }
+    assert_eq!(receiver.received().len(), 1, "loopback is served");
 }

@@ -16,6 +16,7 @@ async fn embedded_mode_serves_a_payment_end_to_end() {
         "DATABASE_URL" => Some(format!("sqlite://{}?mode=rwc", path.display())),
         "PAYRAIL_BIND" => Some("127.0.0.1:0".into()),
         "PAYRAIL_WEBHOOK_SWEEP_INTERVAL" => Some("100ms".into()),
+        "PAYRAIL_WEBHOOK_TARGETS" => Some("loopback".into()),
         _ => None,
     }))
     .expect("settings");

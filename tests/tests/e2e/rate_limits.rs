@@ -164,6 +164,7 @@ async fn embedded_mode_limits_each_key_in_memory_with_the_default_from_the_envir
         "PAYRAIL_BIND" => Some("127.0.0.1:0".into()),
         "PAYRAIL_METRICS_BIND" => Some("127.0.0.1:0".into()),
         "PAYRAIL_RATE_LIMIT_PER_SECOND" => Some("1".into()),
+        "PAYRAIL_WEBHOOK_TARGETS" => Some("loopback".into()),
         "PAYRAIL_RATE_LIMIT_BURST" => Some("3".into()),
         _ => None,
     }))
