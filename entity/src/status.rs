@@ -173,9 +173,11 @@ text_enum! {
 }
 
 text_enum! {
-    /// A merchant's usage plan: `free` and `pro` have set monthly limits, `custom` the
-    /// merchant's own (`usage_limits`).
+    /// A merchant's usage plan: `unlimited` has no quota (the default for a new merchant
+    /// unless the operator sets `PAYRAIL_DEFAULT_PLAN`), `free` and `pro` have set monthly
+    /// limits, `custom` the merchant's own (`usage_limits`).
     Plan {
+        Unlimited = "unlimited",
         Free = "free",
         Pro = "pro",
         Custom = "custom",

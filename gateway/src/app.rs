@@ -163,6 +163,7 @@ impl Application {
             simulated,
             public_url,
             max_webhook_endpoints: settings.gateway.max_webhook_endpoints,
+            default_plan: settings.gateway.default_plan,
             test_sender: worker::sender::WebhookSender::new(
                 settings.worker.webhook.timeout,
                 settings.worker.webhook.targets,
@@ -213,7 +214,8 @@ impl Application {
         if merchants::any_exist(&self.state.db).await? {
             return Ok(None);
         }
-        let created = merchants::create(&self.state.db, "Sandbox merchant").await?;
+        let created =
+            merchants::create(&self.state.db, "Sandbox merchant", self.state.default_plan).await?;
         let (owner, password) = dashboard::auth::create_user(
             &self.state.db,
             &created.merchant.id,

@@ -93,7 +93,12 @@ pub struct CreatedMerchant {
     pub api_key: String,
 }
 
-pub async fn create<C: TransactionTrait>(db: &C, name: &str) -> Result<CreatedMerchant, DbErr> {
+/// A merchant on `plan` (the operator's `PAYRAIL_DEFAULT_PLAN` unless it chose one).
+pub async fn create<C: TransactionTrait>(
+    db: &C,
+    name: &str,
+    plan: entity::status::Plan,
+) -> Result<CreatedMerchant, DbErr> {
     let now = Utc::now();
     let merchant_id = MerchantId::generate();
     let txn = db.begin().await?;
@@ -103,7 +108,7 @@ pub async fn create<C: TransactionTrait>(db: &C, name: &str) -> Result<CreatedMe
         created_at: Set(now),
         rate_limit_per_second: Set(None),
         rate_limit_burst: Set(None),
-        plan: Set(entity::status::Plan::Free),
+        plan: Set(plan),
         usage_limits: Set(None),
     })
     .exec_with_returning(&txn)

@@ -48,6 +48,7 @@ pub fn limits(plan: Plan, custom: Option<&serde_json::Value>) -> Vec<Limit> {
         .iter()
         .map(|&(metric, hard)| {
             let limit = match plan {
+                Plan::Unlimited => -1,
                 Plan::Free => match metric {
                     metric::API_REQUESTS => 100_000,
                     metric::PAYMENTS_CREATED => 1_000,

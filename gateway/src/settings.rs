@@ -48,6 +48,8 @@ pub struct GatewaySettings {
     /// Each API key's rate limit, for merchants not given their own.
     pub rate_limit: runtime::token_bucket::Quota,
     pub dashboard: DashboardSettings,
+    /// The plan a new merchant gets (`unlimited` unless the operator opts into quotas).
+    pub default_plan: entity::status::Plan,
 }
 
 /// The dashboard's sessions.
@@ -89,6 +91,10 @@ impl GatewaySettings {
                 access_ttl: env.period("PAYRAIL_DASHBOARD_ACCESS_TTL", "15m")?,
                 refresh_ttl: env.period("PAYRAIL_DASHBOARD_REFRESH_TTL", "30d")?,
             },
+            default_plan: env.parse("PAYRAIL_DEFAULT_PLAN", "unlimited", |v| {
+                entity::status::Plan::parse(v.trim())
+                    .ok_or_else(|| format!("expected {}", entity::status::Plan::names()))
+            })?,
             retention: RetentionSettings {
                 logs: env.duration("PAYRAIL_LOG_RETENTION", "30d")?,
                 idempotency_keys: env.duration("PAYRAIL_IDEMPOTENCY_RETENTION", "7d")?,
@@ -171,6 +177,20 @@ mod tests {
         assert!(s.gateway.providers.stripe.is_none());
         assert_eq!(s.gateway.usage_flush_interval, Duration::from_secs(10));
         assert_eq!(s.gateway.usage_check_schedule, "0 0 6 * * *");
+        assert_eq!(s.gateway.default_plan, entity::status::Plan::Unlimited);
+    }
+
+    #[test]
+    fn a_default_plan_is_one_of_the_plans() {
+        let s = Settings::read(&Env::from_pairs(&[("PAYRAIL_DEFAULT_PLAN", "free")])).unwrap();
+        assert_eq!(s.gateway.default_plan, entity::status::Plan::Free);
+        let err =
+            Settings::read(&Env::from_pairs(&[("PAYRAIL_DEFAULT_PLAN", "gold")])).unwrap_err();
+        assert_eq!(err.variable, "PAYRAIL_DEFAULT_PLAN");
+        assert!(
+            err.to_string().contains("unlimited, free, pro or custom"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct AppState {
     pub providers: Arc<Providers>,
     /// Webhook endpoints one merchant may have.
     pub max_webhook_endpoints: u32,
+    /// The plan a merchant created by the operator gets.
+    pub default_plan: entity::status::Plan,
     /// Base URL customers reach this gateway at (for checkout links).
     pub public_url: String,
     /// Sends an endpoint's test event at once (judged by `webhook.rules()`, as the worker does).

@@ -37,7 +37,7 @@ async fn users_create_makes_a_dashboard_user_who_can_sign_in_with_the_printed_pa
     let url = format!("sqlite://{}?mode=rwc", path.display());
     let db = runtime::db::connect(&url).await.expect("sqlite");
     runtime::db::migrate(&db).await.expect("migrate");
-    let merchant = gateway::merchants::create(&db, "CLI shop")
+    let merchant = gateway::merchants::create(&db, "CLI shop", entity::status::Plan::Unlimited)
         .await
         .expect("merchant")
         .merchant;

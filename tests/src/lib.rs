@@ -153,6 +153,7 @@ pub fn test_settings(database_url: &str, prefix: &str, webhook: WebhookSettings)
             usage_flush_interval: Duration::from_millis(200),
             usage_check_schedule: "0 0 6 * * *",
             max_webhook_endpoints: 20,
+            default_plan: entity::status::Plan::Unlimited,
             providers: ProviderSettings::default(),
             retention: RetentionSettings {
                 logs: Duration::from_secs(30 * 86_400),

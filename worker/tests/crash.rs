@@ -9,8 +9,25 @@ use std::time::Duration;
 
 use payrail_tests::{AMQP_URL, Behavior, Options, REDIS_URL, Receiver, TestApp};
 
-fn start_worker(app: &TestApp) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_worker"))
+/// The worker process, killed when dropped, so a failing test leaves no process behind.
+struct WorkerProcess(Child);
+
+impl WorkerProcess {
+    fn kill(&mut self) {
+        self.0.kill().expect("SIGKILL the worker");
+        self.0.wait().expect("reap");
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_worker(app: &TestApp) -> WorkerProcess {
+    let child = Command::new(env!("CARGO_BIN_EXE_worker"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", &app.settings.runtime.database_url)
@@ -29,7 +46,8 @@ fn start_worker(app: &TestApp) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start the worker binary")
+        .expect("start the worker binary");
+    WorkerProcess(child)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,8 +84,7 @@ async fn a_worker_process_killed_under_load_loses_no_event() {
         || async { (receiver.received().len() >= 100).then_some(()) },
     )
     .await;
-    first.kill().expect("SIGKILL the worker");
-    first.wait().expect("reap");
+    first.kill();
     let at_kill = receiver.received().len();
     // The kill interrupted work: rows the dead process had claimed and not recorded.
     let orphaned = app
@@ -94,8 +111,7 @@ async fn a_worker_process_killed_under_load_loses_no_event() {
             (pending == 0 && rows == events).then_some(rows)
         })
         .await;
-    second.kill().expect("stop the second worker");
-    second.wait().expect("reap");
+    second.kill();
 
     // Every event the database holds reached the merchant at least once.
     let received: HashSet<String> = receiver

@@ -123,7 +123,7 @@ impl AdminApi {
                 "name must be 1 to 200 characters.",
             ));
         }
-        let created = merchants::create(&state.db, &name).await?;
+        let created = merchants::create(&state.db, &name, state.default_plan).await?;
         Ok(MerchantCreated::Created(Json(CreatedMerchant {
             id: created.merchant.id.to_string(),
             object: "merchant".into(),
@@ -160,7 +160,11 @@ impl AdminApi {
         let plan = match body.0.plan.as_ref() {
             None => None,
             Some(p) => Some(entity::status::Plan::parse(p.0.as_str()).ok_or_else(|| {
-                ApiError::invalid("plan", "plan_invalid", "plan is free, pro or custom.")
+                ApiError::invalid(
+                    "plan",
+                    "plan_invalid",
+                    format!("plan is {}.", entity::status::Plan::names()),
+                )
             })?),
         };
         let usage_limits = match &body.0.usage_limits {

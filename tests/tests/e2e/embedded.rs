@@ -186,3 +186,53 @@ async fn real_mode_refuses_to_start_without_an_admin_token() {
         .expect("must refuse");
     assert!(err.to_string().contains("PAYRAIL_ADMIN_TOKEN"), "{err}");
 }
+
+/// Plans are opt-in: through the production start-up, a merchant made by the operator (or the
+/// sandbox's at first start) has no quota unless `PAYRAIL_DEFAULT_PLAN` names a plan.
+#[tokio::test]
+async fn new_merchants_get_the_operators_default_plan_which_is_unlimited_unless_set() {
+    for (setting, expected) in [(None, "unlimited"), (Some("free"), "free")] {
+        let path = std::env::temp_dir().join(format!("{}.db", unique_name()));
+        let settings = Settings::read(&Env::from_lookup(|name| match name {
+            "DATABASE_URL" => Some(format!("sqlite://{}?mode=rwc", path.display())),
+            "PAYRAIL_BIND" => Some("127.0.0.1:0".into()),
+            "PAYRAIL_METRICS_BIND" => Some("127.0.0.1:0".into()),
+            "PAYRAIL_WEBHOOK_TARGETS" => Some("loopback".into()),
+            "PAYRAIL_DEFAULT_PLAN" => setting.map(str::to_string),
+            _ => None,
+        }))
+        .expect("settings");
+        let app = Application::build(settings).await.expect("builds");
+        let bootstrap = app
+            .bootstrap_sandbox()
+            .await
+            .expect("bootstrap")
+            .expect("first start");
+        let admin_token = bootstrap.admin_token.expect("admin token");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let db = app.state().db.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        let r = reqwest::Client::new()
+            .post(format!("{base}/v1/admin/merchants"))
+            .bearer_auth(&admin_token)
+            .json(&json!({"name": "Operator's own shop"}))
+            .send()
+            .await
+            .expect("admin");
+        assert_eq!(r.status(), 201);
+        let plans: Vec<String> = entity::merchants::Entity::find()
+            .all(&db)
+            .await
+            .expect("merchants")
+            .into_iter()
+            .map(|m| m.plan.to_string())
+            .collect();
+        assert_eq!(plans, vec![expected; 2], "PAYRAIL_DEFAULT_PLAN={setting:?}");
+        let _ = stop.send(());
+        let _ = running.await;
+        let _ = std::fs::remove_file(&path);
+    }
+}

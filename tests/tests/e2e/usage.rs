@@ -220,7 +220,7 @@ async fn a_hard_limit_refuses_with_quota_exceeded_until_the_month_ends_and_chang
     .await;
     assert_eq!(s, 422);
     assert_eq!(
-        app.count(&format!("SELECT count(*) FROM merchants WHERE id = '{merchant}' AND plan = 'free' AND usage_limits IS NULL")).await,
+        app.count(&format!("SELECT count(*) FROM merchants WHERE id = '{merchant}' AND plan = 'unlimited' AND usage_limits IS NULL")).await,
         1
     );
 
