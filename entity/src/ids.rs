@@ -21,6 +21,7 @@ pub enum IdKind {
     User,
     Session,
     Payout,
+    BalanceTransaction,
 }
 
 impl IdKind {
@@ -39,6 +40,7 @@ impl IdKind {
             IdKind::User => "usr",
             IdKind::Session => "ses",
             IdKind::Payout => "po",
+            IdKind::BalanceTransaction => "txn",
         }
     }
 
@@ -183,6 +185,34 @@ typed_id!(/** `log_…` */ LogId => Log);
 typed_id!(/** `usr_…` */ UserId => User);
 typed_id!(/** `ses_…` */ SessionId => Session);
 typed_id!(/** `po_…` */ PayoutId => Payout);
+typed_id!(/** `txn_…` */ BalanceTransactionId => BalanceTransaction);
+
+/// Whose objects, in which world: a merchant in test or live mode. Every read and write of a
+/// merchant's objects is filtered by both, so an object of the other mode is as invisible as
+/// another merchant's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    pub merchant_id: MerchantId,
+    pub livemode: bool,
+}
+
+impl Scope {
+    pub fn new(merchant_id: MerchantId, livemode: bool) -> Scope {
+        Scope {
+            merchant_id,
+            livemode,
+        }
+    }
+
+    pub fn test(merchant_id: MerchantId) -> Scope {
+        Scope::new(merchant_id, false)
+    }
+
+    /// `test` or `live`, as logs, metrics and pages name a mode.
+    pub fn mode(&self) -> &'static str {
+        if self.livemode { "live" } else { "test" }
+    }
+}
 
 /// `len` random alphanumeric characters, for secrets that are shown once.
 pub fn random_token(len: usize) -> String {

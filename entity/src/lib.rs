@@ -11,6 +11,7 @@ pub mod ids;
 pub mod money;
 pub mod payment_status;
 pub mod retry;
+pub mod scoped;
 pub mod signature;
 pub mod status;
 pub mod tables;

@@ -84,6 +84,42 @@ text_enum! {
 }
 
 text_enum! {
+    /// What moved a merchant's money (Stripe's names): a payment's funds (`charge`), a
+    /// `refund` or `payout` reserved, its release when it failed (`refund_failure`,
+    /// `payout_failure`), or an operator's `adjustment`.
+    BalanceTransactionType {
+        Charge = "charge",
+        Refund = "refund",
+        RefundFailure = "refund_failure",
+        Payout = "payout",
+        PayoutFailure = "payout_failure",
+        Adjustment = "adjustment",
+    }
+}
+
+text_enum! {
+    /// Whether a balance transaction's funds can be paid out yet.
+    BalanceTransactionStatus {
+        Pending = "pending",
+        Available = "available",
+    }
+}
+
+text_enum! {
+    /// The ledger's accounts. A merchant's own: `available` (can be refunded or paid out) and
+    /// `pending` (not yet settled). The counter-accounts money comes from or goes to:
+    /// `customers` (payments), `refunds`, `payouts` and `adjustments`.
+    LedgerAccount {
+        Available = "available",
+        Pending = "pending",
+        Customers = "customers",
+        Refunds = "refunds",
+        Payouts = "payouts",
+        Adjustments = "adjustments",
+    }
+}
+
+text_enum! {
     /// Log store levels, in increasing severity.
     LogLevel {
         Debug = "debug",

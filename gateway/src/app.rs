@@ -44,6 +44,8 @@ pub struct Application {
     poller: Poller,
     usage_check_schedule: &'static str,
     usage_flush_interval: Duration,
+    funds_release_interval: Duration,
+    ledger_check_schedule: &'static str,
     retention: Retention,
 }
 
@@ -142,6 +144,7 @@ impl Application {
             providers: providers.clone(),
             simulated: simulated.clone(),
             throttle: RequeryThrottle::new(settings.gateway.providers.requery_interval),
+            funds: settings.gateway.funds,
         };
         let poller = Poller::new(inbound.clone(), &settings.gateway.providers);
         let retention = Retention {
@@ -164,6 +167,7 @@ impl Application {
             public_url,
             max_webhook_endpoints: settings.gateway.max_webhook_endpoints,
             default_plan: settings.gateway.default_plan,
+            funds: settings.gateway.funds,
             test_sender: worker::sender::WebhookSender::new(
                 settings.worker.webhook.timeout,
                 settings.worker.webhook.targets,
@@ -192,6 +196,8 @@ impl Application {
             retention,
             usage_flush_interval: settings.gateway.usage_flush_interval,
             usage_check_schedule: settings.gateway.usage_check_schedule,
+            funds_release_interval: settings.gateway.funds_release_interval,
+            ledger_check_schedule: settings.gateway.ledger_check_schedule,
         })
     }
 
@@ -374,6 +380,16 @@ impl Application {
             self.usage_flush_interval,
             stop_rx.clone(),
         ));
+        let funds = tokio::spawn(release_funds_until_stopped(
+            self.state.clone(),
+            self.funds_release_interval,
+            stop_rx.clone(),
+        ));
+        let ledger_check = tokio::spawn(check_ledger_until_stopped(
+            self.state.clone(),
+            self.ledger_check_schedule,
+            stop_rx.clone(),
+        ));
         let worker = self.embedded_worker.map(|w| {
             let mut rx = stop_rx.clone();
             tokio::spawn(async move {
@@ -406,6 +422,8 @@ impl Application {
         let _ = retention.await;
         let _ = usage.await;
         let _ = usage_check.await;
+        let _ = funds.await;
+        let _ = ledger_check.await;
         // What was counted since the last flush (all of it, in embedded mode) is kept.
         if let Err(e) = runtime::usage::flush(&self.state.db, &self.state.cache).await {
             tracing::warn!(error = %e, "final usage flush failed; Redis keeps the counts for the next start");
@@ -419,6 +437,51 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// Makes matured pending funds available every `every` until stopped.
+async fn release_funds_until_stopped(
+    state: AppState,
+    every: Duration,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    runtime::schedule::run(
+        "funds release",
+        runtime::schedule::Schedule::Every(every),
+        stop,
+        move || {
+            let state = state.clone();
+            async move {
+                match crate::ledger::release_matured(&state.db, 500).await {
+                    Ok(n) => state.metrics.funds_released.inc_by(n as u64),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "releasing matured funds failed; the next pass retries");
+                        0
+                    }
+                };
+            }
+        },
+    )
+    .await
+}
+
+/// Verifies the ledger's invariants on `schedule` (hourly by default); what breaks them is
+/// counted in `ledger_invariant_violations_total`, which pages, and logged.
+async fn check_ledger_until_stopped(
+    state: AppState,
+    schedule: &'static str,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    runtime::schedule::run(
+        "ledger check",
+        runtime::schedule::Schedule::Calendar(schedule),
+        stop,
+        move || {
+            let state = state.clone();
+            async move { crate::ledger::check::run_and_count(&state.db, &state.metrics).await }
+        },
+    )
+    .await
 }
 
 /// Moves usage counts from the cache to the database every `every` until stopped.

@@ -3,7 +3,7 @@
 //! the next interval), drop the merchant's cached recent list, count the status change, and
 //! record a failed payment in the merchant's log store.
 
-use entity::ids::MerchantId;
+use entity::ids::Scope;
 use std::sync::Arc;
 
 use entity::payment_status::PaymentStatus;
@@ -49,7 +49,7 @@ impl Effects {
             })
             .observe(p.amount as f64);
         if p.status == PaymentStatus::Pending {
-            self.events_committed(&p.merchant_id).await;
+            self.events_committed(&p.scope()).await;
             self.log_if_failed(p, request_id).await;
         } else {
             self.payment_moved(p, request_id).await;
@@ -60,7 +60,7 @@ impl Effects {
     pub async fn payment_moved(&self, p: &payments::Model, request_id: Option<&str>) {
         self.metrics
             .payment_status(p.provider.as_str(), p.status.as_str());
-        self.events_committed(&p.merchant_id).await;
+        self.events_committed(&p.scope()).await;
         self.log_if_failed(p, request_id).await;
     }
 
@@ -70,7 +70,7 @@ impl Effects {
     pub async fn late_success(&self, p: &payments::Model, provider_event_id: &str) {
         self.metrics.late_success(p.provider.as_str());
         self.log_alarm(Entry {
-                merchant_id: Some(&p.merchant_id),
+                scope: Some(&p.scope()),
                 level: LogLevel::Critical,
                 source: "payments",
                 message: &format!(
@@ -86,7 +86,7 @@ impl Effects {
                 request_id: None,
             })
         .await;
-        self.events_committed(&p.merchant_id).await;
+        self.events_committed(&p.scope()).await;
     }
 
     /// A payout moved to the status it has now, its event committed: counted, and the relay
@@ -104,7 +104,7 @@ impl Effects {
             crate::payouts::Sent::Answered(p) => self.payout_moved(p),
             crate::payouts::Sent::Unknown(p) => {
                 self.log_alarm(Entry {
-                        merchant_id: Some(&p.merchant_id),
+                        scope: Some(&p.scope()),
                         level: LogLevel::Error,
                         source: "payouts",
                         message: &format!(
@@ -127,9 +127,9 @@ impl Effects {
 
     /// Events (or payment fields) of this merchant were committed without a status change
     /// to count, e.g. a partial refund.
-    pub async fn events_committed(&self, merchant_id: &MerchantId) {
+    pub async fn events_committed(&self, scope: &Scope) {
         self.relay.notify();
-        self.cache.delete(&recent_cache_key(merchant_id)).await;
+        self.cache.delete(&recent_cache_key(scope)).await;
     }
 
     /// A failed payment is an error entry in its merchant's log store.
@@ -138,7 +138,7 @@ impl Effects {
             return;
         }
         self.log_alarm(Entry {
-            merchant_id: Some(&p.merchant_id),
+            scope: Some(&p.scope()),
             level: LogLevel::Error,
             source: "payments",
             message: &format!(
@@ -160,11 +160,11 @@ impl Effects {
     /// An error or critical entry about a merchant in its log store, and its cached list of
     /// recent alarming entries dropped so the entry shows at once.
     async fn log_alarm(&self, entry: Entry<'_>) {
-        let merchant_id = entry.merchant_id.cloned();
+        let scope = entry.scope.cloned();
         record(&self.db, &self.bus, entry).await;
-        if let Some(merchant_id) = merchant_id {
+        if let Some(scope) = scope {
             self.cache
-                .delete(&crate::logs::recent_cache_key(&merchant_id))
+                .delete(&crate::logs::recent_cache_key(&scope))
                 .await;
         }
     }

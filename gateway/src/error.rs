@@ -65,6 +65,9 @@ pub enum ServiceError {
     /// The object's state does not allow this.
     #[error("{message}")]
     State { code: &'static str, message: String },
+    /// The caller may not do this (a test key managing live keys).
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
     /// A unique constraint: the object exists already.
     #[error("already exists ({constraint})")]
     Duplicate { constraint: String },

@@ -16,7 +16,7 @@ use tracing::Instrument as _;
 
 use chrono::Utc;
 use entity::idempotency_keys;
-use entity::ids::MerchantId;
+use entity::ids::Scope;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
@@ -41,7 +41,8 @@ const IN_PROGRESS: i32 = 0;
 
 /// One idempotent request: who, which key, what operation, and a fingerprint of the request.
 pub struct Idempotent<'a> {
-    pub merchant_id: &'a MerchantId,
+    /// Keys are the merchant's in one mode: the same key in test and live are two keys.
+    pub scope: &'a Scope,
     pub key: Option<&'a str>,
     pub operation: &'static str,
     pub fingerprint: String,
@@ -69,7 +70,13 @@ impl Idempotent<'_> {
     pub fn provider_key(&self) -> Option<String> {
         self.key.map(|key| {
             entity::signature::sha256_hex(
-                format!("{}:{}:{key}", self.merchant_id, self.operation).as_bytes(),
+                format!(
+                    "{}:{}:{}:{key}",
+                    self.scope.merchant_id,
+                    self.scope.mode(),
+                    self.operation
+                )
+                .as_bytes(),
             )
         })
     }
@@ -84,7 +91,8 @@ impl Idempotent<'_> {
         };
         let now = Utc::now();
         let claim = idempotency_keys::ActiveModel {
-            merchant_id: Set(self.merchant_id.clone()),
+            merchant_id: Set(self.scope.merchant_id.clone()),
+            livemode: Set(self.scope.livemode),
             key: Set(key.to_string()),
             operation: Set(self.operation.to_string()),
             request_hash: Set(self.fingerprint.clone()),
@@ -96,6 +104,7 @@ impl Idempotent<'_> {
             .on_conflict(
                 OnConflict::columns([
                     idempotency_keys::Column::MerchantId,
+                    idempotency_keys::Column::Livemode,
                     idempotency_keys::Column::Key,
                 ])
                 .do_nothing()
@@ -180,7 +189,8 @@ impl Idempotent<'_> {
         let Some(key) = self.key else { return Ok(()) };
         idempotency_keys::Entity::update_many()
             .col_expr(idempotency_keys::Column::ResponseBody, Expr::value(id))
-            .filter(idempotency_keys::Column::MerchantId.eq(self.merchant_id))
+            .filter(idempotency_keys::Column::MerchantId.eq(&self.scope.merchant_id))
+            .filter(idempotency_keys::Column::Livemode.eq(self.scope.livemode))
             .filter(idempotency_keys::Column::Key.eq(key))
             .filter(idempotency_keys::Column::ResponseStatus.eq(IN_PROGRESS))
             .exec(db)
@@ -192,7 +202,8 @@ impl Idempotent<'_> {
     pub async fn release(&self, db: &DatabaseConnection) {
         let Some(key) = self.key else { return };
         let deleted = idempotency_keys::Entity::delete_many()
-            .filter(idempotency_keys::Column::MerchantId.eq(self.merchant_id))
+            .filter(idempotency_keys::Column::MerchantId.eq(&self.scope.merchant_id))
+            .filter(idempotency_keys::Column::Livemode.eq(self.scope.livemode))
             .filter(idempotency_keys::Column::Key.eq(key))
             .filter(idempotency_keys::Column::ResponseStatus.eq(IN_PROGRESS))
             .exec(db)
@@ -227,7 +238,8 @@ impl Idempotent<'_> {
             let stored = idempotency_keys::Entity::update_many()
                 .col_expr(idempotency_keys::Column::ResponseStatus, Expr::value(201))
                 .col_expr(idempotency_keys::Column::ResponseBody, Expr::value(body))
-                .filter(idempotency_keys::Column::MerchantId.eq(self.merchant_id))
+                .filter(idempotency_keys::Column::MerchantId.eq(&self.scope.merchant_id))
+                .filter(idempotency_keys::Column::Livemode.eq(self.scope.livemode))
                 .filter(idempotency_keys::Column::Key.eq(key))
                 .filter(idempotency_keys::Column::ResponseStatus.eq(IN_PROGRESS))
                 .exec(&txn)
@@ -250,6 +262,7 @@ impl Idempotent<'_> {
         let taken = idempotency_keys::Entity::update_many()
             .col_expr(idempotency_keys::Column::CreatedAt, Expr::value(Utc::now()))
             .filter(idempotency_keys::Column::MerchantId.eq(&stale.merchant_id))
+            .filter(idempotency_keys::Column::Livemode.eq(stale.livemode))
             .filter(idempotency_keys::Column::Key.eq(stale.key.as_str()))
             .filter(idempotency_keys::Column::ResponseStatus.eq(IN_PROGRESS))
             .filter(idempotency_keys::Column::CreatedAt.eq(stale.created_at))
@@ -265,22 +278,24 @@ impl Idempotent<'_> {
         match self.key {
             None => Ok(None),
             Some(key) => {
-                idempotency_keys::Entity::find_by_id((self.merchant_id.clone(), key.to_string()))
-                    .one(db)
-                    .await
+                idempotency_keys::Entity::find_by_id((
+                    self.scope.merchant_id.clone(),
+                    self.scope.livemode,
+                    key.to_string(),
+                ))
+                .one(db)
+                .await
             }
         }
     }
 }
 
-/// Whether the merchant already used `key` (for any operation): a retry whose answer is kept.
-pub async fn exists(
-    db: &DatabaseConnection,
-    merchant_id: &entity::ids::MerchantId,
-    key: &str,
-) -> Result<bool, DbErr> {
+/// Whether the merchant already used `key` in this mode (for any operation): a retry whose
+/// answer is kept.
+pub async fn exists(db: &DatabaseConnection, scope: &Scope, key: &str) -> Result<bool, DbErr> {
     Ok(idempotency_keys::Entity::find()
-        .filter(idempotency_keys::Column::MerchantId.eq(merchant_id))
+        .filter(idempotency_keys::Column::MerchantId.eq(&scope.merchant_id))
+        .filter(idempotency_keys::Column::Livemode.eq(scope.livemode))
         .filter(idempotency_keys::Column::Key.eq(key))
         .one(db)
         .await?

@@ -7,6 +7,7 @@
 //!   process's configuration, its metrics, cursor pages.
 //! - [`idempotency`], [`merchants`], [`rate_limits`], [`logs`], [`relay`], [`retention`]:
 //!   services over a connection or a transaction (or the cache), and the outbox publisher.
+//! - [`ledger`]: every movement of money, double-entry, with the balances it keeps.
 //! - [`commit`]: the effects every payment commit has (relay, cache, metrics, log store).
 //! - [`payments`], [`webhooks`]: the merchant's objects and their services.
 //! - [`dashboard`]: the signed-in pages for merchants' people (users, sessions, HTML).
@@ -19,6 +20,7 @@ pub mod commit;
 pub mod dashboard;
 pub mod error;
 pub mod idempotency;
+pub mod ledger;
 pub mod logs;
 pub mod merchants;
 pub mod metrics;

@@ -1,7 +1,7 @@
 //! The log store's reads and upkeep: a merchant's recent error and critical entries (through
 //! the cache, with a TTL), counts by level and source over a window, and retention.
 
-use entity::ids::MerchantId;
+use entity::ids::Scope;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 const RECENT: u64 = 50;
 const RECENT_TTL: Duration = Duration::from_secs(30);
 
-pub fn recent_cache_key(merchant_id: &MerchantId) -> String {
-    format!("recent_logs:{merchant_id}")
+pub fn recent_cache_key(scope: &Scope) -> String {
+    format!("recent_logs:{}:{}", scope.merchant_id, scope.mode())
 }
 
 /// The merchant's latest error and critical entries; `true` when served from the cache.
@@ -29,16 +29,16 @@ pub fn recent_cache_key(merchant_id: &MerchantId) -> String {
 pub async fn recent<C: ConnectionTrait>(
     db: &C,
     cache: &Cache,
-    merchant_id: &MerchantId,
+    scope: &Scope,
 ) -> Result<(Vec<LogEntry>, bool), DbErr> {
-    let key = recent_cache_key(merchant_id);
+    let key = recent_cache_key(scope);
     if let Some(hit) = cache.get(&key).await
         && let Ok(entries) = serde_json::from_str::<Vec<LogEntry>>(&hit)
     {
         return Ok((entries, true));
     }
     let rows = logs::Entity::find()
-        .filter(logs::Column::MerchantId.eq(merchant_id))
+        .filter(scope.of::<logs::Entity>())
         .filter(logs::Column::Level.is_in([Level::Error.as_str(), Level::Critical.as_str()]))
         .order_by_desc(logs::Column::CreatedAt)
         .order_by_desc(logs::Column::Id)
@@ -56,7 +56,7 @@ pub async fn recent<C: ConnectionTrait>(
 /// given: the dashboard's log page.
 pub async fn search<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     level: Option<Level>,
     source: Option<&str>,
     window: Duration,
@@ -64,7 +64,7 @@ pub async fn search<C: ConnectionTrait>(
 ) -> Result<Vec<LogEntry>, DbErr> {
     let since = Utc::now() - chrono::Duration::from_std(window).unwrap_or_default();
     let mut query = logs::Entity::find()
-        .filter(logs::Column::MerchantId.eq(merchant_id))
+        .filter(scope.of::<logs::Entity>())
         .filter(logs::Column::CreatedAt.gte(since));
     if let Some(level) = level {
         query = query.filter(logs::Column::Level.eq(level.as_str()));
@@ -92,7 +92,7 @@ pub struct Stats {
 /// Counts of the merchant's entries over the last `window`.
 pub async fn stats<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     window: Duration,
 ) -> Result<Stats, DbErr> {
     let since = Utc::now() - chrono::Duration::from_std(window).unwrap_or_default();
@@ -101,7 +101,7 @@ pub async fn stats<C: ConnectionTrait>(
             .select_only()
             .column(column)
             .column_as(logs::Column::Id.count(), "n")
-            .filter(logs::Column::MerchantId.eq(merchant_id))
+            .filter(scope.of::<logs::Entity>())
             .filter(logs::Column::CreatedAt.gte(since))
             .group_by(column)
             .into_tuple::<(String, i64)>()

@@ -1,4 +1,4 @@
-//! `gateway [serve|migrate|openapi|users create --merchant mer_… --email … [--role …]]`.
+//! `gateway [serve|migrate|openapi|ledger check|users create --merchant mer_… --email … [--role …]]`.
 
 use gateway::{Application, Settings};
 use runtime::{db, shutdown, telemetry};
@@ -32,12 +32,39 @@ async fn main() {
         }
         "serve" => serve(settings).await,
         "users" => create_user(settings, &std::env::args().skip(2).collect::<Vec<_>>()).await,
+        "ledger" => check_ledger(settings, std::env::args().nth(2).as_deref()).await,
         other => fail(
             2,
-            &format!("unknown command {other:?}; use serve, migrate, openapi or users create"),
+            &format!(
+                "unknown command {other:?}; use serve, migrate, openapi, ledger check or users create"
+            ),
         ),
     }
     telemetry.shutdown();
+}
+
+/// `ledger check`: verifies the ledger's invariants and prints what it found as JSON; exits
+/// 1 when any is broken, so it can gate a deploy or a cron job.
+async fn check_ledger(settings: Settings, sub: Option<&str>) {
+    if sub != Some("check") {
+        fail(2, "usage: gateway ledger check");
+    }
+    let conn = match db::connect(&settings.runtime.database_url).await {
+        Ok(c) => c,
+        Err(e) => fail(1, &format!("database: {e}")),
+    };
+    match gateway::ledger::check::run(&conn).await {
+        Ok(report) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+            if !report.violations.is_empty() {
+                std::process::exit(1);
+            }
+        }
+        Err(e) => fail(1, &format!("the check could not run: {e}")),
+    }
 }
 
 /// `users create --merchant mer_… --email … [--role owner|developer|viewer]`: a dashboard

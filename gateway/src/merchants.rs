@@ -1,13 +1,17 @@
 //! Merchants and their API keys. Keys are random, shown once, and stored as SHA-256 hashes;
 //! `sk_live_` keys move real money, `sk_test_` keys never do. Keys are listed, issued, rolled
 //! (the old one valid for a grace period) and revoked (at once).
+//!
+//! Who manages which keys ([`KeyManager`]): an API key manages the keys of its own mode only
+//! (a test key can never mint, roll, see or revoke a live key), a dashboard owner both. A
+//! merchant has at most [`MAX_ACTIVE_KEYS`] active keys in each mode.
 
 use chrono::Utc;
 use entity::ids::{ApiKeyId, MerchantId, random_token};
 use entity::{api_keys, merchants};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    TransactionSession, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QuerySelect, TransactionSession, TransactionTrait,
 };
 
 use crate::error::{OrNotFound, ServiceError};
@@ -51,6 +55,11 @@ pub fn key_cache_key(hash: &str) -> String {
 }
 
 impl AuthedMerchant {
+    /// The merchant in the key's mode: what every read and write of this request is limited to.
+    pub fn scope(&self) -> entity::ids::Scope {
+        entity::ids::Scope::new(self.merchant_id.clone(), self.livemode)
+    }
+
     pub fn to_cached(&self) -> String {
         let limit = |v: Option<u32>| v.map(|v| v.to_string()).unwrap_or_default();
         format!(
@@ -98,7 +107,7 @@ pub async fn create<C: TransactionTrait>(
     db: &C,
     name: &str,
     plan: entity::status::Plan,
-) -> Result<CreatedMerchant, DbErr> {
+) -> Result<CreatedMerchant, ServiceError> {
     let now = Utc::now();
     let merchant_id = MerchantId::generate();
     let txn = db.begin().await?;
@@ -118,12 +127,86 @@ pub async fn create<C: TransactionTrait>(
     Ok(CreatedMerchant { merchant, api_key })
 }
 
-/// A new key (`sk_live_…` or `sk_test_…`) and its secret, shown once.
+/// Active keys (not revoked, not on their way out after a roll) a merchant may hold in one
+/// mode: enough for every service of a deployment, few enough that a leaked key cannot mint
+/// an unbounded number of rate-limit buckets.
+pub const MAX_ACTIVE_KEYS: u64 = 50;
+
+/// Who is managing keys, and so which keys it reaches.
+#[derive(Debug, Clone)]
+pub enum KeyManager {
+    /// An API key: its own mode's keys only.
+    ApiKey(entity::ids::Scope),
+    /// A dashboard owner: the merchant's keys of both modes.
+    Owner(MerchantId),
+}
+
+impl KeyManager {
+    fn merchant_id(&self) -> &MerchantId {
+        match self {
+            KeyManager::ApiKey(scope) => &scope.merchant_id,
+            KeyManager::Owner(merchant_id) => merchant_id,
+        }
+    }
+
+    /// The keys it reaches.
+    fn reach(&self) -> sea_orm::Condition {
+        match self {
+            KeyManager::ApiKey(scope) => scope.of::<api_keys::Entity>(),
+            KeyManager::Owner(merchant_id) => {
+                sea_orm::Condition::all().add(api_keys::Column::MerchantId.eq(merchant_id))
+            }
+        }
+    }
+
+    /// Refuses a key of a mode it may not manage.
+    fn may_manage(&self, livemode: bool) -> Result<(), ServiceError> {
+        match self {
+            KeyManager::ApiKey(scope) if scope.livemode != livemode => {
+                Err(ServiceError::Forbidden {
+                    code: "livemode_mismatch",
+                    message: if scope.livemode {
+                        "A live key manages live keys only; test keys are managed with a test key or in the dashboard.".into()
+                    } else {
+                        "A test key manages test keys only; live keys are managed with a live key or by an owner in the dashboard.".into()
+                    },
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A new key (`sk_live_…` or `sk_test_…`) and its secret, shown once, if the merchant has
+/// fewer than [`MAX_ACTIVE_KEYS`] active keys in that mode (422 `api_key_limit_reached`
+/// otherwise). The merchant's row is locked for the count, so concurrent issues cannot pass
+/// the cap together.
 pub async fn issue_key<C: ConnectionTrait>(
     db: &C,
     merchant_id: &MerchantId,
     livemode: bool,
-) -> Result<(api_keys::Model, String), DbErr> {
+) -> Result<(api_keys::Model, String), ServiceError> {
+    merchants::Entity::find_by_id(merchant_id.clone())
+        .lock_exclusive()
+        .one(db)
+        .await?;
+    let active = api_keys::Entity::find()
+        .filter(entity::ids::Scope::new(merchant_id.clone(), livemode).of::<api_keys::Entity>())
+        .filter(api_keys::Column::RevokedAt.is_null())
+        .filter(api_keys::Column::ExpiresAt.is_null())
+        .count(db)
+        .await?;
+    if active >= MAX_ACTIVE_KEYS {
+        return Err(crate::error::ValidationError::new(
+            "livemode",
+            "api_key_limit_reached",
+            format!(
+                "A merchant can have at most {MAX_ACTIVE_KEYS} active {} keys; revoke one first.",
+                if livemode { "live" } else { "test" }
+            ),
+        )
+        .into());
+    }
     let secret = format!(
         "{}{}",
         if livemode { "sk_live_" } else { "sk_test_" },
@@ -212,31 +295,46 @@ pub async fn set_rate_limit<C: ConnectionTrait>(
     changed.rate_limit_per_second = Set(as_column(limit.per_second));
     changed.rate_limit_burst = Set(as_column(limit.burst));
     let merchant = merchants::Entity::update(changed).exec(db).await?;
-    for key in list_keys(db, merchant_id).await? {
+    let all = api_keys::Entity::find()
+        .filter(api_keys::Column::MerchantId.eq(merchant_id))
+        .all(db)
+        .await?;
+    for key in all {
         cache.delete(&key_cache_key(&key.key_hash)).await;
     }
     Ok(merchant)
 }
 
+/// The keys `manager` reaches, newest first, a page at a time.
 pub async fn list_keys<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &MerchantId,
-) -> Result<Vec<api_keys::Model>, DbErr> {
-    api_keys::Entity::find()
-        .filter(api_keys::Column::MerchantId.eq(merchant_id))
-        .order_by_desc(api_keys::Column::Id)
-        .all(db)
-        .await
+    manager: &KeyManager,
+    page: &crate::pagination::Page,
+) -> Result<(Vec<api_keys::Model>, bool), DbErr> {
+    let select = api_keys::Entity::find().filter(manager.reach());
+    page.fetch(db, select, api_keys::Column::Id).await
 }
 
+/// Issues a key of `livemode`, if `manager` may manage that mode.
+pub async fn create_key<C: ConnectionTrait>(
+    db: &C,
+    manager: &KeyManager,
+    livemode: bool,
+) -> Result<(api_keys::Model, String), ServiceError> {
+    manager.may_manage(livemode)?;
+    issue_key(db, manager.merchant_id(), livemode).await
+}
+
+/// A key `manager` reaches that is still active; any other (another mode's for an API key,
+/// another merchant's) is a 404, as if it did not exist.
 async fn active_key<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &MerchantId,
+    manager: &KeyManager,
     id: &ApiKeyId,
 ) -> Result<api_keys::Model, ServiceError> {
     let now = Utc::now();
     api_keys::Entity::find_by_id(id.clone())
-        .filter(api_keys::Column::MerchantId.eq(merchant_id))
+        .filter(manager.reach())
         .filter(api_keys::Column::RevokedAt.is_null())
         .one(db)
         .await?
@@ -248,17 +346,17 @@ async fn active_key<C: ConnectionTrait>(
 /// (zero: it stops now), so deployments can switch without downtime.
 pub async fn roll_key<C: TransactionTrait>(
     db: &C,
-    merchant_id: &MerchantId,
+    manager: &KeyManager,
     id: &ApiKeyId,
     grace: std::time::Duration,
 ) -> Result<(api_keys::Model, String, api_keys::Model), ServiceError> {
     let txn = db.begin().await?;
-    let old = active_key(&txn, merchant_id, id).await?;
+    let old = active_key(&txn, manager, id).await?;
     let expires = Utc::now() + chrono::Duration::from_std(grace).unwrap_or_default();
     let mut rolled: api_keys::ActiveModel = old.clone().into();
     rolled.expires_at = Set(Some(expires));
     let rolled = api_keys::Entity::update(rolled).exec(&txn).await?;
-    let (new, secret) = issue_key(&txn, merchant_id, old.livemode).await?;
+    let (new, secret) = issue_key(&txn, &old.merchant_id, old.livemode).await?;
     txn.commit().await?;
     Ok((new, secret, rolled))
 }
@@ -266,10 +364,10 @@ pub async fn roll_key<C: TransactionTrait>(
 /// Revokes a key at once.
 pub async fn revoke_key<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &MerchantId,
+    manager: &KeyManager,
     id: &ApiKeyId,
 ) -> Result<api_keys::Model, ServiceError> {
-    let key = active_key(db, merchant_id, id).await?;
+    let key = active_key(db, manager, id).await?;
     let mut revoked: api_keys::ActiveModel = key.into();
     revoked.revoked_at = Set(Some(Utc::now()));
     Ok(api_keys::Entity::update(revoked).exec(db).await?)

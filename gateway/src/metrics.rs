@@ -86,6 +86,11 @@ pub struct ApiMetrics {
     pub usage_flush_failures: Counter,
     /// Usage thresholds (80 %, 95 % of a plan's limit) alerted.
     pub usage_thresholds: Counter,
+    /// Broken ledger invariants found by the checks, and the checks run.
+    pub ledger_violations: Counter,
+    pub ledger_checks: Counter,
+    /// Pending funds made available.
+    pub funds_released: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -166,7 +171,25 @@ impl ApiMetrics {
             usage_flushed: Counter::default(),
             usage_flush_failures: Counter::default(),
             usage_thresholds: Counter::default(),
+            ledger_violations: Counter::default(),
+            ledger_checks: Counter::default(),
+            funds_released: Counter::default(),
         };
+        registry.register(
+            "ledger_invariant_violations",
+            "Broken ledger invariants found by the scheduled check (unbalanced transactions, balances that are not the sums of their entries); any is a page",
+            m.ledger_violations.clone(),
+        );
+        registry.register(
+            "ledger_checks",
+            "Ledger invariant checks completed",
+            m.ledger_checks.clone(),
+        );
+        registry.register(
+            "ledger_funds_released",
+            "Pending payment funds made available once their available_on passed",
+            m.funds_released.clone(),
+        );
         registry.register(
             "usage_thresholds_reached",
             "First crossings of 80 % or 95 % of a plan's monthly limit this month, alerted to the merchant",

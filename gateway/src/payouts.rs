@@ -18,10 +18,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
 use entity::event::EventType;
-use entity::ids::{MerchantId, PayoutId};
-use entity::payment_status::PaymentStatus;
+use entity::ids::{PayoutId, Scope};
+use entity::payouts;
 use entity::status::{PayoutStatus, Provider};
-use entity::{merchants, payments, payouts};
 use poem_openapi::Object;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -111,66 +110,21 @@ pub fn check_provider(
     }
 }
 
-/// What the merchant can pay out in `currency` now.
-pub async fn available_balance<C: ConnectionTrait>(
-    db: &C,
-    merchant_id: &MerchantId,
-    currency: &str,
-) -> Result<i64, DbErr> {
-    let received: Option<i64> = payments::Entity::find()
-        .select_only()
-        .column_as(
-            Expr::cust("CAST(COALESCE(SUM(amount - amount_refunded), 0) AS BIGINT)"),
-            "received",
-        )
-        .filter(payments::Column::MerchantId.eq(merchant_id))
-        .filter(payments::Column::Currency.eq(currency))
-        .filter(payments::Column::Status.is_in([PaymentStatus::Succeeded, PaymentStatus::Refunded]))
-        .into_tuple()
-        .one(db)
-        .await?;
-    let paid_out: Option<i64> = payouts::Entity::find()
-        .select_only()
-        .column_as(
-            Expr::cust("CAST(COALESCE(SUM(amount), 0) AS BIGINT)"),
-            "paid_out",
-        )
-        .filter(payouts::Column::MerchantId.eq(merchant_id))
-        .filter(payouts::Column::Currency.eq(currency))
-        .filter(payouts::Column::Status.ne(PayoutStatus::Failed))
-        .into_tuple()
-        .one(db)
-        .await?;
-    Ok(received.unwrap_or(0) - paid_out.unwrap_or(0))
-}
-
-/// Records a payout (`pending`) if the balance covers it, with its `payout.pending` event, in
-/// the caller's transaction. The merchant's row is locked first: payouts of one merchant are
-/// decided one at a time.
+/// Records a payout (`pending`) if the available balance covers it, with its ledger
+/// reservation and its `payout.pending` event, in the caller's transaction. The reservation is
+/// decided under the balance's row lock, so concurrent payouts can never overdraw together;
+/// one that does not fit is a 422 `balance_insufficient` and writes nothing.
 pub async fn record<C: ConnectionTrait>(
     txn: &C,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     new: NewPayout,
     request_id: Option<&str>,
 ) -> Result<payouts::Model, ServiceError> {
-    merchants::Entity::find_by_id(merchant_id.clone())
-        .lock_exclusive()
-        .one(txn)
-        .await?;
-    let available = available_balance(txn, merchant_id, &new.currency).await?;
-    if new.amount > available {
-        return Err(ServiceError::state(
-            "insufficient_balance",
-            format!(
-                "The available {} balance is {} (minor units): succeeded payments, less refunds and payouts. This payout of {} does not fit.",
-                new.currency, available, new.amount
-            ),
-        ));
-    }
     let now = Utc::now();
     let payout = payouts::Entity::insert(payouts::ActiveModel {
         id: Set(PayoutId::generate()),
-        merchant_id: Set(merchant_id.clone()),
+        merchant_id: Set(scope.merchant_id.clone()),
+        livemode: Set(scope.livemode),
         amount: Set(new.amount),
         currency: Set(new.currency),
         provider: Set(new.provider),
@@ -187,9 +141,10 @@ pub async fn record<C: ConnectionTrait>(
     })
     .exec_with_returning(txn)
     .await?;
+    crate::ledger::reserve_payout(txn, &payout).await?;
     crate::webhooks::events::record(
         txn,
-        merchant_id,
+        scope,
         EventType::PayoutPending,
         None,
         view(&payout),
@@ -240,6 +195,13 @@ pub struct Payout {
     pub failure_message: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// `true` for live mode, `false` for test mode.
+    #[serde(default)]
+    pub livemode: bool,
+    /// The balance transaction (`txn_…`) that took its amount from your balance when it was
+    /// made; a failed payout gives it back with a `payout_failure` transaction.
+    #[serde(default)]
+    pub balance_transaction: Option<String>,
 }
 
 impl From<&payouts::Model> for Payout {
@@ -270,6 +232,8 @@ impl From<&payouts::Model> for Payout {
             failure_message: p.failure_message.clone(),
             created_at: entity::event::rfc3339(p.created_at),
             updated_at: entity::event::rfc3339(p.updated_at),
+            livemode: p.livemode,
+            balance_transaction: Some(crate::ledger::transaction_id_of(&p.id).to_string()),
         }
     }
 }
@@ -324,9 +288,15 @@ pub async fn move_to<C: TransactionTrait>(
         txn.rollback().await?;
         return Ok(None);
     };
+    if to == PayoutStatus::Failed {
+        // Its amount is available again.
+        crate::ledger::release_payout(&txn, &payout)
+            .await
+            .map_err(crate::ledger::LedgerError::into_db)?;
+    }
     crate::webhooks::events::record(
         &txn,
-        &payout.merchant_id,
+        &payout.scope(),
         EventType::for_payout(to),
         None,
         view(&payout),
@@ -382,19 +352,22 @@ pub async fn send<C: ConnectionTrait + TransactionTrait>(
             .unwrap_or_else(|| payout.clone());
         return Ok(Sent::NotMine(current));
     };
-    let sent = match payout.provider {
-        Provider::Simulated => Ok(None),
-        Provider::Moneroo => match (&providers.moneroo, destination_phone(&payout)) {
-            (Some(moneroo), Some((phone, operator))) => moneroo
-                .start_payout(&payout, &phone, &operator)
-                .await
-                .map(Some),
-            (None, _) => Err(crate::providers::ProviderError::NotConfigured),
-            (_, None) => Err(crate::providers::ProviderError::Unsupported(
-                "Moneroo payouts to a destination other than mobile money",
-            )),
+    let sent = match providers.check_mode(payout.provider, payout.livemode) {
+        Err(e) => Err(e),
+        Ok(()) => match payout.provider {
+            Provider::Simulated => Ok(None),
+            Provider::Moneroo => match (&providers.moneroo, destination_phone(&payout)) {
+                (Some(moneroo), Some((phone, operator))) => moneroo
+                    .start_payout(&payout, &phone, &operator)
+                    .await
+                    .map(Some),
+                (None, _) => Err(crate::providers::ProviderError::NotConfigured),
+                (_, None) => Err(crate::providers::ProviderError::Unsupported(
+                    "Moneroo payouts to a destination other than mobile money",
+                )),
+            },
+            _ => Err(crate::providers::ProviderError::NotConfigured),
         },
-        _ => Err(crate::providers::ProviderError::NotConfigured),
     };
     let moved = match sent {
         Ok(reference) => {
@@ -554,6 +527,12 @@ pub async fn adopt<C: ConnectionTrait + TransactionTrait>(
     let Some(moneroo) = providers.moneroo.as_ref() else {
         return Ok(None);
     };
+    if providers
+        .check_mode(payout.provider, payout.livemode)
+        .is_err()
+    {
+        return Ok(None);
+    }
     let status = moneroo
         .payout_status_for(&payout, reference)
         .await
@@ -596,6 +575,12 @@ pub async fn refresh<C: TransactionTrait>(
     ) else {
         return Ok(None);
     };
+    if providers
+        .check_mode(payout.provider, payout.livemode)
+        .is_err()
+    {
+        return Ok(None);
+    }
     let status = moneroo
         .payout_status(payout, reference)
         .await
@@ -611,11 +596,11 @@ pub async fn refresh<C: TransactionTrait>(
 
 pub async fn get<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     id: &PayoutId,
 ) -> Result<Option<payouts::Model>, DbErr> {
     payouts::Entity::find_by_id(id.clone())
-        .filter(payouts::Column::MerchantId.eq(merchant_id))
+        .filter(scope.of::<payouts::Entity>())
         .one(db)
         .await
 }
@@ -634,10 +619,10 @@ pub async fn by_provider_reference<C: ConnectionTrait>(
 
 pub async fn list<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     page: &crate::pagination::Page,
 ) -> Result<(Vec<payouts::Model>, bool), DbErr> {
-    let select = payouts::Entity::find().filter(payouts::Column::MerchantId.eq(merchant_id));
+    let select = payouts::Entity::find().filter(scope.of::<payouts::Entity>());
     page.fetch(db, select, payouts::Column::Id).await
 }
 

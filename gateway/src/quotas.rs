@@ -364,20 +364,29 @@ pub async fn check_thresholds_once(
                     "plan": merchant.plan,
                     "hard": l.hard,
                 });
-                crate::webhooks::events::record(
-                    &txn,
-                    &merchant_id,
-                    EventType::UsageThresholdReached,
-                    None,
-                    data.clone(),
-                    None,
-                )
-                .await?;
-                runtime::log_store::write(
+                // Usage is the account's, not a mode's: both worlds hear of it, so a merchant
+                // still in test mode is warned as well as one that went live.
+                let scopes = [
+                    entity::ids::Scope::new(merchant_id.clone(), false),
+                    entity::ids::Scope::new(merchant_id.clone(), true),
+                ];
+                for scope in &scopes {
+                    crate::webhooks::events::record(
+                        &txn,
+                        scope,
+                        EventType::UsageThresholdReached,
+                        None,
+                        data.clone(),
+                        None,
+                    )
+                    .await?;
+                }
+                for scope in &scopes {
+                    runtime::log_store::write(
                     &txn,
                     &state.bus,
                     runtime::log_store::Entry {
-                        merchant_id: Some(&merchant_id),
+                        scope: Some(scope),
                         level: entity::status::LogLevel::Warning,
                         source: "usage",
                         message: &format!(
@@ -391,13 +400,16 @@ pub async fn check_thresholds_once(
                                 ""
                             }
                         ),
-                        context: Some(data),
+                        context: Some(data.clone()),
                         request_id: None,
                     },
                 )
                 .await?;
+                }
                 txn.commit().await?;
-                state.effects.events_committed(&merchant_id).await;
+                for scope in &scopes {
+                    state.effects.events_committed(scope).await;
+                }
                 alerted.push(Alerted {
                     merchant_id: merchant_id.clone(),
                     metric: l.metric,

@@ -50,6 +50,11 @@ pub struct GatewaySettings {
     pub dashboard: DashboardSettings,
     /// The plan a new merchant gets (`unlimited` unless the operator opts into quotas).
     pub default_plan: entity::status::Plan,
+    /// When a payment's funds become available, and how often matured ones are released.
+    pub funds: crate::ledger::FundsPolicy,
+    pub funds_release_interval: Duration,
+    /// When the ledger's invariants are checked (six-field cron, UTC).
+    pub ledger_check_schedule: &'static str,
 }
 
 /// The dashboard's sessions.
@@ -91,6 +96,18 @@ impl GatewaySettings {
                 access_ttl: env.period("PAYRAIL_DASHBOARD_ACCESS_TTL", "15m")?,
                 refresh_ttl: env.period("PAYRAIL_DASHBOARD_REFRESH_TTL", "30d")?,
             },
+            funds: crate::ledger::FundsPolicy {
+                available_after: env.duration("PAYRAIL_FUNDS_AVAILABLE_AFTER", "0s")?,
+            },
+            funds_release_interval: env.period("PAYRAIL_FUNDS_RELEASE_INTERVAL", "60s")?,
+            ledger_check_schedule: env.parse(
+                "PAYRAIL_LEDGER_CHECK_SCHEDULE",
+                "0 17 * * * *",
+                |v| {
+                    runtime::schedule::valid_calendar(v)
+                        .map(|()| &*Box::leak(v.to_string().into_boxed_str()))
+                },
+            )?,
             default_plan: env.parse("PAYRAIL_DEFAULT_PLAN", "unlimited", |v| {
                 entity::status::Plan::parse(v.trim())
                     .ok_or_else(|| format!("expected {}", entity::status::Plan::names()))

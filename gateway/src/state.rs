@@ -32,6 +32,8 @@ pub struct AppState {
     pub max_webhook_endpoints: u32,
     /// The plan a merchant created by the operator gets.
     pub default_plan: entity::status::Plan,
+    /// When a payment's funds become available.
+    pub funds: crate::ledger::FundsPolicy,
     /// Base URL customers reach this gateway at (for checkout links).
     pub public_url: String,
     /// Sends an endpoint's test event at once (judged by `webhook.rules()`, as the worker does).
@@ -48,4 +50,15 @@ pub struct AppState {
     pub dashboard: crate::dashboard::auth::SessionKeys,
     /// SHA-256 of accepted admin tokens.
     pub admin_token_hashes: Arc<RwLock<Vec<String>>>,
+}
+
+impl AppState {
+    /// What the payment services take.
+    pub fn payment_deps(&self) -> crate::payments::service::Deps<'_> {
+        crate::payments::service::Deps {
+            db: &self.db,
+            providers: &self.providers,
+            funds: self.funds,
+        }
+    }
 }

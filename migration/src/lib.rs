@@ -19,6 +19,7 @@ mod m20261123_000013_usage_counters;
 mod m20261123_000014_usage_plans;
 mod m20261123_000015_payouts;
 mod m20261123_000016_earlier_attempts;
+mod m20261202_000017_two_worlds;
 
 /// Runs raw statements (named and partial indexes, which the schema builder cannot express
 /// for both backends) in order.
@@ -55,6 +56,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000014_usage_plans::Migration),
             Box::new(m20261123_000015_payouts::Migration),
             Box::new(m20261123_000016_earlier_attempts::Migration),
+            Box::new(m20261202_000017_two_worlds::Migration),
         ]
     }
 }

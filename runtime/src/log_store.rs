@@ -5,7 +5,7 @@
 
 use chrono::Utc;
 use entity::bus::{LiveChange, LiveNotice};
-use entity::ids::{LogId, MerchantId};
+use entity::ids::{LogId, Scope};
 use entity::logs;
 use entity::status::LogLevel;
 use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait};
@@ -13,7 +13,8 @@ use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait};
 use crate::bus::EventBus;
 
 pub struct Entry<'a> {
-    pub merchant_id: Option<&'a MerchantId>,
+    /// The merchant and mode the entry is about; none for Payrail's own.
+    pub scope: Option<&'a Scope>,
     pub level: LogLevel,
     pub source: &'a str,
     pub message: &'a str,
@@ -31,7 +32,8 @@ pub async fn write<C: ConnectionTrait>(
 ) -> Result<logs::Model, DbErr> {
     let written = logs::Entity::insert(logs::ActiveModel {
         id: Set(LogId::generate()),
-        merchant_id: Set(entry.merchant_id.cloned()),
+        merchant_id: Set(entry.scope.map(|s| s.merchant_id.clone())),
+        livemode: Set(entry.scope.is_some_and(|s| s.livemode)),
         level: Set(entry.level),
         message: Set(entry.message.to_string()),
         source: Set(entry.source.to_string()),

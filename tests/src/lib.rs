@@ -154,6 +154,9 @@ pub fn test_settings(database_url: &str, prefix: &str, webhook: WebhookSettings)
             usage_check_schedule: "0 0 6 * * *",
             max_webhook_endpoints: 20,
             default_plan: entity::status::Plan::Unlimited,
+            funds: gateway::ledger::FundsPolicy::default(),
+            funds_release_interval: Duration::from_millis(200),
+            ledger_check_schedule: "0 17 * * * *",
             providers: ProviderSettings::default(),
             retention: RetentionSettings {
                 logs: Duration::from_secs(30 * 86_400),

@@ -212,6 +212,7 @@ pub fn new_row(
     webhook_deliveries::ActiveModel {
         id: Set(DeliveryId::generate()),
         merchant_id: Set(event.merchant_id.clone()),
+        livemode: Set(event.livemode),
         event_id: Set(event.id.clone()),
         endpoint_id: Set(endpoint_id.clone()),
         status: Set(status),
@@ -529,6 +530,7 @@ pub(crate) async fn record_in<T: ConnectionTrait>(
             id: Set(AttemptId::generate()),
             delivery_id: Set(delivery.id.clone()),
             merchant_id: Set(delivery.merchant_id.clone()),
+            livemode: Set(delivery.livemode),
             attempt_number: Set(delivery.earlier_attempts + attempts),
             http_status: Set(http_status),
             error_message: Set(error_message),
@@ -651,7 +653,10 @@ pub(crate) async fn after_commit<C: ConnectionTrait>(
         db,
         bus,
         runtime::log_store::Entry {
-            merchant_id: Some(&endpoint.merchant_id),
+            scope: Some(&entity::ids::Scope::new(
+                endpoint.merchant_id.clone(),
+                endpoint.livemode,
+            )),
             level: entity::status::LogLevel::Error,
             source: "webhooks",
             message: &message,
@@ -722,6 +727,7 @@ async fn track_failure<T: ConnectionTrait>(
     events::Entity::insert(events::ActiveModel {
         id: Set(entity::ids::EventId::generate()),
         merchant_id: Set(current.merchant_id.clone()),
+        livemode: Set(current.livemode),
         event_type: Set(entity::event::EventType::WebhookEndpointDisabled
             .as_str()
             .to_string()),

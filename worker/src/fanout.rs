@@ -134,7 +134,8 @@ pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
             continue;
         };
         let mut mine = Vec::with_capacity(endpoints.len());
-        for endpoint in endpoints {
+        // An endpoint hears only its own mode's events.
+        for endpoint in endpoints.iter().filter(|e| e.livemode == event.livemode) {
             let row = new_row(event, &endpoint.id, immediate.then_some(locked_until), now);
             mine.push((row.clone().try_into_model()?, *endpoint));
             rows.push(row);

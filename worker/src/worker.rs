@@ -337,7 +337,7 @@ impl Worker {
                 .is_none()
                 .then(|| chrono::Utc::now() - ctx.event.created_at);
             let about = (
-                ctx.delivery.merchant_id.clone(),
+                entity::ids::Scope::new(ctx.delivery.merchant_id.clone(), ctx.delivery.livemode),
                 ctx.event.id.clone(),
                 ctx.delivery.endpoint_id.clone(),
                 ctx.event.request_id.clone(),
@@ -349,7 +349,7 @@ impl Worker {
                     if result.is_some() {
                         inner
                             .cache
-                            .count_usage(&about.0, &[(runtime::usage::metric::WEBHOOK_ATTEMPTS, 1)])
+                            .count_usage(&about.0.merchant_id, &[(runtime::usage::metric::WEBHOOK_ATTEMPTS, 1)])
                             .await;
                     }
                     inner.metrics.observe(&outcome, result.as_ref());
@@ -371,13 +371,13 @@ impl Worker {
                             .observe(lag.num_microseconds().unwrap_or(0) as f64 / 1e6);
                     }
                     if let AttemptOutcome::Failed { attempts } = &outcome {
-                        let (merchant_id, event_id, endpoint_id, request_id) = &about;
+                        let (scope, event_id, endpoint_id, request_id) = &about;
                         let last_error = result.as_ref().and_then(|r| r.error.as_ref().map(|e| e.1.clone()));
                         runtime::log_store::record(
                             &inner.db,
                             &inner.bus,
                             runtime::log_store::Entry {
-                                merchant_id: Some(merchant_id),
+                                scope: Some(scope),
                                 level: entity::status::LogLevel::Error,
                                 source: "webhooks",
                                 message: &format!("Webhook delivery {id} failed after {attempts} attempts"),

@@ -9,6 +9,8 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: crate::ids::EventId,
     pub merchant_id: crate::ids::MerchantId,
+    /// Test (`false`) or live: objects of one mode are invisible to keys of the other.
+    pub livemode: bool,
     pub event_type: String,
     pub payment_id: Option<crate::ids::PaymentId>,
     /// The object as it was when the event happened.

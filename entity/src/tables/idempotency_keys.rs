@@ -8,6 +8,9 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub merchant_id: crate::ids::MerchantId,
+    /// A key is the merchant's in one mode: the same key in test and live are two keys.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub livemode: bool,
     #[sea_orm(primary_key, auto_increment = false)]
     pub key: String,
     /// Which operation the key was used for (`POST /v1/payments`), so a key is not reused

@@ -10,6 +10,8 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: crate::ids::LogId,
     pub merchant_id: Option<crate::ids::MerchantId>,
+    /// Test (`false`) or live: objects of one mode are invisible to keys of the other.
+    pub livemode: bool,
     /// `debug`, `info`, `warning`, `error` or `critical`.
     pub level: crate::status::LogLevel,
     pub message: String,

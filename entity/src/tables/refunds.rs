@@ -9,6 +9,8 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: crate::ids::RefundId,
     pub merchant_id: crate::ids::MerchantId,
+    /// Test (`false`) or live: objects of one mode are invisible to keys of the other.
+    pub livemode: bool,
     pub payment_id: crate::ids::PaymentId,
     pub amount: i64,
     /// `pending`, `succeeded` or `failed`.

@@ -10,6 +10,8 @@ pub struct Model {
     pub id: crate::ids::AttemptId,
     pub delivery_id: crate::ids::DeliveryId,
     pub merchant_id: crate::ids::MerchantId,
+    /// Test (`false`) or live, as its delivery.
+    pub livemode: bool,
     pub attempt_number: i32,
     pub http_status: Option<i32>,
     pub error_message: Option<String>,

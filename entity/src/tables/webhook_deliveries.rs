@@ -9,6 +9,8 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: crate::ids::DeliveryId,
     pub merchant_id: crate::ids::MerchantId,
+    /// Test (`false`) or live: objects of one mode are invisible to keys of the other.
+    pub livemode: bool,
     pub event_id: crate::ids::EventId,
     pub endpoint_id: crate::ids::EndpointId,
     /// `pending`, `processing`, `succeeded` or `failed`.

@@ -8,6 +8,8 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: crate::ids::EndpointId,
     pub merchant_id: crate::ids::MerchantId,
+    /// Test (`false`) or live: an endpoint receives only its own mode's events.
+    pub livemode: bool,
     pub url: String,
     pub description: Option<String>,
     /// JSON array of event type names, or `["*"]`.

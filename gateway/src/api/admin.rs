@@ -79,6 +79,27 @@ impl TryFrom<ResolvePayoutRequest> for payouts::Resolution {
     }
 }
 
+/// An operator's correction of a merchant's available balance.
+#[derive(poem_openapi::Object)]
+#[oai(deny_unknown_fields)]
+pub struct CreateAdjustmentRequest {
+    /// The mode whose balance it corrects.
+    pub livemode: bool,
+    /// ISO 4217 code.
+    pub currency: Text,
+    /// In minor units, not zero: positive credits the merchant, negative debits it.
+    pub amount: i64,
+    /// Why (1 to 500 characters): shown to the merchant on the balance transaction.
+    pub description: Text,
+}
+
+#[derive(ApiResponse)]
+pub enum AdjustmentCreated {
+    /// The balance transaction it made.
+    #[oai(status = 201)]
+    Created(Json<crate::ledger::objects::BalanceTransaction>),
+}
+
 /// A limit as sent: absent keeps the stored one, `null` the default, a number must fit.
 fn limit_change(
     param: &str,
@@ -214,6 +235,86 @@ impl AdminApi {
                 .and_then(|l| serde_json::from_value(l.clone()).ok()),
             created_at: rfc3339(merchant.created_at),
         })))
+    }
+
+    /// Check the ledger's invariants
+    ///
+    /// Verifies, over the whole ledger, that every balance transaction's entries sum to zero,
+    /// that each transaction's amount is what its entries moved, and that every stored balance
+    /// is the sum of its entries. Violations are listed (and counted in
+    /// `ledger_invariant_violations_total`). Admin token only.
+    #[oai(path = "/ledger/check", method = "get", operation_id = "check_ledger")]
+    async fn check_ledger(
+        &self,
+        _admin: AdminToken,
+        state: Data<&AppState>,
+    ) -> Result<Json<crate::ledger::check::Report>, ApiError> {
+        let report = crate::ledger::check::run(&state.db).await?;
+        state.metrics.ledger_checks.inc();
+        state
+            .metrics
+            .ledger_violations
+            .inc_by(report.violations.len() as u64);
+        Ok(Json(report))
+    }
+
+    /// Adjust a merchant's balance
+    ///
+    /// Credits (positive `amount`) or debits (negative) the merchant's available balance in
+    /// one mode and currency, against the ledger's `adjustments` account, as a balance
+    /// transaction of type `adjustment` the merchant sees with your `description`. It may make
+    /// the balance negative (a debit the merchant owes). Admin token only.
+    #[oai(
+        path = "/merchants/:id/adjustments",
+        method = "post",
+        operation_id = "create_adjustment"
+    )]
+    async fn adjust(
+        &self,
+        _admin: AdminToken,
+        state: Data<&AppState>,
+        /// The merchant's id (`mer_…`).
+        id: Path<String>,
+        body: Json<CreateAdjustmentRequest>,
+    ) -> Result<AdjustmentCreated, ApiError> {
+        let merchant_id = path_id::<MerchantId>(&id.0, "merchant")?;
+        entity::merchants::Entity::find_by_id(merchant_id.clone())
+            .one(&state.db)
+            .await?
+            .ok_or_else(|| ApiError::not_found("merchant", &id.0))?;
+        let b = body.0;
+        let currency = entity::money::Currency::parse(&b.currency.0).ok_or_else(|| {
+            ApiError::invalid(
+                "currency",
+                "currency_invalid",
+                format!("'{}' is not a currency Payrail handles.", b.currency.0),
+            )
+        })?;
+        if b.amount == 0 {
+            return Err(ApiError::invalid(
+                "amount",
+                "amount_invalid",
+                "amount is a non-zero integer in minor units.",
+            ));
+        }
+        let description = b.description.0.trim();
+        if description.is_empty() || description.chars().count() > 500 {
+            return Err(ApiError::invalid(
+                "description",
+                "description_invalid",
+                "description is 1 to 500 characters.",
+            ));
+        }
+        crate::error::plain_text("description", description)?;
+        let scope = entity::ids::Scope::new(merchant_id, b.livemode);
+        let txn = sea_orm::TransactionTrait::begin(&state.db).await?;
+        let made = crate::ledger::adjust(&txn, &scope, currency.code(), b.amount, description)
+            .await
+            .map_err(crate::error::ServiceError::from)?;
+        sea_orm::TransactionSession::commit(txn).await?;
+        Ok(AdjustmentCreated::Created(Json(
+            crate::ledger::objects::BalanceTransaction::from(&made),
+        )))
     }
 
     /// Settle a payout whose provider's answer was lost

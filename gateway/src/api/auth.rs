@@ -50,7 +50,7 @@ async fn check_api_key(req: &Request, bearer: Bearer) -> poem::Result<AuthedMerc
     };
     let slot = req.extensions().get::<super::middleware::MerchantSlot>();
     if let Some(slot) = slot {
-        slot.set(&merchant.merchant_id);
+        slot.set(merchant.scope());
     }
     if let Some(limited) = rate_limits::admit(&state.cache, state.rate_limit, &merchant).await {
         if let Some(slot) = slot {

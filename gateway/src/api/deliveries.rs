@@ -1,6 +1,6 @@
 //! `/v1/webhook_deliveries`.
 
-use entity::ids::{DeliveryId, EndpointId, EventId, MerchantId};
+use entity::ids::{DeliveryId, EndpointId, EventId, Scope};
 use entity::status::DeliveryStatus;
 use poem::web::Data;
 use poem_openapi::OpenApi;
@@ -24,11 +24,11 @@ pub struct DeliveriesApi;
 /// A delivery with its whole attempt history.
 pub(super) async fn detail(
     state: &AppState,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     raw_id: &str,
 ) -> Result<WebhookDelivery, ApiError> {
     let id = path_id::<DeliveryId>(raw_id, "webhook delivery")?;
-    let d = deliveries::get(&state.db, merchant_id, &id)
+    let d = deliveries::get(&state.db, scope, &id)
         .await?
         .or_not_found("webhook delivery", raw_id)?;
     let attempts = deliveries::attempts(&state.db, &d.id).await?;
@@ -78,7 +78,7 @@ impl DeliveriesApi {
             event_id: event_id.as_deref(),
         };
         let (rows, has_more) =
-            deliveries::list(&state.db, &merchant.merchant_id, filter, &page).await?;
+            deliveries::list(&state.db, &merchant.scope(), filter, &page).await?;
         let data = rows
             .iter()
             .map(|d| WebhookDelivery::from_model(d, None))
@@ -105,7 +105,7 @@ impl DeliveriesApi {
         state: Data<&AppState>,
         id: Path<String>,
     ) -> Result<Json<WebhookDelivery>, ApiError> {
-        detail(&state, &merchant.merchant_id, &id.0).await.map(Json)
+        detail(&state, &merchant.scope(), &id.0).await.map(Json)
     }
 
     /// Retry a failed or pending delivery now, with a fresh set of attempts
@@ -125,7 +125,7 @@ impl DeliveriesApi {
     ) -> Result<Json<WebhookDelivery>, ApiError> {
         let d = deliveries::get(
             &state.db,
-            &merchant.merchant_id,
+            &merchant.scope(),
             &path_id::<DeliveryId>(&id.0, "webhook delivery")?,
         )
         .await?
@@ -139,6 +139,6 @@ impl DeliveriesApi {
                 ),
             ));
         }
-        detail(&state, &merchant.merchant_id, &id.0).await.map(Json)
+        detail(&state, &merchant.scope(), &id.0).await.map(Json)
     }
 }

@@ -120,6 +120,8 @@ pub struct WebhookEndpoint {
     pub id: String,
     /// Always `webhook_endpoint`.
     pub object: String,
+    /// The mode of the key that created it: it receives only that mode's events.
+    pub livemode: bool,
     pub url: String,
     pub enabled_events: Vec<String>,
     pub description: Option<String>,
@@ -148,6 +150,7 @@ impl WebhookEndpoint {
             url: e.url.clone(),
             enabled_events: e.enabled_event_names(),
             description: e.description.clone(),
+            livemode: e.livemode,
             status: e.status.to_string(),
             disabled_reason: e.disabled_reason.clone(),
             max_concurrency: e.max_concurrency,
@@ -212,6 +215,8 @@ pub struct Event {
     pub created_at: String,
     /// The object as it was when the event happened.
     pub data: serde_json::Value,
+    /// `true` for live mode, `false` for test mode.
+    pub livemode: bool,
 }
 
 impl From<&events::Model> for Event {
@@ -223,6 +228,7 @@ impl From<&events::Model> for Event {
             api_version: entity::event::API_VERSION.into(),
             created_at: rfc3339(e.created_at),
             data: e.data.clone(),
+            livemode: e.livemode,
         }
     }
 }
@@ -272,6 +278,9 @@ pub struct WebhookDelivery {
     pub id: String,
     /// Always `webhook_delivery`.
     pub object: String,
+    /// `true` for live mode, `false` for test mode.
+    pub livemode: bool,
+
     pub event_id: String,
     pub endpoint_id: String,
     /// `pending`, `processing`, `succeeded` or `failed`.
@@ -297,6 +306,7 @@ impl WebhookDelivery {
         WebhookDelivery {
             id: d.id.to_string(),
             object: "webhook_delivery".into(),
+            livemode: d.livemode,
             event_id: d.event_id.to_string(),
             endpoint_id: d.endpoint_id.to_string(),
             status: d.status.to_string(),

@@ -107,7 +107,7 @@ impl EndpointsApi {
         let key = valid_idempotency_key(idempotency_key.0.as_deref())?;
         let new = NewEndpoint::try_from(body.0)?;
         let request = Idempotent {
-            merchant_id: &merchant.merchant_id,
+            scope: &merchant.scope(),
             key,
             operation: "POST /v1/webhook_endpoints",
             fingerprint: new.fingerprint(),
@@ -118,7 +118,7 @@ impl EndpointsApi {
             .run(
                 &state.db,
                 async |txn: &DatabaseTransaction| -> Result<WebhookEndpoint, ServiceError> {
-                    let e = endpoints::create(txn, &merchant.merchant_id, new, max).await?;
+                    let e = endpoints::create(txn, &merchant.scope(), new, max).await?;
                     Ok(WebhookEndpoint::from_model(&e, false))
                 },
             )
@@ -126,7 +126,7 @@ impl EndpointsApi {
         let mut view = outcome.value;
         // The secret is shown with the creation (and its replays), read from the endpoint.
         if let Some(id) = EndpointId::parse(&view.id)
-            && let Some(e) = endpoints::get(&state.db, &merchant.merchant_id, &id).await?
+            && let Some(e) = endpoints::get(&state.db, &merchant.scope(), &id).await?
         {
             view.secret = Some(e.secret);
         }
@@ -153,7 +153,7 @@ impl EndpointsApi {
         ending_before: Query<Option<String>>,
     ) -> Result<Json<WebhookEndpointList>, ApiError> {
         let page = Page::new(limit.0, starting_after.0, ending_before.0)?;
-        let (rows, has_more) = endpoints::list(&state.db, &merchant.merchant_id, &page).await?;
+        let (rows, has_more) = endpoints::list(&state.db, &merchant.scope(), &page).await?;
         let data = rows
             .iter()
             .map(|e| WebhookEndpoint::from_model(e, false))
@@ -181,7 +181,7 @@ impl EndpointsApi {
     ) -> Result<Json<WebhookEndpoint>, ApiError> {
         let e = endpoints::get(
             &state.db,
-            &merchant.merchant_id,
+            &merchant.scope(),
             &path_id::<EndpointId>(&id.0, "webhook endpoint")?,
         )
         .await?
@@ -208,7 +208,7 @@ impl EndpointsApi {
         let change = EndpointUpdate::try_from(body.0)?;
         let existing = endpoints::get(
             &state.db,
-            &merchant.merchant_id,
+            &merchant.scope(),
             &path_id::<EndpointId>(&id.0, "webhook endpoint")?,
         )
         .await?
@@ -237,7 +237,7 @@ impl EndpointsApi {
         let key = valid_idempotency_key(idempotency_key.0.as_deref())?;
         let endpoint_id = path_id::<EndpointId>(&id.0, "webhook endpoint")?;
         let request = Idempotent {
-            merchant_id: &merchant.merchant_id,
+            scope: &merchant.scope(),
             key,
             operation: "POST /v1/webhook_endpoints/{id}/rotate_secret",
             fingerprint: endpoint_id.to_string(),
@@ -247,17 +247,16 @@ impl EndpointsApi {
             .run(
                 &state.db,
                 async |txn: &DatabaseTransaction| -> Result<WebhookEndpoint, ServiceError> {
-                    let e =
-                        endpoints::rotate_secret(txn, &merchant.merchant_id, &endpoint_id, overlap)
-                            .await?
-                            .or_not_found("webhook endpoint", &endpoint_id)?;
+                    let e = endpoints::rotate_secret(txn, &merchant.scope(), &endpoint_id, overlap)
+                        .await?
+                        .or_not_found("webhook endpoint", &endpoint_id)?;
                     Ok(WebhookEndpoint::from_model(&e, false))
                 },
             )
             .await?;
         // As with creation, the secret is read from the endpoint, not stored with the replay.
         let mut view = outcome.value;
-        if let Some(e) = endpoints::get(&state.db, &merchant.merchant_id, &endpoint_id).await? {
+        if let Some(e) = endpoints::get(&state.db, &merchant.scope(), &endpoint_id).await? {
             view.secret = Some(e.secret);
         }
         Ok(RotatedSecret::Rotated(
@@ -287,7 +286,7 @@ impl EndpointsApi {
         let endpoint_id = path_id::<EndpointId>(&id.0, "webhook endpoint")?;
         let window = RecoverWindow::try_from(body.0)?;
         let request = Idempotent {
-            merchant_id: &merchant.merchant_id,
+            scope: &merchant.scope(),
             key,
             operation: "POST /v1/webhook_endpoints/{id}/recover",
             fingerprint: format!(
@@ -300,7 +299,7 @@ impl EndpointsApi {
             .run(
                 &state.db,
                 async |txn: &DatabaseTransaction| -> Result<EndpointRecovery, ServiceError> {
-                    let e = endpoints::get(txn, &merchant.merchant_id, &endpoint_id)
+                    let e = endpoints::get(txn, &merchant.scope(), &endpoint_id)
                         .await?
                         .or_not_found("webhook endpoint", &endpoint_id)?;
                     let e = enabled(e)?;
@@ -341,7 +340,7 @@ impl EndpointsApi {
         let key = valid_idempotency_key(idempotency_key.0.as_deref())?;
         let endpoint_id = path_id::<EndpointId>(&id.0, "webhook endpoint")?;
         let request = Idempotent {
-            merchant_id: &merchant.merchant_id,
+            scope: &merchant.scope(),
             key,
             operation: "POST /v1/webhook_endpoints/{id}/test",
             fingerprint: endpoint_id.to_string(),
@@ -352,7 +351,7 @@ impl EndpointsApi {
             .run(
                 &state.db,
                 async |txn: &DatabaseTransaction| -> Result<String, ServiceError> {
-                    let e = endpoints::get(txn, &merchant.merchant_id, &endpoint_id)
+                    let e = endpoints::get(txn, &merchant.scope(), &endpoint_id)
                         .await?
                         .or_not_found("webhook endpoint", &endpoint_id)?;
                     let ctx = deliveries::create_test(txn, &enabled(e)?, lease).await?;
@@ -369,8 +368,7 @@ impl EndpointsApi {
             // The row stays claimed until its lease ends; the sweep then sends it.
             tracing::warn!(error = %e, "could not record a test attempt");
         }
-        let delivery =
-            super::deliveries::detail(&state, &merchant.merchant_id, &outcome.value).await?;
+        let delivery = super::deliveries::detail(&state, &merchant.scope(), &outcome.value).await?;
         Ok(TestSent::Sent(
             Json(delivery),
             outcome.replayed.then(|| "true".to_string()),
@@ -394,7 +392,7 @@ impl EndpointsApi {
     ) -> Result<Json<DeletedObject>, ApiError> {
         if !endpoints::delete(
             &state.db,
-            &merchant.merchant_id,
+            &merchant.scope(),
             &path_id::<EndpointId>(&id.0, "webhook endpoint")?,
         )
         .await?

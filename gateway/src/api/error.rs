@@ -239,6 +239,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid(v) => v.into(),
             ServiceError::NotFound { object, id } => ApiError::not_found(object, &id),
             ServiceError::State { code, message } => ApiError::conflict(code, message),
+            ServiceError::Forbidden { code, message } => ApiError::forbidden(code, message),
             ServiceError::Duplicate { constraint } => {
                 match CONSTRAINTS
                     .iter()

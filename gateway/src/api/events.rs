@@ -66,7 +66,7 @@ impl EventsApi {
             ));
         }
         let (rows, has_more) =
-            events::list(&state.db, &merchant.merchant_id, &wanted, &created, &page).await?;
+            events::list(&state.db, &merchant.scope(), &wanted, &created, &page).await?;
         Ok(Json(EventList {
             object: "list".into(),
             data: rows.iter().map(Event::from).collect(),
@@ -86,7 +86,7 @@ impl EventsApi {
     ) -> Result<Json<Event>, ApiError> {
         let e = events::get(
             &state.db,
-            &merchant.merchant_id,
+            &merchant.scope(),
             &path_id::<EventId>(&id.0, "event")?,
         )
         .await?

@@ -8,14 +8,15 @@ use entity::api_keys;
 use entity::event::rfc3339;
 use entity::ids::ApiKeyId;
 use poem::web::Data;
-use poem_openapi::param::Path;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::auth::ApiKey;
 use super::error::ApiError;
 use super::{ApiTags, path_id};
-use crate::merchants::{self, key_cache_key};
+use crate::merchants::{self, KeyManager, key_cache_key};
+use crate::pagination::Page;
 use crate::state::AppState;
 
 #[derive(Object)]
@@ -63,8 +64,9 @@ pub struct ApiKeyList {
 #[derive(Object)]
 #[oai(deny_unknown_fields)]
 pub struct CreateApiKeyRequest {
-    /// `true` for a live key (real money); `false` for a test key.
-    pub livemode: bool,
+    /// `true` for a live key (real money), `false` for a test key; it must be your key's own
+    /// mode, which is the default.
+    pub livemode: Option<bool>,
 }
 
 #[derive(Object)]
@@ -89,28 +91,37 @@ pub struct KeysApi;
 impl KeysApi {
     /// List API keys, newest first
     ///
-    /// Every key of your account, live and test, with its prefix, mode and dates. Secrets are
-    /// never shown again after creation.
+    /// The keys of your key's mode (a test key sees test keys, a live key live ones), with
+    /// their prefix and dates; page with `limit`, `starting_after` and `ending_before`.
+    /// Secrets are never shown again after creation.
     #[oai(path = "/api_keys", method = "get", operation_id = "list_api_keys")]
     async fn list(
         &self,
         ApiKey(merchant): ApiKey,
         state: Data<&AppState>,
+        limit: Query<Option<i64>>,
+        starting_after: Query<Option<String>>,
+        ending_before: Query<Option<String>>,
     ) -> Result<Json<ApiKeyList>, ApiError> {
-        let keys = merchants::list_keys(&state.db, &merchant.merchant_id).await?;
+        let page = Page::new(limit.0, starting_after.0, ending_before.0)?;
+        let (keys, has_more) =
+            merchants::list_keys(&state.db, &KeyManager::ApiKey(merchant.scope()), &page).await?;
         Ok(Json(ApiKeyList {
             object: "list".into(),
             data: keys
                 .iter()
                 .map(|k| ApiKeyObject::from_model(k, None))
                 .collect(),
-            has_more: false,
+            has_more,
         }))
     }
 
-    /// Create an API key (live or test)
+    /// Create an API key of your key's mode
     ///
-    /// Issues a new key in the mode asked for. Its secret is in this answer only: store it now.
+    /// Issues a new key. A test key creates test keys only and a live key live ones (403
+    /// `livemode_mismatch` otherwise; an owner creates either in the dashboard). At most 50
+    /// active keys per mode (422 `api_key_limit_reached`). Its secret is in this answer only:
+    /// store it now.
     #[oai(path = "/api_keys", method = "post", operation_id = "create_api_key")]
     async fn create(
         &self,
@@ -118,8 +129,10 @@ impl KeysApi {
         state: Data<&AppState>,
         body: Json<CreateApiKeyRequest>,
     ) -> Result<CreatedKey, ApiError> {
+        let livemode = body.0.livemode.unwrap_or(merchant.livemode);
         let (key, secret) =
-            merchants::issue_key(&state.db, &merchant.merchant_id, body.0.livemode).await?;
+            merchants::create_key(&state.db, &KeyManager::ApiKey(merchant.scope()), livemode)
+                .await?;
         Ok(CreatedKey::Created(Json(ApiKeyObject::from_model(
             &key,
             Some(secret),
@@ -147,7 +160,8 @@ impl KeysApi {
             u64::try_from(body.0.expires_in.unwrap_or(0)).unwrap_or(0),
         );
         let (new, secret, old) =
-            merchants::roll_key(&state.db, &merchant.merchant_id, &id, grace).await?;
+            merchants::roll_key(&state.db, &KeyManager::ApiKey(merchant.scope()), &id, grace)
+                .await?;
         state.cache.delete(&key_cache_key(&old.key_hash)).await;
         Ok(CreatedKey::Created(Json(ApiKeyObject::from_model(
             &new,
@@ -171,7 +185,8 @@ impl KeysApi {
         id: Path<String>,
     ) -> Result<Json<ApiKeyObject>, ApiError> {
         let id = path_id::<ApiKeyId>(&id.0, "api_key")?;
-        let key = merchants::revoke_key(&state.db, &merchant.merchant_id, &id).await?;
+        let key =
+            merchants::revoke_key(&state.db, &KeyManager::ApiKey(merchant.scope()), &id).await?;
         state.cache.delete(&key_cache_key(&key.key_hash)).await;
         Ok(Json(ApiKeyObject::from_model(&key, None)))
     }

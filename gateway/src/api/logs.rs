@@ -86,7 +86,7 @@ impl LogsApi {
             &state.db,
             &state.bus,
             Entry {
-                merchant_id: Some(&merchant.merchant_id),
+                scope: Some(&merchant.scope()),
                 level,
                 source: &source,
                 message: &b.message,
@@ -111,7 +111,7 @@ impl LogsApi {
         if level.is_alarming() {
             state
                 .cache
-                .delete(&logs::recent_cache_key(&merchant.merchant_id))
+                .delete(&logs::recent_cache_key(&merchant.scope()))
                 .await;
         }
         Ok(CreatedLog::Created(Json(LogEntry::from(&entry))))
@@ -127,7 +127,7 @@ impl LogsApi {
         ApiKey(merchant): ApiKey,
         state: Data<&AppState>,
     ) -> Result<RecentLogs, ApiError> {
-        let (data, hit) = logs::recent(&state.db, &state.cache, &merchant.merchant_id).await?;
+        let (data, hit) = logs::recent(&state.db, &state.cache, &merchant.scope()).await?;
         Ok(RecentLogs::Ok(
             Json(LogList {
                 object: "list".into(),
@@ -161,7 +161,7 @@ impl LogsApi {
                     )
                 })?,
         };
-        let s = logs::stats(&state.db, &merchant.merchant_id, window).await?;
+        let s = logs::stats(&state.db, &merchant.scope(), window).await?;
         Ok(Json(LogStats {
             window_seconds: window.as_secs(),
             total: s.total,

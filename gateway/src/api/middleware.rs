@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 use tracing::Instrument as _;
 
-use entity::ids::MerchantId;
+use entity::ids::Scope;
 use entity::status::LogLevel;
 use poem::{Endpoint, IntoResponse, Request, Response};
 
@@ -50,16 +50,16 @@ pub struct MerchantSlot(Arc<std::sync::Mutex<Caller>>);
 
 #[derive(Debug, Default)]
 struct Caller {
-    merchant_id: Option<MerchantId>,
+    scope: Option<Scope>,
     rate_limit: Option<Limited>,
     /// Seconds until a refused quota resets, for `Retry-After`.
     quota_retry_after: Option<i64>,
 }
 
 impl MerchantSlot {
-    pub fn set(&self, merchant_id: &MerchantId) {
+    pub fn set(&self, scope: Scope) {
         if let Ok(mut slot) = self.0.lock() {
-            slot.merchant_id = Some(merchant_id.clone());
+            slot.scope = Some(scope);
         }
     }
 
@@ -80,8 +80,8 @@ impl MerchantSlot {
         self.0.lock().ok().and_then(|s| s.quota_retry_after)
     }
 
-    fn get(&self) -> Option<MerchantId> {
-        self.0.lock().ok().and_then(|s| s.merchant_id.clone())
+    fn get(&self) -> Option<Scope> {
+        self.0.lock().ok().and_then(|s| s.scope.clone())
     }
 
     fn rate_limit(&self) -> Option<Limited> {
@@ -251,7 +251,7 @@ async fn observe_in<E: Endpoint>(
     if status >= 400 {
         metrics.errors.get_or_create_owned(&labels).inc();
     }
-    if let Some(merchant_id) = merchant.get() {
+    if let Some(scope) = merchant.get() {
         // Metered per merchant: the call and its bytes (the request's declared length, or
         // what was read of a chunked one; the answer as sent).
         let body = response.take_body().into_bytes().await.unwrap_or_default();
@@ -265,7 +265,7 @@ async fn observe_in<E: Endpoint>(
         use runtime::usage::metric;
         cache
             .count_usage(
-                &merchant_id,
+                &scope.merchant_id,
                 &[
                     (metric::API_REQUESTS, 1),
                     (metric::REQUEST_BYTES, received),
@@ -275,15 +275,15 @@ async fn observe_in<E: Endpoint>(
             .await;
     }
     if status >= 500 {
-        let merchant_id = merchant.get();
+        let scope = merchant.get();
         runtime::log_store::record(
             &db,
             &bus,
             runtime::log_store::Entry {
-                merchant_id: merchant_id.as_ref(),
+                scope: scope.as_ref(),
                 // Critical pages someone: only for a failure of ours on an authenticated
                 // request, so anonymous traffic cannot raise alarms.
-                level: if status == 502 || merchant_id.is_none() {
+                level: if status == 502 || scope.is_none() {
                     LogLevel::Error
                 } else {
                     LogLevel::Critical

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod balance;
 pub mod checkout;
 pub mod csrf;
 pub mod deliveries;
@@ -48,6 +49,8 @@ pub enum ApiTags {
     ApiKeys,
     /// Payouts from your balance to wallets and bank accounts.
     Payouts,
+    /// Your balance and every movement of your money.
+    Balance,
     /// Your metered usage per month.
     Usage,
     /// Operator endpoints (admin token).
@@ -63,6 +66,7 @@ pub type Apis = (
     logs::LogsApi,
     keys::KeysApi,
     payouts::PayoutsApi,
+    balance::BalanceApi,
     usage::UsageApi,
     admin::AdminApi,
     usage::AdminUsageApi,

@@ -1,6 +1,6 @@
 //! `/v1/payments` and the sandbox completion.
 
-use entity::ids::{MerchantId, PaymentId};
+use entity::ids::{PaymentId, Scope};
 use entity::payment_status::PaymentStatus;
 use entity::status::{Provider, RefundStatus};
 use poem::Request;
@@ -28,11 +28,11 @@ pub struct PaymentsApi;
 /// The merchant's payment named by a path parameter, or a 404 naming it.
 async fn merchant_payment(
     state: &AppState,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     raw_id: &str,
 ) -> Result<entity::payments::Model, ApiError> {
     let id = path_id::<PaymentId>(raw_id, "payment")?;
-    Ok(payments::get(&state.db, merchant_id, &id)
+    Ok(payments::get(&state.db, scope, &id)
         .await?
         .or_not_found("payment", raw_id)?)
 }
@@ -95,7 +95,7 @@ impl PaymentsApi {
         {
             // A retry of a payment already made still gets its answer back.
             let replay = match key {
-                Some(k) => crate::idempotency::exists(&state.db, &merchant.merchant_id, k).await?,
+                Some(k) => crate::idempotency::exists(&state.db, &merchant.scope(), k).await?,
                 None => false,
             };
             if !replay {
@@ -104,8 +104,7 @@ impl PaymentsApi {
             }
         }
         let created = payments::create(
-            &state.db,
-            &state.providers,
+            &state.payment_deps(),
             &merchant,
             new,
             key,
@@ -171,7 +170,7 @@ impl PaymentsApi {
         let reference = crate::payments::validation::bounded("reference", reference.0, 255)?;
         let (rows, has_more) = payments::list(
             &state.db,
-            &merchant.merchant_id,
+            &merchant.scope(),
             status,
             reference.as_deref(),
             &created,
@@ -199,7 +198,7 @@ impl PaymentsApi {
         ApiKey(merchant): ApiKey,
         state: Data<&AppState>,
     ) -> Result<RecentPayments, ApiError> {
-        let (data, hit) = payments::recent(&state.db, &state.cache, &merchant.merchant_id).await?;
+        let (data, hit) = payments::recent(&state.db, &state.cache, &merchant.scope()).await?;
         Ok(RecentPayments::Ok(
             Json(PaymentList {
                 object: "list".into(),
@@ -221,7 +220,7 @@ impl PaymentsApi {
         state: Data<&AppState>,
         id: Path<String>,
     ) -> Result<Json<Payment>, ApiError> {
-        let p = merchant_payment(&state, &merchant.merchant_id, &id.0).await?;
+        let p = merchant_payment(&state, &merchant.scope(), &id.0).await?;
         Ok(Json(Payment::from(&p)))
     }
 
@@ -243,8 +242,8 @@ impl PaymentsApi {
     ) -> Result<Json<Payment>, ApiError> {
         let change = PaymentUpdate::try_from(body.0)?;
         let payment_id = path_id::<PaymentId>(&id.0, "payment")?;
-        let p = payments::update(&state.db, &merchant.merchant_id, &payment_id, &change).await?;
-        state.effects.events_committed(&p.merchant_id).await;
+        let p = payments::update(&state.db, &merchant.scope(), &payment_id, &change).await?;
+        state.effects.events_committed(&p.scope()).await;
         Ok(Json(Payment::from(&p)))
     }
 
@@ -268,7 +267,7 @@ impl PaymentsApi {
         let p = payments::cancel(
             &state.db,
             &state.providers,
-            &merchant.merchant_id,
+            &merchant.scope(),
             &path_id::<PaymentId>(&id.0, "payment")?,
             rid.as_deref(),
         )
@@ -299,17 +298,17 @@ impl PaymentsApi {
         let outcome = refunds::create(
             &state.db,
             &state.providers,
-            &merchant.merchant_id,
+            &merchant.scope(),
             &path_id::<PaymentId>(&id.0, "payment")?,
             body.0.amount,
             key,
         )
         .await?;
         if !outcome.replayed {
-            state.effects.events_committed(&merchant.merchant_id).await;
+            state.effects.events_committed(&merchant.scope()).await;
         }
         if outcome.value.status == RefundStatus::Failed.as_str() {
-            let p = merchant_payment(&state, &merchant.merchant_id, &id.0).await?;
+            let p = merchant_payment(&state, &merchant.scope(), &id.0).await?;
             return Err(ApiError::provider_failed(
                 p.provider.as_str(),
                 &p.id,
@@ -337,10 +336,10 @@ impl PaymentsApi {
         state: Data<&AppState>,
         id: Path<String>,
     ) -> Result<Json<RefundList>, ApiError> {
-        merchant_payment(&state, &merchant.merchant_id, &id.0).await?;
+        merchant_payment(&state, &merchant.scope(), &id.0).await?;
         let rows = refunds::list(
             &state.db,
-            &merchant.merchant_id,
+            &merchant.scope(),
             &path_id::<PaymentId>(&id.0, "payment")?,
         )
         .await?;
@@ -375,7 +374,7 @@ impl PaymentsApi {
             ));
         }
         let outcome = parse_sandbox_outcome(&body.0.outcome)?;
-        let payment = merchant_payment(&state, &merchant.merchant_id, &id.0).await?;
+        let payment = merchant_payment(&state, &merchant.scope(), &id.0).await?;
         if payment.provider != Provider::Simulated {
             return Err(ApiError::invalid(
                 "id",
@@ -391,7 +390,7 @@ impl PaymentsApi {
         }
         let (raw, signature) = state.simulated.event_for(&payment.id, outcome);
         state.inbound.receive_simulated(&signature, &raw).await?;
-        let p = merchant_payment(&state, &merchant.merchant_id, &id.0).await?;
+        let p = merchant_payment(&state, &merchant.scope(), &id.0).await?;
         Ok(Json(Payment::from(&p)))
     }
 }

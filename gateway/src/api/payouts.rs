@@ -154,9 +154,10 @@ impl TryFrom<CreatePayoutRequest> for NewPayout {
 impl PayoutsApi {
     /// Send money from your balance
     ///
-    /// Pays `amount` out of your available balance in `currency` (succeeded payments, less
-    /// refunds and other payouts) to a mobile money wallet or a bank account. A payout that
-    /// does not fit is refused with 409 `insufficient_balance` and nothing is recorded. It
+    /// Pays `amount` out of your available balance in `currency` (see `GET /v1/balance`) to
+    /// a mobile money wallet or a bank account, through a provider whose credentials are of
+    /// your key's mode (422 `livemode_mismatch` otherwise). A payout that does not fit is
+    /// refused with 422 `balance_insufficient` and nothing is recorded. It
     /// starts `pending`, is `processing` once the provider has it, and ends `succeeded` or
     /// `failed` (then its amount is available again); each step sends a `payout.*` event.
     /// If the provider's answer is lost (a timeout), it is answered still `pending`, its
@@ -179,9 +180,13 @@ impl PayoutsApi {
                 "The simulated provider pays out in test mode only (sk_test_ keys).",
             ));
         }
+        // A test key never reaches live credentials, nor a live key test ones.
+        if let Err(e) = state.providers.check_mode(new.provider, merchant.livemode) {
+            return Err(ServiceError::from(e).into());
+        }
         let rid = request_id(req);
         let request = Idempotent {
-            merchant_id: &merchant.merchant_id,
+            scope: &merchant.scope(),
             key,
             operation: "POST /v1/payouts",
             fingerprint: new.fingerprint(),
@@ -191,8 +196,7 @@ impl PayoutsApi {
             .run(
                 &state.db,
                 async |txn: &DatabaseTransaction| -> Result<String, ServiceError> {
-                    let p =
-                        payouts::record(txn, &merchant.merchant_id, new, rid.as_deref()).await?;
+                    let p = payouts::record(txn, &merchant.scope(), new, rid.as_deref()).await?;
                     let id = p.id.to_string();
                     recorded = Some(p);
                     Ok(id)
@@ -210,7 +214,7 @@ impl PayoutsApi {
             None => {
                 let id = PayoutId::parse(&outcome.value)
                     .ok_or_else(|| ApiError::internal("stored payout id is malformed"))?;
-                payouts::get(&state.db, &merchant.merchant_id, &id)
+                payouts::get(&state.db, &merchant.scope(), &id)
                     .await?
                     .ok_or_else(|| ApiError::not_found("payout", &outcome.value))?
             }
@@ -237,7 +241,7 @@ impl PayoutsApi {
         ending_before: Query<Option<String>>,
     ) -> Result<Json<PayoutList>, ApiError> {
         let page = Page::new(limit.0, starting_after.0, ending_before.0)?;
-        let (rows, has_more) = payouts::list(&state.db, &merchant.merchant_id, &page).await?;
+        let (rows, has_more) = payouts::list(&state.db, &merchant.scope(), &page).await?;
         Ok(Json(PayoutList {
             object: "list".into(),
             data: rows.iter().map(Payout::from).collect(),
@@ -256,7 +260,7 @@ impl PayoutsApi {
         id: Path<String>,
     ) -> Result<Json<Payout>, ApiError> {
         let payout_id = path_id::<PayoutId>(&id.0, "payout")?;
-        let p = payouts::get(&state.db, &merchant.merchant_id, &payout_id)
+        let p = payouts::get(&state.db, &merchant.scope(), &payout_id)
             .await?
             .ok_or_else(|| ApiError::not_found("payout", &id.0))?;
         Ok(Json(Payout::from(&p)))
@@ -290,7 +294,7 @@ impl PayoutsApi {
                 ));
             }
         };
-        let p = payouts::get(&state.db, &merchant.merchant_id, &payout_id)
+        let p = payouts::get(&state.db, &merchant.scope(), &payout_id)
             .await?
             .ok_or_else(|| ApiError::not_found("payout", &id.0))?;
         if p.provider != Provider::Simulated || p.status != PayoutStatus::Processing {

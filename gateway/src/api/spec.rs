@@ -59,6 +59,19 @@ fn enum_of(schema: &str, property: &str) -> Option<Vec<Value>> {
         ("Event", "type") => event_types(),
         ("Payment", "currency") => entity::money::Currency::codes().map(|c| json!(c)).collect(),
         ("Refund", "status") => names(RefundStatus::ALL, RefundStatus::as_str),
+        ("BalanceTransaction", "type") => names(
+            entity::status::BalanceTransactionType::ALL,
+            entity::status::BalanceTransactionType::as_str,
+        ),
+        ("BalanceTransaction", "status") => names(
+            entity::status::BalanceTransactionStatus::ALL,
+            entity::status::BalanceTransactionStatus::as_str,
+        ),
+        ("Violation", "kind") => vec![
+            json!("unbalanced_transaction"),
+            json!("transaction_amount_mismatch"),
+            json!("balance_mismatch"),
+        ],
         ("WebhookDelivery", "status") => names(DeliveryStatus::ALL, DeliveryStatus::as_str),
         ("WebhookEndpoint" | "UpdateEndpointRequest", "status") => {
             names(EndpointStatus::ALL, EndpointStatus::as_str)
@@ -368,6 +381,7 @@ fn extra_errors(operation_id: &str) -> &'static [u16] {
         "moneroo_webhook" => &[403],
         "create_payout" => &[409, 502],
         "complete_sandbox_payout" => &[409],
+        "create_api_key" => &[403],
         "resolve_payout" => &[409, 502],
         _ => &[],
     }
@@ -421,7 +435,10 @@ fn error_description(code: u16) -> &'static str {
              parameter that is not of its type, or an invalid signature (provider webhooks)."
         }
         401 => "No valid API key (or admin token) was given.",
-        403 => "The key may not do this (a live key on a sandbox route, an unexpected sender).",
+        403 => {
+            "The key may not do this (a live key on a sandbox route, a test key managing live \
+             keys, an unexpected sender)."
+        }
         404 => "No such object for this merchant.",
         409 => {
             "The object's state does not allow this, or the Idempotency-Key was used with \
@@ -515,6 +532,7 @@ fn id_prefix(resource: &str) -> &'static str {
         "api key" => "key",
         "merchant" => "mer",
         "payout" => "po",
+        "balance transaction" => "txn",
         _ => "[a-z]+",
     }
 }

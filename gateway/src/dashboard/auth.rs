@@ -70,9 +70,17 @@ pub struct DashboardUser {
     pub user_id: UserId,
     pub merchant_id: MerchantId,
     pub role: UserRole,
+    /// The mode the user is viewing (their choice, kept in a cookie): pages show and act on
+    /// that mode's objects only.
+    pub livemode: bool,
 }
 
 impl DashboardUser {
+    /// The merchant in the mode being viewed.
+    pub fn scope(&self) -> entity::ids::Scope {
+        entity::ids::Scope::new(self.merchant_id.clone(), self.livemode)
+    }
+
     /// Owners and developers act on payments and webhooks; viewers only look.
     pub fn can_act(&self) -> bool {
         matches!(self.role, UserRole::Owner | UserRole::Developer)
@@ -254,6 +262,7 @@ async fn open_session<C: ConnectionTrait>(
             user_id: user.id.clone(),
             merchant_id: user.merchant_id.clone(),
             role: user.role,
+            livemode: false,
         },
     };
     Ok((tokens, id))
@@ -285,6 +294,7 @@ pub fn verify_access(keys: &SessionKeys, token: &str) -> Option<DashboardUser> {
         user_id: UserId::parse(&claims.sub)?,
         merchant_id: MerchantId::parse(&claims.mer)?,
         role: UserRole::parse(&claims.role)?,
+        livemode: false,
     })
 }
 
@@ -375,6 +385,7 @@ async fn reused<C: ConnectionTrait>(
                 user_id: user.id.clone(),
                 merchant_id: user.merchant_id.clone(),
                 role: user.role,
+                livemode: false,
             },
         }));
     }

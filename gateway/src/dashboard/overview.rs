@@ -5,7 +5,7 @@
 //! as text (`2026-11-23T18`), so rows are grouped where they are.
 
 use chrono::{DateTime, Duration, Timelike, Utc};
-use entity::ids::MerchantId;
+use entity::ids::Scope;
 use entity::payment_status::PaymentStatus;
 use entity::status::DeliveryStatus;
 use entity::{payments, webhook_attempts, webhook_deliveries};
@@ -78,7 +78,7 @@ fn hour_of_created_at(backend: DbBackend) -> Expr {
 
 pub async fn figures<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     now: DateTime<Utc>,
 ) -> Result<Figures, DbErr> {
     let first_hour = (now - Duration::hours(HOURS - 1))
@@ -88,7 +88,7 @@ pub async fn figures<C: ConnectionTrait>(
         .unwrap_or(now);
     let in_window = || {
         payments::Entity::find()
-            .filter(payments::Column::MerchantId.eq(merchant_id))
+            .filter(scope.of::<payments::Entity>())
             .filter(payments::Column::CreatedAt.gte(first_hour))
     };
     let per_hour: Vec<(String, String, i64)> = in_window()
@@ -150,17 +150,17 @@ pub async fn figures<C: ConnectionTrait>(
                 payments,
             })
             .collect(),
-        webhooks: webhook_health(db, merchant_id, now).await?,
+        webhooks: webhook_health(db, scope, now).await?,
     })
 }
 
 async fn webhook_health<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     now: DateTime<Utc>,
 ) -> Result<WebhookHealth, DbErr> {
     let attempts: Vec<(Option<i32>, i64)> = webhook_attempts::Entity::find()
-        .filter(webhook_attempts::Column::MerchantId.eq(merchant_id))
+        .filter(scope.of::<webhook_attempts::Entity>())
         .filter(webhook_attempts::Column::CreatedAt.gte(now - Duration::hours(HOURS)))
         .order_by_desc(webhook_attempts::Column::CreatedAt)
         .limit(MOST_ATTEMPTS)
@@ -172,7 +172,7 @@ async fn webhook_health<C: ConnectionTrait>(
         .await?;
     let waiting = || {
         webhook_deliveries::Entity::find()
-            .filter(webhook_deliveries::Column::MerchantId.eq(merchant_id))
+            .filter(scope.of::<webhook_deliveries::Entity>())
             .filter(
                 webhook_deliveries::Column::Status
                     .is_in([DeliveryStatus::Pending, DeliveryStatus::Processing]),

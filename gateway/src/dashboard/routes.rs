@@ -27,6 +27,8 @@ use crate::state::AppState;
 use crate::webhooks::deliveries::{self as delivery_service, make_due_now};
 
 const ACCESS_COOKIE: &str = "payrail_access";
+/// Which mode the dashboard shows: `live`, or test when absent.
+const MODE_COOKIE: &str = "payrail_mode";
 const REFRESH_COOKIE: &str = "payrail_refresh";
 const CSRF_COOKIE: &str = "payrail_dashboard_csrf";
 const PATH: &str = "/dashboard";
@@ -103,16 +105,29 @@ pub(crate) async fn session(
     req: &Request,
     state: &AppState,
 ) -> Option<(DashboardUser, Vec<String>)> {
+    let viewing_live = csrf::read_cookie(req, MODE_COOKIE).as_deref() == Some("live");
     if let Some(user) = csrf::read_cookie(req, ACCESS_COOKIE)
         .and_then(|token| auth::verify_access(&state.dashboard, &token))
     {
-        return Some((user, Vec::new()));
+        return Some((
+            DashboardUser {
+                livemode: viewing_live,
+                ..user
+            },
+            Vec::new(),
+        ));
     }
     let refresh = csrf::read_cookie(req, REFRESH_COOKIE)?;
     match auth::refresh(&state.db, &state.dashboard, &refresh).await {
         Ok(Some(tokens)) => {
             let cookies = token_cookies(state, &tokens);
-            Some((tokens.user, cookies))
+            Some((
+                DashboardUser {
+                    livemode: viewing_live,
+                    ..tokens.user
+                },
+                cookies,
+            ))
         }
         Ok(None) => None,
         Err(e) => {
@@ -280,12 +295,12 @@ pub const FAILURE_RATE_MIN_PAYMENTS: u64 = 5;
 /// endpoint that is disabled or failing.
 async fn alerts(
     db: &sea_orm::DatabaseConnection,
-    merchant_id: &entity::ids::MerchantId,
+    scope: &entity::ids::Scope,
 ) -> Result<Vec<String>, sea_orm::DbErr> {
     let since = chrono::Utc::now() - chrono::Duration::hours(1);
     let recent = || {
         payments::Entity::find()
-            .filter(payments::Column::MerchantId.eq(merchant_id))
+            .filter(scope.of::<payments::Entity>())
             .filter(payments::Column::CreatedAt.gte(since))
     };
     let total = recent().count(db).await?;
@@ -301,7 +316,7 @@ async fn alerts(
         ));
     }
     let endpoints = webhook_endpoints::Entity::find()
-        .filter(webhook_endpoints::Column::MerchantId.eq(merchant_id))
+        .filter(scope.of::<webhook_endpoints::Entity>())
         .all(db)
         .await?;
     for e in endpoints {
@@ -333,7 +348,7 @@ pub async fn overview(req: &Request, state: Data<&AppState>) -> Response {
             .select_only()
             .column(payments::Column::Status)
             .column_as(payments::Column::Id.count(), "n")
-            .filter(payments::Column::MerchantId.eq(&user.merchant_id))
+            .filter(user.scope().of::<payments::Entity>())
             .group_by(payments::Column::Status)
             .into_tuple::<(String, i64)>()
             .all(&state.db)
@@ -348,7 +363,7 @@ pub async fn overview(req: &Request, state: Data<&AppState>) -> Response {
             })
             .collect();
         let latest: Vec<Payment> = payments::Entity::find()
-            .filter(payments::Column::MerchantId.eq(&user.merchant_id))
+            .filter(user.scope().of::<payments::Entity>())
             .order_by_desc(payments::Column::Id)
             .limit(20)
             .all(&state.db)
@@ -356,9 +371,9 @@ pub async fn overview(req: &Request, state: Data<&AppState>) -> Response {
             .iter()
             .map(Payment::from)
             .collect();
-        let alerts = alerts(&state.db, &user.merchant_id).await?;
+        let alerts = alerts(&state.db, &user.scope()).await?;
         let figures =
-            super::overview::figures(&state.db, &user.merchant_id, chrono::Utc::now()).await?;
+            super::overview::figures(&state.db, &user.scope(), chrono::Utc::now()).await?;
         let email = dashboard_users::Entity::find_by_id(user.user_id.clone())
             .one(&state.db)
             .await?
@@ -507,13 +522,13 @@ pub async fn payment_detail(
     let Some(payment_id) = PaymentId::parse(&id) else {
         return html_response(StatusCode::NOT_FOUND, "No such payment.".into(), &cookies);
     };
-    let m = &user.merchant_id;
+    let m = &user.scope();
     let loaded = async {
         let Some(p) = payments_service::get(&state.db, m, &payment_id).await? else {
             return Ok(None);
         };
         let events = events::Entity::find()
-            .filter(events::Column::MerchantId.eq(m))
+            .filter(m.of::<events::Entity>())
             .filter(events::Column::PaymentId.eq(&payment_id))
             .order_by_asc(events::Column::Id)
             .all(&state.db)
@@ -521,13 +536,13 @@ pub async fn payment_detail(
         let refunds = refunds::list(&state.db, m, &payment_id).await?;
         let event_ids: Vec<_> = events.iter().map(|e| e.id.clone()).collect();
         let deliveries = webhook_deliveries::Entity::find()
-            .filter(webhook_deliveries::Column::MerchantId.eq(m))
+            .filter(m.of::<webhook_deliveries::Entity>())
             .filter(webhook_deliveries::Column::EventId.is_in(event_ids))
             .order_by_asc(webhook_deliveries::Column::Id)
             .all(&state.db)
             .await?;
         let endpoints: std::collections::HashMap<_, _> = webhook_endpoints::Entity::find()
-            .filter(webhook_endpoints::Column::MerchantId.eq(m))
+            .filter(m.of::<webhook_endpoints::Entity>())
             .all(&state.db)
             .await?
             .into_iter()
@@ -632,7 +647,7 @@ pub async fn retry_delivery(
         Some(p) => format!("/dashboard/payments/{p}"),
         None => format!("/dashboard/deliveries/{delivery_id}"),
     };
-    match delivery_service::get(&state.db, &user.merchant_id, &delivery_id).await {
+    match delivery_service::get(&state.db, &user.scope(), &delivery_id).await {
         Ok(Some(d)) => match make_due_now(&state.db, &d.id).await {
             Ok(true) => back_to(&back, "Retry scheduled: the worker sends it now.", &cookies),
             Ok(false) => back_to(
@@ -671,7 +686,7 @@ pub async fn cancel_payment(
     match payments_service::cancel(
         &state.db,
         &state.providers,
-        &user.merchant_id,
+        &user.scope(),
         &payment_id,
         None,
     )
@@ -742,7 +757,7 @@ pub async fn logs_page(
             );
         }
     };
-    let m = &user.merchant_id;
+    let m = &user.scope();
     let source_filter = (!source.is_empty()).then_some(source.as_str());
     let loaded = async {
         let entries = crate::logs::search(&state.db, m, level, source_filter, window, 100).await?;
@@ -802,8 +817,14 @@ async fn keys_page_with(
     cookies: &[String],
     secret: Option<&str>,
 ) -> Response {
-    let keys = match merchants::list_keys(&state.db, &user.merchant_id).await {
-        Ok(keys) => keys,
+    let latest = crate::pagination::Page {
+        limit: 100,
+        starting_after: None,
+        ending_before: None,
+    };
+    let owner = merchants::KeyManager::Owner(user.merchant_id.clone());
+    let keys = match merchants::list_keys(&state.db, &owner, &latest).await {
+        Ok((keys, _)) => keys,
         Err(e) => return unavailable("keys", &e, cookies),
     };
     let now = chrono::Utc::now();
@@ -879,9 +900,20 @@ pub async fn create_key(
                 .into_response();
         }
     };
-    match merchants::issue_key(&state.db, &user.merchant_id, livemode).await {
+    let owner = merchants::KeyManager::Owner(user.merchant_id.clone());
+    match merchants::create_key(&state.db, &owner, livemode).await {
         Ok((_, secret)) => keys_page_with(&state, &user, &token, &cookies, Some(&secret)).await,
-        Err(e) => unavailable("key creation", &e, &cookies),
+        Err(crate::error::ServiceError::Invalid(refused)) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, refused.message).into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "dashboard key creation failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Keys cannot be created right now; try again in a moment.",
+            )
+                .into_response()
+        }
     }
 }
 
@@ -912,15 +944,16 @@ pub async fn key_action(
     let Some(key_id) = ApiKeyId::parse(&id) else {
         return (StatusCode::NOT_FOUND, "No such key.").into_response();
     };
+    let owner = merchants::KeyManager::Owner(user.merchant_id.clone());
     let outcome = match action.as_str() {
-        "revoke" => merchants::revoke_key(&state.db, &user.merchant_id, &key_id)
+        "revoke" => merchants::revoke_key(&state.db, &owner, &key_id)
             .await
             .map(|old| (old, None)),
         "roll" => {
             let grace = std::time::Duration::from_secs(
                 form.and_then(|f| f.expires_in).unwrap_or(0).min(7 * 86_400),
             );
-            merchants::roll_key(&state.db, &user.merchant_id, &key_id, grace)
+            merchants::roll_key(&state.db, &owner, &key_id, grace)
                 .await
                 .map(|(_, secret, old)| (old, Some(secret)))
         }
@@ -1001,7 +1034,7 @@ pub async fn payments_page(
     let reference_filter = (!reference.is_empty()).then_some(reference.as_str());
     let listed = payments_service::list(
         &state.db,
-        &user.merchant_id,
+        &user.scope(),
         status,
         reference_filter,
         &CreatedRange::default(),
@@ -1081,7 +1114,7 @@ pub async fn refund_payment(
     match refunds::create(
         &state.db,
         &state.providers,
-        &user.merchant_id,
+        &user.scope(),
         &payment_id,
         amount,
         key.as_deref(),
@@ -1090,7 +1123,7 @@ pub async fn refund_payment(
     {
         Ok(outcome) => {
             if !outcome.replayed {
-                state.effects.events_committed(&user.merchant_id).await;
+                state.effects.events_committed(&user.scope()).await;
             }
             let notice = if outcome.value.status == "failed" {
                 format!("The refund {} failed at the provider.", outcome.value.id)

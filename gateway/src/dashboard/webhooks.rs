@@ -56,12 +56,12 @@ async fn render(
 ) -> Response {
     let loaded = async {
         let endpoints = webhook_endpoints::Entity::find()
-            .filter(webhook_endpoints::Column::MerchantId.eq(&user.merchant_id))
+            .filter(user.scope().of::<webhook_endpoints::Entity>())
             .order_by_desc(webhook_endpoints::Column::Id)
             .all(&state.db)
             .await?;
         let mut recent = webhook_deliveries::Entity::find()
-            .filter(webhook_deliveries::Column::MerchantId.eq(&user.merchant_id))
+            .filter(user.scope().of::<webhook_deliveries::Entity>())
             .order_by_desc(webhook_deliveries::Column::Id)
             .limit(RECENT);
         if let Some(status) = status {
@@ -246,9 +246,8 @@ pub async fn create_endpoint(
         Ok(new) => {
             let made = async {
                 let txn = state.db.begin().await?;
-                let e =
-                    endpoints::create(&txn, &user.merchant_id, new, state.max_webhook_endpoints)
-                        .await?;
+                let e = endpoints::create(&txn, &user.scope(), new, state.max_webhook_endpoints)
+                    .await?;
                 txn.commit().await?;
                 Ok::<_, ServiceError>(e)
             }
@@ -314,7 +313,7 @@ pub async fn endpoint_action(
     let Some(endpoint_id) = EndpointId::parse(&id) else {
         return (StatusCode::NOT_FOUND, "No such endpoint.").into_response();
     };
-    let existing = match endpoints::get(&state.db, &user.merchant_id, &endpoint_id).await {
+    let existing = match endpoints::get(&state.db, &user.scope(), &endpoint_id).await {
         Ok(Some(e)) => e,
         Ok(None) => return (StatusCode::NOT_FOUND, "No such endpoint.").into_response(),
         Err(e) => return unavailable("endpoint action", &e, &cookies),
@@ -346,7 +345,7 @@ pub async fn endpoint_action(
                 let txn = state.db.begin().await?;
                 let e = endpoints::rotate_secret(
                     &txn,
-                    &user.merchant_id,
+                    &user.scope(),
                     &endpoint_id,
                     state.webhook.secret_overlap,
                 )
@@ -442,8 +441,7 @@ pub async fn delivery_page(
         return not_found();
     };
     let loaded = async {
-        let Some(d) = delivery_service::get(&state.db, &user.merchant_id, &delivery_id).await?
-        else {
+        let Some(d) = delivery_service::get(&state.db, &user.scope(), &delivery_id).await? else {
             return Ok(None);
         };
         let event = events::Entity::find_by_id(d.event_id.clone())

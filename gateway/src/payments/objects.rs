@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use entity::event::rfc3339;
+use entity::payment_status::PaymentStatus;
 use entity::payments;
 use poem_openapi::Object;
 use serde::{Deserialize, Serialize};
@@ -68,6 +69,8 @@ pub struct Payment {
     pub failure_code: Option<String>,
     pub failure_message: Option<String>,
     pub livemode: bool,
+    /// The balance transaction (`txn_…`) that brought its money in, once it succeeded.
+    pub balance_transaction: Option<String>,
     /// The provider reported success after this payment was failed or cancelled: money may
     /// have moved. Check it with the provider; Payrail does not change a final status.
     pub requires_reconciliation: bool,
@@ -105,6 +108,11 @@ impl From<&payments::Model> for Payment {
             failure_code: p.failure_code.clone(),
             failure_message: p.failure_message.clone(),
             livemode: p.livemode,
+            balance_transaction: matches!(
+                p.status,
+                PaymentStatus::Succeeded | PaymentStatus::Refunded
+            )
+            .then(|| crate::ledger::transaction_id_of(&p.id).to_string()),
             requires_reconciliation: p.requires_reconciliation,
             created_at: rfc3339(p.created_at),
             updated_at: rfc3339(p.updated_at),
@@ -123,6 +131,13 @@ pub struct Refund {
     pub status: String,
     pub failure_message: Option<String>,
     pub created_at: String,
+    /// `true` for live mode, `false` for test mode.
+    #[serde(default)]
+    pub livemode: bool,
+    /// The balance transaction (`txn_…`) that took its amount from your balance when it was
+    /// made; a failed refund gives it back with a `refund_failure` transaction.
+    #[serde(default)]
+    pub balance_transaction: Option<String>,
 }
 
 impl From<&entity::refunds::Model> for Refund {
@@ -135,6 +150,8 @@ impl From<&entity::refunds::Model> for Refund {
             status: r.status.to_string(),
             failure_message: r.failure_message.clone(),
             created_at: rfc3339(r.created_at),
+            livemode: r.livemode,
+            balance_transaction: Some(crate::ledger::transaction_id_of(&r.id).to_string()),
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use chrono::Utc;
 use entity::event::EventType;
-use entity::ids::{MerchantId, PaymentId, RefundId};
+use entity::ids::{PaymentId, RefundId, Scope};
 use entity::payment_status::PaymentStatus;
 use entity::{payments, refunds};
 use sea_orm::{
@@ -32,13 +32,13 @@ fn supports_refunds(provider: Provider) -> bool {
 pub async fn create(
     db: &DatabaseConnection,
     providers: &Providers,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     payment_id: &PaymentId,
     amount: Option<i64>,
     idempotency_key: Option<&str>,
 ) -> Result<Outcome<Refund>, ServiceError> {
     let request = Idempotent {
-        merchant_id,
+        scope,
         key: idempotency_key,
         operation: "POST /v1/payments/{id}/refunds",
         fingerprint: entity::signature::sha256_hex(format!("{payment_id}:{amount:?}").as_bytes()),
@@ -49,7 +49,15 @@ pub async fn create(
             replayed: true,
         });
     }
-    let reserved = reserve(db, merchant_id, payment_id, amount, request.provider_key()).await;
+    let reserved = reserve(
+        db,
+        providers,
+        scope,
+        payment_id,
+        amount,
+        request.provider_key(),
+    )
+    .await;
     let (payment, refund) = match reserved {
         Ok(r) => r,
         Err(e) => {
@@ -125,13 +133,14 @@ pub async fn reconcile_pending(
 
 async fn reserve(
     db: &DatabaseConnection,
-    merchant_id: &MerchantId,
+    providers: &Providers,
+    scope: &Scope,
     payment_id: &PaymentId,
     amount: Option<i64>,
     provider_key: Option<String>,
 ) -> Result<(payments::Model, refunds::Model), ServiceError> {
     let txn = db.begin().await?;
-    let payment = lock(&txn, merchant_id, payment_id)
+    let payment = lock(&txn, scope, payment_id)
         .await?
         .or_not_found("payment", payment_id)?;
     if let Some(key) = &provider_key
@@ -151,6 +160,10 @@ async fn reserve(
             format!("The provider {} has no refund API.", payment.provider),
         )
         .into());
+    }
+    // A refund goes through credentials of the payment's own mode, or not at all.
+    if let Err(e) = providers.check_mode(payment.provider, payment.livemode) {
+        return Err(e.into());
     }
     if payment.status != PaymentStatus::Succeeded {
         return Err(ServiceError::state(
@@ -190,7 +203,8 @@ async fn reserve(
     let refund = refunds::Entity::insert(refunds::ActiveModel {
         provider_key: Set(Some(provider_key.unwrap_or_else(|| id.to_string()))),
         id: Set(id),
-        merchant_id: Set(merchant_id.clone()),
+        merchant_id: Set(scope.merchant_id.clone()),
+        livemode: Set(scope.livemode),
         payment_id: Set(payment_id.clone()),
         amount: Set(requested),
         status: Set(RefundStatus::Pending),
@@ -201,6 +215,8 @@ async fn reserve(
     })
     .exec_with_returning(&txn)
     .await?;
+    // Its amount leaves the balance now, or the refund is refused (and nothing is written).
+    crate::ledger::reserve_refund(&txn, &refund, &payment.currency).await?;
     refund_event(&txn, &refund, EventType::RefundCreated).await?;
     txn.commit().await?;
     Ok((payment, refund))
@@ -217,7 +233,7 @@ async fn refund_event<C: ConnectionTrait>(
         .map_err(|e| DbErr::Custom(format!("refund as JSON: {e}")))?;
     events::record(
         txn,
-        &refund.merchant_id,
+        &refund.scope(),
         event_type,
         Some(&refund.payment_id),
         data,
@@ -273,6 +289,13 @@ async fn settle(
         EventType::RefundFailed
     };
     refund_event(txn, &refund, settled_as).await?;
+    if status == RefundStatus::Failed
+        && let Some(payment) = &payment
+    {
+        crate::ledger::release_refund(txn, &refund, &payment.currency)
+            .await
+            .map_err(crate::ledger::LedgerError::into_db)?;
+    }
     if status == RefundStatus::Succeeded
         && let Some(payment) = payment
     {
@@ -290,13 +313,25 @@ async fn settle(
     Ok(Refund::from(&refund))
 }
 
+/// What a payment's own refunds hold: those succeeded and those in flight.
+pub async fn made_here<C: ConnectionTrait>(db: &C, payment_id: &PaymentId) -> Result<i64, DbErr> {
+    Ok(refunds::Entity::find()
+        .filter(refunds::Column::PaymentId.eq(payment_id))
+        .filter(refunds::Column::Status.is_in([RefundStatus::Pending, RefundStatus::Succeeded]))
+        .all(db)
+        .await?
+        .iter()
+        .map(|r| r.amount)
+        .sum())
+}
+
 pub async fn list<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     payment_id: &PaymentId,
 ) -> Result<Vec<refunds::Model>, DbErr> {
     refunds::Entity::find()
-        .filter(refunds::Column::MerchantId.eq(merchant_id))
+        .filter(scope.of::<refunds::Entity>())
         .filter(refunds::Column::PaymentId.eq(payment_id))
         .order_by_desc(refunds::Column::Id)
         .all(db)

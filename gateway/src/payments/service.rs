@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use entity::event::EventType;
-use entity::ids::{MerchantId, PaymentId};
+use entity::ids::{PaymentId, Scope};
 use entity::payment_status::{InvalidTransition, PaymentStatus};
 use entity::payments;
 use sea_orm::sea_query::Expr;
@@ -15,6 +15,7 @@ use sea_orm::{
 };
 
 use crate::idempotency::{Begun, Idempotent};
+use crate::ledger::FundsPolicy;
 use crate::pagination::{CreatedRange, Page};
 use crate::webhooks::events;
 use entity::status::Provider;
@@ -28,6 +29,14 @@ use crate::merchants::AuthedMerchant;
 use crate::providers::{ProviderError, Providers, StartRequest, Started};
 
 const CREATE_OPERATION: &str = "POST /v1/payments";
+
+/// What the payment services need: the database, the providers, and when funds settle.
+#[derive(Clone, Copy)]
+pub struct Deps<'a> {
+    pub db: &'a DatabaseConnection,
+    pub providers: &'a Providers,
+    pub funds: FundsPolicy,
+}
 
 /// A created (or replayed) payment.
 pub struct Created {
@@ -44,53 +53,25 @@ pub struct Created {
 /// the outcome commit together. A provider that fails or times out leaves a `failed` payment
 /// with `failure_code: provider_error` and its event; the handler answers 502 for it.
 pub async fn create(
-    db: &DatabaseConnection,
-    providers: &Providers,
+    deps: &Deps<'_>,
     merchant: &AuthedMerchant,
     new: NewPayment,
     idempotency_key: Option<&str>,
     request_id: Option<&str>,
     checkout_base: &str,
 ) -> Result<Created, ServiceError> {
+    let Deps {
+        db,
+        providers,
+        funds,
+    } = *deps;
     // Live keys move real money through live credentials; test keys never reach them.
-    match providers.is_live(new.provider) {
-        Some(live) if live == merchant.livemode => {}
-        Some(_) if merchant.livemode => {
-            return Err(ValidationError::new(
-                "provider",
-                "livemode_mismatch",
-                format!(
-                    "A live key cannot use {}: it has test credentials here (the simulated provider is for test keys).",
-                    new.provider
-                ),
-            )
-            .into());
-        }
-        Some(_) => {
-            return Err(ValidationError::new(
-                "provider",
-                "livemode_mismatch",
-                format!(
-                    "A test key cannot use {}: it has live credentials here. Use a live key, or the simulated provider.",
-                    new.provider
-                ),
-            )
-            .into());
-        }
-        None => {
-            return Err(ValidationError::new(
-                "provider",
-                "provider_not_configured",
-                format!(
-                    "The provider '{}' is not configured on this gateway.",
-                    new.provider
-                ),
-            )
-            .into());
-        }
+    if let Err(e) = providers.check_mode(new.provider, merchant.livemode) {
+        return Err(e.into());
     }
+    let scope = merchant.scope();
     let request = Idempotent {
-        merchant_id: &merchant.merchant_id,
+        scope: &scope,
         key: idempotency_key,
         operation: CREATE_OPERATION,
         fingerprint: new.fingerprint(),
@@ -126,7 +107,7 @@ pub async fn create(
         .finish(
             db,
             async |txn: &DatabaseTransaction| -> Result<Payment, DbErr> {
-                let model = insert(txn, draft, &new, started, request_id).await?;
+                let model = insert(txn, draft, &new, started, request_id, funds).await?;
                 let view = Payment::from(&model);
                 committed = Some(model);
                 Ok(view)
@@ -190,6 +171,7 @@ async fn insert(
     new: &NewPayment,
     started: Option<Result<Started, ProviderError>>,
     request_id: Option<&str>,
+    funds: FundsPolicy,
 ) -> Result<payments::Model, DbErr> {
     let mut decided: Option<(PaymentStatus, Option<(String, String)>)> =
         match new.card.as_ref().map(|c| c.outcome) {
@@ -223,7 +205,7 @@ async fn insert(
         .await?;
     events::record(
         txn,
-        &model.merchant_id,
+        &model.scope(),
         EventType::PaymentPending,
         Some(&model.id),
         view_json(&model),
@@ -234,7 +216,7 @@ async fn insert(
         None => model,
         Some((to, failure)) => {
             let failure = failure.as_ref().map(|(c, m)| (c.as_str(), m.as_str()));
-            transition(txn, model, to, failure, request_id)
+            transition(txn, model, to, failure, request_id, funds)
                 .await?
                 .unwrap_or_else(|m| m)
         }
@@ -252,12 +234,16 @@ fn view_json(model: &payments::Model) -> serde_json::Value {
 /// The update is a compare-and-set on the status this payment was read with: if another
 /// writer moved it in between (a caller that did not lock the row), nothing is written and
 /// the payment comes back unchanged, so a final status can never be overwritten.
+///
+/// A payment that succeeds brings its money in: its charge is posted to the ledger in the
+/// same transaction, available as `funds` says.
 pub async fn transition<C: ConnectionTrait>(
     txn: &C,
     payment: payments::Model,
     to: PaymentStatus,
     failure: Option<(&str, &str)>,
     request_id: Option<&str>,
+    funds: FundsPolicy,
 ) -> Result<Result<payments::Model, payments::Model>, DbErr> {
     let from = payment.status;
     let event_type = match from.transition(to) {
@@ -283,13 +269,18 @@ pub async fn transition<C: ConnectionTrait>(
     };
     events::record(
         txn,
-        &updated.merchant_id,
+        &updated.scope(),
         event_type,
         Some(&updated.id),
         view_json(&updated),
         request_id,
     )
     .await?;
+    if to == PaymentStatus::Succeeded {
+        crate::ledger::charge(txn, &updated, funds)
+            .await
+            .map_err(crate::ledger::LedgerError::into_db)?;
+    }
     Ok(Ok(updated))
 }
 
@@ -325,6 +316,7 @@ pub async fn raise_refunded<C: ConnectionTrait>(
         PaymentStatus::Refunded,
         None,
         None,
+        FundsPolicy::default(),
     )
     .await?
     .unwrap_or_else(|p| p)))
@@ -333,11 +325,11 @@ pub async fn raise_refunded<C: ConnectionTrait>(
 /// Reads a payment for update (the row stays locked until the transaction ends on PostgreSQL).
 pub async fn lock<C: ConnectionTrait>(
     txn: &C,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     id: &PaymentId,
 ) -> Result<Option<payments::Model>, DbErr> {
     payments::Entity::find_by_id(id.clone())
-        .filter(payments::Column::MerchantId.eq(merchant_id))
+        .filter(scope.of::<payments::Entity>())
         .lock_exclusive()
         .one(txn)
         .await
@@ -345,24 +337,24 @@ pub async fn lock<C: ConnectionTrait>(
 
 pub async fn get<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     id: &PaymentId,
 ) -> Result<Option<payments::Model>, DbErr> {
     payments::Entity::find_by_id(id.clone())
-        .filter(payments::Column::MerchantId.eq(merchant_id))
+        .filter(scope.of::<payments::Entity>())
         .one(db)
         .await
 }
 
 pub async fn list<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     status: Option<PaymentStatus>,
     reference: Option<&str>,
     created: &CreatedRange,
     page: &Page,
 ) -> Result<(Vec<payments::Model>, bool), DbErr> {
-    let mut select = payments::Entity::find().filter(payments::Column::MerchantId.eq(merchant_id));
+    let mut select = payments::Entity::find().filter(scope.of::<payments::Entity>());
     if let Some(s) = status {
         select = select.filter(payments::Column::Status.eq(s));
     }
@@ -378,13 +370,13 @@ pub async fn list<C: ConnectionTrait>(
 /// concurrent updates both land. No event: nothing about the money changed.
 pub async fn update(
     db: &DatabaseConnection,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     id: &PaymentId,
     change: &PaymentUpdate,
 ) -> Result<payments::Model, ServiceError> {
     let txn = db.begin().await?;
     let current = payments::Entity::find_by_id(id.clone())
-        .filter(payments::Column::MerchantId.eq(merchant_id))
+        .filter(scope.of::<payments::Entity>())
         .lock_exclusive()
         .one(&txn)
         .await?
@@ -409,13 +401,11 @@ pub async fn update(
 pub async fn cancel(
     db: &DatabaseConnection,
     providers: &Providers,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     id: &PaymentId,
     request_id: Option<&str>,
 ) -> Result<payments::Model, ServiceError> {
-    let payment = get(db, merchant_id, id)
-        .await?
-        .or_not_found("payment", id)?;
+    let payment = get(db, scope, id).await?.or_not_found("payment", id)?;
     let not_cancellable = |status: PaymentStatus| {
         ServiceError::state(
             "payment_not_cancellable",
@@ -444,13 +434,22 @@ pub async fn cancel(
                 format!("The provider refused to cancel it: {message}"),
             ));
         }
-        Err(e) => return Err(ServiceError::Provider(e.to_string())),
+        Err(e) => {
+            return Err(e.into());
+        }
     }
     let txn = db.begin().await?;
-    let payment = lock(&txn, merchant_id, id)
-        .await?
-        .or_not_found("payment", id)?;
-    match transition(&txn, payment, PaymentStatus::Cancelled, None, request_id).await? {
+    let payment = lock(&txn, scope, id).await?.or_not_found("payment", id)?;
+    match transition(
+        &txn,
+        payment,
+        PaymentStatus::Cancelled,
+        None,
+        request_id,
+        FundsPolicy::default(),
+    )
+    .await?
+    {
         Ok(updated) => {
             txn.commit().await?;
             Ok(updated)
@@ -463,8 +462,8 @@ pub async fn cancel(
 const RECENT_TTL: Duration = Duration::from_secs(10);
 const RECENT_COUNT: u64 = 10;
 
-pub fn recent_cache_key(merchant_id: &MerchantId) -> String {
-    format!("recent_payments:{merchant_id}")
+pub fn recent_cache_key(scope: &Scope) -> String {
+    format!("recent_payments:{}:{}", scope.merchant_id, scope.mode())
 }
 
 /// The merchant's latest payments, from the cache when it has them. Every payment write
@@ -472,9 +471,9 @@ pub fn recent_cache_key(merchant_id: &MerchantId) -> String {
 pub async fn recent<C: ConnectionTrait>(
     db: &C,
     cache: &Cache,
-    merchant_id: &MerchantId,
+    scope: &Scope,
 ) -> Result<(Vec<Payment>, bool), DbErr> {
-    let key = recent_cache_key(merchant_id);
+    let key = recent_cache_key(scope);
     if let Some(hit) = cache.get(&key).await
         && let Ok(data) = serde_json::from_str::<Vec<Payment>>(&hit)
     {
@@ -488,7 +487,7 @@ pub async fn recent<C: ConnectionTrait>(
     let (rows, _) = page
         .fetch(
             db,
-            payments::Entity::find().filter(payments::Column::MerchantId.eq(merchant_id)),
+            payments::Entity::find().filter(scope.of::<payments::Entity>()),
             payments::Column::Id,
         )
         .await?;

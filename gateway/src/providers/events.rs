@@ -114,13 +114,26 @@ async fn flag_for_reconciliation<C: ConnectionTrait>(
 
 /// A refund report: partial raises `amount_refunded` (never lowers it) with no status change;
 /// full moves the payment to `refunded` with its event.
+///
+/// Money the provider reports refunded beyond this payment's own refunds (one made in the
+/// provider's dashboard) has left the merchant's balance too: the ledger records it.
 async fn apply_refund<C: ConnectionTrait>(
     txn: &C,
     payment: payments::Model,
     refunded_total: i64,
 ) -> Result<(Applied, payments::Model), DbErr> {
     Ok(match raise_refunded(txn, payment, refunded_total).await? {
-        Ok(p) => (Applied::Applied, p),
+        Ok(p) => {
+            let own = crate::payments::refunds::made_here(txn, &p.id).await?;
+            let recorded = crate::ledger::provider_side_refunds(txn, &p).await?;
+            let beyond = p.amount_refunded - own - recorded;
+            if beyond > 0 {
+                crate::ledger::refunded_at_provider(txn, &p, beyond)
+                    .await
+                    .map_err(crate::ledger::LedgerError::into_db)?;
+            }
+            (Applied::Applied, p)
+        }
         Err(p) => (Applied::Ignored, p),
     })
 }
@@ -128,6 +141,7 @@ async fn apply_refund<C: ConnectionTrait>(
 pub async fn apply<C: TransactionTrait>(
     db: &C,
     event: VerifiedEvent<'_>,
+    funds: crate::ledger::FundsPolicy,
 ) -> Result<(Applied, Option<payments::Model>), DbErr> {
     let txn = db.begin().await?;
     let (outcome, payment) = match event.target {
@@ -146,7 +160,7 @@ pub async fn apply<C: TransactionTrait>(
                 let (outcome, p) = apply_refund(&txn, p, total).await?;
                 (outcome, Some(p))
             }
-            Some(p) => match transition(&txn, p, to, event.failure, None).await? {
+            Some(p) => match transition(&txn, p, to, event.failure, None, funds).await? {
                 Ok(updated) => (Applied::Applied, Some(updated)),
                 // A success after we called the payment over is never just ignored: the
                 // customer may have paid. Flag it; the status stays final.

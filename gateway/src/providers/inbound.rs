@@ -92,6 +92,8 @@ pub struct Inbound {
     pub providers: Arc<Providers>,
     pub simulated: Arc<SimulatedProvider>,
     pub throttle: RequeryThrottle,
+    /// When the funds of a payment that succeeds become available.
+    pub funds: crate::ledger::FundsPolicy,
 }
 
 pub fn headers_json(pairs: &[(&str, &str)]) -> Option<String> {
@@ -107,7 +109,7 @@ impl Inbound {
     pub async fn apply(&self, event: VerifiedEvent<'_>) -> Result<Applied, InboundError> {
         let provider = event.provider.to_string();
         let provider_event_id = event.provider_event_id.to_string();
-        let (outcome, payment) = events::apply(&self.effects.db, event).await?;
+        let (outcome, payment) = events::apply(&self.effects.db, event, self.funds).await?;
         match (outcome, payment) {
             (Applied::Applied, Some(p)) => self.effects.payment_moved(&p, None).await,
             (Applied::RequiresReconciliation, Some(p)) => {

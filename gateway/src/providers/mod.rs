@@ -72,6 +72,18 @@ pub enum ProviderError {
     /// Payrail does not send this through this provider (checked before any call).
     #[error("the provider cannot do this here: {0}")]
     Unsupported(&'static str),
+    /// The object's mode is not the mode of the credentials configured for its provider: a
+    /// test object never reaches live credentials, nor a live one test credentials.
+    #[error("{provider} has {} credentials here, and this is a {} object", mode(*.configured_live), mode(*.livemode))]
+    ModeMismatch {
+        provider: Provider,
+        livemode: bool,
+        configured_live: bool,
+    },
+}
+
+fn mode(live: bool) -> &'static str {
+    if live { "live" } else { "test" }
 }
 
 impl ProviderError {
@@ -108,12 +120,45 @@ impl ProviderError {
             | ProviderError::CircuitOpen
             | ProviderError::NotConfigured
             | ProviderError::Unsupported(_)
+            | ProviderError::ModeMismatch { .. }
             | ProviderError::RefundNotSupported
             | ProviderError::CancelNotSupported => true,
             ProviderError::Rejected { status, .. } => *status < 500,
             ProviderError::Timeout | ProviderError::Transport(_) | ProviderError::Malformed(_) => {
                 false
             }
+        }
+    }
+
+    /// The merchant's 422 for a call refused before it was made because of the key's mode or
+    /// the gateway's configuration; `None` for any other error.
+    pub fn as_refusal(&self) -> Option<crate::error::ValidationError> {
+        use crate::error::ValidationError;
+        match self {
+            ProviderError::ModeMismatch {
+                provider,
+                livemode: true,
+                ..
+            } => Some(ValidationError::new(
+                "provider",
+                "livemode_mismatch",
+                format!(
+                    "A live key cannot use {provider}: it has test credentials here (the simulated provider is for test keys)."
+                ),
+            )),
+            ProviderError::ModeMismatch { provider, .. } => Some(ValidationError::new(
+                "provider",
+                "livemode_mismatch",
+                format!(
+                    "A test key cannot use {provider}: it has live credentials here. Use a live key, or the simulated provider."
+                ),
+            )),
+            ProviderError::NotConfigured => Some(ValidationError::new(
+                "provider",
+                "provider_not_configured",
+                "This provider is not configured on this gateway.",
+            )),
+            _ => None,
         }
     }
 
@@ -124,6 +169,17 @@ impl ProviderError {
             ProviderError::Unreachable(e.to_string())
         } else {
             ProviderError::Transport(e.to_string())
+        }
+    }
+}
+
+/// A refusal before any call (the key's mode, the configuration) is the merchant's 422; any
+/// other provider failure is the provider's.
+impl From<ProviderError> for crate::error::ServiceError {
+    fn from(e: ProviderError) -> crate::error::ServiceError {
+        match e.as_refusal() {
+            Some(refusal) => refusal.into(),
+            None => crate::error::ServiceError::Provider(e.to_string()),
         }
     }
 }
@@ -196,6 +252,7 @@ impl Providers {
         provider: Provider,
         request: StartRequest<'_>,
     ) -> Result<Started, ProviderError> {
+        self.check_mode(provider, request.payment.livemode)?;
         match provider {
             Provider::Stripe => {
                 self.stripe
@@ -228,6 +285,7 @@ impl Providers {
             .provider_reference
             .as_deref()
             .ok_or_else(|| ProviderError::Malformed("payment has no provider reference".into()))?;
+        self.check_mode(payment.provider, payment.livemode)?;
         match payment.provider {
             Provider::Stripe => {
                 self.stripe
@@ -254,6 +312,22 @@ impl Providers {
         }
     }
 
+    /// Refuses, before any call, a provider whose credentials are not of `livemode`: the one
+    /// gate every call to a provider goes through (start, status, cancel, refund, payout).
+    pub fn check_mode(&self, provider: Provider, livemode: bool) -> Result<(), ProviderError> {
+        match self.is_live(provider) {
+            None => Err(ProviderError::NotConfigured),
+            Some(configured_live) if configured_live != livemode => {
+                Err(ProviderError::ModeMismatch {
+                    provider,
+                    livemode,
+                    configured_live,
+                })
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Whether a provider's credentials move real money. The simulated provider never does.
     pub fn is_live(&self, provider: Provider) -> Option<bool> {
         match provider {
@@ -267,6 +341,7 @@ impl Providers {
     /// Cancels a payment at its provider before it is cancelled here, so the provider cannot
     /// capture money on a payment we call cancelled. Providers without a cancel API refuse.
     pub async fn cancel(&self, payment: &payments::Model) -> Result<(), ProviderError> {
+        self.check_mode(payment.provider, payment.livemode)?;
         match payment.provider {
             Provider::Simulated => Ok(()),
             Provider::Stripe => {
@@ -291,6 +366,7 @@ impl Providers {
         idempotency_key: &str,
         amount: i64,
     ) -> Result<String, ProviderError> {
+        self.check_mode(payment.provider, payment.livemode)?;
         match payment.provider {
             Provider::Stripe => {
                 let reference = payment.provider_reference.as_deref().unwrap_or_default();

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use entity::event::EventType;
-use entity::ids::{DeliveryId, EndpointId, EventId, MerchantId};
+use entity::ids::{DeliveryId, EndpointId, EventId, Scope};
 use entity::status::DeliveryStatus;
 use entity::{events, webhook_attempts, webhook_deliveries, webhook_endpoints};
 use sea_orm::sea_query::{Expr, ExprTrait as _};
@@ -23,12 +23,13 @@ pub struct DeliveryFilter<'a> {
 
 pub async fn list<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     filter: DeliveryFilter<'_>,
     page: &Page,
 ) -> Result<(Vec<webhook_deliveries::Model>, bool), DbErr> {
     use webhook_deliveries::Column as C;
-    let mut select = webhook_deliveries::Entity::find().filter(C::MerchantId.eq(merchant_id));
+    let mut select =
+        webhook_deliveries::Entity::find().filter(scope.of::<webhook_deliveries::Entity>());
     if let Some(s) = filter.status {
         select = select.filter(C::Status.eq(s.as_str()));
     }
@@ -43,11 +44,11 @@ pub async fn list<C: ConnectionTrait>(
 
 pub async fn get<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     id: &DeliveryId,
 ) -> Result<Option<webhook_deliveries::Model>, DbErr> {
     webhook_deliveries::Entity::find_by_id(id.clone())
-        .filter(webhook_deliveries::Column::MerchantId.eq(merchant_id))
+        .filter(scope.of::<webhook_deliveries::Entity>())
         .one(db)
         .await
 }
@@ -158,6 +159,7 @@ pub async fn create_test<C: ConnectionTrait>(
     let event = events::Entity::insert(events::ActiveModel {
         id: Set(EventId::generate()),
         merchant_id: Set(endpoint.merchant_id.clone()),
+        livemode: Set(endpoint.livemode),
         event_type: Set(EventType::WebhookEndpointTest.as_str().to_string()),
         payment_id: Set(None),
         data: Set(serde_json::json!({

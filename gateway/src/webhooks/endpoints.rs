@@ -1,7 +1,7 @@
 //! Merchants' webhook endpoints. The signing secret is generated here and shown only once.
 
 use chrono::Utc;
-use entity::ids::{EndpointId, MerchantId};
+use entity::ids::{EndpointId, Scope};
 use entity::signature::SigningKey;
 use entity::{merchants, webhook_endpoints};
 use sea_orm::{
@@ -77,27 +77,31 @@ pub struct EndpointUpdate {
     pub rate_limit: Option<Option<i32>>,
 }
 
-/// Creates an endpoint, unless the merchant already has `max` of them. The merchant's row is
-/// locked for the count, so concurrent creations cannot go past the cap together.
+/// Creates an endpoint of the scope's mode (it will hear only that mode's events), unless the
+/// merchant already has `max` of them in that mode. The merchant's row is locked for the
+/// count, so concurrent creations cannot go past the cap together.
 pub async fn create<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     new: NewEndpoint,
     max: u32,
 ) -> Result<webhook_endpoints::Model, ServiceError> {
-    merchants::Entity::find_by_id(merchant_id.clone())
+    merchants::Entity::find_by_id(scope.merchant_id.clone())
         .lock_exclusive()
         .one(db)
         .await?;
     let existing = webhook_endpoints::Entity::find()
-        .filter(webhook_endpoints::Column::MerchantId.eq(merchant_id))
+        .filter(scope.of::<webhook_endpoints::Entity>())
         .count(db)
         .await?;
     if existing >= u64::from(max) {
         return Err(ValidationError::new(
             "url",
             "endpoint_limit_reached",
-            format!("An account can have at most {max} webhook endpoints; delete one first."),
+            format!(
+                "An account can have at most {max} webhook endpoints in {} mode; delete one first.",
+                scope.mode()
+            ),
         )
         .into());
     }
@@ -105,7 +109,8 @@ pub async fn create<C: ConnectionTrait>(
     Ok(
         webhook_endpoints::Entity::insert(webhook_endpoints::ActiveModel {
             id: Set(EndpointId::generate()),
-            merchant_id: Set(merchant_id.clone()),
+            merchant_id: Set(scope.merchant_id.clone()),
+            livemode: Set(scope.livemode),
             url: Set(new.url),
             description: Set(new.description),
             enabled_events: Set(serde_json::json!(new.enabled_events)),
@@ -128,22 +133,21 @@ pub async fn create<C: ConnectionTrait>(
 
 pub async fn get<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     id: &EndpointId,
 ) -> Result<Option<webhook_endpoints::Model>, DbErr> {
     webhook_endpoints::Entity::find_by_id(id.clone())
-        .filter(webhook_endpoints::Column::MerchantId.eq(merchant_id))
+        .filter(scope.of::<webhook_endpoints::Entity>())
         .one(db)
         .await
 }
 
 pub async fn list<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     page: &Page,
 ) -> Result<(Vec<webhook_endpoints::Model>, bool), DbErr> {
-    let select = webhook_endpoints::Entity::find()
-        .filter(webhook_endpoints::Column::MerchantId.eq(merchant_id));
+    let select = webhook_endpoints::Entity::find().filter(scope.of::<webhook_endpoints::Entity>());
     page.fetch(db, select, webhook_endpoints::Column::Id).await
 }
 
@@ -192,14 +196,14 @@ pub async fn update<C: ConnectionTrait>(
 /// again within the overlap retires the oldest at once.
 pub async fn rotate_secret<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     id: &EndpointId,
     overlap: std::time::Duration,
 ) -> Result<Option<webhook_endpoints::Model>, DbErr> {
     // Locked, so two rotations at once chain (each replaces the other's) instead of both
     // replacing the same secret and losing one of the new ones.
     let Some(existing) = webhook_endpoints::Entity::find_by_id(id.clone())
-        .filter(webhook_endpoints::Column::MerchantId.eq(merchant_id))
+        .filter(scope.of::<webhook_endpoints::Entity>())
         .lock_exclusive()
         .one(db)
         .await?
@@ -224,12 +228,12 @@ pub async fn rotate_secret<C: ConnectionTrait>(
 /// deleted" when next attempted.
 pub async fn delete<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     id: &EndpointId,
 ) -> Result<bool, DbErr> {
     let result = webhook_endpoints::Entity::delete_many()
         .filter(webhook_endpoints::Column::Id.eq(id))
-        .filter(webhook_endpoints::Column::MerchantId.eq(merchant_id))
+        .filter(scope.of::<webhook_endpoints::Entity>())
         .exec(db)
         .await?;
     Ok(result.rows_affected == 1)

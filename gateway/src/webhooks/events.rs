@@ -4,14 +4,14 @@
 use chrono::Utc;
 use entity::event::EventType;
 use entity::events;
-use entity::ids::{EventId, MerchantId, PaymentId};
+use entity::ids::{EventId, PaymentId, Scope};
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
 use crate::pagination::{CreatedRange, Page};
 
 pub async fn record<C: ConnectionTrait>(
     txn: &C,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     event_type: EventType,
     payment_id: Option<&PaymentId>,
     data: serde_json::Value,
@@ -20,7 +20,8 @@ pub async fn record<C: ConnectionTrait>(
     let id = EventId::generate();
     events::Entity::insert(events::ActiveModel {
         id: Set(id.clone()),
-        merchant_id: Set(merchant_id.clone()),
+        merchant_id: Set(scope.merchant_id.clone()),
+        livemode: Set(scope.livemode),
         event_type: Set(event_type.as_str().to_string()),
         payment_id: Set(payment_id.cloned()),
         data: Set(data),
@@ -36,23 +37,23 @@ pub async fn record<C: ConnectionTrait>(
 
 pub async fn get<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     id: &EventId,
 ) -> Result<Option<events::Model>, DbErr> {
     events::Entity::find_by_id(id.clone())
-        .filter(events::Column::MerchantId.eq(merchant_id))
+        .filter(scope.of::<events::Entity>())
         .one(db)
         .await
 }
 
 pub async fn list<C: ConnectionTrait>(
     db: &C,
-    merchant_id: &MerchantId,
+    scope: &Scope,
     types: &[String],
     created: &CreatedRange,
     page: &Page,
 ) -> Result<(Vec<events::Model>, bool), DbErr> {
-    let mut select = events::Entity::find().filter(events::Column::MerchantId.eq(merchant_id));
+    let mut select = events::Entity::find().filter(scope.of::<events::Entity>());
     if !types.is_empty() {
         select = select.filter(events::Column::EventType.is_in(types.iter().map(String::as_str)));
     }

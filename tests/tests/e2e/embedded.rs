@@ -108,7 +108,7 @@ async fn embedded_mode_serves_a_payment_end_to_end() {
     assert_eq!(made["status"], "processing");
     assert_eq!(
         payout(1201).await.expect("payout").status(),
-        409,
+        422,
         "4200 received, 3000 out"
     );
     let usage: Value = client

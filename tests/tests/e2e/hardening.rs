@@ -126,6 +126,7 @@ async fn a_transition_from_a_stale_read_never_overwrites_a_final_status() {
         PaymentStatus::Succeeded,
         None,
         None,
+        gateway::ledger::FundsPolicy::default(),
     )
     .await
     .expect("no database error");
@@ -246,8 +247,8 @@ async fn a_claim_left_by_a_crash_expires_and_the_retry_reuses_its_payment_id() {
     let noted = entity::ids::PaymentId::generate();
     app.db
         .execute_unprepared(&format!(
-            "INSERT INTO idempotency_keys (merchant_id, key, operation, request_hash, response_status, response_body, created_at)
-             SELECT merchant_id, 'crashed', operation, request_hash, 0, '{noted}', now() - interval '2 minutes'
+            "INSERT INTO idempotency_keys (merchant_id, livemode, key, operation, request_hash, response_status, response_body, created_at)
+             SELECT merchant_id, livemode, 'crashed', operation, request_hash, 0, '{noted}', now() - interval '2 minutes'
              FROM idempotency_keys WHERE key = 'first'"
         ))
         .await
@@ -262,8 +263,8 @@ async fn a_claim_left_by_a_crash_expires_and_the_retry_reuses_its_payment_id() {
     // A fresh claim is not taken over.
     app.db
         .execute_unprepared(
-            "INSERT INTO idempotency_keys (merchant_id, key, operation, request_hash, response_status, response_body, created_at)
-             SELECT merchant_id, 'busy', operation, request_hash, 0, '', now()
+            "INSERT INTO idempotency_keys (merchant_id, livemode, key, operation, request_hash, response_status, response_body, created_at)
+             SELECT merchant_id, livemode, 'busy', operation, request_hash, 0, '', now()
              FROM idempotency_keys WHERE key = 'first'",
         )
         .await
@@ -845,15 +846,38 @@ async fn failing_status_queries_do_not_stop_payment_creation() {
 #[tokio::test]
 async fn live_and_test_keys_are_separate_and_keys_can_be_rolled_and_revoked() {
     let (_stripe, app) = stripe_app().await; // Stripe here has test credentials (sk_test_)
-    // A live key, created with the test key.
-    let (status, live) = app
+    // A test key cannot mint a live key (issue 19): nothing is made.
+    let (status, refused) = app
         .post_json(&app.api_key, "/v1/api_keys", json!({"livemode": true}))
         .await;
-    assert_eq!(status, 201, "{live}");
-    let live_key = live["secret"]
-        .as_str()
-        .expect("secret shown once")
-        .to_string();
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (403, Some("livemode_mismatch")),
+        "{refused}"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM api_keys WHERE livemode")
+            .await,
+        0
+    );
+    // An owner makes one (as the dashboard's keys page does).
+    let merchant_id: String = {
+        use sea_orm::EntityTrait as _;
+        entity::api_keys::Entity::find()
+            .one(&app.db)
+            .await
+            .expect("query")
+            .expect("the test key")
+            .merchant_id
+            .to_string()
+    };
+    let (_, live_key) = gateway::merchants::create_key(
+        &app.db,
+        &gateway::merchants::KeyManager::Owner(entity::ids::MerchantId::from_trusted(merchant_id)),
+        true,
+    )
+    .await
+    .expect("an owner makes a live key");
     assert!(live_key.starts_with("sk_live_"));
     // Live keys: no simulated provider, no test credentials.
     for provider in ["simulated", "stripe"] {
@@ -892,20 +916,47 @@ async fn live_and_test_keys_are_separate_and_keys_can_be_rolled_and_revoked() {
         "{b}"
     );
 
-    // Listing shows prefixes, never secrets.
-    let (_, list) = app.get_json(&app.api_key, "/v1/api_keys").await;
-    let keys = list["data"].as_array().expect("keys");
-    assert_eq!(keys.len(), 2);
-    assert!(keys.iter().all(|k| k.get("secret").is_none()), "{list}");
-    let key_id = |secret: &str| {
+    // Listing shows prefixes, never secrets, and only the key's own mode.
+    let listed = |key: String| {
+        let app = &app;
+        async move {
+            let (_, list) = app.get_json(&key, "/v1/api_keys").await;
+            let keys = list["data"].as_array().expect("keys").clone();
+            assert!(keys.iter().all(|k| k.get("secret").is_none()), "{list}");
+            keys
+        }
+    };
+    let key_id = |keys: &[Value], secret: &str| {
         keys.iter()
             .find(|k| secret.starts_with(k["prefix"].as_str().unwrap_or("-")))
             .and_then(|k| k["id"].as_str())
             .expect("key listed")
             .to_string()
     };
-    let test_id = key_id(&app.api_key);
-    let live_id = key_id(&live_key);
+    let test_keys = listed(app.api_key.clone()).await;
+    let live_keys = listed(live_key.clone()).await;
+    assert_eq!((test_keys.len(), live_keys.len()), (1, 1));
+    assert_eq!(
+        (
+            test_keys[0]["livemode"].clone(),
+            live_keys[0]["livemode"].clone()
+        ),
+        (json!(false), json!(true))
+    );
+    let test_id = key_id(&test_keys, &app.api_key);
+    let live_id = key_id(&live_keys, &live_key);
+    // The live key is another world's: to the test key it does not exist.
+    for action in ["roll", "revoke"] {
+        let (status, _) = app
+            .post_json(
+                &app.api_key,
+                &format!("/v1/api_keys/{live_id}/{action}"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 404, "{action}");
+    }
+    assert_eq!(app.get_json(&live_key, "/v1/payments").await.0, 200);
 
     // Use the test key once so it is cached, then roll it with no grace: the old key stops.
     assert_eq!(app.get_json(&app.api_key, "/v1/payments").await.0, 200);
@@ -956,11 +1007,11 @@ async fn live_and_test_keys_are_separate_and_keys_can_be_rolled_and_revoked() {
         "after the grace"
     );
 
-    // Revoke the live key after using it: it stops at once, cache or not.
+    // A live key revokes live keys (here itself) after use: it stops at once, cache or not.
     assert_eq!(app.get_json(&live_key, "/v1/payments").await.0, 200);
     let (status, revoked) = app
         .post_json(
-            &newest,
+            &live_key,
             &format!("/v1/api_keys/{live_id}/revoke"),
             json!({}),
         )

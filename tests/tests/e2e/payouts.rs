@@ -131,14 +131,14 @@ async fn payouts_never_exceed_the_available_balance_even_when_sent_at_once() {
         .collect();
     let refused: Vec<&Value> = answers
         .iter()
-        .filter(|(s, _)| *s == 409)
+        .filter(|(s, _)| *s == 422)
         .map(|(_, b)| b)
         .collect();
     assert_eq!((made.len(), refused.len()), (3, 3), "{answers:?}");
     assert!(
         refused
             .iter()
-            .all(|b| b["error"]["code"] == "insufficient_balance")
+            .all(|b| b["error"]["code"] == "balance_insufficient")
     );
     assert!(
         made.iter()
@@ -147,7 +147,7 @@ async fn payouts_never_exceed_the_available_balance_even_when_sent_at_once() {
     assert_eq!(held(&app, &merchant).await, 1200);
     // No other currency's money: a USD payout does not fit in 0.
     let (s, _) = payout(&app, &key, wallet(1, "usd", "simulated"), None).await;
-    assert_eq!(s, 409);
+    assert_eq!(s, 422);
 
     // A failed payout gives its amount back; a succeeded one is final.
     let ids: Vec<String> = made
@@ -193,7 +193,7 @@ async fn payouts_never_exceed_the_available_balance_even_when_sent_at_once() {
         "a replay, not a second payout"
     );
     let (s, _) = payout(&app, &key, wallet(1, "eur", "simulated"), None).await;
-    assert_eq!(s, 409);
+    assert_eq!(s, 422);
     assert_eq!(held(&app, &merchant).await, 1500);
 
     // Listed and retrieved; another merchant sees none of it.
@@ -310,7 +310,7 @@ async fn a_moneroo_payout_goes_out_in_its_wire_format_and_only_a_requery_settles
     let (s, second) = payout(&app, &key, wallet(4000, "xof", "moneroo"), None).await;
     assert_eq!(s, 201, "{second}");
     let (s, _) = payout(&app, &key, wallet(1, "xof", "moneroo"), None).await;
-    assert_eq!(s, 409, "10000 received, 6000 + 4000 paid out");
+    assert_eq!(s, 422, "10000 received, 6000 + 4000 paid out");
     let second_reference: String = {
         use sea_orm::{ColumnTrait, EntityTrait as _, QueryFilter};
         entity::payouts::Entity::find()
@@ -409,7 +409,7 @@ async fn a_payout_whose_answer_was_lost_is_held_never_sent_twice_and_settled_by_
     let (s, refused) = payout(&app, &key, wallet(4001, "xof", "moneroo"), None).await;
     assert_eq!(
         (s, refused["error"]["code"].as_str()),
-        (409, Some("insufficient_balance"))
+        (422, Some("balance_insufficient"))
     );
     assert_eq!(unresolved_gauge(&app.metrics_text().await), Some("1"));
     assert_eq!(

@@ -394,13 +394,24 @@ async fn crossing_80_then_95_percent_of_a_limit_is_alerted_once_each_by_the_sche
     assert_eq!(second["data"]["used"], 10);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(alerts().len(), 2);
-    assert_eq!(
-        app.count(&format!(
-            "SELECT count(*) FROM logs WHERE merchant_id = '{merchant}' AND source = 'usage' AND level = 'warning'"
-        ))
-        .await,
-        2
-    );
+    // Usage is the account's: each alert is an event and a log entry in both modes, so a
+    // merchant still testing and one gone live both hear of it (this endpoint is test's).
+    for livemode in [false, true] {
+        assert_eq!(
+            app.count(&format!(
+                "SELECT count(*) FROM logs WHERE merchant_id = '{merchant}' AND livemode = {livemode} AND source = 'usage' AND level = 'warning'"
+            ))
+            .await,
+            2
+        );
+        assert_eq!(
+            app.count(&format!(
+                "SELECT count(*) FROM events WHERE merchant_id = '{merchant}' AND livemode = {livemode} AND event_type = 'usage.threshold_reached'"
+            ))
+            .await,
+            2
+        );
+    }
     assert!(
         app.metrics_text()
             .await
