@@ -266,7 +266,13 @@ impl TestApp {
     /// behind a load balancer would be; returns its base URL and its metrics listener's. It
     /// stops with this app.
     pub async fn spawn_second_gateway(&mut self) -> (String, String) {
-        let app = Application::build(self.settings.clone())
+        self.spawn_second_gateway_with(self.settings.clone()).await
+    }
+
+    /// Another gateway on this app's database, broker and prefixes, with settings of its own
+    /// (a knob under test), started through `build` and `run_until_stopped`.
+    pub async fn spawn_second_gateway_with(&mut self, settings: Settings) -> (String, String) {
+        let app = Application::build(settings)
             .await
             .expect("second gateway builds");
         let base = format!("http://127.0.0.1:{}", app.port());

@@ -14,6 +14,8 @@ use poem::{Body, EndpointExt, Request, Response, Route, Server, get, handler, po
 use serde_json::{Value, json};
 
 pub const STRIPE_KEY: &str = "sk_test_mock";
+/// The same account's live secret key: a real Stripe account has both.
+pub const STRIPE_LIVE_KEY: &str = "sk_live_mock";
 pub const STRIPE_WEBHOOK_SECRET: &str = "whsec_mock_stripe";
 pub const MONEROO_KEY: &str = "test_mock_moneroo";
 pub const MONEROO_WEBHOOK_SECRET: &str = "moneroo_webhook_secret";
@@ -163,7 +165,7 @@ async fn stripe_create_intent(
         Ok(b) => b,
         Err(r) => return r,
     };
-    if !bearer_is(req, STRIPE_KEY) {
+    if !bearer_is(req, STRIPE_KEY) && !bearer_is(req, STRIPE_LIVE_KEY) {
         return json_response(
             StatusCode::UNAUTHORIZED,
             json!({"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}}),

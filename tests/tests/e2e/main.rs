@@ -17,3 +17,4 @@ mod providers;
 mod rate_limits;
 mod spec;
 mod usage;
+mod worlds;
