@@ -93,6 +93,16 @@ impl Mock {
         }
     }
 
+    /// Every object the provider made of `kind` (`refund`, …): what it moved.
+    pub fn objects_where(&self, field: &str, value: &str) -> Vec<Value> {
+        self.lock()
+            .objects
+            .values()
+            .filter(|o| o[field] == value)
+            .cloned()
+            .collect()
+    }
+
     pub fn object(&self, id: &str) -> Option<Value> {
         self.lock().objects.get(id).cloned()
     }
@@ -268,10 +278,27 @@ async fn stripe_refund(req: &Request, body: Body, state: Data<&Arc<Mutex<MockSta
     let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
         .into_owned()
         .collect();
-    json_response(
-        StatusCode::OK,
-        json!({"id": format!("re_{}", random(24)), "object": "refund", "amount": form.get("amount").and_then(|a| a.parse::<i64>().ok()), "payment_intent": form.get("payment_intent"), "status": "succeeded"}),
-    )
+    // Stripe answers a retry with the same Idempotency-Key with the refund it made.
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut s = state.lock().expect("lock");
+    if let Some(made) = key
+        .as_ref()
+        .and_then(|k| s.idempotency.get(k))
+        .and_then(|id| s.objects.get(id))
+    {
+        return json_response(StatusCode::OK, made.clone());
+    }
+    let refund = json!({"id": format!("re_{}", random(24)), "object": "refund", "amount": form.get("amount").and_then(|a| a.parse::<i64>().ok()), "payment_intent": form.get("payment_intent"), "status": "succeeded"});
+    let id = refund["id"].as_str().unwrap_or_default().to_string();
+    s.objects.insert(id.clone(), refund.clone());
+    if let Some(k) = key {
+        s.idempotency.insert(k, id);
+    }
+    json_response(StatusCode::OK, refund)
 }
 
 pub async fn stripe() -> Mock {

@@ -8,6 +8,7 @@ mod dashboard;
 mod delivery;
 mod embedded;
 mod hardening;
+mod ledger_model;
 mod live;
 mod logs;
 mod ops;
