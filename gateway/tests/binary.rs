@@ -114,3 +114,57 @@ async fn users_create_makes_a_dashboard_user_who_can_sign_in_with_the_printed_pa
     assert_eq!(bad_role.status.code(), Some(2));
     let _ = std::fs::remove_file(&path);
 }
+
+#[tokio::test]
+async fn ledger_check_prints_its_report_and_fails_on_a_broken_invariant() {
+    use sea_orm::ConnectionTrait as _;
+    let path = std::env::temp_dir().join(format!("payrail_ledger_{}.db", std::process::id()));
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let db = runtime::db::connect(&url).await.expect("sqlite");
+    runtime::db::migrate(&db).await.expect("migrate");
+    let merchant = gateway::merchants::create(&db, "Ledger shop", entity::status::Plan::Unlimited)
+        .await
+        .expect("merchant")
+        .merchant;
+    let scope = entity::ids::Scope::test(merchant.id.clone());
+    gateway::ledger::adjust(&db, &scope, "EUR", 1234, "Opening balance")
+        .await
+        .expect("adjustment");
+    let check = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args(["ledger", "check"])
+            .env("DATABASE_URL", &url)
+            .output()
+            .expect("gateway runs")
+    };
+    let clean = check();
+    assert_eq!(
+        clean.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&clean.stdout).expect("JSON");
+    assert_eq!(report["violations"], serde_json::json!([]));
+    assert_eq!(report["transactions"], 1);
+    db.execute_unprepared("UPDATE balances SET available = available - 34")
+        .await
+        .expect("tamper");
+    let broken = check();
+    assert_eq!(broken.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&broken.stdout).expect("JSON");
+    assert_eq!(report["violations"][0]["kind"], "balance_mismatch");
+    assert!(
+        report["violations"][0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("1200") && d.contains("1234")),
+        "{report}"
+    );
+    let usage = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["ledger", "fix"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .expect("gateway runs");
+    assert_eq!(usage.status.code(), Some(2));
+    let _ = std::fs::remove_file(&path);
+}

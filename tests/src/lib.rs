@@ -198,11 +198,23 @@ impl TestApp {
             .await
             .expect("create test database");
         let database_url = format!("postgres://postgres@127.0.0.1:5432/{prefix}");
-        let conn = db::connect(&database_url)
+        let mut app = TestApp::start(options, prefix.clone(), &database_url).await;
+        app.database_name = prefix;
+        app
+    }
+
+    /// An app on a database of the caller's (migrated here if it is behind), which the
+    /// caller owns and drops; its own merchant and key are made as usual.
+    pub async fn spawn_on_database(database_url: &str) -> TestApp {
+        TestApp::start(Options::default(), unique_name(), database_url).await
+    }
+
+    async fn start(options: Options, prefix: String, database_url: &str) -> TestApp {
+        let conn = db::connect(database_url)
             .await
             .expect("connect test database");
         db::migrate(&conn).await.expect("migrate");
-        let mut settings = test_settings(&database_url, &prefix, options.webhook.clone());
+        let mut settings = test_settings(database_url, &prefix, options.webhook.clone());
         settings.gateway.providers = options.providers.clone();
         settings.gateway.relay_interval = options.relay_interval;
         settings.gateway.dashboard.access_ttl = options.dashboard_access_ttl;
@@ -257,7 +269,6 @@ impl TestApp {
             database_name: String::new(),
             stops,
         };
-        app.database_name = app.prefix.clone();
         app.api_key = app.create_merchant("Test merchant").await;
         app
     }
@@ -452,6 +463,53 @@ impl TestApp {
     }
 }
 
+/// A PostgreSQL database of a test's own, dropped with it.
+pub struct ScratchDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl ScratchDatabase {
+    pub async fn create() -> ScratchDatabase {
+        let name = unique_name();
+        let admin = Database::connect(PG_ADMIN_URL)
+            .await
+            .expect("postgres is running");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create scratch database");
+        ScratchDatabase {
+            url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let dropped = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(admin) = Database::connect(PG_ADMIN_URL).await {
+                    let _ = admin
+                        .execute_unprepared(&format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        ))
+                        .await;
+                }
+            });
+        });
+        let _ = dropped.join();
+    }
+}
+
 fn prometheus_client_registry() -> prometheus_client::registry::Registry {
     prometheus_client::registry::Registry::default()
 }
@@ -490,7 +548,9 @@ impl Drop for TestApp {
                             redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
                     }
                 }
-                if let Ok(admin) = Database::connect(PG_ADMIN_URL).await {
+                if !name.is_empty()
+                    && let Ok(admin) = Database::connect(PG_ADMIN_URL).await
+                {
                     let _ = admin
                         .execute_unprepared(&format!(
                             "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"

@@ -236,3 +236,144 @@ async fn new_merchants_get_the_operators_default_plan_which_is_unlimited_unless_
         let _ = std::fs::remove_file(&path);
     }
 }
+
+/// Two worlds and the ledger on SQLite and the in-process bus (issue 19): the same rules as on
+/// PostgreSQL, through the API of the one-command start.
+#[tokio::test]
+async fn embedded_mode_keeps_two_worlds_and_a_balanced_ledger_on_sqlite() {
+    let path = std::env::temp_dir().join(format!("{}.db", unique_name()));
+    let settings = Settings::read(&Env::from_lookup(|name| match name {
+        "DATABASE_URL" => Some(format!("sqlite://{}?mode=rwc", path.display())),
+        "PAYRAIL_BIND" => Some("127.0.0.1:0".into()),
+        "PAYRAIL_METRICS_BIND" => Some("127.0.0.1:0".into()),
+        "PAYRAIL_WEBHOOK_TARGETS" => Some("loopback".into()),
+        _ => None,
+    }))
+    .expect("settings");
+    let app = Application::build(settings).await.expect("builds");
+    let boot = app
+        .bootstrap_sandbox()
+        .await
+        .expect("bootstrap")
+        .expect("first start");
+    let admin = boot.admin_token.expect("admin token");
+    let test_key = boot.api_key;
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let db = app.state().db.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, key: &str, body: Option<Value>| {
+        let mut r = client
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(key);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move {
+            let r = r.send().await.expect("request");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let post =
+        |path: &str, key: &str, body: Value| call(reqwest::Method::POST, path, key, Some(body));
+    let get = |path: &str, key: &str| call(reqwest::Method::GET, path, key, None);
+
+    // Keys: a test key mints no live key; an owner does.
+    let (s, _) = post("/v1/api_keys", &test_key, json!({"livemode": true})).await;
+    assert_eq!(s, 403);
+    let merchant = entity::merchants::Entity::find()
+        .one(&db)
+        .await
+        .expect("query")
+        .expect("the sandbox merchant")
+        .id;
+    let (_, live_key) =
+        gateway::merchants::create_key(&db, &gateway::merchants::KeyManager::Owner(merchant), true)
+            .await
+            .expect("owner");
+
+    // Money: 2000 in, 1500 out, then a refund of 1000 would overdraw.
+    let (s, p) = post(
+        "/v1/payments",
+        &test_key,
+        json!({"amount": 2000, "currency": "eur", "provider": "simulated",
+               "payment_method": {"type": "card", "card": {"number": "4242424242424242",
+               "exp_month": 12, "exp_year": 2031, "cvc": "123"}}}),
+    )
+    .await;
+    assert_eq!((s, p["status"].as_str()), (201, Some("succeeded")), "{p}");
+    let pay_id = p["id"].as_str().expect("id").to_string();
+    let (s, _) = post(
+        "/v1/payouts",
+        &test_key,
+        json!({"amount": 1500, "currency": "eur", "provider": "simulated",
+               "destination": {"type": "mobile_money", "phone": "22951345020", "operator": "mtn_bj"}}),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, refused) = post(
+        &format!("/v1/payments/{pay_id}/refunds"),
+        &test_key,
+        json!({"amount": 1000}),
+    )
+    .await;
+    assert_eq!(
+        (s, refused["error"]["code"].as_str()),
+        (422, Some("balance_insufficient"))
+    );
+    let (s, _) = post(
+        &format!("/v1/payments/{pay_id}/refunds"),
+        &test_key,
+        json!({"amount": 500}),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (_, balance) = get("/v1/balance", &test_key).await;
+    assert_eq!(
+        balance["available"],
+        json!([{"amount": 0, "currency": "EUR"}])
+    );
+    let (_, txns) = get("/v1/balance_transactions", &test_key).await;
+    let kinds: Vec<&str> = txns["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|t| t["type"].as_str())
+        .collect();
+    assert_eq!(kinds, vec!["refund", "payout", "charge"]);
+
+    // The live world sees none of it.
+    assert_eq!(
+        get(&format!("/v1/payments/{pay_id}"), &live_key).await.0,
+        404
+    );
+    let (_, live_balance) = get("/v1/balance", &live_key).await;
+    assert_eq!(
+        (
+            live_balance["livemode"].clone(),
+            live_balance["available"].clone()
+        ),
+        (json!(true), json!([]))
+    );
+    let (_, live_txns) = get("/v1/balance_transactions", &live_key).await;
+    assert_eq!(live_txns["data"], json!([]));
+
+    // The invariants hold.
+    let (s, report) = get("/v1/admin/ledger/check", &admin).await;
+    assert_eq!(
+        (s, report["violations"].clone()),
+        (200, json!([])),
+        "{report}"
+    );
+    assert_eq!(report["transactions"], 3);
+
+    let _ = stop.send(());
+    running.await.expect("join").expect("clean shutdown");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}

@@ -107,8 +107,10 @@ async fn run(w: &World, op: &Op, payments: &[String]) -> u16 {
 }
 
 async fn sum(app: &TestApp, sql: &str) -> i64 {
-    app.count(&format!("SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM {sql}"))
-        .await
+    app.count(&format!(
+        "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM {sql}"
+    ))
+    .await
 }
 
 async fn check_properties(w: &World, seed: u64, round: usize) {
@@ -231,7 +233,10 @@ async fn history(seed: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_concurrent_histories_keep_the_ledger_balanced_and_true_to_the_providers() {
     let seeds: Vec<u64> = match std::env::var("LEDGER_MODEL_SEEDS") {
-        Ok(list) => list.split(',').filter_map(|s| s.trim().parse().ok()).collect(),
+        Ok(list) => list
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect(),
         Err(_) => vec![7, 19, 2026],
     };
     for seed in seeds {

@@ -11,6 +11,7 @@ mod hardening;
 mod ledger_model;
 mod live;
 mod logs;
+mod migrate_worlds;
 mod ops;
 mod payouts;
 mod pipeline;
