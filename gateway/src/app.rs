@@ -281,6 +281,7 @@ impl Application {
                 get(dashboard::routes::sign_in_page).post(dashboard::routes::sign_in),
             )
             .at("/dashboard/logout", post(dashboard::routes::sign_out))
+            .at("/dashboard/mode", post(dashboard::routes::switch_mode))
             .at("/dashboard/stream", get(dashboard::live::stream))
             .at("/dashboard/live.js", get(dashboard::live::script))
             .at(

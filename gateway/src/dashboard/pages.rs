@@ -19,6 +19,8 @@ button{min-height:44px;padding:.6rem 1rem;font:inherit;font-weight:600;border-ra
 button.link{background:#fff;color:#0b5cad}\
 button:focus-visible,a:focus-visible,input:focus-visible{outline:3px solid #f5a623;outline-offset:2px}\
 form.inline{display:inline-block;margin:0 .25rem .25rem 0}\
+.test-mode{margin:0;padding:.35rem 1rem;background:#fff4d6;border-bottom:2px solid #e8a200;color:#5c4100;font-weight:600;text-align:center}\
+form#mode-switch{display:inline-flex;gap:.5rem;align-items:center}\
 .error{color:#a40000;font-weight:600}.alert{background:#fdecea;border-left:4px solid #a40000;padding:.75rem 1rem;margin:.5rem 0;font-weight:600}";
 
 /// Kinds of live change (see `live.js`) each page shows; the page reloads its
@@ -48,9 +50,25 @@ fn frame(title: &str, live: &str, body: Markup) -> Markup {
     }
 }
 
-/// The bar on every signed-in page: home, who is signed in, and the sign-out form.
-fn nav(csrf_token: &str, who: &str) -> Markup {
+/// What every signed-in page's frame needs: its forms' CSRF token and the mode it shows.
+pub struct Chrome<'a> {
+    pub csrf_token: &'a str,
+    pub livemode: bool,
+}
+
+/// The bar on every signed-in page: home, the mode shown with its switch (and a banner in
+/// test mode, as Stripe shows one), who is signed in, and the sign-out form.
+fn nav(chrome: &Chrome<'_>, who: &str) -> Markup {
+    let csrf_token = chrome.csrf_token;
+    let (viewing, other) = if chrome.livemode {
+        ("live", "test")
+    } else {
+        ("test", "live")
+    };
     html! {
+        @if !chrome.livemode {
+            p.test-mode #mode-banner role="note" { "Test mode: you are viewing test data. No real money moves." }
+        }
         header {
             nav aria-label="Dashboard" {
                 a href="/dashboard" { strong { "Payrail" } } " · "
@@ -58,6 +76,12 @@ fn nav(csrf_token: &str, who: &str) -> Markup {
                 a href="/dashboard/webhooks" { "Webhooks" } " · "
                 a href="/dashboard/logs" { "Logs" } " · "
                 a href="/dashboard/keys" { "API keys" }
+            }
+            form #mode-switch method="post" action="/dashboard/mode" {
+                input type="hidden" name="csrf_token" value=(csrf_token);
+                input type="hidden" name="mode" value=(other);
+                span #mode data-mode=(viewing) { "Viewing " strong { (viewing) } " data" } " "
+                button.link type="submit" { "Switch to " (other) }
             }
             span { (who) " " span #live-status role="status" {} }
             form method="post" action="/dashboard/logout" {
@@ -119,19 +143,40 @@ pub struct Overview<'a> {
     pub counts: &'a [(String, u64)],
     pub latest: &'a [Payment],
     pub figures: &'a super::overview::Figures,
+    /// The balance in the mode shown, per currency.
+    pub balances: &'a [entity::balances::Model],
 }
 
-pub fn overview(csrf_token: &str, view: &Overview<'_>) -> Markup {
+pub fn overview(chrome: &Chrome<'_>, view: &Overview<'_>) -> Markup {
     frame(
         "Overview",
         LIVE_OVERVIEW,
         html! {
-            (nav(csrf_token, &format!("{} ({})", view.email, view.role)))
+            (nav(chrome, &format!("{} ({})", view.email, view.role)))
             main {
                 h1 { "Overview" }
                 div #alerts data-live-region {
                     @for alert in view.alerts {
                         p.alert role="alert" { (alert) }
+                    }
+                }
+                section #balance-section aria-labelledby="balance" data-live-region {
+                    h2 #balance { "Balance" }
+                    @if view.balances.is_empty() {
+                        p { "No money has moved in this mode yet." }
+                    } @else {
+                        table {
+                            thead { tr { th scope="col" { "Currency" } th scope="col" { "Available" } th scope="col" { "Pending" } } }
+                            tbody {
+                                @for b in view.balances {
+                                    tr data-currency=(b.currency) {
+                                        td { (b.currency) }
+                                        td.available { (entity::money::format_stored_amount(b.available, &b.currency)) }
+                                        td.pending { (entity::money::format_stored_amount(b.pending, &b.currency)) }
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
                 (figures(view.figures))
@@ -217,13 +262,14 @@ pub struct PaymentDetail<'a> {
     pub notice: Option<&'a str>,
 }
 
-pub fn payment_detail(csrf_token: &str, view: &PaymentDetail<'_>) -> Markup {
+pub fn payment_detail(chrome: &Chrome<'_>, view: &PaymentDetail<'_>) -> Markup {
+    let csrf_token = chrome.csrf_token;
     let p = view.payment;
     frame(
         &format!("Payment {}", p.id),
         LIVE_PAYMENT,
         html! {
-            (nav(csrf_token, ""))
+            (nav(chrome, ""))
             main {
                 h1 { "Payment " code { (p.id) } }
                 @if let Some(notice) = view.notice { p role="status" { (notice) } }
@@ -323,12 +369,12 @@ pub struct Logs<'a> {
     pub error: Option<&'a str>,
 }
 
-pub fn logs(csrf_token: &str, view: &Logs<'_>) -> Markup {
+pub fn logs(chrome: &Chrome<'_>, view: &Logs<'_>) -> Markup {
     frame(
         "Logs",
         LIVE_LOGS,
         html! {
-            (nav(csrf_token, ""))
+            (nav(chrome, ""))
             main {
                 h1 { "Logs" }
                 form method="get" action="/dashboard/logs" {
@@ -369,12 +415,13 @@ pub struct KeyRow {
 }
 
 /// The API keys page (owners only). `secret` is a key just made, shown this once.
-pub fn api_keys(csrf_token: &str, keys: &[KeyRow], secret: Option<&str>) -> Markup {
+pub fn api_keys(chrome: &Chrome<'_>, keys: &[KeyRow], secret: Option<&str>) -> Markup {
+    let csrf_token = chrome.csrf_token;
     frame(
         "API keys",
         "",
         html! {
-            (nav(csrf_token, ""))
+            (nav(chrome, ""))
             main {
                 h1 { "API keys" }
                 @if let Some(secret) = secret {
@@ -439,12 +486,12 @@ pub struct PaymentsList<'a> {
     pub error: Option<&'a str>,
 }
 
-pub fn payments_list(csrf_token: &str, view: &PaymentsList<'_>) -> Markup {
+pub fn payments_list(chrome: &Chrome<'_>, view: &PaymentsList<'_>) -> Markup {
     frame(
         "Payments",
         LIVE_PAYMENTS,
         html! {
-            (nav(csrf_token, ""))
+            (nav(chrome, ""))
             main {
                 h1 { "Payments" }
                 form method="get" action="/dashboard/payments" {
@@ -526,12 +573,13 @@ fn action_form(
     }
 }
 
-pub fn webhooks(csrf_token: &str, view: &Webhooks<'_>) -> Markup {
+pub fn webhooks(chrome: &Chrome<'_>, view: &Webhooks<'_>) -> Markup {
+    let csrf_token = chrome.csrf_token;
     frame(
         "Webhooks",
         LIVE_WEBHOOKS,
         html! {
-            (nav(csrf_token, ""))
+            (nav(chrome, ""))
             main {
                 h1 { "Webhooks" }
                 @if let Some(notice) = view.notice { p role="status" { (notice) } }
@@ -645,12 +693,13 @@ pub struct DeliveryDetail<'a> {
     pub notice: Option<&'a str>,
 }
 
-pub fn delivery_detail(csrf_token: &str, view: &DeliveryDetail<'_>) -> Markup {
+pub fn delivery_detail(chrome: &Chrome<'_>, view: &DeliveryDetail<'_>) -> Markup {
+    let csrf_token = chrome.csrf_token;
     frame(
         &format!("Delivery {}", view.id),
         LIVE_PAYMENT,
         html! {
-            (nav(csrf_token, ""))
+            (nav(chrome, ""))
             main {
                 h1 { "Delivery " code { (view.id) } }
                 @if let Some(notice) = view.notice { p role="status" { (notice) } }

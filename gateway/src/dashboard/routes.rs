@@ -285,6 +285,59 @@ pub async fn sign_out(
     r
 }
 
+#[derive(Deserialize)]
+pub struct ModeForm {
+    csrf_token: Option<String>,
+    mode: Option<String>,
+}
+
+/// Switches the mode the dashboard shows (any signed-in user, viewers too: it changes what
+/// they see, not the data), kept in a cookie, and goes back to the overview.
+#[handler]
+pub async fn switch_mode(
+    req: &Request,
+    state: Data<&AppState>,
+    form: Option<Form<ModeForm>>,
+) -> Response {
+    let form = form.map(|f| f.0);
+    if session(req, &state).await.is_none() {
+        return to_sign_in();
+    }
+    if !csrf::verify(
+        req,
+        CSRF_COOKIE,
+        form.as_ref().and_then(|f| f.csrf_token.as_deref()),
+    ) {
+        return (
+            StatusCode::FORBIDDEN,
+            "This form has expired; reload the page.",
+        )
+            .into_response();
+    }
+    let live = match form.as_ref().and_then(|f| f.mode.as_deref()) {
+        Some("live") => true,
+        Some("test") => false,
+        _ => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "mode must be test or live.",
+            )
+                .into_response();
+        }
+    };
+    let mut r = Redirect::see_other(PATH).into_response();
+    let cookie = session_cookie(
+        &state,
+        MODE_COOKIE,
+        if live { "live" } else { "test" },
+        365 * 86_400,
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&cookie) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
 /// Above this share of failed payments in the last hour (with enough payments to tell), the
 /// overview raises an alert.
 pub const FAILURE_RATE_ALERT: f64 = 0.2;
@@ -379,14 +432,18 @@ pub async fn overview(req: &Request, state: Data<&AppState>) -> Response {
             .await?
             .map(|u| u.email)
             .unwrap_or_default();
-        Ok::<_, sea_orm::DbErr>((counts, latest, email, alerts, figures))
+        let balances = crate::ledger::balances(&state.db, &user.scope()).await?;
+        Ok::<_, sea_orm::DbErr>((counts, latest, email, alerts, figures, balances))
     }
     .await;
     match loaded {
-        Ok((counts, latest, email, alerts, figures)) => html_response(
+        Ok((counts, latest, email, alerts, figures, balances)) => html_response(
             StatusCode::OK,
             pages::overview(
-                &token,
+                &pages::Chrome {
+                    csrf_token: &token,
+                    livemode: user.livemode,
+                },
                 &pages::Overview {
                     email: &email,
                     role: user.role.as_str(),
@@ -394,6 +451,7 @@ pub async fn overview(req: &Request, state: Data<&AppState>) -> Response {
                     latest: &latest,
                     alerts: &alerts,
                     figures: &figures,
+                    balances: &balances,
                 },
             )
             .into_string(),
@@ -598,7 +656,10 @@ pub async fn payment_detail(
     html_response(
         StatusCode::OK,
         pages::payment_detail(
-            &token,
+            &pages::Chrome {
+                csrf_token: &token,
+                livemode: user.livemode,
+            },
             &pages::PaymentDetail {
                 payment: &payment,
                 amount: format_stored_amount(p.amount, &p.currency),
@@ -752,7 +813,14 @@ pub async fn logs_page(
             };
             return html_response(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                pages::logs(&token, &view).into_string(),
+                pages::logs(
+                    &pages::Chrome {
+                        csrf_token: &token,
+                        livemode: user.livemode,
+                    },
+                    &view,
+                )
+                .into_string(),
                 &cookies,
             );
         }
@@ -784,7 +852,14 @@ pub async fn logs_page(
             };
             html_response(
                 StatusCode::OK,
-                pages::logs(&token, &view).into_string(),
+                pages::logs(
+                    &pages::Chrome {
+                        csrf_token: &token,
+                        livemode: user.livemode,
+                    },
+                    &view,
+                )
+                .into_string(),
                 &cookies,
             )
         }
@@ -849,7 +924,15 @@ async fn keys_page_with(
         .collect();
     html_response(
         StatusCode::OK,
-        pages::api_keys(token, &rows, secret).into_string(),
+        pages::api_keys(
+            &pages::Chrome {
+                csrf_token: token,
+                livemode: user.livemode,
+            },
+            &rows,
+            secret,
+        )
+        .into_string(),
         cookies,
     )
 }
@@ -1026,7 +1109,14 @@ pub async fn payments_page(
             };
             return html_response(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                pages::payments_list(&token, &view).into_string(),
+                pages::payments_list(
+                    &pages::Chrome {
+                        csrf_token: &token,
+                        livemode: user.livemode,
+                    },
+                    &view,
+                )
+                .into_string(),
                 &cookies,
             );
         }
@@ -1062,7 +1152,14 @@ pub async fn payments_page(
     };
     html_response(
         StatusCode::OK,
-        pages::payments_list(&token, &view).into_string(),
+        pages::payments_list(
+            &pages::Chrome {
+                csrf_token: &token,
+                livemode: user.livemode,
+            },
+            &view,
+        )
+        .into_string(),
         &cookies,
     )
 }

@@ -99,7 +99,10 @@ async fn render(
     html_response(
         answer,
         pages::webhooks(
-            token,
+            &pages::Chrome {
+                csrf_token: token,
+                livemode: user.livemode,
+            },
             &pages::Webhooks {
                 endpoints: &rows,
                 deliveries: &deliveries,
@@ -480,7 +483,10 @@ pub async fn delivery_page(
     html_response(
         StatusCode::OK,
         pages::delivery_detail(
-            &token,
+            &pages::Chrome {
+                csrf_token: &token,
+                livemode: user.livemode,
+            },
             &pages::DeliveryDetail {
                 id: &id,
                 event_id: &event_id,

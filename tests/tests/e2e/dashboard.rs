@@ -1359,3 +1359,111 @@ async fn a_page_whose_socket_dropped_renews_its_session_reconnects_and_stays_liv
             >= 1
     );
 }
+
+/// The dashboard shows one mode at a time, says which, and switches (issue 19): test data with
+/// a banner by default, live data after the switch, each with its own balance; another mode's
+/// payment is a 404 like another merchant's. Viewers switch too; a forged or odd switch is
+/// refused.
+#[tokio::test]
+async fn the_dashboard_shows_one_mode_at_a_time_with_its_balance_and_switches() {
+    let app = TestApp::spawn().await;
+    let (merchant, test_key) = app.create_merchant_with_id("Two worlds").await;
+    let (s, test_payment) = app
+        .post_json(
+            &test_key,
+            "/v1/payments",
+            json!({"amount": 4200, "currency": "eur", "provider": "simulated",
+                   "payment_method": {"type": "card", "card": {"number": "4242424242424242",
+                   "exp_month": 12, "exp_year": 2031, "cvc": "123"}}}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let test_id = test_payment["id"].as_str().expect("id").to_string();
+    // Live money: an operator's adjustment (no live provider here).
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/admin/merchants/{merchant}/adjustments")))
+        .bearer_auth(payrail_tests::ADMIN_TOKEN)
+        .json(&json!({"livemode": true, "currency": "usd", "amount": 9900, "description": "Opening balance"}))
+        .send()
+        .await
+        .expect("adjust");
+    assert_eq!(r.status(), 201);
+
+    let password = user(&app, &merchant, "owner@example.com", UserRole::Viewer).await;
+    let mut browser = Browser::new(&app.base);
+    browser.sign_in("owner@example.com", &password).await;
+    let overview = browser.get("/dashboard").await;
+    assert_eq!(overview.status, 200);
+    assert!(
+        overview
+            .body
+            .contains("Test mode: you are viewing test data")
+    );
+    assert!(overview.body.contains(r#"data-mode="test""#));
+    assert!(
+        overview.body.contains(r#"data-currency="EUR""#),
+        "the test balance"
+    );
+    assert!(!overview.body.contains(r#"data-currency="USD""#));
+    assert!(overview.body.contains(&test_id));
+    assert_eq!(
+        browser
+            .get(&format!("/dashboard/payments/{test_id}"))
+            .await
+            .status,
+        200
+    );
+
+    // A switch needs the page's token, and a mode that exists.
+    let token = Browser::token_in(&overview);
+    let forged = browser
+        .post_form("/dashboard/mode", &[("mode", "live")])
+        .await;
+    assert_eq!(forged.status, 403);
+    let odd = browser
+        .post_form(
+            "/dashboard/mode",
+            &[("csrf_token", &token), ("mode", "staging")],
+        )
+        .await;
+    assert_eq!(odd.status, 422);
+    let switched = browser
+        .post_form(
+            "/dashboard/mode",
+            &[("csrf_token", &token), ("mode", "live")],
+        )
+        .await;
+    assert_eq!(
+        (switched.status, switched.location.as_deref()),
+        (303, Some("/dashboard"))
+    );
+    let live = browser.get("/dashboard").await;
+    assert!(!live.body.contains("Test mode: you are viewing test data"));
+    assert!(live.body.contains(r#"data-mode="live""#));
+    assert!(
+        live.body.contains(r#"data-currency="USD""#),
+        "the live balance"
+    );
+    assert!(live.body.contains("$99.00"));
+    assert!(!live.body.contains(r#"data-currency="EUR""#));
+    assert!(
+        !live.body.contains(&test_id),
+        "test payments are not live data"
+    );
+    assert_eq!(
+        browser
+            .get(&format!("/dashboard/payments/{test_id}"))
+            .await
+            .status,
+        404
+    );
+    let back = browser
+        .post_form(
+            "/dashboard/mode",
+            &[("csrf_token", &Browser::token_in(&live)), ("mode", "test")],
+        )
+        .await;
+    assert_eq!(back.status, 303);
+    assert!(browser.get("/dashboard").await.body.contains(&test_id));
+}
