@@ -22,6 +22,7 @@ pub enum IdKind {
     Session,
     Payout,
     BalanceTransaction,
+    ReconciliationItem,
 }
 
 impl IdKind {
@@ -41,6 +42,7 @@ impl IdKind {
             IdKind::Session => "ses",
             IdKind::Payout => "po",
             IdKind::BalanceTransaction => "txn",
+            IdKind::ReconciliationItem => "rec",
         }
     }
 
@@ -186,6 +188,7 @@ typed_id!(/** `usr_…` */ UserId => User);
 typed_id!(/** `ses_…` */ SessionId => Session);
 typed_id!(/** `po_…` */ PayoutId => Payout);
 typed_id!(/** `txn_…` */ BalanceTransactionId => BalanceTransaction);
+typed_id!(/** `rec_…` */ ReconciliationItemId => ReconciliationItem);
 
 /// Whose objects, in which world: a merchant in test or live mode. Every read and write of a
 /// merchant's objects is filtered by both, so an object of the other mode is as invisible as

@@ -39,6 +39,7 @@ scoped!(
     balance_transactions,
     balances,
     ledger_entries,
+    reconciliation_items,
 );
 
 impl Scope {
@@ -71,4 +72,5 @@ owned!(
     payouts,
     balance_transactions,
     balances,
+    reconciliation_items,
 );

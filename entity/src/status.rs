@@ -120,6 +120,32 @@ text_enum! {
 }
 
 text_enum! {
+    /// A difference between Payrail's ledger and a provider's report:
+    /// - `missing_at_provider`: Payrail counts money the provider has no trace of;
+    /// - `status_mismatch`: the provider reports another outcome than Payrail's;
+    /// - `amount_mismatch`: the provider moved another amount;
+    /// - `refund_mismatch`: the provider refunded another total than Payrail counts;
+    /// - `late_success`: the provider reported success after Payrail called the payment over.
+    ReconciliationKind {
+        MissingAtProvider = "missing_at_provider",
+        StatusMismatch = "status_mismatch",
+        AmountMismatch = "amount_mismatch",
+        RefundMismatch = "refund_mismatch",
+        LateSuccess = "late_success",
+    }
+}
+
+text_enum! {
+    /// `open` until a later run finds the difference gone (`matched`) or an operator settles
+    /// it (`resolved`).
+    ReconciliationStatus {
+        Open = "open",
+        Matched = "matched",
+        Resolved = "resolved",
+    }
+}
+
+text_enum! {
     /// Log store levels, in increasing severity.
     LogLevel {
         Debug = "debug",

@@ -13,6 +13,7 @@ pub mod merchants;
 pub mod payments;
 pub mod payouts;
 pub mod provider_events;
+pub mod reconciliation_items;
 pub mod refunds;
 pub mod usage_alerts;
 pub mod usage_counters;

@@ -46,6 +46,8 @@ pub struct Application {
     usage_flush_interval: Duration,
     funds_release_interval: Duration,
     ledger_check_schedule: &'static str,
+    reconcile_schedule: &'static str,
+    reconcile_window: Duration,
     retention: Retention,
 }
 
@@ -168,6 +170,7 @@ impl Application {
             max_webhook_endpoints: settings.gateway.max_webhook_endpoints,
             default_plan: settings.gateway.default_plan,
             funds: settings.gateway.funds,
+            reconcile_window: settings.gateway.reconcile_window,
             test_sender: worker::sender::WebhookSender::new(
                 settings.worker.webhook.timeout,
                 settings.worker.webhook.targets,
@@ -198,6 +201,8 @@ impl Application {
             usage_check_schedule: settings.gateway.usage_check_schedule,
             funds_release_interval: settings.gateway.funds_release_interval,
             ledger_check_schedule: settings.gateway.ledger_check_schedule,
+            reconcile_schedule: settings.gateway.reconcile_schedule,
+            reconcile_window: settings.gateway.reconcile_window,
         })
     }
 
@@ -297,6 +302,10 @@ impl Application {
                 get(dashboard::webhooks::delivery_page),
             )
             .at("/dashboard/logs", get(dashboard::routes::logs_page))
+            .at(
+                "/dashboard/reconciliation",
+                get(dashboard::routes::reconciliation_page),
+            )
             .at("/dashboard/payments", get(dashboard::routes::payments_page))
             .at(
                 "/dashboard/payments/:id/refund",
@@ -391,6 +400,12 @@ impl Application {
             self.ledger_check_schedule,
             stop_rx.clone(),
         ));
+        let reconcile = tokio::spawn(reconcile_until_stopped(
+            self.state.clone(),
+            self.reconcile_schedule,
+            self.reconcile_window,
+            stop_rx.clone(),
+        ));
         let worker = self.embedded_worker.map(|w| {
             let mut rx = stop_rx.clone();
             tokio::spawn(async move {
@@ -425,6 +440,7 @@ impl Application {
         let _ = usage_check.await;
         let _ = funds.await;
         let _ = ledger_check.await;
+        let _ = reconcile.await;
         // What was counted since the last flush (all of it, in embedded mode) is kept.
         if let Err(e) = runtime::usage::flush(&self.state.db, &self.state.cache).await {
             tracing::warn!(error = %e, "final usage flush failed; Redis keeps the counts for the next start");
@@ -480,6 +496,42 @@ async fn check_ledger_until_stopped(
         move || {
             let state = state.clone();
             async move { crate::ledger::check::run_and_count(&state.db, &state.metrics).await }
+        },
+    )
+    .await
+}
+
+/// Reconciles the ledger with the providers' reports on `schedule` (daily by default), once
+/// per firing across all gateways.
+async fn reconcile_until_stopped(
+    state: AppState,
+    schedule: &'static str,
+    window: Duration,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    runtime::schedule::run(
+        "reconciliation",
+        runtime::schedule::Schedule::Calendar(schedule),
+        stop,
+        move || {
+            let state = state.clone();
+            async move {
+                // Every gateway fires the same cron second: the minute names the run.
+                let slot = chrono::Utc::now().format("%Y-%m-%dT%H:%M").to_string();
+                match crate::reconciliation::run_once(&state.db, &state.providers, window, Some(&slot))
+                    .await
+                {
+                    Ok(Some(summary)) => {
+                        state.metrics.reconciliation_run("completed");
+                        tracing::info!(checked = summary.checked, found = summary.found, matched = summary.matched, open = summary.open, "reconciliation run");
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        state.metrics.reconciliation_run("failed");
+                        tracing::error!(error = %e, "reconciliation run failed; the next one retries");
+                    }
+                }
+            }
         },
     )
     .await

@@ -7,7 +7,8 @@
 //!   process's configuration, its metrics, cursor pages.
 //! - [`idempotency`], [`merchants`], [`rate_limits`], [`logs`], [`relay`], [`retention`]:
 //!   services over a connection or a transaction (or the cache), and the outbox publisher.
-//! - [`ledger`]: every movement of money, double-entry, with the balances it keeps.
+//! - [`ledger`]: every movement of money, double-entry, with the balances it keeps;
+//!   [`reconciliation`]: the ledger against the providers' reports.
 //! - [`commit`]: the effects every payment commit has (relay, cache, metrics, log store).
 //! - [`payments`], [`webhooks`]: the merchant's objects and their services.
 //! - [`dashboard`]: the signed-in pages for merchants' people (users, sessions, HTML).
@@ -30,6 +31,7 @@ pub mod payouts;
 pub mod providers;
 pub mod quotas;
 pub mod rate_limits;
+pub mod reconciliation;
 pub mod relay;
 pub mod retention;
 pub mod settings;

@@ -91,6 +91,14 @@ pub struct ApiMetrics {
     pub ledger_checks: Counter,
     /// Pending funds made available.
     pub funds_released: Counter,
+    /// Reconciliation items open (read at scrape time), and runs by outcome.
+    pub reconciliation_open: Gauge,
+    pub reconciliation_runs: Family<OutcomeLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -137,6 +145,15 @@ impl ApiMetrics {
             self.payouts_unresolved
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+        if let Ok(Ok(n)) = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            crate::reconciliation::open_count(db),
+        )
+        .await
+        {
+            self.reconciliation_open
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
         for (provider, circuit, state) in providers.circuits() {
             self.circuits
                 .get_or_create(&CircuitLabels {
@@ -145,6 +162,14 @@ impl ApiMetrics {
                 })
                 .set(state);
         }
+    }
+
+    pub fn reconciliation_run(&self, outcome: &str) {
+        self.reconciliation_runs
+            .get_or_create_owned(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     pub fn new(registry: &mut Registry) -> ApiMetrics {
@@ -174,7 +199,19 @@ impl ApiMetrics {
             ledger_violations: Counter::default(),
             ledger_checks: Counter::default(),
             funds_released: Counter::default(),
+            reconciliation_open: Gauge::default(),
+            reconciliation_runs: Family::default(),
         };
+        registry.register(
+            "reconciliation_items_open",
+            "Differences between the ledger and the providers' reports still open (read from the database at scrape time)",
+            m.reconciliation_open.clone(),
+        );
+        registry.register(
+            "reconciliation_runs",
+            "Reconciliation runs, completed or failed",
+            m.reconciliation_runs.clone(),
+        );
         registry.register(
             "ledger_invariant_violations",
             "Broken ledger invariants found by the scheduled check (unbalanced transactions, balances that are not the sums of their entries); any is a page",

@@ -55,6 +55,9 @@ pub struct GatewaySettings {
     pub funds_release_interval: Duration,
     /// When the ledger's invariants are checked (six-field cron, UTC).
     pub ledger_check_schedule: &'static str,
+    /// When the ledger is reconciled with the providers' reports, and how far back.
+    pub reconcile_schedule: &'static str,
+    pub reconcile_window: Duration,
 }
 
 /// The dashboard's sessions.
@@ -108,6 +111,11 @@ impl GatewaySettings {
                         .map(|()| &*Box::leak(v.to_string().into_boxed_str()))
                 },
             )?,
+            reconcile_schedule: env.parse("PAYRAIL_RECONCILE_SCHEDULE", "0 30 3 * * *", |v| {
+                runtime::schedule::valid_calendar(v)
+                    .map(|()| &*Box::leak(v.to_string().into_boxed_str()))
+            })?,
+            reconcile_window: env.period("PAYRAIL_RECONCILE_WINDOW", "3d")?,
             default_plan: env.parse("PAYRAIL_DEFAULT_PLAN", "unlimited", |v| {
                 entity::status::Plan::parse(v.trim())
                     .ok_or_else(|| format!("expected {}", entity::status::Plan::names()))

@@ -34,6 +34,8 @@ pub struct AppState {
     pub default_plan: entity::status::Plan,
     /// When a payment's funds become available.
     pub funds: crate::ledger::FundsPolicy,
+    /// How far back an operator's reconciliation run looks.
+    pub reconcile_window: std::time::Duration,
     /// Base URL customers reach this gateway at (for checkout links).
     pub public_url: String,
     /// Sends an endpoint's test event at once (judged by `webhook.rules()`, as the worker does).

@@ -20,6 +20,7 @@ mod m20261123_000014_usage_plans;
 mod m20261123_000015_payouts;
 mod m20261123_000016_earlier_attempts;
 mod m20261202_000017_two_worlds;
+mod m20261202_000018_reconciliation_items;
 
 /// Runs raw statements (named and partial indexes, which the schema builder cannot express
 /// for both backends) in order.
@@ -57,6 +58,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000015_payouts::Migration),
             Box::new(m20261123_000016_earlier_attempts::Migration),
             Box::new(m20261202_000017_two_worlds::Migration),
+            Box::new(m20261202_000018_reconciliation_items::Migration),
         ]
     }
 }

@@ -301,9 +301,72 @@ async fn stripe_refund(req: &Request, body: Body, state: Data<&Arc<Mutex<MockSta
     json_response(StatusCode::OK, refund)
 }
 
+/// `GET /v1/balance_transactions` as Stripe documents it (`limit`, `starting_after`,
+/// `expand[]=data.source`): a `charge` for every PaymentIntent that succeeded and a `refund`
+/// (negative) for every refund, oldest id first, paged.
+#[handler]
+async fn stripe_balance_transactions(
+    req: &Request,
+    body: Body,
+    state: Data<&Arc<Mutex<MockState>>>,
+) -> Response {
+    if let Err(r) = intake(req, body, &state).await {
+        return r;
+    }
+    if !bearer_is(req, STRIPE_KEY) && !bearer_is(req, STRIPE_LIVE_KEY) {
+        return json_response(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}}),
+        );
+    }
+    let query: HashMap<String, String> =
+        url::form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let limit: usize = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(10);
+    let s = state.lock().expect("lock");
+    let mut all: Vec<Value> = s
+        .objects
+        .values()
+        .filter_map(|o| match (o["object"].as_str(), o["status"].as_str()) {
+            (Some("payment_intent"), Some("succeeded")) => {
+                let id = o["id"].as_str().unwrap_or_default();
+                Some(json!({"id": format!("txn_c{}", &id[3..]), "object": "balance_transaction",
+                    "type": "charge", "amount": o["amount"], "currency": o["currency"],
+                    "source": {"id": format!("ch_{}", &id[3..]), "object": "charge", "payment_intent": id}}))
+            }
+            (Some("refund"), _) => {
+                let id = o["id"].as_str().unwrap_or_default();
+                Some(json!({"id": format!("txn_r{}", &id[3..]), "object": "balance_transaction",
+                    "type": "refund", "amount": -o["amount"].as_i64().unwrap_or(0),
+                    "source": {"id": id, "object": "refund", "payment_intent": o["payment_intent"]}}))
+            }
+            _ => None,
+        })
+        .collect();
+    all.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    let start = match query.get("starting_after") {
+        Some(after) => all
+            .iter()
+            .position(|t| t["id"].as_str() == Some(after.as_str()))
+            .map_or(all.len(), |i| i + 1),
+        None => 0,
+    };
+    let page: Vec<Value> = all.iter().skip(start).take(limit).cloned().collect();
+    let has_more = start + page.len() < all.len();
+    json_response(
+        StatusCode::OK,
+        json!({"object": "list", "url": "/v1/balance_transactions", "has_more": has_more, "data": page}),
+    )
+}
+
 pub async fn stripe() -> Mock {
     Mock::serve(
         Route::new()
+            .at("/v1/balance_transactions", get(stripe_balance_transactions))
             .at("/v1/payment_intents", post(stripe_create_intent))
             .at("/v1/payment_intents/:id", get(stripe_get_intent))
             .at("/v1/payment_intents/:id/cancel", post(stripe_cancel_intent))

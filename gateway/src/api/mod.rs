@@ -19,6 +19,7 @@ pub mod payments;
 pub mod payouts;
 pub mod providers;
 pub mod qr;
+pub mod reconciliation;
 pub mod requests;
 pub mod spec;
 pub mod text;
@@ -51,6 +52,8 @@ pub enum ApiTags {
     Payouts,
     /// Your balance and every movement of your money.
     Balance,
+    /// Differences between your money's records and your providers' reports.
+    Reconciliation,
     /// Your metered usage per month.
     Usage,
     /// Operator endpoints (admin token).
@@ -66,7 +69,8 @@ pub type Apis = (
     logs::LogsApi,
     keys::KeysApi,
     payouts::PayoutsApi,
-    balance::BalanceApi,
+    // Tuples have `Default` up to twelve: money's views travel together.
+    (balance::BalanceApi, reconciliation::ReconciliationApi),
     usage::UsageApi,
     admin::AdminApi,
     usage::AdminUsageApi,

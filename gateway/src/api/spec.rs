@@ -533,6 +533,7 @@ fn id_prefix(resource: &str) -> &'static str {
         "merchant" => "mer",
         "payout" => "po",
         "balance transaction" => "txn",
+        "reconciliation item" => "rec",
         _ => "[a-z]+",
     }
 }

@@ -75,6 +75,7 @@ fn nav(chrome: &Chrome<'_>, who: &str) -> Markup {
                 a href="/dashboard/payments" { "Payments" } " · "
                 a href="/dashboard/webhooks" { "Webhooks" } " · "
                 a href="/dashboard/logs" { "Logs" } " · "
+                a href="/dashboard/reconciliation" { "Reconciliation" } " · "
                 a href="/dashboard/keys" { "API keys" }
             }
             form #mode-switch method="post" action="/dashboard/mode" {
@@ -745,4 +746,48 @@ fn excerpt(body: &str) -> String {
         Some((cut, _)) => format!("{}…", &body[..cut]),
         None => body.to_string(),
     }
+}
+
+/// The reconciliation page: what the daily comparison with the providers found, open first.
+pub fn reconciliation(
+    chrome: &Chrome<'_>,
+    items: &[entity::reconciliation_items::Model],
+) -> Markup {
+    frame(
+        "Reconciliation",
+        "",
+        html! {
+            (nav(chrome, ""))
+            main {
+                h1 { "Reconciliation" }
+                p { "Differences the daily reconciliation found between Payrail's records of your money and your providers' reports. Our operators settle them; one the next run finds agreeing closes by itself." }
+                @if items.is_empty() {
+                    p #no-items { "Nothing to reconcile: your providers agree with the ledger." }
+                } @else {
+                    table {
+                        thead { tr { th scope="col" { "Object" } th scope="col" { "Provider" } th scope="col" { "Difference" } th scope="col" { "Payrail" } th scope="col" { "Provider says" } th scope="col" { "State" } th scope="col" { "Last seen" } } }
+                        tbody {
+                            @for i in items {
+                                tr data-item=(i.id) data-status=(i.status) {
+                                    td {
+                                        @if i.object_id.starts_with("pay_") {
+                                            a href={ "/dashboard/payments/" (i.object_id) } { code { (i.object_id) } }
+                                        } @else {
+                                            code { (i.object_id) }
+                                        }
+                                    }
+                                    td { (i.provider) }
+                                    td { (i.kind.as_str().replace('_', " ")) }
+                                    td { (i.expected) }
+                                    td { (i.reported) }
+                                    td { (i.status) @if let Some(r) = &i.resolution { ": " (r) } }
+                                    td { (entity::event::rfc3339(i.last_seen_at)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
 }

@@ -1238,3 +1238,40 @@ pub async fn refund_payment(
         Err(e) => back_to_payment(&id, &format!("Not refunded: {e}."), &cookies),
     }
 }
+
+/// `/dashboard/reconciliation`: the merchant's reconciliation items in the mode shown, the
+/// latest 100, open or not.
+#[handler]
+pub async fn reconciliation_page(req: &Request, state: Data<&AppState>) -> Response {
+    let (user, token, cookies) = match page_session(req, &state).await {
+        Ok(found) => found,
+        Err(to_sign_in) => return to_sign_in,
+    };
+    let latest = crate::pagination::Page {
+        limit: 100,
+        starting_after: None,
+        ending_before: None,
+    };
+    match crate::reconciliation::list(
+        &state.db,
+        Some(&user.scope()),
+        &crate::reconciliation::Filter::default(),
+        &latest,
+    )
+    .await
+    {
+        Ok((items, _)) => html_response(
+            StatusCode::OK,
+            pages::reconciliation(
+                &pages::Chrome {
+                    csrf_token: &token,
+                    livemode: user.livemode,
+                },
+                &items,
+            )
+            .into_string(),
+            &cookies,
+        ),
+        Err(e) => unavailable("reconciliation", &e, &cookies),
+    }
+}

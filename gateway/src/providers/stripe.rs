@@ -14,6 +14,13 @@ use super::{ProviderError, Remote, StartRequest, Started, call};
 
 pub const TOLERANCE_SECS: i64 = 300;
 
+/// What Stripe's balance transactions say moved for one PaymentIntent, in Stripe's units.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    pub charged: i64,
+    pub refunded: i64,
+}
+
 pub struct Stripe {
     settings: StripeSettings,
     client: reqwest::Client,
@@ -136,6 +143,61 @@ impl Stripe {
         Ok(Remote {
             status: map_intent_status(status, !intent["last_payment_error"].is_null()),
         })
+    }
+
+    /// Stripe's balance transactions created since `since` (`GET /v1/balance_transactions`,
+    /// every page, each with its source expanded), as the money moved per PaymentIntent:
+    /// what was charged and what was refunded, in Stripe's units.
+    pub async fn report_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<std::collections::HashMap<String, Moved>, ProviderError> {
+        let mut moved: std::collections::HashMap<String, Moved> = Default::default();
+        let mut starting_after: Option<String> = None;
+        // A bound on pages, so a provider answering has_more forever cannot hold the job.
+        for _ in 0..1000 {
+            let mut query = vec![
+                ("limit".to_string(), "100".to_string()),
+                ("created[gte]".to_string(), since.timestamp().to_string()),
+                ("expand[]".to_string(), "data.source".to_string()),
+            ];
+            if let Some(after) = &starting_after {
+                query.push(("starting_after".to_string(), after.clone()));
+            }
+            let request = self
+                .client
+                .get(format!(
+                    "{}/v1/balance_transactions?{}",
+                    self.settings.api_base,
+                    form(&query)
+                ))
+                .bearer_auth(&self.settings.secret_key.0);
+            let page = call(&self.breakers.query, request).await?;
+            let data = page["data"]
+                .as_array()
+                .ok_or_else(|| ProviderError::Malformed("no data in the list".into()))?;
+            for t in data {
+                let Some(intent) = t["source"]["payment_intent"].as_str() else {
+                    continue;
+                };
+                let amount = t["amount"].as_i64().unwrap_or(0);
+                let entry = moved.entry(intent.to_string()).or_default();
+                match t["type"].as_str() {
+                    Some("charge" | "payment") => entry.charged += amount,
+                    Some("refund" | "payment_refund") => entry.refunded += -amount,
+                    _ => {}
+                }
+            }
+            match (page["has_more"].as_bool(), data.last()) {
+                (Some(true), Some(last)) => {
+                    starting_after = last["id"].as_str().map(str::to_string);
+                }
+                _ => return Ok(moved),
+            }
+        }
+        Err(ProviderError::Malformed(
+            "Stripe's balance transactions did not end after 1000 pages".into(),
+        ))
     }
 
     /// Cancels the PaymentIntent, so no money can be captured on it afterwards.

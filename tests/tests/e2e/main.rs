@@ -17,6 +17,7 @@ mod payouts;
 mod pipeline;
 mod providers;
 mod rate_limits;
+mod reconciliation;
 mod spec;
 mod usage;
 mod worlds;
