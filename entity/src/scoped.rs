@@ -40,6 +40,7 @@ scoped!(
     balances,
     ledger_entries,
     reconciliation_items,
+    usage_counters,
 );
 
 impl Scope {

@@ -33,7 +33,7 @@ impl Effects {
         let volume = format!("{}{}", runtime::usage::metric::VOLUME_PREFIX, p.currency);
         self.cache
             .count_usage(
-                &p.merchant_id,
+                &p.scope(),
                 &[
                     (runtime::usage::metric::PAYMENTS_CREATED, 1),
                     (volume.as_str(), p.amount),

@@ -21,6 +21,7 @@ mod m20261123_000015_payouts;
 mod m20261123_000016_earlier_attempts;
 mod m20261202_000017_two_worlds;
 mod m20261202_000018_reconciliation_items;
+mod m20261202_000019_usage_by_mode;
 
 /// Runs raw statements (named and partial indexes, which the schema builder cannot express
 /// for both backends) in order.
@@ -59,6 +60,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000016_earlier_attempts::Migration),
             Box::new(m20261202_000017_two_worlds::Migration),
             Box::new(m20261202_000018_reconciliation_items::Migration),
+            Box::new(m20261202_000019_usage_by_mode::Migration),
         ]
     }
 }

@@ -1,4 +1,4 @@
-//! Usage metering, per merchant and calendar month (UTC): counted on the hot path in the cache
+//! Usage metering, per merchant, mode and calendar month (UTC): counted on the hot path in the cache
 //! (one Redis round trip: `HINCRBY`s and an `SADD`, or a map in embedded mode), and moved to
 //! PostgreSQL by [`flush`] every `PAYRAIL_USAGE_FLUSH_INTERVAL`.
 //!
@@ -6,11 +6,14 @@
 //! last interval (a clean stop flushes). A flush takes each merchant's pending counts
 //! atomically (a script reads and deletes them), so several gateways flushing at once never
 //! count twice; if the database write then fails, the counts go back to Redis.
+//!
+//! Test and live are counted apart, so a merchant sees each world's usage; plans limit the
+//! account, so quotas add the two ([`of_merchant`]).
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Datelike as _, Utc};
-use entity::ids::MerchantId;
+use entity::ids::{MerchantId, Scope};
 use entity::usage_counters;
 use redis::AsyncCommands as _;
 use sea_orm::sea_query::{Expr, OnConflict};
@@ -57,9 +60,24 @@ pub fn is_month(s: &str) -> bool {
         && matches!(s[5..].parse::<u32>(), Ok(1..=12))
 }
 
-/// Embedded mode's pending counts: (merchant, month) → metric → value.
+/// Embedded mode's pending counts: (merchant and mode, month) → metric → value.
 #[derive(Default)]
 pub struct Tally(HashMap<(String, String), HashMap<String, i64>>);
+
+/// How a merchant's mode is named in the cache: `mer_…:live` or `mer_…:test`.
+fn counted_as(scope: &Scope) -> String {
+    format!("{}:{}", scope.merchant_id, scope.mode())
+}
+
+/// A cache name back to the merchant and mode; a name from before modes were counted apart
+/// (no suffix) is test's.
+fn scope_of(counted: &str) -> Scope {
+    match counted.rsplit_once(':') {
+        Some((merchant, "live")) => Scope::new(MerchantId::from_trusted(merchant), true),
+        Some((merchant, "test")) => Scope::test(MerchantId::from_trusted(merchant)),
+        _ => Scope::test(MerchantId::from_trusted(counted)),
+    }
+}
 
 /// Counts of one merchant and month.
 pub type Counts = HashMap<String, i64>;
@@ -78,15 +96,15 @@ redis.call('DEL', KEYS[1])
 return v";
 
 impl Cache {
-    /// Adds `counts` to the merchant's month. Never fails the work it counts: a cache error is
-    /// logged (those counts are lost, and said so).
-    pub async fn count_usage(&self, merchant_id: &MerchantId, counts: &[(&str, i64)]) {
+    /// Adds `counts` to the merchant's month in its mode. Never fails the work it counts: a
+    /// cache error is logged (those counts are lost, and said so).
+    pub async fn count_usage(&self, scope: &Scope, counts: &[(&str, i64)]) {
         let counts: Vec<(&str, i64)> = counts.iter().copied().filter(|(_, n)| *n != 0).collect();
         if counts.is_empty() {
             return;
         }
         let month = month_of(Utc::now());
-        self.add_usage(merchant_id.as_str(), &month, &counts).await;
+        self.add_usage(&counted_as(scope), &month, &counts).await;
     }
 
     async fn add_usage(&self, merchant: &str, month: &str, counts: &[(&str, i64)]) {
@@ -202,7 +220,7 @@ pub async fn flush<C: ConnectionTrait>(db: &C, cache: &Cache) -> Result<usize, D
     let mut written = 0;
     let mut failure = None;
     for (merchant, month, counts) in taken {
-        match add_to_database(db, &merchant, &month, &counts).await {
+        match add_to_database(db, &scope_of(&merchant), &month, &counts).await {
             Ok(n) => written += n,
             Err(e) => {
                 let back: Vec<(&str, i64)> = counts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
@@ -219,7 +237,7 @@ pub async fn flush<C: ConnectionTrait>(db: &C, cache: &Cache) -> Result<usize, D
 
 async fn add_to_database<C: ConnectionTrait>(
     db: &C,
-    merchant: &str,
+    scope: &Scope,
     month: &str,
     counts: &Counts,
 ) -> Result<usize, DbErr> {
@@ -227,7 +245,8 @@ async fn add_to_database<C: ConnectionTrait>(
     let rows: Vec<usage_counters::ActiveModel> = counts
         .iter()
         .map(|(metric, value)| usage_counters::ActiveModel {
-            merchant_id: Set(MerchantId::from_trusted(merchant)),
+            merchant_id: Set(scope.merchant_id.clone()),
+            livemode: Set(scope.livemode),
             month: Set(month.to_string()),
             metric: Set(metric.clone()),
             value: Set(*value),
@@ -242,6 +261,7 @@ async fn add_to_database<C: ConnectionTrait>(
         .on_conflict(
             OnConflict::columns([
                 usage_counters::Column::MerchantId,
+                usage_counters::Column::Livemode,
                 usage_counters::Column::Month,
                 usage_counters::Column::Metric,
             ])
@@ -257,28 +277,47 @@ async fn add_to_database<C: ConnectionTrait>(
     Ok(n)
 }
 
-/// A merchant's month: what the database holds plus what waits in the cache.
+/// A merchant's month in one mode: what the database holds plus what waits in the cache.
+pub async fn of_scope<C: ConnectionTrait>(
+    db: &C,
+    cache: &Cache,
+    scope: &Scope,
+    month: &str,
+) -> Result<Counts, DbErr> {
+    let mut counts: Counts = Counts::new();
+    for row in usage_counters::Entity::find()
+        .filter(scope.of::<usage_counters::Entity>())
+        .filter(usage_counters::Column::Month.eq(month))
+        .all(db)
+        .await?
+    {
+        *counts.entry(row.metric).or_default() += row.value;
+    }
+    for (metric, n) in cache.pending_usage(&counted_as(scope), month).await {
+        *counts.entry(metric).or_default() += n;
+    }
+    Ok(counts)
+}
+
+/// A merchant's month, both modes together: what its plan limits.
 pub async fn of_merchant<C: ConnectionTrait>(
     db: &C,
     cache: &Cache,
     merchant_id: &MerchantId,
     month: &str,
 ) -> Result<Counts, DbErr> {
-    let mut counts: Counts = usage_counters::Entity::find()
-        .filter(usage_counters::Column::MerchantId.eq(merchant_id))
-        .filter(usage_counters::Column::Month.eq(month))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|row| (row.metric, row.value))
-        .collect();
-    for (metric, n) in cache.pending_usage(merchant_id.as_str(), month).await {
-        *counts.entry(metric).or_default() += n;
+    let mut counts = Counts::new();
+    for livemode in [false, true] {
+        let scope = Scope::new(merchant_id.clone(), livemode);
+        for (metric, n) in of_scope(db, cache, &scope, month).await? {
+            *counts.entry(metric).or_default() += n;
+        }
     }
     Ok(counts)
 }
 
-/// Every merchant's month as the database holds it (flushed counts), for operators.
+/// Every merchant's month as the database holds it (flushed counts, both modes together),
+/// for operators.
 pub async fn of_month<C: ConnectionTrait>(
     db: &C,
     month: &str,
@@ -294,7 +333,9 @@ pub async fn of_month<C: ConnectionTrait>(
             .entry(row.merchant_id.to_string())
             .or_insert_with(|| (row.merchant_id.clone(), Counts::new()))
             .1
-            .insert(row.metric, row.value);
+            .entry(row.metric)
+            .and_modify(|v| *v += row.value)
+            .or_insert(row.value);
     }
     Ok(by_merchant.into_values().collect())
 }
@@ -320,7 +361,8 @@ mod tests {
     #[tokio::test]
     async fn in_memory_counts_add_up_and_a_take_empties_them() {
         let cache = Cache::memory();
-        let m = MerchantId::from_trusted("mer_1");
+        let m = Scope::test(MerchantId::from_trusted("mer_1"));
+        let live = Scope::new(MerchantId::from_trusted("mer_1"), true);
         cache
             .count_usage(
                 &m,
@@ -328,13 +370,28 @@ mod tests {
             )
             .await;
         cache.count_usage(&m, &[(metric::API_REQUESTS, 1)]).await;
+        cache.count_usage(&live, &[(metric::API_REQUESTS, 5)]).await;
         let month = month_of(Utc::now());
-        let pending = cache.pending_usage("mer_1", &month).await;
+        let pending = cache.pending_usage("mer_1:test", &month).await;
         assert_eq!(pending[metric::API_REQUESTS], 2);
         assert_eq!(pending[metric::REQUEST_BYTES], 10);
+        assert_eq!(
+            cache.pending_usage("mer_1:live", &month).await[metric::API_REQUESTS],
+            5
+        );
         let taken = cache.take_usage(10).await;
-        assert_eq!(taken.len(), 1);
-        assert!(cache.pending_usage("mer_1", &month).await.is_empty());
+        assert_eq!(taken.len(), 2, "a counter per mode");
+        assert!(cache.pending_usage("mer_1:test", &month).await.is_empty());
         assert!(cache.take_usage(10).await.is_empty());
+    }
+
+    #[test]
+    fn cache_names_carry_the_mode_and_older_ones_are_test() {
+        let live = Scope::new(MerchantId::from_trusted("mer_1"), true);
+        assert_eq!(scope_of(&counted_as(&live)), live);
+        assert_eq!(
+            scope_of("mer_2"),
+            Scope::test(MerchantId::from_trusted("mer_2"))
+        );
     }
 }

@@ -32,6 +32,8 @@ pub struct FanOut {
     pub queued: usize,
     /// Subscribed endpoints that already had a row for this event (a redelivered message).
     pub already_present: usize,
+    /// The event's mode (its deliveries are metered in it).
+    pub livemode: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +172,10 @@ pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
         .into_iter()
         .map(|plan| {
             let (event, rows) = plan?;
-            let mut outcome = FanOut::default();
+            let mut outcome = FanOut {
+                livemode: event.is_some_and(|e| e.livemode),
+                ..FanOut::default()
+            };
             for (delivery, endpoint) in rows {
                 match (inserted.contains(&delivery.id), immediate, event) {
                     (false, _, _) => outcome.already_present += 1,

@@ -251,7 +251,7 @@ impl Worker {
                     self.inner
                         .cache
                         .count_usage(
-                            message.merchant_id(),
+                            &entity::ids::Scope::new(message.merchant_id().clone(), fan.livemode),
                             &[(
                                 runtime::usage::metric::WEBHOOK_DELIVERIES,
                                 i64::try_from(created).unwrap_or(i64::MAX),
@@ -349,7 +349,7 @@ impl Worker {
                     if result.is_some() {
                         inner
                             .cache
-                            .count_usage(&about.0.merchant_id, &[(runtime::usage::metric::WEBHOOK_ATTEMPTS, 1)])
+                            .count_usage(&about.0, &[(runtime::usage::metric::WEBHOOK_ATTEMPTS, 1)])
                             .await;
                     }
                     inner.metrics.observe(&outcome, result.as_ref());

@@ -1,5 +1,5 @@
-//! The `usage_counters` table's sea-orm entity: one merchant's count of one metric in one
-//! month, as flushed from the cache (see `runtime::usage`).
+//! The `usage_counters` table's sea-orm entity: one merchant's count of one metric in one mode
+//! and month, as flushed from the cache (see `runtime::usage`).
 
 use sea_orm::entity::prelude::*;
 
@@ -8,6 +8,9 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub merchant_id: crate::ids::MerchantId,
+    /// Test and live are counted apart.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub livemode: bool,
     /// `2026-11` (UTC).
     #[sea_orm(primary_key, auto_increment = false)]
     pub month: String,

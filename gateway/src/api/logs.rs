@@ -101,7 +101,7 @@ impl LogsApi {
         state
             .cache
             .count_usage(
-                &merchant.merchant_id,
+                &merchant.scope(),
                 &[(
                     runtime::usage::metric::LOG_BYTES,
                     i64::try_from(stored).unwrap_or(i64::MAX),

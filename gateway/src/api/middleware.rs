@@ -265,7 +265,7 @@ async fn observe_in<E: Endpoint>(
         use runtime::usage::metric;
         cache
             .count_usage(
-                &scope.merchant_id,
+                &scope,
                 &[
                     (metric::API_REQUESTS, 1),
                     (metric::REQUEST_BYTES, received),

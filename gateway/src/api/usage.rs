@@ -30,6 +30,8 @@ pub struct Usage {
     /// Always `usage`.
     pub object: String,
     pub merchant_id: String,
+    /// The mode counted (your key's); absent in the operators' listing, which adds both.
+    pub livemode: Option<bool>,
     /// The calendar month, UTC: `YYYY-MM`.
     pub month: String,
     /// Authenticated API requests.
@@ -59,7 +61,7 @@ pub struct UsageList {
 }
 
 impl Usage {
-    fn of(merchant_id: &str, month: &str, counts: &Counts) -> Usage {
+    fn of(merchant_id: &str, livemode: Option<bool>, month: &str, counts: &Counts) -> Usage {
         let get = |name: &str| counts.get(name).copied().unwrap_or(0);
         let mut payment_volume: Vec<CurrencyVolume> = counts
             .iter()
@@ -75,6 +77,7 @@ impl Usage {
         Usage {
             object: "usage".into(),
             merchant_id: merchant_id.to_string(),
+            livemode,
             month: month.to_string(),
             api_requests: get(metric::API_REQUESTS),
             request_bytes: get(metric::REQUEST_BYTES),
@@ -105,9 +108,10 @@ fn month(asked: Option<&str>) -> Result<String, ApiError> {
 impl UsageApi {
     /// Your usage in a month
     ///
-    /// What you used in a calendar month (UTC), counted as it happens: API requests and their
-    /// bytes, payments created and their volume per currency, webhook deliveries and attempts,
-    /// and log-store bytes. The current month by default.
+    /// What you used in a calendar month (UTC) in your key's mode, counted as it happens: API
+    /// requests and their bytes, payments created and their volume per currency, webhook
+    /// deliveries and attempts, and log-store bytes. The current month by default. (A plan's
+    /// limits count both modes together.)
     #[oai(path = "/usage", method = "get", operation_id = "get_usage")]
     async fn get(
         &self,
@@ -117,10 +121,10 @@ impl UsageApi {
         month: Query<Option<String>>,
     ) -> Result<Json<Usage>, ApiError> {
         let month = self::month(month.0.as_deref())?;
-        let counts =
-            usage::of_merchant(&state.db, &state.cache, &merchant.merchant_id, &month).await?;
+        let counts = usage::of_scope(&state.db, &state.cache, &merchant.scope(), &month).await?;
         Ok(Json(Usage::of(
             merchant.merchant_id.as_str(),
+            Some(merchant.livemode),
             &month,
             &counts,
         )))
@@ -148,7 +152,7 @@ impl AdminUsageApi {
         let data = usage::of_month(&state.db, &month)
             .await?
             .iter()
-            .map(|(merchant_id, counts)| Usage::of(merchant_id.as_str(), &month, counts))
+            .map(|(merchant_id, counts)| Usage::of(merchant_id.as_str(), None, &month, counts))
             .collect();
         Ok(Json(UsageList {
             object: "list".into(),

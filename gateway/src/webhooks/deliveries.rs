@@ -124,10 +124,10 @@ pub async fn send_test_now(
     DbErr,
 > {
     use runtime::usage::metric;
-    let merchant_id = ctx.delivery.merchant_id.clone();
+    let scope = ctx.delivery.scope();
     state
         .cache
-        .count_usage(&merchant_id, &[(metric::WEBHOOK_DELIVERIES, 1)])
+        .count_usage(&scope, &[(metric::WEBHOOK_DELIVERIES, 1)])
         .await;
     let sent = worker::deliveries::attempt(
         &state.db,
@@ -140,7 +140,7 @@ pub async fn send_test_now(
     if sent.1.is_some() {
         state
             .cache
-            .count_usage(&merchant_id, &[(metric::WEBHOOK_ATTEMPTS, 1)])
+            .count_usage(&scope, &[(metric::WEBHOOK_ATTEMPTS, 1)])
             .await;
     }
     Ok(sent)

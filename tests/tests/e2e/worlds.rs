@@ -767,3 +767,85 @@ async fn a_broken_ledger_is_found_by_the_check_and_counted_by_its_schedule() {
     )
     .await;
 }
+
+/// Usage is counted per mode: each key reads its own world's, while a plan limits the two
+/// together.
+#[tokio::test]
+async fn usage_is_counted_in_each_world_and_plans_count_both() {
+    let app = TestApp::spawn().await;
+    let (merchant, test_key) = app.create_merchant_with_id("Metered").await;
+    let live = live_key(&app, &merchant).await;
+    card_payment(&app, &test_key, 100, "eur").await;
+    card_payment(&app, &test_key, 200, "eur").await;
+    for _ in 0..3 {
+        assert_eq!(app.get_json(&live, "/v1/payments").await.0, 200);
+    }
+    let (_, test_usage) = app.get_json(&test_key, "/v1/usage").await;
+    let (_, live_usage) = app.get_json(&live, "/v1/usage").await;
+    assert_eq!(
+        (
+            test_usage["livemode"].clone(),
+            test_usage["payments_created"].clone(),
+            test_usage["payment_volume"].clone()
+        ),
+        (
+            json!(false),
+            json!(2),
+            json!([{"currency": "EUR", "amount": 300}])
+        ),
+        "{test_usage}"
+    );
+    assert_eq!(
+        (
+            live_usage["livemode"].clone(),
+            live_usage["payments_created"].clone()
+        ),
+        (json!(true), json!(0)),
+        "{live_usage}"
+    );
+    let live_calls = live_usage["api_requests"].as_i64().expect("count");
+    let test_calls = test_usage["api_requests"].as_i64().expect("count");
+    assert!(
+        live_calls >= 3 && test_calls >= 2,
+        "{live_calls} {test_calls}"
+    );
+    // A plan's limit counts both: 2 test payments made, a limit of 2 refuses a live one too.
+    let r = app
+        .client
+        .patch(app.url(&format!("/v1/admin/merchants/{merchant}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"plan": "custom", "usage_limits": {"payments_created": 2}}))
+        .send()
+        .await
+        .expect("plan");
+    assert_eq!(r.status(), 200);
+    let (s, body) = app
+        .post_json(
+            &live,
+            "/v1/payments",
+            json!({"amount": 100, "currency": "eur", "provider": "stripe"}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (429, Some("quota_exceeded")),
+        "{body}"
+    );
+    // Flushed, the counts stay in their worlds.
+    app.eventually(Duration::from_secs(10), "the usage flushed", || async {
+        (app.count(&format!(
+            "SELECT count(*) FROM usage_counters WHERE merchant_id = '{merchant}' AND livemode AND metric = 'api_requests'"
+        ))
+        .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COALESCE(SUM(value), 0)::bigint FROM usage_counters WHERE merchant_id = '{merchant}' AND livemode AND metric = 'payments_created'"
+        ))
+        .await,
+        0
+    );
+}
