@@ -15,7 +15,7 @@ db=payrail_bench
 export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db?sslmode=disable"
 export AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f REDIS_URL=redis://127.0.0.1:6379
 export PAYRAIL_AMQP_PREFIX=payrail_bench PAYRAIL_REDIS_PREFIX=payrail_bench
-export PAYRAIL_ADMIN_TOKEN=bench-admin-token PAYRAIL_WEBHOOK_TARGETS=loopback
+export PAYRAIL_ADMIN_TOKEN=bench-admin-token-7c1e9a20d4b36f85 PAYRAIL_WEBHOOK_TARGETS=loopback
 # Real mode requires it (every gateway signs dashboard sessions with it).
 export PAYRAIL_DASHBOARD_SECRET=bench-dashboard-secret-of-some-length
 export RUST_LOG=warn

@@ -142,6 +142,40 @@ fn rate_limit(env: &Env) -> Result<runtime::token_bucket::Quota, SettingsError> 
     })
 }
 
+/// The shortest a shared secret may be in real mode: 32 bytes, what an HMAC-SHA256 key
+/// should have.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// A secret that is long enough and not a placeholder someone forgot to replace (the compose
+/// file's old fallbacks among them).
+pub fn strong_secret(secret: &Secret) -> Result<(), String> {
+    let value = secret.0.as_str();
+    if value.len() < MIN_SECRET_BYTES {
+        return Err(format!(
+            "too short: at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`)"
+        ));
+    }
+    let lower = value.to_ascii_lowercase();
+    let placeholder = [
+        "change-me",
+        "changeme",
+        "change_me",
+        "replace-me",
+        "replaceme",
+        "placeholder",
+        "example",
+        "your-",
+        "todo",
+    ]
+    .iter()
+    .any(|p| lower.contains(p));
+    let distinct = value.chars().collect::<std::collections::BTreeSet<_>>().len();
+    if placeholder || distinct < 8 {
+        return Err("a placeholder, not a secret: generate one (e.g. `openssl rand -hex 32`)".into());
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub runtime: RuntimeSettings,
@@ -154,6 +188,18 @@ impl Settings {
         let runtime = RuntimeSettings::read(env)?;
         let worker = WorkerSettings::read(env, runtime.is_embedded())?;
         let gateway = GatewaySettings::read(env)?;
+        if !runtime.is_embedded() {
+            for (name, value) in [
+                ("PAYRAIL_ADMIN_TOKEN", &gateway.admin_token),
+                ("PAYRAIL_DASHBOARD_SECRET", &gateway.dashboard.secret),
+            ] {
+                if let Some(secret) = value {
+                    strong_secret(secret).map_err(|reason| {
+                        SettingsError::new(name, "<redacted>", reason)
+                    })?;
+                }
+            }
+        }
         Ok(Settings {
             runtime,
             worker,
@@ -232,6 +278,42 @@ mod tests {
         )]))
         .unwrap();
         assert_eq!(s.gateway.usage_check_schedule, "0 30 5 * * *");
+    }
+
+    #[test]
+    fn real_mode_refuses_short_or_placeholder_secrets_naming_them() {
+        let real = |admin: &str, dashboard: &str| {
+            let pairs = [
+                ("DATABASE_URL", "postgres://x/db"),
+                ("AMQP_URL", "amqp://x"),
+                ("REDIS_URL", "redis://x"),
+                ("PAYRAIL_ADMIN_TOKEN", admin),
+                ("PAYRAIL_DASHBOARD_SECRET", dashboard),
+            ];
+            Settings::read(&Env::from_pairs(&pairs)).map(|_| ())
+        };
+        let good = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+        assert!(real(good, good).is_ok());
+        for (admin, dashboard, named) in [
+            ("change-me-admin-token", good, "PAYRAIL_ADMIN_TOKEN"),
+            (good, "change-me-dashboard-secret", "PAYRAIL_DASHBOARD_SECRET"),
+            ("k3Y!vQ", good, "PAYRAIL_ADMIN_TOKEN"),
+            (
+                "CHANGEME-0123456789-0123456789-0123",
+                good,
+                "PAYRAIL_ADMIN_TOKEN",
+            ),
+            (good, &"a".repeat(40), "PAYRAIL_DASHBOARD_SECRET"),
+        ] {
+            let err = real(admin, dashboard).unwrap_err();
+            assert_eq!(err.variable, named);
+            assert!(
+                !err.to_string().contains(admin) || admin == good,
+                "the secret is not printed: {err}"
+            );
+        }
+        // A laptop's embedded mode keeps what it is given.
+        assert!(Settings::read(&Env::from_pairs(&[("PAYRAIL_ADMIN_TOKEN", "short")])).is_ok());
     }
 
     #[test]

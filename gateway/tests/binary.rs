@@ -18,6 +18,37 @@ fn an_unknown_variable_stops_the_gateway_naming_it() {
     assert!(stderr.contains("PAYRAIL_WEBHOK_TIMEOUT"), "{stderr}");
 }
 
+/// The compose file's old fallbacks (issue 20): a forged session signed with a known secret
+/// opened any merchant's keys page. Real mode now refuses them, naming the variable only.
+#[test]
+fn real_mode_refuses_placeholder_secrets_at_start_naming_the_variable() {
+    for (admin, dashboard, named) in [
+        (
+            "change-me-admin-token",
+            "0f1e2d3c4b5a69788796a5b4c3d2e1f0aa",
+            "PAYRAIL_ADMIN_TOKEN",
+        ),
+        (
+            "0f1e2d3c4b5a69788796a5b4c3d2e1f0aa",
+            "change-me-dashboard-secret",
+            "PAYRAIL_DASHBOARD_SECRET",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")
+            .env("AMQP_URL", "amqp://127.0.0.1:1/%2f")
+            .env("REDIS_URL", "redis://127.0.0.1:1")
+            .env("PAYRAIL_ADMIN_TOKEN", admin)
+            .env("PAYRAIL_DASHBOARD_SECRET", dashboard)
+            .output()
+            .expect("run the gateway");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(named), "{stderr}");
+        assert!(!stderr.contains("change-me"), "the value is not printed: {stderr}");
+    }
+}
+
 #[test]
 fn a_mixed_configuration_stops_the_gateway_saying_what_to_change() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))

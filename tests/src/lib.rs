@@ -36,7 +36,7 @@ pub use egress::LoopbackEgress;
 pub use proxy::TcpProxy;
 pub use receiver::{Behavior, Receiver};
 
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token-5f0c9a7e1d3b4862";
 /// Shared by every gateway of a test, as by every replica of a deployment.
 pub const DASHBOARD_SECRET: &str = "test-dashboard-secret-of-some-length";
 const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
