@@ -169,9 +169,14 @@ pub fn strong_secret(secret: &Secret) -> Result<(), String> {
     ]
     .iter()
     .any(|p| lower.contains(p));
-    let distinct = value.chars().collect::<std::collections::BTreeSet<_>>().len();
+    let distinct = value
+        .chars()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     if placeholder || distinct < 8 {
-        return Err("a placeholder, not a secret: generate one (e.g. `openssl rand -hex 32`)".into());
+        return Err(
+            "a placeholder, not a secret: generate one (e.g. `openssl rand -hex 32`)".into(),
+        );
     }
     Ok(())
 }
@@ -194,9 +199,8 @@ impl Settings {
                 ("PAYRAIL_DASHBOARD_SECRET", &gateway.dashboard.secret),
             ] {
                 if let Some(secret) = value {
-                    strong_secret(secret).map_err(|reason| {
-                        SettingsError::new(name, "<redacted>", reason)
-                    })?;
+                    strong_secret(secret)
+                        .map_err(|reason| SettingsError::new(name, "<redacted>", reason))?;
                 }
             }
         }
@@ -296,7 +300,11 @@ mod tests {
         assert!(real(good, good).is_ok());
         for (admin, dashboard, named) in [
             ("change-me-admin-token", good, "PAYRAIL_ADMIN_TOKEN"),
-            (good, "change-me-dashboard-secret", "PAYRAIL_DASHBOARD_SECRET"),
+            (
+                good,
+                "change-me-dashboard-secret",
+                "PAYRAIL_DASHBOARD_SECRET",
+            ),
             ("k3Y!vQ", good, "PAYRAIL_ADMIN_TOKEN"),
             (
                 "CHANGEME-0123456789-0123456789-0123",

@@ -45,7 +45,10 @@ fn real_mode_refuses_placeholder_secrets_at_start_naming_the_variable() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains(named), "{stderr}");
-        assert!(!stderr.contains("change-me"), "the value is not printed: {stderr}");
+        assert!(
+            !stderr.contains("change-me"),
+            "the value is not printed: {stderr}"
+        );
     }
 }
 

@@ -260,7 +260,10 @@ async fn one_payment_is_one_trace_from_the_api_call_to_the_merchants_server() {
         ("REDIS_URL", "redis://127.0.0.1:6379".into()),
         ("PAYRAIL_AMQP_PREFIX", name.clone()),
         ("PAYRAIL_REDIS_PREFIX", name.clone()),
-        ("PAYRAIL_ADMIN_TOKEN", "trace-admin-token-8e41c2b79d05fa63".into()),
+        (
+            "PAYRAIL_ADMIN_TOKEN",
+            "trace-admin-token-8e41c2b79d05fa63".into(),
+        ),
         (
             "PAYRAIL_DASHBOARD_SECRET",
             "trace-dashboard-secret-of-some-length".into(),

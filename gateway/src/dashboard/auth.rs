@@ -60,6 +60,10 @@ pub struct Claims {
     /// The user's merchant: every page shows this merchant's data only.
     pub mer: String,
     pub role: String,
+    /// The session family (one sign-in and its refreshes): the token dies with it, at
+    /// sign-out or when a replayed refresh token ends it.
+    #[serde(default)]
+    pub fam: String,
     pub exp: u64,
     pub iat: u64,
 }
@@ -70,6 +74,10 @@ pub struct DashboardUser {
     pub user_id: UserId,
     pub merchant_id: MerchantId,
     pub role: UserRole,
+    /// The session family the access token belongs to (see [`family_lives`]).
+    pub family: SessionId,
+    /// When the access token presented expires (Unix seconds): a live socket ends then.
+    pub expires_at: u64,
     /// The mode the user is viewing (their choice, kept in a cookie): pages show and act on
     /// that mode's objects only.
     pub livemode: bool,
@@ -244,6 +252,7 @@ async fn open_session<C: ConnectionTrait>(
     let refresh = random_token(48);
     let now = Utc::now();
     let id = SessionId::generate();
+    let family = family.unwrap_or_else(|| id.clone());
     dashboard_sessions::Entity::insert(dashboard_sessions::ActiveModel {
         id: Set(id.clone()),
         user_id: Set(user.id.clone()),
@@ -251,17 +260,19 @@ async fn open_session<C: ConnectionTrait>(
         expires_at: Set(now + chrono::Duration::from_std(keys.refresh_ttl).unwrap_or_default()),
         revoked_at: Set(None),
         created_at: Set(now),
-        family_id: Set(family.unwrap_or_else(|| id.clone())),
+        family_id: Set(family.clone()),
     })
     .exec(db)
     .await?;
     let tokens = Tokens {
-        access: access_token(keys, user)?,
+        access: access_token(keys, user, &family)?,
         refresh: Some(refresh),
         user: DashboardUser {
             user_id: user.id.clone(),
             merchant_id: user.merchant_id.clone(),
             role: user.role,
+            family,
+            expires_at: now_secs() + keys.access_ttl.as_secs(),
             livemode: false,
         },
     };
@@ -269,12 +280,17 @@ async fn open_session<C: ConnectionTrait>(
 }
 
 /// A signed access token for `user`, valid `keys.access_ttl`.
-fn access_token(keys: &SessionKeys, user: &dashboard_users::Model) -> Result<String, SignInError> {
+fn access_token(
+    keys: &SessionKeys,
+    user: &dashboard_users::Model,
+    family: &SessionId,
+) -> Result<String, SignInError> {
     let iat = now_secs();
     let claims = Claims {
         sub: user.id.to_string(),
         mer: user.merchant_id.to_string(),
         role: user.role.as_str().to_string(),
+        fam: family.to_string(),
         iat,
         exp: iat + keys.access_ttl.as_secs(),
     };
@@ -294,6 +310,9 @@ pub fn verify_access(keys: &SessionKeys, token: &str) -> Option<DashboardUser> {
         user_id: UserId::parse(&claims.sub)?,
         merchant_id: MerchantId::parse(&claims.mer)?,
         role: UserRole::parse(&claims.role)?,
+        // A token without a family (from before families were named) is refused.
+        family: SessionId::parse(&claims.fam)?,
+        expires_at: claims.exp,
         livemode: false,
     })
 }
@@ -379,12 +398,14 @@ async fn reused<C: ConnectionTrait>(
             return Ok(None);
         };
         return Ok(Some(Tokens {
-            access: access_token(keys, &user)?,
+            access: access_token(keys, &user, &old.family_id)?,
             refresh: None,
             user: DashboardUser {
                 user_id: user.id.clone(),
                 merchant_id: user.merchant_id.clone(),
                 role: user.role,
+                family: old.family_id.clone(),
+                expires_at: now_secs() + keys.access_ttl.as_secs(),
                 livemode: false,
             },
         }));
@@ -392,6 +413,19 @@ async fn reused<C: ConnectionTrait>(
     tracing::warn!(user_id = %old.user_id, "a replaced dashboard refresh token was presented again; its sessions are ended");
     end_family(txn, &old.family_id, now).await?;
     Ok(None)
+}
+
+/// Whether a session family still lives: one of its sessions is neither revoked nor
+/// expired. Sign-out and a replayed refresh token end the family, and with it every access
+/// token it issued, at once.
+pub async fn family_lives<C: ConnectionTrait>(db: &C, family: &SessionId) -> Result<bool, DbErr> {
+    Ok(dashboard_sessions::Entity::find()
+        .filter(dashboard_sessions::Column::FamilyId.eq(family))
+        .filter(dashboard_sessions::Column::RevokedAt.is_null())
+        .filter(dashboard_sessions::Column::ExpiresAt.gt(Utc::now()))
+        .one(db)
+        .await?
+        .is_some())
 }
 
 async fn end_family<C: ConnectionTrait>(
@@ -446,6 +480,7 @@ mod tests {
             sub: UserId::generate().to_string(),
             mer: MerchantId::generate().to_string(),
             role: "viewer".into(),
+            fam: SessionId::generate().to_string(),
             iat: now_secs(),
             exp,
         };
@@ -467,6 +502,14 @@ mod tests {
         assert!(
             verify_access(&keys, "sk_test_notajwt").is_none(),
             "an API key is not a session"
+        );
+        let no_family = Claims {
+            fam: String::new(),
+            ..fresh
+        };
+        assert!(
+            verify_access(&keys, &sign(&no_family, &keys)).is_none(),
+            "a token that names no session family"
         );
     }
 }

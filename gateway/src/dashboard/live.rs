@@ -9,11 +9,17 @@
 //!
 //! Nothing is silently lost: a socket that falls behind, or a hub that lost the bus for a
 //! while, sends `{"kind":"resync"}` and the page reloads its live parts.
+//!
+//! The edge: only pages of `PAYRAIL_PUBLIC_URL` may open one (the `Origin` must be it), a
+//! user has at most [`SOCKETS_PER_USER`] on a gateway, a message from the page may be
+//! [`MOST_MESSAGE_BYTES`] (it sends none: the limit keeps a client from making the gateway
+//! assemble megabytes), and a socket ends when the access token it was opened with expires,
+//! or within [`SESSION_CHECK`] of its session's sign-out.
 
 use std::time::Duration;
 
 use entity::bus::LiveNotice;
-use entity::ids::MerchantId;
+use entity::ids::{MerchantId, UserId};
 use futures_util::{SinkExt as _, StreamExt as _};
 use poem::http::{StatusCode, header};
 use poem::web::Data;
@@ -38,6 +44,12 @@ const SOCKET_BACKLOG: usize = 1024;
 const MOST_BACKOFF: Duration = Duration::from_secs(10);
 /// Notices sent to a page in one frame at most.
 const MOST_PER_FRAME: usize = 100;
+/// Open sockets one user may hold on one gateway (a page each; a person has a few tabs).
+pub const SOCKETS_PER_USER: usize = 10;
+/// The largest message (and frame) a page may send.
+pub const MOST_MESSAGE_BYTES: usize = 4096;
+/// How often an open socket checks that its session was not signed out.
+pub const SESSION_CHECK: Duration = Duration::from_secs(5);
 
 /// The gateway's fan-out of live changes to its open dashboard pages.
 #[derive(Clone)]
@@ -47,6 +59,27 @@ pub struct LiveHub {
     /// True while the hub hears the bus: a socket greets its page only then, so a page that
     /// was greeted misses nothing after.
     listening: watch::Sender<bool>,
+    /// Open sockets per user.
+    per_user: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<UserId, usize>>>,
+}
+
+/// A user's hold on one of its sockets; dropping it gives the place back.
+struct SocketSlot {
+    per_user: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<UserId, usize>>>,
+    user: UserId,
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.per_user.lock()
+            && let Some(n) = map.get_mut(&self.user)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.user);
+            }
+        }
+    }
 }
 
 impl Default for LiveHub {
@@ -55,6 +88,7 @@ impl Default for LiveHub {
             updates: broadcast::channel(SOCKET_BACKLOG).0,
             closing: watch::channel(false).0,
             listening: watch::channel(false).0,
+            per_user: Default::default(),
         }
     }
 }
@@ -122,6 +156,20 @@ impl LiveHub {
     pub fn listening(&self) -> bool {
         *self.listening.borrow()
     }
+
+    /// A place for one more socket of `user`, unless it has [`SOCKETS_PER_USER`] already.
+    fn slot(&self, user: &UserId) -> Option<SocketSlot> {
+        let mut map = self.per_user.lock().ok()?;
+        let n = map.entry(user.clone()).or_default();
+        if *n >= SOCKETS_PER_USER {
+            return None;
+        }
+        *n += 1;
+        Some(SocketSlot {
+            per_user: self.per_user.clone(),
+            user: user.clone(),
+        })
+    }
 }
 
 /// The page script (`live.js`, written here, served as is).
@@ -133,8 +181,10 @@ pub fn script() -> Response {
         .body(include_str!("live.js"))
 }
 
-/// Whether a browser's `Origin` is this site: a page elsewhere must not open a socket with
-/// the user's cookies (cross-site WebSocket hijacking; cookies alone do not prove intent).
+/// Whether a browser's `Origin` is this site, `PAYRAIL_PUBLIC_URL`: a page elsewhere must not
+/// open a socket with the user's cookies (cross-site WebSocket hijacking; cookies alone do not
+/// prove intent). The request's own `Host` proves nothing (an attacker's client sets both).
+/// On a loopback public URL (a laptop), `localhost` and `127.0.0.1` are the same site.
 fn same_origin(req: &Request, public_url: &str) -> bool {
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         // Not a browser: it sent the cookies itself.
@@ -143,14 +193,17 @@ fn same_origin(req: &Request, public_url: &str) -> bool {
     let Ok(origin) = origin.to_str() else {
         return false;
     };
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    origin.trim_end_matches('/') == public_url.trim_end_matches('/')
-        || origin == format!("http://{host}")
-        || origin == format!("https://{host}")
+    let (Ok(origin), Ok(public)) = (url::Url::parse(origin), url::Url::parse(public_url)) else {
+        return false;
+    };
+    if origin.origin() == public.origin() {
+        return true;
+    }
+    let loopback = |u: &url::Url| matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    loopback(&origin)
+        && loopback(&public)
+        && origin.scheme() == public.scheme()
+        && origin.port_or_known_default() == public.port_or_known_default()
 }
 
 /// The notice as the page reads it: its change, tagged by kind.
@@ -173,14 +226,34 @@ pub async fn stream(req: &Request, ws: WebSocket, state: Data<&AppState>) -> Res
         return (StatusCode::UNAUTHORIZED, "sign in again").into_response();
     };
     let hub = state.live.clone();
+    let Some(slot) = hub.slot(&user.user_id) else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many open dashboard pages; close some",
+        )
+            .into_response();
+    };
     let updates = hub.updates.subscribe();
     let closing = hub.closing.subscribe();
     let listening = hub.listening.subscribe();
     // The socket lives no longer than the access token it was opened with; the page opens a
     // new one, which renews the session or finds it ended.
-    let lifetime = state.dashboard.access_ttl;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let lifetime = Duration::from_secs(user.expires_at.saturating_sub(now));
+    let session = Session {
+        db: state.db.clone(),
+        family: user.family.clone(),
+    };
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(MOST_MESSAGE_BYTES))
+        .max_frame_size(Some(MOST_MESSAGE_BYTES));
     let mut response = ws
-        .on_upgrade(move |socket| {
+        .config(config)
+        .on_upgrade(move |socket| async move {
+            let _slot = slot;
             forward(
                 socket,
                 user.merchant_id,
@@ -188,7 +261,9 @@ pub async fn stream(req: &Request, ws: WebSocket, state: Data<&AppState>) -> Res
                 closing,
                 listening,
                 lifetime,
+                session,
             )
+            .await
         })
         .into_response();
     for cookie in cookies {
@@ -199,6 +274,27 @@ pub async fn stream(req: &Request, ws: WebSocket, state: Data<&AppState>) -> Res
     response
 }
 
+/// The session a socket was opened in, checked every [`SESSION_CHECK`].
+struct Session {
+    db: sea_orm::DatabaseConnection,
+    family: entity::ids::SessionId,
+}
+
+impl Session {
+    /// Waits until the session is signed out (or its family ended).
+    async fn ended(&self) {
+        loop {
+            tokio::time::sleep(SESSION_CHECK).await;
+            if matches!(
+                super::auth::family_lives(&self.db, &self.family).await,
+                Ok(false)
+            ) {
+                return;
+            }
+        }
+    }
+}
+
 async fn forward(
     socket: poem::web::websocket::WebSocketStream,
     merchant_id: MerchantId,
@@ -206,10 +302,13 @@ async fn forward(
     mut closing: watch::Receiver<bool>,
     mut listening: watch::Receiver<bool>,
     lifetime: Duration,
+    session: Session,
 ) {
     let (mut sink, mut incoming) = socket.split();
     let ends = tokio::time::sleep(lifetime);
     tokio::pin!(ends);
+    let signed_out = session.ended();
+    tokio::pin!(signed_out);
     tokio::select! {
         heard = listening.wait_for(|l| *l) => if heard.is_err() { return },
         _ = closing.changed() => return,
@@ -232,6 +331,7 @@ async fn forward(
             },
             _ = closing.changed() => break Message::close_with(CloseCode::Away, "server shutting down"),
             _ = &mut ends => break Message::close_with(4001u16, "session check"),
+            _ = &mut signed_out => break Message::close_with(4001u16, "session check"),
         };
         // Everything already waiting goes in the same frame.
         let mut mine = Vec::new();

@@ -109,6 +109,15 @@ pub(crate) async fn session(
     if let Some(user) = csrf::read_cookie(req, ACCESS_COOKIE)
         .and_then(|token| auth::verify_access(&state.dashboard, &token))
     {
+        // A token outlives nothing: signed out, or its family ended, it opens nothing.
+        match auth::family_lives(&state.db, &user.family).await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "dashboard session check failed");
+                return None;
+            }
+        }
         return Some((
             DashboardUser {
                 livemode: viewing_live,

@@ -349,3 +349,104 @@ async fn a_gateway_that_lost_the_broker_listens_again_and_tells_its_pages_to_res
         1
     );
 }
+
+/// The socket's edge (issue 20): the `Origin` must be the public URL, not whatever `Host` the
+/// client sends; a message of more than a few KiB ends the socket (it is never assembled);
+/// a user holds at most ten sockets; a socket ends when its token expires and when its
+/// session signs out.
+#[tokio::test]
+async fn the_stream_is_bounded_and_ends_with_its_token_and_its_session() {
+    use futures_util::SinkExt as _;
+    let app = TestApp::spawn_with(payrail_tests::Options {
+        dashboard_access_ttl: Duration::from_secs(3),
+        ..payrail_tests::Options::default()
+    })
+    .await;
+    let (merchant, _) = app.create_merchant_with_id("Shop").await;
+    let password = user(&app, &merchant, "eve@example.com", UserRole::Owner).await;
+    let mut browser = signed_in(&app.base, "eve@example.com", &password).await;
+    let cookies = browser.cookie_header();
+
+    // An attacker's page that also forges Host: refused, the public URL is what counts.
+    let url = format!("{}/dashboard/stream", app.base.replacen("http", "ws", 1));
+    let mut forged = url.clone().into_client_request().expect("request");
+    forged
+        .headers_mut()
+        .insert("cookie", cookies.parse().expect("cookie"));
+    forged
+        .headers_mut()
+        .insert("origin", "http://evil.example".parse().expect("origin"));
+    forged
+        .headers_mut()
+        .insert("host", "evil.example".parse().expect("host"));
+    match tokio_tungstenite::connect_async(forged).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("a forged Host opened the stream: {:?}", other.map(|_| ())),
+    }
+
+    // A 60 KiB message is refused by the socket (it would be assembled in memory).
+    let mut big = LiveSocket::open(&app.base, &cookies, &app.base)
+        .await
+        .expect("open");
+    let _ = big.socket.send(Message::text("x".repeat(60 * 1024))).await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match big.socket.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the oversized message ended the socket");
+
+    // Ten sockets per user; the eleventh is refused until one closes.
+    let mut open = Vec::new();
+    for _ in 0..10 {
+        open.push(
+            LiveSocket::open(&app.base, &cookies, &app.base)
+                .await
+                .expect("within the cap"),
+        );
+    }
+    assert_eq!(
+        LiveSocket::open(&app.base, &cookies, &app.base).await.err(),
+        Some(429)
+    );
+    drop(open);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The token lives 3 s: the socket opened with it ends then, without a renewal.
+    let mut short = LiveSocket::open(&app.base, &cookies, &app.base)
+        .await
+        .expect("open");
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        short.next(Duration::from_secs(6)).await,
+        json!({"kind": "closed", "close": 4001})
+    );
+    assert!(started.elapsed() <= Duration::from_secs(4));
+
+    // Signed out, an open socket ends within its session check (5 s), and the old cookies
+    // (with an access token still unexpired) open nothing.
+    let page = browser.get("/dashboard").await;
+    let cookies = browser.cookie_header();
+    let mut after = LiveSocket::open(&app.base, &cookies, &app.base)
+        .await
+        .expect("open");
+    let out = browser
+        .post_form(
+            "/dashboard/logout",
+            &[("csrf_token", &Browser::token_in(&page))],
+        )
+        .await;
+    assert_eq!(out.status, 303);
+    assert_eq!(
+        after.next(Duration::from_secs(7)).await,
+        json!({"kind": "closed", "close": 4001})
+    );
+    assert_eq!(
+        LiveSocket::open(&app.base, &cookies, &app.base).await.err(),
+        Some(401)
+    );
+}
