@@ -113,6 +113,12 @@ impl Application {
             .unwrap_or_else(|| format!("http://{local}"));
         let mut registry = Registry::default();
         let metrics = Arc::new(ApiMetrics::new(&mut registry));
+        let password_checks = crate::dashboard::auth::PasswordChecks::new();
+        registry.register(
+            "dashboard_password_checks",
+            "Dashboard passwords checked (Argon2id); a sign-in refused before its check is not counted",
+            password_checks.done.clone(),
+        );
         let (delivery_metrics, embedded_worker) = if embedded {
             let (w, dm) = Worker::registered(
                 db.clone(),
@@ -186,6 +192,8 @@ impl Application {
                 settings.gateway.dashboard.refresh_ttl,
             ),
             admin_token_hashes: Arc::new(RwLock::new(admin_hashes)),
+            password_checks,
+            trusted_proxies: settings.gateway.trusted_proxies.clone(),
         };
         Ok(Application {
             acceptor,

@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod app;
+pub mod client_address;
 pub mod commit;
 pub mod dashboard;
 pub mod error;

@@ -55,6 +55,8 @@ pub struct GatewaySettings {
     pub funds_release_interval: Duration,
     /// When the ledger's invariants are checked (six-field cron, UTC).
     pub ledger_check_schedule: &'static str,
+    /// The operator's proxies, whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: crate::client_address::TrustedProxies,
     /// When the ledger is reconciled with the providers' reports, and how far back.
     pub reconcile_schedule: &'static str,
     pub reconcile_window: Duration,
@@ -110,6 +112,11 @@ impl GatewaySettings {
                     runtime::schedule::valid_calendar(v)
                         .map(|()| &*Box::leak(v.to_string().into_boxed_str()))
                 },
+            )?,
+            trusted_proxies: env.parse(
+                "PAYRAIL_TRUSTED_PROXIES",
+                "",
+                crate::client_address::TrustedProxies::parse,
             )?,
             reconcile_schedule: env.parse("PAYRAIL_RECONCILE_SCHEDULE", "0 30 3 * * *", |v| {
                 runtime::schedule::valid_calendar(v)

@@ -50,11 +50,25 @@ pub struct AppState {
     pub live: crate::dashboard::live::LiveHub,
     /// Signs and checks dashboard sessions.
     pub dashboard: crate::dashboard::auth::SessionKeys,
+    /// Checks dashboard passwords, a few at a time.
+    pub password_checks: crate::dashboard::auth::PasswordChecks,
+    /// The operator's proxies, whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: crate::client_address::TrustedProxies,
     /// SHA-256 of accepted admin tokens.
     pub admin_token_hashes: Arc<RwLock<Vec<String>>>,
 }
 
 impl AppState {
+    /// Who sent `req`: its peer, or the client its trusted proxies name.
+    pub fn client_address(&self, req: &poem::Request) -> Option<std::net::IpAddr> {
+        let peer = req.remote_addr().as_socket_addr()?.ip();
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        Some(self.trusted_proxies.client(peer, forwarded))
+    }
+
     /// What the payment services take.
     pub fn payment_deps(&self) -> crate::payments::service::Deps<'_> {
         crate::payments::service::Deps {

@@ -110,16 +110,16 @@ async fn users_create_makes_a_dashboard_user_who_can_sign_in_with_the_printed_pa
         std::time::Duration::from_secs(60),
     );
     let cache = runtime::cache::Cache::memory();
-    let tokens = gateway::dashboard::auth::sign_in(
-        &db,
-        &cache,
-        &keys,
-        "cli@example.com",
-        &password,
-        "127.0.0.1",
-    )
-    .await
-    .expect("the printed password signs in");
+    let checks = gateway::dashboard::auth::PasswordChecks::new();
+    let deps = gateway::dashboard::auth::SignInDeps {
+        cache: &cache,
+        keys: &keys,
+        checks: &checks,
+    };
+    let tokens =
+        gateway::dashboard::auth::sign_in(&db, &deps, "cli@example.com", &password, "127.0.0.1")
+            .await
+            .expect("the printed password signs in");
     assert_eq!(tokens.user.role, entity::status::UserRole::Developer);
     assert!(
         !printed.contains("$argon2"),

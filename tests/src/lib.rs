@@ -157,6 +157,7 @@ pub fn test_settings(database_url: &str, prefix: &str, webhook: WebhookSettings)
             funds: gateway::ledger::FundsPolicy::default(),
             funds_release_interval: Duration::from_millis(200),
             ledger_check_schedule: "0 17 * * * *",
+            trusted_proxies: Default::default(),
             reconcile_schedule: "0 30 3 * * *",
             reconcile_window: Duration::from_secs(3 * 86_400),
             providers: ProviderSettings::default(),

@@ -4,13 +4,20 @@
 //! replaced at every use, so a stolen one works once at most; signing out revokes it. A
 //! replaced token presented again within [`REFRESH_REUSE_GRACE`] (two requests of one page
 //! racing with the same cookie) gets an access token only; later, it ends every session of
-//! its family, since one of its two holders is a thief. Failed
-//! sign-ins are counted per account and per address in the shared cache, and past a limit
-//! refused for a while, whatever the password.
+//! its family, since one of its two holders is a thief.
+//!
+//! Guessing is bounded. Every attempt on an account is counted in the shared cache *before*
+//! its password is checked, so a burst of concurrent guesses cannot all be checked: past
+//! [`MAX_FAILURES_PER_ACCOUNT`] the account is locked for [`FAILURE_WINDOW`]. An address past
+//! [`MAX_FAILURES_PER_ADDRESS`] is slowed (each attempt waits longer before its check), never
+//! locked out: behind a proxy many people share one, and an account's owner who is not
+//! locked always gets in with the right password. Passwords are checked by a small pool of
+//! threads of their own ([`PasswordChecks`]) with a short queue; beyond it, a sign-in is told
+//! to retry (429), so a flood costs the gateway a bounded amount of memory.
 
 use std::time::Duration;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use chrono::Utc;
 use entity::ids::{MerchantId, SessionId, UserId, random_token};
 use entity::signature::sha256_hex;
@@ -28,8 +35,74 @@ use crate::error::ServiceError;
 
 /// Failed sign-ins an account may have in [`FAILURE_WINDOW`] before it is refused.
 pub const MAX_FAILURES_PER_ACCOUNT: u64 = 5;
-/// Failed sign-ins one address may have in [`FAILURE_WINDOW`] (over any accounts).
+/// Failed sign-ins one address may have in [`FAILURE_WINDOW`] (over any accounts) before its
+/// attempts are slowed.
 pub const MAX_FAILURES_PER_ADDRESS: u64 = 20;
+/// The longest an over-limit address waits before its password is checked.
+pub const MOST_ADDRESS_DELAY: Duration = Duration::from_secs(5);
+
+/// Threads that check passwords, and sign-ins that may wait for one. Argon2id takes 19 MiB
+/// a check: two at a time bound what a flood of sign-ins can take.
+const CHECKERS: usize = 2;
+const CHECK_QUEUE: usize = 8;
+
+type Check = (String, String, tokio::sync::oneshot::Sender<bool>);
+
+/// The pool that checks passwords, with a bounded queue (see the module's doc).
+#[derive(Clone)]
+pub struct PasswordChecks {
+    queue: std::sync::mpsc::SyncSender<Check>,
+    /// Checks done, for the `dashboard_password_checks_total` metric.
+    pub done: prometheus_client::metrics::counter::Counter,
+}
+
+impl Default for PasswordChecks {
+    fn default() -> Self {
+        PasswordChecks::new()
+    }
+}
+
+impl PasswordChecks {
+    pub fn new() -> PasswordChecks {
+        let (queue, jobs) = std::sync::mpsc::sync_channel::<Check>(CHECK_QUEUE);
+        let jobs = std::sync::Arc::new(std::sync::Mutex::new(jobs));
+        let done = prometheus_client::metrics::counter::Counter::default();
+        for n in 0..CHECKERS {
+            let (jobs, done) = (jobs.clone(), done.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("password-check-{n}"))
+                .spawn(move || {
+                    // Each thread keeps one Argon2 memory and reuses it: the allocator never
+                    // sees a 19 MiB allocation per check (which glibc keeps per arena).
+                    let mut memory: Vec<argon2::Block> = Vec::new();
+                    loop {
+                        let job = match jobs.lock() {
+                            Ok(jobs) => jobs.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok((hash, candidate, answer)) = job else {
+                            return;
+                        };
+                        let _ = answer.send(verify_in(&mut memory, &hash, &candidate));
+                        done.inc();
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "could not start a password-check thread");
+            }
+        }
+        PasswordChecks { queue, done }
+    }
+
+    /// Whether `candidate` matches `hash`; `Err` when the pool is busy (the caller retries).
+    async fn check(&self, hash: String, candidate: String) -> Result<bool, SignInError> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.queue
+            .try_send((hash, candidate, answer))
+            .map_err(|_| SignInError::Busy)?;
+        answered.await.map_err(|_| SignInError::Busy)
+    }
+}
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// What the dashboard's tokens are made with.
@@ -113,6 +186,9 @@ pub enum SignInError {
     Invalid,
     #[error("too many failed sign-ins; try again later")]
     Throttled { retry_after: Duration },
+    /// Too many sign-ins are being checked right now.
+    #[error("sign-ins are busy; try again in a moment")]
+    Busy,
     #[error(transparent)]
     Db(#[from] DbErr),
     #[error("token: {0}")]
@@ -132,12 +208,47 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-fn password_matches(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| {
-        argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-    })
+/// The most Argon2 memory a hash may ask for (the default asks 19 MiB): a hash is ours, but a
+/// corrupt one must not make a thread allocate without bound.
+const MOST_ARGON2_BLOCKS: usize = 64 * 1024;
+
+/// Verifies `password` against a PHC `hash` with `memory` as Argon2's working memory, grown
+/// to the hash's cost once and reused for every later check.
+fn verify_in(memory: &mut Vec<argon2::Block>, hash: &str, password: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Ok(params), Ok(algorithm)) = (
+        argon2::Params::try_from(&parsed),
+        argon2::Algorithm::try_from(parsed.algorithm),
+    ) else {
+        return false;
+    };
+    let version = match parsed.version.map(argon2::Version::try_from) {
+        None => argon2::Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if blocks > MOST_ARGON2_BLOCKS {
+        return false;
+    }
+    if memory.len() < blocks {
+        memory.resize(blocks, argon2::Block::default());
+    }
+    let mut out = vec![0u8; expected.len()];
+    argon2::Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut memory[..blocks])
+        .is_ok()
+        && bool::from(out.as_slice().ct_eq(expected.as_bytes()))
 }
 
 /// A hash of nothing anyone knows, verified when the email is unknown so that an unknown
@@ -192,31 +303,46 @@ fn failure_keys(email: &str, address: &str) -> [String; 2] {
     ]
 }
 
-/// Checks the password (unless the account or address is throttled) and opens a session.
+/// What a sign-in needs besides the database.
+pub struct SignInDeps<'a> {
+    pub cache: &'a Cache,
+    pub keys: &'a SessionKeys,
+    pub checks: &'a PasswordChecks,
+}
+
+/// Checks the password (unless the account is locked) and opens a session.
 pub async fn sign_in<C: TransactionTrait + ConnectionTrait>(
     db: &C,
-    cache: &Cache,
-    keys: &SessionKeys,
+    deps: &SignInDeps<'_>,
     email: &str,
     password: &str,
     address: &str,
 ) -> Result<Tokens, SignInError> {
     let email = email.trim().to_lowercase();
     let [account_key, address_key] = failure_keys(&email, address);
-    for (key, max) in [
-        (&account_key, MAX_FAILURES_PER_ACCOUNT),
-        (&address_key, MAX_FAILURES_PER_ADDRESS),
-    ] {
-        let failures = cache
-            .get(key)
-            .await
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-        if failures >= max {
-            return Err(SignInError::Throttled {
-                retry_after: FAILURE_WINDOW,
-            });
-        }
+    // Counted before the check: concurrent guesses beyond the limit are never checked.
+    let attempts = deps
+        .cache
+        .hit(&account_key, FAILURE_WINDOW)
+        .await
+        .unwrap_or(0);
+    if attempts > MAX_FAILURES_PER_ACCOUNT {
+        return Err(SignInError::Throttled {
+            retry_after: FAILURE_WINDOW,
+        });
+    }
+    let from_address = deps
+        .cache
+        .get(&address_key)
+        .await
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    if from_address >= MAX_FAILURES_PER_ADDRESS {
+        let over = u32::try_from(from_address - MAX_FAILURES_PER_ADDRESS).unwrap_or(u32::MAX);
+        let delay = Duration::from_millis(250)
+            .saturating_mul(2u32.saturating_pow(over.min(8)))
+            .min(MOST_ADDRESS_DELAY);
+        tokio::time::sleep(delay).await;
     }
     let user = dashboard_users::Entity::find()
         .filter(dashboard_users::Column::Email.eq(&email))
@@ -225,17 +351,15 @@ pub async fn sign_in<C: TransactionTrait + ConnectionTrait>(
     let hash = user
         .as_ref()
         .map_or_else(|| DECOY_HASH.clone(), |u| u.password_hash.clone());
-    let candidate = password.to_string();
-    let matches = tokio::task::spawn_blocking(move || password_matches(&hash, &candidate))
-        .await
-        .unwrap_or(false);
+    // A sign-in refused as busy still counted: a flood locks the account it aims at, as
+    // guesses would, and the owner gets in again after the window.
+    let matches = deps.checks.check(hash, password.to_string()).await?;
     let Some(user) = user.filter(|_| matches) else {
-        for key in [&account_key, &address_key] {
-            cache.hit(key, FAILURE_WINDOW).await;
-        }
+        deps.cache.hit(&address_key, FAILURE_WINDOW).await;
         return Err(SignInError::Invalid);
     };
-    cache.delete(&account_key).await;
+    deps.cache.delete(&account_key).await;
+    let keys = deps.keys;
     open_session(db, keys, &user, None)
         .await
         .map(|(tokens, _)| tokens)
@@ -468,8 +592,10 @@ mod tests {
         let b = hash_password("correct horse").unwrap();
         assert_ne!(a, b, "salted");
         assert!(a.starts_with("$argon2id$"));
-        assert!(password_matches(&a, "correct horse"));
-        assert!(!password_matches(&a, "correct hors"));
+        let mut memory = Vec::new();
+        assert!(verify_in(&mut memory, &a, "correct horse"));
+        assert!(!verify_in(&mut memory, &a, "correct hors"));
+        assert!(!verify_in(&mut memory, "not a hash", "correct horse"));
     }
 
     #[test]

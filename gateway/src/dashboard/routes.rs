@@ -203,10 +203,9 @@ pub async fn sign_in(
         )
             .into_response();
     }
-    let address = req
-        .remote_addr()
-        .as_socket_addr()
-        .map(|a| a.ip().to_string())
+    let address = state
+        .client_address(req)
+        .map(|a| a.to_string())
         .unwrap_or_default();
     let (token, _) = page_csrf(req, &state);
     let again = |status, error: &str| {
@@ -216,16 +215,23 @@ pub async fn sign_in(
             &[],
         )
     };
-    match auth::sign_in(
-        &state.db,
-        &state.cache,
-        &state.dashboard,
-        &form.email,
-        &form.password,
-        &address,
-    )
-    .await
-    {
+    // Screened like an API field: no control characters, bounded lengths (a password of a
+    // megabyte would be hashed whole).
+    let readable = |s: &str, most: usize| {
+        s.chars().count() <= most && crate::error::plain_text("field", s).is_ok()
+    };
+    if !readable(&form.email, 254) || !readable(&form.password, 1024) {
+        return again(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Enter an email address and a password (no control characters).",
+        );
+    }
+    let deps = auth::SignInDeps {
+        cache: &state.cache,
+        keys: &state.dashboard,
+        checks: &state.password_checks,
+    };
+    match auth::sign_in(&state.db, &deps, &form.email, &form.password, &address).await {
         Ok(tokens) => {
             let mut r = Redirect::see_other(PATH).into_response();
             for cookie in token_cookies(&state, &tokens) {
@@ -236,6 +242,15 @@ pub async fn sign_in(
             r
         }
         Err(SignInError::Invalid) => again(StatusCode::UNAUTHORIZED, "Wrong email or password."),
+        Err(SignInError::Busy) => {
+            let mut r = again(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many sign-ins at once. Try again in a moment.",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            r
+        }
         Err(SignInError::Throttled { retry_after }) => {
             let mut r = again(
                 StatusCode::TOO_MANY_REQUESTS,

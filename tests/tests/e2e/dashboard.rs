@@ -1467,3 +1467,117 @@ async fn the_dashboard_shows_one_mode_at_a_time_with_its_balance_and_switches() 
     assert_eq!(back.status, 303);
     assert!(browser.get("/dashboard").await.body.contains(&test_id));
 }
+
+/// Issue 20: guesses are counted before they are checked, so a burst of 20 at once for one
+/// account has at most five checked (the limit), not all twenty; and behind the operator's
+/// proxies (`PAYRAIL_TRUSTED_PROXIES`) each client is counted by the address the proxies name,
+/// while a client that is not a proxy cannot choose its address with `X-Forwarded-For`.
+#[tokio::test]
+async fn a_burst_of_guesses_gets_five_checks_and_clients_are_told_apart_behind_proxies() {
+    let mut app = TestApp::spawn().await;
+    let (merchant, _) = app.create_merchant_with_id("Shop").await;
+    user(&app, &merchant, "target@example.com", UserRole::Owner).await;
+    let page = Browser::new(&app.base).get("/dashboard/login").await;
+    let token = Browser::token_in(&page);
+    let csrf = page
+        .set_cookies
+        .iter()
+        .find_map(|c| c.strip_prefix("payrail_dashboard_csrf="))
+        .and_then(|c| c.split(';').next())
+        .expect("csrf cookie")
+        .to_string();
+    let client = app.client.clone();
+    let attempt = |base: String, email: String, forwarded: Option<String>| {
+        let (client, csrf, token) = (client.clone(), csrf.clone(), token.clone());
+        async move {
+            let body = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("email", &email)
+                .append_pair("password", "guess")
+                .append_pair("csrf_token", &token)
+                .finish();
+            let mut r = client
+                .post(format!("{base}/dashboard/login"))
+                .header("cookie", format!("payrail_dashboard_csrf={csrf}"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body);
+            if let Some(f) = forwarded {
+                r = r.header("x-forwarded-for", f);
+            }
+            r.send().await.expect("sign-in").status().as_u16()
+        }
+    };
+    let checks = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("dashboard_password_checks_total "))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let metrics_base = app.metrics_base.clone();
+    let scrape = |client: reqwest::Client| {
+        let url = format!("{metrics_base}/metrics");
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .expect("scrape")
+                .text()
+                .await
+                .expect("text")
+        }
+    };
+    let before = checks(&scrape(client.clone()).await);
+    let answers = futures_util::future::join_all(
+        (0..20).map(|_| attempt(app.base.clone(), "target@example.com".into(), None)),
+    )
+    .await;
+    let after = checks(&scrape(client.clone()).await);
+    assert_eq!(after - before, 5.0, "{answers:?}");
+    assert_eq!(answers.iter().filter(|s| **s == 401).count(), 5);
+    assert_eq!(answers.iter().filter(|s| **s == 429).count(), 15);
+
+    // Behind a trusted proxy: two clients, counted apart by the address it names.
+    let mut settings = app.settings.clone();
+    settings.gateway.trusted_proxies =
+        gateway::client_address::TrustedProxies::parse("127.0.0.1/32").expect("cidr");
+    let (behind, _) = app.spawn_second_gateway_with(settings).await;
+    for i in 0..3 {
+        attempt(
+            behind.clone(),
+            format!("nobody{i}@example.com"),
+            Some("198.51.100.7".into()),
+        )
+        .await;
+    }
+    let redis = redis::Client::open(payrail_tests::REDIS_URL).expect("redis");
+    let mut conn = redis
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let prefix = app.prefix.clone();
+    let count = |address: &'static str| {
+        let mut conn = conn.clone();
+        let key = format!("{prefix}:dashboard_signin_failures:address:{address}");
+        async move {
+            redis::cmd("GET")
+                .arg(key)
+                .query_async::<Option<u64>>(&mut conn)
+                .await
+                .expect("get")
+                .unwrap_or(0)
+        }
+    };
+    assert_eq!(count("198.51.100.7").await, 3, "counted as the client");
+    // Not through a trusted proxy: the header is a client's claim, ignored.
+    let loopback_before = count("127.0.0.1").await;
+    attempt(
+        app.base.clone(),
+        "nobody9@example.com".into(),
+        Some("203.0.113.50".into()),
+    )
+    .await;
+    assert_eq!(count("203.0.113.50").await, 0);
+    assert_eq!(count("127.0.0.1").await, loopback_before + 1);
+    let _ = redis::cmd("PING").query_async::<String>(&mut conn).await;
+}
