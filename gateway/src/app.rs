@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use worker::Worker;
 
 use crate::api;
-use crate::api::middleware::observe;
+use crate::api::middleware::{observe, public_limit};
 use crate::commit::Effects;
 use crate::dashboard;
 use crate::merchants;
@@ -114,6 +114,12 @@ impl Application {
         let mut registry = Registry::default();
         let metrics = Arc::new(ApiMetrics::new(&mut registry));
         let password_checks = crate::dashboard::auth::PasswordChecks::new();
+        let limiter = crate::rate_limits::Limiter::new(cache.clone());
+        registry.register(
+            "rate_limit_fallbacks",
+            "Rate-limit decisions taken by this gateway's own buckets because Redis failed or was slow",
+            limiter.fallbacks.clone(),
+        );
         registry.register(
             "dashboard_password_checks",
             "Dashboard passwords checked (Argon2id); a sign-in refused before its check is not counted",
@@ -184,6 +190,8 @@ impl Application {
             )?,
             webhook: settings.worker.webhook.clone(),
             rate_limit: settings.gateway.rate_limit,
+            limiter: limiter.clone(),
+            public_rate_limit: settings.gateway.public_rate_limit,
             live: crate::dashboard::live::LiveHub::default(),
             quotas: Arc::default(),
             dashboard: crate::dashboard::auth::SessionKeys::new(
@@ -287,11 +295,16 @@ impl Application {
             .at("/openapi.json", spec)
             .at("/health/live", get(runtime::metrics::live))
             .at("/health/ready", get(api::ops::ready))
-            .at("/v1/payments/:id/qr", get(api::qr::payment_qr))
+            .at(
+                "/v1/payments/:id/qr",
+                get(api::qr::payment_qr).around(public_limit),
+            )
             .at("/dashboard", get(dashboard::routes::overview))
             .at(
                 "/dashboard/login",
-                get(dashboard::routes::sign_in_page).post(dashboard::routes::sign_in),
+                get(dashboard::routes::sign_in_page)
+                    .post(dashboard::routes::sign_in)
+                    .around(public_limit),
             )
             .at("/dashboard/logout", post(dashboard::routes::sign_out))
             .at("/dashboard/mode", post(dashboard::routes::switch_mode))
@@ -339,10 +352,13 @@ impl Application {
                 "/dashboard/deliveries/:id/retry",
                 post(dashboard::routes::retry_delivery),
             )
-            .at("/sandbox/checkout/:id", get(api::checkout::checkout_page))
+            .at(
+                "/sandbox/checkout/:id",
+                get(api::checkout::checkout_page).around(public_limit),
+            )
             .at(
                 "/sandbox/checkout/:id/:outcome",
-                post(api::checkout::checkout_action),
+                post(api::checkout::checkout_action).around(public_limit),
             )
             .data(state.clone())
             .around(move |ep, req| {

@@ -1,11 +1,21 @@
-//! API rate limits: every API key has a token bucket, shared by all gateways through Redis (in
-//! memory in embedded mode), sized by its merchant's own limit or the server's default
-//! (`PAYRAIL_RATE_LIMIT_PER_SECOND`, `PAYRAIL_RATE_LIMIT_BURST`).
+//! API rate limits: every API key has a token bucket, and its merchant has one more over all
+//! its keys (so minting keys does not multiply the rate), shared by all gateways through Redis
+//! (in memory in embedded mode), sized by the merchant's own limit or the server's default
+//! (`PAYRAIL_RATE_LIMIT_PER_SECOND`, `PAYRAIL_RATE_LIMIT_BURST`). Public routes (the checkout,
+//! QR codes, the sign-in page) have a bucket per client address.
+//!
+//! When Redis fails or is slow (no answer within [`SHARED_WAIT`]), each gateway limits with
+//! buckets of its own instead of letting everything through: a limit then holds per gateway
+//! (N gateways let through up to N times the rate), and `rate_limit_fallbacks_total` counts
+//! those decisions.
 //!
 //! A refused request is a 429 with `Retry-After`; every authenticated answer carries
 //! `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` and `RateLimit-Policy`
 //! (draft-ietf-httpapi-ratelimit-headers), so a client can slow down before it is refused.
 
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
 use runtime::cache::Cache;
 use runtime::token_bucket::{Admission, Quota};
 
@@ -51,13 +61,71 @@ pub struct Limited {
     pub admission: Admission,
 }
 
-/// Takes a token for this key. `None` when the limiter could not answer (the request goes on).
-pub async fn admit(cache: &Cache, defaults: Quota, who: &AuthedMerchant) -> Option<Limited> {
+/// How long a decision waits for Redis before the gateway decides alone.
+pub const SHARED_WAIT: Duration = Duration::from_millis(100);
+
+/// Buckets shared by the gateways (Redis), with this gateway's own to fall back on.
+#[derive(Clone)]
+pub struct Limiter {
+    shared: Cache,
+    local: Cache,
+    /// Decisions taken by the local buckets because Redis failed or was slow.
+    pub fallbacks: Counter,
+}
+
+impl Limiter {
+    pub fn new(shared: Cache) -> Limiter {
+        Limiter {
+            shared,
+            local: Cache::memory(),
+            fallbacks: Counter::default(),
+        }
+    }
+
+    /// Takes a token from the bucket `key`.
+    pub async fn take(&self, key: &str, quota: Quota) -> Admission {
+        if let Ok(Some(admission)) =
+            tokio::time::timeout(SHARED_WAIT, self.shared.take_token(key, quota)).await
+        {
+            return admission;
+        }
+        self.fallbacks.inc();
+        match self.local.take_token(key, quota).await {
+            Some(admission) => admission,
+            // The local buckets always answer; this is only the type's other case.
+            None => Admission {
+                allowed: true,
+                limit: quota.burst.max(1),
+                remaining: 0,
+                reset_ms: 0,
+                retry_after_ms: 0,
+            },
+        }
+    }
+}
+
+/// Takes a token for this key and one for its merchant: both must allow the request. The
+/// answer reported is the tighter of the two.
+pub async fn admit(limiter: &Limiter, defaults: Quota, who: &AuthedMerchant) -> Limited {
     let quota = effective(defaults, who.rate_limit);
-    let admission = cache
-        .take_token(&format!("rate_limit:{}", who.key_id), quota)
-        .await?;
-    Some(Limited { quota, admission })
+    let key = limiter
+        .take(&format!("rate_limit:{}", who.key_id), quota)
+        .await;
+    if !key.allowed {
+        return Limited {
+            quota,
+            admission: key,
+        };
+    }
+    let merchant = limiter
+        .take(&format!("rate_limit:merchant:{}", who.merchant_id), quota)
+        .await;
+    let admission = if !merchant.allowed || merchant.remaining < key.remaining {
+        merchant
+    } else {
+        key
+    };
+    Limited { quota, admission }
 }
 
 impl Limited {

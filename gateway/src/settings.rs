@@ -47,6 +47,8 @@ pub struct GatewaySettings {
     pub retention: RetentionSettings,
     /// Each API key's rate limit, for merchants not given their own.
     pub rate_limit: runtime::token_bucket::Quota,
+    /// Each client address's limit on the public routes (checkout, QR, sign-in).
+    pub public_rate_limit: runtime::token_bucket::Quota,
     pub dashboard: DashboardSettings,
     /// The plan a new merchant gets (`unlimited` unless the operator opts into quotas).
     pub default_plan: entity::status::Plan,
@@ -96,6 +98,7 @@ impl GatewaySettings {
             max_webhook_endpoints: env.positive("PAYRAIL_MAX_WEBHOOK_ENDPOINTS", "20")?,
             providers: ProviderSettings::read(env)?,
             rate_limit: rate_limit(env)?,
+            public_rate_limit: public_rate_limit(env)?,
             dashboard: DashboardSettings {
                 secret: env.raw("PAYRAIL_DASHBOARD_SECRET").map(Secret),
                 access_ttl: env.period("PAYRAIL_DASHBOARD_ACCESS_TTL", "15m")?,
@@ -186,6 +189,23 @@ pub fn strong_secret(secret: &Secret) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// `PAYRAIL_PUBLIC_RATE_LIMIT_PER_SECOND` (20) and `_BURST` (40): each client address's bucket
+/// on the public routes.
+fn public_rate_limit(env: &Env) -> Result<runtime::token_bucket::Quota, SettingsError> {
+    let per_second = env.positive("PAYRAIL_PUBLIC_RATE_LIMIT_PER_SECOND", "20")?;
+    let burst = env.positive(
+        "PAYRAIL_PUBLIC_RATE_LIMIT_BURST",
+        &(per_second * 2).to_string(),
+    )?;
+    crate::rate_limits::quota(per_second, burst).map_err(|reason| {
+        SettingsError::new(
+            "PAYRAIL_PUBLIC_RATE_LIMIT_BURST",
+            burst.to_string(),
+            format!("{reason} (PAYRAIL_PUBLIC_RATE_LIMIT_PER_SECOND is {per_second})"),
+        )
+    })
 }
 
 #[derive(Debug, Clone)]

@@ -44,6 +44,10 @@ pub struct AppState {
     pub webhook: worker::settings::WebhookSettings,
     /// Each API key's rate limit unless its merchant has its own.
     pub rate_limit: runtime::token_bucket::Quota,
+    /// The rate limits' buckets (Redis, with this gateway's own as a fallback).
+    pub limiter: crate::rate_limits::Limiter,
+    /// Each client address's limit on the public routes.
+    pub public_rate_limit: runtime::token_bucket::Quota,
     /// Each merchant's plan and month usage as this gateway last read them, for quotas.
     pub quotas: Arc<crate::quotas::Quotas>,
     /// Hands live changes to the open dashboard pages.

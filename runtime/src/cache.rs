@@ -12,6 +12,23 @@ use tokio::sync::Mutex;
 
 use crate::token_bucket::{self, Admission, Bucket, Quota};
 
+/// The longest any call to Redis may take: a Redis that hangs, or is reconnecting, slows no
+/// request; the call counts as failed and its caller degrades as it does for an error.
+pub const REDIS_WAIT: Duration = Duration::from_millis(250);
+
+/// `call`, or a timeout error once [`REDIS_WAIT`] has passed.
+pub(crate) async fn bounded<T>(
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    match tokio::time::timeout(REDIS_WAIT, call).await {
+        Ok(result) => result,
+        Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "Redis did not answer in time",
+        ))),
+    }
+}
+
 #[derive(Clone)]
 pub enum Cache {
     Redis {
@@ -57,7 +74,7 @@ impl Cache {
         match self {
             Cache::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
-                match conn.get::<_, Option<String>>(Self::key(prefix, key)).await {
+                match bounded(conn.get::<_, Option<String>>(Self::key(prefix, key))).await {
                     Ok(v) => v,
                     Err(e) => {
                         tracing::warn!(error = %e, "cache read failed; treated as a miss");
@@ -79,9 +96,8 @@ impl Cache {
             Cache::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
                 let secs = ttl.as_secs().max(1);
-                if let Err(e) = conn
-                    .set_ex::<_, _, ()>(Self::key(prefix, key), value, secs)
-                    .await
+                if let Err(e) =
+                    bounded(conn.set_ex::<_, _, ()>(Self::key(prefix, key), value, secs)).await
                 {
                     tracing::warn!(error = %e, "cache write failed");
                 }
@@ -98,7 +114,7 @@ impl Cache {
         match self {
             Cache::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
-                if let Err(e) = conn.del::<_, ()>(Self::key(prefix, key)).await {
+                if let Err(e) = bounded(conn.del::<_, ()>(Self::key(prefix, key))).await {
                     tracing::warn!(error = %e, "cache delete failed");
                 }
             }
@@ -116,12 +132,14 @@ impl Cache {
             Cache::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
                 let key = Self::key(prefix, key);
-                let counted: Result<(u64, ()), _> = redis::pipe()
-                    .atomic()
-                    .incr(&key, 1u64)
-                    .pexpire(&key, i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
-                    .query_async(&mut conn)
-                    .await;
+                let counted: Result<(u64, ()), _> = bounded(
+                    redis::pipe()
+                        .atomic()
+                        .incr(&key, 1u64)
+                        .pexpire(&key, i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+                        .query_async(&mut conn),
+                )
+                .await;
                 counted
                     .inspect_err(|e| tracing::warn!(error = %e, "cache counter failed"))
                     .ok()
@@ -150,12 +168,14 @@ impl Cache {
                 static SCRIPT: std::sync::LazyLock<redis::Script> =
                     std::sync::LazyLock::new(|| redis::Script::new(token_bucket::REDIS_SCRIPT));
                 let mut conn = conn.clone();
-                let answer: Result<(u8, u32, u64, u64), _> = SCRIPT
-                    .key(Self::key(prefix, key))
-                    .arg(quota.per_second)
-                    .arg(quota.burst)
-                    .invoke_async(&mut conn)
-                    .await;
+                let answer: Result<(u8, u32, u64, u64), _> = bounded(
+                    SCRIPT
+                        .key(Self::key(prefix, key))
+                        .arg(quota.per_second)
+                        .arg(quota.burst)
+                        .invoke_async(&mut conn),
+                )
+                .await;
                 answer
                     .inspect_err(
                         |e| tracing::warn!(error = %e, "rate limiter failed; request let through"),
@@ -194,8 +214,7 @@ impl Cache {
         match self {
             Cache::Redis { conn, .. } => {
                 let mut conn = conn.clone();
-                redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
+                bounded(redis::cmd("PING").query_async::<String>(&mut conn))
                     .await
                     .is_ok()
             }

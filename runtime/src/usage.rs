@@ -118,7 +118,7 @@ impl Cache {
                 }
                 pipe.sadd(Cache::key(prefix, DIRTY), format!("{month}|{merchant}"))
                     .ignore();
-                if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+                if let Err(e) = crate::cache::bounded(pipe.query_async::<()>(&mut conn)).await {
                     tracing::error!(error = %e, merchant_id = merchant, "usage not counted: the cache failed");
                 }
             }
@@ -141,11 +141,13 @@ impl Cache {
             Cache::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
                 let key = Cache::key(prefix, &pending_key(month, merchant));
-                redis::cmd("HGETALL")
-                    .arg(key)
-                    .query_async::<HashMap<String, i64>>(&mut conn)
-                    .await
-                    .unwrap_or_default()
+                crate::cache::bounded(
+                    redis::cmd("HGETALL")
+                        .arg(key)
+                        .query_async::<HashMap<String, i64>>(&mut conn),
+                )
+                .await
+                .unwrap_or_default()
             }
             Cache::Memory(_, _, tally) => tally
                 .lock()
@@ -164,11 +166,13 @@ impl Cache {
                 static SCRIPT: std::sync::LazyLock<redis::Script> =
                     std::sync::LazyLock::new(|| redis::Script::new(TAKE_SCRIPT));
                 let mut conn = conn.clone();
-                let members: Vec<String> = match redis::cmd("SPOP")
-                    .arg(Cache::key(prefix, DIRTY))
-                    .arg(most)
-                    .query_async(&mut conn)
-                    .await
+                let members: Vec<String> = match crate::cache::bounded(
+                    redis::cmd("SPOP")
+                        .arg(Cache::key(prefix, DIRTY))
+                        .arg(most)
+                        .query_async(&mut conn),
+                )
+                .await
                 {
                     Ok(m) => m,
                     Err(e) => {
@@ -181,10 +185,12 @@ impl Cache {
                     let Some((month, merchant)) = member.split_once('|') else {
                         continue;
                     };
-                    let counts: Result<HashMap<String, i64>, _> = SCRIPT
-                        .key(Cache::key(prefix, &pending_key(month, merchant)))
-                        .invoke_async(&mut conn)
-                        .await;
+                    let counts: Result<HashMap<String, i64>, _> = crate::cache::bounded(
+                        SCRIPT
+                            .key(Cache::key(prefix, &pending_key(month, merchant)))
+                            .invoke_async(&mut conn),
+                    )
+                    .await;
                     match counts {
                         Ok(counts) if !counts.is_empty() => {
                             taken.push((merchant.to_string(), month.to_string(), counts));
@@ -192,8 +198,10 @@ impl Cache {
                         Ok(_) => {}
                         Err(e) => {
                             tracing::warn!(error = %e, "usage flush: could not take a merchant's counts; they wait for the next flush");
-                            let _: Result<(), _> =
-                                conn.sadd(Cache::key(prefix, DIRTY), &member).await;
+                            let _: Result<(), _> = crate::cache::bounded(
+                                conn.sadd(Cache::key(prefix, DIRTY), &member),
+                            )
+                            .await;
                         }
                     }
                 }

@@ -52,6 +52,8 @@ pub struct Options {
     pub start_worker: bool,
     /// Route the gateway's AMQP connection through a cuttable proxy.
     pub gateway_amqp_url: Option<String>,
+    /// Route the gateway's Redis connection through a cuttable proxy.
+    pub gateway_redis_url: Option<String>,
     /// Providers (pointing at local mocks); none by default.
     pub providers: ProviderSettings,
     /// The relay's periodic pass (it also runs after every commit that wrote events).
@@ -82,6 +84,7 @@ impl Default for Options {
             },
             start_worker: true,
             gateway_amqp_url: None,
+            gateway_redis_url: None,
             providers: ProviderSettings::default(),
             relay_interval: Duration::from_millis(100),
             dashboard_access_ttl: Duration::from_secs(15 * 60),
@@ -172,6 +175,10 @@ pub fn test_settings(database_url: &str, prefix: &str, webhook: WebhookSettings)
                 per_second: 10_000,
                 burst: 100_000,
             },
+            public_rate_limit: runtime::token_bucket::Quota {
+                per_second: 10_000,
+                burst: 100_000,
+            },
             dashboard: gateway::settings::DashboardSettings {
                 secret: Some(Secret(DASHBOARD_SECRET.to_string())),
                 access_ttl: Duration::from_secs(15 * 60),
@@ -225,6 +232,9 @@ impl TestApp {
         let mut gateway_settings = settings.clone();
         if let Some(url) = &options.gateway_amqp_url {
             gateway_settings.runtime.amqp_url = Some(url.clone());
+        }
+        if let Some(url) = &options.gateway_redis_url {
+            gateway_settings.runtime.redis_url = Some(url.clone());
         }
         let app = Application::build(gateway_settings)
             .await

@@ -52,14 +52,13 @@ async fn check_api_key(req: &Request, bearer: Bearer) -> poem::Result<AuthedMerc
     if let Some(slot) = slot {
         slot.set(merchant.scope());
     }
-    if let Some(limited) = rate_limits::admit(&state.cache, state.rate_limit, &merchant).await {
-        if let Some(slot) = slot {
-            slot.set_rate_limit(limited);
-        }
-        if !limited.admission.allowed {
-            state.metrics.rate_limited.inc();
-            return Err(ApiError::too_many_requests(limited.quota).into());
-        }
+    let limited = rate_limits::admit(&state.limiter, state.rate_limit, &merchant).await;
+    if let Some(slot) = slot {
+        slot.set_rate_limit(limited);
+    }
+    if !limited.admission.allowed {
+        state.metrics.rate_limited.inc();
+        return Err(ApiError::too_many_requests(limited.quota).into());
     }
     if let Err(exceeded) = state
         .quotas

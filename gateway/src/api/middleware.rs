@@ -321,3 +321,29 @@ async fn observe_in<E: Endpoint>(
     tracing::info!(request_id = %request_id, method = %method, route, status, latency_ms = elapsed.as_secs_f64() * 1000.0, "request");
     Ok(response)
 }
+
+/// A bucket per client address on a public route (the checkout, QR codes, the sign-in page):
+/// 429 with `Retry-After` past it, before the route does any work.
+pub async fn public_limit<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<Response> {
+    if let Some(state) = req.data::<crate::state::AppState>().cloned() {
+        let client = state
+            .client_address(&req)
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let admission = state
+            .limiter
+            .take(&format!("public:{client}"), state.public_rate_limit)
+            .await;
+        if !admission.allowed {
+            state.metrics.rate_limited.inc();
+            return Ok(Response::builder()
+                .status(poem::http::StatusCode::TOO_MANY_REQUESTS)
+                .header(
+                    "Retry-After",
+                    admission.retry_after_ms.div_ceil(1000).max(1).to_string(),
+                )
+                .content_type("text/plain; charset=utf-8")
+                .body("Too many requests from your address; try again in a moment."));
+        }
+    }
+    ep.call(req).await.map(IntoResponse::into_response)
+}

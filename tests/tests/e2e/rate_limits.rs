@@ -111,11 +111,12 @@ async fn two_gateways_share_one_bucket_per_key_and_refuse_with_429_and_retry_aft
     assert_eq!(body["error"]["type"], "rate_limit_error");
     assert_eq!(body["error"]["code"], "rate_limit_exceeded");
 
-    // Another key of the same merchant has its own bucket; another merchant is untouched.
+    // Another key of the same merchant shares the merchant's bucket (minting keys does not
+    // multiply the rate); another merchant is untouched.
     let (status, _) = app.get_json(&other_key, "/v1/payments").await;
     assert_eq!(
-        status, 200,
-        "another key of the merchant has its own bucket"
+        status, 429,
+        "the merchant's bucket is empty for all its keys"
     );
     let (status, _) = app.get_json(&app.api_key, "/v1/payments").await;
     assert_eq!(status, 200, "another merchant is not limited");
@@ -153,7 +154,7 @@ async fn two_gateways_share_one_bucket_per_key_and_refuse_with_429_and_retry_aft
             .and_then(|v| v.trim().parse::<u64>().ok())
             .expect("api_rate_limited_total is exposed");
     }
-    assert_eq!(refusals, 1, "the one 429 is counted");
+    assert_eq!(refusals, 2, "the two 429s are counted");
 }
 
 #[tokio::test]
@@ -206,4 +207,118 @@ fn a_burst_larger_than_a_minute_of_the_rate_is_refused_at_start_up() {
     ]))
     .expect_err("refused");
     assert_eq!(err.variable, "PAYRAIL_RATE_LIMIT_BURST");
+}
+
+/// Issue 20: ten keys of one merchant (nine minted by the first) let through what one key
+/// does, not ten times as much.
+#[tokio::test]
+async fn minting_keys_does_not_multiply_a_merchants_rate() {
+    let app = TestApp::spawn().await;
+    let (merchant_id, key) = app.create_merchant_with_id("Many keys").await;
+    let mut keys = vec![key.clone()];
+    for _ in 0..9 {
+        let (status, body) = app.post_json(&key, "/v1/api_keys", json!({})).await;
+        assert_eq!(status, 201, "{body}");
+        keys.push(body["secret"].as_str().expect("secret").to_string());
+    }
+    let (status, _) = admin_patch_merchant(
+        &app,
+        &merchant_id,
+        json!({"rate_limit_per_second": 1, "rate_limit_burst": 20}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let started = Instant::now();
+    let answers = futures_util::future::join_all((0..200).map(|i| {
+        let key = keys[i % keys.len()].clone();
+        let app = &app;
+        async move { app.get_json(&key, "/v1/payments").await.0 }
+    }))
+    .await;
+    let passed = answers.iter().filter(|s| **s == 200).count();
+    let refill = started.elapsed().as_secs() as usize + 1;
+    assert!(
+        (20..=20 + refill).contains(&passed),
+        "{passed} of 200 passed with ten keys; the merchant allows 20 at once"
+    );
+    assert!(answers.iter().all(|s| matches!(s, 200 | 429)));
+}
+
+/// Issue 20: when Redis fails, each gateway limits with its own buckets instead of letting
+/// everything through, and counts those decisions.
+#[tokio::test]
+async fn a_failing_redis_falls_back_to_the_gateways_own_buckets() {
+    let redis = payrail_tests::TcpProxy::start("127.0.0.1:6379", true).await;
+    let app = TestApp::spawn_with(payrail_tests::Options {
+        gateway_redis_url: Some(format!("redis://127.0.0.1:{}", redis.port)),
+        ..payrail_tests::Options::default()
+    })
+    .await;
+    let (merchant_id, key) = app.create_merchant_with_id("Limited").await;
+    let (status, _) = admin_patch_merchant(
+        &app,
+        &merchant_id,
+        json!({"rate_limit_per_second": 1, "rate_limit_burst": 3}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    redis.set_enabled(false);
+    // At once, so the bucket (1/s) has no time to refill: a request waits on Redis a little
+    // before the gateway decides alone.
+    let answers = futures_util::future::join_all(
+        (0..10).map(|_| async { app.get_json(&key, "/v1/payments").await.0 }),
+    )
+    .await;
+    let passed = answers.iter().filter(|s| **s == 200).count();
+    assert!(
+        (3..=4).contains(&passed),
+        "{passed} of 10 passed with Redis down; the bucket holds 3: {answers:?}"
+    );
+    let fallbacks = app
+        .metrics_text()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("rate_limit_fallbacks_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .expect("rate_limit_fallbacks_total is exposed");
+    assert!(fallbacks >= 10, "{fallbacks}");
+}
+
+/// Issue 20: the public routes (the checkout page, here) have a bucket per client address.
+#[tokio::test]
+async fn public_routes_are_limited_per_address() {
+    let mut app = TestApp::spawn().await;
+    let payment = app.create_payment(500).await;
+    let id = payment["id"].as_str().expect("id");
+    let mut settings = app.settings.clone();
+    settings.gateway.public_rate_limit = runtime::token_bucket::Quota {
+        per_second: 1,
+        burst: 5,
+    };
+    let (limited, _) = app.spawn_second_gateway_with(settings).await;
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..20 {
+        let r = app
+            .client
+            .get(format!("{limited}/sandbox/checkout/{id}"))
+            .send()
+            .await
+            .expect("checkout");
+        if r.status() == 429 {
+            retry_after = header(&r, "Retry-After");
+        }
+        statuses.push(r.status().as_u16());
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert!((5..=7).contains(&ok), "{statuses:?}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    // The QR code and the sign-in page share the address's bucket.
+    let r = app
+        .client
+        .get(format!("{limited}/dashboard/login"))
+        .send()
+        .await
+        .expect("sign-in page");
+    assert_eq!(r.status(), 429);
 }
