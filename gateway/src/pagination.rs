@@ -141,6 +141,9 @@ impl CreatedRange {
     }
 }
 
+/// The latest instant a filter may name: the end of year 9999 (what both databases store).
+const LATEST_SECONDS: i64 = 253_402_300_799;
+
 fn instant(param: &str, value: &str) -> Result<chrono::DateTime<chrono::Utc>, ValidationError> {
     let parsed = match value.parse::<i64>() {
         Ok(seconds) => chrono::DateTime::from_timestamp(seconds, 0),
@@ -148,12 +151,15 @@ fn instant(param: &str, value: &str) -> Result<chrono::DateTime<chrono::Utc>, Va
             .ok()
             .map(|t| t.with_timezone(&chrono::Utc)),
     };
+    // Before 1970 or after 9999 is no time a Payrail object has (and PostgreSQL refuses
+    // some of them): a mistake to name, not a query to run.
+    let parsed = parsed.filter(|t| (0..=LATEST_SECONDS).contains(&t.timestamp()));
     parsed.ok_or_else(|| {
         ValidationError::new(
             param,
             "timestamp_invalid",
             format!(
-                "{param} must be a Unix timestamp in seconds or an RFC 3339 time, not '{value}'."
+                "{param} must be a Unix timestamp in seconds or an RFC 3339 time between 1970 and 9999, not '{value}'."
             ),
         )
     })
@@ -162,6 +168,24 @@ fn instant(param: &str, value: &str) -> Result<chrono::DateTime<chrono::Utc>, Va
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_out_of_any_objects_range_are_refused() {
+        for bad in [
+            "-300000000000",
+            "-1",
+            "253402300800",
+            "99999999999999",
+            "0001-01-01T00:00:00Z",
+        ] {
+            assert_eq!(
+                CreatedRange::parse(Some(bad), None).unwrap_err().code,
+                "timestamp_invalid",
+                "{bad}"
+            );
+        }
+        assert!(CreatedRange::parse(Some("0"), Some("253402300799")).is_ok());
+    }
 
     #[test]
     fn created_bounds_take_unix_seconds_or_rfc3339_and_must_be_in_order() {

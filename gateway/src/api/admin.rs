@@ -144,6 +144,7 @@ impl AdminApi {
                 "name must be 1 to 200 characters.",
             ));
         }
+        crate::error::plain_text("name", &name)?;
         let created = merchants::create(&state.db, &name, state.default_plan).await?;
         Ok(MerchantCreated::Created(Json(CreatedMerchant {
             id: created.merchant.id.to_string(),

@@ -5,8 +5,8 @@
 use entity::ids::PaymentId;
 use poem::web::{Data, Path, Query};
 use poem::{IntoResponse, Response, handler};
+use qrcode::Color;
 use qrcode::render::svg;
-use qrcode::{Color, EcLevel, QrCode};
 use serde::Deserialize;
 
 use super::error::ApiError;
@@ -18,10 +18,7 @@ const QUIET_ZONE: usize = 4;
 /// Pixels per module in the PNG: about 300 px for a checkout URL, sharp on any screen.
 const PNG_SCALE: usize = 8;
 
-fn code(data: &str) -> Result<QrCode, qrcode::types::QrError> {
-    // Medium error correction: survives a smudged screen, stays small for a URL.
-    QrCode::with_error_correction_level(data, EcLevel::M)
-}
+use crate::payments::qr::code;
 
 /// The QR code as a standalone SVG document, labelled for screen readers.
 pub fn svg(data: &str, label: &str) -> Result<String, qrcode::types::QrError> {
@@ -100,14 +97,24 @@ pub async fn payment_qr(
             .content_type(content_type)
             .body(body)
     };
+    // A URL too long for a QR code is the payment's (a long return_url), not a failure of
+    // ours: such a payment has no qr_code_url, and its code is a 422 saying why.
+    let too_long = || {
+        ApiError::invalid(
+            "id",
+            "qr_code_unavailable",
+            "This payment's checkout URL is too long for a QR code; send the customer the checkout_url itself.",
+        )
+        .into_response()
+    };
     match params.format.as_deref() {
         None | Some("svg") => match svg(url, "QR code of the checkout page") {
             Ok(svg) => image("image/svg+xml", svg.into()),
-            Err(e) => ApiError::internal(e).into_response(),
+            Err(_) => too_long(),
         },
         Some("png") => match png(url) {
             Ok(png) => image("image/png", png.into()),
-            Err(e) => ApiError::internal(e).into_response(),
+            Err(_) => too_long(),
         },
         Some(_) => ApiError::invalid("format", "format_invalid", "format must be svg or png.")
             .into_response(),

@@ -4,6 +4,7 @@
 
 pub mod cards;
 pub mod objects;
+pub mod qr;
 pub mod refunds;
 pub mod service;
 pub mod validation;

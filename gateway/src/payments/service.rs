@@ -197,7 +197,7 @@ async fn insert(
         }
         None => {}
     }
-    if draft.checkout_url.is_none() {
+    if !draft.checkout_url.as_deref().is_some_and(super::qr::fits) {
         draft.qr_code_url = None;
     }
     let model = payments::Entity::insert(payments::ActiveModel::from(draft))

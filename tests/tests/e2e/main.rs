@@ -6,6 +6,7 @@ mod clients;
 mod control;
 mod dashboard;
 mod delivery;
+mod edge_fuzz;
 mod embedded;
 mod hardening;
 mod ledger_model;
