@@ -21,6 +21,8 @@ use crate::rate_limits::Limited;
 struct Counted<R> {
     inner: R,
     read: Arc<AtomicU64>,
+    /// Set once the body was read to its end.
+    finished: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<R> {
@@ -34,6 +36,9 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<R> {
         let read = buf.filled().len().saturating_sub(before);
         self.read
             .fetch_add(u64::try_from(read).unwrap_or(u64::MAX), Ordering::Relaxed);
+        if matches!(polled, Poll::Ready(Ok(()))) && read == 0 && buf.remaining() > 0 {
+            self.finished.store(true, Ordering::Relaxed);
+        }
         polled
     }
 }
@@ -121,6 +126,15 @@ fn method_label(method: &poem::http::Method) -> &'static str {
 /// which then fail to parse with a 400): either way nothing is changed.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// An answer after which the connection closes (its request's body was not read), saying so.
+fn closing(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        poem::http::header::CONNECTION,
+        poem::http::HeaderValue::from_static("close"),
+    );
+    response
+}
+
 /// Every answer names its request, as `Request-Id` (Stripe's header) and `X-Request-Id`.
 fn with_request_id(mut response: Response, request_id: &str) -> Response {
     if let Ok(v) = poem::http::HeaderValue::from_str(request_id) {
@@ -186,12 +200,22 @@ async fn observe_in<E: Endpoint>(
             poem::http::StatusCode::PAYLOAD_TOO_LARGE,
         ))
         .await;
-        return Ok(with_request_id(refused, &request_id));
+        return Ok(closing(with_request_id(refused, &request_id)));
     }
     // A body without a Content-Length (chunked) is limited as it is read, and counted for
-    // the merchant's usage as it is read.
+    // the merchant's usage as it is read. Every body is watched to its end: one the route
+    // answered without reading (a 401, a 404, a 429…) leaves bytes on the connection, which
+    // is then closed, so the answer says `Connection: close` and the client's pool does not
+    // send its next request down a dead connection.
     let read_without_length = Arc::new(AtomicU64::new(0));
-    if declared.is_none() {
+    let body_finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let chunked = req
+        .headers()
+        .get("transfer-encoding")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let has_body = declared.is_some_and(|n| n > 0) || chunked;
+    if has_body {
         use tokio::io::AsyncReadExt as _;
         let limited = req
             .take_body()
@@ -200,6 +224,7 @@ async fn observe_in<E: Endpoint>(
         req.set_body(poem::Body::from_async_read(Counted {
             inner: limited,
             read: read_without_length.clone(),
+            finished: body_finished.clone(),
         }));
     }
     if has_encoded_control(req.uri().path()) || req.uri().query().is_some_and(has_encoded_control) {
@@ -209,7 +234,8 @@ async fn observe_in<E: Endpoint>(
             "The URL contains control characters (such as %00), which are not accepted.",
         )
         .into_response();
-        return Ok(with_request_id(refused, &request_id));
+        let refused = with_request_id(refused, &request_id);
+        return Ok(if has_body { closing(refused) } else { refused });
     }
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let merchant = MerchantSlot::default();
@@ -230,6 +256,9 @@ async fn observe_in<E: Endpoint>(
         }
     };
     metrics.active.dec();
+    if has_body && !body_finished.load(Ordering::Relaxed) {
+        response = closing(response);
+    }
     let status = response.status().as_u16();
     let route = route.unwrap_or("other");
     let labels = HttpLabels {

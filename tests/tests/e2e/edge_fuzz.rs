@@ -308,3 +308,127 @@ async fn bad_input_that_reached_5xx_is_a_4xx_now() {
     let body: serde_json::Value = qr.json().await.expect("json");
     assert_eq!(body["error"]["code"], "qr_code_unavailable");
 }
+
+/// What a raw HTTP/1.1 client reads of one answer: its status and its head.
+async fn exchange(stream: &mut tokio::net::TcpStream, request: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while got.len() < head_end + length {
+        let n = stream.read(&mut buf).await.ok()?;
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    Some((status, head))
+}
+
+/// Issue 20, item 6: an answer given before the request's body was read (401, 404, 405,
+/// 415, 429) either leaves the connection usable or says `Connection: close`; a keep-alive
+/// client's next request never fails on it.
+#[tokio::test]
+async fn answers_before_the_body_is_read_never_break_a_keep_alive_client() {
+    let app = TestApp::spawn().await;
+    let (merchant, limited_key) = app.create_merchant_with_id("Limited").await;
+    let r = app
+        .client
+        .patch(app.url(&format!("/v1/admin/merchants/{merchant}")))
+        .bearer_auth(payrail_tests::ADMIN_TOKEN)
+        .json(&json!({"rate_limit_per_second": 1, "rate_limit_burst": 1}))
+        .send()
+        .await
+        .expect("limit");
+    assert_eq!(r.status(), 200);
+    // Large enough that the server has not read it all when it answers (a small body arrives
+    // with the head and is drained by the server anyway).
+    let body = format!(
+        r#"{{"amount": 100, "currency": "usd", "provider": "simulated", "description": "{}"}}"#,
+        "x".repeat(512 * 1024)
+    );
+    let body = body.as_str();
+    let post = |method: &str, path: &str, key: &str, content_type: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {key}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let key = app.api_key.clone();
+    let cases = [
+        (
+            401,
+            post("POST", "/v1/payments", "sk_test_wrong", "application/json"),
+        ),
+        (404, post("POST", "/v1/nowhere", &key, "application/json")),
+        (405, post("PUT", "/v1/payments", &key, "application/json")),
+        (415, post("POST", "/v1/payments", &key, "text/plain")),
+        (
+            429,
+            post("POST", "/v1/payments", &limited_key, "application/json"),
+        ),
+    ];
+    let address = app.base.trim_start_matches("http://").to_string();
+    // The limited key's one token goes first.
+    assert_eq!(app.get_json(&limited_key, "/v1/payments").await.0, 200);
+    for (expected, request) in cases {
+        let mut stream = tokio::net::TcpStream::connect(&address)
+            .await
+            .expect("connect");
+        let (status, head) = exchange(&mut stream, &request).await.expect("an answer");
+        assert_eq!(status, expected, "{head}");
+        if head.contains("connection: close") {
+            continue;
+        }
+        let next = exchange(
+            &mut stream,
+            "GET /health/live HTTP/1.1\r\nHost: gateway\r\n\r\n",
+        )
+        .await;
+        assert_eq!(
+            next.map(|(s, _)| s),
+            Some(200),
+            "after a {expected} without `Connection: close`, the connection must still serve"
+        );
+    }
+    // A pooled client alternating refused posts with reads never sees a broken connection.
+    let client = reqwest::Client::new();
+    for _ in 0..20 {
+        let refused = client
+            .post(app.url("/v1/payments"))
+            .bearer_auth("sk_test_wrong")
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("a refused post is answered");
+        assert_eq!(refused.status(), 401);
+        let read = client
+            .get(app.url("/v1/payments"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .expect("the next request on the pool is answered");
+        assert_eq!(read.status(), 200);
+    }
+}
