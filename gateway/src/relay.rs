@@ -23,6 +23,10 @@ use tokio::sync::Notify;
 
 const BATCH: u64 = 500;
 
+/// The longest a batch's publish may take while it holds its rows locked: a broker that
+/// hangs (a blocked connection, a lost confirm) must not hold them, nor the relay, for ever.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Clone)]
 pub struct Relay {
     inner: Arc<Inner>,
@@ -40,6 +44,8 @@ pub enum RelayError {
     Db(#[from] sea_orm::DbErr),
     #[error(transparent)]
     Bus(#[from] runtime::bus::BusError),
+    #[error("the broker did not confirm within {0:?}; the events stay unpublished")]
+    Timeout(Duration),
 }
 
 impl Relay {
@@ -97,8 +103,11 @@ impl Relay {
                 span
             })
             .collect();
-        // On a bus error the transaction rolls back: the rows stay unpublished for next time.
-        self.inner.bus.publish(&messages).await?;
+        // On a bus error (or no confirm in time) the transaction rolls back: the rows stay
+        // unpublished for next time, and their locks are released.
+        tokio::time::timeout(PUBLISH_TIMEOUT, self.inner.bus.publish(&messages))
+            .await
+            .map_err(|_| RelayError::Timeout(PUBLISH_TIMEOUT))??;
         drop(spans);
         let ids: Vec<EventId> = pending.into_iter().map(|e| e.id).collect();
         let count = ids.len();

@@ -137,9 +137,12 @@ pub enum WebhookTargets {
     /// Public internet addresses only: a merchant cannot aim the worker at the operator's own
     /// network (SSRF). The default in distributed mode.
     Public,
-    /// Any address, private and loopback included: on a laptop the receiver is local. The
-    /// default in embedded mode.
+    /// Any address, private and loopback included.
     Any,
+    /// Public addresses and this machine: on a laptop the receiver is local, yet a private or
+    /// link-local address (a cloud's metadata service, the LAN) stays out of reach. The
+    /// default in embedded mode.
+    PublicOrLoopback,
     /// Loopback only, and no name but `localhost` is ever looked up: tests, benchmarks and
     /// fuzzers, whose traffic must never leave the machine. With a proxy (which must itself
     /// be on loopback), the proxy is the only address dialled and judges the targets.
@@ -147,9 +150,10 @@ pub enum WebhookTargets {
 }
 
 impl WebhookTargets {
-    pub const ALL: [WebhookTargets; 3] = [
+    pub const ALL: [WebhookTargets; 4] = [
         WebhookTargets::Public,
         WebhookTargets::Any,
+        WebhookTargets::PublicOrLoopback,
         WebhookTargets::Loopback,
     ];
 
@@ -157,6 +161,7 @@ impl WebhookTargets {
         match self {
             WebhookTargets::Public => "public",
             WebhookTargets::Any => "any",
+            WebhookTargets::PublicOrLoopback => "public_or_loopback",
             WebhookTargets::Loopback => "loopback",
         }
     }
@@ -166,7 +171,7 @@ impl WebhookTargets {
         WebhookTargets::ALL
             .into_iter()
             .find(|t| t.as_str() == value)
-            .ok_or_else(|| "expected public, any or loopback".to_string())
+            .ok_or_else(|| "expected public, public_or_loopback, any or loopback".to_string())
     }
 
     /// Whether a connection to `ip` is allowed.
@@ -174,6 +179,7 @@ impl WebhookTargets {
         match self {
             WebhookTargets::Public => is_public(ip),
             WebhookTargets::Any => true,
+            WebhookTargets::PublicOrLoopback => is_public(ip) || is_loopback(ip),
             WebhookTargets::Loopback => is_loopback(ip),
         }
     }
@@ -351,7 +357,7 @@ impl WebhookSender {
                     ),
                 )),
             },
-            WebhookTargets::Public => {
+            WebhookTargets::Public | WebhookTargets::PublicOrLoopback => {
                 let port = parsed.port_or_known_default().unwrap_or(443);
                 let (host, addresses) = match host {
                     Target::Ip(ip) => (ip.to_string(), vec![ip]),
@@ -371,7 +377,7 @@ impl WebhookSender {
                 if addresses.is_empty() {
                     return Err((ErrorClass::Dns, format!("{host} has no address")));
                 }
-                match addresses.iter().find(|ip| !is_public(**ip)) {
+                match addresses.iter().find(|ip| !self.targets.admits(**ip)) {
                     Some(ip) => Err((
                         ErrorClass::Blocked,
                         format!("{host} resolves to non-public address {ip}"),
@@ -494,11 +500,18 @@ pub fn is_public(ip: IpAddr) -> bool {
                 return is_public(IpAddr::V4(v4));
             }
             let s = v6.segments();
+            // IPv4-translated (SIIT, ::ffff:0:a.b.c.d) wraps an IPv4 address too.
+            if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+                let [a, b] = s[6].to_be_bytes();
+                let [c, d] = s[7].to_be_bytes();
+                return is_public(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)));
+            }
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00 // unique local
                 || (s[0] & 0xffc0) == 0xfe80 // link local
+                || (s[0] & 0xffc0) == 0xfec0 // site local (deprecated, still routed inside sites)
                 || (s[0] == 0x64 && s[1] == 0xff9b) // NAT64 (64:ff9b::/96, 64:ff9b:1::/48)
                 || (s[0] == 0x100 && s[1..4] == [0, 0, 0]) // discard-only 100::/64
                 || (s[0] == 0x2001 && s[1] < 0x200) // IETF assignments, Teredo (2001::/23)
@@ -527,6 +540,10 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "::ffff:0:10.0.0.1",
+            "::ffff:0:169.254.169.254",
+            "fec0::1",
+            "feff::1",
             "64:ff9b::a00:1",
             "64:ff9b::7f00:1",
             "64:ff9b:1::1",
@@ -686,6 +703,35 @@ mod tests {
             "POST http://payrail-fuzz.example/hook HTTP/1.1",
             "the proxy got the target to judge"
         );
+    }
+
+    #[tokio::test]
+    async fn embedded_modes_default_reaches_this_machine_but_not_the_lan_or_metadata() {
+        let key = SigningKey::from_secret(&SigningKey::generate_secret()).unwrap();
+        let sender = WebhookSender::new(
+            Duration::from_secs(2),
+            WebhookTargets::PublicOrLoopback,
+            None,
+        )
+        .unwrap();
+        for url in [
+            "http://169.254.169.254/latest/meta-data",
+            "http://10.0.0.8/hook",
+            "http://[fec0::1]/hook",
+        ] {
+            let result = sender
+                .send(std::slice::from_ref(&key), &request(url.into()))
+                .await;
+            assert_eq!(
+                result.error.map(|e| e.0),
+                Some(ErrorClass::Blocked),
+                "{url}"
+            );
+        }
+        let (url, server) = answer_ok().await;
+        let result = sender.send(std::slice::from_ref(&key), &request(url)).await;
+        assert_eq!(result.http_status, Some(200), "{:?}", result.error);
+        server.await.unwrap();
     }
 
     #[test]

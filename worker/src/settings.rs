@@ -106,7 +106,11 @@ fn read_targets(env: &Env, embedded: bool) -> Result<WebhookTargets, SettingsErr
         }),
         _ => env.parse(
             NAME,
-            if embedded { "any" } else { "public" },
+            if embedded {
+                "public_or_loopback"
+            } else {
+                "public"
+            },
             WebhookTargets::parse,
         ),
     }
@@ -172,8 +176,8 @@ mod tests {
         assert!(w.immediate);
         assert_eq!(
             w.targets,
-            WebhookTargets::Any,
-            "embedded mode allows private targets"
+            WebhookTargets::PublicOrLoopback,
+            "embedded mode reaches this machine and the internet, not the LAN or a metadata service"
         );
         assert_eq!(w.endpoint_concurrency, 10);
         assert_eq!(w.disable_after, Duration::from_secs(5 * 24 * 3600));

@@ -112,6 +112,8 @@ pub struct SessionKeys {
     decoding: DecodingKey,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
+    /// Keys the signed-in pages' CSRF tokens (kept apart from the JWT key by derivation).
+    csrf_key: Vec<u8>,
 }
 
 impl SessionKeys {
@@ -121,8 +123,29 @@ impl SessionKeys {
             decoding: DecodingKey::from_secret(secret),
             access_ttl,
             refresh_ttl,
+            csrf_key: mac(secret, b"payrail dashboard csrf"),
         }
     }
+
+    /// The CSRF token of a signed-in session's forms: bound to its family, so a token taken
+    /// from another session (or kept from before a sign-out) is refused.
+    pub fn csrf_for(&self, family: &SessionId) -> String {
+        hex::encode(&mac(&self.csrf_key, family.as_bytes())[..16])
+    }
+
+    /// Whether `sent` is this session's token (compared in constant time).
+    pub fn csrf_matches(&self, family: &SessionId, sent: Option<&str>) -> bool {
+        use subtle::ConstantTimeEq as _;
+        sent.is_some_and(|sent| bool::from(self.csrf_for(family).as_bytes().ct_eq(sent.as_bytes())))
+    }
+}
+
+/// HMAC-SHA256 of `data` under `key`.
+fn mac(key: &[u8], data: &[u8]) -> Vec<u8> {
+    use hmac::Mac as _;
+    let mut m = entity::signature::hmac_sha256(key);
+    m.update(data);
+    m.finalize().into_bytes().to_vec()
 }
 
 /// The access token's claims: enough to serve a page without reading the user.

@@ -152,12 +152,16 @@ pub(super) async fn page_session(
     req: &Request,
     state: &AppState,
 ) -> Result<(DashboardUser, String, Vec<String>), Response> {
-    let Some((user, mut cookies)) = session(req, state).await else {
+    let Some((user, cookies)) = session(req, state).await else {
         return Err(to_sign_in());
     };
-    let (token, csrf_cookie) = page_csrf(req, state);
-    cookies.extend(csrf_cookie);
+    let token = session_csrf(state, &user);
     Ok((user, token, cookies))
+}
+
+/// The CSRF token of a signed-in user's forms: bound to the session, not to a cookie.
+pub(super) fn session_csrf(state: &AppState, user: &DashboardUser) -> String {
+    state.dashboard.csrf_for(&user.family)
 }
 
 /// The answer when the database fails under a page: logged, and said plainly.
@@ -283,7 +287,11 @@ pub async fn sign_out(
     form: Option<Form<CsrfForm>>,
 ) -> Response {
     let sent = form.as_ref().and_then(|f| f.0.csrf_token.as_deref());
-    if !csrf::verify(req, CSRF_COOKIE, sent) {
+    // Signed in, the form must be this session's; signed out already, there is nothing to
+    // end and the cookies are cleared all the same.
+    if let Some((user, _)) = session(req, &state).await
+        && !state.dashboard.csrf_matches(&user.family, sent)
+    {
         return (
             StatusCode::FORBIDDEN,
             "This form has expired; reload the page.",
@@ -324,12 +332,11 @@ pub async fn switch_mode(
     form: Option<Form<ModeForm>>,
 ) -> Response {
     let form = form.map(|f| f.0);
-    if session(req, &state).await.is_none() {
+    let Some((user, _)) = session(req, &state).await else {
         return to_sign_in();
-    }
-    if !csrf::verify(
-        req,
-        CSRF_COOKIE,
+    };
+    if !state.dashboard.csrf_matches(
+        &user.family,
         form.as_ref().and_then(|f| f.csrf_token.as_deref()),
     ) {
         return (
@@ -495,7 +502,7 @@ pub(super) async fn acting_user(
     let Some((user, cookies)) = session(req, state).await else {
         return Err(to_sign_in());
     };
-    if !csrf::verify(req, CSRF_COOKIE, csrf_token) {
+    if !state.dashboard.csrf_matches(&user.family, csrf_token) {
         return Err((
             StatusCode::FORBIDDEN,
             "This form has expired; reload the page.",

@@ -219,8 +219,7 @@ pub async fn create_endpoint(
         Ok(found) => found,
         Err(answer) => return answer,
     };
-    let (token, csrf_cookie) = super::routes::page_csrf(req, &state);
-    cookies.extend(csrf_cookie);
+    let token = super::routes::session_csrf(&state, &user);
     let form = form.unwrap_or(NewEndpointForm {
         csrf_token: None,
         url: None,
@@ -342,8 +341,7 @@ pub async fn endpoint_action(
                 .map(|e| format!("Endpoint {} is {}.", e.url, e.status))
         }
         "rotate" => {
-            let (token, csrf_cookie) = super::routes::page_csrf(req, &state);
-            cookies.extend(csrf_cookie);
+            let token = super::routes::session_csrf(&state, &user);
             let rotated = async {
                 let txn = state.db.begin().await?;
                 let e = endpoints::rotate_secret(

@@ -48,6 +48,7 @@ pub struct Poller {
     inbound: Inbound,
     interval: Duration,
     age: Duration,
+    max_age: Duration,
     running: Arc<AtomicBool>,
 }
 
@@ -57,6 +58,7 @@ impl Poller {
             inbound,
             interval: settings.poll_interval,
             age: settings.poll_age,
+            max_age: settings.poll_max_age,
             running: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -66,6 +68,8 @@ impl Poller {
         use payments::Column as C;
         let now = Utc::now();
         let older_than = now - chrono::Duration::from_std(self.age).unwrap_or_default();
+        let abandoned_before =
+            now - chrono::Duration::from_std(self.max_age).unwrap_or(chrono::Duration::days(7));
         let checked_before = now - chrono::Duration::from_std(self.interval).unwrap_or_default();
         let txn = self.inbound.effects.db.begin().await?;
         let due = payments::Entity::find()
@@ -76,6 +80,7 @@ impl Poller {
             .filter(C::Provider.ne(Provider::Simulated))
             .filter(C::ProviderReference.is_not_null())
             .filter(C::CreatedAt.lte(older_than))
+            .filter(C::CreatedAt.gt(abandoned_before))
             .filter(
                 Condition::any()
                     .add(C::LastPolledAt.is_null())

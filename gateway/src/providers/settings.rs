@@ -17,6 +17,9 @@ pub struct ProviderSettings {
     pub poll_interval: Duration,
     /// How long a payment must have been open before the poller asks about it.
     pub poll_age: Duration,
+    /// How long the poller keeps asking about a payment still open: an intent its customer
+    /// abandoned is not asked about for ever.
+    pub poll_max_age: Duration,
     /// Unsigned callbacks (eBilling) re-query a bill at most once per this interval.
     pub requery_interval: Duration,
     /// Consecutive failures that open a provider's circuit, and how long it stays open.
@@ -33,6 +36,7 @@ impl Default for ProviderSettings {
             timeout: Duration::from_secs(10),
             poll_interval: Duration::from_secs(60),
             poll_age: Duration::from_secs(300),
+            poll_max_age: Duration::from_secs(7 * 86_400),
             requery_interval: Duration::from_secs(5),
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(30),
@@ -118,6 +122,7 @@ impl ProviderSettings {
             timeout: env.period("PAYRAIL_PROVIDER_TIMEOUT", "10s")?,
             poll_interval: env.period("PAYRAIL_PROVIDER_POLL_INTERVAL", "60s")?,
             poll_age: env.duration("PAYRAIL_PROVIDER_POLL_AGE", "5m")?,
+            poll_max_age: env.period("PAYRAIL_PROVIDER_POLL_MAX_AGE", "7d")?,
             requery_interval: env.duration("PAYRAIL_PROVIDER_REQUERY_INTERVAL", "5s")?,
             breaker_threshold: env.positive("PAYRAIL_PROVIDER_BREAKER_THRESHOLD", "5")?,
             breaker_cooldown: env.duration("PAYRAIL_PROVIDER_BREAKER_COOLDOWN", "30s")?,

@@ -1581,3 +1581,56 @@ async fn a_burst_of_guesses_gets_five_checks_and_clients_are_told_apart_behind_p
     assert_eq!(count("127.0.0.1").await, loopback_before + 1);
     let _ = redis::cmd("PING").query_async::<String>(&mut conn).await;
 }
+
+/// Issue 20: a signed-in form's CSRF token is bound to its session: another session's token
+/// (even the same user's, in another browser) is refused, and so is one kept from before a
+/// sign-out.
+#[tokio::test]
+async fn a_forms_token_is_bound_to_its_session() {
+    let app = TestApp::spawn().await;
+    let (merchant, _) = app.create_merchant_with_id("Shop").await;
+    let password = user(&app, &merchant, "ada@example.com", UserRole::Owner).await;
+    let mut laptop = Browser::new(&app.base);
+    let mut phone = Browser::new(&app.base);
+    assert_eq!(
+        laptop.sign_in("ada@example.com", &password).await.status,
+        303
+    );
+    assert_eq!(
+        phone.sign_in("ada@example.com", &password).await.status,
+        303
+    );
+    let laptop_token = Browser::token_in(&laptop.get("/dashboard/keys").await);
+    let phone_token = Browser::token_in(&phone.get("/dashboard/keys").await);
+    assert_ne!(laptop_token, phone_token);
+    let crossed = phone
+        .post_form(
+            "/dashboard/keys",
+            &[("csrf_token", &laptop_token), ("mode", "test")],
+        )
+        .await;
+    assert_eq!(crossed.status, 403, "another session's token");
+    let own = phone
+        .post_form(
+            "/dashboard/keys",
+            &[("csrf_token", &phone_token), ("mode", "test")],
+        )
+        .await;
+    assert_eq!(own.status, 200);
+    // Signed out and in again: the old page's token is dead.
+    let out = laptop
+        .post_form("/dashboard/logout", &[("csrf_token", &laptop_token)])
+        .await;
+    assert_eq!(out.status, 303);
+    assert_eq!(
+        laptop.sign_in("ada@example.com", &password).await.status,
+        303
+    );
+    let stale = laptop
+        .post_form(
+            "/dashboard/keys",
+            &[("csrf_token", &laptop_token), ("mode", "test")],
+        )
+        .await;
+    assert_eq!(stale.status, 403, "a token from before the sign-out");
+}

@@ -765,3 +765,36 @@ async fn malformed_moneroo_and_ebilling_webhooks_are_refused_and_change_nothing(
         metrics.contains("webhooks_received_total{provider=\"ebilling\",outcome=\"malformed\"} 1")
     );
 }
+
+/// Issue 20: an intent its customer abandoned is not polled for ever: past
+/// `PAYRAIL_PROVIDER_POLL_MAX_AGE` (7 days by default) the poller stops asking.
+#[tokio::test]
+async fn the_poller_stops_asking_about_payments_abandoned_past_the_max_age() {
+    let stripe = mocks::stripe().await;
+    let mut providers = mocks::settings(Some(&stripe), None, None);
+    providers.poll_age = Duration::ZERO;
+    let app = TestApp::spawn_with(Options {
+        providers: providers.clone(),
+        ..Options::default()
+    })
+    .await;
+    for _ in 0..2 {
+        let (s, _) = app
+            .post_json(
+                &app.api_key,
+                "/v1/payments",
+                json!({"amount": 2000, "currency": "usd", "provider": "stripe"}),
+            )
+            .await;
+        assert_eq!(s, 201);
+    }
+    // One of them was opened eight days ago.
+    app.db
+        .execute_unprepared(
+            "UPDATE payments SET created_at = now() - interval '8 days' WHERE id = (SELECT min(id) FROM payments)",
+        )
+        .await
+        .expect("age one");
+    let poller = gateway::providers::poller::Poller::new(app.state.inbound.clone(), &providers);
+    assert_eq!(poller.poll_once().await.expect("poll").checked, 1);
+}
