@@ -417,10 +417,64 @@ async fn one_payment_is_one_trace_from_the_api_call_to_the_merchants_server() {
         "{parent:?}"
     );
 
+    // An anonymous caller (no credentials: here the sign-in page) may not pick our trace id
+    // nor turn our recording off: its request is a trace of our own, linked to theirs.
+    let anonymous_trace = "5ce0e9a56015fec5aadfa328ae398115";
+    let r = client
+        .get(format!("{base}/dashboard/login"))
+        .header(
+            "traceparent",
+            format!("00-{anonymous_trace}-ab1c2d3e4f5a6b7c-00"),
+        )
+        .send()
+        .await
+        .expect("sign-in page");
+    assert_eq!(r.status(), 200);
+    let (name, trace) = linked_to(&exports, anonymous_trace).await;
+    assert!(name.starts_with("GET "), "{name}");
+    assert_ne!(trace, anonymous_trace);
+    assert!(
+        spans(&exports.lock().expect("lock"))
+            .iter()
+            .all(|s| s.2 != anonymous_trace),
+        "no span joined the anonymous caller's trace"
+    );
+
     let _ = stop.send(());
     let _ = worker.await;
     telemetry.shutdown();
     drop(gateway);
+}
+
+/// Waits for the exported span linked to `trace`: its (name, own trace id).
+async fn linked_to(exports: &Seen, trace: &str) -> (String, String) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let found =
+            exports
+                .lock()
+                .expect("lock")
+                .iter()
+                .flat_map(|e| e["resourceSpans"].as_array().cloned().unwrap_or_default())
+                .flat_map(|rs| rs["scopeSpans"].as_array().cloned().unwrap_or_default())
+                .flat_map(|ss| ss["spans"].as_array().cloned().unwrap_or_default())
+                .find(|s| {
+                    s["links"].as_array().into_iter().flatten().any(|l| {
+                        l["traceId"].as_str().map(str::to_lowercase).as_deref() == Some(trace)
+                    })
+                });
+        if let Some(s) = found {
+            return (
+                s["name"].as_str().unwrap_or_default().to_string(),
+                s["traceId"].as_str().unwrap_or_default().to_lowercase(),
+            );
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no span linked to {trace}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Embedded mode (the README's first command): one process, the worker inside, the

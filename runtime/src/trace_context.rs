@@ -50,6 +50,21 @@ pub fn continue_from(span: &tracing::Span, traceparent: Option<&str>) {
     }
 }
 
+/// Keeps `span` the root of its own trace and records the context in `traceparent` only as
+/// a link: for callers who did not say who they are, so that nobody outside can pick our
+/// trace ids, join our traces to theirs, or turn our sampling off with a `-00` flag.
+pub fn link_from(span: &tracing::Span, traceparent: Option<&str>) {
+    if let Some(value) = traceparent {
+        let carrier = HashMap::from([(TRACEPARENT.to_string(), value.to_string())]);
+        let theirs = TraceContextPropagator::new().extract(&carrier);
+        let theirs = theirs.span().span_context().clone();
+        if theirs.is_valid() {
+            span.add_link(theirs);
+        }
+    }
+    continue_from(span, None);
+}
+
 /// Renames `span` in its trace: an HTTP span once its route template is known (its
 /// OpenTelemetry span exists by then, so the `otel.name` field would no longer apply).
 pub fn rename(span: &tracing::Span, name: String) {
@@ -117,6 +132,53 @@ mod tests {
             text.contains(r#""trace_id":"4bf92f3577b34da6a3ce929d0e0e4736""#),
             "{text}"
         );
+    }
+
+    /// Keeps every finished span.
+    #[derive(Clone, Debug, Default)]
+    struct Finished(Arc<Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+    impl opentelemetry_sdk::trace::SpanExporter for Finished {
+        async fn export(
+            &self,
+            batch: Vec<opentelemetry_sdk::trace::SpanData>,
+        ) -> opentelemetry_sdk::error::OTelSdkResult {
+            self.0.lock().expect("lock").extend(batch);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_anonymous_callers_context_is_linked_never_joined_or_obeyed() {
+        let finished = Finished::default();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_simple_exporter(finished.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        // Their trace id, and a flag asking us not to record.
+        let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("anonymous", trace_id = tracing::field::Empty);
+            link_from(&span, Some(unsampled));
+            let ours = traceparent_of(&span).expect("a trace of our own");
+            assert!(!ours.contains("4bf92f35"), "not the caller's trace: {ours}");
+            assert!(ours.ends_with("-01"), "still recorded: {ours}");
+            drop(span);
+        });
+        let spans = finished.0.lock().expect("lock").clone();
+        let span = spans
+            .iter()
+            .find(|s| s.name == "anonymous")
+            .expect("the span was exported");
+        assert_eq!(span.parent_span_id, opentelemetry::trace::SpanId::INVALID);
+        let linked: Vec<String> = span
+            .links
+            .links
+            .iter()
+            .map(|l| l.span_context.trace_id().to_string())
+            .collect();
+        assert_eq!(linked, vec!["4bf92f3577b34da6a3ce929d0e0e4736".to_string()]);
     }
 
     #[test]

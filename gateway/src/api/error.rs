@@ -96,6 +96,22 @@ fn body(
 }
 
 impl ApiError {
+    /// What the caller is told: for our own failures a generic sentence, never the cause.
+    pub fn message(&self) -> &str {
+        let (ApiError::BadRequest(b)
+        | ApiError::Unauthorized(b)
+        | ApiError::Forbidden(b)
+        | ApiError::NotFound(b)
+        | ApiError::Conflict(b)
+        | ApiError::PayloadTooLarge(b)
+        | ApiError::Unprocessable(b)
+        | ApiError::TooManyRequests(b)
+        | ApiError::BadGateway(b)
+        | ApiError::Internal(b)
+        | ApiError::Unavailable(b)) = self;
+        &b.error.message
+    }
+
     pub fn bad_request(code: &str, message: impl Into<String>) -> ApiError {
         ApiError::BadRequest(body("invalid_request_error", code, message, None))
     }

@@ -153,7 +153,10 @@ pub async fn observe<E: Endpoint>(
     cache: runtime::cache::Cache,
 ) -> poem::Result<Response> {
     // The request's span: the root of the payment's trace, or a child of the caller's when
-    // it sent a `traceparent`. Named after the route template once it is known.
+    // it sent a `traceparent` with credentials (an API key or the admin token). An anonymous
+    // caller's `traceparent` (checkout, QR codes, sign-in, providers' webhooks) is only linked:
+    // it may not choose our trace ids or unsample our spans. Named after the route template
+    // once it is known.
     let span = tracing::info_span!(
         "http.request",
         otel.kind = "server",
@@ -167,7 +170,14 @@ pub async fn observe<E: Endpoint>(
         .headers()
         .get(runtime::trace_context::TRACEPARENT)
         .and_then(|v| v.to_str().ok());
-    runtime::trace_context::continue_from(&span, caller);
+    if req
+        .headers()
+        .contains_key(poem::http::header::AUTHORIZATION)
+    {
+        runtime::trace_context::continue_from(&span, caller);
+    } else {
+        runtime::trace_context::link_from(&span, caller);
+    }
     observe_in(next, req, metrics, db, bus, cache)
         .instrument(span)
         .await

@@ -164,6 +164,12 @@ pub(super) fn session_csrf(state: &AppState, user: &DashboardUser) -> String {
     state.dashboard.csrf_for(&user.family)
 }
 
+/// Why an action was refused, as the API would tell it: the database's own text (table names,
+/// constraint names, connection details) stays in the log.
+pub(super) fn told(e: crate::error::ServiceError) -> String {
+    crate::api::error::ApiError::from(e).message().to_string()
+}
+
 /// The answer when the database fails under a page: logged, and said plainly.
 pub(super) fn unavailable(what: &str, e: &sea_orm::DbErr, cookies: &[String]) -> Response {
     tracing::error!(error = %e, "dashboard {what} failed");
@@ -791,7 +797,7 @@ pub async fn cancel_payment(
         Err(crate::error::ServiceError::NotFound { .. }) => {
             (StatusCode::NOT_FOUND, "No such payment.").into_response()
         }
-        Err(e) => back_to_payment(&id, &format!("Not cancelled: {e}."), &cookies),
+        Err(e) => back_to_payment(&id, &format!("Not cancelled: {}", told(e)), &cookies),
     }
 }
 
@@ -1266,7 +1272,7 @@ pub async fn refund_payment(
         Err(crate::error::ServiceError::NotFound { .. }) => {
             (StatusCode::NOT_FOUND, "No such payment.").into_response()
         }
-        Err(e) => back_to_payment(&id, &format!("Not refunded: {e}."), &cookies),
+        Err(e) => back_to_payment(&id, &format!("Not refunded: {}", told(e)), &cookies),
     }
 }
 
@@ -1304,5 +1310,34 @@ pub async fn reconciliation_page(req: &Request, state: Data<&AppState>) -> Respo
             &cookies,
         ),
         Err(e) => unavailable("reconciliation", &e, &cookies),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::told;
+    use crate::error::ServiceError;
+
+    #[test]
+    fn a_database_failure_is_told_without_the_databases_words() {
+        let cause = sea_orm::DbErr::Custom(
+            "relation \"payments\" violates check; host=10.0.0.7 user=payrail password=hunter2"
+                .into(),
+        );
+        let said = told(ServiceError::Db(cause));
+        assert!(
+            !said.contains("payments") && !said.contains("hunter2") && !said.contains("10.0.0.7"),
+            "{said}"
+        );
+        assert!(said.contains("nothing was changed"), "{said}");
+    }
+
+    #[test]
+    fn a_refusal_the_merchant_can_act_on_is_told_as_the_api_tells_it() {
+        let said = told(ServiceError::state(
+            "payment_not_cancelable",
+            "Only a pending payment can be cancelled.",
+        ));
+        assert_eq!(said, "Only a pending payment can be cancelled.");
     }
 }
