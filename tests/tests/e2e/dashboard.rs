@@ -1634,3 +1634,101 @@ async fn a_forms_token_is_bound_to_its_session() {
         .await;
     assert_eq!(stale.status, 403, "a token from before the sign-out");
 }
+
+/// An HS256 token over `claims`, signed as the gateway signs its sessions.
+fn hs256(claims: &serde_json::Value) -> String {
+    use base64::Engine as _;
+    use hmac::{Hmac, KeyInit as _, Mac as _};
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let head = b64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let body = b64.encode(claims.to_string());
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(payrail_tests::DASHBOARD_SECRET.as_bytes())
+        .expect("key");
+    mac.update(format!("{head}.{body}").as_bytes());
+    format!("{head}.{body}.{}", b64.encode(mac.finalize().into_bytes()))
+}
+
+/// Issue 20's forgery: whoever holds the dashboard secret can sign a token, but a token opens
+/// nothing unless it names a session that still exists: the audit's forged owner token (no
+/// session at all), one naming an invented session, and one naming a real session after its
+/// sign-out all see the sign-in page, and mint no key.
+#[tokio::test]
+async fn a_signed_token_opens_nothing_without_a_live_session() {
+    use base64::Engine as _;
+    let app = TestApp::spawn().await;
+    let (merchant, _) = app.create_merchant_with_id("Victim").await;
+    let password = user(&app, &merchant, "owner@example.com", UserRole::Owner).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+
+    // A real session, to borrow its shape, then ended.
+    let mut owner = Browser::new(&app.base);
+    assert_eq!(
+        owner.sign_in("owner@example.com", &password).await.status,
+        303
+    );
+    let real = owner
+        .cookies
+        .get("payrail_access")
+        .expect("access cookie")
+        .clone();
+    let real_claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(real.split('.').nth(1).expect("claims"))
+            .expect("base64"),
+    )
+    .expect("json");
+    // The genuine token works before sign-out: the forgeries below fail for the session alone.
+    let mut genuine = Browser::new(&app.base);
+    genuine
+        .cookies
+        .insert("payrail_access".into(), hs256(&real_claims));
+    assert_eq!(genuine.get("/dashboard/keys").await.status, 200);
+    let token = Browser::token_in(&owner.get("/dashboard/keys").await);
+    assert_eq!(
+        owner
+            .post_form("/dashboard/logout", &[("csrf_token", &token)])
+            .await
+            .status,
+        303
+    );
+
+    let user_id = real_claims["sub"].clone();
+    let live_before = live_keys(&app).await;
+    let forgeries = [
+        json!({"sub": "usr_forged", "mer": merchant, "role": "owner", "exp": now + 600, "iat": now}),
+        json!({"sub": user_id, "mer": merchant, "role": "owner", "fam": entity::ids::SessionId::generate(),
+               "exp": now + 600, "iat": now}),
+        json!({"sub": user_id, "mer": merchant, "role": "owner", "fam": real_claims["fam"],
+               "exp": now + 600, "iat": now}),
+    ];
+    for claims in forgeries {
+        let mut forger = Browser::new(&app.base);
+        forger
+            .cookies
+            .insert("payrail_access".into(), hs256(&claims));
+        let page = forger.get("/dashboard/keys").await;
+        assert_eq!(page.status, 303, "{claims}: {}", page.body);
+        assert_eq!(page.location.as_deref(), Some("/dashboard/login"));
+        let minted = forger
+            .post_form("/dashboard/keys", &[("mode", "live")])
+            .await;
+        assert_ne!(minted.status, 200, "{claims}");
+    }
+    assert_eq!(live_keys(&app).await, live_before, "no live key was minted");
+}
+
+async fn live_keys(app: &TestApp) -> i64 {
+    app.db
+        .query_one_raw(sea_orm::Statement::from_string(
+            app.db.get_database_backend(),
+            "SELECT count(*) AS n FROM api_keys WHERE livemode = true".to_string(),
+        ))
+        .await
+        .expect("count")
+        .expect("row")
+        .try_get::<i64>("", "n")
+        .expect("n")
+}
