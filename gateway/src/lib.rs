@@ -15,28 +15,17 @@
 //! - [`providers`]: provider clients, then inbound events and the poller that apply to payments.
 //! - [`state`]: the wiring handlers reach; [`api`]: HTTP only; [`app`]: build and run.
 
-pub mod api;
 pub mod app;
-pub mod client_address;
-pub mod commit;
-pub mod dashboard;
-pub mod error;
-pub mod idempotency;
+pub mod core;
+pub mod http;
 pub mod ledger;
-pub mod logs;
 pub mod merchants;
-pub mod metrics;
-pub mod pagination;
 pub mod payments;
 pub mod payouts;
 pub mod providers;
-pub mod quotas;
-pub mod rate_limits;
 pub mod reconciliation;
-pub mod relay;
-pub mod retention;
 pub mod settings;
-pub mod state;
+pub mod usage;
 pub mod webhooks;
 
 pub use app::Application;

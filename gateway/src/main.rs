@@ -10,7 +10,7 @@ async fn main() {
         .nth(1)
         .unwrap_or_else(|| "serve".to_string());
     if command == "openapi" {
-        println!("{}", gateway::api::spec_json());
+        println!("{}", gateway::http::api::spec_json());
         return;
     }
     let telemetry = telemetry::init("payrail-gateway");
@@ -101,7 +101,7 @@ async fn create_user(settings: Settings, args: &[String]) {
         if known.is_none() {
             anyhow::bail!("no merchant {merchant_id}");
         }
-        gateway::dashboard::auth::create_user(&conn, &merchant_id, &email, role)
+        gateway::merchants::users::create_user(&conn, &merchant_id, &email, role)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))
     }

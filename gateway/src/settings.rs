@@ -58,7 +58,7 @@ pub struct GatewaySettings {
     /// When the ledger's invariants are checked (six-field cron, UTC).
     pub ledger_check_schedule: &'static str,
     /// The operator's proxies, whose `X-Forwarded-For` names the client.
-    pub trusted_proxies: crate::client_address::TrustedProxies,
+    pub trusted_proxies: crate::http::client_address::TrustedProxies,
     /// When the ledger is reconciled with the providers' reports, and how far back.
     pub reconcile_schedule: &'static str,
     pub reconcile_window: Duration,
@@ -119,7 +119,7 @@ impl GatewaySettings {
             trusted_proxies: env.parse(
                 "PAYRAIL_TRUSTED_PROXIES",
                 "",
-                crate::client_address::TrustedProxies::parse,
+                crate::http::client_address::TrustedProxies::parse,
             )?,
             reconcile_schedule: env.parse("PAYRAIL_RECONCILE_SCHEDULE", "0 30 3 * * *", |v| {
                 runtime::schedule::valid_calendar(v)
@@ -143,7 +143,7 @@ impl GatewaySettings {
 fn rate_limit(env: &Env) -> Result<runtime::token_bucket::Quota, SettingsError> {
     let per_second = env.positive("PAYRAIL_RATE_LIMIT_PER_SECOND", "100")?;
     let burst = env.positive("PAYRAIL_RATE_LIMIT_BURST", &per_second.to_string())?;
-    crate::rate_limits::quota(per_second, burst).map_err(|reason| {
+    crate::merchants::rate_limits::quota(per_second, burst).map_err(|reason| {
         SettingsError::new(
             "PAYRAIL_RATE_LIMIT_BURST",
             burst.to_string(),
@@ -199,7 +199,7 @@ fn public_rate_limit(env: &Env) -> Result<runtime::token_bucket::Quota, Settings
         "PAYRAIL_PUBLIC_RATE_LIMIT_BURST",
         &(per_second * 2).to_string(),
     )?;
-    crate::rate_limits::quota(per_second, burst).map_err(|reason| {
+    crate::merchants::rate_limits::quota(per_second, burst).map_err(|reason| {
         SettingsError::new(
             "PAYRAIL_PUBLIC_RATE_LIMIT_BURST",
             burst.to_string(),

@@ -104,20 +104,20 @@ async fn users_create_makes_a_dashboard_user_who_can_sign_in_with_the_printed_pa
         .rfind(|l| !l.is_empty())
         .expect("the password, last")
         .to_string();
-    let keys = gateway::dashboard::auth::SessionKeys::new(
+    let keys = gateway::merchants::users::SessionKeys::new(
         b"secret",
         std::time::Duration::from_secs(60),
         std::time::Duration::from_secs(60),
     );
     let cache = runtime::cache::Cache::memory();
-    let checks = gateway::dashboard::auth::PasswordChecks::new();
-    let deps = gateway::dashboard::auth::SignInDeps {
+    let checks = gateway::merchants::users::PasswordChecks::new();
+    let deps = gateway::merchants::users::SignInDeps {
         cache: &cache,
         keys: &keys,
         checks: &checks,
     };
     let tokens =
-        gateway::dashboard::auth::sign_in(&db, &deps, "cli@example.com", &password, "127.0.0.1")
+        gateway::merchants::users::sign_in(&db, &deps, "cli@example.com", &password, "127.0.0.1")
             .await
             .expect("the printed password signs in");
     assert_eq!(tokens.user.role, entity::status::UserRole::Developer);

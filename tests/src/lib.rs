@@ -103,7 +103,7 @@ pub struct TestApp {
     pub api_key: String,
     pub prefix: String,
     pub settings: Settings,
-    pub state: gateway::state::AppState,
+    pub state: gateway::http::state::AppState,
     database_name: String,
     stops: Vec<Running>,
 }

@@ -90,7 +90,7 @@ const BALANCE_MISMATCH: &str = "WITH summed AS ( \
 
 /// Runs the check and counts what it found in the metrics; a violation is logged with what
 /// it is (never a merchant's data beyond ids and amounts).
-pub async fn run_and_count<C: ConnectionTrait>(db: &C, metrics: &crate::metrics::ApiMetrics) {
+pub async fn run_and_count<C: ConnectionTrait>(db: &C, metrics: &crate::core::metrics::ApiMetrics) {
     match run(db).await {
         Ok(report) => {
             metrics.ledger_checks.inc();

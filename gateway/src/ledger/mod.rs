@@ -32,8 +32,8 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect, TransactionSession, TransactionTrait,
 };
 
-use crate::error::{ServiceError, ValidationError};
-use crate::pagination::{CreatedRange, Page};
+use crate::core::error::{ServiceError, ValidationError};
+use crate::core::pagination::{CreatedRange, Page};
 
 /// When a payment's funds become available.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

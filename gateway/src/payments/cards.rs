@@ -24,7 +24,7 @@ const TEST_CARDS_THAT_SUCCEED: &[&str] = &[
     "3566002020360505",
     "6200000000000005",
 ];
-use crate::error::ValidationError;
+use crate::core::error::ValidationError;
 
 /// How a test card behaves (Stripe's numbers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 //! and refunds.
 
 pub mod cards;
+pub mod inbound;
 pub mod objects;
 pub mod qr;
 pub mod refunds;

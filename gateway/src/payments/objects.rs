@@ -10,7 +10,7 @@ use entity::payments;
 use poem_openapi::Object;
 use serde::{Deserialize, Serialize};
 
-use crate::api::text::Text;
+use crate::core::text::Text;
 
 #[derive(Object, Clone, Serialize, Deserialize, Debug, PartialEq, Default)]
 #[oai(deny_unknown_fields)]

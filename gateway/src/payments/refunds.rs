@@ -16,11 +16,11 @@ use sea_orm::{
 };
 
 use super::service::{lock, raise_refunded};
-use crate::idempotency::{Begun, Idempotent, Outcome};
+use crate::core::idempotency::{Begun, Idempotent, Outcome};
 use entity::status::{Provider, RefundStatus};
 
 use super::objects::Refund;
-use crate::error::{OrNotFound, ServiceError, ValidationError};
+use crate::core::error::{OrNotFound, ServiceError, ValidationError};
 use crate::providers::{ProviderError, Providers};
 use crate::webhooks::events;
 

@@ -14,9 +14,9 @@ use sea_orm::{
     DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
 };
 
-use crate::idempotency::{Begun, Idempotent};
+use crate::core::idempotency::{Begun, Idempotent};
+use crate::core::pagination::{CreatedRange, Page};
 use crate::ledger::FundsPolicy;
-use crate::pagination::{CreatedRange, Page};
 use crate::webhooks::events;
 use entity::status::Provider;
 use runtime::cache::Cache;
@@ -24,7 +24,7 @@ use runtime::cache::Cache;
 use super::cards::CardOutcome;
 use super::objects::Payment;
 use super::validation::{NewPayment, PaymentUpdate};
-use crate::error::{OrNotFound, ServiceError, ValidationError};
+use crate::core::error::{OrNotFound, ServiceError, ValidationError};
 use crate::merchants::AuthedMerchant;
 use crate::providers::{ProviderError, Providers, StartRequest, Started};
 
@@ -46,7 +46,7 @@ pub struct Created {
     pub model: Option<payments::Model>,
 }
 
-/// Creates a payment, idempotently when a key is given (see [`crate::idempotency`]).
+/// Creates a payment, idempotently when a key is given (see [`crate::core::idempotency`]).
 ///
 /// For an external provider the provider is called first, outside any transaction (a slow
 /// provider must not hold database locks); then the payment, its `payment.pending` event and

@@ -11,7 +11,7 @@ use entity::status::Provider;
 
 use super::cards::Card;
 use super::objects::{Customer, PaymentMethod};
-use crate::error::{ValidationError, plain_text};
+use crate::core::error::{ValidationError, plain_text};
 
 /// A payment request that passed every check.
 pub struct NewPayment {

@@ -13,12 +13,8 @@
 //! eBilling not even then (the status is always re-queried).
 
 pub mod breaker;
-pub mod checkout;
 pub mod ebilling;
-pub mod events;
-pub mod inbound;
 pub mod moneroo;
-pub mod poller;
 pub mod settings;
 pub mod simulated;
 pub mod stripe;
@@ -132,8 +128,8 @@ impl ProviderError {
 
     /// The merchant's 422 for a call refused before it was made because of the key's mode or
     /// the gateway's configuration; `None` for any other error.
-    pub fn as_refusal(&self) -> Option<crate::error::ValidationError> {
-        use crate::error::ValidationError;
+    pub fn as_refusal(&self) -> Option<crate::core::error::ValidationError> {
+        use crate::core::error::ValidationError;
         match self {
             ProviderError::ModeMismatch {
                 provider,
@@ -175,11 +171,11 @@ impl ProviderError {
 
 /// A refusal before any call (the key's mode, the configuration) is the merchant's 422; any
 /// other provider failure is the provider's.
-impl From<ProviderError> for crate::error::ServiceError {
-    fn from(e: ProviderError) -> crate::error::ServiceError {
+impl From<ProviderError> for crate::core::error::ServiceError {
+    fn from(e: ProviderError) -> crate::core::error::ServiceError {
         match e.as_refusal() {
             Some(refusal) => refusal.into(),
-            None => crate::error::ServiceError::Provider(e.to_string()),
+            None => crate::core::error::ServiceError::Provider(e.to_string()),
         }
     }
 }

@@ -31,7 +31,7 @@ use sea_orm::{
     PaginatorTrait, QueryFilter, QuerySelect,
 };
 
-use crate::pagination::Page;
+use crate::core::pagination::Page;
 use crate::providers::Providers;
 
 /// How many objects of one kind a run looks at, at most (newest first): a bound on the

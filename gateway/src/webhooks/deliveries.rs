@@ -12,7 +12,7 @@ use sea_orm::{
 };
 use worker::deliveries::{AttemptContext, due_now, new_row};
 
-use crate::pagination::Page;
+use crate::core::pagination::Page;
 
 #[derive(Default)]
 pub struct DeliveryFilter<'a> {
@@ -114,7 +114,7 @@ pub async fn recover<C: ConnectionTrait>(
 /// meters its own: one delivery, and one attempt if a request was made. (Its retries, if it
 /// fails, are the worker's, and metered there.)
 pub async fn send_test_now(
-    state: &crate::state::AppState,
+    state: &crate::http::state::AppState,
     ctx: AttemptContext,
 ) -> Result<
     (

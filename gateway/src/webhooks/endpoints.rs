@@ -12,8 +12,8 @@ use sea_orm::{
 use entity::event::EventType;
 use entity::status::EndpointStatus;
 
-use crate::error::{ServiceError, ValidationError, plain_text};
-use crate::pagination::Page;
+use crate::core::error::{ServiceError, ValidationError, plain_text};
+use crate::core::pagination::Page;
 
 /// The event types an endpoint subscribes to: known names or `*`, sorted, no repeats.
 pub fn event_list(events: Vec<String>) -> Result<Vec<String>, ValidationError> {

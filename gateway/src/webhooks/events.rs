@@ -7,7 +7,7 @@ use entity::events;
 use entity::ids::{EventId, PaymentId, Scope};
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
-use crate::pagination::{CreatedRange, Page};
+use crate::core::pagination::{CreatedRange, Page};
 
 pub async fn record<C: ConnectionTrait>(
     txn: &C,

@@ -728,7 +728,7 @@ async fn retention_prunes_old_events_deliveries_and_attempts_in_batches_and_keep
         .await
         .expect("age");
     due_backlog(&app, &endpoint_id, 3).await;
-    let retention = gateway::retention::Retention {
+    let retention = gateway::app::retention::Retention {
         db: app.db.clone(),
         logs: app.settings.gateway.retention.logs,
         idempotency_keys: app.settings.gateway.retention.idempotency_keys,

@@ -127,7 +127,7 @@ impl Browser {
 
 pub(crate) async fn user(app: &TestApp, merchant_id: &str, email: &str, role: UserRole) -> String {
     let merchant_id = MerchantId::parse(merchant_id).expect("merchant id");
-    gateway::dashboard::auth::create_user(&app.db, &merchant_id, email, role)
+    gateway::merchants::users::create_user(&app.db, &merchant_id, email, role)
         .await
         .expect("user")
         .1
@@ -275,7 +275,7 @@ async fn guessing_a_password_is_throttled_per_account_even_with_the_right_one() 
     let (merchant, _) = app.create_merchant_with_id("Shop").await;
     let password = user(&app, &merchant, "grace@example.com", UserRole::Viewer).await;
     let mut browser = Browser::new(&app.base);
-    for _ in 0..gateway::dashboard::auth::MAX_FAILURES_PER_ACCOUNT {
+    for _ in 0..gateway::merchants::users::MAX_FAILURES_PER_ACCOUNT {
         assert_eq!(
             browser.sign_in("grace@example.com", "guess").await.status,
             401
@@ -1540,7 +1540,7 @@ async fn a_burst_of_guesses_gets_five_checks_and_clients_are_told_apart_behind_p
     // Behind a trusted proxy: two clients, counted apart by the address it names.
     let mut settings = app.settings.clone();
     settings.gateway.trusted_proxies =
-        gateway::client_address::TrustedProxies::parse("127.0.0.1/32").expect("cidr");
+        gateway::http::client_address::TrustedProxies::parse("127.0.0.1/32").expect("cidr");
     let (behind, _) = app.spawn_second_gateway_with(settings).await;
     for i in 0..3 {
         attempt(

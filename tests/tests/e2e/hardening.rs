@@ -296,7 +296,7 @@ async fn a_refund_left_pending_by_a_crash_is_reconciled_once() {
         .expect("reserve");
     let (status, b) = refund(&app, &id, Some(700), None).await;
     assert_eq!(status, 422, "the pending 400 is still reserved: {b}");
-    let poller = gateway::providers::poller::Poller::new(
+    let poller = gateway::payments::inbound::poller::Poller::new(
         app.state.inbound.clone(),
         &app.settings.gateway.providers,
     );
@@ -1054,7 +1054,7 @@ async fn a_slow_receiver_does_not_hold_back_the_deliveries_behind_it() {
 #[tokio::test]
 async fn every_answer_names_its_request_in_request_id() {
     let app = TestApp::spawn().await;
-    let big = "x".repeat(gateway::api::middleware::MAX_BODY_BYTES + 1);
+    let big = "x".repeat(gateway::http::middleware::MAX_BODY_BYTES + 1);
     let answers = [
         app.client
             .get(app.url("/v1/payments"))

@@ -227,7 +227,7 @@ async fn retention_deletes_old_entries_and_old_idempotency_keys_only() {
         .execute_unprepared("UPDATE idempotency_keys SET created_at = now() - interval '8 days'")
         .await
         .expect("age");
-    let retention = gateway::retention::Retention {
+    let retention = gateway::app::retention::Retention {
         db: app.db.clone(),
         logs: app.settings.gateway.retention.logs,
         idempotency_keys: app.settings.gateway.retention.idempotency_keys,
@@ -242,6 +242,6 @@ async fn retention_deletes_old_entries_and_old_idempotency_keys_only() {
     );
     assert_eq!(
         retention.prune_once().await.expect("again"),
-        gateway::retention::Pruned::default()
+        gateway::app::retention::Pruned::default()
     );
 }

@@ -494,7 +494,8 @@ async fn the_poller_finishes_payments_whose_webhook_never_came_once_across_gatew
     );
 
     // Nothing changed at the providers yet: a pass checks both and moves nothing.
-    let first = gateway::providers::poller::Poller::new(app.state.inbound.clone(), &providers);
+    let first =
+        gateway::payments::inbound::poller::Poller::new(app.state.inbound.clone(), &providers);
     assert_eq!(first.poll_once().await.expect("poll").checked, 2);
     assert_eq!(payment(&app, &stripe_id).await["status"], "pending");
 
@@ -507,7 +508,8 @@ async fn the_poller_finishes_payments_whose_webhook_never_came_once_across_gatew
         .expect("reset");
     let stripe_gets_before = stripe.seen().iter().filter(|s| s.method == "GET").count();
     // Two gateways poll at once: each payment is asked about once.
-    let second = gateway::providers::poller::Poller::new(app.state.inbound.clone(), &providers);
+    let second =
+        gateway::payments::inbound::poller::Poller::new(app.state.inbound.clone(), &providers);
     let (a, b) = tokio::join!(first.poll_once(), second.poll_once());
     let (a, b) = (a.expect("poll a"), b.expect("poll b"));
     assert_eq!(a.checked + b.checked, 2, "{a:?} {b:?}");
@@ -795,6 +797,7 @@ async fn the_poller_stops_asking_about_payments_abandoned_past_the_max_age() {
         )
         .await
         .expect("age one");
-    let poller = gateway::providers::poller::Poller::new(app.state.inbound.clone(), &providers);
+    let poller =
+        gateway::payments::inbound::poller::Poller::new(app.state.inbound.clone(), &providers);
     assert_eq!(poller.poll_once().await.expect("poll").checked, 1);
 }

@@ -4,7 +4,7 @@
 fn committed_openapi_matches_the_code() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi/openapi.json");
     let committed = std::fs::read_to_string(path).expect("openapi/openapi.json exists");
-    let generated = gateway::api::spec_json();
+    let generated = gateway::http::api::spec_json();
     assert!(
         committed.trim_end() == generated.trim_end(),
         "openapi/openapi.json is stale: run `cargo run -q -p gateway -- openapi > openapi/openapi.json`"
@@ -13,7 +13,8 @@ fn committed_openapi_matches_the_code() {
 
 #[test]
 fn the_spec_documents_every_route_and_the_error_shape() {
-    let spec: serde_json::Value = serde_json::from_str(&gateway::api::spec_json()).expect("json");
+    let spec: serde_json::Value =
+        serde_json::from_str(&gateway::http::api::spec_json()).expect("json");
     for path in [
         "/v1/payments",
         "/v1/payments/{id}",
@@ -68,7 +69,8 @@ fn example_body(spec: &serde_json::Value, schema: &serde_json::Value) -> serde_j
 #[tokio::test]
 async fn the_example_bodies_the_docs_offer_are_accepted_as_they_are() {
     let app = payrail_tests::TestApp::spawn().await;
-    let spec: serde_json::Value = serde_json::from_str(&gateway::api::spec_json()).expect("json");
+    let spec: serde_json::Value =
+        serde_json::from_str(&gateway::http::api::spec_json()).expect("json");
     for (path, status) in [("/v1/payments", 201), ("/v1/webhook_endpoints", 201)] {
         let schema = &spec["paths"][path]["post"]["requestBody"]["content"]["application/json; charset=utf-8"]
             ["schema"];
@@ -127,7 +129,8 @@ async fn the_served_spec_is_the_refined_one_and_a_wrong_method_names_the_allowed
 
 #[test]
 fn every_operation_documents_exactly_its_own_errors() {
-    let spec: serde_json::Value = serde_json::from_str(&gateway::api::spec_json()).expect("json");
+    let spec: serde_json::Value =
+        serde_json::from_str(&gateway::http::api::spec_json()).expect("json");
     let codes = |path: &str, method: &str| -> Vec<String> {
         let mut c: Vec<String> = spec["paths"][path][method]["responses"]
             .as_object()

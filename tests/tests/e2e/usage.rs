@@ -257,7 +257,7 @@ async fn a_hard_limit_refuses_with_quota_exceeded_until_the_month_ends_and_chang
         .expect("header")
         .parse()
         .expect("seconds");
-    let reset = gateway::quotas::next_month(chrono::Utc::now());
+    let reset = gateway::usage::quotas::next_month(chrono::Utc::now());
     let until_reset = (reset - chrono::Utc::now()).num_seconds();
     assert!(
         retry_after > 0 && retry_after <= until_reset + 1,

@@ -1,0 +1,171 @@
+//! What happens after a commit that changed payments, owned in one place so no caller can
+//! forget a step: wake the outbox relay (the events just committed go out now rather than at
+//! the next interval), drop the merchant's cached recent list, count the status change, and
+//! record a failed payment in the merchant's log store.
+
+use entity::ids::Scope;
+use std::sync::Arc;
+
+use entity::payment_status::PaymentStatus;
+use entity::payments;
+use entity::status::LogLevel;
+use runtime::cache::Cache;
+use runtime::log_store::{Entry, record};
+use sea_orm::DatabaseConnection;
+
+use crate::core::metrics::{ApiMetrics, CurrencyLabel};
+use crate::core::relay::Relay;
+use crate::payments::service::recent_cache_key;
+
+#[derive(Clone)]
+pub struct Effects {
+    pub db: DatabaseConnection,
+    pub bus: runtime::bus::EventBus,
+    pub relay: Relay,
+    pub cache: Cache,
+    pub metrics: Arc<ApiMetrics>,
+}
+
+impl Effects {
+    /// A payment was created; it may already have moved on in the same transaction (a test
+    /// card, a provider that answered at once, a provider failure).
+    pub async fn payment_created(&self, p: &payments::Model, request_id: Option<&str>) {
+        let volume = format!("{}{}", runtime::usage::metric::VOLUME_PREFIX, p.currency);
+        self.cache
+            .count_usage(
+                &p.scope(),
+                &[
+                    (runtime::usage::metric::PAYMENTS_CREATED, 1),
+                    (volume.as_str(), p.amount),
+                ],
+            )
+            .await;
+        self.metrics
+            .payment_status(p.provider.as_str(), PaymentStatus::Pending.as_str());
+        self.metrics
+            .amounts
+            .get_or_create_owned(&CurrencyLabel {
+                currency: p.currency.clone(),
+            })
+            .observe(p.amount as f64);
+        if p.status == PaymentStatus::Pending {
+            self.events_committed(&p.scope()).await;
+            self.log_if_failed(p, request_id).await;
+        } else {
+            self.payment_moved(p, request_id).await;
+        }
+    }
+
+    /// A payment moved to the status it has now.
+    pub async fn payment_moved(&self, p: &payments::Model, request_id: Option<&str>) {
+        self.metrics
+            .payment_status(p.provider.as_str(), p.status.as_str());
+        self.events_committed(&p.scope()).await;
+        self.log_if_failed(p, request_id).await;
+    }
+
+    /// A provider reported success for a payment already failed or cancelled (it is flagged
+    /// `requires_reconciliation`): a critical log entry for the merchant and a metric the
+    /// alert rules page on, because money may have moved on a payment called over.
+    pub async fn late_success(&self, p: &payments::Model, provider_event_id: &str) {
+        self.metrics.late_success(p.provider.as_str());
+        self.log_alarm(Entry {
+                scope: Some(&p.scope()),
+                level: LogLevel::Critical,
+                source: "payments",
+                message: &format!(
+                    "Payment {} was reported succeeded by {} after it was {}: reconcile it with the provider",
+                    p.id, p.provider, p.status
+                ),
+                context: Some(serde_json::json!({
+                    "payment_id": p.id,
+                    "provider": p.provider,
+                    "status": p.status,
+                    "provider_event_id": provider_event_id,
+                })),
+                request_id: None,
+            })
+        .await;
+        self.events_committed(&p.scope()).await;
+    }
+
+    /// A payout moved to the status it has now, its event committed: counted, and the relay
+    /// woken so the event goes out now.
+    pub fn payout_moved(&self, p: &entity::payouts::Model) {
+        self.metrics.payout(p.provider.as_str(), p.status.as_str());
+        self.relay.notify();
+    }
+
+    /// What sending a payout came to: an answer is a move (counted, its event sent); an
+    /// unknown outcome is an error entry in the merchant's log store, since its amount stays
+    /// held until the provider's webhook or an operator settles it.
+    pub async fn payout_sent(&self, sent: &crate::payouts::Sent, request_id: Option<&str>) {
+        match sent {
+            crate::payouts::Sent::Answered(p) => self.payout_moved(p),
+            crate::payouts::Sent::Unknown(p) => {
+                self.log_alarm(Entry {
+                        scope: Some(&p.scope()),
+                        level: LogLevel::Error,
+                        source: "payouts",
+                        message: &format!(
+                            "Payout {}: {}'s answer was lost; it stays pending, its amount held, until {} confirms it",
+                            p.id, p.provider, p.provider
+                        ),
+                        context: Some(serde_json::json!({
+                            "payout_id": p.id,
+                            "provider": p.provider,
+                            "amount": p.amount,
+                            "currency": p.currency,
+                        })),
+                        request_id,
+                    })
+                .await;
+            }
+            crate::payouts::Sent::NotMine(_) => {}
+        }
+    }
+
+    /// Events (or payment fields) of this merchant were committed without a status change
+    /// to count, e.g. a partial refund.
+    pub async fn events_committed(&self, scope: &Scope) {
+        self.relay.notify();
+        self.cache.delete(&recent_cache_key(scope)).await;
+    }
+
+    /// A failed payment is an error entry in its merchant's log store.
+    async fn log_if_failed(&self, p: &payments::Model, request_id: Option<&str>) {
+        if p.status != PaymentStatus::Failed {
+            return;
+        }
+        self.log_alarm(Entry {
+            scope: Some(&p.scope()),
+            level: LogLevel::Error,
+            source: "payments",
+            message: &format!(
+                "Payment {} failed: {}",
+                p.id,
+                p.failure_code.as_deref().unwrap_or("unknown")
+            ),
+            context: Some(serde_json::json!({
+                "payment_id": p.id,
+                "provider": p.provider,
+                "failure_code": p.failure_code,
+                "failure_message": p.failure_message,
+            })),
+            request_id,
+        })
+        .await;
+    }
+
+    /// An error or critical entry about a merchant in its log store, and its cached list of
+    /// recent alarming entries dropped so the entry shows at once.
+    async fn log_alarm(&self, entry: Entry<'_>) {
+        let scope = entry.scope.cloned();
+        record(&self.db, &self.bus, entry).await;
+        if let Some(scope) = scope {
+            self.cache
+                .delete(&crate::merchants::logs::recent_cache_key(&scope))
+                .await;
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! `Idempotency-Key` for every POST that creates something, claimed before any side effect.
+//!
+//! The key is claimed first: an in-progress row is committed before the provider is called
+//! or a refund reserved, so a concurrent duplicate finds it instead of doing the work a second
+//! time. The duplicate waits briefly for the first response and replays it; if the first is
+//! still running after [`WAIT_FOR_FIRST`], it gets 409 `idempotency_key_in_use` (Stripe's
+//! answer) and may retry.
+//! The first response is stored in the same transaction as the work, so a replay can never
+//! describe work that rolled back. Same key and request → that response again; same key,
+//! other request (or another operation) → 409 `idempotency_key_reused`. A request that fails
+//! before completing gives its key back; a claim left by a crash expires after
+//! [`CLAIM_TTL`] and the next retry takes it over.
+
+use std::time::Duration;
+use tracing::Instrument as _;
+
+use chrono::Utc;
+use entity::idempotency_keys;
+use entity::ids::Scope;
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
+    QueryFilter, TransactionTrait,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::core::error::{IdempotencyError, ServiceError};
+
+/// How long an unfinished claim holds its key: longer than any request can take (provider
+/// calls time out well before), short enough that a crashed request can be retried soon.
+pub const CLAIM_TTL: Duration = Duration::from_secs(60);
+
+/// How long a duplicate waits for the first request to finish before it is answered 409
+/// `idempotency_key_in_use`: most requests finish well within it, so most duplicates get the
+/// first response; a slow provider call does not hold the duplicate's connection for long.
+const WAIT_FOR_FIRST: Duration = Duration::from_secs(2);
+
+/// `response_status` of a claim whose request has not finished.
+const IN_PROGRESS: i32 = 0;
+
+/// One idempotent request: who, which key, what operation, and a fingerprint of the request.
+pub struct Idempotent<'a> {
+    /// Keys are the merchant's in one mode: the same key in test and live are two keys.
+    pub scope: &'a Scope,
+    pub key: Option<&'a str>,
+    pub operation: &'static str,
+    pub fingerprint: String,
+}
+
+/// A response and whether it was replayed.
+pub struct Outcome<T> {
+    pub value: T,
+    pub replayed: bool,
+}
+
+/// What [`Idempotent::begin`] found.
+pub enum Begun<T> {
+    /// The key was used before for this request: its stored response.
+    Replay(T),
+    /// The key is ours (or there is none): do the work, then [`Idempotent::finish`]. When an
+    /// expired claim was taken over, `resumed` is what its request noted (see
+    /// [`Idempotent::note`]), so the retry reuses the same object id.
+    Proceed { resumed: Option<String> },
+}
+
+impl Idempotent<'_> {
+    /// A key for the provider's own idempotency, derived from ours, so a retry after a crash
+    /// (a new payment id, the same merchant key) can never charge or refund twice.
+    pub fn provider_key(&self) -> Option<String> {
+        self.key.map(|key| {
+            entity::signature::sha256_hex(
+                format!(
+                    "{}:{}:{}:{key}",
+                    self.scope.merchant_id,
+                    self.scope.mode(),
+                    self.operation
+                )
+                .as_bytes(),
+            )
+        })
+    }
+
+    /// Claims the key before any side effect, or says why not.
+    pub async fn begin<T: DeserializeOwned>(
+        &self,
+        db: &DatabaseConnection,
+    ) -> Result<Begun<T>, ServiceError> {
+        let Some(key) = self.key else {
+            return Ok(Begun::Proceed { resumed: None });
+        };
+        let now = Utc::now();
+        let claim = idempotency_keys::ActiveModel {
+            merchant_id: Set(self.scope.merchant_id.clone()),
+            livemode: Set(self.scope.livemode),
+            key: Set(key.to_string()),
+            operation: Set(self.operation.to_string()),
+            request_hash: Set(self.fingerprint.clone()),
+            response_status: Set(IN_PROGRESS),
+            response_body: Set(String::new()),
+            created_at: Set(now),
+        };
+        let inserted = idempotency_keys::Entity::insert(claim)
+            .on_conflict(
+                OnConflict::columns([
+                    idempotency_keys::Column::MerchantId,
+                    idempotency_keys::Column::Livemode,
+                    idempotency_keys::Column::Key,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await;
+        match inserted {
+            Ok(1) => return Ok(Begun::Proceed { resumed: None }),
+            Ok(_) | Err(DbErr::RecordNotInserted) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let waiting_until = tokio::time::Instant::now() + WAIT_FOR_FIRST;
+        loop {
+            let Some(existing) = self.find(db).await? else {
+                // Released between our insert and our read: the caller may simply retry.
+                return Err(IdempotencyError::InUse.into());
+            };
+            if existing.operation != self.operation || existing.request_hash != self.fingerprint {
+                return Err(IdempotencyError::Reused.into());
+            }
+            if existing.response_status != IN_PROGRESS {
+                let value = serde_json::from_str(&existing.response_body)
+                    .map_err(|e| IdempotencyError::Corrupt(e.to_string()))?;
+                return Ok(Begun::Replay(value));
+            }
+            let expired = existing.created_at
+                < now - chrono::Duration::from_std(CLAIM_TTL).unwrap_or_default();
+            if expired && self.take_over(db, &existing).await? {
+                let resumed = Some(existing.response_body).filter(|note| !note.is_empty());
+                return Ok(Begun::Proceed { resumed });
+            }
+            if tokio::time::Instant::now() >= waiting_until {
+                return Err(IdempotencyError::InUse.into());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Runs `work` in a transaction and stores its result under the claimed key in that same
+    /// transaction. If the work fails, the key is given back.
+    pub async fn finish<T, E, W>(&self, db: &DatabaseConnection, work: W) -> Result<T, ServiceError>
+    where
+        T: Serialize,
+        ServiceError: From<E>,
+        W: AsyncFnOnce(&DatabaseTransaction) -> Result<T, E>,
+    {
+        let result = self.execute(db, work).await;
+        if result.is_err() {
+            self.release(db).await;
+        }
+        result
+    }
+
+    /// `begin`, then `finish` when the key is ours.
+    pub async fn run<T, E, W>(
+        &self,
+        db: &DatabaseConnection,
+        work: W,
+    ) -> Result<Outcome<T>, ServiceError>
+    where
+        T: Serialize + DeserializeOwned,
+        ServiceError: From<E>,
+        W: AsyncFnOnce(&DatabaseTransaction) -> Result<T, E>,
+    {
+        match self.begin(db).await? {
+            Begun::Replay(value) => Ok(Outcome {
+                value,
+                replayed: true,
+            }),
+            Begun::Proceed { .. } => Ok(Outcome {
+                value: self.finish(db, work).await?,
+                replayed: false,
+            }),
+        }
+    }
+
+    /// Records on the unfinished claim the id of what this request is creating, before any
+    /// side effect, so a retry that takes the claim over after a crash creates the same object
+    /// (and the provider, keyed by that id, answers with what it already made).
+    pub async fn note(&self, db: &DatabaseConnection, id: &str) -> Result<(), DbErr> {
+        let Some(key) = self.key else { return Ok(()) };
+        idempotency_keys::Entity::update_many()
+            .col_expr(idempotency_keys::Column::ResponseBody, Expr::value(id))
+            .filter(idempotency_keys::Column::MerchantId.eq(&self.scope.merchant_id))
+            .filter(idempotency_keys::Column::Livemode.eq(self.scope.livemode))
+            .filter(idempotency_keys::Column::Key.eq(key))
+            .filter(idempotency_keys::Column::ResponseStatus.eq(IN_PROGRESS))
+            .exec(db)
+            .await?;
+        Ok(())
+    }
+
+    /// Gives an unfinished claim back, so the same request can be retried at once.
+    pub async fn release(&self, db: &DatabaseConnection) {
+        let Some(key) = self.key else { return };
+        let deleted = idempotency_keys::Entity::delete_many()
+            .filter(idempotency_keys::Column::MerchantId.eq(&self.scope.merchant_id))
+            .filter(idempotency_keys::Column::Livemode.eq(self.scope.livemode))
+            .filter(idempotency_keys::Column::Key.eq(key))
+            .filter(idempotency_keys::Column::ResponseStatus.eq(IN_PROGRESS))
+            .exec(db)
+            .await;
+        if let Err(e) = deleted {
+            tracing::warn!(error = %e, "could not release an idempotency claim; it expires by itself");
+        }
+    }
+
+    async fn execute<T, E, W>(&self, db: &DatabaseConnection, work: W) -> Result<T, ServiceError>
+    where
+        T: Serialize,
+        ServiceError: From<E>,
+        W: AsyncFnOnce(&DatabaseTransaction) -> Result<T, E>,
+    {
+        // The transaction is a span of the request's trace; the events it writes carry it.
+        let span = tracing::info_span!("db.transaction", operation = self.operation);
+        self.execute_in(db, work).instrument(span).await
+    }
+
+    async fn execute_in<T, E, W>(&self, db: &DatabaseConnection, work: W) -> Result<T, ServiceError>
+    where
+        T: Serialize,
+        ServiceError: From<E>,
+        W: AsyncFnOnce(&DatabaseTransaction) -> Result<T, E>,
+    {
+        let txn = db.begin().await?;
+        let value = work(&txn).await?;
+        if let Some(key) = self.key {
+            let body = serde_json::to_string(&value)
+                .map_err(|e| IdempotencyError::Corrupt(e.to_string()))?;
+            let stored = idempotency_keys::Entity::update_many()
+                .col_expr(idempotency_keys::Column::ResponseStatus, Expr::value(201))
+                .col_expr(idempotency_keys::Column::ResponseBody, Expr::value(body))
+                .filter(idempotency_keys::Column::MerchantId.eq(&self.scope.merchant_id))
+                .filter(idempotency_keys::Column::Livemode.eq(self.scope.livemode))
+                .filter(idempotency_keys::Column::Key.eq(key))
+                .filter(idempotency_keys::Column::ResponseStatus.eq(IN_PROGRESS))
+                .exec(&txn)
+                .await?;
+            if stored.rows_affected != 1 {
+                // Our claim expired and another request took it over: let that one win.
+                return Err(IdempotencyError::InUse.into());
+            }
+        }
+        txn.commit().await?;
+        Ok(value)
+    }
+
+    /// Takes over an expired claim; false when another retry got there first.
+    async fn take_over(
+        &self,
+        db: &DatabaseConnection,
+        stale: &idempotency_keys::Model,
+    ) -> Result<bool, DbErr> {
+        let taken = idempotency_keys::Entity::update_many()
+            .col_expr(idempotency_keys::Column::CreatedAt, Expr::value(Utc::now()))
+            .filter(idempotency_keys::Column::MerchantId.eq(&stale.merchant_id))
+            .filter(idempotency_keys::Column::Livemode.eq(stale.livemode))
+            .filter(idempotency_keys::Column::Key.eq(stale.key.as_str()))
+            .filter(idempotency_keys::Column::ResponseStatus.eq(IN_PROGRESS))
+            .filter(idempotency_keys::Column::CreatedAt.eq(stale.created_at))
+            .exec(db)
+            .await?;
+        Ok(taken.rows_affected == 1)
+    }
+
+    async fn find(
+        &self,
+        db: &DatabaseConnection,
+    ) -> Result<Option<idempotency_keys::Model>, DbErr> {
+        match self.key {
+            None => Ok(None),
+            Some(key) => {
+                idempotency_keys::Entity::find_by_id((
+                    self.scope.merchant_id.clone(),
+                    self.scope.livemode,
+                    key.to_string(),
+                ))
+                .one(db)
+                .await
+            }
+        }
+    }
+}
+
+/// Whether the merchant already used `key` in this mode (for any operation): a retry whose
+/// answer is kept.
+pub async fn exists(db: &DatabaseConnection, scope: &Scope, key: &str) -> Result<bool, DbErr> {
+    Ok(idempotency_keys::Entity::find()
+        .filter(idempotency_keys::Column::MerchantId.eq(&scope.merchant_id))
+        .filter(idempotency_keys::Column::Livemode.eq(scope.livemode))
+        .filter(idempotency_keys::Column::Key.eq(key))
+        .one(db)
+        .await?
+        .is_some())
+}

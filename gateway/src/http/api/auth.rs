@@ -1,0 +1,118 @@
+//! Authentication: merchants by API key (`Authorization: Bearer sk_test_…`), operators by
+//! admin token. Both are compared by SHA-256, so no secret is ever held in comparable form
+//! longer than a request and none is logged.
+
+use poem::Request;
+use poem_openapi::{SecurityScheme, auth::Bearer};
+use subtle::ConstantTimeEq as _;
+
+use crate::http::api::error::ApiError;
+use crate::http::state::AppState;
+use crate::merchants::rate_limits;
+use crate::merchants::{self, AuthedMerchant};
+use entity::signature::sha256_hex;
+
+/// A merchant's secret key.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", checker = "check_api_key")]
+pub struct ApiKey(pub AuthedMerchant);
+
+async fn check_api_key(req: &Request, bearer: Bearer) -> poem::Result<AuthedMerchant> {
+    let state = req
+        .data::<AppState>()
+        .ok_or_else(|| ApiError::internal("application state missing"))?;
+    let cache_key = merchants::key_cache_key(&sha256_hex(bearer.token.as_bytes()));
+    // The shared cache (Redis across gateways), never a process-lifetime map: revoking a key
+    // deletes its entry, so it stops working at once on every gateway.
+    let cached = state
+        .cache
+        .get(&cache_key)
+        .await
+        .and_then(|v| merchants::AuthedMerchant::from_cached(&v));
+    let merchant = match cached {
+        Some(hit) => hit,
+        None => match merchants::authenticate(&state.db, &bearer.token)
+            .await
+            .map_err(ApiError::from)?
+        {
+            Some((merchant, expires)) => {
+                // A key on its way out (rolled) is not cached: it must stop on time.
+                if expires.is_none() {
+                    state
+                        .cache
+                        .set(&cache_key, &merchant.to_cached(), merchants::KEY_CACHE_TTL)
+                        .await;
+                }
+                merchant
+            }
+            None => return Err(ApiError::unauthorized("Invalid API key provided.").into()),
+        },
+    };
+    let slot = req
+        .extensions()
+        .get::<crate::http::middleware::MerchantSlot>();
+    if let Some(slot) = slot {
+        slot.set(merchant.scope());
+    }
+    let limited = rate_limits::admit(&state.limiter, state.rate_limit, &merchant).await;
+    if let Some(slot) = slot {
+        slot.set_rate_limit(limited);
+    }
+    if !limited.admission.allowed {
+        state.metrics.rate_limited.inc();
+        return Err(ApiError::too_many_requests(limited.quota).into());
+    }
+    if let Err(exceeded) = state
+        .quotas
+        .admit(
+            &state.db,
+            &state.cache,
+            &merchant.merchant_id,
+            runtime::usage::metric::API_REQUESTS,
+        )
+        .await
+    {
+        return Err(refuse_quota(state, slot, &exceeded).into());
+    }
+    Ok(merchant)
+}
+
+/// The operator's admin token.
+/// The answer to a request over a hard monthly limit: 429 `quota_exceeded` with `Retry-After`
+/// (seconds until the month resets), counted in `api_quota_exceeded_total`.
+pub fn refuse_quota(
+    state: &AppState,
+    slot: Option<&crate::http::middleware::MerchantSlot>,
+    exceeded: &crate::usage::quotas::Exceeded,
+) -> ApiError {
+    state.metrics.quota_exceeded.inc();
+    if let Some(slot) = slot {
+        slot.set_quota_retry_after((exceeded.resets_at - chrono::Utc::now()).num_seconds());
+    }
+    ApiError::quota_exceeded(exceeded)
+}
+
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", checker = "check_admin_token")]
+pub struct AdminToken(pub ());
+
+async fn check_admin_token(req: &Request, bearer: Bearer) -> poem::Result<()> {
+    let state = req
+        .data::<AppState>()
+        .ok_or_else(|| ApiError::internal("application state missing"))?;
+    let presented = sha256_hex(bearer.token.as_bytes());
+    let accepted = state
+        .admin_token_hashes
+        .read()
+        .map(|hashes| {
+            hashes
+                .iter()
+                .any(|h| bool::from(h.as_bytes().ct_eq(presented.as_bytes())))
+        })
+        .unwrap_or(false);
+    if accepted {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized("Invalid admin token.").into())
+    }
+}

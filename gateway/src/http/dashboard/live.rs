@@ -1,0 +1,369 @@
+//! Real time for the dashboard: `/dashboard/stream`, a WebSocket per open page.
+//!
+//! One [`LiveHub`] per gateway listens on the bus (its own queue bound to the events exchange
+//! and the live exchange in distributed mode, so every gateway hears the changes made through
+//! any gateway or worker; a broadcast in process) and hands every change to the sockets, each
+//! of which forwards only its own merchant's. The browser is told *what* changed (an event, a
+//! delivery attempt, a log entry, with ids); the page then reloads its live parts itself, from
+//! the same handlers that drew them, so a page never shows data its user could not load.
+//!
+//! Nothing is silently lost: a socket that falls behind, or a hub that lost the bus for a
+//! while, sends `{"kind":"resync"}` and the page reloads its live parts.
+//!
+//! The edge: only pages of `PAYRAIL_PUBLIC_URL` may open one (the `Origin` must be it), a
+//! user has at most [`SOCKETS_PER_USER`] on a gateway, a message from the page may be
+//! [`MOST_MESSAGE_BYTES`] (it sends none: the limit keeps a client from making the gateway
+//! assemble megabytes), and a socket ends when the access token it was opened with expires,
+//! or within [`SESSION_CHECK`] of its session's sign-out.
+
+use std::time::Duration;
+
+use entity::bus::LiveNotice;
+use entity::ids::{MerchantId, UserId};
+use futures_util::{SinkExt as _, StreamExt as _};
+use poem::http::{StatusCode, header};
+use poem::web::Data;
+use poem::web::websocket::{CloseCode, Message, WebSocket};
+use poem::{IntoResponse, Request, Response, handler};
+use runtime::bus::{EventBus, LiveHeard};
+use tokio::sync::{broadcast, watch};
+
+use crate::http::state::AppState;
+
+/// What the hub hands to the sockets.
+#[derive(Debug, Clone)]
+enum Update {
+    Notice(LiveNotice),
+    /// Changes may have been missed: every page reloads its live parts.
+    Resync,
+}
+
+/// Changes a socket may fall behind by before it is told to resynchronise.
+const SOCKET_BACKLOG: usize = 1024;
+/// The longest wait between two attempts to listen on the bus.
+const MOST_BACKOFF: Duration = Duration::from_secs(10);
+/// Notices sent to a page in one frame at most.
+const MOST_PER_FRAME: usize = 100;
+/// Open sockets one user may hold on one gateway (a page each; a person has a few tabs).
+pub const SOCKETS_PER_USER: usize = 10;
+/// The largest message (and frame) a page may send.
+pub const MOST_MESSAGE_BYTES: usize = 4096;
+/// How often an open socket checks that its session was not signed out.
+pub const SESSION_CHECK: Duration = Duration::from_secs(5);
+
+/// The gateway's fan-out of live changes to its open dashboard pages.
+#[derive(Clone)]
+pub struct LiveHub {
+    updates: broadcast::Sender<Update>,
+    closing: watch::Sender<bool>,
+    /// True while the hub hears the bus: a socket greets its page only then, so a page that
+    /// was greeted misses nothing after.
+    listening: watch::Sender<bool>,
+    /// Open sockets per user.
+    per_user: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<UserId, usize>>>,
+}
+
+/// A user's hold on one of its sockets; dropping it gives the place back.
+struct SocketSlot {
+    per_user: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<UserId, usize>>>,
+    user: UserId,
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.per_user.lock()
+            && let Some(n) = map.get_mut(&self.user)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.user);
+            }
+        }
+    }
+}
+
+impl Default for LiveHub {
+    fn default() -> Self {
+        LiveHub {
+            updates: broadcast::channel(SOCKET_BACKLOG).0,
+            closing: watch::channel(false).0,
+            listening: watch::channel(false).0,
+            per_user: Default::default(),
+        }
+    }
+}
+
+impl LiveHub {
+    /// Listens on the bus until `stop` turns true, listening again after a drop (with
+    /// backoff) and telling the pages to resynchronise, since notices went by meanwhile.
+    pub async fn run(self, bus: EventBus, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(200);
+        let mut first = true;
+        while !*stop.borrow() {
+            let mut listener = match bus.listen().await {
+                Ok(listener) => listener,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "dashboard stream cannot listen on the bus");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(MOST_BACKOFF);
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(200);
+            self.listening.send_replace(true);
+            if !first {
+                let _ = self.updates.send(Update::Resync);
+            }
+            first = false;
+            loop {
+                tokio::select! {
+                    heard = listener.next() => match heard {
+                        Some(Ok(LiveHeard::Notice(notice))) => {
+                            let _ = self.updates.send(Update::Notice(notice));
+                        }
+                        Some(Ok(LiveHeard::Missed(n))) => {
+                            tracing::warn!(missed = n, "dashboard stream fell behind the bus");
+                            let _ = self.updates.send(Update::Resync);
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "dashboard stream lost the bus; listening again");
+                            break;
+                        }
+                        None => break,
+                    },
+                    _ = stop.changed() => break,
+                }
+            }
+            self.listening.send_replace(false);
+            listener.close().await;
+        }
+    }
+
+    /// Closes every socket (going away): the server is shutting down.
+    pub fn close(&self) {
+        let _ = self.closing.send(true);
+    }
+
+    /// Sockets open on this gateway now.
+    pub fn sockets(&self) -> usize {
+        self.updates.receiver_count()
+    }
+
+    /// Whether the hub hears the bus now.
+    pub fn listening(&self) -> bool {
+        *self.listening.borrow()
+    }
+
+    /// A place for one more socket of `user`, unless it has [`SOCKETS_PER_USER`] already.
+    fn slot(&self, user: &UserId) -> Option<SocketSlot> {
+        let mut map = self.per_user.lock().ok()?;
+        let n = map.entry(user.clone()).or_default();
+        if *n >= SOCKETS_PER_USER {
+            return None;
+        }
+        *n += 1;
+        Some(SocketSlot {
+            per_user: self.per_user.clone(),
+            user: user.clone(),
+        })
+    }
+}
+
+/// The page script (`live.js`, written here, served as is).
+#[handler]
+pub fn script() -> Response {
+    Response::builder()
+        .content_type("text/javascript; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(include_str!("live.js"))
+}
+
+/// Whether a browser's `Origin` is this site, `PAYRAIL_PUBLIC_URL`: a page elsewhere must not
+/// open a socket with the user's cookies (cross-site WebSocket hijacking; cookies alone do not
+/// prove intent). The request's own `Host` proves nothing (an attacker's client sets both).
+/// On a loopback public URL (a laptop), `localhost` and `127.0.0.1` are the same site.
+fn same_origin(req: &Request, public_url: &str) -> bool {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        // Not a browser: it sent the cookies itself.
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let (Ok(origin), Ok(public)) = (url::Url::parse(origin), url::Url::parse(public_url)) else {
+        return false;
+    };
+    if origin.origin() == public.origin() {
+        return true;
+    }
+    let loopback = |u: &url::Url| matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    loopback(&origin)
+        && loopback(&public)
+        && origin.scheme() == public.scheme()
+        && origin.port_or_known_default() == public.port_or_known_default()
+}
+
+/// The notice as the page reads it: its change, tagged by kind.
+fn to_text(notices: &[LiveNotice]) -> String {
+    let changes: Vec<_> = notices.iter().map(LiveNotice::change).collect();
+    serde_json::json!({ "kind": "changes", "changes": changes }).to_string()
+}
+
+#[handler]
+pub async fn stream(req: &Request, ws: WebSocket, state: Data<&AppState>) -> Response {
+    if !same_origin(req, &state.public_url) {
+        return (
+            StatusCode::FORBIDDEN,
+            "cross-origin dashboard stream refused",
+        )
+            .into_response();
+    }
+    let Some((user, cookies)) = crate::http::dashboard::routes::session(req, &state).await else {
+        // A script cannot follow a redirect on an upgrade; a 401 tells it to reload the page.
+        return (StatusCode::UNAUTHORIZED, "sign in again").into_response();
+    };
+    let hub = state.live.clone();
+    let Some(slot) = hub.slot(&user.user_id) else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many open dashboard pages; close some",
+        )
+            .into_response();
+    };
+    let updates = hub.updates.subscribe();
+    let closing = hub.closing.subscribe();
+    let listening = hub.listening.subscribe();
+    // The socket lives no longer than the access token it was opened with; the page opens a
+    // new one, which renews the session or finds it ended.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let lifetime = Duration::from_secs(user.expires_at.saturating_sub(now));
+    let session = Session {
+        db: state.db.clone(),
+        family: user.family.clone(),
+    };
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(MOST_MESSAGE_BYTES))
+        .max_frame_size(Some(MOST_MESSAGE_BYTES));
+    let mut response = ws
+        .config(config)
+        .on_upgrade(move |socket| async move {
+            let _slot = slot;
+            forward(
+                socket,
+                user.merchant_id,
+                updates,
+                closing,
+                listening,
+                lifetime,
+                session,
+            )
+            .await
+        })
+        .into_response();
+    for cookie in cookies {
+        if let Ok(v) = header::HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    response
+}
+
+/// The session a socket was opened in, checked every [`SESSION_CHECK`].
+struct Session {
+    db: sea_orm::DatabaseConnection,
+    family: entity::ids::SessionId,
+}
+
+impl Session {
+    /// Waits until the session is signed out (or its family ended).
+    async fn ended(&self) {
+        loop {
+            tokio::time::sleep(SESSION_CHECK).await;
+            if matches!(
+                crate::merchants::users::family_lives(&self.db, &self.family).await,
+                Ok(false)
+            ) {
+                return;
+            }
+        }
+    }
+}
+
+async fn forward(
+    socket: poem::web::websocket::WebSocketStream,
+    merchant_id: MerchantId,
+    mut updates: broadcast::Receiver<Update>,
+    mut closing: watch::Receiver<bool>,
+    mut listening: watch::Receiver<bool>,
+    lifetime: Duration,
+    session: Session,
+) {
+    let (mut sink, mut incoming) = socket.split();
+    let ends = tokio::time::sleep(lifetime);
+    tokio::pin!(ends);
+    let signed_out = session.ended();
+    tokio::pin!(signed_out);
+    tokio::select! {
+        heard = listening.wait_for(|l| *l) => if heard.is_err() { return },
+        _ = closing.changed() => return,
+        _ = &mut ends => return,
+    }
+    if sink
+        .send(Message::text(r#"{"kind":"hello"}"#))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let close = loop {
+        let first = tokio::select! {
+            update = updates.recv() => update,
+            message = incoming.next() => match message {
+                // The page says nothing; pings are answered by the library.
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => continue,
+            },
+            _ = closing.changed() => break Message::close_with(CloseCode::Away, "server shutting down"),
+            _ = &mut ends => break Message::close_with(4001u16, "session check"),
+            _ = &mut signed_out => break Message::close_with(4001u16, "session check"),
+        };
+        // Everything already waiting goes in the same frame.
+        let mut mine = Vec::new();
+        let mut resync = false;
+        let mut next = Some(first);
+        while let Some(update) = next.take() {
+            match update {
+                Ok(Update::Notice(n)) if n.merchant_id() == &merchant_id => mine.push(n),
+                Ok(Update::Notice(_)) => {}
+                Ok(Update::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => resync = true,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+            if mine.len() < MOST_PER_FRAME {
+                next = match updates.try_recv() {
+                    Ok(u) => Some(Ok(u)),
+                    Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                        Some(Err(broadcast::error::RecvError::Lagged(n)))
+                    }
+                    Err(_) => None,
+                };
+            }
+        }
+        let text = if resync {
+            r#"{"kind":"resync"}"#.to_string()
+        } else if mine.is_empty() {
+            continue;
+        } else {
+            to_text(&mine)
+        };
+        if sink.send(Message::text(text)).await.is_err() {
+            return;
+        }
+    };
+    let _ = sink.send(close).await;
+}

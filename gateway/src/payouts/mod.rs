@@ -1,0 +1,642 @@
+//! Payouts: money sent from a merchant's available balance to a mobile money wallet or a bank
+//! account, through Moneroo (or the simulated provider in test mode).
+//!
+//! - **Balance.** Available = succeeded payments less what was refunded, less every payout
+//!   not failed, per currency. A payout is recorded only if it fits, checked with the
+//!   merchant's row locked (`FOR UPDATE`), so concurrent payouts can never overdraw together.
+//! - **States.** `pending` (recorded) → `processing` (the provider has it) → `succeeded` |
+//!   `failed`; final states never move. Each change commits with its `payout.*` event.
+//! - **Truth.** A provider's webhook is never believed: the payout is re-queried
+//!   (`GET /v1/payouts/{id}/verify` for Moneroo), from the webhook and from the poller.
+//! - **Never twice.** `sent_at` is committed before the provider is called, and a payout is
+//!   called about once. `failed` at once only if the provider certainly did not act on it; a
+//!   lost answer leaves it pending and *unresolved*, its amount held, until the provider's
+//!   webhook names it ([`adopt`]) or an operator settles it ([`resolve`]). One never sent
+//!   (its gateway stopped first) is sent by the poller ([`never_sent`]).
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::Utc;
+use entity::event::EventType;
+use entity::ids::{PayoutId, Scope};
+use entity::payouts;
+use entity::status::{PayoutStatus, Provider};
+use poem_openapi::Object;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QuerySelect, TransactionSession, TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::core::text::Text;
+
+use crate::core::error::{ServiceError, ValidationError};
+use crate::providers::Providers;
+
+/// Where a payout goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// A mobile money wallet: the phone (digits, country code first) and the operator (for
+    /// Moneroo, its payout method, e.g. `mtn_bj`).
+    MobileMoney { phone: String, operator: String },
+    BankAccount {
+        account_number: String,
+        bank_code: String,
+        holder_name: String,
+    },
+}
+
+impl Destination {
+    pub fn to_json(&self) -> Value {
+        match self {
+            Destination::MobileMoney { phone, operator } => {
+                json!({"type": "mobile_money", "phone": phone, "operator": operator})
+            }
+            Destination::BankAccount {
+                account_number,
+                bank_code,
+                holder_name,
+            } => json!({"type": "bank_account", "account_number": account_number,
+                        "bank_code": bank_code, "holder_name": holder_name}),
+        }
+    }
+}
+
+/// A payout to make, checked.
+#[derive(Debug, Clone)]
+pub struct NewPayout {
+    pub amount: i64,
+    /// ISO 4217, upper case.
+    pub currency: String,
+    pub provider: Provider,
+    pub destination: Destination,
+    pub reference: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl NewPayout {
+    /// What identifies the request for idempotency.
+    pub fn fingerprint(&self) -> String {
+        let canonical = json!({
+            "amount": self.amount, "currency": self.currency, "provider": self.provider,
+            "destination": self.destination.to_json(), "reference": self.reference,
+            "metadata": self.metadata,
+        });
+        entity::signature::sha256_hex(canonical.to_string().as_bytes())
+    }
+}
+
+/// The providers that pay out, and the destinations each takes.
+pub fn check_provider(
+    provider: Provider,
+    destination: &Destination,
+) -> Result<(), ValidationError> {
+    match (provider, destination) {
+        (Provider::Simulated, _) | (Provider::Moneroo, Destination::MobileMoney { .. }) => Ok(()),
+        (Provider::Moneroo, Destination::BankAccount { .. }) => Err(ValidationError::new(
+            "destination[type]",
+            "destination_not_supported",
+            "Moneroo payouts go to mobile money wallets here (bank accounts are not supported yet).",
+        )),
+        _ => Err(ValidationError::new(
+            "provider",
+            "payouts_not_supported",
+            format!(
+                "{provider} does not make payouts here; use moneroo (or simulated in test mode)."
+            ),
+        )),
+    }
+}
+
+/// Records a payout (`pending`) if the available balance covers it, with its ledger
+/// reservation and its `payout.pending` event, in the caller's transaction. The reservation is
+/// decided under the balance's row lock, so concurrent payouts can never overdraw together;
+/// one that does not fit is a 422 `balance_insufficient` and writes nothing.
+pub async fn record<C: ConnectionTrait>(
+    txn: &C,
+    scope: &Scope,
+    new: NewPayout,
+    request_id: Option<&str>,
+) -> Result<payouts::Model, ServiceError> {
+    let now = Utc::now();
+    let payout = payouts::Entity::insert(payouts::ActiveModel {
+        id: Set(PayoutId::generate()),
+        merchant_id: Set(scope.merchant_id.clone()),
+        livemode: Set(scope.livemode),
+        amount: Set(new.amount),
+        currency: Set(new.currency),
+        provider: Set(new.provider),
+        destination: Set(new.destination.to_json()),
+        reference: Set(new.reference),
+        metadata: Set((!new.metadata.is_empty()).then(|| json!(new.metadata))),
+        status: Set(PayoutStatus::Pending),
+        provider_reference: Set(None),
+        sent_at: Set(None),
+        failure_code: Set(None),
+        failure_message: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .exec_with_returning(txn)
+    .await?;
+    crate::ledger::reserve_payout(txn, &payout).await?;
+    crate::webhooks::events::record(
+        txn,
+        scope,
+        EventType::PayoutPending,
+        None,
+        view(&payout),
+        request_id,
+    )
+    .await?;
+    Ok(payout)
+}
+
+/// The payout as its events carry it: the API's shape.
+pub fn view(p: &payouts::Model) -> Value {
+    serde_json::to_value(Payout::from(p)).unwrap_or_default()
+}
+
+/// Where the money goes: a mobile money wallet (`phone`, `operator`) or a bank account
+/// (`account_number`, `bank_code`, `holder_name`).
+#[derive(Object, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[oai(deny_unknown_fields)]
+pub struct PayoutDestination {
+    /// `mobile_money` or `bank_account`.
+    #[oai(rename = "type")]
+    #[serde(rename = "type")]
+    pub kind: Text,
+    /// The wallet's phone number, digits only, country code first (e.g. `22951345020`).
+    pub phone: Option<Text>,
+    /// The mobile money operator; for Moneroo its payout method (e.g. `mtn_bj`).
+    pub operator: Option<Text>,
+    pub account_number: Option<Text>,
+    pub bank_code: Option<Text>,
+    pub holder_name: Option<Text>,
+}
+
+/// A payout, the same in API responses and in `payout.*` events.
+#[derive(Object, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Payout {
+    pub id: String,
+    /// Always `payout`.
+    pub object: String,
+    pub amount: i64,
+    pub currency: String,
+    pub provider: String,
+    pub destination: PayoutDestination,
+    pub reference: Option<String>,
+    pub metadata: HashMap<String, String>,
+    /// `pending`, `processing`, `succeeded` or `failed` (the last two are final).
+    pub status: String,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// `true` for live mode, `false` for test mode.
+    #[serde(default)]
+    pub livemode: bool,
+    /// The balance transaction (`txn_…`) that took its amount from your balance when it was
+    /// made; a failed payout gives it back with a `payout_failure` transaction.
+    #[serde(default)]
+    pub balance_transaction: Option<String>,
+}
+
+impl From<&payouts::Model> for Payout {
+    fn from(p: &payouts::Model) -> Payout {
+        let field = |k: &str| p.destination[k].as_str().map(|v| Text(v.to_string()));
+        Payout {
+            id: p.id.to_string(),
+            object: "payout".into(),
+            amount: p.amount,
+            currency: p.currency.clone(),
+            provider: p.provider.to_string(),
+            destination: PayoutDestination {
+                kind: field("type").unwrap_or_else(|| Text(String::new())),
+                phone: field("phone"),
+                operator: field("operator"),
+                account_number: field("account_number"),
+                bank_code: field("bank_code"),
+                holder_name: field("holder_name"),
+            },
+            reference: p.reference.clone(),
+            metadata: p
+                .metadata
+                .as_ref()
+                .and_then(|m| serde_json::from_value(m.clone()).ok())
+                .unwrap_or_default(),
+            status: p.status.to_string(),
+            failure_code: p.failure_code.clone(),
+            failure_message: p.failure_message.clone(),
+            created_at: entity::event::rfc3339(p.created_at),
+            updated_at: entity::event::rfc3339(p.updated_at),
+            livemode: p.livemode,
+            balance_transaction: Some(crate::ledger::transaction_id_of(&p.id).to_string()),
+        }
+    }
+}
+
+/// Why a payout failed, when it did.
+pub struct Failure<'a> {
+    pub code: &'a str,
+    pub message: &'a str,
+}
+
+/// The provider, asked, said the payout failed.
+const PROVIDER_FAILED: Failure<'static> = Failure {
+    code: "payout_failed",
+    message: "The provider reported the payout failed.",
+};
+
+/// Moves a payout to `to` if it may go there from where it is (never out of a final state),
+/// with its event, in one transaction. `None`: it had moved on already (a late or repeated
+/// answer changes nothing).
+pub async fn move_to<C: TransactionTrait>(
+    db: &C,
+    id: &PayoutId,
+    to: PayoutStatus,
+    provider_reference: Option<&str>,
+    failure: Option<Failure<'_>>,
+) -> Result<Option<payouts::Model>, DbErr> {
+    let from: &[PayoutStatus] = match to {
+        PayoutStatus::Pending => &[],
+        PayoutStatus::Processing => &[PayoutStatus::Pending],
+        PayoutStatus::Succeeded | PayoutStatus::Failed => {
+            &[PayoutStatus::Pending, PayoutStatus::Processing]
+        }
+    };
+    let txn = db.begin().await?;
+    let mut update = payouts::Entity::update_many()
+        .col_expr(payouts::Column::Status, Expr::value(to))
+        .col_expr(payouts::Column::UpdatedAt, Expr::value(Utc::now()));
+    if let Some(reference) = provider_reference {
+        update = update.col_expr(payouts::Column::ProviderReference, Expr::value(reference));
+    }
+    if let Some(f) = &failure {
+        update = update
+            .col_expr(payouts::Column::FailureCode, Expr::value(f.code))
+            .col_expr(payouts::Column::FailureMessage, Expr::value(f.message));
+    }
+    let moved = update
+        .filter(payouts::Column::Id.eq(id))
+        .filter(payouts::Column::Status.is_in(from.iter().copied()))
+        .exec_with_returning(&txn)
+        .await?;
+    let Some(payout) = moved.into_iter().next() else {
+        txn.rollback().await?;
+        return Ok(None);
+    };
+    if to == PayoutStatus::Failed {
+        // Its amount is available again.
+        crate::ledger::release_payout(&txn, &payout)
+            .await
+            .map_err(crate::ledger::LedgerError::into_db)?;
+    }
+    crate::webhooks::events::record(
+        &txn,
+        &payout.scope(),
+        EventType::for_payout(to),
+        None,
+        view(&payout),
+        None,
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(Some(payout))
+}
+
+/// What handing a payout to its provider came to.
+#[derive(Debug)]
+pub enum Sent {
+    /// The provider answered: `processing` with its reference, or `failed` if it refused.
+    Answered(payouts::Model),
+    /// The call's outcome is unknown (a timeout, a broken connection, a 5xx): the payout stays
+    /// `pending` with its amount held, since the provider may be paying it out. Moneroo
+    /// documents no idempotency for payouts, so it is never sent twice; its webhook or an
+    /// operator settles it (see [`adopt`] and [`resolve`]).
+    Unknown(payouts::Model),
+    /// Another caller sent it already, or it is no longer pending.
+    NotMine(payouts::Model),
+}
+
+impl Sent {
+    pub fn payout(&self) -> &payouts::Model {
+        match self {
+            Sent::Answered(p) | Sent::Unknown(p) | Sent::NotMine(p) => p,
+        }
+    }
+}
+
+/// Hands a recorded payout to its provider, once: `sent_at` is claimed and committed before
+/// the call, so a payout is never sent twice, and one without it was certainly never sent.
+/// `processing` once the provider has it; `failed` only if the provider certainly did not act
+/// on it (then its amount is available again).
+pub async fn send<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    providers: &Providers,
+    payout: &payouts::Model,
+) -> Result<Sent, DbErr> {
+    let claimed = payouts::Entity::update_many()
+        .col_expr(payouts::Column::SentAt, Expr::value(Utc::now()))
+        .filter(payouts::Column::Id.eq(&payout.id))
+        .filter(payouts::Column::Status.eq(PayoutStatus::Pending))
+        .filter(payouts::Column::SentAt.is_null())
+        .exec_with_returning(db)
+        .await?;
+    let Some(payout) = claimed.into_iter().next() else {
+        let current = payouts::Entity::find_by_id(payout.id.clone())
+            .one(db)
+            .await?
+            .unwrap_or_else(|| payout.clone());
+        return Ok(Sent::NotMine(current));
+    };
+    let sent = match providers.check_mode(payout.provider, payout.livemode) {
+        Err(e) => Err(e),
+        Ok(()) => match payout.provider {
+            Provider::Simulated => Ok(None),
+            Provider::Moneroo => match (&providers.moneroo, destination_phone(&payout)) {
+                (Some(moneroo), Some((phone, operator))) => moneroo
+                    .start_payout(&payout, &phone, &operator)
+                    .await
+                    .map(Some),
+                (None, _) => Err(crate::providers::ProviderError::NotConfigured),
+                (_, None) => Err(crate::providers::ProviderError::Unsupported(
+                    "Moneroo payouts to a destination other than mobile money",
+                )),
+            },
+            _ => Err(crate::providers::ProviderError::NotConfigured),
+        },
+    };
+    let moved = match sent {
+        Ok(reference) => {
+            move_to(
+                db,
+                &payout.id,
+                PayoutStatus::Processing,
+                reference.as_deref(),
+                None,
+            )
+            .await?
+        }
+        Err(e) if e.certainly_not_acted_on() => {
+            let message = e.to_string();
+            move_to(
+                db,
+                &payout.id,
+                PayoutStatus::Failed,
+                None,
+                Some(Failure {
+                    code: "provider_error",
+                    message: &message,
+                }),
+            )
+            .await?
+        }
+        Err(e) => {
+            tracing::error!(
+                payout_id = %payout.id,
+                provider = %payout.provider,
+                error = %e,
+                "payout outcome unknown: held pending until the provider's webhook or an operator settles it"
+            );
+            return Ok(Sent::Unknown(payout));
+        }
+    };
+    Ok(match moved {
+        Some(m) => Sent::Answered(m),
+        None => Sent::NotMine(payout),
+    })
+}
+
+/// Pending payouts recorded at least `age` ago and never sent (their gateway stopped between
+/// recording and sending): the poller sends them.
+pub async fn never_sent<C: ConnectionTrait>(
+    db: &C,
+    age: std::time::Duration,
+) -> Result<Vec<payouts::Model>, DbErr> {
+    let before = Utc::now() - chrono::Duration::from_std(age).unwrap_or_default();
+    payouts::Entity::find()
+        .filter(payouts::Column::Status.eq(PayoutStatus::Pending))
+        .filter(payouts::Column::SentAt.is_null())
+        .filter(payouts::Column::CreatedAt.lte(before))
+        .limit(50)
+        .all(db)
+        .await
+}
+
+/// What an operator found at the provider about an unresolved payout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// The provider has no such payout: it failed, and its amount is available again.
+    NotSent,
+    /// The provider has it under this id: Payrail takes it once the provider confirms it is
+    /// this payout (amount, currency, the payout id in its metadata), as the webhook would.
+    SentAs(String),
+}
+
+/// Settles an unresolved payout (sent, outcome unknown) as an operator found it at the
+/// provider. Any other payout is a 409: only the provider's answer settles those.
+pub async fn resolve<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    providers: &Providers,
+    id: &PayoutId,
+    resolution: Resolution,
+) -> Result<payouts::Model, ServiceError> {
+    let payout = payouts::Entity::find_by_id(id.clone())
+        .one(db)
+        .await?
+        .ok_or_else(|| ServiceError::NotFound {
+            object: "payout",
+            id: id.to_string(),
+        })?;
+    let unresolved = payout.status == PayoutStatus::Pending
+        && payout.sent_at.is_some()
+        && payout.provider_reference.is_none();
+    if !unresolved {
+        return Err(ServiceError::state(
+            "payout_not_unresolved",
+            format!(
+                "Only a payout whose provider's answer was lost can be resolved; this one is {}{}.",
+                payout.status,
+                if payout.sent_at.is_none() {
+                    " and not sent yet"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    let moved = match resolution {
+        Resolution::NotSent => {
+            move_to(
+                db,
+                &payout.id,
+                PayoutStatus::Failed,
+                None,
+                Some(Failure {
+                    code: "not_received_by_provider",
+                    message: "The provider never received the payout (found by an operator).",
+                }),
+            )
+            .await?
+        }
+        Resolution::SentAs(reference) => adopt(db, providers, &payout.id, &reference).await?,
+    };
+    moved.ok_or_else(|| {
+        ServiceError::state(
+            "payout_not_unresolved",
+            "The payout moved on meanwhile, or the provider does not say where it stands.",
+        )
+    })
+}
+
+/// Payouts whose provider call's outcome is unknown: sent, still pending, no reference.
+fn unresolved() -> sea_orm::Select<payouts::Entity> {
+    payouts::Entity::find()
+        .filter(payouts::Column::Status.eq(PayoutStatus::Pending))
+        .filter(payouts::Column::SentAt.is_not_null())
+        .filter(payouts::Column::ProviderReference.is_null())
+}
+
+/// How many payouts are unresolved (the `payouts_unresolved` gauge); each holds its amount
+/// until its provider's webhook or an operator settles it.
+pub async fn unresolved_count<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
+    unresolved().count(db).await
+}
+
+/// A provider's webhook about a payout Payrail has no reference for, naming it in its
+/// metadata: if that payout is unresolved and the provider, asked with the webhook's id,
+/// reports a payout of the same amount and currency made for it, it takes that reference
+/// and moves on as the provider says. Anything else changes nothing.
+pub async fn adopt<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    providers: &Providers,
+    id: &PayoutId,
+    reference: &str,
+) -> Result<Option<payouts::Model>, ServiceError> {
+    let Some(payout) = unresolved()
+        .filter(payouts::Column::Id.eq(id))
+        .filter(payouts::Column::Provider.eq(Provider::Moneroo))
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let Some(moneroo) = providers.moneroo.as_ref() else {
+        return Ok(None);
+    };
+    if providers
+        .check_mode(payout.provider, payout.livemode)
+        .is_err()
+    {
+        return Ok(None);
+    }
+    let status = moneroo
+        .payout_status_for(&payout, reference)
+        .await
+        .map_err(|e| ServiceError::Provider(e.to_string()))?;
+    let Some(status) = status else {
+        return Ok(None);
+    };
+    let failure = (status == PayoutStatus::Failed).then_some(PROVIDER_FAILED);
+    Ok(move_to(db, &payout.id, status, Some(reference), failure).await?)
+}
+
+fn destination_phone(p: &payouts::Model) -> Option<(String, String)> {
+    (p.destination["type"] == "mobile_money").then(|| {
+        (
+            p.destination["phone"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            p.destination["operator"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    })
+}
+
+/// Asks the provider where a processing payout stands and applies a final answer.
+pub async fn refresh<C: TransactionTrait>(
+    db: &C,
+    providers: &Providers,
+    payout: &payouts::Model,
+) -> Result<Option<payouts::Model>, ServiceError> {
+    if payout.status.is_final() {
+        return Ok(None);
+    }
+    let (Provider::Moneroo, Some(moneroo), Some(reference)) = (
+        payout.provider,
+        providers.moneroo.as_ref(),
+        payout.provider_reference.as_deref(),
+    ) else {
+        return Ok(None);
+    };
+    if providers
+        .check_mode(payout.provider, payout.livemode)
+        .is_err()
+    {
+        return Ok(None);
+    }
+    let status = moneroo
+        .payout_status(payout, reference)
+        .await
+        .map_err(|e| ServiceError::Provider(e.to_string()))?;
+    Ok(match status {
+        Some(to @ PayoutStatus::Succeeded) => move_to(db, &payout.id, to, None, None).await?,
+        Some(to @ PayoutStatus::Failed) => {
+            move_to(db, &payout.id, to, None, Some(PROVIDER_FAILED)).await?
+        }
+        _ => None,
+    })
+}
+
+pub async fn get<C: ConnectionTrait>(
+    db: &C,
+    scope: &Scope,
+    id: &PayoutId,
+) -> Result<Option<payouts::Model>, DbErr> {
+    payouts::Entity::find_by_id(id.clone())
+        .filter(scope.of::<payouts::Entity>())
+        .one(db)
+        .await
+}
+
+pub async fn by_provider_reference<C: ConnectionTrait>(
+    db: &C,
+    provider: Provider,
+    reference: &str,
+) -> Result<Option<payouts::Model>, DbErr> {
+    payouts::Entity::find()
+        .filter(payouts::Column::Provider.eq(provider))
+        .filter(payouts::Column::ProviderReference.eq(reference))
+        .one(db)
+        .await
+}
+
+pub async fn list<C: ConnectionTrait>(
+    db: &C,
+    scope: &Scope,
+    page: &crate::core::pagination::Page,
+) -> Result<(Vec<payouts::Model>, bool), DbErr> {
+    let select = payouts::Entity::find().filter(scope.of::<payouts::Entity>());
+    page.fetch(db, select, payouts::Column::Id).await
+}
+
+/// Open Moneroo payouts the provider has had for at least `age`: the poller re-queries them.
+pub async fn due_for_requery<C: ConnectionTrait>(
+    db: &C,
+    age: std::time::Duration,
+) -> Result<Vec<payouts::Model>, DbErr> {
+    let before = Utc::now() - chrono::Duration::from_std(age).unwrap_or_default();
+    payouts::Entity::find()
+        .filter(payouts::Column::Provider.eq(Provider::Moneroo))
+        .filter(payouts::Column::Status.eq(PayoutStatus::Processing))
+        .filter(payouts::Column::UpdatedAt.lte(before))
+        .limit(50)
+        .all(db)
+        .await
+}

@@ -1,0 +1,3 @@
+//! Usage: plans, their monthly quotas and the thresholds merchants are told about.
+
+pub mod quotas;

@@ -1,0 +1,424 @@
+//! Usage plans and their monthly limits, and the quota check on the hot path.
+//!
+//! A limit is *hard* (`api_requests`, `payments_created`: over it the API answers 429
+//! `quota_exceeded` until the month ends) or *soft* (`webhook_deliveries`, `log_bytes`: only
+//! alerted on). `-1` is unlimited.
+//!
+//! The check must not read the database per request: each gateway keeps, per merchant, a
+//! snapshot of the plan and the month's usage (database + cache) for [`SNAPSHOT_TTL`], and
+//! adds what it admits meanwhile. Another gateway's traffic is seen at the next snapshot, so
+//! across gateways a limit is enforced within a few seconds' worth of traffic.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Datelike as _, TimeZone as _, Utc};
+use entity::ids::MerchantId;
+use entity::merchants;
+use entity::status::Plan;
+use runtime::cache::Cache;
+use runtime::usage::{self, Counts, metric};
+use sea_orm::{DatabaseConnection, DbErr, EntityTrait};
+use std::sync::Mutex;
+
+/// How long a gateway trusts its snapshot of a merchant's plan and usage.
+pub const SNAPSHOT_TTL: Duration = Duration::from_secs(5);
+
+/// One metric's monthly limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub metric: &'static str,
+    /// `-1`: unlimited.
+    pub limit: i64,
+    /// Hard limits refuse requests; soft ones only alert.
+    pub hard: bool,
+}
+
+/// The metrics plans limit, and whether each limit is hard.
+pub const LIMITED: [(&str, bool); 4] = [
+    (metric::API_REQUESTS, true),
+    (metric::PAYMENTS_CREATED, true),
+    (metric::WEBHOOK_DELIVERIES, false),
+    (metric::LOG_BYTES, false),
+];
+
+/// A plan's limits; `custom` reads the merchant's own (absent or `-1`: unlimited).
+pub fn limits(plan: Plan, custom: Option<&serde_json::Value>) -> Vec<Limit> {
+    LIMITED
+        .iter()
+        .map(|&(metric, hard)| {
+            let limit = match plan {
+                Plan::Unlimited => -1,
+                Plan::Free => match metric {
+                    metric::API_REQUESTS => 100_000,
+                    metric::PAYMENTS_CREATED => 1_000,
+                    metric::WEBHOOK_DELIVERIES => 10_000,
+                    _ => 10_000_000,
+                },
+                Plan::Pro => match metric {
+                    metric::API_REQUESTS => 10_000_000,
+                    metric::PAYMENTS_CREATED => 100_000,
+                    metric::WEBHOOK_DELIVERIES => 1_000_000,
+                    _ => 1_000_000_000,
+                },
+                Plan::Custom => custom
+                    .and_then(|c| c.get(metric))
+                    .and_then(serde_json::Value::as_i64)
+                    .unwrap_or(-1),
+            };
+            Limit {
+                metric,
+                limit,
+                hard,
+            }
+        })
+        .collect()
+}
+
+/// Checks a custom plan's limits as the admin sends them: known metrics, integers ≥ -1.
+pub fn valid_custom_limits(limits: &serde_json::Value) -> Result<(), String> {
+    let Some(map) = limits.as_object() else {
+        return Err("usage_limits is an object of metric → limit.".into());
+    };
+    for (name, value) in map {
+        if !LIMITED.iter().any(|(m, _)| m == name) {
+            let known: Vec<&str> = LIMITED.iter().map(|(m, _)| *m).collect();
+            return Err(format!(
+                "usage_limits has no metric {name:?}; they are {}.",
+                known.join(", ")
+            ));
+        }
+        if value.as_i64().is_none_or(|v| v < -1) {
+            return Err(format!(
+                "usage_limits.{name} is a whole number: the monthly limit, or -1 for unlimited."
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The first instant of the month after `t`'s (UTC), when usage starts again from zero.
+pub fn next_month(t: DateTime<Utc>) -> DateTime<Utc> {
+    let (year, month) = if t.month() == 12 {
+        (t.year() + 1, 1)
+    } else {
+        (t.year(), t.month() + 1)
+    };
+    Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0)
+        .single()
+        .unwrap_or(t)
+}
+
+/// A refusal: which limit, and when it resets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exceeded {
+    pub metric: &'static str,
+    pub limit: i64,
+    pub plan: Plan,
+    pub resets_at: DateTime<Utc>,
+}
+
+struct Snapshot {
+    taken: Instant,
+    month: String,
+    plan: Plan,
+    limits: Vec<Limit>,
+    used: Counts,
+}
+
+/// Each merchant's snapshot on this gateway.
+#[derive(Default)]
+pub struct Quotas {
+    snapshots: Mutex<HashMap<MerchantId, Snapshot>>,
+}
+
+impl Quotas {
+    /// Admits one more `metric` for the merchant, or says which hard limit it would pass.
+    /// A database or cache failure admits (and is logged): metering must not stop payments.
+    pub async fn admit(
+        &self,
+        db: &DatabaseConnection,
+        cache: &Cache,
+        merchant_id: &MerchantId,
+        metric: &'static str,
+    ) -> Result<(), Exceeded> {
+        let now = Utc::now();
+        let month = usage::month_of(now);
+        let fresh = self
+            .lock()
+            .get(merchant_id)
+            .is_some_and(|s| s.taken.elapsed() <= SNAPSHOT_TTL && s.month == month);
+        if !fresh {
+            // Read without holding the lock: other merchants' checks go on meanwhile.
+            match snapshot(db, cache, merchant_id, &month).await {
+                Ok(Some(s)) => {
+                    self.lock().insert(merchant_id.clone(), s);
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "quota check skipped: usage could not be read");
+                    return Ok(());
+                }
+            }
+        }
+        let mut snapshots = self.lock();
+        let Some(s) = snapshots.get_mut(merchant_id) else {
+            return Ok(());
+        };
+        let limit = s
+            .limits
+            .iter()
+            .find(|l| l.metric == metric && l.hard && l.limit >= 0)
+            .copied();
+        let used = s.used.entry(metric.to_string()).or_default();
+        if let Some(l) = limit
+            && *used >= l.limit
+        {
+            return Err(Exceeded {
+                metric,
+                limit: l.limit,
+                plan: s.plan,
+                resets_at: next_month(now),
+            });
+        }
+        *used += 1;
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<MerchantId, Snapshot>> {
+        // A panic while holding it cannot leave a snapshot half-written: use it anyway.
+        self.snapshots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forgets a merchant's snapshot (its plan changed): the next request reads it afresh.
+    pub fn forget(&self, merchant_id: &MerchantId) {
+        self.lock().remove(merchant_id);
+    }
+}
+
+async fn snapshot(
+    db: &DatabaseConnection,
+    cache: &Cache,
+    merchant_id: &MerchantId,
+    month: &str,
+) -> Result<Option<Snapshot>, DbErr> {
+    let Some(merchant) = merchants::Entity::find_by_id(merchant_id.clone())
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let used = usage::of_merchant(db, cache, merchant_id, month).await?;
+    Ok(Some(Snapshot {
+        taken: Instant::now(),
+        month: month.to_string(),
+        plan: merchant.plan,
+        limits: limits(merchant.plan, merchant.usage_limits.as_ref()),
+        used,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_set_hard_and_soft_limits_and_custom_ones_default_to_unlimited() {
+        let free = limits(Plan::Free, None);
+        let api = free
+            .iter()
+            .find(|l| l.metric == metric::API_REQUESTS)
+            .unwrap();
+        assert!(api.hard && api.limit == 100_000);
+        assert!(
+            !free
+                .iter()
+                .find(|l| l.metric == metric::LOG_BYTES)
+                .unwrap()
+                .hard
+        );
+        let custom = limits(
+            Plan::Custom,
+            Some(&serde_json::json!({"payments_created": 3})),
+        );
+        let by = |m: &str| custom.iter().find(|l| l.metric == m).unwrap().limit;
+        assert_eq!(
+            (by(metric::PAYMENTS_CREATED), by(metric::API_REQUESTS)),
+            (3, -1)
+        );
+    }
+
+    #[test]
+    fn custom_limits_are_checked_and_months_reset_at_the_first() {
+        assert!(
+            valid_custom_limits(&serde_json::json!({"api_requests": -1, "log_bytes": 0})).is_ok()
+        );
+        assert!(valid_custom_limits(&serde_json::json!({"api_request": 5})).is_err());
+        assert!(valid_custom_limits(&serde_json::json!({"api_requests": -2})).is_err());
+        assert!(valid_custom_limits(&serde_json::json!({"api_requests": 1.5})).is_err());
+        assert!(valid_custom_limits(&serde_json::json!([1])).is_err());
+        let t = Utc.with_ymd_and_hms(2026, 12, 31, 23, 59, 59).unwrap();
+        assert_eq!(
+            next_month(t),
+            Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap()
+        );
+        let t = Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap();
+        assert_eq!(
+            next_month(t),
+            Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()
+        );
+    }
+}
+
+/// The shares of a limit (in percent) a month's usage is alerted at, once each.
+pub const THRESHOLDS: [i64; 2] = [80, 95];
+
+/// One alert raised by [`check_thresholds_once`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alerted {
+    pub merchant_id: MerchantId,
+    pub metric: &'static str,
+    pub threshold_percent: i64,
+    pub used: i64,
+    pub limit: i64,
+}
+
+/// The daily check: flushes pending counts, then for every merchant with usage this month
+/// and every limited metric, the first time its usage reaches 80 % and 95 % of the limit
+/// (hard or soft), records a warning in the merchant's log store and commits a
+/// `usage.threshold_reached` event for its subscribed endpoints, in one transaction with the
+/// row that makes the alert once-only.
+pub async fn check_thresholds_once(
+    state: &crate::http::state::AppState,
+    now: DateTime<Utc>,
+) -> Result<Vec<Alerted>, DbErr> {
+    use entity::event::EventType;
+    use entity::{usage_alerts, usage_counters};
+    use sea_orm::sea_query::OnConflict;
+    use sea_orm::{ActiveValue::Set, ColumnTrait, QueryFilter, QuerySelect, TransactionTrait};
+
+    if let Err(e) = usage::flush(&state.db, &state.cache).await {
+        tracing::warn!(error = %e, "usage flush before the threshold check failed; checking what is flushed");
+    }
+    let month = usage::month_of(now);
+    let merchant_ids: Vec<MerchantId> = usage_counters::Entity::find()
+        .select_only()
+        .column(usage_counters::Column::MerchantId)
+        .distinct()
+        .filter(usage_counters::Column::Month.eq(&month))
+        .into_tuple()
+        .all(&state.db)
+        .await?;
+    let mut alerted = Vec::new();
+    for merchant_id in merchant_ids {
+        let Some(merchant) = merchants::Entity::find_by_id(merchant_id.clone())
+            .one(&state.db)
+            .await?
+        else {
+            continue;
+        };
+        let used = usage::of_merchant(&state.db, &state.cache, &merchant_id, &month).await?;
+        for l in limits(merchant.plan, merchant.usage_limits.as_ref()) {
+            let value = used.get(l.metric).copied().unwrap_or(0);
+            if l.limit <= 0 {
+                continue;
+            }
+            for threshold in THRESHOLDS {
+                if value.saturating_mul(100) < l.limit.saturating_mul(threshold) {
+                    continue;
+                }
+                let txn = state.db.begin().await?;
+                let claimed = usage_alerts::Entity::insert(usage_alerts::ActiveModel {
+                    merchant_id: Set(merchant_id.clone()),
+                    month: Set(month.clone()),
+                    metric: Set(l.metric.to_string()),
+                    threshold_percent: Set(i32::try_from(threshold).unwrap_or(i32::MAX)),
+                    created_at: Set(now),
+                })
+                .on_conflict(
+                    OnConflict::columns([
+                        usage_alerts::Column::MerchantId,
+                        usage_alerts::Column::Month,
+                        usage_alerts::Column::Metric,
+                        usage_alerts::Column::ThresholdPercent,
+                    ])
+                    .do_nothing()
+                    .to_owned(),
+                )
+                .exec_without_returning(&txn)
+                .await?;
+                if claimed == 0 {
+                    // Alerted before (or by another gateway just now).
+                    txn.rollback().await?;
+                    continue;
+                }
+                let data = serde_json::json!({
+                    "object": "usage_threshold",
+                    "month": month,
+                    "metric": l.metric,
+                    "threshold_percent": threshold,
+                    "limit": l.limit,
+                    "used": value,
+                    "plan": merchant.plan,
+                    "hard": l.hard,
+                });
+                // Usage is the account's, not a mode's: both worlds hear of it, so a merchant
+                // still in test mode is warned as well as one that went live.
+                let scopes = [
+                    entity::ids::Scope::new(merchant_id.clone(), false),
+                    entity::ids::Scope::new(merchant_id.clone(), true),
+                ];
+                for scope in &scopes {
+                    crate::webhooks::events::record(
+                        &txn,
+                        scope,
+                        EventType::UsageThresholdReached,
+                        None,
+                        data.clone(),
+                        None,
+                    )
+                    .await?;
+                }
+                for scope in &scopes {
+                    runtime::log_store::write(
+                    &txn,
+                    &state.bus,
+                    runtime::log_store::Entry {
+                        scope: Some(scope),
+                        level: entity::status::LogLevel::Warning,
+                        source: "usage",
+                        message: &format!(
+                            "{} reached {threshold} % of the {} plan's monthly limit: {value} of {}{}",
+                            l.metric,
+                            merchant.plan,
+                            l.limit,
+                            if l.hard {
+                                "; at the limit, requests are refused until the month ends"
+                            } else {
+                                ""
+                            }
+                        ),
+                        context: Some(data.clone()),
+                        request_id: None,
+                    },
+                )
+                .await?;
+                }
+                txn.commit().await?;
+                for scope in &scopes {
+                    state.effects.events_committed(scope).await;
+                }
+                alerted.push(Alerted {
+                    merchant_id: merchant_id.clone(),
+                    metric: l.metric,
+                    threshold_percent: threshold,
+                    used: value,
+                    limit: l.limit,
+                });
+            }
+        }
+    }
+    Ok(alerted)
+}
