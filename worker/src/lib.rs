@@ -7,6 +7,8 @@
 //! - [`worker`]: the consumer and the sweep (`Worker::new`, `sweep_once`, `run_until_stopped`).
 //! - [`app`]: the worker process with its `/metrics` and `/health` server.
 //! - [`metrics`]: delivery metrics and the backlog gauges.
+//! - [`manual`]: what the gateway asks of the worker on a merchant's request (a test event
+//!   sent now, deliveries made due again): the gateway uses nothing else of the delivery path.
 //!
 //! Everything below it (database, bus, settings reader, schedules) is in `runtime`. The
 //! gateway depends on this crate only to run the worker inside its own process in embedded
@@ -15,6 +17,7 @@
 pub mod app;
 pub mod deliveries;
 pub mod fanout;
+pub mod manual;
 pub mod metrics;
 pub mod recorder;
 pub mod sender;

@@ -185,7 +185,7 @@ impl Application {
             default_plan: settings.gateway.default_plan,
             funds: settings.gateway.funds,
             reconcile_window: settings.gateway.reconcile_window,
-            test_sender: worker::sender::WebhookSender::new(
+            test_sender: worker::manual::WebhookSender::new(
                 settings.worker.webhook.timeout,
                 settings.worker.webhook.targets,
                 settings.worker.webhook.proxy.as_deref(),
@@ -605,7 +605,7 @@ async fn check_usage_until_stopped(
         move || {
             let state = state.clone();
             async move {
-                match crate::usage::quotas::check_thresholds_once(&state, chrono::Utc::now()).await {
+                match crate::usage::quotas::check_thresholds_once(&state.deps(), chrono::Utc::now()).await {
                     Ok(alerted) => {
                         state.metrics.usage_thresholds.inc_by(alerted.len() as u64);
                         if !alerted.is_empty() {

@@ -13,9 +13,9 @@ use runtime::cache::Cache;
 use runtime::log_store::{Entry, record};
 use sea_orm::DatabaseConnection;
 
+use crate::core::cache_keys;
 use crate::core::metrics::{ApiMetrics, CurrencyLabel};
 use crate::core::relay::Relay;
-use crate::payments::service::recent_cache_key;
 
 #[derive(Clone)]
 pub struct Effects {
@@ -96,40 +96,33 @@ impl Effects {
         self.relay.notify();
     }
 
-    /// What sending a payout came to: an answer is a move (counted, its event sent); an
-    /// unknown outcome is an error entry in the merchant's log store, since its amount stays
-    /// held until the provider's webhook or an operator settles it.
-    pub async fn payout_sent(&self, sent: &crate::payouts::Sent, request_id: Option<&str>) {
-        match sent {
-            crate::payouts::Sent::Answered(p) => self.payout_moved(p),
-            crate::payouts::Sent::Unknown(p) => {
-                self.log_alarm(Entry {
-                        scope: Some(&p.scope()),
-                        level: LogLevel::Error,
-                        source: "payouts",
-                        message: &format!(
-                            "Payout {}: {}'s answer was lost; it stays pending, its amount held, until {} confirms it",
-                            p.id, p.provider, p.provider
-                        ),
-                        context: Some(serde_json::json!({
-                            "payout_id": p.id,
-                            "provider": p.provider,
-                            "amount": p.amount,
-                            "currency": p.currency,
-                        })),
-                        request_id,
-                    })
-                .await;
-            }
-            crate::payouts::Sent::NotMine(_) => {}
-        }
+    /// A payout's provider answer was lost: an error entry in the merchant's log store, since
+    /// its amount stays held until the provider's webhook or an operator settles it.
+    pub async fn payout_answer_lost(&self, p: &entity::payouts::Model, request_id: Option<&str>) {
+        self.log_alarm(Entry {
+            scope: Some(&p.scope()),
+            level: LogLevel::Error,
+            source: "payouts",
+            message: &format!(
+                "Payout {}: {}'s answer was lost; it stays pending, its amount held, until {} confirms it",
+                p.id, p.provider, p.provider
+            ),
+            context: Some(serde_json::json!({
+                "payout_id": p.id,
+                "provider": p.provider,
+                "amount": p.amount,
+                "currency": p.currency,
+            })),
+            request_id,
+        })
+        .await;
     }
 
     /// Events (or payment fields) of this merchant were committed without a status change
     /// to count, e.g. a partial refund.
     pub async fn events_committed(&self, scope: &Scope) {
         self.relay.notify();
-        self.cache.delete(&recent_cache_key(scope)).await;
+        self.cache.delete(&cache_keys::recent_payments(scope)).await;
     }
 
     /// A failed payment is an error entry in its merchant's log store.
@@ -163,9 +156,7 @@ impl Effects {
         let scope = entry.scope.cloned();
         record(&self.db, &self.bus, entry).await;
         if let Some(scope) = scope {
-            self.cache
-                .delete(&crate::merchants::logs::recent_cache_key(&scope))
-                .await;
+            self.cache.delete(&cache_keys::recent_logs(&scope)).await;
         }
     }
 }

@@ -121,52 +121,6 @@ fn amount_histogram() -> Histogram {
 }
 
 impl ApiMetrics {
-    /// Reads the outbox, the unresolved payouts and the circuits into their gauges (at scrape
-    /// time, so they are right after any restart). A database that does not answer within a
-    /// second leaves them as they were.
-    pub async fn refresh(
-        &self,
-        db: &sea_orm::DatabaseConnection,
-        providers: &crate::providers::Providers,
-    ) {
-        if let Ok(Ok((depth, oldest))) = tokio::time::timeout(
-            std::time::Duration::from_secs(1),
-            crate::core::relay::outbox(db),
-        )
-        .await
-        {
-            self.outbox_depth
-                .set(i64::try_from(depth).unwrap_or(i64::MAX));
-            self.outbox_oldest_age.set(oldest);
-        }
-        if let Ok(Ok(n)) = tokio::time::timeout(
-            std::time::Duration::from_secs(1),
-            crate::payouts::unresolved_count(db),
-        )
-        .await
-        {
-            self.payouts_unresolved
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
-        }
-        if let Ok(Ok(n)) = tokio::time::timeout(
-            std::time::Duration::from_secs(1),
-            crate::reconciliation::open_count(db),
-        )
-        .await
-        {
-            self.reconciliation_open
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
-        }
-        for (provider, circuit, state) in providers.circuits() {
-            self.circuits
-                .get_or_create(&CircuitLabels {
-                    provider: provider.into(),
-                    circuit: circuit.into(),
-                })
-                .set(state);
-        }
-    }
-
     pub fn reconciliation_run(&self, outcome: &str) {
         self.reconciliation_runs
             .get_or_create_owned(&OutcomeLabel {

@@ -1,6 +1,8 @@
 //! What every slice stands on: domain errors, request text, cursor pages, `Idempotency-Key`,
 //! the outbox relay, the effects of a commit and the gateway's metrics.
 
+pub mod cache_keys;
+pub mod deps;
 pub mod effects;
 pub mod error;
 pub mod idempotency;

@@ -4,6 +4,7 @@
 use poem::web::Data;
 use poem::{Response, handler};
 
+use crate::core::metrics::{ApiMetrics, CircuitLabels};
 use crate::http::state::AppState;
 
 #[handler]
@@ -11,7 +12,7 @@ pub async fn metrics(req: &poem::Request, state: Data<&AppState>) -> Response {
     if let Some(delivery) = &state.delivery_metrics {
         delivery.refresh_backlog(&state.db, &state.bus).await;
     }
-    state.metrics.refresh(&state.db, &state.providers).await;
+    refresh_gauges(&state.metrics, &state.db, &state.providers).await;
     state
         .metrics
         .dashboard_sockets
@@ -37,4 +38,54 @@ pub async fn ready(state: Data<&AppState>) -> Response {
         &[("database", database)],
         &[("broker", broker), ("cache", cache)],
     )
+}
+
+/// Reads the outbox, the unresolved payouts and the circuits into their gauges (at scrape
+/// time, so they are right after any restart). A database that does not answer within a
+/// second leaves them as they were.
+async fn refresh_gauges(
+    gauges: &ApiMetrics,
+    db: &sea_orm::DatabaseConnection,
+    providers: &crate::providers::Providers,
+) {
+    if let Ok(Ok((depth, oldest))) = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        crate::core::relay::outbox(db),
+    )
+    .await
+    {
+        gauges
+            .outbox_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        gauges.outbox_oldest_age.set(oldest);
+    }
+    if let Ok(Ok(n)) = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        crate::payouts::unresolved_count(db),
+    )
+    .await
+    {
+        gauges
+            .payouts_unresolved
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    if let Ok(Ok(n)) = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        crate::reconciliation::open_count(db),
+    )
+    .await
+    {
+        gauges
+            .reconciliation_open
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    for (provider, circuit, state) in providers.circuits() {
+        gauges
+            .circuits
+            .get_or_create(&CircuitLabels {
+                provider: provider.into(),
+                circuit: circuit.into(),
+            })
+            .set(state);
+    }
 }

@@ -39,7 +39,7 @@ pub struct AppState {
     /// Base URL customers reach this gateway at (for checkout links).
     pub public_url: String,
     /// Sends an endpoint's test event at once (judged by `webhook.rules()`, as the worker does).
-    pub test_sender: worker::sender::WebhookSender,
+    pub test_sender: worker::manual::WebhookSender,
     /// Worker settings the API needs: the rotation overlap, a test send's lease and rules.
     pub webhook: worker::settings::WebhookSettings,
     /// Each API key's rate limit unless its merchant has its own.
@@ -51,7 +51,7 @@ pub struct AppState {
     /// Each merchant's plan and month usage as this gateway last read them, for quotas.
     pub quotas: Arc<crate::usage::quotas::Quotas>,
     /// Hands live changes to the open dashboard pages.
-    pub live: crate::http::dashboard::live::LiveHub,
+    pub live: crate::http::dashboard::hub::LiveHub,
     /// Signs and checks dashboard sessions.
     pub dashboard: crate::merchants::users::SessionKeys,
     /// Checks dashboard passwords, a few at a time.
@@ -71,6 +71,27 @@ impl AppState {
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok());
         Some(self.trusted_proxies.client(peer, forwarded))
+    }
+
+    /// What sending an endpoint's test event at once takes.
+    pub fn send_now(&self) -> crate::webhooks::deliveries::SendNow<'_> {
+        crate::webhooks::deliveries::SendNow {
+            db: &self.db,
+            bus: &self.bus,
+            cache: &self.cache,
+            sender: &self.test_sender,
+            rules: self.webhook.rules(),
+        }
+    }
+
+    /// What the services that commit and then act take.
+    pub fn deps(&self) -> crate::core::deps::Deps {
+        crate::core::deps::Deps {
+            db: self.db.clone(),
+            bus: self.bus.clone(),
+            cache: self.cache.clone(),
+            effects: self.effects.clone(),
+        }
     }
 
     /// What the payment services take.

@@ -20,10 +20,6 @@ use serde::{Deserialize, Serialize};
 const RECENT: u64 = 50;
 const RECENT_TTL: Duration = Duration::from_secs(30);
 
-pub fn recent_cache_key(scope: &Scope) -> String {
-    format!("recent_logs:{}:{}", scope.merchant_id, scope.mode())
-}
-
 /// The merchant's latest error and critical entries; `true` when served from the cache.
 /// Entries written by the gateway drop the cached list; the worker's show within the TTL.
 pub async fn recent<C: ConnectionTrait>(
@@ -31,7 +27,7 @@ pub async fn recent<C: ConnectionTrait>(
     cache: &Cache,
     scope: &Scope,
 ) -> Result<(Vec<LogEntry>, bool), DbErr> {
-    let key = recent_cache_key(scope);
+    let key = crate::core::cache_keys::recent_logs(scope);
     if let Some(hit) = cache.get(&key).await
         && let Ok(entries) = serde_json::from_str::<Vec<LogEntry>>(&hit)
     {

@@ -10,21 +10,7 @@ use entity::payments;
 use poem_openapi::Object;
 use serde::{Deserialize, Serialize};
 
-use crate::core::text::Text;
-
-#[derive(Object, Clone, Serialize, Deserialize, Debug, PartialEq, Default)]
-#[oai(deny_unknown_fields)]
-pub struct Customer {
-    #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub email: Option<Text>,
-    #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub phone: Option<Text>,
-    #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<Text>,
-}
+pub use crate::providers::Customer;
 
 #[derive(Object, Clone, Serialize, Deserialize, Debug, PartialEq)]
 pub struct PaymentMethod {

@@ -462,10 +462,6 @@ pub async fn cancel(
 const RECENT_TTL: Duration = Duration::from_secs(10);
 const RECENT_COUNT: u64 = 10;
 
-pub fn recent_cache_key(scope: &Scope) -> String {
-    format!("recent_payments:{}:{}", scope.merchant_id, scope.mode())
-}
-
 /// The merchant's latest payments, from the cache when it has them. Every payment write
 /// drops the merchant's entry, so the cache is never staler than one write.
 pub async fn recent<C: ConnectionTrait>(
@@ -473,7 +469,7 @@ pub async fn recent<C: ConnectionTrait>(
     cache: &Cache,
     scope: &Scope,
 ) -> Result<(Vec<Payment>, bool), DbErr> {
-    let key = recent_cache_key(scope);
+    let key = crate::core::cache_keys::recent_payments(scope);
     if let Some(hit) = cache.get(&key).await
         && let Ok(data) = serde_json::from_str::<Vec<Payment>>(&hit)
     {

@@ -322,6 +322,20 @@ pub enum Sent {
 }
 
 impl Sent {
+    /// What sending a payout came to, told: an answer is a move (counted, its event sent);
+    /// an unknown outcome is an alarm in the merchant's log store.
+    pub async fn take_effects(
+        &self,
+        effects: &crate::core::effects::Effects,
+        request_id: Option<&str>,
+    ) {
+        match self {
+            Sent::Answered(p) => effects.payout_moved(p),
+            Sent::Unknown(p) => effects.payout_answer_lost(p, request_id).await,
+            Sent::NotMine(_) => {}
+        }
+    }
+
     pub fn payout(&self) -> &payouts::Model {
         match self {
             Sent::Answered(p) | Sent::Unknown(p) | Sent::NotMine(p) => p,

@@ -22,7 +22,11 @@ pub mod stripe;
 use entity::payment_status::PaymentStatus;
 use entity::payments;
 use entity::status::Provider;
+use poem_openapi::Object;
+use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
+
+use crate::core::text::Text;
 
 use self::breaker::{Breaker, Breakers};
 use self::settings::ProviderSettings;
@@ -180,6 +184,21 @@ impl From<ProviderError> for crate::core::error::ServiceError {
     }
 }
 
+/// Who pays: what the providers ask for (and what a payment shows of it).
+#[derive(Object, Clone, Serialize, Deserialize, Debug, PartialEq, Default)]
+#[oai(deny_unknown_fields)]
+pub struct Customer {
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<Text>,
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<Text>,
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<Text>,
+}
+
 /// The configured providers.
 pub struct Providers {
     pub stripe: Option<stripe::Stripe>,
@@ -190,7 +209,7 @@ pub struct Providers {
 /// A payment as a provider needs it to start.
 pub struct StartRequest<'a> {
     pub payment: &'a payments::Model,
-    pub customer: Option<&'a crate::payments::objects::Customer>,
+    pub customer: Option<&'a Customer>,
     pub metadata: &'a std::collections::BTreeMap<String, String>,
 }
 

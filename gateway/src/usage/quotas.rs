@@ -291,7 +291,7 @@ pub struct Alerted {
 /// `usage.threshold_reached` event for its subscribed endpoints, in one transaction with the
 /// row that makes the alert once-only.
 pub async fn check_thresholds_once(
-    state: &crate::http::state::AppState,
+    deps: &crate::core::deps::Deps,
     now: DateTime<Utc>,
 ) -> Result<Vec<Alerted>, DbErr> {
     use entity::event::EventType;
@@ -299,7 +299,7 @@ pub async fn check_thresholds_once(
     use sea_orm::sea_query::OnConflict;
     use sea_orm::{ActiveValue::Set, ColumnTrait, QueryFilter, QuerySelect, TransactionTrait};
 
-    if let Err(e) = usage::flush(&state.db, &state.cache).await {
+    if let Err(e) = usage::flush(&deps.db, &deps.cache).await {
         tracing::warn!(error = %e, "usage flush before the threshold check failed; checking what is flushed");
     }
     let month = usage::month_of(now);
@@ -309,17 +309,17 @@ pub async fn check_thresholds_once(
         .distinct()
         .filter(usage_counters::Column::Month.eq(&month))
         .into_tuple()
-        .all(&state.db)
+        .all(&deps.db)
         .await?;
     let mut alerted = Vec::new();
     for merchant_id in merchant_ids {
         let Some(merchant) = merchants::Entity::find_by_id(merchant_id.clone())
-            .one(&state.db)
+            .one(&deps.db)
             .await?
         else {
             continue;
         };
-        let used = usage::of_merchant(&state.db, &state.cache, &merchant_id, &month).await?;
+        let used = usage::of_merchant(&deps.db, &deps.cache, &merchant_id, &month).await?;
         for l in limits(merchant.plan, merchant.usage_limits.as_ref()) {
             let value = used.get(l.metric).copied().unwrap_or(0);
             if l.limit <= 0 {
@@ -329,7 +329,7 @@ pub async fn check_thresholds_once(
                 if value.saturating_mul(100) < l.limit.saturating_mul(threshold) {
                     continue;
                 }
-                let txn = state.db.begin().await?;
+                let txn = deps.db.begin().await?;
                 let claimed = usage_alerts::Entity::insert(usage_alerts::ActiveModel {
                     merchant_id: Set(merchant_id.clone()),
                     month: Set(month.clone()),
@@ -384,7 +384,7 @@ pub async fn check_thresholds_once(
                 for scope in &scopes {
                     runtime::log_store::write(
                     &txn,
-                    &state.bus,
+                    &deps.bus,
                     runtime::log_store::Entry {
                         scope: Some(scope),
                         level: entity::status::LogLevel::Warning,
@@ -408,7 +408,7 @@ pub async fn check_thresholds_once(
                 }
                 txn.commit().await?;
                 for scope in &scopes {
-                    state.effects.events_committed(scope).await;
+                    deps.effects.events_committed(scope).await;
                 }
                 alerted.push(Alerted {
                     merchant_id: merchant_id.clone(),

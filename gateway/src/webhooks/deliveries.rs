@@ -6,11 +6,14 @@ use entity::event::EventType;
 use entity::ids::{DeliveryId, EndpointId, EventId, Scope};
 use entity::status::DeliveryStatus;
 use entity::{events, webhook_attempts, webhook_deliveries, webhook_endpoints};
+use runtime::bus::EventBus;
+use runtime::cache::Cache;
+use sea_orm::DatabaseConnection;
 use sea_orm::sea_query::{Expr, ExprTrait as _};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
 };
-use worker::deliveries::{AttemptContext, due_now, new_row};
+use worker::manual::{AttemptContext, AttemptOutcome, AttemptResult, due_now};
 
 use crate::core::pagination::Page;
 
@@ -110,36 +113,32 @@ pub async fn recover<C: ConnectionTrait>(
     Ok(result.rows_affected)
 }
 
+/// What sending a test event at once takes: the worker's sender and rules, and where its
+/// attempt is recorded and metered.
+pub struct SendNow<'a> {
+    pub db: &'a DatabaseConnection,
+    pub bus: &'a EventBus,
+    pub cache: &'a Cache,
+    pub sender: &'a worker::manual::WebhookSender,
+    pub rules: worker::manual::Rules,
+}
+
 /// Makes a test delivery's first attempt now, from the gateway, and meters it as the worker
 /// meters its own: one delivery, and one attempt if a request was made. (Its retries, if it
 /// fails, are the worker's, and metered there.)
 pub async fn send_test_now(
-    state: &crate::http::state::AppState,
+    deps: &SendNow<'_>,
     ctx: AttemptContext,
-) -> Result<
-    (
-        worker::deliveries::AttemptOutcome,
-        Option<worker::sender::AttemptResult>,
-    ),
-    DbErr,
-> {
+) -> Result<(AttemptOutcome, Option<AttemptResult>), DbErr> {
     use runtime::usage::metric;
     let scope = ctx.delivery.scope();
-    state
-        .cache
+    deps.cache
         .count_usage(&scope, &[(metric::WEBHOOK_DELIVERIES, 1)])
         .await;
-    let sent = worker::deliveries::attempt(
-        &state.db,
-        &state.bus,
-        &state.test_sender,
-        &state.webhook.rules(),
-        ctx,
-    )
-    .await?;
+    let sent =
+        worker::manual::attempt_now(deps.db, deps.bus, deps.sender, &deps.rules, ctx).await?;
     if sent.1.is_some() {
-        state
-            .cache
+        deps.cache
             .count_usage(&scope, &[(metric::WEBHOOK_ATTEMPTS, 1)])
             .await;
     }
@@ -174,11 +173,14 @@ pub async fn create_test<C: ConnectionTrait>(
     })
     .exec_with_returning(db)
     .await?;
-    let claimed_until = worker::deliveries::lease_until(now, lease);
-    let delivery =
-        webhook_deliveries::Entity::insert(new_row(&event, &endpoint.id, Some(claimed_until), now))
-            .exec_with_returning(db)
-            .await?;
+    let delivery = webhook_deliveries::Entity::insert(worker::manual::claimed_delivery(
+        &event,
+        &endpoint.id,
+        now,
+        lease,
+    ))
+    .exec_with_returning(db)
+    .await?;
     Ok(AttemptContext {
         delivery,
         endpoint: Some(endpoint.clone()),

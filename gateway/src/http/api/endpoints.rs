@@ -363,7 +363,7 @@ impl EndpointsApi {
             .await?;
         // Sent after the commit; a replay only reads what the first request did.
         if let Some(ctx) = created
-            && let Err(e) = deliveries::send_test_now(&state, ctx).await
+            && let Err(e) = deliveries::send_test_now(&state.send_now(), ctx).await
         {
             // The row stays claimed until its lease ends; the sweep then sends it.
             tracing::warn!(error = %e, "could not record a test attempt");

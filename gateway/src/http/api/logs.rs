@@ -111,7 +111,7 @@ impl LogsApi {
         if level.is_alarming() {
             state
                 .cache
-                .delete(&logs::recent_cache_key(&merchant.scope()))
+                .delete(&crate::core::cache_keys::recent_logs(&merchant.scope()))
                 .await;
         }
         Ok(CreatedLog::Created(Json(LogEntry::from(&entry))))

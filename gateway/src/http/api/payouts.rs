@@ -208,7 +208,7 @@ impl PayoutsApi {
             Some(p) => {
                 state.effects.payout_moved(&p);
                 let sent = payouts::send(&state.db, &state.providers, &p).await?;
-                state.effects.payout_sent(&sent, rid.as_deref()).await;
+                sent.take_effects(&state.effects, rid.as_deref()).await;
                 sent.payout().clone()
             }
             None => {

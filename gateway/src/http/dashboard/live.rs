@@ -11,7 +11,7 @@
 //! while, sends `{"kind":"resync"}` and the page reloads its live parts.
 //!
 //! The edge: only pages of `PAYRAIL_PUBLIC_URL` may open one (the `Origin` must be it), a
-//! user has at most [`SOCKETS_PER_USER`] on a gateway, a message from the page may be
+//! user has at most [`SOCKETS_PER_USER`](super::hub::SOCKETS_PER_USER) on a gateway, a message from the page may be
 //! [`MOST_MESSAGE_BYTES`] (it sends none: the limit keeps a client from making the gateway
 //! assemble megabytes), and a socket ends when the access token it was opened with expires,
 //! or within [`SESSION_CHECK`] of its session's sign-out.
@@ -19,158 +19,26 @@
 use std::time::Duration;
 
 use entity::bus::LiveNotice;
-use entity::ids::{MerchantId, UserId};
+use entity::ids::MerchantId;
 use futures_util::{SinkExt as _, StreamExt as _};
 use poem::http::{StatusCode, header};
 use poem::web::Data;
 use poem::web::websocket::{CloseCode, Message, WebSocket};
 use poem::{IntoResponse, Request, Response, handler};
-use runtime::bus::{EventBus, LiveHeard};
+
 use tokio::sync::{broadcast, watch};
 
 use crate::http::state::AppState;
 
-/// What the hub hands to the sockets.
-#[derive(Debug, Clone)]
-enum Update {
-    Notice(LiveNotice),
-    /// Changes may have been missed: every page reloads its live parts.
-    Resync,
-}
+pub use super::hub::LiveHub;
+use super::hub::Update;
 
-/// Changes a socket may fall behind by before it is told to resynchronise.
-const SOCKET_BACKLOG: usize = 1024;
-/// The longest wait between two attempts to listen on the bus.
-const MOST_BACKOFF: Duration = Duration::from_secs(10);
 /// Notices sent to a page in one frame at most.
 const MOST_PER_FRAME: usize = 100;
-/// Open sockets one user may hold on one gateway (a page each; a person has a few tabs).
-pub const SOCKETS_PER_USER: usize = 10;
 /// The largest message (and frame) a page may send.
 pub const MOST_MESSAGE_BYTES: usize = 4096;
 /// How often an open socket checks that its session was not signed out.
 pub const SESSION_CHECK: Duration = Duration::from_secs(5);
-
-/// The gateway's fan-out of live changes to its open dashboard pages.
-#[derive(Clone)]
-pub struct LiveHub {
-    updates: broadcast::Sender<Update>,
-    closing: watch::Sender<bool>,
-    /// True while the hub hears the bus: a socket greets its page only then, so a page that
-    /// was greeted misses nothing after.
-    listening: watch::Sender<bool>,
-    /// Open sockets per user.
-    per_user: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<UserId, usize>>>,
-}
-
-/// A user's hold on one of its sockets; dropping it gives the place back.
-struct SocketSlot {
-    per_user: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<UserId, usize>>>,
-    user: UserId,
-}
-
-impl Drop for SocketSlot {
-    fn drop(&mut self) {
-        if let Ok(mut map) = self.per_user.lock()
-            && let Some(n) = map.get_mut(&self.user)
-        {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                map.remove(&self.user);
-            }
-        }
-    }
-}
-
-impl Default for LiveHub {
-    fn default() -> Self {
-        LiveHub {
-            updates: broadcast::channel(SOCKET_BACKLOG).0,
-            closing: watch::channel(false).0,
-            listening: watch::channel(false).0,
-            per_user: Default::default(),
-        }
-    }
-}
-
-impl LiveHub {
-    /// Listens on the bus until `stop` turns true, listening again after a drop (with
-    /// backoff) and telling the pages to resynchronise, since notices went by meanwhile.
-    pub async fn run(self, bus: EventBus, mut stop: watch::Receiver<bool>) {
-        let mut backoff = Duration::from_millis(200);
-        let mut first = true;
-        while !*stop.borrow() {
-            let mut listener = match bus.listen().await {
-                Ok(listener) => listener,
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "dashboard stream cannot listen on the bus");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.changed() => {}
-                    }
-                    backoff = (backoff * 2).min(MOST_BACKOFF);
-                    continue;
-                }
-            };
-            backoff = Duration::from_millis(200);
-            self.listening.send_replace(true);
-            if !first {
-                let _ = self.updates.send(Update::Resync);
-            }
-            first = false;
-            loop {
-                tokio::select! {
-                    heard = listener.next() => match heard {
-                        Some(Ok(LiveHeard::Notice(notice))) => {
-                            let _ = self.updates.send(Update::Notice(notice));
-                        }
-                        Some(Ok(LiveHeard::Missed(n))) => {
-                            tracing::warn!(missed = n, "dashboard stream fell behind the bus");
-                            let _ = self.updates.send(Update::Resync);
-                        }
-                        Some(Err(e)) => {
-                            tracing::warn!(error = %e, "dashboard stream lost the bus; listening again");
-                            break;
-                        }
-                        None => break,
-                    },
-                    _ = stop.changed() => break,
-                }
-            }
-            self.listening.send_replace(false);
-            listener.close().await;
-        }
-    }
-
-    /// Closes every socket (going away): the server is shutting down.
-    pub fn close(&self) {
-        let _ = self.closing.send(true);
-    }
-
-    /// Sockets open on this gateway now.
-    pub fn sockets(&self) -> usize {
-        self.updates.receiver_count()
-    }
-
-    /// Whether the hub hears the bus now.
-    pub fn listening(&self) -> bool {
-        *self.listening.borrow()
-    }
-
-    /// A place for one more socket of `user`, unless it has [`SOCKETS_PER_USER`] already.
-    fn slot(&self, user: &UserId) -> Option<SocketSlot> {
-        let mut map = self.per_user.lock().ok()?;
-        let n = map.entry(user.clone()).or_default();
-        if *n >= SOCKETS_PER_USER {
-            return None;
-        }
-        *n += 1;
-        Some(SocketSlot {
-            per_user: self.per_user.clone(),
-            user: user.clone(),
-        })
-    }
-}
 
 /// The page script (`live.js`, written here, served as is).
 #[handler]

@@ -7,6 +7,7 @@
 //! - [`routes`]: the handlers and the session cookies; [`webhooks`]: the webhook pages.
 //! - [`live`]: real time, the WebSocket `/dashboard/stream` and the page script `live.js`.
 
+pub mod hub;
 pub mod live;
 pub mod overview;
 pub mod pages;

@@ -1319,8 +1319,8 @@ pub async fn reconciliation_page(req: &Request, state: Data<&AppState>) -> Respo
 
 #[cfg(test)]
 mod tests {
-    use crate::core::error::ServiceError;
     use super::told;
+    use crate::core::error::ServiceError;
 
     #[test]
     fn a_database_failure_is_told_without_the_databases_words() {

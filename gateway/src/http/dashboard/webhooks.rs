@@ -414,7 +414,7 @@ async fn send_test(
     let ctx = delivery_service::create_test(&txn, endpoint, state.webhook.lease()).await?;
     txn.commit().await?;
     let delivery_id = ctx.delivery.id.clone();
-    let (outcome, result) = delivery_service::send_test_now(state, ctx).await?;
+    let (outcome, result) = delivery_service::send_test_now(&state.send_now(), ctx).await?;
     let answer = match result.and_then(|r| r.http_status) {
         Some(status) => format!("it answered {status}"),
         None => "it did not answer".to_string(),

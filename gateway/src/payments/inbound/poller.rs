@@ -149,7 +149,7 @@ impl Poller {
                 if matches!(sent, crate::payouts::Sent::Answered(_)) {
                     outcome.payouts_sent += 1;
                 }
-                self.inbound.effects.payout_sent(&sent, None).await;
+                sent.take_effects(&self.inbound.effects, None).await;
             }
             // Payouts whose provider's webhook never came are asked about too.
             for payout in
