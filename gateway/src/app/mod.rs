@@ -301,59 +301,7 @@ impl Application {
                 "/v1/payments/:id/qr",
                 get(crate::http::checkout::qr::payment_qr).around(public_limit),
             )
-            .at("/dashboard", get(dashboard::routes::overview))
-            .at(
-                "/dashboard/login",
-                get(dashboard::routes::sign_in_page)
-                    .post(dashboard::routes::sign_in)
-                    .around(public_limit),
-            )
-            .at("/dashboard/logout", post(dashboard::routes::sign_out))
-            .at("/dashboard/mode", post(dashboard::routes::switch_mode))
-            .at("/dashboard/stream", get(dashboard::live::stream))
-            .at("/dashboard/live.js", get(dashboard::live::script))
-            .at(
-                "/dashboard/webhooks",
-                get(dashboard::webhooks::webhooks_page).post(dashboard::webhooks::create_endpoint),
-            )
-            .at(
-                "/dashboard/webhooks/:id/:action",
-                post(dashboard::webhooks::endpoint_action),
-            )
-            .at(
-                "/dashboard/deliveries/:id",
-                get(dashboard::webhooks::delivery_page),
-            )
-            .at("/dashboard/logs", get(dashboard::routes::logs_page))
-            .at(
-                "/dashboard/reconciliation",
-                get(dashboard::routes::reconciliation_page),
-            )
-            .at("/dashboard/payments", get(dashboard::routes::payments_page))
-            .at(
-                "/dashboard/payments/:id/refund",
-                post(dashboard::routes::refund_payment),
-            )
-            .at(
-                "/dashboard/keys",
-                get(dashboard::routes::keys_page).post(dashboard::routes::create_key),
-            )
-            .at(
-                "/dashboard/keys/:id/:action",
-                post(dashboard::routes::key_action),
-            )
-            .at(
-                "/dashboard/payments/:id",
-                get(dashboard::routes::payment_detail),
-            )
-            .at(
-                "/dashboard/payments/:id/cancel",
-                post(dashboard::routes::cancel_payment),
-            )
-            .at(
-                "/dashboard/deliveries/:id/retry",
-                post(dashboard::routes::retry_delivery),
-            )
+            .nest("/dashboard", dashboard::routes())
             .at(
                 "/sandbox/checkout/:id",
                 get(crate::http::checkout::checkout_page).around(public_limit),

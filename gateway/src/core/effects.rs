@@ -1,7 +1,11 @@
-//! What happens after a commit that changed payments, owned in one place so no caller can
-//! forget a step: wake the outbox relay (the events just committed go out now rather than at
-//! the next interval), drop the merchant's cached recent list, count the status change, and
-//! record a failed payment in the merchant's log store.
+//! What happens after a commit, owned in one place so no caller can forget a step: wake the
+//! outbox relay (the events just committed go out now rather than at the next interval), drop
+//! the merchant's cached recent list, count the status change, and record a failed payment in
+//! the merchant's log store.
+//!
+//! Write services return a [`Committed`]: their value with the [`Fact`]s the commit made. Its
+//! value is reached only through [`Effects::apply`], so a caller cannot take the result and
+//! forget what must follow.
 
 use entity::ids::Scope;
 use std::sync::Arc;
@@ -17,6 +21,81 @@ use crate::core::cache_keys;
 use crate::core::metrics::{ApiMetrics, CurrencyLabel};
 use crate::core::relay::Relay;
 
+/// Something a commit made that has effects after it.
+#[derive(Debug, Clone)]
+pub enum Fact {
+    /// Events (or payment fields) of this merchant's mode were committed, nothing to count.
+    Events(Scope),
+    /// A payment was created, perhaps already moved on in the same transaction.
+    PaymentCreated(payments::Model),
+    /// A payment moved to the status it has now.
+    PaymentMoved(payments::Model),
+    /// A provider reported success for a payment already called over.
+    LateSuccess {
+        payment: payments::Model,
+        provider_event_id: String,
+    },
+    /// A payout moved to the status it has now, its event committed.
+    PayoutMoved(entity::payouts::Model),
+    /// A payout's provider answer was lost; its amount stays held.
+    PayoutAnswerLost(entity::payouts::Model),
+}
+
+/// A write's value and the facts its commit made; [`Effects::apply`] hands the value over.
+#[must_use = "apply it: `effects.apply(committed, request_id)` gives the value"]
+#[derive(Debug)]
+pub struct Committed<T> {
+    value: T,
+    facts: Vec<Fact>,
+}
+
+impl<T> Committed<T> {
+    /// A value whose commit made no fact (a replay, a read after all).
+    pub fn nothing(value: T) -> Committed<T> {
+        Committed {
+            value,
+            facts: Vec::new(),
+        }
+    }
+
+    pub fn new(value: T, facts: Vec<Fact>) -> Committed<T> {
+        Committed { value, facts }
+    }
+
+    /// One more fact of the same commit.
+    pub fn and(mut self, fact: Fact) -> Committed<T> {
+        self.facts.push(fact);
+        self
+    }
+
+    /// The value, to look at; it is taken only through [`Effects::apply`].
+    pub fn peek(&self) -> &T {
+        &self.value
+    }
+
+    /// The facts, to look at (tests, logs); the value stays inside.
+    pub fn facts(&self) -> &[Fact] {
+        &self.facts
+    }
+
+    /// A later commit's value, after this one's facts and then its own.
+    pub fn then<U>(self, next: Committed<U>) -> Committed<U> {
+        let mut facts = self.facts;
+        facts.extend(next.facts);
+        Committed {
+            value: next.value,
+            facts,
+        }
+    }
+
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Committed<U> {
+        Committed {
+            value: f(self.value),
+            facts: self.facts,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Effects {
     pub db: DatabaseConnection,
@@ -27,9 +106,27 @@ pub struct Effects {
 }
 
 impl Effects {
+    /// Carries out every fact of a commit, in order, and hands its value over.
+    pub async fn apply<T>(&self, committed: Committed<T>, request_id: Option<&str>) -> T {
+        for fact in &committed.facts {
+            match fact {
+                Fact::Events(scope) => self.events_committed(scope).await,
+                Fact::PaymentCreated(p) => self.payment_created(p, request_id).await,
+                Fact::PaymentMoved(p) => self.payment_moved(p, request_id).await,
+                Fact::LateSuccess {
+                    payment,
+                    provider_event_id,
+                } => self.late_success(payment, provider_event_id).await,
+                Fact::PayoutMoved(p) => self.payout_moved(p),
+                Fact::PayoutAnswerLost(p) => self.payout_answer_lost(p, request_id).await,
+            }
+        }
+        committed.value
+    }
+
     /// A payment was created; it may already have moved on in the same transaction (a test
     /// card, a provider that answered at once, a provider failure).
-    pub async fn payment_created(&self, p: &payments::Model, request_id: Option<&str>) {
+    async fn payment_created(&self, p: &payments::Model, request_id: Option<&str>) {
         let volume = format!("{}{}", runtime::usage::metric::VOLUME_PREFIX, p.currency);
         self.cache
             .count_usage(
@@ -57,7 +154,7 @@ impl Effects {
     }
 
     /// A payment moved to the status it has now.
-    pub async fn payment_moved(&self, p: &payments::Model, request_id: Option<&str>) {
+    async fn payment_moved(&self, p: &payments::Model, request_id: Option<&str>) {
         self.metrics
             .payment_status(p.provider.as_str(), p.status.as_str());
         self.events_committed(&p.scope()).await;
@@ -67,7 +164,7 @@ impl Effects {
     /// A provider reported success for a payment already failed or cancelled (it is flagged
     /// `requires_reconciliation`): a critical log entry for the merchant and a metric the
     /// alert rules page on, because money may have moved on a payment called over.
-    pub async fn late_success(&self, p: &payments::Model, provider_event_id: &str) {
+    async fn late_success(&self, p: &payments::Model, provider_event_id: &str) {
         self.metrics.late_success(p.provider.as_str());
         self.log_alarm(Entry {
                 scope: Some(&p.scope()),
@@ -91,14 +188,14 @@ impl Effects {
 
     /// A payout moved to the status it has now, its event committed: counted, and the relay
     /// woken so the event goes out now.
-    pub fn payout_moved(&self, p: &entity::payouts::Model) {
+    fn payout_moved(&self, p: &entity::payouts::Model) {
         self.metrics.payout(p.provider.as_str(), p.status.as_str());
         self.relay.notify();
     }
 
     /// A payout's provider answer was lost: an error entry in the merchant's log store, since
     /// its amount stays held until the provider's webhook or an operator settles it.
-    pub async fn payout_answer_lost(&self, p: &entity::payouts::Model, request_id: Option<&str>) {
+    async fn payout_answer_lost(&self, p: &entity::payouts::Model, request_id: Option<&str>) {
         self.log_alarm(Entry {
             scope: Some(&p.scope()),
             level: LogLevel::Error,

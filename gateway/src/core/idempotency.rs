@@ -54,6 +54,14 @@ pub struct Outcome<T> {
     pub replayed: bool,
 }
 
+/// What makes a key acceptable, as every caller is told.
+pub const KEY_RULE: &str = "Idempotency-Key must be 1 to 255 characters.";
+
+/// Whether `key` may be used: 1 to 255 bytes.
+pub fn key_is_valid(key: &str) -> bool {
+    !key.is_empty() && key.len() <= 255
+}
+
 /// What [`Idempotent::begin`] found.
 pub enum Begun<T> {
     /// The key was used before for this request: its stored response.

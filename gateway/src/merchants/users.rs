@@ -565,6 +565,14 @@ async fn reused<C: ConnectionTrait>(
 /// Whether a session family still lives: one of its sessions is neither revoked nor
 /// expired. Sign-out and a replayed refresh token end the family, and with it every access
 /// token it issued, at once.
+/// A user's email address, to show who is signed in.
+pub async fn email_of<C: ConnectionTrait>(db: &C, user: &UserId) -> Result<Option<String>, DbErr> {
+    Ok(dashboard_users::Entity::find_by_id(user.clone())
+        .one(db)
+        .await?
+        .map(|u| u.email))
+}
+
 pub async fn family_lives<C: ConnectionTrait>(db: &C, family: &SessionId) -> Result<bool, DbErr> {
     Ok(dashboard_sessions::Entity::find()
         .filter(dashboard_sessions::Column::FamilyId.eq(family))

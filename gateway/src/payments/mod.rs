@@ -3,6 +3,7 @@
 //! and refunds.
 
 pub mod cards;
+pub mod figures;
 pub mod inbound;
 pub mod objects;
 pub mod qr;

@@ -16,6 +16,7 @@ use sea_orm::{
 };
 
 use super::service::{lock, raise_refunded};
+use crate::core::effects::{Committed, Fact};
 use crate::core::idempotency::{Begun, Idempotent, Outcome};
 use entity::status::{Provider, RefundStatus};
 
@@ -36,7 +37,7 @@ pub async fn create(
     payment_id: &PaymentId,
     amount: Option<i64>,
     idempotency_key: Option<&str>,
-) -> Result<Outcome<Refund>, ServiceError> {
+) -> Result<Committed<Outcome<Refund>>, ServiceError> {
     let request = Idempotent {
         scope,
         key: idempotency_key,
@@ -44,10 +45,10 @@ pub async fn create(
         fingerprint: entity::signature::sha256_hex(format!("{payment_id}:{amount:?}").as_bytes()),
     };
     if let Begun::Replay(value) = request.begin::<Refund>(db).await? {
-        return Ok(Outcome {
+        return Ok(Committed::nothing(Outcome {
             value,
             replayed: true,
-        });
+        }));
     }
     let reserved = reserve(
         db,
@@ -66,18 +67,25 @@ pub async fn create(
         }
     };
     let result = send(providers, &payment, &refund).await;
+    // The refund's event always; the payment's move too when this refund emptied it.
+    let mut facts = vec![Fact::Events(scope.clone())];
     let value = request
         .finish(
             db,
             async |txn: &DatabaseTransaction| -> Result<Refund, DbErr> {
-                settle(txn, refund, result).await
+                let (refund, fact) = settle(txn, refund, result).await?;
+                facts.extend(fact);
+                Ok(refund)
             },
         )
         .await?;
-    Ok(Outcome {
-        value,
-        replayed: false,
-    })
+    Ok(Committed::new(
+        Outcome {
+            value,
+            replayed: false,
+        },
+        facts,
+    ))
 }
 
 /// Asks the provider for the refund, under the key it was reserved with.
@@ -101,7 +109,7 @@ pub async fn reconcile_pending(
     db: &DatabaseConnection,
     providers: &Providers,
     older_than: std::time::Duration,
-) -> Result<usize, DbErr> {
+) -> Result<Committed<usize>, DbErr> {
     let before = Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
     let stuck = refunds::Entity::find()
         .filter(refunds::Column::Status.eq(RefundStatus::Pending))
@@ -111,6 +119,7 @@ pub async fn reconcile_pending(
         .all(db)
         .await?;
     let mut settled = 0;
+    let mut facts = Vec::new();
     for refund in stuck {
         let Some(payment) = payments::Entity::find_by_id(refund.payment_id.clone())
             .one(db)
@@ -124,11 +133,13 @@ pub async fn reconcile_pending(
             continue;
         }
         let txn = db.begin().await?;
-        settle(&txn, refund, result).await?;
+        let (_, fact) = settle(&txn, refund, result).await?;
         txn.commit().await?;
+        facts.push(Fact::Events(payment.scope()));
+        facts.extend(fact);
         settled += 1;
     }
-    Ok(settled)
+    Ok(Committed::new(settled, facts))
 }
 
 async fn reserve(
@@ -247,11 +258,14 @@ async fn refund_event<C: ConnectionTrait>(
 /// takes), the refund is settled only if it is still pending (a retry cannot settle it
 /// twice), and `amount_refunded` becomes the sum of the payment's succeeded refunds unless a
 /// provider report already said more.
+/// Records the provider's answer to a refund: succeeded (raising the payment's refunded
+/// amount, which may empty it: then the payment's move is the returned fact) or failed (its
+/// reservation released).
 async fn settle(
     txn: &DatabaseTransaction,
     refund: refunds::Model,
     result: Result<String, ProviderError>,
-) -> Result<Refund, DbErr> {
+) -> Result<(Refund, Option<Fact>), DbErr> {
     let now = Utc::now();
     let payment = payments::Entity::find_by_id(refund.payment_id.clone())
         .lock_exclusive()
@@ -279,7 +293,7 @@ async fn settle(
                 .one(txn)
                 .await?
                 .unwrap_or(refund);
-            return Ok(Refund::from(&current));
+            return Ok((Refund::from(&current), None));
         }
         Err(e) => return Err(e),
     };
@@ -308,9 +322,10 @@ async fn settle(
             .map(|r| r.amount)
             .sum();
         // A provider report may already have counted it: then nothing changes.
-        let _ = raise_refunded(txn, payment, succeeded).await?;
+        let raised = raise_refunded(txn, payment, succeeded).await?;
+        return Ok((Refund::from(&refund), raised.fact()));
     }
-    Ok(Refund::from(&refund))
+    Ok((Refund::from(&refund), None))
 }
 
 /// What a payment's own refunds hold: those succeeded and those in flight.

@@ -24,6 +24,7 @@ use runtime::cache::Cache;
 use super::cards::CardOutcome;
 use super::objects::Payment;
 use super::validation::{NewPayment, PaymentUpdate};
+use crate::core::effects::{Committed, Fact};
 use crate::core::error::{OrNotFound, ServiceError, ValidationError};
 use crate::merchants::AuthedMerchant;
 use crate::providers::{ProviderError, Providers, StartRequest, Started};
@@ -42,8 +43,8 @@ pub struct Deps<'a> {
 pub struct Created {
     /// What the merchant is answered (the stored first response on a replay).
     pub payment: Payment,
-    /// The row this request committed; `None` on a replay, which committed nothing.
-    pub model: Option<payments::Model>,
+    /// A replay of an earlier request with the same key, which committed nothing.
+    pub replayed: bool,
 }
 
 /// Creates a payment, idempotently when a key is given (see [`crate::core::idempotency`]).
@@ -59,7 +60,7 @@ pub async fn create(
     idempotency_key: Option<&str>,
     request_id: Option<&str>,
     checkout_base: &str,
-) -> Result<Created, ServiceError> {
+) -> Result<Committed<Created>, ServiceError> {
     let Deps {
         db,
         providers,
@@ -78,10 +79,10 @@ pub async fn create(
     };
     let resumed = match request.begin::<Payment>(db).await? {
         Begun::Replay(payment) => {
-            return Ok(Created {
+            return Ok(Committed::nothing(Created {
                 payment,
-                model: None,
-            });
+                replayed: true,
+            }));
         }
         Begun::Proceed { resumed } => resumed.and_then(|id| PaymentId::parse(&id)),
     };
@@ -114,9 +115,13 @@ pub async fn create(
             },
         )
         .await?;
-    Ok(Created {
+    let created = Created {
         payment,
-        model: committed,
+        replayed: false,
+    };
+    Ok(match committed {
+        Some(model) => Committed::new(created, vec![Fact::PaymentCreated(model)]),
+        None => Committed::nothing(created),
     })
 }
 
@@ -284,18 +289,46 @@ pub async fn transition<C: ConnectionTrait>(
     Ok(Ok(updated))
 }
 
+/// What raising a payment's `amount_refunded` came to.
+#[derive(Debug)]
+pub enum Refunded {
+    /// The total was no higher than what was recorded: nothing changed.
+    Unchanged(payments::Model),
+    /// Raised, with money left: the status stays.
+    Raised(payments::Model),
+    /// Raised to the whole amount: the payment moved to `refunded`, with its event.
+    Emptied(payments::Model),
+}
+
+impl Refunded {
+    /// What the commit that raised it must be followed by.
+    pub fn fact(&self) -> Option<Fact> {
+        match self {
+            Refunded::Unchanged(_) => None,
+            Refunded::Raised(p) => Some(Fact::Events(p.scope())),
+            Refunded::Emptied(p) => Some(Fact::PaymentMoved(p.clone())),
+        }
+    }
+
+    pub fn payment(self) -> payments::Model {
+        match self {
+            Refunded::Unchanged(p) | Refunded::Raised(p) | Refunded::Emptied(p) => p,
+        }
+    }
+}
+
 /// Raises `amount_refunded` to `total` (never lowers it; capped at the amount) on a payment
 /// the caller has locked, and moves it to `refunded` with its event when nothing is left.
 /// Refund reports take the larger of what they know, so the provider's webhook and our own
-/// settled refunds count the same money once whichever comes first. `Err`: nothing changed.
+/// settled refunds count the same money once whichever comes first.
 pub async fn raise_refunded<C: ConnectionTrait>(
     txn: &C,
     payment: payments::Model,
     total: i64,
-) -> Result<Result<payments::Model, payments::Model>, DbErr> {
+) -> Result<Refunded, DbErr> {
     let total = total.min(payment.amount);
     if total <= payment.amount_refunded {
-        return Ok(Err(payment));
+        return Ok(Refunded::Unchanged(payment));
     }
     payments::Entity::update_many()
         .col_expr(payments::Column::AmountRefunded, Expr::value(total))
@@ -308,18 +341,23 @@ pub async fn raise_refunded<C: ConnectionTrait>(
         ..payment
     };
     if total < payment.amount {
-        return Ok(Ok(payment));
+        return Ok(Refunded::Raised(payment));
     }
-    Ok(Ok(transition(
-        txn,
-        payment,
-        PaymentStatus::Refunded,
-        None,
-        None,
-        FundsPolicy::default(),
+    Ok(
+        match transition(
+            txn,
+            payment,
+            PaymentStatus::Refunded,
+            None,
+            None,
+            FundsPolicy::default(),
+        )
+        .await?
+        {
+            Ok(moved) => Refunded::Emptied(moved),
+            Err(unchanged) => Refunded::Raised(unchanged),
+        },
     )
-    .await?
-    .unwrap_or_else(|p| p)))
 }
 
 /// Reads a payment for update (the row stays locked until the transaction ends on PostgreSQL).
@@ -373,7 +411,7 @@ pub async fn update(
     scope: &Scope,
     id: &PaymentId,
     change: &PaymentUpdate,
-) -> Result<payments::Model, ServiceError> {
+) -> Result<Committed<payments::Model>, ServiceError> {
     let txn = db.begin().await?;
     let current = payments::Entity::find_by_id(id.clone())
         .filter(scope.of::<payments::Entity>())
@@ -392,7 +430,8 @@ pub async fn update(
     row.updated_at = Set(Utc::now());
     let updated = row.update(&txn).await?;
     txn.commit().await?;
-    Ok(updated)
+    // The recent list shows descriptions: it is dropped as after any write.
+    Ok(Committed::new(updated, vec![Fact::Events(scope.clone())]))
 }
 
 /// Cancels a pending or processing payment (409 for any other): first at the provider, so
@@ -404,7 +443,7 @@ pub async fn cancel(
     scope: &Scope,
     id: &PaymentId,
     request_id: Option<&str>,
-) -> Result<payments::Model, ServiceError> {
+) -> Result<Committed<payments::Model>, ServiceError> {
     let payment = get(db, scope, id).await?.or_not_found("payment", id)?;
     let not_cancellable = |status: PaymentStatus| {
         ServiceError::state(
@@ -452,7 +491,10 @@ pub async fn cancel(
     {
         Ok(updated) => {
             txn.commit().await?;
-            Ok(updated)
+            Ok(Committed::new(
+                updated.clone(),
+                vec![Fact::PaymentMoved(updated)],
+            ))
         }
         Err(unchanged) => Err(not_cancellable(unchanged.status)),
     }

@@ -24,15 +24,17 @@ use entity::status::{PayoutStatus, Provider};
 use poem_openapi::Object;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QuerySelect, TransactionSession, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
+    EntityTrait, PaginatorTrait, QueryFilter, QuerySelect, TransactionSession, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::core::text::Text;
 
+use crate::core::effects::{Committed, Fact};
 use crate::core::error::{ServiceError, ValidationError};
+use crate::core::idempotency::Idempotent;
 use crate::providers::Providers;
 
 /// Where a payout goes.
@@ -107,6 +109,76 @@ pub fn check_provider(
                 "{provider} does not make payouts here; use moneroo (or simulated in test mode)."
             ),
         )),
+    }
+}
+
+/// A payout created by a request, or the one an earlier request with its key created.
+#[derive(Debug)]
+pub struct Created {
+    pub payout: payouts::Model,
+    pub replayed: bool,
+}
+
+/// `POST /v1/payouts`: records the payout (idempotently when a key is given), then hands it
+/// to its provider at once. A replay reads what the first request did and sends nothing.
+pub async fn create(
+    db: &DatabaseConnection,
+    providers: &Providers,
+    scope: &Scope,
+    new: NewPayout,
+    idempotency_key: Option<&str>,
+    request_id: Option<&str>,
+) -> Result<Committed<Created>, ServiceError> {
+    if new.provider == Provider::Simulated && scope.livemode {
+        return Err(ValidationError::new(
+            "provider",
+            "provider_test_only",
+            "The simulated provider pays out in test mode only (sk_test_ keys).",
+        )
+        .into());
+    }
+    // A test key never reaches live credentials, nor a live key test ones.
+    providers.check_mode(new.provider, scope.livemode)?;
+    let request = Idempotent {
+        scope,
+        key: idempotency_key,
+        operation: "POST /v1/payouts",
+        fingerprint: new.fingerprint(),
+    };
+    let mut recorded = None;
+    let outcome = request
+        .run(
+            db,
+            async |txn: &DatabaseTransaction| -> Result<String, ServiceError> {
+                let p = record(txn, scope, new, request_id).await?;
+                let id = p.id.to_string();
+                recorded = Some(p);
+                Ok(id)
+            },
+        )
+        .await?;
+    match recorded {
+        // First time: hand it to the provider now.
+        Some(p) => {
+            let recorded = Committed::new((), vec![Fact::PayoutMoved(p.clone())]);
+            let sent = send(db, providers, &p).await?;
+            Ok(recorded.then(sent).map(|sent| Created {
+                payout: sent.payout().clone(),
+                replayed: false,
+            }))
+        }
+        None => {
+            let id = PayoutId::parse(&outcome.value).ok_or_else(|| {
+                ServiceError::Db(DbErr::Custom("stored payout id is malformed".into()))
+            })?;
+            let payout = get(db, scope, &id)
+                .await?
+                .ok_or_else(|| ServiceError::not_found("payout", &outcome.value))?;
+            Ok(Committed::nothing(Created {
+                payout,
+                replayed: outcome.replayed,
+            }))
+        }
     }
 }
 
@@ -259,7 +331,7 @@ pub async fn move_to<C: TransactionTrait>(
     to: PayoutStatus,
     provider_reference: Option<&str>,
     failure: Option<Failure<'_>>,
-) -> Result<Option<payouts::Model>, DbErr> {
+) -> Result<Committed<Option<payouts::Model>>, DbErr> {
     let from: &[PayoutStatus] = match to {
         PayoutStatus::Pending => &[],
         PayoutStatus::Processing => &[PayoutStatus::Pending],
@@ -286,7 +358,7 @@ pub async fn move_to<C: TransactionTrait>(
         .await?;
     let Some(payout) = moved.into_iter().next() else {
         txn.rollback().await?;
-        return Ok(None);
+        return Ok(Committed::nothing(None));
     };
     if to == PayoutStatus::Failed {
         // Its amount is available again.
@@ -304,7 +376,10 @@ pub async fn move_to<C: TransactionTrait>(
     )
     .await?;
     txn.commit().await?;
-    Ok(Some(payout))
+    Ok(Committed::new(
+        Some(payout.clone()),
+        vec![Fact::PayoutMoved(payout)],
+    ))
 }
 
 /// What handing a payout to its provider came to.
@@ -322,20 +397,6 @@ pub enum Sent {
 }
 
 impl Sent {
-    /// What sending a payout came to, told: an answer is a move (counted, its event sent);
-    /// an unknown outcome is an alarm in the merchant's log store.
-    pub async fn take_effects(
-        &self,
-        effects: &crate::core::effects::Effects,
-        request_id: Option<&str>,
-    ) {
-        match self {
-            Sent::Answered(p) => effects.payout_moved(p),
-            Sent::Unknown(p) => effects.payout_answer_lost(p, request_id).await,
-            Sent::NotMine(_) => {}
-        }
-    }
-
     pub fn payout(&self) -> &payouts::Model {
         match self {
             Sent::Answered(p) | Sent::Unknown(p) | Sent::NotMine(p) => p,
@@ -351,7 +412,7 @@ pub async fn send<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     providers: &Providers,
     payout: &payouts::Model,
-) -> Result<Sent, DbErr> {
+) -> Result<Committed<Sent>, DbErr> {
     let claimed = payouts::Entity::update_many()
         .col_expr(payouts::Column::SentAt, Expr::value(Utc::now()))
         .filter(payouts::Column::Id.eq(&payout.id))
@@ -364,7 +425,7 @@ pub async fn send<C: ConnectionTrait + TransactionTrait>(
             .one(db)
             .await?
             .unwrap_or_else(|| payout.clone());
-        return Ok(Sent::NotMine(current));
+        return Ok(Committed::nothing(Sent::NotMine(current)));
     };
     let sent = match providers.check_mode(payout.provider, payout.livemode) {
         Err(e) => Err(e),
@@ -415,13 +476,14 @@ pub async fn send<C: ConnectionTrait + TransactionTrait>(
                 error = %e,
                 "payout outcome unknown: held pending until the provider's webhook or an operator settles it"
             );
-            return Ok(Sent::Unknown(payout));
+            let lost = Fact::PayoutAnswerLost(payout.clone());
+            return Ok(Committed::new(Sent::Unknown(payout), vec![lost]));
         }
     };
-    Ok(match moved {
+    Ok(moved.map(|m| match m {
         Some(m) => Sent::Answered(m),
-        None => Sent::NotMine(payout),
-    })
+        None => Sent::NotMine(payout.clone()),
+    }))
 }
 
 /// Pending payouts recorded at least `age` ago and never sent (their gateway stopped between
@@ -457,7 +519,7 @@ pub async fn resolve<C: ConnectionTrait + TransactionTrait>(
     providers: &Providers,
     id: &PayoutId,
     resolution: Resolution,
-) -> Result<payouts::Model, ServiceError> {
+) -> Result<Committed<payouts::Model>, ServiceError> {
     let payout = payouts::Entity::find_by_id(id.clone())
         .one(db)
         .await?
@@ -498,12 +560,13 @@ pub async fn resolve<C: ConnectionTrait + TransactionTrait>(
         }
         Resolution::SentAs(reference) => adopt(db, providers, &payout.id, &reference).await?,
     };
-    moved.ok_or_else(|| {
-        ServiceError::state(
+    if moved.peek().is_none() {
+        return Err(ServiceError::state(
             "payout_not_unresolved",
             "The payout moved on meanwhile, or the provider does not say where it stands.",
-        )
-    })
+        ));
+    }
+    Ok(moved.map(|m| m.unwrap_or(payout)))
 }
 
 /// Payouts whose provider call's outcome is unknown: sent, still pending, no reference.
@@ -529,30 +592,30 @@ pub async fn adopt<C: ConnectionTrait + TransactionTrait>(
     providers: &Providers,
     id: &PayoutId,
     reference: &str,
-) -> Result<Option<payouts::Model>, ServiceError> {
+) -> Result<Committed<Option<payouts::Model>>, ServiceError> {
     let Some(payout) = unresolved()
         .filter(payouts::Column::Id.eq(id))
         .filter(payouts::Column::Provider.eq(Provider::Moneroo))
         .one(db)
         .await?
     else {
-        return Ok(None);
+        return Ok(Committed::nothing(None));
     };
     let Some(moneroo) = providers.moneroo.as_ref() else {
-        return Ok(None);
+        return Ok(Committed::nothing(None));
     };
     if providers
         .check_mode(payout.provider, payout.livemode)
         .is_err()
     {
-        return Ok(None);
+        return Ok(Committed::nothing(None));
     }
     let status = moneroo
         .payout_status_for(&payout, reference)
         .await
         .map_err(|e| ServiceError::Provider(e.to_string()))?;
     let Some(status) = status else {
-        return Ok(None);
+        return Ok(Committed::nothing(None));
     };
     let failure = (status == PayoutStatus::Failed).then_some(PROVIDER_FAILED);
     Ok(move_to(db, &payout.id, status, Some(reference), failure).await?)
@@ -578,22 +641,22 @@ pub async fn refresh<C: TransactionTrait>(
     db: &C,
     providers: &Providers,
     payout: &payouts::Model,
-) -> Result<Option<payouts::Model>, ServiceError> {
+) -> Result<Committed<Option<payouts::Model>>, ServiceError> {
     if payout.status.is_final() {
-        return Ok(None);
+        return Ok(Committed::nothing(None));
     }
     let (Provider::Moneroo, Some(moneroo), Some(reference)) = (
         payout.provider,
         providers.moneroo.as_ref(),
         payout.provider_reference.as_deref(),
     ) else {
-        return Ok(None);
+        return Ok(Committed::nothing(None));
     };
     if providers
         .check_mode(payout.provider, payout.livemode)
         .is_err()
     {
-        return Ok(None);
+        return Ok(Committed::nothing(None));
     }
     let status = moneroo
         .payout_status(payout, reference)
@@ -604,7 +667,7 @@ pub async fn refresh<C: TransactionTrait>(
         Some(to @ PayoutStatus::Failed) => {
             move_to(db, &payout.id, to, None, Some(PROVIDER_FAILED)).await?
         }
-        _ => None,
+        _ => Committed::nothing(None),
     })
 }
 

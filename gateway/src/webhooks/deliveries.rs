@@ -45,6 +45,41 @@ pub async fn list<C: ConnectionTrait>(
     page.fetch(db, select, C::Id).await
 }
 
+/// The deliveries of these events, oldest first.
+pub async fn for_events<C: ConnectionTrait>(
+    db: &C,
+    scope: &Scope,
+    event_ids: &[EventId],
+) -> Result<Vec<webhook_deliveries::Model>, DbErr> {
+    if event_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    webhook_deliveries::Entity::find()
+        .filter(scope.of::<webhook_deliveries::Entity>())
+        .filter(webhook_deliveries::Column::EventId.is_in(event_ids.iter().cloned()))
+        .order_by_asc(webhook_deliveries::Column::Id)
+        .all(db)
+        .await
+}
+
+/// The latest `most` deliveries of the scope, in `status` when given, newest first.
+pub async fn recent<C: ConnectionTrait>(
+    db: &C,
+    scope: &Scope,
+    status: Option<DeliveryStatus>,
+    most: u64,
+) -> Result<Vec<webhook_deliveries::Model>, DbErr> {
+    use sea_orm::QuerySelect as _;
+    let mut select = webhook_deliveries::Entity::find()
+        .filter(scope.of::<webhook_deliveries::Entity>())
+        .order_by_desc(webhook_deliveries::Column::Id)
+        .limit(most);
+    if let Some(status) = status {
+        select = select.filter(webhook_deliveries::Column::Status.eq(status));
+    }
+    select.all(db).await
+}
+
 pub async fn get<C: ConnectionTrait>(
     db: &C,
     scope: &Scope,
@@ -143,6 +178,68 @@ pub async fn send_test_now(
             .await;
     }
     Ok(sent)
+}
+
+/// A test event sent to an endpoint: its delivery's id, whether this was a replay of an
+/// earlier request with the same key (then nothing was sent now), and the attempt made.
+pub struct TestSent {
+    pub delivery_id: DeliveryId,
+    pub replayed: bool,
+    pub attempt: Option<(AttemptOutcome, Option<AttemptResult>)>,
+}
+
+/// `POST /v1/webhook_endpoints/{id}/test` and the dashboard's button: commits the test event
+/// and its delivery (idempotently with a key), then makes the first attempt at once. A
+/// disabled endpoint is a 409: nothing is sent to it.
+pub async fn test_endpoint(
+    deps: &SendNow<'_>,
+    scope: &Scope,
+    endpoint_id: &EndpointId,
+    idempotency_key: Option<&str>,
+    lease: std::time::Duration,
+) -> Result<TestSent, crate::core::error::ServiceError> {
+    use crate::core::error::{OrNotFound as _, ServiceError};
+    use crate::core::idempotency::Idempotent;
+    let request = Idempotent {
+        scope,
+        key: idempotency_key,
+        operation: "POST /v1/webhook_endpoints/{id}/test",
+        fingerprint: endpoint_id.to_string(),
+    };
+    let mut created = None;
+    let outcome = request
+        .run(
+            deps.db,
+            async |txn: &sea_orm::DatabaseTransaction| -> Result<String, ServiceError> {
+                let e = crate::webhooks::endpoints::get(txn, scope, endpoint_id)
+                    .await?
+                    .or_not_found("webhook endpoint", endpoint_id)?;
+                let ctx = create_test(txn, &crate::webhooks::endpoints::enabled(e)?, lease).await?;
+                let id = ctx.delivery.id.to_string();
+                created = Some(ctx);
+                Ok(id)
+            },
+        )
+        .await?;
+    let delivery_id = DeliveryId::parse(&outcome.value)
+        .ok_or_else(|| ServiceError::Db(DbErr::Custom("stored delivery id is malformed".into())))?;
+    // Sent after the commit; a replay only reads what the first request did.
+    let attempt = match created {
+        None => None,
+        Some(ctx) => match send_test_now(deps, ctx).await {
+            Ok(sent) => Some(sent),
+            Err(e) => {
+                // The row stays claimed until its lease ends; the sweep then sends it.
+                tracing::warn!(error = %e, "could not record a test attempt");
+                None
+            }
+        },
+    };
+    Ok(TestSent {
+        delivery_id,
+        replayed: outcome.replayed,
+        attempt,
+    })
 }
 
 /// Commits a `webhook_endpoint.test` event and its one delivery, to `endpoint` only and

@@ -131,6 +131,23 @@ pub async fn create<C: ConnectionTrait>(
     )
 }
 
+/// The endpoint if it is enabled; a disabled one is a 409 saying how to enable it.
+pub fn enabled(
+    e: webhook_endpoints::Model,
+) -> Result<webhook_endpoints::Model, crate::core::error::ServiceError> {
+    if e.status == entity::status::EndpointStatus::Enabled {
+        return Ok(e);
+    }
+    Err(crate::core::error::ServiceError::State {
+        code: "endpoint_disabled",
+        message: format!(
+            "Webhook endpoint {} is disabled ({}); enable it with PATCH first.",
+            e.id,
+            e.disabled_reason.as_deref().unwrap_or("manual")
+        ),
+    })
+}
+
 pub async fn get<C: ConnectionTrait>(
     db: &C,
     scope: &Scope,
@@ -149,6 +166,31 @@ pub async fn list<C: ConnectionTrait>(
 ) -> Result<(Vec<webhook_endpoints::Model>, bool), DbErr> {
     let select = webhook_endpoints::Entity::find().filter(scope.of::<webhook_endpoints::Entity>());
     page.fetch(db, select, webhook_endpoints::Column::Id).await
+}
+
+/// Every endpoint of the scope, newest first (a merchant has at most a few dozen).
+pub async fn all<C: ConnectionTrait>(
+    db: &C,
+    scope: &Scope,
+) -> Result<Vec<webhook_endpoints::Model>, DbErr> {
+    use sea_orm::QueryOrder as _;
+    webhook_endpoints::Entity::find()
+        .filter(scope.of::<webhook_endpoints::Entity>())
+        .order_by_desc(webhook_endpoints::Column::Id)
+        .all(db)
+        .await
+}
+
+/// Each endpoint's URL by its id, to name the endpoints deliveries went to.
+pub async fn urls<C: ConnectionTrait>(
+    db: &C,
+    scope: &Scope,
+) -> Result<std::collections::HashMap<EndpointId, String>, DbErr> {
+    Ok(all(db, scope)
+        .await?
+        .into_iter()
+        .map(|e| (e.id, e.url))
+        .collect())
 }
 
 pub async fn update<C: ConnectionTrait>(

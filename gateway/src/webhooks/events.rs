@@ -60,3 +60,40 @@ pub async fn list<C: ConnectionTrait>(
     let select = created.apply(select, events::Column::CreatedAt);
     page.fetch(db, select, events::Column::Id).await
 }
+
+/// A payment's events, oldest first.
+pub async fn for_payment<C: ConnectionTrait>(
+    db: &C,
+    scope: &Scope,
+    payment_id: &PaymentId,
+) -> Result<Vec<events::Model>, DbErr> {
+    use sea_orm::QueryOrder as _;
+    events::Entity::find()
+        .filter(scope.of::<events::Entity>())
+        .filter(events::Column::PaymentId.eq(payment_id))
+        .order_by_asc(events::Column::Id)
+        .all(db)
+        .await
+}
+
+/// The type of each of these events, by id.
+pub async fn types_of<C: ConnectionTrait>(
+    db: &C,
+    scope: &Scope,
+    ids: &[EventId],
+) -> Result<std::collections::HashMap<EventId, String>, DbErr> {
+    use sea_orm::QuerySelect as _;
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(EventId, String)> = events::Entity::find()
+        .filter(scope.of::<events::Entity>())
+        .filter(events::Column::Id.is_in(ids.iter().cloned()))
+        .select_only()
+        .column(events::Column::Id)
+        .column(events::Column::EventType)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().collect())
+}

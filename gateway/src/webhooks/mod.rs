@@ -4,3 +4,4 @@
 pub mod deliveries;
 pub mod endpoints;
 pub mod events;
+pub mod health;

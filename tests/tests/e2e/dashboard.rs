@@ -789,11 +789,32 @@ async fn the_payments_list_filters_and_pages_and_a_refund_form_refunds_once() {
             ],
         )
         .await;
+    // The service's rule, as the API tells it.
     assert!(
         bad.location
             .as_deref()
-            .is_some_and(|l| l.contains("positive"))
+            .is_some_and(|l| l.contains("Not+refunded")),
+        "{:?}",
+        bad.location
     );
+    // Not a number: refused before the service; a key over 255 characters is refused too,
+    // never dropped (a dropped key would let a double submit refund twice).
+    let unreadable = browser
+        .post_form(
+            &format!("/dashboard/payments/{id}/refund"),
+            &[("csrf_token", &token), ("amount", "ten")],
+        )
+        .await;
+    assert_eq!(unreadable.status, 422);
+    let long_key = "k".repeat(256);
+    let too_long = browser
+        .post_form(
+            &format!("/dashboard/payments/{id}/refund"),
+            &[("csrf_token", &token), ("idempotency_key", &long_key)],
+        )
+        .await;
+    assert_eq!(too_long.status, 422);
+    assert!(too_long.body.contains("1 to 255"), "{}", too_long.body);
     let (_, p) = app.get_json(&key, &format!("/v1/payments/{id}")).await;
     assert_eq!(p["amount_refunded"], 1000, "a bad amount changes nothing");
 }

@@ -19,6 +19,7 @@ mod pipeline;
 mod providers;
 mod rate_limits;
 mod reconciliation;
+mod refunds;
 mod spec;
 mod usage;
 mod worlds;

@@ -342,8 +342,9 @@ impl AdminApi {
     ) -> Result<Json<Payout>, ApiError> {
         let payout_id = path_id::<entity::ids::PayoutId>(&id.0, "payout")?;
         let resolution = payouts::Resolution::try_from(body.0)?;
-        let moved = payouts::resolve(&state.db, &state.providers, &payout_id, resolution).await?;
-        state.effects.payout_moved(&moved);
+        let resolved =
+            payouts::resolve(&state.db, &state.providers, &payout_id, resolution).await?;
+        let moved = state.effects.apply(resolved, None).await;
         Ok(Json(Payout::from(&moved)))
     }
 }

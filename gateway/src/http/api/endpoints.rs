@@ -8,8 +8,6 @@ use poem_openapi::{ApiResponse, OpenApi};
 use sea_orm::DatabaseTransaction;
 
 use entity::event::rfc3339;
-use entity::status::EndpointStatus;
-use entity::webhook_endpoints;
 
 use super::{ApiTags, path_id, valid_idempotency_key};
 use crate::core::error::{OrNotFound, ServiceError};
@@ -69,21 +67,6 @@ pub enum TestSent {
         Json<WebhookDelivery>,
         #[oai(header = "Idempotent-Replayed")] Option<String>,
     ),
-}
-
-/// An endpoint that can be sent to, or 409 `endpoint_disabled`.
-fn enabled(e: webhook_endpoints::Model) -> Result<webhook_endpoints::Model, ServiceError> {
-    if e.status == EndpointStatus::Enabled {
-        return Ok(e);
-    }
-    Err(ServiceError::State {
-        code: "endpoint_disabled",
-        message: format!(
-            "Webhook endpoint {} is disabled ({}); enable it with PATCH first.",
-            e.id,
-            e.disabled_reason.as_deref().unwrap_or("manual")
-        ),
-    })
 }
 
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::WebhookEndpoints")]
@@ -302,7 +285,7 @@ impl EndpointsApi {
                     let e = endpoints::get(txn, &merchant.scope(), &endpoint_id)
                         .await?
                         .or_not_found("webhook endpoint", &endpoint_id)?;
-                    let e = enabled(e)?;
+                    let e = endpoints::enabled(e)?;
                     let recovered =
                         deliveries::recover(txn, &e.id, window.since, window.until).await?;
                     Ok(EndpointRecovery {
@@ -339,40 +322,23 @@ impl EndpointsApi {
     ) -> Result<TestSent, ApiError> {
         let key = valid_idempotency_key(idempotency_key.0.as_deref())?;
         let endpoint_id = path_id::<EndpointId>(&id.0, "webhook endpoint")?;
-        let request = Idempotent {
-            scope: &merchant.scope(),
+        let sent = deliveries::test_endpoint(
+            &state.send_now(),
+            &merchant.scope(),
+            &endpoint_id,
             key,
-            operation: "POST /v1/webhook_endpoints/{id}/test",
-            fingerprint: endpoint_id.to_string(),
-        };
-        let lease = state.webhook.lease();
-        let mut created = None;
-        let outcome = request
-            .run(
-                &state.db,
-                async |txn: &DatabaseTransaction| -> Result<String, ServiceError> {
-                    let e = endpoints::get(txn, &merchant.scope(), &endpoint_id)
-                        .await?
-                        .or_not_found("webhook endpoint", &endpoint_id)?;
-                    let ctx = deliveries::create_test(txn, &enabled(e)?, lease).await?;
-                    let id = ctx.delivery.id.to_string();
-                    created = Some(ctx);
-                    Ok(id)
-                },
-            )
-            .await?;
-        // Sent after the commit; a replay only reads what the first request did.
-        if let Some(ctx) = created
-            && let Err(e) = deliveries::send_test_now(&state.send_now(), ctx).await
-        {
-            // The row stays claimed until its lease ends; the sweep then sends it.
-            tracing::warn!(error = %e, "could not record a test attempt");
-        }
-        let delivery =
-            crate::http::api::deliveries::detail(&state, &merchant.scope(), &outcome.value).await?;
+            state.webhook.lease(),
+        )
+        .await?;
+        let delivery = crate::http::api::deliveries::detail(
+            &state,
+            &merchant.scope(),
+            sent.delivery_id.as_str(),
+        )
+        .await?;
         Ok(TestSent::Sent(
             Json(delivery),
-            outcome.replayed.then(|| "true".to_string()),
+            sent.replayed.then(|| "true".to_string()),
         ))
     }
 

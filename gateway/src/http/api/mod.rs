@@ -99,10 +99,10 @@ pub fn valid_idempotency_key(
     key: Option<&str>,
 ) -> Result<Option<&str>, crate::http::api::error::ApiError> {
     match key {
-        Some(k) if k.is_empty() || k.len() > 255 => {
+        Some(k) if !crate::core::idempotency::key_is_valid(k) => {
             Err(crate::http::api::error::ApiError::bad_request(
                 "idempotency_key_invalid",
-                "Idempotency-Key must be 1 to 255 characters.",
+                crate::core::idempotency::KEY_RULE,
             ))
         }
         other => Ok(other),

@@ -118,9 +118,7 @@ impl PaymentsApi {
             &state.public_url,
         )
         .await?;
-        if let Some(model) = &created.model {
-            state.effects.payment_created(model, rid.as_deref()).await;
-        }
+        let created = state.effects.apply(created, rid.as_deref()).await;
         let p = &created.payment;
         if p.failure_code.as_deref() == Some("provider_error") {
             return Err(ApiError::provider_failed(
@@ -132,7 +130,7 @@ impl PaymentsApi {
         }
         Ok(CreatedPayment::Created(
             Json(created.payment),
-            created.model.is_none().then(|| "true".to_string()),
+            created.replayed.then(|| "true".to_string()),
         ))
     }
 
@@ -248,8 +246,8 @@ impl PaymentsApi {
     ) -> Result<Json<Payment>, ApiError> {
         let change = PaymentUpdate::try_from(body.0)?;
         let payment_id = path_id::<PaymentId>(&id.0, "payment")?;
-        let p = payments::update(&state.db, &merchant.scope(), &payment_id, &change).await?;
-        state.effects.events_committed(&p.scope()).await;
+        let updated = payments::update(&state.db, &merchant.scope(), &payment_id, &change).await?;
+        let p = state.effects.apply(updated, None).await;
         Ok(Json(Payment::from(&p)))
     }
 
@@ -270,7 +268,7 @@ impl PaymentsApi {
         id: Path<String>,
     ) -> Result<Json<Payment>, ApiError> {
         let rid = request_id(req);
-        let p = payments::cancel(
+        let cancelled = payments::cancel(
             &state.db,
             &state.providers,
             &merchant.scope(),
@@ -278,7 +276,7 @@ impl PaymentsApi {
             rid.as_deref(),
         )
         .await?;
-        state.effects.payment_moved(&p, rid.as_deref()).await;
+        let p = state.effects.apply(cancelled, rid.as_deref()).await;
         Ok(Json(Payment::from(&p)))
     }
 
@@ -310,9 +308,7 @@ impl PaymentsApi {
             key,
         )
         .await?;
-        if !outcome.replayed {
-            state.effects.events_committed(&merchant.scope()).await;
-        }
+        let outcome = state.effects.apply(outcome, None).await;
         if outcome.value.status == RefundStatus::Failed.as_str() {
             let p = merchant_payment(&state, &merchant.scope(), &id.0).await?;
             return Err(ApiError::provider_failed(

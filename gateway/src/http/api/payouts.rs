@@ -10,11 +10,9 @@ use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
-use sea_orm::DatabaseTransaction;
 
 use super::{ApiTags, path_id, request_id, valid_idempotency_key};
 use crate::core::error::{ServiceError, ValidationError, plain_text};
-use crate::core::idempotency::Idempotent;
 use crate::core::pagination::Page;
 use crate::http::api::auth::ApiKey;
 use crate::http::api::dto::Text;
@@ -173,55 +171,20 @@ impl PayoutsApi {
     ) -> Result<CreatedPayout, ApiError> {
         let key = valid_idempotency_key(idempotency_key.0.as_deref())?;
         let new = NewPayout::try_from(body.0)?;
-        if new.provider == Provider::Simulated && merchant.livemode {
-            return Err(ApiError::invalid(
-                "provider",
-                "provider_test_only",
-                "The simulated provider pays out in test mode only (sk_test_ keys).",
-            ));
-        }
-        // A test key never reaches live credentials, nor a live key test ones.
-        if let Err(e) = state.providers.check_mode(new.provider, merchant.livemode) {
-            return Err(ServiceError::from(e).into());
-        }
         let rid = request_id(req);
-        let request = Idempotent {
-            scope: &merchant.scope(),
+        let created = payouts::create(
+            &state.db,
+            &state.providers,
+            &merchant.scope(),
+            new,
             key,
-            operation: "POST /v1/payouts",
-            fingerprint: new.fingerprint(),
-        };
-        let mut recorded = None;
-        let outcome = request
-            .run(
-                &state.db,
-                async |txn: &DatabaseTransaction| -> Result<String, ServiceError> {
-                    let p = payouts::record(txn, &merchant.scope(), new, rid.as_deref()).await?;
-                    let id = p.id.to_string();
-                    recorded = Some(p);
-                    Ok(id)
-                },
-            )
-            .await?;
-        let payout = match recorded {
-            // First time: hand it to the provider now (a replay only reads what it did).
-            Some(p) => {
-                state.effects.payout_moved(&p);
-                let sent = payouts::send(&state.db, &state.providers, &p).await?;
-                sent.take_effects(&state.effects, rid.as_deref()).await;
-                sent.payout().clone()
-            }
-            None => {
-                let id = PayoutId::parse(&outcome.value)
-                    .ok_or_else(|| ApiError::internal("stored payout id is malformed"))?;
-                payouts::get(&state.db, &merchant.scope(), &id)
-                    .await?
-                    .ok_or_else(|| ApiError::not_found("payout", &outcome.value))?
-            }
-        };
+            rid.as_deref(),
+        )
+        .await?;
+        let created = state.effects.apply(created, rid.as_deref()).await;
         Ok(CreatedPayout::Created(
-            Json(Payout::from(&payout)),
-            outcome.replayed.then(|| "true".to_string()),
+            Json(Payout::from(&created.payout)),
+            created.replayed.then(|| "true".to_string()),
         ))
     }
 
@@ -312,13 +275,7 @@ impl PayoutsApi {
             message: "The simulated provider failed the payout.",
         });
         let moved = payouts::move_to(&state.db, &payout_id, to, None, failure).await?;
-        let current = match moved {
-            Some(m) => {
-                state.effects.payout_moved(&m);
-                m
-            }
-            None => p,
-        };
+        let current = state.effects.apply(moved, None).await.unwrap_or(p);
         Ok(Json(Payout::from(&current)))
     }
 }

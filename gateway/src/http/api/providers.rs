@@ -226,11 +226,12 @@ impl ProvidersApi {
                         (None, Some(id)) => {
                             crate::payouts::adopt(&state.db, &state.providers, &id, &r).await
                         }
-                        (None, None) => Ok(None),
+                        (None, None) => Ok(crate::core::effects::Committed::nothing(None)),
                     };
                     match settled {
-                        Ok(Some(moved)) => state.effects.payout_moved(&moved),
-                        Ok(None) => {}
+                        Ok(settled) => {
+                            state.effects.apply(settled, None).await;
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, reference = %r, "payout re-query after its webhook failed")
                         }

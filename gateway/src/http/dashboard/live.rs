@@ -89,7 +89,7 @@ pub async fn stream(req: &Request, ws: WebSocket, state: Data<&AppState>) -> Res
         )
             .into_response();
     }
-    let Some((user, cookies)) = crate::http::dashboard::routes::session(req, &state).await else {
+    let Some(user) = crate::http::dashboard::session::session(req, &state).await else {
         // A script cannot follow a redirect on an upgrade; a 401 tells it to reload the page.
         return (StatusCode::UNAUTHORIZED, "sign in again").into_response();
     };
@@ -118,7 +118,7 @@ pub async fn stream(req: &Request, ws: WebSocket, state: Data<&AppState>) -> Res
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(MOST_MESSAGE_BYTES))
         .max_frame_size(Some(MOST_MESSAGE_BYTES));
-    let mut response = ws
+    let response = ws
         .config(config)
         .on_upgrade(move |socket| async move {
             let _slot = slot;
@@ -134,11 +134,7 @@ pub async fn stream(req: &Request, ws: WebSocket, state: Data<&AppState>) -> Res
             .await
         })
         .into_response();
-    for cookie in cookies {
-        if let Ok(v) = header::HeaderValue::from_str(&cookie) {
-            response.headers_mut().append(header::SET_COOKIE, v);
-        }
-    }
+    // A renewed session's cookies go out on the upgrade (see `session::keep_cookies`).
     response
 }
 

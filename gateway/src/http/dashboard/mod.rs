@@ -1,15 +1,58 @@
 //! The dashboard at `/dashboard`: pages for the people of a merchant, signed in with an email
-//! and a password (never an API key).
+//! and a password (never an API key). Every page is a thin adapter over the services the API
+//! uses: a handler reads the session ([`session::SignedIn`], [`session::Posted`]), calls the
+//! services, and draws its page (maud) in the same file.
 //!
-//! - [`auth`]: users, Argon2id passwords, sessions (a JWT access token and a rotating refresh
-//!   token), sign-in throttling.
-//! - [`pages`]: the HTML (maud).
-//! - [`routes`]: the handlers and the session cookies; [`webhooks`]: the webhook pages.
-//! - [`live`]: real time, the WebSocket `/dashboard/stream` and the page script `live.js`.
+//! - [`session`]: cookies, the page and form extractors, roles, [`session::PageError`].
+//! - [`frame`]: the frame and widgets every page shares.
+//! - [`sign_in`]: signing in and out, the mode switch.
+//! - [`overview`], [`payments`], [`webhooks`], [`logs`], [`keys`], [`reconciliation`]: the pages.
+//! - [`live`] and [`hub`]: real time, the WebSocket `/dashboard/stream` and `live.js`.
+//!
+//! Users, passwords and sessions themselves are `crate::merchants::users`.
 
+pub mod frame;
 pub mod hub;
+pub mod keys;
 pub mod live;
+pub mod logs;
 pub mod overview;
-pub mod pages;
-pub mod routes;
+pub mod payments;
+pub mod reconciliation;
+pub mod session;
+pub mod sign_in;
 pub mod webhooks;
+
+use poem::{EndpointExt as _, Route, get, post};
+
+/// The dashboard's routes, each answer carrying the cookies its request chose.
+pub fn routes() -> impl poem::Endpoint {
+    Route::new()
+        .at("/", get(overview::overview))
+        .at(
+            "/login",
+            get(sign_in::sign_in_page)
+                .post(sign_in::sign_in)
+                .around(crate::http::middleware::public_limit),
+        )
+        .at("/logout", post(sign_in::sign_out))
+        .at("/mode", post(sign_in::switch_mode))
+        .at("/stream", get(live::stream))
+        .at("/live.js", get(live::script))
+        .at(
+            "/webhooks",
+            get(webhooks::webhooks_page).post(webhooks::create_endpoint),
+        )
+        .at("/webhooks/:id/:action", post(webhooks::endpoint_action))
+        .at("/deliveries/:id", get(webhooks::delivery_page))
+        .at("/deliveries/:id/retry", post(webhooks::retry_delivery))
+        .at("/logs", get(logs::logs_page))
+        .at("/reconciliation", get(reconciliation::reconciliation_page))
+        .at("/payments", get(payments::payments_page))
+        .at("/payments/:id", get(payments::payment_detail))
+        .at("/payments/:id/cancel", post(payments::cancel_payment))
+        .at("/payments/:id/refund", post(payments::refund_payment))
+        .at("/keys", get(keys::keys_page).post(keys::create_key))
+        .at("/keys/:id/:action", post(keys::key_action))
+        .around(session::keep_cookies)
+}

@@ -1,217 +1,207 @@
-//! The overview's figures over the last 24 hours, read from the database in a few grouped
-//! queries, and the SVG chart of payments per hour drawn from them on the server.
-//!
-//! Both backends are served: the hour of a row is computed by PostgreSQL or SQLite itself,
-//! as text (`2026-11-23T18`), so rows are grouped where they are.
+//! The overview (`/dashboard`): alerts, the balance, the last day's figures with the chart of
+//! payments per hour (SVG drawn here), the counts by status and the latest payments.
 
-use chrono::{DateTime, Duration, Timelike, Utc};
-use entity::ids::Scope;
+use chrono::{Duration, Utc};
 use entity::payment_status::PaymentStatus;
-use entity::status::DeliveryStatus;
-use entity::{payments, webhook_attempts, webhook_deliveries};
+use entity::payments;
 use maud::{Markup, html};
-use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
-};
+use poem::web::Data;
+use poem::{Response, handler};
 
-/// Hours the overview looks back.
-pub const HOURS: i64 = 24;
-/// Attempts the webhook figures are computed over at most (the latest of the window).
-const MOST_ATTEMPTS: u64 = 10_000;
+use crate::core::pagination::{CreatedRange, Page};
+use crate::http::dashboard::frame::{Chrome, LIVE_OVERVIEW, frame, nav, percent};
+use crate::http::dashboard::session::{PageError, SignedIn, page};
+use crate::http::state::AppState;
+use crate::payments::figures::{self, HOURS, Hour, LastDay};
+use crate::webhooks::health::{self, WebhookHealth};
 
-/// One hour of payments, by outcome.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Hour {
-    /// `2026-11-23T18`, UTC.
-    pub hour: String,
-    pub succeeded: u64,
-    pub failed: u64,
-    /// Pending, processing, cancelled, refunded.
-    pub other: u64,
-}
+/// Above this share of failed payments in the last hour (with enough payments to tell), the
+/// overview raises an alert.
+pub const FAILURE_RATE_ALERT: f64 = 0.2;
+/// Fewer payments than this in the hour say nothing about a failure rate.
+pub const FAILURE_RATE_MIN_PAYMENTS: u64 = 5;
 
-/// A currency's succeeded volume, in minor units.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Volume {
-    pub currency: String,
-    pub amount: i64,
-    pub payments: i64,
-}
-
-/// The webhook side of the window.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct WebhookHealth {
-    pub attempts: u64,
-    /// Share of attempts answered 2xx, when there were attempts.
-    pub success_rate: Option<f64>,
-    pub p95_ms: Option<i64>,
-    /// Deliveries waiting to be sent (pending or being sent), and the oldest one's age.
-    pub backlog: u64,
-    pub oldest_waiting: Option<Duration>,
-}
-
-/// Everything the overview shows besides the alerts and the latest payments.
-#[derive(Debug, Clone, Default)]
-pub struct Figures {
-    pub hours: Vec<Hour>,
-    /// Succeeded among the window's payments that reached a final state.
-    pub success_rate: Option<f64>,
-    pub volumes: Vec<Volume>,
-    pub webhooks: WebhookHealth,
-}
-
-fn hour_key(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H").to_string()
-}
-
-/// The SQL of "the UTC hour of `created_at`, as text", per backend.
-fn hour_of_created_at(backend: DbBackend) -> Expr {
-    match backend {
-        DbBackend::Sqlite => Expr::cust("strftime('%Y-%m-%dT%H', created_at)"),
-        _ => Expr::cust(
-            "to_char(date_trunc('hour', created_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24')",
-        ),
-    }
-}
-
-pub async fn figures<C: ConnectionTrait>(
-    db: &C,
-    scope: &Scope,
-    now: DateTime<Utc>,
-) -> Result<Figures, DbErr> {
-    let first_hour = (now - Duration::hours(HOURS - 1))
-        .with_minute(0)
-        .and_then(|t| t.with_second(0))
-        .and_then(|t| t.with_nanosecond(0))
-        .unwrap_or(now);
-    let in_window = || {
-        payments::Entity::find()
-            .filter(scope.of::<payments::Entity>())
-            .filter(payments::Column::CreatedAt.gte(first_hour))
-    };
-    let per_hour: Vec<(String, String, i64)> = in_window()
-        .select_only()
-        .column_as(hour_of_created_at(db.get_database_backend()), "hour")
-        .column(payments::Column::Status)
-        .column_as(payments::Column::Id.count(), "n")
-        .group_by(Expr::col("hour"))
-        .group_by(payments::Column::Status)
-        .into_tuple()
-        .all(db)
+#[handler]
+pub async fn overview(me: SignedIn, state: Data<&AppState>) -> Result<Response, PageError> {
+    let scope = me.scope();
+    let db = &state.db;
+    let unavailable = PageError::db("overview");
+    let loaded = async {
+        let now = Utc::now();
+        let counts = figures::count_by_status(db, &scope).await?;
+        let latest = Page {
+            limit: 20,
+            starting_after: None,
+            ending_before: None,
+        };
+        let (latest, _) = crate::payments::service::list(
+            db,
+            &scope,
+            None,
+            None,
+            &CreatedRange::default(),
+            &latest,
+        )
         .await?;
-    let mut hours: Vec<Hour> = (0..HOURS)
-        .map(|i| Hour {
-            hour: hour_key(first_hour + Duration::hours(i)),
-            ..Hour::default()
-        })
-        .collect();
-    let (mut succeeded, mut finished) = (0u64, 0u64);
-    for (hour, status, n) in per_hour {
-        let n = u64::try_from(n).unwrap_or(0);
-        let status = PaymentStatus::parse(&status);
-        if let Some(bucket) = hours.iter_mut().find(|h| h.hour == hour) {
-            match status {
-                Some(PaymentStatus::Succeeded) => bucket.succeeded += n,
-                Some(PaymentStatus::Failed) => bucket.failed += n,
-                _ => bucket.other += n,
-            }
-        }
-        match status {
-            Some(PaymentStatus::Succeeded) => {
-                succeeded += n;
-                finished += n;
-            }
-            Some(PaymentStatus::Failed | PaymentStatus::Cancelled) => finished += n,
-            _ => {}
+        let alerts = alerts(db, &scope).await?;
+        let day = figures::last_day(db, &scope, now).await?;
+        let webhooks = health::health(db, &scope, now, HOURS).await?;
+        let email = crate::merchants::users::email_of(db, &me.user.user_id)
+            .await?
+            .unwrap_or_default();
+        let balances = crate::ledger::balances(db, &scope).await?;
+        Ok::<_, sea_orm::DbErr>((counts, latest, alerts, day, webhooks, email, balances))
+    }
+    .await;
+    let (counts, latest, alerts, day, webhooks, email, balances) = loaded.map_err(unavailable)?;
+    Ok(page(view(
+        &me.chrome(),
+        &Overview {
+            email: &email,
+            role: me.user.role.as_str(),
+            counts: &counts,
+            latest: &latest,
+            alerts: &alerts,
+            day: &day,
+            webhooks: &webhooks,
+            balances: &balances,
+        },
+    )))
+}
+
+/// What the overview warns about: a high payment failure rate over the last hour, and every
+/// endpoint that is disabled or failing.
+async fn alerts(
+    db: &sea_orm::DatabaseConnection,
+    scope: &entity::ids::Scope,
+) -> Result<Vec<String>, sea_orm::DbErr> {
+    let (total, failed) =
+        figures::failures_since(db, scope, Utc::now() - Duration::hours(1)).await?;
+    let mut alerts = Vec::new();
+    if total >= FAILURE_RATE_MIN_PAYMENTS && failed as f64 / total as f64 > FAILURE_RATE_ALERT {
+        alerts.push(format!(
+            "{failed} of {total} payments failed in the last hour ({:.0} %).",
+            failed as f64 * 100.0 / total as f64
+        ));
+    }
+    for e in crate::webhooks::endpoints::all(db, scope).await? {
+        if e.status == entity::status::EndpointStatus::Disabled {
+            alerts.push(format!(
+                "Webhook endpoint {} is disabled ({}).",
+                e.url,
+                e.disabled_reason.as_deref().unwrap_or("manual")
+            ));
+        } else if e.consecutive_failures > 0 {
+            alerts.push(format!(
+                "Webhook endpoint {} failed its last {} attempts.",
+                e.url, e.consecutive_failures
+            ));
         }
     }
-    // SUM of a bigint is a numeric in PostgreSQL: cast back, a day's volume fits.
-    let volumes: Vec<(String, i64, i64)> = in_window()
-        .filter(payments::Column::Status.eq(PaymentStatus::Succeeded))
-        .select_only()
-        .column(payments::Column::Currency)
-        .column_as(Expr::cust("CAST(SUM(amount) AS BIGINT)"), "amount")
-        .column_as(payments::Column::Id.count(), "n")
-        .group_by(payments::Column::Currency)
-        .order_by_asc(payments::Column::Currency)
-        .into_tuple()
-        .all(db)
-        .await?;
-    Ok(Figures {
-        hours,
-        success_rate: (finished > 0).then(|| succeeded as f64 / finished as f64),
-        volumes: volumes
-            .into_iter()
-            .map(|(currency, amount, payments)| Volume {
-                currency,
-                amount,
-                payments,
-            })
-            .collect(),
-        webhooks: webhook_health(db, scope, now).await?,
-    })
+    Ok(alerts)
 }
 
-async fn webhook_health<C: ConnectionTrait>(
-    db: &C,
-    scope: &Scope,
-    now: DateTime<Utc>,
-) -> Result<WebhookHealth, DbErr> {
-    let attempts: Vec<(Option<i32>, i64)> = webhook_attempts::Entity::find()
-        .filter(scope.of::<webhook_attempts::Entity>())
-        .filter(webhook_attempts::Column::CreatedAt.gte(now - Duration::hours(HOURS)))
-        .order_by_desc(webhook_attempts::Column::CreatedAt)
-        .limit(MOST_ATTEMPTS)
-        .select_only()
-        .column(webhook_attempts::Column::HttpStatus)
-        .column(webhook_attempts::Column::DurationMs)
-        .into_tuple()
-        .all(db)
-        .await?;
-    let waiting = || {
-        webhook_deliveries::Entity::find()
-            .filter(scope.of::<webhook_deliveries::Entity>())
-            .filter(
-                webhook_deliveries::Column::Status
-                    .is_in([DeliveryStatus::Pending, DeliveryStatus::Processing]),
-            )
-    };
-    let backlog = waiting().count(db).await?;
-    let oldest = waiting()
-        .order_by_asc(webhook_deliveries::Column::CreatedAt)
-        .one(db)
-        .await?;
-    let ok = attempts
-        .iter()
-        .filter(|(status, _)| status.is_some_and(|s| (200..300).contains(&s)))
-        .count();
-    let mut durations: Vec<i64> = attempts.iter().map(|(_, d)| *d).collect();
-    Ok(WebhookHealth {
-        attempts: attempts.len() as u64,
-        success_rate: (!attempts.is_empty()).then(|| ok as f64 / attempts.len() as f64),
-        p95_ms: percentile(&mut durations, 0.95),
-        backlog,
-        oldest_waiting: oldest.map(|d| now - d.created_at),
-    })
+/// What the overview shows: alerts, counts by status and the latest payments.
+pub struct Overview<'a> {
+    /// Failures worth a look now (payment failure rate, failing endpoints), worst first.
+    pub alerts: &'a [String],
+    pub email: &'a str,
+    pub role: &'a str,
+    pub counts: &'a [(PaymentStatus, u64)],
+    pub latest: &'a [payments::Model],
+    pub day: &'a LastDay,
+    pub webhooks: &'a WebhookHealth,
+    /// The balance in the mode shown, per currency.
+    pub balances: &'a [entity::balances::Model],
 }
 
-/// The nearest-rank percentile (`q` in 0–1) of `values`, which it sorts.
-pub fn percentile(values: &mut [i64], q: f64) -> Option<i64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_unstable();
-    let rank = (q * values.len() as f64).ceil() as usize;
-    values.get(rank.clamp(1, values.len()) - 1).copied()
+fn view(chrome: &Chrome<'_>, view: &Overview<'_>) -> Markup {
+    frame(
+        "Overview",
+        LIVE_OVERVIEW,
+        html! {
+            (nav(chrome, &format!("{} ({})", view.email, view.role)))
+            main {
+                h1 { "Overview" }
+                div #alerts data-live-region {
+                    @for alert in view.alerts {
+                        p.alert role="alert" { (alert) }
+                    }
+                }
+                section #balance-section aria-labelledby="balance" data-live-region {
+                    h2 #balance { "Balance" }
+                    @if view.balances.is_empty() {
+                        p { "No money has moved in this mode yet." }
+                    } @else {
+                        table {
+                            thead { tr { th scope="col" { "Currency" } th scope="col" { "Available" } th scope="col" { "Pending" } } }
+                            tbody {
+                                @for b in view.balances {
+                                    tr data-currency=(b.currency) {
+                                        td { (b.currency) }
+                                        td.available { (entity::money::format_stored_amount(b.available, &b.currency)) }
+                                        td.pending { (entity::money::format_stored_amount(b.pending, &b.currency)) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                (figures(view.day, view.webhooks))
+                section #by-status-section aria-labelledby="by-status" data-live-region {
+                    h2 #by-status { "Payments by status" }
+                    div.cards {
+                        @for (status, count) in view.counts {
+                            div.card data-status=(status) { strong { (count) } (status) }
+                        }
+                    }
+                }
+                section #latest-section aria-labelledby="latest" data-live-region {
+                    h2 #latest { "Latest payments" }
+                    table {
+                        thead { tr { th scope="col" { "Payment" } th scope="col" { "Amount" } th scope="col" { "Status" } th scope="col" { "Created" } } }
+                        tbody #payments {
+                            @for p in view.latest {
+                                tr data-payment=(p.id) {
+                                    td { a href={ "/dashboard/payments/" (p.id) } { code { (p.id) } } }
+                                    td { (entity::money::format_stored_amount(p.amount, &p.currency)) }
+                                    td { (p.status) }
+                                    td { (entity::event::rfc3339(p.created_at)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
 }
 
-/// A share as the page shows it: `97.5 %`, or `—` when nothing was measured.
-pub fn percent(share: Option<f64>) -> String {
-    match share {
-        Some(s) => format!("{:.1} %", s * 100.0),
-        None => "—".into(),
+/// The last 24 hours: payment and webhook health, and the chart of payments per hour.
+fn figures(f: &LastDay, w: &WebhookHealth) -> Markup {
+    html! {
+        section #figures aria-labelledby="last-day" data-live-region {
+            h2 #last-day { "Last " (HOURS) " hours" }
+            div.cards {
+                div.card #success-rate { strong { (percent(f.success_rate)) } "payment success rate" }
+                div.card #webhook-success { strong { (percent(w.success_rate)) } "webhook attempts answered 2xx (" (w.attempts) ")" }
+                div.card #webhook-p95 { strong { @if let Some(p) = w.p95_ms { (p) " ms" } @else { "—" } } "webhook p95 latency" }
+                div.card #backlog {
+                    strong { (w.backlog) }
+                    "deliveries waiting"
+                    @if let Some(age) = w.oldest_waiting { br; "oldest " (humantime::format_duration(std::time::Duration::from_secs(age.num_seconds().max(0) as u64))) }
+                }
+            }
+            h3 { "Succeeded volume by currency" }
+            @if f.volumes.is_empty() { p { "No succeeded payment yet." } }
+            ul #volumes {
+                @for v in &f.volumes {
+                    li data-currency=(v.currency) { strong { (entity::money::format_stored_amount(v.amount, &v.currency)) } " in " (v.payments) @if v.payments == 1 { " payment" } @else { " payments" } }
+                }
+            }
+            h3 { "Payments per hour (UTC)" }
+            (payments_chart(&f.hours))
+        }
     }
 }
 
@@ -291,16 +281,6 @@ pub fn payments_chart(hours: &[Hour]) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_95th_percentile_is_the_nearest_rank() {
-        let mut v: Vec<i64> = (1..=100).rev().collect();
-        assert_eq!(percentile(&mut v, 0.95), Some(95));
-        assert_eq!(percentile(&mut [7], 0.95), Some(7));
-        assert_eq!(percentile(&mut [], 0.95), None);
-        let mut few = vec![10, 1000, 20];
-        assert_eq!(percentile(&mut few, 0.95), Some(1000));
-    }
 
     #[test]
     fn the_chart_stacks_each_hour_in_proportion_and_describes_the_totals() {

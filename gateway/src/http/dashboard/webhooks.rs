@@ -1,41 +1,45 @@
 //! The dashboard's webhook pages: the endpoints (add, test, disable, enable, rotate the
 //! secret, recover failed deliveries) with the recent deliveries, and one delivery with every
-//! attempt. The actions are the API's, through the same services; owners and developers act,
-//! viewers look.
+//! attempt and its retry button. The actions are the API's, through the same services;
+//! owners and developers act, viewers look.
 
 use chrono::Utc;
 use entity::event::rfc3339;
-use entity::ids::{DeliveryId, EndpointId};
+use entity::ids::{DeliveryId, EndpointId, PaymentId};
 use entity::status::{DeliveryStatus, EndpointStatus};
-use entity::{events, webhook_deliveries, webhook_endpoints};
+use entity::{webhook_deliveries, webhook_endpoints};
+use maud::{Markup, html};
 use poem::http::StatusCode;
-use poem::web::{Data, Form, Path, Query};
-use poem::{IntoResponse, Request, Response, handler};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
+use poem::web::{Data, Path, Query};
+use poem::{Response, handler};
+use sea_orm::TransactionTrait;
 use serde::Deserialize;
 
 use crate::core::error::ServiceError;
 use crate::core::text::Text;
 use crate::http::api::dto::CreateEndpointRequest;
-use crate::http::dashboard::pages;
-use crate::http::dashboard::routes::{
-    May, NoticeQuery, back_to, html_response, page_session, posted, posted_forms, unavailable,
+use crate::http::dashboard::frame::{
+    Chrome, LIVE_PAYMENT, LIVE_WEBHOOKS, action_form, choice, frame, nav,
+};
+use crate::http::dashboard::payments::NoticeQuery;
+use crate::http::dashboard::session::{
+    PageError, Posted, SignedIn, back_to, html_response, page, told, with_csrf,
 };
 use crate::http::state::AppState;
-use crate::webhooks::deliveries as delivery_service;
+use crate::webhooks::deliveries;
 use crate::webhooks::endpoints::{self, EndpointUpdate, NewEndpoint};
 
 const PAGE: &str = "/dashboard/webhooks";
 /// Deliveries the webhooks page lists.
 const RECENT: u64 = 25;
+/// Most hours a dashboard recovery reaches back (a week, as long as deliveries are kept).
+const MOST_RECOVER_HOURS: u32 = 24 * 7;
 
 #[derive(Deserialize)]
 pub struct WebhooksQuery {
     status: Option<String>,
     notice: Option<String>,
 }
-
-posted_forms!(NewEndpointForm, EndpointActionForm);
 
 /// What the page shows besides its lists.
 #[derive(Default)]
@@ -48,37 +52,23 @@ struct Extra<'a> {
 async fn render(
     state: &AppState,
     user: &crate::merchants::users::DashboardUser,
-    token: &str,
-    cookies: &[String],
+    chrome: &Chrome<'_>,
     status: Option<DeliveryStatus>,
     extra: Extra<'_>,
     answer: StatusCode,
-) -> Response {
+) -> Result<Response, PageError> {
+    let scope = user.scope();
     let loaded = async {
-        let endpoints = webhook_endpoints::Entity::find()
-            .filter(user.scope().of::<webhook_endpoints::Entity>())
-            .order_by_desc(webhook_endpoints::Column::Id)
-            .all(&state.db)
-            .await?;
-        let mut recent = webhook_deliveries::Entity::find()
-            .filter(user.scope().of::<webhook_deliveries::Entity>())
-            .order_by_desc(webhook_deliveries::Column::Id)
-            .limit(RECENT);
-        if let Some(status) = status {
-            recent = recent.filter(webhook_deliveries::Column::Status.eq(status));
-        }
-        let recent = recent.all(&state.db).await?;
-        let deliveries = delivery_rows(state, &recent, &endpoints).await?;
-        Ok::<_, sea_orm::DbErr>((endpoints, deliveries))
+        let endpoints = endpoints::all(&state.db, &scope).await?;
+        let recent = deliveries::recent(&state.db, &scope, status, RECENT).await?;
+        let rows = delivery_rows(state, &scope, &recent, &endpoints).await?;
+        Ok::<_, sea_orm::DbErr>((endpoints, rows))
     }
     .await;
-    let (endpoints, deliveries) = match loaded {
-        Ok(found) => found,
-        Err(e) => return unavailable("webhooks page", &e, cookies),
-    };
-    let rows: Vec<pages::EndpointRow> = endpoints
+    let (endpoints, rows) = loaded.map_err(PageError::db("webhooks page"))?;
+    let endpoint_rows: Vec<EndpointRow> = endpoints
         .iter()
-        .map(|e| pages::EndpointRow {
+        .map(|e| EndpointRow {
             id: e.id.to_string(),
             url: e.url.clone(),
             events: e
@@ -91,21 +81,18 @@ async fn render(
                         .join(", ")
                 })
                 .unwrap_or_default(),
-            status: e.status.to_string(),
+            status: e.status,
             disabled_reason: e.disabled_reason.clone(),
             consecutive_failures: e.consecutive_failures,
         })
         .collect();
-    html_response(
+    Ok(html_response(
         answer,
-        pages::webhooks(
-            &pages::Chrome {
-                csrf_token: token,
-                livemode: user.livemode,
-            },
-            &pages::Webhooks {
-                endpoints: &rows,
-                deliveries: &deliveries,
+        webhooks_view(
+            chrome,
+            &Webhooks {
+                endpoints: &endpoint_rows,
+                deliveries: &rows,
                 status: status.map(|s| s.as_str()).unwrap_or(""),
                 can_act: user.can_act(),
                 notice: extra.notice,
@@ -114,27 +101,21 @@ async fn render(
             },
         )
         .into_string(),
-        cookies,
-    )
+    ))
 }
 
 /// Deliveries as a list shows them: with their event's type and their endpoint's URL.
 async fn delivery_rows(
     state: &AppState,
-    deliveries: &[webhook_deliveries::Model],
+    scope: &entity::ids::Scope,
+    list: &[webhook_deliveries::Model],
     endpoints: &[webhook_endpoints::Model],
-) -> Result<Vec<pages::DeliveryListRow>, sea_orm::DbErr> {
-    let event_ids: Vec<_> = deliveries.iter().map(|d| d.event_id.clone()).collect();
-    let types: std::collections::HashMap<_, _> = events::Entity::find()
-        .filter(events::Column::Id.is_in(event_ids))
-        .all(&state.db)
-        .await?
-        .into_iter()
-        .map(|e| (e.id, e.event_type))
-        .collect();
-    Ok(deliveries
+) -> Result<Vec<DeliveryListRow>, sea_orm::DbErr> {
+    let event_ids: Vec<_> = list.iter().map(|d| d.event_id.clone()).collect();
+    let types = crate::webhooks::events::types_of(&state.db, scope, &event_ids).await?;
+    Ok(list
         .iter()
-        .map(|d| pages::DeliveryListRow {
+        .map(|d| DeliveryListRow {
             id: d.id.to_string(),
             event_type: types.get(&d.event_id).cloned().unwrap_or_default(),
             endpoint_url: endpoints
@@ -142,7 +123,7 @@ async fn delivery_rows(
                 .find(|e| e.id == d.endpoint_id)
                 .map(|e| e.url.clone())
                 .unwrap_or_else(|| "(deleted endpoint)".into()),
-            status: d.status.to_string(),
+            status: d.status,
             attempts: d.attempts,
             http_status: d.http_status,
             created_at: rfc3339(d.created_at),
@@ -152,51 +133,46 @@ async fn delivery_rows(
 
 #[handler]
 pub async fn webhooks_page(
-    req: &Request,
+    me: SignedIn,
     state: Data<&AppState>,
     Query(query): Query<WebhooksQuery>,
-) -> Response {
-    let (user, token, cookies) = match page_session(req, &state).await {
-        Ok(found) => found,
-        Err(to_sign_in) => return to_sign_in,
-    };
-    let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
+) -> Result<Response, PageError> {
+    let chrome = me.chrome();
+    match query.status.as_deref().filter(|s| !s.is_empty()) {
+        None => {
+            let extra = Extra {
+                notice: query.notice.as_deref(),
+                ..Extra::default()
+            };
+            render(&state, &me.user, &chrome, None, extra, StatusCode::OK).await
+        }
         Some(s) => match DeliveryStatus::parse(s) {
-            Some(status) => Some(status),
+            Some(status) => {
+                let extra = Extra {
+                    notice: query.notice.as_deref(),
+                    ..Extra::default()
+                };
+                render(
+                    &state,
+                    &me.user,
+                    &chrome,
+                    Some(status),
+                    extra,
+                    StatusCode::OK,
+                )
+                .await
+            }
             None => {
                 let error = format!("Unknown delivery status {s:?}.");
                 let extra = Extra {
                     error: Some(&error),
                     ..Extra::default()
                 };
-                return render(
-                    &state,
-                    &user,
-                    &token,
-                    &cookies,
-                    None,
-                    extra,
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                )
-                .await;
+                let answer = StatusCode::UNPROCESSABLE_ENTITY;
+                render(&state, &me.user, &chrome, None, extra, answer).await
             }
         },
-    };
-    let extra = Extra {
-        notice: query.notice.as_deref(),
-        ..Extra::default()
-    };
-    render(
-        &state,
-        &user,
-        &token,
-        &cookies,
-        status,
-        extra,
-        StatusCode::OK,
-    )
-    .await
+    }
 }
 
 #[derive(Deserialize)]
@@ -207,25 +183,31 @@ pub struct NewEndpointForm {
     description: Option<String>,
 }
 
+#[derive(Deserialize)]
+pub struct EndpointActionForm {
+    csrf_token: Option<String>,
+    /// For `recover`: how far back failed deliveries are re-sent.
+    hours: Option<u32>,
+}
+
+#[derive(Deserialize)]
+pub struct RetryForm {
+    csrf_token: Option<String>,
+    payment_id: Option<String>,
+    /// `delivery` to come back to the delivery's page rather than the payment's.
+    back: Option<String>,
+}
+
+with_csrf!(NewEndpointForm, EndpointActionForm, RetryForm);
+
 /// Adds an endpoint, checked exactly as `POST /v1/webhook_endpoints` checks it; its secret is
 /// shown on the answering page only.
 #[handler]
 pub async fn create_endpoint(
-    req: &Request,
+    posted: Posted<NewEndpointForm>,
     state: Data<&AppState>,
-    form: Option<Form<NewEndpointForm>>,
-) -> Response {
-    let (form, user, mut cookies) = match posted(req, &state, form, May::Act).await {
-        Ok(found) => found,
-        Err(answer) => return answer,
-    };
-    let token = crate::http::dashboard::routes::session_csrf(&state, &user);
-    let form = form.unwrap_or(NewEndpointForm {
-        csrf_token: None,
-        url: None,
-        events: None,
-        description: None,
-    });
+) -> Result<Response, PageError> {
+    let form = &posted.form;
     let events = form
         .events
         .as_deref()
@@ -236,9 +218,13 @@ pub async fn create_endpoint(
         .map(|e| Text(e.to_string()))
         .collect();
     let request = CreateEndpointRequest {
-        url: Text(form.url.unwrap_or_default()),
+        url: Text(form.url.clone().unwrap_or_default()),
         enabled_events: events,
-        description: form.description.filter(|d| !d.trim().is_empty()).map(Text),
+        description: form
+            .description
+            .clone()
+            .filter(|d| !d.trim().is_empty())
+            .map(Text),
         max_concurrency: None,
         rate_limit: None,
     };
@@ -248,7 +234,7 @@ pub async fn create_endpoint(
         Ok(new) => {
             let made = async {
                 let txn = state.db.begin().await?;
-                let e = endpoints::create(&txn, &user.scope(), new, state.max_webhook_endpoints)
+                let e = endpoints::create(&txn, &posted.scope(), new, state.max_webhook_endpoints)
                     .await?;
                 txn.commit().await?;
                 Ok::<_, ServiceError>(e)
@@ -256,97 +242,108 @@ pub async fn create_endpoint(
             .await;
             match made {
                 Ok(e) => Ok(e),
-                Err(ServiceError::Invalid(v)) => Err(v.message),
-                Err(e) => {
+                Err(e @ ServiceError::Db(_)) => {
                     tracing::error!(error = %e, "dashboard endpoint creation failed");
-                    return (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "Adding the endpoint failed; try again.",
-                    )
-                        .into_response();
+                    return Err(PageError::Unavailable("endpoint creation"));
                 }
+                Err(e) => Err(told(e)),
             }
         }
     };
-    let (answer, extra, id);
+    let chrome = posted.chrome();
     match &created {
         Ok(e) => {
-            id = e.id.to_string();
-            answer = StatusCode::CREATED;
-            extra = Extra {
+            let id = e.id.to_string();
+            let extra = Extra {
                 notice: Some("Endpoint added."),
                 secret: Some((&id, &e.secret)),
                 error: None,
             };
+            render(
+                &state,
+                &posted.user,
+                &chrome,
+                None,
+                extra,
+                StatusCode::CREATED,
+            )
+            .await
         }
         Err(message) => {
-            answer = StatusCode::UNPROCESSABLE_ENTITY;
-            extra = Extra {
+            let extra = Extra {
                 error: Some(message),
                 ..Extra::default()
             };
+            let answer = StatusCode::UNPROCESSABLE_ENTITY;
+            render(&state, &posted.user, &chrome, None, extra, answer).await
         }
     }
-    render(&state, &user, &token, &cookies, None, extra, answer).await
 }
 
-#[derive(Deserialize)]
-pub struct EndpointActionForm {
-    csrf_token: Option<String>,
-    /// For `recover`: how far back failed deliveries are re-sent.
-    hours: Option<u32>,
+/// An endpoint's buttons.
+enum EndpointAction {
+    Test,
+    Disable,
+    Enable,
+    Rotate,
+    Recover,
 }
 
-/// Most hours a dashboard recovery reaches back (a week, as long as deliveries are kept).
-const MOST_RECOVER_HOURS: u32 = 24 * 7;
+impl EndpointAction {
+    fn parse(text: &str) -> Option<EndpointAction> {
+        Some(match text {
+            "test" => EndpointAction::Test,
+            "disable" => EndpointAction::Disable,
+            "enable" => EndpointAction::Enable,
+            "rotate" => EndpointAction::Rotate,
+            "recover" => EndpointAction::Recover,
+            _ => return None,
+        })
+    }
+}
 
 /// The buttons of one endpoint: `test`, `disable`, `enable`, `rotate`, `recover`.
 #[handler]
 pub async fn endpoint_action(
-    req: &Request,
+    posted: Posted<EndpointActionForm>,
     state: Data<&AppState>,
     Path((id, action)): Path<(String, String)>,
-    form: Option<Form<EndpointActionForm>>,
-) -> Response {
-    let (form, user, mut cookies) = match posted(req, &state, form, May::Act).await {
-        Ok(found) => found,
-        Err(answer) => return answer,
-    };
-    let Some(endpoint_id) = EndpointId::parse(&id) else {
-        return (StatusCode::NOT_FOUND, "No such endpoint.").into_response();
-    };
-    let existing = match endpoints::get(&state.db, &user.scope(), &endpoint_id).await {
-        Ok(Some(e)) => e,
-        Ok(None) => return (StatusCode::NOT_FOUND, "No such endpoint.").into_response(),
-        Err(e) => return unavailable("endpoint action", &e, &cookies),
-    };
+) -> Result<Response, PageError> {
+    const NO_SUCH: PageError = PageError::NotFound("No such endpoint.");
+    let endpoint_id = EndpointId::parse(&id).ok_or(NO_SUCH)?;
+    let action = EndpointAction::parse(&action).ok_or(PageError::NotFound("No such action."))?;
+    let scope = posted.scope();
+    let existing = endpoints::get(&state.db, &scope, &endpoint_id)
+        .await
+        .map_err(PageError::db("endpoint action"))?
+        .ok_or(NO_SUCH)?;
     let enabled = existing.status == EndpointStatus::Enabled;
-    let done: Result<String, sea_orm::DbErr> = match action.as_str() {
-        "disable" | "enable" => {
-            let status = if action == "enable" {
+    let status_change = |status| EndpointUpdate {
+        url: None,
+        enabled_events: None,
+        description: None,
+        status: Some(status),
+        max_concurrency: None,
+        rate_limit: None,
+    };
+    let notice = match action {
+        EndpointAction::Disable | EndpointAction::Enable => {
+            let to = if matches!(action, EndpointAction::Enable) {
                 EndpointStatus::Enabled
             } else {
                 EndpointStatus::Disabled
             };
-            let change = EndpointUpdate {
-                url: None,
-                enabled_events: None,
-                description: None,
-                status: Some(status),
-                max_concurrency: None,
-                rate_limit: None,
-            };
-            endpoints::update(&state.db, existing, change)
+            let e = endpoints::update(&state.db, existing, status_change(to))
                 .await
-                .map(|e| format!("Endpoint {} is {}.", e.url, e.status))
+                .map_err(PageError::db("endpoint action"))?;
+            format!("Endpoint {} is {}.", e.url, e.status)
         }
-        "rotate" => {
-            let token = crate::http::dashboard::routes::session_csrf(&state, &user);
+        EndpointAction::Rotate => {
             let rotated = async {
                 let txn = state.db.begin().await?;
                 let e = endpoints::rotate_secret(
                     &txn,
-                    &user.scope(),
+                    &scope,
                     &endpoint_id,
                     state.webhook.secret_overlap,
                 )
@@ -354,115 +351,144 @@ pub async fn endpoint_action(
                 txn.commit().await?;
                 Ok::<_, sea_orm::DbErr>(e)
             }
-            .await;
-            return match rotated {
-                Ok(Some(e)) => {
-                    let notice = format!(
-                        "Secret rotated; the old one keeps signing beside it for {}.",
-                        humantime::format_duration(state.webhook.secret_overlap)
-                    );
-                    let id = e.id.to_string();
-                    let extra = Extra {
-                        notice: Some(&notice),
-                        secret: Some((&id, &e.secret)),
-                        error: None,
-                    };
-                    render(&state, &user, &token, &cookies, None, extra, StatusCode::OK).await
-                }
-                Ok(None) => (StatusCode::NOT_FOUND, "No such endpoint.").into_response(),
-                Err(e) => unavailable("secret rotation", &e, &cookies),
+            .await
+            .map_err(PageError::db("secret rotation"))?
+            .ok_or(NO_SUCH)?;
+            let notice = format!(
+                "Secret rotated; the old one keeps signing beside it for {}.",
+                humantime::format_duration(state.webhook.secret_overlap)
+            );
+            let id = rotated.id.to_string();
+            let extra = Extra {
+                notice: Some(&notice),
+                secret: Some((&id, &rotated.secret)),
+                error: None,
             };
+            let chrome = posted.chrome();
+            return render(&state, &posted.user, &chrome, None, extra, StatusCode::OK).await;
         }
-        "test" | "recover" if !enabled => {
-            return back_to(
+        EndpointAction::Test | EndpointAction::Recover if !enabled => {
+            return Ok(back_to(
                 PAGE,
                 "Enable the endpoint first: a disabled endpoint is sent nothing.",
-                &cookies,
-            );
+            ));
         }
-        "test" => send_test(&state, &existing).await,
-        "recover" => {
-            let hours = form.as_ref().and_then(|f| f.hours).unwrap_or(24);
+        EndpointAction::Test => {
+            let sent = deliveries::test_endpoint(
+                &state.send_now(),
+                &scope,
+                &endpoint_id,
+                None,
+                state.webhook.lease(),
+            )
+            .await;
+            match sent {
+                Ok(sent) => {
+                    let answer = match sent.attempt.as_ref().and_then(|(_, r)| r.as_ref()) {
+                        Some(r) => match r.http_status {
+                            Some(status) => format!("it answered {status}"),
+                            None => "it did not answer".to_string(),
+                        },
+                        None => "it was not sent yet; the worker sends it".to_string(),
+                    };
+                    let outcome = sent
+                        .attempt
+                        .map(|(o, _)| format!("{o:?}"))
+                        .unwrap_or_else(|| "Scheduled".into());
+                    format!(
+                        "Test event sent to {} ({}): {answer}; {outcome}.",
+                        existing.url, sent.delivery_id
+                    )
+                }
+                Err(e @ ServiceError::Db(_)) => {
+                    tracing::error!(error = %e, "dashboard test send failed");
+                    return Err(PageError::Unavailable("test send"));
+                }
+                Err(e) => format!("Not sent: {}", told(e)),
+            }
+        }
+        EndpointAction::Recover => {
+            let hours = posted.form.hours.unwrap_or(24);
             if hours == 0 || hours > MOST_RECOVER_HOURS {
-                return (
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("Recover between 1 and {MOST_RECOVER_HOURS} hours."),
-                )
-                    .into_response();
+                return Err(PageError::Invalid(format!(
+                    "Recover between 1 and {MOST_RECOVER_HOURS} hours."
+                )));
             }
             let until = Utc::now();
             let since = until - chrono::Duration::hours(i64::from(hours));
-            delivery_service::recover(&state.db, &endpoint_id, since, until)
+            let n = deliveries::recover(&state.db, &endpoint_id, since, until)
                 .await
-                .map(|n| format!("{n} failed deliveries of the last {hours} h are due again."))
+                .map_err(PageError::db("endpoint action"))?;
+            format!("{n} failed deliveries of the last {hours} h are due again.")
         }
-        _ => return (StatusCode::NOT_FOUND, "No such action.").into_response(),
     };
-    match done {
-        Ok(notice) => back_to(PAGE, &notice, &cookies),
-        Err(e) => unavailable("endpoint action", &e, &cookies),
-    }
+    Ok(back_to(PAGE, &notice))
 }
 
-/// As `POST /v1/webhook_endpoints/{id}/test`: commit the test event and its delivery, then
-/// make the first attempt at once.
-async fn send_test(
-    state: &AppState,
-    endpoint: &webhook_endpoints::Model,
-) -> Result<String, sea_orm::DbErr> {
-    let txn = state.db.begin().await?;
-    let ctx = delivery_service::create_test(&txn, endpoint, state.webhook.lease()).await?;
-    txn.commit().await?;
-    let delivery_id = ctx.delivery.id.clone();
-    let (outcome, result) = delivery_service::send_test_now(&state.send_now(), ctx).await?;
-    let answer = match result.and_then(|r| r.http_status) {
-        Some(status) => format!("it answered {status}"),
-        None => "it did not answer".to_string(),
+/// The retry button: the delivery is due now with a fresh round of attempts (as
+/// `POST /v1/webhook_deliveries/{id}/retry`).
+#[handler]
+pub async fn retry_delivery(
+    posted: Posted<RetryForm>,
+    state: Data<&AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    const NO_SUCH: PageError = PageError::NotFound("No such delivery.");
+    let delivery_id = DeliveryId::parse(&id).ok_or(NO_SUCH)?;
+    // Back to the payment's page when the form came from there, else the delivery's.
+    let from_payment = Some(&posted.form)
+        .filter(|f| f.back.as_deref() != Some("delivery"))
+        .and_then(|f| f.payment_id.as_deref().and_then(PaymentId::parse));
+    let back = match from_payment {
+        Some(p) => format!("/dashboard/payments/{p}"),
+        None => format!("/dashboard/deliveries/{delivery_id}"),
     };
-    Ok(format!(
-        "Test event sent to {} ({delivery_id}): {answer}; {outcome:?}.",
-        endpoint.url
-    ))
+    let unavailable = PageError::db("retry");
+    let d = deliveries::get(&state.db, &posted.scope(), &delivery_id)
+        .await
+        .map_err(PageError::db("retry"))?
+        .ok_or(NO_SUCH)?;
+    Ok(
+        match deliveries::make_due_now(&state.db, &d.id)
+            .await
+            .map_err(unavailable)?
+        {
+            true => back_to(&back, "Retry scheduled: the worker sends it now."),
+            false => back_to(
+                &back,
+                &format!("A {} delivery cannot be retried.", d.status),
+            ),
+        },
+    )
 }
 
 /// One delivery and every attempt of it.
 #[handler]
 pub async fn delivery_page(
-    req: &Request,
+    me: SignedIn,
     state: Data<&AppState>,
     Path(id): Path<String>,
     Query(query): Query<NoticeQuery>,
-) -> Response {
-    let (user, token, cookies) = match page_session(req, &state).await {
-        Ok(found) => found,
-        Err(to_sign_in) => return to_sign_in,
-    };
-    let not_found = || html_response(StatusCode::NOT_FOUND, "No such delivery.".into(), &cookies);
-    let Some(delivery_id) = DeliveryId::parse(&id) else {
-        return not_found();
-    };
+) -> Result<Response, PageError> {
+    const NO_SUCH: PageError = PageError::NotFound("No such delivery.");
+    let delivery_id = DeliveryId::parse(&id).ok_or(NO_SUCH)?;
+    let scope = me.scope();
     let loaded = async {
-        let Some(d) = delivery_service::get(&state.db, &user.scope(), &delivery_id).await? else {
+        let Some(d) = deliveries::get(&state.db, &scope, &delivery_id).await? else {
             return Ok(None);
         };
-        let event = events::Entity::find_by_id(d.event_id.clone())
-            .one(&state.db)
-            .await?;
-        let endpoint = webhook_endpoints::Entity::find_by_id(d.endpoint_id.clone())
-            .one(&state.db)
-            .await?;
-        let attempts = delivery_service::attempts(&state.db, &d.id).await?;
+        let event = crate::webhooks::events::get(&state.db, &scope, &d.event_id).await?;
+        let endpoint = endpoints::get(&state.db, &scope, &d.endpoint_id).await?;
+        let attempts = deliveries::attempts(&state.db, &d.id).await?;
         Ok::<_, sea_orm::DbErr>(Some((d, event, endpoint, attempts)))
     }
     .await;
-    let (d, event, endpoint, attempts) = match loaded {
-        Ok(Some(found)) => found,
-        Ok(None) => return not_found(),
-        Err(e) => return unavailable("delivery page", &e, &cookies),
-    };
-    let rows: Vec<pages::AttemptRow> = attempts
+    let (d, event, endpoint, attempts) = loaded
+        .map_err(PageError::db("delivery page"))?
+        .ok_or(NO_SUCH)?;
+    let rows: Vec<AttemptRow> = attempts
         .iter()
-        .map(|a| pages::AttemptRow {
+        .map(|a| AttemptRow {
             number: a.attempt_number,
             at: rfc3339(a.created_at),
             http_status: a.http_status,
@@ -477,32 +503,230 @@ pub async fn delivery_page(
         .as_ref()
         .and_then(|e| e.payment_id.as_ref())
         .map(|p| p.to_string());
-    let status = d.status.to_string();
-    html_response(
-        StatusCode::OK,
-        pages::delivery_detail(
-            &pages::Chrome {
-                csrf_token: &token,
-                livemode: user.livemode,
-            },
-            &pages::DeliveryDetail {
-                id: &id,
-                event_id: &event_id,
-                event_type: event.as_ref().map(|e| e.event_type.as_str()).unwrap_or(""),
-                payment_id: payment_id.as_deref(),
-                endpoint_url: endpoint
-                    .as_ref()
-                    .map(|e| e.url.as_str())
-                    .unwrap_or("(deleted endpoint)"),
-                status: &status,
-                next_retry_at: d.next_retry_at.map(rfc3339),
-                attempts: &rows,
-                retryable: matches!(d.status, DeliveryStatus::Failed | DeliveryStatus::Pending),
-                can_act: user.can_act(),
-                notice: query.notice.as_deref(),
-            },
-        )
-        .into_string(),
-        &cookies,
+    Ok(page(delivery_view(
+        &me.chrome(),
+        &DeliveryDetail {
+            id: &id,
+            event_id: &event_id,
+            event_type: event.as_ref().map(|e| e.event_type.as_str()).unwrap_or(""),
+            payment_id: payment_id.as_deref(),
+            endpoint_url: endpoint
+                .as_ref()
+                .map(|e| e.url.as_str())
+                .unwrap_or("(deleted endpoint)"),
+            status: d.status,
+            next_retry_at: d.next_retry_at.map(rfc3339),
+            attempts: &rows,
+            retryable: matches!(d.status, DeliveryStatus::Failed | DeliveryStatus::Pending),
+            can_act: me.user.can_act(),
+            notice: query.notice.as_deref(),
+        },
+    )))
+}
+
+/// One webhook endpoint as the webhooks page lists it.
+pub struct EndpointRow {
+    pub id: String,
+    pub url: String,
+    pub events: String,
+    pub status: EndpointStatus,
+    pub disabled_reason: Option<String>,
+    pub consecutive_failures: i32,
+}
+
+/// One delivery in a list.
+pub struct DeliveryListRow {
+    pub id: String,
+    pub event_type: String,
+    pub endpoint_url: String,
+    pub status: DeliveryStatus,
+    pub attempts: i32,
+    pub http_status: Option<i32>,
+    pub created_at: String,
+}
+
+/// What the webhooks page shows.
+pub struct Webhooks<'a> {
+    pub endpoints: &'a [EndpointRow],
+    pub deliveries: &'a [DeliveryListRow],
+    pub status: &'a str,
+    pub can_act: bool,
+    pub notice: Option<&'a str>,
+    /// A signing secret just made (new endpoint or rotation), shown this once.
+    pub secret: Option<(&'a str, &'a str)>,
+    pub error: Option<&'a str>,
+}
+
+fn webhooks_view(chrome: &Chrome<'_>, view: &Webhooks<'_>) -> Markup {
+    let csrf_token = chrome.csrf_token;
+    frame(
+        "Webhooks",
+        LIVE_WEBHOOKS,
+        html! {
+            (nav(chrome, ""))
+            main {
+                h1 { "Webhooks" }
+                @if let Some(notice) = view.notice { p role="status" { (notice) } }
+                @if let Some(error) = view.error { p.error role="alert" { (error) } }
+                @if let Some((endpoint, secret)) = view.secret {
+                    div.alert role="alert" {
+                        p { "The signing secret of " code { (endpoint) } ", shown only this once: store it now." }
+                        p { code #new-secret { (secret) } }
+                    }
+                }
+                section #endpoints-section aria-labelledby="endpoints" data-live-region {
+                    h2 #endpoints { "Endpoints" }
+                    table {
+                        thead { tr { th scope="col" { "URL" } th scope="col" { "Events" } th scope="col" { "Status" } th scope="col" { "Failures in a row" } th scope="col" { "Actions" } } }
+                        tbody {
+                            @for e in view.endpoints {
+                                @let base = format!("/dashboard/webhooks/{}", e.id);
+                                tr data-endpoint=(e.id) {
+                                    td { (e.url) }
+                                    td { code { (e.events) } }
+                                    td { (e.status) @if let Some(r) = &e.disabled_reason { " (" (r) ")" } }
+                                    td { (e.consecutive_failures) }
+                                    td {
+                                        @if view.can_act {
+                                            @if e.status == EndpointStatus::Enabled {
+                                                (action_form(csrf_token, &format!("{base}/test"), "Send test", &format!("Send a test event to {}", e.url), &[]))
+                                                (action_form(csrf_token, &format!("{base}/disable"), "Disable", &format!("Disable {}", e.url), &[]))
+                                                (action_form(csrf_token, &format!("{base}/recover"), "Recover 24 h", &format!("Re-send the last day's failed deliveries to {}", e.url), &[("hours", "24")]))
+                                            } @else {
+                                                (action_form(csrf_token, &format!("{base}/enable"), "Enable", &format!("Enable {}", e.url), &[]))
+                                            }
+                                            (action_form(csrf_token, &format!("{base}/rotate"), "Rotate secret", &format!("Rotate the secret of {}", e.url), &[]))
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    @if view.endpoints.is_empty() { p { "No endpoint yet." } }
+                }
+                @if view.can_act {
+                    form method="post" action="/dashboard/webhooks" {
+                        h2 { "Add an endpoint" }
+                        input type="hidden" name="csrf_token" value=(csrf_token);
+                        label for="endpoint-url" { "URL" }
+                        input #endpoint-url name="url" type="url" required placeholder="https://example.com/webhooks";
+                        label for="endpoint-events" { "Events (comma-separated, * for all)" }
+                        input #endpoint-events name="events" value="*";
+                        label for="endpoint-description" { "Description" }
+                        input #endpoint-description name="description";
+                        p { button type="submit" { "Add endpoint" } }
+                    }
+                }
+                section aria-labelledby="recent-deliveries" {
+                    h2 #recent-deliveries { "Recent deliveries" }
+                    form method="get" action="/dashboard/webhooks" {
+                        (choice("status", "Status", DeliveryStatus::ALL.iter().map(|s| s.as_str()), view.status))
+                        p { button type="submit" { "Filter" } }
+                    }
+                    (delivery_table(view.deliveries))
+                }
+            }
+        },
     )
+}
+
+fn delivery_table(deliveries: &[DeliveryListRow]) -> Markup {
+    html! {
+        table #deliveries-table data-live-region {
+            thead { tr { th scope="col" { "Delivery" } th scope="col" { "Event" } th scope="col" { "Endpoint" } th scope="col" { "Status" } th scope="col" { "Attempts" } th scope="col" { "Last answer" } th scope="col" { "Created" } } }
+            tbody {
+                @for d in deliveries {
+                    tr data-delivery=(d.id) {
+                        td { a href={ "/dashboard/deliveries/" (d.id) } { code { (d.id) } } }
+                        td { code { (d.event_type) } }
+                        td { (d.endpoint_url) }
+                        td { (d.status) }
+                        td { (d.attempts) }
+                        td { @if let Some(s) = d.http_status { (s) } @else { "—" } }
+                        td { (d.created_at) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One attempt of a delivery.
+pub struct AttemptRow {
+    pub number: i32,
+    pub at: String,
+    pub http_status: Option<i32>,
+    pub duration_ms: i64,
+    pub error: Option<String>,
+    /// The start of the endpoint's answer, as stored (already cut to size by the worker).
+    pub response_excerpt: Option<String>,
+}
+
+/// What the delivery page shows.
+pub struct DeliveryDetail<'a> {
+    pub id: &'a str,
+    pub event_id: &'a str,
+    pub event_type: &'a str,
+    pub payment_id: Option<&'a str>,
+    pub endpoint_url: &'a str,
+    pub status: DeliveryStatus,
+    pub next_retry_at: Option<String>,
+    pub attempts: &'a [AttemptRow],
+    pub retryable: bool,
+    pub can_act: bool,
+    pub notice: Option<&'a str>,
+}
+
+fn delivery_view(chrome: &Chrome<'_>, view: &DeliveryDetail<'_>) -> Markup {
+    let csrf_token = chrome.csrf_token;
+    frame(
+        &format!("Delivery {}", view.id),
+        LIVE_PAYMENT,
+        html! {
+            (nav(chrome, ""))
+            main {
+                h1 { "Delivery " code { (view.id) } }
+                @if let Some(notice) = view.notice { p role="status" { (notice) } }
+                div #delivery-summary data-live-region {
+                    p {
+                        code { (view.event_type) } " (" code { (view.event_id) } ") to " (view.endpoint_url)
+                        @if let Some(p) = view.payment_id { " · payment " a href={ "/dashboard/payments/" (p) } { code { (p) } } }
+                    }
+                    p { "Status: " strong #delivery-status { (view.status) }
+                        @if let Some(at) = &view.next_retry_at { " · next attempt " (at) } }
+                    @if view.can_act && view.retryable {
+                        (action_form(csrf_token, &format!("/dashboard/deliveries/{}/retry", view.id), "Retry now", &format!("Retry delivery {}", view.id), &[("back", "delivery")]))
+                    }
+                }
+                section #attempts-section aria-labelledby="attempts" data-live-region {
+                    h2 #attempts { "Attempts" }
+                    @if view.attempts.is_empty() { p { "None yet." } }
+                    table {
+                        thead { tr { th scope="col" { "#" } th scope="col" { "When" } th scope="col" { "Answer" } th scope="col" { "Latency" } th scope="col" { "Error" } th scope="col" { "Response (start)" } } }
+                        tbody #attempt-rows {
+                            @for a in view.attempts {
+                                tr data-attempt=(a.number) {
+                                    td { (a.number) }
+                                    td { (a.at) }
+                                    td { @if let Some(s) = a.http_status { (s) } @else { "—" } }
+                                    td { (a.duration_ms) " ms" }
+                                    td { (a.error.as_deref().unwrap_or("")) }
+                                    td { @if let Some(body) = &a.response_excerpt { code { (excerpt(body)) } } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// The first 200 characters of an answer, on a character boundary.
+fn excerpt(body: &str) -> String {
+    const MOST: usize = 200;
+    match body.char_indices().nth(MOST) {
+        Some((cut, _)) => format!("{}…", &body[..cut]),
+        None => body.to_string(),
+    }
 }

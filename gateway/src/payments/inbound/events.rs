@@ -12,7 +12,8 @@ use sea_orm::{
     SqlErr, TransactionSession, TransactionTrait,
 };
 
-use crate::payments::service::{raise_refunded, transition};
+use crate::core::effects::{Committed, Fact};
+use crate::payments::service::{Refunded, raise_refunded, transition};
 
 /// How an inbound event names its payment.
 #[derive(Debug, Clone, Copy)]
@@ -121,33 +122,40 @@ async fn apply_refund<C: ConnectionTrait>(
     txn: &C,
     payment: payments::Model,
     refunded_total: i64,
-) -> Result<(Applied, payments::Model), DbErr> {
+) -> Result<(Applied, Refunded), DbErr> {
     Ok(match raise_refunded(txn, payment, refunded_total).await? {
-        Ok(p) => {
+        Refunded::Unchanged(p) => (Applied::Ignored, Refunded::Unchanged(p)),
+        raised => {
+            let p = match &raised {
+                Refunded::Raised(p) | Refunded::Emptied(p) | Refunded::Unchanged(p) => p,
+            };
             let own = crate::payments::refunds::made_here(txn, &p.id).await?;
-            let recorded = crate::ledger::provider_side_refunds(txn, &p).await?;
+            let recorded = crate::ledger::provider_side_refunds(txn, p).await?;
             let beyond = p.amount_refunded - own - recorded;
             if beyond > 0 {
-                crate::ledger::refunded_at_provider(txn, &p, beyond)
+                crate::ledger::refunded_at_provider(txn, p, beyond)
                     .await
                     .map_err(crate::ledger::LedgerError::into_db)?;
             }
-            (Applied::Applied, p)
+            (Applied::Applied, raised)
         }
-        Err(p) => (Applied::Ignored, p),
     })
 }
 
+/// Applies one verified provider event in one transaction with its `provider_events` row
+/// (unique per provider and event id, so a duplicate changes nothing): the outcome, the
+/// payment it touched, and what the commit must be followed by.
 pub async fn apply<C: TransactionTrait>(
     db: &C,
     event: VerifiedEvent<'_>,
     funds: crate::ledger::FundsPolicy,
-) -> Result<(Applied, Option<payments::Model>), DbErr> {
+) -> Result<Committed<(Applied, Option<payments::Model>)>, DbErr> {
+    let provider_event_id = event.provider_event_id.to_string();
     let txn = db.begin().await?;
-    let (outcome, payment) = match event.target {
-        None => (Applied::UnknownType, None),
+    let (outcome, payment, fact) = match event.target {
+        None => (Applied::UnknownType, None, None),
         Some(to) => match find_locked(&txn, event.provider, event.payment).await? {
-            None => (Applied::UnknownPayment, None),
+            None => (Applied::UnknownPayment, None, None),
             Some(p) if to == PaymentStatus::Refunded && event.amount_refunded.is_some() => {
                 // Stripe reports refunds in its own units for the payment's currency.
                 let reported = event.amount_refunded.unwrap_or(0);
@@ -157,11 +165,16 @@ pub async fn apply<C: TransactionTrait>(
                         .unwrap_or(reported),
                     _ => reported,
                 };
-                let (outcome, p) = apply_refund(&txn, p, total).await?;
-                (outcome, Some(p))
+                let (outcome, refunded) = apply_refund(&txn, p, total).await?;
+                let fact = refunded.fact();
+                (outcome, Some(refunded.payment()), fact)
             }
             Some(p) => match transition(&txn, p, to, event.failure, None, funds).await? {
-                Ok(updated) => (Applied::Applied, Some(updated)),
+                Ok(updated) => (
+                    Applied::Applied,
+                    Some(updated.clone()),
+                    Some(Fact::PaymentMoved(updated)),
+                ),
                 // A success after we called the payment over is never just ignored: the
                 // customer may have paid. Flag it; the status stays final.
                 Err(unchanged)
@@ -172,9 +185,13 @@ pub async fn apply<C: TransactionTrait>(
                         ) =>
                 {
                     let flagged = flag_for_reconciliation(&txn, unchanged).await?;
-                    (Applied::RequiresReconciliation, Some(flagged))
+                    let fact = Fact::LateSuccess {
+                        payment: flagged.clone(),
+                        provider_event_id: provider_event_id.clone(),
+                    };
+                    (Applied::RequiresReconciliation, Some(flagged), Some(fact))
                 }
-                Err(unchanged) => (Applied::Ignored, Some(unchanged)),
+                Err(unchanged) => (Applied::Ignored, Some(unchanged), None),
             },
         },
     };
@@ -194,12 +211,15 @@ pub async fn apply<C: TransactionTrait>(
     match inserted {
         Ok(_) => {
             txn.commit().await?;
-            Ok((outcome, payment))
+            Ok(Committed::new(
+                (outcome, payment),
+                fact.into_iter().collect(),
+            ))
         }
         Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
             // Seen before: roll back whatever this delivery of it would have changed.
             txn.rollback().await?;
-            Ok((Applied::Duplicate, None))
+            Ok(Committed::nothing((Applied::Duplicate, None)))
         }
         Err(e) => Err(e),
     }

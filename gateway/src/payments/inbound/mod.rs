@@ -112,14 +112,8 @@ impl Inbound {
     pub async fn apply(&self, event: VerifiedEvent<'_>) -> Result<Applied, InboundError> {
         let provider = event.provider.to_string();
         let provider_event_id = event.provider_event_id.to_string();
-        let (outcome, payment) = events::apply(&self.effects.db, event, self.funds).await?;
-        match (outcome, payment) {
-            (Applied::Applied, Some(p)) => self.effects.payment_moved(&p, None).await,
-            (Applied::RequiresReconciliation, Some(p)) => {
-                self.effects.late_success(&p, &provider_event_id).await
-            }
-            _ => {}
-        }
+        let applied = events::apply(&self.effects.db, event, self.funds).await?;
+        let (outcome, _) = self.effects.apply(applied, None).await;
         self.effects
             .metrics
             .webhook_received(&provider, outcome.as_str());

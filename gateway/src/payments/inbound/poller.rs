@@ -128,12 +128,13 @@ impl Poller {
                     Err(_) => outcome.errors += 1,
                 }
             }
-            outcome.refunds_settled = refunds::reconcile_pending(
+            let settled = refunds::reconcile_pending(
                 &self.inbound.effects.db,
                 &self.inbound.providers,
                 CLAIM_TTL,
             )
             .await?;
+            outcome.refunds_settled = self.inbound.effects.apply(settled, None).await;
             if outcome.refunds_settled > 0 {
                 self.inbound.effects.relay.notify();
             }
@@ -146,10 +147,10 @@ impl Poller {
                     &payout,
                 )
                 .await?;
+                let sent = self.inbound.effects.apply(sent, None).await;
                 if matches!(sent, crate::payouts::Sent::Answered(_)) {
                     outcome.payouts_sent += 1;
                 }
-                sent.take_effects(&self.inbound.effects, None).await;
             }
             // Payouts whose provider's webhook never came are asked about too.
             for payout in
@@ -162,11 +163,11 @@ impl Poller {
                 )
                 .await
                 {
-                    Ok(Some(moved)) => {
-                        outcome.payouts_settled += 1;
-                        self.inbound.effects.payout_moved(&moved);
+                    Ok(refreshed) => {
+                        if self.inbound.effects.apply(refreshed, None).await.is_some() {
+                            outcome.payouts_settled += 1;
+                        }
                     }
-                    Ok(None) => {}
                     Err(_) => outcome.errors += 1,
                 }
             }

@@ -1,0 +1,149 @@
+//! What every dashboard page shares, rendered on the server with maud (no build step, escaped
+//! by construction): the frame (a `main` landmark, the merchant's navigation, the mode switch
+//! and a sign-out form carrying the CSRF token), and the small widgets pages repeat.
+
+use maud::{DOCTYPE, Markup, html};
+
+const STYLE: &str = "\
+*{box-sizing:border-box}body{margin:0;font:1rem/1.5 system-ui,sans-serif;color:#1a1a1a;background:#f4f5f7}\
+header{display:flex;gap:1rem;align-items:center;justify-content:space-between;padding:.75rem 1rem;background:#fff;border-bottom:1px solid #ddd}\
+main{max-width:60rem;margin:0 auto;padding:1rem}\
+table{width:100%;border-collapse:collapse;background:#fff}th,td{text-align:left;padding:.5rem;border-bottom:1px solid #eee}\
+.cards{display:flex;flex-wrap:wrap;gap:.75rem;margin:1rem 0}.card{background:#fff;padding:.75rem 1rem;border-radius:.5rem;min-width:8rem}\
+.card strong{display:block;font-size:1.5rem}\
+form.signin{max-width:22rem;margin:3rem auto;background:#fff;padding:1.5rem;border-radius:.75rem}\
+label{display:block;margin:.75rem 0 .25rem}input{width:100%;padding:.6rem;font:inherit}\
+button{min-height:44px;padding:.6rem 1rem;font:inherit;font-weight:600;border-radius:.5rem;border:2px solid #0b5cad;background:#0b5cad;color:#fff;cursor:pointer}\
+button.link{background:#fff;color:#0b5cad}\
+button:focus-visible,a:focus-visible,input:focus-visible{outline:3px solid #f5a623;outline-offset:2px}\
+form.inline{display:inline-block;margin:0 .25rem .25rem 0}\
+.test-mode{margin:0;padding:.35rem 1rem;background:#fff4d6;border-bottom:2px solid #e8a200;color:#5c4100;font-weight:600;text-align:center}\
+form#mode-switch{display:inline-flex;gap:.5rem;align-items:center}\
+.error{color:#a40000;font-weight:600}.alert{background:#fdecea;border-left:4px solid #a40000;padding:.75rem 1rem;margin:.5rem 0;font-weight:600}";
+
+/// Kinds of live change (see `live.js`) each page shows; the page reloads its
+/// `data-live-region` parts when one arrives.
+pub const LIVE_OVERVIEW: &str = "event delivery_attempt log_entry";
+pub const LIVE_PAYMENTS: &str = "event";
+pub const LIVE_PAYMENT: &str = "event delivery_attempt";
+pub const LIVE_WEBHOOKS: &str = "event delivery_attempt";
+pub const LIVE_LOGS: &str = "log_entry";
+
+/// A page. `live` lists the changes it follows (see [`LIVE_OVERVIEW`]), empty for none.
+pub fn frame(title: &str, live: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Payrail dashboard" }
+                style { (maud::PreEscaped(STYLE)) }
+            }
+            body data-live=[(!live.is_empty()).then_some(live)] {
+                (body)
+                @if !live.is_empty() { script src="/dashboard/live.js" defer {} }
+            }
+        }
+    }
+}
+
+/// What every signed-in page's frame needs: its forms' CSRF token and the mode it shows.
+pub struct Chrome<'a> {
+    pub csrf_token: &'a str,
+    pub livemode: bool,
+}
+
+/// The bar on every signed-in page: home, the mode shown with its switch (and a banner in
+/// test mode, as Stripe shows one), who is signed in, and the sign-out form.
+pub fn nav(chrome: &Chrome<'_>, who: &str) -> Markup {
+    let csrf_token = chrome.csrf_token;
+    let (viewing, other) = if chrome.livemode {
+        ("live", "test")
+    } else {
+        ("test", "live")
+    };
+    html! {
+        @if !chrome.livemode {
+            p.test-mode #mode-banner role="note" { "Test mode: you are viewing test data. No real money moves." }
+        }
+        header {
+            nav aria-label="Dashboard" {
+                a href="/dashboard" { strong { "Payrail" } } " · "
+                a href="/dashboard/payments" { "Payments" } " · "
+                a href="/dashboard/webhooks" { "Webhooks" } " · "
+                a href="/dashboard/logs" { "Logs" } " · "
+                a href="/dashboard/reconciliation" { "Reconciliation" } " · "
+                a href="/dashboard/keys" { "API keys" }
+            }
+            form #mode-switch method="post" action="/dashboard/mode" {
+                input type="hidden" name="csrf_token" value=(csrf_token);
+                input type="hidden" name="mode" value=(other);
+                span #mode data-mode=(viewing) { "Viewing " strong { (viewing) } " data" } " "
+                button.link type="submit" { "Switch to " (other) }
+            }
+            span { (who) " " span #live-status role="status" {} }
+            form method="post" action="/dashboard/logout" {
+                input type="hidden" name="csrf_token" value=(csrf_token);
+                button.link type="submit" { "Sign out" }
+            }
+        }
+    }
+}
+
+/// A labelled filter over a closed set, "Any" first, the current value selected.
+pub fn choice<'v>(
+    name: &str,
+    label: &str,
+    values: impl Iterator<Item = &'v str>,
+    current: &str,
+) -> Markup {
+    html! {
+        label for=(name) { (label) }
+        select id=(name) name=(name) {
+            option value="" selected[current.is_empty()] { "Any" }
+            @for value in values {
+                option value=(value) selected[current == value] { (value) }
+            }
+        }
+    }
+}
+
+/// A small post form with the CSRF token: one button, optional hidden fields.
+pub fn action_form(
+    csrf_token: &str,
+    action: &str,
+    label: &str,
+    aria: &str,
+    fields: &[(&str, &str)],
+) -> Markup {
+    html! {
+        form.inline method="post" action=(action) {
+            input type="hidden" name="csrf_token" value=(csrf_token);
+            @for (name, value) in fields { input type="hidden" name=(name) value=(value); }
+            button.link type="submit" aria-label=(aria) { (label) }
+        }
+    }
+}
+
+/// A share as the page shows it: `97.5 %`, or `—` when nothing was measured.
+pub fn percent(share: Option<f64>) -> String {
+    match share {
+        Some(s) => format!("{:.1} %", s * 100.0),
+        None => "—".into(),
+    }
+}
+
+/// A page that only says something: an error, a refusal.
+pub fn message(text: &str) -> Markup {
+    frame(
+        "Payrail dashboard",
+        "",
+        html! {
+            main {
+                p role="alert" { (text) }
+                p { a href="/dashboard" { "Back to the dashboard" } }
+            }
+        },
+    )
+}

@@ -1,0 +1,392 @@
+//! The payment pages: the list (by status and reference), one payment with its events,
+//! refunds and webhook deliveries, and its buttons (cancel, refund), which call the API's
+//! services with the API's rules.
+
+use entity::event::rfc3339;
+use entity::ids::PaymentId;
+use entity::money::format_stored_amount;
+use entity::payment_status::PaymentStatus;
+use entity::payments;
+use entity::status::DeliveryStatus;
+use maud::{Markup, html};
+use poem::web::{Data, Path, Query};
+use poem::{Response, handler};
+use serde::Deserialize;
+
+use crate::core::error::ServiceError;
+use crate::core::pagination::{CreatedRange, Page};
+use crate::http::dashboard::frame::{Chrome, LIVE_PAYMENT, LIVE_PAYMENTS, choice, frame, nav};
+use crate::http::dashboard::session::{
+    PageError, Posted, SignedIn, back_to, html_response, page, told, with_csrf,
+};
+use crate::http::dashboard::sign_in::CsrfForm;
+use crate::http::state::AppState;
+use crate::payments::{refunds, service as payments_service};
+use crate::webhooks::{deliveries, endpoints, events};
+
+#[derive(Deserialize)]
+pub struct PaymentsQuery {
+    status: Option<String>,
+    reference: Option<String>,
+    starting_after: Option<String>,
+}
+
+/// `/dashboard/payments`: filtered by status and reference, 25 a page, newest first.
+#[handler]
+pub async fn payments_page(
+    me: SignedIn,
+    state: Data<&AppState>,
+    Query(query): Query<PaymentsQuery>,
+) -> Result<Response, PageError> {
+    let status_text = query.status.unwrap_or_default();
+    let reference = query.reference.unwrap_or_default();
+    let status = (!status_text.is_empty())
+        .then(|| {
+            PaymentStatus::parse(&status_text).ok_or(format!("Unknown status {status_text:?}."))
+        })
+        .transpose();
+    let page_of = Page::new(
+        Some(25),
+        query.starting_after.filter(|s| !s.is_empty()),
+        None,
+    )
+    .map_err(|e| e.message);
+    let (status, page_of) = match (status, page_of) {
+        (Ok(status), Ok(page_of)) => (status, page_of),
+        (Err(error), _) | (_, Err(error)) => {
+            let view = PaymentsList {
+                payments: &[],
+                status: &status_text,
+                reference: &reference,
+                next: None,
+                error: Some(&error),
+            };
+            return Ok(html_response(
+                poem::http::StatusCode::UNPROCESSABLE_ENTITY,
+                list_view(&me.chrome(), &view).into_string(),
+            ));
+        }
+    };
+    let reference_filter = (!reference.is_empty()).then_some(reference.as_str());
+    let (rows, has_more) = payments_service::list(
+        &state.db,
+        &me.scope(),
+        status,
+        reference_filter,
+        &CreatedRange::default(),
+        &page_of,
+    )
+    .await
+    .map_err(PageError::db("payments"))?;
+    let next = has_more.then(|| rows.last()).flatten().map(|last| {
+        url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("status", &status_text)
+            .append_pair("reference", &reference)
+            .append_pair("starting_after", &last.id)
+            .finish()
+    });
+    let view = PaymentsList {
+        payments: &rows,
+        status: &status_text,
+        reference: &reference,
+        next,
+        error: None,
+    };
+    Ok(page(list_view(&me.chrome(), &view)))
+}
+
+#[derive(Deserialize)]
+pub struct NoticeQuery {
+    pub(super) notice: Option<String>,
+}
+
+/// A payment with its events, refunds and webhook deliveries; cancel and refund buttons for
+/// those who may act.
+#[handler]
+pub async fn payment_detail(
+    me: SignedIn,
+    state: Data<&AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<NoticeQuery>,
+) -> Result<Response, PageError> {
+    const NO_SUCH: PageError = PageError::NotFound("No such payment.");
+    let payment_id = PaymentId::parse(&id).ok_or(NO_SUCH)?;
+    let scope = me.scope();
+    let db = &state.db;
+    let loaded = async {
+        let Some(p) = payments_service::get(db, &scope, &payment_id).await? else {
+            return Ok(None);
+        };
+        let events = events::for_payment(db, &scope, &payment_id).await?;
+        let refunds = refunds::list(db, &scope, &payment_id).await?;
+        let event_ids: Vec<_> = events.iter().map(|e| e.id.clone()).collect();
+        let deliveries = deliveries::for_events(db, &scope, &event_ids).await?;
+        let urls = endpoints::urls(db, &scope).await?;
+        Ok::<_, sea_orm::DbErr>(Some((p, events, refunds, deliveries, urls)))
+    }
+    .await;
+    let (p, events, refunds, deliveries, urls) =
+        loaded.map_err(PageError::db("payment"))?.ok_or(NO_SUCH)?;
+    let type_of: std::collections::HashMap<_, _> = events
+        .iter()
+        .map(|e| (e.id.clone(), e.event_type.clone()))
+        .collect();
+    let delivery_rows: Vec<_> = deliveries
+        .iter()
+        .map(|d| DeliveryRow {
+            id: d.id.to_string(),
+            event_type: type_of.get(&d.event_id).cloned().unwrap_or_default(),
+            endpoint_url: urls.get(&d.endpoint_id).cloned().unwrap_or_default(),
+            status: d.status,
+            attempts: d.attempts,
+            http_status: d.http_status,
+            retryable: matches!(d.status, DeliveryStatus::Failed | DeliveryStatus::Pending),
+        })
+        .collect();
+    Ok(page(detail_view(
+        &me.chrome(),
+        &PaymentDetail {
+            payment: &p,
+            amount: format_stored_amount(p.amount, &p.currency),
+            events: &events,
+            refunds: &refunds,
+            deliveries: &delivery_rows,
+            can_act: me.user.can_act(),
+            notice: query.notice.as_deref(),
+        },
+    )))
+}
+
+fn back_to_payment(payment_id: &str, notice: &str) -> Response {
+    back_to(&format!("/dashboard/payments/{payment_id}"), notice)
+}
+
+/// The cancel button (as `POST /v1/payments/{id}/cancel`: at the provider first).
+#[handler]
+pub async fn cancel_payment(
+    posted: Posted<CsrfForm>,
+    state: Data<&AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let payment_id = PaymentId::parse(&id).ok_or(PageError::NotFound("No such payment."))?;
+    match payments_service::cancel(
+        &state.db,
+        &state.providers,
+        &posted.scope(),
+        &payment_id,
+        None,
+    )
+    .await
+    {
+        Ok(cancelled) => {
+            state.effects.apply(cancelled, None).await;
+            Ok(back_to_payment(&id, "Payment cancelled."))
+        }
+        Err(ServiceError::NotFound { .. }) => Err(PageError::NotFound("No such payment.")),
+        Err(e) => Ok(back_to_payment(&id, &format!("Not cancelled: {}", told(e)))),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct RefundForm {
+    csrf_token: Option<String>,
+    idempotency_key: Option<String>,
+    amount: Option<String>,
+}
+
+with_csrf!(RefundForm);
+
+/// The refund button (as `POST /v1/payments/{id}/refunds`, with the form's own idempotency
+/// key, so a double submit replays instead of refunding twice). The amount and the key obey
+/// the API's rules: a whole number of minor units the service checks against what is left,
+/// and a key of 1 to 255 characters (refused, never dropped).
+#[handler]
+pub async fn refund_payment(
+    posted: Posted<RefundForm>,
+    state: Data<&AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let payment_id = PaymentId::parse(&id).ok_or(PageError::NotFound("No such payment."))?;
+    let amount = match posted
+        .form
+        .amount
+        .as_deref()
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
+        None => None,
+        Some(text) => Some(text.parse::<i64>().map_err(|_| {
+            PageError::Invalid(
+                "The refund amount must be a whole number of minor units (or empty for the rest)."
+                    .into(),
+            )
+        })?),
+    };
+    let key = posted.form.idempotency_key.as_deref();
+    if key.is_some_and(|k| !crate::core::idempotency::key_is_valid(k)) {
+        return Err(PageError::Invalid(
+            crate::core::idempotency::KEY_RULE.into(),
+        ));
+    }
+    match refunds::create(
+        &state.db,
+        &state.providers,
+        &posted.scope(),
+        &payment_id,
+        amount,
+        key,
+    )
+    .await
+    {
+        Ok(committed) => {
+            let outcome = state.effects.apply(committed, None).await;
+            let r = &outcome.value;
+            let notice = if r.status == entity::status::RefundStatus::Failed.as_str() {
+                format!("The refund {} failed at the provider.", r.id)
+            } else {
+                format!("Refund {} of {} recorded ({}).", r.id, r.amount, r.status)
+            };
+            Ok(back_to_payment(&id, &notice))
+        }
+        Err(ServiceError::NotFound { .. }) => Err(PageError::NotFound("No such payment.")),
+        Err(e) => Ok(back_to_payment(&id, &format!("Not refunded: {}", told(e)))),
+    }
+}
+
+/// The payments list: filters, one page, and the link to the next.
+pub struct PaymentsList<'a> {
+    pub payments: &'a [payments::Model],
+    pub status: &'a str,
+    pub reference: &'a str,
+    /// The query of the next page, when there is one.
+    pub next: Option<String>,
+    pub error: Option<&'a str>,
+}
+
+fn list_view(chrome: &Chrome<'_>, view: &PaymentsList<'_>) -> Markup {
+    frame(
+        "Payments",
+        LIVE_PAYMENTS,
+        html! {
+            (nav(chrome, ""))
+            main {
+                h1 { "Payments" }
+                form method="get" action="/dashboard/payments" {
+                    (choice("status", "Status", PaymentStatus::ALL.iter().map(|s| s.as_str()), view.status))
+                    label for="reference" { "Reference" }
+                    input #reference name="reference" value=(view.reference);
+                    p { button type="submit" { "Filter" } }
+                }
+                @if let Some(error) = view.error { p.error role="alert" { (error) } }
+                table #payments-table data-live-region {
+                    thead { tr { th scope="col" { "Payment" } th scope="col" { "Amount" } th scope="col" { "Status" } th scope="col" { "Reference" } th scope="col" { "Created" } } }
+                    tbody #payments {
+                        @for p in view.payments {
+                            tr data-payment=(p.id) {
+                                td { a href={ "/dashboard/payments/" (p.id) } { code { (p.id) } } }
+                                td { (entity::money::format_stored_amount(p.amount, &p.currency)) }
+                                td { (p.status) }
+                                td { (p.reference.as_deref().unwrap_or("")) }
+                                td { (rfc3339(p.created_at)) }
+                            }
+                        }
+                    }
+                }
+                @if let Some(next) = &view.next {
+                    p { a rel="next" href={ "/dashboard/payments?" (next) } { "Older payments →" } }
+                }
+            }
+        },
+    )
+}
+
+/// One delivery as the payment page lists it.
+pub struct DeliveryRow {
+    pub id: String,
+    pub event_type: String,
+    pub endpoint_url: String,
+    pub status: DeliveryStatus,
+    pub attempts: i32,
+    pub http_status: Option<i32>,
+    pub retryable: bool,
+}
+
+/// What the payment page shows.
+pub struct PaymentDetail<'a> {
+    pub payment: &'a payments::Model,
+    pub amount: String,
+    pub events: &'a [entity::events::Model],
+    pub refunds: &'a [entity::refunds::Model],
+    pub deliveries: &'a [DeliveryRow],
+    /// Owners and developers see the action buttons; viewers do not.
+    pub can_act: bool,
+    pub notice: Option<&'a str>,
+}
+
+fn detail_view(chrome: &Chrome<'_>, view: &PaymentDetail<'_>) -> Markup {
+    let csrf_token = chrome.csrf_token;
+    let p = view.payment;
+    frame(
+        &format!("Payment {}", p.id),
+        LIVE_PAYMENT,
+        html! {
+            (nav(chrome, ""))
+            main {
+                h1 { "Payment " code { (p.id) } }
+                @if let Some(notice) = view.notice { p role="status" { (notice) } }
+                p.amount #summary data-live-region { strong { (view.amount) } " · " span #status { (p.status) } }
+                @if view.can_act && !p.status.is_final() {
+                    form method="post" action={ "/dashboard/payments/" (p.id) "/cancel" } {
+                        input type="hidden" name="csrf_token" value=(csrf_token);
+                        button type="submit" { "Cancel payment" }
+                    }
+                }
+                @if view.can_act && p.status == PaymentStatus::Succeeded {
+                    form method="post" action={ "/dashboard/payments/" (p.id) "/refund" } {
+                        input type="hidden" name="csrf_token" value=(csrf_token);
+                        // One key per rendering: a double click replays, it does not refund twice.
+                        input type="hidden" name="idempotency_key" value=(entity::ids::random_token(24));
+                        label for="refund-amount" { "Refund (minor units; empty for the rest)" }
+                        input #refund-amount name="amount" inputmode="numeric" pattern="[0-9]*";
+                        p { button type="submit" { "Refund" } }
+                    }
+                }
+                section #events-section aria-labelledby="events" data-live-region {
+                    h2 #events { "Events" }
+                    ul { @for e in view.events { li data-event=(e.id) { code { (e.event_type) } " · " (rfc3339(e.created_at)) } } }
+                }
+                section #refunds-section aria-labelledby="refunds" data-live-region {
+                    h2 #refunds { "Refunds" }
+                    @if view.refunds.is_empty() { p { "None." } }
+                    ul { @for r in view.refunds { li data-refund=(r.id) { (format_stored_amount(r.amount, &p.currency)) " · " (r.status) } } }
+                }
+                section #deliveries-section aria-labelledby="deliveries" data-live-region {
+                    h2 #deliveries { "Webhook deliveries" }
+                    table {
+                        thead { tr { th scope="col" { "Event" } th scope="col" { "Endpoint" } th scope="col" { "Status" } th scope="col" { "Attempts" } th scope="col" { "Last answer" } th scope="col" { span.visually-hidden { "Actions" } } } }
+                        tbody {
+                            @for d in view.deliveries {
+                                tr data-delivery=(d.id) {
+                                    td { a href={ "/dashboard/deliveries/" (d.id) } { code { (d.event_type) } } }
+                                    td { (d.endpoint_url) }
+                                    td { (d.status) }
+                                    td { (d.attempts) }
+                                    td { @if let Some(s) = d.http_status { (s) } @else { "—" } }
+                                    td {
+                                        @if view.can_act && d.retryable {
+                                            form method="post" action={ "/dashboard/deliveries/" (d.id) "/retry" } {
+                                                input type="hidden" name="csrf_token" value=(csrf_token);
+                                                input type="hidden" name="payment_id" value=(p.id);
+                                                button type="submit" aria-label={ "Retry delivery " (d.id) } { "Retry" }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}

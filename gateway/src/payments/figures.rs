@@ -1,0 +1,181 @@
+//! A scope's payment figures, as the dashboard's overview shows them: the last day by hour
+//! and outcome, the success rate and the succeeded volume per currency, and the counts by
+//! status. Read in a few grouped queries; both backends are served (the hour of a row is
+//! computed by PostgreSQL or SQLite itself, as text such as `2026-11-23T18`).
+
+use chrono::{DateTime, Duration, Timelike, Utc};
+use entity::ids::Scope;
+use entity::payment_status::PaymentStatus;
+use entity::payments;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+
+/// Hours the overview looks back.
+pub const HOURS: i64 = 24;
+
+/// One hour of payments, by outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hour {
+    /// `2026-11-23T18`, UTC.
+    pub hour: String,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Pending, processing, cancelled, refunded.
+    pub other: u64,
+}
+
+/// A currency's succeeded volume, in minor units.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    pub currency: String,
+    pub amount: i64,
+    pub payments: i64,
+}
+
+/// A scope's payments over the last [`HOURS`].
+#[derive(Debug, Clone, Default)]
+pub struct LastDay {
+    pub hours: Vec<Hour>,
+    /// Succeeded among the window's payments that reached a final state.
+    pub success_rate: Option<f64>,
+    pub volumes: Vec<Volume>,
+}
+
+fn hour_key(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H").to_string()
+}
+
+/// The SQL of "the UTC hour of `created_at`, as text", per backend.
+fn hour_of_created_at(backend: DbBackend) -> Expr {
+    match backend {
+        DbBackend::Sqlite => Expr::cust("strftime('%Y-%m-%dT%H', created_at)"),
+        _ => Expr::cust(
+            "to_char(date_trunc('hour', created_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24')",
+        ),
+    }
+}
+
+/// The last [`HOURS`] of a scope's payments, grouped by hour and status where they are.
+pub async fn last_day<C: ConnectionTrait>(
+    db: &C,
+    scope: &Scope,
+    now: DateTime<Utc>,
+) -> Result<LastDay, DbErr> {
+    let first_hour = (now - Duration::hours(HOURS - 1))
+        .with_minute(0)
+        .and_then(|t| t.with_second(0))
+        .and_then(|t| t.with_nanosecond(0))
+        .unwrap_or(now);
+    let in_window = || {
+        payments::Entity::find()
+            .filter(scope.of::<payments::Entity>())
+            .filter(payments::Column::CreatedAt.gte(first_hour))
+    };
+    let per_hour: Vec<(String, String, i64)> = in_window()
+        .select_only()
+        .column_as(hour_of_created_at(db.get_database_backend()), "hour")
+        .column(payments::Column::Status)
+        .column_as(payments::Column::Id.count(), "n")
+        .group_by(Expr::col("hour"))
+        .group_by(payments::Column::Status)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut hours: Vec<Hour> = (0..HOURS)
+        .map(|i| Hour {
+            hour: hour_key(first_hour + Duration::hours(i)),
+            ..Hour::default()
+        })
+        .collect();
+    let (mut succeeded, mut finished) = (0u64, 0u64);
+    for (hour, status, n) in per_hour {
+        let n = u64::try_from(n).unwrap_or(0);
+        let status = PaymentStatus::parse(&status);
+        if let Some(bucket) = hours.iter_mut().find(|h| h.hour == hour) {
+            match status {
+                Some(PaymentStatus::Succeeded) => bucket.succeeded += n,
+                Some(PaymentStatus::Failed) => bucket.failed += n,
+                _ => bucket.other += n,
+            }
+        }
+        match status {
+            Some(PaymentStatus::Succeeded) => {
+                succeeded += n;
+                finished += n;
+            }
+            Some(PaymentStatus::Failed | PaymentStatus::Cancelled) => finished += n,
+            _ => {}
+        }
+    }
+    // SUM of a bigint is a numeric in PostgreSQL: cast back, a day's volume fits.
+    let volumes: Vec<(String, i64, i64)> = in_window()
+        .filter(payments::Column::Status.eq(PaymentStatus::Succeeded))
+        .select_only()
+        .column(payments::Column::Currency)
+        .column_as(Expr::cust("CAST(SUM(amount) AS BIGINT)"), "amount")
+        .column_as(payments::Column::Id.count(), "n")
+        .group_by(payments::Column::Currency)
+        .order_by_asc(payments::Column::Currency)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(LastDay {
+        hours,
+        success_rate: (finished > 0).then(|| succeeded as f64 / finished as f64),
+        volumes: volumes
+            .into_iter()
+            .map(|(currency, amount, payments)| Volume {
+                currency,
+                amount,
+                payments,
+            })
+            .collect(),
+    })
+}
+
+/// How many payments the scope has in each status, every status listed (0 when none).
+pub async fn count_by_status<C: ConnectionTrait>(
+    db: &C,
+    scope: &Scope,
+) -> Result<Vec<(PaymentStatus, u64)>, DbErr> {
+    let grouped: std::collections::HashMap<String, i64> = payments::Entity::find()
+        .select_only()
+        .column(payments::Column::Status)
+        .column_as(payments::Column::Id.count(), "n")
+        .filter(scope.of::<payments::Entity>())
+        .group_by(payments::Column::Status)
+        .into_tuple::<(String, i64)>()
+        .all(db)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(PaymentStatus::ALL
+        .iter()
+        .map(|s| {
+            let n = grouped.get(s.as_str()).copied().unwrap_or(0);
+            (*s, u64::try_from(n).unwrap_or(0))
+        })
+        .collect())
+}
+
+/// Payments created since `since`, and how many of them failed.
+pub async fn failures_since<C: ConnectionTrait>(
+    db: &C,
+    scope: &Scope,
+    since: DateTime<Utc>,
+) -> Result<(u64, u64), DbErr> {
+    let recent = || {
+        payments::Entity::find()
+            .filter(scope.of::<payments::Entity>())
+            .filter(payments::Column::CreatedAt.gte(since))
+    };
+    let total = recent().count(db).await?;
+    let failed = recent()
+        .filter(payments::Column::Status.eq(PaymentStatus::Failed))
+        .count(db)
+        .await?;
+    Ok((total, failed))
+}
