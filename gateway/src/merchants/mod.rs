@@ -7,6 +7,7 @@
 //! merchant has at most [`MAX_ACTIVE_KEYS`] active keys in each mode.
 
 pub mod logs;
+pub mod passwords;
 pub mod rate_limits;
 pub mod users;
 

@@ -6,11 +6,12 @@
 //! - [`session`]: cookies, the page and form extractors, roles, [`session::PageError`].
 //! - [`frame`]: the frame and widgets every page shares.
 //! - [`sign_in`]: signing in and out, the mode switch.
-//! - [`overview`], [`payments`], [`webhooks`], [`logs`], [`keys`], [`reconciliation`]: the pages.
+//! - [`overview`], [`payments`], [`webhooks`], [`deliveries`], [`logs`], [`keys`], [`reconciliation`]: the pages.
 //! - [`live`] and [`hub`]: real time, the WebSocket `/dashboard/stream` and `live.js`.
 //!
 //! Users, passwords and sessions themselves are `crate::merchants::users`.
 
+pub mod deliveries;
 pub mod frame;
 pub mod hub;
 pub mod keys;
@@ -44,8 +45,8 @@ pub fn routes() -> impl poem::Endpoint {
             get(webhooks::webhooks_page).post(webhooks::create_endpoint),
         )
         .at("/webhooks/:id/:action", post(webhooks::endpoint_action))
-        .at("/deliveries/:id", get(webhooks::delivery_page))
-        .at("/deliveries/:id/retry", post(webhooks::retry_delivery))
+        .at("/deliveries/:id", get(deliveries::delivery_page))
+        .at("/deliveries/:id/retry", post(deliveries::retry_delivery))
         .at("/logs", get(logs::logs_page))
         .at("/reconciliation", get(reconciliation::reconciliation_page))
         .at("/payments", get(payments::payments_page))

@@ -5,7 +5,7 @@
 
 use chrono::Utc;
 use entity::event::rfc3339;
-use entity::ids::{DeliveryId, EndpointId, PaymentId};
+use entity::ids::EndpointId;
 use entity::status::{DeliveryStatus, EndpointStatus};
 use entity::{webhook_deliveries, webhook_endpoints};
 use maud::{Markup, html};
@@ -18,12 +18,9 @@ use serde::Deserialize;
 use crate::core::error::ServiceError;
 use crate::core::text::Text;
 use crate::http::api::dto::CreateEndpointRequest;
-use crate::http::dashboard::frame::{
-    Chrome, LIVE_PAYMENT, LIVE_WEBHOOKS, action_form, choice, frame, nav,
-};
-use crate::http::dashboard::payments::NoticeQuery;
+use crate::http::dashboard::frame::{Chrome, LIVE_WEBHOOKS, action_form, choice, frame, nav};
 use crate::http::dashboard::session::{
-    PageError, Posted, SignedIn, back_to, html_response, page, told, with_csrf,
+    PageError, Posted, SignedIn, back_to, html_response, told, with_csrf,
 };
 use crate::http::state::AppState;
 use crate::webhooks::deliveries;
@@ -190,15 +187,7 @@ pub struct EndpointActionForm {
     hours: Option<u32>,
 }
 
-#[derive(Deserialize)]
-pub struct RetryForm {
-    csrf_token: Option<String>,
-    payment_id: Option<String>,
-    /// `delivery` to come back to the delivery's page rather than the payment's.
-    back: Option<String>,
-}
-
-with_csrf!(NewEndpointForm, EndpointActionForm, RetryForm);
+with_csrf!(NewEndpointForm, EndpointActionForm);
 
 /// Adds an endpoint, checked exactly as `POST /v1/webhook_endpoints` checks it; its secret is
 /// shown on the answering page only.
@@ -425,105 +414,6 @@ pub async fn endpoint_action(
     Ok(back_to(PAGE, &notice))
 }
 
-/// The retry button: the delivery is due now with a fresh round of attempts (as
-/// `POST /v1/webhook_deliveries/{id}/retry`).
-#[handler]
-pub async fn retry_delivery(
-    posted: Posted<RetryForm>,
-    state: Data<&AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, PageError> {
-    const NO_SUCH: PageError = PageError::NotFound("No such delivery.");
-    let delivery_id = DeliveryId::parse(&id).ok_or(NO_SUCH)?;
-    // Back to the payment's page when the form came from there, else the delivery's.
-    let from_payment = Some(&posted.form)
-        .filter(|f| f.back.as_deref() != Some("delivery"))
-        .and_then(|f| f.payment_id.as_deref().and_then(PaymentId::parse));
-    let back = match from_payment {
-        Some(p) => format!("/dashboard/payments/{p}"),
-        None => format!("/dashboard/deliveries/{delivery_id}"),
-    };
-    let unavailable = PageError::db("retry");
-    let d = deliveries::get(&state.db, &posted.scope(), &delivery_id)
-        .await
-        .map_err(PageError::db("retry"))?
-        .ok_or(NO_SUCH)?;
-    Ok(
-        match deliveries::make_due_now(&state.db, &d.id)
-            .await
-            .map_err(unavailable)?
-        {
-            true => back_to(&back, "Retry scheduled: the worker sends it now."),
-            false => back_to(
-                &back,
-                &format!("A {} delivery cannot be retried.", d.status),
-            ),
-        },
-    )
-}
-
-/// One delivery and every attempt of it.
-#[handler]
-pub async fn delivery_page(
-    me: SignedIn,
-    state: Data<&AppState>,
-    Path(id): Path<String>,
-    Query(query): Query<NoticeQuery>,
-) -> Result<Response, PageError> {
-    const NO_SUCH: PageError = PageError::NotFound("No such delivery.");
-    let delivery_id = DeliveryId::parse(&id).ok_or(NO_SUCH)?;
-    let scope = me.scope();
-    let loaded = async {
-        let Some(d) = deliveries::get(&state.db, &scope, &delivery_id).await? else {
-            return Ok(None);
-        };
-        let event = crate::webhooks::events::get(&state.db, &scope, &d.event_id).await?;
-        let endpoint = endpoints::get(&state.db, &scope, &d.endpoint_id).await?;
-        let attempts = deliveries::attempts(&state.db, &d.id).await?;
-        Ok::<_, sea_orm::DbErr>(Some((d, event, endpoint, attempts)))
-    }
-    .await;
-    let (d, event, endpoint, attempts) = loaded
-        .map_err(PageError::db("delivery page"))?
-        .ok_or(NO_SUCH)?;
-    let rows: Vec<AttemptRow> = attempts
-        .iter()
-        .map(|a| AttemptRow {
-            number: a.attempt_number,
-            at: rfc3339(a.created_at),
-            http_status: a.http_status,
-            duration_ms: a.duration_ms,
-            error: a.error_message.clone(),
-            response_excerpt: a.response_body.clone(),
-        })
-        .collect();
-    let id = d.id.to_string();
-    let event_id = d.event_id.to_string();
-    let payment_id = event
-        .as_ref()
-        .and_then(|e| e.payment_id.as_ref())
-        .map(|p| p.to_string());
-    Ok(page(delivery_view(
-        &me.chrome(),
-        &DeliveryDetail {
-            id: &id,
-            event_id: &event_id,
-            event_type: event.as_ref().map(|e| e.event_type.as_str()).unwrap_or(""),
-            payment_id: payment_id.as_deref(),
-            endpoint_url: endpoint
-                .as_ref()
-                .map(|e| e.url.as_str())
-                .unwrap_or("(deleted endpoint)"),
-            status: d.status,
-            next_retry_at: d.next_retry_at.map(rfc3339),
-            attempts: &rows,
-            retryable: matches!(d.status, DeliveryStatus::Failed | DeliveryStatus::Pending),
-            can_act: me.user.can_act(),
-            notice: query.notice.as_deref(),
-        },
-    )))
-}
-
 /// One webhook endpoint as the webhooks page lists it.
 pub struct EndpointRow {
     pub id: String,
@@ -648,85 +538,5 @@ fn delivery_table(deliveries: &[DeliveryListRow]) -> Markup {
                 }
             }
         }
-    }
-}
-
-/// One attempt of a delivery.
-pub struct AttemptRow {
-    pub number: i32,
-    pub at: String,
-    pub http_status: Option<i32>,
-    pub duration_ms: i64,
-    pub error: Option<String>,
-    /// The start of the endpoint's answer, as stored (already cut to size by the worker).
-    pub response_excerpt: Option<String>,
-}
-
-/// What the delivery page shows.
-pub struct DeliveryDetail<'a> {
-    pub id: &'a str,
-    pub event_id: &'a str,
-    pub event_type: &'a str,
-    pub payment_id: Option<&'a str>,
-    pub endpoint_url: &'a str,
-    pub status: DeliveryStatus,
-    pub next_retry_at: Option<String>,
-    pub attempts: &'a [AttemptRow],
-    pub retryable: bool,
-    pub can_act: bool,
-    pub notice: Option<&'a str>,
-}
-
-fn delivery_view(chrome: &Chrome<'_>, view: &DeliveryDetail<'_>) -> Markup {
-    let csrf_token = chrome.csrf_token;
-    frame(
-        &format!("Delivery {}", view.id),
-        LIVE_PAYMENT,
-        html! {
-            (nav(chrome, ""))
-            main {
-                h1 { "Delivery " code { (view.id) } }
-                @if let Some(notice) = view.notice { p role="status" { (notice) } }
-                div #delivery-summary data-live-region {
-                    p {
-                        code { (view.event_type) } " (" code { (view.event_id) } ") to " (view.endpoint_url)
-                        @if let Some(p) = view.payment_id { " · payment " a href={ "/dashboard/payments/" (p) } { code { (p) } } }
-                    }
-                    p { "Status: " strong #delivery-status { (view.status) }
-                        @if let Some(at) = &view.next_retry_at { " · next attempt " (at) } }
-                    @if view.can_act && view.retryable {
-                        (action_form(csrf_token, &format!("/dashboard/deliveries/{}/retry", view.id), "Retry now", &format!("Retry delivery {}", view.id), &[("back", "delivery")]))
-                    }
-                }
-                section #attempts-section aria-labelledby="attempts" data-live-region {
-                    h2 #attempts { "Attempts" }
-                    @if view.attempts.is_empty() { p { "None yet." } }
-                    table {
-                        thead { tr { th scope="col" { "#" } th scope="col" { "When" } th scope="col" { "Answer" } th scope="col" { "Latency" } th scope="col" { "Error" } th scope="col" { "Response (start)" } } }
-                        tbody #attempt-rows {
-                            @for a in view.attempts {
-                                tr data-attempt=(a.number) {
-                                    td { (a.number) }
-                                    td { (a.at) }
-                                    td { @if let Some(s) = a.http_status { (s) } @else { "—" } }
-                                    td { (a.duration_ms) " ms" }
-                                    td { (a.error.as_deref().unwrap_or("")) }
-                                    td { @if let Some(body) = &a.response_excerpt { code { (excerpt(body)) } } }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        },
-    )
-}
-
-/// The first 200 characters of an answer, on a character boundary.
-fn excerpt(body: &str) -> String {
-    const MOST: usize = 200;
-    match body.char_indices().nth(MOST) {
-        Some((cut, _)) => format!("{}…", &body[..cut]),
-        None => body.to_string(),
     }
 }
