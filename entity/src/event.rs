@@ -5,26 +5,44 @@ use serde::Serialize;
 
 use crate::payment_status::PaymentStatus;
 
+/// What happened; its wire name (`payment.succeeded`) is [`EventType::as_str`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Enum))]
 pub enum EventType {
+    #[cfg_attr(feature = "openapi", oai(rename = "payment.pending"))]
     PaymentPending,
+    #[cfg_attr(feature = "openapi", oai(rename = "payment.processing"))]
     PaymentProcessing,
+    #[cfg_attr(feature = "openapi", oai(rename = "payment.succeeded"))]
     PaymentSucceeded,
+    #[cfg_attr(feature = "openapi", oai(rename = "payment.failed"))]
     PaymentFailed,
+    #[cfg_attr(feature = "openapi", oai(rename = "payment.cancelled"))]
     PaymentCancelled,
+    #[cfg_attr(feature = "openapi", oai(rename = "payment.refunded"))]
     PaymentRefunded,
+    #[cfg_attr(feature = "openapi", oai(rename = "refund.created"))]
     RefundCreated,
+    #[cfg_attr(feature = "openapi", oai(rename = "refund.succeeded"))]
     RefundSucceeded,
+    #[cfg_attr(feature = "openapi", oai(rename = "refund.failed"))]
     RefundFailed,
     /// An endpoint was disabled automatically (sent to the merchant's other endpoints).
+    #[cfg_attr(feature = "openapi", oai(rename = "webhook_endpoint.disabled"))]
     WebhookEndpointDisabled,
     /// Sent on request to one endpoint, whatever it subscribes to.
+    #[cfg_attr(feature = "openapi", oai(rename = "webhook_endpoint.test"))]
     WebhookEndpointTest,
     /// A month's usage of a limited metric first crossed 80 % or 95 % of the plan's limit.
+    #[cfg_attr(feature = "openapi", oai(rename = "usage.threshold_reached"))]
     UsageThresholdReached,
+    #[cfg_attr(feature = "openapi", oai(rename = "payout.pending"))]
     PayoutPending,
+    #[cfg_attr(feature = "openapi", oai(rename = "payout.processing"))]
     PayoutProcessing,
+    #[cfg_attr(feature = "openapi", oai(rename = "payout.succeeded"))]
     PayoutSucceeded,
+    #[cfg_attr(feature = "openapi", oai(rename = "payout.failed"))]
     PayoutFailed,
 }
 
@@ -143,6 +161,20 @@ impl<'a> WebhookBody<'a> {
 /// Timestamps in API bodies: RFC 3339, UTC, millisecond precision.
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl Serialize for EventType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EventType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<EventType, D::Error> {
+        let text = String::deserialize(d)?;
+        EventType::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown event type {text:?}")))
+    }
 }
 
 #[cfg(test)]

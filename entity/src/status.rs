@@ -13,12 +13,14 @@ macro_rules! text_enum {
             sea_orm::EnumIter, sea_orm::DeriveActiveEnum,
             serde::Serialize, serde::Deserialize,
         )]
+        #[cfg_attr(feature = "openapi", derive(poem_openapi::Enum))]
         #[sea_orm(rs_type = "String", db_type = "Text")]
         pub enum $name {
             $(
                 $(#[$vmeta])*
                 #[sea_orm(string_value = $text)]
                 #[serde(rename = $text)]
+                #[cfg_attr(feature = "openapi", oai(rename = $text))]
                 $variant,
             )+
         }

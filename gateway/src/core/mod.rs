@@ -7,6 +7,7 @@ pub mod effects;
 pub mod error;
 pub mod idempotency;
 pub mod metrics;
+pub mod object_names;
 pub mod pagination;
 pub mod relay;
 pub mod text;

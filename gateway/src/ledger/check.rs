@@ -8,11 +8,23 @@ use poem_openapi::Object;
 use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, Statement};
 use serde::Serialize;
 
+/// Which invariant is broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, poem_openapi::Enum)]
+#[serde(rename_all = "snake_case")]
+#[oai(rename_all = "snake_case")]
+pub enum ViolationKind {
+    /// A transaction's entries do not sum to zero.
+    UnbalancedTransaction,
+    /// A transaction's amount is not what its entries moved on the merchant's side.
+    TransactionAmountMismatch,
+    /// A stored balance is not the sum of its entries.
+    BalanceMismatch,
+}
+
 /// One broken invariant, with what was found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Object)]
 pub struct Violation {
-    /// `unbalanced_transaction`, `transaction_amount_mismatch` or `balance_mismatch`.
-    pub kind: String,
+    pub kind: ViolationKind,
     /// The transaction (`txn_…`) or the balance (`mer_…/live|test/CUR`).
     pub subject: String,
     pub detail: String,
@@ -98,7 +110,7 @@ pub async fn run_and_count<C: ConnectionTrait>(db: &C, metrics: &crate::core::me
                 .ledger_violations
                 .inc_by(report.violations.len() as u64);
             for v in &report.violations {
-                tracing::error!(kind = %v.kind, subject = %v.subject, detail = %v.detail, "ledger invariant violated");
+                tracing::error!(kind = ?v.kind, subject = %v.subject, detail = %v.detail, "ledger invariant violated");
             }
         }
         Err(e) => {
@@ -117,7 +129,7 @@ pub async fn run<C: ConnectionTrait>(db: &C) -> Result<Report, DbErr> {
         .await?
     {
         violations.push(Violation {
-            kind: "unbalanced_transaction".into(),
+            kind: ViolationKind::UnbalancedTransaction,
             subject: u.transaction_id,
             detail: format!("its entries sum to {}", u.total),
         });
@@ -127,7 +139,7 @@ pub async fn run<C: ConnectionTrait>(db: &C) -> Result<Report, DbErr> {
         .await?
     {
         violations.push(Violation {
-            kind: "transaction_amount_mismatch".into(),
+            kind: ViolationKind::TransactionAmountMismatch,
             subject: m.id,
             detail: format!(
                 "amount {} but its entries moved {} on the merchant's side",
@@ -140,7 +152,7 @@ pub async fn run<C: ConnectionTrait>(db: &C) -> Result<Report, DbErr> {
         .await?
     {
         violations.push(Violation {
-            kind: "balance_mismatch".into(),
+            kind: ViolationKind::BalanceMismatch,
             subject: format!(
                 "{}/{}/{}",
                 b.merchant_id,

@@ -17,8 +17,7 @@ pub struct BalanceAmount {
 /// what is not settled yet (`pending`), per currency.
 #[derive(Object, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Balance {
-    /// Always `balance`.
-    pub object: String,
+    pub object: crate::core::object_names::BalanceName,
     pub livemode: bool,
     pub available: Vec<BalanceAmount>,
     pub pending: Vec<BalanceAmount>,
@@ -35,7 +34,7 @@ impl Balance {
                 .collect()
         };
         Balance {
-            object: "balance".into(),
+            object: crate::core::object_names::BalanceName::default(),
             livemode,
             available: each(|b| b.available),
             pending: each(|b| b.pending),
@@ -47,17 +46,15 @@ impl Balance {
 #[derive(Object, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BalanceTransaction {
     pub id: String,
-    /// Always `balance_transaction`.
-    pub object: String,
-    /// `charge`, `refund`, `refund_failure`, `payout`, `payout_failure` or `adjustment`.
+    pub object: crate::core::object_names::BalanceTransactionName,
     #[oai(rename = "type")]
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: entity::status::BalanceTransactionType,
     /// What your balance gained (positive) or lost (negative), in minor units.
     pub amount: i64,
     pub currency: String,
     /// `pending` until `available_on`, then `available`.
-    pub status: String,
+    pub status: entity::status::BalanceTransactionStatus,
     /// RFC 3339: when the funds are (or became) available.
     pub available_on: String,
     /// The payment, refund or payout that caused it; none for an adjustment.
@@ -71,11 +68,11 @@ impl From<&balance_transactions::Model> for BalanceTransaction {
     fn from(t: &balance_transactions::Model) -> BalanceTransaction {
         BalanceTransaction {
             id: t.id.to_string(),
-            object: "balance_transaction".into(),
-            kind: t.kind.to_string(),
+            object: crate::core::object_names::BalanceTransactionName::default(),
+            kind: t.kind,
             amount: t.amount,
             currency: t.currency.clone(),
-            status: t.status.to_string(),
+            status: t.status,
             available_on: rfc3339(t.available_on),
             source: t.source_id.clone(),
             description: t.description.clone(),
@@ -87,8 +84,7 @@ impl From<&balance_transactions::Model> for BalanceTransaction {
 
 #[derive(Object, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BalanceTransactionList {
-    /// Always `list`.
-    pub object: String,
+    pub object: crate::core::object_names::ListName,
     pub data: Vec<BalanceTransaction>,
     pub has_more: bool,
 }

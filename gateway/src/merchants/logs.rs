@@ -133,9 +133,8 @@ pub async fn prune<C: ConnectionTrait>(db: &C, retention: Duration) -> Result<u6
 #[derive(Object, Serialize, Deserialize, Clone)]
 pub struct LogEntry {
     pub id: String,
-    /// Always `log`.
-    pub object: String,
-    pub level: String,
+    pub object: crate::core::object_names::LogName,
+    pub level: Level,
     pub message: String,
     /// `merchant:<your source>` for entries you wrote; `payments`, `api`, `webhooks` for Payrail's.
     pub source: String,
@@ -148,8 +147,8 @@ impl From<&entity::logs::Model> for LogEntry {
     fn from(l: &entity::logs::Model) -> LogEntry {
         LogEntry {
             id: l.id.to_string(),
-            object: "log".into(),
-            level: l.level.to_string(),
+            object: crate::core::object_names::LogName::default(),
+            level: l.level,
             message: l.message.clone(),
             source: l.source.clone(),
             context: l.context.clone(),

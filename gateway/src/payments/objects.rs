@@ -7,16 +7,26 @@ use std::collections::HashMap;
 use entity::event::rfc3339;
 use entity::payment_status::PaymentStatus;
 use entity::payments;
+use entity::status::{Provider, RefundStatus};
 use poem_openapi::Object;
 use serde::{Deserialize, Serialize};
 
 pub use crate::providers::Customer;
 
+/// How a payment is paid: a card (the only method taken directly; mobile money is paid on
+/// the provider's checkout).
+#[derive(poem_openapi::Enum, Clone, Copy, Serialize, Deserialize, Debug, PartialEq, Eq)]
+pub enum PaymentMethodType {
+    #[oai(rename = "card")]
+    #[serde(rename = "card")]
+    Card,
+}
+
 #[derive(Object, Clone, Serialize, Deserialize, Debug, PartialEq)]
 pub struct PaymentMethod {
     #[oai(rename = "type")]
     #[serde(rename = "type")]
-    pub method_type: String,
+    pub method_type: PaymentMethodType,
     pub card: CardSummary,
 }
 
@@ -31,13 +41,11 @@ pub struct CardSummary {
 #[derive(Object, Clone, Serialize, Deserialize, Debug, PartialEq)]
 pub struct Payment {
     pub id: String,
-    /// Always `payment`.
-    pub object: String,
-    /// `pending`, `processing`, `succeeded`, `failed`, `cancelled` or `refunded`.
-    pub status: String,
+    pub object: crate::core::object_names::PaymentName,
+    pub status: PaymentStatus,
     pub amount: i64,
     pub currency: String,
-    pub provider: String,
+    pub provider: Provider,
     pub provider_reference: Option<String>,
     pub checkout_url: Option<String>,
     /// A QR code of `checkout_url` (SVG; `?format=png` for PNG), for a customer on a desktop
@@ -69,11 +77,11 @@ impl From<&payments::Model> for Payment {
     fn from(p: &payments::Model) -> Payment {
         Payment {
             id: p.id.to_string(),
-            object: "payment".into(),
-            status: p.status.to_string(),
+            object: crate::core::object_names::PaymentName::default(),
+            status: p.status,
             amount: p.amount,
             currency: p.currency.clone(),
-            provider: p.provider.to_string(),
+            provider: p.provider,
             provider_reference: p.provider_reference.clone(),
             checkout_url: p.checkout_url.clone(),
             qr_code_url: p.qr_code_url.clone(),
@@ -109,12 +117,10 @@ impl From<&payments::Model> for Payment {
 #[derive(Object, Serialize, Deserialize)]
 pub struct Refund {
     pub id: String,
-    /// Always `refund`.
-    pub object: String,
+    pub object: crate::core::object_names::RefundName,
     pub payment_id: String,
     pub amount: i64,
-    /// `pending`, `succeeded` or `failed`.
-    pub status: String,
+    pub status: RefundStatus,
     pub failure_message: Option<String>,
     pub created_at: String,
     /// `true` for live mode, `false` for test mode.
@@ -130,10 +136,10 @@ impl From<&entity::refunds::Model> for Refund {
     fn from(r: &entity::refunds::Model) -> Refund {
         Refund {
             id: r.id.to_string(),
-            object: "refund".into(),
+            object: crate::core::object_names::RefundName::default(),
             payment_id: r.payment_id.to_string(),
             amount: r.amount,
-            status: r.status.to_string(),
+            status: r.status,
             failure_message: r.failure_message.clone(),
             created_at: rfc3339(r.created_at),
             livemode: r.livemode,

@@ -47,7 +47,7 @@ impl NewPayment {
 
     pub fn payment_method(&self) -> Option<PaymentMethod> {
         self.card.as_ref().map(|c| PaymentMethod {
-            method_type: "card".into(),
+            method_type: crate::payments::objects::PaymentMethodType::Card,
             card: c.summary.clone(),
         })
     }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use entity::payouts;
-use entity::status::Provider;
+use entity::status::{PayoutStatus, Provider};
 use poem_openapi::Object;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -114,16 +114,15 @@ pub struct PayoutDestination {
 #[derive(Object, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Payout {
     pub id: String,
-    /// Always `payout`.
-    pub object: String,
+    pub object: crate::core::object_names::PayoutName,
     pub amount: i64,
     pub currency: String,
-    pub provider: String,
+    pub provider: Provider,
     pub destination: PayoutDestination,
     pub reference: Option<String>,
     pub metadata: HashMap<String, String>,
-    /// `pending`, `processing`, `succeeded` or `failed` (the last two are final).
-    pub status: String,
+    /// `succeeded` and `failed` are final.
+    pub status: PayoutStatus,
     pub failure_code: Option<String>,
     pub failure_message: Option<String>,
     pub created_at: String,
@@ -142,10 +141,10 @@ impl From<&payouts::Model> for Payout {
         let field = |k: &str| p.destination[k].as_str().map(|v| Text(v.to_string()));
         Payout {
             id: p.id.to_string(),
-            object: "payout".into(),
+            object: crate::core::object_names::PayoutName::default(),
             amount: p.amount,
             currency: p.currency.clone(),
-            provider: p.provider.to_string(),
+            provider: p.provider,
             destination: PayoutDestination {
                 kind: field("type").unwrap_or_else(|| Text(String::new())),
                 phone: field("phone"),
@@ -160,7 +159,7 @@ impl From<&payouts::Model> for Payout {
                 .as_ref()
                 .and_then(|m| serde_json::from_value(m.clone()).ok())
                 .unwrap_or_default(),
-            status: p.status.to_string(),
+            status: p.status,
             failure_code: p.failure_code.clone(),
             failure_message: p.failure_message.clone(),
             created_at: entity::event::rfc3339(p.created_at),

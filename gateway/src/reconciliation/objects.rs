@@ -10,13 +10,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Object, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReconciliationItem {
     pub id: String,
-    /// Always `reconciliation_item`.
-    pub object: String,
+    pub object: crate::core::object_names::ReconciliationItemName,
     pub livemode: bool,
-    pub provider: String,
-    /// `missing_at_provider`, `status_mismatch`, `amount_mismatch`, `refund_mismatch` or
-    /// `late_success`.
-    pub kind: String,
+    pub provider: entity::status::Provider,
+    pub kind: entity::status::ReconciliationKind,
     /// The payment (`pay_…`), refund or payout it is about.
     pub object_id: String,
     pub provider_reference: Option<String>,
@@ -25,7 +22,7 @@ pub struct ReconciliationItem {
     /// What the provider reports.
     pub reported: String,
     /// `open`; `matched` once a later run found no difference; `resolved` by an operator.
-    pub status: String,
+    pub status: entity::status::ReconciliationStatus,
     /// The operator's note, once resolved.
     pub resolution: Option<String>,
     pub first_seen_at: String,
@@ -37,15 +34,15 @@ impl From<&reconciliation_items::Model> for ReconciliationItem {
     fn from(i: &reconciliation_items::Model) -> ReconciliationItem {
         ReconciliationItem {
             id: i.id.to_string(),
-            object: "reconciliation_item".into(),
+            object: crate::core::object_names::ReconciliationItemName::default(),
             livemode: i.livemode,
-            provider: i.provider.to_string(),
-            kind: i.kind.to_string(),
+            provider: i.provider,
+            kind: i.kind,
             object_id: i.object_id.clone(),
             provider_reference: i.provider_reference.clone(),
             expected: i.expected.clone(),
             reported: i.reported.clone(),
-            status: i.status.to_string(),
+            status: i.status,
             resolution: i.resolution.clone(),
             first_seen_at: rfc3339(i.first_seen_at),
             last_seen_at: rfc3339(i.last_seen_at),
@@ -56,8 +53,7 @@ impl From<&reconciliation_items::Model> for ReconciliationItem {
 
 #[derive(Object, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReconciliationItemList {
-    /// Always `list`.
-    pub object: String,
+    pub object: crate::core::object_names::ListName,
     pub data: Vec<ReconciliationItem>,
     pub has_more: bool,
 }

@@ -150,7 +150,7 @@ impl AdminApi {
         let created = merchants::create(&state.db, &name, state.default_plan).await?;
         Ok(MerchantCreated::Created(Json(CreatedMerchant {
             id: created.merchant.id.to_string(),
-            object: "merchant".into(),
+            object: crate::core::object_names::MerchantName::default(),
             name: created.merchant.name,
             api_key: created.api_key,
             created_at: rfc3339(created.merchant.created_at),
@@ -227,7 +227,7 @@ impl AdminApi {
         }
         Ok(MerchantUpdated::Ok(Json(Merchant {
             id: merchant.id.to_string(),
-            object: "merchant".into(),
+            object: crate::core::object_names::MerchantName::default(),
             name: merchant.name,
             rate_limit_per_second: merchant.rate_limit_per_second.map(i64::from),
             rate_limit_burst: merchant.rate_limit_burst.map(i64::from),

@@ -120,7 +120,7 @@ impl BalanceApi {
         };
         let (rows, has_more) = ledger::list(&state.db, &merchant.scope(), &filter, &page).await?;
         Ok(Json(BalanceTransactionList {
-            object: "list".into(),
+            object: crate::core::object_names::ListName::default(),
             data: rows.iter().map(BalanceTransaction::from).collect(),
             has_more,
         }))

@@ -84,7 +84,7 @@ impl DeliveriesApi {
             .map(|d| WebhookDelivery::from_model(d, None))
             .collect();
         Ok(Json(WebhookDeliveryList {
-            object: "list".into(),
+            object: crate::core::object_names::ListName::default(),
             data,
             has_more,
         }))

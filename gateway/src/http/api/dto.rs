@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use entity::event::rfc3339;
+use entity::event::{EventType, rfc3339};
 use entity::{events, webhook_attempts, webhook_deliveries, webhook_endpoints};
 use poem_openapi::Object;
 use poem_openapi::types::MaybeUndefined;
@@ -70,8 +70,7 @@ pub struct CardInput {
 
 #[derive(Object)]
 pub struct PaymentList {
-    /// Always `list`.
-    pub object: String,
+    pub object: crate::core::object_names::ListName,
     pub data: Vec<Payment>,
     pub has_more: bool,
 }
@@ -118,15 +117,13 @@ pub struct UpdateEndpointRequest {
 #[derive(Object, Serialize, Deserialize)]
 pub struct WebhookEndpoint {
     pub id: String,
-    /// Always `webhook_endpoint`.
-    pub object: String,
+    pub object: crate::core::object_names::WebhookEndpointName,
     /// The mode of the key that created it: it receives only that mode's events.
     pub livemode: bool,
     pub url: String,
     pub enabled_events: Vec<String>,
     pub description: Option<String>,
-    /// `enabled` or `disabled`.
-    pub status: String,
+    pub status: entity::status::EndpointStatus,
     /// Why a disabled endpoint is disabled: `gone` (it answered 410), `failing` (no success
     /// for `PAYRAIL_WEBHOOK_DISABLE_AFTER`) or `manual`.
     pub disabled_reason: Option<String>,
@@ -146,12 +143,12 @@ impl WebhookEndpoint {
     pub fn from_model(e: &webhook_endpoints::Model, reveal_secret: bool) -> WebhookEndpoint {
         WebhookEndpoint {
             id: e.id.to_string(),
-            object: "webhook_endpoint".into(),
+            object: crate::core::object_names::WebhookEndpointName::default(),
             url: e.url.clone(),
             enabled_events: e.enabled_event_names(),
             description: e.description.clone(),
             livemode: e.livemode,
-            status: e.status.to_string(),
+            status: e.status,
             disabled_reason: e.disabled_reason.clone(),
             max_concurrency: e.max_concurrency,
             rate_limit: e.rate_limit,
@@ -177,8 +174,7 @@ pub struct RecoverRequest {
 
 #[derive(Object, Serialize, Deserialize)]
 pub struct EndpointRecovery {
-    /// Always `webhook_endpoint_recovery`.
-    pub object: String,
+    pub object: crate::core::object_names::WebhookEndpointRecoveryName,
     pub endpoint_id: String,
     pub since: String,
     pub until: String,
@@ -188,7 +184,7 @@ pub struct EndpointRecovery {
 
 #[derive(Object)]
 pub struct WebhookEndpointList {
-    pub object: String,
+    pub object: crate::core::object_names::ListName,
     pub data: Vec<WebhookEndpoint>,
     pub has_more: bool,
 }
@@ -196,7 +192,7 @@ pub struct WebhookEndpointList {
 #[derive(Object)]
 pub struct DeletedObject {
     pub id: String,
-    pub object: String,
+    pub object: crate::core::object_names::WebhookEndpointName,
     pub deleted: bool,
 }
 
@@ -205,11 +201,9 @@ pub struct DeletedObject {
 #[derive(Object)]
 pub struct Event {
     pub id: String,
-    /// Always `event`.
-    pub object: String,
-    /// e.g. `payment.succeeded`.
+    pub object: crate::core::object_names::EventName,
     #[oai(rename = "type")]
-    pub event_type: String,
+    pub event_type: EventType,
     /// The API version that shaped `data` (also in every webhook body).
     pub api_version: String,
     pub created_at: String,
@@ -219,23 +213,37 @@ pub struct Event {
     pub livemode: bool,
 }
 
-impl From<&events::Model> for Event {
-    fn from(e: &events::Model) -> Event {
-        Event {
+/// An event row whose type this version does not know (written by a newer one, or damaged):
+/// ours to fix, never shown half-read.
+#[derive(Debug, thiserror::Error)]
+#[error("stored event {id} has an unknown type {event_type:?}")]
+pub struct UnknownEventType {
+    pub id: String,
+    pub event_type: String,
+}
+
+impl TryFrom<&events::Model> for Event {
+    type Error = UnknownEventType;
+
+    fn try_from(e: &events::Model) -> Result<Event, UnknownEventType> {
+        Ok(Event {
             id: e.id.to_string(),
-            object: "event".into(),
-            event_type: e.event_type.clone(),
+            object: crate::core::object_names::EventName::default(),
+            event_type: EventType::parse(&e.event_type).ok_or_else(|| UnknownEventType {
+                id: e.id.to_string(),
+                event_type: e.event_type.clone(),
+            })?,
             api_version: entity::event::API_VERSION.into(),
             created_at: rfc3339(e.created_at),
             data: e.data.clone(),
             livemode: e.livemode,
-        }
+        })
     }
 }
 
 #[derive(Object)]
 pub struct EventList {
-    pub object: String,
+    pub object: crate::core::object_names::ListName,
     pub data: Vec<Event>,
     pub has_more: bool,
 }
@@ -276,15 +284,13 @@ impl From<&webhook_attempts::Model> for WebhookAttempt {
 #[derive(Object)]
 pub struct WebhookDelivery {
     pub id: String,
-    /// Always `webhook_delivery`.
-    pub object: String,
+    pub object: crate::core::object_names::WebhookDeliveryName,
     /// `true` for live mode, `false` for test mode.
     pub livemode: bool,
 
     pub event_id: String,
     pub endpoint_id: String,
-    /// `pending`, `processing`, `succeeded` or `failed`.
-    pub status: String,
+    pub status: entity::status::DeliveryStatus,
     /// Attempts in the current round (a manual retry starts a new round).
     pub attempts: i32,
     pub next_retry_at: Option<String>,
@@ -305,11 +311,11 @@ impl WebhookDelivery {
     ) -> WebhookDelivery {
         WebhookDelivery {
             id: d.id.to_string(),
-            object: "webhook_delivery".into(),
+            object: crate::core::object_names::WebhookDeliveryName::default(),
             livemode: d.livemode,
             event_id: d.event_id.to_string(),
             endpoint_id: d.endpoint_id.to_string(),
-            status: d.status.to_string(),
+            status: d.status,
             attempts: d.attempts,
             next_retry_at: d.next_retry_at.map(rfc3339),
             last_attempt_at: d.last_attempt_at.map(rfc3339),
@@ -324,7 +330,7 @@ impl WebhookDelivery {
 
 #[derive(Object)]
 pub struct WebhookDeliveryList {
-    pub object: String,
+    pub object: crate::core::object_names::ListName,
     pub data: Vec<WebhookDelivery>,
     pub has_more: bool,
 }
@@ -340,8 +346,7 @@ pub struct CreateMerchantRequest {
 #[derive(Object)]
 pub struct CreatedMerchant {
     pub id: String,
-    /// Always `merchant`.
-    pub object: String,
+    pub object: crate::core::object_names::MerchantName,
     pub name: String,
     /// The merchant's secret key: shown once, stored hashed.
     pub api_key: String,
@@ -367,8 +372,7 @@ pub struct UpdateMerchantRequest {
 #[derive(Object)]
 pub struct Merchant {
     pub id: String,
-    /// Always `merchant`.
-    pub object: String,
+    pub object: crate::core::object_names::MerchantName,
     pub name: String,
     /// The merchant's own rate limit per key; `null`: the server's default.
     pub rate_limit_per_second: Option<i64>,
@@ -392,7 +396,7 @@ pub struct CreateRefundRequest {
 
 #[derive(Object)]
 pub struct RefundList {
-    pub object: String,
+    pub object: crate::core::object_names::ListName,
     pub data: Vec<Refund>,
     pub has_more: bool,
 }
@@ -413,7 +417,7 @@ pub struct CreateLogRequest {
 
 #[derive(Object)]
 pub struct LogList {
-    pub object: String,
+    pub object: crate::core::object_names::ListName,
     pub data: Vec<LogEntry>,
     pub has_more: bool,
 }

@@ -142,7 +142,7 @@ impl EndpointsApi {
             .map(|e| WebhookEndpoint::from_model(e, false))
             .collect();
         Ok(Json(WebhookEndpointList {
-            object: "list".into(),
+            object: crate::core::object_names::ListName::default(),
             data,
             has_more,
         }))
@@ -289,7 +289,7 @@ impl EndpointsApi {
                     let recovered =
                         deliveries::recover(txn, &e.id, window.since, window.until).await?;
                     Ok(EndpointRecovery {
-                        object: "webhook_endpoint_recovery".into(),
+                        object: crate::core::object_names::WebhookEndpointRecoveryName::default(),
                         endpoint_id: e.id.to_string(),
                         since: rfc3339(window.since),
                         until: rfc3339(window.until),
@@ -368,7 +368,7 @@ impl EndpointsApi {
         }
         Ok(Json(DeletedObject {
             id: id.0,
-            object: "webhook_endpoint".into(),
+            object: crate::core::object_names::WebhookEndpointName::default(),
             deleted: true,
         }))
     }

@@ -13,13 +13,32 @@ use crate::core::error::{IdempotencyError, ServiceError, ValidationError};
 use crate::payments::inbound::InboundError;
 use serde::{Deserialize, Serialize};
 
+/// Which kind of error (Stripe's types).
+#[derive(
+    poem_openapi::Enum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize,
+)]
+#[oai(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorType {
+    /// The request was wrong: fix it before sending it again.
+    InvalidRequestError,
+    /// No valid API key or admin token.
+    AuthenticationError,
+    /// An `Idempotency-Key` was reused with another request, or is in use.
+    IdempotencyError,
+    /// Too many requests: wait `Retry-After` seconds.
+    RateLimitError,
+    /// Our side, or a provider, failed.
+    ApiError,
+}
+
 #[derive(Debug, Clone, Object, Serialize, Deserialize)]
 pub struct ErrorDetail {
     /// `invalid_request_error`, `authentication_error`, `idempotency_error`,
     /// `rate_limit_error` or `api_error`.
     #[oai(rename = "type")]
     #[serde(rename = "type")]
-    pub error_type: String,
+    pub error_type: ErrorType,
     /// A stable, machine-readable code.
     pub code: String,
     /// A human-readable explanation.
@@ -79,14 +98,14 @@ pub enum ApiError {
 }
 
 fn body(
-    error_type: &str,
+    error_type: ErrorType,
     code: &str,
     message: impl Into<String>,
     param: Option<&str>,
 ) -> Json<ErrorBody> {
     Json(ErrorBody {
         error: ErrorDetail {
-            error_type: error_type.to_string(),
+            error_type,
             code: code.to_string(),
             message: message.into(),
             param: param.map(str::to_string),
@@ -113,17 +132,22 @@ impl ApiError {
     }
 
     pub fn bad_request(code: &str, message: impl Into<String>) -> ApiError {
-        ApiError::BadRequest(body("invalid_request_error", code, message, None))
+        ApiError::BadRequest(body(ErrorType::InvalidRequestError, code, message, None))
     }
 
     /// 422 for a value that was read but is not acceptable.
     pub fn invalid(param: &str, code: &str, message: impl Into<String>) -> ApiError {
-        ApiError::Unprocessable(body("invalid_request_error", code, message, Some(param)))
+        ApiError::Unprocessable(body(
+            ErrorType::InvalidRequestError,
+            code,
+            message,
+            Some(param),
+        ))
     }
 
     pub fn unauthorized(message: impl Into<String>) -> ApiError {
         ApiError::Unauthorized(body(
-            "authentication_error",
+            ErrorType::AuthenticationError,
             "invalid_api_key",
             message,
             None,
@@ -131,12 +155,12 @@ impl ApiError {
     }
 
     pub fn forbidden(code: &str, message: impl Into<String>) -> ApiError {
-        ApiError::Forbidden(body("invalid_request_error", code, message, None))
+        ApiError::Forbidden(body(ErrorType::InvalidRequestError, code, message, None))
     }
 
     pub fn not_found(object: &str, id: &str) -> ApiError {
         ApiError::NotFound(body(
-            "invalid_request_error",
+            ErrorType::InvalidRequestError,
             "resource_missing",
             format!("No such {object}: '{id}'"),
             Some("id"),
@@ -144,12 +168,12 @@ impl ApiError {
     }
 
     pub fn conflict(code: &str, message: impl Into<String>) -> ApiError {
-        ApiError::Conflict(body("invalid_request_error", code, message, None))
+        ApiError::Conflict(body(ErrorType::InvalidRequestError, code, message, None))
     }
 
     pub fn idempotency_conflict(message: impl Into<String>) -> ApiError {
         ApiError::Conflict(body(
-            "idempotency_error",
+            ErrorType::IdempotencyError,
             "idempotency_key_reused",
             message,
             None,
@@ -165,7 +189,7 @@ impl ApiError {
         recorded: &str,
     ) -> ApiError {
         let mut b = body(
-            "api_error",
+            ErrorType::ApiError,
             "provider_error",
             format!(
                 "The provider {provider} failed: {}. {recorded} was recorded as failed.",
@@ -180,7 +204,7 @@ impl ApiError {
     /// 429: this key's bucket is empty.
     pub fn too_many_requests(quota: runtime::token_bucket::Quota) -> ApiError {
         ApiError::TooManyRequests(body(
-            "rate_limit_error",
+            ErrorType::RateLimitError,
             "rate_limit_exceeded",
             format!(
                 "Too many requests with this API key (at most {} per second, {} at once). Retry \
@@ -194,7 +218,7 @@ impl ApiError {
     /// 429: a hard monthly limit of the merchant's plan is reached.
     pub fn quota_exceeded(e: &crate::usage::quotas::Exceeded) -> ApiError {
         ApiError::TooManyRequests(body(
-            "rate_limit_error",
+            ErrorType::RateLimitError,
             "quota_exceeded",
             format!(
                 "Your {} plan allows {} {} a month and this month's are used; it resets at {} \
@@ -209,14 +233,19 @@ impl ApiError {
     }
 
     pub fn unavailable(message: impl Into<String>) -> ApiError {
-        ApiError::Unavailable(body("api_error", "service_unavailable", message, None))
+        ApiError::Unavailable(body(
+            ErrorType::ApiError,
+            "service_unavailable",
+            message,
+            None,
+        ))
     }
 
     /// Logs the cause (never shown to the client) and answers a generic 500.
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %cause, "internal error");
         ApiError::Internal(body(
-            "api_error",
+            ErrorType::ApiError,
             "internal_error",
             "An internal error occurred; nothing was changed.",
             None,
@@ -269,7 +298,7 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::Idempotency(e) => e.into(),
             ServiceError::Provider(message) => ApiError::BadGateway(body(
-                "api_error",
+                ErrorType::ApiError,
                 "provider_error",
                 format!("The provider failed: {message}. Nothing was changed."),
                 None,
@@ -284,7 +313,7 @@ impl From<IdempotencyError> for ApiError {
         match e {
             IdempotencyError::Reused => ApiError::idempotency_conflict(e.to_string()),
             IdempotencyError::InUse => ApiError::Conflict(body(
-                "idempotency_error",
+                ErrorType::IdempotencyError,
                 "idempotency_key_in_use",
                 e.to_string(),
                 None,
@@ -326,13 +355,13 @@ pub async fn into_stripe_shape(err: poem::Error) -> Response {
             "No valid API key provided. Send it as 'Authorization: Bearer sk_test_…'.",
         ),
         StatusCode::NOT_FOUND => ApiError::NotFound(body(
-            "invalid_request_error",
+            ErrorType::InvalidRequestError,
             "resource_missing",
             "Unrecognized request URL.",
             None,
         )),
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(body(
-            "invalid_request_error",
+            ErrorType::InvalidRequestError,
             "body_too_large",
             "The request body is larger than 1 MiB.",
             None,
@@ -343,7 +372,13 @@ pub async fn into_stripe_shape(err: poem::Error) -> Response {
                 .content_type("application/json")
                 .body(
                     serde_json::to_string(
-                        &body("invalid_request_error", "invalid_request", message, None).0,
+                        &body(
+                            ErrorType::InvalidRequestError,
+                            "invalid_request",
+                            message,
+                            None,
+                        )
+                        .0,
                     )
                     .unwrap_or_default(),
                 );

@@ -68,8 +68,12 @@ impl EventsApi {
         let (rows, has_more) =
             events::list(&state.db, &merchant.scope(), &wanted, &created, &page).await?;
         Ok(Json(EventList {
-            object: "list".into(),
-            data: rows.iter().map(Event::from).collect(),
+            object: crate::core::object_names::ListName::default(),
+            data: rows
+                .iter()
+                .map(Event::try_from)
+                .collect::<Result<_, _>>()
+                .map_err(ApiError::internal)?,
             has_more,
         }))
     }
@@ -91,6 +95,6 @@ impl EventsApi {
         )
         .await?
         .or_not_found("event", &id.0)?;
-        Ok(Json(Event::from(&e)))
+        Ok(Json(Event::try_from(&e).map_err(ApiError::internal)?))
     }
 }

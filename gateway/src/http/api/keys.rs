@@ -22,8 +22,7 @@ use crate::merchants::{self, KeyManager, key_cache_key};
 #[derive(Object)]
 pub struct ApiKeyObject {
     pub id: String,
-    /// Always `api_key`.
-    pub object: String,
+    pub object: crate::core::object_names::ApiKeyName,
     /// The first characters, to recognise the key (`sk_live_AbCd`).
     pub prefix: String,
     /// `true` for `sk_live_` keys (real money), `false` for `sk_test_`.
@@ -43,7 +42,7 @@ impl ApiKeyObject {
     fn from_model(k: &api_keys::Model, secret: Option<String>) -> ApiKeyObject {
         ApiKeyObject {
             id: k.id.to_string(),
-            object: "api_key".into(),
+            object: crate::core::object_names::ApiKeyName::default(),
             prefix: k.prefix.clone(),
             livemode: k.livemode,
             secret,
@@ -56,7 +55,7 @@ impl ApiKeyObject {
 
 #[derive(Object)]
 pub struct ApiKeyList {
-    pub object: String,
+    pub object: crate::core::object_names::ListName,
     pub data: Vec<ApiKeyObject>,
     pub has_more: bool,
 }
@@ -107,7 +106,7 @@ impl KeysApi {
         let (keys, has_more) =
             merchants::list_keys(&state.db, &KeyManager::ApiKey(merchant.scope()), &page).await?;
         Ok(Json(ApiKeyList {
-            object: "list".into(),
+            object: crate::core::object_names::ListName::default(),
             data: keys
                 .iter()
                 .map(|k| ApiKeyObject::from_model(k, None))

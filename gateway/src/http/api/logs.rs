@@ -130,7 +130,7 @@ impl LogsApi {
         let (data, hit) = logs::recent(&state.db, &state.cache, &merchant.scope()).await?;
         Ok(RecentLogs::Ok(
             Json(LogList {
-                object: "list".into(),
+                object: crate::core::object_names::ListName::default(),
                 data,
                 has_more: false,
             }),

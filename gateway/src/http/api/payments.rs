@@ -122,7 +122,7 @@ impl PaymentsApi {
         let p = &created.payment;
         if p.failure_code.as_deref() == Some("provider_error") {
             return Err(ApiError::provider_failed(
-                &p.provider,
+                p.provider.as_str(),
                 &p.id,
                 p.failure_message.as_deref(),
                 "The payment",
@@ -182,7 +182,7 @@ impl PaymentsApi {
         )
         .await?;
         Ok(Json(PaymentList {
-            object: "list".into(),
+            object: crate::core::object_names::ListName::default(),
             data: rows.iter().map(Payment::from).collect(),
             has_more,
         }))
@@ -205,7 +205,7 @@ impl PaymentsApi {
         let (data, hit) = payments::recent(&state.db, &state.cache, &merchant.scope()).await?;
         Ok(RecentPayments::Ok(
             Json(PaymentList {
-                object: "list".into(),
+                object: crate::core::object_names::ListName::default(),
                 data,
                 has_more: false,
             }),
@@ -309,7 +309,7 @@ impl PaymentsApi {
         )
         .await?;
         let outcome = state.effects.apply(outcome, None).await;
-        if outcome.value.status == RefundStatus::Failed.as_str() {
+        if outcome.value.status == RefundStatus::Failed {
             let p = merchant_payment(&state, &merchant.scope(), &id.0).await?;
             return Err(ApiError::provider_failed(
                 p.provider.as_str(),
@@ -346,7 +346,7 @@ impl PaymentsApi {
         )
         .await?;
         Ok(Json(RefundList {
-            object: "list".into(),
+            object: crate::core::object_names::ListName::default(),
             data: rows.iter().map(Refund::from).collect(),
             has_more: false,
         }))

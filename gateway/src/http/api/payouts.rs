@@ -43,8 +43,7 @@ pub struct CreatePayoutRequest {
 
 #[derive(Object)]
 pub struct PayoutList {
-    /// Always `list`.
-    pub object: String,
+    pub object: crate::core::object_names::ListName,
     pub data: Vec<Payout>,
     pub has_more: bool,
 }
@@ -206,7 +205,7 @@ impl PayoutsApi {
         let page = Page::new(limit.0, starting_after.0, ending_before.0)?;
         let (rows, has_more) = payouts::list(&state.db, &merchant.scope(), &page).await?;
         Ok(Json(PayoutList {
-            object: "list".into(),
+            object: crate::core::object_names::ListName::default(),
             data: rows.iter().map(Payout::from).collect(),
             has_more,
         }))

@@ -56,7 +56,7 @@ fn filter(status: Option<String>, provider: Option<String>) -> Result<Filter, Ap
 
 fn list_of(rows: &[entity::reconciliation_items::Model], has_more: bool) -> ReconciliationItemList {
     ReconciliationItemList {
-        object: "list".into(),
+        object: crate::core::object_names::ListName::default(),
         data: rows.iter().map(ReconciliationItem::from).collect(),
         has_more,
     }

@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 
 use entity::event::{API_VERSION, EventType};
 use entity::payment_status::PaymentStatus;
-use entity::status::{DeliveryStatus, EndpointStatus, LogLevel, Provider, RefundStatus};
+use entity::status::{DeliveryStatus, EndpointStatus, LogLevel, Provider};
 use serde_json::{Map, Value, json};
 
 /// The refined document, as JSON.
@@ -25,6 +25,7 @@ pub fn document(poem_spec: &str) -> Value {
     });
     add_components(&mut doc);
     add_plain_routes(&mut doc);
+    plain_enum_refs(&mut doc);
     if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
         for (name, schema) in schemas.iter_mut() {
             refine_schema(name, schema);
@@ -46,54 +47,58 @@ pub fn document(poem_spec: &str) -> Value {
 
 // ---------- schemas ----------
 
+/// poem wraps a described field of an enum type as `allOf: [$ref, {description}]`; generators
+/// refuse `allOf` over a non-object. The enum's own schema carries its description: the field
+/// is a plain reference.
+fn plain_enum_refs(doc: &mut Value) {
+    let schemas = doc["components"]["schemas"].clone();
+    let is_enum = |reference: &str| {
+        reference
+            .strip_prefix("#/components/schemas/")
+            .is_some_and(|name| schemas[name].get("enum").is_some())
+    };
+    let Some(all) = doc["components"]["schemas"].as_object_mut() else {
+        return;
+    };
+    for schema in all.values_mut() {
+        let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        for p in properties.values_mut() {
+            let reference = p["allOf"]
+                .as_array()
+                .and_then(|parts| parts.iter().find_map(|part| part["$ref"].as_str()))
+                .map(str::to_string);
+            if let Some(reference) = reference.filter(|r| is_enum(r)) {
+                *p = json!({ "$ref": reference });
+            }
+        }
+    }
+}
+
 fn names<T: Copy>(all: &[T], name: impl Fn(T) -> &'static str) -> Vec<Value> {
     all.iter().map(|v| json!(name(*v))).collect()
 }
 
 /// The closed sets, by (schema, property); `*` for every schema with that property.
 fn enum_of(schema: &str, property: &str) -> Option<Vec<Value>> {
-    let event_types = || names(&EventType::ALL, EventType::as_str);
     Some(match (schema, property) {
-        ("Payment", "status") => names(PaymentStatus::ALL, PaymentStatus::as_str),
+        // Objects' closed sets are their field types; requests read text and check it
+        // (a wrong value is a 422 naming the field), so their enums are said here.
         (_, "provider") => names(Provider::ALL, Provider::as_str),
-        ("Event", "type") => event_types(),
-        ("Payment", "currency") => entity::money::Currency::codes().map(|c| json!(c)).collect(),
-        ("Refund", "status") => names(RefundStatus::ALL, RefundStatus::as_str),
-        ("BalanceTransaction", "type") => names(
-            entity::status::BalanceTransactionType::ALL,
-            entity::status::BalanceTransactionType::as_str,
-        ),
-        ("BalanceTransaction", "status") => names(
-            entity::status::BalanceTransactionStatus::ALL,
-            entity::status::BalanceTransactionStatus::as_str,
-        ),
-        ("Violation", "kind") => vec![
-            json!("unbalanced_transaction"),
-            json!("transaction_amount_mismatch"),
-            json!("balance_mismatch"),
-        ],
-        ("WebhookDelivery", "status") => names(DeliveryStatus::ALL, DeliveryStatus::as_str),
-        ("WebhookEndpoint" | "UpdateEndpointRequest", "status") => {
-            names(EndpointStatus::ALL, EndpointStatus::as_str)
+        ("Payment" | "Payout" | "BalanceTransaction" | "Balance", "currency") => {
+            entity::money::Currency::codes().map(|c| json!(c)).collect()
         }
+        ("UpdateEndpointRequest", "status") => names(EndpointStatus::ALL, EndpointStatus::as_str),
         ("WebhookEndpoint", "disabled_reason") => {
             vec![json!("gone"), json!("failing"), json!("manual")]
         }
-        ("LogEntry" | "CreateLogRequest", "level") => names(LogLevel::ALL, LogLevel::as_str),
+        ("CreateLogRequest", "level") => names(LogLevel::ALL, LogLevel::as_str),
         ("CompleteSandboxPayment", "outcome") => names(
             crate::payments::validation::SANDBOX_OUTCOMES,
             PaymentStatus::as_str,
         ),
-        ("PaymentMethod" | "PaymentMethodInput", "type") => vec![json!("card")],
-        ("ErrorDetail", "type") => [
-            "invalid_request_error",
-            "authentication_error",
-            "idempotency_error",
-            "rate_limit_error",
-            "api_error",
-        ]
-        .map(|t| json!(t))
-        .to_vec(),
+        ("PaymentMethodInput", "type") => vec![json!("card")],
         _ => return None,
     })
 }
@@ -227,7 +232,9 @@ fn refine_schema(name: &str, schema: &mut Value) {
         return;
     };
     for (property, p) in properties.iter_mut() {
-        if let Some(values) = enum_of(name, property) {
+        // A typed field (a `$ref`, or poem's `allOf` around one) says everything itself.
+        let typed = p.get("$ref").is_some() || p.get("allOf").is_some();
+        if let Some(values) = enum_of(name, property).filter(|_| !typed) {
             p["enum"] = Value::Array(values);
         }
         if property == "enabled_events" {
@@ -238,18 +245,6 @@ fn refine_schema(name: &str, schema: &mut Value) {
         }
         if property == "context" {
             p["type"] = json!("object");
-        }
-        if property == "object" && name.ends_with("List") {
-            p["enum"] = json!(["list"]);
-        }
-        // "Always `payment`." says the only value an `object` field takes.
-        if property == "object"
-            && let Some(only) = p["description"]
-                .as_str()
-                .and_then(|d| d.strip_prefix("Always `"))
-                .and_then(|d| d.split('`').next())
-        {
-            p["enum"] = json!([only]);
         }
         if let (Some(Value::Object(extra)), Some(p)) = (bounds(name, property), p.as_object_mut()) {
             p.extend(extra);
@@ -272,8 +267,9 @@ fn refine_schema(name: &str, schema: &mut Value) {
                 p["format"] = json!("uri");
             }
         }
-        match example(name, property) {
+        match example(name, property).filter(|_| !typed) {
             Some(e) => p["example"] = e,
+            None if typed => {}
             None => {
                 if let Some(first) = p["enum"].get(0).cloned() {
                     p["example"] = first;

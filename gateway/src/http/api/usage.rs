@@ -27,8 +27,7 @@ pub struct CurrencyVolume {
 /// A merchant's usage in one month.
 #[derive(Object)]
 pub struct Usage {
-    /// Always `usage`.
-    pub object: String,
+    pub object: crate::core::object_names::UsageName,
     pub merchant_id: String,
     /// The mode counted (your key's); absent in the operators' listing, which adds both.
     pub livemode: Option<bool>,
@@ -54,8 +53,7 @@ pub struct Usage {
 /// Usage of every merchant with any in the month.
 #[derive(Object)]
 pub struct UsageList {
-    /// Always `list`.
-    pub object: String,
+    pub object: crate::core::object_names::ListName,
     pub data: Vec<Usage>,
     pub has_more: bool,
 }
@@ -75,7 +73,7 @@ impl Usage {
             .collect();
         payment_volume.sort_by(|a, b| a.currency.cmp(&b.currency));
         Usage {
-            object: "usage".into(),
+            object: crate::core::object_names::UsageName::default(),
             merchant_id: merchant_id.to_string(),
             livemode,
             month: month.to_string(),
@@ -155,7 +153,7 @@ impl AdminUsageApi {
             .map(|(merchant_id, counts)| Usage::of(merchant_id.as_str(), None, &month, counts))
             .collect();
         Ok(Json(UsageList {
-            object: "list".into(),
+            object: crate::core::object_names::ListName::default(),
             data,
             has_more: false,
         }))

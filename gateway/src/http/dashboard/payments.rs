@@ -241,7 +241,7 @@ pub async fn refund_payment(
         Ok(committed) => {
             let outcome = state.effects.apply(committed, None).await;
             let r = &outcome.value;
-            let notice = if r.status == entity::status::RefundStatus::Failed.as_str() {
+            let notice = if r.status == entity::status::RefundStatus::Failed {
                 format!("The refund {} failed at the provider.", r.id)
             } else {
                 format!("Refund {} of {} recorded ({}).", r.id, r.amount, r.status)
