@@ -22,7 +22,7 @@ use sea_orm::{
 
 use entity::status::EndpointStatus;
 
-use crate::deliveries::{AttemptContext, lease_until, new_row};
+use crate::deliveries::{AttemptContext, ROWS_PER_INSERT, lease_until, new_row};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FanOut {
@@ -56,9 +56,6 @@ pub async fn fan_out<C: ConnectionTrait + TransactionTrait>(
         .pop()
         .unwrap_or_else(|| Ok(FanOut::default()))
 }
-
-/// Most rows one INSERT carries: well under PostgreSQL's and SQLite's bound parameters.
-pub(crate) const ROWS_PER_INSERT: usize = 500;
 
 /// Fans out the events a batch of bus messages announces, one result per message in order.
 ///

@@ -19,7 +19,6 @@ pub mod deliveries;
 pub mod fanout;
 pub mod manual;
 pub mod metrics;
-pub mod recorder;
 pub mod sender;
 pub mod settings;
 pub mod slots;

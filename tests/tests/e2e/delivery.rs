@@ -718,7 +718,7 @@ async fn results_committed_together_stand_alone_when_one_of_them_lost_its_lease(
         ))
         .await
         .expect("steal the lease");
-    let recorder = worker::recorder::Recorder::start(
+    let recorder = worker::deliveries::recorder::Recorder::start(
         app.db.clone(),
         app.state.bus.clone(),
         app.settings.worker.webhook.rules(),

@@ -14,7 +14,7 @@ use runtime::bus::EventBus;
 use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::deliveries::{AttemptOutcome, DisabledReason, Rules, ToRecord, after_commit, record_in};
+use super::record::{AttemptOutcome, DisabledReason, Rules, ToRecord, after_commit, record_in};
 use crate::sender::AttemptResult;
 
 /// Most results committed in one transaction.

@@ -1,0 +1,196 @@
+//! Claiming due rows: `FOR UPDATE SKIP LOCKED` with a lease, round-robin between
+//! endpoints within each one's concurrency.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use entity::ids::{DeliveryId, EndpointId};
+use entity::status::DeliveryStatus;
+use entity::{webhook_deliveries, webhook_endpoints};
+use sea_orm::sea_query::{Expr, LockBehavior, LockType};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionSession, TransactionTrait,
+};
+
+use super::rows::lease_until;
+
+/// What one claim took.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// Claimed rows, round-robin between endpoints.
+    pub ids: Vec<DeliveryId>,
+    /// More rows were due than this claim took: claim again once these are sent.
+    pub more: bool,
+}
+
+/// Claims up to `limit` due rows for `lease`: rows whose lease ran out first (their worker
+/// died), then pending rows oldest due first. The rows are taken round-robin between
+/// endpoints, at most `per_endpoint` (or the endpoint's own `max_concurrency`) for any one, so
+/// a burst to one merchant neither fills a batch nor opens more connections than it allows.
+pub async fn claim_due<C: TransactionTrait>(
+    db: &C,
+    limit: u64,
+    per_endpoint: u32,
+    lease: Duration,
+) -> Result<Claim, DbErr> {
+    use webhook_deliveries::Column as C;
+    let now = Utc::now();
+    // Candidates beyond the batch let one busy endpoint's rows be passed over for others'.
+    let window = limit.saturating_mul(4).max(limit);
+    let txn = db.begin().await?;
+    let candidates = |condition: Condition, order: bool, take: u64| {
+        let mut select = webhook_deliveries::Entity::find()
+            .select_only()
+            .column(C::Id)
+            .column(C::EndpointId)
+            .filter(condition);
+        if order {
+            select = select.order_by_asc(C::NextRetryAt);
+        }
+        select
+            .limit(take)
+            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+            .into_tuple::<(DeliveryId, EndpointId)>()
+    };
+    let mut found = candidates(
+        Condition::all()
+            .add(C::Status.eq(DeliveryStatus::Processing))
+            .add(C::LockedUntil.lte(now)),
+        false,
+        window,
+    )
+    .all(&txn)
+    .await?;
+    if (found.len() as u64) < window {
+        let rest = window - found.len() as u64;
+        found.extend(
+            candidates(
+                Condition::all()
+                    .add(C::Status.eq(DeliveryStatus::Pending))
+                    .add(C::NextRetryAt.lte(now)),
+                true,
+                rest,
+            )
+            .all(&txn)
+            .await?,
+        );
+    }
+    let limits = endpoint_limits(&txn, &found).await?;
+    let cap = |endpoint: &EndpointId| {
+        limits
+            .get(endpoint)
+            .and_then(|l| u32::try_from(*l).ok())
+            .filter(|l| *l > 0)
+            .unwrap_or(per_endpoint)
+    };
+    let ids = round_robin(&found, limit, cap);
+    let more = ids.len() < found.len() || found.len() as u64 == window;
+    if !ids.is_empty() {
+        let until = lease_until(now, lease);
+        webhook_deliveries::Entity::update_many()
+            .col_expr(C::Status, Expr::value(DeliveryStatus::Processing))
+            .col_expr(C::LockedUntil, Expr::value(until))
+            .col_expr(C::UpdatedAt, Expr::value(now))
+            .filter(C::Id.is_in(ids.clone()))
+            .exec(&txn)
+            .await?;
+    }
+    txn.commit().await?;
+    Ok(Claim { ids, more })
+}
+
+/// The endpoints' own concurrency limits, where they set one.
+pub(super) async fn endpoint_limits<C: ConnectionTrait>(
+    db: &C,
+    rows: &[(DeliveryId, EndpointId)],
+) -> Result<HashMap<EndpointId, i32>, DbErr> {
+    let mut endpoints: Vec<EndpointId> = rows.iter().map(|(_, e)| e.clone()).collect();
+    endpoints.sort();
+    endpoints.dedup();
+    if endpoints.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let found: Vec<(EndpointId, Option<i32>)> = webhook_endpoints::Entity::find()
+        .select_only()
+        .column(webhook_endpoints::Column::Id)
+        .column(webhook_endpoints::Column::MaxConcurrency)
+        .filter(webhook_endpoints::Column::Id.is_in(endpoints))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(found
+        .into_iter()
+        .filter_map(|(id, limit)| limit.map(|l| (id, l)))
+        .collect())
+}
+
+/// Takes rows in turns, one per endpoint a turn in the order endpoints first appear, up to
+/// `limit` rows and `cap(endpoint)` for each endpoint.
+pub fn round_robin(
+    rows: &[(DeliveryId, EndpointId)],
+    limit: u64,
+    cap: impl Fn(&EndpointId) -> u32,
+) -> Vec<DeliveryId> {
+    let mut queues: Vec<(&EndpointId, std::collections::VecDeque<&DeliveryId>)> = Vec::new();
+    for (id, endpoint) in rows {
+        match queues.iter_mut().find(|(e, _)| *e == endpoint) {
+            Some((_, q)) => q.push_back(id),
+            None => queues.push((endpoint, std::iter::once(id).collect())),
+        }
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut taken: Vec<DeliveryId> = Vec::new();
+    let mut turn = 0usize;
+    loop {
+        let mut progressed = false;
+        for (endpoint, queue) in &mut queues {
+            if taken.len() >= limit {
+                return taken;
+            }
+            if turn < usize::try_from(cap(endpoint)).unwrap_or(usize::MAX)
+                && let Some(id) = queue.pop_front()
+            {
+                taken.push(id.clone());
+                progressed = true;
+            }
+        }
+        if !progressed {
+            return taken;
+        }
+        turn += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_robin_takes_turns_between_endpoints_within_each_cap() {
+        let row = |d: &str, e: &str| (DeliveryId::from_trusted(d), EndpointId::from_trusted(e));
+        // A burst to `we_a` is due first; `we_b` and `we_c` have one row each behind it.
+        let rows = vec![
+            row("whd_1", "we_a"),
+            row("whd_2", "we_a"),
+            row("whd_3", "we_a"),
+            row("whd_4", "we_a"),
+            row("whd_5", "we_b"),
+            row("whd_6", "we_c"),
+            row("whd_7", "we_b"),
+        ];
+        let ids = |taken: Vec<DeliveryId>| taken.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            ids(round_robin(&rows, 5, |_| 10)),
+            ["whd_1", "whd_5", "whd_6", "whd_2", "whd_7"],
+            "one from each endpoint a turn, not the burst first"
+        );
+        let cap_a = |e: &EndpointId| if e.as_str() == "we_a" { 2 } else { 10 };
+        assert_eq!(
+            ids(round_robin(&rows, 50, cap_a)),
+            ["whd_1", "whd_5", "whd_6", "whd_2", "whd_7"],
+            "no more than an endpoint's cap"
+        );
+    }
+}

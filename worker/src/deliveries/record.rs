@@ -1,0 +1,390 @@
+//! Recording attempts: the delivery's next state and the attempt row in one transaction
+//! (several at once for group commit), the endpoint's failing streak, and what follows the
+//! commit (an endpoint disabled, the live notice).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use entity::bus::{LiveChange, LiveNotice};
+use entity::ids::{AttemptId, EndpointId};
+use entity::retry::NextStep;
+use entity::status::{DeliveryStatus, EndpointStatus};
+use entity::{events, webhook_attempts, webhook_deliveries, webhook_endpoints};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+    TransactionSession, TransactionTrait,
+};
+
+use runtime::bus::EventBus;
+
+use crate::sender::{AttemptResult, ErrorClass};
+use std::time::Duration;
+
+use entity::retry::RetryPolicy;
+
+use super::ROWS_PER_INSERT;
+use super::rows::lease_held;
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Succeeded,
+    WillRetry {
+        attempts: i32,
+        next_retry_at: DateTime<Utc>,
+    },
+    Failed {
+        attempts: i32,
+    },
+    /// The row was no longer ours (already finished, or its endpoint is gone/disabled).
+    Skipped,
+}
+
+/// How an attempt's result is judged.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub policy: RetryPolicy,
+    /// An endpoint that has failed, with no success in between, for this long is disabled.
+    pub disable_after: Duration,
+}
+
+/// Why an endpoint was disabled by the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisabledReason {
+    /// The receiver answered 410 Gone.
+    Gone,
+    /// No success for `disable_after` while failing.
+    Failing,
+}
+
+impl DisabledReason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DisabledReason::Gone => "gone",
+            DisabledReason::Failing => "failing",
+        }
+    }
+}
+
+pub(super) async fn record<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    bus: &EventBus,
+    delivery: &webhook_deliveries::Model,
+    endpoint: &webhook_endpoints::Model,
+    result: &AttemptResult,
+    rules: &Rules,
+) -> Result<AttemptOutcome, DbErr> {
+    let txn = db.begin().await?;
+    let recorded = record_in(
+        &txn,
+        &[ToRecord {
+            delivery,
+            endpoint,
+            result,
+        }],
+        rules,
+    )
+    .await?;
+    txn.commit().await?;
+    let (outcome, disabled) = recorded
+        .into_iter()
+        .next()
+        .unwrap_or((AttemptOutcome::Skipped, None));
+    after_commit(db, bus, delivery, endpoint, rules, &outcome, disabled).await;
+    Ok(outcome)
+}
+
+/// One attempt's result, to record.
+pub(crate) struct ToRecord<'a> {
+    pub delivery: &'a webhook_deliveries::Model,
+    pub endpoint: &'a webhook_endpoints::Model,
+    pub result: &'a AttemptResult,
+}
+
+/// Records attempts' results inside `txn`, one outcome each in order (the second value says
+/// the attempt disabled its endpoint; pass it to [`after_commit`]).
+///
+/// Each delivery row is updated first, under its lease: a lost lease writes nothing and gives
+/// `Skipped`, so the others go on. Then one insert for all the attempt rows, and each
+/// endpoint's streak once, endpoints in id order: every transaction locks endpoint rows in
+/// the same order, so concurrent ones cannot deadlock.
+pub(crate) async fn record_in<T: ConnectionTrait>(
+    txn: &T,
+    items: &[ToRecord<'_>],
+    rules: &Rules,
+) -> Result<Vec<(AttemptOutcome, Option<DisabledReason>)>, DbErr> {
+    use webhook_deliveries::Column as C;
+    let now = Utc::now();
+    let mut recorded = Vec::with_capacity(items.len());
+    let mut attempt_rows = Vec::with_capacity(items.len());
+    // Endpoint id → the recorded items that went to it.
+    let mut by_endpoint: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let (delivery, result) = (item.delivery, item.result);
+        let attempts = delivery.attempts + 1;
+        let outcome = judge(attempts, result, rules, now);
+        let (status, next_retry_at, delivered_at) = match &outcome {
+            AttemptOutcome::Succeeded => (DeliveryStatus::Succeeded, None, Some(now)),
+            AttemptOutcome::WillRetry { next_retry_at, .. } => {
+                (DeliveryStatus::Pending, Some(*next_retry_at), None)
+            }
+            _ => (DeliveryStatus::Failed, None, None),
+        };
+        let error_message = result.error.as_ref().map(|(_, m)| m.clone());
+        let error_class = result.error.as_ref().map(|(c, _)| c.as_str());
+        let http_status = result.http_status.map(i32::from);
+        let updated = webhook_deliveries::Entity::update_many()
+            .col_expr(C::Status, Expr::value(status))
+            .col_expr(C::Attempts, Expr::value(attempts))
+            .col_expr(C::NextRetryAt, Expr::value(next_retry_at))
+            .col_expr(C::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(C::LastAttemptAt, Expr::value(now))
+            .col_expr(C::HttpStatus, Expr::value(http_status))
+            .col_expr(C::ErrorMessage, Expr::value(error_message.clone()))
+            .col_expr(C::DeliveredAt, Expr::value(delivered_at))
+            .col_expr(C::UpdatedAt, Expr::value(now))
+            .filter(C::Id.eq(delivery.id.as_str()))
+            .filter(lease_held(delivery))
+            .exec(txn)
+            .await?;
+        if updated.rows_affected == 0 {
+            // Our lease ran out and another worker owns the row now (it may have delivered it
+            // already): its result stands, ours must not overwrite it or count an attempt
+            // twice. Nothing was written, so the transaction goes on with the others.
+            tracing::warn!(delivery_id = %delivery.id, "lease lost before the attempt was recorded; result discarded");
+            recorded.push((AttemptOutcome::Skipped, None));
+            continue;
+        }
+        attempt_rows.push(webhook_attempts::ActiveModel {
+            id: Set(AttemptId::generate()),
+            delivery_id: Set(delivery.id.clone()),
+            merchant_id: Set(delivery.merchant_id.clone()),
+            livemode: Set(delivery.livemode),
+            attempt_number: Set(delivery.earlier_attempts + attempts),
+            http_status: Set(http_status),
+            error_message: Set(error_message),
+            error_class: Set(error_class.map(str::to_string)),
+            response_body: Set(result.response_body.clone()),
+            duration_ms: Set(i64::try_from(result.duration.as_millis()).unwrap_or(i64::MAX)),
+            created_at: Set(now),
+        });
+        by_endpoint
+            .entry(item.endpoint.id.as_str())
+            .or_default()
+            .push(i);
+        recorded.push((outcome, None));
+    }
+    let mut attempt_rows = attempt_rows.into_iter().peekable();
+    while attempt_rows.peek().is_some() {
+        let chunk: Vec<_> = attempt_rows.by_ref().take(ROWS_PER_INSERT).collect();
+        webhook_attempts::Entity::insert_many(chunk)
+            .exec_without_returning(txn)
+            .await?;
+    }
+    for indices in by_endpoint.values() {
+        let mut succeeded = false;
+        for &i in indices {
+            let item = &items[i];
+            if item.result.succeeded() {
+                succeeded = true;
+            } else {
+                recorded[i].1 = track_failure(txn, item.endpoint, item.result, rules, now).await?;
+            }
+        }
+        if succeeded && let Some(&i) = indices.first() {
+            reset_streak(txn, &items[i].endpoint.id).await?;
+        }
+    }
+    Ok(recorded)
+}
+
+/// What an attempt's result comes to, given how many attempts the delivery has had with it.
+pub(super) fn judge(
+    attempts: i32,
+    result: &AttemptResult,
+    rules: &Rules,
+    now: DateTime<Utc>,
+) -> AttemptOutcome {
+    if result.succeeded() {
+        AttemptOutcome::Succeeded
+    } else if result.gone() {
+        AttemptOutcome::Failed { attempts }
+    } else {
+        match rules.policy.after_failure(
+            u32::try_from(attempts).unwrap_or(u32::MAX),
+            rand::random::<f64>(),
+            result.retry_after,
+        ) {
+            NextStep::GiveUp => AttemptOutcome::Failed { attempts },
+            NextStep::RetryAfter(delay) => AttemptOutcome::WillRetry {
+                attempts,
+                next_retry_at: now
+                    + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(60)),
+            },
+        }
+    }
+}
+
+/// A success ends the endpoint's failing streak. Matches no row (and locks none) unless the
+/// endpoint was failing.
+pub(super) async fn reset_streak<T: ConnectionTrait>(
+    txn: &T,
+    endpoint: &EndpointId,
+) -> Result<(), DbErr> {
+    use webhook_endpoints::Column as E;
+    webhook_endpoints::Entity::update_many()
+        .col_expr(E::ConsecutiveFailures, Expr::value(0))
+        .col_expr(E::FailingSince, Expr::value(Option::<DateTime<Utc>>::None))
+        .filter(E::Id.eq(endpoint.as_str()))
+        .filter(E::ConsecutiveFailures.ne(0))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// After the commit that recorded an attempt: the dashboards hear of it; and if it disabled
+/// the endpoint, the warning and the merchant's log entry.
+pub(crate) async fn after_commit<C: ConnectionTrait>(
+    db: &C,
+    bus: &EventBus,
+    delivery: &webhook_deliveries::Model,
+    endpoint: &webhook_endpoints::Model,
+    rules: &Rules,
+    outcome: &AttemptOutcome,
+    disabled: Option<DisabledReason>,
+) {
+    let status = match outcome {
+        AttemptOutcome::Succeeded => Some(DeliveryStatus::Succeeded),
+        AttemptOutcome::WillRetry { .. } => Some(DeliveryStatus::Pending),
+        AttemptOutcome::Failed { .. } => Some(DeliveryStatus::Failed),
+        AttemptOutcome::Skipped => None,
+    };
+    if let Some(status) = status {
+        bus.announce(LiveNotice::new(
+            endpoint.merchant_id.clone(),
+            LiveChange::DeliveryAttempt {
+                delivery_id: delivery.id.clone(),
+                status: status.to_string(),
+            },
+        ));
+    }
+    let Some(reason) = disabled else { return };
+    tracing::warn!(endpoint_id = %endpoint.id, reason = reason.as_str(), "webhook endpoint disabled");
+    let message = match reason {
+        DisabledReason::Gone => format!(
+            "Webhook endpoint {} was disabled: it answered 410 Gone",
+            endpoint.id
+        ),
+        DisabledReason::Failing => format!(
+            "Webhook endpoint {} was disabled: no successful delivery for {}",
+            endpoint.id,
+            humantime::format_duration(rules.disable_after)
+        ),
+    };
+    runtime::log_store::record(
+        db,
+        bus,
+        runtime::log_store::Entry {
+            scope: Some(&entity::ids::Scope::new(
+                endpoint.merchant_id.clone(),
+                endpoint.livemode,
+            )),
+            level: entity::status::LogLevel::Error,
+            source: "webhooks",
+            message: &message,
+            context: Some(serde_json::json!({
+                "endpoint_id": endpoint.id,
+                "disabled_reason": reason.as_str(),
+                "delivery_id": delivery.id,
+            })),
+            request_id: None,
+        },
+    )
+    .await;
+}
+
+/// Counts a failed attempt in the endpoint's streak, and disables it on a 410 or once it has
+/// failed with no success for `disable_after`; an automatic disable also commits a
+/// `webhook_endpoint.disabled` event for the merchant's other endpoints. Runs in the attempt's
+/// transaction, so the streak counts each recorded attempt exactly once.
+pub(super) async fn track_failure<T: ConnectionTrait>(
+    txn: &T,
+    endpoint: &webhook_endpoints::Model,
+    result: &AttemptResult,
+    rules: &Rules,
+    now: DateTime<Utc>,
+) -> Result<Option<DisabledReason>, DbErr> {
+    use sea_orm::sea_query::ExprTrait as _;
+    use webhook_endpoints::Column as E;
+    let updated = webhook_endpoints::Entity::update_many()
+        .col_expr(
+            E::ConsecutiveFailures,
+            Expr::col(E::ConsecutiveFailures).add(1),
+        )
+        .col_expr(
+            E::FailingSince,
+            sea_orm::sea_query::Func::coalesce([Expr::col(E::FailingSince), Expr::value(now)])
+                .into(),
+        )
+        .filter(E::Id.eq(endpoint.id.as_str()))
+        .exec_with_returning(txn)
+        .await?;
+    let Some(current) = updated.into_iter().next() else {
+        return Ok(None);
+    };
+    if current.status != EndpointStatus::Enabled {
+        return Ok(None);
+    }
+    let reason = if result.gone() {
+        DisabledReason::Gone
+    } else if current.failing_since.is_some_and(|since| {
+        now - since
+            >= chrono::Duration::from_std(rules.disable_after).unwrap_or(chrono::Duration::MAX)
+    }) {
+        DisabledReason::Failing
+    } else {
+        return Ok(None);
+    };
+    let disabled = webhook_endpoints::Entity::update_many()
+        .col_expr(E::Status, Expr::value(EndpointStatus::Disabled))
+        .col_expr(E::DisabledReason, Expr::value(reason.as_str()))
+        .col_expr(E::UpdatedAt, Expr::value(now))
+        .filter(E::Id.eq(endpoint.id.as_str()))
+        .filter(E::Status.eq(EndpointStatus::Enabled))
+        .exec(txn)
+        .await?;
+    if disabled.rows_affected == 0 {
+        return Ok(None);
+    }
+    events::Entity::insert(events::ActiveModel {
+        id: Set(entity::ids::EventId::generate()),
+        merchant_id: Set(current.merchant_id.clone()),
+        livemode: Set(current.livemode),
+        event_type: Set(entity::event::EventType::WebhookEndpointDisabled
+            .as_str()
+            .to_string()),
+        payment_id: Set(None),
+        data: Set(serde_json::json!({
+            "id": current.id,
+            "object": "webhook_endpoint",
+            "url": current.url,
+            "status": "disabled",
+            "disabled_reason": reason.as_str(),
+            "failing_since": current.failing_since.map(entity::event::rfc3339),
+            "consecutive_failures": current.consecutive_failures,
+        })),
+        request_id: Set(None),
+        created_at: Set(now),
+        published_at: Set(None),
+        traceparent: Set(runtime::trace_context::current()),
+    })
+    .exec_without_returning(txn)
+    .await?;
+    Ok(Some(reason))
+}
+
+/// Error class label of a result, for metrics.
+pub fn error_class(result: &AttemptResult) -> Option<ErrorClass> {
+    result.error.as_ref().map(|(c, _)| *c)
+}

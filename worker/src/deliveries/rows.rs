@@ -1,0 +1,139 @@
+//! A delivery row's life outside an attempt: made (claimed by its maker or due for the
+//! sweep), made due again, released, handed back; and the fence every write of a claimed row
+//! goes through.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use entity::ids::{DeliveryId, EndpointId};
+use entity::status::DeliveryStatus;
+use entity::webhook_endpoints;
+use entity::{events, webhook_deliveries};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+};
+
+/// When a claim made at `now` for `lease` ends, at the database's precision (microseconds),
+/// so the value a worker holds compares equal to the stored one when it fences its write.
+pub fn lease_until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    use chrono::SubsecRound as _;
+    (now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30)))
+        .trunc_subsecs(6)
+}
+
+/// The update that makes rows `pending` and due now, unclaimed; callers add which rows (and,
+/// for a fresh set of attempts, `attempts = 0`). Every "send it again" goes through it.
+pub fn due_now() -> sea_orm::UpdateMany<webhook_deliveries::Entity> {
+    use webhook_deliveries::Column as C;
+    let now = Utc::now();
+    webhook_deliveries::Entity::update_many()
+        .col_expr(C::Status, Expr::value(DeliveryStatus::Pending))
+        .col_expr(C::NextRetryAt, Expr::value(now))
+        .col_expr(C::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(C::UpdatedAt, Expr::value(now))
+}
+
+/// A new delivery row of `event` to `endpoint_id`: claimed until `claimed_until` (sent at
+/// once by whoever inserts it), or otherwise due now for the sweep.
+pub fn new_row(
+    event: &events::Model,
+    endpoint_id: &EndpointId,
+    claimed_until: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> webhook_deliveries::ActiveModel {
+    let (status, next_retry_at) = match claimed_until {
+        Some(_) => (DeliveryStatus::Processing, None),
+        None => (DeliveryStatus::Pending, Some(now)),
+    };
+    webhook_deliveries::ActiveModel {
+        id: Set(DeliveryId::generate()),
+        merchant_id: Set(event.merchant_id.clone()),
+        livemode: Set(event.livemode),
+        event_id: Set(event.id.clone()),
+        endpoint_id: Set(endpoint_id.clone()),
+        status: Set(status),
+        attempts: Set(0),
+        earlier_attempts: Set(0),
+        next_retry_at: Set(next_retry_at),
+        locked_until: Set(claimed_until),
+        last_attempt_at: Set(None),
+        http_status: Set(None),
+        error_message: Set(None),
+        delivered_at: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+}
+
+/// Makes claimed rows due again at once (a worker shutting down hands them back).
+pub async fn release<C: ConnectionTrait>(db: &C, ids: &[DeliveryId]) -> Result<u64, DbErr> {
+    use webhook_deliveries::Column as C;
+    let result = due_now()
+        .filter(C::Id.is_in(ids.to_vec()))
+        .filter(C::Status.eq(DeliveryStatus::Processing))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected)
+}
+
+/// Hands a claimed row back, due now, without an attempt (the worker could not get a slot to
+/// send it in time). Fenced by the lease like any write of a claimed row.
+pub async fn hand_back<C: ConnectionTrait>(
+    db: &C,
+    delivery: &webhook_deliveries::Model,
+) -> Result<bool, DbErr> {
+    use webhook_deliveries::Column as C;
+    let result = due_now()
+        .filter(C::Id.eq(delivery.id.as_str()))
+        .filter(lease_held(delivery))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// The row is still ours: processing under the very lease this worker's claim set.
+pub(super) fn lease_held(delivery: &webhook_deliveries::Model) -> Condition {
+    use webhook_deliveries::Column as C;
+    Condition::all()
+        .add(C::Status.eq(DeliveryStatus::Processing))
+        .add(match delivery.locked_until {
+            Some(until) => C::LockedUntil.eq(until),
+            None => C::LockedUntil.is_null(),
+        })
+}
+
+/// Everything one attempt needs. The fan-out already holds it for the rows it claims; the
+/// sweep reads it with [`load_context`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptContext {
+    pub delivery: webhook_deliveries::Model,
+    pub endpoint: Option<webhook_endpoints::Model>,
+    pub event: events::Model,
+}
+
+pub async fn load_context<C: ConnectionTrait>(
+    db: &C,
+    delivery_id: &DeliveryId,
+) -> Result<Option<AttemptContext>, DbErr> {
+    let Some(delivery) = webhook_deliveries::Entity::find_by_id(delivery_id.clone())
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let Some(event) = events::Entity::find_by_id(delivery.event_id.clone())
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let endpoint = webhook_endpoints::Entity::find_by_id(delivery.endpoint_id.clone())
+        .one(db)
+        .await?;
+    Ok(Some(AttemptContext {
+        delivery,
+        endpoint,
+        event,
+    }))
+}

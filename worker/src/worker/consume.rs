@@ -1,0 +1,198 @@
+//! What comes from the bus: a batch of events fanned out in one transaction, acknowledged,
+//! then their first attempts; and the consumer that reconnects with backoff.
+
+use std::time::Duration;
+
+use futures_util::FutureExt as _;
+use tokio::sync::watch;
+
+use crate::fanout::{FanOutError, fan_out_batch};
+use runtime::bus::Received;
+
+use super::*;
+
+impl Worker {
+    /// Handles one received message: fan out, commit, ack; then the immediate attempts.
+    pub async fn handle(&self, received: Received) -> Handled {
+        self.handle_batch(vec![received])
+            .await
+            .pop()
+            .unwrap_or(Handled::Requeued)
+    }
+
+    /// Handles messages received together: one fan-out transaction for all of them, the acks,
+    /// then their immediate attempts side by side. One result per message, in order.
+    pub async fn handle_batch(&self, batch: Vec<Received>) -> Vec<Handled> {
+        let _in_flight = InFlight::start(&self.inner);
+        let mut results: Vec<Option<Handled>> = Vec::with_capacity(batch.len());
+        let mut messages = Vec::with_capacity(batch.len());
+        let mut acks = Vec::with_capacity(batch.len());
+        for received in batch {
+            match received {
+                Received::Message(m, ack) => {
+                    results.push(None);
+                    messages.push(m);
+                    acks.push(ack);
+                }
+                Received::Unparseable(ack) => {
+                    tracing::warn!("unparseable bus message moved to the dead-letter queue");
+                    if let Err(e) = ack.dead_letter().await {
+                        tracing::error!(error = %e, "could not dead-letter a message; the broker will redeliver it");
+                    }
+                    results.push(Some(Handled::DeadLettered));
+                }
+            }
+        }
+        // One span per message, in the trace of the call that caused its event; they end
+        // with the ack.
+        let spans: Vec<tracing::Span> = messages
+            .iter()
+            .map(|m| {
+                let span = tracing::info_span!(
+                    "webhook.fanout",
+                    otel.kind = "consumer",
+                    event_id = %m.event_id(),
+                    event_type = m.event_type(),
+                    trace_id = tracing::field::Empty,
+                );
+                runtime::trace_context::continue_from(&span, m.traceparent());
+                span
+            })
+            .collect();
+        let s = &self.inner.settings;
+        let fanned = match fan_out_batch(&self.inner.db, &messages, s.immediate, s.lease()).await {
+            Ok(fanned) => fanned,
+            Err(e) => {
+                tracing::warn!(error = %e, messages = messages.len(), "fan-out failed; messages requeued");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                for ack in acks {
+                    let _ = ack.requeue().await;
+                }
+                return fill(results, || Handled::Requeued);
+            }
+        };
+        // Per message: (rows created, already present, how many of the claimed are its own).
+        let mut counts = Vec::with_capacity(messages.len());
+        let mut claimed = Vec::new();
+        for ((message, ack), fan) in messages.iter().zip(acks).zip(fanned) {
+            match fan {
+                Ok(fan) => {
+                    if let Err(e) = ack.ack().await {
+                        // The rows are committed; a redelivery finds them and creates nothing.
+                        tracing::warn!(error = %e, event_id = %message.event_id(), "ack failed after commit");
+                    }
+                    let created = fan.claimed.len() + fan.queued;
+                    self.inner
+                        .cache
+                        .count_usage(
+                            &entity::ids::Scope::new(message.merchant_id().clone(), fan.livemode),
+                            &[(
+                                runtime::usage::metric::WEBHOOK_DELIVERIES,
+                                i64::try_from(created).unwrap_or(i64::MAX),
+                            )],
+                        )
+                        .await;
+                    counts.push(Ok((created, fan.already_present, fan.claimed.len())));
+                    claimed.extend(fan.claimed);
+                }
+                Err(FanOutError::UnknownEvent(id)) => {
+                    tracing::error!(event_id = %id, "message names an event that does not exist; dead-lettered");
+                    let _ = ack.dead_letter().await;
+                    counts.push(Err(Handled::DeadLettered));
+                }
+                Err(FanOutError::Db(e)) => {
+                    tracing::warn!(error = %e, event_id = %message.event_id(), "fan-out failed; message requeued");
+                    let _ = ack.requeue().await;
+                    counts.push(Err(Handled::Requeued));
+                }
+            }
+        }
+        drop(spans);
+        let mut attempts = self.deliver_loaded(claimed).await.into_iter();
+        let mut counts = counts.into_iter();
+        for slot in results.iter_mut().filter(|r| r.is_none()) {
+            *slot = match counts.next() {
+                Some(Ok((created, already_present, mine))) => Some(Handled::FannedOut {
+                    created,
+                    already_present,
+                    attempts: attempts.by_ref().take(mine).collect(),
+                }),
+                Some(Err(handled)) => Some(handled),
+                None => None,
+            };
+        }
+        fill(results, || Handled::Requeued)
+    }
+
+    /// Consumes from the bus until `stop` turns true, reconnecting with backoff.
+    pub(super) async fn consume(self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        let prefetch = u16::try_from(self.inner.settings.batch_size.max(50) * 4).unwrap_or(200);
+        while !*stop.borrow() {
+            match self.inner.bus.subscribe(prefetch).await {
+                Ok(mut subscription) => {
+                    backoff = Duration::from_millis(100);
+                    tracing::info!(bus = self.inner.bus.kind(), "consuming events");
+                    loop {
+                        tokio::select! {
+                            _ = stop.changed() => return,
+                            next = subscription.next() => match next {
+                                Some(Ok(received)) => {
+                                    // Whatever else has already arrived goes in the same
+                                    // fan-out transaction: under load batches grow, and the
+                                    // database sees one transaction for many events.
+                                    let mut batch = vec![received];
+                                    let mut lost = None;
+                                    while batch.len() < FAN_OUT_BATCH {
+                                        match subscription.next().now_or_never() {
+                                            Some(Some(Ok(r))) => batch.push(r),
+                                            Some(Some(Err(e))) => {
+                                                lost = Some(e.to_string());
+                                                break;
+                                            }
+                                            Some(None) => {
+                                                lost = Some("the subscription ended".to_string());
+                                                break;
+                                            }
+                                            None => break,
+                                        }
+                                    }
+                                    let worker = self.clone();
+                                    tokio::spawn(async move { worker.handle_batch(batch).await });
+                                    if let Some(e) = lost {
+                                        tracing::warn!(error = %e, "bus connection lost; reconnecting");
+                                        break;
+                                    }
+                                }
+                                Some(Err(e)) => {
+                                    tracing::warn!(error = %e, "bus connection lost; reconnecting");
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot subscribe to the bus")
+                }
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Most messages fanned out in one transaction.
+const FAN_OUT_BATCH: usize = 100;
+
+/// The results of a batch, any still open set by `otherwise`.
+fn fill(results: Vec<Option<Handled>>, otherwise: impl Fn() -> Handled) -> Vec<Handled> {
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(&otherwise))
+        .collect()
+}

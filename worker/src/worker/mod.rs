@@ -1,0 +1,299 @@
+//! The worker: consumes events from the bus, fans them out to delivery rows, sends them, and
+//! sweeps due rows on a schedule.
+//!
+//! [`Worker::sweep_once`] and [`Worker::handle`] each run one step and return what happened,
+//! so tests drive them deterministically; [`Worker::run_until_stopped`] wires them to the
+//! consumer and to a `runtime::schedule` period for production.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use entity::ids::DeliveryId;
+use runtime::cache::Cache;
+use sea_orm::DatabaseConnection;
+use tokio::sync::{Notify, watch};
+
+use crate::deliveries::recorder::Recorder;
+use crate::deliveries::{self, AttemptOutcome, Rules};
+use crate::metrics::DeliveryMetrics;
+use crate::sender::WebhookSender;
+use crate::settings::WebhookSettings;
+use crate::slots::Slots;
+use runtime::bus::EventBus;
+use runtime::schedule::{self, Schedule};
+
+mod consume;
+mod deliver;
+
+/// Sweeps one worker runs at once at most (each claims its own batch).
+const CONCURRENT_SWEEPS: usize = 4;
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepOutcome {
+    pub claimed: usize,
+    pub succeeded: usize,
+    pub retrying: usize,
+    pub failed: usize,
+    /// True when another sweep of this worker was still running, so this one did nothing.
+    pub skipped_overlap: bool,
+}
+
+/// What handling one bus message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// Rows created (and, with immediate delivery, attempted once).
+    FannedOut {
+        created: usize,
+        already_present: usize,
+        attempts: Vec<AttemptOutcome>,
+    },
+    DeadLettered,
+    Requeued,
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: DatabaseConnection,
+    bus: EventBus,
+    sender: WebhookSender,
+    settings: WebhookSettings,
+    rules: Rules,
+    /// Commits attempt results in groups.
+    recorder: Recorder,
+    metrics: Arc<DeliveryMetrics>,
+    /// Requests in flight to each endpoint from this worker.
+    slots: Slots,
+    /// Shared counters: endpoints' `rate_limit` and usage metering (Redis across workers).
+    cache: Cache,
+    /// Sweeps under way in this worker. More than one may run: a batch waiting on a slow
+    /// receiver must not hold back the due rows behind it (claims skip locked rows, so
+    /// concurrent sweeps never take the same row).
+    sweeps: Arc<tokio::sync::Semaphore>,
+    in_flight: AtomicUsize,
+    idle: Notify,
+    /// Deliveries this worker holds a claim on and has not recorded yet, released at shutdown.
+    claims: std::sync::Mutex<std::collections::HashSet<DeliveryId>>,
+    shutdown_grace: std::sync::Mutex<Duration>,
+}
+
+/// Counts a task as in flight until dropped, so shutdown can wait for sends to finish.
+struct InFlight(Arc<Inner>);
+
+impl InFlight {
+    fn start(inner: &Arc<Inner>) -> InFlight {
+        inner.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(inner.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Worker {
+    /// A worker whose delivery metrics are registered in `registry` (the worker process's own,
+    /// or the gateway's in embedded mode).
+    pub fn registered(
+        db: DatabaseConnection,
+        bus: EventBus,
+        cache: Cache,
+        settings: WebhookSettings,
+        registry: &mut prometheus_client::registry::Registry,
+    ) -> Result<(Worker, Arc<DeliveryMetrics>), crate::sender::SenderError> {
+        let metrics = Arc::new(DeliveryMetrics::new(registry));
+        Ok((
+            Worker::new(db, bus, cache, settings, metrics.clone())?,
+            metrics,
+        ))
+    }
+
+    pub fn new(
+        db: DatabaseConnection,
+        bus: EventBus,
+        cache: Cache,
+        settings: WebhookSettings,
+        metrics: Arc<DeliveryMetrics>,
+    ) -> Result<Worker, crate::sender::SenderError> {
+        let sender = WebhookSender::new(
+            settings.timeout,
+            settings.targets,
+            settings.proxy.as_deref(),
+        )?;
+        // Sends are bounded by the HTTP timeout, so waiting a little longer lets them finish.
+        let settings_timeout_grace = settings.timeout + Duration::from_secs(2);
+        Ok(Worker {
+            inner: Arc::new(Inner {
+                rules: settings.rules(),
+                recorder: Recorder::start(db.clone(), bus.clone(), settings.rules()),
+                slots: Slots::new(settings.endpoint_concurrency),
+                cache,
+                db,
+                bus,
+                sender,
+                settings,
+                metrics,
+                sweeps: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_SWEEPS)),
+                in_flight: AtomicUsize::new(0),
+                idle: Notify::new(),
+                claims: std::sync::Mutex::default(),
+                shutdown_grace: std::sync::Mutex::new(settings_timeout_grace),
+            }),
+        })
+    }
+
+    /// How long shutdown waits for sends in flight before releasing what is left.
+    pub fn set_shutdown_grace(&self, grace: Duration) {
+        if let Ok(mut g) = self.inner.shutdown_grace.lock() {
+            *g = grace;
+        }
+    }
+
+    fn hold(&self, ids: impl IntoIterator<Item = DeliveryId>) {
+        if let Ok(mut c) = self.inner.claims.lock() {
+            c.extend(ids);
+        }
+    }
+
+    fn let_go(&self, id: &DeliveryId) {
+        if let Ok(mut c) = self.inner.claims.lock() {
+            c.remove(id);
+        }
+    }
+
+    pub fn metrics(&self) -> &DeliveryMetrics {
+        &self.inner.metrics
+    }
+
+    /// Claims and sends due deliveries, batch after batch while due rows remain.
+    pub async fn sweep_once(&self) -> Result<SweepOutcome, sea_orm::DbErr> {
+        let Ok(_permit) = self.inner.sweeps.clone().try_acquire_owned() else {
+            return Ok(SweepOutcome {
+                skipped_overlap: true,
+                ..SweepOutcome::default()
+            });
+        };
+        let _in_flight = InFlight::start(&self.inner);
+        self.sweep_batches().await
+    }
+
+    async fn sweep_batches(&self) -> Result<SweepOutcome, sea_orm::DbErr> {
+        let s = &self.inner.settings;
+        let mut total = SweepOutcome::default();
+        loop {
+            let claim = deliveries::claim_due(
+                &self.inner.db,
+                s.batch_size,
+                s.endpoint_concurrency,
+                s.lease(),
+            )
+            .await?;
+            let ids = claim.ids;
+            self.hold(ids.iter().cloned());
+            let more = claim.more && !ids.is_empty();
+            total.claimed += ids.len();
+            for outcome in self.deliver(&ids).await {
+                match outcome {
+                    AttemptOutcome::Succeeded => total.succeeded += 1,
+                    AttemptOutcome::WillRetry { .. } => total.retrying += 1,
+                    AttemptOutcome::Failed { .. } => total.failed += 1,
+                    AttemptOutcome::Skipped => {}
+                }
+            }
+            if !more {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Runs the consumer and the scheduled sweep until `shutdown` completes, then stops
+    /// taking work and waits (up to the HTTP timeout and a margin) for sends in flight.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let consumer = tokio::spawn(self.clone().consume(stop_rx.clone()));
+        let sweeper = self.clone();
+        let sweeps = tokio::spawn(schedule::run(
+            "sweep",
+            Schedule::Every(self.inner.settings.sweep_interval),
+            stop_rx.clone(),
+            move || {
+                let worker = sweeper.clone();
+                // Each tick starts a sweep without waiting for the last one: a batch held up
+                // by a slow receiver (up to the attempt timeout) does not stall the next due
+                // rows. At most CONCURRENT_SWEEPS run at once; sweep_once skips beyond that.
+                async move {
+                    // Counted as in flight before it is spawned, so a shutdown that starts
+                    // now waits for it rather than racing its claim.
+                    let in_flight = InFlight::start(&worker.inner);
+                    tokio::spawn(async move {
+                        let _in_flight = in_flight;
+                        match worker.sweep_once().await {
+                            Ok(o) if o.claimed > 0 => tracing::info!(
+                                claimed = o.claimed,
+                                succeeded = o.succeeded,
+                                retrying = o.retrying,
+                                failed = o.failed,
+                                "sweep"
+                            ),
+                            Ok(_) => {}
+                            Err(e) => tracing::error!(error = %e, "sweep failed"),
+                        }
+                    });
+                }
+            },
+        ));
+        shutdown.await;
+        tracing::info!("worker stopping: no new work; waiting for sends in flight");
+        let _ = stop_tx.send(true);
+        let _ = consumer.await;
+        let _ = sweeps.await;
+        let grace = self
+            .inner
+            .shutdown_grace
+            .lock()
+            .map(|g| *g)
+            .unwrap_or_default();
+        let _ = tokio::time::timeout(grace, async {
+            while self.inner.in_flight.load(Ordering::SeqCst) > 0 {
+                let idle = self.inner.idle.notified();
+                if self.inner.in_flight.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(50), idle).await;
+            }
+        })
+        .await;
+        self.release_claims().await;
+        Ok(())
+    }
+
+    /// Gives back deliveries this worker claimed but did not record, so another worker can
+    /// take them now rather than after the lease.
+    async fn release_claims(&self) {
+        let ids: Vec<DeliveryId> = self
+            .inner
+            .claims
+            .lock()
+            .map(|c| c.iter().cloned().collect())
+            .unwrap_or_default();
+        if ids.is_empty() {
+            return;
+        }
+        match deliveries::release(&self.inner.db, &ids).await {
+            Ok(n) => tracing::info!(released = n, "released claimed deliveries at shutdown"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release claims; their leases will expire")
+            }
+        }
+    }
+}
