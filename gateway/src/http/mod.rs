@@ -9,4 +9,5 @@ pub mod csrf;
 pub mod dashboard;
 pub mod middleware;
 pub mod ops;
+pub mod request;
 pub mod state;

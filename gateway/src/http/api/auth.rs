@@ -48,9 +48,7 @@ async fn check_api_key(req: &Request, bearer: Bearer) -> poem::Result<AuthedMerc
             None => return Err(ApiError::unauthorized("Invalid API key provided.").into()),
         },
     };
-    let slot = req
-        .extensions()
-        .get::<crate::http::middleware::MerchantSlot>();
+    let slot = req.extensions().get::<crate::http::request::MerchantSlot>();
     if let Some(slot) = slot {
         slot.set(merchant.scope());
     }
@@ -82,7 +80,7 @@ async fn check_api_key(req: &Request, bearer: Bearer) -> poem::Result<AuthedMerc
 /// (seconds until the month resets), counted in `api_quota_exceeded_total`.
 pub fn refuse_quota(
     state: &AppState,
-    slot: Option<&crate::http::middleware::MerchantSlot>,
+    slot: Option<&crate::http::request::MerchantSlot>,
     exceeded: &crate::usage::quotas::Exceeded,
 ) -> ApiError {
     state.metrics.quota_exceeded.inc();

@@ -22,7 +22,7 @@ pub mod usage;
 use poem::Request;
 use poem_openapi::{OpenApiService, Tags};
 
-use crate::http::middleware::RequestId;
+use crate::http::request::RequestId;
 
 #[derive(Tags)]
 pub enum ApiTags {

@@ -101,9 +101,7 @@ impl PaymentsApi {
                 None => false,
             };
             if !replay {
-                let slot = req
-                    .extensions()
-                    .get::<crate::http::middleware::MerchantSlot>();
+                let slot = req.extensions().get::<crate::http::request::MerchantSlot>();
                 return Err(crate::http::api::auth::refuse_quota(
                     &state, slot, &exceeded,
                 ));
