@@ -2,18 +2,13 @@
 //! checkout page), inbound provider webhooks, the pending-payment poller and the outbox
 //! relay. In embedded mode it also runs the worker in-process.
 //!
-//! Layers, each importing only those below it:
-//! - [`error`], [`settings`], [`metrics`], [`pagination`]: domain errors (no HTTP), this
-//!   process's configuration, its metrics, cursor pages.
-//! - [`idempotency`], [`merchants`], [`rate_limits`], [`logs`], [`relay`], [`retention`]:
-//!   services over a connection or a transaction (or the cache), and the outbox publisher.
-//! - [`ledger`]: every movement of money, double-entry, with the balances it keeps;
-//!   [`reconciliation`]: the ledger against the providers' reports.
-//! - [`commit`]: the effects every payment commit has (relay, cache, metrics, log store).
-//! - [`payments`], [`webhooks`]: the merchant's objects and their services.
-//! - [`dashboard`]: the signed-in pages for merchants' people (users, sessions, HTML).
-//! - [`providers`]: provider clients, then inbound events and the poller that apply to payments.
-//! - [`state`]: the wiring handlers reach; [`api`]: HTTP only; [`app`]: build and run.
+//! Sliced by feature; floors, each importing only its own and those below (checked by
+//! `tests/tests/structure.rs`, described in `docs/architecture.md`):
+//! [`core`] (errors, effects, idempotency, relay, metrics, pagination), [`providers`]
+//! (outbound clients), [`ledger`], [`merchants`] (keys, users, rate limits, log store),
+//! [`webhooks`], [`usage`], [`payouts`], [`payments`] (with inbound provider events and the
+//! poller), [`reconciliation`], [`http`] (the API, the dashboard and the checkout: thin
+//! adapters over the services), [`settings`], [`app`] (build and run).
 
 pub mod app;
 pub mod core;

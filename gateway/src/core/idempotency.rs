@@ -3,7 +3,7 @@
 //! The key is claimed first: an in-progress row is committed before the provider is called
 //! or a refund reserved, so a concurrent duplicate finds it instead of doing the work a second
 //! time. The duplicate waits briefly for the first response and replays it; if the first is
-//! still running after [`WAIT_FOR_FIRST`], it gets 409 `idempotency_key_in_use` (Stripe's
+//! still running after `WAIT_FOR_FIRST`, it gets 409 `idempotency_key_in_use` (Stripe's
 //! answer) and may retry.
 //! The first response is stored in the same transaction as the work, so a replay can never
 //! describe work that rolled back. Same key and request → that response again; same key,

@@ -1,14 +1,13 @@
-//! Everything about payment providers, in one folder.
+//! Payment providers' outbound side, in one folder.
 //!
 //! Clients (below the payment service, which calls them to start payments): [`stripe`],
-//! [`moneroo`], [`ebilling`] and the [`simulated`] provider with its [`checkout`] page, behind
-//! [`Providers`]; each speaks its provider's wire format, with a timeout on every call, a
-//! circuit [`breaker`] per provider, and retries only where the call is idempotent. Their
-//! configuration is [`settings`].
+//! [`moneroo`], [`ebilling`] and the [`simulated`] provider (its checkout page is
+//! `crate::http::checkout`), behind [`Providers`]; each speaks its provider's wire format, with
+//! a timeout on every call, a circuit [`breaker`] per provider, and retries only where the call
+//! is idempotent. Their configuration is [`settings`].
 //!
-//! Inbound (above the payment service, which they move): [`events`] records and applies a
-//! verified provider event, [`inbound`] verifies webhooks and does the bookkeeping, and the
-//! [`poller`] re-queries payments whose webhook never came. Nothing in a webhook body is
+//! Inbound events (above the payment service, which they move) live in
+//! `crate::payments::inbound`. Nothing in a webhook body is
 //! trusted before its signature is checked over the exact bytes, and for Moneroo and
 //! eBilling not even then (the status is always re-queried).
 

@@ -300,7 +300,7 @@ const MAX_SIGNATURES: usize = 4;
 /// Verifies `Stripe-Signature: t=…,v1=…[,v1=…][,v0=…]` over the exact bytes received.
 ///
 /// The MAC is computed once, whatever the header holds, and compared in constant time with at
-/// most [`MAX_SIGNATURES`] candidates, so an unauthenticated request cannot make the gateway
+/// most `MAX_SIGNATURES` candidates, so an unauthenticated request cannot make the gateway
 /// hash its body thousands of times; a header over [`MAX_HEADER_LEN`] is refused unread.
 pub fn verify_signature(
     secret: &str,

@@ -5,10 +5,10 @@
 //! row whose lease ran out (its worker died) is due again. Each HTTP call leaves one
 //! `webhook_attempts` row, written in the same transaction as the delivery's new state.
 //!
-//! - [`claim`]: taking due rows; [`rows`]: a row's life outside an attempt;
-//! - [`attempt`]: one attempt; [`record`]: recording attempts and what follows; [`recorder`]:
+//! - [`claim`](mod@claim): taking due rows; [`rows`]: a row's life outside an attempt;
+//! - [`attempt`](mod@attempt): one attempt; [`record`]: recording attempts and what follows; [`recorder`]:
 //!   several attempts' results committed together (group commit);
-//! - [`backlog`]: what waits.
+//! - [`backlog`](mod@backlog): what waits.
 
 pub mod attempt;
 pub mod backlog;
