@@ -20,6 +20,9 @@ use sea_orm::{
 };
 
 use crate::core::error::{OrNotFound, ServiceError};
+use crate::core::idempotency::Idempotent;
+use entity::ids::Scope;
+use sea_orm::{DatabaseConnection, DatabaseTransaction};
 
 use entity::signature::sha256_hex;
 
@@ -328,6 +331,55 @@ pub async fn create_key<C: ConnectionTrait>(
 ) -> Result<(api_keys::Model, String), ServiceError> {
     manager.may_manage(livemode)?;
     issue_key(db, manager.merchant_id(), livemode).await
+}
+
+/// A key made by [`create_key_once`]: its secret only in the answer that made it.
+pub struct NewKey {
+    pub key: api_keys::Model,
+    pub secret: Option<String>,
+    pub replayed: bool,
+}
+
+/// Issues a key through an API key, once per `Idempotency-Key`: a retry with the same key
+/// answers the key the first request made, without its secret, which is stored nowhere (an
+/// idempotency record is no place for one). A client that lost the first answer revokes that
+/// key and makes another; a retry never leaves a second live key behind.
+pub async fn create_key_once(
+    db: &DatabaseConnection,
+    scope: &Scope,
+    livemode: bool,
+    idempotency_key: Option<&str>,
+) -> Result<NewKey, ServiceError> {
+    let manager = KeyManager::ApiKey(scope.clone());
+    let request = Idempotent {
+        scope,
+        key: idempotency_key,
+        operation: "POST /v1/api_keys",
+        fingerprint: format!("livemode={livemode}"),
+    };
+    let mut secret = None;
+    let outcome = request
+        .run(
+            db,
+            async |txn: &DatabaseTransaction| -> Result<String, ServiceError> {
+                let (key, made) = create_key(txn, &manager, livemode).await?;
+                secret = Some(made);
+                Ok(key.id.to_string())
+            },
+        )
+        .await?;
+    let id = ApiKeyId::parse(&outcome.value)
+        .ok_or_else(|| ServiceError::Db(DbErr::Custom("stored api key id is malformed".into())))?;
+    let key = api_keys::Entity::find_by_id(id)
+        .filter(manager.reach())
+        .one(db)
+        .await?
+        .or_not_found("api_key", &outcome.value)?;
+    Ok(NewKey {
+        key,
+        secret,
+        replayed: outcome.replayed,
+    })
 }
 
 /// A key `manager` reaches that is still active; any other (another mode's for an API key,

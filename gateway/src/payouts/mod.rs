@@ -33,7 +33,10 @@ use crate::providers::Providers;
 
 pub mod objects;
 
-pub use objects::{Destination, NewPayout, Payout, PayoutDestination, check_provider, view};
+pub use objects::{
+    DESTINATION_TYPES, Destination, NewPayout, PAYOUT_PROVIDERS, Payout, PayoutDestination,
+    SANDBOX_PAYOUT_OUTCOMES, check_provider, view,
+};
 
 /// A payout created by a request, or the one an earlier request with its key created.
 #[derive(Debug)]

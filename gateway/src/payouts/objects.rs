@@ -12,6 +12,16 @@ use serde_json::{Value, json};
 use crate::core::error::ValidationError;
 use crate::core::text::Text;
 
+/// The providers that make payouts here (simulated in test mode only); the spec lists these.
+pub const PAYOUT_PROVIDERS: &[Provider] = &[Provider::Moneroo, Provider::Simulated];
+
+/// A destination's `type`, as the API names it.
+pub const DESTINATION_TYPES: &[&str] = &["mobile_money", "bank_account"];
+
+/// How a sandbox payout may end (`POST /v1/sandbox/payouts/{id}/complete`).
+pub const SANDBOX_PAYOUT_OUTCOMES: &[PayoutStatus] =
+    &[PayoutStatus::Succeeded, PayoutStatus::Failed];
+
 /// Where a payout goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {

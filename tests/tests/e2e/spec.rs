@@ -48,7 +48,7 @@ fn example_body(spec: &serde_json::Value, schema: &serde_json::Value) -> serde_j
     let resolve = |s: &serde_json::Value| -> serde_json::Value {
         let reference = s["$ref"]
             .as_str()
-            .or_else(|| s["allOf"][0]["$ref"].as_str());
+            .or_else(|| s["anyOf"][0]["$ref"].as_str());
         match reference.and_then(|r| r.strip_prefix("#/components/schemas/")) {
             Some(name) => spec["components"]["schemas"][name].clone(),
             None => s.clone(),
@@ -72,8 +72,8 @@ async fn the_example_bodies_the_docs_offer_are_accepted_as_they_are() {
     let spec: serde_json::Value =
         serde_json::from_str(&gateway::http::api::spec_json()).expect("json");
     for (path, status) in [("/v1/payments", 201), ("/v1/webhook_endpoints", 201)] {
-        let schema = &spec["paths"][path]["post"]["requestBody"]["content"]["application/json; charset=utf-8"]
-            ["schema"];
+        let schema =
+            &spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"];
         let body = example_body(&spec, schema);
         let (got, answer) = app.post_json(&app.api_key, path, body.clone()).await;
         assert_eq!(
@@ -164,5 +164,70 @@ fn every_operation_documents_exactly_its_own_errors() {
     assert_eq!(
         status.as_array().map(Vec::len),
         Some(entity::payment_status::PaymentStatus::ALL.len())
+    );
+}
+
+/// The contract findings of issue 21, each as the spec now states it (the clients' tests
+/// show the same against a live gateway).
+#[test]
+fn the_spec_says_what_the_server_does_where_it_used_to_differ() {
+    let spec: serde_json::Value =
+        serde_json::from_str(&gateway::http::api::spec_json()).expect("json");
+    let schemas = &spec["components"]["schemas"];
+    let payout = &schemas["CreatePayoutRequest"]["properties"];
+    assert_eq!(payout["amount"]["minimum"], 1);
+    assert_eq!(
+        payout["provider"]["enum"],
+        serde_json::json!(["moneroo", "simulated"])
+    );
+    assert_eq!(
+        schemas["PayoutDestination"]["properties"]["type"]["enum"],
+        serde_json::json!(["mobile_money", "bank_account"])
+    );
+    // A nullable object is an anyOf with a null-only branch, which OAS 3.0 validators accept.
+    let customer = &schemas["Payment"]["properties"]["customer"];
+    assert_eq!(customer["anyOf"][1]["enum"], serde_json::json!([null]));
+    let events = &spec["paths"]["/v1/events"]["get"]["parameters"];
+    let types = events
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "types[]"))
+        .expect("types[]");
+    assert_eq!(types["required"], false);
+    let txns = &spec["paths"]["/v1/balance_transactions"]["get"]["parameters"];
+    let kind = txns
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "type"))
+        .expect("type");
+    assert!(
+        kind["schema"]["enum"]
+            .as_array()
+            .is_some_and(|e| e.contains(&serde_json::json!("charge"))),
+        "balance transactions filter by their own types: {kind}"
+    );
+    for (path, item) in spec["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("operation") {
+            let what = format!("{method} {path}");
+            assert_eq!(op["tags"].as_array().map(Vec::len), Some(1), "{what}");
+            assert!(op["security"].is_array(), "{what} says who may call it");
+            if let Some(content) = op["requestBody"]["content"].as_object() {
+                assert!(
+                    !content.contains_key("application/json; charset=utf-8"),
+                    "{what}: bodies are plain application/json"
+                );
+            }
+            if let Some(unauthenticated) = op["responses"].get("401") {
+                assert!(
+                    unauthenticated["headers"].get("RateLimit-Limit").is_none(),
+                    "{what}: a 401 has no rate limit headers"
+                );
+            }
+        }
+    }
+    let create_key = &spec["paths"]["/v1/api_keys"]["post"];
+    assert!(
+        create_key["parameters"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["name"] == "Idempotency-Key")),
+        "creating a key takes an Idempotency-Key"
     );
 }

@@ -369,7 +369,7 @@ pub async fn into_stripe_shape(err: poem::Error) -> Response {
         s if s.is_client_error() => {
             return Response::builder()
                 .status(s)
-                .content_type("application/json")
+                .content_type("application/json; charset=utf-8")
                 .body(
                     serde_json::to_string(
                         &body(

@@ -1,18 +1,18 @@
 //! `/v1/api_keys`: list, create, roll and revoke the merchant's keys. A secret is shown only
 //! in the answer that created it; revoking or rolling drops the key from the shared cache, so
 //! every gateway stops accepting it at once (a rolled key at the end of its grace period).
-//! Creating a key is not idempotent by `Idempotency-Key`: a replay would have to store the
-//! secret, and an idempotency record is no place for one.
+//! Creating a key honours `Idempotency-Key`; a replay names the key without its secret, which
+//! is stored nowhere (see [`merchants::create_key_once`]).
 
 use entity::api_keys;
 use entity::event::rfc3339;
 use entity::ids::ApiKeyId;
 use poem::web::Data;
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::{ApiTags, path_id};
+use super::{ApiTags, path_id, valid_idempotency_key};
 use crate::core::pagination::Page;
 use crate::http::api::auth::ApiKey;
 use crate::http::api::error::ApiError;
@@ -78,7 +78,19 @@ pub struct RollApiKeyRequest {
 
 #[derive(ApiResponse)]
 pub enum CreatedKey {
-    /// The new key, with its secret (shown only here).
+    /// The new key, with its secret (shown only here; a replay names the key without it).
+    #[oai(status = 201)]
+    Created(
+        Json<ApiKeyObject>,
+        /// `true` when this answer is a replay of the first request with this key.
+        #[oai(header = "Idempotent-Replayed")]
+        Option<String>,
+    ),
+}
+
+#[derive(ApiResponse)]
+pub enum RolledKey {
+    /// The replacement key, with its secret (shown only here).
     #[oai(status = 201)]
     Created(Json<ApiKeyObject>),
 }
@@ -120,22 +132,26 @@ impl KeysApi {
     /// Issues a new key. A test key creates test keys only and a live key live ones (403
     /// `livemode_mismatch` otherwise; an owner creates either in the dashboard). At most 50
     /// active keys per mode (422 `api_key_limit_reached`). Its secret is in this answer only:
-    /// store it now.
+    /// store it now. With an `Idempotency-Key`, a retry answers the key the first request
+    /// created, without its secret (which is stored nowhere): if that first answer was lost,
+    /// revoke the key it names and create another.
     #[oai(path = "/api_keys", method = "post", operation_id = "create_api_key")]
     async fn create(
         &self,
         ApiKey(merchant): ApiKey,
         state: Data<&AppState>,
         body: Json<CreateApiKeyRequest>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> Result<CreatedKey, ApiError> {
+        let idempotency_key = valid_idempotency_key(idempotency_key.0.as_deref())?;
         let livemode = body.0.livemode.unwrap_or(merchant.livemode);
-        let (key, secret) =
-            merchants::create_key(&state.db, &KeyManager::ApiKey(merchant.scope()), livemode)
+        let made =
+            merchants::create_key_once(&state.db, &merchant.scope(), livemode, idempotency_key)
                 .await?;
-        Ok(CreatedKey::Created(Json(ApiKeyObject::from_model(
-            &key,
-            Some(secret),
-        ))))
+        Ok(CreatedKey::Created(
+            Json(ApiKeyObject::from_model(&made.key, made.secret)),
+            made.replayed.then(|| "true".to_string()),
+        ))
     }
 
     /// Roll an API key: a new key now, the old one valid for `expires_in` seconds
@@ -153,7 +169,7 @@ impl KeysApi {
         state: Data<&AppState>,
         id: Path<String>,
         body: Json<RollApiKeyRequest>,
-    ) -> Result<CreatedKey, ApiError> {
+    ) -> Result<RolledKey, ApiError> {
         let id = path_id::<ApiKeyId>(&id.0, "api_key")?;
         let grace = std::time::Duration::from_secs(
             u64::try_from(body.0.expires_in.unwrap_or(0)).unwrap_or(0),
@@ -162,7 +178,7 @@ impl KeysApi {
             merchants::roll_key(&state.db, &KeyManager::ApiKey(merchant.scope()), &id, grace)
                 .await?;
         state.cache.delete(&key_cache_key(&old.key_hash)).await;
-        Ok(CreatedKey::Created(Json(ApiKeyObject::from_model(
+        Ok(RolledKey::Created(Json(ApiKeyObject::from_model(
             &new,
             Some(secret),
         ))))

@@ -245,17 +245,15 @@ impl PayoutsApi {
         body: Json<CompletePayoutRequest>,
     ) -> Result<Json<Payout>, ApiError> {
         let payout_id = path_id::<PayoutId>(&id.0, "payout")?;
-        let to = match body.0.outcome.0.as_str() {
-            "succeeded" => PayoutStatus::Succeeded,
-            "failed" => PayoutStatus::Failed,
-            _ => {
-                return Err(ApiError::invalid(
+        let to = PayoutStatus::parse(&body.0.outcome.0)
+            .filter(|s| payouts::SANDBOX_PAYOUT_OUTCOMES.contains(s))
+            .ok_or_else(|| {
+                ApiError::invalid(
                     "outcome",
                     "outcome_invalid",
                     "outcome is succeeded or failed.",
-                ));
-            }
-        };
+                )
+            })?;
         let p = payouts::get(&state.db, &merchant.scope(), &payout_id)
             .await?
             .ok_or_else(|| ApiError::not_found("payout", &id.0))?;
@@ -276,5 +274,40 @@ impl PayoutsApi {
         let moved = payouts::move_to(&state.db, &payout_id, to, None, failure).await?;
         let current = state.effects.apply(moved, None).await.unwrap_or(p);
         Ok(Json(Payout::from(&current)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn destination(kind: &str) -> PayoutDestination {
+        let t = |s: &str| Some(Text(s.to_string()));
+        PayoutDestination {
+            kind: Text(kind.to_string()),
+            phone: t("22951345020"),
+            operator: t("mtn_bj"),
+            account_number: t("0001"),
+            bank_code: t("BK1"),
+            holder_name: t("Ada"),
+        }
+    }
+
+    /// The spec's enums are these lists: each value listed is one the request parsing takes,
+    /// and each provider listed makes payouts (to some destination); the others do not.
+    #[test]
+    fn the_listed_destination_types_and_payout_providers_are_the_accepted_ones() {
+        for kind in payouts::DESTINATION_TYPES {
+            assert!(Destination::try_from(destination(kind)).is_ok(), "{kind}");
+        }
+        assert!(Destination::try_from(destination("cheque")).is_err());
+        let wallet = Destination::try_from(destination("mobile_money")).expect("parses");
+        for provider in Provider::ALL {
+            assert_eq!(
+                payouts::check_provider(*provider, &wallet).is_ok(),
+                payouts::PAYOUT_PROVIDERS.contains(provider),
+                "{provider}"
+            );
+        }
     }
 }

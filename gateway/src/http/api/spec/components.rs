@@ -22,7 +22,7 @@ pub(super) fn add_plain_routes(doc: &mut Value) {
         "responses": {"200": {
             "description": "The QR code (cacheable: it never changes).",
             "content": {
-                "image/svg+xml": {"schema": {"type": "string"}},
+                "image/svg+xml": {"schema": {"type": "string", "format": "binary"}},
                 "image/png": {"schema": {"type": "string", "format": "binary"}},
             },
         }},

@@ -28,6 +28,10 @@ pub fn document(poem_spec: &str) -> Value {
         "name": "Payrail",
         "url": "https://github.com/payrail/payrail",
     });
+    doc["info"]["license"] = json!({
+        "name": env!("CARGO_PKG_LICENSE"),
+        "url": concat!("https://spdx.org/licenses/", env!("CARGO_PKG_LICENSE"), ".html"),
+    });
     add_components(&mut doc);
     add_plain_routes(&mut doc);
     plain_enum_refs(&mut doc);
@@ -47,6 +51,12 @@ pub fn document(poem_spec: &str) -> Value {
         }
     }
     doc["x-webhooks"] = webhooks();
+    // Webhooks carry no credentials of the merchant's: they are signed (see each one's headers).
+    if let Some(hooks) = doc["x-webhooks"].as_object_mut() {
+        for op in hooks.values_mut().filter_map(|item| item.get_mut("post")) {
+            op["security"] = json!([]);
+        }
+    }
     doc
 }
 

@@ -3,7 +3,7 @@
 
 use entity::event::EventType;
 use entity::payment_status::PaymentStatus;
-use entity::status::DeliveryStatus;
+use entity::status::{BalanceTransactionType, DeliveryStatus, Provider, ReconciliationStatus};
 use serde_json::{Map, Value, json};
 
 use super::*;
@@ -132,19 +132,43 @@ pub(super) fn refine_operation(path: &str, op: &mut Value) {
         }
         responses.insert(code.to_string(), response);
     }
-    for response in responses.values_mut() {
+    for (status, response) in responses.iter_mut() {
         response["headers"]["Request-Id"] = header_ref("Request-Id");
-        if limited {
+        // The limiter answers once the key is known: not on a 401 (no key), nor on a 413
+        // (the body was refused before authentication).
+        if limited && status != "401" && status != "413" {
             for h in RATE_LIMIT_HEADERS {
                 response["headers"][h] = header_ref(h);
             }
         }
     }
     op["responses"] = Value::Object(responses);
+    // Clients send `application/json`, with or without a charset; poem names only the
+    // variant with one, which validators and generated clients then demand verbatim.
+    if let Some(content) = op
+        .get_mut("requestBody")
+        .and_then(|body| body.get_mut("content"))
+        .and_then(Value::as_object_mut)
+        && let Some(media) = content.remove("application/json; charset=utf-8")
+    {
+        content.insert("application/json".into(), media);
+    }
+    // One tag per operation: generators make a class per tag, and an operation in two is
+    // generated twice (typescript-fetch then fails to compile). poem adds a method's tag to
+    // its impl's, so the method's, the more specific, is kept.
+    if let Some(tags) = op.get_mut("tags").and_then(Value::as_array_mut)
+        && tags.len() > 1
+    {
+        tags.drain(..tags.len() - 1);
+    }
+    // An operation without credentials says so, rather than leaving it to be guessed.
+    if op.get("security").is_none() {
+        op["security"] = json!([]);
+    }
     if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
         let resource = resource_of(path);
         for p in params {
-            refine_parameter(&resource, p);
+            refine_parameter(path, &resource, p);
         }
     }
 }
@@ -180,7 +204,26 @@ pub(super) fn id_prefix(resource: &str) -> &'static str {
 /// Unix seconds, or an RFC 3339 time.
 pub(super) const TIMESTAMP_PATTERN: &str = r"^([0-9]{1,10}|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2}))$";
 
-pub(super) fn refine_parameter(resource: &str, p: &mut Value) {
+/// The values a query parameter filters by, by (path, parameter): the same name filters by
+/// different sets on different lists (`status` of a payment, of a delivery, of an item).
+fn closed_set(path: &str, name: &str) -> Option<Vec<Value>> {
+    let list = path.trim_start_matches("/v1").trim_start_matches("/admin");
+    Some(match (list, name) {
+        ("/events", "type" | "types[]") => names(&EventType::ALL, EventType::as_str),
+        ("/balance_transactions", "type") => {
+            names(BalanceTransactionType::ALL, BalanceTransactionType::as_str)
+        }
+        ("/payments", "status") => names(PaymentStatus::ALL, PaymentStatus::as_str),
+        ("/webhook_deliveries", "status") => names(DeliveryStatus::ALL, DeliveryStatus::as_str),
+        ("/reconciliation_items", "status") => {
+            names(ReconciliationStatus::ALL, ReconciliationStatus::as_str)
+        }
+        ("/reconciliation_items", "provider") => names(Provider::ALL, Provider::as_str),
+        _ => return None,
+    })
+}
+
+pub(super) fn refine_parameter(path: &str, resource: &str, p: &mut Value) {
     let name = p["name"].as_str().unwrap_or_default().to_string();
     // Any kind's id is accepted as a cursor (an unknown one gives an empty page).
     let cursor = || Some(json!({"pattern": id_pattern("[a-z]+")}));
@@ -234,25 +277,10 @@ pub(super) fn refine_parameter(resource: &str, p: &mut Value) {
             "How far back to count: a duration such as `15m`, `1h` or `1d` (default `1h`).".into(),
             Some(json!({"pattern": "^[1-9][0-9]{0,5}(s|m|h|d)$", "example": "1h"})),
         ),
-        "status"
-            if p["description"]
-                .as_str()
-                .is_some_and(|d| d.contains("payment")) =>
-        {
-            (
-                String::new(),
-                Some(json!({"enum": names(PaymentStatus::ALL, PaymentStatus::as_str)})),
-            )
-        }
-        "status" => (
-            String::new(),
-            Some(json!({"enum": names(DeliveryStatus::ALL, DeliveryStatus::as_str)})),
+        "currency" => (
+            "An ISO 4217 code, in either case.".into(),
+            Some(json!({"pattern": "^[A-Za-z]{3}$", "example": "EUR"})),
         ),
-        "type" => (
-            String::new(),
-            Some(json!({"enum": names(&EventType::ALL, EventType::as_str)})),
-        ),
-        "types[]" => (String::new(), None),
         name if name.ends_with("Signature") => (
             "The provider's signature of the raw body, checked before anything is read.".into(),
             None,
@@ -262,8 +290,16 @@ pub(super) fn refine_parameter(resource: &str, p: &mut Value) {
     if p.get("description").is_none() && !description.is_empty() {
         p["description"] = json!(description);
     }
+    if let Some(values) = closed_set(path, &name) {
+        if p["schema"]["type"] == "array" {
+            p["schema"]["items"]["enum"] = json!(values);
+        } else {
+            p["schema"]["enum"] = json!(values);
+        }
+    }
+    // A repeated filter may be left out: poem calls every `Vec` query parameter required.
     if name == "types[]" {
-        p["schema"]["items"]["enum"] = json!(names(&EventType::ALL, EventType::as_str));
+        p["required"] = json!(false);
     }
     if let (Some(extra), Some(schema)) = (schema, p["schema"].as_object_mut())
         && let Some(extra) = extra.as_object()

@@ -3,7 +3,7 @@
 
 use entity::event::{API_VERSION, EventType};
 use entity::payment_status::PaymentStatus;
-use entity::status::{EndpointStatus, LogLevel, Provider};
+use entity::status::{EndpointStatus, LogLevel, PayoutStatus, Provider};
 use serde_json::{Value, json};
 
 /// poem wraps a described field of an enum type as `allOf: [$ref, {description}]`; generators
@@ -44,7 +44,19 @@ pub(super) fn enum_of(schema: &str, property: &str) -> Option<Vec<Value>> {
     Some(match (schema, property) {
         // Objects' closed sets are their field types; requests read text and check it
         // (a wrong value is a 422 naming the field), so their enums are said here.
+        ("CreatePayoutRequest", "provider") => {
+            names(crate::payouts::PAYOUT_PROVIDERS, Provider::as_str)
+        }
         (_, "provider") => names(Provider::ALL, Provider::as_str),
+        ("PayoutDestination", "type") => crate::payouts::DESTINATION_TYPES
+            .iter()
+            .map(|t| json!(t))
+            .collect(),
+        ("CompletePayoutRequest", "outcome") => names(
+            crate::payouts::SANDBOX_PAYOUT_OUTCOMES,
+            PayoutStatus::as_str,
+        ),
+        ("ResolvePayoutRequest", "outcome") => vec![json!("received"), json!("not_received")],
         ("Payment" | "Payout" | "BalanceTransaction" | "Balance", "currency") => {
             entity::money::Currency::codes().map(|c| json!(c)).collect()
         }
@@ -65,7 +77,9 @@ pub(super) fn enum_of(schema: &str, property: &str) -> Option<Vec<Value>> {
 /// Lower and upper bounds of numbers, and the longest a string may be.
 pub(super) fn bounds(schema: &str, property: &str) -> Option<Value> {
     Some(match (schema, property) {
-        ("CreatePaymentRequest" | "CreateRefundRequest", "amount") => json!({"minimum": 1}),
+        ("CreatePaymentRequest" | "CreateRefundRequest" | "CreatePayoutRequest", "amount") => {
+            json!({"minimum": 1})
+        }
         ("Payment" | "Refund", "amount") => json!({"minimum": 1}),
         ("Payment", "amount_refunded") => json!({"minimum": 0}),
         (_, "exp_month") => json!({"minimum": 1, "maximum": 12}),
@@ -257,17 +271,27 @@ pub(super) fn integer_range(format: Option<&str>) -> Option<(i128, i128)> {
 }
 
 /// An optional field is `null` when it has no value (poem reads `null` as absent too).
+/// The schema whose only value is `null`, as OpenAPI 3.0 can say it.
+static NULL_ONLY: std::sync::LazyLock<Value> =
+    std::sync::LazyLock::new(|| json!({"type": "object", "nullable": true, "enum": [null]}));
+
 pub(super) fn nullable(p: &mut Value) {
-    if let Some(reference) = p.get("$ref").cloned() {
+    // OpenAPI 3.0 has no null type, and `nullable` beside a `$ref` or an `allOf` without a
+    // `type` lets no null through (validators follow the letter: `nullable` widens only its
+    // own schema's `type`). So a nullable object is one of: the object, or a schema whose
+    // only value is null.
+    let reference = p.get("$ref").cloned().or_else(|| {
+        // poem wraps a described reference as allOf [ref, {description}]: keep the reference.
+        p.get("allOf")
+            .and_then(Value::as_array)
+            .and_then(|parts| parts.iter().find_map(|part| part.get("$ref").cloned()))
+    });
+    if let Some(reference) = reference {
         let description = p.get("description").cloned();
-        *p = json!({"allOf": [{"$ref": reference}], "nullable": true});
+        *p = json!({"anyOf": [{"$ref": reference}, NULL_ONLY.clone()]});
         if let Some(d) = description {
             p["description"] = d;
         }
-    } else if let Some(all_of) = p.get_mut("allOf").and_then(Value::as_array_mut) {
-        // poem wraps a described reference as allOf [ref, {description}]: keep the reference.
-        all_of.retain(|part| part.get("$ref").is_some());
-        p["nullable"] = json!(true);
     } else if p.get("type").is_some() || p.as_object().is_some_and(|o| o.is_empty()) {
         p["nullable"] = json!(true);
         // OpenAPI 3.0.3: `nullable` does not widen an `enum`; null must be listed.
