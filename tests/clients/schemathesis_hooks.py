@@ -6,7 +6,7 @@ key already used replays the first answer (`Idempotent-Replayed: true`) for an o
 may have deleted since, which its resource checks then report as "created but not found".
 Valid keys (1 to 255 characters) are therefore made unique; invalid ones (empty, too long)
 are left as generated, so their refusal is still tested. Replays themselves are covered by the
-e2e suite (`api.rs`, `hardening.rs`).
+e2e suite (`idempotency.rs`).
 """
 
 import uuid

@@ -807,3 +807,58 @@ async fn webhooks_to_anywhere_but_this_machine_are_refused_without_dialling() {
     }
     assert_eq!(receiver.received().len(), 1, "loopback is served");
 }
+
+#[tokio::test]
+async fn a_sub_second_sweep_interval_really_retries_through_the_running_worker() {
+    // The worker is started by TestApp through WorkerApplication::run_until_stopped; nothing
+    // here calls sweep_once. With tokio-cron-scheduler a 300 ms period never fired.
+    let mut options = Options::default();
+    options.webhook.sweep_interval = Duration::from_millis(300);
+    let app = TestApp::spawn_with(options).await;
+    let receiver = Receiver::start(Behavior::Statuses(vec![500, 500, 500], 200)).await;
+    app.create_endpoint(&receiver.url).await;
+    app.create_payment(100).await;
+    app.eventually(
+        Duration::from_secs(10),
+        "four attempts, the last one delivered",
+        || async {
+            (app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'succeeded'")
+                .await
+                == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(receiver.received().len(), 4);
+    assert_eq!(app.count("SELECT count(*) FROM webhook_attempts").await, 4);
+}
+
+#[tokio::test]
+async fn a_slow_receiver_does_not_hold_back_the_deliveries_behind_it() {
+    // One row per claim, so every row is its own batch; the worker runs on its schedule.
+    let mut options = Options::default();
+    options.webhook.immediate = false;
+    options.webhook.batch_size = 1;
+    options.webhook.sweep_interval = Duration::from_millis(100);
+    options.webhook.timeout = Duration::from_secs(3);
+    let app = TestApp::spawn_with(options).await;
+    let slow = Receiver::start(Behavior::Hang(Duration::from_secs(3))).await;
+    let fast = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    app.create_endpoint(&slow.url).await;
+    app.create_payment(100).await;
+    app.create_payment(100).await;
+    app.create_endpoint(&fast.url).await;
+    let started = tokio::time::Instant::now();
+    app.create_payment(100).await;
+    app.eventually(
+        Duration::from_secs(10),
+        "the fast receiver's webhook",
+        || async { (!fast.received().is_empty()).then_some(()) },
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "the fast receiver waited {:?} behind the slow one",
+        started.elapsed()
+    );
+}

@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use payrail_tests::mocks;
-use payrail_tests::{Behavior, Options, Receiver, TestApp};
-use serde_json::json;
+use payrail_tests::{Behavior, Options, Receiver, TcpProxy, TestApp};
+use serde_json::{Value, json};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -528,4 +528,146 @@ async fn a_stopping_worker_finishes_its_sends_and_releases_what_it_could_not() {
         "released, not leased"
     );
     assert_eq!(app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending' AND locked_until IS NULL").await, 1);
+}
+
+#[tokio::test]
+async fn made_up_methods_do_not_become_labels_and_metrics_are_off_the_public_port() {
+    let app = TestApp::spawn().await;
+    for i in 0..40 {
+        let method = reqwest::Method::from_bytes(format!("BREW{i}").as_bytes()).expect("method");
+        let _ = app
+            .client
+            .request(method, app.url("/v1/payments"))
+            .send()
+            .await
+            .expect("send");
+    }
+    let text = app.metrics_text().await;
+    assert!(!text.contains("BREW"), "an invented method became a label");
+    assert!(text.contains(r#"method="other""#), "{text}");
+    let public = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        public.status(),
+        404,
+        "metrics are not served on the public port"
+    );
+    let health = app
+        .client
+        .get(app.url("/health/ready"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        health.status(),
+        200,
+        "health stays on the public port for load balancers"
+    );
+}
+
+#[tokio::test]
+async fn the_gateway_is_ready_without_a_worker_and_only_degraded_without_the_broker() {
+    // No worker: on a fresh prefix nobody but the gateway can have declared the queues.
+    let proxy = TcpProxy::start("127.0.0.1:5672", true).await;
+    let app = TestApp::spawn_with(Options {
+        start_worker: false,
+        gateway_amqp_url: Some(format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port)),
+        ..Options::default()
+    })
+    .await;
+    let ready = |app: &TestApp| {
+        let url = app.url("/health/ready");
+        let client = app.client.clone();
+        async move {
+            let r = client.get(url).send().await.expect("probe");
+            (r.status().as_u16(), r.json::<Value>().await.expect("json"))
+        }
+    };
+    let (status, body) = ready(&app).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("ok")),
+        "{body}"
+    );
+    // Probes reuse one broker connection.
+    let before = proxy.connections();
+    for _ in 0..10 {
+        assert_eq!(ready(&app).await.0, 200);
+    }
+    assert!(
+        proxy.connections() <= before + 1,
+        "ten probes opened {} connections",
+        proxy.connections() - before
+    );
+    // The broker goes away: still ready (payments go to the outbox), reported as degraded.
+    proxy.set_enabled(false);
+    let (status, body) = ready(&app).await;
+    assert_eq!(
+        (
+            status,
+            body["status"].as_str(),
+            body["checks"]["broker"].as_bool()
+        ),
+        (200, Some("degraded"), Some(false)),
+        "{body}"
+    );
+    assert_eq!(app.create_payment(100).await["status"], "pending");
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains(r#"dependency_up{dependency="broker"} 0"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn every_answer_names_its_request_in_request_id() {
+    let app = TestApp::spawn().await;
+    let big = "x".repeat(gateway::http::middleware::MAX_BODY_BYTES + 1);
+    let answers = [
+        app.client
+            .get(app.url("/v1/payments"))
+            .bearer_auth(&app.api_key),
+        app.client.get(app.url("/v1/payments")),
+        app.client
+            .get(app.url("/v1/nowhere"))
+            .bearer_auth(&app.api_key),
+        app.client
+            .get(app.url("/v1/payments/pay_%00"))
+            .bearer_auth(&app.api_key),
+        app.client
+            .post(app.url("/v1/payments"))
+            .bearer_auth(&app.api_key)
+            .header("content-type", "application/json")
+            .body(big),
+    ];
+    let mut seen = std::collections::HashSet::new();
+    for (request, expected) in answers.into_iter().zip([200, 401, 404, 422, 413]) {
+        let r = request.send().await.expect("send");
+        assert_eq!(r.status(), expected);
+        let id = r.headers()["request-id"]
+            .to_str()
+            .expect("ascii")
+            .to_string();
+        assert!(id.starts_with("req_"), "{id}");
+        assert_eq!(
+            r.headers()["x-request-id"],
+            id.as_str(),
+            "both headers agree"
+        );
+        assert!(seen.insert(id), "each request has its own id");
+    }
+    // The caller's own id, under Stripe's header name, comes back.
+    let r = app
+        .client
+        .get(app.url("/v1/payments"))
+        .bearer_auth(&app.api_key)
+        .header("Request-Id", "trace-7")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.headers()["request-id"], "trace-7");
 }

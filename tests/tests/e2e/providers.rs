@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use payrail_tests::mocks::{self, Mock};
 use payrail_tests::{Behavior, Options, Receiver, TestApp};
+use sea_orm::ConnectionTrait as _;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -528,8 +529,6 @@ async fn the_poller_finishes_payments_whose_webhook_never_came_once_across_gatew
     assert_eq!(events["data"].as_array().map(Vec::len), Some(1));
 }
 
-use sea_orm::ConnectionTrait as _;
-
 #[tokio::test]
 async fn refunds_are_partial_or_full_and_never_more_than_what_is_left() {
     let stripe = mocks::stripe().await;
@@ -800,4 +799,100 @@ async fn the_poller_stops_asking_about_payments_abandoned_past_the_max_age() {
     let poller =
         gateway::payments::inbound::poller::Poller::new(app.state.inbound.clone(), &providers);
     assert_eq!(poller.poll_once().await.expect("poll").checked, 1);
+}
+
+async fn ebilling_payment(app: &TestApp, ebilling: &mocks::Mock) -> (String, String) {
+    let (status, p) = app
+        .post_json(
+            &app.api_key,
+            "/v1/payments",
+            json!({"amount": 605000, "currency": "XAF", "provider": "ebilling",
+                "customer": {"email": "a@example.com", "phone": "074000000"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{p}");
+    let _ = ebilling;
+    (
+        p["id"].as_str().expect("id").to_string(),
+        p["provider_reference"].as_str().expect("bill").to_string(),
+    )
+}
+
+#[tokio::test]
+async fn unsigned_ebilling_callbacks_store_nothing_unmatched_and_requery_a_bill_once_per_interval()
+{
+    let ebilling = mocks::ebilling().await;
+    let mut providers = mocks::settings(None, None, Some(&ebilling));
+    providers.requery_interval = Duration::from_millis(800);
+    let app = TestApp::spawn_with(Options {
+        providers,
+        ..Options::default()
+    })
+    .await;
+    // Unmatched, with a large body: answered, counted, not stored.
+    let padding = "x".repeat(900_000);
+    let r = app
+        .client
+        .post(app.url("/v1/providers/ebilling/webhooks"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "reference=pay_nobody&billingid=5550000000&transactionid=t&note={padding}"
+        ))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.count("SELECT count(*) FROM provider_events").await, 0);
+
+    let (id, bill) = ebilling_payment(&app, &ebilling).await;
+    let gets = || ebilling.seen().iter().filter(|s| s.method == "GET").count();
+    let (_, first) = mocks::send_ebilling_notification(&app.base, &id, &bill, 605000).await;
+    assert_eq!(first["outcome"], "ignored", "{first}");
+    // The bill is paid; a burst of callbacks follows at once.
+    ebilling.pay_bill(&bill);
+    for _ in 0..10 {
+        let (_, b) = mocks::send_ebilling_notification(&app.base, &id, &bill, 605000).await;
+        assert_eq!(b["outcome"], "throttled", "{b}");
+    }
+    assert_eq!(gets(), 1, "one re-query in the interval");
+    // Nothing is lost: one deferred re-query applies the payment when the interval ends.
+    app.eventually(Duration::from_secs(5), "the deferred re-query", || async {
+        let (_, p) = app
+            .get_json(&app.api_key, &format!("/v1/payments/{id}"))
+            .await;
+        (p["status"] == "succeeded").then_some(())
+    })
+    .await;
+    assert_eq!(gets(), 2);
+}
+
+#[tokio::test]
+async fn failing_status_queries_do_not_stop_payment_creation() {
+    let ebilling = mocks::ebilling().await;
+    let app = TestApp::spawn_with(Options {
+        providers: mocks::settings(None, None, Some(&ebilling)),
+        ..Options::default()
+    })
+    .await;
+    let (id, bill) = ebilling_payment(&app, &ebilling).await;
+    // eBilling fails every status query: callbacks open the query circuit.
+    ebilling.fail_next(10);
+    for _ in 0..6 {
+        mocks::send_ebilling_notification(&app.base, &id, &bill, 605000).await;
+    }
+    ebilling.fail_next(0);
+    // Creation has its own circuit: it still works.
+    let (status, p) = app
+        .post_json(
+            &app.api_key,
+            "/v1/payments",
+            json!({"amount": 1000, "currency": "XAF", "provider": "ebilling",
+                "customer": {"email": "a@example.com", "phone": "074000000"}}),
+        )
+        .await;
+    assert_eq!(
+        (status, p["status"].as_str()),
+        (201, Some("pending")),
+        "{p}"
+    );
 }

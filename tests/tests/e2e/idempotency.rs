@@ -1,0 +1,208 @@
+//! Idempotency-Key: replays, other bodies refused, concurrent requests with one key, a claim
+//! left by a crash, and what a record may not keep (secrets).
+
+use payrail_tests::{Options, TestApp, mocks};
+use sea_orm::ConnectionTrait as _;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn idempotency_replays_refuses_other_bodies_and_survives_concurrency() {
+    let app = TestApp::spawn().await;
+    let body =
+        json!({"amount": 990, "currency": "usd", "provider": "simulated", "reference": "order-1"});
+    let send = |key: &'static str, body: Value| {
+        app.client
+            .post(app.url("/v1/payments"))
+            .bearer_auth(&app.api_key)
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+    };
+    let first = send("k1", body.clone()).await.expect("send");
+    assert_eq!(first.status(), 201);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.expect("json");
+    let replay = send("k1", body.clone()).await.expect("send");
+    assert_eq!(replay.status(), 201);
+    assert_eq!(
+        replay
+            .headers()
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    let replay: Value = replay.json().await.expect("json");
+    assert_eq!(
+        replay, first,
+        "the first response, byte for byte in meaning"
+    );
+    let mut other = body.clone();
+    other["amount"] = json!(991);
+    let conflict = send("k1", other).await.expect("send");
+    assert_eq!(conflict.status(), 409);
+    assert_eq!(
+        conflict.json::<Value>().await.expect("json")["error"]["code"],
+        "idempotency_key_reused"
+    );
+
+    // Ten at once with a fresh key: one payment, ten identical answers.
+    let answers = futures_util::future::join_all((0..10).map(|_| async {
+        let r = send("k2", body.clone()).await.expect("send");
+        (r.status().as_u16(), r.json::<Value>().await.expect("json"))
+    }))
+    .await;
+    let ids: std::collections::HashSet<String> = answers
+        .iter()
+        .map(|(s, b)| {
+            assert_eq!(*s, 201, "{b}");
+            b["id"].as_str().expect("id").to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "concurrent duplicates create one payment");
+    assert_eq!(app.count("SELECT count(*) FROM payments").await, 2);
+    assert_eq!(
+        app.count("SELECT count(*) FROM events WHERE event_type = 'payment.pending'")
+            .await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn parallel_refunds_with_one_key_make_one_refund() {
+    let app = TestApp::spawn().await;
+    let id = succeeded_payment(&app, 1000).await;
+    let path = format!("/v1/payments/{id}/refunds");
+    let results = futures_util::future::join_all(
+        (0..4).map(|_| post_with_key(&app, &path, "refund-once", json!({"amount": 100}))),
+    )
+    .await;
+    for (status, body) in &results {
+        assert!(
+            *status == 201 || (*status == 409 && body["error"]["code"] == "idempotency_key_in_use"),
+            "{status} {body}"
+        );
+    }
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM refunds WHERE payment_id = '{id}'"
+        ))
+        .await,
+        1,
+        "{results:?}"
+    );
+    // Retried after the first finished: the same refund, replayed.
+    let (status, again) = post_with_key(&app, &path, "refund-once", json!({"amount": 100})).await;
+    assert_eq!(status, 201, "{again}");
+    let (_, p) = app
+        .get_json(&app.api_key, &format!("/v1/payments/{id}"))
+        .await;
+    assert_eq!(p["amount_refunded"].as_i64(), Some(100));
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM refunds WHERE payment_id = '{id}'"
+        ))
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn parallel_creates_with_one_key_call_the_provider_once() {
+    let stripe = mocks::stripe().await;
+    stripe.delay(Some(Duration::from_millis(300)));
+    let app = TestApp::spawn_with(Options {
+        providers: mocks::settings(Some(&stripe), None, None),
+        ..Options::default()
+    })
+    .await;
+    let body = json!({"amount": 2000, "currency": "usd", "provider": "stripe"});
+    let results = futures_util::future::join_all(
+        (0..5).map(|_| post_with_key(&app, "/v1/payments", "create-once", body.clone())),
+    )
+    .await;
+    let created: Vec<&Value> = results
+        .iter()
+        .filter(|(s, _)| *s == 201)
+        .map(|(_, b)| b)
+        .collect();
+    assert!(!created.is_empty(), "{results:?}");
+    for (status, body) in &results {
+        assert!(
+            *status == 201 || (*status == 409 && body["error"]["code"] == "idempotency_key_in_use"),
+            "{status} {body}"
+        );
+    }
+    let intents = stripe
+        .seen()
+        .iter()
+        .filter(|s| s.method == "POST" && s.path == "/v1/payment_intents")
+        .count();
+    assert_eq!(intents, 1, "one PaymentIntent for one key");
+    assert_eq!(app.count("SELECT count(*) FROM payments").await, 1);
+}
+
+#[tokio::test]
+async fn a_claim_left_by_a_crash_expires_and_the_retry_reuses_its_payment_id() {
+    let app = TestApp::spawn().await;
+    let body = json!({"amount": 700, "currency": "usd", "provider": "simulated"});
+    // The fingerprint of this body, taken from a request that completed.
+    let (status, _) = post_with_key(&app, "/v1/payments", "first", body.clone()).await;
+    assert_eq!(status, 201);
+    // A request with key "crashed" claimed its key, noted its payment id, and died.
+    let noted = entity::ids::PaymentId::generate();
+    app.db
+        .execute_unprepared(&format!(
+            "INSERT INTO idempotency_keys (merchant_id, livemode, key, operation, request_hash, response_status, response_body, created_at)
+             SELECT merchant_id, livemode, 'crashed', operation, request_hash, 0, '{noted}', now() - interval '2 minutes'
+             FROM idempotency_keys WHERE key = 'first'"
+        ))
+        .await
+        .expect("claim");
+    let (status, p) = post_with_key(&app, "/v1/payments", "crashed", body.clone()).await;
+    assert_eq!(status, 201, "an expired claim is taken over: {p}");
+    assert_eq!(
+        p["id"].as_str(),
+        Some(noted.as_str()),
+        "the retry reuses the noted id"
+    );
+    // A fresh claim is not taken over.
+    app.db
+        .execute_unprepared(
+            "INSERT INTO idempotency_keys (merchant_id, livemode, key, operation, request_hash, response_status, response_body, created_at)
+             SELECT merchant_id, livemode, 'busy', operation, request_hash, 0, '', now()
+             FROM idempotency_keys WHERE key = 'first'",
+        )
+        .await
+        .expect("claim");
+    let (status, b) = post_with_key(&app, "/v1/payments", "busy", body).await;
+    assert_eq!(
+        (status, b["error"]["code"].as_str()),
+        (409, Some("idempotency_key_in_use"))
+    );
+}
+
+#[tokio::test]
+async fn endpoint_secrets_are_not_kept_in_idempotency_records_but_replays_show_them() {
+    let app = TestApp::spawn().await;
+    let body = json!({"url": "https://example.com/hook", "enabled_events": ["*"]});
+    let (status, first) = post_with_key(&app, "/v1/webhook_endpoints", "we-1", body.clone()).await;
+    assert_eq!(status, 201, "{first}");
+    let secret = first["secret"]
+        .as_str()
+        .expect("secret shown at creation")
+        .to_string();
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM idempotency_keys WHERE response_body LIKE '%{secret}%'"
+        ))
+        .await,
+        0,
+        "the secret is not stored with the idempotent response"
+    );
+    let (status, replay) = post_with_key(&app, "/v1/webhook_endpoints", "we-1", body).await;
+    assert_eq!((status, replay["id"].clone()), (201, first["id"].clone()));
+    assert_eq!(replay["secret"].as_str(), Some(secret.as_str()));
+}
