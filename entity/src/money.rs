@@ -195,6 +195,92 @@ impl Currency {
     }
 }
 
+impl Currency {
+    /// ISO 4217's "no currency", for a stored code this table does not know (a row written
+    /// outside the gateway): every write parses its currency, so it should never be seen, and
+    /// reading it is logged as an error rather than failing the merchant's whole list.
+    pub const UNKNOWN: Currency = Currency {
+        code: "XXX",
+        exponent: 0,
+    };
+
+    /// A currency read back from storage.
+    pub fn stored(code: &str) -> Currency {
+        Currency::parse(code).unwrap_or_else(|| {
+            tracing::error!(code, "a stored currency is not one this gateway accepts");
+            Currency::UNKNOWN
+        })
+    }
+}
+
+impl serde::Serialize for Currency {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.code)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Currency {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let code = String::deserialize(deserializer)?;
+        Currency::parse(&code)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown currency {code:?}")))
+    }
+}
+
+/// The currency in the merchant's objects: an upper-case ISO 4217 code, listed in the spec.
+#[cfg(feature = "openapi")]
+mod openapi_type {
+    use std::borrow::Cow;
+
+    use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+    use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
+    use serde_json::Value;
+
+    use super::Currency;
+
+    impl Type for Currency {
+        const IS_REQUIRED: bool = true;
+        type RawValueType = Self;
+        type RawElementValueType = Self;
+
+        fn name() -> Cow<'static, str> {
+            "Currency".into()
+        }
+
+        fn schema_ref() -> MetaSchemaRef {
+            let mut schema = MetaSchema::new("string");
+            schema.description = Some("An ISO 4217 code, upper-case.");
+            schema.enum_items = Currency::codes().map(|c| Value::String(c.into())).collect();
+            schema.example = Some(Value::String("EUR".into()));
+            MetaSchemaRef::Inline(Box::new(schema))
+        }
+
+        fn as_raw_value(&self) -> Option<&Self> {
+            Some(self)
+        }
+
+        fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+            Box::new(self.as_raw_value().into_iter())
+        }
+    }
+
+    impl ParseFromJSON for Currency {
+        fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+            match value {
+                Some(Value::String(code)) => Currency::parse(&code)
+                    .ok_or_else(|| ParseError::custom(format!("unknown currency {code:?}"))),
+                other => Err(ParseError::expected_type(other.unwrap_or_default())),
+            }
+        }
+    }
+
+    impl ToJSON for Currency {
+        fn to_json(&self) -> Option<Value> {
+            Some(Value::String(self.code.into()))
+        }
+    }
+}
+
 impl fmt::Display for Currency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.code)
@@ -308,6 +394,19 @@ mod tests {
         assert_eq!(Currency::parse("KWD").map(|c| c.code()), Some("KWD"));
         assert_eq!(Currency::parse("ZZZ"), None);
         assert_eq!(Currency::parse("US"), None);
+    }
+
+    #[test]
+    fn a_currency_is_its_upper_case_code_on_the_wire_and_an_unknown_one_is_refused() {
+        let eur: Currency = serde_json::from_str("\"eur\"").expect("known");
+        assert_eq!(serde_json::to_string(&eur).expect("json"), "\"EUR\"");
+        assert!(serde_json::from_str::<Currency>("\"ZZZ\"").is_err());
+        assert_eq!(Currency::stored("XAF").exponent(), 0);
+        assert_eq!(Currency::stored("ZZZ"), Currency::UNKNOWN);
+        assert!(
+            Currency::parse(Currency::UNKNOWN.code()).is_none(),
+            "XXX is never accepted"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The ledger as the API shows it: the balance and balance transactions (Stripe's shapes).
 
 use entity::event::rfc3339;
+use entity::money::Currency;
 use entity::{balance_transactions, balances};
 use poem_openapi::Object;
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,7 @@ use serde::{Deserialize, Serialize};
 pub struct BalanceAmount {
     /// In the currency's minor unit; may be negative (a refund made at the provider).
     pub amount: i64,
-    pub currency: String,
+    pub currency: Currency,
 }
 
 /// Your balance in the key's mode: what can be refunded or paid out now (`available`) and
@@ -29,7 +30,7 @@ impl Balance {
             rows.iter()
                 .map(|b| BalanceAmount {
                     amount: pick(b),
-                    currency: b.currency.clone(),
+                    currency: Currency::stored(&b.currency),
                 })
                 .collect()
         };
@@ -52,7 +53,7 @@ pub struct BalanceTransaction {
     pub kind: entity::status::BalanceTransactionType,
     /// What your balance gained (positive) or lost (negative), in minor units.
     pub amount: i64,
-    pub currency: String,
+    pub currency: Currency,
     /// `pending` until `available_on`, then `available`.
     pub status: entity::status::BalanceTransactionStatus,
     /// RFC 3339: when the funds are (or became) available.
@@ -71,7 +72,7 @@ impl From<&balance_transactions::Model> for BalanceTransaction {
             object: crate::core::object_names::BalanceTransactionName::default(),
             kind: t.kind,
             amount: t.amount,
-            currency: t.currency.clone(),
+            currency: Currency::stored(&t.currency),
             status: t.status,
             available_on: rfc3339(t.available_on),
             source: t.source_id.clone(),

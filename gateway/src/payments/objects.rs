@@ -2,6 +2,7 @@
 //! (and so in webhooks), in idempotent replays and in the recent-payments cache. One shape
 //! everywhere; the OpenAPI schema is derived from these types.
 
+use entity::money::Currency;
 use std::collections::HashMap;
 
 use entity::event::rfc3339;
@@ -44,7 +45,7 @@ pub struct Payment {
     pub object: crate::core::object_names::PaymentName,
     pub status: PaymentStatus,
     pub amount: i64,
-    pub currency: String,
+    pub currency: Currency,
     pub provider: Provider,
     pub provider_reference: Option<String>,
     pub checkout_url: Option<String>,
@@ -80,7 +81,7 @@ impl From<&payments::Model> for Payment {
             object: crate::core::object_names::PaymentName::default(),
             status: p.status,
             amount: p.amount,
-            currency: p.currency.clone(),
+            currency: Currency::stored(&p.currency),
             provider: p.provider,
             provider_reference: p.provider_reference.clone(),
             checkout_url: p.checkout_url.clone(),

@@ -1,6 +1,7 @@
 //! A payout as merchants see and send it: the request (`NewPayout` with its `Destination`)
 //! and the object in API answers and `payout.*` events (`Payout`), one shape for both.
 
+use entity::money::Currency;
 use std::collections::{BTreeMap, HashMap};
 
 use entity::payouts;
@@ -126,7 +127,7 @@ pub struct Payout {
     pub id: String,
     pub object: crate::core::object_names::PayoutName,
     pub amount: i64,
-    pub currency: String,
+    pub currency: Currency,
     pub provider: Provider,
     pub destination: PayoutDestination,
     pub reference: Option<String>,
@@ -153,7 +154,7 @@ impl From<&payouts::Model> for Payout {
             id: p.id.to_string(),
             object: crate::core::object_names::PayoutName::default(),
             amount: p.amount,
-            currency: p.currency.clone(),
+            currency: Currency::stored(&p.currency),
             provider: p.provider,
             destination: PayoutDestination {
                 kind: field("type").unwrap_or_else(|| Text(String::new())),

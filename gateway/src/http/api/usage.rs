@@ -1,6 +1,7 @@
 //! `/v1/usage` (a merchant's own) and `/v1/admin/usage` (every merchant's, for operators):
 //! metered usage per calendar month (UTC). See `runtime::usage` for how it is counted.
 
+use entity::money::Currency;
 use poem::web::Data;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
@@ -18,8 +19,7 @@ pub struct UsageApi;
 /// One currency's payment volume.
 #[derive(Object)]
 pub struct CurrencyVolume {
-    /// ISO 4217, upper case.
-    pub currency: String,
+    pub currency: Currency,
     /// Created payments' amounts, in the currency's minor unit.
     pub amount: i64,
 }
@@ -66,12 +66,12 @@ impl Usage {
             .filter_map(|(name, amount)| {
                 name.strip_prefix(metric::VOLUME_PREFIX)
                     .map(|currency| CurrencyVolume {
-                        currency: currency.to_string(),
+                        currency: Currency::stored(currency),
                         amount: *amount,
                     })
             })
             .collect();
-        payment_volume.sort_by(|a, b| a.currency.cmp(&b.currency));
+        payment_volume.sort_by(|a, b| a.currency.code().cmp(b.currency.code()));
         Usage {
             object: crate::core::object_names::UsageName::default(),
             merchant_id: merchant_id.to_string(),

@@ -57,9 +57,6 @@ pub(super) fn enum_of(schema: &str, property: &str) -> Option<Vec<Value>> {
             PayoutStatus::as_str,
         ),
         ("ResolvePayoutRequest", "outcome") => vec![json!("received"), json!("not_received")],
-        ("Payment" | "Payout" | "BalanceTransaction" | "Balance", "currency") => {
-            entity::money::Currency::codes().map(|c| json!(c)).collect()
-        }
         ("UpdateEndpointRequest", "status") => names(EndpointStatus::ALL, EndpointStatus::as_str),
         ("WebhookEndpoint", "disabled_reason") => {
             vec![json!("gone"), json!("failing"), json!("manual")]
