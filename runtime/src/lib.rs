@@ -4,7 +4,8 @@
 //! - [`db`], [`bus`], [`cache`]: the backends (PostgreSQL or SQLite; RabbitMQ or in-process;
 //!   Redis or memory), chosen at start-up and used through small types.
 //! - [`metrics`]: exposition of a registry and the `/metrics` + `/health` responses.
-//! - [`log_store`]: writing entries to the merchant-visible log store.
+//! - [`log_store`]: writing entries to the merchant-visible log store; [`outbox`]: every event
+//!   row, from either process.
 //! - [`schedule`]: running background jobs on a period or a calendar until stopped.
 //! - [`telemetry`], [`trace_context`], [`shutdown`]: JSON logs, OpenTelemetry traces and the
 //!   W3C context that links them across processes, and the Ctrl-C/SIGTERM signal.
@@ -17,6 +18,7 @@ pub mod cache;
 pub mod db;
 pub mod log_store;
 pub mod metrics;
+pub mod outbox;
 pub mod schedule;
 pub mod settings;
 pub mod shutdown;

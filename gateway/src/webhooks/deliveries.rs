@@ -10,9 +10,7 @@ use runtime::bus::EventBus;
 use runtime::cache::Cache;
 use sea_orm::DatabaseConnection;
 use sea_orm::sea_query::{Expr, ExprTrait as _};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder};
 use worker::manual::{AttemptContext, AttemptOutcome, AttemptResult, due_now};
 
 use crate::core::pagination::Page;
@@ -252,24 +250,23 @@ pub async fn create_test<C: ConnectionTrait>(
     lease: std::time::Duration,
 ) -> Result<AttemptContext, DbErr> {
     let now = Utc::now();
-    let event = events::Entity::insert(events::ActiveModel {
-        id: Set(EventId::generate()),
-        merchant_id: Set(endpoint.merchant_id.clone()),
-        livemode: Set(endpoint.livemode),
-        event_type: Set(EventType::WebhookEndpointTest.as_str().to_string()),
-        payment_id: Set(None),
-        data: Set(serde_json::json!({
+    let scope = Scope {
+        merchant_id: endpoint.merchant_id.clone(),
+        livemode: endpoint.livemode,
+    };
+    let (_, row) = runtime::outbox::event(
+        &scope,
+        EventType::WebhookEndpointTest,
+        None,
+        serde_json::json!({
             "object": "webhook_endpoint.test",
             "endpoint_id": endpoint.id,
             "message": "A test event sent on request. Answer 2xx to acknowledge it.",
-        })),
-        request_id: Set(None),
-        created_at: Set(now),
-        published_at: Set(Some(now)),
-        traceparent: Set(runtime::trace_context::current()),
-    })
-    .exec_with_returning(db)
-    .await?;
+        }),
+        None,
+        runtime::outbox::Route::Direct,
+    );
+    let event = events::Entity::insert(row).exec_with_returning(db).await?;
     let delivery = webhook_deliveries::Entity::insert(worker::manual::claimed_delivery(
         &event,
         &endpoint.id,

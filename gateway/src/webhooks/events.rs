@@ -1,11 +1,10 @@
 //! The event log, which is also the outbox. Events are only ever written inside the
 //! transaction of the change they describe.
 
-use chrono::Utc;
 use entity::event::EventType;
 use entity::events;
 use entity::ids::{EventId, PaymentId, Scope};
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
 use crate::core::pagination::{CreatedRange, Page};
 
@@ -17,21 +16,17 @@ pub async fn record<C: ConnectionTrait>(
     data: serde_json::Value,
     request_id: Option<&str>,
 ) -> Result<EventId, DbErr> {
-    let id = EventId::generate();
-    events::Entity::insert(events::ActiveModel {
-        id: Set(id.clone()),
-        merchant_id: Set(scope.merchant_id.clone()),
-        livemode: Set(scope.livemode),
-        event_type: Set(event_type.as_str().to_string()),
-        payment_id: Set(payment_id.cloned()),
-        data: Set(data),
-        request_id: Set(request_id.map(str::to_string)),
-        created_at: Set(Utc::now()),
-        published_at: Set(None),
-        traceparent: Set(runtime::trace_context::current()),
-    })
-    .exec_without_returning(txn)
-    .await?;
+    let (id, row) = runtime::outbox::event(
+        scope,
+        event_type,
+        payment_id,
+        data,
+        request_id,
+        runtime::outbox::Route::Bus,
+    );
+    events::Entity::insert(row)
+        .exec_without_returning(txn)
+        .await?;
     Ok(id)
 }
 

@@ -357,15 +357,15 @@ pub(super) async fn track_failure<T: ConnectionTrait>(
     if disabled.rows_affected == 0 {
         return Ok(None);
     }
-    events::Entity::insert(events::ActiveModel {
-        id: Set(entity::ids::EventId::generate()),
-        merchant_id: Set(current.merchant_id.clone()),
-        livemode: Set(current.livemode),
-        event_type: Set(entity::event::EventType::WebhookEndpointDisabled
-            .as_str()
-            .to_string()),
-        payment_id: Set(None),
-        data: Set(serde_json::json!({
+    let scope = entity::ids::Scope {
+        merchant_id: current.merchant_id.clone(),
+        livemode: current.livemode,
+    };
+    let (_, row) = runtime::outbox::event(
+        &scope,
+        entity::event::EventType::WebhookEndpointDisabled,
+        None,
+        serde_json::json!({
             "id": current.id,
             "object": "webhook_endpoint",
             "url": current.url,
@@ -373,14 +373,13 @@ pub(super) async fn track_failure<T: ConnectionTrait>(
             "disabled_reason": reason.as_str(),
             "failing_since": current.failing_since.map(entity::event::rfc3339),
             "consecutive_failures": current.consecutive_failures,
-        })),
-        request_id: Set(None),
-        created_at: Set(now),
-        published_at: Set(None),
-        traceparent: Set(runtime::trace_context::current()),
-    })
-    .exec_without_returning(txn)
-    .await?;
+        }),
+        None,
+        runtime::outbox::Route::Bus,
+    );
+    events::Entity::insert(row)
+        .exec_without_returning(txn)
+        .await?;
     Ok(Some(reason))
 }
 
