@@ -54,6 +54,9 @@ pub struct Options {
     pub gateway_amqp_url: Option<String>,
     /// Route the gateway's Redis connection through a cuttable proxy.
     pub gateway_redis_url: Option<String>,
+    /// Route the gateway's PostgreSQL connections through a cuttable proxy at this port (the
+    /// test's own database; the test's `db` handle stays direct).
+    pub gateway_database_port: Option<u16>,
     /// Providers (pointing at local mocks); none by default.
     pub providers: ProviderSettings,
     /// The relay's periodic pass (it also runs after every commit that wrote events).
@@ -85,6 +88,7 @@ impl Default for Options {
             start_worker: true,
             gateway_amqp_url: None,
             gateway_redis_url: None,
+            gateway_database_port: None,
             providers: ProviderSettings::default(),
             relay_interval: Duration::from_millis(100),
             dashboard_access_ttl: Duration::from_secs(15 * 60),
@@ -235,6 +239,10 @@ impl TestApp {
         }
         if let Some(url) = &options.gateway_redis_url {
             gateway_settings.runtime.redis_url = Some(url.clone());
+        }
+        if let Some(port) = options.gateway_database_port {
+            gateway_settings.runtime.database_url =
+                format!("postgres://postgres@127.0.0.1:{port}/{prefix}");
         }
         let app = Application::build(gateway_settings)
             .await

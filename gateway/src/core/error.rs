@@ -78,12 +78,36 @@ pub enum ServiceError {
     Provider(String),
     #[error("database: {0}")]
     Db(DbErr),
+    /// The database could not be reached: nothing was changed, and a retry may succeed.
+    #[error("database unreachable: {0}")]
+    Unavailable(DbErr),
+}
+
+/// Whether the database could not be reached (no connection to be had, or one lost
+/// mid-statement) rather than refusing a statement: the first is worth retrying, the second
+/// is a bug of ours.
+pub fn is_unreachable(e: &DbErr) -> bool {
+    use sea_orm::RuntimeErr;
+    use sea_orm::sqlx::Error as Sqlx;
+    match e {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(inner)) | DbErr::Query(RuntimeErr::SqlxError(inner)) => {
+            matches!(
+                inner.as_ref(),
+                Sqlx::Io(_) | Sqlx::PoolTimedOut | Sqlx::PoolClosed | Sqlx::WorkerCrashed
+            )
+        }
+        _ => false,
+    }
 }
 
 impl From<DbErr> for ServiceError {
     /// Unique constraints are conflicts the caller can act on, named by their constraint;
-    /// anything else is ours.
+    /// an unreachable database is a retry's business; anything else is ours.
     fn from(e: DbErr) -> ServiceError {
+        if is_unreachable(&e) {
+            return ServiceError::Unavailable(e);
+        }
         match e.sql_err() {
             Some(SqlErr::UniqueConstraintViolation(constraint)) => {
                 ServiceError::Duplicate { constraint }

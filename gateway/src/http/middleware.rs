@@ -70,6 +70,9 @@ fn method_label(method: &poem::http::Method) -> &'static str {
     }
 }
 
+/// Seconds a client is told to wait after a 503.
+const UNAVAILABLE_RETRY_AFTER: &str = "2";
+
 /// Bodies above this are refused with 413 (by Content-Length) or cut off (chunked bodies,
 /// which then fail to parse with a 400): either way nothing is changed.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -286,6 +289,13 @@ async fn observe_in<E: Endpoint>(
         .await;
     }
     response = with_request_id(response, &request_id);
+    // Every 503 says when to come back (a dependency is out of reach; nothing was changed).
+    if status == 503 && !response.headers().contains_key("retry-after") {
+        response.headers_mut().insert(
+            "retry-after",
+            poem::http::HeaderValue::from_static(UNAVAILABLE_RETRY_AFTER),
+        );
+    }
     // A 405 says which methods the path does answer (RFC 9110 requires `Allow`).
     if status == 405
         && let Some(allow) = crate::http::api::spec::allowed_methods(&path)

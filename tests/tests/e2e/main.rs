@@ -17,6 +17,7 @@ mod live;
 mod logs;
 mod migrate_worlds;
 mod ops;
+mod outages;
 mod payment_states;
 mod payouts;
 mod pipeline;

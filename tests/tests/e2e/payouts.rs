@@ -170,6 +170,15 @@ async fn payouts_never_exceed_the_available_balance_even_when_sent_at_once() {
         )
         .await;
     assert_eq!((s, done["status"].as_str()), (200, Some("succeeded")));
+    // A retry after a lost answer gets the answer (issue 25); the amount below is unchanged.
+    let (s, retried) = app
+        .post_json(
+            &key,
+            &format!("/v1/sandbox/payouts/{}/complete", ids[1]),
+            json!({"outcome": "succeeded"}),
+        )
+        .await;
+    assert_eq!((s, retried["id"].clone()), (200, done["id"].clone()));
     let (s, again) = app
         .post_json(
             &key,

@@ -82,6 +82,17 @@ async fn a_created_payment_is_delivered_signed_and_a_sandbox_completion_follows(
         .await;
     assert_eq!(status, 200, "{completed}");
     assert_eq!(completed["status"], "succeeded");
+    // A retry after a lost answer gets the answer, and changes nothing (issue 25).
+    let (status, retried) = app
+        .post_json(
+            &app.api_key,
+            &format!("/v1/sandbox/payments/{id}/complete"),
+            json!({"outcome": "succeeded"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{retried}");
+    assert_eq!(retried["id"], completed["id"]);
+    assert_eq!(retried["status"], "succeeded");
 
     let succeeded = app
         .eventually(WAIT, "payment.succeeded webhook", || async {

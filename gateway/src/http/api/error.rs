@@ -241,6 +241,19 @@ impl ApiError {
         ))
     }
 
+    /// The database is out of reach: a 503 (with `Retry-After`, set for every 503 by the
+    /// middleware) saying nothing was changed, so a retry with the same Idempotency-Key is safe.
+    pub fn database_unavailable(cause: impl std::fmt::Display) -> ApiError {
+        tracing::warn!(error = %cause, "database unreachable");
+        ApiError::Unavailable(body(
+            ErrorType::ApiError,
+            "database_unavailable",
+            "The service is briefly unavailable; nothing was changed. Retry after Retry-After \
+             seconds, with the same Idempotency-Key.",
+            None,
+        ))
+    }
+
     /// Logs the cause (never shown to the client) and answers a generic 500.
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %cause, "internal error");
@@ -304,6 +317,7 @@ impl From<ServiceError> for ApiError {
                 None,
             )),
             ServiceError::Db(e) => ApiError::internal(e),
+            ServiceError::Unavailable(e) => ApiError::database_unavailable(e),
         }
     }
 }
@@ -318,7 +332,8 @@ impl From<IdempotencyError> for ApiError {
                 e.to_string(),
                 None,
             )),
-            IdempotencyError::Corrupt(_) | IdempotencyError::Db(_) => ApiError::internal(e),
+            IdempotencyError::Db(e) => ServiceError::from(e).into(),
+            IdempotencyError::Corrupt(_) => ApiError::internal(e),
         }
     }
 }

@@ -353,7 +353,9 @@ impl PaymentsApi {
     /// Make the simulated provider finish a payment (sandbox keys only)
     ///
     /// The simulated provider sends its signed webhook, which takes the same path as a real
-    /// provider's: signature check, dedupe, status machine, event.
+    /// provider's: signature check, dedupe, status machine, event. Asking again for the
+    /// outcome the payment already has answers the payment (a retry after a lost answer);
+    /// another final outcome is a 409.
     #[oai(
         path = "/sandbox/payments/:id/complete",
         method = "post",
@@ -381,6 +383,10 @@ impl PaymentsApi {
                 "not_simulated",
                 "Only payments with provider simulated can be completed here.",
             ));
+        }
+        // A retry after a lost answer gets that answer: the payment already ended this way.
+        if payment.status == outcome {
+            return Ok(Json(Payment::from(&payment)));
         }
         if payment.status.transition(outcome).is_err() {
             return Err(ApiError::conflict(

@@ -36,7 +36,7 @@ pub(super) fn add_components(doc: &mut Value) {
         "Request-Id": header(
             "This request's id (yours, if you sent `Request-Id` or `X-Request-Id`); quote it to support. Also sent as `X-Request-Id`.",
             json!({"type": "string"})),
-        "Retry-After": header("Seconds until this API key may make a request again.",
+        "Retry-After": header("Seconds to wait before trying again: until this API key may make a request again (429), or until the service is expected back (503).",
             json!({"type": "integer", "minimum": 1})),
         "RateLimit-Limit": header("This API key's bucket size (its burst).",
             json!({"type": "integer", "minimum": 1})),

@@ -127,7 +127,7 @@ pub(super) fn refine_operation(path: &str, op: &mut Value) {
                 "schema": {"$ref": "#/components/schemas/ErrorBody"}
             }},
         });
-        if code == 429 {
+        if code == 429 || code == 503 {
             response["headers"]["Retry-After"] = header_ref("Retry-After");
         }
         responses.insert(code.to_string(), response);
