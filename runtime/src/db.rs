@@ -6,13 +6,26 @@ use std::time::Duration;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
 
-/// Opens a pool. SQLite gets WAL and a busy timeout so the embedded worker and the API can
-/// write from several tasks without "database is locked".
+/// A gateway's PostgreSQL connections unless `PAYRAIL_DB_POOL_SIZE` says otherwise: enough for
+/// its API's concurrency, small enough that two gateways and two workers fit a default server
+/// (`max_connections` 100, 3 reserved): 2 × 24 + 2 × 16 = 80.
+pub const GATEWAY_POOL_SIZE: u32 = 24;
+/// A worker's: its deliveries are recorded in batches, so it needs fewer.
+pub const WORKER_POOL_SIZE: u32 = 16;
+
+/// Opens a pool of the gateway's default size (tools and tests); see [`connect_with`].
 pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+    connect_with(url, GATEWAY_POOL_SIZE).await
+}
+
+/// Opens a pool of at most `pool_size` connections (one on SQLite). SQLite gets WAL and a busy
+/// timeout so the embedded worker and the API can write from several tasks without "database
+/// is locked".
+pub async fn connect_with(url: &str, pool_size: u32) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(url.to_string());
     let sqlite = url.starts_with("sqlite:");
     options
-        .max_connections(if sqlite { 1 } else { 32 })
+        .max_connections(if sqlite { 1 } else { pool_size.max(1) })
         .min_connections(1)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10))
@@ -34,4 +47,151 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
 /// `SELECT 1`, for readiness checks.
 pub async fn ping(db: &DatabaseConnection) -> Result<(), DbErr> {
     db.ping().await
+}
+
+/// The server's connections as one process sees them at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub max_connections: i64,
+    /// Kept for superusers: no application may use them.
+    pub reserved: i64,
+    /// Held by everyone else now (other processes, consoles).
+    pub held_by_others: i64,
+    pub pool_size: u32,
+}
+
+impl Budget {
+    /// Whether this pool, full, fits beside what the others hold now.
+    pub fn fits(&self) -> bool {
+        self.held_by_others + i64::from(self.pool_size) <= self.max_connections - self.reserved
+    }
+}
+
+/// What the server allows and what others hold, beside this process's pool; `None` on
+/// SQLite, which has no such limit.
+pub async fn budget(db: &DatabaseConnection, pool_size: u32) -> Result<Option<Budget>, DbErr> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Ok(None);
+    }
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT current_setting('max_connections')::bigint AS max_connections, \
+             current_setting('superuser_reserved_connections')::bigint AS reserved, \
+             (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') AS held",
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("no answer to the connection budget query".into()))?;
+    let ours = i64::from(db.get_postgres_connection_pool().size());
+    Ok(Some(Budget {
+        max_connections: row.try_get("", "max_connections")?,
+        reserved: row.try_get("", "reserved")?,
+        held_by_others: (row.try_get::<i64>("", "held")? - ours).max(0),
+        pool_size,
+    }))
+}
+
+/// Logs, at start-up, a warning when this pool cannot fit the server's `max_connections`
+/// beside the connections others hold: a fleet that will fail under load says so now.
+pub async fn warn_if_over_budget(db: &DatabaseConnection, pool_size: u32) {
+    match budget(db, pool_size).await {
+        Ok(Some(b)) if !b.fits() => tracing::warn!(
+            pool_size = b.pool_size,
+            held_by_others = b.held_by_others,
+            max_connections = b.max_connections,
+            reserved = b.reserved,
+            "this process's database pool cannot fit the server's max_connections beside the \
+             connections others hold: lower PAYRAIL_DB_POOL_SIZE on some processes or raise \
+             max_connections (see docs/operations.md, connection budget)"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not read the database's connection budget"),
+    }
+}
+
+/// The pool's connections at scrape time: `db_pool_connections{state="in_use"|"idle"}` and
+/// `db_pool_max_connections`. In use at the maximum for long means callers wait for one.
+#[derive(Debug)]
+pub struct PoolCollector {
+    db: DatabaseConnection,
+    max: u32,
+}
+
+impl PoolCollector {
+    /// `max` is the configured size; SQLite's pool is always one connection.
+    pub fn new(db: DatabaseConnection, max: u32) -> PoolCollector {
+        let max = match db.get_database_backend() {
+            DbBackend::Postgres => max,
+            _ => 1,
+        };
+        PoolCollector { db, max }
+    }
+
+    /// `(in use, idle)` connections now.
+    pub fn counts(&self) -> (u32, u32) {
+        let (size, idle) = match self.db.get_database_backend() {
+            DbBackend::Postgres => {
+                let pool = self.db.get_postgres_connection_pool();
+                (
+                    pool.size(),
+                    u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+                )
+            }
+            _ => {
+                let pool = self.db.get_sqlite_connection_pool();
+                (
+                    pool.size(),
+                    u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+                )
+            }
+        };
+        (size.saturating_sub(idle), idle)
+    }
+}
+
+impl prometheus_client::collector::Collector for PoolCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let (in_use, idle) = self.counts();
+        let probe = ConstGauge::new(0i64);
+        let mut family = encoder.encode_descriptor(
+            "db_pool_connections",
+            "This process's database connections, by state (in_use at db_pool_max_connections for long: callers wait)",
+            None,
+            probe.metric_type(),
+        )?;
+        for (state, value) in [("in_use", in_use), ("idle", idle)] {
+            ConstGauge::new(i64::from(value)).encode(family.encode_family(&[("state", state)])?)?;
+        }
+        let max = ConstGauge::new(i64::from(self.max));
+        max.encode(encoder.encode_descriptor(
+            "db_pool_max_connections",
+            "The most connections this process's pool may hold (PAYRAIL_DB_POOL_SIZE)",
+            None,
+            max.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_fits_when_it_and_the_others_leave_the_reserved_connections() {
+        let budget = |held_by_others, pool_size| Budget {
+            max_connections: 100,
+            reserved: 3,
+            held_by_others,
+            pool_size,
+        };
+        assert!(budget(73, 24).fits(), "97 of 97");
+        assert!(!budget(74, 24).fits(), "98 of 97");
+        assert!(!budget(0, 100).fits(), "a pool alone can be too big");
+    }
 }

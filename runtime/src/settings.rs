@@ -234,6 +234,9 @@ pub struct RuntimeSettings {
     pub redis_url: Option<String>,
     pub amqp_prefix: String,
     pub redis_prefix: String,
+    /// `PAYRAIL_DB_POOL_SIZE`: PostgreSQL connections this process may hold; unset, its role's
+    /// default (`db::GATEWAY_POOL_SIZE`, `db::WORKER_POOL_SIZE`). SQLite always uses one.
+    pub db_pool_size: Option<u32>,
 }
 
 impl RuntimeSettings {
@@ -296,6 +299,13 @@ impl RuntimeSettings {
             redis_url,
             amqp_prefix: env.prefix("PAYRAIL_AMQP_PREFIX")?,
             redis_prefix: env.prefix("PAYRAIL_REDIS_PREFIX")?,
+            db_pool_size: env
+                .raw("PAYRAIL_DB_POOL_SIZE")
+                .map(|v| {
+                    parse_positive(&v)
+                        .map_err(|reason| SettingsError::new("PAYRAIL_DB_POOL_SIZE", v, reason))
+                })
+                .transpose()?,
         })
     }
 
@@ -334,6 +344,22 @@ mod tests {
             RuntimeSettings::read(&env).unwrap_err().variable,
             "PAYRAIL_AMQP_PREFIX"
         );
+    }
+
+    #[test]
+    fn a_pool_size_is_a_positive_number_or_the_roles_default() {
+        let read =
+            |v: &str| RuntimeSettings::read(&Env::from_pairs(&[("PAYRAIL_DB_POOL_SIZE", v)]));
+        assert_eq!(read("12").unwrap().db_pool_size, Some(12));
+        for bad in ["0", "-3", "many"] {
+            assert_eq!(
+                read(bad).unwrap_err().variable,
+                "PAYRAIL_DB_POOL_SIZE",
+                "{bad:?}"
+            );
+        }
+        let unset = RuntimeSettings::read(&Env::from_pairs(&[])).unwrap();
+        assert_eq!(unset.db_pool_size, None);
     }
 
     #[test]

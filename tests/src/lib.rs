@@ -145,6 +145,7 @@ pub fn test_settings(database_url: &str, prefix: &str, webhook: WebhookSettings)
             redis_url: Some(REDIS_URL.to_string()),
             amqp_prefix: prefix.to_string(),
             redis_prefix: prefix.to_string(),
+            db_pool_size: None,
         },
         worker: WorkerSettings {
             bind: "127.0.0.1:0".parse().expect("address"),

@@ -42,7 +42,12 @@ impl WorkerApplication {
             .amqp_url
             .clone()
             .ok_or_else(|| anyhow::anyhow!("the worker runs on its own only with AMQP_URL set; in embedded mode it runs inside the gateway"))?;
-        let db = db::connect(&settings.runtime.database_url).await?;
+        let pool_size = settings
+            .runtime
+            .db_pool_size
+            .unwrap_or(db::WORKER_POOL_SIZE);
+        let db = db::connect_with(&settings.runtime.database_url, pool_size).await?;
+        db::warn_if_over_budget(&db, pool_size).await;
         let bus = EventBus::amqp(&amqp_url, QueueNames::new(&settings.runtime.amqp_prefix));
         if let Err(e) = bus.declare().await {
             tracing::warn!(error = %e, "could not declare the broker topology yet; the consumer retries");
@@ -53,6 +58,7 @@ impl WorkerApplication {
             None => Cache::memory(),
         };
         let mut registry = Registry::default();
+        registry.register_collector(Box::new(db::PoolCollector::new(db.clone(), pool_size)));
         let (worker, metrics) = Worker::registered(
             db.clone(),
             bus.clone(),

@@ -97,3 +97,72 @@ fn an_unknown_command_is_refused_with_the_usage() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("worker redrive"), "{stderr}");
 }
+
+/// `PAYRAIL_DB_POOL_SIZE` sets the worker's pool, which its `/metrics` shows with the
+/// connections in use; a pool that cannot fit the server's `max_connections` beside what others
+/// hold is warned about at start-up, naming the variable.
+#[tokio::test]
+async fn the_pool_size_is_its_variables_shown_in_metrics_and_an_oversized_one_is_warned_about() {
+    use payrail_tests::{AMQP_URL, Options, REDIS_URL, TestApp};
+    let app = TestApp::spawn_with(Options {
+        start_worker: false,
+        ..Options::default()
+    })
+    .await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &app.settings.runtime.database_url)
+        .env("AMQP_URL", AMQP_URL)
+        .env("REDIS_URL", REDIS_URL)
+        .env("PAYRAIL_AMQP_PREFIX", &app.prefix)
+        .env("PAYRAIL_REDIS_PREFIX", &app.prefix)
+        .env("PAYRAIL_WORKER_BIND", format!("127.0.0.1:{port}"))
+        .env("PAYRAIL_WEBHOOK_TARGETS", "loopback")
+        .env("PAYRAIL_DB_POOL_SIZE", "100000")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the worker binary");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let metrics = loop {
+        let answer = app
+            .client
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await;
+        if let Ok(r) = answer
+            && r.status().is_success()
+        {
+            break r.text().await.expect("metrics body");
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the worker never served /metrics"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("reap the worker");
+    assert!(
+        metrics.contains("db_pool_max_connections 100000"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("db_pool_connections{state=\"in_use\"}")
+            && metrics.contains("db_pool_connections{state=\"idle\"}"),
+        "{metrics}"
+    );
+    let logs = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(
+        logs.contains("cannot fit the server's max_connections")
+            && logs.contains("PAYRAIL_DB_POOL_SIZE"),
+        "start-up warns about the pool: {logs}"
+    );
+}

@@ -83,7 +83,12 @@ impl Application {
             ),
             (None, true) => entity::ids::random_token(48),
         };
-        let db = db::connect(&settings.runtime.database_url).await?;
+        let pool_size = settings
+            .runtime
+            .db_pool_size
+            .unwrap_or(db::GATEWAY_POOL_SIZE);
+        let db = db::connect_with(&settings.runtime.database_url, pool_size).await?;
+        db::warn_if_over_budget(&db, pool_size).await;
         if embedded {
             db::migrate(&db).await?;
         }
@@ -115,6 +120,7 @@ impl Application {
             .unwrap_or_else(|| format!("http://{local}"));
         let mut registry = Registry::default();
         let metrics = Arc::new(ApiMetrics::new(&mut registry));
+        registry.register_collector(Box::new(db::PoolCollector::new(db.clone(), pool_size)));
         let password_checks = crate::merchants::users::PasswordChecks::new();
         let limiter = crate::merchants::rate_limits::Limiter::new(cache.clone());
         registry.register(
