@@ -166,3 +166,69 @@ async fn the_pool_size_is_its_variables_shown_in_metrics_and_an_oversized_one_is
         "start-up warns about the pool: {logs}"
     );
 }
+
+/// With the sweep every 30 s (the default), a failing delivery's retries still come when its
+/// schedule says (1 s, then 2 s), within a second: the worker wakes for the retry it recorded
+/// instead of waiting for the next tick (issue 24).
+#[tokio::test]
+async fn retries_come_when_their_schedule_says_not_at_the_sweeps_next_tick() {
+    use entity::webhook_attempts;
+    use payrail_tests::{AMQP_URL, Behavior, Options, REDIS_URL, Receiver, TestApp};
+    use sea_orm::{EntityTrait, QueryOrder};
+    let app = TestApp::spawn_with(Options {
+        start_worker: false,
+        ..Options::default()
+    })
+    .await;
+    let receiver = Receiver::start(Behavior::Statuses(vec![500, 500], 200)).await;
+    app.create_endpoint(&receiver.url).await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &app.settings.runtime.database_url)
+        .env("AMQP_URL", AMQP_URL)
+        .env("REDIS_URL", REDIS_URL)
+        .env("PAYRAIL_AMQP_PREFIX", &app.prefix)
+        .env("PAYRAIL_REDIS_PREFIX", &app.prefix)
+        .env("PAYRAIL_WORKER_BIND", "127.0.0.1:0")
+        .env("PAYRAIL_WEBHOOK_TARGETS", "loopback")
+        .env("PAYRAIL_WEBHOOK_SWEEP_INTERVAL", "30s")
+        .env("PAYRAIL_WEBHOOK_RETRY_SCHEDULE", "1s,2s")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the worker binary");
+    app.create_payment(100).await;
+    let attempts = app
+        .eventually(
+            std::time::Duration::from_secs(20),
+            "three attempts",
+            || async {
+                let rows = webhook_attempts::Entity::find()
+                    .order_by_asc(webhook_attempts::Column::CreatedAt)
+                    .all(&app.db)
+                    .await
+                    .ok()?;
+                (rows.len() >= 3).then_some(rows)
+            },
+        )
+        .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.delivery_id == attempts[0].delivery_id),
+        "one delivery"
+    );
+    let gaps: Vec<f64> = attempts
+        .windows(2)
+        .map(|w| (w[1].created_at - w[0].created_at).num_milliseconds() as f64 / 1000.0)
+        .collect();
+    assert!(
+        (1.0..2.0).contains(&gaps[0]) && (2.0..3.0).contains(&gaps[1]),
+        "retries 1 s and 2 s apart (within a second), not at the 30 s sweep: {gaps:?}"
+    );
+    assert_eq!(receiver.received().len(), 3);
+}

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use entity::ids::{DeliveryId, EndpointId};
 use entity::status::DeliveryStatus;
 use entity::{webhook_deliveries, webhook_endpoints};
@@ -161,6 +161,30 @@ pub fn round_robin(
         }
         turn += 1;
     }
+}
+
+/// When the next delivery falls due after now (a retry's time, or a claim's lease running
+/// out), if any: the sweep loop wakes for it rather than waiting for its next tick.
+pub async fn next_retry_due<C: ConnectionTrait>(db: &C) -> Result<Option<DateTime<Utc>>, DbErr> {
+    use webhook_deliveries::Column as C;
+    let now = Utc::now();
+    let first = |status: DeliveryStatus, column: C| {
+        webhook_deliveries::Entity::find()
+            .select_only()
+            .column(column)
+            .filter(C::Status.eq(status))
+            .filter(column.gt(now))
+            .order_by_asc(column)
+            .limit(1)
+            .into_tuple::<DateTime<Utc>>()
+            .one(db)
+    };
+    let retry = first(DeliveryStatus::Pending, C::NextRetryAt).await?;
+    let lease = first(DeliveryStatus::Processing, C::LockedUntil).await?;
+    Ok(match (retry, lease) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
 }
 
 #[cfg(test)]

@@ -88,6 +88,9 @@ impl Worker {
                             Some(_) => {}
                         }
                     }
+                    if let AttemptOutcome::WillRetry { next_retry_at, .. } = &outcome {
+                        self.wake_at(*next_retry_at);
+                    }
                     if outcome == AttemptOutcome::Succeeded {
                         let lag = chrono::Utc::now() - event_created_at;
                         inner

@@ -3,7 +3,7 @@
 //!
 //! [`Worker::sweep_once`] and [`Worker::handle`] each run one step and return what happened,
 //! so tests drive them deterministically; [`Worker::run_until_stopped`] wires them to the
-//! consumer and to a `runtime::schedule` period for production.
+//! consumer and to the sweep loop (a period, and a wake-up when a retry falls due sooner).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,7 +22,6 @@ use crate::sender::WebhookSender;
 use crate::settings::WebhookSettings;
 use crate::slots::Slots;
 use runtime::bus::EventBus;
-use runtime::schedule::{self, Schedule};
 
 mod consume;
 mod deliver;
@@ -81,6 +80,10 @@ struct Inner {
     /// Deliveries this worker holds a claim on and has not recorded yet, released at shutdown.
     claims: std::sync::Mutex<std::collections::HashSet<DeliveryId>>,
     shutdown_grace: std::sync::Mutex<Duration>,
+    /// The earliest time a retry is due that the sweep loop should wake for, before its
+    /// regular tick: a schedule's delays hold to the second, not to the sweep interval.
+    next_wake: std::sync::Mutex<Option<tokio::time::Instant>>,
+    wake: Notify,
 }
 
 /// Counts a task as in flight until dropped, so shutdown can wait for sends to finish.
@@ -148,6 +151,8 @@ impl Worker {
                 idle: Notify::new(),
                 claims: std::sync::Mutex::default(),
                 shutdown_grace: std::sync::Mutex::new(settings_timeout_grace),
+                next_wake: std::sync::Mutex::new(None),
+                wake: Notify::new(),
             }),
         })
     }
@@ -169,6 +174,81 @@ impl Worker {
         if let Ok(mut c) = self.inner.claims.lock() {
             c.remove(id);
         }
+    }
+
+    /// Asks the sweep loop to run at `due` (if that is before the next run it has planned).
+    pub fn wake_at(&self, due: chrono::DateTime<chrono::Utc>) {
+        let wait = (due - chrono::Utc::now()).to_std().unwrap_or_default();
+        let at = tokio::time::Instant::now() + wait;
+        if let Ok(mut next) = self.inner.next_wake.lock()
+            && next.is_none_or(|n| at < n)
+        {
+            *next = Some(at);
+            self.inner.wake.notify_one();
+        }
+    }
+
+    /// Sweeps at start, every `sweep_interval`, and when a retry or a lease falls due sooner
+    /// (this worker's own retries as it records them; every worker's as read after each
+    /// sweep), until `stop`.
+    async fn sweep_loop(self, mut stop: watch::Receiver<bool>) {
+        let period = self.inner.settings.sweep_interval;
+        let mut tick = tokio::time::Instant::now() + period;
+        // At once on start: what a dead worker held, or retries that fell due while none ran,
+        // go out now; the sweep also reads when the next one falls due.
+        self.spawn_sweep();
+        loop {
+            let woken = self.inner.next_wake.lock().ok().and_then(|n| *n);
+            let at = woken.map_or(tick, |w| w.min(tick));
+            tokio::select! {
+                _ = tokio::time::sleep_until(at) => {}
+                _ = self.inner.wake.notified() => continue,
+                _ = stop.changed() => break,
+            }
+            if *stop.borrow() {
+                break;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= tick {
+                tick = now + period;
+            }
+            if let Ok(mut next) = self.inner.next_wake.lock()
+                && next.is_some_and(|n| n <= now)
+            {
+                *next = None;
+            }
+            self.spawn_sweep();
+        }
+    }
+
+    /// Starts a sweep without waiting for the last one: a batch held up by a slow receiver
+    /// (up to the attempt timeout) does not stall the next due rows. At most
+    /// CONCURRENT_SWEEPS run at once; sweep_once skips beyond that. After it, the earliest
+    /// retry due later (any worker's) becomes a wake-up.
+    fn spawn_sweep(&self) {
+        // Counted as in flight before it is spawned, so a shutdown that starts now waits for
+        // it rather than racing its claim.
+        let in_flight = InFlight::start(&self.inner);
+        let worker = self.clone();
+        tokio::spawn(async move {
+            let _in_flight = in_flight;
+            match worker.sweep_once().await {
+                Ok(o) if o.claimed > 0 => tracing::info!(
+                    claimed = o.claimed,
+                    succeeded = o.succeeded,
+                    retrying = o.retrying,
+                    failed = o.failed,
+                    "sweep"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "sweep failed"),
+            }
+            match deliveries::next_retry_due(&worker.inner.db).await {
+                Ok(Some(due)) if due > chrono::Utc::now() => worker.wake_at(due),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not read the next retry's time"),
+            }
+        });
     }
 
     pub fn metrics(&self) -> &DeliveryMetrics {
@@ -221,37 +301,7 @@ impl Worker {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let consumer = tokio::spawn(self.clone().consume(stop_rx.clone()));
-        let sweeper = self.clone();
-        let sweeps = tokio::spawn(schedule::run(
-            "sweep",
-            Schedule::Every(self.inner.settings.sweep_interval),
-            stop_rx.clone(),
-            move || {
-                let worker = sweeper.clone();
-                // Each tick starts a sweep without waiting for the last one: a batch held up
-                // by a slow receiver (up to the attempt timeout) does not stall the next due
-                // rows. At most CONCURRENT_SWEEPS run at once; sweep_once skips beyond that.
-                async move {
-                    // Counted as in flight before it is spawned, so a shutdown that starts
-                    // now waits for it rather than racing its claim.
-                    let in_flight = InFlight::start(&worker.inner);
-                    tokio::spawn(async move {
-                        let _in_flight = in_flight;
-                        match worker.sweep_once().await {
-                            Ok(o) if o.claimed > 0 => tracing::info!(
-                                claimed = o.claimed,
-                                succeeded = o.succeeded,
-                                retrying = o.retrying,
-                                failed = o.failed,
-                                "sweep"
-                            ),
-                            Ok(_) => {}
-                            Err(e) => tracing::error!(error = %e, "sweep failed"),
-                        }
-                    });
-                }
-            },
-        ));
+        let sweeps = tokio::spawn(self.clone().sweep_loop(stop_rx.clone()));
         shutdown.await;
         tracing::info!("worker stopping: no new work; waiting for sends in flight");
         let _ = stop_tx.send(true);
