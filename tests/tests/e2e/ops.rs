@@ -671,3 +671,24 @@ async fn every_answer_names_its_request_in_request_id() {
         .expect("send");
     assert_eq!(r.headers()["request-id"], "trace-7");
 }
+
+/// The Kubernetes manifests against the Kubernetes schemas (kubernetes-validate, strict: an
+/// unknown or misplaced field is an error, as `kubectl apply --validate=strict` would say).
+#[tokio::test]
+async fn the_kubernetes_manifests_fit_the_kubernetes_schemas() {
+    let tools = crate::clients::tools().await;
+    let manifests: Vec<PathBuf> = std::fs::read_dir(repo().join("deploy/k8s"))
+        .expect("deploy/k8s")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("yaml"))
+        .collect();
+    assert!(manifests.len() >= 3, "{manifests:?}");
+    let mut validate = std::process::Command::new(tools.join(".venv/bin/kubernetes-validate"));
+    validate.arg("--strict").args(&manifests);
+    let output = crate::clients::run(validate).await;
+    crate::clients::assert_success("kubernetes-validate --strict", &output);
+    let said = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    // Every resource is checked, none skipped for an unknown kind or version.
+    assert_eq!(said.matches(" passed for resource ").count(), 10, "{said}");
+}
