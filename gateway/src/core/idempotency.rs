@@ -8,8 +8,11 @@
 //! The first response is stored in the same transaction as the work, so a replay can never
 //! describe work that rolled back. Same key and request → that response again; same key,
 //! other request (or another operation) → 409 `idempotency_key_reused`. A request that fails
-//! before completing gives its key back; a claim left by a crash expires after
-//! [`CLAIM_TTL`] and the next retry takes it over.
+//! before completing gives its key back. A claim is kept alive by its request: while the
+//! request runs, its process refreshes the claim every [`HEARTBEAT`]; a claim not refreshed
+//! for [`CLAIM_TTL`] (its process died, or the request ended without giving the key back, as
+//! when the database was cut) is taken over by the next retry. A live request's claim is never
+//! taken over, however long its provider takes.
 
 use std::time::Duration;
 use tracing::Instrument as _;
@@ -27,9 +30,13 @@ use serde::de::DeserializeOwned;
 
 use crate::core::error::{IdempotencyError, ServiceError};
 
-/// How long an unfinished claim holds its key: longer than any request can take (provider
-/// calls time out well before), short enough that a crashed request can be retried soon.
-pub const CLAIM_TTL: Duration = Duration::from_secs(60);
+/// How long an unfinished claim holds its key without a heartbeat: several heartbeats, so a
+/// slow database does not let a live claim go, and short enough that a retry after a crash
+/// waits seconds, not a minute.
+pub const CLAIM_TTL: Duration = Duration::from_secs(5);
+
+/// How often a running request refreshes its claim.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// How long a duplicate waits for the first request to finish before it is answered 409
 /// `idempotency_key_in_use`: most requests finish well within it, so most duplicates get the
@@ -69,7 +76,24 @@ pub enum Begun<T> {
     /// The key is ours (or there is none): do the work, then [`Idempotent::finish`]. When an
     /// expired claim was taken over, `resumed` is what its request noted (see
     /// [`Idempotent::note`]), so the retry reuses the same object id.
-    Proceed { resumed: Option<String> },
+    Proceed {
+        resumed: Option<String>,
+        /// Keeps the claim alive until dropped: hold it until the work is finished.
+        claim: Claim,
+    },
+}
+
+/// A claim's heartbeat: while it lives, the claim is refreshed every [`HEARTBEAT`]; dropped
+/// (the request finished, failed, or was cancelled), the claim is left to expire unless
+/// given back.
+pub struct Claim(Option<tokio::task::AbortHandle>);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(heartbeat) = self.0.take() {
+            heartbeat.abort();
+        }
+    }
 }
 
 impl Idempotent<'_> {
@@ -95,7 +119,10 @@ impl Idempotent<'_> {
         db: &DatabaseConnection,
     ) -> Result<Begun<T>, ServiceError> {
         let Some(key) = self.key else {
-            return Ok(Begun::Proceed { resumed: None });
+            return Ok(Begun::Proceed {
+                resumed: None,
+                claim: Claim(None),
+            });
         };
         let now = Utc::now();
         let claim = idempotency_keys::ActiveModel {
@@ -121,7 +148,12 @@ impl Idempotent<'_> {
             .exec_without_returning(db)
             .await;
         match inserted {
-            Ok(1) => return Ok(Begun::Proceed { resumed: None }),
+            Ok(1) => {
+                return Ok(Begun::Proceed {
+                    resumed: None,
+                    claim: self.heartbeat(db, key),
+                });
+            }
             Ok(_) | Err(DbErr::RecordNotInserted) => {}
             Err(e) => return Err(e.into()),
         }
@@ -143,7 +175,10 @@ impl Idempotent<'_> {
                 < now - chrono::Duration::from_std(CLAIM_TTL).unwrap_or_default();
             if expired && self.take_over(db, &existing).await? {
                 let resumed = Some(existing.response_body).filter(|note| !note.is_empty());
-                return Ok(Begun::Proceed { resumed });
+                return Ok(Begun::Proceed {
+                    resumed,
+                    claim: self.heartbeat(db, key),
+                });
             }
             if tokio::time::Instant::now() >= waiting_until {
                 return Err(IdempotencyError::InUse.into());
@@ -183,10 +218,14 @@ impl Idempotent<'_> {
                 value,
                 replayed: true,
             }),
-            Begun::Proceed { .. } => Ok(Outcome {
-                value: self.finish(db, work).await?,
-                replayed: false,
-            }),
+            Begun::Proceed { claim, .. } => {
+                let value = self.finish(db, work).await;
+                drop(claim);
+                Ok(Outcome {
+                    value: value?,
+                    replayed: false,
+                })
+            }
         }
     }
 
@@ -262,6 +301,37 @@ impl Idempotent<'_> {
     }
 
     /// Takes over an expired claim; false when another retry got there first.
+    /// Refreshes our claim every [`HEARTBEAT`] until the returned guard is dropped. Only an
+    /// unfinished claim is refreshed; a refresh also makes a concurrent take-over, which
+    /// compares the claim's time, fail.
+    fn heartbeat(&self, db: &DatabaseConnection, key: &str) -> Claim {
+        let (db, merchant_id, livemode, key) = (
+            db.clone(),
+            self.scope.merchant_id.clone(),
+            self.scope.livemode,
+            key.to_string(),
+        );
+        let beating = tokio::spawn(async move {
+            let mut ticks =
+                tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+            loop {
+                ticks.tick().await;
+                let refreshed = idempotency_keys::Entity::update_many()
+                    .col_expr(idempotency_keys::Column::CreatedAt, Expr::value(Utc::now()))
+                    .filter(idempotency_keys::Column::MerchantId.eq(&merchant_id))
+                    .filter(idempotency_keys::Column::Livemode.eq(livemode))
+                    .filter(idempotency_keys::Column::Key.eq(key.as_str()))
+                    .filter(idempotency_keys::Column::ResponseStatus.eq(IN_PROGRESS))
+                    .exec(&db)
+                    .await;
+                if let Err(e) = refreshed {
+                    tracing::warn!(error = %e, "could not refresh an idempotency claim");
+                }
+            }
+        });
+        Claim(Some(beating.abort_handle()))
+    }
+
     async fn take_over(
         &self,
         db: &DatabaseConnection,

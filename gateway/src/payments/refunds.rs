@@ -101,6 +101,11 @@ async fn send(
     providers.refund(payment, key, refund.amount).await
 }
 
+/// How long a refund may stay `pending` before the poller settles it: longer than any request
+/// can take (provider calls time out well before), so a live request's refund is never asked
+/// about twice.
+pub const PENDING_REFUND_STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Settles refunds left `pending` for longer than `older_than` (the process that reserved
 /// them died before it recorded the provider's answer): asks the provider again with the same
 /// idempotency key, which answers with the refund it made (or makes it now, once), and

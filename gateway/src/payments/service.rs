@@ -77,14 +77,14 @@ pub async fn create(
         operation: CREATE_OPERATION,
         fingerprint: new.fingerprint(),
     };
-    let resumed = match request.begin::<Payment>(db).await? {
+    let (resumed, claim) = match request.begin::<Payment>(db).await? {
         Begun::Replay(payment) => {
             return Ok(Committed::nothing(Created {
                 payment,
                 replayed: true,
             }));
         }
-        Begun::Proceed { resumed } => resumed.and_then(|id| PaymentId::parse(&id)),
+        Begun::Proceed { resumed, claim } => (resumed.and_then(|id| PaymentId::parse(&id)), claim),
     };
     // The payment id is also the provider's idempotency key: a retry that takes over the
     // claim of a request that died reuses it, so the provider answers with what it made.
@@ -114,9 +114,11 @@ pub async fn create(
                 Ok(view)
             },
         )
-        .await?;
+        .await;
+    // The claim's heartbeat runs until the work is done, however long the provider took.
+    drop(claim);
     let created = Created {
-        payment,
+        payment: payment?,
         replayed: false,
     };
     Ok(match committed {

@@ -206,3 +206,68 @@ async fn endpoint_secrets_are_not_kept_in_idempotency_records_but_replays_show_t
     assert_eq!((status, replay["id"].clone()), (201, first["id"].clone()));
     assert_eq!(replay["secret"].as_str(), Some(secret.as_str()));
 }
+
+/// A claim lives as long as its request (issue 25): a request whose provider takes longer than
+/// `CLAIM_TTL` keeps its key (a duplicate gets 409, the provider is called once), while a
+/// claim nobody refreshes any more (its process died) is taken over at once by the retry.
+#[tokio::test]
+async fn a_live_requests_claim_is_kept_and_a_dead_ones_is_taken_over_at_once() {
+    let stripe = mocks::stripe().await;
+    let ttl = gateway::core::idempotency::CLAIM_TTL;
+    let mut providers = mocks::settings(Some(&stripe), None, None);
+    // The provider answers, slowly: after CLAIM_TTL, within the call's timeout.
+    providers.timeout = ttl + Duration::from_secs(10);
+    let app = std::sync::Arc::new(
+        TestApp::spawn_with(Options {
+            providers,
+            ..Options::default()
+        })
+        .await,
+    );
+    let body = json!({"amount": 2000, "currency": "usd", "provider": "stripe"});
+    // Long enough that the duplicate below stops waiting for it (WAIT_FOR_FIRST) first.
+    stripe.delay(Some(ttl + Duration::from_secs(5)));
+    let first = {
+        let (app, body) = (app.clone(), body.clone());
+        tokio::spawn(async move { post_with_key(&app, "/v1/payments", "slow", body).await })
+    };
+    tokio::time::sleep(ttl + Duration::from_secs(1)).await;
+    let (status, busy) = post_with_key(&app, "/v1/payments", "slow", body.clone()).await;
+    assert_eq!(
+        (status, busy["error"]["code"].as_str()),
+        (409, Some("idempotency_key_in_use")),
+        "a live request keeps its key past CLAIM_TTL: {busy}"
+    );
+    let (status, made) = first.await.expect("the first request");
+    assert_eq!(status, 201, "{made}");
+    let intents = stripe
+        .seen()
+        .iter()
+        .filter(|s| s.method == "POST" && s.path == "/v1/payment_intents")
+        .count();
+    assert_eq!(intents, 1, "the provider was called once");
+    stripe.delay(None);
+    let (status, replay) = post_with_key(&app, "/v1/payments", "slow", body.clone()).await;
+    assert_eq!((status, &replay["id"]), (201, &made["id"]));
+
+    // A claim last refreshed just over CLAIM_TTL ago: its process is gone.
+    app.db
+        .execute_unprepared(&format!(
+            "INSERT INTO idempotency_keys (merchant_id, livemode, key, operation, request_hash, response_status, response_body, created_at)
+             SELECT merchant_id, livemode, 'orphaned', operation, request_hash, 0, '', now() - interval '{} milliseconds'
+             FROM idempotency_keys WHERE key = 'slow'",
+            ttl.as_millis() + 500
+        ))
+        .await
+        .expect("an orphaned claim");
+    let started = std::time::Instant::now();
+    let (status, taken) = post_with_key(&app, "/v1/payments", "orphaned", body).await;
+    assert_eq!(
+        status, 201,
+        "the retry takes the orphaned claim over: {taken}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "at once, not after a wait"
+    );
+}

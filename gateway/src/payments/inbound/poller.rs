@@ -22,7 +22,6 @@ use sea_orm::{
     TransactionTrait,
 };
 
-use crate::core::idempotency::CLAIM_TTL;
 use crate::payments::inbound::Inbound;
 use crate::payments::inbound::events::Applied;
 use crate::payments::refunds;
@@ -131,7 +130,7 @@ impl Poller {
             let settled = refunds::reconcile_pending(
                 &self.inbound.effects.db,
                 &self.inbound.providers,
-                CLAIM_TTL,
+                refunds::PENDING_REFUND_STUCK_AFTER,
             )
             .await?;
             outcome.refunds_settled = self.inbound.effects.apply(settled, None).await;
