@@ -417,3 +417,32 @@ fn no_source_file_outgrows_one_reader() {
         );
     }
 }
+
+#[test]
+fn the_http_adapters_query_nothing_themselves() {
+    // The API, the dashboard and the checkout call the services; a query written in a handler
+    // is a rule of its own that the other adapter does not share.
+    let modules = modules_of("gateway");
+    let direct: Vec<String> = modules
+        .iter()
+        .filter(|(path, _)| path.first().map(String::as_str) == Some("http"))
+        .flat_map(|(_, m)| {
+            let code = m.source.split("#[cfg(test)]").next().unwrap_or_default();
+            code.lines()
+                .enumerate()
+                .filter(|(_, line)| {
+                    [
+                        "Entity::find",
+                        "Entity::insert",
+                        "Entity::update",
+                        "Entity::delete",
+                    ]
+                    .iter()
+                    .any(|call| line.contains(call))
+                })
+                .map(|(n, line)| format!("{}:{}: {}", m.file.display(), n + 1, line.trim()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(direct.is_empty(), "queries in HTTP adapters: {direct:#?}");
+}

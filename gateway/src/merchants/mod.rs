@@ -333,6 +333,17 @@ pub async fn create_key<C: ConnectionTrait>(
     issue_key(db, manager.merchant_id(), livemode).await
 }
 
+/// A merchant by id, or a not-found error naming it.
+pub async fn get<C: ConnectionTrait>(
+    db: &C,
+    id: &MerchantId,
+) -> Result<merchants::Model, ServiceError> {
+    merchants::Entity::find_by_id(id.clone())
+        .one(db)
+        .await?
+        .or_not_found("merchant", id.as_str())
+}
+
 /// A key made by [`create_key_once`]: its secret only in the answer that made it.
 pub struct NewKey {
     pub key: api_keys::Model,

@@ -19,7 +19,6 @@ use crate::http::state::AppState;
 use crate::merchants;
 use crate::merchants::rate_limits;
 use crate::payouts::{self, Payout};
-use sea_orm::EntityTrait as _;
 
 #[derive(Default)]
 pub struct AdminApi;
@@ -176,10 +175,7 @@ impl AdminApi {
         body: Json<UpdateMerchantRequest>,
     ) -> Result<MerchantUpdated, ApiError> {
         let merchant_id = path_id::<MerchantId>(&id.0, "merchant")?;
-        let stored = entity::merchants::Entity::find_by_id(merchant_id.clone())
-            .one(&state.db)
-            .await?
-            .ok_or_else(|| ApiError::not_found("merchant", &id.0))?;
+        let stored = merchants::get(&state.db, &merchant_id).await?;
         // The plan and limits are checked before anything is written.
         let plan = match body.0.plan.as_ref() {
             None => None,
@@ -281,10 +277,7 @@ impl AdminApi {
         body: Json<CreateAdjustmentRequest>,
     ) -> Result<AdjustmentCreated, ApiError> {
         let merchant_id = path_id::<MerchantId>(&id.0, "merchant")?;
-        entity::merchants::Entity::find_by_id(merchant_id.clone())
-            .one(&state.db)
-            .await?
-            .ok_or_else(|| ApiError::not_found("merchant", &id.0))?;
+        merchants::get(&state.db, &merchant_id).await?;
         let b = body.0;
         let currency = entity::money::Currency::parse(&b.currency.0).ok_or_else(|| {
             ApiError::invalid(

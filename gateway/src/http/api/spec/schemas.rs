@@ -56,6 +56,9 @@ pub(super) fn enum_of(schema: &str, property: &str) -> Option<Vec<Value>> {
             crate::payouts::SANDBOX_PAYOUT_OUTCOMES,
             PayoutStatus::as_str,
         ),
+        ("UpdateMerchantRequest", "plan") => {
+            names(entity::status::Plan::ALL, entity::status::Plan::as_str)
+        }
         ("ResolvePayoutRequest", "outcome") => vec![json!("received"), json!("not_received")],
         ("UpdateEndpointRequest", "status") => names(EndpointStatus::ALL, EndpointStatus::as_str),
         ("WebhookEndpoint", "disabled_reason") => {
