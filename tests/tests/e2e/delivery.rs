@@ -866,3 +866,69 @@ async fn a_slow_receiver_does_not_hold_back_the_deliveries_behind_it() {
         started.elapsed()
     );
 }
+
+/// A database cut shorter than the lease costs no resend (issue 25): the recorder keeps the
+/// result and commits it once the database answers again, instead of dropping it and leaving
+/// the row to be sent a second time after its lease.
+#[tokio::test]
+async fn a_result_recorded_during_a_database_cut_is_committed_once_it_is_back() {
+    let (app, _worker, _receiver) = three_due_deliveries().await;
+    let ids = claim_due(&app.db, 1, 10, Duration::from_secs(30))
+        .await
+        .expect("claim")
+        .ids;
+    let ctx = worker::deliveries::load_context(&app.db, &ids[0])
+        .await
+        .expect("load")
+        .expect("context");
+    // The recorder's database, through a proxy that can be cut; a short acquire timeout makes
+    // each try during the cut fail fast rather than wait the cut out.
+    let proxy = TcpProxy::start("127.0.0.1:5432", true).await;
+    let mut options = sea_orm::ConnectOptions::new(format!(
+        "postgres://postgres@127.0.0.1:{}/{}",
+        proxy.port, app.prefix
+    ));
+    options
+        .max_connections(2)
+        .acquire_timeout(Duration::from_millis(300))
+        .connect_timeout(Duration::from_millis(300))
+        .sqlx_logging(false);
+    let db = sea_orm::Database::connect(options).await.expect("connect");
+    let recorder = worker::deliveries::recorder::Recorder::start(
+        db,
+        app.state.bus.clone(),
+        app.settings.worker.webhook.rules(),
+    );
+    let ok = worker::sender::AttemptResult {
+        http_status: Some(200),
+        error: None,
+        response_body: Some("ok".into()),
+        duration: Duration::from_millis(3),
+        retry_after: None,
+    };
+    proxy.set_enabled(false);
+    let recording = tokio::spawn(async move {
+        recorder
+            .record(ctx.delivery, ctx.endpoint.expect("endpoint"), ok)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!recording.is_finished(), "still trying during the cut");
+    proxy.set_enabled(true);
+    let outcome = tokio::time::timeout(Duration::from_secs(20), recording)
+        .await
+        .expect("recorded in time")
+        .expect("the task");
+    assert_eq!(outcome.expect("recorded"), AttemptOutcome::Succeeded);
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_attempts").await,
+        1,
+        "one attempt row for the one send"
+    );
+    let row = deliveries(&app)
+        .await
+        .into_iter()
+        .find(|d| d.id == ids[0])
+        .expect("row");
+    assert_eq!(row.status, entity::status::DeliveryStatus::Succeeded);
+}

@@ -3,10 +3,16 @@
 //! commits them in one transaction, so the database sees one commit (one WAL flush) for many
 //! attempts instead of one each. At low load a batch is a single result and nothing waits.
 //!
-//! A failed transaction fails every result in it: their rows keep their leases, and a later
-//! sweep sends them again (at least once, never lost).
+//! A failed transaction is tried again, with the same results, while every row in it is still
+//! leased to this worker (writes are fenced by the lease, so a retry can never overwrite
+//! another worker's row): a database cut shorter than the lease costs no resend. Past the
+//! lease, the results fail: the rows are due again and a later sweep sends them again (at
+//! least once, never lost).
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
 
 use entity::webhook_deliveries;
 use entity::webhook_endpoints;
@@ -91,7 +97,7 @@ async fn lane(
                 }
             }
         }
-        match commit(&db, &rules, &batch).await {
+        match commit_while_leased(&db, &rules, &batch).await {
             Ok(outcomes) => {
                 for (job, (outcome, disabled)) in batch.into_iter().zip(outcomes) {
                     after_commit(
@@ -108,12 +114,53 @@ async fn lane(
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, results = batch.len(), "could not record attempt results; their leases will expire and they are sent again");
+                tracing::error!(error = %e, results = batch.len(), "could not record attempt results while their leases lasted; they are sent again");
                 for job in batch {
                     let _ = job.done.send(Err(e.to_string()));
                 }
             }
         }
+    }
+}
+
+/// Before a lease's end, the last moment a retried commit may start.
+const LEASE_MARGIN: Duration = Duration::from_secs(1);
+/// The first pause before a failed commit is tried again; it doubles up to [`MOST_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+const MOST_PAUSE: Duration = Duration::from_secs(2);
+
+/// [`commit`], tried again after a failure while the batch's earliest lease lasts.
+async fn commit_while_leased(
+    db: &DatabaseConnection,
+    rules: &Rules,
+    batch: &[Job],
+) -> Result<Vec<(AttemptOutcome, Option<DisabledReason>)>, DbErr> {
+    let lease_ends = batch.iter().filter_map(|j| j.delivery.locked_until).min();
+    let mut pause = FIRST_PAUSE;
+    let mut tries = 1u32;
+    loop {
+        let failure = match commit(db, rules, batch).await {
+            Ok(outcomes) => {
+                if tries > 1 {
+                    tracing::info!(
+                        tries,
+                        results = batch.len(),
+                        "attempt results recorded after retrying"
+                    );
+                }
+                return Ok(outcomes);
+            }
+            Err(e) => e,
+        };
+        let next_try = Utc::now()
+            + chrono::Duration::from_std(pause + LEASE_MARGIN).unwrap_or(chrono::Duration::MAX);
+        if lease_ends.is_none_or(|ends| next_try >= ends) {
+            return Err(failure);
+        }
+        tracing::warn!(error = %failure, tries, results = batch.len(), "could not record attempt results yet; trying again while their leases last");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MOST_PAUSE);
+        tries += 1;
     }
 }
 
