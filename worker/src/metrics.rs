@@ -50,6 +50,8 @@ pub struct DeliveryMetrics {
     pub first_attempt_lag: Histogram,
     pub event_to_delivered: Histogram,
     pub handed_back: Counter,
+    /// Attempts whose outcome died with their worker (taken over when its lease ran out).
+    pub unknown_outcomes: Counter,
     pub failing_streaks: Family<EndpointLabel, Gauge>,
 }
 
@@ -64,6 +66,7 @@ impl DeliveryMetrics {
             first_attempt_lag: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             event_to_delivered: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
             handed_back: Counter::default(),
+            unknown_outcomes: Counter::default(),
             failing_streaks: Family::default(),
         };
         // Every class exists from the start, so `rate()` and alerts see a 0 before the first
@@ -112,6 +115,11 @@ impl DeliveryMetrics {
             "webhook_deliveries_handed_back",
             "Claimed deliveries given back unsent because their endpoint had no free slot in time",
             metrics.handed_back.clone(),
+        );
+        registry.register(
+            "webhook_unknown_outcomes",
+            "Attempts recorded with outcome unknown: a worker stopped before recording them, so the receiver may have that webhook twice",
+            metrics.unknown_outcomes.clone(),
         );
         registry.register(
             "webhook_endpoint_failing_streak",

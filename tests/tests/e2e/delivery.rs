@@ -322,12 +322,20 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
         "after the lease, another worker takes over"
     );
     assert_eq!(receiver.received().len(), 3);
+    // A may have sent before dying: each row it held got an attempt of unknown outcome
+    // (counted), then B's, so attempts never undercount sends (issue 25).
     assert!(
         deliveries(&app)
             .await
             .iter()
-            .all(|d| d.status == entity::status::DeliveryStatus::Succeeded && d.attempts == 1)
+            .all(|d| d.status == entity::status::DeliveryStatus::Succeeded && d.attempts == 2)
     );
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_attempts WHERE error_class = 'unknown' AND http_status IS NULL")
+            .await,
+        3
+    );
+    assert_eq!(worker.metrics().unknown_outcomes.get(), 3);
 }
 
 #[tokio::test]
@@ -597,12 +605,19 @@ async fn a_result_recorded_after_the_lease_ran_out_changes_nothing() {
     .await
     .expect("attempt");
     assert_eq!(outcome, AttemptOutcome::Skipped);
+    // A's late send is the attempt of unknown outcome recorded when B took the row over:
+    // two sends, two attempts.
     let d = &deliveries(&app).await[0];
     assert_eq!(
         (d.status, d.attempts),
-        (entity::status::DeliveryStatus::Succeeded, 1)
+        (entity::status::DeliveryStatus::Succeeded, 2)
     );
-    assert_eq!(app.count("SELECT count(*) FROM webhook_attempts").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM webhook_attempts").await, 2);
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_attempts WHERE error_class = 'unknown'")
+            .await,
+        1
+    );
 }
 
 #[tokio::test]

@@ -23,7 +23,13 @@ pub struct Claim {
     pub ids: Vec<DeliveryId>,
     /// More rows were due than this claim took: claim again once these are sent.
     pub more: bool,
+    /// Rows taken over from a worker whose lease ran out: each got an attempt of unknown
+    /// outcome (that worker may have sent it, and the receiver may have it).
+    pub taken_over: usize,
 }
+
+/// `error_class` of an attempt whose outcome died with its worker.
+pub const UNKNOWN_OUTCOME: &str = "unknown";
 
 /// Claims up to `limit` due rows for `lease`: rows whose lease ran out first (their worker
 /// died), then pending rows oldest due first. The rows are taken round-robin between
@@ -63,6 +69,7 @@ pub async fn claim_due<C: TransactionTrait>(
     )
     .all(&txn)
     .await?;
+    let expired = found.len();
     if (found.len() as u64) < window {
         let rest = window - found.len() as u64;
         found.extend(
@@ -77,6 +84,11 @@ pub async fn claim_due<C: TransactionTrait>(
             .await?,
         );
     }
+    let leases_ran_out: std::collections::HashSet<DeliveryId> = found
+        .iter()
+        .take(expired)
+        .map(|(id, _)| id.clone())
+        .collect();
     let limits = endpoint_limits(&txn, &found).await?;
     let cap = |endpoint: &EndpointId| {
         limits
@@ -97,8 +109,64 @@ pub async fn claim_due<C: TransactionTrait>(
             .exec(&txn)
             .await?;
     }
+    let taken_over: Vec<DeliveryId> = ids
+        .iter()
+        .filter(|id| leases_ran_out.contains(*id))
+        .cloned()
+        .collect();
+    record_unknown_outcomes(&txn, &taken_over, now).await?;
     txn.commit().await?;
-    Ok(Claim { ids, more })
+    Ok(Claim {
+        ids,
+        more,
+        taken_over: taken_over.len(),
+    })
+}
+
+/// A row whose lease ran out was claimed by a worker that stopped before recording its
+/// attempt: whether it sent the request is unknown. The attempt is recorded as such (and
+/// counted), so attempts match sends and an operator sees what a receiver may have twice.
+async fn record_unknown_outcomes<C: ConnectionTrait>(
+    txn: &C,
+    ids: &[DeliveryId],
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    use sea_orm::ActiveValue::Set;
+    use webhook_deliveries::Column as C;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let rows = webhook_deliveries::Entity::find()
+        .filter(C::Id.is_in(ids.to_vec()))
+        .all(txn)
+        .await?;
+    let attempts = rows.iter().map(|d| entity::webhook_attempts::ActiveModel {
+        id: Set(entity::ids::AttemptId::generate()),
+        delivery_id: Set(d.id.clone()),
+        merchant_id: Set(d.merchant_id.clone()),
+        livemode: Set(d.livemode),
+        attempt_number: Set(d.earlier_attempts + d.attempts + 1),
+        http_status: Set(None),
+        error_message: Set(Some(
+            "The worker sending this attempt stopped before recording its outcome; the receiver may have it.".into(),
+        )),
+        error_class: Set(Some(UNKNOWN_OUTCOME.into())),
+        response_body: Set(None),
+        duration_ms: Set(0),
+        created_at: Set(now),
+    });
+    entity::webhook_attempts::Entity::insert_many(attempts)
+        .exec_without_returning(txn)
+        .await?;
+    webhook_deliveries::Entity::update_many()
+        .col_expr(
+            C::Attempts,
+            sea_orm::sea_query::ExprTrait::add(Expr::col(C::Attempts), 1),
+        )
+        .filter(C::Id.is_in(ids.to_vec()))
+        .exec(txn)
+        .await?;
+    Ok(())
 }
 
 /// The endpoints' own concurrency limits, where they set one.

@@ -278,6 +278,10 @@ impl Worker {
                 s.lease(),
             )
             .await?;
+            self.inner
+                .metrics
+                .unknown_outcomes
+                .inc_by(u64::try_from(claim.taken_over).unwrap_or(u64::MAX));
             let ids = claim.ids;
             self.hold(ids.iter().cloned());
             let more = claim.more && !ids.is_empty();
