@@ -912,8 +912,10 @@ async fn the_webhooks_pages_manage_endpoints_and_show_every_attempt() {
     assert!(
         sent.location
             .as_deref()
-            .is_some_and(|l| l.contains("answered+503")),
-        "{:?}",
+            .is_some_and(|l| l.contains("answered+503")
+                && l.contains("attempt+1+failed")
+                && !l.contains("WillRetry")),
+        "said as a person reads it: {:?}",
         sent.location
     );
     let delivery_id: String = app

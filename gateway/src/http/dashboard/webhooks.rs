@@ -292,6 +292,23 @@ impl EndpointAction {
 }
 
 /// The buttons of one endpoint: `test`, `disable`, `enable`, `rotate`, `recover`.
+/// A test send's outcome as a person reads it (never the type's debug form).
+fn outcome_said(outcome: &worker::manual::AttemptOutcome) -> String {
+    use worker::manual::AttemptOutcome as O;
+    match outcome {
+        O::Succeeded => "delivered".into(),
+        O::WillRetry {
+            attempts,
+            next_retry_at,
+        } => format!(
+            "attempt {attempts} failed; the next is at {} UTC",
+            next_retry_at.format("%H:%M:%S")
+        ),
+        O::Failed { attempts } => format!("failed after {attempts} attempts"),
+        O::Skipped => "not sent: the endpoint is disabled or gone".into(),
+    }
+}
+
 #[handler]
 pub async fn endpoint_action(
     posted: Posted<EndpointActionForm>,
@@ -382,8 +399,8 @@ pub async fn endpoint_action(
                     };
                     let outcome = sent
                         .attempt
-                        .map(|(o, _)| format!("{o:?}"))
-                        .unwrap_or_else(|| "Scheduled".into());
+                        .map(|(o, _)| outcome_said(&o))
+                        .unwrap_or_else(|| "scheduled".into());
                     format!(
                         "Test event sent to {} ({}): {answer}; {outcome}.",
                         existing.url, sent.delivery_id
