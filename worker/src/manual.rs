@@ -1,5 +1,6 @@
 //! What the gateway asks of the worker on a merchant's request, and all it may use besides
-//! running the worker in its process: one attempt made now (an endpoint's test event), the
+//! running the worker in its process: one attempt made now (an endpoint's test event, a
+//! manual retry), the
 //! row of a delivery its creator claims to send at once, and the update that makes deliveries
 //! due again (a manual retry, recovering an endpoint's failures).
 
@@ -27,6 +28,19 @@ pub fn claimed_delivery(
 /// The update that makes deliveries `pending`, due now and unclaimed; the caller says which.
 pub fn due_now() -> sea_orm::UpdateMany<webhook_deliveries::Entity> {
     crate::deliveries::due_now()
+}
+
+/// The end of a lease of `lease` taken at `now`, as a claim stores it.
+pub fn lease_until(now: DateTime<Utc>, lease: std::time::Duration) -> DateTime<Utc> {
+    crate::deliveries::lease_until(now, lease)
+}
+
+/// A delivery with its event and endpoint, ready for an attempt; `None` if it is gone.
+pub async fn load<C: ConnectionTrait>(
+    db: &C,
+    id: &entity::ids::DeliveryId,
+) -> Result<Option<AttemptContext>, DbErr> {
+    crate::deliveries::load_context(db, id).await
 }
 
 /// One attempt of a claimed delivery, made and recorded now, as the worker makes its own.

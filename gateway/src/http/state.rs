@@ -84,6 +84,27 @@ impl AppState {
         }
     }
 
+    /// A manual retry: claims the delivery and makes its attempt now, in the background, so
+    /// the merchant's answer does not wait on their receiver (the result arrives as any
+    /// attempt does, live on the dashboard). False when it cannot be retried.
+    pub async fn retry_now(
+        &self,
+        delivery_id: &entity::ids::DeliveryId,
+    ) -> Result<bool, sea_orm::DbErr> {
+        use crate::webhooks::deliveries::{claim_for_retry, send_claimed};
+        if !claim_for_retry(&self.db, delivery_id, self.webhook.lease()).await? {
+            return Ok(false);
+        }
+        let (state, id) = (self.clone(), delivery_id.clone());
+        tokio::spawn(async move {
+            // On failure the claim's lease runs out and the worker's sweep sends it.
+            if let Err(e) = send_claimed(&state.send_now(), &id).await {
+                tracing::warn!(error = %e, delivery_id = %id, "a manual retry could not be sent now; the sweep sends it");
+            }
+        });
+        Ok(true)
+    }
+
     /// What the services that commit and then act take.
     pub fn deps(&self) -> crate::core::deps::Deps {
         crate::core::deps::Deps {

@@ -101,15 +101,26 @@ pub async fn attempts<C: ConnectionTrait>(
         .await
 }
 
-/// A merchant's manual retry: a `failed` or `pending` delivery becomes due now with a fresh
-/// set of attempts. Earlier attempt rows stay as history, and numbering goes on after them. Returns false when the delivery is
-/// in a state that cannot be retried (being sent, or already delivered).
-pub async fn make_due_now<C: ConnectionTrait>(
+/// A merchant's manual retry: a `failed` or `pending` delivery gets a fresh set of attempts
+/// and is claimed by the caller for `lease`, to be sent at once with [`send_claimed`] rather
+/// than at the worker's next sweep (if the caller dies first, the sweep takes it when the
+/// lease ends). Earlier attempt rows stay as history, and numbering goes on after them.
+/// Returns false when the delivery cannot be retried (being sent, or already delivered).
+pub async fn claim_for_retry<C: ConnectionTrait>(
     db: &C,
     delivery_id: &DeliveryId,
+    lease: std::time::Duration,
 ) -> Result<bool, DbErr> {
     use webhook_deliveries::Column as C;
-    let result = due_now()
+    let now = Utc::now();
+    let claimed = webhook_deliveries::Entity::update_many()
+        .col_expr(C::Status, Expr::value(DeliveryStatus::Processing))
+        .col_expr(
+            C::LockedUntil,
+            Expr::value(worker::manual::lease_until(now, lease)),
+        )
+        .col_expr(C::NextRetryAt, Expr::value(now))
+        .col_expr(C::UpdatedAt, Expr::value(now))
         .col_expr(
             C::EarlierAttempts,
             Expr::col(C::EarlierAttempts).add(Expr::col(C::Attempts)),
@@ -119,7 +130,27 @@ pub async fn make_due_now<C: ConnectionTrait>(
         .filter(C::Status.is_in([DeliveryStatus::Failed, DeliveryStatus::Pending]))
         .exec(db)
         .await?;
-    Ok(result.rows_affected == 1)
+    Ok(claimed.rows_affected == 1)
+}
+
+/// Makes the attempt of a delivery this process claimed ([`claim_for_retry`]) now, and
+/// meters it; its retries, if it fails, are the worker's. `None` if the delivery is gone.
+pub async fn send_claimed(
+    deps: &SendNow<'_>,
+    delivery_id: &DeliveryId,
+) -> Result<Option<(AttemptOutcome, Option<AttemptResult>)>, DbErr> {
+    let Some(ctx) = worker::manual::load(deps.db, delivery_id).await? else {
+        return Ok(None);
+    };
+    let scope = ctx.delivery.scope();
+    let sent =
+        worker::manual::attempt_now(deps.db, deps.bus, deps.sender, &deps.rules, ctx).await?;
+    if sent.1.is_some() {
+        deps.cache
+            .count_usage(&scope, &[(runtime::usage::metric::WEBHOOK_ATTEMPTS, 1)])
+            .await;
+    }
+    Ok(Some(sent))
 }
 
 /// Makes an endpoint's `failed` deliveries created in `[since, until)` due now with a fresh

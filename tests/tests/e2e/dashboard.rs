@@ -398,9 +398,12 @@ async fn an_owner_retries_a_failed_delivery_from_the_payment_page_and_a_viewer_c
         .await;
     assert_eq!(retried.status, 303);
     assert!(
-        retried.location.as_deref().is_some_and(
-            |l| l.starts_with(&format!("/dashboard/payments/{payment_id}?notice=Retry"))
-        ),
+        retried
+            .location
+            .as_deref()
+            .is_some_and(|l| l.starts_with(&format!(
+                "/dashboard/payments/{payment_id}?notice=Retry+sent+now"
+            ))),
         "{:?}",
         retried.location
     );

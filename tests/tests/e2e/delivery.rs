@@ -157,12 +157,26 @@ async fn always_500_makes_exactly_the_configured_attempts_with_backoff_then_fail
             serde_json::json!({}),
         )
         .await;
+    // Claimed and sent now by the gateway, not at the worker's next sweep.
     assert_eq!(
         (s, body["status"].as_str(), body["attempts"].as_i64()),
-        (200, Some("pending"), Some(0)),
+        (200, Some("processing"), Some(0)),
         "{body}"
     );
-    assert_eq!(worker.sweep_once().await.expect("sweep").succeeded, 1);
+    app.eventually(WAIT, "the retry sent without a sweep", || async {
+        (receiver.received().len() == 5).then_some(())
+    })
+    .await;
+    let (_, detail) = app
+        .eventually(WAIT, "the retry recorded", || async {
+            let (s, d) = app
+                .get_json(&app.api_key, &format!("/v1/webhook_deliveries/{}", d.id))
+                .await;
+            (d["status"] == "succeeded").then_some((s, d))
+        })
+        .await;
+    assert_eq!(detail["attempts"], 1);
+    assert_eq!(worker.sweep_once().await.expect("sweep").claimed, 0);
     let (_, detail) = app
         .get_json(&app.api_key, &format!("/v1/webhook_deliveries/{}", d.id))
         .await;

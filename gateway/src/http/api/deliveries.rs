@@ -7,8 +7,6 @@ use poem_openapi::OpenApi;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 
-use crate::webhooks::deliveries::make_due_now;
-
 use super::{ApiTags, path_id, query_id};
 use crate::core::error::OrNotFound;
 use crate::core::pagination::Page;
@@ -110,8 +108,9 @@ impl DeliveriesApi {
 
     /// Retry a failed or pending delivery now, with a fresh set of attempts
     ///
-    /// Makes a failed or pending delivery due now with a fresh round of attempts. A delivery
-    /// that succeeded answers 409.
+    /// Gives a failed or pending delivery a fresh round of attempts and sends the first one
+    /// now (the answer shows it `processing`; its result arrives as any attempt's does). A
+    /// delivery being sent or that succeeded answers 409.
     #[oai(
         path = "/webhook_deliveries/:id/retry",
         method = "post",
@@ -130,7 +129,7 @@ impl DeliveriesApi {
         )
         .await?
         .or_not_found("webhook delivery", &id.0)?;
-        if !make_due_now(&state.db, &d.id).await? {
+        if !state.retry_now(&d.id).await? {
             return Err(ApiError::conflict(
                 "delivery_not_retryable",
                 format!(

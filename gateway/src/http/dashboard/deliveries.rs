@@ -48,18 +48,13 @@ pub async fn retry_delivery(
         .await
         .map_err(PageError::db("retry"))?
         .ok_or(NO_SUCH)?;
-    Ok(
-        match deliveries::make_due_now(&state.db, &d.id)
-            .await
-            .map_err(unavailable)?
-        {
-            true => back_to(&back, "Retry scheduled: the worker sends it now."),
-            false => back_to(
-                &back,
-                &format!("A {} delivery cannot be retried.", d.status),
-            ),
-        },
-    )
+    Ok(match state.retry_now(&d.id).await.map_err(unavailable)? {
+        true => back_to(&back, "Retry sent now: its result appears here."),
+        false => back_to(
+            &back,
+            &format!("A {} delivery cannot be retried.", d.status),
+        ),
+    })
 }
 
 /// One delivery and every attempt of it.
