@@ -359,6 +359,10 @@ async fn an_owner_retries_a_failed_delivery_from_the_payment_page_and_a_viewer_c
         !page.body.contains("Retry delivery"),
         "no button for a viewer"
     );
+    assert!(
+        !page.body.contains(r#"href="/dashboard/keys""#),
+        "no link for a viewer to a page that refuses them"
+    );
     // A viewer crafting the post has a valid token (from any form of theirs, sign-out here).
     let token = Browser::token_in(&viewer.get("/dashboard").await);
     let refused = viewer
@@ -389,6 +393,10 @@ async fn an_owner_retries_a_failed_delivery_from_the_payment_page_and_a_viewer_c
         .get(&format!("/dashboard/payments/{payment_id}"))
         .await;
     assert!(page.body.contains(&format!("Retry delivery {delivery_id}")));
+    assert!(
+        page.body.contains(r#"href="/dashboard/keys""#),
+        "an owner has the keys link"
+    );
     let token = Browser::token_in(&page);
     let retried = owner
         .post_form(

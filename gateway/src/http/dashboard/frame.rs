@@ -52,6 +52,8 @@ pub fn frame(title: &str, live: &str, body: Markup) -> Markup {
 pub struct Chrome<'a> {
     pub csrf_token: &'a str,
     pub livemode: bool,
+    /// Owners manage API keys; nobody else is shown a link to a page that would refuse them.
+    pub manages_keys: bool,
 }
 
 /// The bar on every signed-in page: home, the mode shown with its switch (and a banner in
@@ -73,8 +75,10 @@ pub fn nav(chrome: &Chrome<'_>, who: &str) -> Markup {
                 a href="/dashboard/payments" { "Payments" } " · "
                 a href="/dashboard/webhooks" { "Webhooks" } " · "
                 a href="/dashboard/logs" { "Logs" } " · "
-                a href="/dashboard/reconciliation" { "Reconciliation" } " · "
-                a href="/dashboard/keys" { "API keys" }
+                a href="/dashboard/reconciliation" { "Reconciliation" }
+                @if chrome.manages_keys {
+                    " · " a href="/dashboard/keys" { "API keys" }
+                }
             }
             form #mode-switch method="post" action="/dashboard/mode" {
                 input type="hidden" name="csrf_token" value=(csrf_token);

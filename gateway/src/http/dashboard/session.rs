@@ -171,6 +171,7 @@ impl SignedIn {
         Chrome {
             csrf_token: &self.csrf,
             livemode: self.user.livemode,
+            manages_keys: self.user.role == entity::status::UserRole::Owner,
         }
     }
 }
@@ -252,6 +253,7 @@ impl<T, R> Posted<T, R> {
         Chrome {
             csrf_token: &self.csrf,
             livemode: self.user.livemode,
+            manages_keys: self.user.role == entity::status::UserRole::Owner,
         }
     }
 }
