@@ -13,7 +13,6 @@ use std::time::Duration;
 use poem::listener::{Acceptor as _, Listener as _, TcpListener};
 use poem::web::Data;
 use poem::{Body, EndpointExt as _, Request, Route, Server, handler, post};
-use sea_orm::{ConnectionTrait as _, Database};
 use serde_json::{Value, json};
 
 type Seen = Arc<Mutex<Vec<Value>>>;
@@ -243,15 +242,9 @@ async fn one_payment_is_one_trace_from_the_api_call_to_the_merchants_server() {
     )
     .await;
 
-    let name = format!("payrail_trace_{}", uuid::Uuid::new_v4().simple());
-    let admin = Database::connect("postgres://postgres@127.0.0.1:5432/postgres")
-        .await
-        .expect("postgres");
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .expect("database");
-    let database_url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    // Dropped (database, queues, cache keys) when the test ends, passed or failed.
+    let scratch = payrail_tests::ScratchDatabase::create().await;
+    let (name, database_url) = (scratch.name.clone(), scratch.url.clone());
     let db = runtime::db::connect(&database_url).await.expect("connect");
     runtime::db::migrate(&db).await.expect("migrate");
     let env: HashMap<&str, String> = HashMap::from([

@@ -508,28 +508,54 @@ impl ScratchDatabase {
     }
 }
 
+/// A scratch database also names its queues and cache keys (a process started on it takes
+/// its name as prefix): all go when it is dropped, even when the test failed.
 impl Drop for ScratchDatabase {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        let dropped = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(admin) = Database::connect(PG_ADMIN_URL).await {
-                    let _ = admin
-                        .execute_unprepared(&format!(
-                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                        ))
-                        .await;
-                }
-            });
-        });
-        let _ = dropped.join();
+        clean_up(self.name.clone(), self.name.clone());
     }
+}
+
+/// Deletes a test's queues (prefix), its Redis keys (prefix) and its database, from a thread
+/// with its own runtime: `Drop` cannot await.
+fn clean_up(prefix: String, database: String) {
+    let cleanup = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            if let EventBus::Amqp(bus) =
+                EventBus::amqp(AMQP_URL, entity::bus::QueueNames::new(&prefix))
+            {
+                let _ = bus.delete_topology().await;
+            }
+            if let Ok(client) = redis::Client::open(REDIS_URL)
+                && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+            {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{prefix}:*"))
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+                }
+            }
+            if !database.is_empty()
+                && let Ok(admin) = Database::connect(PG_ADMIN_URL).await
+            {
+                let _ = admin
+                    .execute_unprepared(&format!(
+                        "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
+                    ))
+                    .await;
+            }
+        });
+    });
+    let _ = cleanup.join();
 }
 
 fn prometheus_client_registry() -> prometheus_client::registry::Registry {
@@ -541,46 +567,6 @@ impl Drop for TestApp {
         for running in self.stops.drain(..) {
             let _ = running.stop.send(());
         }
-        let name = self.database_name.clone();
-        let prefix = self.prefix.clone();
-        // Drop cannot await; clean up on a thread with its own runtime.
-        let cleanup = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let EventBus::Amqp(bus) =
-                    EventBus::amqp(AMQP_URL, entity::bus::QueueNames::new(&prefix))
-                {
-                    let _ = bus.delete_topology().await;
-                }
-                if let Ok(client) = redis::Client::open(REDIS_URL)
-                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                {
-                    let keys: Vec<String> = redis::cmd("KEYS")
-                        .arg(format!("{prefix}:*"))
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap_or_default();
-                    if !keys.is_empty() {
-                        let _: Result<(), _> =
-                            redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
-                    }
-                }
-                if !name.is_empty()
-                    && let Ok(admin) = Database::connect(PG_ADMIN_URL).await
-                {
-                    let _ = admin
-                        .execute_unprepared(&format!(
-                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                        ))
-                        .await;
-                }
-            });
-        });
-        let _ = cleanup.join();
+        clean_up(self.prefix.clone(), self.database_name.clone());
     }
 }
