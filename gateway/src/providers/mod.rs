@@ -1,8 +1,8 @@
 //! Payment providers' outbound side, in one folder.
 //!
 //! Clients (below the payment service, which calls them to start payments): [`stripe`],
-//! [`moneroo`], [`ebilling`] and the [`simulated`] provider (its checkout page is
-//! `crate::http::checkout`), behind [`Providers`]; each speaks its provider's wire format, with
+//! [`moneroo`], [`ebilling`] and the [`simulated`] provider (whose checkout page is an
+//! adapter's, not this folder's), behind [`Providers`]; each speaks its provider's wire format, with
 //! a timeout on every call, a circuit [`breaker`] per provider, and retries only where the call
 //! is idempotent. Their configuration is [`settings`].
 //!
