@@ -334,6 +334,24 @@ impl TestApp {
     }
 
     /// A worker that is not running: the test calls `sweep_once`/`handle` itself.
+    /// The `worker` binary at `path` (a test's `env!("CARGO_BIN_EXE_worker")`), set up for this
+    /// app's database, queues and cache keys, its probes on a free port and its webhooks on
+    /// loopback, with nothing else from the environment; the caller adds its own knobs.
+    pub fn worker_command(&self, path: &str) -> std::process::Command {
+        let mut command = std::process::Command::new(path);
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &self.settings.runtime.database_url)
+            .env("AMQP_URL", AMQP_URL)
+            .env("REDIS_URL", REDIS_URL)
+            .env("PAYRAIL_AMQP_PREFIX", &self.prefix)
+            .env("PAYRAIL_REDIS_PREFIX", &self.prefix)
+            .env("PAYRAIL_WORKER_BIND", "127.0.0.1:0")
+            .env("PAYRAIL_WEBHOOK_TARGETS", "loopback");
+        command
+    }
+
     pub fn standalone_worker(&self) -> Worker {
         let mut registry = prometheus_client_registry();
         let metrics = std::sync::Arc::new(worker::metrics::DeliveryMetrics::new(&mut registry));

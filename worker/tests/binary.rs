@@ -103,7 +103,7 @@ fn an_unknown_command_is_refused_with_the_usage() {
 /// hold is warned about at start-up, naming the variable.
 #[tokio::test]
 async fn the_pool_size_is_its_variables_shown_in_metrics_and_an_oversized_one_is_warned_about() {
-    use payrail_tests::{AMQP_URL, Options, REDIS_URL, TestApp};
+    use payrail_tests::{Options, TestApp};
     let app = TestApp::spawn_with(Options {
         start_worker: false,
         ..Options::default()
@@ -113,16 +113,9 @@ async fn the_pool_size_is_its_variables_shown_in_metrics_and_an_oversized_one_is
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", &app.settings.runtime.database_url)
-        .env("AMQP_URL", AMQP_URL)
-        .env("REDIS_URL", REDIS_URL)
-        .env("PAYRAIL_AMQP_PREFIX", &app.prefix)
-        .env("PAYRAIL_REDIS_PREFIX", &app.prefix)
+    let mut child = app
+        .worker_command(env!("CARGO_BIN_EXE_worker"))
         .env("PAYRAIL_WORKER_BIND", format!("127.0.0.1:{port}"))
-        .env("PAYRAIL_WEBHOOK_TARGETS", "loopback")
         .env("PAYRAIL_DB_POOL_SIZE", "100000")
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
@@ -173,7 +166,7 @@ async fn the_pool_size_is_its_variables_shown_in_metrics_and_an_oversized_one_is
 #[tokio::test]
 async fn retries_come_when_their_schedule_says_not_at_the_sweeps_next_tick() {
     use entity::webhook_attempts;
-    use payrail_tests::{AMQP_URL, Behavior, Options, REDIS_URL, Receiver, TestApp};
+    use payrail_tests::{Behavior, Options, Receiver, TestApp};
     use sea_orm::{EntityTrait, QueryOrder};
     let app = TestApp::spawn_with(Options {
         start_worker: false,
@@ -182,16 +175,8 @@ async fn retries_come_when_their_schedule_says_not_at_the_sweeps_next_tick() {
     .await;
     let receiver = Receiver::start(Behavior::Statuses(vec![500, 500], 200)).await;
     app.create_endpoint(&receiver.url).await;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", &app.settings.runtime.database_url)
-        .env("AMQP_URL", AMQP_URL)
-        .env("REDIS_URL", REDIS_URL)
-        .env("PAYRAIL_AMQP_PREFIX", &app.prefix)
-        .env("PAYRAIL_REDIS_PREFIX", &app.prefix)
-        .env("PAYRAIL_WORKER_BIND", "127.0.0.1:0")
-        .env("PAYRAIL_WEBHOOK_TARGETS", "loopback")
+    let mut child = app
+        .worker_command(env!("CARGO_BIN_EXE_worker"))
         .env("PAYRAIL_WEBHOOK_SWEEP_INTERVAL", "30s")
         .env("PAYRAIL_WEBHOOK_RETRY_SCHEDULE", "1s,2s")
         .env("RUST_LOG", "warn")

@@ -2,12 +2,12 @@
 //! not yet acknowledged, rows claimed and not yet recorded) is lost; a new process delivers it.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use payrail_tests::{AMQP_URL, Behavior, Options, REDIS_URL, Receiver, TestApp};
+use payrail_tests::{Behavior, Options, Receiver, TestApp};
 
 /// The worker process, killed when dropped, so a failing test leaves no process behind.
 struct WorkerProcess(Child);
@@ -27,16 +27,8 @@ impl Drop for WorkerProcess {
 }
 
 fn start_worker(app: &TestApp) -> WorkerProcess {
-    let child = Command::new(env!("CARGO_BIN_EXE_worker"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", &app.settings.runtime.database_url)
-        .env("AMQP_URL", AMQP_URL)
-        .env("REDIS_URL", REDIS_URL)
-        .env("PAYRAIL_AMQP_PREFIX", &app.prefix)
-        .env("PAYRAIL_REDIS_PREFIX", &app.prefix)
-        .env("PAYRAIL_WORKER_BIND", "127.0.0.1:0")
-        .env("PAYRAIL_WEBHOOK_TARGETS", "loopback")
+    let child = app
+        .worker_command(env!("CARGO_BIN_EXE_worker"))
         .env("PAYRAIL_WEBHOOK_SWEEP_INTERVAL", "200ms")
         .env("PAYRAIL_WEBHOOK_BACKOFF_BASE", "10ms")
         .env("PAYRAIL_WEBHOOK_BACKOFF_MAX", "100ms")

@@ -756,13 +756,7 @@ async fn results_committed_together_stand_alone_when_one_of_them_lost_its_lease(
         app.state.bus.clone(),
         app.settings.worker.webhook.rules(),
     );
-    let ok = worker::sender::AttemptResult {
-        http_status: Some(200),
-        error: None,
-        response_body: Some("ok".into()),
-        duration: Duration::from_millis(3),
-        retry_after: None,
-    };
+    let ok = answered_200();
     let outcomes = futures_util::future::join_all(
         contexts
             .into_iter()
@@ -928,13 +922,7 @@ async fn a_result_recorded_during_a_database_cut_is_committed_once_it_is_back() 
         app.state.bus.clone(),
         app.settings.worker.webhook.rules(),
     );
-    let ok = worker::sender::AttemptResult {
-        http_status: Some(200),
-        error: None,
-        response_body: Some("ok".into()),
-        duration: Duration::from_millis(3),
-        retry_after: None,
-    };
+    let ok = answered_200();
     proxy.set_enabled(false);
     let recording = tokio::spawn(async move {
         recorder
@@ -960,4 +948,15 @@ async fn a_result_recorded_during_a_database_cut_is_committed_once_it_is_back() 
         .find(|d| d.id == ids[0])
         .expect("row");
     assert_eq!(row.status, entity::status::DeliveryStatus::Succeeded);
+}
+
+/// What a receiver answering 200 at once makes of an attempt.
+fn answered_200() -> worker::sender::AttemptResult {
+    worker::sender::AttemptResult {
+        http_status: Some(200),
+        error: None,
+        response_body: Some("ok".into()),
+        duration: Duration::from_millis(3),
+        retry_after: None,
+    }
 }
