@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The figures in docs/benchmarks.md, each scenario against a fresh database, with the release
 # build and the local PostgreSQL, RabbitMQ and Redis:
-#   bench/run.sh create|sustained|drain1|drain2 [runs=3]
+#   bench/run.sh create|sustained|drain1|drain2|vs-svix [runs=3]
 # Scenarios start and stop the gateway and workers themselves; nothing else may use port 8080.
+# vs-svix runs the same scenarios against Payrail and svix-server (built by
+# ../shared/peers/svix/build.sh into SVIX_DIR, default ../svix-peer), interleaved, and prints
+# the side-by-side table; its RESULT lines are kept in target/vs-svix-*.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scenario=${1:?create|sustained|drain1|drain2}
+scenario=${1:?create|sustained|drain1|drain2|vs-svix}
 runs=${2:-3}
 bin=target/release
 cargo build -q --release -p gateway -p worker -p bench
@@ -43,6 +46,51 @@ start_gateway() {
   done
   echo "the gateway did not become ready" >&2; exit 1
 }
+
+payrail_run() {
+  fresh
+  start_gateway
+  "$bin/worker" >/dev/null & pids+=($!)
+  "$bin/bench" "$@" --system payrail "${target[@]}" \
+    --cpu-of gateway,worker,postgres,beam.smp,redis-server --rss-of gateway,worker
+  stop_all
+}
+
+svix_dir=${SVIX_DIR:-../svix-peer}
+svix_peer=../shared/peers/svix
+svix_run() {
+  # A fresh database and queue (Redis db 5 is svix's alone, see start.sh) for every run.
+  psql -q postgres://postgres@127.0.0.1:5432/postgres -c "DROP DATABASE IF EXISTS svix_bench WITH (FORCE)"
+  redis-cli -n 5 flushdb >/dev/null
+  "$svix_peer/start.sh" "$svix_dir" >/dev/null
+  "$bin/bench" "$@" --system svix --base http://127.0.0.1:8071 \
+    --admin-token "$(cat "$svix_dir/svix-token.txt")" \
+    --cpu-of svix-server,postgres,redis-server --rss-of svix-server || true
+  "$svix_peer/stop.sh" "$svix_dir"
+}
+
+if [ "$scenario" = vs-svix ]; then
+  [ -x "$svix_dir/target/release/svix-server" ] \
+    || { echo "no svix-server in $svix_dir: run $svix_peer/build.sh first (see its README)" >&2; exit 1; }
+  trap 'stop_all; "$svix_peer/stop.sh" "$svix_dir"' EXIT
+  out=target/vs-svix-$(date +%Y%m%d-%H%M%S).txt
+  # The issue's scenario: 3,000 events after 200 of warm-up at 300/s and at 400/s, then a
+  # closed loop over 32 connections; the two systems alternate, and which goes first too.
+  for run in $(seq "$runs"); do
+    for s in "sustained --rate 300 --events 3000" "sustained --rate 400 --events 3000" \
+             "create --deliver --concurrency 32 --seconds 10"; do
+      read -ra args <<<"$s"
+      echo "== vs-svix run $run: $s"
+      if [ $((run % 2)) = 1 ]; then
+        payrail_run "${args[@]}"; svix_run "${args[@]}"
+      else
+        svix_run "${args[@]}"; payrail_run "${args[@]}"
+      fi
+    done 2>&1 | tee -a "$out"
+  done
+  "$bin/bench" compare "$out"
+  exit 0
+fi
 
 for run in $(seq "$runs"); do
   echo "== $scenario run $run"

@@ -1,16 +1,24 @@
-//! Payrail's load harness. It drives an already running gateway over HTTP; it is not a test and
-//! asserts nothing. The merchant's receiver runs in its own process (`bench receive`, started by
-//! the modes that need it), so its CPU is not the driver's and its clock is the wall clock.
+//! Payrail's load harness. It drives an already running server over HTTP (Payrail's gateway,
+//! or svix-server for the side-by-side figures); it is not a test and asserts nothing. The
+//! merchant's receiver runs in its own process (`bench receive`, started by the modes that
+//! need it), so its CPU is not the driver's and its clock is the wall clock.
 //!
 //! ```text
-//! bench create    --admin-token T [--base URL] [--concurrency 32] [--seconds 10]
-//! bench sustained --admin-token T [--base URL] [--rate 400] [--seconds 60]
+//! bench create    --admin-token T [--system payrail|svix] [--base URL] [--concurrency 32]
+//!                 [--seconds 10] [--deliver] [--cpu-of NAMES] [--rss-of NAMES]
+//! bench sustained --admin-token T [--system payrail|svix] [--base URL] [--rate 400]
+//!                 [--seconds 60 | --events N] [--cpu-of NAMES] [--rss-of NAMES]
 //! bench drain     --admin-token T [--base URL] [--count 50000] [--workers 1] --worker-bin PATH
 //! bench receive   [--bind 127.0.0.1:0]
+//! bench compare   FILE...
 //! ```
-//! Every run makes a fresh merchant, so runs do not see each other's webhooks.
+//! Every run makes a fresh merchant (or svix application), so runs do not see each other's
+//! webhooks. Each run ends with a `RESULT {json}` line; `bench compare` tabulates those lines.
 
+mod figures;
+mod procs;
 mod receiver;
+mod systems;
 
 use std::collections::HashMap;
 use std::process::{Child, Command as Process, Stdio};
@@ -19,12 +27,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use serde_json::{Value, json};
 
+use figures::{Better, Report, percentile, summary};
 use receiver::{ReceiverProcess, unix_micros};
+use systems::{Harness, SystemKind, Target};
 
-/// Payrail's load harness: drives a running gateway (and worker) and reports throughput and
-/// latency percentiles. Every run makes a fresh merchant.
+/// Payrail's load harness: drives a running gateway (and worker), or svix-server, and reports
+/// throughput, latency percentiles and what the run cost.
 #[derive(Parser)]
 #[command(name = "bench", version)]
 struct Cli {
@@ -32,20 +41,26 @@ struct Cli {
     command: Command,
 }
 
-/// Which gateway to drive.
+/// What a run costs, measured from `/proc` over the measured part of the run.
 #[derive(clap::Args, Clone)]
-struct Target {
-    /// The gateway's base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    base: String,
-    /// The gateway's admin token (PAYRAIL_ADMIN_TOKEN), to create the run's merchant.
+struct Cost {
+    /// Comma-separated command names whose CPU time the run is charged with (the system's
+    /// processes and its infrastructure's, e.g. `gateway,worker,postgres,beam.smp,redis-server`).
+    #[arg(long, default_value = "")]
+    cpu_of: String,
+    /// Comma-separated command names whose resident memory is reported at the end of the run.
+    #[arg(long, default_value = "")]
+    rss_of: String,
+    /// The scenario's name in the `RESULT` line (default: the mode and its rate or concurrency).
     #[arg(long)]
-    admin_token: String,
+    name: Option<String>,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Payment creations at a fixed concurrency: creations/s and latency percentiles.
+    /// Closed loop: creations from a fixed number of connections, each sending its next
+    /// request when the last one is answered: accepted/s and latency percentiles; with
+    /// `--deliver`, also request start → webhook received.
     Create {
         #[command(flatten)]
         target: Target,
@@ -53,9 +68,15 @@ enum Command {
         concurrency: u64,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Subscribe a receiver and measure when each event's webhook arrives.
+        #[arg(long)]
+        deliver: bool,
+        #[command(flatten)]
+        cost: Cost,
     },
-    /// Payment creations at a fixed rate with a worker running: 201 → webhook received
-    /// percentiles, deliveries/s, and whether the backlog stayed flat.
+    /// Creations at a fixed rate with a receiver subscribed: request start → webhook received,
+    /// answer → webhook received and the API call alone, deliveries/s, and whether the backlog
+    /// stayed flat.
     Sustained {
         #[command(flatten)]
         target: Target,
@@ -63,9 +84,14 @@ enum Command {
         rate: u64,
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+        /// How many events to measure (default: rate × seconds).
+        #[arg(long)]
+        events: Option<u64>,
+        #[command(flatten)]
+        cost: Cost,
     },
-    /// Builds a backlog with no worker running, then starts `--workers` worker processes and
-    /// measures how fast they drain it. The workers inherit this environment.
+    /// Payrail only. Builds a backlog with no worker running, then starts `--workers` worker
+    /// processes and measures how fast they drain it. The workers inherit this environment.
     Drain {
         #[command(flatten)]
         target: Target,
@@ -80,103 +106,36 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         concurrency: u64,
     },
-    /// The merchant's receiver: answers 200 at once and records each payment's first webhook.
+    /// The merchant's receiver: answers 200 at once and records each event's first webhook.
     Receive {
         #[arg(long, default_value = "127.0.0.1:0")]
         bind: String,
     },
+    /// The side-by-side table (markdown) of the `RESULT` lines in the given files.
+    Compare { files: Vec<String> },
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
+/// When an event's request started and when its answer arrived (µs since the epoch).
+#[derive(Clone, Copy)]
+struct Sent {
+    started: i64,
+    answered: i64,
+}
+
+type SentLog = Arc<Mutex<HashMap<String, Sent>>>;
+
+/// Creates one event and logs when its request started and was answered.
+async fn create_logged(h: &Harness, log: &SentLog) -> anyhow::Result<()> {
+    let started = unix_micros();
+    let id = h.create_event().await?;
+    let answered = unix_micros();
+    if let Ok(mut l) = log.lock() {
+        l.insert(id, Sent { started, answered });
     }
-    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-fn summary(label: &str, mut ms: Vec<f64>) {
-    ms.sort_by(|a, b| a.total_cmp(b));
-    println!(
-        "{label}: n={} p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms",
-        ms.len(),
-        percentile(&ms, 50.0),
-        percentile(&ms, 90.0),
-        percentile(&ms, 99.0),
-        ms.last().copied().unwrap_or(f64::NAN)
-    );
-}
-
-struct Harness {
-    base: String,
-    client: reqwest::Client,
-    key: String,
+    Ok(())
 }
 
 impl Harness {
-    async fn new(target: &Target) -> anyhow::Result<Harness> {
-        let base = target.base.clone();
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(256)
-            .timeout(Duration::from_secs(30))
-            .build()?;
-        let admin = &target.admin_token;
-        let r: Value = client
-            .post(format!("{base}/v1/admin/merchants"))
-            .bearer_auth(admin)
-            .json(&json!({"name": "bench"}))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let key = r["api_key"]
-            .as_str()
-            .ok_or_else(|| anyhow::anyhow!("no api_key in {r}"))?
-            .to_string();
-        // A load test must measure the gateway, not meet the free plan's monthly limits or
-        // the default per-key rate limit (100/s).
-        let id = r["id"].as_str().unwrap_or_default();
-        client
-            .patch(format!("{base}/v1/admin/merchants/{id}"))
-            .bearer_auth(admin)
-            .json(&json!({"plan": "custom", "usage_limits": {},
-                          "rate_limit_per_second": 10000, "rate_limit_burst": 10000}))
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(Harness { base, client, key })
-    }
-
-    /// Creates a payment; its id.
-    async fn create_payment(&self) -> anyhow::Result<String> {
-        let body: Value = self
-            .client
-            .post(format!("{}/v1/payments", self.base))
-            .bearer_auth(&self.key)
-            .json(&json!({"amount": 2000, "currency": "usd", "provider": "simulated"}))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        body["id"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| anyhow::anyhow!("no id in {body}"))
-    }
-
-    async fn endpoint(&self, url: &str) -> anyhow::Result<()> {
-        self.client
-            .post(format!("{}/v1/webhook_endpoints", self.base))
-            .bearer_auth(&self.key)
-            .json(&json!({"url": url, "enabled_events": ["payment.pending"]}))
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(())
-    }
-
     /// `count` creations from `concurrency` tasks; how many failed.
     async fn create_many(self: &Arc<Self>, count: u64, concurrency: u64) -> anyhow::Result<u64> {
         let next = Arc::new(AtomicU64::new(0));
@@ -186,7 +145,7 @@ impl Harness {
             let (h, next, errors) = (self.clone(), next.clone(), errors.clone());
             tasks.push(tokio::spawn(async move {
                 while next.fetch_add(1, Ordering::Relaxed) < count {
-                    if h.create_payment().await.is_err() {
+                    if h.create_event().await.is_err() {
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -199,41 +158,148 @@ impl Harness {
     }
 }
 
-async fn bench_create(target: &Target, concurrency: u64, seconds: u64) -> anyhow::Result<()> {
-    let h = Arc::new(Harness::new(target).await?);
-    // Warm up connections and caches.
-    for _ in 0..concurrency {
-        h.create_payment().await?;
+/// A receiver subscribed to the run's events, warmed up: `warm` events created and received
+/// before anything is measured, so connection pools are open. The receiver's count then.
+async fn subscribed_receiver(
+    h: &Arc<Harness>,
+    warm: u64,
+) -> anyhow::Result<(ReceiverProcess, u64)> {
+    let rx = ReceiverProcess::start()?;
+    h.endpoint(&rx.hook_url()).await?;
+    h.create_many(warm, 8).await?;
+    wait_for(&rx, warm, Duration::from_secs(30)).await?;
+    let base = rx.count().await?;
+    Ok((rx, base))
+}
+
+/// The CPU and memory figures of a run, and CPU per event.
+struct Meter {
+    cpu_of: Vec<String>,
+    rss_of: Vec<String>,
+    cpu_at_start: Vec<f64>,
+}
+
+impl Meter {
+    fn start(cost: &Cost) -> Meter {
+        let cpu_of = procs::names(&cost.cpu_of);
+        let cpu_at_start = procs::cpu_seconds(&cpu_of);
+        Meter {
+            cpu_of,
+            rss_of: procs::names(&cost.rss_of),
+            cpu_at_start,
+        }
     }
+
+    fn finish(&self, events: usize, report: &mut Report) {
+        if !self.cpu_of.is_empty() && events > 0 {
+            let now = procs::cpu_seconds(&self.cpu_of);
+            let mut used = 0.0;
+            for ((name, start), end) in self.cpu_of.iter().zip(&self.cpu_at_start).zip(now) {
+                used += end - start;
+                println!(
+                    "CPU of {name}: {:.2}s, {:.3} ms per event",
+                    end - start,
+                    (end - start) * 1000.0 / events as f64
+                );
+            }
+            let per_event = used * 1000.0 / events as f64;
+            println!("CPU of all: {used:.2}s, {per_event:.3} ms per event");
+            report.add("CPU per event, ms", per_event, Better::Lower);
+        }
+        if !self.rss_of.is_empty() {
+            let rss = procs::rss_mib(&self.rss_of);
+            println!("RSS of {}: {rss:.1} MiB", self.rss_of.join(","));
+            report.add("RSS at the end, MiB", rss, Better::Lower);
+        }
+    }
+}
+
+/// Adds p50 and p99 of `ms` (sorted) to the report under `label`.
+fn add_percentiles(report: &mut Report, label: &str, ms: &[f64], which: &[f64]) {
+    for p in which {
+        report.add(
+            &format!("{label} p{p}, ms"),
+            percentile(ms, *p),
+            Better::Lower,
+        );
+    }
+}
+
+/// Start → receipt and answer → receipt of every logged event the receiver got.
+fn lags(sent: &HashMap<String, Sent>, receipts: &HashMap<String, i64>) -> (Vec<f64>, Vec<f64>) {
+    let (mut from_start, mut from_answer) = (Vec::new(), Vec::new());
+    for (id, s) in sent {
+        if let Some(at) = receipts.get(id) {
+            from_start.push((at - s.started) as f64 / 1000.0);
+            from_answer.push((at - s.answered) as f64 / 1000.0);
+        }
+    }
+    (from_start, from_answer)
+}
+
+async fn bench_create(
+    target: &Target,
+    concurrency: u64,
+    seconds: u64,
+    deliver: bool,
+    cost: &Cost,
+) -> anyhow::Result<()> {
+    let h = Arc::new(Harness::new(target).await?);
+    let receiver = if deliver {
+        Some(subscribed_receiver(&h, 200).await?)
+    } else {
+        // Warm up connections and caches.
+        h.create_many(concurrency, concurrency).await?;
+        None
+    };
+    let meter = Meter::start(cost);
+    let log: SentLog = Arc::default();
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let h = h.clone();
+        let (h, log) = (h.clone(), log.clone());
         tasks.push(tokio::spawn(async move {
-            let (mut lat, mut errors) = (Vec::new(), 0u64);
+            let mut errors = 0u64;
             while Instant::now() < deadline {
-                let t = Instant::now();
-                match h.create_payment().await {
-                    Ok(_) => lat.push(t.elapsed().as_secs_f64() * 1000.0),
-                    Err(_) => errors += 1,
+                if create_logged(&h, &log).await.is_err() {
+                    errors += 1;
                 }
             }
-            (lat, errors)
+            errors
         }));
     }
-    let (mut all, mut errors) = (Vec::new(), 0);
+    let mut errors = 0;
     for t in tasks {
-        let (l, e) = t.await?;
-        all.extend(l);
-        errors += e;
+        errors += t.await?;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let sent = log.lock().map(|l| l.clone()).unwrap_or_default();
+    let throughput = sent.len() as f64 / elapsed;
     println!(
-        "create: concurrency={concurrency} seconds={seconds} throughput={:.0}/s errors={errors}",
-        all.len() as f64 / elapsed
+        "create: concurrency={concurrency} seconds={seconds} throughput={throughput:.0}/s errors={errors}"
     );
-    summary("create latency", all);
+    let name = cost
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("closed loop, {concurrency} connections"));
+    let mut report = Report::new(target.system.name(), name);
+    report.add("accepted/s", throughput, Better::Higher);
+    let api: Vec<f64> = sent
+        .values()
+        .map(|s| (s.answered - s.started) as f64 / 1000.0)
+        .collect();
+    let api = summary("create latency", api);
+    add_percentiles(&mut report, "API call", &api, &[50.0, 99.0]);
+    if let Some((rx, base)) = receiver {
+        let received = wait_for(&rx, base + sent.len() as u64, Duration::from_secs(120)).await?;
+        println!("received={}", received - base);
+        let (from_start, _) = lags(&sent, &rx.receipts().await?);
+        let from_start = summary("request start -> webhook received", from_start);
+        add_percentiles(&mut report, "start → receipt", &from_start, &[99.0]);
+    }
+    meter.finish(sent.len(), &mut report);
+    report.print();
     Ok(())
 }
 
@@ -249,19 +315,19 @@ async fn wait_for(rx: &ReceiverProcess, count: u64, limit: Duration) -> anyhow::
     }
 }
 
-async fn bench_sustained(target: &Target, rate: u64, seconds: u64) -> anyhow::Result<()> {
+async fn bench_sustained(
+    target: &Target,
+    rate: u64,
+    total: u64,
+    cost: &Cost,
+) -> anyhow::Result<()> {
     let h = Arc::new(Harness::new(target).await?);
-    let rx = ReceiverProcess::start()?;
-    h.endpoint(&rx.hook_url()).await?;
-    // Warm-up: open the gateway's and the worker's connection pools before measuring.
-    let warm = 200;
-    h.create_many(warm, 8).await?;
-    wait_for(&rx, warm, Duration::from_secs(30)).await?;
-    let base = rx.count().await?;
+    let (rx, base) = subscribed_receiver(&h, 200).await?;
+    let meter = Meter::start(cost);
 
     let rate = rate.max(1);
-    let total = rate * seconds;
-    let answered: Arc<Mutex<HashMap<String, i64>>> = Arc::new(Mutex::new(HashMap::new()));
+    let seconds = total.div_ceil(rate);
+    let log: SentLog = Arc::default();
     let created = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
@@ -286,37 +352,24 @@ async fn bench_sustained(target: &Target, rate: u64, seconds: u64) -> anyhow::Re
     let started = Instant::now();
     for _ in 0..total {
         ticker.tick().await;
-        let (h, answered, created, errors) =
-            (h.clone(), answered.clone(), created.clone(), errors.clone());
+        let (h, log, created, errors) = (h.clone(), log.clone(), created.clone(), errors.clone());
         tokio::spawn(async move {
-            match h.create_payment().await {
-                Ok(id) => {
-                    let at = unix_micros();
-                    if let Ok(mut a) = answered.lock() {
-                        a.insert(id, at);
-                    }
-                    created.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(_) => {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            match create_logged(&h, &log).await {
+                Ok(()) => created.fetch_add(1, Ordering::Relaxed),
+                Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+            };
         });
     }
     let sent_in = started.elapsed().as_secs_f64();
     let samples = sampler.await?;
     let received = wait_for(&rx, base + total, Duration::from_secs(60)).await? - base;
     let receipts = rx.receipts().await?;
-    let answered = answered.lock().map(|a| a.clone()).unwrap_or_default();
-    let mut lags = Vec::with_capacity(answered.len());
-    let (mut first, mut last) = (i64::MAX, i64::MIN);
-    for (id, at201) in &answered {
-        if let Some(at) = receipts.get(id) {
-            lags.push((at - at201) as f64 / 1000.0);
-            first = first.min(*at);
-            last = last.max(*at);
-        }
-    }
+    let sent = log.lock().map(|l| l.clone()).unwrap_or_default();
+    let (from_start, from_answer) = lags(&sent, &receipts);
+    let (first, last) = sent
+        .keys()
+        .filter_map(|id| receipts.get(id))
+        .fold((i64::MAX, i64::MIN), |(f, l), at| (f.min(*at), l.max(*at)));
     println!(
         "sustained: target_rate={rate}/s achieved_rate={:.0}/s created={} errors={} received={received}",
         total as f64 / sent_in,
@@ -325,7 +378,7 @@ async fn bench_sustained(target: &Target, rate: u64, seconds: u64) -> anyhow::Re
     );
     println!(
         "deliveries/s over the run: {:.0}",
-        lags.len() as f64 / ((last - first) as f64 / 1e6)
+        from_start.len() as f64 / ((last - first) as f64 / 1e6)
     );
     let half = samples.len() / 2;
     let early = samples[..half].iter().max().copied().unwrap_or(0);
@@ -337,7 +390,20 @@ async fn bench_sustained(target: &Target, rate: u64, seconds: u64) -> anyhow::Re
         "backlog once a second: {samples:?}\nbacklog flat: {} (max first half {early}, second half {late})",
         if flat { "yes" } else { "NO" }
     );
-    summary("201 -> webhook received", lags);
+    let name = cost.name.clone().unwrap_or_else(|| format!("{rate}/s"));
+    let mut report = Report::new(target.system.name(), name);
+    let from_start = summary("request start -> webhook received", from_start);
+    add_percentiles(&mut report, "start → receipt", &from_start, &[50.0, 99.0]);
+    let from_answer = summary("answer -> webhook received", from_answer);
+    add_percentiles(&mut report, "answer → receipt", &from_answer, &[99.0]);
+    let api: Vec<f64> = sent
+        .values()
+        .map(|s| (s.answered - s.started) as f64 / 1000.0)
+        .collect();
+    let api = summary("API call", api);
+    add_percentiles(&mut report, "API call", &api, &[50.0, 99.0]);
+    meter.finish(sent.len(), &mut report);
+    report.print();
     Ok(())
 }
 
@@ -363,6 +429,10 @@ async fn bench_drain(
     worker_bin: &str,
     concurrency: u64,
 ) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        target.system == SystemKind::Payrail,
+        "drain starts Payrail's workers; it has no svix mode"
+    );
     let h = Arc::new(Harness::new(target).await?);
     let rx = ReceiverProcess::start()?;
     h.endpoint(&rx.hook_url()).await?;
@@ -390,6 +460,12 @@ async fn bench_drain(
         "drain: workers={workers} received={got}/{expected} in {seconds:.2}s from the workers' start => {:.0} deliveries/s",
         got as f64 / seconds
     );
+    let mut report = Report::new(
+        target.system.name(),
+        format!("drain {count}, {workers} worker(s)"),
+    );
+    report.add("deliveries/s", got as f64 / seconds, Better::Higher);
+    report.print();
     Ok(())
 }
 
@@ -400,12 +476,16 @@ async fn main() -> anyhow::Result<()> {
             target,
             concurrency,
             seconds,
-        } => bench_create(&target, concurrency, seconds).await,
+            deliver,
+            cost,
+        } => bench_create(&target, concurrency, seconds, deliver, &cost).await,
         Command::Sustained {
             target,
             rate,
             seconds,
-        } => bench_sustained(&target, rate, seconds).await,
+            events,
+            cost,
+        } => bench_sustained(&target, rate, events.unwrap_or(rate * seconds), &cost).await,
         Command::Drain {
             target,
             count,
@@ -414,5 +494,6 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
         } => bench_drain(&target, count, workers, &worker_bin, concurrency).await,
         Command::Receive { bind } => receiver::serve(&bind).await,
+        Command::Compare { files } => figures::compare(&files),
     }
 }
