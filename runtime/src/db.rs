@@ -29,6 +29,11 @@ pub async fn connect_with(url: &str, pool_size: u32) -> Result<DatabaseConnectio
         .min_connections(1)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10))
+        // No round trip to check a connection before every use (sqlx's default): a pooled
+        // connection that died fails its statement instead, which the callers already treat
+        // as the database being unreachable (503 and Retry-After, a requeue, a retry), and
+        // the pool then replaces it.
+        .test_before_acquire(false)
         .sqlx_logging(false);
     let db = Database::connect(options).await?;
     if db.get_database_backend() == DbBackend::Sqlite {

@@ -41,6 +41,13 @@ pub enum Fact {
     PayoutAnswerLost(entity::payouts::Model),
 }
 
+impl Fact {
+    /// Whether the commit wrote events for the relay to publish.
+    fn committed_events(&self) -> bool {
+        !matches!(self, Fact::PayoutAnswerLost(_))
+    }
+}
+
 /// A write's value and the facts its commit made; [`Effects::apply`] hands the value over.
 #[must_use = "apply it: `effects.apply(committed, request_id)` gives the value"]
 #[derive(Debug)]
@@ -108,6 +115,12 @@ pub struct Effects {
 impl Effects {
     /// Carries out every fact of a commit, in order, and hands its value over.
     pub async fn apply<T>(&self, committed: Committed<T>, request_id: Option<&str>) -> T {
+        // The relay first: the events are the merchant's webhooks, on the critical path;
+        // metering, caches and logs can follow while it publishes. (Waking it again below
+        // is free: a pending wake-up absorbs the next.)
+        if committed.facts.iter().any(Fact::committed_events) {
+            self.relay.notify();
+        }
         for fact in &committed.facts {
             match fact {
                 Fact::Events(scope) => self.events_committed(scope).await,

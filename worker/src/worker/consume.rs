@@ -74,24 +74,20 @@ impl Worker {
         // Per message: (rows created, already present, how many of the claimed are its own).
         let mut counts = Vec::with_capacity(messages.len());
         let mut claimed = Vec::new();
+        let mut to_ack = Vec::with_capacity(messages.len());
+        let mut usage: Vec<(entity::ids::Scope, i64)> = Vec::new();
         for ((message, ack), fan) in messages.iter().zip(acks).zip(fanned) {
             match fan {
                 Ok(fan) => {
-                    if let Err(e) = ack.ack().await {
-                        // The rows are committed; a redelivery finds them and creates nothing.
-                        tracing::warn!(error = %e, event_id = %message.event_id(), "ack failed after commit");
-                    }
                     let created = fan.claimed.len() + fan.queued;
-                    self.inner
-                        .cache
-                        .count_usage(
-                            &entity::ids::Scope::new(message.merchant_id().clone(), fan.livemode),
-                            &[(
-                                runtime::usage::metric::WEBHOOK_DELIVERIES,
-                                i64::try_from(created).unwrap_or(i64::MAX),
-                            )],
-                        )
-                        .await;
+                    let scope =
+                        entity::ids::Scope::new(message.merchant_id().clone(), fan.livemode);
+                    let n = i64::try_from(created).unwrap_or(i64::MAX);
+                    match usage.iter_mut().find(|(s, _)| *s == scope) {
+                        Some((_, total)) => *total += n,
+                        None => usage.push((scope, n)),
+                    }
+                    to_ack.push((ack, message.event_id()));
                     counts.push(Ok((created, fan.already_present, fan.claimed.len())));
                     claimed.extend(fan.claimed);
                 }
@@ -108,7 +104,24 @@ impl Worker {
             }
         }
         drop(spans);
-        let mut attempts = self.deliver_loaded(claimed).await.into_iter();
+        // The rows are committed, so the first attempts need nothing else: the acks and the
+        // metering run alongside them instead of before (a lost ack only means a redelivery,
+        // which finds the rows and creates nothing).
+        let bookkeeping = async {
+            for (ack, event_id) in to_ack {
+                if let Err(e) = ack.ack().await {
+                    tracing::warn!(error = %e, event_id = %event_id, "ack failed after commit");
+                }
+            }
+            for (scope, n) in usage {
+                self.inner
+                    .cache
+                    .count_usage(&scope, &[(runtime::usage::metric::WEBHOOK_DELIVERIES, n)])
+                    .await;
+            }
+        };
+        let ((), attempts) = tokio::join!(bookkeeping, self.deliver_loaded(claimed));
+        let mut attempts = attempts.into_iter();
         let mut counts = counts.into_iter();
         for slot in results.iter_mut().filter(|r| r.is_none()) {
             *slot = match counts.next() {
