@@ -60,7 +60,8 @@ pub async fn fan_out<C: ConnectionTrait + TransactionTrait>(
 /// Fans out the events a batch of bus messages announces, one result per message in order.
 ///
 /// The whole batch costs one query for the subscribed endpoints and, if anyone listens, one
-/// transaction: one read of the events and one multi-row insert. A message whose event does
+/// read of the events and one multi-row insert (a transaction only past
+/// [`ROWS_PER_INSERT`] rows). A message whose event does
 /// not exist gets [`FanOutError::UnknownEvent`] without holding back the rest; a database
 /// error fails the whole batch (nothing was committed).
 pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
@@ -105,10 +106,9 @@ pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
         .filter(|(_, s)| !s.is_empty())
         .map(|(m, _)| m.event_id().clone())
         .collect();
-    let txn = db.begin().await?;
     let events: HashMap<String, events::Model> = events::Entity::find()
         .filter(events::Column::Id.is_in(wanted))
-        .all(&txn)
+        .all(db)
         .await?
         .into_iter()
         .map(|e| (e.id.to_string(), e))
@@ -142,29 +142,20 @@ pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
         planned.push(Ok((Some(event), mine)));
     }
     // Rows already there (a redelivered message) are skipped by the unique key; the ones
-    // returned are the ones this batch created.
+    // returned are the ones this batch created. One INSERT is atomic on its own, so only a
+    // batch that needs several pays for a transaction's two extra round trips.
     let mut inserted: HashSet<DeliveryId> = HashSet::with_capacity(rows.len());
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_INSERT).collect();
-        let result = webhook_deliveries::Entity::insert_many(chunk)
-            .on_conflict(
-                OnConflict::columns([
-                    webhook_deliveries::Column::EventId,
-                    webhook_deliveries::Column::EndpointId,
-                ])
-                .do_nothing()
-                .to_owned(),
-            )
-            .exec_with_returning_keys(&txn)
-            .await;
-        match result {
-            Ok(ids) => inserted.extend(ids),
-            Err(DbErr::RecordNotInserted) => {}
-            Err(e) => return Err(e),
+    if rows.len() <= ROWS_PER_INSERT {
+        inserted.extend(insert_new(db, rows).await?);
+    } else {
+        let txn = db.begin().await?;
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_INSERT).collect();
+            inserted.extend(insert_new(&txn, chunk).await?);
         }
+        txn.commit().await?;
     }
-    txn.commit().await?;
     Ok(planned
         .into_iter()
         .map(|plan| {
@@ -187,4 +178,30 @@ pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
             Ok(outcome)
         })
         .collect())
+}
+
+/// Inserts the rows not already there (by `(event_id, endpoint_id)`); the ids it inserted.
+async fn insert_new<C: ConnectionTrait>(
+    db: &C,
+    rows: Vec<webhook_deliveries::ActiveModel>,
+) -> Result<Vec<DeliveryId>, DbErr> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let result = webhook_deliveries::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::columns([
+                webhook_deliveries::Column::EventId,
+                webhook_deliveries::Column::EndpointId,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_with_returning_keys(db)
+        .await;
+    match result {
+        Ok(ids) => Ok(ids),
+        Err(DbErr::RecordNotInserted) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
 }

@@ -1,4 +1,4 @@
-//! What comes from the bus: a batch of events fanned out in one transaction, acknowledged,
+//! What comes from the bus: a batch of events fanned out together (one insert), acknowledged,
 //! then their first attempts; and the consumer that reconnects with backoff.
 
 use std::time::Duration;
@@ -153,7 +153,7 @@ impl Worker {
                                 Some(Ok(received)) => {
                                     // Whatever else has already arrived goes in the same
                                     // fan-out transaction: under load batches grow, and the
-                                    // database sees one transaction for many events.
+                                    // database sees one insert for many events.
                                     let mut batch = vec![received];
                                     let mut lost = None;
                                     while batch.len() < FAN_OUT_BATCH {
@@ -199,7 +199,7 @@ impl Worker {
     }
 }
 
-/// Most messages fanned out in one transaction.
+/// Most messages fanned out together.
 const FAN_OUT_BATCH: usize = 100;
 
 /// The results of a batch, any still open set by `otherwise`.
