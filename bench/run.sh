@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The figures in docs/benchmarks.md, each scenario against a fresh database, with the release
 # build and the local PostgreSQL, RabbitMQ and Redis:
-#   bench/run.sh create|sustained|drain1|drain2|vs-svix [runs=3]
+#   bench/run.sh create|sustained|drain1|drain2|vs-svix|capacity [runs=3]
 # Scenarios start and stop the gateway and workers themselves; nothing else may use port 8080.
 # vs-svix runs the same scenarios against Payrail and svix-server (built by
 # ../shared/peers/svix/build.sh into SVIX_DIR, default ../svix-peer), interleaved, and prints
 # the side-by-side table; its RESULT lines are kept in target/vs-svix-*.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scenario=${1:?create|sustained|drain1|drain2|vs-svix}
+scenario=${1:?create|sustained|drain1|drain2|vs-svix|capacity}
 runs=${2:-3}
 bin=target/release
 cargo build -q --release -p gateway -p worker -p bench
@@ -103,6 +103,26 @@ for run in $(seq "$runs"); do
     sustained)
       "$bin/worker" >/dev/null & pids+=($!)
       "$bin/bench" sustained "${target[@]}" --rate "${RATE:-400}" --seconds "${SECONDS_:-60}" ;;
+    capacity)
+      # What one event costs each part: CPU per process (the bench's figures), and from the
+      # database's own counters, WAL bytes, commits and rows written per event, and from the
+      # broker, messages published and delivered (warm-up included: RATE × SECONDS_ + 200).
+      "$bin/worker" >/dev/null & pids+=($!)
+      sql="select pg_current_wal_lsn(), xact_commit, tup_inserted, tup_updated, tup_deleted
+           from pg_stat_database where datname = '$db'"
+      before=$(psql -tAF' ' postgres://postgres@127.0.0.1:5432/$db -c "$sql")
+      rate=${RATE:-300} secs=${SECONDS_:-20}
+      "$bin/bench" sustained "${target[@]}" --rate "$rate" --seconds "$secs" \
+        --cpu-of gateway,worker,postgres,beam.smp,redis-server --rss-of gateway,worker
+      sleep 1   # pg_stat counters are flushed by the backends every second at most
+      after=$(psql -tAF' ' postgres://postgres@127.0.0.1:5432/$db -c "$sql")
+      events=$((rate * secs + 200))
+      psql -tA postgres://postgres@127.0.0.1:5432/$db -c "select
+        'per event: WAL ' || round(pg_wal_lsn_diff('${after%% *}', '${before%% *}') / $events) || ' bytes'" 
+      read -r _ c1 i1 u1 d1 <<<"$before"; read -r _ c2 i2 u2 d2 <<<"$after"
+      awk -v n=$events -v c=$((c2 - c1)) -v i=$((i2 - i1)) -v u=$((u2 - u1)) -v d=$((d2 - d1)) \
+        'BEGIN { printf "per event: %.2f commits, %.2f rows inserted, %.2f updated, %.2f deleted\n", c/n, i/n, u/n, d/n }'
+      rabbitmqctl -q list_queues name messages_ready 2>/dev/null | grep payrail_bench || true ;;
     drain1|drain2)
       "$bin/bench" drain "${target[@]}" --count "${COUNT:-50000}" --workers "${scenario#drain}" \
         --worker-bin "$bin/worker" ;;
