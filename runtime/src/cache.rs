@@ -163,30 +163,42 @@ impl Cache {
     /// Redis. `None` when Redis does not answer: the caller lets the request through, since
     /// refusing every merchant because the limiter is down is worse than not limiting a while.
     pub async fn take_token(&self, key: &str, quota: Quota) -> Option<Admission> {
+        self.take_tokens(&[key], quota).await?.pop()
+    }
+
+    /// Takes a token from each bucket in `keys`, in order, in one round trip, and stops at
+    /// the first that refuses (the buckets after it are not charged): one admission per bucket
+    /// taken from, so the last is the refusal if there was one. `None` as for
+    /// [`Cache::take_token`].
+    pub async fn take_tokens(&self, keys: &[&str], quota: Quota) -> Option<Vec<Admission>> {
+        let admission =
+            |(allowed, remaining, reset_ms, retry_after_ms): (u64, u64, u64, u64)| Admission {
+                allowed: allowed == 1,
+                limit: quota.burst.max(1),
+                remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+                reset_ms,
+                retry_after_ms,
+            };
         match self {
             Cache::Redis { conn, prefix } => {
                 static SCRIPT: std::sync::LazyLock<redis::Script> =
                     std::sync::LazyLock::new(|| redis::Script::new(token_bucket::REDIS_SCRIPT));
                 let mut conn = conn.clone();
-                let answer: Result<(u8, u32, u64, u64), _> = bounded(
-                    SCRIPT
-                        .key(Self::key(prefix, key))
-                        .arg(quota.per_second)
-                        .arg(quota.burst)
-                        .invoke_async(&mut conn),
-                )
-                .await;
+                let mut invocation = SCRIPT.prepare_invoke();
+                for key in keys {
+                    invocation.key(Self::key(prefix, key));
+                }
+                invocation.arg(quota.per_second).arg(quota.burst);
+                let answer: Result<Vec<u64>, _> = bounded(invocation.invoke_async(&mut conn)).await;
                 answer
                     .inspect_err(
                         |e| tracing::warn!(error = %e, "rate limiter failed; request let through"),
                     )
                     .ok()
-                    .map(|(allowed, remaining, reset_ms, retry_after_ms)| Admission {
-                        allowed: allowed == 1,
-                        limit: quota.burst.max(1),
-                        remaining,
-                        reset_ms,
-                        retry_after_ms,
+                    .map(|flat| {
+                        flat.chunks_exact(4)
+                            .map(|c| admission((c[0], c[1], c[2], c[3])))
+                            .collect()
                     })
             }
             Cache::Memory(_, buckets, _) => {
@@ -200,11 +212,19 @@ impl Cache {
                         .buckets
                         .retain(|_, b| now_ms.saturating_sub(b.updated_ms) < 60_000);
                 }
-                let bucket = buckets
-                    .buckets
-                    .entry(key.to_string())
-                    .or_insert_with(|| Bucket::full(quota, now_ms));
-                Some(bucket.take(quota, now_ms))
+                let mut taken = Vec::with_capacity(keys.len());
+                for key in keys {
+                    let bucket = buckets
+                        .buckets
+                        .entry(key.to_string())
+                        .or_insert_with(|| Bucket::full(quota, now_ms));
+                    let answer = bucket.take(quota, now_ms);
+                    taken.push(answer);
+                    if !answer.allowed {
+                        break;
+                    }
+                }
+                Some(taken)
             }
         }
     }

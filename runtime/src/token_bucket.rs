@@ -66,28 +66,37 @@ impl Bucket {
 }
 
 /// The same arithmetic as [`Bucket::take`], atomic in Redis, on Redis's clock so that gateways
-/// whose clocks differ still share one bucket. Returns allowed (0/1), remaining, reset and
-/// retry-after in milliseconds.
+/// whose clocks differ still share one bucket. Takes from each bucket in `KEYS` in order and
+/// stops after the first refusal; returns, per bucket taken from, allowed (0/1), remaining,
+/// reset and retry-after in milliseconds (one flat list).
 pub const REDIS_SCRIPT: &str = r#"
 local rate = math.max(tonumber(ARGV[1]), 1)
 local burst = math.max(tonumber(ARGV[2]), 1)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
-local tokens = tonumber(state[1]) or burst
-local updated = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - updated) * rate / 1000)
-local allowed = 0
-local retry = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
-else
-  retry = math.ceil((1 - tokens) * 1000 / rate)
+local out = {}
+for _, key in ipairs(KEYS) do
+  local state = redis.call('HMGET', key, 'tokens', 'updated')
+  local tokens = tonumber(state[1]) or burst
+  local updated = tonumber(state[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - updated) * rate / 1000)
+  local allowed = 0
+  local retry = 0
+  if tokens >= 1 then
+    tokens = tokens - 1
+    allowed = 1
+  else
+    retry = math.ceil((1 - tokens) * 1000 / rate)
+  end
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'updated', tostring(math.max(now, updated)))
+  redis.call('PEXPIRE', key, math.ceil(burst * 1000 / rate) + 1000)
+  table.insert(out, allowed)
+  table.insert(out, math.floor(tokens))
+  table.insert(out, math.ceil((burst - tokens) * 1000 / rate))
+  table.insert(out, retry)
+  if allowed == 0 then break end
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated', tostring(math.max(now, updated)))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
-return {allowed, math.floor(tokens), math.ceil((burst - tokens) * 1000 / rate), retry}
+return out
 "#;
 
 #[cfg(test)]

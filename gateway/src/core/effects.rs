@@ -141,15 +141,12 @@ impl Effects {
     /// card, a provider that answered at once, a provider failure).
     async fn payment_created(&self, p: &payments::Model, request_id: Option<&str>) {
         let volume = format!("{}{}", runtime::usage::metric::VOLUME_PREFIX, p.currency);
-        self.cache
-            .count_usage(
-                &p.scope(),
-                &[
-                    (runtime::usage::metric::PAYMENTS_CREATED, 1),
-                    (volume.as_str(), p.amount),
-                ],
-            )
-            .await;
+        let scope = p.scope();
+        let counts = [
+            (runtime::usage::metric::PAYMENTS_CREATED, 1),
+            (volume.as_str(), p.amount),
+        ];
+        let metering = self.cache.count_usage(&scope, &counts);
         self.metrics
             .payment_status(p.provider.as_str(), PaymentStatus::Pending.as_str());
         self.metrics
@@ -158,12 +155,16 @@ impl Effects {
                 currency: p.currency.clone(),
             })
             .observe(p.amount as f64);
-        if p.status == PaymentStatus::Pending {
-            self.events_committed(&p.scope()).await;
-            self.log_if_failed(p, request_id).await;
-        } else {
-            self.payment_moved(p, request_id).await;
-        }
+        // Metering and the rest touch different keys: one round trip's wait, not two.
+        let rest = async {
+            if p.status == PaymentStatus::Pending {
+                self.events_committed(&scope).await;
+                self.log_if_failed(p, request_id).await;
+            } else {
+                self.payment_moved(p, request_id).await;
+            }
+        };
+        tokio::join!(metering, rest);
     }
 
     /// A payment moved to the status it has now.

@@ -84,23 +84,36 @@ impl Limiter {
 
     /// Takes a token from the bucket `key`.
     pub async fn take(&self, key: &str, quota: Quota) -> Admission {
-        if let Ok(Some(admission)) =
-            tokio::time::timeout(SHARED_WAIT, self.shared.take_token(key, quota)).await
+        self.take_all(&[key], quota)
+            .await
+            .pop()
+            .unwrap_or_else(|| let_through(quota))
+    }
+
+    /// Takes a token from each bucket in `keys`, in order and in one round trip, stopping at
+    /// the first refusal (see [`Cache::take_tokens`]).
+    pub async fn take_all(&self, keys: &[&str], quota: Quota) -> Vec<Admission> {
+        if let Ok(Some(admissions)) =
+            tokio::time::timeout(SHARED_WAIT, self.shared.take_tokens(keys, quota)).await
         {
-            return admission;
+            return admissions;
         }
         self.fallbacks.inc();
-        match self.local.take_token(key, quota).await {
-            Some(admission) => admission,
-            // The local buckets always answer; this is only the type's other case.
-            None => Admission {
-                allowed: true,
-                limit: quota.burst.max(1),
-                remaining: 0,
-                reset_ms: 0,
-                retry_after_ms: 0,
-            },
-        }
+        // The local buckets always answer; `None` is only the type's other case.
+        self.local
+            .take_tokens(keys, quota)
+            .await
+            .unwrap_or_else(|| vec![let_through(quota)])
+    }
+}
+
+fn let_through(quota: Quota) -> Admission {
+    Admission {
+        allowed: true,
+        limit: quota.burst.max(1),
+        remaining: 0,
+        reset_ms: 0,
+        retry_after_ms: 0,
     }
 }
 
@@ -108,22 +121,16 @@ impl Limiter {
 /// answer reported is the tighter of the two.
 pub async fn admit(limiter: &Limiter, defaults: Quota, who: &AuthedMerchant) -> Limited {
     let quota = effective(defaults, who.rate_limit);
-    let key = limiter
-        .take(&format!("rate_limit:{}", who.key_id), quota)
-        .await;
-    if !key.allowed {
-        return Limited {
-            quota,
-            admission: key,
-        };
-    }
-    let merchant = limiter
-        .take(&format!("rate_limit:merchant:{}", who.merchant_id), quota)
-        .await;
-    let admission = if !merchant.allowed || merchant.remaining < key.remaining {
-        merchant
-    } else {
-        key
+    let key = format!("rate_limit:{}", who.key_id);
+    let merchant = format!("rate_limit:merchant:{}", who.merchant_id);
+    // The merchant's bucket is charged only when the key's allowed (the script stops at the
+    // first refusal), in the same round trip.
+    let taken = limiter.take_all(&[&key, &merchant], quota).await;
+    let admission = match taken.as_slice() {
+        [key, merchant] if merchant.allowed && merchant.remaining >= key.remaining => *key,
+        [_, merchant] => *merchant,
+        [only, ..] => *only,
+        [] => let_through(quota),
     };
     Limited { quota, admission }
 }

@@ -322,3 +322,52 @@ async fn public_routes_are_limited_per_address() {
         .expect("sign-in page");
     assert_eq!(r.status(), 429);
 }
+
+/// A key's bucket and its merchant's are taken from in one round trip, and a refusal by the
+/// first does not charge the second: in Redis (the script) and in memory alike.
+#[tokio::test]
+async fn a_refused_bucket_stops_the_take_and_charges_none_after_it() {
+    use runtime::cache::Cache;
+    use runtime::token_bucket::Quota;
+    let scratch = payrail_tests::ScratchDatabase::create().await;
+    let redis = Cache::redis(payrail_tests::REDIS_URL, &scratch.name)
+        .await
+        .expect("redis is running");
+    // A refill of 1 per second cannot add a token within the test's few milliseconds.
+    let quota = Quota {
+        per_second: 1,
+        burst: 2,
+    };
+    for cache in [redis, Cache::memory()] {
+        let allowed = |taken: &[runtime::token_bucket::Admission]| {
+            taken.iter().map(|a| a.allowed).collect::<Vec<_>>()
+        };
+        let both = cache
+            .take_tokens(&["k", "m"], quota)
+            .await
+            .expect("answers");
+        assert_eq!(allowed(&both), [true, true]);
+        assert_eq!((both[0].remaining, both[1].remaining), (1, 1));
+        assert_eq!(
+            allowed(&cache.take_tokens(&["k"], quota).await.expect("answers")),
+            [true]
+        );
+        // `k` is empty: refused, and `m` is not charged.
+        let refused = cache
+            .take_tokens(&["k", "m"], quota)
+            .await
+            .expect("answers");
+        assert_eq!(allowed(&refused), [false], "the take stops at the refusal");
+        assert!(refused[0].retry_after_ms > 0);
+        let m = cache.take_tokens(&["m"], quota).await.expect("answers");
+        assert_eq!(
+            (m[0].allowed, m[0].remaining),
+            (true, 0),
+            "m kept its token"
+        );
+        assert_eq!(
+            allowed(&cache.take_tokens(&["m"], quota).await.expect("answers")),
+            [false]
+        );
+    }
+}
