@@ -225,6 +225,13 @@ fn add_percentiles(report: &mut Report, label: &str, ms: &[f64], which: &[f64]) 
     }
 }
 
+/// Each logged request's start → answer, in ms.
+fn api_calls(sent: &HashMap<String, Sent>) -> Vec<f64> {
+    sent.values()
+        .map(|s| (s.answered - s.started) as f64 / 1000.0)
+        .collect()
+}
+
 /// Start → receipt and answer → receipt of every logged event the receiver got.
 fn lags(sent: &HashMap<String, Sent>, receipts: &HashMap<String, i64>) -> (Vec<f64>, Vec<f64>) {
     let (mut from_start, mut from_answer) = (Vec::new(), Vec::new());
@@ -285,11 +292,7 @@ async fn bench_create(
         .unwrap_or_else(|| format!("closed loop, {concurrency} connections"));
     let mut report = Report::new(target.system.name(), name);
     report.add("accepted/s", throughput, Better::Higher);
-    let api: Vec<f64> = sent
-        .values()
-        .map(|s| (s.answered - s.started) as f64 / 1000.0)
-        .collect();
-    let api = summary("create latency", api);
+    let api = summary("create latency", api_calls(&sent));
     add_percentiles(&mut report, "API call", &api, &[50.0, 99.0]);
     if let Some((rx, base)) = receiver {
         let received = wait_for(&rx, base + sent.len() as u64, Duration::from_secs(120)).await?;
@@ -396,11 +399,7 @@ async fn bench_sustained(
     add_percentiles(&mut report, "start → receipt", &from_start, &[50.0, 99.0]);
     let from_answer = summary("answer -> webhook received", from_answer);
     add_percentiles(&mut report, "answer → receipt", &from_answer, &[99.0]);
-    let api: Vec<f64> = sent
-        .values()
-        .map(|s| (s.answered - s.started) as f64 / 1000.0)
-        .collect();
-    let api = summary("API call", api);
+    let api = summary("API call", api_calls(&sent));
     add_percentiles(&mut report, "API call", &api, &[50.0, 99.0]);
     meter.finish(sent.len(), &mut report);
     report.print();

@@ -67,15 +67,13 @@ impl Harness {
             SystemKind::Payrail => payrail_merchant(&client, &base, &target.admin_token).await?,
             SystemKind::Svix => {
                 let token = target.admin_token.clone();
-                let app: Value = client
-                    .post(format!("{base}/api/v1/app/"))
-                    .bearer_auth(&token)
-                    .json(&json!({"name": format!("bench-{run}")}))
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .json()
-                    .await?;
+                let app = post_json(
+                    &client,
+                    &format!("{base}/api/v1/app/"),
+                    &token,
+                    &json!({"name": format!("bench-{run}")}),
+                )
+                .await?;
                 let app = field(&app, "id")?;
                 Account::Svix { token, app }
             }
@@ -93,16 +91,13 @@ impl Harness {
     pub async fn create_event(&self) -> anyhow::Result<String> {
         match &self.account {
             Account::Payrail { key } => {
-                let body: Value = self
-                    .client
-                    .post(format!("{}/v1/payments", self.base))
-                    .bearer_auth(key)
-                    .json(&json!({"amount": 2000, "currency": "usd", "provider": "simulated"}))
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .json()
-                    .await?;
+                let body = post_json(
+                    &self.client,
+                    &format!("{}/v1/payments", self.base),
+                    key,
+                    &json!({"amount": 2000, "currency": "usd", "provider": "simulated"}),
+                )
+                .await?;
                 field(&body, "id")
             }
             Account::Svix { token, app } => {
@@ -145,15 +140,13 @@ async fn payrail_merchant(
     base: &str,
     admin: &str,
 ) -> anyhow::Result<Account> {
-    let r: Value = client
-        .post(format!("{base}/v1/admin/merchants"))
-        .bearer_auth(admin)
-        .json(&json!({"name": "bench"}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let r = post_json(
+        client,
+        &format!("{base}/v1/admin/merchants"),
+        admin,
+        &json!({"name": "bench"}),
+    )
+    .await?;
     let key = field(&r, "api_key")?;
     // A load test must measure the gateway, not meet the free plan's monthly limits or the
     // default per-key rate limit (100/s).
@@ -167,6 +160,24 @@ async fn payrail_merchant(
         .await?
         .error_for_status()?;
     Ok(Account::Payrail { key })
+}
+
+/// POSTs `body` with a bearer token; the answer's JSON, or an error for any non-2xx.
+async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &Value,
+) -> anyhow::Result<Value> {
+    Ok(client
+        .post(url)
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
 }
 
 fn field(body: &Value, name: &str) -> anyhow::Result<String> {

@@ -171,14 +171,6 @@ impl Cache {
     /// taken from, so the last is the refusal if there was one. `None` as for
     /// [`Cache::take_token`].
     pub async fn take_tokens(&self, keys: &[&str], quota: Quota) -> Option<Vec<Admission>> {
-        let admission =
-            |(allowed, remaining, reset_ms, retry_after_ms): (u64, u64, u64, u64)| Admission {
-                allowed: allowed == 1,
-                limit: quota.burst.max(1),
-                remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
-                reset_ms,
-                retry_after_ms,
-            };
         match self {
             Cache::Redis { conn, prefix } => {
                 static SCRIPT: std::sync::LazyLock<redis::Script> =
@@ -197,7 +189,13 @@ impl Cache {
                     .ok()
                     .map(|flat| {
                         flat.chunks_exact(4)
-                            .map(|c| admission((c[0], c[1], c[2], c[3])))
+                            .map(|c| Admission {
+                                allowed: c[0] == 1,
+                                limit: quota.burst.max(1),
+                                remaining: u32::try_from(c[1]).unwrap_or(u32::MAX),
+                                reset_ms: c[2],
+                                retry_after_ms: c[3],
+                            })
                             .collect()
                     })
             }

@@ -45,6 +45,18 @@ pub async fn connect_with(url: &str, pool_size: u32) -> Result<DatabaseConnectio
     Ok(db)
 }
 
+/// Opens a process's pool: `PAYRAIL_DB_POOL_SIZE` or its role's `default_size`, warning at
+/// start-up when it cannot fit the server's budget. The pool and its size (for the gauges).
+pub async fn connect_process_pool(
+    settings: &crate::settings::RuntimeSettings,
+    default_size: u32,
+) -> Result<(DatabaseConnection, u32), DbErr> {
+    let pool_size = settings.db_pool_size.unwrap_or(default_size);
+    let db = connect_with(&settings.database_url, pool_size).await?;
+    warn_if_over_budget(&db, pool_size).await;
+    Ok((db, pool_size))
+}
+
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     Migrator::up(db, None).await
 }
@@ -98,7 +110,7 @@ pub async fn budget(db: &DatabaseConnection, pool_size: u32) -> Result<Option<Bu
 
 /// Logs, at start-up, a warning when this pool cannot fit the server's `max_connections`
 /// beside the connections others hold: a fleet that will fail under load says so now.
-pub async fn warn_if_over_budget(db: &DatabaseConnection, pool_size: u32) {
+async fn warn_if_over_budget(db: &DatabaseConnection, pool_size: u32) {
     match budget(db, pool_size).await {
         Ok(Some(b)) if !b.fits() => tracing::warn!(
             pool_size = b.pool_size,

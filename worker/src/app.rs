@@ -42,12 +42,8 @@ impl WorkerApplication {
             .amqp_url
             .clone()
             .ok_or_else(|| anyhow::anyhow!("the worker runs on its own only with AMQP_URL set; in embedded mode it runs inside the gateway"))?;
-        let pool_size = settings
-            .runtime
-            .db_pool_size
-            .unwrap_or(db::WORKER_POOL_SIZE);
-        let db = db::connect_with(&settings.runtime.database_url, pool_size).await?;
-        db::warn_if_over_budget(&db, pool_size).await;
+        let (db, pool_size) =
+            db::connect_process_pool(&settings.runtime, db::WORKER_POOL_SIZE).await?;
         let bus = EventBus::amqp(&amqp_url, QueueNames::new(&settings.runtime.amqp_prefix));
         if let Err(e) = bus.declare().await {
             tracing::warn!(error = %e, "could not declare the broker topology yet; the consumer retries");

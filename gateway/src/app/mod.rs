@@ -83,12 +83,8 @@ impl Application {
             ),
             (None, true) => entity::ids::random_token(48),
         };
-        let pool_size = settings
-            .runtime
-            .db_pool_size
-            .unwrap_or(db::GATEWAY_POOL_SIZE);
-        let db = db::connect_with(&settings.runtime.database_url, pool_size).await?;
-        db::warn_if_over_budget(&db, pool_size).await;
+        let (db, pool_size) =
+            db::connect_process_pool(&settings.runtime, db::GATEWAY_POOL_SIZE).await?;
         if embedded {
             db::migrate(&db).await?;
         }

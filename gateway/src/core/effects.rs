@@ -200,11 +200,10 @@ impl Effects {
         self.events_committed(&p.scope()).await;
     }
 
-    /// A payout moved to the status it has now, its event committed: counted, and the relay
-    /// woken so the event goes out now.
+    /// A payout moved to the status it has now, its event committed: counted (`apply` has
+    /// already woken the relay).
     fn payout_moved(&self, p: &entity::payouts::Model) {
         self.metrics.payout(p.provider.as_str(), p.status.as_str());
-        self.relay.notify();
     }
 
     /// A payout's provider answer was lost: an error entry in the merchant's log store, since
