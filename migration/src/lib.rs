@@ -22,6 +22,7 @@ mod m20261123_000016_earlier_attempts;
 mod m20261202_000017_two_worlds;
 mod m20261202_000018_reconciliation_items;
 mod m20261202_000019_usage_by_mode;
+mod m20261202_000020_lease_tokens;
 
 /// Runs raw statements (named and partial indexes, which the schema builder cannot express
 /// for both backends) in order.
@@ -61,6 +62,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000017_two_worlds::Migration),
             Box::new(m20261202_000018_reconciliation_items::Migration),
             Box::new(m20261202_000019_usage_by_mode::Migration),
+            Box::new(m20261202_000020_lease_tokens::Migration),
         ]
     }
 }

@@ -84,6 +84,7 @@ impl Default for Options {
                 endpoint_concurrency: 10,
                 disable_after: Duration::from_secs(5 * 86_400),
                 secret_overlap: Duration::from_secs(86_400),
+                lease: Duration::from_secs(3),
             },
             start_worker: true,
             gateway_amqp_url: None,
@@ -586,5 +587,34 @@ impl Drop for TestApp {
             let _ = running.stop.send(());
         }
         clean_up(self.prefix.clone(), self.database_name.clone());
+    }
+}
+
+/// A process a test started (a `worker` or `gateway` binary): SIGKILLed and reaped when
+/// dropped, so a failing test leaves nothing running.
+pub struct Process(pub std::process::Child);
+
+impl Process {
+    /// Starts `command` with its output discarded.
+    pub fn spawn_quiet(mut command: std::process::Command) -> Process {
+        let child = command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the binary");
+        Process(child)
+    }
+
+    /// SIGKILL, as a crash: nothing runs after it.
+    pub fn kill(&mut self) {
+        self.0.kill().expect("SIGKILL the process");
+        self.0.wait().expect("reap");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

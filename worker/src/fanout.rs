@@ -22,7 +22,7 @@ use sea_orm::{
 
 use entity::status::EndpointStatus;
 
-use crate::deliveries::{AttemptContext, ROWS_PER_INSERT, lease_until, new_row};
+use crate::deliveries::{AttemptContext, Lease, ROWS_PER_INSERT, new_row};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FanOut {
@@ -114,7 +114,7 @@ pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
         .map(|e| (e.id.to_string(), e))
         .collect();
     let now = Utc::now();
-    let locked_until = lease_until(now, lease);
+    let claim = Lease::new(now, lease);
     // Per message: its event, or why not, and the rows it wants.
     let mut planned = Vec::with_capacity(messages.len());
     let mut rows = Vec::new();
@@ -135,7 +135,7 @@ pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
         let mut mine = Vec::with_capacity(endpoints.len());
         // An endpoint hears only its own mode's events.
         for endpoint in endpoints.iter().filter(|e| e.livemode == event.livemode) {
-            let row = new_row(event, &endpoint.id, immediate.then_some(locked_until), now);
+            let row = new_row(event, &endpoint.id, immediate.then_some(&claim), now);
             mine.push((row.clone().try_into_model()?, *endpoint));
             rows.push(row);
         }

@@ -21,8 +21,8 @@ pub fn claimed_delivery(
     now: DateTime<Utc>,
     lease: std::time::Duration,
 ) -> webhook_deliveries::ActiveModel {
-    let until = crate::deliveries::lease_until(now, lease);
-    crate::deliveries::new_row(event, endpoint_id, Some(until), now)
+    let claim = crate::deliveries::Lease::new(now, lease);
+    crate::deliveries::new_row(event, endpoint_id, Some(&claim), now)
 }
 
 /// The update that makes deliveries `pending`, due now and unclaimed; the caller says which.
@@ -30,10 +30,7 @@ pub fn due_now() -> sea_orm::UpdateMany<webhook_deliveries::Entity> {
     crate::deliveries::due_now()
 }
 
-/// The end of a lease of `lease` taken at `now`, as a claim stores it.
-pub fn lease_until(now: DateTime<Utc>, lease: std::time::Duration) -> DateTime<Utc> {
-    crate::deliveries::lease_until(now, lease)
-}
+pub use crate::deliveries::Lease;
 
 /// A delivery with its event and endpoint, ready for an attempt; `None` if it is gone.
 pub async fn load<C: ConnectionTrait>(

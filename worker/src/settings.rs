@@ -31,6 +31,9 @@ pub struct WebhookSettings {
     pub disable_after: Duration,
     /// How long the secret replaced by a rotation keeps signing beside the new one.
     pub secret_overlap: Duration,
+    /// A worker's claim on the rows it sends, renewed every quarter of it while it holds them:
+    /// how soon a dead worker's rows are sent again by another (or by itself, restarted).
+    pub lease: Duration,
 }
 
 impl WebhookSettings {
@@ -57,6 +60,15 @@ impl WebhookSettings {
             endpoint_concurrency: env.positive("PAYRAIL_WEBHOOK_ENDPOINT_CONCURRENCY", "10")?,
             disable_after: env.period("PAYRAIL_WEBHOOK_DISABLE_AFTER", "5days")?,
             secret_overlap: env.duration("PAYRAIL_WEBHOOK_SECRET_OVERLAP", "24h")?,
+            lease: env.parse("PAYRAIL_WEBHOOK_LEASE", "4s", |v| {
+                match runtime::settings::parse_duration(v)? {
+                    d if d < MIN_LEASE => Err(format!(
+                        "must be at least {} ms: it is renewed every quarter of it",
+                        MIN_LEASE.as_millis()
+                    )),
+                    d => Ok(d),
+                }
+            })?,
         })
     }
 
@@ -80,12 +92,21 @@ impl WebhookSettings {
         }
     }
 
-    /// A claim outlives the HTTP timeout with room to record the result, so a live worker
-    /// never loses its row to another, and a dead one's rows come back soon after.
+    /// The worker's lease, renewed while it holds the rows ([`WebhookSettings::lease`]).
     pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// A claim that is not renewed (the gateway's one attempt now: a test event, a manual
+    /// retry) outlives the HTTP timeout with room to record the result, so the worker's sweep
+    /// never takes it from a live claimant, and a dead one's row comes back soon after.
+    pub fn one_shot_lease(&self) -> Duration {
         self.timeout * 2 + Duration::from_secs(5)
     }
 }
+
+/// The shortest lease allowed: renewals every quarter of it must not crowd the database.
+const MIN_LEASE: Duration = Duration::from_millis(500);
 
 /// `PAYRAIL_WEBHOOK_TARGETS`, or the older `PAYRAIL_ALLOW_PRIVATE_WEBHOOK_URLS` (true means
 /// `any`, false `public`) so an existing deployment keeps its meaning; both at once is refused.
@@ -182,6 +203,8 @@ mod tests {
         assert_eq!(w.endpoint_concurrency, 10);
         assert_eq!(w.disable_after, Duration::from_secs(5 * 24 * 3600));
         assert_eq!(w.secret_overlap, Duration::from_secs(24 * 3600));
+        assert_eq!(w.lease(), Duration::from_secs(4));
+        assert_eq!(w.one_shot_lease(), Duration::from_secs(25));
         assert_eq!(w.retry_policy(), entity::retry::RetryPolicy::default());
         let real = Settings::read(&Env::from_pairs(&[
             ("DATABASE_URL", "postgres://x/db"),
@@ -218,6 +241,13 @@ mod tests {
         )]))
         .unwrap_err();
         assert_eq!(err.variable, "PAYRAIL_WEBHOOK_RETRY_SCHEDULE");
+        let err =
+            Settings::read(&Env::from_pairs(&[("PAYRAIL_WEBHOOK_LEASE", "100ms")])).unwrap_err();
+        assert_eq!(err.variable, "PAYRAIL_WEBHOOK_LEASE");
+        assert!(err.to_string().contains("at least 500 ms"), "{err}");
+        let short = Settings::read(&Env::from_pairs(&[("PAYRAIL_WEBHOOK_LEASE", "1s")]))
+            .expect("a 1 s lease");
+        assert_eq!(short.worker.webhook.lease(), Duration::from_secs(1));
     }
 
     #[test]

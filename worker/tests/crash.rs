@@ -2,44 +2,23 @@
 //! not yet acknowledged, rows claimed and not yet recorded) is lost; a new process delivers it.
 
 use std::collections::HashSet;
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use payrail_tests::{Behavior, Options, Receiver, TestApp};
+use payrail_tests::{Behavior, Options, Process, Receiver, TestApp};
 
-/// The worker process, killed when dropped, so a failing test leaves no process behind.
-struct WorkerProcess(Child);
-
-impl WorkerProcess {
-    fn kill(&mut self) {
-        self.0.kill().expect("SIGKILL the worker");
-        self.0.wait().expect("reap");
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_worker(app: &TestApp) -> WorkerProcess {
-    let child = app
-        .worker_command(env!("CARGO_BIN_EXE_worker"))
+fn start_worker(app: &TestApp) -> Process {
+    let mut command = app.worker_command(env!("CARGO_BIN_EXE_worker"));
+    command
         .env("PAYRAIL_WEBHOOK_SWEEP_INTERVAL", "200ms")
         .env("PAYRAIL_WEBHOOK_BACKOFF_BASE", "10ms")
         .env("PAYRAIL_WEBHOOK_BACKOFF_MAX", "100ms")
-        // A 1 s timeout makes a claim's lease 7 s: a dead worker's rows come back soon.
         .env("PAYRAIL_WEBHOOK_TIMEOUT", "1s")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the worker binary");
-    WorkerProcess(child)
+        // A dead worker's rows come back a second after its last renewal.
+        .env("PAYRAIL_WEBHOOK_LEASE", "1s")
+        .env("RUST_LOG", "warn");
+    Process::spawn_quiet(command)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

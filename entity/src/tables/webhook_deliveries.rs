@@ -22,6 +22,9 @@ pub struct Model {
     pub next_retry_at: Option<DateTimeUtc>,
     /// While `processing`: the claim's lease. Past it, any worker may claim the row again.
     pub locked_until: Option<DateTimeUtc>,
+    /// While `processing`: the claim's random token. The claimant's writes are fenced on it,
+    /// so its lease may be renewed while a takeover (a new token) still shuts it out.
+    pub lease_token: Option<String>,
     pub last_attempt_at: Option<DateTimeUtc>,
     pub http_status: Option<i32>,
     pub error_message: Option<String>,

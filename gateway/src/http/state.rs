@@ -92,7 +92,7 @@ impl AppState {
         delivery_id: &entity::ids::DeliveryId,
     ) -> Result<bool, sea_orm::DbErr> {
         use crate::webhooks::deliveries::{claim_for_retry, send_claimed};
-        if !claim_for_retry(&self.db, delivery_id, self.webhook.lease()).await? {
+        if !claim_for_retry(&self.db, delivery_id, self.webhook.one_shot_lease()).await? {
             return Ok(false);
         }
         let (state, id) = (self.clone(), delivery_id.clone());

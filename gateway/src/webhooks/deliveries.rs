@@ -113,12 +113,11 @@ pub async fn claim_for_retry<C: ConnectionTrait>(
 ) -> Result<bool, DbErr> {
     use webhook_deliveries::Column as C;
     let now = Utc::now();
+    let claim = worker::manual::Lease::new(now, lease);
     let claimed = webhook_deliveries::Entity::update_many()
         .col_expr(C::Status, Expr::value(DeliveryStatus::Processing))
-        .col_expr(
-            C::LockedUntil,
-            Expr::value(worker::manual::lease_until(now, lease)),
-        )
+        .col_expr(C::LockedUntil, Expr::value(claim.until))
+        .col_expr(C::LeaseToken, Expr::value(claim.token))
         .col_expr(C::NextRetryAt, Expr::value(now))
         .col_expr(C::UpdatedAt, Expr::value(now))
         .col_expr(

@@ -318,7 +318,7 @@ async fn three_due_deliveries() -> (TestApp, Worker, Receiver) {
 async fn a_worker_killed_mid_batch_loses_nothing() {
     let (app, worker, receiver) = three_due_deliveries().await;
     // Worker A claims the batch and dies before sending anything.
-    let claimed = claim_due(&app.db, 50, 10, Duration::from_millis(800))
+    let claimed = claim_due(&app.db, 50, 10, Duration::from_millis(800), &[])
         .await
         .expect("claim")
         .ids;
@@ -584,7 +584,7 @@ async fn a_result_recorded_after_the_lease_ran_out_changes_nothing() {
     app.create_payment(100).await;
     handle_next(&app, &worker).await;
     // Worker A claims the delivery and is then stalled past its lease.
-    let claimed = claim_due(&app.db, 10, 10, Duration::from_secs(60))
+    let claimed = claim_due(&app.db, 10, 10, Duration::from_secs(60), &[])
         .await
         .expect("claim")
         .ids;
@@ -729,7 +729,7 @@ async fn a_batch_of_messages_fans_out_together_and_each_gets_its_own_outcome() {
 #[tokio::test]
 async fn results_committed_together_stand_alone_when_one_of_them_lost_its_lease() {
     let (app, _worker, _receiver) = three_due_deliveries().await;
-    let ids = claim_due(&app.db, 50, 10, Duration::from_secs(30))
+    let ids = claim_due(&app.db, 50, 10, Duration::from_secs(30), &[])
         .await
         .expect("claim")
         .ids;
@@ -746,7 +746,8 @@ async fn results_committed_together_stand_alone_when_one_of_them_lost_its_lease(
     // Another worker took the second row over after our lease ran out.
     app.db
         .execute_unprepared(&format!(
-            "UPDATE webhook_deliveries SET locked_until = now() + interval '1 hour' WHERE id = '{}'",
+            "UPDATE webhook_deliveries SET locked_until = now() + interval '1 hour', \
+             lease_token = 'another-workers-claim' WHERE id = '{}'",
             ids[1]
         ))
         .await
@@ -896,7 +897,7 @@ async fn a_slow_receiver_does_not_hold_back_the_deliveries_behind_it() {
 #[tokio::test]
 async fn a_result_recorded_during_a_database_cut_is_committed_once_it_is_back() {
     let (app, _worker, _receiver) = three_due_deliveries().await;
-    let ids = claim_due(&app.db, 1, 10, Duration::from_secs(30))
+    let ids = claim_due(&app.db, 1, 10, Duration::from_secs(30), &[])
         .await
         .expect("claim")
         .ids;

@@ -151,6 +151,7 @@ pub(super) async fn finish_without_call<C: ConnectionTrait>(
     webhook_deliveries::Entity::update_many()
         .col_expr(C::Status, Expr::value(DeliveryStatus::Failed))
         .col_expr(C::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(C::LeaseToken, Expr::value(Option::<String>::None))
         .col_expr(C::NextRetryAt, Expr::value(Option::<DateTime<Utc>>::None))
         .col_expr(C::ErrorMessage, Expr::value(why))
         .col_expr(C::UpdatedAt, Expr::value(Utc::now()))

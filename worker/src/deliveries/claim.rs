@@ -14,7 +14,7 @@ use sea_orm::{
     QuerySelect, TransactionSession, TransactionTrait,
 };
 
-use super::rows::lease_until;
+use super::rows::Lease;
 
 /// What one claim took.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -26,6 +26,8 @@ pub struct Claim {
     /// Rows taken over from a worker whose lease ran out: each got an attempt of unknown
     /// outcome (that worker may have sent it, and the receiver may have it).
     pub taken_over: usize,
+    /// The claim's token (its rows' writes are fenced on it); `None` when nothing was due.
+    pub token: Option<String>,
 }
 
 /// `error_class` of an attempt whose outcome died with its worker.
@@ -35,11 +37,16 @@ pub const UNKNOWN_OUTCOME: &str = "unknown";
 /// died), then pending rows oldest due first. The rows are taken round-robin between
 /// endpoints, at most `per_endpoint` (or the endpoint's own `max_concurrency`) for any one, so
 /// a burst to one merchant neither fills a batch nor opens more connections than it allows.
+///
+/// `own` are the tokens of claims the caller still holds: their rows are never taken over
+/// by the caller itself, even past their lease (its database was cut while it sent them; it
+/// still has their results to record, and a resend would be a duplicate).
 pub async fn claim_due<C: TransactionTrait>(
     db: &C,
     limit: u64,
     per_endpoint: u32,
     lease: Duration,
+    own: &[String],
 ) -> Result<Claim, DbErr> {
     use webhook_deliveries::Column as C;
     let now = Utc::now();
@@ -60,15 +67,17 @@ pub async fn claim_due<C: TransactionTrait>(
             .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
             .into_tuple::<(DeliveryId, EndpointId)>()
     };
-    let mut found = candidates(
-        Condition::all()
-            .add(C::Status.eq(DeliveryStatus::Processing))
-            .add(C::LockedUntil.lte(now)),
-        false,
-        window,
-    )
-    .all(&txn)
-    .await?;
+    let mut expired = Condition::all()
+        .add(C::Status.eq(DeliveryStatus::Processing))
+        .add(C::LockedUntil.lte(now));
+    if !own.is_empty() {
+        expired = expired.add(
+            Condition::any()
+                .add(C::LeaseToken.is_null())
+                .add(C::LeaseToken.is_not_in(own.iter().map(String::as_str))),
+        );
+    }
+    let mut found = candidates(expired, false, window).all(&txn).await?;
     let expired = found.len();
     if (found.len() as u64) < window {
         let rest = window - found.len() as u64;
@@ -99,11 +108,12 @@ pub async fn claim_due<C: TransactionTrait>(
     };
     let ids = round_robin(&found, limit, cap);
     let more = ids.len() < found.len() || found.len() as u64 == window;
-    if !ids.is_empty() {
-        let until = lease_until(now, lease);
+    let claim = (!ids.is_empty()).then(|| Lease::new(now, lease));
+    if let Some(claim) = &claim {
         webhook_deliveries::Entity::update_many()
             .col_expr(C::Status, Expr::value(DeliveryStatus::Processing))
-            .col_expr(C::LockedUntil, Expr::value(until))
+            .col_expr(C::LockedUntil, Expr::value(claim.until))
+            .col_expr(C::LeaseToken, Expr::value(claim.token.clone()))
             .col_expr(C::UpdatedAt, Expr::value(now))
             .filter(C::Id.is_in(ids.clone()))
             .exec(&txn)
@@ -120,6 +130,7 @@ pub async fn claim_due<C: TransactionTrait>(
         ids,
         more,
         taken_over: taken_over.len(),
+        token: claim.map(|c| c.token),
     })
 }
 

@@ -139,6 +139,7 @@ pub(crate) async fn record_in<T: ConnectionTrait>(
             .col_expr(C::Attempts, Expr::value(attempts))
             .col_expr(C::NextRetryAt, Expr::value(next_retry_at))
             .col_expr(C::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(C::LeaseToken, Expr::value(Option::<String>::None))
             .col_expr(C::LastAttemptAt, Expr::value(now))
             .col_expr(C::HttpStatus, Expr::value(http_status))
             .col_expr(C::ErrorMessage, Expr::value(error_message.clone()))

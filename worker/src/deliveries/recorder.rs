@@ -3,16 +3,15 @@
 //! commits them in one transaction, so the database sees one commit (one WAL flush) for many
 //! attempts instead of one each. At low load a batch is a single result and nothing waits.
 //!
-//! A failed transaction is tried again, with the same results, while every row in it is still
-//! leased to this worker (writes are fenced by the lease, so a retry can never overwrite
-//! another worker's row): a database cut shorter than the lease costs no resend. Past the
-//! lease, the results fail: the rows are due again and a later sweep sends them again (at
-//! least once, never lost).
+//! A failed transaction is tried again, with the same results, for up to two minutes. Writes
+//! are fenced by each claim's token, so a retry can never overwrite a row another worker took
+//! over; meanwhile the worker keeps renewing the rows' leases (and its own sweeps never take
+//! them), so a database cut costs no resend unless another worker takes the rows first once
+//! the database is back. Past the patience, the results fail: the rows' leases end and a later
+//! sweep sends them again (at least once, never lost).
 
 use std::sync::Arc;
 use std::time::Duration;
-
-use chrono::Utc;
 
 use entity::webhook_deliveries;
 use entity::webhook_endpoints;
@@ -97,7 +96,7 @@ async fn lane(
                 }
             }
         }
-        match commit_while_leased(&db, &rules, &batch).await {
+        match commit_patiently(&db, &rules, &batch).await {
             Ok(outcomes) => {
                 for (job, (outcome, disabled)) in batch.into_iter().zip(outcomes) {
                     after_commit(
@@ -114,7 +113,7 @@ async fn lane(
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, results = batch.len(), "could not record attempt results while their leases lasted; they are sent again");
+                tracing::error!(error = %e, results = batch.len(), "could not record attempt results; their rows are sent again once their leases end");
                 for job in batch {
                     let _ = job.done.send(Err(e.to_string()));
                 }
@@ -123,19 +122,22 @@ async fn lane(
     }
 }
 
-/// Before a lease's end, the last moment a retried commit may start.
-const LEASE_MARGIN: Duration = Duration::from_secs(1);
+/// How long a failed commit is tried again. Writes are fenced by the claims' tokens, so a
+/// late write can never overwrite a row another worker took over: the only limit is how long
+/// a result is worth holding (the worker renews the rows' leases meanwhile, so a database
+/// cut shorter than this, once the database is back, resends nothing).
+const PATIENCE: Duration = Duration::from_secs(120);
 /// The first pause before a failed commit is tried again; it doubles up to [`MOST_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
-const MOST_PAUSE: Duration = Duration::from_secs(2);
+const MOST_PAUSE: Duration = Duration::from_secs(1);
 
-/// [`commit`], tried again after a failure while the batch's earliest lease lasts.
-async fn commit_while_leased(
+/// [`commit`], tried again after a failure for up to [`PATIENCE`].
+async fn commit_patiently(
     db: &DatabaseConnection,
     rules: &Rules,
     batch: &[Job],
 ) -> Result<Vec<(AttemptOutcome, Option<DisabledReason>)>, DbErr> {
-    let lease_ends = batch.iter().filter_map(|j| j.delivery.locked_until).min();
+    let give_up = tokio::time::Instant::now() + PATIENCE;
     let mut pause = FIRST_PAUSE;
     let mut tries = 1u32;
     loop {
@@ -152,12 +154,10 @@ async fn commit_while_leased(
             }
             Err(e) => e,
         };
-        let next_try = Utc::now()
-            + chrono::Duration::from_std(pause + LEASE_MARGIN).unwrap_or(chrono::Duration::MAX);
-        if lease_ends.is_none_or(|ends| next_try >= ends) {
+        if tokio::time::Instant::now() + pause >= give_up {
             return Err(failure);
         }
-        tracing::warn!(error = %failure, tries, results = batch.len(), "could not record attempt results yet; trying again while their leases last");
+        tracing::warn!(error = %failure, tries, results = batch.len(), "could not record attempt results yet; trying again");
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MOST_PAUSE);
         tries += 1;

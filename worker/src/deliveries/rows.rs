@@ -14,8 +14,25 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
 };
 
-/// When a claim made at `now` for `lease` ends, at the database's precision (microseconds),
-/// so the value a worker holds compares equal to the stored one when it fences its write.
+/// A claim of delivery rows: until when, and the token its later writes are fenced on. Every
+/// claim makes a fresh one ([`Lease::new`]); a renewal moves `until`, never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub until: DateTime<Utc>,
+    pub token: String,
+}
+
+impl Lease {
+    /// A new claim taken at `now` for `lease`, with a token no other claim has.
+    pub fn new(now: DateTime<Utc>, lease: Duration) -> Lease {
+        Lease {
+            until: lease_until(now, lease),
+            token: uuid::Uuid::new_v4().simple().to_string(),
+        }
+    }
+}
+
+/// When a claim made at `now` for `lease` ends, at the database's precision (microseconds).
 pub fn lease_until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
     use chrono::SubsecRound as _;
     (now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30)))
@@ -31,18 +48,19 @@ pub fn due_now() -> sea_orm::UpdateMany<webhook_deliveries::Entity> {
         .col_expr(C::Status, Expr::value(DeliveryStatus::Pending))
         .col_expr(C::NextRetryAt, Expr::value(now))
         .col_expr(C::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(C::LeaseToken, Expr::value(Option::<String>::None))
         .col_expr(C::UpdatedAt, Expr::value(now))
 }
 
-/// A new delivery row of `event` to `endpoint_id`: claimed until `claimed_until` (sent at
-/// once by whoever inserts it), or otherwise due now for the sweep.
+/// A new delivery row of `event` to `endpoint_id`: claimed under `claim` (sent at once by
+/// whoever inserts it), or otherwise due now for the sweep.
 pub fn new_row(
     event: &events::Model,
     endpoint_id: &EndpointId,
-    claimed_until: Option<DateTime<Utc>>,
+    claim: Option<&Lease>,
     now: DateTime<Utc>,
 ) -> webhook_deliveries::ActiveModel {
-    let (status, next_retry_at) = match claimed_until {
+    let (status, next_retry_at) = match claim {
         Some(_) => (DeliveryStatus::Processing, None),
         None => (DeliveryStatus::Pending, Some(now)),
     };
@@ -56,7 +74,8 @@ pub fn new_row(
         attempts: Set(0),
         earlier_attempts: Set(0),
         next_retry_at: Set(next_retry_at),
-        locked_until: Set(claimed_until),
+        locked_until: Set(claim.map(|c| c.until)),
+        lease_token: Set(claim.map(|c| c.token.clone())),
         last_attempt_at: Set(None),
         http_status: Set(None),
         error_message: Set(None),
@@ -92,15 +111,39 @@ pub async fn hand_back<C: ConnectionTrait>(
     Ok(result.rows_affected == 1)
 }
 
-/// The row is still ours: processing under the very lease this worker's claim set.
+/// The row is still ours: processing under the very claim this worker made (its token; the
+/// lease's end may have been renewed since).
 pub(super) fn lease_held(delivery: &webhook_deliveries::Model) -> Condition {
     use webhook_deliveries::Column as C;
     Condition::all()
         .add(C::Status.eq(DeliveryStatus::Processing))
-        .add(match delivery.locked_until {
-            Some(until) => C::LockedUntil.eq(until),
-            None => C::LockedUntil.is_null(),
+        .add(match &delivery.lease_token {
+            Some(token) => C::LeaseToken.eq(token.as_str()),
+            // A claim always has a token: a row without one is nobody's to write.
+            None => Expr::value(false),
         })
+}
+
+/// Extends to `now + lease` the leases of the rows still held under these claims' tokens (a
+/// worker renews what it holds while it sends and records). A row taken over since has a new
+/// token and is not touched. Returns how many rows were renewed.
+pub async fn renew<C: ConnectionTrait>(
+    db: &C,
+    tokens: &[String],
+    lease: Duration,
+) -> Result<u64, DbErr> {
+    use webhook_deliveries::Column as C;
+    if tokens.is_empty() {
+        return Ok(0);
+    }
+    let now = Utc::now();
+    let result = webhook_deliveries::Entity::update_many()
+        .col_expr(C::LockedUntil, Expr::value(lease_until(now, lease)))
+        .filter(C::Status.eq(DeliveryStatus::Processing))
+        .filter(C::LeaseToken.is_in(tokens.iter().map(String::as_str)))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected)
 }
 
 /// Everything one attempt needs. The fan-out already holds it for the rows it claims; the

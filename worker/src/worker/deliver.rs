@@ -36,7 +36,10 @@ impl Worker {
     /// Attempts deliveries whose context is already in memory, concurrently.
     pub async fn deliver_loaded(&self, claimed: Vec<AttemptContext>) -> Vec<AttemptOutcome> {
         let inner = &self.inner;
-        self.hold(claimed.iter().map(|c| c.delivery.id.clone()));
+        self.hold(claimed.iter().filter_map(|c| {
+            let token = c.delivery.lease_token.clone()?;
+            Some((c.delivery.id.clone(), token))
+        }));
         // A row waits for a slot at most this long, so that what is left of its lease still
         // covers the HTTP timeout and recording the result.
         let slot_deadline = Instant::now() + inner.settings.timeout + Duration::from_secs(3);

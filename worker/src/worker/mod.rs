@@ -78,7 +78,7 @@ struct Inner {
     in_flight: AtomicUsize,
     idle: Notify,
     /// Deliveries this worker holds a claim on and has not recorded yet, released at shutdown.
-    claims: std::sync::Mutex<std::collections::HashSet<DeliveryId>>,
+    claims: std::sync::Mutex<std::collections::HashMap<DeliveryId, String>>,
     shutdown_grace: std::sync::Mutex<Duration>,
     /// The earliest time a retry is due that the sweep loop should wake for, before its
     /// regular tick: a schedule's delays hold to the second, not to the sweep interval.
@@ -164,9 +164,40 @@ impl Worker {
         }
     }
 
-    fn hold(&self, ids: impl IntoIterator<Item = DeliveryId>) {
+    /// Notes claimed rows (with their claim's token) as held: renewed while held, released at
+    /// shutdown, and never taken over by this worker's own sweeps.
+    fn hold(&self, rows: impl IntoIterator<Item = (DeliveryId, String)>) {
         if let Ok(mut c) = self.inner.claims.lock() {
-            c.extend(ids);
+            c.extend(rows);
+        }
+    }
+
+    /// The tokens of the claims this worker holds rows of.
+    fn held_tokens(&self) -> Vec<String> {
+        let mut tokens: Vec<String> = self
+            .inner
+            .claims
+            .lock()
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default();
+        tokens.sort_unstable();
+        tokens.dedup();
+        tokens
+    }
+
+    /// Renews the leases of the rows this worker holds every quarter lease while it runs, so
+    /// a lease only has to outlast a renewal's absence (a dead worker's rows come back within
+    /// a lease), not the longest send and its recording.
+    async fn renew_loop(self) {
+        let lease = self.inner.settings.lease();
+        let mut every = tokio::time::interval(lease / 4);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let tokens = self.held_tokens();
+            if let Err(e) = deliveries::renew(&self.inner.db, &tokens, lease).await {
+                tracing::warn!(error = %e, claims = tokens.len(), "could not renew the leases of held deliveries; trying again");
+            }
         }
     }
 
@@ -276,6 +307,7 @@ impl Worker {
                 s.batch_size,
                 s.endpoint_concurrency,
                 s.lease(),
+                &self.held_tokens(),
             )
             .await?;
             self.inner
@@ -283,7 +315,9 @@ impl Worker {
                 .unknown_outcomes
                 .inc_by(u64::try_from(claim.taken_over).unwrap_or(u64::MAX));
             let ids = claim.ids;
-            self.hold(ids.iter().cloned());
+            if let Some(token) = &claim.token {
+                self.hold(ids.iter().map(|id| (id.clone(), token.clone())));
+            }
             let more = claim.more && !ids.is_empty();
             total.claimed += ids.len();
             for outcome in self.deliver(&ids).await {
@@ -304,6 +338,7 @@ impl Worker {
     /// taking work and waits (up to the HTTP timeout and a margin) for sends in flight.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let renewals = tokio::spawn(self.clone().renew_loop());
         let consumer = tokio::spawn(self.clone().consume(stop_rx.clone()));
         let sweeps = tokio::spawn(self.clone().sweep_loop(stop_rx.clone()));
         shutdown.await;
@@ -328,6 +363,7 @@ impl Worker {
         })
         .await;
         self.release_claims().await;
+        renewals.abort();
         Ok(())
     }
 
@@ -338,7 +374,7 @@ impl Worker {
             .inner
             .claims
             .lock()
-            .map(|c| c.iter().cloned().collect())
+            .map(|c| c.keys().cloned().collect())
             .unwrap_or_default();
         if ids.is_empty() {
             return;

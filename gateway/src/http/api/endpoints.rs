@@ -327,7 +327,7 @@ impl EndpointsApi {
             &merchant.scope(),
             &endpoint_id,
             key,
-            state.webhook.lease(),
+            state.webhook.one_shot_lease(),
         )
         .await?;
         let delivery = crate::http::api::deliveries::detail(

@@ -385,7 +385,7 @@ pub async fn endpoint_action(
                 &scope,
                 &endpoint_id,
                 None,
-                state.webhook.lease(),
+                state.webhook.one_shot_lease(),
             )
             .await;
             match sent {
