@@ -1,15 +1,28 @@
 #!/usr/bin/env bash
 # The figures in docs/benchmarks.md, each scenario against a fresh database, with the release
 # build and the local PostgreSQL, RabbitMQ and Redis:
-#   bench/run.sh create|sustained|drain1|drain2|vs-svix|capacity [runs=3]
+#   bench/run.sh create|sustained|drain1|drain2|vs-svix|capacity|faults [runs=3]
 # Scenarios start and stop the gateway and workers themselves; nothing else may use port 8080.
 # vs-svix runs the same scenarios against Payrail and svix-server (built by
 # ../shared/peers/svix/build.sh into SVIX_DIR, default ../svix-peer), interleaved, and prints
 # the side-by-side table; its RESULT lines are kept in target/vs-svix-*.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scenario=${1:?create|sustained|drain1|drain2|vs-svix|capacity}
+scenario=${1:?create|sustained|drain1|drain2|vs-svix|capacity|faults}
 runs=${2:-3}
+
+if [ "$scenario" = faults ]; then
+  # The fault suite (worker/tests/faults.rs) at the issue's scale, with release builds: 150
+  # payments a second, a fault every 25 s (kills, cuts, an outage). It starts its own binaries
+  # on a scratch database and prints its figures.
+  cargo build -q --release -p gateway   # the test finds it beside its own worker binary
+  for run in $(seq "$runs"); do
+    echo "== faults run $run"
+    PAYRAIL_FAULTS_RATE=${RATE:-150} PAYRAIL_FAULTS_EVERY=${EVERY:-25} \
+      cargo nextest run --release -p worker --test faults --no-capture
+  done
+  exit 0
+fi
 bin=target/release
 cargo build -q --release -p gateway -p worker -p bench
 

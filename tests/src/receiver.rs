@@ -14,6 +14,11 @@ use poem::{Body, EndpointExt, Request, Response, Route, Server, handler, http::S
 pub struct Received {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// When the request arrived.
+    pub at: std::time::Instant,
+    /// The status it was answered with; `None` while it is being answered (or if the sender
+    /// went away first).
+    pub answered: Option<u16>,
 }
 
 impl Received {
@@ -64,11 +69,16 @@ async fn hook(req: &Request, body: Body, shared: Data<&Arc<Shared>>) -> Response
     let body = body.into_vec().await.unwrap_or_default();
     let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     shared.most_in_flight.fetch_max(now, Ordering::SeqCst);
-    shared
-        .received
-        .lock()
-        .expect("lock")
-        .push(Received { headers, body });
+    let index = {
+        let mut received = shared.received.lock().expect("lock");
+        received.push(Received {
+            headers,
+            body,
+            at: std::time::Instant::now(),
+            answered: None,
+        });
+        received.len() - 1
+    };
     let hang = *shared.hang.lock().expect("lock");
     if let Some(d) = hang {
         tokio::time::sleep(d).await;
@@ -79,6 +89,7 @@ async fn hook(req: &Request, body: Body, shared: Data<&Arc<Shared>>) -> Response
         let default = script.1;
         script.0.pop_front().unwrap_or(default)
     };
+    shared.received.lock().expect("lock")[index].answered = Some(status);
     // A 3xx points back at this receiver, so a sender that followed it would be counted twice.
     let mut response = Response::builder()
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
