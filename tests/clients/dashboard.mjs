@@ -124,9 +124,10 @@ try {
   await owner.screenshot({ path: `${shots}/3-delivery-failed.png`, fullPage: true });
 
   await Promise.all([
-    owner.waitForURL((url) => url.pathname === `/dashboard/deliveries/${deliveryId}` && url.search.includes("notice=")),
+    owner.waitForURL((url) => url.pathname === `/dashboard/deliveries/${deliveryId}` && url.search === ""),
     owner.getByRole("button", { name: `Retry delivery ${deliveryId}` }).click(),
   ]);
+  await owner.locator("p[role=status]").waitFor({ timeout: 5000 });
   await live(owner);
   await mark(owner);
   step("the owner pressed Retry");

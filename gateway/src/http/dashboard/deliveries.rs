@@ -5,12 +5,11 @@ use entity::event::rfc3339;
 use entity::ids::{DeliveryId, PaymentId};
 use entity::status::DeliveryStatus;
 use maud::{Markup, html};
-use poem::web::{Data, Path, Query};
+use poem::web::{Data, Path};
 use poem::{Response, handler};
 use serde::Deserialize;
 
 use crate::http::dashboard::frame::{Chrome, LIVE_PAYMENT, action_form, frame, nav};
-use crate::http::dashboard::payments::NoticeQuery;
 use crate::http::dashboard::session::{PageError, Posted, SignedIn, back_to, page, with_csrf};
 use crate::http::state::AppState;
 use crate::webhooks::{deliveries, endpoints};
@@ -63,7 +62,6 @@ pub async fn delivery_page(
     me: SignedIn,
     state: Data<&AppState>,
     Path(id): Path<String>,
-    Query(query): Query<NoticeQuery>,
 ) -> Result<Response, PageError> {
     const NO_SUCH: PageError = PageError::NotFound("No such delivery.");
     let delivery_id = DeliveryId::parse(&id).ok_or(NO_SUCH)?;
@@ -114,7 +112,7 @@ pub async fn delivery_page(
             attempts: &rows,
             retryable: matches!(d.status, DeliveryStatus::Failed | DeliveryStatus::Pending),
             can_act: me.user.can_act(),
-            notice: query.notice.as_deref(),
+            notice: me.flash.as_deref(),
         },
     )))
 }

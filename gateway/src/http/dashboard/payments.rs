@@ -95,11 +95,6 @@ pub async fn payments_page(
     Ok(page(list_view(&me.chrome(), &view)))
 }
 
-#[derive(Deserialize)]
-pub struct NoticeQuery {
-    pub(super) notice: Option<String>,
-}
-
 /// A payment with its events, refunds and webhook deliveries; cancel and refund buttons for
 /// those who may act.
 #[handler]
@@ -107,7 +102,6 @@ pub async fn payment_detail(
     me: SignedIn,
     state: Data<&AppState>,
     Path(id): Path<String>,
-    Query(query): Query<NoticeQuery>,
 ) -> Result<Response, PageError> {
     const NO_SUCH: PageError = PageError::NotFound("No such payment.");
     let payment_id = PaymentId::parse(&id).ok_or(NO_SUCH)?;
@@ -152,7 +146,7 @@ pub async fn payment_detail(
             refunds: &refunds,
             deliveries: &delivery_rows,
             can_act: me.user.can_act(),
-            notice: query.notice.as_deref(),
+            notice: me.flash.as_deref(),
         },
     )))
 }

@@ -33,6 +33,9 @@ pub(super) const REFRESH_COOKIE: &str = "payrail_refresh";
 /// The sign-in form's double-submit token (before there is a session to bind one to).
 pub(super) const CSRF_COOKIE: &str = "payrail_dashboard_csrf";
 pub(super) const PATH: &str = "/dashboard";
+/// The one-time message a form post leaves for the page it sends the browser to. A cookie,
+/// not the URL: a link cannot put words in the signed-in dashboard's mouth.
+pub(super) const FLASH_COOKIE: &str = "payrail_flash";
 
 /// Cookies chosen while answering a request, set on its answer by [`keep_cookies`].
 #[derive(Clone, Default)]
@@ -43,10 +46,32 @@ struct Outgoing(Arc<Mutex<Vec<String>>>);
 pub async fn keep_cookies<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> {
     let outgoing = Outgoing::default();
     req.extensions_mut().insert(outgoing.clone());
+    let flash = read_flash(&req);
+    if let Some(flash) = &flash {
+        req.extensions_mut().insert(flash.clone());
+    }
     let mut response = match next.call(req).await {
         Ok(r) => r.into_response(),
         Err(e) => e.into_response(),
     };
+    // Shown once: the page that showed it (a page of ours, drawn) forgets it.
+    let shown = response.status() == StatusCode::OK
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/html"));
+    if flash.is_some() && shown {
+        outgoing
+            .0
+            .lock()
+            .map(|mut c| {
+                c.push(format!(
+                    "{FLASH_COOKIE}=; Path={PATH}; Max-Age=0; HttpOnly; SameSite=Strict"
+                ))
+            })
+            .ok();
+    }
     let cookies = outgoing
         .0
         .lock()
@@ -58,6 +83,19 @@ pub async fn keep_cookies<E: Endpoint>(next: E, mut req: Request) -> poem::Resul
         }
     }
     Ok(response)
+}
+
+/// A message left by the form post before (see [`back_to`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Flash(pub String);
+
+fn read_flash(req: &Request) -> Option<Flash> {
+    let raw = csrf::read_cookie(req, FLASH_COOKIE)?;
+    let text: String = url::form_urlencoded::parse(format!("m={raw}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())?;
+    // Never more than a sentence of ours; anything else was not set by us.
+    (!text.is_empty() && text.len() <= 500).then_some(Flash(text))
 }
 
 /// Sets `cookie` on the answer to `req` (see [`keep_cookies`]).
@@ -159,6 +197,8 @@ fn state_of(req: &Request) -> poem::Result<&AppState> {
 pub struct SignedIn {
     pub user: DashboardUser,
     pub csrf: String,
+    /// The message the last form post left for this page, shown once.
+    pub flash: Option<String>,
 }
 
 impl SignedIn {
@@ -181,7 +221,8 @@ impl<'a> FromRequest<'a> for SignedIn {
         let state = state_of(req)?;
         let user = session(req, state).await.ok_or(PageError::SignIn)?;
         let csrf = state.dashboard.csrf_for(&user.family);
-        Ok(SignedIn { user, csrf })
+        let flash = req.extensions().get::<Flash>().map(|f| f.0.clone());
+        Ok(SignedIn { user, csrf, flash })
     }
 }
 
@@ -374,12 +415,17 @@ pub(super) fn page(markup: maud::Markup) -> Response {
     html_response(StatusCode::OK, markup.into_string())
 }
 
-/// After a form post: back to `path` (a dashboard page), with the notice to show there.
+/// After a form post: back to `path` (a dashboard page), which shows `notice` once (a
+/// flash cookie, never text in the URL).
 pub(super) fn back_to(path: &str, notice: &str) -> Response {
-    let query = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("notice", notice)
-        .finish();
-    Redirect::see_other(format!("{path}?{query}")).into_response()
+    let value: String = url::form_urlencoded::byte_serialize(notice.as_bytes()).collect();
+    let mut response = Redirect::see_other(path).into_response();
+    if let Ok(cookie) = header::HeaderValue::from_str(&format!(
+        "{FLASH_COOKIE}={value}; Path={PATH}; Max-Age=60; HttpOnly; SameSite=Strict"
+    )) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
 }
 
 /// Why an action was refused, as the API would tell it: the database's own text (table names,

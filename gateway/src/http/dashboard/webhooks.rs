@@ -35,7 +35,6 @@ const MOST_RECOVER_HOURS: u32 = 24 * 7;
 #[derive(Deserialize)]
 pub struct WebhooksQuery {
     status: Option<String>,
-    notice: Option<String>,
 }
 
 /// What the page shows besides its lists.
@@ -138,7 +137,7 @@ pub async fn webhooks_page(
     match query.status.as_deref().filter(|s| !s.is_empty()) {
         None => {
             let extra = Extra {
-                notice: query.notice.as_deref(),
+                notice: me.flash.as_deref(),
                 ..Extra::default()
             };
             render(&state, &me.user, &chrome, None, extra, StatusCode::OK).await
@@ -146,7 +145,7 @@ pub async fn webhooks_page(
         Some(s) => match DeliveryStatus::parse(s) {
             Some(status) => {
                 let extra = Extra {
-                    notice: query.notice.as_deref(),
+                    notice: me.flash.as_deref(),
                     ..Extra::default()
                 };
                 render(
