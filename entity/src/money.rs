@@ -368,9 +368,96 @@ pub fn format_stored_amount(minor_units: i64, currency_code: &str) -> String {
     }
 }
 
+/// An amount as a person types it in major units (`10`, `10.5`, `10.50`; `5000` for a currency
+/// without minor units) → minor units. Digits and at most one dot, no more decimals than the
+/// currency has, and at least one minor unit; anything else is refused with the reason.
+pub fn parse_major_units(text: &str, currency: Currency) -> Result<i64, String> {
+    let exponent = usize::from(currency.exponent());
+    let text = text.trim();
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
+    if text.is_empty()
+        || !digits(whole)
+        || !digits(fraction)
+        || (whole.is_empty() && fraction.is_empty())
+    {
+        // An example in the currency's own shape: 10.50, 10, 10.500.
+        let unit = 10i64.pow(u32::from(currency.exponent()));
+        let example = plain_major_units(10 * unit + unit / 2, currency);
+        return Err(format!(
+            "write the amount in {} as digits and a dot, like {example}",
+            currency.code()
+        ));
+    }
+    if fraction.len() > exponent {
+        return Err(match exponent {
+            0 => format!(
+                "{} has no minor units: write a whole number",
+                currency.code()
+            ),
+            n => format!("{} has {n} decimals at most", currency.code()),
+        });
+    }
+    let padded = format!("{whole}{fraction:0<exponent$}");
+    let minor: i64 = padded
+        .trim_start_matches('0')
+        .parse()
+        .or_else(|_| {
+            if padded.chars().all(|c| c == '0') {
+                Ok(0)
+            } else {
+                Err(())
+            }
+        })
+        .map_err(|_| "the amount is too large".to_string())?;
+    Amount::new(minor).map(Amount::minor_units).ok_or_else(|| {
+        "the amount must be more than zero and less than a hundred trillion".to_string()
+    })
+}
+
+/// Minor units written plainly in major units for a form field (`10.50`, `5000`): no symbol,
+/// no separators, so [`parse_major_units`] reads it back.
+pub fn plain_major_units(minor_units: i64, currency: Currency) -> String {
+    let exponent = u32::from(currency.exponent());
+    let factor = 10i64.pow(exponent);
+    match exponent {
+        0 => minor_units.to_string(),
+        _ => format!(
+            "{}.{:0width$}",
+            minor_units / factor,
+            (minor_units % factor).abs(),
+            width = exponent as usize
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amounts_typed_in_major_units_become_minor_units_or_a_reason() {
+        let c = |code| Currency::parse(code).expect("known");
+        assert_eq!(parse_major_units("10.50", c("EUR")), Ok(1050));
+        assert_eq!(parse_major_units(" 10.5 ", c("EUR")), Ok(1050));
+        assert_eq!(parse_major_units("10", c("EUR")), Ok(1000));
+        assert_eq!(parse_major_units(".05", c("USD")), Ok(5));
+        assert_eq!(parse_major_units("5000", c("XAF")), Ok(5000));
+        assert_eq!(parse_major_units("1.250", c("KWD")), Ok(1250));
+        for bad in ["", "-5", "10,50", "1e3", "10.505", "0", "0.00", "abc", "."] {
+            assert!(
+                parse_major_units(bad, c("EUR")).is_err(),
+                "{bad:?} is refused"
+            );
+        }
+        assert!(parse_major_units("50.5", c("XAF")).is_err_and(|e| e.contains("no minor units")));
+        assert!(parse_major_units("99999999999999999999", c("EUR")).is_err());
+        for (minor, code) in [(1050, "EUR"), (5, "USD"), (5000, "XAF"), (1250, "KWD")] {
+            let text = plain_major_units(minor, c(code));
+            assert_eq!(parse_major_units(&text, c(code)), Ok(minor), "{text}");
+        }
+        assert_eq!(plain_major_units(1050, c("EUR")), "10.50");
+    }
 
     #[test]
     fn amounts_are_written_as_customers_read_them() {

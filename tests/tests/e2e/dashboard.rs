@@ -696,10 +696,23 @@ async fn only_owners_create_roll_and_revoke_api_keys_and_the_api_follows_at_once
 
     let page = owner.get("/dashboard/keys").await;
     let replacement_id = key_row_id(&page, &replacement);
-    let revoked = owner
+    let asked = owner
         .post_form(
             &format!("/dashboard/keys/{replacement_id}/revoke"),
             &[("csrf_token", &token)],
+        )
+        .await;
+    assert_eq!(asked.status, 200);
+    assert!(asked.body.contains("Revoke the key"), "revoking asks first");
+    assert_eq!(
+        app.get_json(&replacement, "/v1/payments").await.0,
+        200,
+        "asking revokes nothing"
+    );
+    let revoked = owner
+        .post_form(
+            &format!("/dashboard/keys/{replacement_id}/revoke"),
+            &[("csrf_token", &token), ("confirmed", "yes")],
         )
         .await;
     assert_eq!(revoked.status, 200);
@@ -789,6 +802,28 @@ async fn the_payments_list_filters_and_pages_and_a_refund_form_refunds_once() {
         .and_then(|rest| rest.split('"').next())
         .expect("the refund form")
         .to_string();
+    // The form is prefilled with what is left, in major units of the payment's currency.
+    let detail = browser.get(&format!("/dashboard/payments/{id}")).await;
+    assert!(
+        detail.body.contains(r#"value="49.99""#) && detail.body.contains("Refund amount (EUR)"),
+        "prefilled in euros"
+    );
+    // The first press only asks: what goes back, with the amount read in euros.
+    let asked = browser
+        .post_form(
+            &format!("/dashboard/payments/{id}/refund"),
+            &[
+                ("csrf_token", &token),
+                ("idempotency_key", &idempotency_key),
+                ("amount", "10"),
+            ],
+        )
+        .await;
+    assert_eq!(asked.status, 200);
+    assert!(asked.body.contains("Refund €10.00?"), "{}", asked.body);
+    assert!(asked.body.contains(r#"name="confirmed" value="yes""#));
+    let (_, p) = app.get_json(&key, &format!("/v1/payments/{id}")).await;
+    assert_eq!(p["amount_refunded"], 0, "asking refunds nothing");
     for _ in 0..2 {
         let r = browser
             .post_form(
@@ -796,7 +831,8 @@ async fn the_payments_list_filters_and_pages_and_a_refund_form_refunds_once() {
                 &[
                     ("csrf_token", &token),
                     ("idempotency_key", &idempotency_key),
-                    ("amount", "1000"),
+                    ("amount", "10.00"),
+                    ("confirmed", "yes"),
                 ],
             )
             .await;
@@ -817,7 +853,8 @@ async fn the_payments_list_filters_and_pages_and_a_refund_form_refunds_once() {
             &[
                 ("csrf_token", &token),
                 ("idempotency_key", "other"),
-                ("amount", "-5"),
+                ("amount", "45.00"),
+                ("confirmed", "yes"),
             ],
         )
         .await;
@@ -997,6 +1034,14 @@ async fn the_webhooks_pages_manage_endpoints_and_show_every_attempt() {
             &[("csrf_token", &token)],
         )
         .await;
+    assert_eq!(off.status, 200, "disabling asks first");
+    assert!(off.body.contains("Disable the endpoint"));
+    let off = owner
+        .post_form(
+            &format!("/dashboard/webhooks/{}/disable", endpoint.id),
+            &[("csrf_token", &token), ("confirmed", "yes")],
+        )
+        .await;
     assert_eq!(off.status, 303);
     assert!(
         owner
@@ -1021,7 +1066,7 @@ async fn the_webhooks_pages_manage_endpoints_and_show_every_attempt() {
     let rotated = owner
         .post_form(
             &format!("/dashboard/webhooks/{}/rotate", endpoint.id),
-            &[("csrf_token", &token)],
+            &[("csrf_token", &token), ("confirmed", "yes")],
         )
         .await;
     assert_eq!(rotated.status, 200);

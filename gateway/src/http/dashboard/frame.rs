@@ -15,6 +15,9 @@ form.signin{max-width:22rem;margin:3rem auto;background:#fff;padding:1.5rem;bord
 label{display:block;margin:.75rem 0 .25rem}input{width:100%;padding:.6rem;font:inherit}\
 button{min-height:44px;padding:.6rem 1rem;font:inherit;font-weight:600;border-radius:.5rem;border:2px solid #0b5cad;background:#0b5cad;color:#fff;cursor:pointer}\
 button.link{background:#fff;color:#0b5cad}\
+button.danger{background:#a40000;border-color:#a40000}\
+.confirm{background:#fff;padding:1.25rem;border-radius:.75rem;border-left:4px solid #a40000;max-width:36rem}\
+.confirm .actions{display:flex;flex-wrap:wrap;gap:1rem;align-items:center}\
 button:focus-visible,a:focus-visible,input:focus-visible{outline:3px solid #f5a623;outline-offset:2px}\
 form.inline{display:inline-block;margin:0 .25rem .25rem 0}\
 .test-mode{margin:0;padding:.35rem 1rem;background:#fff4d6;border-bottom:2px solid #e8a200;color:#5c4100;font-weight:600;text-align:center}\
@@ -128,6 +131,50 @@ pub fn action_form(
             button.link type="submit" aria-label=(aria) { (label) }
         }
     }
+}
+
+/// The step before an action that moves money or cuts something off.
+pub struct Confirm<'a> {
+    pub title: &'a str,
+    /// What will happen, said plainly (and what cannot be undone).
+    pub consequence: &'a str,
+    /// Where the action posts, and the fields it posts (besides the CSRF token).
+    pub action: &'a str,
+    pub fields: &'a [(&'a str, &'a str)],
+    /// The danger button's words: the act itself ("Refund €10.50").
+    pub button: &'a str,
+    /// The page to go back to without acting.
+    pub back: &'a str,
+}
+
+/// Asks before acting: the consequence, the same form again with `confirmed=yes` behind a
+/// danger button, and a way back that does nothing. No script: the strict CSP holds.
+pub fn confirm(chrome: &Chrome<'_>, c: &Confirm<'_>) -> Markup {
+    frame(
+        c.title,
+        "",
+        html! {
+            (nav(chrome, ""))
+            main {
+                h1 { (c.title) }
+                form.confirm method="post" action=(c.action) {
+                    p { (c.consequence) }
+                    input type="hidden" name="csrf_token" value=(chrome.csrf_token);
+                    input type="hidden" name="confirmed" value="yes";
+                    @for (name, value) in c.fields { input type="hidden" name=(name) value=(value); }
+                    p.actions {
+                        button.danger type="submit" { (c.button) }
+                        a href=(c.back) { "Cancel, go back" }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Whether a posted form carries the confirmation step's `confirmed=yes`.
+pub fn confirmed(field: Option<&str>) -> bool {
+    field == Some("yes")
 }
 
 /// A share as the page shows it: `97.5 %`, or `—` when nothing was measured.

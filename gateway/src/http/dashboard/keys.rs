@@ -9,7 +9,7 @@ use poem::{Response, handler};
 use serde::Deserialize;
 
 use crate::core::error::ServiceError;
-use crate::http::dashboard::frame::{Chrome, frame, nav};
+use crate::http::dashboard::frame::{Chrome, Confirm, confirm, confirmed, frame, nav};
 use crate::http::dashboard::session::{Own, PageError, Posted, SignedIn, page, told, with_csrf};
 use crate::http::state::AppState;
 use crate::merchants::users::DashboardUser;
@@ -76,6 +76,8 @@ pub struct CreateKeyForm {
 pub struct KeyActionForm {
     csrf_token: Option<String>,
     expires_in: Option<u64>,
+    /// `yes` once the confirmation step was passed (revoking asks first).
+    confirmed: Option<String>,
 }
 
 with_csrf!(CreateKeyForm, KeyActionForm);
@@ -125,6 +127,19 @@ pub async fn key_action(
         "roll" => KeyAction::Roll,
         _ => return Err(PageError::NotFound("No such action.")),
     };
+    if matches!(action, KeyAction::Revoke) && !confirmed(posted.form.confirmed.as_deref()) {
+        return Ok(page(confirm(
+            &posted.chrome(),
+            &Confirm {
+                title: &format!("Revoke key {id}?"),
+                consequence: "Every request made with this key is refused from now on, on every gateway. This cannot be undone: the integrations using it stop until they have a new key.",
+                action: &format!("/dashboard/keys/{id}/revoke"),
+                fields: &[],
+                button: "Revoke the key",
+                back: "/dashboard/keys",
+            },
+        )));
+    }
     let owner = KeyManager::Owner(posted.user.merchant_id.clone());
     let outcome = match action {
         KeyAction::Revoke => merchants::revoke_key(&state.db, &owner, &key_id)

@@ -4,7 +4,7 @@
 
 use entity::event::rfc3339;
 use entity::ids::PaymentId;
-use entity::money::format_stored_amount;
+use entity::money::{format_amount, format_stored_amount, plain_major_units};
 use entity::payment_status::PaymentStatus;
 use entity::payments;
 use entity::status::DeliveryStatus;
@@ -15,11 +15,12 @@ use serde::Deserialize;
 
 use crate::core::error::ServiceError;
 use crate::core::pagination::{CreatedRange, Page};
-use crate::http::dashboard::frame::{Chrome, LIVE_PAYMENT, LIVE_PAYMENTS, choice, frame, nav};
+use crate::http::dashboard::frame::{
+    Chrome, Confirm, LIVE_PAYMENT, LIVE_PAYMENTS, choice, confirm, confirmed, frame, nav,
+};
 use crate::http::dashboard::session::{
     PageError, Posted, SignedIn, back_to, html_response, page, told, with_csrf,
 };
-use crate::http::dashboard::sign_in::CsrfForm;
 use crate::http::state::AppState;
 use crate::payments::{refunds, service as payments_service};
 use crate::webhooks::{deliveries, endpoints, events};
@@ -147,6 +148,12 @@ pub async fn payment_detail(
             deliveries: &delivery_rows,
             can_act: me.user.can_act(),
             notice: me.flash.as_deref(),
+            currency: &p.currency,
+            refunded: format_stored_amount(p.amount_refunded, &p.currency),
+            refundable: plain_major_units(
+                p.amount - p.amount_refunded,
+                entity::money::Currency::stored(&p.currency),
+            ),
         },
     )))
 }
@@ -155,14 +162,62 @@ fn back_to_payment(payment_id: &str, notice: &str) -> Response {
     back_to(&format!("/dashboard/payments/{payment_id}"), notice)
 }
 
-/// The cancel button (as `POST /v1/payments/{id}/cancel`: at the provider first).
+#[derive(Deserialize)]
+pub struct CancelForm {
+    csrf_token: Option<String>,
+    confirmed: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct RefundForm {
+    csrf_token: Option<String>,
+    idempotency_key: Option<String>,
+    amount: Option<String>,
+    confirmed: Option<String>,
+}
+
+with_csrf!(CancelForm, RefundForm);
+
+/// The payment a button acts on, in the signed-in user's scope.
+async fn acted_on(
+    state: &AppState,
+    scope: &entity::ids::Scope,
+    id: &str,
+) -> Result<(PaymentId, payments::Model), PageError> {
+    const NO_SUCH: PageError = PageError::NotFound("No such payment.");
+    let payment_id = PaymentId::parse(id).ok_or(NO_SUCH)?;
+    let payment = payments_service::get(&state.db, scope, &payment_id)
+        .await
+        .map_err(PageError::db("payment"))?
+        .ok_or(NO_SUCH)?;
+    Ok((payment_id, payment))
+}
+
+/// The cancel button (as `POST /v1/payments/{id}/cancel`: at the provider first), after a
+/// confirmation step.
 #[handler]
 pub async fn cancel_payment(
-    posted: Posted<CsrfForm>,
+    posted: Posted<CancelForm>,
     state: Data<&AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
-    let payment_id = PaymentId::parse(&id).ok_or(PageError::NotFound("No such payment."))?;
+    let (payment_id, payment) = acted_on(&state, &posted.scope(), &id).await?;
+    if !confirmed(posted.form.confirmed.as_deref()) {
+        let amount = format_stored_amount(payment.amount, &payment.currency);
+        return Ok(page(confirm(
+            &posted.chrome(),
+            &Confirm {
+                title: &format!("Cancel payment {id}?"),
+                consequence: &format!(
+                    "The {amount} payment is cancelled at its provider: the customer can no longer pay it. This cannot be undone."
+                ),
+                action: &format!("/dashboard/payments/{id}/cancel"),
+                fields: &[],
+                button: "Cancel the payment",
+                back: &format!("/dashboard/payments/{id}"),
+            },
+        )));
+    }
     match payments_service::cancel(
         &state.db,
         &state.providers,
@@ -181,40 +236,32 @@ pub async fn cancel_payment(
     }
 }
 
-#[derive(Deserialize)]
-pub struct RefundForm {
-    csrf_token: Option<String>,
-    idempotency_key: Option<String>,
-    amount: Option<String>,
-}
-
-with_csrf!(RefundForm);
-
 /// The refund button (as `POST /v1/payments/{id}/refunds`, with the form's own idempotency
-/// key, so a double submit replays instead of refunding twice). The amount and the key obey
-/// the API's rules: a whole number of minor units the service checks against what is left,
-/// and a key of 1 to 255 characters (refused, never dropped).
+/// key, so a double submit replays instead of refunding twice). The amount is typed in major
+/// units of the payment's currency (`10.50`), prefilled with what is left to refund; a
+/// confirmation step says exactly what goes back. The key obeys the API's rule (1 to 255
+/// characters; refused, never dropped) and the service checks the amount against what is
+/// left.
 #[handler]
 pub async fn refund_payment(
     posted: Posted<RefundForm>,
     state: Data<&AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
-    let payment_id = PaymentId::parse(&id).ok_or(PageError::NotFound("No such payment."))?;
-    let amount = match posted
+    let (payment_id, payment) = acted_on(&state, &posted.scope(), &id).await?;
+    let currency = entity::money::Currency::stored(&payment.currency);
+    let left = payment.amount - payment.amount_refunded;
+    let typed = posted
         .form
         .amount
         .as_deref()
         .map(str::trim)
-        .filter(|a| !a.is_empty())
-    {
-        None => None,
-        Some(text) => Some(text.parse::<i64>().map_err(|_| {
-            PageError::Invalid(
-                "The refund amount must be a whole number of minor units (or empty for the rest)."
-                    .into(),
-            )
-        })?),
+        .filter(|a| !a.is_empty());
+    let amount = match typed {
+        None => left,
+        Some(text) => entity::money::parse_major_units(text, currency).map_err(|why| {
+            PageError::Invalid(format!("The refund amount was not understood: {why}."))
+        })?,
     };
     let key = posted.form.idempotency_key.as_deref();
     if key.is_some_and(|k| !crate::core::idempotency::key_is_valid(k)) {
@@ -222,12 +269,34 @@ pub async fn refund_payment(
             crate::core::idempotency::KEY_RULE.into(),
         ));
     }
+    if !confirmed(posted.form.confirmed.as_deref()) {
+        let plain = plain_major_units(amount, currency);
+        let said = format_amount(amount, currency);
+        return Ok(page(confirm(
+            &posted.chrome(),
+            &Confirm {
+                title: &format!("Refund {said}?"),
+                consequence: &format!(
+                    "{said} of the {} payment goes back to the customer ({} already refunded). A refund cannot be undone.",
+                    format_amount(payment.amount, currency),
+                    format_amount(payment.amount_refunded, currency),
+                ),
+                action: &format!("/dashboard/payments/{id}/refund"),
+                fields: &[
+                    ("amount", &plain),
+                    ("idempotency_key", key.unwrap_or_default()),
+                ],
+                button: &format!("Refund {said}"),
+                back: &format!("/dashboard/payments/{id}"),
+            },
+        )));
+    }
     match refunds::create(
         &state.db,
         &state.providers,
         &posted.scope(),
         &payment_id,
-        amount,
+        Some(amount),
         key,
     )
     .await
@@ -235,10 +304,11 @@ pub async fn refund_payment(
         Ok(committed) => {
             let outcome = state.effects.apply(committed, None).await;
             let r = &outcome.value;
+            let said = format_amount(r.amount, currency);
             let notice = if r.status == entity::status::RefundStatus::Failed {
-                format!("The refund {} failed at the provider.", r.id)
+                format!("The refund of {said} failed at the provider ({}).", r.id)
             } else {
-                format!("Refund {} of {} recorded ({}).", r.id, r.amount, r.status)
+                format!("Refund of {said} recorded ({}, {}).", r.id, r.status)
             };
             Ok(back_to_payment(&id, &notice))
         }
@@ -315,6 +385,10 @@ pub struct PaymentDetail<'a> {
     /// Owners and developers see the action buttons; viewers do not.
     pub can_act: bool,
     pub notice: Option<&'a str>,
+    /// The payment's currency code, and what is refunded and left, for the refund form.
+    pub currency: &'a str,
+    pub refunded: String,
+    pub refundable: String,
 }
 
 fn detail_view(chrome: &Chrome<'_>, view: &PaymentDetail<'_>) -> Markup {
@@ -332,7 +406,7 @@ fn detail_view(chrome: &Chrome<'_>, view: &PaymentDetail<'_>) -> Markup {
                 @if view.can_act && !p.status.is_final() {
                     form method="post" action={ "/dashboard/payments/" (p.id) "/cancel" } {
                         input type="hidden" name="csrf_token" value=(csrf_token);
-                        button type="submit" { "Cancel payment" }
+                        button.link type="submit" { "Cancel payment…" }
                     }
                 }
                 @if view.can_act && p.status == PaymentStatus::Succeeded {
@@ -340,9 +414,10 @@ fn detail_view(chrome: &Chrome<'_>, view: &PaymentDetail<'_>) -> Markup {
                         input type="hidden" name="csrf_token" value=(csrf_token);
                         // One key per rendering: a double click replays, it does not refund twice.
                         input type="hidden" name="idempotency_key" value=(entity::ids::random_token(24));
-                        label for="refund-amount" { "Refund (minor units; empty for the rest)" }
-                        input #refund-amount name="amount" inputmode="numeric" pattern="[0-9]*";
-                        p { button type="submit" { "Refund" } }
+                        label for="refund-amount" { "Refund amount (" (view.currency) ")" }
+                        input #refund-amount name="amount" inputmode="decimal" value=(view.refundable) aria-describedby="refund-left";
+                        p #refund-left { (view.refunded) " of " (view.amount) " refunded so far." }
+                        p { button type="submit" { "Refund…" } }
                     }
                 }
                 section #events-section aria-labelledby="events" data-live-region {

@@ -18,9 +18,11 @@ use serde::Deserialize;
 use crate::core::error::ServiceError;
 use crate::core::text::Text;
 use crate::http::api::dto::CreateEndpointRequest;
-use crate::http::dashboard::frame::{Chrome, LIVE_WEBHOOKS, action_form, choice, frame, nav};
+use crate::http::dashboard::frame::{
+    Chrome, Confirm, LIVE_WEBHOOKS, action_form, choice, confirm, confirmed, frame, nav,
+};
 use crate::http::dashboard::session::{
-    PageError, Posted, SignedIn, back_to, html_response, told, with_csrf,
+    PageError, Posted, SignedIn, back_to, html_response, page, told, with_csrf,
 };
 use crate::http::state::AppState;
 use crate::webhooks::deliveries;
@@ -184,6 +186,8 @@ pub struct EndpointActionForm {
     csrf_token: Option<String>,
     /// For `recover`: how far back failed deliveries are re-sent.
     hours: Option<u32>,
+    /// `yes` once the confirmation step was passed (disable and rotate ask first).
+    confirmed: Option<String>,
 }
 
 with_csrf!(NewEndpointForm, EndpointActionForm);
@@ -277,6 +281,17 @@ enum EndpointAction {
     Recover,
 }
 
+/// The action's name in its path.
+fn verb_path(action: &EndpointAction) -> &'static str {
+    match action {
+        EndpointAction::Test => "test",
+        EndpointAction::Disable => "disable",
+        EndpointAction::Enable => "enable",
+        EndpointAction::Rotate => "rotate",
+        EndpointAction::Recover => "recover",
+    }
+}
+
 impl EndpointAction {
     fn parse(text: &str) -> Option<EndpointAction> {
         Some(match text {
@@ -323,6 +338,36 @@ pub async fn endpoint_action(
         .map_err(PageError::db("endpoint action"))?
         .ok_or(NO_SUCH)?;
     let enabled = existing.status == EndpointStatus::Enabled;
+    // Disabling stops a merchant's webhooks; rotating changes what its server must verify.
+    let asked = match action {
+        EndpointAction::Disable => Some((
+            format!("Disable {}?", existing.url),
+            "Disable the endpoint",
+            "No webhook is sent to it until it is enabled again; events meanwhile are kept and can be re-sent with Recover.",
+        )),
+        EndpointAction::Rotate => Some((
+            format!("Rotate the signing secret of {}?", existing.url),
+            "Rotate the secret",
+            "A new signing secret is shown once; the old one keeps signing beside it for the overlap period, then stops. Your server must verify with the new one before then.",
+        )),
+        _ => None,
+    };
+    if let Some((title, button, consequence)) = asked
+        && !confirmed(posted.form.confirmed.as_deref())
+    {
+        let path = format!("/dashboard/webhooks/{id}/{}", verb_path(&action));
+        return Ok(page(confirm(
+            &posted.chrome(),
+            &Confirm {
+                title: &title,
+                consequence,
+                action: &path,
+                fields: &[],
+                button,
+                back: PAGE,
+            },
+        )));
+    }
     let status_change = |status| EndpointUpdate {
         url: None,
         enabled_events: None,
