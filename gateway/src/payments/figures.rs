@@ -39,7 +39,8 @@ pub struct Volume {
 #[derive(Debug, Clone, Default)]
 pub struct LastDay {
     pub hours: Vec<Hour>,
-    /// Succeeded among the window's payments that reached a final state.
+    /// Succeeded among the window's payments that succeeded or failed (cancelled ones are
+    /// neither).
     pub success_rate: Option<f64>,
     pub volumes: Vec<Volume>,
 }
@@ -106,7 +107,8 @@ pub async fn last_day<C: ConnectionTrait>(
                 succeeded += n;
                 finished += n;
             }
-            Some(PaymentStatus::Failed | PaymentStatus::Cancelled) => finished += n,
+            // A cancellation is the merchant's (or customer's) choice, not a failed payment.
+            Some(PaymentStatus::Failed) => finished += n,
             _ => {}
         }
     }

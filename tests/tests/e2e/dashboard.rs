@@ -1201,6 +1201,7 @@ async fn the_overview_charts_the_last_day_of_payments_and_webhooks() {
         (2500, "eur", "succeeded"),
         (700, "usd", "failed"),
         (900, "usd", "pending"),
+        (1100, "usd", "cancelled"),
     ] {
         let (s, p) = app
             .post_json(
@@ -1210,7 +1211,13 @@ async fn the_overview_charts_the_last_day_of_payments_and_webhooks() {
             )
             .await;
         assert_eq!(s, 201);
-        if outcome != "pending" {
+        let id = p["id"].as_str().expect("id");
+        if outcome == "cancelled" {
+            let (s, _) = app
+                .post_json(&key, &format!("/v1/payments/{id}/cancel"), json!({}))
+                .await;
+            assert_eq!(s, 200);
+        } else if outcome != "pending" {
             let (s, _) = app
                 .post_json(
                     &key,
@@ -1244,7 +1251,8 @@ async fn the_overview_charts_the_last_day_of_payments_and_webhooks() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let hour = chrono::Utc::now().format("%Y-%m-%dT%H").to_string();
-    // Succeeded 2 of 3 final payments; the pending one counts in "other".
+    // Succeeded 2 of the 3 that succeeded or failed: a cancellation is the merchant's choice,
+    // not a failure (as Stripe counts it); the pending and cancelled ones are "other".
     assert!(
         page.contains(r#"id="success-rate"><strong>66.7 %</strong>"#),
         "{page}"
@@ -1256,9 +1264,9 @@ async fn the_overview_charts_the_last_day_of_payments_and_webhooks() {
         r#"data-hour="{hour}" data-status="failed" data-count="1""#
     )));
     assert!(page.contains(&format!(
-        r#"data-hour="{hour}" data-status="other" data-count="1""#
+        r#"data-hour="{hour}" data-status="other" data-count="2""#
     )));
-    assert!(page.contains("2 succeeded, 1 failed, 1 other"));
+    assert!(page.contains("2 succeeded, 1 failed, 2 other"));
     // Volume by currency: succeeded only.
     assert!(
         page.contains(r#"data-currency="EUR"><strong>€40.00</strong> in 2 payments"#),
