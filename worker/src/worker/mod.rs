@@ -28,6 +28,8 @@ mod deliver;
 
 /// Sweeps one worker runs at once at most (each claims its own batch).
 const CONCURRENT_SWEEPS: usize = 4;
+/// The soonest a sweep runs again for rows already due when the last one ended.
+const AGAIN_AFTER: chrono::Duration = chrono::Duration::milliseconds(100);
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -275,8 +277,11 @@ impl Worker {
                 Err(e) => tracing::error!(error = %e, "sweep failed"),
             }
             match deliveries::next_retry_due(&worker.inner.db).await {
-                Ok(Some(due)) if due > chrono::Utc::now() => worker.wake_at(due),
-                Ok(_) => {}
+                // What is due already (it fell due while every sweep was busy) is swept again
+                // shortly, not at the next tick; the pause keeps rows that cannot be sent yet
+                // (their endpoint's slots are full) from spinning the loop.
+                Ok(Some(due)) => worker.wake_at(due.max(chrono::Utc::now() + AGAIN_AFTER)),
+                Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "could not read the next retry's time"),
             }
         });
