@@ -272,7 +272,8 @@ pub async fn create_endpoint(
     }
 }
 
-/// An endpoint's buttons.
+/// An endpoint's buttons, named in their paths.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum EndpointAction {
     Test,
     Disable,
@@ -281,27 +282,21 @@ enum EndpointAction {
     Recover,
 }
 
-/// The action's name in its path.
-fn verb_path(action: &EndpointAction) -> &'static str {
-    match action {
-        EndpointAction::Test => "test",
-        EndpointAction::Disable => "disable",
-        EndpointAction::Enable => "enable",
-        EndpointAction::Rotate => "rotate",
-        EndpointAction::Recover => "recover",
-    }
-}
-
 impl EndpointAction {
+    const ALL: [EndpointAction; 5] = [
+        Self::Test,
+        Self::Disable,
+        Self::Enable,
+        Self::Rotate,
+        Self::Recover,
+    ];
+
+    fn path(self) -> &'static str {
+        ["test", "disable", "enable", "rotate", "recover"][self as usize]
+    }
+
     fn parse(text: &str) -> Option<EndpointAction> {
-        Some(match text {
-            "test" => EndpointAction::Test,
-            "disable" => EndpointAction::Disable,
-            "enable" => EndpointAction::Enable,
-            "rotate" => EndpointAction::Rotate,
-            "recover" => EndpointAction::Recover,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|a| a.path() == text)
     }
 }
 
@@ -355,7 +350,7 @@ pub async fn endpoint_action(
     if let Some((title, button, consequence)) = asked
         && !confirmed(posted.form.confirmed.as_deref())
     {
-        let path = format!("/dashboard/webhooks/{id}/{}", verb_path(&action));
+        let path = format!("/dashboard/webhooks/{id}/{}", action.path());
         return Ok(page(confirm(
             &posted.chrome(),
             &Confirm {
