@@ -127,11 +127,16 @@ async fn a_created_payment_is_delivered_signed_and_a_sandbox_completion_follows(
         0
     );
 
-    // A delivery row per event, each succeeded with one attempt.
-    let (_, deliveries) = app
-        .get_json(&app.api_key, "/v1/webhook_deliveries?status=succeeded")
+    // A delivery row per event, each succeeded with one attempt (the worker records an
+    // attempt after the receiver answered it: wait for the record, not only the request).
+    let deliveries = app
+        .eventually(WAIT, "both deliveries recorded as succeeded", || async {
+            let (_, d) = app
+                .get_json(&app.api_key, "/v1/webhook_deliveries?status=succeeded")
+                .await;
+            (d["data"].as_array().map(Vec::len) == Some(2)).then_some(d)
+        })
         .await;
-    assert_eq!(deliveries["data"].as_array().map(Vec::len), Some(2));
     let one = deliveries["data"][0]["id"].as_str().expect("id");
     let (_, detail) = app
         .get_json(&app.api_key, &format!("/v1/webhook_deliveries/{one}"))
