@@ -21,9 +21,11 @@
   }
 
   // Fetches this page again and swaps its live parts. The fetch also renews an expired
-  // session (the handler sets the cookies) and finds an ended one (sign-in page).
+  // session (the handler sets the cookies) and finds an ended one (sign-in page). Its header
+  // tells the server this is a refresh, so it leaves a form's one-time message to the page
+  // the form sends the browser to (the old page's refresh can race that navigation).
   function reload() {
-    return fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } })
+    return fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html", "Payrail-Live-Refresh": "1" } })
       .then(function (r) {
         if (r.redirected || r.status === 401) {
           location.reload();

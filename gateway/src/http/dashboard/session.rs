@@ -36,6 +36,8 @@ pub(super) const PATH: &str = "/dashboard";
 /// The one-time message a form post leaves for the page it sends the browser to. A cookie,
 /// not the URL: a link cannot put words in the signed-in dashboard's mouth.
 pub(super) const FLASH_COOKIE: &str = "payrail_flash";
+/// Set by live.js on the fetch that refreshes a page's live regions.
+const LIVE_REFRESH_HEADER: &str = "payrail-live-refresh";
 
 /// Cookies chosen while answering a request, set on its answer by [`keep_cookies`].
 #[derive(Clone, Default)]
@@ -46,7 +48,11 @@ struct Outgoing(Arc<Mutex<Vec<String>>>);
 pub async fn keep_cookies<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> {
     let outgoing = Outgoing::default();
     req.extensions_mut().insert(outgoing.clone());
-    let flash = read_flash(&req);
+    // A page's live refresh (live.js) is not the page the browser was sent to: were it to
+    // take the message, a refresh racing the form's redirect would leave that page without it.
+    let flash = (!req.headers().contains_key(LIVE_REFRESH_HEADER))
+        .then(|| read_flash(&req))
+        .flatten();
     if let Some(flash) = &flash {
         req.extensions_mut().insert(flash.clone());
     }
