@@ -41,10 +41,7 @@ fn cookie(r: &reqwest::Response, name: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_wrong_sign_ins_costs_bounded_memory_and_locks_no_one_out() {
     let path = std::env::temp_dir().join(format!("payrail_flood_{}.db", std::process::id()));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
+    let port = payrail_tests::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
         .env(
             "DATABASE_URL",

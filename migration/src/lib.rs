@@ -23,6 +23,7 @@ mod m20261202_000017_two_worlds;
 mod m20261202_000018_reconciliation_items;
 mod m20261202_000019_usage_by_mode;
 mod m20261202_000020_lease_tokens;
+mod m20261203_000021_idempotency_owners;
 
 /// Runs raw statements (named and partial indexes, which the schema builder cannot express
 /// for both backends) in order.
@@ -63,6 +64,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000018_reconciliation_items::Migration),
             Box::new(m20261202_000019_usage_by_mode::Migration),
             Box::new(m20261202_000020_lease_tokens::Migration),
+            Box::new(m20261203_000021_idempotency_owners::Migration),
         ]
     }
 }

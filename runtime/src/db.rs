@@ -1,6 +1,7 @@
 //! Connecting to the database (PostgreSQL in production, SQLite in embedded mode) and
 //! migrating it. Everything else talks to it through sea-orm, so one code path serves both.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
@@ -12,6 +13,36 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbB
 pub const GATEWAY_POOL_SIZE: u32 = 24;
 /// A worker's: its deliveries are recorded in batches, so it needs fewer.
 pub const WORKER_POOL_SIZE: u32 = 16;
+
+/// This process, as PostgreSQL sees it: every connection of its pools holds a shared advisory
+/// lock on this random key for as long as the connection lives. The lock is gone the moment
+/// the process is (its connections close with it), so work a process claimed (an
+/// `Idempotency-Key`) records this key, and whoever finds that work unfinished can ask the
+/// server, without waiting for a heartbeat to go stale, whether its owner is still there
+/// (see [`owner_is_alive`]). Positive, so it splits into the two 32-bit halves `pg_locks`
+/// shows.
+pub static PROCESS_KEY: LazyLock<i64> =
+    LazyLock::new(|| (uuid::Uuid::new_v4().as_u64_pair().0 >> 1) as i64);
+
+/// Whether a process whose [`PROCESS_KEY`] is `owner` still has a connection to this
+/// database. PostgreSQL only: the caller decides what a claim's owner means elsewhere.
+pub async fn owner_is_alive(db: &impl ConnectionTrait, owner: i64) -> Result<bool, DbErr> {
+    // A bigint advisory key shows as its high half in classid, its low half in objid.
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND classid = ($1 >> 32)::bigint::oid AND objid = ($1 & 4294967295)::bigint::oid \
+             AND objsubid = 1 AND granted) AS alive",
+            [owner.into()],
+        ))
+        .await?;
+    Ok(row
+        .map(|r| r.try_get::<bool>("", "alive"))
+        .transpose()?
+        .unwrap_or(false))
+}
 
 /// Opens a pool of the gateway's default size (tools and tests); see [`connect_with`].
 pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
@@ -34,7 +65,18 @@ pub async fn connect_with(url: &str, pool_size: u32) -> Result<DatabaseConnectio
         // as the database being unreachable (503 and Retry-After, a requeue, a retry), and
         // the pool then replaces it.
         .test_before_acquire(false)
-        .sqlx_logging(false);
+        .sqlx_logging(false)
+        .map_sqlx_postgres_pool_opts(|pool| {
+            pool.after_connect(|connection, _| {
+                Box::pin(async move {
+                    sqlx::query("SELECT pg_advisory_lock_shared($1)")
+                        .bind(*PROCESS_KEY)
+                        .execute(connection)
+                        .await
+                        .map(|_| ())
+                })
+            })
+        });
     let db = Database::connect(options).await?;
     if db.get_database_backend() == DbBackend::Sqlite {
         db.execute_unprepared(

@@ -132,6 +132,32 @@ impl Running {
     }
 }
 
+/// A port nothing listens on right now, for a binary the test starts (and may restart on
+/// the same port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Waits (at most a minute) until the gateway at `base` answers ready.
+pub async fn until_ready(client: &reqwest::Client, base: &str) {
+    let started = std::time::Instant::now();
+    while client
+        .get(format!("{base}/health/ready"))
+        .send()
+        .await
+        .map_or(true, |r| !r.status().is_success())
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the gateway at {base} never became ready"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 pub fn unique_name() -> String {
     format!("payrail_t_{}", uuid::Uuid::new_v4().simple())
 }
@@ -339,6 +365,24 @@ impl TestApp {
     /// app's database, queues and cache keys, its probes on a free port and its webhooks on
     /// loopback, with nothing else from the environment; the caller adds its own knobs.
     pub fn worker_command(&self, path: &str) -> std::process::Command {
+        let mut command = self.binary_command(path);
+        command.env("PAYRAIL_WORKER_BIND", "127.0.0.1:0");
+        command
+    }
+
+    /// The `gateway` binary at `path` (a test's `env!("CARGO_BIN_EXE_gateway")`), on this
+    /// app's database, queues and cache keys, with its secrets, listening on `bind`.
+    pub fn gateway_command(&self, path: &str, bind: &str) -> std::process::Command {
+        let mut command = self.binary_command(path);
+        command
+            .env("PAYRAIL_BIND", bind)
+            .env("PAYRAIL_METRICS_BIND", "127.0.0.1:0")
+            .env("PAYRAIL_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("PAYRAIL_DASHBOARD_SECRET", DASHBOARD_SECRET);
+        command
+    }
+
+    fn binary_command(&self, path: &str) -> std::process::Command {
         let mut command = std::process::Command::new(path);
         command
             .env_clear()
@@ -348,7 +392,6 @@ impl TestApp {
             .env("REDIS_URL", REDIS_URL)
             .env("PAYRAIL_AMQP_PREFIX", &self.prefix)
             .env("PAYRAIL_REDIS_PREFIX", &self.prefix)
-            .env("PAYRAIL_WORKER_BIND", "127.0.0.1:0")
             .env("PAYRAIL_WEBHOOK_TARGETS", "loopback");
         command
     }

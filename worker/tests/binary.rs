@@ -109,10 +109,7 @@ async fn the_pool_size_is_its_variables_shown_in_metrics_and_an_oversized_one_is
         ..Options::default()
     })
     .await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = payrail_tests::free_port();
     let mut child = app
         .worker_command(env!("CARGO_BIN_EXE_worker"))
         .env("PAYRAIL_WORKER_BIND", format!("127.0.0.1:{port}"))

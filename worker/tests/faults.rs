@@ -22,7 +22,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use payrail_tests::{Behavior, Process, Receiver, ScratchDatabase, TcpProxy};
+use payrail_tests::{
+    Behavior, Process, Receiver, ScratchDatabase, TcpProxy, free_port, until_ready,
+};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use serde_json::{Value, json};
 
@@ -204,23 +206,6 @@ fn worst_by_fault(
     worst
 }
 
-/// Waits until the gateway answers ready.
-async fn until_ready(client: &reqwest::Client, base: &str) {
-    let started = Instant::now();
-    while client
-        .get(format!("{base}/health/ready"))
-        .send()
-        .await
-        .map_or(true, |r| !r.status().is_success())
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the gateway never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kills_cuts_and_outages_under_load_lose_nothing_and_strand_nothing() {
     let rate = knob("PAYRAIL_FAULTS_RATE", 40).max(1);
@@ -231,10 +216,7 @@ async fn kills_cuts_and_outages_under_load_lose_nothing_and_strand_nothing() {
         name: scratch.name.clone(),
         db_proxy: TcpProxy::start("127.0.0.1:5432", true).await,
         amqp_proxy: TcpProxy::start("127.0.0.1:5672", true).await,
-        gateway_port: std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port"),
+        gateway_port: free_port(),
     };
     stack.migrate();
     let db = Database::connect(&scratch.url).await.expect("connect");

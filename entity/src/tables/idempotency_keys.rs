@@ -20,7 +20,11 @@ pub struct Model {
     pub request_hash: String,
     pub response_status: i32,
     pub response_body: String,
+    /// When the claim was made or last refreshed by its request's heartbeat.
     pub created_at: DateTimeUtc,
+    /// The process that holds an unfinished claim: the key of the advisory lock all its
+    /// connections hold (`runtime::db::PROCESS_KEY`). Null for older claims.
+    pub owner: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

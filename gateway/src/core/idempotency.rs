@@ -8,12 +8,20 @@
 //! The first response is stored in the same transaction as the work, so a replay can never
 //! describe work that rolled back. Same key and request → that response again; same key,
 //! other request (or another operation) → 409 `idempotency_key_reused`. A request that fails
-//! before completing gives its key back. A claim is kept alive by its request: while the
-//! request runs, its process refreshes the claim every [`HEARTBEAT`]; a claim not refreshed
-//! for [`CLAIM_TTL`] (its process died, or the request ended without giving the key back, as
-//! when the database was cut) is taken over by the next retry. A live request's claim is never
-//! taken over, however long its provider takes.
+//! before completing gives its key back. A claim is kept alive by its request, and dies with
+//! it: the claim names its owner (this process's `runtime::db::PROCESS_KEY`, an advisory lock
+//! every connection of the process holds), and a retry takes the claim over at once when
+//! - the owner is this process and no request of it holds the claim any more (it ended
+//!   without giving the key back, as when the database was cut), or
+//! - the owner is another process that PostgreSQL no longer sees (it was killed), or, in
+//!   embedded mode (SQLite, one process), any other process, or
+//! - its heartbeat (every [`HEARTBEAT`]) stopped more than [`CLAIM_TTL`] ago: the fallback
+//!   for claims without an owner, and for an owner that hangs without dying.
+//!
+//! A live request's claim is never taken over, however long its provider takes.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 use tracing::Instrument as _;
 
@@ -22,8 +30,8 @@ use entity::idempotency_keys;
 use entity::ids::Scope;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
-    QueryFilter, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, QueryFilter, TransactionTrait,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -83,15 +91,56 @@ pub enum Begun<T> {
     },
 }
 
-/// A claim's heartbeat: while it lives, the claim is refreshed every [`HEARTBEAT`]; dropped
-/// (the request finished, failed, or was cancelled), the claim is left to expire unless
-/// given back.
-pub struct Claim(Option<tokio::task::AbortHandle>);
+/// A claim held by a request of this process: while it lives, the claim is refreshed every
+/// [`HEARTBEAT`] and counts as held; dropped (the request finished, failed, or was
+/// cancelled), a claim not given back is free for the next retry to take over.
+pub struct Claim {
+    heartbeat: Option<tokio::task::AbortHandle>,
+    _held: Option<Held>,
+}
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        if let Some(heartbeat) = self.0.take() {
+        if let Some(heartbeat) = self.heartbeat.take() {
             heartbeat.abort();
+        }
+    }
+}
+
+/// Which key a claim is for: merchant, mode, key.
+type ClaimKey = (String, bool, String);
+
+/// The claims requests of this process hold (with how many requests are trying for each), so
+/// a retry landing here can tell a claim of a request still running from one whose request
+/// ended without giving it back. A process's own claims are the only ones it can know this of.
+static HELD_HERE: LazyLock<Mutex<HashMap<ClaimKey, usize>>> = LazyLock::new(Default::default);
+
+/// One request's hold on a claim in [`HELD_HERE`], let go when dropped. Taken before the
+/// claim is written, so no other request of this process ever sees our claim unheld.
+struct Held(ClaimKey);
+
+impl Held {
+    fn take(key: ClaimKey) -> Held {
+        if let Ok(mut held) = HELD_HERE.lock() {
+            *held.entry(key.clone()).or_default() += 1;
+        }
+        Held(key)
+    }
+
+    fn by_anyone(key: &ClaimKey) -> bool {
+        HELD_HERE.lock().map_or(true, |held| held.contains_key(key))
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Ok(mut held) = HELD_HERE.lock()
+            && let Some(count) = held.get_mut(&self.0)
+        {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.0);
+            }
         }
     }
 }
@@ -121,7 +170,10 @@ impl Idempotent<'_> {
         let Some(key) = self.key else {
             return Ok(Begun::Proceed {
                 resumed: None,
-                claim: Claim(None),
+                claim: Claim {
+                    heartbeat: None,
+                    _held: None,
+                },
             });
         };
         let now = Utc::now();
@@ -134,7 +186,9 @@ impl Idempotent<'_> {
             response_status: Set(IN_PROGRESS),
             response_body: Set(String::new()),
             created_at: Set(now),
+            owner: Set(Some(*runtime::db::PROCESS_KEY)),
         };
+        let held = Held::take(self.claim_key(key));
         let inserted = idempotency_keys::Entity::insert(claim)
             .on_conflict(
                 OnConflict::columns([
@@ -151,10 +205,10 @@ impl Idempotent<'_> {
             Ok(1) => {
                 return Ok(Begun::Proceed {
                     resumed: None,
-                    claim: self.heartbeat(db, key),
+                    claim: self.heartbeat(db, key, held),
                 });
             }
-            Ok(_) | Err(DbErr::RecordNotInserted) => {}
+            Ok(_) | Err(DbErr::RecordNotInserted) => drop(held),
             Err(e) => return Err(e.into()),
         }
         let waiting_until = tokio::time::Instant::now() + WAIT_FOR_FIRST;
@@ -171,14 +225,15 @@ impl Idempotent<'_> {
                     .map_err(|e| IdempotencyError::Corrupt(e.to_string()))?;
                 return Ok(Begun::Replay(value));
             }
-            let expired = existing.created_at
-                < now - chrono::Duration::from_std(CLAIM_TTL).unwrap_or_default();
-            if expired && self.take_over(db, &existing).await? {
-                let resumed = Some(existing.response_body).filter(|note| !note.is_empty());
-                return Ok(Begun::Proceed {
-                    resumed,
-                    claim: self.heartbeat(db, key),
-                });
+            if self.is_abandoned(db, &existing).await? {
+                let held = Held::take(self.claim_key(key));
+                if self.take_over(db, &existing).await? {
+                    let resumed = Some(existing.response_body).filter(|note| !note.is_empty());
+                    return Ok(Begun::Proceed {
+                        resumed,
+                        claim: self.heartbeat(db, key, held),
+                    });
+                }
             }
             if tokio::time::Instant::now() >= waiting_until {
                 return Err(IdempotencyError::InUse.into());
@@ -300,11 +355,10 @@ impl Idempotent<'_> {
         Ok(value)
     }
 
-    /// Takes over an expired claim; false when another retry got there first.
     /// Refreshes our claim every [`HEARTBEAT`] until the returned guard is dropped. Only an
     /// unfinished claim is refreshed; a refresh also makes a concurrent take-over, which
     /// compares the claim's time, fail.
-    fn heartbeat(&self, db: &DatabaseConnection, key: &str) -> Claim {
+    fn heartbeat(&self, db: &DatabaseConnection, key: &str, held: Held) -> Claim {
         let (db, merchant_id, livemode, key) = (
             db.clone(),
             self.scope.merchant_id.clone(),
@@ -329,9 +383,46 @@ impl Idempotent<'_> {
                 }
             }
         });
-        Claim(Some(beating.abort_handle()))
+        Claim {
+            heartbeat: Some(beating.abort_handle()),
+            _held: Some(held),
+        }
     }
 
+    fn claim_key(&self, key: &str) -> ClaimKey {
+        (
+            self.scope.merchant_id.to_string(),
+            self.scope.livemode,
+            key.to_string(),
+        )
+    }
+
+    /// Whether nobody works on an unfinished claim any more (see the module's rules).
+    async fn is_abandoned(
+        &self,
+        db: &DatabaseConnection,
+        claim: &idempotency_keys::Model,
+    ) -> Result<bool, DbErr> {
+        let stale = claim.created_at
+            < Utc::now() - chrono::Duration::from_std(CLAIM_TTL).unwrap_or_default();
+        if stale {
+            return Ok(true);
+        }
+        match claim.owner {
+            None => Ok(false),
+            Some(owner) if owner == *runtime::db::PROCESS_KEY => {
+                Ok(!Held::by_anyone(&self.claim_key(&claim.key)))
+            }
+            Some(owner) => match db.get_database_backend() {
+                DbBackend::Postgres => Ok(!runtime::db::owner_is_alive(db, owner).await?),
+                // Embedded mode is one process: a claim of another one is a dead one's.
+                _ => Ok(true),
+            },
+        }
+    }
+
+    /// Takes over an abandoned claim for this process; false when another retry got there
+    /// first (the claim's time, compared, moved).
     async fn take_over(
         &self,
         db: &DatabaseConnection,
@@ -339,6 +430,10 @@ impl Idempotent<'_> {
     ) -> Result<bool, DbErr> {
         let taken = idempotency_keys::Entity::update_many()
             .col_expr(idempotency_keys::Column::CreatedAt, Expr::value(Utc::now()))
+            .col_expr(
+                idempotency_keys::Column::Owner,
+                Expr::value(*runtime::db::PROCESS_KEY),
+            )
             .filter(idempotency_keys::Column::MerchantId.eq(&stale.merchant_id))
             .filter(idempotency_keys::Column::Livemode.eq(stale.livemode))
             .filter(idempotency_keys::Column::Key.eq(stale.key.as_str()))

@@ -271,3 +271,79 @@ async fn a_live_requests_claim_is_kept_and_a_dead_ones_is_taken_over_at_once() {
         "at once, not after a wait"
     );
 }
+
+/// A claim dies with its owner (issue 25 item 4), seconds before its heartbeat would go stale:
+/// a claim of a process PostgreSQL no longer sees, or of this process but no request of it,
+/// is taken over at once; a claim whose owner still holds its lock answers 409 as Stripe does,
+/// until that owner is gone.
+#[tokio::test]
+async fn a_claim_is_taken_over_once_its_owner_is_gone_and_not_before() {
+    let app = TestApp::spawn().await;
+    let body = json!({"amount": 1200, "currency": "usd", "provider": "simulated"});
+    let (status, _) = post_with_key(&app, "/v1/payments", "template", body.clone()).await;
+    assert_eq!(status, 201);
+    // A fresh claim (heartbeat just now) for `key`, owned by `owner`.
+    let orphan = |key: &'static str, owner: i64| {
+        let db = app.db.clone();
+        async move {
+            db.execute_unprepared(&format!(
+                "INSERT INTO idempotency_keys (merchant_id, livemode, key, operation, request_hash, response_status, response_body, created_at, owner)
+                 SELECT merchant_id, livemode, '{key}', operation, request_hash, 0, '', now(), {owner}
+                 FROM idempotency_keys WHERE key = 'template'"
+            ))
+            .await
+            .expect("a claim");
+        }
+    };
+    let takes_over_at_once = |key: &'static str, why: &'static str| {
+        let (app, body) = (&app, body.clone());
+        async move {
+            let started = std::time::Instant::now();
+            let (status, made) = post_with_key(app, "/v1/payments", key, body).await;
+            assert_eq!(status, 201, "{why}: {made}");
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "{why}: at once, not after the heartbeat's {:?}",
+                gateway::core::idempotency::CLAIM_TTL
+            );
+        }
+    };
+
+    // Another process, alive: a connection of its holds its lock.
+    let other_process: i64 = 0x1234_5678_9abc;
+    let other = runtime::db::connect_with(&app.settings.runtime.database_url, 1)
+        .await
+        .expect("another process's connection");
+    other
+        .execute_unprepared(&format!("SELECT pg_advisory_lock_shared({other_process})"))
+        .await
+        .expect("its lock");
+    orphan("live-owner", other_process).await;
+    let (status, busy) = post_with_key(&app, "/v1/payments", "live-owner", body.clone()).await;
+    assert_eq!(
+        (status, busy["error"]["code"].as_str()),
+        (409, Some("idempotency_key_in_use")),
+        "a claim whose owner is alive is kept: {busy}"
+    );
+    // That process dies: its connections close, its lock goes with them.
+    other.close().await.expect("close");
+    takes_over_at_once("live-owner", "once its owner died").await;
+
+    orphan("never-seen", 0x0bad_cafe).await;
+    takes_over_at_once(
+        "never-seen",
+        "a claim of a process nobody holds the lock of",
+    )
+    .await;
+
+    // This process's own claim that no request of it holds (it ended without giving the key
+    // back, as when the database was cut mid-request).
+    orphan("ours", *runtime::db::PROCESS_KEY).await;
+    takes_over_at_once("ours", "a claim of ours that no request holds").await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM idempotency_keys WHERE response_status = 0")
+            .await,
+        0,
+        "every claim was taken over and finished"
+    );
+}
