@@ -6,7 +6,7 @@
 // without a reload; its delivery (failing) is opened from the payment page; the owner presses
 // Retry and sees the new attempt arrive live. A viewer whose socket opened late still sees
 // the payment, and no Retry button; a user of another merchant never sees the payment.
-// Screenshots of every page go to `shots`.
+// Every page fits a phone's and a laptop's width. Screenshots of every page go to `shots`.
 import { chromium } from "playwright-core";
 
 const story = JSON.parse(process.env.STORY);
@@ -161,6 +161,42 @@ try {
     if (r?.status() !== 200) fail(`${path} answered ${r?.status()}`);
     await owner.screenshot({ path: `${shots}/${shot}`, fullPage: true });
   }
+  if (owner.problems.length) fail(owner.problems.join("\n"));
+
+  // Every page fits its screen, from a 390 px phone to a 1366 px laptop: nothing scrolls
+  // sideways (tables stack or wrap), the design system's stylesheet applies, and the strict
+  // CSP allows no inline style.
+  const pages = [
+    ["overview", "/dashboard"],
+    ["payments", "/dashboard/payments"],
+    ["payment", `/dashboard/payments/${payment.id}`],
+    ["delivery", `/dashboard/deliveries/${deliveryId}`],
+    ["webhooks", "/dashboard/webhooks"],
+    ["logs", "/dashboard/logs"],
+    ["keys", "/dashboard/keys"],
+    ["reconciliation", "/dashboard/reconciliation"],
+  ];
+  for (const [width, height] of [
+    [390, 844],
+    [1366, 768],
+  ]) {
+    await owner.setViewportSize({ width, height });
+    for (const [name, path] of pages) {
+      const r = await owner.goto(`${base}${path}`);
+      if (r?.status() !== 200) fail(`${path} answered ${r?.status()}`);
+      const csp = r.headers()["content-security-policy"] ?? "";
+      if (!csp.includes("style-src 'self'") || csp.includes("unsafe-inline")) fail(`${path}: CSP ${csp}`);
+      const { wide, canvas } = await owner.evaluate(() => ({
+        wide: document.documentElement.scrollWidth - window.innerWidth,
+        canvas: getComputedStyle(document.body).backgroundColor,
+      }));
+      if (wide > 0) fail(`${name} is ${wide} px wider than a ${width} px screen`);
+      if (canvas !== "rgb(244, 245, 247)") fail(`${name}: the stylesheet did not apply (${canvas})`);
+      if (width < 600) await owner.screenshot({ path: `${shots}/phone-${name}.png`, fullPage: true });
+    }
+    step(`every page fits a ${width} px screen`);
+  }
+  await owner.setViewportSize({ width: 1280, height: 900 });
   if (owner.problems.length) fail(owner.problems.join("\n"));
 
   await viewer.goto(`${base}/dashboard/deliveries/${deliveryId}`);

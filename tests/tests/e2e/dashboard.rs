@@ -1024,7 +1024,10 @@ async fn the_webhooks_pages_manage_endpoints_and_show_every_attempt() {
         (&serde_json::json!(1), &serde_json::json!(2)),
         "{usage}"
     );
-    assert!(page.body.contains("<td>503</td>") && page.body.contains("<td>200</td>"));
+    assert!(
+        page.body.contains(r#"<td data-label="Answer">503</td>"#)
+            && page.body.contains(r#"<td data-label="Answer">200</td>"#)
+    );
     assert!(page.body.contains(" ms</td>"), "latency shown");
     assert!(
         page.body.contains("answer from the merchant"),
@@ -1062,7 +1065,7 @@ async fn the_webhooks_pages_manage_endpoints_and_show_every_attempt() {
             .get("/dashboard/webhooks")
             .await
             .body
-            .contains("disabled (manual)")
+            .contains(r#"data-status="disabled">disabled</span> (manual)"#)
     );
     let refused_test = owner
         .post_form(

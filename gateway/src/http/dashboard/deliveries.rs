@@ -9,7 +9,7 @@ use poem::web::{Data, Path};
 use poem::{Response, handler};
 use serde::Deserialize;
 
-use crate::http::dashboard::frame::{Chrome, LIVE_PAYMENT, action_form, frame, nav};
+use crate::http::dashboard::frame::{Chrome, LIVE_PAYMENT, action_form, badge, frame, nav};
 use crate::http::dashboard::session::{PageError, Posted, SignedIn, back_to, page, with_csrf};
 use crate::http::state::AppState;
 use crate::webhooks::{deliveries, endpoints};
@@ -158,7 +158,7 @@ fn delivery_view(chrome: &Chrome<'_>, view: &DeliveryDetail<'_>) -> Markup {
                         code { (view.event_type) } " (" code { (view.event_id) } ") to " (view.endpoint_url)
                         @if let Some(p) = view.payment_id { " · payment " a href={ "/dashboard/payments/" (p) } { code { (p) } } }
                     }
-                    p { "Status: " strong #delivery-status { (view.status) }
+                    p { "Status: " strong #delivery-status { (badge(&view.status)) }
                         @if let Some(at) = &view.next_retry_at { " · next attempt " (at) } }
                     @if view.can_act && view.retryable {
                         (action_form(csrf_token, &format!("/dashboard/deliveries/{}/retry", view.id), "Retry now", &format!("Retry delivery {}", view.id), &[("back", "delivery")]))
@@ -172,12 +172,12 @@ fn delivery_view(chrome: &Chrome<'_>, view: &DeliveryDetail<'_>) -> Markup {
                         tbody #attempt-rows {
                             @for a in view.attempts {
                                 tr data-attempt=(a.number) {
-                                    td { (a.number) }
-                                    td { (a.at) }
-                                    td { @if let Some(s) = a.http_status { (s) } @else { "—" } }
-                                    td { (a.duration_ms) " ms" }
-                                    td { (a.error.as_deref().unwrap_or("")) }
-                                    td { @if let Some(body) = &a.response_excerpt { code { (excerpt(body)) } } }
+                                    td data-label="#" { (a.number) }
+                                    td data-label="When" { (a.at) }
+                                    td data-label="Answer" { @if let Some(s) = a.http_status { (s) } @else { "—" } }
+                                    td data-label="Latency" { (a.duration_ms) " ms" }
+                                    td data-label="Error" { (a.error.as_deref().unwrap_or("")) }
+                                    td data-label="Response (start)" { @if let Some(body) = &a.response_excerpt { code { (excerpt(body)) } } }
                                 }
                             }
                         }

@@ -3,26 +3,33 @@
 //! and a sign-out form carrying the CSRF token), and the small widgets pages repeat.
 
 use maud::{DOCTYPE, Markup, html};
+use poem::http::header;
+use poem::{Response, handler};
 
-const STYLE: &str = "\
-*{box-sizing:border-box}body{margin:0;font:1rem/1.5 system-ui,sans-serif;color:#1a1a1a;background:#f4f5f7}\
-header{display:flex;gap:1rem;align-items:center;justify-content:space-between;padding:.75rem 1rem;background:#fff;border-bottom:1px solid #ddd}\
-main{max-width:60rem;margin:0 auto;padding:1rem}\
-table{width:100%;border-collapse:collapse;background:#fff}th,td{text-align:left;padding:.5rem;border-bottom:1px solid #eee}\
-.cards{display:flex;flex-wrap:wrap;gap:.75rem;margin:1rem 0}.card{background:#fff;padding:.75rem 1rem;border-radius:.5rem;min-width:8rem}\
-.card strong{display:block;font-size:1.5rem}\
-form.signin{max-width:22rem;margin:3rem auto;background:#fff;padding:1.5rem;border-radius:.75rem}\
-label{display:block;margin:.75rem 0 .25rem}input{width:100%;padding:.6rem;font:inherit}\
-button{min-height:44px;padding:.6rem 1rem;font:inherit;font-weight:600;border-radius:.5rem;border:2px solid #0b5cad;background:#0b5cad;color:#fff;cursor:pointer}\
-button.link{background:#fff;color:#0b5cad}\
-button.danger{background:#a40000;border-color:#a40000}\
-.confirm{background:#fff;padding:1.25rem;border-radius:.75rem;border-left:4px solid #a40000;max-width:36rem}\
-.confirm .actions{display:flex;flex-wrap:wrap;gap:1rem;align-items:center}\
-button:focus-visible,a:focus-visible,input:focus-visible{outline:3px solid #f5a623;outline-offset:2px}\
-form.inline{display:inline-block;margin:0 .25rem .25rem 0}\
-.test-mode{margin:0;padding:.35rem 1rem;background:#fff4d6;border-bottom:2px solid #e8a200;color:#5c4100;font-weight:600;text-align:center}\
-form#mode-switch{display:inline-flex;gap:.5rem;align-items:center}\
-.error{color:#a40000;font-weight:600}.alert{background:#fdecea;border-left:4px solid #a40000;padding:.75rem 1rem;margin:.5rem 0;font-weight:600}";
+/// The design system (`dashboard.css`), served as is at [`STYLESHEET`].
+pub const STYLE: &str = include_str!("dashboard.css");
+pub const STYLESHEET: &str = "/dashboard/style.css";
+/// The dashboard's icon: a rail on the accent colour, no file to build.
+pub const FAVICON: &str = "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 32 32'><rect width='32' height='32' rx='7' fill='#0b5cad'/><path d='M7 11h18M7 21h18M11 7v18M21 7v18' stroke='#fff' stroke-width='3'/></svg>";
+pub const FAVICON_PATH: &str = "/dashboard/favicon.svg";
+
+/// The stylesheet: cached for a few minutes (a page load must not fetch it every time),
+/// revalidated after, so a new release's look arrives within minutes.
+#[handler]
+pub fn stylesheet() -> Response {
+    Response::builder()
+        .content_type("text/css; charset=utf-8")
+        .header(header::CACHE_CONTROL, "public, max-age=300")
+        .body(STYLE)
+}
+
+#[handler]
+pub fn favicon() -> Response {
+    Response::builder()
+        .content_type("image/svg+xml")
+        .header(header::CACHE_CONTROL, "public, max-age=86400")
+        .body(FAVICON)
+}
 
 /// Kinds of live change (see `live.js`) each page shows; the page reloads its
 /// `data-live-region` parts when one arrives.
@@ -41,7 +48,8 @@ pub fn frame(title: &str, live: &str, body: Markup) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Payrail dashboard" }
-                style { (maud::PreEscaped(STYLE)) }
+                link rel="stylesheet" href=(STYLESHEET);
+                link rel="icon" type="image/svg+xml" href=(FAVICON_PATH);
             }
             body data-live=[(!live.is_empty()).then_some(live)] {
                 (body)
@@ -96,6 +104,12 @@ pub fn nav(chrome: &Chrome<'_>, who: &str) -> Markup {
             }
         }
     }
+}
+
+/// A status as a badge: its colour (from `dashboard.css`, by `data-status`) and its word.
+pub fn badge(status: &impl std::fmt::Display) -> Markup {
+    let status = status.to_string();
+    html! { span.badge data-status=(status) { (status) } }
 }
 
 /// A labelled filter over a closed set, "Any" first, the current value selected.

@@ -212,11 +212,11 @@ fn view(chrome: &Chrome<'_>, keys: &[KeyRow], secret: Option<&str>) -> Markup {
                     tbody {
                         @for k in keys {
                             tr data-key=(k.id) {
-                                td { code { (k.prefix) "…" } }
-                                td { (k.mode) }
-                                td { (k.created_at) }
-                                td { (k.state) }
-                                td {
+                                td data-label="Key" { code { (k.prefix) "…" } }
+                                td data-label="Mode" { (k.mode) }
+                                td data-label="Created" { (k.created_at) }
+                                td data-label="State" { (k.state) }
+                                td data-label="Actions" {
                                     @if k.active {
                                         form method="post" action={ "/dashboard/keys/" (k.id) "/roll" } {
                                             input type="hidden" name="csrf_token" value=(csrf_token);

@@ -154,7 +154,7 @@ fn view(chrome: &Chrome<'_>, view: &Logs<'_>) -> Markup {
                     thead { tr { th scope="col" { "When" } th scope="col" { "Level" } th scope="col" { "Source" } th scope="col" { "Message" } } }
                     tbody {
                         @for e in view.entries {
-                            tr data-log=(e.id) { td { (e.created_at) } td { (e.level) } td { (e.source) } td { (e.message) } }
+                            tr data-log=(e.id) { td data-label="When" { (e.created_at) } td data-label="Level" { (e.level) } td data-label="Source" { (e.source) } td data-label="Message" { (e.message) } }
                         }
                     }
                 }

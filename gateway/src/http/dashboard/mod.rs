@@ -40,6 +40,8 @@ pub fn routes() -> impl poem::Endpoint {
         .at("/mode", post(sign_in::switch_mode))
         .at("/stream", get(live::stream))
         .at("/live.js", get(live::script))
+        .at("/style.css", get(frame::stylesheet))
+        .at("/favicon.svg", get(frame::favicon))
         .at(
             "/webhooks",
             get(webhooks::webhooks_page).post(webhooks::create_endpoint),

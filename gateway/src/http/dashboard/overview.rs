@@ -9,7 +9,7 @@ use poem::web::Data;
 use poem::{Response, handler};
 
 use crate::core::pagination::{CreatedRange, Page};
-use crate::http::dashboard::frame::{Chrome, LIVE_OVERVIEW, frame, nav, percent};
+use crate::http::dashboard::frame::{Chrome, LIVE_OVERVIEW, badge, frame, nav, percent};
 use crate::http::dashboard::session::{PageError, SignedIn, page};
 use crate::http::state::AppState;
 use crate::payments::figures::{self, HOURS, Hour, LastDay};
@@ -138,9 +138,9 @@ fn view(chrome: &Chrome<'_>, view: &Overview<'_>) -> Markup {
                             tbody {
                                 @for b in view.balances {
                                     tr data-currency=(b.currency) {
-                                        td { (b.currency) }
-                                        td.available { (entity::money::format_stored_amount(b.available, &b.currency)) }
-                                        td.pending { (entity::money::format_stored_amount(b.pending, &b.currency)) }
+                                        td data-label="Currency" { (b.currency) }
+                                        td.available data-label="Available" { (entity::money::format_stored_amount(b.available, &b.currency)) }
+                                        td.pending data-label="Pending" { (entity::money::format_stored_amount(b.pending, &b.currency)) }
                                     }
                                 }
                             }
@@ -163,10 +163,10 @@ fn view(chrome: &Chrome<'_>, view: &Overview<'_>) -> Markup {
                         tbody #payments {
                             @for p in view.latest {
                                 tr data-payment=(p.id) {
-                                    td { a href={ "/dashboard/payments/" (p.id) } { code { (p.id) } } }
-                                    td { (entity::money::format_stored_amount(p.amount, &p.currency)) }
-                                    td { (p.status) }
-                                    td { (entity::event::rfc3339(p.created_at)) }
+                                    td data-label="Payment" { a href={ "/dashboard/payments/" (p.id) } { code { (p.id) } } }
+                                    td data-label="Amount" { (entity::money::format_stored_amount(p.amount, &p.currency)) }
+                                    td data-label="Status" { (badge(&p.status)) }
+                                    td data-label="Created" { (entity::event::rfc3339(p.created_at)) }
                                 }
                             }
                         }
@@ -207,7 +207,7 @@ fn figures(f: &LastDay, w: &WebhookHealth) -> Markup {
 
 const SUCCEEDED_COLOUR: &str = "#1a7f37";
 const FAILED_COLOUR: &str = "#a40000";
-const OTHER_COLOUR: &str = "#8a8f98";
+const OTHER_COLOUR: &str = "#8c96a3";
 
 /// Payments per hour as stacked bars (succeeded, failed, the rest), drawn here as SVG: no
 /// script, no library. Each bar segment carries its numbers, and the description says the
@@ -271,9 +271,9 @@ pub fn payments_chart(hours: &[Hour]) -> Markup {
             }
         }
         p.legend {
-            span style={ "color:" (SUCCEEDED_COLOUR) } { "■" } " succeeded "
-            span style={ "color:" (FAILED_COLOUR) } { "■" } " failed "
-            span style={ "color:" (OTHER_COLOUR) } { "■" } " pending, processing, cancelled, refunded"
+            span.succeeded { "■" } " succeeded "
+            span.failed { "■" } " failed "
+            span.other { "■" } " pending, processing, cancelled, refunded"
         }
     }
 }

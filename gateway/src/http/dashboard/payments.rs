@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::core::error::ServiceError;
 use crate::core::pagination::{CreatedRange, Page};
 use crate::http::dashboard::frame::{
-    Chrome, Confirm, LIVE_PAYMENT, LIVE_PAYMENTS, choice, confirm, confirmed, frame, nav,
+    Chrome, Confirm, LIVE_PAYMENT, LIVE_PAYMENTS, badge, choice, confirm, confirmed, frame, nav,
 };
 use crate::http::dashboard::session::{
     PageError, Posted, SignedIn, back_to, html_response, page, told, with_csrf,
@@ -347,11 +347,11 @@ fn list_view(chrome: &Chrome<'_>, view: &PaymentsList<'_>) -> Markup {
                     tbody #payments {
                         @for p in view.payments {
                             tr data-payment=(p.id) {
-                                td { a href={ "/dashboard/payments/" (p.id) } { code { (p.id) } } }
-                                td { (entity::money::format_stored_amount(p.amount, &p.currency)) }
-                                td { (p.status) }
-                                td { (p.reference.as_deref().unwrap_or("")) }
-                                td { (rfc3339(p.created_at)) }
+                                td data-label="Payment" { a href={ "/dashboard/payments/" (p.id) } { code { (p.id) } } }
+                                td data-label="Amount" { (entity::money::format_stored_amount(p.amount, &p.currency)) }
+                                td data-label="Status" { (badge(&p.status)) }
+                                td data-label="Reference" { (p.reference.as_deref().unwrap_or("")) }
+                                td data-label="Created" { (rfc3339(p.created_at)) }
                             }
                         }
                     }
@@ -402,7 +402,7 @@ fn detail_view(chrome: &Chrome<'_>, view: &PaymentDetail<'_>) -> Markup {
             main {
                 h1 { "Payment " code { (p.id) } }
                 @if let Some(notice) = view.notice { p role="status" { (notice) } }
-                p.amount #summary data-live-region { strong { (view.amount) } " · " span #status { (p.status) } }
+                p.amount #summary data-live-region { strong { (view.amount) } " · " span #status { (badge(&p.status)) } }
                 @if view.can_act && !p.status.is_final() {
                     form method="post" action={ "/dashboard/payments/" (p.id) "/cancel" } {
                         input type="hidden" name="csrf_token" value=(csrf_token);
@@ -436,12 +436,12 @@ fn detail_view(chrome: &Chrome<'_>, view: &PaymentDetail<'_>) -> Markup {
                         tbody {
                             @for d in view.deliveries {
                                 tr data-delivery=(d.id) {
-                                    td { a href={ "/dashboard/deliveries/" (d.id) } { code { (d.event_type) } } }
-                                    td { (d.endpoint_url) }
-                                    td { (d.status) }
-                                    td { (d.attempts) }
-                                    td { @if let Some(s) = d.http_status { (s) } @else { "—" } }
-                                    td {
+                                    td data-label="Event" { a href={ "/dashboard/deliveries/" (d.id) } { code { (d.event_type) } } }
+                                    td data-label="Endpoint" { (d.endpoint_url) }
+                                    td data-label="Status" { (badge(&d.status)) }
+                                    td data-label="Attempts" { (d.attempts) }
+                                    td data-label="Last answer" { @if let Some(s) = d.http_status { (s) } @else { "—" } }
+                                    td data-label="Actions" {
                                         @if view.can_act && d.retryable {
                                             form method="post" action={ "/dashboard/deliveries/" (d.id) "/retry" } {
                                                 input type="hidden" name="csrf_token" value=(csrf_token);

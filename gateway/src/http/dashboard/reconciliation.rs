@@ -5,7 +5,7 @@ use maud::{Markup, html};
 use poem::web::Data;
 use poem::{Response, handler};
 
-use crate::http::dashboard::frame::{Chrome, frame, nav};
+use crate::http::dashboard::frame::{Chrome, badge, frame, nav};
 use crate::http::dashboard::session::{PageError, SignedIn, page};
 use crate::http::state::AppState;
 
@@ -48,19 +48,19 @@ fn view(chrome: &Chrome<'_>, items: &[entity::reconciliation_items::Model]) -> M
                         tbody {
                             @for i in items {
                                 tr data-item=(i.id) data-status=(i.status) {
-                                    td {
+                                    td data-label="Object" {
                                         @if i.object_id.starts_with("pay_") {
                                             a href={ "/dashboard/payments/" (i.object_id) } { code { (i.object_id) } }
                                         } @else {
                                             code { (i.object_id) }
                                         }
                                     }
-                                    td { (i.provider) }
-                                    td { (i.kind.as_str().replace('_', " ")) }
-                                    td { (i.expected) }
-                                    td { (i.reported) }
-                                    td { (i.status) @if let Some(r) = &i.resolution { ": " (r) } }
-                                    td { (entity::event::rfc3339(i.last_seen_at)) }
+                                    td data-label="Provider" { (i.provider) }
+                                    td data-label="Difference" { (i.kind.as_str().replace('_', " ")) }
+                                    td data-label="Payrail" { (i.expected) }
+                                    td data-label="Provider says" { (i.reported) }
+                                    td data-label="State" { (badge(&i.status)) @if let Some(r) = &i.resolution { ": " (r) } }
+                                    td data-label="Last seen" { (entity::event::rfc3339(i.last_seen_at)) }
                                 }
                             }
                         }

@@ -408,10 +408,11 @@ pub(super) fn html_response(status: StatusCode, body: String) -> Response {
         .content_type("text/html; charset=utf-8")
         .header(header::CACHE_CONTROL, "no-store")
         .header("x-frame-options", "DENY")
-        // Our one script, our one socket, inline styles; nothing from elsewhere.
+        // Our one script, our one socket, our one stylesheet; nothing inline, nothing from
+        // elsewhere.
         .header(
             "content-security-policy",
-            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         )
         .body(body)
 }

@@ -19,7 +19,7 @@ use crate::core::error::ServiceError;
 use crate::core::text::Text;
 use crate::http::api::dto::CreateEndpointRequest;
 use crate::http::dashboard::frame::{
-    Chrome, Confirm, LIVE_WEBHOOKS, action_form, choice, confirm, confirmed, frame, nav,
+    Chrome, Confirm, LIVE_WEBHOOKS, action_form, badge, choice, confirm, confirmed, frame, nav,
 };
 use crate::http::dashboard::session::{
     PageError, Posted, SignedIn, back_to, html_response, page, told, with_csrf,
@@ -528,11 +528,11 @@ fn webhooks_view(chrome: &Chrome<'_>, view: &Webhooks<'_>) -> Markup {
                             @for e in view.endpoints {
                                 @let base = format!("/dashboard/webhooks/{}", e.id);
                                 tr data-endpoint=(e.id) {
-                                    td { (e.url) }
-                                    td { code { (e.events) } }
-                                    td { (e.status) @if let Some(r) = &e.disabled_reason { " (" (r) ")" } }
-                                    td { (e.consecutive_failures) }
-                                    td {
+                                    td data-label="URL" { (e.url) }
+                                    td data-label="Events" { code { (e.events) } }
+                                    td data-label="Status" { (badge(&e.status)) @if let Some(r) = &e.disabled_reason { " (" (r) ")" } }
+                                    td data-label="Failures in a row" { (e.consecutive_failures) }
+                                    td data-label="Actions" {
                                         @if view.can_act {
                                             @if e.status == EndpointStatus::Enabled {
                                                 (action_form(csrf_token, &format!("{base}/test"), "Send test", &format!("Send a test event to {}", e.url), &[]))
@@ -583,13 +583,13 @@ fn delivery_table(deliveries: &[DeliveryListRow]) -> Markup {
             tbody {
                 @for d in deliveries {
                     tr data-delivery=(d.id) {
-                        td { a href={ "/dashboard/deliveries/" (d.id) } { code { (d.id) } } }
-                        td { code { (d.event_type) } }
-                        td { (d.endpoint_url) }
-                        td { (d.status) }
-                        td { (d.attempts) }
-                        td { @if let Some(s) = d.http_status { (s) } @else { "—" } }
-                        td { (d.created_at) }
+                        td data-label="Delivery" { a href={ "/dashboard/deliveries/" (d.id) } { code { (d.id) } } }
+                        td data-label="Event" { code { (d.event_type) } }
+                        td data-label="Endpoint" { (d.endpoint_url) }
+                        td data-label="Status" { (badge(&d.status)) }
+                        td data-label="Attempts" { (d.attempts) }
+                        td data-label="Last answer" { @if let Some(s) = d.http_status { (s) } @else { "—" } }
+                        td data-label="Created" { (d.created_at) }
                     }
                 }
             }
