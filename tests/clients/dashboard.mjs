@@ -21,8 +21,8 @@ const browser = await chromium.launch({
   args: ["--no-sandbox"],
 });
 
-async function signIn(who, prepare) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+async function signIn(who, prepare, options = {}) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, ...options });
   if (prepare) await prepare(context);
   const page = await context.newPage();
   // Any script error or CSP refusal fails the story.
@@ -206,6 +206,17 @@ try {
     fail("a viewer sees an action button");
   await viewer.screenshot({ path: `${shots}/10-viewer.png`, fullPage: true });
   step("the viewer sees the payment and no button");
+
+  // Someone in Tokyo reads times in Tokyo's zone: relative while recent, in full on hover.
+  const traveller = await signIn(story.owner, null, { timezoneId: "Asia/Tokyo", locale: "en-US" });
+  await traveller.goto(`${base}/dashboard/payments`);
+  const first = traveller.locator("tr[data-payment] time").first();
+  await traveller.locator("time[data-local]").first().waitFor({ timeout: 5000 });
+  const [said, hover] = [await first.innerText(), await first.getAttribute("title")];
+  if (!/ago|now/.test(said)) fail(`a payment made a minute ago reads "${said}"`);
+  if (!hover?.includes("GMT+9")) fail(`its full time is not in Tokyo's zone: "${hover}"`);
+  step(`times are the reader's: "${said}", "${hover}" on hover`);
+  if (traveller.problems.length) fail(traveller.problems.join("\n"));
 
   const stranger = await signIn(story.stranger);
   await live(stranger);

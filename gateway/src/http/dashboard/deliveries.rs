@@ -9,7 +9,7 @@ use poem::web::{Data, Path};
 use poem::{Response, handler};
 use serde::Deserialize;
 
-use crate::http::dashboard::frame::{Chrome, LIVE_PAYMENT, action_form, badge, frame, nav};
+use crate::http::dashboard::frame::{Chrome, LIVE_PAYMENT, action_form, badge, frame, nav, when};
 use crate::http::dashboard::session::{PageError, Posted, SignedIn, back_to, page, with_csrf};
 use crate::http::state::AppState;
 use crate::webhooks::{deliveries, endpoints};
@@ -159,7 +159,7 @@ fn delivery_view(chrome: &Chrome<'_>, view: &DeliveryDetail<'_>) -> Markup {
                         @if let Some(p) = view.payment_id { " · payment " a href={ "/dashboard/payments/" (p) } { code { (p) } } }
                     }
                     p { "Status: " strong #delivery-status { (badge(&view.status)) }
-                        @if let Some(at) = &view.next_retry_at { " · next attempt " (at) } }
+                        @if let Some(at) = &view.next_retry_at { " · next attempt " (when(at)) } }
                     @if view.can_act && view.retryable {
                         (action_form(csrf_token, &format!("/dashboard/deliveries/{}/retry", view.id), "Retry now", &format!("Retry delivery {}", view.id), &[("back", "delivery")]))
                     }
@@ -173,7 +173,7 @@ fn delivery_view(chrome: &Chrome<'_>, view: &DeliveryDetail<'_>) -> Markup {
                             @for a in view.attempts {
                                 tr data-attempt=(a.number) {
                                     td data-label="#" { (a.number) }
-                                    td data-label="When" { (a.at) }
+                                    td data-label="When" { (when(&a.at)) }
                                     td data-label="Answer" { @if let Some(s) = a.http_status { (s) } @else { "—" } }
                                     td data-label="Latency" { (a.duration_ms) " ms" }
                                     td data-label="Error" { (a.error.as_deref().unwrap_or("")) }

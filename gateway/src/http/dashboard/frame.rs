@@ -53,7 +53,7 @@ pub fn frame(title: &str, live: &str, body: Markup) -> Markup {
             }
             body data-live=[(!live.is_empty()).then_some(live)] {
                 (body)
-                @if !live.is_empty() { script src="/dashboard/live.js" defer {} }
+                script src="/dashboard/live.js" defer {}
             }
         }
     }
@@ -104,6 +104,20 @@ pub fn nav(chrome: &Chrome<'_>, who: &str) -> Markup {
             }
         }
     }
+}
+
+/// A moment as the page shows it: `<time>` with the exact instant for the page's script
+/// (`live.js`), which says it in the reader's zone and relative ("3 minutes ago", the full
+/// timestamp on hover); without a script, the minute in UTC. `at` is RFC 3339, as stored.
+pub fn when(at: &str) -> Markup {
+    let shown = chrono::DateTime::parse_from_rfc3339(at)
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .format("%Y-%m-%d %H:%M UTC")
+                .to_string()
+        })
+        .unwrap_or_else(|_| at.to_string());
+    html! { time datetime=(at) title=(at) { (shown) } }
 }
 
 /// A status as a badge: its colour (from `dashboard.css`, by `data-status`) and its word.

@@ -9,7 +9,7 @@ use poem::{Response, handler};
 use serde::Deserialize;
 
 use crate::core::error::ServiceError;
-use crate::http::dashboard::frame::{Chrome, Confirm, confirm, confirmed, frame, nav};
+use crate::http::dashboard::frame::{Chrome, Confirm, confirm, confirmed, frame, nav, when};
 use crate::http::dashboard::session::{Own, PageError, Posted, SignedIn, page, told, with_csrf};
 use crate::http::state::AppState;
 use crate::merchants::users::DashboardUser;
@@ -214,7 +214,7 @@ fn view(chrome: &Chrome<'_>, keys: &[KeyRow], secret: Option<&str>) -> Markup {
                             tr data-key=(k.id) {
                                 td data-label="Key" { code { (k.prefix) "…" } }
                                 td data-label="Mode" { (k.mode) }
-                                td data-label="Created" { (k.created_at) }
+                                td data-label="Created" { (when(&k.created_at)) }
                                 td data-label="State" { (k.state) }
                                 td data-label="Actions" {
                                     @if k.active {

@@ -1,6 +1,11 @@
-// Payrail dashboard: live updates. Written here and served as is (no build step).
+// Payrail dashboard: what makes a page live. Written here and served as is (no build step),
+// on every page.
 //
-// The page's <body data-live="..."> names the kinds of change it shows (event,
+// Times: every <time datetime> the server drew (the minute in UTC) is said in the reader's
+// zone, relative while recent ("3 minutes ago", kept current), the full local timestamp on
+// hover.
+//
+// Updates: the page's <body data-live="..."> names the kinds of change it shows (event,
 // delivery_attempt, log_entry). The socket at /dashboard/stream says what changed; the page
 // then fetches itself again and swaps its [data-live-region] elements, so what it shows is
 // always what its handler draws. Once greeted, and again after every drop (it reconnects
@@ -8,6 +13,40 @@
 (function () {
   "use strict";
   var body = document.body;
+
+  var relative = "RelativeTimeFormat" in Intl ? new Intl.RelativeTimeFormat(undefined, { numeric: "auto" }) : null;
+  var full = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "long" });
+  var dated = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+  var steps = [
+    [60, 1, "second"],
+    [3600, 60, "minute"],
+    [86400, 3600, "hour"],
+  ];
+  function say(el) {
+    var at = new Date(el.getAttribute("datetime"));
+    if (isNaN(at)) return;
+    var ago = (Date.now() - at.getTime()) / 1000;
+    var text = dated.format(at);
+    if (relative && Math.abs(ago) < 86400) {
+      for (var i = 0; i < steps.length; i++) {
+        if (Math.abs(ago) < steps[i][0]) {
+          text = relative.format(-Math.round(ago / steps[i][1]), steps[i][2]);
+          break;
+        }
+      }
+    }
+    el.textContent = text;
+    el.title = full.format(at);
+    el.setAttribute("data-local", "");
+  }
+  function localTimes(root) {
+    root.querySelectorAll("time[datetime]").forEach(say);
+  }
+  localTimes(document);
+  setInterval(function () {
+    localTimes(document);
+  }, 30000);
+
   var wants = (body.getAttribute("data-live") || "").split(/\s+/).filter(Boolean);
   if (!wants.length || !("WebSocket" in window)) return;
   var status = document.getElementById("live-status");
@@ -38,7 +77,11 @@
         var fresh = new DOMParser().parseFromString(html, "text/html");
         document.querySelectorAll("[data-live-region]").forEach(function (el) {
           var next = fresh.getElementById(el.id);
-          if (next) el.replaceWith(document.importNode(next, true));
+          if (next) {
+            var swapped = document.importNode(next, true);
+            localTimes(swapped);
+            el.replaceWith(swapped);
+          }
         });
         updates += 1;
         body.setAttribute("data-live-updates", String(updates));

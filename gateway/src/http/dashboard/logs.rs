@@ -7,7 +7,7 @@ use poem::web::{Data, Query};
 use poem::{Response, handler};
 use serde::Deserialize;
 
-use crate::http::dashboard::frame::{Chrome, LIVE_LOGS, choice, frame, nav};
+use crate::http::dashboard::frame::{Chrome, LIVE_LOGS, choice, frame, nav, when};
 use crate::http::dashboard::session::{PageError, SignedIn, html_response, page};
 use crate::http::state::AppState;
 
@@ -154,7 +154,7 @@ fn view(chrome: &Chrome<'_>, view: &Logs<'_>) -> Markup {
                     thead { tr { th scope="col" { "When" } th scope="col" { "Level" } th scope="col" { "Source" } th scope="col" { "Message" } } }
                     tbody {
                         @for e in view.entries {
-                            tr data-log=(e.id) { td data-label="When" { (e.created_at) } td data-label="Level" { (e.level) } td data-label="Source" { (e.source) } td data-label="Message" { (e.message) } }
+                            tr data-log=(e.id) { td data-label="When" { (when(&e.created_at)) } td data-label="Level" { (e.level) } td data-label="Source" { (e.source) } td data-label="Message" { (e.message) } }
                         }
                     }
                 }

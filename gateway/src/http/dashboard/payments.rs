@@ -17,6 +17,7 @@ use crate::core::error::ServiceError;
 use crate::core::pagination::{CreatedRange, Page};
 use crate::http::dashboard::frame::{
     Chrome, Confirm, LIVE_PAYMENT, LIVE_PAYMENTS, badge, choice, confirm, confirmed, frame, nav,
+    when,
 };
 use crate::http::dashboard::session::{
     PageError, Posted, SignedIn, back_to, html_response, page, told, with_csrf,
@@ -351,7 +352,7 @@ fn list_view(chrome: &Chrome<'_>, view: &PaymentsList<'_>) -> Markup {
                                 td data-label="Amount" { (entity::money::format_stored_amount(p.amount, &p.currency)) }
                                 td data-label="Status" { (badge(&p.status)) }
                                 td data-label="Reference" { (p.reference.as_deref().unwrap_or("")) }
-                                td data-label="Created" { (rfc3339(p.created_at)) }
+                                td data-label="Created" { (when(&rfc3339(p.created_at))) }
                             }
                         }
                     }
@@ -422,7 +423,7 @@ fn detail_view(chrome: &Chrome<'_>, view: &PaymentDetail<'_>) -> Markup {
                 }
                 section #events-section aria-labelledby="events" data-live-region {
                     h2 #events { "Events" }
-                    ul { @for e in view.events { li data-event=(e.id) { code { (e.event_type) } " · " (rfc3339(e.created_at)) } } }
+                    ul { @for e in view.events { li data-event=(e.id) { code { (e.event_type) } " · " (when(&rfc3339(e.created_at))) } } }
                 }
                 section #refunds-section aria-labelledby="refunds" data-live-region {
                     h2 #refunds { "Refunds" }

@@ -5,7 +5,7 @@ use maud::{Markup, html};
 use poem::web::Data;
 use poem::{Response, handler};
 
-use crate::http::dashboard::frame::{Chrome, badge, frame, nav};
+use crate::http::dashboard::frame::{Chrome, badge, frame, nav, when};
 use crate::http::dashboard::session::{PageError, SignedIn, page};
 use crate::http::state::AppState;
 
@@ -60,7 +60,7 @@ fn view(chrome: &Chrome<'_>, items: &[entity::reconciliation_items::Model]) -> M
                                     td data-label="Payrail" { (i.expected) }
                                     td data-label="Provider says" { (i.reported) }
                                     td data-label="State" { (badge(&i.status)) @if let Some(r) = &i.resolution { ": " (r) } }
-                                    td data-label="Last seen" { (entity::event::rfc3339(i.last_seen_at)) }
+                                    td data-label="Last seen" { (when(&entity::event::rfc3339(i.last_seen_at))) }
                                 }
                             }
                         }

@@ -20,6 +20,7 @@ use crate::core::text::Text;
 use crate::http::api::dto::CreateEndpointRequest;
 use crate::http::dashboard::frame::{
     Chrome, Confirm, LIVE_WEBHOOKS, action_form, badge, choice, confirm, confirmed, frame, nav,
+    when,
 };
 use crate::http::dashboard::session::{
     PageError, Posted, SignedIn, back_to, html_response, page, told, with_csrf,
@@ -589,7 +590,7 @@ fn delivery_table(deliveries: &[DeliveryListRow]) -> Markup {
                         td data-label="Status" { (badge(&d.status)) }
                         td data-label="Attempts" { (d.attempts) }
                         td data-label="Last answer" { @if let Some(s) = d.http_status { (s) } @else { "—" } }
-                        td data-label="Created" { (d.created_at) }
+                        td data-label="Created" { (when(&d.created_at)) }
                     }
                 }
             }
