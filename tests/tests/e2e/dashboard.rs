@@ -1846,3 +1846,96 @@ async fn live_keys(app: &TestApp) -> i64 {
         .try_get::<i64>("", "n")
         .expect("n")
 }
+
+/// The payment page shows the payment as Stripe's does (issue 23 item 2): amount and status
+/// with what was refunded, the customer, description, reference, method, provider, times and
+/// metadata, each event with its payload; a decline says so; lists mark a partial refund.
+#[tokio::test]
+async fn the_payment_page_shows_the_payment_its_refunds_its_decline_and_its_events() {
+    let app = TestApp::spawn().await;
+    let (merchant, key) = app.create_merchant_with_id("Shop").await;
+    let password = user(&app, &merchant, "owner@example.com", UserRole::Owner).await;
+    let (s, paid) = app
+        .post_json(
+            &key,
+            "/v1/payments",
+            json!({"amount": 11954, "currency": "eur", "provider": "simulated",
+                   "description": "Two lamps", "reference": "order-7781",
+                   "customer": {"email": "ada@example.com", "name": "Ada Lovelace"},
+                   "metadata": {"cart": "c-42", "channel": "web"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{paid}");
+    let id = paid["id"].as_str().expect("id");
+    let (s, _) = app
+        .post_json(
+            &key,
+            &format!("/v1/sandbox/payments/{id}/complete"),
+            json!({"outcome": "succeeded"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, refund) = app
+        .post_json(
+            &key,
+            &format!("/v1/payments/{id}/refunds"),
+            json!({"amount": 2000}),
+        )
+        .await;
+    assert_eq!(s, 201, "{refund}");
+    let (_, declined) = app
+        .post_json(
+            &key,
+            "/v1/payments",
+            json!({"amount": 500, "currency": "eur", "provider": "simulated"}),
+        )
+        .await;
+    let declined_id = declined["id"].as_str().expect("id");
+    app.post_json(
+        &key,
+        &format!("/v1/sandbox/payments/{declined_id}/complete"),
+        json!({"outcome": "failed"}),
+    )
+    .await;
+
+    let mut owner = Browser::new(&app.base);
+    assert_eq!(
+        owner.sign_in("owner@example.com", &password).await.status,
+        303
+    );
+    let page = owner.get(&format!("/dashboard/payments/{id}")).await;
+    assert_eq!(page.status, 200);
+    for shown in [
+        "€119.54",
+        r#"data-status="succeeded""#,
+        r#"data-status="partially_refunded""#,
+        "€20.00 of €119.54 refunded.",
+        "Two lamps",
+        "order-7781",
+        "Ada Lovelace",
+        "mailto:ada@example.com",
+        "simulated",
+        "<code>cart</code>: c-42",
+        "<code>channel</code>: web",
+        "payment.succeeded",
+        "Open the checkout",
+    ] {
+        assert!(page.body.contains(shown), "the payment page shows {shown}");
+    }
+    // Each event with its payload, as the webhook carried it.
+    assert!(
+        page.body
+            .contains("&quot;reference&quot;: &quot;order-7781&quot;"),
+        "an event's payload is shown"
+    );
+    let list = owner.get("/dashboard/payments").await;
+    assert!(
+        list.body.contains(r#"data-status="partially_refunded""#),
+        "the list marks the partial refund"
+    );
+    let failed = owner
+        .get(&format!("/dashboard/payments/{declined_id}"))
+        .await;
+    assert!(failed.body.contains("Declined:"), "a decline says so");
+    assert!(!page.body.contains("Declined:"));
+}

@@ -9,7 +9,7 @@ use poem::web::Data;
 use poem::{Response, handler};
 
 use crate::core::pagination::{CreatedRange, Page};
-use crate::http::dashboard::frame::{Chrome, LIVE_OVERVIEW, badge, frame, nav, percent, when};
+use crate::http::dashboard::frame::{Chrome, LIVE_OVERVIEW, frame, nav, percent, when};
 use crate::http::dashboard::session::{PageError, SignedIn, page};
 use crate::http::state::AppState;
 use crate::payments::figures::{self, HOURS, Hour, LastDay};
@@ -165,7 +165,7 @@ fn view(chrome: &Chrome<'_>, view: &Overview<'_>) -> Markup {
                                 tr data-payment=(p.id) {
                                     td data-label="Payment" { a href={ "/dashboard/payments/" (p.id) } { code { (p.id) } } }
                                     td data-label="Amount" { (entity::money::format_stored_amount(p.amount, &p.currency)) }
-                                    td data-label="Status" { (badge(&p.status)) }
+                                    td data-label="Status" { (super::payments::payment_status(p)) }
                                     td data-label="Created" { (when(&entity::event::rfc3339(p.created_at))) }
                                 }
                             }

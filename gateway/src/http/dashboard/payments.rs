@@ -23,6 +23,7 @@ use crate::http::dashboard::session::{
     PageError, Posted, SignedIn, back_to, html_response, page, told, with_csrf,
 };
 use crate::http::state::AppState;
+use crate::payments::objects::Payment;
 use crate::payments::{refunds, service as payments_service};
 use crate::webhooks::{deliveries, endpoints, events};
 
@@ -350,7 +351,7 @@ fn list_view(chrome: &Chrome<'_>, view: &PaymentsList<'_>) -> Markup {
                             tr data-payment=(p.id) {
                                 td data-label="Payment" { a href={ "/dashboard/payments/" (p.id) } { code { (p.id) } } }
                                 td data-label="Amount" { (entity::money::format_stored_amount(p.amount, &p.currency)) }
-                                td data-label="Status" { (badge(&p.status)) }
+                                td data-label="Status" { (payment_status(p)) }
                                 td data-label="Reference" { (p.reference.as_deref().unwrap_or("")) }
                                 td data-label="Created" { (when(&rfc3339(p.created_at))) }
                             }
@@ -392,9 +393,66 @@ pub struct PaymentDetail<'a> {
     pub refundable: String,
 }
 
+/// A payment's status as lists and its page show it: its badge, and a second one when part
+/// of it was refunded (the status stays `succeeded` until all of it is).
+pub fn payment_status(p: &payments::Model) -> Markup {
+    html! {
+        (badge(&p.status))
+        @if p.amount_refunded > 0 && p.amount_refunded < p.amount {
+            " " (badge(&"partially_refunded"))
+        }
+    }
+}
+
+/// The facts of a payment, as Stripe's payment page lists them.
+fn facts(p: &Payment) -> Markup {
+    html! {
+        dl.facts {
+            @if let Some(d) = &p.description { dt { "Description" } dd { (d) } }
+            @if let Some(r) = &p.reference { dt { "Reference" } dd { code { (r) } } }
+            @if let Some(c) = &p.customer {
+                dt { "Customer" }
+                dd #customer {
+                    @if let Some(n) = &c.name { (n) br; }
+                    @if let Some(e) = &c.email { a href={ "mailto:" (e) } { (e) } br; }
+                    @if let Some(t) = &c.phone { (t) }
+                }
+            }
+            dt { "Payment method" }
+            dd #payment-method {
+                @match &p.payment_method {
+                    Some(m) => { (m.card.brand) " •••• " (m.card.last4) " · expires " (format!("{:02}/{}", m.card.exp_month, m.card.exp_year)) }
+                    None => { "Chosen on the provider's checkout" }
+                }
+            }
+            dt { "Provider" }
+            dd { (p.provider) @if let Some(r) = &p.provider_reference { " · " code { (r) } } }
+            @if let Some(url) = &p.checkout_url {
+                dt { "Checkout" } dd { a href=(url) { "Open the checkout" } }
+            }
+            dt { "Created" } dd { (when(&p.created_at)) }
+            dt { "Updated" } dd { (when(&p.updated_at)) }
+            @if let Some(t) = &p.balance_transaction { dt { "Balance transaction" } dd { code { (t) } } }
+            @if !p.metadata.is_empty() {
+                dt { "Metadata" }
+                dd #metadata {
+                    @for (k, v) in sorted(&p.metadata) { code { (k) } ": " (v) br; }
+                }
+            }
+        }
+    }
+}
+
+fn sorted(m: &std::collections::HashMap<String, String>) -> Vec<(&String, &String)> {
+    let mut pairs: Vec<_> = m.iter().collect();
+    pairs.sort();
+    pairs
+}
+
 fn detail_view(chrome: &Chrome<'_>, view: &PaymentDetail<'_>) -> Markup {
     let csrf_token = chrome.csrf_token;
     let p = view.payment;
+    let shown = Payment::from(p);
     frame(
         &format!("Payment {}", p.id),
         LIVE_PAYMENT,
@@ -403,11 +461,26 @@ fn detail_view(chrome: &Chrome<'_>, view: &PaymentDetail<'_>) -> Markup {
             main {
                 h1 { "Payment " code { (p.id) } }
                 @if let Some(notice) = view.notice { p role="status" { (notice) } }
-                p.amount #summary data-live-region { strong { (view.amount) } " · " span #status { (badge(&p.status)) } }
+                div #summary data-live-region {
+                    p.amount { strong { (view.amount) } " " span #status { (payment_status(p)) } }
+                    @if p.amount_refunded > 0 {
+                        p #refunded { (view.refunded) " of " (view.amount) " refunded." }
+                    }
+                    @if p.status == PaymentStatus::Failed {
+                        p.alert #decline {
+                            "Declined: " (p.failure_message.as_deref().unwrap_or("the provider gave no reason."))
+                            @if let Some(code) = &p.failure_code { " (" code { (code) } ")" }
+                        }
+                    }
+                    @if p.requires_reconciliation {
+                        p.alert { "The provider reported this payment differently: see Reconciliation." }
+                    }
+                    (facts(&shown))
+                }
                 @if view.can_act && !p.status.is_final() {
                     form method="post" action={ "/dashboard/payments/" (p.id) "/cancel" } {
                         input type="hidden" name="csrf_token" value=(csrf_token);
-                        button.link type="submit" { "Cancel payment…" }
+                        button.secondary type="submit" { "Cancel payment…" }
                     }
                 }
                 @if view.can_act && p.status == PaymentStatus::Succeeded {
@@ -423,7 +496,16 @@ fn detail_view(chrome: &Chrome<'_>, view: &PaymentDetail<'_>) -> Markup {
                 }
                 section #events-section aria-labelledby="events" data-live-region {
                     h2 #events { "Events" }
-                    ul { @for e in view.events { li data-event=(e.id) { code { (e.event_type) } " · " (when(&rfc3339(e.created_at))) } } }
+                    ol.timeline {
+                        @for e in view.events {
+                            li data-event=(e.id) {
+                                details {
+                                    summary { code { (e.event_type) } " · " (when(&rfc3339(e.created_at))) }
+                                    pre { (serde_json::to_string_pretty(&e.data).unwrap_or_default()) }
+                                }
+                            }
+                        }
+                    }
                 }
                 section #refunds-section aria-labelledby="refunds" data-live-region {
                     h2 #refunds { "Refunds" }
