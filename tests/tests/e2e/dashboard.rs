@@ -26,6 +26,15 @@ pub(crate) struct Page {
 }
 
 impl Page {
+    /// The address of the page's `rel` link (`next`, `prev`), unescaped.
+    pub(crate) fn link(&self, rel: &str) -> Option<String> {
+        self.body
+            .split(&format!(r#"rel="{rel}" href=""#))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .map(|href| href.replace("&amp;", "&"))
+    }
+
     /// The one-time message a form post left for the next page (its flash cookie).
     pub(crate) fn flash(&self) -> Option<String> {
         self.set_cookies.iter().find_map(|c| {
@@ -776,13 +785,7 @@ async fn the_payments_list_filters_and_pages_and_a_refund_form_refunds_once() {
         25,
         "25 a page"
     );
-    let next = first
-        .body
-        .split(r#"rel="next" href=""#)
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("a next page")
-        .replace("&amp;", "&");
+    let next = first.link("next").expect("a next page");
     let second = browser.get(&next).await;
     assert_eq!(
         second.body.matches("<tr data-payment=").count(),
@@ -793,11 +796,25 @@ async fn the_payments_list_filters_and_pages_and_a_refund_form_refunds_once() {
         second.body.contains(&succeeded[0]),
         "the oldest on the last page"
     );
+    assert!(
+        first.body.contains("<strong>27</strong> payments found")
+            && !first.body.contains(r#"rel="prev""#),
+        "the count, and no newer page before the first"
+    );
+    let back = second.link("prev").expect("a way back");
+    let again = browser.get(&back).await;
+    assert_eq!(
+        again.body.matches("<tr data-payment=").count(),
+        25,
+        "back to the newest 25"
+    );
+    assert!(again.body.contains(&succeeded[25]) && !again.body.contains(&succeeded[0]));
 
     let failed = browser.get("/dashboard/payments?status=failed").await;
     assert_eq!(failed.body.matches("<tr data-payment=").count(), 1);
     assert!(failed.body.contains(declined["id"].as_str().expect("id")));
-    let by_reference = browser.get("/dashboard/payments?reference=order_7").await;
+    // A reference's start; `_` is a letter here, not a wildcard.
+    let by_reference = browser.get("/dashboard/payments?q=order_7").await;
     assert!(by_reference.body.contains(&succeeded[7]));
     assert_eq!(by_reference.body.matches("<tr data-payment=").count(), 1);
     assert_eq!(
@@ -1938,4 +1955,151 @@ async fn the_payment_page_shows_the_payment_its_refunds_its_decline_and_its_even
         .await;
     assert!(failed.body.contains("Declined:"), "a decline says so");
     assert!(!page.body.contains("Declined:"));
+}
+
+/// Finding a payment (issue 23 item 3): by id, email, amount in major units in its own
+/// currency, a card's last 4, a reference's start, currency, provider, method and dates; a
+/// bad filter is a 422 naming it; the CSV export holds exactly what the search finds.
+#[tokio::test]
+async fn payments_are_found_by_what_a_person_remembers_and_exported_as_csv() {
+    let app = TestApp::spawn().await;
+    let (merchant, key) = app.create_merchant_with_id("Shop").await;
+    let password = user(&app, &merchant, "owner@example.com", UserRole::Owner).await;
+    let create = |body: serde_json::Value| {
+        let (app, key) = (&app, key.clone());
+        async move {
+            let (s, p) = app.post_json(&key, "/v1/payments", body).await;
+            assert_eq!(s, 201, "{p}");
+            p["id"].as_str().expect("id").to_string()
+        }
+    };
+    let ada = create(
+        json!({"amount": 1050, "currency": "eur", "provider": "simulated",
+        "reference": "inv-2026-001", "description": "Lamp, \"large\"",
+        "customer": {"email": "Ada@Example.com"}}),
+    )
+    .await;
+    let francs = create(
+        json!({"amount": 1050, "currency": "xaf", "provider": "simulated",
+        "reference": "inv-2026-002"}),
+    )
+    .await;
+    let card = create(json!({"amount": 777, "currency": "usd", "provider": "simulated",
+        "reference": "=SUM(A1)",
+        "payment_method": {"type": "card", "card": {"number": "5555555555554444", "exp_month": 12, "exp_year": 2031, "cvc": "123"}}}))
+    .await;
+    let mut owner = Browser::new(&app.base);
+    assert_eq!(
+        owner.sign_in("owner@example.com", &password).await.status,
+        303
+    );
+    let found = |page: &Page| -> Vec<String> {
+        page.body
+            .split(r#"<tr data-payment=""#)
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next().map(str::to_string))
+            .collect()
+    };
+    for (query, expected, why) in [
+        (format!("q={card}"), vec![&card], "by id"),
+        (
+            "q=ada%40example.com".to_string(),
+            vec![&ada],
+            "by email, any case",
+        ),
+        (
+            "q=10.50".to_string(),
+            vec![&ada],
+            "€10.50 is 1050 cents; 1050 XAF is not 10.50",
+        ),
+        (
+            "q=1050".to_string(),
+            vec![&francs],
+            "1050 XAF; €1050 would be 105000 cents",
+        ),
+        ("q=4444".to_string(), vec![&card], "a card's last 4"),
+        (
+            "q=inv-2026".to_string(),
+            vec![&francs, &ada],
+            "a reference's start",
+        ),
+        ("currency=XAF".to_string(), vec![&francs], "by currency"),
+        ("method=card".to_string(), vec![&card], "paid by card"),
+        (
+            "method=provider_checkout&q=inv".to_string(),
+            vec![&francs, &ada],
+            "method and search together",
+        ),
+        (
+            "provider=simulated&from=2000-01-01&to=2999-12-31".to_string(),
+            vec![&card, &francs, &ada],
+            "a date range",
+        ),
+        ("to=2000-01-01".to_string(), vec![], "nothing before 2000"),
+        (
+            "q=1.23456".to_string(),
+            vec![],
+            "no amount in any currency: a reference's start",
+        ),
+    ] {
+        let page = owner.get(&format!("/dashboard/payments?{query}")).await;
+        assert_eq!(page.status, 200, "{why}: {}", page.body);
+        let expected: Vec<String> = expected.into_iter().cloned().collect();
+        assert_eq!(found(&page), expected, "{why} ({query})");
+    }
+    for (query, named) in [
+        ("currency=ABC", "currency"),
+        ("provider=paypal", "provider"),
+        ("from=yesterday", "From"),
+        ("from=2026-02-01&to=2026-01-01", "From must not be after To"),
+    ] {
+        let page = owner.get(&format!("/dashboard/payments?{query}")).await;
+        assert_eq!(page.status, 422, "{query}");
+        assert!(page.body.contains(named), "{query}: {}", page.body);
+    }
+
+    let csv = owner.get("/dashboard/payments.csv?q=inv-2026").await;
+    assert_eq!(csv.status, 200);
+    let lines: Vec<&str> = csv.body.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(
+        lines[0],
+        "id,created,amount,currency,status,amount_refunded,provider,reference,description,customer_email,card_last4"
+    );
+    assert_eq!(
+        lines.len(),
+        3,
+        "the header and what the search found: {lines:?}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{francs},")) && lines[1].contains(",1050,XAF,pending,0,")
+    );
+    assert!(
+        lines[2].contains(
+            r#",10.50,EUR,pending,0.00,simulated,inv-2026-001,"Lamp, ""large""",Ada@Example.com,"#
+        ),
+        "quoted as RFC 4180 says: {}",
+        lines[2]
+    );
+    let all = owner.get("/dashboard/payments.csv").await;
+    assert!(
+        all.body.contains(",'=SUM(A1),"),
+        "a cell a spreadsheet would run is defused: {}",
+        all.body
+    );
+    assert!(all.body.contains(",4444\r\n"), "the card's last 4");
+    assert_eq!(
+        owner
+            .get("/dashboard/payments.csv?currency=ABC")
+            .await
+            .status,
+        422
+    );
+    // Signed out, nothing is exported.
+    assert_ne!(
+        Browser::new(&app.base)
+            .get("/dashboard/payments.csv")
+            .await
+            .status,
+        200
+    );
 }

@@ -6,7 +6,7 @@
 //! - [`session`]: cookies, the page and form extractors, roles, [`session::PageError`].
 //! - [`frame`]: the frame and widgets every page shares.
 //! - [`sign_in`]: signing in and out, the mode switch.
-//! - [`overview`], [`payments`], [`webhooks`], [`deliveries`], [`logs`], [`keys`], [`reconciliation`]: the pages.
+//! - [`overview`], [`payments_list`], [`payments`], [`webhooks`], [`deliveries`], [`logs`], [`keys`], [`reconciliation`]: the pages.
 //! - [`live`] and [`hub`]: real time, the WebSocket `/dashboard/stream` and `live.js`.
 //!
 //! Users, passwords and sessions themselves are `crate::merchants::users`.
@@ -19,6 +19,7 @@ pub mod live;
 pub mod logs;
 pub mod overview;
 pub mod payments;
+pub mod payments_list;
 pub mod reconciliation;
 pub mod session;
 pub mod sign_in;
@@ -51,7 +52,8 @@ pub fn routes() -> impl poem::Endpoint {
         .at("/deliveries/:id/retry", post(deliveries::retry_delivery))
         .at("/logs", get(logs::logs_page))
         .at("/reconciliation", get(reconciliation::reconciliation_page))
-        .at("/payments", get(payments::payments_page))
+        .at("/payments", get(payments_list::payments_page))
+        .at("/payments.csv", get(payments_list::export_payments))
         .at("/payments/:id", get(payments::payment_detail))
         .at("/payments/:id/cancel", post(payments::cancel_payment))
         .at("/payments/:id/refund", post(payments::refund_payment))

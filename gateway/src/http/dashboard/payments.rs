@@ -1,6 +1,6 @@
-//! The payment pages: the list (by status and reference), one payment with its events,
-//! refunds and webhook deliveries, and its buttons (cancel, refund), which call the API's
-//! services with the API's rules.
+//! The payment page: one payment with its facts, events, refunds and webhook deliveries, and
+//! its buttons (cancel, refund), which call the API's services with the API's rules. The
+//! list and its search are [`super::payments_list`].
 
 use entity::event::rfc3339;
 use entity::ids::PaymentId;
@@ -9,94 +9,21 @@ use entity::payment_status::PaymentStatus;
 use entity::payments;
 use entity::status::DeliveryStatus;
 use maud::{Markup, html};
-use poem::web::{Data, Path, Query};
+use poem::web::{Data, Path};
 use poem::{Response, handler};
 use serde::Deserialize;
 
 use crate::core::error::ServiceError;
-use crate::core::pagination::{CreatedRange, Page};
 use crate::http::dashboard::frame::{
-    Chrome, Confirm, LIVE_PAYMENT, LIVE_PAYMENTS, badge, choice, confirm, confirmed, frame, nav,
-    when,
+    Chrome, Confirm, LIVE_PAYMENT, badge, confirm, confirmed, frame, nav, when,
 };
 use crate::http::dashboard::session::{
-    PageError, Posted, SignedIn, back_to, html_response, page, told, with_csrf,
+    PageError, Posted, SignedIn, back_to, page, told, with_csrf,
 };
 use crate::http::state::AppState;
 use crate::payments::objects::Payment;
 use crate::payments::{refunds, service as payments_service};
 use crate::webhooks::{deliveries, endpoints, events};
-
-#[derive(Deserialize)]
-pub struct PaymentsQuery {
-    status: Option<String>,
-    reference: Option<String>,
-    starting_after: Option<String>,
-}
-
-/// `/dashboard/payments`: filtered by status and reference, 25 a page, newest first.
-#[handler]
-pub async fn payments_page(
-    me: SignedIn,
-    state: Data<&AppState>,
-    Query(query): Query<PaymentsQuery>,
-) -> Result<Response, PageError> {
-    let status_text = query.status.unwrap_or_default();
-    let reference = query.reference.unwrap_or_default();
-    let status = (!status_text.is_empty())
-        .then(|| {
-            PaymentStatus::parse(&status_text).ok_or(format!("Unknown status {status_text:?}."))
-        })
-        .transpose();
-    let page_of = Page::new(
-        Some(25),
-        query.starting_after.filter(|s| !s.is_empty()),
-        None,
-    )
-    .map_err(|e| e.message);
-    let (status, page_of) = match (status, page_of) {
-        (Ok(status), Ok(page_of)) => (status, page_of),
-        (Err(error), _) | (_, Err(error)) => {
-            let view = PaymentsList {
-                payments: &[],
-                status: &status_text,
-                reference: &reference,
-                next: None,
-                error: Some(&error),
-            };
-            return Ok(html_response(
-                poem::http::StatusCode::UNPROCESSABLE_ENTITY,
-                list_view(&me.chrome(), &view).into_string(),
-            ));
-        }
-    };
-    let reference_filter = (!reference.is_empty()).then_some(reference.as_str());
-    let (rows, has_more) = payments_service::list(
-        &state.db,
-        &me.scope(),
-        status,
-        reference_filter,
-        &CreatedRange::default(),
-        &page_of,
-    )
-    .await
-    .map_err(PageError::db("payments"))?;
-    let next = has_more.then(|| rows.last()).flatten().map(|last| {
-        url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("status", &status_text)
-            .append_pair("reference", &reference)
-            .append_pair("starting_after", &last.id)
-            .finish()
-    });
-    let view = PaymentsList {
-        payments: &rows,
-        status: &status_text,
-        reference: &reference,
-        next,
-        error: None,
-    };
-    Ok(page(list_view(&me.chrome(), &view)))
-}
 
 /// A payment with its events, refunds and webhook deliveries; cancel and refund buttons for
 /// those who may act.
@@ -317,53 +244,6 @@ pub async fn refund_payment(
         Err(ServiceError::NotFound { .. }) => Err(PageError::NotFound("No such payment.")),
         Err(e) => Ok(back_to_payment(&id, &format!("Not refunded: {}", told(e)))),
     }
-}
-
-/// The payments list: filters, one page, and the link to the next.
-pub struct PaymentsList<'a> {
-    pub payments: &'a [payments::Model],
-    pub status: &'a str,
-    pub reference: &'a str,
-    /// The query of the next page, when there is one.
-    pub next: Option<String>,
-    pub error: Option<&'a str>,
-}
-
-fn list_view(chrome: &Chrome<'_>, view: &PaymentsList<'_>) -> Markup {
-    frame(
-        "Payments",
-        LIVE_PAYMENTS,
-        html! {
-            (nav(chrome, ""))
-            main {
-                h1 { "Payments" }
-                form method="get" action="/dashboard/payments" {
-                    (choice("status", "Status", PaymentStatus::ALL.iter().map(|s| s.as_str()), view.status))
-                    label for="reference" { "Reference" }
-                    input #reference name="reference" value=(view.reference);
-                    p { button type="submit" { "Filter" } }
-                }
-                @if let Some(error) = view.error { p.error role="alert" { (error) } }
-                table #payments-table data-live-region {
-                    thead { tr { th scope="col" { "Payment" } th scope="col" { "Amount" } th scope="col" { "Status" } th scope="col" { "Reference" } th scope="col" { "Created" } } }
-                    tbody #payments {
-                        @for p in view.payments {
-                            tr data-payment=(p.id) {
-                                td data-label="Payment" { a href={ "/dashboard/payments/" (p.id) } { code { (p.id) } } }
-                                td data-label="Amount" { (entity::money::format_stored_amount(p.amount, &p.currency)) }
-                                td data-label="Status" { (payment_status(p)) }
-                                td data-label="Reference" { (p.reference.as_deref().unwrap_or("")) }
-                                td data-label="Created" { (when(&rfc3339(p.created_at))) }
-                            }
-                        }
-                    }
-                }
-                @if let Some(next) = &view.next {
-                    p { a rel="next" href={ "/dashboard/payments?" (next) } { "Older payments →" } }
-                }
-            }
-        },
-    )
 }
 
 /// One delivery as the payment page lists it.

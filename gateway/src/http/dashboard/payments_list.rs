@@ -1,0 +1,301 @@
+//! The payments list: the search box and filters ([`crate::payments::search`]), pages both
+//! ways with the total found, and the CSV export of everything the search finds, streamed.
+
+use entity::event::rfc3339;
+use entity::money::{Currency, plain_major_units};
+use entity::payment_status::PaymentStatus;
+use entity::payments;
+use entity::status::Provider;
+use maud::{Markup, html};
+use poem::web::{Data, Query};
+use poem::{Body, Response, handler};
+use serde::Deserialize;
+
+use crate::core::pagination::Page;
+use crate::http::dashboard::frame::{Chrome, LIVE_PAYMENTS, choice, frame, nav, when};
+use crate::http::dashboard::payments::payment_status;
+use crate::http::dashboard::session::{PageError, SignedIn, html_response, page};
+use crate::http::state::AppState;
+use crate::payments::search::{Method, PaymentSearch, SearchForm};
+
+/// Rows a page shows.
+const PAGE_SIZE: u64 = 25;
+/// Rows the export reads at a time: memory stays flat however many it writes.
+const EXPORT_BATCH: u64 = 500;
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(flatten)]
+    search: SearchForm,
+    starting_after: Option<String>,
+    ending_before: Option<String>,
+}
+
+/// The search's fields as a query string, for the paging links and the export.
+fn search_query(form: &SearchForm) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in [
+        ("q", &form.q),
+        ("status", &form.status),
+        ("currency", &form.currency),
+        ("provider", &form.provider),
+        ("method", &form.method),
+        ("from", &form.from),
+        ("to", &form.to),
+    ] {
+        if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+            q.append_pair(name, v);
+        }
+    }
+    q.finish()
+}
+
+/// `/dashboard/payments`: what the search finds, 25 a page, newest first.
+#[handler]
+pub async fn payments_page(
+    me: SignedIn,
+    state: Data<&AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, PageError> {
+    let refused = |error: String| {
+        let view = PaymentsList {
+            form: &query.search,
+            payments: &[],
+            found: None,
+            newer: None,
+            older: None,
+            error: Some(&error),
+        };
+        html_response(
+            poem::http::StatusCode::UNPROCESSABLE_ENTITY,
+            list_view(&me.chrome(), &view).into_string(),
+        )
+    };
+    let search = match PaymentSearch::parse(&query.search) {
+        Ok(s) => s,
+        Err(error) => return Ok(refused(error)),
+    };
+    let non_empty = |c: &Option<String>| c.clone().filter(|c| !c.is_empty());
+    let page_of = match Page::new(
+        Some(PAGE_SIZE as i64),
+        non_empty(&query.starting_after),
+        non_empty(&query.ending_before),
+    ) {
+        Ok(p) => p,
+        Err(e) => return Ok(refused(e.message)),
+    };
+    let scope = me.scope();
+    let loaded = async {
+        let (rows, more) = search.page(&state.db, &scope, &page_of).await?;
+        let found = search.count(&state.db, &scope).await?;
+        Ok::<_, sea_orm::DbErr>((rows, more, found))
+    }
+    .await;
+    let (rows, more, found) = loaded.map_err(PageError::db("payments"))?;
+    let searched = search_query(&query.search);
+    let link = |cursor: &str, id: &str| {
+        let sep = if searched.is_empty() { "" } else { "&" };
+        format!("{searched}{sep}{cursor}={id}")
+    };
+    // Going back (ending_before) there are older ones by definition; going forward, newer.
+    let (newer_exist, older_exist) = if page_of.ending_before.is_some() {
+        (more, true)
+    } else {
+        (page_of.starting_after.is_some(), more)
+    };
+    let newer = newer_exist
+        .then(|| rows.first())
+        .flatten()
+        .map(|first| link("ending_before", &first.id));
+    let older = older_exist
+        .then(|| rows.last())
+        .flatten()
+        .map(|last| link("starting_after", &last.id));
+    let view = PaymentsList {
+        form: &query.search,
+        payments: &rows,
+        found: Some(found),
+        newer,
+        older,
+        error: None,
+    };
+    Ok(page(list_view(&me.chrome(), &view)))
+}
+
+/// `/dashboard/payments.csv`: every payment the search finds, as CSV, streamed in batches.
+#[handler]
+pub async fn export_payments(
+    me: SignedIn,
+    state: Data<&AppState>,
+    Query(form): Query<SearchForm>,
+) -> Result<Response, PageError> {
+    let search = PaymentSearch::parse(&form).map_err(PageError::Invalid)?;
+    let (db, scope) = (state.db.clone(), me.scope());
+    let header =
+        futures_util::stream::once(async { Ok::<_, std::io::Error>(CSV_HEADER.to_string()) });
+    // Keyset pages of EXPORT_BATCH, newest first, until a page says there is no more.
+    let rows = futures_util::stream::unfold(Some(None::<String>), move |cursor| {
+        let (db, scope, search) = (db.clone(), scope.clone(), search.clone());
+        async move {
+            let after = cursor?;
+            let page = Page {
+                limit: EXPORT_BATCH,
+                starting_after: after,
+                ending_before: None,
+            };
+            match search.page(&db, &scope, &page).await {
+                Ok((rows, more)) => {
+                    let next = (more)
+                        .then(|| rows.last().map(|r| r.id.to_string()))
+                        .flatten();
+                    let text: String = rows.iter().map(csv_row).collect();
+                    Some((Ok(text), next.map(Some)))
+                }
+                Err(e) => {
+                    // The export is cut short; a truncated file must not look complete.
+                    tracing::error!(error = %e, "the payments export could not read its next batch");
+                    Some((
+                        Err(std::io::Error::other(
+                            "the export stopped: database unavailable",
+                        )),
+                        None,
+                    ))
+                }
+            }
+        }
+    });
+    use futures_util::StreamExt as _;
+    let body = header.chain(rows);
+    Ok(Response::builder()
+        .content_type("text/csv; charset=utf-8")
+        .header(
+            "content-disposition",
+            "attachment; filename=\"payments.csv\"",
+        )
+        .header(poem::http::header::CACHE_CONTROL, "no-store")
+        .body(Body::from_bytes_stream(body)))
+}
+
+const CSV_HEADER: &str = "id,created,amount,currency,status,amount_refunded,provider,reference,description,customer_email,card_last4\r\n";
+
+/// One payment as a CSV line (RFC 4180), amounts in major units.
+fn csv_row(p: &payments::Model) -> String {
+    let currency = Currency::stored(&p.currency);
+    let email = p
+        .customer
+        .as_ref()
+        .and_then(|c| c.get("email"))
+        .and_then(|e| e.as_str())
+        .unwrap_or_default();
+    let last4 = p
+        .payment_method
+        .as_ref()
+        .and_then(|m| m.get("card"))
+        .and_then(|c| c.get("last4"))
+        .and_then(|l| l.as_str())
+        .unwrap_or_default();
+    let fields = [
+        p.id.to_string(),
+        rfc3339(p.created_at),
+        plain_major_units(p.amount, currency),
+        p.currency.clone(),
+        p.status.to_string(),
+        plain_major_units(p.amount_refunded, currency),
+        p.provider.to_string(),
+        p.reference.clone().unwrap_or_default(),
+        p.description.clone().unwrap_or_default(),
+        email.to_string(),
+        last4.to_string(),
+    ];
+    let mut line = fields
+        .iter()
+        .map(|f| csv_field(f))
+        .collect::<Vec<_>>()
+        .join(",");
+    line.push_str("\r\n");
+    line
+}
+
+/// A field quoted when it must be, and never read as a formula by a spreadsheet.
+fn csv_field(value: &str) -> String {
+    let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{value}")
+    } else {
+        value.to_string()
+    };
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value
+    }
+}
+
+/// The payments list: the search, one page, links both ways and the count.
+pub struct PaymentsList<'a> {
+    pub form: &'a SearchForm,
+    pub payments: &'a [payments::Model],
+    /// How many the search finds (none when it was refused).
+    pub found: Option<u64>,
+    /// The query of the newer and of the older page, when there is one.
+    pub newer: Option<String>,
+    pub older: Option<String>,
+    pub error: Option<&'a str>,
+}
+
+fn text(field: &Option<String>) -> &str {
+    field.as_deref().unwrap_or("")
+}
+
+fn list_view(chrome: &Chrome<'_>, view: &PaymentsList<'_>) -> Markup {
+    let f = view.form;
+    frame(
+        "Payments",
+        LIVE_PAYMENTS,
+        html! {
+            (nav(chrome, ""))
+            main {
+                h1 { "Payments" }
+                form.filters method="get" action="/dashboard/payments" role="search" {
+                    div {
+                        label for="q" { "Search" }
+                        input #q type="search" name="q" value=(text(&f.q)) placeholder="pay_…, email, amount, last 4, reference" aria-describedby="q-help";
+                    }
+                    div { (choice("status", "Status", PaymentStatus::ALL.iter().map(|s| s.as_str()), text(&f.status))) }
+                    div { (choice("currency", "Currency", Currency::codes(), &text(&f.currency).to_ascii_uppercase())) }
+                    div { (choice("provider", "Provider", Provider::ALL.iter().map(|p| p.as_str()), text(&f.provider))) }
+                    div { (choice("method", "Method", Method::ALL.iter().map(|m| m.as_str()), text(&f.method))) }
+                    div { label for="from" { "From" } input #from type="date" name="from" value=(text(&f.from)); }
+                    div { label for="to" { "To" } input #to type="date" name="to" value=(text(&f.to)); }
+                    p { button type="submit" { "Search" } }
+                }
+                p #q-help { "Search by payment id, customer email, amount (10.50), card's last 4 or the start of a reference." }
+                @if let Some(error) = view.error { p.error role="alert" { (error) } }
+                @if let Some(found) = view.found {
+                    p #found {
+                        strong { (found) } @if found == 1 { " payment" } @else { " payments" } " found · "
+                        a href={ "/dashboard/payments.csv?" (search_query(f)) } download { "Export CSV" }
+                    }
+                }
+                table #payments-table data-live-region {
+                    thead { tr { th scope="col" { "Payment" } th scope="col" { "Amount" } th scope="col" { "Status" } th scope="col" { "Reference" } th scope="col" { "Created" } } }
+                    tbody #payments {
+                        @for p in view.payments {
+                            tr data-payment=(p.id) {
+                                td data-label="Payment" { a href={ "/dashboard/payments/" (p.id) } { code { (p.id) } } }
+                                td data-label="Amount" { (entity::money::format_stored_amount(p.amount, &p.currency)) }
+                                td data-label="Status" { (payment_status(p)) }
+                                td data-label="Reference" { (p.reference.as_deref().unwrap_or("")) }
+                                td data-label="Created" { (when(&rfc3339(p.created_at))) }
+                            }
+                        }
+                    }
+                }
+                @if view.found == Some(0) { p { "No payment matches. Clear the filters to see them all." } }
+                nav.pager aria-label="Pages" {
+                    @if let Some(newer) = &view.newer { a rel="prev" href={ "/dashboard/payments?" (newer) } { "← Newer" } }
+                    @if let Some(older) = &view.older { a rel="next" href={ "/dashboard/payments?" (older) } { "Older →" } }
+                }
+            }
+        },
+    )
+}
