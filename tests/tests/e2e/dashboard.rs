@@ -2103,3 +2103,103 @@ async fn payments_are_found_by_what_a_person_remembers_and_exported_as_csv() {
         200
     );
 }
+
+/// A link opened signed out comes back after sign-in (never to another site), and signing out
+/// says so (issue 23).
+#[tokio::test]
+async fn a_deep_link_survives_sign_in_and_signing_out_says_so() {
+    let app = TestApp::spawn().await;
+    let (merchant, _) = app.create_merchant_with_id("Shop").await;
+    let password = user(&app, &merchant, "owner@example.com", UserRole::Owner).await;
+    let mut browser = Browser::new(&app.base);
+    let wanted = "/dashboard/payments?q=inv-7&status=failed";
+    let bounced = browser.get(wanted).await;
+    assert_eq!(bounced.status, 303);
+    let login = bounced.location.expect("to sign-in");
+    assert_eq!(
+        login,
+        "/dashboard/login?next=%2Fdashboard%2Fpayments%3Fq%3Dinv-7%26status%3Dfailed"
+    );
+    let form = browser.get(&login).await;
+    assert!(
+        form.body
+            .contains(r#"name="next" value="/dashboard/payments?q=inv-7&amp;status=failed""#),
+        "the form carries where to go back to"
+    );
+    let token = Browser::token_in(&form);
+    let signed_in = browser
+        .post_form(
+            "/dashboard/login",
+            &[
+                ("email", "owner@example.com"),
+                ("password", &password),
+                ("csrf_token", &token),
+                ("next", wanted),
+            ],
+        )
+        .await;
+    assert_eq!(
+        signed_in.location.as_deref(),
+        Some(wanted),
+        "back where they meant to go"
+    );
+
+    // Signing out says so, once.
+    let page = browser.get("/dashboard").await;
+    let token = Browser::token_in(&page);
+    let out = browser
+        .post_form("/dashboard/logout", &[("csrf_token", &token)])
+        .await;
+    assert_eq!(out.location.as_deref(), Some("/dashboard/login"));
+    assert!(
+        browser
+            .get("/dashboard/login")
+            .await
+            .body
+            .contains("You are signed out.")
+    );
+    assert!(
+        !browser
+            .get("/dashboard/login")
+            .await
+            .body
+            .contains("You are signed out.")
+    );
+
+    // Anywhere else is refused as a destination: the dashboard's overview instead.
+    for elsewhere in [
+        "https://evil.example/",
+        "//evil.example/dashboard",
+        "/dashboard/..//evil.example",
+        "/\\evil.example",
+        "/v1/payments",
+    ] {
+        let form = browser
+            .get(&format!(
+                "/dashboard/login?next={}",
+                url::form_urlencoded::byte_serialize(elsewhere.as_bytes()).collect::<String>()
+            ))
+            .await;
+        assert!(
+            !form.body.contains(r#"name="next""#),
+            "{elsewhere} is not carried"
+        );
+        let token = Browser::token_in(&form);
+        let signed_in = browser
+            .post_form(
+                "/dashboard/login",
+                &[
+                    ("email", "owner@example.com"),
+                    ("password", &password),
+                    ("csrf_token", &token),
+                    ("next", elsewhere),
+                ],
+            )
+            .await;
+        assert_eq!(
+            signed_in.location.as_deref(),
+            Some("/dashboard"),
+            "{elsewhere}"
+        );
+    }
+}

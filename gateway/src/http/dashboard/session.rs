@@ -225,7 +225,10 @@ impl SignedIn {
 impl<'a> FromRequest<'a> for SignedIn {
     async fn from_request(req: &'a Request, _body: &mut RequestBody) -> poem::Result<Self> {
         let state = state_of(req)?;
-        let user = session(req, state).await.ok_or(PageError::SignIn)?;
+        // A page asked for signed out comes back after sign-in (a bookmark, a shared link).
+        let user = session(req, state)
+            .await
+            .ok_or_else(|| PageError::SignIn(coming_back_to(req)))?;
         let csrf = state.dashboard.csrf_for(&user.family);
         let flash = req.extensions().get::<Flash>().map(|f| f.0.clone());
         Ok(SignedIn { user, csrf, flash })
@@ -312,7 +315,7 @@ where
 {
     async fn from_request(req: &'a Request, body: &mut RequestBody) -> poem::Result<Self> {
         let state = state_of(req)?;
-        let user = session(req, state).await.ok_or(PageError::SignIn)?;
+        let user = session(req, state).await.ok_or(PageError::SignIn(None))?;
         let Form(form) = Form::<T>::from_request(req, body)
             .await
             .map_err(|e| PageError::Unreadable(format!("The form could not be read: {e}.")))?;
@@ -338,8 +341,8 @@ where
 /// What a page answers instead of itself.
 #[derive(Debug)]
 pub enum PageError {
-    /// Not signed in: to the sign-in page.
-    SignIn,
+    /// Not signed in: to the sign-in page, and after it back to this page (when it is one).
+    SignIn(Option<String>),
     /// The form's token is not this session's.
     Expired,
     Forbidden(&'static str),
@@ -365,7 +368,7 @@ impl PageError {
 impl std::fmt::Display for PageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PageError::SignIn => f.write_str("Sign in first."),
+            PageError::SignIn(_) => f.write_str("Sign in first."),
             PageError::Expired => f.write_str("This form has expired; reload the page."),
             PageError::Forbidden(why) | PageError::NotFound(why) => f.write_str(why),
             PageError::Unreadable(why) | PageError::Invalid(why) => f.write_str(why),
@@ -385,8 +388,15 @@ impl From<PageError> for poem::Error {
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let status = match &self {
-            PageError::SignIn => {
-                return Redirect::see_other("/dashboard/login").into_response();
+            PageError::SignIn(next) => {
+                let to = match next {
+                    Some(next) => format!(
+                        "/dashboard/login?next={}",
+                        url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+                    ),
+                    None => "/dashboard/login".to_string(),
+                };
+                return Redirect::see_other(to).into_response();
             }
             PageError::Expired | PageError::Forbidden(_) => StatusCode::FORBIDDEN,
             PageError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -424,6 +434,30 @@ pub(super) fn page(markup: maud::Markup) -> Response {
 
 /// After a form post: back to `path` (a dashboard page), which shows `notice` once (a
 /// flash cookie, never text in the URL).
+/// Where a signed-out GET meant to go, to come back to after sign-in.
+fn coming_back_to(req: &Request) -> Option<String> {
+    if req.method() != poem::http::Method::GET {
+        return None;
+    }
+    // The original: inside the nested routes the path has lost its `/dashboard`.
+    let wanted = req.original_uri().path_and_query().map(|p| p.as_str())?;
+    safe_next(wanted)
+        .filter(|next| *next != PATH)
+        .map(str::to_string)
+}
+
+/// `next` when it is a page of this dashboard, never another site (`//evil.example`,
+/// `/\evil.example`) nor anything but a plain path and query.
+pub(super) fn safe_next(next: &str) -> Option<&str> {
+    let ours = next == PATH || next.starts_with("/dashboard/") || next.starts_with("/dashboard?");
+    let plain = next.len() <= 2000
+        && !next.contains("//")
+        && !next.contains("..")
+        && !next.contains('\\')
+        && next.chars().all(|c| c.is_ascii_graphic());
+    (ours && plain).then_some(next)
+}
+
 pub(super) fn back_to(path: &str, notice: &str) -> Response {
     let value: String = url::form_urlencoded::byte_serialize(notice.as_bytes()).collect();
     let mut response = Redirect::see_other(path).into_response();

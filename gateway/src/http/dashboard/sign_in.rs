@@ -2,7 +2,7 @@
 
 use maud::{Markup, html};
 use poem::http::{StatusCode, header};
-use poem::web::{Data, Form, Redirect};
+use poem::web::{Data, Form, Query, Redirect};
 use poem::{IntoResponse, Request, Response, handler};
 use serde::Deserialize;
 
@@ -15,10 +15,33 @@ use crate::http::dashboard::session::{
 use crate::http::state::AppState;
 use crate::merchants::users::{self, SignInError};
 
+#[derive(Deserialize)]
+pub struct SignInQuery {
+    next: Option<String>,
+}
+
+/// The sign-in form; `next` is the page to go back to afterwards (ours only), and a message
+/// left by signing out is shown once.
 #[handler]
-pub async fn sign_in_page(req: &Request, state: Data<&AppState>) -> Response {
+pub async fn sign_in_page(
+    req: &Request,
+    state: Data<&AppState>,
+    Query(query): Query<SignInQuery>,
+) -> Response {
     let token = session::sign_in_csrf(req, &state);
-    html_response(StatusCode::OK, sign_in_view(&token, "", None).into_string())
+    let next = query.next.as_deref().and_then(session::safe_next);
+    let said = req
+        .extensions()
+        .get::<session::Flash>()
+        .map(|f| f.0.as_str());
+    let form = SignInView {
+        csrf_token: &token,
+        email: "",
+        error: None,
+        notice: said,
+        next,
+    };
+    html_response(StatusCode::OK, sign_in_view(&form).into_string())
 }
 
 #[derive(Deserialize)]
@@ -26,6 +49,7 @@ pub struct SignInForm {
     email: String,
     password: String,
     csrf_token: Option<String>,
+    next: Option<String>,
 }
 
 #[handler]
@@ -45,11 +69,16 @@ pub async fn sign_in(
         .map(|a| a.to_string())
         .unwrap_or_default();
     let token = session::sign_in_csrf(req, &state);
+    let next = form.next.as_deref().and_then(session::safe_next);
     let again = |status, error: &str| {
-        html_response(
-            status,
-            sign_in_view(&token, &form.email, Some(error)).into_string(),
-        )
+        let view = SignInView {
+            csrf_token: &token,
+            email: &form.email,
+            error: Some(error),
+            notice: None,
+            next,
+        };
+        html_response(status, sign_in_view(&view).into_string())
     };
     // Screened like an API field: no control characters, bounded lengths (a password of a
     // megabyte would be hashed whole).
@@ -71,7 +100,7 @@ pub async fn sign_in(
         match users::sign_in(&state.db, &deps, &form.email, &form.password, &address).await {
             Ok(tokens) => {
                 session::set_token_cookies(req, &state, &tokens);
-                Redirect::see_other(PATH).into_response()
+                Redirect::see_other(next.unwrap_or(PATH)).into_response()
             }
             Err(SignInError::Invalid) => {
                 again(StatusCode::UNAUTHORIZED, "Wrong email or password.")
@@ -133,7 +162,7 @@ pub async fn sign_out(
     for name in [session::ACCESS_COOKIE, REFRESH_COOKIE] {
         session::set_cookie(req, session::session_cookie(&state, name, "", 0));
     }
-    Ok(Redirect::see_other("/dashboard/login").into_response())
+    Ok(session::back_to("/dashboard/login", "You are signed out."))
 }
 
 #[derive(Deserialize)]
@@ -179,7 +208,16 @@ pub async fn switch_mode(
 }
 
 /// The sign-in form; `error` says why the last attempt failed.
-fn sign_in_view(csrf_token: &str, email: &str, error: Option<&str>) -> Markup {
+/// What the sign-in page shows.
+struct SignInView<'a> {
+    csrf_token: &'a str,
+    email: &'a str,
+    error: Option<&'a str>,
+    notice: Option<&'a str>,
+    next: Option<&'a str>,
+}
+
+fn sign_in_view(view: &SignInView<'_>) -> Markup {
     frame(
         "Sign in",
         "",
@@ -187,12 +225,14 @@ fn sign_in_view(csrf_token: &str, email: &str, error: Option<&str>) -> Markup {
             main {
                 form.signin method="post" action="/dashboard/login" {
                     h1 { "Sign in to Payrail" }
-                    @if let Some(error) = error {
+                    @if let Some(notice) = view.notice { p role="status" { (notice) } }
+                    @if let Some(error) = view.error {
                         p.error role="alert" { (error) }
                     }
-                    input type="hidden" name="csrf_token" value=(csrf_token);
+                    input type="hidden" name="csrf_token" value=(view.csrf_token);
+                    @if let Some(next) = view.next { input type="hidden" name="next" value=(next); }
                     label for="email" { "Email" }
-                    input #email type="email" name="email" autocomplete="username" required value=(email);
+                    input #email type="email" name="email" autocomplete="username" required value=(view.email);
                     label for="password" { "Password" }
                     input #password type="password" name="password" autocomplete="current-password" required;
                     p { button type="submit" { "Sign in" } }
