@@ -27,12 +27,21 @@ pub struct Hour {
     pub other: u64,
 }
 
-/// A currency's succeeded volume, in minor units.
+/// A currency's volume, in minor units: what customers paid (gross: payments that succeeded,
+/// refunded since or not) and what was given back of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Volume {
     pub currency: String,
-    pub amount: i64,
+    pub gross: i64,
+    pub refunded: i64,
     pub payments: i64,
+}
+
+impl Volume {
+    /// What stays: gross less refunds.
+    pub fn net(&self) -> i64 {
+        self.gross - self.refunded
+    }
 }
 
 /// A scope's payments over the last [`HOURS`].
@@ -113,11 +122,15 @@ pub async fn last_day<C: ConnectionTrait>(
         }
     }
     // SUM of a bigint is a numeric in PostgreSQL: cast back, a day's volume fits.
-    let volumes: Vec<(String, i64, i64)> = in_window()
-        .filter(payments::Column::Status.eq(PaymentStatus::Succeeded))
+    let volumes: Vec<(String, i64, i64, i64)> = in_window()
+        .filter(payments::Column::Status.is_in([PaymentStatus::Succeeded, PaymentStatus::Refunded]))
         .select_only()
         .column(payments::Column::Currency)
-        .column_as(Expr::cust("CAST(SUM(amount) AS BIGINT)"), "amount")
+        .column_as(Expr::cust("CAST(SUM(amount) AS BIGINT)"), "gross")
+        .column_as(
+            Expr::cust("CAST(SUM(amount_refunded) AS BIGINT)"),
+            "refunded",
+        )
         .column_as(payments::Column::Id.count(), "n")
         .group_by(payments::Column::Currency)
         .order_by_asc(payments::Column::Currency)
@@ -129,9 +142,10 @@ pub async fn last_day<C: ConnectionTrait>(
         success_rate: (finished > 0).then(|| succeeded as f64 / finished as f64),
         volumes: volumes
             .into_iter()
-            .map(|(currency, amount, payments)| Volume {
+            .map(|(currency, gross, refunded, payments)| Volume {
                 currency,
-                amount,
+                gross,
+                refunded,
                 payments,
             })
             .collect(),

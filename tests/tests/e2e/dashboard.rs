@@ -1263,6 +1263,17 @@ async fn the_overview_charts_the_last_day_of_payments_and_webhooks() {
                 )
                 .await;
             assert_eq!(s, 200);
+            if amount == 1500 {
+                // €5.00 of it goes back: gross stays, net drops.
+                let (s, r) = app
+                    .post_json(
+                        &key,
+                        &format!("/v1/payments/{id}/refunds"),
+                        json!({"amount": 500}),
+                    )
+                    .await;
+                assert_eq!(s, 201, "{r}");
+            }
         }
     }
     app.eventually(
@@ -1301,9 +1312,27 @@ async fn the_overview_charts_the_last_day_of_payments_and_webhooks() {
         r#"data-hour="{hour}" data-status="other" data-count="2""#
     )));
     assert!(page.contains("2 succeeded, 1 failed, 2 other"));
-    // Volume by currency: succeeded only.
     assert!(
-        page.contains(r#"data-currency="EUR"><strong>€40.00</strong> in 2 payments"#),
+        page.contains(r#"id="chart-scale""#) && page.contains("5 payments an hour</text>"),
+        "the chart says its scale"
+    );
+    assert!(!page.contains(r#"id="first-steps""#));
+    // A merchant with no payment yet is shown the first step, with its API's address.
+    let (newcomer, _) = app.create_merchant_with_id("New shop").await;
+    let mut new_owner = signed_in_as(&app, &newcomer, "new@example.com", UserRole::Owner).await;
+    let empty = new_owner.get("/dashboard").await.body;
+    assert!(
+        empty.contains(r#"id="first-steps""#)
+            && empty.contains(&format!(
+                "curl -X POST {}/v1/payments",
+                app.state.public_url
+            ))
+            && empty.contains(r#"href="/dashboard/keys""#),
+        "{empty}"
+    );
+    // Volume by currency: what succeeded, gross and net of refunds.
+    assert!(
+        page.contains(r#"data-currency="EUR"><strong class="net">€35.00</strong> net · <span class="gross">€40.00</span> gross, €5.00 refunded · 2 payments"#),
         "{page}"
     );
     assert!(!page.contains(r#"data-currency="USD""#));

@@ -65,6 +65,8 @@ pub async fn overview(me: SignedIn, state: Data<&AppState>) -> Result<Response, 
             day: &day,
             webhooks: &webhooks,
             balances: &balances,
+            api_base: &state.public_url,
+            manages_keys: me.chrome().manages_keys,
         },
     )))
 }
@@ -113,6 +115,9 @@ pub struct Overview<'a> {
     pub webhooks: &'a WebhookHealth,
     /// The balance in the mode shown, per currency.
     pub balances: &'a [entity::balances::Model],
+    /// Where the API answers, for the first-steps example.
+    pub api_base: &'a str,
+    pub manages_keys: bool,
 }
 
 fn view(chrome: &Chrome<'_>, view: &Overview<'_>) -> Markup {
@@ -158,6 +163,16 @@ fn view(chrome: &Chrome<'_>, view: &Overview<'_>) -> Markup {
                 }
                 section #latest-section aria-labelledby="latest" data-live-region {
                     h2 #latest { "Latest payments" }
+                    @if view.latest.is_empty() {
+                        div.empty #first-steps {
+                            p { strong { "No payments yet in this mode." } " Your first one is a request away:" }
+                            pre { code { "curl -X POST " (view.api_base) "/v1/payments \\\n  -H \"Authorization: Bearer $PAYRAIL_KEY\" \\\n  -H \"Content-Type: application/json\" \\\n  -d '{\"amount\": 1050, \"currency\": \"eur\", \"provider\": \"simulated\"}'" } }
+                            p {
+                                @if view.manages_keys { "Use a test key from " a href="/dashboard/keys" { "API keys" } ". " }
+                                "It appears here at once; its webhooks go to the endpoints on " a href="/dashboard/webhooks" { "Webhooks" } "."
+                            }
+                        }
+                    }
                     table {
                         thead { tr { th scope="col" { "Payment" } th scope="col" { "Amount" } th scope="col" { "Status" } th scope="col" { "Created" } } }
                         tbody #payments {
@@ -192,11 +207,16 @@ fn figures(f: &LastDay, w: &WebhookHealth) -> Markup {
                     @if let Some(age) = w.oldest_waiting { br; "oldest " (humantime::format_duration(std::time::Duration::from_secs(age.num_seconds().max(0) as u64))) }
                 }
             }
-            h3 { "Succeeded volume by currency" }
-            @if f.volumes.is_empty() { p { "No succeeded payment yet." } }
+            h3 { "Volume by currency" }
+            @if f.volumes.is_empty() { p { "No payment has succeeded in this window yet." } }
             ul #volumes {
                 @for v in &f.volumes {
-                    li data-currency=(v.currency) { strong { (entity::money::format_stored_amount(v.amount, &v.currency)) } " in " (v.payments) @if v.payments == 1 { " payment" } @else { " payments" } }
+                    li data-currency=(v.currency) {
+                        strong.net { (entity::money::format_stored_amount(v.net(), &v.currency)) } " net · "
+                        span.gross { (entity::money::format_stored_amount(v.gross, &v.currency)) } " gross"
+                        @if v.refunded > 0 { ", " (entity::money::format_stored_amount(v.refunded, &v.currency)) " refunded" }
+                        " · " (v.payments) @if v.payments == 1 { " payment" } @else { " payments" }
+                    }
                 }
             }
             h3 { "Payments per hour (UTC)" }
@@ -260,6 +280,12 @@ pub fn payments_chart(hours: &[Hour]) -> Markup {
             title #payments-chart-title { "Payments per hour, by outcome" }
             desc #payments-chart-desc { (described) }
             line x1="0" y1=(plot) x2=(WIDTH) y2=(plot) stroke="#ccc" {}
+            // The scale: the top of the plot is the busiest hour.
+            line x1="0" y1="1" x2=(WIDTH) y2="1" stroke="#eee" {}
+            text #chart-scale x=(WIDTH - 2) y="13" text-anchor="end" font-size="12" fill="#555" {
+                (tallest) @if tallest == 1 { " payment" } @else { " payments" } " an hour"
+            }
+            text x=(WIDTH - 2) y=(plot - 3) text-anchor="end" font-size="12" fill="#555" { "0" }
             @for (x, y, height, status, count, colour, hour) in &segments {
                 rect x=(x) y=(y) width=(slot - 4) height=(height) fill=(colour)
                     data-hour=(hour) data-status=(status) data-count=(count) {
