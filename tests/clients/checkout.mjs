@@ -1,6 +1,6 @@
 // The hosted checkout in Debian's Chromium (headless, driven by playwright-core), as a
-// customer on a phone uses it: load the page, read the amount, see the QR code, pay, land on
-// the merchant's return_url. Run by tests/tests/e2e/checkout.rs:
+// customer on a phone uses it: load the page, read the amount, see the QR code, open it in a
+// second tab too, pay in the first, land on the merchant's return_url. Run by tests/tests/e2e/checkout.rs:
 //   node checkout.mjs CHECKOUT_URL RETURN_URL_PREFIX EXPECTED_AMOUNT SCREENSHOT_DIR
 // Screenshots of each step are kept in SCREENSHOT_DIR (CI artefacts).
 import { chromium, devices } from "playwright-core";
@@ -47,6 +47,11 @@ try {
   await desktop.goto(checkoutUrl);
   await desktop.screenshot({ path: `${shots}/2-checkout-desktop.png`, fullPage: true });
   await desktop.close();
+
+  // The same checkout opened again in a second tab of this browser: the first tab still pays.
+  const secondTab = await context.newPage();
+  if ((await secondTab.goto(checkoutUrl))?.status() !== 200) fail("the second tab did not open");
+  await secondTab.close();
 
   await Promise.all([page.waitForURL((url) => url.href.startsWith(returnPrefix)), pay.tap()]);
   const landed = new URL(page.url());

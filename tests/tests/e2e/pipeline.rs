@@ -179,6 +179,10 @@ async fn the_hosted_checkout_page_completes_through_the_provider_path() {
     let html = page.text().await.expect("html");
     assert!(html.contains("Decline") && html.contains("pending"));
     assert!(
+        html.contains(r#"<h1 id="merchant">Test merchant</h1>"#),
+        "the customer sees whom they pay"
+    );
+    assert!(
         html.contains("500\u{a0}000\u{a0}FCFA"),
         "the amount as customers write it"
     );
@@ -193,6 +197,19 @@ async fn the_hosted_checkout_page_completes_through_the_provider_path() {
     assert_eq!(
         Some(&cookie[cookie.find('=').map_or(0, |i| i + 1)..]),
         Some(token.as_str())
+    );
+    // A second tab (the same browser, its cookie) gets the same token: both tabs' forms work.
+    let second_tab = app
+        .client
+        .get(app.url(&format!("/sandbox/checkout/{id}")))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("second tab");
+    let second_html = second_tab.text().await.expect("html");
+    assert!(
+        second_html.contains(&format!(r#"name="csrf_token" value="{token}""#)),
+        "a second tab keeps the first tab's token valid"
     );
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -214,6 +231,12 @@ async fn the_hosted_checkout_page_completes_through_the_provider_path() {
         }
         let r = post.send().await.expect("forged post");
         assert_eq!(r.status(), 403);
+        let told = r.text().await.expect("page");
+        assert!(
+            told.contains("Nothing was charged")
+                && told.contains(&format!(r#"href="/sandbox/checkout/{id}""#)),
+            "a refusal says what happened and the way back: {told}"
+        );
     }
     let (_, p) = app
         .get_json(&app.api_key, &format!("/v1/payments/{id}"))
@@ -242,6 +265,22 @@ async fn the_hosted_checkout_page_completes_through_the_provider_path() {
         .await;
     assert_eq!(p["status"], "failed");
     assert_eq!(p["failure_code"], "card_declined");
+    // The declined page is not a dead end: it says so and where to try again.
+    let after = app
+        .client
+        .get(app.url(&format!("/sandbox/checkout/{id}")))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        after.contains("Your payment was declined. Nothing was charged.")
+            && after.contains("Try again at Test merchant")
+            && after.contains("https://shop.example.com/orders/7?lang=fr&amp;payment_id="),
+        "{after}"
+    );
     assert_eq!(app.count("SELECT count(*) FROM provider_events WHERE provider = 'simulated' AND outcome = 'applied'").await, 1);
 
     // The QR code of the checkout URL, public like the URL itself, as SVG and PNG.

@@ -43,16 +43,32 @@ fn return_to(p: &payments::Model) -> Option<String> {
     Some(url.to_string())
 }
 
+/// The checkout's pages: their own inline style, images from here, forms posting here (and
+/// on to the merchant's `return_url`), never framed.
+const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self' http: https:; frame-ancestors 'none'";
+
 /// The hosted checkout page, with a fresh CSRF token in its forms and its cookie.
 #[handler]
-pub async fn checkout_page(state: Data<&AppState>, Path(id): Path<String>) -> Response {
+pub async fn checkout_page(
+    req: &Request,
+    state: Data<&AppState>,
+    Path(id): Path<String>,
+) -> Response {
     let Some(id) = PaymentId::parse(&id) else {
         return not_found();
     };
     let Ok(Some(p)) = payments_service::find_simulated(&state.db, &id).await else {
         return not_found();
     };
-    let token = csrf::new_token();
+    // The token this browser already holds, when it holds one: a checkout open in two tabs
+    // (or reloaded) keeps both forms valid; a new token would void the other tab's.
+    let token = csrf::read_cookie(req, CSRF_COOKIE)
+        .filter(|t| t.len() >= 32 && t.len() <= 64 && t.chars().all(|c| c.is_ascii_alphanumeric()))
+        .unwrap_or_else(csrf::new_token);
+    let merchant = crate::merchants::get(&state.db, &p.merchant_id)
+        .await
+        .map(|m| m.name)
+        .unwrap_or_default();
     let qr = p
         .checkout_url
         .as_deref()
@@ -62,6 +78,7 @@ pub async fn checkout_page(state: Data<&AppState>, Path(id): Path<String>) -> Re
         &p,
         &CheckoutView {
             csrf_token: &token,
+            merchant: &merchant,
             qr_svg: qr.as_deref(),
             return_to: return_url.as_deref(),
         },
@@ -80,7 +97,7 @@ pub async fn checkout_page(state: Data<&AppState>, Path(id): Path<String>) -> Re
         // The page holds a token: never from a shared cache, never in a frame.
         .header(header::CACHE_CONTROL, "no-store")
         .header("x-frame-options", "DENY")
-        .header("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self' http: https:; frame-ancestors 'none'")
+        .header("content-security-policy", CSP)
         .body(html)
 }
 
@@ -114,11 +131,12 @@ pub async fn checkout_action(
     };
     let sent = form.as_ref().and_then(|f| f.0.csrf_token.as_deref());
     if !csrf::verify(req, CSRF_COOKIE, sent) {
-        return (
-            StatusCode::FORBIDDEN,
-            "This form has expired or did not come from the checkout page. Reload the page and try again.",
-        )
-            .into_response();
+        return Response::builder()
+            .status(StatusCode::FORBIDDEN)
+            .content_type("text/html; charset=utf-8")
+            .header(header::CACHE_CONTROL, "no-store")
+            .header("content-security-policy", CSP)
+            .body(page::expired(&p.id));
     }
     let (raw, signature) = state.simulated.event_for(&p.id, outcome);
     if let Err(e) = state.inbound.receive_simulated(&signature, &raw).await {
