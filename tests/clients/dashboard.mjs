@@ -96,6 +96,17 @@ try {
   step(`payment ${payment.id} appeared on the overview without a reload`);
   await owner.screenshot({ path: `${shots}/1-overview.png`, fullPage: true });
 
+  // A keyboard user on that row's link keeps their place when the next payment redraws it.
+  const link = row.getByRole("link");
+  await link.focus();
+  const before = Number((await owner.getAttribute("body", "data-live-updates")) ?? 0);
+  const next = await api("POST", "/v1/payments", { amount: 1200, currency: "eur", provider: "simulated" });
+  await owner.locator(`tr[data-payment="${next.id}"]`).waitFor({ timeout: 15000 });
+  if (!(Number(await owner.getAttribute("body", "data-live-updates")) > before)) fail("no live update came");
+  const onto = await owner.evaluate(() => document.activeElement?.getAttribute("href"));
+  if (onto !== `/dashboard/payments/${payment.id}`) fail(`the focus moved to ${onto} when the page updated`);
+  step("the keyboard focus stayed on its link through a live update");
+
   if ((await viewer.getAttribute("body", "data-live-state")) === "live") fail("the viewer's socket was not held");
   letTheSocketThrough();
   await live(viewer);
@@ -175,6 +186,8 @@ try {
     ["logs", "/dashboard/logs"],
     ["keys", "/dashboard/keys"],
     ["reconciliation", "/dashboard/reconciliation"],
+    ["balance", "/dashboard/balance"],
+    ["usage", "/dashboard/usage"],
   ];
   for (const [width, height] of [
     [390, 844],

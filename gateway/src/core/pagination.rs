@@ -103,6 +103,32 @@ impl Page {
     }
 }
 
+/// Where the pages either side of a fetched page start: the cursors of its links.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Neighbours {
+    /// `ending_before` for the newer page, when there is one.
+    pub newer: Option<String>,
+    /// `starting_after` for the older page, when there is one.
+    pub older: Option<String>,
+}
+
+impl Page {
+    /// The pages either side of the one [`Page::fetch`] returned (`more`, and its first and
+    /// last ids, newest first). Going back (`ending_before`) there are older ones by
+    /// definition; going forward (`starting_after`), newer ones.
+    pub fn neighbours(&self, more: bool, first: Option<&str>, last: Option<&str>) -> Neighbours {
+        let (newer, older) = if self.ending_before.is_some() {
+            (more, true)
+        } else {
+            (self.starting_after.is_some(), more)
+        };
+        Neighbours {
+            newer: first.filter(|_| newer).map(str::to_string),
+            older: last.filter(|_| older).map(str::to_string),
+        }
+    }
+}
+
 /// Stripe's `created[gte]` / `created[lte]` on a list: an inclusive window on `created_at`.
 /// Each bound is a Unix timestamp in seconds or an RFC 3339 time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1871,7 +1871,10 @@ async fn a_signed_token_opens_nothing_without_a_live_session() {
             .insert("payrail_access".into(), hs256(&claims));
         let page = forger.get("/dashboard/keys").await;
         assert_eq!(page.status, 303, "{claims}: {}", page.body);
-        assert_eq!(page.location.as_deref(), Some("/dashboard/login"));
+        assert_eq!(
+            page.location.as_deref(),
+            Some("/dashboard/login?next=%2Fdashboard%2Fkeys")
+        );
         let minted = forger
             .post_form("/dashboard/keys", &[("mode", "live")])
             .await;
@@ -2231,4 +2234,77 @@ async fn a_deep_link_survives_sign_in_and_signing_out_says_so() {
             "{elsewhere}"
         );
     }
+}
+
+/// The balance (with its transactions and payouts) and the usage against the plan have pages
+/// of their own (issue 23 item 7).
+#[tokio::test]
+async fn the_balance_and_usage_pages_show_the_ledger_and_the_plan() {
+    let app = TestApp::spawn().await;
+    let (merchant, key) = app.create_merchant_with_id("Shop").await;
+    let (s, paid) = app
+        .post_json(
+            &key,
+            "/v1/payments",
+            json!({"amount": 4999, "currency": "eur", "provider": "simulated",
+                   "payment_method": {"type": "card", "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2031, "cvc": "123"}}}),
+        )
+        .await;
+    assert_eq!(
+        (s, paid["status"].as_str()),
+        (201, Some("succeeded")),
+        "{paid}"
+    );
+    let id = paid["id"].as_str().expect("id");
+    let row = gateway::merchants::get(&app.db, &MerchantId::parse(&merchant).expect("id"))
+        .await
+        .expect("merchant");
+    gateway::merchants::set_plan(&app.db, row, Some(entity::status::Plan::Free), None)
+        .await
+        .expect("plan");
+    let mut owner = signed_in_as(&app, &merchant, "owner@example.com", UserRole::Owner).await;
+
+    let balance = owner.get("/dashboard/balance").await;
+    assert_eq!(balance.status, 200, "{}", balance.body);
+    assert!(
+        balance.body.contains(r#"href="/dashboard/balance""#),
+        "in the navigation"
+    );
+    assert!(
+        balance.body.contains(r#"<tr data-currency="EUR">"#) && balance.body.contains("€49.99"),
+        "the balance: {}",
+        balance.body
+    );
+    assert!(
+        balance.body.contains("<tr data-transaction=")
+            && balance
+                .body
+                .contains(&format!(r#"href="/dashboard/payments/{id}""#)),
+        "the charge's transaction, linked to its payment"
+    );
+    assert!(balance.body.contains("No payout in this mode yet"));
+    assert_eq!(
+        owner
+            .get("/dashboard/balance?starting_after=nonsense")
+            .await
+            .status,
+        422,
+        "a cursor that is no id is refused"
+    );
+
+    let usage = owner.get("/dashboard/usage").await;
+    assert_eq!(usage.status, 200);
+    assert!(
+        usage
+            .body
+            .contains(r#"<strong id="plan-name">free</strong>"#),
+        "{}",
+        usage.body
+    );
+    assert!(
+        usage.body.contains(r#"<tr data-metric="payments_created"><td data-label="Metric">payments created</td><td data-label="Used">1</td><td data-label="Limit">1000 (hard)</td>"#),
+        "one payment of the free plan's 1,000: {}",
+        usage.body
+    );
+    assert!(usage.body.contains("0.1 %"));
 }

@@ -84,9 +84,11 @@ pub fn nav(chrome: &Chrome<'_>, who: &str) -> Markup {
             nav aria-label="Dashboard" {
                 a href="/dashboard" { strong { "Payrail" } } " · "
                 a href="/dashboard/payments" { "Payments" } " · "
+                a href="/dashboard/balance" { "Balance" } " · "
                 a href="/dashboard/webhooks" { "Webhooks" } " · "
                 a href="/dashboard/logs" { "Logs" } " · "
-                a href="/dashboard/reconciliation" { "Reconciliation" }
+                a href="/dashboard/reconciliation" { "Reconciliation" } " · "
+                a href="/dashboard/usage" { "Usage" }
                 @if chrome.manages_keys {
                     " · " a href="/dashboard/keys" { "API keys" }
                 }

@@ -59,6 +59,32 @@
     if (status) status.textContent = text;
   }
 
+  // A swap replaces the element a keyboard user is on: note what it was (its id, or the link
+  // or button it is, by address and name) and put the focus back on its successor.
+  function focused() {
+    var el = document.activeElement;
+    if (!el || el === body || !el.closest("[data-live-region]")) return null;
+    return {
+      id: el.id,
+      tag: el.tagName,
+      href: el.getAttribute("href"),
+      label: el.getAttribute("aria-label") || el.textContent,
+    };
+  }
+  function refocus(was) {
+    if (!was || (document.activeElement && document.activeElement !== body)) return;
+    var again = was.id ? document.getElementById(was.id) : null;
+    if (!again) {
+      var candidates = document.querySelectorAll("[data-live-region] " + was.tag);
+      for (var i = 0; i < candidates.length && !again; i++) {
+        var c = candidates[i];
+        var label = c.getAttribute("aria-label") || c.textContent;
+        if (c.getAttribute("href") === was.href && label === was.label) again = c;
+      }
+    }
+    if (again) again.focus();
+  }
+
   // Fetches this page again and swaps its live parts. The fetch also renews an expired
   // session (the handler sets the cookies) and finds an ended one (sign-in page). Its header
   // tells the server this is a refresh, so it leaves a form's one-time message to the page
@@ -75,6 +101,7 @@
       })
       .then(function (html) {
         var fresh = new DOMParser().parseFromString(html, "text/html");
+        var focus = focused();
         document.querySelectorAll("[data-live-region]").forEach(function (el) {
           var next = fresh.getElementById(el.id);
           if (next) {
@@ -83,6 +110,7 @@
             el.replaceWith(swapped);
           }
         });
+        refocus(focus);
         updates += 1;
         body.setAttribute("data-live-updates", String(updates));
       });

@@ -6,11 +6,12 @@
 //! - [`session`]: cookies, the page and form extractors, roles, [`session::PageError`].
 //! - [`frame`]: the frame and widgets every page shares.
 //! - [`sign_in`]: signing in and out, the mode switch.
-//! - [`overview`], [`payments_list`], [`payments`], [`webhooks`], [`deliveries`], [`logs`], [`keys`], [`reconciliation`]: the pages.
+//! - [`overview`], [`payments_list`], [`payments`], [`balance`], [`usage`], [`webhooks`], [`deliveries`], [`logs`], [`keys`], [`reconciliation`]: the pages.
 //! - [`live`] and [`hub`]: real time, the WebSocket `/dashboard/stream` and `live.js`.
 //!
 //! Users, passwords and sessions themselves are `crate::merchants::users`.
 
+pub mod balance;
 pub mod deliveries;
 pub mod frame;
 pub mod hub;
@@ -23,6 +24,7 @@ pub mod payments_list;
 pub mod reconciliation;
 pub mod session;
 pub mod sign_in;
+pub mod usage;
 pub mod webhooks;
 
 use poem::{EndpointExt as _, Route, get, post};
@@ -57,6 +59,8 @@ pub fn routes() -> impl poem::Endpoint {
         .at("/payments/:id", get(payments::payment_detail))
         .at("/payments/:id/cancel", post(payments::cancel_payment))
         .at("/payments/:id/refund", post(payments::refund_payment))
+        .at("/balance", get(balance::balance_page))
+        .at("/usage", get(usage::usage_page))
         .at("/keys", get(keys::keys_page).post(keys::create_key))
         .at("/keys/:id/:action", post(keys::key_action))
         .around(session::keep_cookies)

@@ -135,22 +135,7 @@ fn view(chrome: &Chrome<'_>, view: &Overview<'_>) -> Markup {
                 }
                 section #balance-section aria-labelledby="balance" data-live-region {
                     h2 #balance { "Balance" }
-                    @if view.balances.is_empty() {
-                        p { "No money has moved in this mode yet." }
-                    } @else {
-                        table {
-                            thead { tr { th scope="col" { "Currency" } th scope="col" { "Available" } th scope="col" { "Pending" } } }
-                            tbody {
-                                @for b in view.balances {
-                                    tr data-currency=(b.currency) {
-                                        td data-label="Currency" { (b.currency) }
-                                        td.available data-label="Available" { (entity::money::format_stored_amount(b.available, &b.currency)) }
-                                        td.pending data-label="Pending" { (entity::money::format_stored_amount(b.pending, &b.currency)) }
-                                    }
-                                }
-                            }
-                        }
-                    }
+                    (super::balance::balance_table(view.balances))
                 }
                 (figures(view.day, view.webhooks))
                 section #by-status-section aria-labelledby="by-status" data-live-region {

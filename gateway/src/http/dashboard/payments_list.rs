@@ -97,20 +97,13 @@ pub async fn payments_page(
         let sep = if searched.is_empty() { "" } else { "&" };
         format!("{searched}{sep}{cursor}={id}")
     };
-    // Going back (ending_before) there are older ones by definition; going forward, newer.
-    let (newer_exist, older_exist) = if page_of.ending_before.is_some() {
-        (more, true)
-    } else {
-        (page_of.starting_after.is_some(), more)
-    };
-    let newer = newer_exist
-        .then(|| rows.first())
-        .flatten()
-        .map(|first| link("ending_before", &first.id));
-    let older = older_exist
-        .then(|| rows.last())
-        .flatten()
-        .map(|last| link("starting_after", &last.id));
+    let around = page_of.neighbours(
+        more,
+        rows.first().map(|p| p.id.as_str()),
+        rows.last().map(|p| p.id.as_str()),
+    );
+    let newer = around.newer.map(|id| link("ending_before", &id));
+    let older = around.older.map(|id| link("starting_after", &id));
     let view = PaymentsList {
         form: &query.search,
         payments: &rows,
