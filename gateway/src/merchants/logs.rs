@@ -8,8 +8,10 @@ use std::time::Duration;
 use chrono::Utc;
 use entity::logs;
 use entity::status::LogLevel as Level;
+use sea_orm::sea_query::{Expr, ExprTrait as _, Func, LikeExpr};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 
 use entity::event::rfc3339;
@@ -48,35 +50,57 @@ pub async fn recent<C: ConnectionTrait>(
     Ok((entries, false))
 }
 
-/// The merchant's latest entries (at most `limit`) since a time, of a level and a source if
-/// given: the dashboard's log page.
-pub async fn search<C: ConnectionTrait>(
-    db: &C,
-    scope: &Scope,
-    level: Option<Level>,
-    source: Option<&str>,
-    window: Duration,
-    limit: u64,
-) -> Result<Vec<LogEntry>, DbErr> {
-    let since = Utc::now() - chrono::Duration::from_std(window).unwrap_or_default();
-    let mut query = logs::Entity::find()
-        .filter(scope.of::<logs::Entity>())
-        .filter(logs::Column::CreatedAt.gte(since));
-    if let Some(level) = level {
-        query = query.filter(logs::Column::Level.eq(level.as_str()));
+/// What the dashboard's log page looks for: entries since a time, of a level and a source if
+/// given, whose message contains some text (any case; `%` and `_` are plain letters).
+#[derive(Debug, Clone)]
+pub struct LogSearch {
+    pub level: Option<Level>,
+    pub source: Option<String>,
+    pub text: Option<String>,
+    pub window: Duration,
+}
+
+impl LogSearch {
+    fn select(&self, scope: &Scope) -> sea_orm::Select<logs::Entity> {
+        let since = Utc::now() - chrono::Duration::from_std(self.window).unwrap_or_default();
+        let mut query = logs::Entity::find()
+            .filter(scope.of::<logs::Entity>())
+            .filter(logs::Column::CreatedAt.gte(since));
+        if let Some(level) = self.level {
+            query = query.filter(logs::Column::Level.eq(level.as_str()));
+        }
+        if let Some(source) = &self.source {
+            query = query.filter(logs::Column::Source.eq(source.as_str()));
+        }
+        if let Some(text) = &self.text {
+            let escaped = text
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            query = query.filter(
+                Expr::expr(Func::lower(Expr::col(logs::Column::Message)))
+                    .like(LikeExpr::new(format!("%{escaped}%")).escape('\\')),
+            );
+        }
+        query
     }
-    if let Some(source) = source {
-        query = query.filter(logs::Column::Source.eq(source));
+
+    /// One page of what it finds, newest first (ids are time-ordered), and whether there are
+    /// more on the page's far side.
+    pub async fn page<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        scope: &Scope,
+        page: &crate::core::pagination::Page,
+    ) -> Result<(Vec<logs::Model>, bool), DbErr> {
+        page.fetch(db, self.select(scope), logs::Column::Id).await
     }
-    Ok(query
-        .order_by_desc(logs::Column::CreatedAt)
-        .order_by_desc(logs::Column::Id)
-        .limit(limit)
-        .all(db)
-        .await?
-        .iter()
-        .map(LogEntry::from)
-        .collect())
+
+    /// How many entries it finds.
+    pub async fn count<C: ConnectionTrait>(&self, db: &C, scope: &Scope) -> Result<u64, DbErr> {
+        self.select(scope).count(db).await
+    }
 }
 
 pub struct Stats {

@@ -560,6 +560,58 @@ async fn the_log_page_filters_the_merchants_entries_and_charts_them_per_level() 
     assert!(bad.body.contains("Unknown level"));
     let bad = browser.get("/dashboard/logs?window=forever").await;
     assert_eq!(bad.status, 422);
+
+    // Text search, any case; `%` is a letter, not a wildcard.
+    let timed = browser.get("/dashboard/logs?q=TIMED").await;
+    assert_eq!(timed.body.matches("<tr data-log=").count(), 1);
+    assert!(
+        timed.body.contains("checkout timed out")
+            && timed.body.contains("<strong>1</strong> entry found")
+    );
+    let literal = browser.get("/dashboard/logs?q=%25").await;
+    assert_eq!(literal.body.matches("<tr data-log=").count(), 0);
+
+    // Pages of 50 both ways, with the count.
+    for i in 0..52 {
+        let (s, _) = app
+            .post_json(
+                &key,
+                "/v1/logs",
+                json!({"level": "debug", "message": format!("tick {i}"), "source": "clock"}),
+            )
+            .await;
+        assert_eq!(s, 201);
+    }
+    let first = browser.get("/dashboard/logs").await;
+    assert_eq!(first.body.matches("<tr data-log=").count(), 50);
+    assert!(first.body.contains("<strong>55</strong> entries found"));
+    let older = browser
+        .get(&first.link("next").expect("an older page"))
+        .await;
+    assert_eq!(older.body.matches("<tr data-log=").count(), 5);
+    assert!(older.body.contains("checkout timed out"), "the oldest last");
+    let newer = browser.get(&older.link("prev").expect("a way back")).await;
+    assert_eq!(newer.body.matches("<tr data-log=").count(), 50);
+
+    // The export holds what the filters find, and only this merchant's.
+    let csv = browser.get("/dashboard/logs.csv?level=error").await;
+    assert_eq!(csv.status, 200);
+    let lines: Vec<&str> = csv.body.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines[0], "id,created,level,source,message,request_id");
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(",error,merchant:shop,stock service down,"))
+    );
+    assert!(!csv.body.contains("not yours"));
+    assert_eq!(
+        browser
+            .get("/dashboard/logs.csv?window=forever")
+            .await
+            .status,
+        422
+    );
 }
 
 #[tokio::test]
@@ -1313,7 +1365,8 @@ async fn the_overview_charts_the_last_day_of_payments_and_webhooks() {
     )));
     assert!(page.contains("2 succeeded, 1 failed, 2 other"));
     assert!(
-        page.contains(r#"id="chart-scale""#) && page.contains("5 payments an hour</text>"),
+        page.contains(r#"id="chart-scale""#)
+            && page.contains("the dashed top line is 5 payments an hour"),
         "the chart says its scale"
     );
     assert!(!page.contains(r#"id="first-steps""#));
@@ -1426,9 +1479,23 @@ async fn a_person_watches_a_payment_arrive_and_retries_its_delivery_in_chromium(
         "9-overview-after.png",
         "10-viewer.png",
         "11-other-merchant.png",
+        "phone-payments.png",
+        "phone-payment.png",
     ] {
         let bytes = std::fs::read(shots.join(shot)).expect("screenshot kept");
         assert!(bytes.starts_with(b"\x89PNG"), "{shot} is a PNG");
+    }
+    // `PAYRAIL_REFRESH_SCREENSHOTS=1` makes this run's pictures the README's.
+    if std::env::var("PAYRAIL_REFRESH_SCREENSHOTS").as_deref() == Ok("1") {
+        let readme = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
+        for (taken, shown) in [
+            ("9-overview-after.png", "overview.png"),
+            ("4-delivery-retried.png", "delivery-retried.png"),
+            ("phone-payments.png", "phone-payments.png"),
+            ("phone-payment.png", "phone-payment.png"),
+        ] {
+            std::fs::copy(shots.join(taken), readme.join(shown)).expect("refresh a screenshot");
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 
 pub mod balance;
 pub mod deliveries;
+pub mod export;
 pub mod frame;
 pub mod hub;
 pub mod keys;
@@ -53,6 +54,7 @@ pub fn routes() -> impl poem::Endpoint {
         .at("/deliveries/:id", get(deliveries::delivery_page))
         .at("/deliveries/:id/retry", post(deliveries::retry_delivery))
         .at("/logs", get(logs::logs_page))
+        .at("/logs.csv", get(logs::export_logs))
         .at("/reconciliation", get(reconciliation::reconciliation_page))
         .at("/payments", get(payments_list::payments_page))
         .at("/payments.csv", get(payments_list::export_payments))

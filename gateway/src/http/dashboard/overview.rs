@@ -265,12 +265,8 @@ pub fn payments_chart(hours: &[Hour]) -> Markup {
             title #payments-chart-title { "Payments per hour, by outcome" }
             desc #payments-chart-desc { (described) }
             line x1="0" y1=(plot) x2=(WIDTH) y2=(plot) stroke="#ccc" {}
-            // The scale: the top of the plot is the busiest hour.
-            line x1="0" y1="1" x2=(WIDTH) y2="1" stroke="#eee" {}
-            text #chart-scale x=(WIDTH - 2) y="13" text-anchor="end" font-size="12" fill="#555" {
-                (tallest) @if tallest == 1 { " payment" } @else { " payments" } " an hour"
-            }
-            text x=(WIDTH - 2) y=(plot - 3) text-anchor="end" font-size="12" fill="#555" { "0" }
+            // The scale: the top line is the busiest hour (said under the chart).
+            line x1="0" y1="1" x2=(WIDTH) y2="1" stroke="#ddd" stroke-dasharray="4 4" {}
             @for (x, y, height, status, count, colour, hour) in &segments {
                 rect x=(x) y=(y) width=(slot - 4) height=(height) fill=(colour)
                     data-hour=(hour) data-status=(status) data-count=(count) {
@@ -280,6 +276,10 @@ pub fn payments_chart(hours: &[Hour]) -> Markup {
             @for (i, h) in hours.iter().enumerate().step_by(6) {
                 text x=(i as u64 * slot + 2) y=(HEIGHT - 6) font-size="12" fill="#555" { (h.hour.get(11..).unwrap_or("")) ":00" }
             }
+        }
+        p #chart-scale {
+            @if busiest == 0 { "No payment in these hours yet." }
+            @else { "Scale: the dashed top line is " (busiest) @if busiest == 1 { " payment" } @else { " payments" } " an hour, the axis 0." }
         }
         p.legend {
             span.succeeded { "■" } " succeeded "

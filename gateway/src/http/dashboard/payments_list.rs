@@ -8,10 +8,11 @@ use entity::payments;
 use entity::status::Provider;
 use maud::{Markup, html};
 use poem::web::{Data, Query};
-use poem::{Body, Response, handler};
+use poem::{Response, handler};
 use serde::Deserialize;
 
 use crate::core::pagination::Page;
+use crate::http::dashboard::export::{csv_download, csv_line};
 use crate::http::dashboard::frame::{Chrome, LIVE_PAYMENTS, choice, frame, nav, when};
 use crate::http::dashboard::payments::payment_status;
 use crate::http::dashboard::session::{PageError, SignedIn, html_response, page};
@@ -20,8 +21,6 @@ use crate::payments::search::{Method, PaymentSearch, SearchForm};
 
 /// Rows a page shows.
 const PAGE_SIZE: u64 = 25;
-/// Rows the export reads at a time: memory stays flat however many it writes.
-const EXPORT_BATCH: u64 = 500;
 
 #[derive(Deserialize)]
 pub struct ListQuery {
@@ -124,54 +123,21 @@ pub async fn export_payments(
 ) -> Result<Response, PageError> {
     let search = PaymentSearch::parse(&form).map_err(PageError::Invalid)?;
     let (db, scope) = (state.db.clone(), me.scope());
-    let header =
-        futures_util::stream::once(async { Ok::<_, std::io::Error>(CSV_HEADER.to_string()) });
-    // Keyset pages of EXPORT_BATCH, newest first, until a page says there is no more.
-    let rows = futures_util::stream::unfold(Some(None::<String>), move |cursor| {
-        let (db, scope, search) = (db.clone(), scope.clone(), search.clone());
-        async move {
-            let after = cursor?;
-            let page = Page {
-                limit: EXPORT_BATCH,
-                starting_after: after,
-                ending_before: None,
-            };
-            match search.page(&db, &scope, &page).await {
-                Ok((rows, more)) => {
-                    let next = (more)
-                        .then(|| rows.last().map(|r| r.id.to_string()))
-                        .flatten();
-                    let text: String = rows.iter().map(csv_row).collect();
-                    Some((Ok(text), next.map(Some)))
-                }
-                Err(e) => {
-                    // The export is cut short; a truncated file must not look complete.
-                    tracing::error!(error = %e, "the payments export could not read its next batch");
-                    Some((
-                        Err(std::io::Error::other(
-                            "the export stopped: database unavailable",
-                        )),
-                        None,
-                    ))
-                }
-            }
-        }
-    });
-    use futures_util::StreamExt as _;
-    let body = header.chain(rows);
-    Ok(Response::builder()
-        .content_type("text/csv; charset=utf-8")
-        .header(
-            "content-disposition",
-            "attachment; filename=\"payments.csv\"",
-        )
-        .header(poem::http::header::CACHE_CONTROL, "no-store")
-        .body(Body::from_bytes_stream(body)))
+    Ok(csv_download(
+        "payments.csv",
+        CSV_HEADER,
+        move |page| {
+            let (db, scope, search) = (db.clone(), scope.clone(), search.clone());
+            async move { search.page(&db, &scope, &page).await }
+        },
+        csv_row,
+        |p| p.id.to_string(),
+    ))
 }
 
 const CSV_HEADER: &str = "id,created,amount,currency,status,amount_refunded,provider,reference,description,customer_email,card_last4\r\n";
 
-/// One payment as a CSV line (RFC 4180), amounts in major units.
+/// One payment as a CSV line, amounts in major units.
 fn csv_row(p: &payments::Model) -> String {
     let currency = Currency::stored(&p.currency);
     let email = p
@@ -187,40 +153,19 @@ fn csv_row(p: &payments::Model) -> String {
         .and_then(|c| c.get("last4"))
         .and_then(|l| l.as_str())
         .unwrap_or_default();
-    let fields = [
-        p.id.to_string(),
-        rfc3339(p.created_at),
-        plain_major_units(p.amount, currency),
-        p.currency.clone(),
-        p.status.to_string(),
-        plain_major_units(p.amount_refunded, currency),
-        p.provider.to_string(),
-        p.reference.clone().unwrap_or_default(),
-        p.description.clone().unwrap_or_default(),
-        email.to_string(),
-        last4.to_string(),
-    ];
-    let mut line = fields
-        .iter()
-        .map(|f| csv_field(f))
-        .collect::<Vec<_>>()
-        .join(",");
-    line.push_str("\r\n");
-    line
-}
-
-/// A field quoted when it must be, and never read as a formula by a spreadsheet.
-fn csv_field(value: &str) -> String {
-    let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{value}")
-    } else {
-        value.to_string()
-    };
-    if value.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value
-    }
+    csv_line(&[
+        p.id.as_str(),
+        &rfc3339(p.created_at),
+        &plain_major_units(p.amount, currency),
+        &p.currency,
+        p.status.as_str(),
+        &plain_major_units(p.amount_refunded, currency),
+        p.provider.as_str(),
+        p.reference.as_deref().unwrap_or_default(),
+        p.description.as_deref().unwrap_or_default(),
+        email,
+        last4,
+    ])
 }
 
 /// The payments list: the search, one page, links both ways and the count.
