@@ -2375,3 +2375,85 @@ async fn the_balance_and_usage_pages_show_the_ledger_and_the_plan() {
     );
     assert!(usage.body.contains("0.1 %"));
 }
+
+/// An endpoint has a page of its own: its settings, how its latest deliveries went, and those
+/// deliveries (issue 23 item 7); never its secret, never another merchant's.
+#[tokio::test]
+async fn an_endpoints_page_shows_its_state_success_rate_and_deliveries() {
+    use payrail_tests::{Behavior, Receiver};
+    let app = TestApp::spawn().await;
+    let (merchant, key) = app.create_merchant_with_id("Shop").await;
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    let (s, endpoint) = app
+        .post_json(
+            &key,
+            "/v1/webhook_endpoints",
+            json!({"url": receiver.url, "enabled_events": ["payment.succeeded"], "description": "orders"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{endpoint}");
+    let endpoint_id = endpoint["id"].as_str().expect("id");
+    let secret = endpoint["secret"].as_str().expect("secret");
+    let (_, p) = app
+        .post_json(
+            &key,
+            "/v1/payments",
+            json!({"amount": 900, "currency": "eur", "provider": "simulated"}),
+        )
+        .await;
+    let id = p["id"].as_str().expect("id");
+    app.post_json(
+        &key,
+        &format!("/v1/sandbox/payments/{id}/complete"),
+        json!({"outcome": "succeeded"}),
+    )
+    .await;
+    app.eventually(
+        Duration::from_secs(20),
+        "the delivery succeeded",
+        || async {
+            (app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'succeeded'")
+                .await
+                == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    let mut owner = signed_in_as(&app, &merchant, "owner@example.com", UserRole::Owner).await;
+    let list = owner.get("/dashboard/webhooks").await;
+    assert!(
+        list.body
+            .contains(&format!(r#"href="/dashboard/webhooks/{endpoint_id}""#))
+    );
+    let page = owner
+        .get(&format!("/dashboard/webhooks/{endpoint_id}"))
+        .await;
+    assert_eq!(page.status, 200);
+    for shown in [
+        receiver.url.as_str(),
+        "orders",
+        r#"data-status="enabled""#,
+        r#"id="endpoint-success"><strong>100.0 %</strong>of its last 1 finished deliveries succeeded"#,
+        "<tr data-delivery=",
+    ] {
+        assert!(page.body.contains(shown), "{shown}: {}", page.body);
+    }
+    assert!(
+        !page.body.contains(secret),
+        "the signing secret is never shown"
+    );
+    assert_eq!(
+        owner.get("/dashboard/webhooks/we_nonsense").await.status,
+        404
+    );
+    let (stranger, _) = app.create_merchant_with_id("Other").await;
+    let mut other = signed_in_as(&app, &stranger, "other@example.com", UserRole::Owner).await;
+    assert_eq!(
+        other
+            .get(&format!("/dashboard/webhooks/{endpoint_id}"))
+            .await
+            .status,
+        404,
+        "another merchant's endpoint does not exist for them"
+    );
+}

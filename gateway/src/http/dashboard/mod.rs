@@ -6,13 +6,14 @@
 //! - [`session`]: cookies, the page and form extractors, roles, [`session::PageError`].
 //! - [`frame`]: the frame and widgets every page shares.
 //! - [`sign_in`]: signing in and out, the mode switch.
-//! - [`overview`], [`payments_list`], [`payments`], [`balance`], [`usage`], [`webhooks`], [`deliveries`], [`logs`], [`keys`], [`reconciliation`]: the pages.
+//! - [`overview`], [`payments_list`], [`payments`], [`balance`], [`usage`], [`webhooks`], [`endpoint`], [`deliveries`], [`logs`], [`keys`], [`reconciliation`]: the pages.
 //! - [`live`] and [`hub`]: real time, the WebSocket `/dashboard/stream` and `live.js`.
 //!
 //! Users, passwords and sessions themselves are `crate::merchants::users`.
 
 pub mod balance;
 pub mod deliveries;
+pub mod endpoint;
 pub mod export;
 pub mod frame;
 pub mod hub;
@@ -50,6 +51,7 @@ pub fn routes() -> impl poem::Endpoint {
             "/webhooks",
             get(webhooks::webhooks_page).post(webhooks::create_endpoint),
         )
+        .at("/webhooks/:id", get(endpoint::endpoint_page))
         .at("/webhooks/:id/:action", post(webhooks::endpoint_action))
         .at("/deliveries/:id", get(deliveries::delivery_page))
         .at("/deliveries/:id/retry", post(deliveries::retry_delivery))

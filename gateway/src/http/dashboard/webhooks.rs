@@ -529,7 +529,7 @@ fn webhooks_view(chrome: &Chrome<'_>, view: &Webhooks<'_>) -> Markup {
                             @for e in view.endpoints {
                                 @let base = format!("/dashboard/webhooks/{}", e.id);
                                 tr data-endpoint=(e.id) {
-                                    td data-label="URL" { (e.url) }
+                                    td data-label="URL" { a href={ "/dashboard/webhooks/" (e.id) } { (e.url) } }
                                     td data-label="Events" { code { (e.events) } }
                                     td data-label="Status" { (badge(&e.status)) @if let Some(r) = &e.disabled_reason { " (" (r) ")" } }
                                     td data-label="Failures in a row" { (e.consecutive_failures) }
