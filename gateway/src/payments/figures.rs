@@ -16,10 +16,10 @@ use sea_orm::{
 /// Hours the overview looks back.
 pub const HOURS: i64 = 24;
 
-/// One hour of payments, by outcome.
+/// One bar of payments (an hour, or a day), by outcome.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Hour {
-    /// `2026-11-23T18`, UTC.
+    /// `2026-11-23T18` (an hour) or `2026-11-23` (a day), UTC.
     pub hour: String,
     pub succeeded: u64,
     pub failed: u64,
@@ -44,7 +44,7 @@ impl Volume {
     }
 }
 
-/// A scope's payments over the last [`HOURS`].
+/// A scope's payments over a window ([`Window`]).
 #[derive(Debug, Clone, Default)]
 pub struct LastDay {
     pub hours: Vec<Hour>,
@@ -54,31 +54,112 @@ pub struct LastDay {
     pub volumes: Vec<Volume>,
 }
 
-fn hour_key(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H").to_string()
+/// The windows the overview offers, each cut into bars: the last 24 hours by hour, the last 7
+/// or 30 days by day (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Window {
+    #[default]
+    Day,
+    Week,
+    Month,
 }
 
-/// The SQL of "the UTC hour of `created_at`, as text", per backend.
-fn hour_of_created_at(backend: DbBackend) -> Expr {
-    match backend {
-        DbBackend::Sqlite => Expr::cust("strftime('%Y-%m-%dT%H', created_at)"),
-        _ => Expr::cust(
-            "to_char(date_trunc('hour', created_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24')",
-        ),
+impl Window {
+    pub const ALL: [Window; 3] = [Window::Day, Window::Week, Window::Month];
+
+    /// As the overview's `range` says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Window::Day => "24h",
+            Window::Week => "7d",
+            Window::Month => "30d",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Window> {
+        Window::ALL.into_iter().find(|w| w.as_str() == text)
+    }
+
+    /// In words: "24 hours", "7 days".
+    pub fn said(self) -> &'static str {
+        match self {
+            Window::Day => "24 hours",
+            Window::Week => "7 days",
+            Window::Month => "30 days",
+        }
+    }
+
+    pub fn hours(self) -> i64 {
+        self.bars() * if self.by_hour() { 1 } else { 24 }
+    }
+
+    fn bars(self) -> i64 {
+        match self {
+            Window::Day => HOURS,
+            Window::Week => 7,
+            Window::Month => 30,
+        }
+    }
+
+    fn by_hour(self) -> bool {
+        self == Window::Day
+    }
+
+    /// A bar's key: `2026-11-23T18` (an hour) or `2026-11-23` (a day).
+    fn key(self, t: DateTime<Utc>) -> String {
+        if self.by_hour() {
+            t.format("%Y-%m-%dT%H").to_string()
+        } else {
+            t.format("%Y-%m-%d").to_string()
+        }
+    }
+
+    /// The SQL of a row's bar key (the UTC hour or day of `created_at`, as text), per backend.
+    fn key_of_created_at(self, backend: DbBackend) -> Expr {
+        match (backend, self.by_hour()) {
+            (DbBackend::Sqlite, true) => Expr::cust("strftime('%Y-%m-%dT%H', created_at)"),
+            (DbBackend::Sqlite, false) => Expr::cust("strftime('%Y-%m-%d', created_at)"),
+            (_, true) => Expr::cust(
+                "to_char(date_trunc('hour', created_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24')",
+            ),
+            (_, false) => Expr::cust(
+                "to_char(date_trunc('day', created_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD')",
+            ),
+        }
+    }
+
+    /// Where the first bar starts: the hour (or the UTC midnight) `bars - 1` before now's.
+    fn first_bar(self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let back = if self.by_hour() {
+            now - Duration::hours(self.bars() - 1)
+        } else {
+            now - Duration::days(self.bars() - 1)
+        };
+        let hour = if self.by_hour() { back.hour() } else { 0 };
+        back.with_hour(hour)
+            .and_then(|t| t.with_minute(0))
+            .and_then(|t| t.with_second(0))
+            .and_then(|t| t.with_nanosecond(0))
+            .unwrap_or(back)
+    }
+
+    fn bar_start(self, first: DateTime<Utc>, i: i64) -> DateTime<Utc> {
+        if self.by_hour() {
+            first + Duration::hours(i)
+        } else {
+            first + Duration::days(i)
+        }
     }
 }
 
-/// The last [`HOURS`] of a scope's payments, grouped by hour and status where they are.
-pub async fn last_day<C: ConnectionTrait>(
+/// A scope's payments over `window`, grouped by bar (hour or day) and status where they are.
+pub async fn recent<C: ConnectionTrait>(
     db: &C,
     scope: &Scope,
     now: DateTime<Utc>,
+    window: Window,
 ) -> Result<LastDay, DbErr> {
-    let first_hour = (now - Duration::hours(HOURS - 1))
-        .with_minute(0)
-        .and_then(|t| t.with_second(0))
-        .and_then(|t| t.with_nanosecond(0))
-        .unwrap_or(now);
+    let first_hour = window.first_bar(now);
     let in_window = || {
         payments::Entity::find()
             .filter(scope.of::<payments::Entity>())
@@ -86,7 +167,7 @@ pub async fn last_day<C: ConnectionTrait>(
     };
     let per_hour: Vec<(String, String, i64)> = in_window()
         .select_only()
-        .column_as(hour_of_created_at(db.get_database_backend()), "hour")
+        .column_as(window.key_of_created_at(db.get_database_backend()), "hour")
         .column(payments::Column::Status)
         .column_as(payments::Column::Id.count(), "n")
         .group_by(Expr::col("hour"))
@@ -94,9 +175,9 @@ pub async fn last_day<C: ConnectionTrait>(
         .into_tuple()
         .all(db)
         .await?;
-    let mut hours: Vec<Hour> = (0..HOURS)
+    let mut hours: Vec<Hour> = (0..window.bars())
         .map(|i| Hour {
-            hour: hour_key(first_hour + Duration::hours(i)),
+            hour: window.key(window.bar_start(first_hour, i)),
             ..Hour::default()
         })
         .collect();

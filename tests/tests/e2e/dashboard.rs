@@ -1370,6 +1370,22 @@ async fn the_overview_charts_the_last_day_of_payments_and_webhooks() {
         "the chart says its scale"
     );
     assert!(!page.contains(r#"id="first-steps""#));
+    // The last 7 days, by day: today's bar holds the same payments.
+    let week = owner.get("/dashboard?range=7d").await;
+    assert_eq!(week.status, 200);
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert!(
+        week.body.contains(&format!(
+            r#"data-hour="{today}" data-status="succeeded" data-count="2""#
+        )) && week.body.contains("Last 7 days")
+            && week.body.contains("5 payments a day"),
+        "{}",
+        week.body
+    );
+    assert!(week.body.contains(r#"<option value="7d" selected>"#));
+    let bad = owner.get("/dashboard?range=1y").await;
+    assert_eq!(bad.status, 422);
+    assert!(bad.body.contains("range must be 24h, 7d or 30d"));
     // A merchant with no payment yet is shown the first step, with its API's address.
     let (newcomer, _) = app.create_merchant_with_id("New shop").await;
     let mut new_owner = signed_in_as(&app, &newcomer, "new@example.com", UserRole::Owner).await;

@@ -5,14 +5,14 @@ use chrono::{Duration, Utc};
 use entity::payment_status::PaymentStatus;
 use entity::payments;
 use maud::{Markup, html};
-use poem::web::Data;
+use poem::web::{Data, Query};
 use poem::{Response, handler};
 
 use crate::core::pagination::{CreatedRange, Page};
 use crate::http::dashboard::frame::{Chrome, LIVE_OVERVIEW, frame, nav, percent, when};
 use crate::http::dashboard::session::{PageError, SignedIn, page};
 use crate::http::state::AppState;
-use crate::payments::figures::{self, HOURS, Hour, LastDay};
+use crate::payments::figures::{self, Hour, LastDay, Window};
 use crate::webhooks::health::{self, WebhookHealth};
 
 /// Above this share of failed payments in the last hour (with enough payments to tell), the
@@ -21,8 +21,24 @@ pub const FAILURE_RATE_ALERT: f64 = 0.2;
 /// Fewer payments than this in the hour say nothing about a failure rate.
 pub const FAILURE_RATE_MIN_PAYMENTS: u64 = 5;
 
+#[derive(serde::Deserialize)]
+pub struct OverviewQuery {
+    /// The window of the figures and the chart: `24h` (by hour), `7d` or `30d` (by day).
+    range: Option<String>,
+}
+
 #[handler]
-pub async fn overview(me: SignedIn, state: Data<&AppState>) -> Result<Response, PageError> {
+pub async fn overview(
+    me: SignedIn,
+    state: Data<&AppState>,
+    Query(query): Query<OverviewQuery>,
+) -> Result<Response, PageError> {
+    let window = match query.range.as_deref().filter(|r| !r.is_empty()) {
+        None => Window::Day,
+        Some(r) => Window::parse(r).ok_or_else(|| {
+            PageError::Invalid(format!("range must be 24h, 7d or 30d, not {r:?}."))
+        })?,
+    };
     let scope = me.scope();
     let db = &state.db;
     let unavailable = PageError::db("overview");
@@ -44,8 +60,8 @@ pub async fn overview(me: SignedIn, state: Data<&AppState>) -> Result<Response, 
         )
         .await?;
         let alerts = alerts(db, &scope).await?;
-        let day = figures::last_day(db, &scope, now).await?;
-        let webhooks = health::health(db, &scope, now, HOURS).await?;
+        let day = figures::recent(db, &scope, now, window).await?;
+        let webhooks = health::health(db, &scope, now, window.hours()).await?;
         let email = crate::merchants::users::email_of(db, &me.user.user_id)
             .await?
             .unwrap_or_default();
@@ -66,6 +82,7 @@ pub async fn overview(me: SignedIn, state: Data<&AppState>) -> Result<Response, 
             webhooks: &webhooks,
             balances: &balances,
             api_base: &state.public_url,
+            window,
             manages_keys: me.chrome().manages_keys,
         },
     )))
@@ -117,6 +134,8 @@ pub struct Overview<'a> {
     pub balances: &'a [entity::balances::Model],
     /// Where the API answers, for the first-steps example.
     pub api_base: &'a str,
+    /// The window of the figures and the chart.
+    pub window: Window,
     pub manages_keys: bool,
 }
 
@@ -137,7 +156,7 @@ fn view(chrome: &Chrome<'_>, view: &Overview<'_>) -> Markup {
                     h2 #balance { "Balance" }
                     (super::balance::balance_table(view.balances))
                 }
-                (figures(view.day, view.webhooks))
+                (figures(view.day, view.webhooks, view.window))
                 section #by-status-section aria-labelledby="by-status" data-live-region {
                     h2 #by-status { "Payments by status" }
                     div.cards {
@@ -178,10 +197,21 @@ fn view(chrome: &Chrome<'_>, view: &Overview<'_>) -> Markup {
 }
 
 /// The last 24 hours: payment and webhook health, and the chart of payments per hour.
-fn figures(f: &LastDay, w: &WebhookHealth) -> Markup {
+fn figures(f: &LastDay, w: &WebhookHealth, window: Window) -> Markup {
     html! {
+        form.filters #range method="get" action="/dashboard" {
+            div {
+                label for="range-choice" { "Window" }
+                select #range-choice name="range" {
+                    @for option in Window::ALL {
+                        option value=(option.as_str()) selected[option == window] { "Last " (option.said()) }
+                    }
+                }
+            }
+            p { button.secondary type="submit" { "Show" } }
+        }
         section #figures aria-labelledby="last-day" data-live-region {
-            h2 #last-day { "Last " (HOURS) " hours" }
+            h2 #last-day { "Last " (window.said()) }
             div.cards {
                 div.card #success-rate { strong { (percent(f.success_rate)) } "payment success rate" }
                 div.card #webhook-success { strong { (percent(w.success_rate)) } "webhook attempts answered 2xx (" (w.attempts) ")" }
@@ -204,7 +234,7 @@ fn figures(f: &LastDay, w: &WebhookHealth) -> Markup {
                     }
                 }
             }
-            h3 { "Payments per hour (UTC)" }
+            h3 { "Payments per " @if window == Window::Day { "hour" } @else { "day" } " (UTC)" }
             (payments_chart(&f.hours))
         }
     }
@@ -222,6 +252,9 @@ pub fn payments_chart(hours: &[Hour]) -> Markup {
     const HEIGHT: u64 = 180;
     const AXIS: u64 = 22;
     let plot = HEIGHT - AXIS;
+    // Bars of days carry a day's key (`2026-11-23`), of hours an hour's (`2026-11-23T18`).
+    let by_day = hours.first().is_some_and(|h| h.hour.len() == 10);
+    let label_every = (hours.len() / 4).max(1);
     let slot = WIDTH / (hours.len().max(1) as u64);
     let tallest = hours
         .iter()
@@ -236,8 +269,9 @@ pub fn payments_chart(hours: &[Hour]) -> Markup {
         .max()
         .unwrap_or(0);
     let described = format!(
-        "Last {} hours: {} succeeded, {} failed, {} other; busiest hour {busiest} payments.",
+        "Last {} {}: {} succeeded, {} failed, {} other; busiest {busiest} payments.",
         hours.len(),
+        if by_day { "days" } else { "hours" },
         total(|h| h.succeeded),
         total(|h| h.failed),
         total(|h| h.other),
@@ -270,16 +304,18 @@ pub fn payments_chart(hours: &[Hour]) -> Markup {
             @for (x, y, height, status, count, colour, hour) in &segments {
                 rect x=(x) y=(y) width=(slot - 4) height=(height) fill=(colour)
                     data-hour=(hour) data-status=(status) data-count=(count) {
-                    title { (hour) ":00 UTC · " (count) " " (status) }
+                    title { (hour) @if !by_day { ":00" } " UTC · " (count) " " (status) }
                 }
             }
-            @for (i, h) in hours.iter().enumerate().step_by(6) {
-                text x=(i as u64 * slot + 2) y=(HEIGHT - 6) font-size="12" fill="#555" { (h.hour.get(11..).unwrap_or("")) ":00" }
+            @for (i, h) in hours.iter().enumerate().step_by(label_every) {
+                text x=(i as u64 * slot + 2) y=(HEIGHT - 6) font-size="12" fill="#555" {
+                    @if by_day { (h.hour.get(5..).unwrap_or("")) } @else { (h.hour.get(11..).unwrap_or("")) ":00" }
+                }
             }
         }
         p #chart-scale {
             @if busiest == 0 { "No payment in these hours yet." }
-            @else { "Scale: the dashed top line is " (busiest) @if busiest == 1 { " payment" } @else { " payments" } " an hour, the axis 0." }
+            @else { "Scale: the dashed top line is " (busiest) @if busiest == 1 { " payment" } @else { " payments" } @if by_day { " a day" } @else { " an hour" } ", the axis 0." }
         }
         p.legend {
             span.succeeded { "■" } " succeeded "
