@@ -9,7 +9,16 @@ use subtle::ConstantTimeEq as _;
 
 /// A fresh token for a page.
 pub fn new_token() -> String {
-    entity::ids::random_token(32)
+    entity::ids::random_token(TOKEN_LENGTH)
+}
+
+const TOKEN_LENGTH: usize = 32;
+
+/// The token this browser already holds in `cookie_name`, when it has the shape of ours: a
+/// page drawn again (a reload, a second tab) keeps it, so every open form stays valid.
+pub fn held_token(req: &Request, cookie_name: &str) -> Option<String> {
+    read_cookie(req, cookie_name)
+        .filter(|t| t.len() == TOKEN_LENGTH && t.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
 /// The `Set-Cookie` value carrying `token` for the pages under `path`.

@@ -140,6 +140,27 @@ impl Browser {
             .to_string()
     }
 
+    /// Signs in with the sign-in `form` already drawn, asking to go back to `next`.
+    pub(crate) async fn sign_in_from(
+        &mut self,
+        form: &Page,
+        email: &str,
+        password: &str,
+        next: &str,
+    ) -> Page {
+        let token = Browser::token_in(form);
+        self.post_form(
+            "/dashboard/login",
+            &[
+                ("email", email),
+                ("password", password),
+                ("csrf_token", &token),
+                ("next", next),
+            ],
+        )
+        .await
+    }
+
     pub(crate) async fn sign_in(&mut self, email: &str, password: &str) -> Page {
         let form = self.get("/dashboard/login").await;
         assert_eq!(form.status, 200);
@@ -2241,17 +2262,8 @@ async fn a_deep_link_survives_sign_in_and_signing_out_says_so() {
             .contains(r#"name="next" value="/dashboard/payments?q=inv-7&amp;status=failed""#),
         "the form carries where to go back to"
     );
-    let token = Browser::token_in(&form);
     let signed_in = browser
-        .post_form(
-            "/dashboard/login",
-            &[
-                ("email", "owner@example.com"),
-                ("password", &password),
-                ("csrf_token", &token),
-                ("next", wanted),
-            ],
-        )
+        .sign_in_from(&form, "owner@example.com", &password, wanted)
         .await;
     assert_eq!(
         signed_in.location.as_deref(),
@@ -2299,17 +2311,8 @@ async fn a_deep_link_survives_sign_in_and_signing_out_says_so() {
             !form.body.contains(r#"name="next""#),
             "{elsewhere} is not carried"
         );
-        let token = Browser::token_in(&form);
         let signed_in = browser
-            .post_form(
-                "/dashboard/login",
-                &[
-                    ("email", "owner@example.com"),
-                    ("password", &password),
-                    ("csrf_token", &token),
-                    ("next", elsewhere),
-                ],
-            )
+            .sign_in_from(&form, "owner@example.com", &password, elsewhere)
             .await;
         assert_eq!(
             signed_in.location.as_deref(),

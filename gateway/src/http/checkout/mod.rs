@@ -62,9 +62,7 @@ pub async fn checkout_page(
     };
     // The token this browser already holds, when it holds one: a checkout open in two tabs
     // (or reloaded) keeps both forms valid; a new token would void the other tab's.
-    let token = csrf::read_cookie(req, CSRF_COOKIE)
-        .filter(|t| t.len() >= 32 && t.len() <= 64 && t.chars().all(|c| c.is_ascii_alphanumeric()))
-        .unwrap_or_else(csrf::new_token);
+    let token = csrf::held_token(req, CSRF_COOKIE).unwrap_or_else(csrf::new_token);
     let merchant = crate::merchants::get(&state.db, &p.merchant_id)
         .await
         .map(|m| m.name)

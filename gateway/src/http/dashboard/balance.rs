@@ -8,8 +8,8 @@ use poem::web::{Data, Query};
 use poem::{Response, handler};
 use serde::Deserialize;
 
-use crate::core::pagination::Page;
-use crate::http::dashboard::frame::{Chrome, badge, frame, nav, when};
+use crate::core::pagination::{Neighbours, Page};
+use crate::http::dashboard::frame::{Chrome, badge, frame, nav, pager, when};
 use crate::http::dashboard::session::{PageError, SignedIn, page};
 use crate::http::state::AppState;
 
@@ -61,8 +61,7 @@ pub async fn balance_page(
         balances: &balances,
         transactions: &transactions,
         payouts: &payouts,
-        newer: around.newer.map(|id| format!("ending_before={id}")),
-        older: around.older.map(|id| format!("starting_after={id}")),
+        around,
     };
     Ok(page(balance_view(&me.chrome(), &view)))
 }
@@ -93,8 +92,7 @@ struct BalanceView<'a> {
     balances: &'a [entity::balances::Model],
     transactions: &'a [entity::balance_transactions::Model],
     payouts: &'a [entity::payouts::Model],
-    newer: Option<String>,
-    older: Option<String>,
+    around: Neighbours,
 }
 
 fn balance_view(chrome: &Chrome<'_>, view: &BalanceView<'_>) -> Markup {
@@ -136,10 +134,7 @@ fn balance_view(chrome: &Chrome<'_>, view: &BalanceView<'_>) -> Markup {
                             }
                         }
                     }
-                    nav.pager aria-label="Pages" {
-                        @if let Some(newer) = &view.newer { a rel="prev" href={ "/dashboard/balance?" (newer) } { "← Newer" } }
-                        @if let Some(older) = &view.older { a rel="next" href={ "/dashboard/balance?" (older) } { "Older →" } }
-                    }
+                    (pager("/dashboard/balance", "", &view.around))
                 }
                 section #payouts aria-labelledby="payouts-title" {
                     h2 #payouts-title { "Payouts" }

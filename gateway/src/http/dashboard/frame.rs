@@ -122,6 +122,32 @@ pub fn when(at: &str) -> Markup {
     html! { time datetime=(at) title=(at) { (shown) } }
 }
 
+/// A query string of the given fields, the empty ones left out (a list's filters, carried by
+/// its paging links and its export).
+pub fn query_of(fields: &[(&str, Option<&str>)]) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in fields {
+        if let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) {
+            q.append_pair(name, v);
+        }
+    }
+    q.finish()
+}
+
+/// The links to a list's newer and older pages: `path` with its `filters` and the cursor.
+pub fn pager(path: &str, filters: &str, around: &crate::core::pagination::Neighbours) -> Markup {
+    let link = |cursor: &str, id: &str| {
+        let sep = if filters.is_empty() { "" } else { "&" };
+        format!("{path}?{filters}{sep}{cursor}={id}")
+    };
+    html! {
+        nav.pager aria-label="Pages" {
+            @if let Some(id) = &around.newer { a rel="prev" href=(link("ending_before", id)) { "← Newer" } }
+            @if let Some(id) = &around.older { a rel="next" href=(link("starting_after", id)) { "Older →" } }
+        }
+    }
+}
+
 /// A status as a badge: its colour (from `dashboard.css`, by `data-status`) and its word.
 pub fn badge(status: &impl std::fmt::Display) -> Markup {
     let status = status.to_string();

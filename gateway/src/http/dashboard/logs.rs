@@ -8,9 +8,9 @@ use poem::web::{Data, Query};
 use poem::{Response, handler};
 use serde::Deserialize;
 
-use crate::core::pagination::Page;
+use crate::core::pagination::{Neighbours, Page};
 use crate::http::dashboard::export::{csv_download, csv_line};
-use crate::http::dashboard::frame::{Chrome, LIVE_LOGS, choice, frame, nav, when};
+use crate::http::dashboard::frame::{Chrome, LIVE_LOGS, choice, frame, nav, pager, query_of, when};
 use crate::http::dashboard::session::{PageError, SignedIn, html_response, page};
 use crate::http::state::AppState;
 use crate::merchants::logs::{LogEntry, LogSearch};
@@ -63,18 +63,12 @@ fn parse_search(query: &LogQuery) -> Result<LogSearch, String> {
 
 /// The filters as a query string, for the paging links and the export.
 fn filters_query(query: &LogQuery) -> String {
-    let mut q = url::form_urlencoded::Serializer::new(String::new());
-    for (name, value) in [
-        ("level", given(&query.level)),
-        ("source", given(&query.source)),
-        ("window", given(&query.window)),
-        ("q", given(&query.q)),
-    ] {
-        if let Some(v) = value {
-            q.append_pair(name, &v);
-        }
-    }
-    q.finish()
+    query_of(&[
+        ("level", query.level.as_deref()),
+        ("source", query.source.as_deref()),
+        ("window", query.window.as_deref()),
+        ("q", query.q.as_deref()),
+    ])
 }
 
 #[handler]
@@ -99,9 +93,8 @@ pub async fn logs_page(
             window: &window_text,
             q: &searched,
             found: None,
-            export: None,
-            newer: None,
-            older: None,
+            filters: None,
+            around: Neighbours::default(),
             error: Some(error),
         };
         html_response(
@@ -138,11 +131,6 @@ pub async fn logs_page(
             (l.as_str().to_string(), n)
         })
         .collect();
-    let filters = filters_query(&query);
-    let link = |cursor: &str, id: &str| {
-        let sep = if filters.is_empty() { "" } else { "&" };
-        format!("{filters}{sep}{cursor}={id}")
-    };
     let around = page_of.neighbours(
         more,
         rows.first().map(|r| r.id.as_str()),
@@ -156,9 +144,8 @@ pub async fn logs_page(
         window: &window_text,
         q: &searched,
         found: Some(found),
-        export: Some(filters.clone()),
-        newer: around.newer.map(|id| link("ending_before", &id)),
-        older: around.older.map(|id| link("starting_after", &id)),
+        filters: Some(filters_query(&query)),
+        around,
         error: None,
     };
     Ok(page(view(&me.chrome(), &logs)))
@@ -236,11 +223,11 @@ pub struct Logs<'a> {
     pub source: &'a str,
     pub window: &'a str,
     pub q: &'a str,
-    /// How many the filters find, and their query for the export (none when refused).
+    /// How many the filters find, and their query for the export and the pages (none when
+    /// refused).
     pub found: Option<u64>,
-    pub export: Option<String>,
-    pub newer: Option<String>,
-    pub older: Option<String>,
+    pub filters: Option<String>,
+    pub around: Neighbours,
     pub error: Option<&'a str>,
 }
 
@@ -260,10 +247,10 @@ fn view(chrome: &Chrome<'_>, view: &Logs<'_>) -> Markup {
                     p { button type="submit" { "Filter" } }
                 }
                 @if let Some(error) = view.error { p.error role="alert" { (error) } }
-                @if let (Some(found), Some(export)) = (view.found, &view.export) {
+                @if let (Some(found), Some(filters)) = (view.found, &view.filters) {
                     p #found {
                         strong { (found) } @if found == 1 { " entry" } @else { " entries" } " found · "
-                        a href={ "/dashboard/logs.csv?" (export) } download { "Export CSV" }
+                        a href={ "/dashboard/logs.csv?" (filters) } download { "Export CSV" }
                     }
                 }
                 section #per-level-section aria-labelledby="per-level" data-live-region {
@@ -278,10 +265,7 @@ fn view(chrome: &Chrome<'_>, view: &Logs<'_>) -> Markup {
                         }
                     }
                 }
-                nav.pager aria-label="Pages" {
-                    @if let Some(newer) = &view.newer { a rel="prev" href={ "/dashboard/logs?" (newer) } { "← Newer" } }
-                    @if let Some(older) = &view.older { a rel="next" href={ "/dashboard/logs?" (older) } { "Older →" } }
-                }
+                (pager("/dashboard/logs", view.filters.as_deref().unwrap_or(""), &view.around))
             }
         },
     )

@@ -11,9 +11,11 @@ use poem::web::{Data, Query};
 use poem::{Response, handler};
 use serde::Deserialize;
 
-use crate::core::pagination::Page;
+use crate::core::pagination::{Neighbours, Page};
 use crate::http::dashboard::export::{csv_download, csv_line};
-use crate::http::dashboard::frame::{Chrome, LIVE_PAYMENTS, choice, frame, nav, when};
+use crate::http::dashboard::frame::{
+    Chrome, LIVE_PAYMENTS, choice, frame, nav, pager, query_of, when,
+};
 use crate::http::dashboard::payments::payment_status;
 use crate::http::dashboard::session::{PageError, SignedIn, html_response, page};
 use crate::http::state::AppState;
@@ -32,21 +34,15 @@ pub struct ListQuery {
 
 /// The search's fields as a query string, for the paging links and the export.
 fn search_query(form: &SearchForm) -> String {
-    let mut q = url::form_urlencoded::Serializer::new(String::new());
-    for (name, value) in [
-        ("q", &form.q),
-        ("status", &form.status),
-        ("currency", &form.currency),
-        ("provider", &form.provider),
-        ("method", &form.method),
-        ("from", &form.from),
-        ("to", &form.to),
-    ] {
-        if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
-            q.append_pair(name, v);
-        }
-    }
-    q.finish()
+    query_of(&[
+        ("q", form.q.as_deref()),
+        ("status", form.status.as_deref()),
+        ("currency", form.currency.as_deref()),
+        ("provider", form.provider.as_deref()),
+        ("method", form.method.as_deref()),
+        ("from", form.from.as_deref()),
+        ("to", form.to.as_deref()),
+    ])
 }
 
 /// `/dashboard/payments`: what the search finds, 25 a page, newest first.
@@ -61,8 +57,7 @@ pub async fn payments_page(
             form: &query.search,
             payments: &[],
             found: None,
-            newer: None,
-            older: None,
+            around: Neighbours::default(),
             error: Some(&error),
         };
         html_response(
@@ -91,24 +86,16 @@ pub async fn payments_page(
     }
     .await;
     let (rows, more, found) = loaded.map_err(PageError::db("payments"))?;
-    let searched = search_query(&query.search);
-    let link = |cursor: &str, id: &str| {
-        let sep = if searched.is_empty() { "" } else { "&" };
-        format!("{searched}{sep}{cursor}={id}")
-    };
     let around = page_of.neighbours(
         more,
         rows.first().map(|p| p.id.as_str()),
         rows.last().map(|p| p.id.as_str()),
     );
-    let newer = around.newer.map(|id| link("ending_before", &id));
-    let older = around.older.map(|id| link("starting_after", &id));
     let view = PaymentsList {
         form: &query.search,
         payments: &rows,
         found: Some(found),
-        newer,
-        older,
+        around,
         error: None,
     };
     Ok(page(list_view(&me.chrome(), &view)))
@@ -174,9 +161,8 @@ pub struct PaymentsList<'a> {
     pub payments: &'a [payments::Model],
     /// How many the search finds (none when it was refused).
     pub found: Option<u64>,
-    /// The query of the newer and of the older page, when there is one.
-    pub newer: Option<String>,
-    pub older: Option<String>,
+    /// Where the newer and the older page start, when there is one.
+    pub around: Neighbours,
     pub error: Option<&'a str>,
 }
 
@@ -229,10 +215,7 @@ fn list_view(chrome: &Chrome<'_>, view: &PaymentsList<'_>) -> Markup {
                     }
                 }
                 @if view.found == Some(0) { p { "No payment matches. Clear the filters to see them all." } }
-                nav.pager aria-label="Pages" {
-                    @if let Some(newer) = &view.newer { a rel="prev" href={ "/dashboard/payments?" (newer) } { "← Newer" } }
-                    @if let Some(older) = &view.older { a rel="next" href={ "/dashboard/payments?" (older) } { "Older →" } }
-                }
+                (pager("/dashboard/payments", &search_query(f), &view.around))
             }
         },
     )

@@ -145,7 +145,7 @@ pub(super) fn set_token_cookies(req: &Request, state: &AppState, tokens: &Tokens
 
 /// The sign-in page's CSRF token: the browser's, or a new one set on the answer.
 pub(super) fn sign_in_csrf(req: &Request, state: &AppState) -> String {
-    match csrf::read_cookie(req, CSRF_COOKIE).filter(|t| t.len() == 32) {
+    match csrf::held_token(req, CSRF_COOKIE) {
         Some(token) => token,
         None => {
             let token = csrf::new_token();
