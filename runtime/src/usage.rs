@@ -7,6 +7,13 @@
 //! atomically (a script reads and deletes them), so several gateways flushing at once never
 //! count twice; if the database write then fails, the counts go back to Redis.
 //!
+//! Between a flush's take and its commit the counts are in neither place, so a reader that
+//! simply added the two would see too little for a moment. Each flush of a merchant's month
+//! therefore marks its start (in the take itself) and its end (after the commit, or after the
+//! counts went back): [`of_scope`] reads the marks before the database and again, atomically
+//! with the pending counts, after it, and reads again if a flush was under way or ran in
+//! between (a sequence lock, shared by every gateway through Redis).
+//!
 //! Test and live are counted apart, so a merchant sees each world's usage; plans limit the
 //! account, so quotas add the two ([`of_merchant`]).
 
@@ -60,9 +67,36 @@ pub fn is_month(s: &str) -> bool {
         && matches!(s[5..].parse::<u32>(), Ok(1..=12))
 }
 
-/// Embedded mode's pending counts: (merchant and mode, month) → metric → value.
+/// Embedded mode's pending counts: (merchant and mode, month) → metric → value, and the marks
+/// of the flushes of each.
 #[derive(Default)]
-pub struct Tally(HashMap<(String, String), HashMap<String, i64>>);
+pub struct Tally {
+    pending: HashMap<(String, String), HashMap<String, i64>>,
+    marks: HashMap<(String, String), FlushMarks>,
+}
+
+/// How many flushes of one merchant's month started and ended. Equal, and unchanged across a
+/// read, means no count was in transit while it read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlushMarks {
+    started: i64,
+    ended: i64,
+}
+
+impl FlushMarks {
+    fn settled(&self) -> bool {
+        self.started == self.ended
+    }
+}
+
+/// Whether a read that saw `before` ahead of the database and `after` with the pending counts
+/// saw every count exactly once. Unknown marks (the cache failed) cannot be improved on.
+fn read_was_consistent(before: Option<FlushMarks>, after: Option<FlushMarks>) -> bool {
+    match (before, after) {
+        (Some(before), Some(after)) => before.settled() && before == after,
+        _ => true,
+    }
+}
 
 /// How a merchant's mode is named in the cache: `mer_…:live` or `mer_…:test`.
 fn counted_as(scope: &Scope) -> String {
@@ -87,13 +121,34 @@ fn pending_key(month: &str, merchant: &str) -> String {
     format!("usage:{month}:{merchant}")
 }
 
+/// A Redis key of the marks of a merchant's month's flushes (fields `s` and `e`).
+fn marks_key(month: &str, merchant: &str) -> String {
+    format!("usage:flushes:{month}:{merchant}")
+}
+
 const DIRTY: &str = "usage:dirty";
 
-/// Reads and deletes a hash atomically.
+/// How long a flush's marks outlive their last change: a gateway that died between a take and
+/// its end leaves them unequal, and readers then give up waiting for a consistent read
+/// (`READ_TRIES`) until they expire.
+const MARKS_TTL_SECONDS: i64 = 60;
+
+/// Reads and deletes a hash atomically, marking a flush started when there was something.
 const TAKE_SCRIPT: &str = r"
 local v = redis.call('HGETALL', KEYS[1])
-redis.call('DEL', KEYS[1])
+if #v > 0 then
+  redis.call('DEL', KEYS[1])
+  redis.call('HINCRBY', KEYS[2], 's', 1)
+  redis.call('EXPIRE', KEYS[2], ARGV[1])
+end
 return v";
+
+fn marks_from(fields: &HashMap<String, i64>) -> FlushMarks {
+    FlushMarks {
+        started: fields.get("s").copied().unwrap_or(0),
+        ended: fields.get("e").copied().unwrap_or(0),
+    }
+}
 
 impl Cache {
     /// Adds `counts` to the merchant's month in its mode. Never fails the work it counts: a
@@ -125,7 +180,7 @@ impl Cache {
             Cache::Memory(_, _, tally) => {
                 let mut tally = tally.lock().await;
                 let entry = tally
-                    .0
+                    .pending
                     .entry((merchant.to_string(), month.to_string()))
                     .or_default();
                 for (metric, n) in counts {
@@ -135,27 +190,91 @@ impl Cache {
         }
     }
 
-    /// The merchant's month counted but not flushed yet.
-    pub async fn pending_usage(&self, merchant: &str, month: &str) -> Counts {
+    /// The merchant's month counted but not flushed yet, and, read at the same instant, the
+    /// marks of its flushes (`None` when the cache failed).
+    pub async fn pending_usage(&self, merchant: &str, month: &str) -> (Counts, Option<FlushMarks>) {
         match self {
             Cache::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
-                let key = Cache::key(prefix, &pending_key(month, merchant));
+                let mut pipe = redis::pipe();
+                pipe.atomic()
+                    .hgetall(Cache::key(prefix, &pending_key(month, merchant)))
+                    .hgetall(Cache::key(prefix, &marks_key(month, merchant)));
+                match crate::cache::bounded(
+                    pipe.query_async::<(Counts, HashMap<String, i64>)>(&mut conn),
+                )
+                .await
+                {
+                    Ok((counts, marks)) => (counts, Some(marks_from(&marks))),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "usage read: the cache failed; showing what is flushed");
+                        (Counts::new(), None)
+                    }
+                }
+            }
+            Cache::Memory(_, _, tally) => {
+                let tally = tally.lock().await;
+                let key = (merchant.to_string(), month.to_string());
+                (
+                    tally.pending.get(&key).cloned().unwrap_or_default(),
+                    Some(tally.marks.get(&key).copied().unwrap_or_default()),
+                )
+            }
+        }
+    }
+
+    /// The marks of a merchant's month's flushes (`None` when the cache failed).
+    async fn usage_flush_marks(&self, merchant: &str, month: &str) -> Option<FlushMarks> {
+        match self {
+            Cache::Redis { conn, prefix } => {
+                let mut conn = conn.clone();
                 crate::cache::bounded(
                     redis::cmd("HGETALL")
-                        .arg(key)
+                        .arg(Cache::key(prefix, &marks_key(month, merchant)))
                         .query_async::<HashMap<String, i64>>(&mut conn),
                 )
                 .await
-                .unwrap_or_default()
+                .ok()
+                .map(|fields| marks_from(&fields))
             }
-            Cache::Memory(_, _, tally) => tally
-                .lock()
-                .await
-                .0
-                .get(&(merchant.to_string(), month.to_string()))
-                .cloned()
-                .unwrap_or_default(),
+            Cache::Memory(_, _, tally) => Some(
+                tally
+                    .lock()
+                    .await
+                    .marks
+                    .get(&(merchant.to_string(), month.to_string()))
+                    .copied()
+                    .unwrap_or_default(),
+            ),
+        }
+    }
+
+    /// Marks the end of a flush of a merchant's month that [`Cache::take_usage`] started:
+    /// its counts are in the database now, or back in the cache.
+    async fn end_usage_flush(&self, merchant: &str, month: &str) {
+        match self {
+            Cache::Redis { conn, prefix } => {
+                let mut conn = conn.clone();
+                let key = Cache::key(prefix, &marks_key(month, merchant));
+                let mut pipe = redis::pipe();
+                pipe.atomic()
+                    .hincr(&key, "e", 1)
+                    .ignore()
+                    .expire(&key, MARKS_TTL_SECONDS)
+                    .ignore();
+                if let Err(e) = crate::cache::bounded(pipe.query_async::<()>(&mut conn)).await {
+                    tracing::warn!(error = %e, "usage flush: could not mark its end; readers retry until the marks expire");
+                }
+            }
+            Cache::Memory(_, _, tally) => {
+                tally
+                    .lock()
+                    .await
+                    .marks
+                    .entry((merchant.to_string(), month.to_string()))
+                    .or_default()
+                    .ended += 1;
+            }
         }
     }
 
@@ -188,6 +307,8 @@ impl Cache {
                     let counts: Result<HashMap<String, i64>, _> = crate::cache::bounded(
                         SCRIPT
                             .key(Cache::key(prefix, &pending_key(month, merchant)))
+                            .key(Cache::key(prefix, &marks_key(month, merchant)))
+                            .arg(MARKS_TTL_SECONDS)
                             .invoke_async(&mut conn),
                     )
                     .await;
@@ -209,10 +330,15 @@ impl Cache {
             }
             Cache::Memory(_, _, tally) => {
                 let mut tally = tally.lock().await;
-                let keys: Vec<_> = tally.0.keys().take(most).cloned().collect();
-                keys.into_iter()
-                    .filter_map(|k| tally.0.remove(&k).map(|c| (k.0, k.1, c)))
-                    .collect()
+                let keys: Vec<_> = tally.pending.keys().take(most).cloned().collect();
+                let mut taken = Vec::new();
+                for key in keys {
+                    if let Some(counts) = tally.pending.remove(&key) {
+                        tally.marks.entry(key.clone()).or_default().started += 1;
+                        taken.push((key.0, key.1, counts));
+                    }
+                }
+                taken
             }
         }
     }
@@ -236,6 +362,7 @@ pub async fn flush<C: ConnectionTrait>(db: &C, cache: &Cache) -> Result<usize, D
                 failure = Some(e);
             }
         }
+        cache.end_usage_flush(&merchant, &month).await;
     }
     match failure {
         Some(e) => Err(e),
@@ -285,26 +412,45 @@ async fn add_to_database<C: ConnectionTrait>(
     Ok(n)
 }
 
-/// A merchant's month in one mode: what the database holds plus what waits in the cache.
+/// Reads of one merchant's month that may start again because a flush moved counts meanwhile;
+/// the last one is taken as it is (a flusher that died leaves marks unequal until they expire).
+const READ_TRIES: u32 = 5;
+
+/// A merchant's month in one mode: what the database holds plus what waits in the cache, each
+/// count exactly once (see the module's note on flush marks).
 pub async fn of_scope<C: ConnectionTrait>(
     db: &C,
     cache: &Cache,
     scope: &Scope,
     month: &str,
 ) -> Result<Counts, DbErr> {
-    let mut counts: Counts = Counts::new();
-    for row in usage_counters::Entity::find()
-        .filter(scope.of::<usage_counters::Entity>())
-        .filter(usage_counters::Column::Month.eq(month))
-        .all(db)
-        .await?
-    {
-        *counts.entry(row.metric).or_default() += row.value;
+    let counted = counted_as(scope);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let before = cache.usage_flush_marks(&counted, month).await;
+        let mut counts: Counts = Counts::new();
+        for row in usage_counters::Entity::find()
+            .filter(scope.of::<usage_counters::Entity>())
+            .filter(usage_counters::Column::Month.eq(month))
+            .all(db)
+            .await?
+        {
+            *counts.entry(row.metric).or_default() += row.value;
+        }
+        let (pending, after) = cache.pending_usage(&counted, month).await;
+        for (metric, n) in pending {
+            *counts.entry(metric).or_default() += n;
+        }
+        if read_was_consistent(before, after) {
+            return Ok(counts);
+        }
+        if tries == READ_TRIES {
+            tracing::debug!(merchant_id = %scope.merchant_id, "usage read while a flush never ended; the counts may be short");
+            return Ok(counts);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2 << tries)).await;
     }
-    for (metric, n) in cache.pending_usage(&counted_as(scope), month).await {
-        *counts.entry(metric).or_default() += n;
-    }
-    Ok(counts)
 }
 
 /// A merchant's month, both modes together: what its plan limits.
@@ -380,17 +526,46 @@ mod tests {
         cache.count_usage(&m, &[(metric::API_REQUESTS, 1)]).await;
         cache.count_usage(&live, &[(metric::API_REQUESTS, 5)]).await;
         let month = month_of(Utc::now());
-        let pending = cache.pending_usage("mer_1:test", &month).await;
+        let (pending, marks) = cache.pending_usage("mer_1:test", &month).await;
         assert_eq!(pending[metric::API_REQUESTS], 2);
         assert_eq!(pending[metric::REQUEST_BYTES], 10);
+        assert_eq!(marks, Some(FlushMarks::default()));
         assert_eq!(
-            cache.pending_usage("mer_1:live", &month).await[metric::API_REQUESTS],
+            cache.pending_usage("mer_1:live", &month).await.0[metric::API_REQUESTS],
             5
         );
         let taken = cache.take_usage(10).await;
         assert_eq!(taken.len(), 2, "a counter per mode");
-        assert!(cache.pending_usage("mer_1:test", &month).await.is_empty());
+        let (pending, marks) = cache.pending_usage("mer_1:test", &month).await;
+        assert!(pending.is_empty());
+        let in_transit = marks.expect("memory never fails");
+        assert!(
+            !in_transit.settled(),
+            "taken, not yet written: {in_transit:?}"
+        );
+        cache.end_usage_flush("mer_1:test", &month).await;
+        let ended = cache.usage_flush_marks("mer_1:test", &month).await;
+        assert!(ended.is_some_and(|m| m.settled() && m.started == 1));
         assert!(cache.take_usage(10).await.is_empty());
+    }
+
+    #[test]
+    fn a_read_is_consistent_only_when_no_flush_ran_across_it() {
+        let marks = |started, ended| Some(FlushMarks { started, ended });
+        assert!(read_was_consistent(marks(2, 2), marks(2, 2)));
+        assert!(
+            !read_was_consistent(marks(3, 2), marks(3, 2)),
+            "one in transit"
+        );
+        assert!(
+            !read_was_consistent(marks(2, 2), marks(3, 3)),
+            "one ran between"
+        );
+        assert!(
+            !read_was_consistent(marks(2, 2), marks(3, 2)),
+            "one started between"
+        );
+        assert!(read_was_consistent(None, marks(1, 1)), "the cache failed");
     }
 
     #[test]

@@ -418,3 +418,94 @@ async fn crossing_80_then_95_percent_of_a_limit_is_alerted_once_each_by_the_sche
             .contains("usage_thresholds_reached_total 2")
     );
 }
+
+/// Counts a merchant's API requests one at a time while another task flushes as fast as it can
+/// and a third reads: every read lies between what was counted before it began and what was
+/// counted by its end. Counts in transit (taken from the cache, not yet committed) once made
+/// a read come up short.
+async fn reads_during_flushes_see_every_count_once(
+    db: &sea_orm::DatabaseConnection,
+    cache: &runtime::cache::Cache,
+    merchant: &str,
+) {
+    use runtime::usage::{self, metric};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+    let scope = entity::ids::Scope::test(entity::ids::MerchantId::from_trusted(merchant));
+    let month = month_now();
+    // Counts begun and counts finished: a read may or may not see one in between.
+    let begun = Arc::new(AtomicI64::new(0));
+    let counted = Arc::new(AtomicI64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let counting = {
+        let (cache, scope, begun, counted, done) = (
+            cache.clone(),
+            scope.clone(),
+            begun.clone(),
+            counted.clone(),
+            done.clone(),
+        );
+        tokio::spawn(async move {
+            for _ in 0..400 {
+                begun.fetch_add(1, Ordering::SeqCst);
+                cache
+                    .count_usage(&scope, &[(metric::API_REQUESTS, 1)])
+                    .await;
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let flushing = {
+        let (db, cache, done) = (db.clone(), cache.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut flushes = 0;
+            // Far more often than the gateway's 10 s, yet with gaps a read can fall into.
+            while !done.load(Ordering::SeqCst) {
+                usage::flush(&db, &cache).await.expect("flush");
+                flushes += 1;
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            flushes
+        })
+    };
+    let mut reads = 0;
+    while !done.load(Ordering::SeqCst) {
+        let low = counted.load(Ordering::SeqCst);
+        let seen = usage::of_scope(db, cache, &scope, &month)
+            .await
+            .expect("read")
+            .get(metric::API_REQUESTS)
+            .copied()
+            .unwrap_or(0);
+        let high = begun.load(Ordering::SeqCst);
+        assert!(
+            (low..=high).contains(&seen),
+            "read {seen} while {low}..={high} were counted (after {reads} reads)"
+        );
+        reads += 1;
+    }
+    counting.await.expect("counting");
+    let flushes = flushing.await.expect("flushing");
+    assert!(
+        reads > 20 && flushes > 20,
+        "the reads and flushes overlapped: {reads} reads, {flushes} flushes"
+    );
+    usage::flush(db, cache).await.expect("last flush");
+    let total = usage::of_scope(db, cache, &scope, &month)
+        .await
+        .expect("read");
+    assert_eq!(total[metric::API_REQUESTS], 400, "nothing lost or doubled");
+}
+
+#[tokio::test]
+async fn a_read_during_flushes_never_misses_nor_doubles_a_count_in_redis_or_in_memory() {
+    let app = TestApp::spawn().await;
+    let (shared, _) = app.create_merchant_with_id("Read in Redis").await;
+    reads_during_flushes_see_every_count_once(&app.db, &app.state.cache, &shared).await;
+    let (embedded, _) = app.create_merchant_with_id("Read in memory").await;
+    reads_during_flushes_see_every_count_once(&app.db, &runtime::cache::Cache::memory(), &embedded)
+        .await;
+}
