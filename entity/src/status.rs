@@ -86,6 +86,16 @@ text_enum! {
 }
 
 text_enum! {
+    /// Why a refund was made (Stripe's reasons), when the merchant says: a payment made twice,
+    /// one the merchant believes fraudulent, or the customer's request.
+    RefundReason {
+        Duplicate = "duplicate",
+        Fraudulent = "fraudulent",
+        RequestedByCustomer = "requested_by_customer",
+    }
+}
+
+text_enum! {
     /// What moved a merchant's money (Stripe's names): a payment's funds (`charge`), a
     /// `refund` or `payout` reserved, its release when it failed (`refund_failure`,
     /// `payout_failure`), or an operator's `adjustment`.

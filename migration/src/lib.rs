@@ -24,6 +24,8 @@ mod m20261202_000018_reconciliation_items;
 mod m20261202_000019_usage_by_mode;
 mod m20261202_000020_lease_tokens;
 mod m20261203_000021_idempotency_owners;
+mod m20261203_000022_refund_reasons;
+mod m20261203_000023_attempt_request_headers;
 
 /// Runs raw statements (named and partial indexes, which the schema builder cannot express
 /// for both backends) in order.
@@ -65,6 +67,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000019_usage_by_mode::Migration),
             Box::new(m20261202_000020_lease_tokens::Migration),
             Box::new(m20261203_000021_idempotency_owners::Migration),
+            Box::new(m20261203_000022_refund_reasons::Migration),
+            Box::new(m20261203_000023_attempt_request_headers::Migration),
         ]
     }
 }

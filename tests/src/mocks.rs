@@ -292,7 +292,16 @@ async fn stripe_refund(req: &Request, body: Body, state: Data<&Arc<Mutex<MockSta
     {
         return json_response(StatusCode::OK, made.clone());
     }
-    let refund = json!({"id": format!("re_{}", random(24)), "object": "refund", "amount": form.get("amount").and_then(|a| a.parse::<i64>().ok()), "payment_intent": form.get("payment_intent"), "status": "succeeded"});
+    let reason = form.get("reason");
+    if reason.is_some_and(|r| {
+        !["duplicate", "fraudulent", "requested_by_customer"].contains(&r.as_str())
+    }) {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"error": {"type": "invalid_request_error", "code": "parameter_invalid_string", "param": "reason", "message": "Invalid reason: must be one of duplicate, fraudulent, or requested_by_customer"}}),
+        );
+    }
+    let refund = json!({"id": format!("re_{}", random(24)), "object": "refund", "amount": form.get("amount").and_then(|a| a.parse::<i64>().ok()), "payment_intent": form.get("payment_intent"), "reason": reason, "status": "succeeded"});
     let id = refund["id"].as_str().unwrap_or_default().to_string();
     s.objects.insert(id.clone(), refund.clone());
     if let Some(k) = key {

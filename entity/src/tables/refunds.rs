@@ -20,6 +20,8 @@ pub struct Model {
     /// refund id): asking again with it can never refund twice.
     pub provider_key: Option<String>,
     pub failure_message: Option<String>,
+    /// Why the merchant refunded, when they said.
+    pub reason: Option<crate::status::RefundReason>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -20,6 +20,9 @@ pub struct Model {
     pub error_class: Option<String>,
     /// The first few KiB of the answer.
     pub response_body: Option<String>,
+    /// The headers sent, in order, as a JSON array of `[name, value]` pairs; none when the
+    /// request was never made (refused before it, or an outcome the worker never learned).
+    pub request_headers: Option<String>,
     pub duration_ms: i64,
     pub created_at: DateTimeUtc,
 }
@@ -28,3 +31,20 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// Headers as the `request_headers` column keeps them; none for none.
+pub fn headers_text(headers: &[(String, String)]) -> Option<String> {
+    (!headers.is_empty())
+        .then(|| serde_json::to_string(headers).ok())
+        .flatten()
+}
+
+impl Model {
+    /// The headers this attempt sent, in order (none if it sent none, or they were not kept).
+    pub fn sent_headers(&self) -> Vec<(String, String)> {
+        self.request_headers
+            .as_deref()
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or_default()
+    }
+}

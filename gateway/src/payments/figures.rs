@@ -3,7 +3,7 @@
 //! status. Read in a few grouped queries; both backends are served (the hour of a row is
 //! computed by PostgreSQL or SQLite itself, as text such as `2026-11-23T18`).
 
-use chrono::{DateTime, Duration, Timelike, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Timelike, Utc};
 use entity::ids::Scope;
 use entity::payment_status::PaymentStatus;
 use entity::payments;
@@ -55,42 +55,67 @@ pub struct LastDay {
 }
 
 /// The windows the overview offers, each cut into bars: the last 24 hours by hour, the last 7
-/// or 30 days by day (UTC).
+/// or 30 days by day, or any run of whole UTC days up to [`MOST_DAYS`], by day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Window {
     #[default]
     Day,
     Week,
     Month,
+    /// From the start of `from` to the end of `to` (UTC), both included.
+    Dates {
+        from: NaiveDate,
+        to: NaiveDate,
+    },
 }
 
+/// The longest run of days a window may cover (a year, leap or not).
+pub const MOST_DAYS: i64 = 366;
+
 impl Window {
-    pub const ALL: [Window; 3] = [Window::Day, Window::Week, Window::Month];
+    /// The windows offered by name.
+    pub const PRESETS: [Window; 3] = [Window::Day, Window::Week, Window::Month];
 
-    /// As the overview's `range` says it.
-    pub fn as_str(self) -> &'static str {
+    /// A preset as the overview's `range` says it; `None` for a run of dates.
+    pub fn as_str(self) -> Option<&'static str> {
         match self {
-            Window::Day => "24h",
-            Window::Week => "7d",
-            Window::Month => "30d",
+            Window::Day => Some("24h"),
+            Window::Week => Some("7d"),
+            Window::Month => Some("30d"),
+            Window::Dates { .. } => None,
         }
     }
 
+    /// A preset by its name.
     pub fn parse(text: &str) -> Option<Window> {
-        Window::ALL.into_iter().find(|w| w.as_str() == text)
+        Window::PRESETS
+            .into_iter()
+            .find(|w| w.as_str() == Some(text))
     }
 
-    /// In words: "24 hours", "7 days".
-    pub fn said(self) -> &'static str {
-        match self {
-            Window::Day => "24 hours",
-            Window::Week => "7 days",
-            Window::Month => "30 days",
+    /// The days from `from` to `to`, both included: not backwards, at most [`MOST_DAYS`].
+    pub fn dates(from: NaiveDate, to: NaiveDate) -> Result<Window, String> {
+        let days = (to - from).num_days() + 1;
+        if days < 1 {
+            return Err(format!("from ({from}) must not be after to ({to})."));
         }
+        if days > MOST_DAYS {
+            return Err(format!(
+                "a window covers at most {MOST_DAYS} days, not {days}."
+            ));
+        }
+        Ok(Window::Dates { from, to })
     }
 
-    pub fn hours(self) -> i64 {
-        self.bars() * if self.by_hour() { 1 } else { 24 }
+    /// In words: "Last 24 hours", "2026-11-01 to 2026-11-30 (UTC)".
+    pub fn title(self) -> String {
+        match self {
+            Window::Day => "Last 24 hours".into(),
+            Window::Week => "Last 7 days".into(),
+            Window::Month => "Last 30 days".into(),
+            Window::Dates { from, to } if from == to => format!("{from} (UTC)"),
+            Window::Dates { from, to } => format!("{from} to {to} (UTC)"),
+        }
     }
 
     fn bars(self) -> i64 {
@@ -98,11 +123,21 @@ impl Window {
             Window::Day => HOURS,
             Window::Week => 7,
             Window::Month => 30,
+            Window::Dates { from, to } => (to - from).num_days() + 1,
         }
     }
 
-    fn by_hour(self) -> bool {
+    pub fn by_hour(self) -> bool {
         self == Window::Day
+    }
+
+    /// Where the window starts and, for a run of dates, where it ends (a preset runs to now).
+    pub fn bounds(self, now: DateTime<Utc>) -> (DateTime<Utc>, Option<DateTime<Utc>>) {
+        let first = self.first_bar(now);
+        match self {
+            Window::Dates { .. } => (first, Some(first + Duration::days(self.bars()))),
+            _ => (first, None),
+        }
     }
 
     /// A bar's key: `2026-11-23T18` (an hour) or `2026-11-23` (a day).
@@ -128,8 +163,12 @@ impl Window {
         }
     }
 
-    /// Where the first bar starts: the hour (or the UTC midnight) `bars - 1` before now's.
+    /// Where the first bar starts: the hour (or the UTC midnight) `bars - 1` before now's, or
+    /// the first date's midnight.
     fn first_bar(self, now: DateTime<Utc>) -> DateTime<Utc> {
+        if let Window::Dates { from, .. } = self {
+            return from.and_time(chrono::NaiveTime::MIN).and_utc();
+        }
         let back = if self.by_hour() {
             now - Duration::hours(self.bars() - 1)
         } else {
@@ -159,11 +198,15 @@ pub async fn recent<C: ConnectionTrait>(
     now: DateTime<Utc>,
     window: Window,
 ) -> Result<LastDay, DbErr> {
-    let first_hour = window.first_bar(now);
+    let (first_hour, end) = window.bounds(now);
     let in_window = || {
-        payments::Entity::find()
+        let found = payments::Entity::find()
             .filter(scope.of::<payments::Entity>())
-            .filter(payments::Column::CreatedAt.gte(first_hour))
+            .filter(payments::Column::CreatedAt.gte(first_hour));
+        match end {
+            Some(end) => found.filter(payments::Column::CreatedAt.lt(end)),
+            None => found,
+        }
     };
     let per_hour: Vec<(String, String, i64)> = in_window()
         .select_only()
@@ -275,4 +318,42 @@ pub async fn failures_since<C: ConnectionTrait>(
         .count(db)
         .await?;
     Ok((total, failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(text: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(text, "%Y-%m-%d").expect("a date")
+    }
+
+    #[test]
+    fn a_run_of_dates_is_whole_utc_days_forward_and_at_most_a_year() {
+        let w = Window::dates(day("2026-11-01"), day("2026-11-30")).expect("a month");
+        let now = DateTime::parse_from_rfc3339("2026-12-03T10:30:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let (start, end) = w.bounds(now);
+        assert_eq!(start.to_rfc3339(), "2026-11-01T00:00:00+00:00");
+        assert_eq!(
+            end.map(|e| e.to_rfc3339()).as_deref(),
+            Some("2026-12-01T00:00:00+00:00"),
+            "to is included, whole"
+        );
+        assert_eq!(w.bars(), 30);
+        assert_eq!(w.title(), "2026-11-01 to 2026-11-30 (UTC)");
+        assert!(!w.by_hour() && w.as_str().is_none());
+        let one = Window::dates(day("2026-11-05"), day("2026-11-05")).expect("one day");
+        assert_eq!((one.bars(), one.title().as_str()), (1, "2026-11-05 (UTC)"));
+        assert!(Window::dates(day("2026-11-02"), day("2026-11-01")).is_err());
+        assert!(
+            Window::dates(day("2025-01-01"), day("2026-01-01")).is_ok(),
+            "366 days"
+        );
+        assert!(Window::dates(day("2025-01-01"), day("2026-01-02")).is_err());
+        let (start, end) = Window::Day.bounds(now);
+        assert_eq!(start.to_rfc3339(), "2026-12-02T11:00:00+00:00");
+        assert!(end.is_none(), "a preset runs to now");
+    }
 }

@@ -123,6 +123,9 @@ pub struct Refund {
     pub amount: i64,
     pub status: RefundStatus,
     pub failure_message: Option<String>,
+    /// Why the merchant refunded, when they said.
+    #[serde(default)]
+    pub reason: Option<entity::status::RefundReason>,
     pub created_at: String,
     /// `true` for live mode, `false` for test mode.
     #[serde(default)]
@@ -142,6 +145,7 @@ impl From<&entity::refunds::Model> for Refund {
             amount: r.amount,
             status: r.status,
             failure_message: r.failure_message.clone(),
+            reason: r.reason,
             created_at: rfc3339(r.created_at),
             livemode: r.livemode,
             balance_transaction: Some(crate::ledger::transaction_id_of(&r.id).to_string()),

@@ -18,7 +18,7 @@ use sea_orm::{
 use super::service::{lock, raise_refunded};
 use crate::core::effects::{Committed, Fact};
 use crate::core::idempotency::{Begun, Idempotent, Outcome};
-use entity::status::{Provider, RefundStatus};
+use entity::status::{Provider, RefundReason, RefundStatus};
 
 use super::objects::Refund;
 use crate::core::error::{OrNotFound, ServiceError, ValidationError};
@@ -30,19 +30,40 @@ fn supports_refunds(provider: Provider) -> bool {
     matches!(provider, Provider::Simulated | Provider::Stripe)
 }
 
+/// What a merchant asks of a refund.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Asked {
+    /// Minor units; everything left to refund when `None`.
+    pub amount: Option<i64>,
+    pub reason: Option<RefundReason>,
+}
+
+impl Asked {
+    /// What an idempotency key's retry must repeat. Without a reason it is what it was before
+    /// reasons existed, so keys stored then still match their retries.
+    fn fingerprint(&self, payment_id: &PaymentId) -> String {
+        let Asked { amount, reason } = self;
+        let text = match reason {
+            None => format!("{payment_id}:{amount:?}"),
+            Some(reason) => format!("{payment_id}:{amount:?}:{reason}"),
+        };
+        entity::signature::sha256_hex(text.as_bytes())
+    }
+}
+
 pub async fn create(
     db: &DatabaseConnection,
     providers: &Providers,
     scope: &Scope,
     payment_id: &PaymentId,
-    amount: Option<i64>,
+    asked: Asked,
     idempotency_key: Option<&str>,
 ) -> Result<Committed<Outcome<Refund>>, ServiceError> {
     let request = Idempotent {
         scope,
         key: idempotency_key,
         operation: "POST /v1/payments/{id}/refunds",
-        fingerprint: entity::signature::sha256_hex(format!("{payment_id}:{amount:?}").as_bytes()),
+        fingerprint: asked.fingerprint(payment_id),
     };
     if let Begun::Replay(value) = request.begin::<Refund>(db).await? {
         return Ok(Committed::nothing(Outcome {
@@ -55,7 +76,7 @@ pub async fn create(
         providers,
         scope,
         payment_id,
-        amount,
+        asked,
         request.provider_key(),
     )
     .await;
@@ -98,7 +119,9 @@ async fn send(
         return Ok(format!("sim_{}", refund.id));
     }
     let key = refund.provider_key.as_deref().unwrap_or(refund.id.as_str());
-    providers.refund(payment, key, refund.amount).await
+    providers
+        .refund(payment, key, refund.amount, refund.reason)
+        .await
 }
 
 /// How long a refund may stay `pending` before the poller settles it: longer than any request
@@ -152,7 +175,7 @@ async fn reserve(
     providers: &Providers,
     scope: &Scope,
     payment_id: &PaymentId,
-    amount: Option<i64>,
+    asked: Asked,
     provider_key: Option<String>,
 ) -> Result<(payments::Model, refunds::Model), ServiceError> {
     let txn = db.begin().await?;
@@ -199,7 +222,7 @@ async fn reserve(
         .map(|r| r.amount)
         .sum();
     let left = payment.amount - payment.amount_refunded - in_flight;
-    let requested = amount.unwrap_or(left);
+    let requested = asked.amount.unwrap_or(left);
     if left <= 0 {
         return Err(ServiceError::state(
             "payment_fully_refunded",
@@ -226,6 +249,7 @@ async fn reserve(
         status: Set(RefundStatus::Pending),
         provider_reference: Set(None),
         failure_message: Set(None),
+        reason: Set(asked.reason),
         created_at: Set(now),
         updated_at: Set(now),
     })

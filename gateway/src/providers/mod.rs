@@ -379,6 +379,7 @@ impl Providers {
         payment: &payments::Model,
         idempotency_key: &str,
         amount: i64,
+        reason: Option<entity::status::RefundReason>,
     ) -> Result<String, ProviderError> {
         self.check_mode(payment.provider, payment.livemode)?;
         match payment.provider {
@@ -392,7 +393,7 @@ impl Providers {
                 self.stripe
                     .as_ref()
                     .ok_or(ProviderError::NotConfigured)?
-                    .refund(reference, idempotency_key, amount)
+                    .refund(reference, idempotency_key, amount, reason)
                     .await
             }
             Provider::Moneroo | Provider::Ebilling => Err(ProviderError::RefundNotSupported),

@@ -216,11 +216,17 @@ impl Stripe {
         intent_id: &str,
         idempotency_key: &str,
         amount: i64,
+        reason: Option<entity::status::RefundReason>,
     ) -> Result<String, ProviderError> {
-        let body = form(&[
+        // Stripe takes the same three reasons; `fraudulent` also teaches its Radar.
+        let mut fields = vec![
             ("payment_intent".into(), intent_id.into()),
             ("amount".into(), amount.to_string()),
-        ]);
+        ];
+        if let Some(reason) = reason {
+            fields.push(("reason".into(), reason.as_str().into()));
+        }
+        let body = form(&fields);
         let refund = call(
             &self.breakers.create,
             self.post("/v1/refunds", idempotency_key, body),

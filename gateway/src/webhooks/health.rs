@@ -25,16 +25,22 @@ pub struct WebhookHealth {
     pub oldest_waiting: Option<Duration>,
 }
 
-/// How a scope's webhooks did over the last `hours`, and what waits now.
+/// How a scope's webhooks did from `since` (to `until`, or now), and what waits now.
 pub async fn health<C: ConnectionTrait>(
     db: &C,
     scope: &Scope,
     now: DateTime<Utc>,
-    hours: i64,
+    since: DateTime<Utc>,
+    until: Option<DateTime<Utc>>,
 ) -> Result<WebhookHealth, DbErr> {
-    let attempts: Vec<(Option<i32>, i64)> = webhook_attempts::Entity::find()
+    let in_window = webhook_attempts::Entity::find()
         .filter(scope.of::<webhook_attempts::Entity>())
-        .filter(webhook_attempts::Column::CreatedAt.gte(now - Duration::hours(hours)))
+        .filter(webhook_attempts::Column::CreatedAt.gte(since));
+    let in_window = match until {
+        Some(until) => in_window.filter(webhook_attempts::Column::CreatedAt.lt(until)),
+        None => in_window,
+    };
+    let attempts: Vec<(Option<i32>, i64)> = in_window
         .order_by_desc(webhook_attempts::Column::CreatedAt)
         .limit(MOST_ATTEMPTS)
         .select_only()

@@ -920,11 +920,20 @@ async fn the_payments_list_filters_and_pages_and_a_refund_form_refunds_once() {
                 ("csrf_token", &token),
                 ("idempotency_key", &idempotency_key),
                 ("amount", "10"),
+                ("reason", "requested_by_customer"),
             ],
         )
         .await;
     assert_eq!(asked.status, 200);
     assert!(asked.body.contains("Refund €10.00?"), "{}", asked.body);
+    assert!(
+        asked.body.contains("refunded), requested by the customer.")
+            && asked
+                .body
+                .contains(r#"name="reason" value="requested_by_customer""#),
+        "the reason is said and carried to the confirmation: {}",
+        asked.body
+    );
     assert!(asked.body.contains(r#"name="confirmed" value="yes""#));
     let (_, p) = app.get_json(&key, &format!("/v1/payments/{id}")).await;
     assert_eq!(p["amount_refunded"], 0, "asking refunds nothing");
@@ -936,6 +945,7 @@ async fn the_payments_list_filters_and_pages_and_a_refund_form_refunds_once() {
                     ("csrf_token", &token),
                     ("idempotency_key", &idempotency_key),
                     ("amount", "10.00"),
+                    ("reason", "requested_by_customer"),
                     ("confirmed", "yes"),
                 ],
             )
@@ -951,6 +961,36 @@ async fn the_payments_list_filters_and_pages_and_a_refund_form_refunds_once() {
     }
     let (_, p) = app.get_json(&key, &format!("/v1/payments/{id}")).await;
     assert_eq!(p["amount_refunded"], 1000, "refunded once");
+    let (_, made) = app
+        .get_json(&key, &format!("/v1/payments/{id}/refunds"))
+        .await;
+    assert_eq!(made["data"][0]["reason"], "requested_by_customer", "{made}");
+    let shown = browser.get(&format!("/dashboard/payments/{id}")).await;
+    assert!(
+        shown
+            .body
+            .contains(r#"<span class="reason">requested by the customer</span>"#),
+        "the payment page says why"
+    );
+    let unknown_reason = browser
+        .post_form(
+            &format!("/dashboard/payments/{id}/refund"),
+            &[
+                ("csrf_token", &token),
+                ("amount", "1.00"),
+                ("reason", "changed_mind"),
+                ("confirmed", "yes"),
+            ],
+        )
+        .await;
+    assert_eq!(unknown_reason.status, 422);
+    assert!(
+        unknown_reason
+            .body
+            .contains("must be one of duplicate, fraudulent, requested_by_customer"),
+        "{}",
+        unknown_reason.body
+    );
     let bad = browser
         .post_form(
             &format!("/dashboard/payments/{id}/refund"),
@@ -1123,6 +1163,51 @@ async fn the_webhooks_pages_manage_endpoints_and_show_every_attempt() {
         page.body.contains("answer from the merchant"),
         "response excerpt shown"
     );
+    // The request as the receiver got it: the one body, and each attempt's own headers.
+    let escaped = |text: &str| {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let got = receiver.received();
+    assert_eq!(got.len(), 2, "two attempts reached the receiver");
+    let body = String::from_utf8(got[0].body.clone()).expect("utf-8");
+    assert!(
+        page.body.contains(&format!(
+            r#"<pre class="sent" id="request-body">{}</pre>"#,
+            escaped(&body)
+        )),
+        "the body sent is shown exactly: {body}"
+    );
+    for request in &got {
+        for name in [
+            "webhook-id",
+            "webhook-timestamp",
+            "webhook-signature",
+            "x-payrail-delivery",
+        ] {
+            let value = request.header(name).expect("sent");
+            assert!(
+                page.body.contains(&escaped(&format!("{name}: {value}\n"))),
+                "{name}: {value} shown"
+            );
+        }
+    }
+    // The API says the same.
+    let (_, d) = app
+        .get_json(&key, &format!("/v1/webhook_deliveries/{delivery_id}"))
+        .await;
+    let sent = &d["attempt_history"][0]["request_headers"];
+    assert!(
+        sent.as_array()
+            .is_some_and(|h| h.iter().any(|h| h["name"] == "webhook-signature"
+                && got
+                    .iter()
+                    .any(|r| r.header("webhook-signature") == h["value"].as_str()))),
+        "{d}"
+    );
+
     assert!(
         !page.body.contains("Retry now"),
         "a delivered webhook is not retried"
@@ -1407,6 +1492,59 @@ async fn the_overview_charts_the_last_day_of_payments_and_webhooks() {
     let bad = owner.get("/dashboard?range=1y").await;
     assert_eq!(bad.status, 422);
     assert!(bad.body.contains("range must be 24h, 7d or 30d"));
+    // Any run of UTC days, by day: the pending payment, moved back three days, is in that
+    // day's window and in no later one; dates left out or wrong are a 422 naming the field.
+    use sea_orm::ConnectionTrait as _;
+    app.db
+        .execute_unprepared(&format!(
+            "UPDATE payments SET created_at = created_at - interval '3 days' WHERE merchant_id = '{merchant}' AND amount = 900"
+        ))
+        .await
+        .expect("moved back");
+    let then = (chrono::Utc::now() - chrono::Duration::days(3))
+        .format("%Y-%m-%d")
+        .to_string();
+    let that_day = owner
+        .get(&format!("/dashboard?from={then}&to={then}"))
+        .await;
+    assert_eq!(that_day.status, 200);
+    assert!(
+        that_day.body.contains(&format!(
+            r#"data-hour="{then}" data-status="other" data-count="1""#
+        )) && that_day.body.contains(&format!("{then} (UTC)"))
+            && !that_day
+                .body
+                .contains(r#"data-status="succeeded" data-count"#)
+            && that_day
+                .body
+                .contains(&format!(r#"name="from" value="{then}""#)),
+        "{}",
+        that_day.body
+    );
+    let since = owner.get(&format!("/dashboard?from={then}")).await;
+    assert_eq!(since.status, 200, "to defaults to today");
+    assert!(
+        since.body.contains(&format!(
+            r#"data-hour="{then}" data-status="other" data-count="1""#
+        )) && since.body.contains(&format!(
+            r#"data-hour="{today}" data-status="succeeded" data-count="2""#
+        )) && since.body.contains(&format!(
+            r#"data-hour="{today}" data-status="other" data-count="1""#
+        )) && since.body.contains(&format!("{then} to {today} (UTC)")),
+        "{}",
+        since.body
+    );
+    for (query, said) in [
+        ("from=2026-13-01", "from must be a date such as 2026-11-01"),
+        ("from=2026-11-02&to=yesterday", "to must be a date"),
+        ("to=2026-11-02", "to needs a from"),
+        ("from=2026-11-02&to=2026-11-01", "must not be after"),
+        ("from=2025-01-01&to=2026-11-01", "at most 366 days"),
+    ] {
+        let refused = owner.get(&format!("/dashboard?{query}")).await;
+        assert_eq!(refused.status, 422, "{query}");
+        assert!(refused.body.contains(said), "{query}: {}", refused.body);
+    }
     // A merchant with no payment yet is shown the first step, with its API's address.
     let (newcomer, _) = app.create_merchant_with_id("New shop").await;
     let mut new_owner = signed_in_as(&app, &newcomer, "new@example.com", UserRole::Owner).await;

@@ -959,5 +959,6 @@ fn answered_200() -> worker::sender::AttemptResult {
         response_body: Some("ok".into()),
         duration: Duration::from_millis(3),
         retry_after: None,
+        request_headers: vec![("webhook-id".into(), "evt_1".into())],
     }
 }

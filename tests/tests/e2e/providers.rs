@@ -651,17 +651,22 @@ async fn refunds_are_partial_or_full_and_never_more_than_what_is_left() {
         .post_json(
             &app.api_key,
             &format!("/v1/payments/{sid}/refunds"),
-            json!({"amount": 500}),
+            json!({"amount": 500, "reason": "fraudulent"}),
         )
         .await;
     assert_eq!(s, 201, "{r}");
+    assert_eq!(r["reason"], "fraudulent");
     let call = stripe
         .seen()
         .into_iter()
         .find(|c| c.path == "/v1/refunds")
         .expect("refund call");
     assert!(
-        call.body.contains(&format!("payment_intent={intent}")) && call.body.contains("amount=500")
+        call.body.contains(&format!("payment_intent={intent}"))
+            && call.body.contains("amount=500")
+            && call.body.contains("reason=fraudulent"),
+        "Stripe is told the reason: {}",
+        call.body
     );
     assert_eq!(
         call.headers.get("idempotency-key").map(String::as_str),

@@ -228,3 +228,79 @@ async fn each_refund_is_announced_when_made_and_when_settled() {
         2
     );
 }
+
+/// A refund keeps the reason it was given (Stripe's three), an idempotent retry must repeat it,
+/// and any other reason is a 400 that refunds nothing.
+#[tokio::test]
+async fn a_refund_keeps_its_reason_and_an_unknown_reason_refunds_nothing() {
+    let app = TestApp::spawn().await;
+    let id = succeeded_payment(&app, 1000).await;
+    let path = format!("/v1/payments/{id}/refunds");
+    let post = async |body: serde_json::Value, key: &str| {
+        let r = app
+            .client
+            .post(app.url(&path))
+            .bearer_auth(&app.api_key)
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        let status = r.status().as_u16();
+        (status, r.json::<serde_json::Value>().await.expect("json"))
+    };
+    for bad in [
+        json!("changed_mind"),
+        json!(""),
+        json!(3),
+        json!("DUPLICATE"),
+    ] {
+        let (s, b) = post(json!({"amount": 100, "reason": bad}), "bad").await;
+        assert_eq!(
+            (s, b["error"]["type"].as_str()),
+            (400, Some("invalid_request_error")),
+            "{bad}: {b}"
+        );
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM refunds").await,
+        0,
+        "nothing refunded"
+    );
+    let (s, first) = post(json!({"amount": 300, "reason": "duplicate"}), "k1").await;
+    assert_eq!(
+        (s, first["reason"].as_str()),
+        (201, Some("duplicate")),
+        "{first}"
+    );
+    let (s, replay) = post(json!({"amount": 300, "reason": "duplicate"}), "k1").await;
+    assert_eq!(
+        (s, &replay["id"]),
+        (201, &first["id"]),
+        "the same request replays"
+    );
+    let (s, other) = post(json!({"amount": 300, "reason": "fraudulent"}), "k1").await;
+    assert_eq!(
+        (s, other["error"]["code"].as_str()),
+        (409, Some("idempotency_key_reused")),
+        "another reason is another request: {other}"
+    );
+    let (s, plain) = post(json!({"amount": 200}), "k2").await;
+    assert_eq!(s, 201, "{plain}");
+    assert!(
+        plain["reason"].is_null(),
+        "no reason given, none kept: {plain}"
+    );
+    let (_, list) = app.get_json(&app.api_key, &path).await;
+    let reasons: Vec<_> = list["data"]
+        .as_array()
+        .expect("refunds")
+        .iter()
+        .map(|r| r["reason"].clone())
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![json!(null), json!("duplicate")],
+        "newest first"
+    );
+}

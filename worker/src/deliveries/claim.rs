@@ -163,6 +163,7 @@ async fn record_unknown_outcomes<C: ConnectionTrait>(
         )),
         error_class: Set(Some(UNKNOWN_OUTCOME.into())),
         response_body: Set(None),
+        request_headers: Set(None),
         duration_ms: Set(0),
         created_at: Set(now),
     });

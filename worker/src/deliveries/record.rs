@@ -167,6 +167,9 @@ pub(crate) async fn record_in<T: ConnectionTrait>(
             error_message: Set(error_message),
             error_class: Set(error_class.map(str::to_string)),
             response_body: Set(result.response_body.clone()),
+            request_headers: Set(entity::webhook_attempts::headers_text(
+                &result.request_headers,
+            )),
             duration_ms: Set(i64::try_from(result.duration.as_millis()).unwrap_or(i64::MAX)),
             created_at: Set(now),
         });

@@ -101,6 +101,9 @@ pub struct AttemptResult {
     pub duration: Duration,
     /// What a 429 or 503 asked for in `Retry-After` (seconds or an HTTP date), if anything.
     pub retry_after: Option<Duration>,
+    /// The headers sent, in order (empty when the request was refused before it was made);
+    /// the body is the event's envelope, the same for every attempt.
+    pub request_headers: Vec<(String, String)>,
 }
 
 impl AttemptResult {
@@ -195,52 +198,64 @@ impl WebhookSender {
     /// which a receiver needs any one; `X-Payrail-Signature` uses the first, the newest.
     pub async fn send(&self, keys: &[SigningKey], request: &SignedRequest) -> AttemptResult {
         let started = Instant::now();
-        let failed = |class: ErrorClass, message: String| AttemptResult {
-            http_status: None,
-            error: Some((class, message)),
-            response_body: None,
-            duration: started.elapsed(),
-            retry_after: None,
-        };
+        let failed =
+            |class: ErrorClass, message: String, sent: Vec<(String, String)>| AttemptResult {
+                http_status: None,
+                error: Some((class, message)),
+                response_body: None,
+                duration: started.elapsed(),
+                retry_after: None,
+                request_headers: sent,
+            };
         let Some(newest) = keys.first() else {
             return failed(
                 ErrorClass::Blocked,
                 "the endpoint has no signing secret".into(),
+                Vec::new(),
             );
         };
         if let Err((class, message)) = self.check_target(&request.url).await {
-            return failed(class, message);
+            return failed(class, message, Vec::new());
         }
         let timestamp = chrono::Utc::now().timestamp();
-        let response = self
-            .client
-            .post(&request.url)
-            .header("content-type", "application/json")
-            .header("webhook-id", &request.event_id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header(
-                "webhook-signature",
+        // Kept as sent, for the attempt's record.
+        let mut headers: Vec<(String, String)> = vec![
+            ("content-type".into(), "application/json".into()),
+            ("user-agent".into(), USER_AGENT.into()),
+            ("webhook-id".into(), request.event_id.clone()),
+            ("webhook-timestamp".into(), timestamp.to_string()),
+            (
+                "webhook-signature".into(),
                 keys.iter()
                     .map(|k| k.sign_standard(&request.event_id, timestamp, &request.body))
                     .collect::<Vec<_>>()
                     .join(" "),
-            )
-            .header("x-payrail-signature", newest.sign_body(&request.body))
-            .header("x-payrail-event", &request.event_type)
-            .header("x-payrail-delivery", &request.delivery_id);
-        let response = match &request.traceparent {
-            Some(value) => response.header(runtime::trace_context::TRACEPARENT, value),
-            None => response,
+            ),
+            (
+                "x-payrail-signature".into(),
+                newest.sign_body(&request.body),
+            ),
+            ("x-payrail-event".into(), request.event_type.clone()),
+            ("x-payrail-delivery".into(), request.delivery_id.clone()),
+        ];
+        if let Some(value) = &request.traceparent {
+            headers.push((runtime::trace_context::TRACEPARENT.into(), value.clone()));
         }
-        .body(request.body.clone())
-        .send()
-        .await;
+        let mut builder = self.client.post(&request.url);
+        for (name, value) in &headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        let response = builder.body(request.body.clone()).send().await;
         let mut response = match response {
             Ok(r) => r,
             Err(e) => {
                 let timed_out = e.is_timeout();
                 let description = describe(e);
-                return failed(ErrorClass::of_error(timed_out, &description), description);
+                return failed(
+                    ErrorClass::of_error(timed_out, &description),
+                    description,
+                    headers,
+                );
             }
         };
         let status = response.status();
@@ -276,6 +291,7 @@ impl WebhookSender {
             response_body: Some(body),
             duration: started.elapsed(),
             retry_after,
+            request_headers: headers,
         }
     }
 

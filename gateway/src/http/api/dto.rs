@@ -262,8 +262,19 @@ pub struct WebhookAttempt {
     pub error_class: Option<String>,
     /// The first 4 KiB of the answer.
     pub response_body: Option<String>,
+    /// The headers sent, in order: the signature and timestamp are this attempt's own. The
+    /// body is the event's envelope, the same for every attempt. Empty when no request was
+    /// made (refused before it, or made by a worker that stopped before recording it).
+    pub request_headers: Vec<SentHeader>,
     pub duration_ms: i64,
     pub created_at: String,
+}
+
+/// A header as a webhook attempt sent it.
+#[derive(Object)]
+pub struct SentHeader {
+    pub name: String,
+    pub value: String,
 }
 
 impl From<&webhook_attempts::Model> for WebhookAttempt {
@@ -275,6 +286,11 @@ impl From<&webhook_attempts::Model> for WebhookAttempt {
             error_message: a.error_message.clone(),
             error_class: a.error_class.clone(),
             response_body: a.response_body.clone(),
+            request_headers: a
+                .sent_headers()
+                .into_iter()
+                .map(|(name, value)| SentHeader { name, value })
+                .collect(),
             duration_ms: a.duration_ms,
             created_at: rfc3339(a.created_at),
         }
@@ -392,6 +408,9 @@ pub struct Merchant {
 pub struct CreateRefundRequest {
     /// Minor units; defaults to everything left to refund.
     pub amount: Option<i64>,
+    /// Why: `duplicate`, `fraudulent` or `requested_by_customer`. Kept on the refund and
+    /// shown in the dashboard; the provider is not told.
+    pub reason: Option<entity::status::RefundReason>,
 }
 
 #[derive(Object)]

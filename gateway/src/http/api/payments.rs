@@ -302,7 +302,10 @@ impl PaymentsApi {
             &state.providers,
             &merchant.scope(),
             &path_id::<PaymentId>(&id.0, "payment")?,
-            body.0.amount,
+            refunds::Asked {
+                amount: body.0.amount,
+                reason: body.0.reason,
+            },
             key,
         )
         .await?;

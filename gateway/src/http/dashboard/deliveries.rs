@@ -1,5 +1,6 @@
-//! One webhook delivery's page, with every attempt, and the retry button (on this page and
-//! on the payment's), as `POST /v1/webhook_deliveries/{id}/retry`.
+//! One webhook delivery's page: the request as sent (the event's envelope, the same for
+//! every attempt, and each attempt's own headers), every answer, and the retry button (on
+//! this page and on the payment's), as `POST /v1/webhook_deliveries/{id}/retry`.
 
 use entity::event::rfc3339;
 use entity::ids::{DeliveryId, PaymentId};
@@ -87,9 +88,17 @@ pub async fn delivery_page(
             http_status: a.http_status,
             duration_ms: a.duration_ms,
             error: a.error_message.clone(),
-            response_excerpt: a.response_body.clone(),
+            response: a.response_body.clone(),
+            headers: a.sent_headers(),
         })
         .collect();
+    // What every attempt sent as its body, built as the worker builds it (from the event,
+    // which never changes).
+    let body = event.as_ref().map(|e| {
+        let bytes =
+            entity::event::WebhookBody::new(&e.id, &e.event_type, e.created_at, &e.data).to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
+    });
     let id = d.id.to_string();
     let event_id = d.event_id.to_string();
     let payment_id = event
@@ -109,6 +118,7 @@ pub async fn delivery_page(
                 .unwrap_or("(deleted endpoint)"),
             status: d.status,
             next_retry_at: d.next_retry_at.map(rfc3339),
+            body: body.as_deref(),
             attempts: &rows,
             retryable: matches!(d.status, DeliveryStatus::Failed | DeliveryStatus::Pending),
             can_act: me.user.can_act(),
@@ -124,8 +134,10 @@ pub struct AttemptRow {
     pub http_status: Option<i32>,
     pub duration_ms: i64,
     pub error: Option<String>,
-    /// The start of the endpoint's answer, as stored (already cut to size by the worker).
-    pub response_excerpt: Option<String>,
+    /// The endpoint's answer, as stored (already cut to size by the worker).
+    pub response: Option<String>,
+    /// The headers this attempt sent, in order (none when it sent nothing).
+    pub headers: Vec<(String, String)>,
 }
 
 /// What the delivery page shows.
@@ -137,6 +149,8 @@ pub struct DeliveryDetail<'a> {
     pub endpoint_url: &'a str,
     pub status: DeliveryStatus,
     pub next_retry_at: Option<String>,
+    /// The request body every attempt sent (none if the event is gone).
+    pub body: Option<&'a str>,
     pub attempts: &'a [AttemptRow],
     pub retryable: bool,
     pub can_act: bool,
@@ -164,11 +178,18 @@ fn delivery_view(chrome: &Chrome<'_>, view: &DeliveryDetail<'_>) -> Markup {
                         (action_form(csrf_token, &format!("/dashboard/deliveries/{}/retry", view.id), "Retry now", &format!("Retry delivery {}", view.id), &[("back", "delivery")]))
                     }
                 }
+                @if let Some(body) = view.body {
+                    section #request-section aria-labelledby="request" {
+                        h2 #request { "Request" }
+                        p { "POST " code { (view.endpoint_url) } ", with this body on every attempt; each attempt's headers (its own timestamp and signatures) are under it below." }
+                        pre.sent #request-body { (body) }
+                    }
+                }
                 section #attempts-section aria-labelledby="attempts" data-live-region {
                     h2 #attempts { "Attempts" }
                     @if view.attempts.is_empty() { p { "None yet." } }
                     table {
-                        thead { tr { th scope="col" { "#" } th scope="col" { "When" } th scope="col" { "Answer" } th scope="col" { "Latency" } th scope="col" { "Error" } th scope="col" { "Response (start)" } } }
+                        thead { tr { th scope="col" { "#" } th scope="col" { "When" } th scope="col" { "Answer" } th scope="col" { "Latency" } th scope="col" { "Error" } th scope="col" { "Response" } th scope="col" { "Sent" } } }
                         tbody #attempt-rows {
                             @for a in view.attempts {
                                 tr data-attempt=(a.number) {
@@ -177,7 +198,22 @@ fn delivery_view(chrome: &Chrome<'_>, view: &DeliveryDetail<'_>) -> Markup {
                                     td data-label="Answer" { @if let Some(s) = a.http_status { (s) } @else { "—" } }
                                     td data-label="Latency" { (a.duration_ms) " ms" }
                                     td data-label="Error" { (a.error.as_deref().unwrap_or("")) }
-                                    td data-label="Response (start)" { @if let Some(body) = &a.response_excerpt { code { (excerpt(body)) } } }
+                                    td data-label="Response" {
+                                        @if let Some(body) = &a.response {
+                                            @let start = excerpt(body);
+                                            @if start.len() < body.len() {
+                                                details { summary { code { (start) } } pre.sent { (body) } }
+                                            } @else { code { (body) } }
+                                        }
+                                    }
+                                    td data-label="Sent" {
+                                        @if a.headers.is_empty() { "—" } @else {
+                                            details.sent-headers {
+                                                summary { (a.headers.len()) " headers" }
+                                                pre.sent { @for (name, value) in &a.headers { (name) ": " (value) "\n" } }
+                                            }
+                                        }
+                                    }
                                 }
                             }
                         }

@@ -25,6 +25,43 @@ pub const FAILURE_RATE_MIN_PAYMENTS: u64 = 5;
 pub struct OverviewQuery {
     /// The window of the figures and the chart: `24h` (by hour), `7d` or `30d` (by day).
     range: Option<String>,
+    /// Or a run of UTC days, by day: `from` (`2026-11-01`) to `to` (today when left out).
+    from: Option<String>,
+    to: Option<String>,
+}
+
+impl OverviewQuery {
+    /// The window asked for: dates when given (they win over `range`), else the preset.
+    fn window(&self, today: chrono::NaiveDate) -> Result<Window, PageError> {
+        fn given(v: &Option<String>) -> Option<&str> {
+            v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+        }
+        let date = |name: &str, text: &str| {
+            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+                PageError::Invalid(format!(
+                    "{name} must be a date such as 2026-11-01, not {text:?}."
+                ))
+            })
+        };
+        match (given(&self.from), given(&self.to)) {
+            (None, None) => match given(&self.range) {
+                None => Ok(Window::Day),
+                Some(r) => Window::parse(r).ok_or_else(|| {
+                    PageError::Invalid(format!("range must be 24h, 7d or 30d, not {r:?}."))
+                }),
+            },
+            (None, Some(_)) => Err(PageError::Invalid(
+                "to needs a from: the first day of the window.".into(),
+            )),
+            (Some(from), to) => {
+                let to = match to {
+                    Some(to) => date("to", to)?,
+                    None => today,
+                };
+                Window::dates(date("from", from)?, to).map_err(PageError::Invalid)
+            }
+        }
+    }
 }
 
 #[handler]
@@ -33,12 +70,7 @@ pub async fn overview(
     state: Data<&AppState>,
     Query(query): Query<OverviewQuery>,
 ) -> Result<Response, PageError> {
-    let window = match query.range.as_deref().filter(|r| !r.is_empty()) {
-        None => Window::Day,
-        Some(r) => Window::parse(r).ok_or_else(|| {
-            PageError::Invalid(format!("range must be 24h, 7d or 30d, not {r:?}."))
-        })?,
-    };
+    let window = query.window(Utc::now().date_naive())?;
     let scope = me.scope();
     let db = &state.db;
     let unavailable = PageError::db("overview");
@@ -61,7 +93,8 @@ pub async fn overview(
         .await?;
         let alerts = alerts(db, &scope).await?;
         let day = figures::recent(db, &scope, now, window).await?;
-        let webhooks = health::health(db, &scope, now, window.hours()).await?;
+        let (since, until) = window.bounds(now);
+        let webhooks = health::health(db, &scope, now, since, until).await?;
         let email = crate::merchants::users::email_of(db, &me.user.user_id)
             .await?
             .unwrap_or_default();
@@ -196,22 +229,40 @@ fn view(chrome: &Chrome<'_>, view: &Overview<'_>) -> Markup {
     )
 }
 
-/// The last 24 hours: payment and webhook health, and the chart of payments per hour.
+/// The window's payment and webhook health, and the chart of payments per hour or day; the
+/// forms that choose the window (a preset, or any run of days).
 fn figures(f: &LastDay, w: &WebhookHealth, window: Window) -> Markup {
+    let (from, to) = match window {
+        Window::Dates { from, to } => (from.to_string(), to.to_string()),
+        _ => (String::new(), String::new()),
+    };
     html! {
-        form.filters #range method="get" action="/dashboard" {
-            div {
-                label for="range-choice" { "Window" }
-                select #range-choice name="range" {
-                    @for option in Window::ALL {
-                        option value=(option.as_str()) selected[option == window] { "Last " (option.said()) }
+        div.window-choice {
+            form.filters #range method="get" action="/dashboard" {
+                div {
+                    label for="range-choice" { "Window" }
+                    select #range-choice name="range" {
+                        @for option in Window::PRESETS {
+                            option value=[option.as_str()] selected[option == window] { (option.title()) }
+                        }
                     }
                 }
+                p { button.secondary type="submit" { "Show" } }
             }
-            p { button.secondary type="submit" { "Show" } }
+            form.filters #dates method="get" action="/dashboard" {
+                div {
+                    label for="window-from" { "From (UTC)" }
+                    input #window-from type="date" name="from" value=(from) required;
+                }
+                div {
+                    label for="window-to" { "To" }
+                    input #window-to type="date" name="to" value=(to);
+                }
+                p { button.secondary type="submit" { "Show days" } }
+            }
         }
         section #figures aria-labelledby="last-day" data-live-region {
-            h2 #last-day { "Last " (window.said()) }
+            h2 #last-day { (window.title()) }
             div.cards {
                 div.card #success-rate { strong { (percent(f.success_rate)) } "payment success rate" }
                 div.card #webhook-success { strong { (percent(w.success_rate)) } "webhook attempts answered 2xx (" (w.attempts) ")" }
@@ -234,7 +285,7 @@ fn figures(f: &LastDay, w: &WebhookHealth, window: Window) -> Markup {
                     }
                 }
             }
-            h3 { "Payments per " @if window == Window::Day { "hour" } @else { "day" } " (UTC)" }
+            h3 { "Payments per " @if window.by_hour() { "hour" } @else { "day" } " (UTC)" }
             (payments_chart(&f.hours))
         }
     }
@@ -255,7 +306,12 @@ pub fn payments_chart(hours: &[Hour]) -> Markup {
     // Bars of days carry a day's key (`2026-11-23`), of hours an hour's (`2026-11-23T18`).
     let by_day = hours.first().is_some_and(|h| h.hour.len() == 10);
     let label_every = (hours.len() / 4).max(1);
-    let slot = WIDTH / (hours.len().max(1) as u64);
+    // A run of up to a year of days makes slots narrower than a pixel's worth of gap: widths
+    // are fractional, the gap a fifth of a slot at most.
+    let slot = WIDTH as f64 / hours.len().max(1) as f64;
+    let gap = (slot / 5.0).min(4.0);
+    let bar_width = format!("{:.2}", slot - gap);
+    let x_of = |i: usize| format!("{:.2}", i as f64 * slot + gap / 2.0);
     let tallest = hours
         .iter()
         .map(|h| h.succeeded + h.failed + h.other)
@@ -269,7 +325,7 @@ pub fn payments_chart(hours: &[Hour]) -> Markup {
         .max()
         .unwrap_or(0);
     let described = format!(
-        "Last {} {}: {} succeeded, {} failed, {} other; busiest {busiest} payments.",
+        "{} {}: {} succeeded, {} failed, {} other; busiest {busiest} payments.",
         hours.len(),
         if by_day { "days" } else { "hours" },
         total(|h| h.succeeded),
@@ -279,7 +335,7 @@ pub fn payments_chart(hours: &[Hour]) -> Markup {
     // Each hour's segments, bottom up: (x, y, height, status, count, colour, hour).
     let mut segments = Vec::new();
     for (i, h) in hours.iter().enumerate() {
-        let x = i as u64 * slot + 2;
+        let x = x_of(i);
         let mut top = plot;
         for (status, count, colour) in [
             ("succeeded", h.succeeded, SUCCEEDED_COLOUR),
@@ -289,7 +345,15 @@ pub fn payments_chart(hours: &[Hour]) -> Markup {
             if count > 0 {
                 let height = (plot * count / tallest).max(1);
                 top = top.saturating_sub(height);
-                segments.push((x, top, height, status, count, colour, h.hour.as_str()));
+                segments.push((
+                    x.clone(),
+                    top,
+                    height,
+                    status,
+                    count,
+                    colour,
+                    h.hour.as_str(),
+                ));
             }
         }
     }
@@ -302,13 +366,13 @@ pub fn payments_chart(hours: &[Hour]) -> Markup {
             // The scale: the top line is the busiest hour (said under the chart).
             line x1="0" y1="1" x2=(WIDTH) y2="1" stroke="#ddd" stroke-dasharray="4 4" {}
             @for (x, y, height, status, count, colour, hour) in &segments {
-                rect x=(x) y=(y) width=(slot - 4) height=(height) fill=(colour)
+                rect x=(x) y=(y) width=(bar_width) height=(height) fill=(colour)
                     data-hour=(hour) data-status=(status) data-count=(count) {
                     title { (hour) @if !by_day { ":00" } " UTC · " (count) " " (status) }
                 }
             }
             @for (i, h) in hours.iter().enumerate().step_by(label_every) {
-                text x=(i as u64 * slot + 2) y=(HEIGHT - 6) font-size="12" fill="#555" {
+                text x=(x_of(i)) y=(HEIGHT - 6) font-size="12" fill="#555" {
                     @if by_day { (h.hour.get(5..).unwrap_or("")) } @else { (h.hour.get(11..).unwrap_or("")) ":00" }
                 }
             }
@@ -358,5 +422,28 @@ mod tests {
             svg.contains(r#"height="118""#) && svg.contains(r#"height="39""#),
             "{svg}"
         );
+    }
+
+    #[test]
+    fn a_year_of_days_fits_the_chart() {
+        let days: Vec<Hour> = (0..crate::payments::figures::MOST_DAYS)
+            .map(|i| Hour {
+                hour: format!("2026-{:02}-{:02}", i % 12 + 1, i % 28 + 1),
+                succeeded: 1,
+                ..Hour::default()
+            })
+            .collect();
+        let svg = payments_chart(&days).into_string();
+        let last = svg
+            .rsplit(r#"<rect x=""#)
+            .next()
+            .and_then(|r| r.split('"').next())
+            .and_then(|x| x.parse::<f64>().ok())
+            .expect("a bar");
+        assert!(
+            last > 700.0 && last < 720.0,
+            "the last bar ends the plot: {last}"
+        );
+        assert!(svg.contains(r#"width="1.57""#), "bars narrower than a slot");
     }
 }

@@ -7,7 +7,7 @@ use entity::ids::PaymentId;
 use entity::money::{format_amount, format_stored_amount, plain_major_units};
 use entity::payment_status::PaymentStatus;
 use entity::payments;
-use entity::status::DeliveryStatus;
+use entity::status::{DeliveryStatus, RefundReason};
 use maud::{Markup, html};
 use poem::web::{Data, Path};
 use poem::{Response, handler};
@@ -102,6 +102,7 @@ pub struct RefundForm {
     csrf_token: Option<String>,
     idempotency_key: Option<String>,
     amount: Option<String>,
+    reason: Option<String>,
     confirmed: Option<String>,
 }
 
@@ -192,6 +193,19 @@ pub async fn refund_payment(
             PageError::Invalid(format!("The refund amount was not understood: {why}."))
         })?,
     };
+    let reason = match posted.form.reason.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(RefundReason::parse(text).ok_or_else(|| {
+            PageError::Invalid(format!(
+                "The refund reason must be one of {}, not {text:?}.",
+                RefundReason::ALL
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?),
+    };
     let key = posted.form.idempotency_key.as_deref();
     if key.is_some_and(|k| !crate::core::idempotency::key_is_valid(k)) {
         return Err(PageError::Invalid(
@@ -206,13 +220,20 @@ pub async fn refund_payment(
             &Confirm {
                 title: &format!("Refund {said}?"),
                 consequence: &format!(
-                    "{said} of the {} payment goes back to the customer ({} already refunded). A refund cannot be undone.",
+                    "{said} of the {} payment goes back to the customer ({} already refunded){}. A refund cannot be undone.",
                     format_amount(payment.amount, currency),
                     format_amount(payment.amount_refunded, currency),
+                    reason
+                        .map(|r| format!(", {}", reason_said(r)))
+                        .unwrap_or_default(),
                 ),
                 action: &format!("/dashboard/payments/{id}/refund"),
                 fields: &[
                     ("amount", &plain),
+                    (
+                        "reason",
+                        reason.map(RefundReason::as_str).unwrap_or_default(),
+                    ),
                     ("idempotency_key", key.unwrap_or_default()),
                 ],
                 button: &format!("Refund {said}"),
@@ -225,7 +246,10 @@ pub async fn refund_payment(
         &state.providers,
         &posted.scope(),
         &payment_id,
-        Some(amount),
+        refunds::Asked {
+            amount: Some(amount),
+            reason,
+        },
         key,
     )
     .await
@@ -243,6 +267,15 @@ pub async fn refund_payment(
         }
         Err(ServiceError::NotFound { .. }) => Err(PageError::NotFound("No such payment.")),
         Err(e) => Ok(back_to_payment(&id, &format!("Not refunded: {}", told(e)))),
+    }
+}
+
+/// A refund's reason in words.
+pub fn reason_said(reason: RefundReason) -> &'static str {
+    match reason {
+        RefundReason::RequestedByCustomer => "requested by the customer",
+        RefundReason::Duplicate => "a duplicate payment",
+        RefundReason::Fraudulent => "fraudulent",
     }
 }
 
@@ -371,6 +404,13 @@ fn detail_view(chrome: &Chrome<'_>, view: &PaymentDetail<'_>) -> Markup {
                         label for="refund-amount" { "Refund amount (" (view.currency) ")" }
                         input #refund-amount name="amount" inputmode="decimal" value=(view.refundable) aria-describedby="refund-left";
                         p #refund-left { (view.refunded) " of " (view.amount) " refunded so far." }
+                        label for="refund-reason" { "Reason" }
+                        select #refund-reason name="reason" {
+                            option value="" { "None given" }
+                            @for r in RefundReason::ALL {
+                                option value=(r.as_str()) { (reason_said(*r)) }
+                            }
+                        }
                         p { button type="submit" { "Refund…" } }
                     }
                 }
@@ -390,7 +430,10 @@ fn detail_view(chrome: &Chrome<'_>, view: &PaymentDetail<'_>) -> Markup {
                 section #refunds-section aria-labelledby="refunds" data-live-region {
                     h2 #refunds { "Refunds" }
                     @if view.refunds.is_empty() { p { "None." } }
-                    ul { @for r in view.refunds { li data-refund=(r.id) { (format_stored_amount(r.amount, &p.currency)) " · " (r.status) } } }
+                    ul { @for r in view.refunds { li data-refund=(r.id) {
+                        (format_stored_amount(r.amount, &p.currency)) " · " (r.status)
+                        @if let Some(reason) = r.reason { " · " span.reason { (reason_said(reason)) } }
+                    } } }
                 }
                 section #deliveries-section aria-labelledby="deliveries" data-live-region {
                     h2 #deliveries { "Webhook deliveries" }

@@ -180,6 +180,8 @@ pub(super) fn example(schema: &str, property: &str) -> Option<Value> {
         (_, "error_class") => json!("timeout"),
         (_, "error_message") => json!("no answer within 10 s"),
         (_, "response_body") => json!("ok"),
+        ("SentHeader", "name") => json!("webhook-timestamp"),
+        ("SentHeader", "value") => json!("1764756000"),
         ("DeletedObject", "deleted") => json!(true),
         (_, "recovered") => json!(3),
         ("DeletedObject", "object") => json!("webhook_endpoint"),
