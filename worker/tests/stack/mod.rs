@@ -1,0 +1,401 @@
+//! The real `gateway` and `worker` binaries on a scratch database, the broker and the
+//! database each behind a proxy the test can cut, and what the fault and fleet suites ask of
+//! them afterwards: every payment accepted once, every event delivered, every delivery row
+//! final, few duplicates, nothing stranded past a fault.
+
+#![allow(dead_code)] // Each suite uses its own part of it.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use payrail_tests::{Process, Receiver, ScratchDatabase, TcpProxy};
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use serde_json::{Value, json};
+
+pub const ADMIN_TOKEN: &str = "faults-admin-token-3f9c2a71be5d4e08";
+
+/// A knob from the environment, for runs at the issue's scale.
+pub fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The binaries these suites run: the worker's own, and the gateway built beside it (a
+/// workspace test run builds both).
+fn binary(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_worker")).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run the workspace's tests (cargo nextest run --workspace), or cargo build -p gateway first",
+        path.display()
+    );
+    path
+}
+
+/// Everything the binaries share: the scratch database and the broker, both through proxies
+/// the test can cut, and the test's queue and key prefix.
+pub struct Stack {
+    pub name: String,
+    pub db_proxy: TcpProxy,
+    pub amqp_proxy: TcpProxy,
+}
+
+impl Stack {
+    /// Proxies in front of PostgreSQL and RabbitMQ for `scratch`, and its schema migrated by
+    /// the gateway binary.
+    pub async fn on(scratch: &ScratchDatabase) -> Stack {
+        let stack = Stack {
+            name: scratch.name.clone(),
+            db_proxy: TcpProxy::start("127.0.0.1:5432", true).await,
+            amqp_proxy: TcpProxy::start("127.0.0.1:5672", true).await,
+        };
+        let status = stack
+            .command("gateway")
+            .arg("migrate")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run gateway migrate");
+        assert!(status.success(), "gateway migrate: {status}");
+        stack
+    }
+
+    fn command(&self, binary_name: &str) -> std::process::Command {
+        let mut c = std::process::Command::new(binary(binary_name));
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env(
+                "DATABASE_URL",
+                format!(
+                    "postgres://postgres@127.0.0.1:{}/{}",
+                    self.db_proxy.port, self.name
+                ),
+            )
+            .env(
+                "AMQP_URL",
+                format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp_proxy.port),
+            )
+            .env("REDIS_URL", payrail_tests::REDIS_URL)
+            .env("PAYRAIL_AMQP_PREFIX", &self.name)
+            .env("PAYRAIL_REDIS_PREFIX", &self.name)
+            .env("PAYRAIL_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env(
+                "PAYRAIL_DASHBOARD_SECRET",
+                "faults-dashboard-secret-of-some-length",
+            )
+            .env("PAYRAIL_WEBHOOK_TARGETS", "loopback")
+            .env("RUST_LOG", "error");
+        c
+    }
+
+    /// A gateway on `port`, its `/metrics` on `metrics_port`.
+    pub fn start_gateway(&self, port: u16, metrics_port: u16) -> Process {
+        let mut c = self.command("gateway");
+        c.env("PAYRAIL_BIND", format!("127.0.0.1:{port}"))
+            .env("PAYRAIL_METRICS_BIND", format!("127.0.0.1:{metrics_port}"))
+            .env("PAYRAIL_RELAY_INTERVAL", "500ms");
+        Process::spawn_quiet(c)
+    }
+
+    /// A worker, its probes and `/metrics` on `probes_port`.
+    pub fn start_worker(&self, probes_port: u16) -> Process {
+        let mut c = self.command("worker");
+        c.env("PAYRAIL_WORKER_BIND", format!("127.0.0.1:{probes_port}"))
+            .env("PAYRAIL_WEBHOOK_LEASE", "2s")
+            .env("PAYRAIL_WEBHOOK_BACKOFF_BASE", "200ms")
+            .env("PAYRAIL_WEBHOOK_BACKOFF_MAX", "1s")
+            .env("PAYRAIL_WEBHOOK_MAX_ATTEMPTS", "30");
+        Process::spawn_quiet(c)
+    }
+}
+
+/// A merchant with no plan limits and a rate limit above any test's, and an endpoint for every
+/// event at `receiver`; its API key.
+pub async fn merchant_with_endpoint(
+    client: &reqwest::Client,
+    base: &str,
+    receiver: &Receiver,
+) -> (String, String) {
+    let merchant: Value = client
+        .post(format!("{base}/v1/admin/merchants"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "faults"}))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .expect("create the merchant")
+        .json()
+        .await
+        .expect("merchant json");
+    let key = merchant["api_key"].as_str().expect("api_key").to_string();
+    let merchant_id = merchant["id"].as_str().expect("id").to_string();
+    client
+        .patch(format!("{base}/v1/admin/merchants/{merchant_id}"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"plan": "custom", "usage_limits": {},
+                      "rate_limit_per_second": 10000, "rate_limit_burst": 10000}))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .expect("lift the merchant's limits");
+    client
+        .post(format!("{base}/v1/webhook_endpoints"))
+        .bearer_auth(&key)
+        .json(&json!({"url": receiver.url, "enabled_events": ["*"]}))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .expect("create the endpoint");
+    (merchant_id, key)
+}
+
+/// One payment as the client saw it.
+pub struct Asked {
+    pub started: Instant,
+    pub accepted: Option<(Instant, String)>,
+}
+
+/// Creates one payment, retrying with the same key on anything but a success (a gateway
+/// down, a 503, a 409 for a key still in use) for up to two minutes. Each try goes to the next
+/// of `bases`, from `first`: as a load balancer would, a dead gateway's retry lands on another.
+pub async fn create_payment(
+    client: &reqwest::Client,
+    bases: &[String],
+    first: usize,
+    key: &str,
+) -> Asked {
+    let started = Instant::now();
+    let idempotency_key = uuid::Uuid::new_v4().to_string();
+    let mut tries = first;
+    while started.elapsed() < Duration::from_secs(120) {
+        let base = &bases[tries % bases.len()];
+        tries += 1;
+        let answer = client
+            .post(format!("{base}/v1/payments"))
+            .bearer_auth(key)
+            .header("Idempotency-Key", &idempotency_key)
+            .json(&json!({"amount": 1500, "currency": "usd", "provider": "simulated"}))
+            .send()
+            .await;
+        if let Ok(r) = answer
+            && r.status().is_success()
+            && let Ok(body) = r.json::<Value>().await
+            && let Some(id) = body["id"].as_str()
+        {
+            return Asked {
+                started,
+                accepted: Some((Instant::now(), id.to_string())),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Asked {
+        started,
+        accepted: None,
+    }
+}
+
+pub async fn rows(db: &DatabaseConnection, sql: &str) -> Vec<sea_orm::QueryResult> {
+    db.query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .expect("query")
+}
+
+pub async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
+    rows(db, sql)
+        .await
+        .first()
+        .map(|r| r.try_get_by_index::<i64>(0).expect("a count"))
+        .unwrap_or(0)
+}
+
+/// A fault: its name and when it held things up.
+pub type Fault = (&'static str, Instant, Instant);
+
+/// How long `done` came after the later of `start` and the end of the last fault that began
+/// before `done`, and that fault's name ("none" when none began before).
+fn stranded(start: Instant, done: Instant, faults: &[Fault]) -> (Duration, &'static str) {
+    let (name, held_until) = faults.iter().filter(|(_, began, _)| *began <= done).fold(
+        ("none", start),
+        |(name, until), (n, _, ended)| {
+            if *ended > until {
+                (*n, *ended)
+            } else {
+                (name, until)
+            }
+        },
+    );
+    (done.saturating_duration_since(held_until), name)
+}
+
+/// The longest wait past each fault.
+fn worst_by_fault(
+    waits: impl Iterator<Item = (Duration, &'static str)>,
+) -> Vec<(&'static str, Duration)> {
+    let mut worst: HashMap<&'static str, Duration> = HashMap::new();
+    for (wait, name) in waits {
+        let w = worst.entry(name).or_default();
+        *w = (*w).max(wait);
+    }
+    let mut worst: Vec<_> = worst.into_iter().collect();
+    worst.sort();
+    worst
+}
+
+/// What a run under faults is judged on.
+pub struct Run<'a> {
+    pub label: &'a str,
+    pub rate: u64,
+    pub asked: &'a [Asked],
+    pub faults: &'a [Fault],
+    /// The same instant on both clocks, to place the database's timestamps among the test's.
+    pub anchor: (Instant, SystemTime),
+    pub most_wait: Duration,
+}
+
+/// Asserts what every run under faults must show: each payment asked for accepted exactly
+/// once and none the client did not get; every event delivered (a 2xx reached the receiver)
+/// and every delivery row `succeeded`, within two minutes; every request the receiver saw is
+/// an attempt row (a send that died with its worker counts as `unknown`); duplicates at most
+/// 0.1 % of the events; and nothing accepted or received more than `most_wait` after the end
+/// of the fault that held it. Returns the number of events.
+pub async fn judge(db: &DatabaseConnection, receiver: &Receiver, run: &Run<'_>) -> i64 {
+    let asked = run.asked;
+    let refused = asked.iter().filter(|a| a.accepted.is_none()).count();
+    assert_eq!(
+        refused, 0,
+        "payments never accepted in two minutes of retries"
+    );
+    let payments: HashSet<&str> = asked
+        .iter()
+        .filter_map(|a| a.accepted.as_ref().map(|(_, id)| id.as_str()))
+        .collect();
+    assert_eq!(
+        payments.len(),
+        asked.len(),
+        "one payment per Idempotency-Key"
+    );
+    assert_eq!(
+        count(db, "SELECT count(*) FROM payments").await,
+        asked.len() as i64,
+        "no payment created that the client did not get"
+    );
+    let payment_waits = worst_by_fault(asked.iter().filter_map(|a| {
+        a.accepted
+            .as_ref()
+            .map(|(at, _)| stranded(a.started, *at, run.faults))
+    }));
+
+    // Every event delivered, every row final.
+    let events = count(db, "SELECT count(*) FROM events").await;
+    let settle = Instant::now();
+    loop {
+        let open = count(
+            db,
+            "SELECT count(*) FROM webhook_deliveries WHERE status <> 'succeeded'",
+        )
+        .await;
+        let rows = count(db, "SELECT count(*) FROM webhook_deliveries").await;
+        if open == 0 && rows == events {
+            break;
+        }
+        assert!(
+            settle.elapsed() < Duration::from_secs(120),
+            "{open} delivery rows not succeeded, {rows} rows for {events} events"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    let received = receiver.received();
+    let mut first_ok: HashMap<String, Instant> = HashMap::new();
+    let mut oks = 0usize;
+    for r in received
+        .iter()
+        .filter(|r| r.answered.is_some_and(|s| s < 300))
+    {
+        oks += 1;
+        let id = r.header("webhook-id").unwrap_or_default().to_string();
+        first_ok
+            .entry(id)
+            .and_modify(|t| *t = (*t).min(r.at))
+            .or_insert(r.at);
+    }
+    let created: Vec<(String, i64)> = rows(
+        db,
+        "SELECT id, (extract(epoch from created_at) * 1000000)::bigint FROM events",
+    )
+    .await
+    .iter()
+    .map(|r| {
+        (
+            r.try_get_by_index::<String>(0).expect("id"),
+            r.try_get_by_index::<i64>(1).expect("micros"),
+        )
+    })
+    .collect();
+    let lost: Vec<&str> = created
+        .iter()
+        .filter(|(id, _)| !first_ok.contains_key(id))
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "events never received: {:?}",
+        &lost[..lost.len().min(5)]
+    );
+    let duplicates = oks - first_ok.len();
+    let (anchor_instant, anchor_time) = run.anchor;
+    let webhook_waits = worst_by_fault(created.iter().filter_map(|(id, micros)| {
+        let created = SystemTime::UNIX_EPOCH + Duration::from_micros(u64::try_from(*micros).ok()?);
+        let created = match created.duration_since(anchor_time) {
+            Ok(after) => anchor_instant + after,
+            Err(before) => anchor_instant.checked_sub(before.duration())?,
+        };
+        Some(stranded(created, *first_ok.get(id)?, run.faults))
+    }));
+
+    // Attempts match sends: every request seen is an attempt row; the sends whose outcome died
+    // with a worker are the `unknown` ones (the receiver may or may not have seen them).
+    let with_status = count(
+        db,
+        "SELECT count(*) FROM webhook_attempts WHERE http_status IS NOT NULL",
+    )
+    .await;
+    let unknown = count(
+        db,
+        "SELECT count(*) FROM webhook_attempts WHERE error_class = 'unknown'",
+    )
+    .await;
+    let answered = received.iter().filter(|r| r.answered.is_some()).count() as i64;
+    let seen = received.len() as i64;
+    println!(
+        "{}: {} payments at {}/s, {events} events, {seen} requests ({oks} answered 2xx), \
+         {duplicates} duplicates, {unknown} unknown attempts, {with_status} attempts with a status; \
+         longest wait past each fault: payments {payment_waits:?}, webhooks {webhook_waits:?}",
+        run.label,
+        asked.len(),
+        run.rate,
+    );
+    assert!(
+        with_status <= answered && seen <= with_status + unknown,
+        "attempts with a status {with_status}, unknown {unknown}; requests seen {seen}, answered {answered}"
+    );
+    assert!(
+        (duplicates as i64) * 1000 <= events,
+        "{duplicates} duplicates for {events} events (more than 0.1 %)"
+    );
+    for (what, waits) in [
+        ("a payment was accepted", &payment_waits),
+        ("a webhook arrived", &webhook_waits),
+    ] {
+        for (fault, wait) in waits {
+            assert!(
+                *wait <= run.most_wait,
+                "{what} {wait:?} after the end of: {fault}"
+            );
+        }
+    }
+    events
+}
