@@ -1,7 +1,7 @@
 //! RabbitMQ through lapin: topology, publisher confirms, consumers. The only module that touches
 //! AMQP bytes.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use entity::bus::{BusMessage, LiveNotice, QueueNames};
 use futures_util::StreamExt as _;
@@ -11,15 +11,16 @@ use lapin::options::{
     QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 use tokio::sync::{Mutex, mpsc};
 
+use super::nodes::BrokerNodes;
 use super::{BusError, LiveHeard, QueueDepths, Subscription};
 
 /// RabbitMQ through lapin. One connection per process role; the publishing channel is reused
 /// and dropped on any error, so the next call reconnects (the relay retries by itself).
 pub struct AmqpBus {
-    url: String,
+    nodes: Arc<BrokerNodes>,
     names: QueueNames,
     publisher: Mutex<Option<(Connection, Channel)>>,
     /// Kept for health checks and depth gauges; see `inspect`.
@@ -31,7 +32,7 @@ pub struct AmqpBus {
 impl AmqpBus {
     pub(super) fn new(url: &str, names: QueueNames) -> AmqpBus {
         AmqpBus {
-            url: url.to_string(),
+            nodes: Arc::new(BrokerNodes::parse(url)),
             names,
             publisher: Mutex::new(None),
             inspector: Mutex::new(None),
@@ -40,7 +41,7 @@ impl AmqpBus {
     }
 
     async fn open(&self) -> Result<(Connection, Channel), BusError> {
-        let connection = Connection::connect(&self.url, ConnectionProperties::default()).await?;
+        let connection = self.nodes.connect().await?;
         let channel = connection.create_channel().await?;
         declare_topology(&channel, &self.names).await?;
         Ok((connection, channel))
@@ -194,7 +195,7 @@ impl AmqpBus {
         let sender = self.announcer.get_or_init(|| {
             let (tx, rx) = mpsc::channel(super::LIVE_BACKLOG);
             tokio::spawn(announce_until_dropped(
-                self.url.clone(),
+                self.nodes.clone(),
                 self.names.clone(),
                 rx,
             ));
@@ -260,7 +261,7 @@ impl AmqpBus {
 
     /// Removes this prefix's exchanges and queues (test teardown).
     pub async fn delete_topology(&self) -> Result<(), BusError> {
-        let connection = Connection::connect(&self.url, ConnectionProperties::default()).await?;
+        let connection = self.nodes.connect().await?;
         let channel = connection.create_channel().await?;
         for q in [&self.names.queue, &self.names.dead_letter_queue] {
             channel
@@ -341,14 +342,14 @@ impl LiveListener {
 
 /// Publishes queued live notices until the bus is dropped, reconnecting after an error.
 async fn announce_until_dropped(
-    url: String,
+    nodes: Arc<BrokerNodes>,
     names: QueueNames,
     mut notices: mpsc::Receiver<LiveNotice>,
 ) {
     let mut open: Option<(Connection, Channel)> = None;
     while let Some(notice) = notices.recv().await {
         if open.is_none() {
-            match Connection::connect(&url, ConnectionProperties::default()).await {
+            match nodes.connect().await {
                 Ok(connection) => match connection.create_channel().await {
                     Ok(channel) => match declare_topology(&channel, &names).await {
                         Ok(()) => open = Some((connection, channel)),

@@ -21,6 +21,7 @@ use tokio::sync::{broadcast, mpsc};
 
 mod amqp;
 mod in_process;
+mod nodes;
 
 pub use amqp::{AmqpBus, LiveListener as AmqpLiveListener};
 pub use in_process::InProcessBus;
@@ -33,6 +34,8 @@ pub enum BusError {
     NotConfirmed,
     #[error("the in-process bus is closed")]
     Closed,
+    #[error("no broker node accepted a connection in time")]
+    Unreachable,
     #[error("another consumer already holds the in-process bus")]
     AlreadySubscribed,
 }

@@ -41,16 +41,20 @@ pub struct Stack {
     pub name: String,
     pub db_proxy: TcpProxy,
     pub amqp_proxy: TcpProxy,
+    /// What the binaries get as `AMQP_URL`: the proxy, or a cluster's nodes.
+    amqp_url: String,
 }
 
 impl Stack {
     /// Proxies in front of PostgreSQL and RabbitMQ for `scratch`, and its schema migrated by
     /// the gateway binary.
     pub async fn on(scratch: &ScratchDatabase) -> Stack {
+        let amqp_proxy = TcpProxy::start("127.0.0.1:5672", true).await;
         let stack = Stack {
             name: scratch.name.clone(),
             db_proxy: TcpProxy::start("127.0.0.1:5432", true).await,
-            amqp_proxy: TcpProxy::start("127.0.0.1:5672", true).await,
+            amqp_url: format!("amqp://guest:guest@127.0.0.1:{}/%2f", amqp_proxy.port),
+            amqp_proxy,
         };
         let status = stack
             .command("gateway")
@@ -60,6 +64,13 @@ impl Stack {
             .expect("run gateway migrate");
         assert!(status.success(), "gateway migrate: {status}");
         stack
+    }
+
+    /// The binaries talk to this broker instead (one URL, or a cluster's, comma-separated);
+    /// `amqp_proxy` then cuts nothing.
+    pub fn with_broker(mut self, amqp_url: &str) -> Stack {
+        self.amqp_url = amqp_url.to_string();
+        self
     }
 
     fn command(&self, binary_name: &str) -> std::process::Command {
@@ -73,10 +84,7 @@ impl Stack {
                     self.db_proxy.port, self.name
                 ),
             )
-            .env(
-                "AMQP_URL",
-                format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp_proxy.port),
-            )
+            .env("AMQP_URL", &self.amqp_url)
             .env("REDIS_URL", payrail_tests::REDIS_URL)
             .env("PAYRAIL_AMQP_PREFIX", &self.name)
             .env("PAYRAIL_REDIS_PREFIX", &self.name)
