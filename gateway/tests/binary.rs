@@ -146,7 +146,7 @@ async fn users_create_makes_a_dashboard_user_who_can_sign_in_with_the_printed_pa
         "admin",
     ]);
     assert_eq!(bad_role.status.code(), Some(2));
-    let _ = std::fs::remove_file(&path);
+    payrail_tests::remove_sqlite(&path);
 }
 
 #[tokio::test]
@@ -200,5 +200,5 @@ async fn ledger_check_prints_its_report_and_fails_on_a_broken_invariant() {
         .output()
         .expect("gateway runs");
     assert_eq!(usage.status.code(), Some(2));
-    let _ = std::fs::remove_file(&path);
+    payrail_tests::remove_sqlite(&path);
 }

@@ -158,7 +158,5 @@ async fn a_flood_of_wrong_sign_ins_costs_bounded_memory_and_locks_no_one_out() {
     // A NUL in the email is a wrong form, not a failure of ours.
     assert_eq!(sign_in("x\u{0}@y".into(), "p".into()).await, 422);
     drop(gateway);
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
+    payrail_tests::remove_sqlite(&path);
 }

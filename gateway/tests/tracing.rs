@@ -542,5 +542,5 @@ async fn embedded_mode_traces_a_payment_to_the_merchants_server_too() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(gateway);
-    let _ = std::fs::remove_file(&path);
+    payrail_tests::remove_sqlite(&path);
 }

@@ -158,6 +158,14 @@ pub async fn until_ready(client: &reqwest::Client, base: &str) {
     }
 }
 
+/// Removes a test's SQLite database and the write-ahead log and shared-memory files beside it
+/// (SQLite leaves them while a connection is open, and a killed process never closes one).
+pub fn remove_sqlite(path: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
 pub fn unique_name() -> String {
     format!("payrail_t_{}", uuid::Uuid::new_v4().simple())
 }

@@ -167,7 +167,7 @@ async fn embedded_mode_serves_a_payment_end_to_end() {
     assert_eq!(value("volume:XAF"), 4200);
     assert!(value("api_requests") >= 3);
     assert!(value("webhook_attempts") >= 2);
-    let _ = std::fs::remove_file(&path);
+    payrail_tests::remove_sqlite(&path);
 }
 
 #[tokio::test]
@@ -233,7 +233,7 @@ async fn new_merchants_get_the_operators_default_plan_which_is_unlimited_unless_
         assert_eq!(plans, vec![expected; 2], "PAYRAIL_DEFAULT_PLAN={setting:?}");
         let _ = stop.send(());
         let _ = running.await;
-        let _ = std::fs::remove_file(&path);
+        payrail_tests::remove_sqlite(&path);
     }
 }
 
@@ -373,7 +373,5 @@ async fn embedded_mode_keeps_two_worlds_and_a_balanced_ledger_on_sqlite() {
 
     let _ = stop.send(());
     running.await.expect("join").expect("clean shutdown");
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
+    payrail_tests::remove_sqlite(&path);
 }

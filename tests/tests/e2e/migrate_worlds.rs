@@ -324,7 +324,5 @@ async fn a_postgres_database_of_the_old_schema_migrates_into_two_worlds_and_a_le
 async fn a_sqlite_database_of_the_old_schema_migrates_into_two_worlds_and_a_ledger() {
     let path = std::env::temp_dir().join(format!("{}.db", payrail_tests::unique_name()));
     migrate_and_check(&format!("sqlite://{}?mode=rwc", path.display())).await;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
+    payrail_tests::remove_sqlite(&path);
 }

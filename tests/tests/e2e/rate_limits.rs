@@ -196,7 +196,7 @@ async fn embedded_mode_limits_each_key_in_memory_with_the_default_from_the_envir
     assert_eq!(statuses, [200, 200, 200, 429]);
     let _ = stop.send(());
     running.await.expect("join").expect("clean shutdown");
-    let _ = std::fs::remove_file(&path);
+    payrail_tests::remove_sqlite(&path);
 }
 
 #[test]
