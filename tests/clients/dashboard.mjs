@@ -153,6 +153,7 @@ try {
   await owner.screenshot({ path: `${shots}/4-delivery-retried.png`, fullPage: true });
 
   // A few more payments, so the overview's figures and chart have something to show.
+  const made = [];
   for (const [amount, currency, outcome] of [
     [12500, "eur", "succeeded"],
     [5000, "xaf", "succeeded"],
@@ -160,7 +161,40 @@ try {
   ]) {
     const p = await api("POST", "/v1/payments", { amount, currency, provider: "simulated" });
     await api("POST", `/v1/sandbox/payments/${p.id}/complete`, { outcome });
+    made.push(p);
   }
+
+  // A refund from a phone: typed in euros, with a reason, confirmed, told by a flash.
+  await owner.setViewportSize({ width: 390, height: 844 });
+  const refunded = made[0];
+  await owner.goto(`${base}/dashboard/payments/${refunded.id}`);
+  await owner.getByLabel("Refund amount (EUR)").fill("25.00");
+  await owner.getByLabel("Reason").selectOption("requested_by_customer");
+  await owner.getByRole("button", { name: "Refund…" }).click();
+  await owner.getByRole("heading", { name: "Refund €25.00?" }).waitFor({ timeout: 5000 });
+  if (!(await owner.content()).includes("requested by the customer")) fail("the confirmation does not say the reason");
+  await Promise.all([
+    owner.waitForURL(`${base}/dashboard/payments/${refunded.id}`),
+    owner.getByRole("button", { name: "Refund €25.00" }).click(),
+  ]);
+  await owner.getByText(/Refund of €25\.00 recorded/).waitFor({ timeout: 5000 });
+  await owner.locator(`li[data-refund] .reason`, { hasText: "requested by the customer" }).waitFor({ timeout: 5000 });
+  const after = await api("GET", `/v1/payments/${refunded.id}/refunds`);
+  if (after.data[0]?.amount !== 2500 || after.data[0]?.reason !== "requested_by_customer")
+    fail(`the API holds ${JSON.stringify(after.data[0])}`);
+  step("a refund of €25.00 with its reason was made from a phone");
+  // Any run of days on the overview, chosen with the date fields.
+  const today = new Date().toISOString().slice(0, 10);
+  await owner.goto(`${base}/dashboard`);
+  await owner.getByLabel("From (UTC)").fill(today);
+  await Promise.all([
+    owner.waitForURL((url) => url.searchParams.get("from") === today),
+    owner.getByRole("button", { name: "Show days" }).click(),
+  ]);
+  await owner.getByRole("heading", { name: `${today} (UTC)` }).waitFor({ timeout: 5000 });
+  if ((await owner.locator(`rect[data-hour="${today}"]`).count()) < 1) fail("today's bar is missing from the chosen days");
+  step("the overview shows the days chosen");
+  await owner.setViewportSize({ width: 1280, height: 900 });
   for (const [path, shot] of [
     ["/dashboard/payments", "5-payments.png"],
     ["/dashboard/webhooks", "6-webhooks.png"],

@@ -1639,6 +1639,13 @@ async fn a_person_watches_a_payment_arrive_and_retries_its_delivery_in_chromium(
     slow_once_failed.abort();
     let said = String::from_utf8_lossy(&output.stdout);
     assert!(said.contains("the dashboard story passed"), "{said}");
+    for step in [
+        "a refund of €25.00 with its reason was made from a phone",
+        "the overview shows the days chosen",
+        "every page fits a 390 px screen",
+    ] {
+        assert!(said.contains(step), "the story never said: {step}\n{said}");
+    }
     // The retried attempt reached the endpoint: five failures, then the one that succeeded
     // (the story's later payments may add theirs).
     assert!(receiver.of_type("payment.pending").len() >= 6);
