@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The figures in docs/benchmarks.md, each scenario against a fresh database, with the release
 # build and the local PostgreSQL, RabbitMQ and Redis:
-#   bench/run.sh create|sustained|drain1|drain2|vs-svix|capacity|faults|fleet [runs=3]
+#   bench/run.sh create|sustained|drain1|drain2|vs-svix|capacity|faults|fleet|cluster [runs=3]
 # Scenarios start and stop the gateway and workers themselves; nothing else may use port 8080.
 # vs-svix runs the same scenarios against Payrail and svix-server (built by
 # ../shared/peers/svix/build.sh into SVIX_DIR, default ../svix-peer), interleaved, and prints
 # the side-by-side table; its RESULT lines are kept in target/vs-svix-*.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scenario=${1:?create|sustained|drain1|drain2|vs-svix|capacity|faults|fleet}
+scenario=${1:?create|sustained|drain1|drain2|vs-svix|capacity|faults|fleet|cluster}
 runs=${2:-3}
 
 if [ "$scenario" = faults ]; then
@@ -20,6 +20,18 @@ if [ "$scenario" = faults ]; then
     echo "== faults run $run"
     PAYRAIL_FAULTS_RATE=${RATE:-150} PAYRAIL_FAULTS_EVERY=${EVERY:-25} PAYRAIL_FAULTS_STRANDED=5 \
       cargo nextest run --release -p worker --test faults --no-capture
+  done
+  exit 0
+fi
+
+if [ "$scenario" = cluster ]; then
+  # The cluster suite (worker/tests/cluster.rs): a three-node RabbitMQ cluster beside the
+  # default node, 100 payments a second, the node in use killed after 20 s, release builds.
+  cargo build -q --release -p gateway
+  for run in $(seq "$runs"); do
+    echo "== cluster run $run"
+    PAYRAIL_CLUSTER_RATE=${RATE:-100} PAYRAIL_CLUSTER_EVERY=${EVERY:-20} \
+      cargo nextest run --release -p worker --test cluster --no-capture
   done
   exit 0
 fi
