@@ -140,13 +140,9 @@ impl Effects {
     /// A payment was created; it may already have moved on in the same transaction (a test
     /// card, a provider that answered at once, a provider failure).
     async fn payment_created(&self, p: &payments::Model, request_id: Option<&str>) {
-        let volume = format!("{}{}", runtime::usage::metric::VOLUME_PREFIX, p.currency);
+        // Its usage (a payment created, its volume) is counted from the payments table when
+        // read, not metered here: a crash right after the commit would have lost it.
         let scope = p.scope();
-        let counts = [
-            (runtime::usage::metric::PAYMENTS_CREATED, 1),
-            (volume.as_str(), p.amount),
-        ];
-        let metering = self.cache.count_usage(&scope, &counts);
         self.metrics
             .payment_status(p.provider.as_str(), PaymentStatus::Pending.as_str());
         self.metrics
@@ -155,16 +151,12 @@ impl Effects {
                 currency: p.currency.clone(),
             })
             .observe(p.amount as f64);
-        // Metering and the rest touch different keys: one round trip's wait, not two.
-        let rest = async {
-            if p.status == PaymentStatus::Pending {
-                self.events_committed(&scope).await;
-                self.log_if_failed(p, request_id).await;
-            } else {
-                self.payment_moved(p, request_id).await;
-            }
-        };
-        tokio::join!(metering, rest);
+        if p.status == PaymentStatus::Pending {
+            self.events_committed(&scope).await;
+            self.log_if_failed(p, request_id).await;
+        } else {
+            self.payment_moved(p, request_id).await;
+        }
     }
 
     /// A payment moved to the status it has now.
