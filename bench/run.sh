@@ -11,43 +11,29 @@ cd "$(dirname "$0")/.."
 scenario=${1:?create|sustained|drain1|drain2|vs-svix|capacity|faults|fleet|cluster}
 runs=${2:-3}
 
-if [ "$scenario" = faults ]; then
-  # The fault suite (worker/tests/faults.rs) at the scale, with release builds: 150
-  # payments a second, a fault every 25 s (kills, cuts, an outage). It starts its own binaries
-  # on a scratch database and prints its figures.
+# The suites that run the binaries under faults, at the scale with release builds; each
+# starts its own binaries on a scratch database and prints its figures.
+#   faults:  one gateway and one worker, 150 payments a second, a fault every 25 s (kills,
+#            cuts, an outage);
+#   fleet:   two gateways and two workers, 100 a second, a kill or a cut every 20 s (about
+#            10,000 payments);
+#   cluster: a three-node RabbitMQ cluster beside the default node, 100 a second, the node in
+#            use killed after 20 s.
+suite() { # test-binary VARIABLE_PREFIX default-rate default-every [extra VAR=value...]
+  local test=$1 knobs=$2 rate=$3 every=$4
+  shift 4
   cargo build -q --release -p gateway   # the test finds it beside its own worker binary
   for run in $(seq "$runs"); do
-    echo "== faults run $run"
-    PAYRAIL_FAULTS_RATE=${RATE:-150} PAYRAIL_FAULTS_EVERY=${EVERY:-25} PAYRAIL_FAULTS_STRANDED=5 \
-      cargo nextest run --release -p worker --test faults --no-capture
+    echo "== $test run $run"
+    env "${knobs}_RATE=${RATE:-$rate}" "${knobs}_EVERY=${EVERY:-$every}" "$@" \
+      cargo nextest run --release -p worker --test "$test" --no-capture
   done
-  exit 0
-fi
-
-if [ "$scenario" = cluster ]; then
-  # The cluster suite (worker/tests/cluster.rs): a three-node RabbitMQ cluster beside the
-  # default node, 100 payments a second, the node in use killed after 20 s, release builds.
-  cargo build -q --release -p gateway
-  for run in $(seq "$runs"); do
-    echo "== cluster run $run"
-    PAYRAIL_CLUSTER_RATE=${RATE:-100} PAYRAIL_CLUSTER_EVERY=${EVERY:-20} \
-      cargo nextest run --release -p worker --test cluster --no-capture
-  done
-  exit 0
-fi
-
-if [ "$scenario" = fleet ]; then
-  # The fleet suite (worker/tests/fleet.rs) at the scale: two gateways and two
-  # workers, 100 payments a second over both, a kill or a cut every 20 s (about 10,000
-  # payments), with release builds.
-  cargo build -q --release -p gateway
-  for run in $(seq "$runs"); do
-    echo "== fleet run $run"
-    PAYRAIL_FLEET_RATE=${RATE:-100} PAYRAIL_FLEET_EVERY=${EVERY:-20} PAYRAIL_FLEET_STRANDED=5 \
-      cargo nextest run --release -p worker --test fleet --no-capture
-  done
-  exit 0
-fi
+}
+case "$scenario" in
+  faults) suite faults PAYRAIL_FAULTS 150 25 PAYRAIL_FAULTS_STRANDED=5; exit 0 ;;
+  fleet) suite fleet PAYRAIL_FLEET 100 20 PAYRAIL_FLEET_STRANDED=15; exit 0 ;;
+  cluster) suite cluster PAYRAIL_CLUSTER 100 20; exit 0 ;;
+esac
 bin=target/release
 cargo build -q --release -p gateway -p worker -p bench
 

@@ -12,13 +12,12 @@
 mod stack;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
-use payrail_tests::{Behavior, Receiver, ScratchDatabase, free_port, until_ready};
+use payrail_tests::{ScratchDatabase, free_port};
 use sea_orm::Database;
 use serde_json::Value;
-use stack::{Asked, Fault, Run, Stack, create_payment, judge, knob, merchant_with_endpoint};
+use stack::{Fault, Knobs, Load, Shop, Stack, judge};
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rabbitmq/cluster.sh")
@@ -127,9 +126,7 @@ impl Drop for Cluster {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_node_cluster_loses_nothing_when_the_node_in_use_is_killed_under_load() {
-    let rate = knob("PAYRAIL_CLUSTER_RATE", 30).max(1);
-    let every = Duration::from_secs(knob("PAYRAIL_CLUSTER_EVERY", 10).max(6));
-    let most_wait = Duration::from_secs(knob("PAYRAIL_CLUSTER_STRANDED", 15));
+    let knobs = Knobs::read("PAYRAIL_CLUSTER", 30, 15);
     let cluster = Cluster::start();
     let scratch = ScratchDatabase::create().await;
     let stack = Stack::on(&scratch).await.with_broker(&cluster.amqp_url);
@@ -137,45 +134,16 @@ async fn a_three_node_cluster_loses_nothing_when_the_node_in_use_is_killed_under
     let (port, metrics_port) = (free_port(), free_port());
     let mut gateway = stack.start_gateway(port, metrics_port);
     let mut worker = stack.start_worker(free_port());
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
     let base = format!("http://127.0.0.1:{port}");
-    until_ready(&client, &base).await;
-    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
-    let (_, key) = merchant_with_endpoint(&client, &base, &receiver).await;
+    let shop = Shop::open(std::slice::from_ref(&base)).await;
+    let load = Load::start(
+        &shop.client,
+        std::slice::from_ref(&base),
+        &shop.key,
+        knobs.rate,
+    );
 
-    let anchor = (Instant::now(), SystemTime::now());
-    let asked: Arc<Mutex<Vec<Asked>>> = Arc::default();
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let load = {
-        let (client, bases, key, asked) = (
-            client.clone(),
-            vec![base.clone()],
-            key.clone(),
-            asked.clone(),
-        );
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1) / rate as u32);
-            let mut tasks = Vec::new();
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stopped.changed() => break,
-                }
-                let (client, bases, key, asked) =
-                    (client.clone(), bases.clone(), key.clone(), asked.clone());
-                tasks.push(tokio::spawn(async move {
-                    let result = create_payment(&client, &bases, 0, &key).await;
-                    asked.lock().expect("lock").push(result);
-                }));
-            }
-            futures_util::future::join_all(tasks).await;
-        })
-    };
-
-    tokio::time::sleep(every).await;
+    tokio::time::sleep(knobs.every).await;
     // The work queues are quorum queues replicated on the three nodes (the processes'
     // own live queues are exclusive, on the node they are connected to).
     let replicated: Vec<_> = cluster
@@ -196,23 +164,8 @@ async fn a_three_node_cluster_loses_nothing_when_the_node_in_use_is_killed_under
     let began = Instant::now();
     cluster.kill(1);
     let faults: Vec<Fault> = vec![("node killed", began, Instant::now())];
-    tokio::time::sleep(every).await;
-    let _ = stop.send(true);
-    load.await.expect("the load");
-    let asked = std::mem::take(&mut *asked.lock().expect("lock"));
-    judge(
-        &db,
-        &receiver,
-        &Run {
-            label: "cluster",
-            rate,
-            asked: &asked,
-            faults: &faults,
-            anchor,
-            most_wait,
-        },
-    )
-    .await;
+    tokio::time::sleep(knobs.every).await;
+    judge(&db, &shop, "cluster", &knobs, load, &faults).await;
     let survivors = cluster.queues(2, &stack.name);
     assert!(
         survivors

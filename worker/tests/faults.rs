@@ -19,66 +19,31 @@
 
 mod stack;
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use payrail_tests::{Behavior, Receiver, ScratchDatabase, free_port, until_ready};
+use payrail_tests::{Behavior, ScratchDatabase, free_port, until_ready};
 use sea_orm::Database;
-use stack::{Asked, Fault, Run, Stack, create_payment, judge, knob, merchant_with_endpoint};
+use stack::{Fault, Knobs, Load, Shop, Stack, judge};
 
 /// How long a cut or an outage lasts.
 const OUTAGE: Duration = Duration::from_secs(5);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kills_cuts_and_outages_under_load_lose_nothing_and_strand_nothing() {
-    let rate = knob("PAYRAIL_FAULTS_RATE", 40).max(1);
-    let every = Duration::from_secs(knob("PAYRAIL_FAULTS_EVERY", 10).max(6));
-    let most_wait = Duration::from_secs(knob("PAYRAIL_FAULTS_STRANDED", 10));
+    let knobs = Knobs::read("PAYRAIL_FAULTS", 40, 10);
     let scratch = ScratchDatabase::create().await;
     let stack = Stack::on(&scratch).await;
     let db = Database::connect(&scratch.url).await.expect("connect");
     let (gateway_port, metrics_port) = (free_port(), free_port());
     let mut gateway = stack.start_gateway(gateway_port, metrics_port);
     let mut worker = stack.start_worker(free_port());
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
     let base = format!("http://127.0.0.1:{gateway_port}");
-    until_ready(&client, &base).await;
-    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
-    let (_, key) = merchant_with_endpoint(&client, &base, &receiver).await;
+    let shop = Shop::open(std::slice::from_ref(&base)).await;
+    let (client, receiver) = (&shop.client, &shop.receiver);
 
     // The load: `rate` payments a second until the faults are over and one more period has
-    // passed, each in its own task so a stalled request never slows the rate.
-    let anchor = (Instant::now(), SystemTime::now());
-    let asked: Arc<Mutex<Vec<Asked>>> = Arc::default();
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let load = {
-        let (client, bases, key, asked) = (
-            client.clone(),
-            vec![base.clone()],
-            key.clone(),
-            asked.clone(),
-        );
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1) / rate as u32);
-            let mut tasks = Vec::new();
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stopped.changed() => break,
-                }
-                let (client, bases, key, asked) =
-                    (client.clone(), bases.clone(), key.clone(), asked.clone());
-                tasks.push(tokio::spawn(async move {
-                    let result = create_payment(&client, &bases, 0, &key).await;
-                    asked.lock().expect("lock").push(result);
-                }));
-            }
-            futures_util::future::join_all(tasks).await;
-        })
-    };
+    // passed.
+    let load = Load::start(client, std::slice::from_ref(&base), &shop.key, knobs.rate);
 
     // The faults, one every `every`; each one's window is when it held things up (a killed
     // gateway's, until its successor, started at once as a supervisor would, is ready).
@@ -92,7 +57,7 @@ async fn kills_cuts_and_outages_under_load_lose_nothing_and_strand_nothing() {
         "worker killed",
     ];
     for name in names {
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(knobs.every).await;
         let began = Instant::now();
         match name {
             "worker killed" => {
@@ -102,7 +67,7 @@ async fn kills_cuts_and_outages_under_load_lose_nothing_and_strand_nothing() {
             "gateway killed" => {
                 gateway.kill();
                 gateway = stack.start_gateway(gateway_port, metrics_port);
-                until_ready(&client, &base).await;
+                until_ready(client, &base).await;
             }
             "broker cut" => {
                 stack.amqp_proxy.set_enabled(false);
@@ -122,24 +87,8 @@ async fn kills_cuts_and_outages_under_load_lose_nothing_and_strand_nothing() {
         }
         faults.push((name, began, Instant::now()));
     }
-    tokio::time::sleep(every).await;
-    let _ = stop.send(true);
-    load.await.expect("the load");
-
-    let asked = std::mem::take(&mut *asked.lock().expect("lock"));
-    judge(
-        &db,
-        &receiver,
-        &Run {
-            label: "faults",
-            rate,
-            asked: &asked,
-            faults: &faults,
-            anchor,
-            most_wait,
-        },
-    )
-    .await;
+    tokio::time::sleep(knobs.every).await;
+    judge(&db, &shop, "faults", &knobs, load, &faults).await;
     gateway.kill();
     worker.kill();
 }

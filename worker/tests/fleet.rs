@@ -23,16 +23,12 @@
 
 mod stack;
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use payrail_tests::{Behavior, Process, Receiver, ScratchDatabase, free_port, until_ready};
+use payrail_tests::{Process, ScratchDatabase, free_port, until_ready};
 use sea_orm::Database;
 use serde_json::{Value, json};
-use stack::{
-    ADMIN_TOKEN, Asked, Fault, Run, Stack, count, create_payment, judge, knob,
-    merchant_with_endpoint,
-};
+use stack::{ADMIN_TOKEN, Fault, Knobs, Load, Shop, Stack, count, create_payment, judge, settled};
 
 /// How long a cut lasts.
 const OUTAGE: Duration = Duration::from_secs(5);
@@ -131,28 +127,6 @@ async fn fleet_counters(
     (payments, delivered)
 }
 
-/// Waits until every delivery row is `succeeded` and there is one for each event.
-async fn settled(db: &sea_orm::DatabaseConnection) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let open = count(
-            db,
-            "SELECT count(*) FROM webhook_deliveries WHERE status <> 'succeeded'",
-        )
-        .await;
-        let rows = count(db, "SELECT count(*) FROM webhook_deliveries").await;
-        let events = count(db, "SELECT count(*) FROM events").await;
-        if open == 0 && rows == events {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{open} deliveries open, {rows} rows for {events} events"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 async fn admin_patch(client: &reqwest::Client, base: &str, merchant_id: &str, body: Value) {
     client
         .patch(format!("{base}/v1/admin/merchants/{merchant_id}"))
@@ -166,50 +140,18 @@ async fn admin_patch(client: &reqwest::Client, base: &str, merchant_id: &str, bo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_and_two_workers_lose_nothing_through_kills_and_cuts_and_count_right() {
-    let rate = knob("PAYRAIL_FLEET_RATE", 30).max(1);
-    let every = Duration::from_secs(knob("PAYRAIL_FLEET_EVERY", 10).max(6));
-    let most_wait = Duration::from_secs(knob("PAYRAIL_FLEET_STRANDED", 10));
+    let knobs = Knobs::read("PAYRAIL_FLEET", 30, 10);
     let scratch = ScratchDatabase::create().await;
     let stack = Stack::on(&scratch).await;
     let db = Database::connect(&scratch.url).await.expect("connect");
     let mut gateways = [Gateway::start(&stack), Gateway::start(&stack)];
     let mut workers = [Worker::start(&stack), Worker::start(&stack)];
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
     let bases: Vec<String> = gateways.iter().map(Gateway::base).collect();
-    for base in &bases {
-        until_ready(&client, base).await;
-    }
-    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
-    let (merchant_id, key) = merchant_with_endpoint(&client, &bases[0], &receiver).await;
+    let shop = Shop::open(&bases).await;
+    let (client, key, merchant_id) = (&shop.client, &shop.key, &shop.merchant_id);
 
     // The load, spread over both gateways.
-    let anchor = (Instant::now(), SystemTime::now());
-    let asked: Arc<Mutex<Vec<Asked>>> = Arc::default();
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let load = {
-        let (client, bases, key, asked) =
-            (client.clone(), bases.clone(), key.clone(), asked.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1) / rate as u32);
-            let mut tasks = Vec::new();
-            for n in 0usize.. {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stopped.changed() => break,
-                }
-                let (client, bases, key, asked) =
-                    (client.clone(), bases.clone(), key.clone(), asked.clone());
-                tasks.push(tokio::spawn(async move {
-                    let result = create_payment(&client, &bases, n, &key).await;
-                    asked.lock().expect("lock").push(result);
-                }));
-            }
-            futures_util::future::join_all(tasks).await;
-        })
-    };
+    let load = Load::start(client, &bases, key, knobs.rate);
 
     let mut faults: Vec<Fault> = Vec::new();
     for name in [
@@ -218,14 +160,14 @@ async fn two_gateways_and_two_workers_lose_nothing_through_kills_and_cuts_and_co
         "broker cut",
         "database cut",
     ] {
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(knobs.every).await;
         let began = Instant::now();
         match name {
             "gateway killed" => {
                 let first = &mut gateways[0];
                 first.process.kill();
                 first.process = stack.start_gateway(first.port, first.metrics_port);
-                until_ready(&client, &first.base()).await;
+                until_ready(client, &first.base()).await;
             }
             "worker killed" => {
                 let first = &mut workers[0];
@@ -245,41 +187,26 @@ async fn two_gateways_and_two_workers_lose_nothing_through_kills_and_cuts_and_co
         }
         faults.push((name, began, Instant::now()));
     }
-    tokio::time::sleep(every).await;
-    let _ = stop.send(true);
-    load.await.expect("the load");
-    let asked = std::mem::take(&mut *asked.lock().expect("lock"));
-    judge(
-        &db,
-        &receiver,
-        &Run {
-            label: "fleet",
-            rate,
-            asked: &asked,
-            faults: &faults,
-            anchor,
-            most_wait,
-        },
-    )
-    .await;
+    tokio::time::sleep(knobs.every).await;
+    judge(&db, &shop, "fleet", &knobs, load, &faults).await;
 
     // The counters add up across the fleet: a batch through both gateways grows the gateways'
     // payments and the workers' deliveries by what the database holds.
-    let (payments_before, delivered_before) = fleet_counters(&client, &gateways, &workers).await;
+    let (payments_before, delivered_before) = fleet_counters(client, &gateways, &workers).await;
     let (events_before, payments_in_db) = (
         count(&db, "SELECT count(*) FROM events").await,
         count(&db, "SELECT count(*) FROM payments").await,
     );
     const BATCH: usize = 20;
     for n in 0..BATCH {
-        let made = create_payment(&client, &bases, n, &key).await;
+        let made = create_payment(client, &bases, n, key).await;
         assert!(
             made.accepted.is_some(),
             "a payment of the batch was refused"
         );
     }
-    settled(&db).await;
-    let (payments_after, delivered_after) = fleet_counters(&client, &gateways, &workers).await;
+    settled(&db, Duration::from_secs(60)).await;
+    let (payments_after, delivered_after) = fleet_counters(client, &gateways, &workers).await;
     let new_events = count(&db, "SELECT count(*) FROM events").await - events_before;
     assert_eq!(
         count(&db, "SELECT count(*) FROM payments").await - payments_in_db,
@@ -297,7 +224,7 @@ async fn two_gateways_and_two_workers_lose_nothing_through_kills_and_cuts_and_co
     );
     // Both workers export the whole backlog, the same figure: empty now.
     for w in &workers {
-        let text = scrape(&client, &w.metrics()).await;
+        let text = scrape(client, &w.metrics()).await;
         for queue in [
             "events",
             "deliveries_due",
@@ -316,9 +243,9 @@ async fn two_gateways_and_two_workers_lose_nothing_through_kills_and_cuts_and_co
     // One rate limit for the fleet: alternating between the gateways, the burst (5) goes
     // through once, not once per gateway.
     admin_patch(
-        &client,
+        client,
         &bases[0],
-        &merchant_id,
+        merchant_id,
         json!({"rate_limit_per_second": 1, "rate_limit_burst": 5}),
     )
     .await;
@@ -327,7 +254,7 @@ async fn two_gateways_and_two_workers_lose_nothing_through_kills_and_cuts_and_co
     for n in 0..12 {
         let r = client
             .get(format!("{}/v1/payments?limit=1", bases[n % 2]))
-            .bearer_auth(&key)
+            .bearer_auth(key)
             .send()
             .await
             .expect("request");
@@ -343,9 +270,9 @@ async fn two_gateways_and_two_workers_lose_nothing_through_kills_and_cuts_and_co
         "{allowed} let through by the fleet in {elapsed:.2}s at 1/s with a burst of 5"
     );
     admin_patch(
-        &client,
+        client,
         &bases[0],
-        &merchant_id,
+        merchant_id,
         json!({"rate_limit_per_second": 10000, "rate_limit_burst": 10000}),
     )
     .await;
@@ -354,10 +281,27 @@ async fn two_gateways_and_two_workers_lose_nothing_through_kills_and_cuts_and_co
     // snapshots are renewed, each admits at most what is left, so together at most twice
     // that; after the next renewal both refuse.
     let used = count(&db, "SELECT count(*) FROM payments").await;
+    // The usage the quota counts is the fleet's too: one payment, one count, whichever
+    // gateway made it and through every fault (flushed or still in Redis).
+    let usage: Value = client
+        .get(format!("{}/v1/usage", bases[1]))
+        .bearer_auth(key)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .expect("usage")
+        .json()
+        .await
+        .expect("usage json");
+    assert_eq!(
+        usage["payments_created"].as_i64(),
+        Some(used),
+        "payments_created counts each payment once: {usage}"
+    );
     admin_patch(
-        &client,
+        client,
         &bases[0],
-        &merchant_id,
+        merchant_id,
         json!({"plan": "custom", "usage_limits": {"payments_created": used + 6}}),
     )
     .await;
@@ -366,7 +310,7 @@ async fn two_gateways_and_two_workers_lose_nothing_through_kills_and_cuts_and_co
     let create = |n: usize| {
         client
             .post(format!("{}/v1/payments", bases[n % 2]))
-            .bearer_auth(&key)
+            .bearer_auth(key)
             .json(&json!({"amount": 1500, "currency": "usd", "provider": "simulated"}))
             .send()
     };

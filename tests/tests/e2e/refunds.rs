@@ -236,19 +236,8 @@ async fn a_refund_keeps_its_reason_and_an_unknown_reason_refunds_nothing() {
     let app = TestApp::spawn().await;
     let id = succeeded_payment(&app, 1000).await;
     let path = format!("/v1/payments/{id}/refunds");
-    let post = async |body: serde_json::Value, key: &str| {
-        let r = app
-            .client
-            .post(app.url(&path))
-            .bearer_auth(&app.api_key)
-            .header("Idempotency-Key", key)
-            .json(&body)
-            .send()
-            .await
-            .expect("send");
-        let status = r.status().as_u16();
-        (status, r.json::<serde_json::Value>().await.expect("json"))
-    };
+    let post =
+        async |body: serde_json::Value, key: &str| post_with_key(&app, &path, key, body).await;
     for bad in [
         json!("changed_mind"),
         json!(""),

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use payrail_tests::{Process, Receiver, ScratchDatabase, TcpProxy};
@@ -119,9 +120,58 @@ impl Stack {
     }
 }
 
+/// How hard a suite pushes: payments a second, time between faults, and the longest anything
+/// may wait past a fault; read from `{PREFIX}_RATE`, `_EVERY` (seconds, at least 6) and
+/// `_STRANDED` (seconds), for runs at the issue's scale.
+pub struct Knobs {
+    pub rate: u64,
+    pub every: Duration,
+    pub most_wait: Duration,
+}
+
+impl Knobs {
+    pub fn read(prefix: &str, rate: u64, most_wait_seconds: u64) -> Knobs {
+        Knobs {
+            rate: knob(&format!("{prefix}_RATE"), rate).max(1),
+            every: Duration::from_secs(knob(&format!("{prefix}_EVERY"), 10).max(6)),
+            most_wait: Duration::from_secs(knob(&format!("{prefix}_STRANDED"), most_wait_seconds)),
+        }
+    }
+}
+
+/// What every suite sets up once its gateways run: a client, the merchant's server (a
+/// receiver answering 200), and a merchant with an endpoint there.
+pub struct Shop {
+    pub client: reqwest::Client,
+    pub receiver: Receiver,
+    pub merchant_id: String,
+    pub key: String,
+}
+
+impl Shop {
+    /// Waits for every gateway of `bases`, then makes the merchant through the first.
+    pub async fn open(bases: &[String]) -> Shop {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
+        for base in bases {
+            payrail_tests::until_ready(&client, base).await;
+        }
+        let receiver = Receiver::start(payrail_tests::Behavior::Statuses(vec![], 200)).await;
+        let (merchant_id, key) = merchant_with_endpoint(&client, &bases[0], &receiver).await;
+        Shop {
+            client,
+            receiver,
+            merchant_id,
+            key,
+        }
+    }
+}
+
 /// A merchant with no plan limits and a rate limit above any test's, and an endpoint for every
 /// event at `receiver`; its API key.
-pub async fn merchant_with_endpoint(
+async fn merchant_with_endpoint(
     client: &reqwest::Client,
     base: &str,
     receiver: &Receiver,
@@ -205,6 +255,60 @@ pub async fn create_payment(
     }
 }
 
+/// A steady stream of payments: `rate` a second, each in its own task (so a stalled request
+/// never slows the rate), the n-th starting at gateway n of `bases`.
+pub struct Load {
+    /// The same instant on both clocks, taken as the load began.
+    pub anchor: (Instant, SystemTime),
+    asked: Arc<Mutex<Vec<Asked>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    running: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    pub fn start(client: &reqwest::Client, bases: &[String], key: &str, rate: u64) -> Load {
+        let anchor = (Instant::now(), SystemTime::now());
+        let asked: Arc<Mutex<Vec<Asked>>> = Arc::default();
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let (client, bases, key, all) = (
+            client.clone(),
+            bases.to_vec(),
+            key.to_string(),
+            asked.clone(),
+        );
+        let running = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1) / rate.max(1) as u32);
+            let mut tasks = Vec::new();
+            for n in 0usize.. {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stopped.changed() => break,
+                }
+                let (client, bases, key, all) =
+                    (client.clone(), bases.clone(), key.clone(), all.clone());
+                tasks.push(tokio::spawn(async move {
+                    let result = create_payment(&client, &bases, n, &key).await;
+                    all.lock().expect("lock").push(result);
+                }));
+            }
+            futures_util::future::join_all(tasks).await;
+        });
+        Load {
+            anchor,
+            asked,
+            stop,
+            running,
+        }
+    }
+
+    /// Stops starting payments, waits for those under way, and says how each went.
+    pub async fn stop(self) -> Vec<Asked> {
+        let _ = self.stop.send(true);
+        self.running.await.expect("the load");
+        std::mem::take(&mut *self.asked.lock().expect("lock"))
+    }
+}
+
 pub async fn rows(db: &DatabaseConnection, sql: &str) -> Vec<sea_orm::QueryResult> {
     db.query_all_raw(Statement::from_string(db.get_database_backend(), sql))
         .await
@@ -252,25 +356,46 @@ fn worst_by_fault(
     worst
 }
 
-/// What a run under faults is judged on.
-pub struct Run<'a> {
-    pub label: &'a str,
-    pub rate: u64,
-    pub asked: &'a [Asked],
-    pub faults: &'a [Fault],
-    /// The same instant on both clocks, to place the database's timestamps among the test's.
-    pub anchor: (Instant, SystemTime),
-    pub most_wait: Duration,
+/// Waits until there is a delivery row for each event and every one is `succeeded`; the
+/// number of events.
+pub async fn settled(db: &DatabaseConnection, within: Duration) -> i64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let open = count(
+            db,
+            "SELECT count(*) FROM webhook_deliveries WHERE status <> 'succeeded'",
+        )
+        .await;
+        let rows = count(db, "SELECT count(*) FROM webhook_deliveries").await;
+        let events = count(db, "SELECT count(*) FROM events").await;
+        if open == 0 && rows == events {
+            return events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} delivery rows not succeeded, {rows} rows for {events} events"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
-/// Asserts what every run under faults must show: each payment asked for accepted exactly
+/// Stops `load` and asserts what every run under faults must show: each payment asked for accepted exactly
 /// once and none the client did not get; every event delivered (a 2xx reached the receiver)
 /// and every delivery row `succeeded`, within two minutes; every request the receiver saw is
 /// an attempt row (a send that died with its worker counts as `unknown`); duplicates at most
 /// 0.1 % of the events; and nothing accepted or received more than `most_wait` after the end
 /// of the fault that held it. Returns the number of events.
-pub async fn judge(db: &DatabaseConnection, receiver: &Receiver, run: &Run<'_>) -> i64 {
-    let asked = run.asked;
+pub async fn judge(
+    db: &DatabaseConnection,
+    shop: &Shop,
+    label: &str,
+    knobs: &Knobs,
+    load: Load,
+    faults: &[Fault],
+) -> i64 {
+    let (anchor_instant, anchor_time) = load.anchor;
+    let asked = &load.stop().await;
+    let receiver = &shop.receiver;
     let refused = asked.iter().filter(|a| a.accepted.is_none()).count();
     assert_eq!(
         refused, 0,
@@ -293,28 +418,11 @@ pub async fn judge(db: &DatabaseConnection, receiver: &Receiver, run: &Run<'_>) 
     let payment_waits = worst_by_fault(asked.iter().filter_map(|a| {
         a.accepted
             .as_ref()
-            .map(|(at, _)| stranded(a.started, *at, run.faults))
+            .map(|(at, _)| stranded(a.started, *at, faults))
     }));
 
     // Every event delivered, every row final.
-    let events = count(db, "SELECT count(*) FROM events").await;
-    let settle = Instant::now();
-    loop {
-        let open = count(
-            db,
-            "SELECT count(*) FROM webhook_deliveries WHERE status <> 'succeeded'",
-        )
-        .await;
-        let rows = count(db, "SELECT count(*) FROM webhook_deliveries").await;
-        if open == 0 && rows == events {
-            break;
-        }
-        assert!(
-            settle.elapsed() < Duration::from_secs(120),
-            "{open} delivery rows not succeeded, {rows} rows for {events} events"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let events = settled(db, Duration::from_secs(120)).await;
 
     let received = receiver.received();
     let mut first_ok: HashMap<String, Instant> = HashMap::new();
@@ -354,14 +462,13 @@ pub async fn judge(db: &DatabaseConnection, receiver: &Receiver, run: &Run<'_>) 
         &lost[..lost.len().min(5)]
     );
     let duplicates = oks - first_ok.len();
-    let (anchor_instant, anchor_time) = run.anchor;
     let webhook_waits = worst_by_fault(created.iter().filter_map(|(id, micros)| {
         let created = SystemTime::UNIX_EPOCH + Duration::from_micros(u64::try_from(*micros).ok()?);
         let created = match created.duration_since(anchor_time) {
             Ok(after) => anchor_instant + after,
             Err(before) => anchor_instant.checked_sub(before.duration())?,
         };
-        Some(stranded(created, *first_ok.get(id)?, run.faults))
+        Some(stranded(created, *first_ok.get(id)?, faults))
     }));
 
     // Attempts match sends: every request seen is an attempt row; the sends whose outcome died
@@ -382,9 +489,9 @@ pub async fn judge(db: &DatabaseConnection, receiver: &Receiver, run: &Run<'_>) 
         "{}: {} payments at {}/s, {events} events, {seen} requests ({oks} answered 2xx), \
          {duplicates} duplicates, {unknown} unknown attempts, {with_status} attempts with a status; \
          longest wait past each fault: payments {payment_waits:?}, webhooks {webhook_waits:?}",
-        run.label,
+        label,
         asked.len(),
-        run.rate,
+        knobs.rate,
     );
     assert!(
         with_status <= answered && seen <= with_status + unknown,
@@ -400,7 +507,7 @@ pub async fn judge(db: &DatabaseConnection, receiver: &Receiver, run: &Run<'_>) 
     ] {
         for (fault, wait) in waits {
             assert!(
-                *wait <= run.most_wait,
+                *wait <= knobs.most_wait,
                 "{what} {wait:?} after the end of: {fault}"
             );
         }
