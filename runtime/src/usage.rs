@@ -98,7 +98,10 @@ async fn payments_in_month<C: ConnectionTrait>(
         .column(payments::Column::MerchantId)
         .column(payments::Column::Currency)
         .column_as(payments::Column::Id.count(), "n")
-        .column_as(sea_orm::sea_query::Expr::cust("CAST(SUM(amount) AS BIGINT)"), "volume")
+        .column_as(
+            sea_orm::sea_query::Expr::cust("CAST(SUM(amount) AS BIGINT)"),
+            "volume",
+        )
         .group_by(payments::Column::MerchantId)
         .group_by(payments::Column::Currency)
         .into_tuple()
@@ -108,7 +111,9 @@ async fn payments_in_month<C: ConnectionTrait>(
 
 /// Adds payments created and their volume per currency to `counts`.
 fn add_payments(counts: &mut Counts, n: i64, currency: &str, volume: i64) {
-    *counts.entry(metric::PAYMENTS_CREATED.to_string()).or_default() += n;
+    *counts
+        .entry(metric::PAYMENTS_CREATED.to_string())
+        .or_default() += n;
     *counts
         .entry(format!("{}{currency}", metric::VOLUME_PREFIX))
         .or_default() += volume;
