@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The figures in docs/benchmarks.md, each scenario against a fresh database, with the release
 # build and the local PostgreSQL, RabbitMQ and Redis:
-#   bench/run.sh create|sustained|drain1|drain2|vs-svix|capacity|faults|fleet|cluster [runs=3]
+#   bench/run.sh create|sustained|drain1|drain2|vs-svix|capacity|growth|faults|fleet|cluster [runs=3]
 # Scenarios start and stop the gateway and workers themselves; nothing else may use port 8080.
 # vs-svix runs the same scenarios against Payrail and svix-server (built by
 # ../shared/peers/svix/build.sh into SVIX_DIR, default ../svix-peer), interleaved, and prints
 # the side-by-side table; its RESULT lines are kept in target/vs-svix-*.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scenario=${1:?create|sustained|drain1|drain2|vs-svix|capacity|faults|fleet|cluster}
+scenario=${1:?create|sustained|drain1|drain2|vs-svix|capacity|growth|faults|fleet|cluster}
 runs=${2:-3}
 
 # The suites that run the binaries under faults, at the issue's scale with release builds; each
@@ -147,6 +147,24 @@ for run in $(seq "$runs"); do
       awk -v n=$events -v c=$((c2 - c1)) -v i=$((i2 - i1)) -v u=$((u2 - u1)) -v d=$((d2 - d1)) \
         'BEGIN { printf "per event: %.2f commits, %.2f rows inserted, %.2f updated, %.2f deleted\n", c/n, i/n, u/n, d/n }'
       rabbitmqctl -q list_queues name messages_ready 2>/dev/null | grep payrail_bench || true ;;
+    growth)
+      # Creation and delivery on an empty database, then again with FILL_ATTEMPTS (10 million)
+      # attempt rows of history in 25 past days' partitions (and 2 million events and
+      # deliveries), then what removing a day costs each way (rows deleted in batches, or
+      # partitions dropped).
+      measure() { # what the database holds
+        echo "-- growth: $1"
+        "$bin/worker" >/dev/null & local worker=$!
+        "$bin/bench" sustained "${target[@]}" --rate "${RATE:-300}" --seconds "${SECONDS_:-20}" \
+          --name "sustained ${RATE:-300}/s, $1" --cpu-of gateway,worker,postgres
+        kill "$worker"; wait "$worker" 2>/dev/null || true
+        "$bin/bench" drain "${target[@]}" --count "${COUNT:-20000}" --workers 1 \
+          --worker-bin "$bin/worker"
+      }
+      measure "no history"
+      "$bin/bench" fill --database-url "$DATABASE_URL" --attempts "${FILL_ATTEMPTS:-10000000}"
+      measure "${FILL_ATTEMPTS:-10000000} attempt rows of history"
+      "$bin/bench" retention-cost --database-url "$DATABASE_URL" ;;
     drain1|drain2)
       "$bin/bench" drain "${target[@]}" --count "${COUNT:-50000}" --workers "${scenario#drain}" \
         --worker-bin "$bin/worker" ;;

@@ -11,11 +11,14 @@
 //! bench drain     --admin-token T [--base URL] [--count 50000] [--workers 1] --worker-bin PATH
 //! bench receive   [--bind 127.0.0.1:0]
 //! bench compare   FILE...
+//! bench fill      --database-url URL [--attempts 10000000] [--days 25]
+//! bench retention-cost --database-url URL
 //! ```
 //! Every run makes a fresh merchant (or svix application), so runs do not see each other's
 //! webhooks. Each run ends with a `RESULT {json}` line; `bench compare` tabulates those lines.
 
 mod figures;
+mod growth;
 mod procs;
 mod receiver;
 mod systems;
@@ -113,6 +116,22 @@ enum Command {
     },
     /// The side-by-side table (markdown) of the `RESULT` lines in the given files.
     Compare { files: Vec<String> },
+    /// Payrail only. Gives the database `--days` past days of history in their day partitions:
+    /// `--attempts` attempt rows in all, a fifth as many events and deliveries.
+    Fill {
+        #[arg(long)]
+        database_url: String,
+        #[arg(long, default_value_t = 10_000_000)]
+        attempts: u64,
+        #[arg(long, default_value_t = 25)]
+        days: u32,
+    },
+    /// Payrail only. Removes the oldest filled day row by row and the next by dropping its
+    /// partitions, and prints what each cost (time, WAL).
+    RetentionCost {
+        #[arg(long)]
+        database_url: String,
+    },
 }
 
 /// When an event's request started and when its answer arrived (µs since the epoch).
@@ -494,5 +513,11 @@ async fn main() -> anyhow::Result<()> {
         } => bench_drain(&target, count, workers, &worker_bin, concurrency).await,
         Command::Receive { bind } => receiver::serve(&bind).await,
         Command::Compare { files } => figures::compare(&files),
+        Command::Fill {
+            database_url,
+            attempts,
+            days,
+        } => growth::fill(&database_url, attempts, days).await,
+        Command::RetentionCost { database_url } => growth::retention_cost(&database_url).await,
     }
 }

@@ -50,6 +50,43 @@ impl IdKind {
     pub fn generate(self) -> String {
         format!("{}_{}", self.prefix(), uuid::Uuid::now_v7().simple())
     }
+
+    /// The smallest id of this kind created at or after `at`: every id generated from then on
+    /// compares at least as great (byte order), every earlier one less. A day's partition is
+    /// the ids between two of these.
+    pub fn lower_bound(self, at: chrono::DateTime<chrono::Utc>) -> String {
+        format!("{}_{:012x}{}", self.prefix(), millis(at), "0".repeat(20))
+    }
+
+    /// An id of this kind as if generated at `at` (backfills and benchmarks that need rows of
+    /// another day in that day's partition).
+    pub fn generate_at(self, at: chrono::DateTime<chrono::Utc>) -> String {
+        let random: [u8; 10] = rand::rng().random();
+        let uuid = uuid::Builder::from_unix_timestamp_millis(millis(at), &random).into_uuid();
+        format!("{}_{}", self.prefix(), uuid.simple())
+    }
+}
+
+/// Milliseconds since the epoch as UUIDv7 carries them (48 bits; clamped at the ends).
+fn millis(at: chrono::DateTime<chrono::Utc>) -> u64 {
+    at.timestamp_millis().clamp(0, (1 << 48) - 1) as u64
+}
+
+/// The creation time an id carries (a UUIDv7's, or a delivery's, which is its event's), or
+/// `None` for an id not in that shape.
+pub fn created_at(id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let (_, hex) = id.split_once('_')?;
+    let millis = u64::from_str_radix(hex.get(..12)?, 16).ok()?;
+    chrono::DateTime::from_timestamp_millis(i64::try_from(millis).ok()?)
+}
+
+/// A UUID laid out as a v7 (48-bit milliseconds first, so ids sort by time) with the given 80
+/// bits after it, marked version 8 (custom: the bits are not random).
+fn uuid_at(millis: u64, rest: [u8; 10]) -> uuid::Uuid {
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    bytes[6..].copy_from_slice(&rest);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
 /// Whether a string has the shape of an id of any kind: a lower-case prefix, `_`, and the
@@ -174,6 +211,30 @@ macro_rules! typed_id {
     };
 }
 
+impl DeliveryId {
+    /// The one delivery of `event` to `endpoint`: the event's creation time, then 80 bits of
+    /// SHA-256 of the pair. Deriving the id from the pair lets the primary key enforce "one
+    /// delivery per event and endpoint" on a table partitioned by id (where a unique index on
+    /// the pair is impossible), and puts a delivery in its event's day partition, so both
+    /// leave together.
+    pub fn for_event_endpoint(event: &EventId, endpoint: &EndpointId) -> DeliveryId {
+        use sha2::Digest as _;
+        let millis = created_at(event).map_or_else(|| millis(chrono::Utc::now()), millis);
+        let digest = sha2::Sha256::new()
+            .chain_update(event.as_str())
+            .chain_update([0u8])
+            .chain_update(endpoint.as_str())
+            .finalize();
+        let mut rest = [0u8; 10];
+        rest.copy_from_slice(&digest[..10]);
+        DeliveryId(format!(
+            "{}_{}",
+            IdKind::WebhookDelivery.prefix(),
+            uuid_at(millis, rest).simple()
+        ))
+    }
+}
+
 typed_id!(/** `mer_…` */ MerchantId => Merchant);
 typed_id!(/** `key_…` */ ApiKeyId => ApiKey);
 typed_id!(/** `pay_…` */ PaymentId => Payment);
@@ -249,6 +310,54 @@ mod tests {
         assert_eq!(PaymentId::parse("payx_1"), None);
         assert!(id == id.as_str());
         assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{id}\""));
+    }
+
+    #[test]
+    fn a_days_bounds_hold_exactly_the_ids_created_that_day() {
+        let day = chrono::DateTime::parse_from_rfc3339("2026-12-03T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        let next = day + chrono::Duration::days(1);
+        let (lo, hi) = (
+            IdKind::Event.lower_bound(day),
+            IdKind::Event.lower_bound(next),
+        );
+        let first = IdKind::Event.generate_at(day);
+        let last = IdKind::Event.generate_at(next - chrono::Duration::milliseconds(1));
+        let before = IdKind::Event.generate_at(day - chrono::Duration::milliseconds(1));
+        assert!(lo <= first && first < hi && lo <= last && last < hi);
+        assert!(before < lo && hi <= IdKind::Event.generate_at(next));
+        assert_eq!(created_at(&first), Some(day));
+        assert!(looks_like_id(&first) && looks_like_id(&lo));
+        let now = IdKind::Event.generate();
+        let carried = created_at(&now).unwrap();
+        assert!(
+            (chrono::Utc::now() - carried).num_seconds().abs() < 5,
+            "{carried}"
+        );
+    }
+
+    #[test]
+    fn a_delivery_id_is_its_pair_s_and_carries_its_event_s_time() {
+        let event = EventId::from_trusted(
+            IdKind::Event.generate_at(chrono::Utc::now() - chrono::Duration::days(3)),
+        );
+        let (a, b) = (EndpointId::generate(), EndpointId::generate());
+        let id = DeliveryId::for_event_endpoint(&event, &a);
+        assert_eq!(
+            id,
+            DeliveryId::for_event_endpoint(&event, &a),
+            "the same pair, the same id"
+        );
+        assert_ne!(id, DeliveryId::for_event_endpoint(&event, &b));
+        let other = EventId::generate();
+        assert_ne!(id, DeliveryId::for_event_endpoint(&other, &a));
+        assert!(id.starts_with("whd_") && looks_like_id(&id), "{id}");
+        assert_eq!(
+            created_at(&id),
+            created_at(&event),
+            "in its event's partition"
+        );
     }
 
     #[test]

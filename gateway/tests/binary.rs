@@ -202,3 +202,53 @@ async fn ledger_check_prints_its_report_and_fails_on_a_broken_invariant() {
     assert_eq!(usage.status.code(), Some(2));
     payrail_tests::remove_sqlite(&path);
 }
+
+/// Day partitions (issue 24, item 6) come from the binaries: `gateway migrate` creates the
+/// coming days', and a gateway's start creates any missing (a database migrated a week ago).
+#[tokio::test]
+async fn migrate_and_a_gateways_start_create_the_coming_days_partitions() {
+    use runtime::partitions::{DAYS_AHEAD, TABLES};
+    use sea_orm::ConnectionTrait as _;
+    let app = payrail_tests::TestApp::spawn().await;
+    let last = chrono::Utc::now().date_naive() + chrono::Duration::days(i64::from(DAYS_AHEAD));
+    let last_days: Vec<String> = TABLES.iter().map(|t| t.partition(last)).collect();
+    let present = || async {
+        app.count(&format!(
+            "SELECT count(*) FROM pg_class WHERE relname IN ('{}')",
+            last_days.join("', '")
+        ))
+        .await
+    };
+    assert_eq!(present().await, 4, "the test's own migration made them");
+    let drop_them = || async {
+        app.db
+            .execute_unprepared(&format!("DROP TABLE {}", last_days.join(", ")))
+            .await
+            .expect("drop");
+    };
+
+    drop_them().await;
+    let out = app
+        .gateway_command(env!("CARGO_BIN_EXE_gateway"), "127.0.0.1:0")
+        .arg("migrate")
+        .output()
+        .expect("gateway migrate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(present().await, 4, "gateway migrate");
+
+    drop_them().await;
+    let bind = format!("127.0.0.1:{}", payrail_tests::free_port());
+    let _gateway = payrail_tests::Process::spawn_quiet(
+        app.gateway_command(env!("CARGO_BIN_EXE_gateway"), &bind),
+    );
+    app.eventually(
+        std::time::Duration::from_secs(30),
+        "a started gateway creates them",
+        || async { (present().await == 4).then_some(()) },
+    )
+    .await;
+}

@@ -99,8 +99,11 @@ pub async fn connect_process_pool(
     Ok((db, pool_size))
 }
 
+/// Applies the migrations, then makes sure the coming days' partitions exist (PostgreSQL).
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
-    Migrator::up(db, None).await
+    Migrator::up(db, None).await?;
+    crate::partitions::ensure_ahead(db, chrono::Utc::now().date_naive()).await?;
+    Ok(())
 }
 
 /// `SELECT 1`, for readiness checks.

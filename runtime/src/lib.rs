@@ -19,6 +19,7 @@ pub mod db;
 pub mod log_store;
 pub mod metrics;
 pub mod outbox;
+pub mod partitions;
 pub mod schedule;
 pub mod settings;
 pub mod shutdown;

@@ -541,6 +541,28 @@ impl TestApp {
             .expect("text")
     }
 
+    /// `n` events and one due delivery each to `endpoint_id`, written straight to the tables: the
+    /// backlog a worker finds after a restart.
+    pub async fn due_backlog(&self, endpoint_id: &str, n: u32) {
+        self.db
+            .execute_unprepared(&format!(
+                "WITH ev AS (
+                   INSERT INTO events (id, merchant_id, event_type, payment_id, data, request_id, created_at, published_at)
+                   SELECT 'evt_' || md5(random()::text || g), w.merchant_id, 'payment.pending', NULL,
+                          jsonb_build_object('n', g), NULL, now(), now()
+                   FROM generate_series(1, {n}) g, webhook_endpoints w WHERE w.id = '{endpoint_id}'
+                   RETURNING id, merchant_id)
+                 INSERT INTO webhook_deliveries (id, merchant_id, event_id, endpoint_id, status, attempts,
+                   next_retry_at, locked_until, last_attempt_at, http_status, error_message, delivered_at,
+                   created_at, updated_at)
+                 SELECT 'whd_' || md5(random()::text || ev.id), ev.merchant_id, ev.id, '{endpoint_id}',
+                        'pending', 0, now(), NULL, NULL, NULL, NULL, NULL, now(), now()
+                 FROM ev"
+            ))
+            .await
+            .expect("backlog");
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         let row = self
             .db

@@ -180,7 +180,7 @@ pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
         .collect())
 }
 
-/// Inserts the rows not already there (by `(event_id, endpoint_id)`); the ids it inserted.
+/// Inserts the rows not already there (one per `(event_id, endpoint_id)`); the ids it inserted.
 async fn insert_new<C: ConnectionTrait>(
     db: &C,
     rows: Vec<webhook_deliveries::ActiveModel>,
@@ -189,14 +189,9 @@ async fn insert_new<C: ConnectionTrait>(
         return Ok(Vec::new());
     }
     let result = webhook_deliveries::Entity::insert_many(rows)
-        .on_conflict(
-            OnConflict::columns([
-                webhook_deliveries::Column::EventId,
-                webhook_deliveries::Column::EndpointId,
-            ])
-            .do_nothing()
-            .to_owned(),
-        )
+        // No conflict target: a row already there conflicts on its id (derived from the
+        // pair) and, on a database from before the ids were, on the pair's unique index.
+        .on_conflict(OnConflict::new().do_nothing().to_owned())
         .exec_with_returning_keys(db)
         .await;
     match result {

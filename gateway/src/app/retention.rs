@@ -1,16 +1,23 @@
-//! Retention: a job at the top of every hour (a `runtime::schedule` calendar) deletes log store
-//! entries older than `PAYRAIL_LOG_RETENTION`, idempotency records older than
-//! `PAYRAIL_IDEMPOTENCY_RETENTION`, and webhook attempts, finished deliveries and published
-//! events older than `PAYRAIL_RETENTION`. The last three go in batches of [`BATCH`] rows, each
-//! its own short statement, so no lock is held for long and the hot tables stay writable.
-//! Deleting is idempotent, so several gateways running it at once only repeat each other.
+//! Retention: a job at the start and then the top of every hour (a `runtime::schedule`
+//! calendar) keeps the time-partitioned tables' coming days created and drops the days past
+//! retention whole (`runtime::partitions`, PostgreSQL): webhook attempts, finished deliveries
+//! and published events older than `PAYRAIL_RETENTION`, log entries older than
+//! `PAYRAIL_LOG_RETENTION`. Rows no day partition holds (SQLite's tables, PostgreSQL's default
+//! partitions) are deleted row by row, in batches of [`BATCH`], each its own short statement so
+//! no lock is held for long; so are idempotency records older than
+//! `PAYRAIL_IDEMPOTENCY_RETENTION`. Every step is idempotent, so several gateways running it
+//! at once only repeat each other.
 
 use std::time::Duration;
 
 use chrono::Utc;
 use entity::idempotency_keys;
+use runtime::partitions::{self, Partitioned};
 use runtime::schedule::{self, Schedule};
-use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait as _, Query, SelectStatement};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
+};
 
 #[derive(Clone)]
 pub struct Retention {
@@ -23,32 +30,35 @@ pub struct Retention {
 /// Rows one delete statement removes at most.
 pub const BATCH: u64 = 1000;
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Pruned {
+    /// Rows deleted one by one (the tables no partition holds).
     pub logs: u64,
     pub idempotency_keys: u64,
     pub attempts: u64,
     pub deliveries: u64,
     pub events: u64,
+    /// Day partitions created ahead, dropped whole, and kept past retention because a
+    /// delivery or event in them is unfinished.
+    pub partitions_created: u32,
+    pub partitions_dropped: Vec<String>,
+    pub partitions_kept: Vec<String>,
 }
 
-/// Deletes, [`BATCH`] at a time, the rows of `E` whose id `select` returns (it must carry
-/// its own limit), until a batch comes back short.
-async fn in_batches<E>(
+/// Deletes from `table`, [`BATCH`] at a time, the rows whose id `select` returns (it must
+/// carry its own limit), until a batch comes back short.
+async fn in_batches(
     db: &DatabaseConnection,
-    select: impl Fn() -> sea_orm::sea_query::SelectStatement,
-) -> Result<u64, DbErr>
-where
-    E: EntityTrait,
-{
-    use sea_orm::sea_query::{Expr, ExprTrait as _};
+    table: &str,
+    select: impl Fn() -> SelectStatement,
+) -> Result<u64, DbErr> {
     let mut total = 0;
     loop {
-        let deleted = E::delete_many()
-            .filter(Expr::col(sea_orm::sea_query::Alias::new("id")).in_subquery(select()))
-            .exec(db)
-            .await?
-            .rows_affected;
+        let statement = Query::delete()
+            .from_table(Alias::new(table))
+            .and_where(Expr::col(Alias::new("id")).in_subquery(select()))
+            .to_owned();
+        let deleted = db.execute(&statement).await?.rows_affected();
         total += deleted;
         if deleted < BATCH {
             return Ok(total);
@@ -58,7 +68,38 @@ where
 
 impl Retention {
     pub async fn prune_once(&self) -> Result<Pruned, DbErr> {
-        let logs = crate::merchants::logs::prune(&self.db, self.logs).await?;
+        let now = Utc::now();
+        let partitions_created = partitions::ensure_ahead(&self.db, now.date_naive()).await?;
+        let cutoff = now - chrono::Duration::from_std(self.events).unwrap_or_default();
+        let logs_cutoff = now - chrono::Duration::from_std(self.logs).unwrap_or_default();
+        let mut dropped = partitions::drop_before(
+            &self.db,
+            &[
+                partitions::EVENTS,
+                partitions::DELIVERIES,
+                partitions::ATTEMPTS,
+            ],
+            cutoff,
+        )
+        .await?;
+        let logs_dropped =
+            partitions::drop_before(&self.db, &[partitions::LOGS], logs_cutoff).await?;
+        dropped.partitions.extend(logs_dropped.partitions);
+        if !dropped.kept.is_empty() {
+            tracing::warn!(
+                kept = ?dropped.kept,
+                "retention kept day partitions past their time: a delivery or event in them is unfinished"
+            );
+        }
+        let logs = in_batches(&self.db, &self.rows_of(partitions::LOGS), || {
+            Query::select()
+                .column(Alias::new("id"))
+                .from(Alias::new(self.rows_of(partitions::LOGS)))
+                .and_where(Expr::col(Alias::new("created_at")).lt(logs_cutoff))
+                .limit(BATCH)
+                .to_owned()
+        })
+        .await?;
         let before =
             Utc::now() - chrono::Duration::from_std(self.idempotency_keys).unwrap_or_default();
         let keys = idempotency_keys::Entity::delete_many()
@@ -66,7 +107,6 @@ impl Retention {
             .exec(&self.db)
             .await?
             .rows_affected;
-        let cutoff = Utc::now() - chrono::Duration::from_std(self.events).unwrap_or_default();
         let (attempts, deliveries, events) = self.prune_deliveries(cutoff).await?;
         Ok(Pruned {
             logs,
@@ -74,7 +114,19 @@ impl Retention {
             attempts,
             deliveries,
             events,
+            partitions_created,
+            partitions_dropped: dropped.partitions,
+            partitions_kept: dropped.kept,
         })
+    }
+
+    /// Where the rows of `table` that no day partition holds are: the default partition on
+    /// PostgreSQL, the table itself on SQLite.
+    fn rows_of(&self, table: Partitioned) -> String {
+        match self.db.get_database_backend() {
+            DbBackend::Postgres => table.default_partition(),
+            _ => table.table.to_string(),
+        }
     }
 
     /// Attempts first, then finished deliveries, then published events no delivery refers to:
@@ -84,47 +136,46 @@ impl Retention {
         cutoff: chrono::DateTime<Utc>,
     ) -> Result<(u64, u64, u64), DbErr> {
         use entity::status::DeliveryStatus;
-        use entity::{events, webhook_attempts, webhook_deliveries};
-        use sea_orm::sea_query::{Expr, ExprTrait as _, Query};
-        let attempts = in_batches::<webhook_attempts::Entity>(&self.db, || {
+        let attempts_table = self.rows_of(partitions::ATTEMPTS);
+        let attempts = in_batches(&self.db, &attempts_table, || {
             Query::select()
-                .column(webhook_attempts::Column::Id)
-                .from(webhook_attempts::Entity)
-                .and_where(Expr::col(webhook_attempts::Column::CreatedAt).lt(cutoff))
+                .column(Alias::new("id"))
+                .from(Alias::new(&attempts_table))
+                .and_where(Expr::col(Alias::new("created_at")).lt(cutoff))
                 .limit(BATCH)
                 .to_owned()
         })
         .await?;
-        let deliveries = in_batches::<webhook_deliveries::Entity>(&self.db, || {
+        let deliveries_table = self.rows_of(partitions::DELIVERIES);
+        let deliveries = in_batches(&self.db, &deliveries_table, || {
             Query::select()
-                .column(webhook_deliveries::Column::Id)
-                .from(webhook_deliveries::Entity)
-                .and_where(Expr::col(webhook_deliveries::Column::CreatedAt).lt(cutoff))
+                .column(Alias::new("id"))
+                .from(Alias::new(&deliveries_table))
+                .and_where(Expr::col(Alias::new("created_at")).lt(cutoff))
                 .and_where(
-                    Expr::col(webhook_deliveries::Column::Status)
+                    Expr::col(Alias::new("status"))
                         .is_in([DeliveryStatus::Succeeded, DeliveryStatus::Failed]),
                 )
                 .limit(BATCH)
                 .to_owned()
         })
         .await?;
-        let events = in_batches::<events::Entity>(&self.db, || {
+        let events_table = self.rows_of(partitions::EVENTS);
+        let events = in_batches(&self.db, &events_table, || {
+            let event = Alias::new("e");
             Query::select()
-                .column((events::Entity, events::Column::Id))
-                .from(events::Entity)
-                .and_where(Expr::col((events::Entity, events::Column::CreatedAt)).lt(cutoff))
-                .and_where(Expr::col((events::Entity, events::Column::PublishedAt)).is_not_null())
+                .column((event.clone(), Alias::new("id")))
+                .from_as(Alias::new(&events_table), event.clone())
+                .and_where(Expr::col((event.clone(), Alias::new("created_at"))).lt(cutoff))
+                .and_where(Expr::col((event.clone(), Alias::new("published_at"))).is_not_null())
                 .and_where(
                     Expr::exists(
                         Query::select()
                             .expr(Expr::val(1i32))
-                            .from(webhook_deliveries::Entity)
+                            .from_as(Alias::new("webhook_deliveries"), Alias::new("d"))
                             .and_where(
-                                Expr::col((
-                                    webhook_deliveries::Entity,
-                                    webhook_deliveries::Column::EventId,
-                                ))
-                                .equals((events::Entity, events::Column::Id)),
+                                Expr::col((Alias::new("d"), Alias::new("event_id")))
+                                    .equals((event.clone(), Alias::new("id"))),
                             )
                             .to_owned(),
                     )
@@ -137,8 +188,15 @@ impl Retention {
         Ok((attempts, deliveries, events))
     }
 
-    /// Prunes at the top of every hour until `stop` fires.
+    /// Creates the coming days' partitions now (a gateway started on a database migrated days
+    /// ago), then prunes at the top of every hour until `stop` fires.
     pub async fn run(self, stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
+        match partitions::ensure_ahead(&self.db, Utc::now().date_naive()).await {
+            Ok(created) => tracing::info!(created, "day partitions ahead"),
+            Err(e) => {
+                tracing::error!(error = %e, "could not create the coming days' partitions; rows go to the default partitions until the next run")
+            }
+        }
         let job = self.clone();
         schedule::run(
             "retention",
@@ -146,21 +204,26 @@ impl Retention {
             stop,
             move || {
                 let job = job.clone();
-                async move {
-                    match job.prune_once().await {
-                        Ok(p) => tracing::info!(
-                            logs = p.logs,
-                            idempotency_keys = p.idempotency_keys,
-                            attempts = p.attempts,
-                            deliveries = p.deliveries,
-                            events = p.events,
-                            "retention"
-                        ),
-                        Err(e) => tracing::error!(error = %e, "retention failed"),
-                    }
-                }
+                async move { job.prune_and_log().await }
             },
         )
         .await
+    }
+
+    async fn prune_and_log(&self) {
+        match self.prune_once().await {
+            Ok(p) => tracing::info!(
+                logs = p.logs,
+                idempotency_keys = p.idempotency_keys,
+                attempts = p.attempts,
+                deliveries = p.deliveries,
+                events = p.events,
+                partitions_created = p.partitions_created,
+                partitions_dropped = ?p.partitions_dropped,
+                partitions_kept = ?p.partitions_kept,
+                "retention"
+            ),
+            Err(e) => tracing::error!(error = %e, "retention failed"),
+        }
     }
 }

@@ -143,16 +143,6 @@ pub async fn stats<C: ConnectionTrait>(
     })
 }
 
-/// Deletes entries older than `retention`; returns how many.
-pub async fn prune<C: ConnectionTrait>(db: &C, retention: Duration) -> Result<u64, DbErr> {
-    let before = Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
-    let result = logs::Entity::delete_many()
-        .filter(logs::Column::CreatedAt.lt(before))
-        .exec(db)
-        .await?;
-    Ok(result.rows_affected)
-}
-
 // A log store entry as merchants see it (API responses and the recent-errors cache).
 #[derive(Object, Serialize, Deserialize, Clone)]
 pub struct LogEntry {

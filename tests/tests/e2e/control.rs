@@ -22,28 +22,6 @@ fn manual(adjust: impl FnOnce(&mut Options)) -> Options {
     o
 }
 
-/// `n` events and one due delivery each to `endpoint_id`, written straight to the tables: the
-/// backlog a worker finds after a restart.
-async fn due_backlog(app: &TestApp, endpoint_id: &str, n: u32) {
-    app.db
-        .execute_unprepared(&format!(
-            "WITH ev AS (
-               INSERT INTO events (id, merchant_id, event_type, payment_id, data, request_id, created_at, published_at)
-               SELECT 'evt_' || md5(random()::text || g), w.merchant_id, 'payment.pending', NULL,
-                      jsonb_build_object('n', g), NULL, now(), now()
-               FROM generate_series(1, {n}) g, webhook_endpoints w WHERE w.id = '{endpoint_id}'
-               RETURNING id, merchant_id)
-             INSERT INTO webhook_deliveries (id, merchant_id, event_id, endpoint_id, status, attempts,
-               next_retry_at, locked_until, last_attempt_at, http_status, error_message, delivered_at,
-               created_at, updated_at)
-             SELECT 'whd_' || md5(random()::text || ev.id), ev.merchant_id, ev.id, '{endpoint_id}',
-                    'pending', 0, now(), NULL, NULL, NULL, NULL, NULL, now(), now()
-             FROM ev"
-        ))
-        .await
-        .expect("backlog");
-}
-
 async fn endpoint(app: &TestApp, id: &str) -> webhook_endpoints::Model {
     webhook_endpoints::Entity::find_by_id(entity::ids::EndpointId::from_trusted(id))
         .one(&app.db)
@@ -164,7 +142,7 @@ async fn a_burst_of_500_to_a_small_backlog_receiver_all_succeed() {
     let receiver = small_backlog_receiver();
     // Created with the worker running, so its sweeps (the production schedule) find the rows.
     let (endpoint_id, _) = app.create_endpoint(&receiver.url).await;
-    due_backlog(&app, &endpoint_id, 500).await;
+    app.due_backlog(&endpoint_id, 500).await;
     app.eventually(WAIT, "500 deliveries succeeded", || async {
         (app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'succeeded'")
             .await
@@ -229,7 +207,7 @@ async fn an_endpoints_own_max_concurrency_bounds_requests_in_flight() {
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["max_concurrency"], 2);
     let endpoint_id = body["id"].as_str().expect("id").to_string();
-    due_backlog(&app, &endpoint_id, 12).await;
+    app.due_backlog(&endpoint_id, 12).await;
     let worker = app.standalone_worker();
     let swept = worker.sweep_once().await.expect("sweep");
     assert_eq!(swept.succeeded, 12);
@@ -270,7 +248,7 @@ async fn a_rate_limit_holds_across_workers_through_redis() {
         .await;
     assert_eq!(status, 201, "{body}");
     let endpoint_id = body["id"].as_str().expect("id").to_string();
-    due_backlog(&app, &endpoint_id, 16).await;
+    app.due_backlog(&endpoint_id, 16).await;
     let (a, b) = (app.standalone_worker(), app.standalone_worker());
     let started = Instant::now();
     app.eventually(WAIT, "all 16 delivered", || async {
@@ -311,7 +289,7 @@ async fn a_rate_limit_holds_across_workers_through_redis() {
                 .expect("counted");
         }
     }
-    due_backlog(&app, &endpoint_id, 1).await;
+    app.due_backlog(&endpoint_id, 1).await;
     assert_eq!(a.sweep_once().await.expect("sweep").succeeded, 1);
     let sent_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -330,7 +308,7 @@ async fn a_410_disables_the_endpoint_at_once() {
     let worker = app.standalone_worker();
     let receiver = Receiver::start(Behavior::Statuses(vec![], 410)).await;
     let (endpoint_id, _) = app.create_endpoint(&receiver.url).await;
-    due_backlog(&app, &endpoint_id, 1).await;
+    app.due_backlog(&endpoint_id, 1).await;
     let swept = worker.sweep_once().await.expect("sweep");
     assert_eq!(swept.failed, 1, "a 410 is final: {swept:?}");
     let e = endpoint(&app, &endpoint_id).await;
@@ -369,7 +347,7 @@ async fn retry_after_on_429_and_503_is_a_bounded_floor_on_the_next_attempt() {
     let receiver = Receiver::start(Behavior::Statuses(vec![503], 200)).await;
     receiver.answer_with_header("retry-after", "3");
     let (endpoint_id, _) = app.create_endpoint(&receiver.url).await;
-    due_backlog(&app, &endpoint_id, 1).await;
+    app.due_backlog(&endpoint_id, 1).await;
     worker.sweep_once().await.expect("sweep");
     let d = &deliveries_to(&app, &endpoint_id).await[0];
     let waited = d.next_retry_at.expect("retrying") - d.last_attempt_at.expect("attempted");
@@ -394,7 +372,7 @@ async fn retry_after_on_429_and_503_is_a_bounded_floor_on_the_next_attempt() {
     let receiver_day = Receiver::start(Behavior::Statuses(vec![429], 200)).await;
     receiver_day.answer_with_header("retry-after", "86400");
     let (day_endpoint, _) = app.create_endpoint(&receiver_day.url).await;
-    due_backlog(&app, &day_endpoint, 1).await;
+    app.due_backlog(&day_endpoint, 1).await;
     let swept = worker.sweep_once().await.expect("sweep");
     assert_eq!(
         swept.succeeded, 1,
@@ -429,7 +407,7 @@ async fn a_retry_schedule_sets_the_delays_and_the_number_of_attempts() {
     let worker = app.standalone_worker();
     let receiver = Receiver::start(Behavior::Statuses(vec![], 500)).await;
     let (endpoint_id, _) = app.create_endpoint(&receiver.url).await;
-    due_backlog(&app, &endpoint_id, 1).await;
+    app.due_backlog(&endpoint_id, 1).await;
     app.eventually(WAIT, "the delivery failed", || async {
         let _ = worker.sweep_once().await;
         let d = deliveries_to(&app, &endpoint_id).await.remove(0);
@@ -480,7 +458,7 @@ async fn rotation_signs_with_both_secrets_during_the_overlap_and_the_official_li
     assert_eq!(replay["secret"], new_secret.as_str());
     assert_eq!(endpoint(&app, &endpoint_id).await.secret, new_secret);
 
-    due_backlog(&app, &endpoint_id, 1).await;
+    app.due_backlog(&endpoint_id, 1).await;
     assert_eq!(worker.sweep_once().await.expect("sweep").succeeded, 1);
     let got = receiver.received().remove(0);
     let signature = got.header("webhook-signature").expect("signature");
@@ -494,7 +472,7 @@ async fn rotation_signs_with_both_secrets_during_the_overlap_and_the_official_li
         .execute_unprepared("UPDATE webhook_endpoints SET previous_secret_expires_at = now()")
         .await
         .expect("expire overlap");
-    due_backlog(&app, &endpoint_id, 1).await;
+    app.due_backlog(&endpoint_id, 1).await;
     assert_eq!(worker.sweep_once().await.expect("sweep").succeeded, 1);
     let got = receiver.received().remove(1);
     let signature = got.header("webhook-signature").expect("signature");
@@ -557,7 +535,7 @@ async fn recover_resends_exactly_the_failed_deliveries_in_the_window() {
     let worker = app.standalone_worker();
     let receiver = Receiver::start(Behavior::Statuses(vec![200], 500)).await;
     let (endpoint_id, _) = app.create_endpoint(&receiver.url).await;
-    due_backlog(&app, &endpoint_id, 5).await;
+    app.due_backlog(&endpoint_id, 5).await;
     let swept = worker.sweep_once().await.expect("sweep");
     assert_eq!((swept.succeeded, swept.failed), (1, 4), "{swept:?}");
     // One failure is older than the window.
@@ -702,61 +680,6 @@ async fn an_endpoint_failing_for_disable_after_is_disabled_the_others_are_told_a
     assert!(shown["disabled_reason"].is_null(), "{shown}");
     let e = endpoint(&app, &failing_id).await;
     assert_eq!((e.consecutive_failures, e.failing_since), (0, None));
-}
-
-#[tokio::test]
-async fn retention_prunes_old_events_deliveries_and_attempts_in_batches_and_keeps_what_waits() {
-    let app = TestApp::spawn_with(manual(|_| {})).await;
-    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
-    let (endpoint_id, _) = app.create_endpoint(&receiver.url).await;
-    // 2,500 delivered long ago (more than two batches), one still waiting from as long ago,
-    // and 3 recent ones.
-    due_backlog(&app, &endpoint_id, 2501).await;
-    app.db
-        .execute_unprepared(&format!(
-            "INSERT INTO webhook_attempts (id, delivery_id, merchant_id, attempt_number, http_status,
-               error_message, error_class, response_body, duration_ms, created_at)
-             SELECT 'wha_' || md5(d.id), d.id, d.merchant_id, 1, 200, NULL, NULL, NULL, 5, now()
-             FROM webhook_deliveries d;
-             UPDATE webhook_deliveries SET status = 'succeeded'
-             WHERE id <> (SELECT min(id) FROM webhook_deliveries);
-             UPDATE webhook_deliveries SET created_at = now() - interval '40 days';
-             UPDATE webhook_attempts SET created_at = now() - interval '40 days';
-             UPDATE events SET created_at = now() - interval '40 days' WHERE merchant_id =
-               (SELECT merchant_id FROM webhook_endpoints WHERE id = '{endpoint_id}')"
-        ))
-        .await
-        .expect("age");
-    due_backlog(&app, &endpoint_id, 3).await;
-    let retention = gateway::app::retention::Retention {
-        db: app.db.clone(),
-        logs: app.settings.gateway.retention.logs,
-        idempotency_keys: app.settings.gateway.retention.idempotency_keys,
-        events: Duration::from_secs(30 * 86_400),
-    };
-    let pruned = retention.prune_once().await.expect("prune");
-    assert_eq!(
-        (pruned.attempts, pruned.deliveries, pruned.events),
-        (2501, 2500, 2500),
-        "{pruned:?}"
-    );
-    assert_eq!(
-        app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
-            .await,
-        4,
-        "the old one still waiting, and the recent ones"
-    );
-    assert_eq!(app.count("SELECT count(*) FROM events").await, 4);
-    assert_eq!(
-        app.count(
-            "SELECT count(*) FROM webhook_deliveries d WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = d.event_id)"
-        )
-        .await,
-        0,
-        "no delivery lost its event"
-    );
-    let again = retention.prune_once().await.expect("again");
-    assert_eq!((again.attempts, again.deliveries, again.events), (0, 0, 0));
 }
 
 #[tokio::test]

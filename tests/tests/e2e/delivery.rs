@@ -273,8 +273,27 @@ async fn a_redelivered_message_creates_no_second_delivery() {
             attempts: vec![]
         }
     );
-    assert_eq!(deliveries(&app).await.len(), 1);
+    let rows = deliveries(&app).await;
+    assert_eq!(rows.len(), 1);
     assert_eq!(receiver.received().len(), 1);
+    // One per pair because its id is the pair's, in its event's day partition.
+    assert_eq!(
+        rows[0].id,
+        entity::ids::DeliveryId::for_event_endpoint(&event.id, &rows[0].endpoint_id)
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM {} WHERE id = '{}'",
+            runtime::partitions::DELIVERIES.partition(
+                entity::ids::created_at(&event.id)
+                    .expect("a time")
+                    .date_naive()
+            ),
+            rows[0].id
+        ))
+        .await,
+        1
+    );
 
     // A message naming an event that does not exist is dead-lettered, not dropped or retried forever.
     let bogus = BusMessage::V1 {

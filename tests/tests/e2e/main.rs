@@ -9,6 +9,7 @@ mod delivery;
 mod edge_fuzz;
 mod embedded;
 mod endpoints;
+mod growth;
 mod idempotency;
 mod input;
 mod keys;

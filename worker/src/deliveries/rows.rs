@@ -65,7 +65,7 @@ pub fn new_row(
         None => (DeliveryStatus::Pending, Some(now)),
     };
     webhook_deliveries::ActiveModel {
-        id: Set(DeliveryId::generate()),
+        id: Set(DeliveryId::for_event_endpoint(&event.id, endpoint_id)),
         merchant_id: Set(event.merchant_id.clone()),
         livemode: Set(event.livemode),
         event_id: Set(event.id.clone()),

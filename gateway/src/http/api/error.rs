@@ -280,7 +280,9 @@ const CONSTRAINTS: &[(&str, &str, &str)] = &[
         "This Idempotency-Key is being used by another request; retry to get its result.",
     ),
     (
-        "uq_webhook_deliveries_event_endpoint",
+        // Its primary key (the id is derived from the event and endpoint; on PostgreSQL each
+        // day partition names its own) and, on older databases, the pair's unique index.
+        "webhook_deliveries",
         "delivery_exists",
         "This event was already delivered to this endpoint.",
     ),
