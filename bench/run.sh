@@ -116,6 +116,43 @@ if [ "$scenario" = vs-svix ]; then
   exit 0
 fi
 
+if [ "$scenario" = growth ]; then
+  # Creation and delivery on two databases side by side, interleaved: one with FILL_ATTEMPTS
+  # (10 million) attempt rows of history in 25 past days' partitions (and 2 million events and
+  # deliveries), one with the same partitions empty. Then what removing a day costs each way
+  # (its rows deleted in batches, or its partitions dropped).
+  url() { echo "postgres://postgres@127.0.0.1:5432/$1?sslmode=disable"; }
+  for name in payrail_bench_empty payrail_bench_history; do
+    psql -q postgres://postgres@127.0.0.1:5432/postgres \
+      -c "DROP DATABASE IF EXISTS $name WITH (FORCE)" -c "CREATE DATABASE $name"
+    DATABASE_URL=$(url $name) "$bin/gateway" migrate >/dev/null
+  done
+  "$bin/bench" fill --database-url "$(url payrail_bench_empty)" --attempts 0
+  "$bin/bench" fill --database-url "$(url payrail_bench_history)" --attempts "${FILL_ATTEMPTS:-10000000}"
+  measure() { # database
+    echo "-- growth: $1"
+    export DATABASE_URL; DATABASE_URL=$(url "$1")
+    start_gateway
+    "$bin/worker" >/dev/null & local worker=$!
+    "$bin/bench" sustained "${target[@]}" --rate "${RATE:-300}" --seconds "${SECONDS_:-20}" \
+      --name "sustained ${RATE:-300}/s, $1" --cpu-of gateway,worker,postgres
+    kill "$worker"; wait "$worker" 2>/dev/null || true
+    "$bin/bench" drain "${target[@]}" --count "${COUNT:-20000}" --workers 1 \
+      --worker-bin "$bin/worker" | sed "s/drain $((${COUNT:-20000})), 1 worker(s)/drain, $1/"
+    stop_all
+  }
+  for run in $(seq "$runs"); do
+    echo "== growth run $run"
+    if [ $((run % 2)) = 1 ]; then
+      measure payrail_bench_empty; measure payrail_bench_history
+    else
+      measure payrail_bench_history; measure payrail_bench_empty
+    fi
+  done
+  "$bin/bench" retention-cost --database-url "$(url payrail_bench_history)"
+  exit 0
+fi
+
 for run in $(seq "$runs"); do
   echo "== $scenario run $run"
   fresh
@@ -147,24 +184,6 @@ for run in $(seq "$runs"); do
       awk -v n=$events -v c=$((c2 - c1)) -v i=$((i2 - i1)) -v u=$((u2 - u1)) -v d=$((d2 - d1)) \
         'BEGIN { printf "per event: %.2f commits, %.2f rows inserted, %.2f updated, %.2f deleted\n", c/n, i/n, u/n, d/n }'
       rabbitmqctl -q list_queues name messages_ready 2>/dev/null | grep payrail_bench || true ;;
-    growth)
-      # Creation and delivery on an empty database, then again with FILL_ATTEMPTS (10 million)
-      # attempt rows of history in 25 past days' partitions (and 2 million events and
-      # deliveries), then what removing a day costs each way (rows deleted in batches, or
-      # partitions dropped).
-      measure() { # what the database holds
-        echo "-- growth: $1"
-        "$bin/worker" >/dev/null & local worker=$!
-        "$bin/bench" sustained "${target[@]}" --rate "${RATE:-300}" --seconds "${SECONDS_:-20}" \
-          --name "sustained ${RATE:-300}/s, $1" --cpu-of gateway,worker,postgres
-        kill "$worker"; wait "$worker" 2>/dev/null || true
-        "$bin/bench" drain "${target[@]}" --count "${COUNT:-20000}" --workers 1 \
-          --worker-bin "$bin/worker"
-      }
-      measure "no history"
-      "$bin/bench" fill --database-url "$DATABASE_URL" --attempts "${FILL_ATTEMPTS:-10000000}"
-      measure "${FILL_ATTEMPTS:-10000000} attempt rows of history"
-      "$bin/bench" retention-cost --database-url "$DATABASE_URL" ;;
     drain1|drain2)
       "$bin/bench" drain "${target[@]}" --count "${COUNT:-50000}" --workers "${scenario#drain}" \
         --worker-bin "$bin/worker" ;;

@@ -22,6 +22,25 @@ const TABLES: [&str; 4] = ["events", "webhook_deliveries", "webhook_attempts", "
 /// Indexes the partitioned tables cannot have (a unique index without the partition key).
 const DROPPED: &[&str] = &["uq_webhook_deliveries_event_endpoint"];
 
+/// A table's indexes, by name, as PostgreSQL would write them: what to recreate on the table
+/// that replaces it (on a partitioned table, each partition gets its own).
+async fn indexes_of(
+    db: &impl ConnectionTrait,
+    table: &str,
+) -> Result<Vec<(String, String)>, DbErr> {
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT indexname, indexdef FROM pg_indexes \
+             WHERE schemaname = current_schema() AND tablename = $1 ORDER BY indexname",
+            [table.into()],
+        ))
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("", "indexname")?, row.try_get("", "indexdef")?)))
+        .collect()
+}
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -30,16 +49,7 @@ impl MigrationTrait for Migration {
             return Ok(());
         }
         for table in TABLES {
-            // The table's indexes as PostgreSQL would write them, to recreate them on the
-            // partitioned table (which gives every partition its own).
-            let indexes = db
-                .query_all_raw(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    "SELECT indexname, indexdef FROM pg_indexes \
-                     WHERE schemaname = current_schema() AND tablename = $1 ORDER BY indexname",
-                    [table.into()],
-                ))
-                .await?;
+            let indexes = indexes_of(db, table).await?;
             db.execute_unprepared(&format!(
                 "CREATE TABLE {table}_partitioned (LIKE {table} INCLUDING DEFAULTS) PARTITION BY RANGE (id);
                  CREATE TABLE {table}_default PARTITION OF {table}_partitioned DEFAULT;
@@ -49,9 +59,7 @@ impl MigrationTrait for Migration {
                  ALTER TABLE {table} ADD PRIMARY KEY (id);"
             ))
             .await?;
-            for row in indexes {
-                let name: String = row.try_get("", "indexname")?;
-                let definition: String = row.try_get("", "indexdef")?;
+            for (name, definition) in indexes {
                 if name == format!("{table}_pkey") || DROPPED.contains(&name.as_str()) {
                     continue;
                 }
@@ -67,14 +75,7 @@ impl MigrationTrait for Migration {
             return Ok(());
         }
         for table in TABLES {
-            let indexes = db
-                .query_all_raw(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    "SELECT indexname, indexdef FROM pg_indexes \
-                     WHERE schemaname = current_schema() AND tablename = $1 ORDER BY indexname",
-                    [table.into()],
-                ))
-                .await?;
+            let indexes = indexes_of(db, table).await?;
             db.execute_unprepared(&format!(
                 "CREATE TABLE {table}_plain (LIKE {table} INCLUDING DEFAULTS);
                  INSERT INTO {table}_plain SELECT * FROM {table};
@@ -83,9 +84,7 @@ impl MigrationTrait for Migration {
                  ALTER TABLE {table} ADD PRIMARY KEY (id);"
             ))
             .await?;
-            for row in indexes {
-                let name: String = row.try_get("", "indexname")?;
-                let definition: String = row.try_get("", "indexdef")?;
+            for (name, definition) in indexes {
                 if name != format!("{table}_pkey") {
                     db.execute_unprepared(&definition).await?;
                 }
