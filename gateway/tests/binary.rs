@@ -228,6 +228,14 @@ async fn migrate_and_a_gateways_start_create_the_coming_days_partitions() {
     };
 
     drop_them().await;
+    let today = chrono::Utc::now().date_naive();
+    assert_eq!(
+        runtime::partitions::days_covered(&app.db, today)
+            .await
+            .expect("read"),
+        Some(DAYS_AHEAD),
+        "the last day is missing: what partitions_ahead exports"
+    );
     let out = app
         .gateway_command(env!("CARGO_BIN_EXE_gateway"), "127.0.0.1:0")
         .arg("migrate")
@@ -239,6 +247,12 @@ async fn migrate_and_a_gateways_start_create_the_coming_days_partitions() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(present().await, 4, "gateway migrate");
+    assert_eq!(
+        runtime::partitions::days_covered(&app.db, today)
+            .await
+            .expect("read"),
+        Some(DAYS_AHEAD + 1)
+    );
 
     drop_them().await;
     let bind = format!("127.0.0.1:{}", payrail_tests::free_port());

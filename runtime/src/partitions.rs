@@ -128,6 +128,23 @@ pub async fn ensure_ahead(db: &DatabaseConnection, today: NaiveDate) -> Result<u
     Ok(created)
 }
 
+/// How many days, from today on and without a gap, every partitioned table has a partition
+/// for: 8 when the job keeps up (today and [`DAYS_AHEAD`] more), 0 when today's is missing
+/// and rows are landing in the default partitions. `None` on SQLite, which has none.
+pub async fn days_covered(db: &DatabaseConnection, today: NaiveDate) -> Result<Option<u32>, DbErr> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Ok(None);
+    }
+    let have = existing(db).await?;
+    let covered = (0..)
+        .take_while(|offset: &u32| {
+            let day = today + Duration::days(i64::from(*offset));
+            TABLES.iter().all(|table| have.contains(&(*table, day)))
+        })
+        .count();
+    Ok(Some(u32::try_from(covered).unwrap_or(u32::MAX)))
+}
+
 /// Creates `day`'s partition of `table`, moving into it any of its rows the default partition
 /// caught; false if another process made it first.
 async fn create(

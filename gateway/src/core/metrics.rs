@@ -94,6 +94,8 @@ pub struct ApiMetrics {
     /// Reconciliation items open (read at scrape time), and runs by outcome.
     pub reconciliation_open: Gauge,
     pub reconciliation_runs: Family<OutcomeLabel, Counter>,
+    /// Days from today on that have their partitions (read at scrape time; PostgreSQL only).
+    pub partitions_ahead: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -158,7 +160,13 @@ impl ApiMetrics {
             funds_released: Counter::default(),
             reconciliation_open: Gauge::default(),
             reconciliation_runs: Family::default(),
+            partitions_ahead: Gauge::default(),
         };
+        registry.register(
+            "partitions_ahead",
+            "Days from today on, without a gap, for which events, deliveries, attempts and logs all have their day partition (8 when retention keeps up; below that, rows soon land in the default partitions). PostgreSQL only",
+            m.partitions_ahead.clone(),
+        );
         registry.register(
             "reconciliation_items_open",
             "Differences between the ledger and the providers' reports still open (read from the database at scrape time)",

@@ -79,6 +79,14 @@ async fn refresh_gauges(
             .reconciliation_open
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
+    if let Ok(Ok(Some(days))) = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        runtime::partitions::days_covered(db, chrono::Utc::now().date_naive()),
+    )
+    .await
+    {
+        gauges.partitions_ahead.set(i64::from(days));
+    }
     for (provider, circuit, state) in providers.circuits() {
         gauges
             .circuits

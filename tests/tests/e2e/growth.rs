@@ -305,9 +305,21 @@ async fn retention_drops_past_days_whole_keeps_a_day_with_work_and_deletes_stray
         retention.prune_once().await.expect("again"),
         gateway::app::retention::Pruned::default()
     );
-    // And the recent rows still deliver.
     assert_eq!(
         days_of(&app.db, partitions::EVENTS).await,
         days_from(Utc::now().date_naive(), DAYS_AHEAD + 1)
+    );
+    // What an SRE watches: the days ahead that have their partitions, read at scrape time.
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == format!("partitions_ahead {}", DAYS_AHEAD + 1)),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("partitions_ahead"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
