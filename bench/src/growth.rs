@@ -142,25 +142,31 @@ async fn oldest_filled_day(
     anyhow::bail!("no filled day: run `bench fill` first")
 }
 
+/// The rows `day`'s partitions of `tables` hold.
+async fn rows_of_day(
+    db: &DatabaseConnection,
+    tables: &[Partitioned],
+    day: NaiveDate,
+) -> anyhow::Result<i64> {
+    let mut rows = 0;
+    for table in tables {
+        rows += scalar_i64(
+            db,
+            &format!("SELECT count(*) FROM {}", table.partition(day)),
+        )
+        .await?;
+    }
+    Ok(rows)
+}
+
 /// Removes the oldest filled day row by row, as the job before partitions did (attempts,
 /// deliveries, events, 1,000 a statement), and the day after it by dropping its partitions;
 /// prints the time and WAL each took.
 pub async fn retention_cost(database_url: &str) -> anyhow::Result<()> {
     let db = runtime::db::connect_with(database_url, 2).await?;
     let day = oldest_filled_day(&db, EVENTS).await?;
-    let tables = [
-        partitions::ATTEMPTS,
-        partitions::DELIVERIES,
-        partitions::EVENTS,
-    ];
-    let mut rows = 0;
-    for table in tables {
-        rows += scalar_i64(
-            &db,
-            &format!("SELECT count(*) FROM {}", table.partition(day)),
-        )
-        .await?;
-    }
+    let tables = [partitions::ATTEMPTS, DELIVERIES, EVENTS];
+    let rows = rows_of_day(&db, &tables, day).await?;
     let (wal, started) = (wal_lsn_bytes(&db).await?, Instant::now());
     let mut statements = 0;
     for table in tables {
@@ -186,18 +192,11 @@ pub async fn retention_cost(database_url: &str) -> anyhow::Result<()> {
         deleting_wal as f64 / 1048576.0
     );
     let next = day + Duration::days(1);
-    let mut next_rows = 0;
-    for table in tables {
-        next_rows += scalar_i64(
-            &db,
-            &format!("SELECT count(*) FROM {}", table.partition(next)),
-        )
-        .await?;
-    }
+    let next_rows = rows_of_day(&db, &tables, next).await?;
     let (wal, started) = (wal_lsn_bytes(&db).await?, Instant::now());
     let dropped = partitions::drop_before(
         &db,
-        &[partitions::ATTEMPTS, DELIVERIES, EVENTS],
+        &tables,
         (next + Duration::days(1))
             .and_hms_opt(0, 0, 0)
             .unwrap_or_default()

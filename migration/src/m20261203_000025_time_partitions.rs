@@ -41,6 +41,40 @@ async fn indexes_of(
         .collect()
 }
 
+/// Replaces `table` by a copy of it with its rows, its primary key and its indexes but those
+/// in `skipped`: partitioned by range of id with a DEFAULT partition, or a plain table.
+async fn rebuild(
+    db: &impl ConnectionTrait,
+    table: &str,
+    partitioned: bool,
+    skipped: &[&str],
+) -> Result<(), DbErr> {
+    let indexes = indexes_of(db, table).await?;
+    let (shape, default) = if partitioned {
+        (
+            "PARTITION BY RANGE (id)",
+            format!("CREATE TABLE {table}_default PARTITION OF {table}_new DEFAULT;"),
+        )
+    } else {
+        ("", String::new())
+    };
+    db.execute_unprepared(&format!(
+        "CREATE TABLE {table}_new (LIKE {table} INCLUDING DEFAULTS) {shape};
+         {default}
+         INSERT INTO {table}_new SELECT * FROM {table};
+         DROP TABLE {table};
+         ALTER TABLE {table}_new RENAME TO {table};
+         ALTER TABLE {table} ADD PRIMARY KEY (id);"
+    ))
+    .await?;
+    for (name, definition) in indexes {
+        if name != format!("{table}_pkey") && !skipped.contains(&name.as_str()) {
+            db.execute_unprepared(&definition).await?;
+        }
+    }
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -49,22 +83,7 @@ impl MigrationTrait for Migration {
             return Ok(());
         }
         for table in TABLES {
-            let indexes = indexes_of(db, table).await?;
-            db.execute_unprepared(&format!(
-                "CREATE TABLE {table}_partitioned (LIKE {table} INCLUDING DEFAULTS) PARTITION BY RANGE (id);
-                 CREATE TABLE {table}_default PARTITION OF {table}_partitioned DEFAULT;
-                 INSERT INTO {table}_partitioned SELECT * FROM {table};
-                 DROP TABLE {table};
-                 ALTER TABLE {table}_partitioned RENAME TO {table};
-                 ALTER TABLE {table} ADD PRIMARY KEY (id);"
-            ))
-            .await?;
-            for (name, definition) in indexes {
-                if name == format!("{table}_pkey") || DROPPED.contains(&name.as_str()) {
-                    continue;
-                }
-                db.execute_unprepared(&definition).await?;
-            }
+            rebuild(db, table, true, DROPPED).await?;
         }
         Ok(())
     }
@@ -75,20 +94,7 @@ impl MigrationTrait for Migration {
             return Ok(());
         }
         for table in TABLES {
-            let indexes = indexes_of(db, table).await?;
-            db.execute_unprepared(&format!(
-                "CREATE TABLE {table}_plain (LIKE {table} INCLUDING DEFAULTS);
-                 INSERT INTO {table}_plain SELECT * FROM {table};
-                 DROP TABLE {table};
-                 ALTER TABLE {table}_plain RENAME TO {table};
-                 ALTER TABLE {table} ADD PRIMARY KEY (id);"
-            ))
-            .await?;
-            for (name, definition) in indexes {
-                if name != format!("{table}_pkey") {
-                    db.execute_unprepared(&definition).await?;
-                }
-            }
+            rebuild(db, table, false, &[]).await?;
         }
         db.execute_unprepared(
             "CREATE UNIQUE INDEX uq_webhook_deliveries_event_endpoint ON webhook_deliveries (event_id, endpoint_id)",

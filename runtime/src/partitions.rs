@@ -233,21 +233,14 @@ pub async fn drop_before(
     let mut days: Vec<NaiveDate> = past.iter().map(|(_, day)| *day).collect();
     days.dedup();
     for day in days {
+        let txn = begin_change(db).await?;
+        // Read again under the lock: another gateway's job may have dropped some meanwhile.
+        let present = existing(&txn).await?;
         let of_day: Vec<Partitioned> = past
             .iter()
-            .filter(|(_, d)| *d == day)
+            .filter(|entry| entry.1 == day && present.contains(entry))
             .map(|(table, _)| *table)
             .collect();
-        let txn = begin_change(db).await?;
-        // Another gateway's job may have dropped some meanwhile (it held the lock).
-        let mut of_day = of_day;
-        let mut still_there = Vec::with_capacity(of_day.len());
-        for table in of_day.drain(..) {
-            if exists(&txn, &table.partition(day)).await? {
-                still_there.push(table);
-            }
-        }
-        let of_day = still_there;
         if of_day.is_empty() {
             txn.commit().await?;
             continue;
@@ -260,28 +253,27 @@ pub async fn drop_before(
             names.join(", ")
         ))
         .await?;
-        let mut unfinished = Vec::new();
+        let mut holds_work = false;
         for (table, check) in [
             (EVENTS, "published_at IS NULL"),
             (DELIVERIES, "status IN ('pending', 'processing')"),
         ] {
-            if of_day.contains(&table) {
+            if of_day.contains(&table) && !holds_work {
                 let name = table.partition(day);
-                let row = txn
+                holds_work = txn
                     .query_one_raw(Statement::from_string(
                         DbBackend::Postgres,
                         format!("SELECT EXISTS (SELECT 1 FROM {name} WHERE {check}) AS busy"),
                     ))
-                    .await?;
-                if row.map(|r| r.try_get::<bool>("", "busy")).transpose()? == Some(true) {
-                    unfinished.push(name);
-                }
+                    .await?
+                    .map(|r| r.try_get::<bool>("", "busy"))
+                    .transpose()?
+                    .unwrap_or(false);
             }
         }
         for table in of_day {
             let name = table.partition(day);
-            let holds_work = [EVENTS, DELIVERIES].contains(&table) && !unfinished.is_empty();
-            if holds_work {
+            if holds_work && [EVENTS, DELIVERIES].contains(&table) {
                 dropped.kept.push(name);
             } else {
                 txn.execute_unprepared(&format!("DROP TABLE {name}"))

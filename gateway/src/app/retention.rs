@@ -10,11 +10,11 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use entity::idempotency_keys;
 use runtime::partitions::{self, Partitioned};
 use runtime::schedule::{self, Schedule};
-use sea_orm::sea_query::{Alias, Expr, ExprTrait as _, Query, SelectStatement};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait as _, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
 };
@@ -45,19 +45,29 @@ pub struct Pruned {
     pub partitions_kept: Vec<String>,
 }
 
-/// Deletes from `table`, [`BATCH`] at a time, the rows whose id `select` returns (it must
-/// carry its own limit), until a batch comes back short.
-async fn in_batches(
+/// Deletes from `table` the rows created before `cutoff` that also meet `condition`, at most
+/// [`BATCH`] a statement, until a statement deletes fewer.
+async fn delete_older(
     db: &DatabaseConnection,
     table: &str,
-    select: impl Fn() -> SelectStatement,
+    cutoff: DateTime<Utc>,
+    condition: Option<Expr>,
 ) -> Result<u64, DbErr> {
+    let mut select = Query::select()
+        .column(Alias::new("id"))
+        .from(Alias::new(table))
+        .and_where(Expr::col((Alias::new(table), Alias::new("created_at"))).lt(cutoff))
+        .limit(BATCH)
+        .to_owned();
+    if let Some(condition) = condition {
+        select.and_where(condition);
+    }
+    let statement = Query::delete()
+        .from_table(Alias::new(table))
+        .and_where(Expr::col(Alias::new("id")).in_subquery(select))
+        .to_owned();
     let mut total = 0;
     loop {
-        let statement = Query::delete()
-            .from_table(Alias::new(table))
-            .and_where(Expr::col(Alias::new("id")).in_subquery(select()))
-            .to_owned();
         let deleted = db.execute(&statement).await?.rows_affected();
         total += deleted;
         if deleted < BATCH {
@@ -91,15 +101,8 @@ impl Retention {
                 "retention kept day partitions past their time: a delivery or event in them is unfinished"
             );
         }
-        let logs = in_batches(&self.db, &self.rows_of(partitions::LOGS), || {
-            Query::select()
-                .column(Alias::new("id"))
-                .from(Alias::new(self.rows_of(partitions::LOGS)))
-                .and_where(Expr::col(Alias::new("created_at")).lt(logs_cutoff))
-                .limit(BATCH)
-                .to_owned()
-        })
-        .await?;
+        let logs =
+            delete_older(&self.db, &self.rows_of(partitions::LOGS), logs_cutoff, None).await?;
         let before =
             Utc::now() - chrono::Duration::from_std(self.idempotency_keys).unwrap_or_default();
         let keys = idempotency_keys::Entity::delete_many()
@@ -131,60 +134,34 @@ impl Retention {
 
     /// Attempts first, then finished deliveries, then published events no delivery refers to:
     /// nothing is left pointing at a deleted row, and nothing waiting is touched.
-    async fn prune_deliveries(
-        &self,
-        cutoff: chrono::DateTime<Utc>,
-    ) -> Result<(u64, u64, u64), DbErr> {
+    async fn prune_deliveries(&self, cutoff: DateTime<Utc>) -> Result<(u64, u64, u64), DbErr> {
         use entity::status::DeliveryStatus;
-        let attempts_table = self.rows_of(partitions::ATTEMPTS);
-        let attempts = in_batches(&self.db, &attempts_table, || {
-            Query::select()
-                .column(Alias::new("id"))
-                .from(Alias::new(&attempts_table))
-                .and_where(Expr::col(Alias::new("created_at")).lt(cutoff))
-                .limit(BATCH)
-                .to_owned()
-        })
-        .await?;
-        let deliveries_table = self.rows_of(partitions::DELIVERIES);
-        let deliveries = in_batches(&self.db, &deliveries_table, || {
-            Query::select()
-                .column(Alias::new("id"))
-                .from(Alias::new(&deliveries_table))
-                .and_where(Expr::col(Alias::new("created_at")).lt(cutoff))
-                .and_where(
-                    Expr::col(Alias::new("status"))
-                        .is_in([DeliveryStatus::Succeeded, DeliveryStatus::Failed]),
-                )
-                .limit(BATCH)
-                .to_owned()
-        })
+        let attempts =
+            delete_older(&self.db, &self.rows_of(partitions::ATTEMPTS), cutoff, None).await?;
+        let finished = Expr::col(Alias::new("status"))
+            .is_in([DeliveryStatus::Succeeded, DeliveryStatus::Failed]);
+        let deliveries = delete_older(
+            &self.db,
+            &self.rows_of(partitions::DELIVERIES),
+            cutoff,
+            Some(finished),
+        )
         .await?;
         let events_table = self.rows_of(partitions::EVENTS);
-        let events = in_batches(&self.db, &events_table, || {
-            let event = Alias::new("e");
-            Query::select()
-                .column((event.clone(), Alias::new("id")))
-                .from_as(Alias::new(&events_table), event.clone())
-                .and_where(Expr::col((event.clone(), Alias::new("created_at"))).lt(cutoff))
-                .and_where(Expr::col((event.clone(), Alias::new("published_at"))).is_not_null())
-                .and_where(
-                    Expr::exists(
-                        Query::select()
-                            .expr(Expr::val(1i32))
-                            .from_as(Alias::new("webhook_deliveries"), Alias::new("d"))
-                            .and_where(
-                                Expr::col((Alias::new("d"), Alias::new("event_id")))
-                                    .equals((event.clone(), Alias::new("id"))),
-                            )
-                            .to_owned(),
+        let delivered = Expr::col(Alias::new("published_at")).is_not_null().and(
+            Expr::exists(
+                Query::select()
+                    .expr(Expr::val(1i32))
+                    .from_as(Alias::new("webhook_deliveries"), Alias::new("d"))
+                    .and_where(
+                        Expr::col((Alias::new("d"), Alias::new("event_id")))
+                            .equals((Alias::new(&events_table), Alias::new("id"))),
                     )
-                    .not(),
-                )
-                .limit(BATCH)
-                .to_owned()
-        })
-        .await?;
+                    .to_owned(),
+            )
+            .not(),
+        );
+        let events = delete_older(&self.db, &events_table, cutoff, Some(delivered)).await?;
         Ok((attempts, deliveries, events))
     }
 
