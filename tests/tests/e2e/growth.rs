@@ -323,3 +323,52 @@ async fn retention_drops_past_days_whole_keeps_a_day_with_work_and_deletes_stray
             .join("\n")
     );
 }
+
+/// Rows no day partition holds (a day that had none when they were written) go row by row, by
+/// the same rules as before partitions: finished deliveries, then published events no
+/// delivery still refers to.
+#[tokio::test]
+async fn retention_deletes_old_rows_of_the_default_partitions_by_the_old_rules() {
+    let app = TestApp::spawn_with(Options {
+        start_worker: false,
+        ..Options::default()
+    })
+    .await;
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    let (endpoint_id, _) = app.create_endpoint(&receiver.url).await;
+    // Three old events in the default partition (random ids): one delivered, one whose
+    // delivery still waits, one with no delivery at all.
+    app.due_backlog(&endpoint_id, 2).await;
+    app.db
+        .execute_unprepared(&format!(
+            "INSERT INTO events (id, merchant_id, event_type, data, created_at, published_at, livemode)
+             VALUES ('evt_' || md5('alone'), (SELECT merchant_id FROM webhook_endpoints WHERE id = '{endpoint_id}'),
+                     'payment.succeeded', '{{}}', now(), now(), false);
+             UPDATE webhook_deliveries SET status = 'succeeded' WHERE id = (SELECT min(id) FROM webhook_deliveries);
+             UPDATE webhook_deliveries SET created_at = now() - interval '40 days';
+             UPDATE events SET created_at = now() - interval '40 days';"
+        ))
+        .await
+        .expect("age");
+    assert_eq!(app.count("SELECT count(*) FROM events_default").await, 3);
+    let retention = gateway::app::retention::Retention {
+        db: app.db.clone(),
+        logs: Duration::from_secs(30 * 86_400),
+        idempotency_keys: app.settings.gateway.retention.idempotency_keys,
+        events: Duration::from_secs(30 * 86_400),
+    };
+    let pruned = retention.prune_once().await.expect("prune");
+    assert_eq!(
+        (pruned.deliveries, pruned.events),
+        (1, 2),
+        "the delivered one and its event, and the event alone: {pruned:?}"
+    );
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM events e JOIN webhook_deliveries d ON d.event_id = e.id WHERE d.status = 'pending'"
+        )
+        .await,
+        1,
+        "the waiting delivery keeps its event"
+    );
+}
