@@ -440,16 +440,23 @@ async fn reads_during_flushes_see_every_count_once(
     let begun = Arc::new(AtomicI64::new(0));
     let counted = Arc::new(AtomicI64::new(0));
     let done = Arc::new(AtomicBool::new(false));
+    // Reads wait for a flush-free moment, so on a busy host few fit in 400 counts: counting
+    // goes on until enough reads have overlapped it (a read takes at most about a second).
+    let reads_made = Arc::new(AtomicI64::new(0));
     let counting = {
-        let (cache, scope, begun, counted, done) = (
+        let (cache, scope, begun, counted, done, reads_made) = (
             cache.clone(),
             scope.clone(),
             begun.clone(),
             counted.clone(),
             done.clone(),
+            reads_made.clone(),
         );
         tokio::spawn(async move {
-            for _ in 0..400 {
+            for n in 0..20_000 {
+                if n >= 400 && reads_made.load(Ordering::SeqCst) > 20 {
+                    break;
+                }
                 begun.fetch_add(1, Ordering::SeqCst);
                 cache
                     .count_usage(&scope, &[(metric::API_REQUESTS, 1)])
@@ -488,6 +495,7 @@ async fn reads_during_flushes_see_every_count_once(
             "read {seen} while {low}..={high} were counted (after {reads} reads)"
         );
         reads += 1;
+        reads_made.store(reads, Ordering::SeqCst);
     }
     counting.await.expect("counting");
     let flushes = flushing.await.expect("flushing");
