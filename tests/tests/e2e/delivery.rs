@@ -774,6 +774,7 @@ async fn results_committed_together_stand_alone_when_one_of_them_lost_its_lease(
     let recorder = worker::deliveries::recorder::Recorder::start(
         app.db.clone(),
         app.state.bus.clone(),
+        app.state.cache.clone(),
         app.settings.worker.webhook.rules(),
     );
     let ok = answered_200();
@@ -797,6 +798,10 @@ async fn results_committed_together_stand_alone_when_one_of_them_lost_its_lease(
         2,
         "the lost lease wrote no attempt"
     );
+    // The recorder meters what it wrote, not what it was handed.
+    let (s, usage) = app.get_json(&app.api_key, "/v1/usage").await;
+    assert_eq!(s, 200, "{usage}");
+    assert_eq!(usage["webhook_attempts"], 2, "{usage}");
     let stolen = deliveries(&app)
         .await
         .into_iter()
@@ -940,6 +945,7 @@ async fn a_result_recorded_during_a_database_cut_is_committed_once_it_is_back() 
     let recorder = worker::deliveries::recorder::Recorder::start(
         db,
         app.state.bus.clone(),
+        app.state.cache.clone(),
         app.settings.worker.webhook.rules(),
     );
     let ok = answered_200();

@@ -9,6 +9,10 @@
 //! them), so a database cut costs no resend unless another worker takes the rows first once
 //! the database is back. Past the patience, the results fail: the rows' leases end and a later
 //! sweep sends them again (at least once, never lost).
+//!
+//! The recorder also meters the attempts it commits (`webhook_attempts` usage), once per
+//! merchant per batch: a draining worker records thousands of attempts a second, and one
+//! cache round trip each was a cost of its own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +20,7 @@ use std::time::Duration;
 use entity::webhook_deliveries;
 use entity::webhook_endpoints;
 use runtime::bus::EventBus;
+use runtime::cache::Cache;
 use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -43,11 +48,17 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn start(db: DatabaseConnection, bus: EventBus, rules: Rules) -> Recorder {
+    pub fn start(db: DatabaseConnection, bus: EventBus, cache: Cache, rules: Rules) -> Recorder {
         let (jobs, queue) = mpsc::unbounded_channel();
         let queue = Arc::new(Mutex::new(queue));
         for _ in 0..LANES {
-            tokio::spawn(lane(db.clone(), bus.clone(), rules.clone(), queue.clone()));
+            tokio::spawn(lane(
+                db.clone(),
+                bus.clone(),
+                cache.clone(),
+                rules.clone(),
+                queue.clone(),
+            ));
         }
         Recorder { jobs }
     }
@@ -78,6 +89,7 @@ impl Recorder {
 async fn lane(
     db: DatabaseConnection,
     bus: EventBus,
+    cache: Cache,
     rules: Rules,
     queue: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>,
 ) {
@@ -98,6 +110,7 @@ async fn lane(
         }
         match commit_patiently(&db, &rules, &batch).await {
             Ok(outcomes) => {
+                meter(&cache, &batch, &outcomes).await;
                 for (job, (outcome, disabled)) in batch.into_iter().zip(outcomes) {
                     after_commit(
                         &db,
@@ -119,6 +132,32 @@ async fn lane(
                 }
             }
         }
+    }
+}
+
+/// Counts the attempts a batch wrote (a result whose claim was lost wrote none) in each
+/// merchant's `webhook_attempts` usage: one cache call per merchant and world in the batch.
+async fn meter(
+    cache: &Cache,
+    batch: &[Job],
+    outcomes: &[(AttemptOutcome, Option<DisabledReason>)],
+) {
+    let mut written: Vec<(entity::ids::Scope, i64)> = Vec::new();
+    for (job, (outcome, _)) in batch.iter().zip(outcomes) {
+        if *outcome == AttemptOutcome::Skipped {
+            continue;
+        }
+        let scope =
+            entity::ids::Scope::new(job.delivery.merchant_id.clone(), job.delivery.livemode);
+        match written.iter_mut().find(|(s, _)| *s == scope) {
+            Some((_, n)) => *n += 1,
+            None => written.push((scope, 1)),
+        }
+    }
+    for (scope, n) in written {
+        cache
+            .count_usage(&scope, &[(runtime::usage::metric::WEBHOOK_ATTEMPTS, n)])
+            .await;
     }
 }
 

@@ -73,13 +73,8 @@ impl Worker {
             let event_created_at = ctx.event.created_at;
             match deliveries::attempt_in_slot(&inner.db, &inner.bus, &inner.sender, &inner.rules, ctx, slot, Some(&inner.recorder)).await {
                 Ok((outcome, result)) => {
+                    // Metered by the recorder, per batch, once committed.
                     self.let_go(&id);
-                    if result.is_some() {
-                        inner
-                            .cache
-                            .count_usage(&about.0, &[(runtime::usage::metric::WEBHOOK_ATTEMPTS, 1)])
-                            .await;
-                    }
                     inner.metrics.observe(&outcome, result.as_ref());
                     if let Some(result) = &result {
                         use crate::sender::ErrorClass;

@@ -140,7 +140,7 @@ impl Worker {
         Ok(Worker {
             inner: Arc::new(Inner {
                 rules: settings.rules(),
-                recorder: Recorder::start(db.clone(), bus.clone(), settings.rules()),
+                recorder: Recorder::start(db.clone(), bus.clone(), cache.clone(), settings.rules()),
                 slots: Slots::new(settings.endpoint_concurrency),
                 cache,
                 db,
