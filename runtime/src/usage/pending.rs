@@ -82,6 +82,25 @@ impl Cache {
         self.add_usage(&counted_as(scope), &month, &counts).await;
     }
 
+    /// Adds each `(scope, n)` to one `metric`, summed per scope first: a batch that touched
+    /// a few merchants costs one cache call per merchant and mode, not one per item.
+    pub async fn count_usage_of_each(
+        &self,
+        metric: &str,
+        counts: impl IntoIterator<Item = (Scope, i64)>,
+    ) {
+        let mut per_scope: Vec<(Scope, i64)> = Vec::new();
+        for (scope, n) in counts {
+            match per_scope.iter_mut().find(|(s, _)| *s == scope) {
+                Some((_, total)) => *total += n,
+                None => per_scope.push((scope, n)),
+            }
+        }
+        for (scope, n) in per_scope {
+            self.count_usage(&scope, &[(metric, n)]).await;
+        }
+    }
+
     async fn add_usage(&self, merchant: &str, month: &str, counts: &[(&str, i64)]) {
         match self {
             Cache::Redis { conn, prefix } => {

@@ -110,7 +110,7 @@ async fn lane(
         }
         match commit_patiently(&db, &rules, &batch).await {
             Ok(outcomes) => {
-                meter(&cache, &batch, &outcomes).await;
+                let written = written(&batch, &outcomes);
                 for (job, (outcome, disabled)) in batch.into_iter().zip(outcomes) {
                     after_commit(
                         &db,
@@ -124,6 +124,10 @@ async fn lane(
                     .await;
                     let _ = job.done.send(Ok(outcome));
                 }
+                // Metered once the waiting senders have their answers, not before.
+                cache
+                    .count_usage_of_each(runtime::usage::metric::WEBHOOK_ATTEMPTS, written)
+                    .await;
             }
             Err(e) => {
                 tracing::error!(error = %e, results = batch.len(), "could not record attempt results; their rows are sent again once their leases end");
@@ -135,30 +139,24 @@ async fn lane(
     }
 }
 
-/// Counts the attempts a batch wrote (a result whose claim was lost wrote none) in each
-/// merchant's `webhook_attempts` usage: one cache call per merchant and world in the batch.
-async fn meter(
-    cache: &Cache,
+/// The attempts a batch wrote, by merchant and mode (a result whose claim was lost wrote
+/// none), for its `webhook_attempts` usage.
+fn written(
     batch: &[Job],
     outcomes: &[(AttemptOutcome, Option<DisabledReason>)],
-) {
-    let mut written: Vec<(entity::ids::Scope, i64)> = Vec::new();
-    for (job, (outcome, _)) in batch.iter().zip(outcomes) {
-        if *outcome == AttemptOutcome::Skipped {
-            continue;
-        }
-        let scope =
-            entity::ids::Scope::new(job.delivery.merchant_id.clone(), job.delivery.livemode);
-        match written.iter_mut().find(|(s, _)| *s == scope) {
-            Some((_, n)) => *n += 1,
-            None => written.push((scope, 1)),
-        }
-    }
-    for (scope, n) in written {
-        cache
-            .count_usage(&scope, &[(runtime::usage::metric::WEBHOOK_ATTEMPTS, n)])
-            .await;
-    }
+) -> Vec<(entity::ids::Scope, i64)> {
+    batch
+        .iter()
+        .zip(outcomes)
+        .filter(|(_, (outcome, _))| *outcome != AttemptOutcome::Skipped)
+        .map(|(job, _)| {
+            let d = &job.delivery;
+            (
+                entity::ids::Scope::new(d.merchant_id.clone(), d.livemode),
+                1,
+            )
+        })
+        .collect()
 }
 
 /// How long a failed commit is tried again. Writes are fenced by the claims' tokens, so a

@@ -82,11 +82,7 @@ impl Worker {
                     let created = fan.claimed.len() + fan.queued;
                     let scope =
                         entity::ids::Scope::new(message.merchant_id().clone(), fan.livemode);
-                    let n = i64::try_from(created).unwrap_or(i64::MAX);
-                    match usage.iter_mut().find(|(s, _)| *s == scope) {
-                        Some((_, total)) => *total += n,
-                        None => usage.push((scope, n)),
-                    }
+                    usage.push((scope, i64::try_from(created).unwrap_or(i64::MAX)));
                     to_ack.push((ack, message.event_id()));
                     counts.push(Ok((created, fan.already_present, fan.claimed.len())));
                     claimed.extend(fan.claimed);
@@ -113,12 +109,10 @@ impl Worker {
                     tracing::warn!(error = %e, event_id = %event_id, "ack failed after commit");
                 }
             }
-            for (scope, n) in usage {
-                self.inner
-                    .cache
-                    .count_usage(&scope, &[(runtime::usage::metric::WEBHOOK_DELIVERIES, n)])
-                    .await;
-            }
+            self.inner
+                .cache
+                .count_usage_of_each(runtime::usage::metric::WEBHOOK_DELIVERIES, usage)
+                .await;
         };
         let ((), attempts) = tokio::join!(bookkeeping, self.deliver_loaded(claimed));
         let mut attempts = attempts.into_iter();
