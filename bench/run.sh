@@ -54,7 +54,14 @@ stop_all() {
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   pids=()
 }
-trap stop_all EXIT
+# The scratch databases go with the script, however it ends (the figures are printed by then).
+drop_scratch() {
+  for name in $db payrail_bench_empty payrail_bench_history svix_bench; do
+    psql -q postgres://postgres@127.0.0.1:5432/postgres \
+      -c "DROP DATABASE IF EXISTS $name WITH (FORCE)" 2>/dev/null || true
+  done
+}
+trap 'stop_all; drop_scratch' EXIT
 
 fresh() {
   psql -q postgres://postgres@127.0.0.1:5432/postgres \
@@ -96,7 +103,7 @@ svix_run() {
 if [ "$scenario" = vs-svix ]; then
   [ -x "$svix_dir/target/release/svix-server" ] \
     || { echo "no svix-server in $svix_dir: run $svix_peer/build.sh first (see its README)" >&2; exit 1; }
-  trap 'stop_all; "$svix_peer/stop.sh" "$svix_dir"' EXIT
+  trap 'stop_all; drop_scratch; "$svix_peer/stop.sh" "$svix_dir"' EXIT
   out=target/vs-svix-$(date +%Y%m%d-%H%M%S).txt
   # The scenario: 3,000 events after 200 of warm-up at 300/s and at 400/s, then a
   # closed loop over 32 connections; the two systems alternate, and which goes first too.
