@@ -17,20 +17,21 @@ use super::*;
 impl Worker {
     /// Attempts the given claimed deliveries concurrently (rows claimed by a sweep).
     pub async fn deliver(&self, ids: &[DeliveryId]) -> Vec<AttemptOutcome> {
-        let inner = &self.inner;
-        let loaded = join_all(ids.iter().map(|id| async move {
-            match deliveries::load_context(&inner.db, id).await {
-                Ok(ctx) => ctx,
-                Err(e) => {
-                    // The claim's lease runs out and a later sweep tries again.
-                    tracing::error!(error = %e, delivery_id = %id, "could not load a delivery");
-                    None
-                }
+        let loaded = match deliveries::load_contexts(&self.inner.db, ids).await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                tracing::error!(error = %e, deliveries = ids.len(), "could not load claimed deliveries");
+                Vec::new()
             }
-        }))
-        .await;
-        self.deliver_loaded(loaded.into_iter().flatten().collect())
-            .await
+        };
+        // What could not be loaded is no longer held (nor renewed): its lease runs out and a
+        // later sweep tries again.
+        let found: std::collections::HashSet<&DeliveryId> =
+            loaded.iter().map(|c| &c.delivery.id).collect();
+        for id in ids.iter().filter(|id| !found.contains(id)) {
+            self.let_go(id);
+        }
+        self.deliver_loaded(loaded).await
     }
 
     /// Attempts deliveries whose context is already in memory, concurrently.
