@@ -235,6 +235,124 @@ async fn an_endpoints_own_max_concurrency_bounds_requests_in_flight() {
     assert_eq!(endpoint(&app, &endpoint_id).await.max_concurrency, None);
 }
 
+/// An endpoint of the app's merchant with its own `max_concurrency`; its id.
+async fn endpoint_with_concurrency(app: &TestApp, url: &str, max_concurrency: u32) -> String {
+    let (status, body) = app
+        .post_json(
+            &app.api_key,
+            "/v1/webhook_endpoints",
+            json!({"url": url, "enabled_events": ["*"], "max_concurrency": max_concurrency}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_str().expect("id").to_string()
+}
+
+#[tokio::test]
+async fn a_burst_beyond_what_may_wait_for_an_endpoint_is_written_due_for_the_sweep() {
+    use entity::bus::QueueNames;
+    use payrail_tests::AMQP_URL;
+    use runtime::bus::EventBus;
+    use worker::worker::Handled;
+    let app = TestApp::spawn_with(manual(|_| {})).await;
+    let worker = app.standalone_worker();
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    let endpoint_id = endpoint_with_concurrency(&app, &receiver.url, 2).await;
+    // Five events handled as one batch: the fan-out decides every row before any is sent.
+    let bus = EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix));
+    let mut sub = bus.subscribe(100).await.expect("subscribe");
+    let mut batch = Vec::new();
+    for _ in 0..5 {
+        app.create_payment(100).await;
+        batch.push(
+            tokio::time::timeout(WAIT, sub.next())
+                .await
+                .expect("a message arrives")
+                .expect("stream open")
+                .expect("message"),
+        );
+    }
+    let handled = worker.handle_batch(batch).await;
+    let mut created = 0;
+    let mut attempted = 0;
+    for h in &handled {
+        let Handled::FannedOut {
+            created: c,
+            attempts,
+            ..
+        } = h
+        else {
+            panic!("every message fans out: {handled:?}");
+        };
+        created += c;
+        attempted += attempts.len();
+    }
+    assert_eq!(created, 5, "a row for every event, whichever way it goes");
+    assert_eq!(
+        attempted, 2,
+        "only the endpoint's limit waits in memory: {handled:?}"
+    );
+    assert_eq!(receiver.received().len(), 2);
+    assert_eq!(worker.metrics().deferred.get(), 3);
+    let rows = deliveries_to(&app, &endpoint_id).await;
+    let due: Vec<_> = rows
+        .iter()
+        .filter(|d| d.status == entity::status::DeliveryStatus::Pending)
+        .collect();
+    assert_eq!(due.len(), 3, "{rows:?}");
+    assert!(
+        due.iter()
+            .all(|d| d.lease_token.is_none()
+                && d.next_retry_at.is_some_and(|t| t <= chrono::Utc::now())),
+        "left unclaimed and due now: {due:?}"
+    );
+    // The sweep sends them; nothing is sent twice.
+    assert_eq!(worker.sweep_once().await.expect("sweep").succeeded, 3);
+    assert_eq!(receiver.received().len(), 5);
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'succeeded'")
+            .await,
+        5
+    );
+}
+
+#[tokio::test]
+async fn a_deferred_burst_goes_out_at_once_not_at_the_sweeps_next_tick() {
+    // The sweep's own tick is far beyond the test: only the wake-up the consumer gives when it
+    // defers rows can send them in time.
+    let app = TestApp::spawn_with(Options {
+        webhook: worker::settings::WebhookSettings {
+            sweep_interval: Duration::from_secs(600),
+            ..Options::default().webhook
+        },
+        ..Options::default()
+    })
+    .await;
+    let receiver = Receiver::start(Behavior::Hang(Duration::from_millis(400))).await;
+    endpoint_with_concurrency(&app, &receiver.url, 1).await;
+    futures_util::future::join_all((0..6).map(|_| app.create_payment(100))).await;
+    app.eventually(WAIT, "six deliveries succeeded", || async {
+        (app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'succeeded'")
+            .await
+            == 6)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(receiver.most_in_flight(), 1);
+    let metrics = app
+        .metrics_text_of(app.worker_base.as_deref().expect("worker running"))
+        .await;
+    let deferred: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("webhook_deliveries_deferred_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the counter is exported");
+    assert!(
+        deferred > 0,
+        "six events inside one 400 ms send: some must have been deferred"
+    );
+}
+
 #[tokio::test]
 async fn a_rate_limit_holds_across_workers_through_redis() {
     let app = TestApp::spawn_with(manual(|_| {})).await;
