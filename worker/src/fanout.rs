@@ -2,10 +2,9 @@
 //! messages at a time.
 //!
 //! Rows are unique on `(event_id, endpoint_id)`, so a message the broker redelivers creates
-//! nothing new. A new row the caller can send at once (immediate delivery, and a place among
-//! what waits for its endpoint: see [`crate::slots`]) is inserted already claimed by this
-//! worker (`processing` with a lease): it sends it after commit, and if it dies first the lease
-//! runs out and the sweep picks it up. Any other new row is inserted due for the sweep.
+//! nothing new. With immediate delivery the new rows are inserted already claimed by this
+//! worker (`processing` with a lease): it sends them at once after commit, and if it dies
+//! first the lease runs out and the sweep picks them up.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -29,8 +28,7 @@ use crate::deliveries::{AttemptContext, Lease, ROWS_PER_INSERT, new_row};
 pub struct FanOut {
     /// Rows created now and claimed for an immediate attempt, with what the attempt needs.
     pub claimed: Vec<AttemptContext>,
-    /// Rows created as due now, for the sweep (immediate delivery off, or their endpoint had
-    /// enough waiting already).
+    /// Rows created as due now (immediate delivery off).
     pub queued: usize,
     /// Subscribed endpoints that already had a row for this event (a redelivered message).
     pub already_present: usize,
@@ -46,9 +44,18 @@ pub enum FanOutError {
     Db(#[from] DbErr),
 }
 
-/// Which new rows a fan-out claims for an attempt at once: asked once per row, with the row's
-/// endpoint (a `true` is the caller's to honour or give back).
-pub type ClaimNow<'a> = &'a (dyn Fn(&webhook_endpoints::Model) -> bool + Sync);
+/// Fans out the event a bus message announces (a batch of one).
+pub async fn fan_out<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    message: &BusMessage,
+    immediate: bool,
+    lease: Duration,
+) -> Result<FanOut, FanOutError> {
+    fan_out_batch(db, std::slice::from_ref(message), immediate, lease)
+        .await?
+        .pop()
+        .unwrap_or_else(|| Ok(FanOut::default()))
+}
 
 /// Fans out the events a batch of bus messages announces, one result per message in order.
 ///
@@ -60,7 +67,7 @@ pub type ClaimNow<'a> = &'a (dyn Fn(&webhook_endpoints::Model) -> bool + Sync);
 pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     messages: &[BusMessage],
-    claim_now: ClaimNow<'_>,
+    immediate: bool,
     lease: Duration,
 ) -> Result<Vec<Result<FanOut, FanOutError>>, DbErr> {
     let merchants: HashSet<&str> = messages.iter().map(|m| m.merchant_id().as_str()).collect();
@@ -128,9 +135,8 @@ pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
         let mut mine = Vec::with_capacity(endpoints.len());
         // An endpoint hears only its own mode's events.
         for endpoint in endpoints.iter().filter(|e| e.livemode == event.livemode) {
-            let claimed = claim_now(endpoint);
-            let row = new_row(event, &endpoint.id, claimed.then_some(&claim), now);
-            mine.push((row.clone().try_into_model()?, *endpoint, claimed));
+            let row = new_row(event, &endpoint.id, immediate.then_some(&claim), now);
+            mine.push((row.clone().try_into_model()?, *endpoint));
             rows.push(row);
         }
         planned.push(Ok((Some(event), mine)));
@@ -158,8 +164,8 @@ pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
                 livemode: event.is_some_and(|e| e.livemode),
                 ..FanOut::default()
             };
-            for (delivery, endpoint, claimed) in rows {
-                match (inserted.contains(&delivery.id), claimed, event) {
+            for (delivery, endpoint) in rows {
+                match (inserted.contains(&delivery.id), immediate, event) {
                     (false, _, _) => outcome.already_present += 1,
                     (true, true, Some(event)) => outcome.claimed.push(AttemptContext {
                         delivery,

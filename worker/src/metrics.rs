@@ -50,8 +50,6 @@ pub struct DeliveryMetrics {
     pub first_attempt_lag: Histogram,
     pub event_to_delivered: Histogram,
     pub handed_back: Counter,
-    /// New rows left due for the sweep because enough already waited for their endpoint.
-    pub deferred: Counter,
     /// Attempts whose outcome died with their worker (taken over when its lease ran out).
     pub unknown_outcomes: Counter,
     pub failing_streaks: Family<EndpointLabel, Gauge>,
@@ -68,7 +66,6 @@ impl DeliveryMetrics {
             first_attempt_lag: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             event_to_delivered: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
             handed_back: Counter::default(),
-            deferred: Counter::default(),
             unknown_outcomes: Counter::default(),
             failing_streaks: Family::default(),
         };
@@ -118,11 +115,6 @@ impl DeliveryMetrics {
             "webhook_deliveries_handed_back",
             "Claimed deliveries given back unsent because their endpoint had no free slot in time",
             metrics.handed_back.clone(),
-        );
-        registry.register(
-            "webhook_deliveries_deferred",
-            "New deliveries written due for the sweep instead of sent at once, because as many as their endpoint's limit were already waiting for a slot",
-            metrics.deferred.clone(),
         );
         registry.register(
             "webhook_unknown_outcomes",

@@ -5,11 +5,6 @@
 //! (or one idle for a while) starts with [`START`] slots and gains one per success, and a
 //! timeout or connection failure halves what it has. A receiver with a small accept backlog
 //! then sees connections arrive staggered, not as a wave whose SYNs it drops.
-//!
-//! They also bound what waits for them in memory: the consumer takes on an endpoint's new
-//! deliveries for an attempt at once only while fewer than its limit are waiting for a slot
-//! ([`Slots::promise`]); the rest are written due for the sweep. A slow or saturated endpoint
-//! then queues in the database, not as attempts held in this worker's memory.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,8 +23,6 @@ struct Slot {
     granted: u32,
     semaphore: Arc<Semaphore>,
     last_used: Instant,
-    /// Attempts taken on for this endpoint that have not got a slot (or given up) yet.
-    promised: u32,
 }
 
 impl Slot {
@@ -40,7 +33,6 @@ impl Slot {
             granted,
             semaphore: Arc::new(Semaphore::new(granted as usize)),
             last_used: Instant::now(),
-            promised: 0,
         }
     }
 }
@@ -79,9 +71,7 @@ impl Slots {
                 .or_insert_with(|| Slot::new(limit));
             // A changed limit, or a burst after a quiet spell, starts afresh.
             if slot.limit != limit || slot.last_used.elapsed() > IDLE_RESET {
-                let promised = slot.promised;
                 *slot = Slot::new(limit);
-                slot.promised = promised;
             }
             slot.last_used = Instant::now();
             slot.semaphore.clone()
@@ -90,50 +80,6 @@ impl Slots {
             .await
             .ok()?
             .ok()
-    }
-
-    /// Takes on one more attempt for `endpoint`, to be sent as soon as a slot frees, unless
-    /// `limit` attempts are already waiting for one: then `false`, and the row is left due for
-    /// the sweep. Each `true` is given back through one [`Promised`] (or [`Slots::unpromise`]).
-    pub fn promise(&self, endpoint: &EndpointId, limit: u32) -> bool {
-        let Ok(mut endpoints) = self.endpoints.lock() else {
-            return false;
-        };
-        let slot = endpoints
-            .entry(endpoint.clone())
-            .or_insert_with(|| Slot::new(limit));
-        if slot.promised >= limit {
-            return false;
-        }
-        slot.promised += 1;
-        true
-    }
-
-    /// Gives back `n` promises that were not used (their rows were not inserted after all).
-    pub fn unpromise(&self, endpoint: &EndpointId, n: u32) {
-        if let Ok(mut endpoints) = self.endpoints.lock()
-            && let Some(slot) = endpoints.get_mut(endpoint)
-        {
-            slot.promised = slot.promised.saturating_sub(n);
-        }
-    }
-
-    /// One promise made for `endpoint`, held by the attempt that uses it until it has a slot or
-    /// gives up (dropping it gives the promise back, however the attempt ends).
-    pub fn promised(&self, endpoint: &EndpointId) -> Promised<'_> {
-        Promised {
-            slots: self,
-            endpoint: endpoint.clone(),
-        }
-    }
-
-    /// Attempts waiting for a slot to `endpoint` on a promise.
-    pub fn waiting(&self, endpoint: &EndpointId) -> u32 {
-        self.endpoints
-            .lock()
-            .ok()
-            .and_then(|e| e.get(endpoint).map(|slot| slot.promised))
-            .unwrap_or(0)
     }
 
     /// A send succeeded: one more slot, up to the limit.
@@ -170,18 +116,6 @@ impl Slots {
     }
 }
 
-/// One attempt's promise (see [`Slots::promise`]), given back when dropped.
-pub struct Promised<'a> {
-    slots: &'a Slots,
-    endpoint: EndpointId,
-}
-
-impl Drop for Promised<'_> {
-    fn drop(&mut self) {
-        self.slots.unpromise(&self.endpoint, 1);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,21 +146,5 @@ mod tests {
         assert_eq!(slots.limit(Some(3)), 3);
         assert_eq!(slots.limit(None), 10);
         assert_eq!(slots.limit(Some(0)), 10);
-    }
-
-    #[test]
-    fn promises_stop_at_the_limit_and_come_back_when_dropped_or_returned() {
-        let slots = Slots::new(10);
-        let e = EndpointId::from_trusted("we_1");
-        let other = EndpointId::from_trusted("we_2");
-        assert!((0..3).all(|_| slots.promise(&e, 3)));
-        assert!(!slots.promise(&e, 3), "three wait already");
-        assert!(slots.promise(&other, 3), "each endpoint has its own");
-        assert_eq!(slots.waiting(&e), 3);
-        drop(slots.promised(&e));
-        assert_eq!(slots.waiting(&e), 2);
-        assert!(slots.promise(&e, 3), "a dropped promise frees its place");
-        slots.unpromise(&e, 5);
-        assert_eq!(slots.waiting(&e), 0, "never below zero");
     }
 }

@@ -1,10 +1,8 @@
 //! What comes from the bus: a batch of events fanned out together (one insert), acknowledged,
 //! then their first attempts; and the consumer that reconnects with backoff.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use entity::ids::EndpointId;
 use futures_util::FutureExt as _;
 use tokio::sync::watch;
 
@@ -62,33 +60,7 @@ impl Worker {
             })
             .collect();
         let s = &self.inner.settings;
-        // A new row is sent at once only while its endpoint has room among what waits for a
-        // slot; the rest are written due, and the sweep sends them as slots free up.
-        let promised: std::sync::Mutex<HashMap<EndpointId, u32>> = Default::default();
-        let claim_now = |endpoint: &entity::webhook_endpoints::Model| {
-            let slots = &self.inner.slots;
-            let taken =
-                s.immediate && slots.promise(&endpoint.id, slots.limit(endpoint.max_concurrency));
-            if taken && let Ok(mut p) = promised.lock() {
-                *p.entry(endpoint.id.clone()).or_default() += 1;
-            }
-            taken
-        };
-        let fanned = fan_out_batch(&self.inner.db, &messages, &claim_now, s.lease()).await;
-        // Promises whose rows were not inserted claimed (already there, or the insert failed)
-        // go back; the attempts below hold the others.
-        let mut unused = promised.into_inner().unwrap_or_default();
-        for fan in fanned.iter().flatten().flatten() {
-            for ctx in &fan.claimed {
-                if let Some(n) = unused.get_mut(&ctx.delivery.endpoint_id) {
-                    *n = n.saturating_sub(1);
-                }
-            }
-        }
-        for (endpoint, n) in unused {
-            self.inner.slots.unpromise(&endpoint, n);
-        }
-        let fanned = match fanned {
+        let fanned = match fan_out_batch(&self.inner.db, &messages, s.immediate, s.lease()).await {
             Ok(fanned) => fanned,
             Err(e) => {
                 tracing::warn!(error = %e, messages = messages.len(), "fan-out failed; messages requeued");
@@ -104,14 +76,9 @@ impl Worker {
         let mut claimed = Vec::new();
         let mut to_ack = Vec::with_capacity(messages.len());
         let mut usage: Vec<(entity::ids::Scope, i64)> = Vec::new();
-        let mut queued = false;
         for ((message, ack), fan) in messages.iter().zip(acks).zip(fanned) {
             match fan {
                 Ok(fan) => {
-                    if s.immediate && fan.queued > 0 {
-                        queued = true;
-                        self.inner.metrics.deferred.inc_by(fan.queued as u64);
-                    }
                     let created = fan.claimed.len() + fan.queued;
                     let scope =
                         entity::ids::Scope::new(message.merchant_id().clone(), fan.livemode);
@@ -133,11 +100,6 @@ impl Worker {
             }
         }
         drop(spans);
-        if queued {
-            // Rows left due because their endpoint was busy: the sweep takes them shortly
-            // (not at its next tick), paced so it does not spin on an endpoint still full.
-            self.wake_at(chrono::Utc::now() + AGAIN_AFTER);
-        }
         // The rows are committed, so the first attempts need nothing else: the acks and the
         // metering run alongside them instead of before (a lost ack only means a redelivery,
         // which finds the rows and creates nothing).
@@ -152,7 +114,7 @@ impl Worker {
                 .count_usage_of_each(runtime::usage::metric::WEBHOOK_DELIVERIES, usage)
                 .await;
         };
-        let ((), attempts) = tokio::join!(bookkeeping, self.deliver_loaded(claimed, true));
+        let ((), attempts) = tokio::join!(bookkeeping, self.deliver_loaded(claimed));
         let mut attempts = attempts.into_iter();
         let mut counts = counts.into_iter();
         for slot in results.iter_mut().filter(|r| r.is_none()) {

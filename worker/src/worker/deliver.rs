@@ -31,17 +31,11 @@ impl Worker {
         for id in ids.iter().filter(|id| !found.contains(id)) {
             self.let_go(id);
         }
-        self.deliver_loaded(loaded, false).await
+        self.deliver_loaded(loaded).await
     }
 
-    /// Attempts deliveries whose context is already in memory, concurrently. `promised`: each
-    /// holds a promise of its endpoint's slots ([`crate::slots::Slots::promise`]), given back
-    /// once it has a slot or gives up waiting for one.
-    pub async fn deliver_loaded(
-        &self,
-        claimed: Vec<AttemptContext>,
-        promised: bool,
-    ) -> Vec<AttemptOutcome> {
+    /// Attempts deliveries whose context is already in memory, concurrently.
+    pub async fn deliver_loaded(&self, claimed: Vec<AttemptContext>) -> Vec<AttemptOutcome> {
         let inner = &self.inner;
         self.hold(claimed.iter().filter_map(|c| {
             let token = c.delivery.lease_token.clone()?;
@@ -52,22 +46,18 @@ impl Worker {
         let slot_deadline = Instant::now() + inner.settings.timeout + Duration::from_secs(3);
         let attempts = claimed.into_iter().map(|ctx| async move {
             let id = ctx.delivery.id.clone();
-            let promise = promised.then(|| inner.slots.promised(&ctx.delivery.endpoint_id));
             let slot = match &ctx.endpoint {
-                Some(endpoint) => Some(self.slot(endpoint, slot_deadline).await),
-                None => None,
-            };
-            drop(promise);
-            let slot = match slot {
-                Some(Some(slot)) => Some(slot),
-                Some(None) => {
-                    self.let_go(&id);
-                    if let Err(e) = deliveries::hand_back(&inner.db, &ctx.delivery).await {
-                        tracing::warn!(error = %e, delivery_id = %id, "could not hand a delivery back; its lease will expire");
+                Some(endpoint) => match self.slot(endpoint, slot_deadline).await {
+                    Some(slot) => Some(slot),
+                    None => {
+                        self.let_go(&id);
+                        if let Err(e) = deliveries::hand_back(&inner.db, &ctx.delivery).await {
+                            tracing::warn!(error = %e, delivery_id = %id, "could not hand a delivery back; its lease will expire");
+                        }
+                        inner.metrics.handed_back.inc();
+                        return AttemptOutcome::Skipped;
                     }
-                    inner.metrics.handed_back.inc();
-                    return AttemptOutcome::Skipped;
-                }
+                },
                 None => None,
             };
             let first_lag = ctx
