@@ -60,7 +60,14 @@ impl Worker {
             })
             .collect();
         let s = &self.inner.settings;
-        let fanned = match fan_out_batch(&self.inner.db, &messages, s.immediate, s.lease()).await {
+        let fanned = match Box::pin(fan_out_batch(
+            &self.inner.db,
+            &messages,
+            s.immediate,
+            s.lease(),
+        ))
+        .await
+        {
             Ok(fanned) => fanned,
             Err(e) => {
                 tracing::warn!(error = %e, messages = messages.len(), "fan-out failed; messages requeued");
@@ -114,7 +121,7 @@ impl Worker {
                 .count_usage_of_each(runtime::usage::metric::WEBHOOK_DELIVERIES, usage)
                 .await;
         };
-        let ((), attempts) = tokio::join!(bookkeeping, self.deliver_loaded(claimed));
+        let ((), attempts) = tokio::join!(Box::pin(bookkeeping), self.deliver_loaded(claimed));
         let mut attempts = attempts.into_iter();
         let mut counts = counts.into_iter();
         for slot in results.iter_mut().filter(|r| r.is_none()) {
