@@ -354,6 +354,43 @@ async fn an_attempt_waiting_for_its_endpoints_slot_holds_little_memory_and_still
 }
 
 #[tokio::test]
+async fn renewing_leases_skips_a_row_another_transaction_holds_instead_of_waiting_for_it() {
+    use sea_orm::TransactionTrait;
+    let (app, _worker, _receiver) = three_due_deliveries().await;
+    let claim = claim_due(&app.db, 50, 10, Duration::from_secs(30), &[])
+        .await
+        .expect("claim");
+    let token = claim.token.clone().expect("a claim");
+    assert_eq!(claim.ids.len(), 3);
+    // Another transaction (a recorder writing that row's result) holds one of the rows.
+    let recorder = app.db.begin().await.expect("begin");
+    recorder
+        .execute_unprepared(&format!(
+            "SELECT id FROM webhook_deliveries WHERE id = '{}' FOR UPDATE",
+            claim.ids[0]
+        ))
+        .await
+        .expect("lock");
+    // Waiting for it is how the renewal and the recorder deadlocked (a 1 s stall each time).
+    let renewed = tokio::time::timeout(
+        Duration::from_secs(2),
+        worker::deliveries::renew(&app.db, std::slice::from_ref(&token), WAIT),
+    )
+    .await
+    .expect("the renewal does not wait for the locked row")
+    .expect("renew");
+    assert_eq!(renewed, 2, "the two free rows are renewed");
+    recorder.rollback().await.expect("rollback");
+    assert_eq!(
+        worker::deliveries::renew(&app.db, &[token], WAIT)
+            .await
+            .expect("renew"),
+        3,
+        "once free, the third is renewed at the next turn"
+    );
+}
+
+#[tokio::test]
 async fn a_worker_killed_mid_batch_loses_nothing() {
     let (app, worker, receiver) = three_due_deliveries().await;
     // Worker A claims the batch and dies before sending anything.
