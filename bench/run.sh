@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The figures in docs/benchmarks.md, each scenario against a fresh database, with the release
 # build and the local PostgreSQL, RabbitMQ and Redis:
-#   bench/run.sh create|sustained|drain1|drain2|vs-svix|capacity|growth|faults|fleet|cluster [runs=3]
+#   bench/run.sh create|sustained|drain1|drain2|vs-svix|capacity|growth|faults|fleet|cluster|ab [runs=3]
 # Scenarios start and stop the gateway and workers themselves; nothing else may use port 8080.
 # vs-svix runs the same scenarios against Payrail and svix-server (built by
 # ../shared/peers/svix/build.sh into SVIX_DIR, default ../svix-peer), interleaved, and prints
 # the side-by-side table; its RESULT lines are kept in target/vs-svix-*.txt.
+# ab runs vs-svix's Payrail scenarios for another build against this one, interleaved:
+# AB_OLD names a directory holding that build's gateway, worker and bench (copy them out of
+# target/release before checking out the change).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scenario=${1:?create|sustained|drain1|drain2|vs-svix|capacity|growth|faults|fleet|cluster}
+scenario=${1:?create|sustained|drain1|drain2|vs-svix|capacity|growth|faults|fleet|cluster|ab}
 runs=${2:-3}
 
 # The suites that run the binaries under faults, at the issue's scale with release builds; each
@@ -120,6 +123,28 @@ if [ "$scenario" = vs-svix ]; then
     done 2>&1 | tee -a "$out"
   done
   "$bin/bench" compare "$out"
+  exit 0
+fi
+
+if [ "$scenario" = ab ]; then
+  old=${AB_OLD:?set AB_OLD to a directory holding another build of gateway, worker and bench}
+  ab_run() { # binaries label scenario...
+    local bin=$1
+    echo "-- $2"
+    shift 2
+    payrail_run "$@"
+  }
+  for run in $(seq "$runs"); do
+    for s in "create --deliver --concurrency 32 --seconds 10" "sustained --rate 300 --events 3000"; do
+      read -ra args <<<"$s"
+      echo "== ab run $run: $s"
+      if [ $((run % 2)) = 1 ]; then
+        ab_run "$old" "other ($old)" "${args[@]}"; ab_run "$bin" "this build" "${args[@]}"
+      else
+        ab_run "$bin" "this build" "${args[@]}"; ab_run "$old" "other ($old)" "${args[@]}"
+      fi
+    done
+  done
   exit 0
 fi
 
