@@ -333,17 +333,28 @@ async fn three_due_deliveries() -> (TestApp, Worker, Receiver) {
     (app, worker, receiver)
 }
 
-#[tokio::test]
-async fn an_attempt_waiting_for_its_endpoints_slot_holds_little_memory_and_still_delivers() {
-    let (app, worker, receiver) = three_due_deliveries().await;
-    let ids = claim_due(&app.db, 50, 10, Duration::from_secs(30), &[])
+/// Claims up to `limit` due rows (a 30 s lease, as a sweep would) and loads their contexts, in
+/// the claim's order.
+async fn claim_and_load(app: &TestApp, limit: u64) -> Vec<worker::deliveries::AttemptContext> {
+    let ids = claim_due(&app.db, limit, 10, Duration::from_secs(30), &[])
         .await
         .expect("claim")
         .ids;
-    let ctx = worker::deliveries::load_context(&app.db, &ids[0])
+    let contexts = worker::deliveries::load_contexts(&app.db, &ids)
         .await
-        .expect("load")
-        .expect("the row");
+        .expect("load");
+    assert_eq!(
+        contexts.iter().map(|c| &c.delivery.id).collect::<Vec<_>>(),
+        ids.iter().collect::<Vec<_>>(),
+        "every claimed row loaded, in order"
+    );
+    contexts
+}
+
+#[tokio::test]
+async fn an_attempt_waiting_for_its_endpoints_slot_holds_little_memory_and_still_delivers() {
+    let (app, worker, receiver) = three_due_deliveries().await;
+    let ctx = claim_and_load(&app, 1).await.remove(0);
     let attempt = worker.attempt_one(ctx, std::time::Instant::now() + WAIT);
     // A lagging worker holds one of these per delivery waiting for a slot (thousands in the
     // closed-loop benchmark). With the send and the recording inline it is ~10 KB here.
@@ -805,20 +816,9 @@ async fn a_batch_of_messages_fans_out_together_and_each_gets_its_own_outcome() {
 #[tokio::test]
 async fn results_committed_together_stand_alone_when_one_of_them_lost_its_lease() {
     let (app, _worker, _receiver) = three_due_deliveries().await;
-    let ids = claim_due(&app.db, 50, 10, Duration::from_secs(30), &[])
-        .await
-        .expect("claim")
-        .ids;
+    let contexts = claim_and_load(&app, 50).await;
+    let ids: Vec<_> = contexts.iter().map(|c| c.delivery.id.clone()).collect();
     assert_eq!(ids.len(), 3);
-    let mut contexts = Vec::new();
-    for id in &ids {
-        contexts.push(
-            worker::deliveries::load_context(&app.db, id)
-                .await
-                .expect("load")
-                .expect("context"),
-        );
-    }
     // Another worker took the second row over after our lease ran out.
     app.db
         .execute_unprepared(&format!(
@@ -978,14 +978,8 @@ async fn a_slow_receiver_does_not_hold_back_the_deliveries_behind_it() {
 #[tokio::test]
 async fn a_result_recorded_during_a_database_cut_is_committed_once_it_is_back() {
     let (app, _worker, _receiver) = three_due_deliveries().await;
-    let ids = claim_due(&app.db, 1, 10, Duration::from_secs(30), &[])
-        .await
-        .expect("claim")
-        .ids;
-    let ctx = worker::deliveries::load_context(&app.db, &ids[0])
-        .await
-        .expect("load")
-        .expect("context");
+    let ctx = claim_and_load(&app, 1).await.remove(0);
+    let ids = [ctx.delivery.id.clone()];
     // The recorder's database, through a proxy that can be cut; a short acquire timeout makes
     // each try during the cut fail fast rather than wait the cut out.
     let proxy = TcpProxy::start("127.0.0.1:5432", true).await;
