@@ -345,6 +345,13 @@ pub fn verify_access(keys: &SessionKeys, token: &str) -> Option<DashboardUser> {
     let claims = jsonwebtoken::decode::<Claims>(token, &keys.decoding, &validation)
         .ok()?
         .claims;
+    // Good until its `exp` second begins (jsonwebtoken accepts it through that second). A
+    // page's socket ends within that second, its lifetime being whole seconds, and the page's
+    // reconnect must find the token expired and renew the session, not reuse it for the few
+    // hundred milliseconds it had left (the browser test caught the reconnect doing so).
+    if claims.exp <= now_secs() {
+        return None;
+    }
     Some(DashboardUser {
         user_id: UserId::parse(&claims.sub)?,
         merchant_id: MerchantId::parse(&claims.mer)?,
@@ -535,6 +542,10 @@ mod tests {
         assert!(
             verify_access(&keys, &sign(&claims(now_secs() - 1), &keys)).is_none(),
             "expired"
+        );
+        assert!(
+            verify_access(&keys, &sign(&claims(now_secs()), &keys)).is_none(),
+            "expired once its exp second has begun"
         );
         assert!(
             verify_access(&keys, "sk_test_notajwt").is_none(),
