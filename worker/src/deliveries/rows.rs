@@ -2,6 +2,7 @@
 //! sweep), made due again, released, handed back; and the fence every write of a claimed row
 //! goes through.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -9,9 +10,10 @@ use entity::ids::{DeliveryId, EndpointId};
 use entity::status::DeliveryStatus;
 use entity::webhook_endpoints;
 use entity::{events, webhook_deliveries};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+    QuerySelect, QueryTrait,
 };
 
 /// A claim of delivery rows: until when, and the token its later writes are fenced on. Every
@@ -140,8 +142,6 @@ pub async fn renew<C: ConnectionTrait>(
     tokens: &[String],
     lease: Duration,
 ) -> Result<u64, DbErr> {
-    use sea_orm::sea_query::{LockBehavior, LockType};
-    use sea_orm::{QuerySelect, QueryTrait};
     use webhook_deliveries::Column as C;
     if tokens.is_empty() {
         return Ok(0);
@@ -188,7 +188,6 @@ pub async fn load_contexts<C: ConnectionTrait>(
     db: &C,
     ids: &[DeliveryId],
 ) -> Result<Vec<AttemptContext>, DbErr> {
-    use std::collections::HashMap;
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -200,12 +199,8 @@ pub async fn load_contexts<C: ConnectionTrait>(
             .into_iter()
             .map(|d| (d.id.clone(), d))
             .collect();
-    let mut event_ids: Vec<_> = deliveries.values().map(|d| d.event_id.clone()).collect();
-    event_ids.sort_unstable();
-    event_ids.dedup();
-    let mut endpoint_ids: Vec<_> = deliveries.values().map(|d| d.endpoint_id.clone()).collect();
-    endpoint_ids.sort_unstable();
-    endpoint_ids.dedup();
+    let event_ids: HashSet<_> = deliveries.values().map(|d| d.event_id.clone()).collect();
+    let endpoint_ids: HashSet<_> = deliveries.values().map(|d| d.endpoint_id.clone()).collect();
     let events: HashMap<_, events::Model> = events::Entity::find()
         .filter(events::Column::Id.is_in(event_ids))
         .all(db)
