@@ -402,6 +402,151 @@ async fn renewing_leases_skips_a_row_another_transaction_holds_instead_of_waitin
 }
 
 #[tokio::test]
+async fn releasing_at_shutdown_hands_back_only_rows_still_held_and_free() {
+    use sea_orm::TransactionTrait;
+    let (app, _worker, _receiver) = three_due_deliveries().await;
+    let claim = claim_due(&app.db, 50, 10, Duration::from_secs(30), &[])
+        .await
+        .expect("claim");
+    let token = claim.token.clone().expect("a claim");
+    assert_eq!(claim.ids.len(), 3);
+    // Our lease on the first row ran out and another worker took it over.
+    app.db
+        .execute_unprepared(&format!(
+            "UPDATE webhook_deliveries SET lease_token = 'another-workers-claim' WHERE id = '{}'",
+            claim.ids[0]
+        ))
+        .await
+        .expect("steal the lease");
+    // The recorder is writing the second row's result.
+    let recorder = app.db.begin().await.expect("begin");
+    recorder
+        .execute_unprepared(&format!(
+            "SELECT id FROM webhook_deliveries WHERE id = '{}' FOR UPDATE",
+            claim.ids[1]
+        ))
+        .await
+        .expect("lock");
+    let released = tokio::time::timeout(
+        Duration::from_secs(2),
+        worker::deliveries::release(&app.db, std::slice::from_ref(&token)),
+    )
+    .await
+    .expect("the release does not wait for the locked row")
+    .expect("release");
+    assert_eq!(released, 1, "only the third row is ours and free");
+    recorder.rollback().await.expect("rollback");
+    let rows: HashMap<_, _> = deliveries(&app)
+        .await
+        .into_iter()
+        .map(|d| (d.id.clone(), d))
+        .collect();
+    let stolen = &rows[&claim.ids[0]];
+    assert_eq!(
+        (stolen.status, stolen.lease_token.as_deref()),
+        (
+            entity::status::DeliveryStatus::Processing,
+            Some("another-workers-claim")
+        ),
+        "the other worker's claim stands"
+    );
+    assert_eq!(
+        rows[&claim.ids[1]].status,
+        entity::status::DeliveryStatus::Processing
+    );
+    let third = &rows[&claim.ids[2]];
+    assert_eq!(
+        (third.status, third.lease_token.as_deref()),
+        (entity::status::DeliveryStatus::Pending, None),
+        "released: due now, nobody's"
+    );
+}
+
+#[tokio::test]
+async fn results_committed_together_each_write_their_own_row() {
+    let (app, _worker, _receiver) = three_due_deliveries().await;
+    let contexts = claim_and_load(&app, 50).await;
+    let ids: Vec<_> = contexts.iter().map(|c| c.delivery.id.clone()).collect();
+    let recorder = worker::deliveries::recorder::Recorder::start(
+        app.db.clone(),
+        app.state.bus.clone(),
+        app.state.cache.clone(),
+        app.settings.worker.webhook.rules(),
+    );
+    let failed = worker::sender::AttemptResult {
+        http_status: Some(503),
+        error: Some((worker::sender::ErrorClass::Http5xx, "HTTP 503".into())),
+        ..answered_200()
+    };
+    // Two results the same, one different, in one batch: the two share a statement.
+    let results = [answered_200(), failed, answered_200()];
+    let outcomes =
+        futures_util::future::join_all(contexts.into_iter().zip(results).map(|(ctx, result)| {
+            recorder.record(ctx.delivery, ctx.endpoint.expect("endpoint"), result)
+        }))
+        .await;
+    let outcomes: Vec<_> = outcomes.into_iter().map(|o| o.expect("recorded")).collect();
+    assert_eq!(outcomes[0], AttemptOutcome::Succeeded);
+    assert!(
+        matches!(outcomes[1], AttemptOutcome::WillRetry { attempts: 1, .. }),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[2], AttemptOutcome::Succeeded);
+    let rows: HashMap<_, _> = deliveries(&app)
+        .await
+        .into_iter()
+        .map(|d| (d.id.clone(), d))
+        .collect();
+    for id in [&ids[0], &ids[2]] {
+        let row = &rows[id];
+        assert_eq!(
+            (
+                row.status,
+                row.attempts,
+                row.http_status,
+                row.error_message.as_deref()
+            ),
+            (
+                entity::status::DeliveryStatus::Succeeded,
+                1,
+                Some(200),
+                None
+            )
+        );
+        assert!(row.delivered_at.is_some() && row.next_retry_at.is_none());
+        assert!(row.lease_token.is_none() && row.locked_until.is_none());
+    }
+    let retrying = &rows[&ids[1]];
+    assert_eq!(
+        (
+            retrying.status,
+            retrying.attempts,
+            retrying.http_status,
+            retrying.error_message.as_deref()
+        ),
+        (
+            entity::status::DeliveryStatus::Pending,
+            1,
+            Some(503),
+            Some("HTTP 503")
+        )
+    );
+    let next = retrying.next_retry_at.expect("a retry is planned");
+    assert!(next > Utc::now() && retrying.delivered_at.is_none());
+    assert!(retrying.lease_token.is_none() && retrying.locked_until.is_none());
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_attempts WHERE http_status = 200")
+            .await,
+        2
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_attempts WHERE http_status = 503 AND error_class = 'http_5xx'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
 async fn a_worker_killed_mid_batch_loses_nothing() {
     let (app, worker, receiver) = three_due_deliveries().await;
     // Worker A claims the batch and dies before sending anything.

@@ -2,7 +2,7 @@
 //! (several at once for group commit), the endpoint's failing streak, and what follows the
 //! commit (an endpoint disabled, the live notice).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use entity::bus::{LiveChange, LiveNotice};
@@ -12,7 +12,7 @@ use entity::status::{DeliveryStatus, EndpointStatus};
 use entity::{events, webhook_attempts, webhook_deliveries, webhook_endpoints};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryTrait,
     TransactionSession, TransactionTrait,
 };
 
@@ -24,7 +24,6 @@ use std::time::Duration;
 use entity::retry::RetryPolicy;
 
 use super::ROWS_PER_INSERT;
-use super::rows::lease_held;
 
 /// What one attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,24 +101,36 @@ pub(crate) struct ToRecord<'a> {
     pub result: &'a AttemptResult,
 }
 
+/// What recording an attempt writes to its delivery row. Results with the same write (a
+/// batch of first attempts that all succeeded, typically) are written by one statement.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct RowWrite {
+    status: DeliveryStatus,
+    attempts: i32,
+    next_retry_at: Option<DateTime<Utc>>,
+    http_status: Option<i32>,
+    error_message: Option<String>,
+    delivered_at: Option<DateTime<Utc>>,
+}
+
 /// Records attempts' results inside `txn`, one outcome each in order (the second value says
 /// the attempt disabled its endpoint; pass it to [`after_commit`]).
 ///
-/// Each delivery row is updated first, under its lease: a lost lease writes nothing and gives
-/// `Skipped`, so the others go on. Then one insert for all the attempt rows, and each
-/// endpoint's streak once, endpoints in id order: every transaction locks endpoint rows in
-/// the same order, so concurrent ones cannot deadlock.
+/// The delivery rows are updated first, under their leases, one statement for each distinct
+/// write rather than one per row (a full batch of successes is one round trip, not a hundred):
+/// a row whose lease was lost is not matched, writes nothing and gives `Skipped`, so the others
+/// go on. Then one insert for all the attempt rows, and each endpoint's streak once, endpoints
+/// in id order: every transaction locks endpoint rows in the same order, so concurrent ones
+/// cannot deadlock.
 pub(crate) async fn record_in<T: ConnectionTrait>(
     txn: &T,
     items: &[ToRecord<'_>],
     rules: &Rules,
 ) -> Result<Vec<(AttemptOutcome, Option<DisabledReason>)>, DbErr> {
-    use webhook_deliveries::Column as C;
     let now = Utc::now();
-    let mut recorded = Vec::with_capacity(items.len());
-    let mut attempt_rows = Vec::with_capacity(items.len());
-    // Endpoint id → the recorded items that went to it.
-    let mut by_endpoint: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut judged = Vec::with_capacity(items.len());
+    // Each distinct write → the items that make it, in the order first seen.
+    let mut writes: Vec<(RowWrite, Vec<usize>)> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let (delivery, result) = (item.delivery, item.result);
         let attempts = delivery.attempts + 1;
@@ -131,25 +142,32 @@ pub(crate) async fn record_in<T: ConnectionTrait>(
             }
             _ => (DeliveryStatus::Failed, None, None),
         };
-        let error_message = result.error.as_ref().map(|(_, m)| m.clone());
-        let error_class = result.error.as_ref().map(|(c, _)| c.as_str());
-        let http_status = result.http_status.map(i32::from);
-        let updated = webhook_deliveries::Entity::update_many()
-            .col_expr(C::Status, Expr::value(status))
-            .col_expr(C::Attempts, Expr::value(attempts))
-            .col_expr(C::NextRetryAt, Expr::value(next_retry_at))
-            .col_expr(C::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
-            .col_expr(C::LeaseToken, Expr::value(Option::<String>::None))
-            .col_expr(C::LastAttemptAt, Expr::value(now))
-            .col_expr(C::HttpStatus, Expr::value(http_status))
-            .col_expr(C::ErrorMessage, Expr::value(error_message.clone()))
-            .col_expr(C::DeliveredAt, Expr::value(delivered_at))
-            .col_expr(C::UpdatedAt, Expr::value(now))
-            .filter(C::Id.eq(delivery.id.as_str()))
-            .filter(lease_held(delivery))
-            .exec(txn)
-            .await?;
-        if updated.rows_affected == 0 {
+        let write = RowWrite {
+            status,
+            attempts,
+            next_retry_at,
+            http_status: result.http_status.map(i32::from),
+            error_message: result.error.as_ref().map(|(_, m)| m.clone()),
+            delivered_at,
+        };
+        match writes.iter_mut().find(|(w, _)| *w == write) {
+            Some((_, same)) => same.push(i),
+            None => writes.push((write, vec![i])),
+        }
+        judged.push(outcome);
+    }
+    let mut written: HashSet<String> = HashSet::with_capacity(items.len());
+    for (write, indices) in &writes {
+        let deliveries = indices.iter().map(|&i| items[i].delivery);
+        written.extend(write_rows(txn, write, deliveries, now).await?);
+    }
+    let mut recorded = Vec::with_capacity(items.len());
+    let mut attempt_rows = Vec::with_capacity(items.len());
+    // Endpoint id → the recorded items that went to it.
+    let mut by_endpoint: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, (item, outcome)) in items.iter().zip(judged).enumerate() {
+        let (delivery, result) = (item.delivery, item.result);
+        if !written.contains(delivery.id.as_str()) {
             // Our lease ran out and another worker owns the row now (it may have delivered it
             // already): its result stands, ours must not overwrite it or count an attempt
             // twice. Nothing was written, so the transaction goes on with the others.
@@ -157,15 +175,16 @@ pub(crate) async fn record_in<T: ConnectionTrait>(
             recorded.push((AttemptOutcome::Skipped, None));
             continue;
         }
+        let http_status = result.http_status.map(i32::from);
         attempt_rows.push(webhook_attempts::ActiveModel {
             id: Set(AttemptId::generate()),
             delivery_id: Set(delivery.id.clone()),
             merchant_id: Set(delivery.merchant_id.clone()),
             livemode: Set(delivery.livemode),
-            attempt_number: Set(delivery.earlier_attempts + attempts),
+            attempt_number: Set(delivery.earlier_attempts + delivery.attempts + 1),
             http_status: Set(http_status),
-            error_message: Set(error_message),
-            error_class: Set(error_class.map(str::to_string)),
+            error_message: Set(result.error.as_ref().map(|(_, m)| m.clone())),
+            error_class: Set(result.error.as_ref().map(|(c, _)| c.as_str().to_string())),
             response_body: Set(result.response_body.clone()),
             request_headers: Set(entity::webhook_attempts::headers_text(
                 &result.request_headers,
@@ -201,6 +220,49 @@ pub(crate) async fn record_in<T: ConnectionTrait>(
         }
     }
     Ok(recorded)
+}
+
+/// Writes `write` to those of `deliveries` still held under the claim each was sent under
+/// (its own lease token, still processing), in one statement; returns the ids it wrote.
+async fn write_rows<'a, T: ConnectionTrait>(
+    txn: &T,
+    write: &RowWrite,
+    deliveries: impl Iterator<Item = &'a webhook_deliveries::Model>,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, DbErr> {
+    use sea_orm::sea_query::ExprTrait as _;
+    use webhook_deliveries::Column as C;
+    // A claim always has a token: a row without one is nobody's to write.
+    let held: Vec<(String, String)> = deliveries
+        .filter_map(|d| Some((d.id.to_string(), d.lease_token.clone()?)))
+        .collect();
+    if held.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
+    let mut update = webhook_deliveries::Entity::update_many()
+        .col_expr(C::Status, Expr::value(write.status))
+        .col_expr(C::Attempts, Expr::value(write.attempts))
+        .col_expr(C::NextRetryAt, Expr::value(write.next_retry_at))
+        .col_expr(C::LockedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(C::LeaseToken, Expr::value(Option::<String>::None))
+        .col_expr(C::LastAttemptAt, Expr::value(now))
+        .col_expr(C::HttpStatus, Expr::value(write.http_status))
+        .col_expr(C::ErrorMessage, Expr::value(write.error_message.clone()))
+        .col_expr(C::DeliveredAt, Expr::value(write.delivered_at))
+        .col_expr(C::UpdatedAt, Expr::value(now))
+        // The id list alone lets PostgreSQL prune partitions and use the primary key; the
+        // pairs are the fence.
+        .filter(C::Id.is_in(ids))
+        .filter(C::Status.eq(DeliveryStatus::Processing))
+        .filter(Expr::tuple([Expr::col(C::Id), Expr::col(C::LeaseToken)]).in_tuples(held))
+        .into_query();
+    update.returning_col(C::Id);
+    txn.query_all(&update)
+        .await?
+        .iter()
+        .map(|row| row.try_get::<String>("", "id"))
+        .collect()
 }
 
 /// What an attempt's result comes to, given how many attempts the delivery has had with it.

@@ -87,15 +87,35 @@ pub fn new_row(
     }
 }
 
-/// Makes claimed rows due again at once (a worker shutting down hands them back).
-pub async fn release<C: ConnectionTrait>(db: &C, ids: &[DeliveryId]) -> Result<u64, DbErr> {
-    use webhook_deliveries::Column as C;
+/// Makes the rows still held under these claims' tokens due again at once (a worker shutting
+/// down hands back what it did not record). Returns how many rows were released.
+///
+/// Fenced by the tokens like every write of a claimed row: a row whose lease ran out and that
+/// another worker took over has a new token and is left alone (releasing it would throw away
+/// that worker's claim, and its result with it). Rows another transaction has locked are
+/// skipped, as in [`renew`]: that is the recorder finishing them.
+pub async fn release<C: ConnectionTrait>(db: &C, tokens: &[String]) -> Result<u64, DbErr> {
+    if tokens.is_empty() {
+        return Ok(0);
+    }
     let result = due_now()
-        .filter(C::Id.is_in(ids.to_vec()))
-        .filter(C::Status.eq(DeliveryStatus::Processing))
+        .filter(webhook_deliveries::Column::Id.in_subquery(held_free(tokens)))
         .exec(db)
         .await?;
     Ok(result.rows_affected)
+}
+
+/// The ids of the rows still processing under these claims' tokens that no other transaction
+/// holds, locked for the statement they are a subquery of.
+fn held_free(tokens: &[String]) -> sea_orm::sea_query::SelectStatement {
+    use webhook_deliveries::Column as C;
+    webhook_deliveries::Entity::find()
+        .select_only()
+        .column(C::Id)
+        .filter(C::Status.eq(DeliveryStatus::Processing))
+        .filter(C::LeaseToken.is_in(tokens.iter().map(String::as_str)))
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .into_query()
 }
 
 /// Hands a claimed row back, due now, without an attempt (the worker could not get a slot to
@@ -147,16 +167,9 @@ pub async fn renew<C: ConnectionTrait>(
         return Ok(0);
     }
     let now = Utc::now();
-    let free = webhook_deliveries::Entity::find()
-        .select_only()
-        .column(C::Id)
-        .filter(C::Status.eq(DeliveryStatus::Processing))
-        .filter(C::LeaseToken.is_in(tokens.iter().map(String::as_str)))
-        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-        .into_query();
     let result = webhook_deliveries::Entity::update_many()
         .col_expr(C::LockedUntil, Expr::value(lease_until(now, lease)))
-        .filter(C::Id.in_subquery(free))
+        .filter(C::Id.in_subquery(held_free(tokens)))
         .exec(db)
         .await?;
     Ok(result.rows_affected)

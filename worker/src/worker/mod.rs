@@ -375,16 +375,11 @@ impl Worker {
     /// Gives back deliveries this worker claimed but did not record, so another worker can
     /// take them now rather than after the lease.
     async fn release_claims(&self) {
-        let ids: Vec<DeliveryId> = self
-            .inner
-            .claims
-            .lock()
-            .map(|c| c.keys().cloned().collect())
-            .unwrap_or_default();
-        if ids.is_empty() {
+        let tokens = self.held_tokens();
+        if tokens.is_empty() {
             return;
         }
-        match deliveries::release(&self.inner.db, &ids).await {
+        match deliveries::release(&self.inner.db, &tokens).await {
             Ok(n) => tracing::info!(released = n, "released claimed deliveries at shutdown"),
             Err(e) => {
                 tracing::warn!(error = %e, "could not release claims; their leases will expire")
