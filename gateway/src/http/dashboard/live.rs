@@ -1,8 +1,9 @@
 //! Real time for the dashboard: `/dashboard/stream`, a WebSocket per open page.
 //!
-//! One [`LiveHub`] per gateway listens on the bus (its own queue bound to the events exchange
-//! and the live exchange in distributed mode, so every gateway hears the changes made through
-//! any gateway or worker; a broadcast in process) and hands every change to the sockets, each
+//! One [`LiveHub`] per gateway listens on the bus while pages are open on it (its own queue
+//! bound to the events exchange and the live exchange in distributed mode, so every gateway
+//! hears the changes made through any gateway or worker; a broadcast in process) and hands
+//! every change to the sockets, each
 //! of which forwards only its own merchant's. The browser is told *what* changed (an event, a
 //! delivery attempt, a log entry, with ids); the page then reloads its live parts itself, from
 //! the same handlers that drew them, so a page never shows data its user could not load.
