@@ -4,11 +4,7 @@ use gateway::{Application, Settings};
 use runtime::{db, shutdown, telemetry};
 use sea_orm::EntityTrait as _;
 
-// jemalloc: glibc's malloc and free took an eighth of the gateway's CPU under load (perf,
-// docs/benchmarks.md), and its per-thread arenas hold memory a long-running server never
-// gives back.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+runtime::jemalloc!();
 
 #[tokio::main]
 async fn main() {

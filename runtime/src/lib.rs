@@ -12,7 +12,9 @@
 //! - [`token_bucket`]: the arithmetic of API rate limits, run by the cache.
 //! - [`usage`]: usage metering per merchant and month, counted in the cache, flushed to the
 //!   database.
+//! - [`allocator`]: the binaries' allocator and its settings ([`jemalloc!`]).
 
+pub mod allocator;
 pub mod bus;
 pub mod cache;
 pub mod db;

@@ -9,11 +9,7 @@ use runtime::{shutdown, telemetry};
 use worker::Settings;
 use worker::app::WorkerApplication;
 
-// jemalloc: glibc's malloc and free took an eighth of the gateway's CPU under load (perf,
-// docs/benchmarks.md), and its per-thread arenas hold memory a long-running server never
-// gives back.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+runtime::jemalloc!();
 
 const USAGE: &str = "usage: worker            deliver webhooks until stopped
        worker redrive    move dead-lettered bus messages back to the fan-out queue";

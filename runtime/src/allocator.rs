@@ -1,0 +1,54 @@
+//! The binaries' allocator: jemalloc, and the settings it reads before `main`. Each binary's
+//! `main.rs` says `runtime::jemalloc!();` once.
+//!
+//! - jemalloc: glibc's malloc and free took an eighth of the gateway's CPU under load (perf,
+//!   docs/benchmarks.md), and its per-thread arenas hold memory a long-running server never
+//!   gives back.
+//! - One arena ([`JEMALLOC_CONF`]): by default jemalloc makes four per core and binds each
+//!   thread to one. After the same 3,000 events at 300/s the gateway kept either ~10 or ~20 MiB
+//!   of heap, depending on how its threads had landed on arenas (each kept its own free
+//!   pages); with one arena it was ~10 MiB every time, with the same CPU per event and
+//!   latency (thread caches serve most allocations without the arena's lock; on a few cores
+//!   the lock is not contended). docs/benchmarks.md has the runs.
+
+/// What jemalloc reads from the binary (`malloc_conf`), before any allocation.
+pub const JEMALLOC_CONF: &std::ffi::CStr = c"narenas:1";
+
+/// Installs jemalloc as the global allocator with [`JEMALLOC_CONF`], and a test that jemalloc
+/// read it (the caller needs `tikv-jemallocator`, and `tikv-jemalloc-sys` for the test).
+#[macro_export]
+macro_rules! jemalloc {
+    () => {
+        #[global_allocator]
+        static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+        /// jemalloc's `malloc_conf` (prefixed by `tikv-jemalloc-sys`): see
+        /// [`runtime::allocator`].
+        #[allow(non_upper_case_globals)]
+        #[unsafe(export_name = "_rjem_malloc_conf")]
+        pub static malloc_conf: Option<&'static std::ffi::c_char> =
+            // SAFETY: a pointer to the first byte of a static C string, which lives for ever.
+            Some(unsafe { &*$crate::allocator::JEMALLOC_CONF.as_ptr() });
+
+        #[cfg(test)]
+        mod jemalloc_settings {
+            #[test]
+            fn jemalloc_reads_the_settings_the_binary_gives_it() {
+                let mut narenas: std::ffi::c_uint = 0;
+                let mut size = std::mem::size_of::<std::ffi::c_uint>();
+                // SAFETY: `opt.narenas` is an unsigned int, and `narenas` one.
+                let read = unsafe {
+                    tikv_jemalloc_sys::mallctl(
+                        c"opt.narenas".as_ptr(),
+                        (&mut narenas as *mut std::ffi::c_uint).cast(),
+                        &mut size,
+                        std::ptr::null_mut(),
+                        0,
+                    )
+                };
+                assert_eq!(read, 0, "mallctl opt.narenas");
+                assert_eq!(narenas, 1, "jemalloc runs with one arena");
+            }
+        }
+    };
+}
