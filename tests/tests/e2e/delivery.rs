@@ -364,24 +364,36 @@ async fn an_attempt_waiting_for_its_endpoints_slot_holds_little_memory_and_still
     assert_eq!(receiver.received().len(), 1);
 }
 
-#[tokio::test]
-async fn renewing_leases_skips_a_row_another_transaction_holds_instead_of_waiting_for_it() {
-    use sea_orm::TransactionTrait;
-    let (app, _worker, _receiver) = three_due_deliveries().await;
+/// Claims the three due rows of [`three_due_deliveries`] (a 30 s lease); the claim and its token.
+async fn claim_the_three(app: &TestApp) -> (worker::deliveries::Claim, String) {
     let claim = claim_due(&app.db, 50, 10, Duration::from_secs(30), &[])
         .await
         .expect("claim");
     let token = claim.token.clone().expect("a claim");
     assert_eq!(claim.ids.len(), 3);
-    // Another transaction (a recorder writing that row's result) holds one of the rows.
-    let recorder = app.db.begin().await.expect("begin");
-    recorder
+    (claim, token)
+}
+
+/// Another transaction holding a delivery row locked, as the recorder does while it writes
+/// the row's result; rolling it back lets go.
+async fn hold_row(app: &TestApp, id: &entity::ids::DeliveryId) -> sea_orm::DatabaseTransaction {
+    use sea_orm::TransactionTrait;
+    let holder = app.db.begin().await.expect("begin");
+    holder
         .execute_unprepared(&format!(
-            "SELECT id FROM webhook_deliveries WHERE id = '{}' FOR UPDATE",
-            claim.ids[0]
+            "SELECT id FROM webhook_deliveries WHERE id = '{id}' FOR UPDATE"
         ))
         .await
         .expect("lock");
+    holder
+}
+
+#[tokio::test]
+async fn renewing_leases_skips_a_row_another_transaction_holds_instead_of_waiting_for_it() {
+    let (app, _worker, _receiver) = three_due_deliveries().await;
+    let (claim, token) = claim_the_three(&app).await;
+    // Another transaction (a recorder writing that row's result) holds one of the rows.
+    let recorder = hold_row(&app, &claim.ids[0]).await;
     // Waiting for it is how the renewal and the recorder deadlocked (a 1 s stall each time).
     let renewed = tokio::time::timeout(
         Duration::from_secs(2),
@@ -403,13 +415,8 @@ async fn renewing_leases_skips_a_row_another_transaction_holds_instead_of_waitin
 
 #[tokio::test]
 async fn releasing_at_shutdown_hands_back_only_rows_still_held_and_free() {
-    use sea_orm::TransactionTrait;
     let (app, _worker, _receiver) = three_due_deliveries().await;
-    let claim = claim_due(&app.db, 50, 10, Duration::from_secs(30), &[])
-        .await
-        .expect("claim");
-    let token = claim.token.clone().expect("a claim");
-    assert_eq!(claim.ids.len(), 3);
+    let (claim, token) = claim_the_three(&app).await;
     // Our lease on the first row ran out and another worker took it over.
     app.db
         .execute_unprepared(&format!(
@@ -419,14 +426,7 @@ async fn releasing_at_shutdown_hands_back_only_rows_still_held_and_free() {
         .await
         .expect("steal the lease");
     // The recorder is writing the second row's result.
-    let recorder = app.db.begin().await.expect("begin");
-    recorder
-        .execute_unprepared(&format!(
-            "SELECT id FROM webhook_deliveries WHERE id = '{}' FOR UPDATE",
-            claim.ids[1]
-        ))
-        .await
-        .expect("lock");
+    let recorder = hold_row(&app, &claim.ids[1]).await;
     let released = tokio::time::timeout(
         Duration::from_secs(2),
         worker::deliveries::release(&app.db, std::slice::from_ref(&token)),
