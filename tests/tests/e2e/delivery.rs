@@ -364,6 +364,19 @@ async fn an_attempt_waiting_for_its_endpoints_slot_holds_little_memory_and_still
     assert_eq!(receiver.received().len(), 1);
 }
 
+/// A recorder (group commit) on `db`, with the app's bus, cache and delivery rules.
+fn start_recorder(
+    app: &TestApp,
+    db: sea_orm::DatabaseConnection,
+) -> worker::deliveries::recorder::Recorder {
+    worker::deliveries::recorder::Recorder::start(
+        db,
+        app.state.bus.clone(),
+        app.state.cache.clone(),
+        app.settings.worker.webhook.rules(),
+    )
+}
+
 /// Claims the three due rows of [`three_due_deliveries`] (a 30 s lease); the claim and its token.
 async fn claim_the_three(app: &TestApp) -> (worker::deliveries::Claim, String) {
     let claim = claim_due(&app.db, 50, 10, Duration::from_secs(30), &[])
@@ -467,12 +480,7 @@ async fn results_committed_together_each_write_their_own_row() {
     let (app, _worker, _receiver) = three_due_deliveries().await;
     let contexts = claim_and_load(&app, 50).await;
     let ids: Vec<_> = contexts.iter().map(|c| c.delivery.id.clone()).collect();
-    let recorder = worker::deliveries::recorder::Recorder::start(
-        app.db.clone(),
-        app.state.bus.clone(),
-        app.state.cache.clone(),
-        app.settings.worker.webhook.rules(),
-    );
+    let recorder = start_recorder(&app, app.db.clone());
     let failed = worker::sender::AttemptResult {
         http_status: Some(503),
         error: Some((worker::sender::ErrorClass::Http5xx, "HTTP 503".into())),
@@ -973,12 +981,7 @@ async fn results_committed_together_stand_alone_when_one_of_them_lost_its_lease(
         ))
         .await
         .expect("steal the lease");
-    let recorder = worker::deliveries::recorder::Recorder::start(
-        app.db.clone(),
-        app.state.bus.clone(),
-        app.state.cache.clone(),
-        app.settings.worker.webhook.rules(),
-    );
+    let recorder = start_recorder(&app, app.db.clone());
     let ok = answered_200();
     let outcomes = futures_util::future::join_all(
         contexts
@@ -1138,12 +1141,7 @@ async fn a_result_recorded_during_a_database_cut_is_committed_once_it_is_back() 
         .connect_timeout(Duration::from_millis(300))
         .sqlx_logging(false);
     let db = sea_orm::Database::connect(options).await.expect("connect");
-    let recorder = worker::deliveries::recorder::Recorder::start(
-        db,
-        app.state.bus.clone(),
-        app.state.cache.clone(),
-        app.settings.worker.webhook.rules(),
-    );
+    let recorder = start_recorder(&app, db);
     let ok = answered_200();
     proxy.set_enabled(false);
     let recording = tokio::spawn(async move {

@@ -128,6 +128,7 @@ pub(crate) async fn record_in<T: ConnectionTrait>(
     rules: &Rules,
 ) -> Result<Vec<(AttemptOutcome, Option<DisabledReason>)>, DbErr> {
     let now = Utc::now();
+    // Each item's outcome and the index of its write in `writes`.
     let mut judged = Vec::with_capacity(items.len());
     // Each distinct write → the items that make it, in the order first seen.
     let mut writes: Vec<(RowWrite, Vec<usize>)> = Vec::new();
@@ -150,11 +151,15 @@ pub(crate) async fn record_in<T: ConnectionTrait>(
             error_message: result.error.as_ref().map(|(_, m)| m.clone()),
             delivered_at,
         };
-        match writes.iter_mut().find(|(w, _)| *w == write) {
-            Some((_, same)) => same.push(i),
-            None => writes.push((write, vec![i])),
-        }
-        judged.push(outcome);
+        let w = match writes.iter().position(|(w, _)| *w == write) {
+            Some(w) => w,
+            None => {
+                writes.push((write, Vec::new()));
+                writes.len() - 1
+            }
+        };
+        writes[w].1.push(i);
+        judged.push((outcome, w));
     }
     let mut written: HashSet<String> = HashSet::with_capacity(items.len());
     for (write, indices) in &writes {
@@ -165,7 +170,7 @@ pub(crate) async fn record_in<T: ConnectionTrait>(
     let mut attempt_rows = Vec::with_capacity(items.len());
     // Endpoint id → the recorded items that went to it.
     let mut by_endpoint: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, (item, outcome)) in items.iter().zip(judged).enumerate() {
+    for (i, (item, (outcome, w))) in items.iter().zip(judged).enumerate() {
         let (delivery, result) = (item.delivery, item.result);
         if !written.contains(delivery.id.as_str()) {
             // Our lease ran out and another worker owns the row now (it may have delivered it
@@ -175,15 +180,15 @@ pub(crate) async fn record_in<T: ConnectionTrait>(
             recorded.push((AttemptOutcome::Skipped, None));
             continue;
         }
-        let http_status = result.http_status.map(i32::from);
+        let write = &writes[w].0;
         attempt_rows.push(webhook_attempts::ActiveModel {
             id: Set(AttemptId::generate()),
             delivery_id: Set(delivery.id.clone()),
             merchant_id: Set(delivery.merchant_id.clone()),
             livemode: Set(delivery.livemode),
-            attempt_number: Set(delivery.earlier_attempts + delivery.attempts + 1),
-            http_status: Set(http_status),
-            error_message: Set(result.error.as_ref().map(|(_, m)| m.clone())),
+            attempt_number: Set(delivery.earlier_attempts + write.attempts),
+            http_status: Set(write.http_status),
+            error_message: Set(write.error_message.clone()),
             error_class: Set(result.error.as_ref().map(|(c, _)| c.as_str().to_string())),
             response_body: Set(result.response_body.clone()),
             request_headers: Set(entity::webhook_attempts::headers_text(

@@ -155,7 +155,7 @@ impl LiveHub {
 
     /// Sockets open on this gateway now.
     pub fn sockets(&self) -> usize {
-        self.updates.receiver_count()
+        *self.open.borrow()
     }
 
     /// Whether the hub hears the bus now.
