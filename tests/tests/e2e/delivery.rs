@@ -316,6 +316,181 @@ async fn a_redelivered_message_creates_no_second_delivery() {
     .await;
 }
 
+/// Holds the deliveries table against inserts until the transaction returned ends, and a
+/// way to tell that someone is waiting for it.
+async fn block_inserts(app: &TestApp) -> sea_orm::DatabaseTransaction {
+    use sea_orm::TransactionTrait as _;
+    let blocker = app.db.begin().await.expect("begin");
+    blocker
+        .execute_unprepared("LOCK TABLE webhook_deliveries IN SHARE MODE")
+        .await
+        .expect("lock");
+    blocker
+}
+
+/// Waits until a statement of this test's database waits for a lock (the fan-out's insert).
+async fn until_an_insert_waits(app: &TestApp) {
+    app.eventually(
+        WAIT,
+        "the fan-out's insert waiting for the lock",
+        || async {
+            let waiting = app
+                .count(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND wait_event_type = 'Lock' AND query ILIKE 'INSERT INTO%webhook_deliveries%'",
+                )
+                .await;
+            (waiting > 0).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_first_delivery_goes_out_while_its_row_commits_and_is_recorded_after() {
+    let app = TestApp::spawn_with(manual(|_| {})).await;
+    let worker = app.standalone_worker();
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    app.create_endpoint(&receiver.url).await;
+    app.create_payment(100).await;
+    let blocker = block_inserts(&app).await;
+    let handling = handle_next(&app, &worker);
+    tokio::pin!(handling);
+    let arrived = async {
+        until_an_insert_waits(&app).await;
+        app.eventually(WAIT, "the webhook, before its row exists", || async {
+            (!receiver.received().is_empty()).then_some(())
+        })
+        .await
+    };
+    tokio::select! {
+        handled = &mut handling => panic!("handled while its insert was blocked: {handled:?}"),
+        () = arrived => {}
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_deliveries").await,
+        0,
+        "sent before the row was committed"
+    );
+    blocker.rollback().await.expect("unblock");
+    assert_eq!(
+        handling.await,
+        Handled::FannedOut {
+            created: 1,
+            already_present: 0,
+            attempts: vec![AttemptOutcome::Succeeded]
+        }
+    );
+    let rows = deliveries(&app).await;
+    assert_eq!(
+        (rows.len(), rows[0].status.as_str(), rows[0].attempts),
+        (1, "succeeded", 1)
+    );
+    assert_eq!(attempts(&app, rows[0].id.as_str()).await.len(), 1);
+    assert_eq!(receiver.received().len(), 1);
+}
+
+#[tokio::test]
+async fn a_webhook_sent_ahead_of_a_row_another_worker_inserted_first_writes_nothing_over_it() {
+    use sea_orm::ActiveModelTrait as _;
+    let app = TestApp::spawn_with(manual(|_| {})).await;
+    let worker = app.standalone_worker();
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    let (endpoint_id, _) = app.create_endpoint(&receiver.url).await;
+    app.create_payment(100).await;
+    let event = entity::events::Entity::find()
+        .one(&app.db)
+        .await
+        .expect("query")
+        .expect("an event");
+    let endpoint_id = entity::ids::EndpointId::from_trusted(endpoint_id);
+    let blocker = block_inserts(&app).await;
+    let handling = handle_next(&app, &worker);
+    tokio::pin!(handling);
+    tokio::select! {
+        handled = &mut handling => panic!("handled while its insert was blocked: {handled:?}"),
+        () = until_an_insert_waits(&app) => {}
+    }
+    // Another worker's claim of the same pair lands first (the lock's holder may insert).
+    let theirs = worker::deliveries::Lease::new(Utc::now(), Duration::from_secs(30));
+    worker::deliveries::new_row(&event, &endpoint_id, Some(&theirs), Utc::now())
+        .insert(&blocker)
+        .await
+        .expect("their row");
+    blocker.commit().await.expect("commit");
+    assert_eq!(
+        handling.await,
+        Handled::FannedOut {
+            created: 0,
+            already_present: 1,
+            attempts: vec![AttemptOutcome::Skipped]
+        }
+    );
+    let row = &deliveries(&app).await[0];
+    assert_eq!(
+        (
+            row.status.as_str(),
+            row.attempts,
+            row.lease_token.as_deref()
+        ),
+        ("processing", 0, Some(theirs.token.as_str())),
+        "their claim stands, untouched"
+    );
+    assert!(attempts(&app, row.id.as_str()).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_redelivered_message_leaves_its_rows_to_the_sweep_as_a_dead_workers_claim() {
+    let app = TestApp::spawn_with(manual(|_| {})).await;
+    let worker = app.standalone_worker();
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    app.create_endpoint(&receiver.url).await;
+    app.create_payment(100).await;
+    let bus = EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix));
+    let mut sub = bus.subscribe(1).await.expect("subscribe");
+    let mut next = async || {
+        tokio::time::timeout(WAIT, sub.next())
+            .await
+            .expect("a message arrives")
+            .expect("stream open")
+            .expect("message")
+    };
+    // A worker had it and gave it back without its rows: it may have sent them ahead first.
+    let runtime::bus::Received::Message(_, ack) = next().await else {
+        panic!("a message")
+    };
+    assert!(!ack.redelivered());
+    ack.requeue().await.expect("requeue");
+    let again = next().await;
+    let runtime::bus::Received::Message(_, ack) = &again else {
+        panic!("a message")
+    };
+    assert!(ack.redelivered());
+    assert_eq!(
+        worker.handle(again).await,
+        Handled::FannedOut {
+            created: 1,
+            already_present: 0,
+            attempts: vec![]
+        }
+    );
+    assert!(receiver.received().is_empty(), "not sent by the fan-out");
+    let row = &deliveries(&app).await[0];
+    assert_eq!(row.status.as_str(), "processing");
+    assert!(row.locked_until.is_some_and(|until| until <= Utc::now()));
+    // The sweep takes it over as it would a dead worker's claim.
+    let sweep = worker.sweep_once().await.expect("sweep");
+    assert_eq!((sweep.claimed, sweep.succeeded), (1, 1));
+    let classes: Vec<Option<String>> = attempts(&app, row.id.as_str())
+        .await
+        .into_iter()
+        .map(|a| a.error_class)
+        .collect();
+    assert_eq!(classes, vec![Some("unknown".to_string()), None]);
+    assert_eq!(worker.metrics().unknown_outcomes.get(), 1);
+    assert_eq!(receiver.received().len(), 1);
+}
+
 /// A merchant with one endpoint and three deliveries fanned out, due and unclaimed (immediate
 /// delivery off), with a worker that only runs when the test drives it.
 async fn three_due_deliveries() -> (TestApp, Worker, Receiver) {
@@ -355,7 +530,7 @@ async fn claim_and_load(app: &TestApp, limit: u64) -> Vec<worker::deliveries::At
 async fn an_attempt_waiting_for_its_endpoints_slot_holds_little_memory_and_still_delivers() {
     let (app, worker, receiver) = three_due_deliveries().await;
     let ctx = claim_and_load(&app, 1).await.remove(0);
-    let attempt = worker.attempt_one(ctx, std::time::Instant::now() + WAIT);
+    let attempt = worker.attempt_one(ctx, std::time::Instant::now() + WAIT, None);
     // A lagging worker holds one of these per delivery waiting for a slot (thousands in the
     // closed-loop benchmark). With the send and the recording inline it is ~10 KB here.
     let size = std::mem::size_of_val(&attempt);

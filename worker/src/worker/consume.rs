@@ -1,13 +1,20 @@
 //! What comes from the bus: a batch of events fanned out together (one insert), acknowledged,
-//! then their first attempts; and the consumer that reconnects with backoff.
+//! their first attempts sent while that insert commits; and the consumer that reconnects with
+//! backoff.
 
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
 use tokio::sync::watch;
 
-use crate::fanout::{FanOutError, fan_out_batch};
-use runtime::bus::Received;
+use std::collections::HashSet;
+
+use entity::bus::BusMessage;
+use sea_orm::DbErr;
+
+use crate::deliveries::InsertGate;
+use crate::fanout::{FanOut, FanOutError, Plan, Start, insert_rows};
+use runtime::bus::{Ack, Received};
 
 use super::*;
 
@@ -60,28 +67,85 @@ impl Worker {
             })
             .collect();
         let s = &self.inner.settings;
-        let fanned = match Box::pin(fan_out_batch(
-            &self.inner.db,
-            &messages,
-            s.immediate,
-            s.lease(),
-        ))
-        .await
-        {
-            Ok(fanned) => fanned,
-            Err(e) => {
-                tracing::warn!(error = %e, messages = messages.len(), "fan-out failed; messages requeued");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                for ack in acks {
-                    let _ = ack.requeue().await;
-                }
-                return fill(results, || Handled::Requeued);
+        let db = &self.inner.db;
+        // A message handed out for the first time has no rows yet (unless its event was
+        // published twice, which `present` finds), so its first requests go out while its rows
+        // are inserted, not after: that commit is off the path to the receiver, and the results
+        // are recorded once the insert says the rows are this worker's. A message handed out
+        // before may have had its requests sent so by a worker that then died, with no row to
+        // show it: its rows go to the sweep as a dead worker's claim (an attempt of unknown
+        // outcome, then a send), so attempts never undercount what receivers saw.
+        let start: Vec<Start> = acks
+            .iter()
+            .map(|ack| match (s.immediate, ack.redelivered()) {
+                (false, _) => Start::Due,
+                (true, false) => Start::Claimed,
+                (true, true) => Start::MaybeSentBefore,
+            })
+            .collect();
+        let read = async {
+            let plan = Plan::read(db, &messages, &start, s.lease()).await?;
+            let present = match start.contains(&Start::Claimed) {
+                true => plan.present(db).await?,
+                false => HashSet::new(),
+            };
+            Ok::<_, DbErr>((plan, present))
+        };
+        let (mut plan, present) = match Box::pin(read).await {
+            Ok(read) => read,
+            Err(e) => return requeue_all(results, acks, &e).await,
+        };
+        let early = plan.contexts_except(&present);
+        let (done, gate) = InsertGate::new();
+        let rows = plan.take_rows();
+        let commit = async {
+            let inserted = insert_rows(db, rows).await.map(Arc::new);
+            done.report(inserted.as_ref().map(Arc::clone).unwrap_or_default());
+            match inserted {
+                Ok(inserted) => Ok(self.settle(&messages, acks, plan.outcomes(&inserted)).await),
+                Err(e) => Err((e, acks)),
             }
         };
-        // Per message: (rows created, already present, how many of the claimed are its own).
+        let per_message: Vec<usize> = early.iter().map(Vec::len).collect();
+        let (settled, attempts) = tokio::join!(
+            Box::pin(commit),
+            self.deliver_ahead_of(early.into_iter().flatten().collect(), &gate)
+        );
+        drop(spans);
+        let counts = match settled {
+            Ok(counts) => counts,
+            Err((e, acks)) => return requeue_all(results, acks, &e).await,
+        };
+        let mut attempts = attempts.into_iter();
+        let mut per_message = per_message.into_iter();
+        let mut counts = counts.into_iter();
+        for slot in results.iter_mut().filter(|r| r.is_none()) {
+            let sent = per_message.next().unwrap_or(0);
+            let theirs: Vec<AttemptOutcome> = attempts.by_ref().take(sent).collect();
+            *slot = match counts.next() {
+                Some(Ok((created, already_present))) => Some(Handled::FannedOut {
+                    created,
+                    already_present,
+                    attempts: theirs,
+                }),
+                Some(Err(handled)) => Some(handled),
+                None => None,
+            };
+        }
+        fill(results, || Handled::Requeued)
+    }
+
+    /// Settles each message of a committed fan-out: acked (dead-lettered when its event does
+    /// not exist), and its new rows metered; a sweep is woken for rows left to it. Per message,
+    /// the rows it created and found present (or how it was handled).
+    async fn settle(
+        &self,
+        messages: &[BusMessage],
+        acks: Vec<Ack>,
+        fanned: Vec<Result<FanOut, FanOutError>>,
+    ) -> Vec<Result<(usize, usize), Handled>> {
         let mut counts = Vec::with_capacity(messages.len());
-        let mut claimed = Vec::new();
-        let mut to_ack = Vec::with_capacity(messages.len());
+        let mut for_the_sweep = 0;
         let mut usage: Vec<(entity::ids::Scope, i64)> = Vec::new();
         for ((message, ack), fan) in messages.iter().zip(acks).zip(fanned) {
             match fan {
@@ -90,9 +154,12 @@ impl Worker {
                     let scope =
                         entity::ids::Scope::new(message.merchant_id().clone(), fan.livemode);
                     usage.push((scope, i64::try_from(created).unwrap_or(i64::MAX)));
-                    to_ack.push((ack, message.event_id()));
-                    counts.push(Ok((created, fan.already_present, fan.claimed.len())));
-                    claimed.extend(fan.claimed);
+                    // A lost ack only means a redelivery, which finds the rows.
+                    if let Err(e) = ack.ack().await {
+                        tracing::warn!(error = %e, event_id = %message.event_id(), "ack failed after commit");
+                    }
+                    counts.push(Ok((created, fan.already_present)));
+                    for_the_sweep += fan.queued;
                 }
                 Err(FanOutError::UnknownEvent(id)) => {
                     tracing::error!(event_id = %id, "message names an event that does not exist; dead-lettered");
@@ -106,36 +173,14 @@ impl Worker {
                 }
             }
         }
-        drop(spans);
-        // The rows are committed, so the first attempts need nothing else: the acks and the
-        // metering run alongside them instead of before (a lost ack only means a redelivery,
-        // which finds the rows and creates nothing).
-        let bookkeeping = async {
-            for (ack, event_id) in to_ack {
-                if let Err(e) = ack.ack().await {
-                    tracing::warn!(error = %e, event_id = %event_id, "ack failed after commit");
-                }
-            }
-            self.inner
-                .cache
-                .count_usage_of_each(runtime::usage::metric::WEBHOOK_DELIVERIES, usage)
-                .await;
-        };
-        let ((), attempts) = tokio::join!(Box::pin(bookkeeping), self.deliver_loaded(claimed));
-        let mut attempts = attempts.into_iter();
-        let mut counts = counts.into_iter();
-        for slot in results.iter_mut().filter(|r| r.is_none()) {
-            *slot = match counts.next() {
-                Some(Ok((created, already_present, mine))) => Some(Handled::FannedOut {
-                    created,
-                    already_present,
-                    attempts: attempts.by_ref().take(mine).collect(),
-                }),
-                Some(Err(handled)) => Some(handled),
-                None => None,
-            };
+        self.inner
+            .cache
+            .count_usage_of_each(runtime::usage::metric::WEBHOOK_DELIVERIES, usage)
+            .await;
+        if self.inner.settings.immediate && for_the_sweep > 0 {
+            self.wake_at(chrono::Utc::now());
         }
-        fill(results, || Handled::Requeued)
+        counts
     }
 
     /// Consumes from the bus until `stop` turns true, reconnecting with backoff.
@@ -202,6 +247,17 @@ impl Worker {
 
 /// Most messages fanned out together.
 const FAN_OUT_BATCH: usize = 100;
+
+/// A batch whose fan-out failed as a whole: every message it still holds goes back to the
+/// broker, after a pause so a database that is down is not hammered.
+async fn requeue_all(results: Vec<Option<Handled>>, acks: Vec<Ack>, e: &DbErr) -> Vec<Handled> {
+    tracing::warn!(error = %e, messages = acks.len(), "fan-out failed; messages requeued");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for ack in acks {
+        let _ = ack.requeue().await;
+    }
+    fill(results, || Handled::Requeued)
+}
 
 /// The results of a batch, any still open set by `otherwise`.
 fn fill(results: Vec<Option<Handled>>, otherwise: impl Fn() -> Handled) -> Vec<Handled> {
