@@ -45,8 +45,6 @@ pub struct FanOut {
 pub enum FanOutError {
     #[error("event {0} does not exist (or does not match its message)")]
     UnknownEvent(String),
-    #[error(transparent)]
-    Db(#[from] DbErr),
 }
 
 /// A batch's fan-out worked out from reads alone: the rows each message wants, not inserted.

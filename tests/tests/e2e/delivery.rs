@@ -440,6 +440,60 @@ async fn a_webhook_sent_ahead_of_a_row_another_worker_inserted_first_writes_noth
 }
 
 #[tokio::test]
+async fn a_fan_out_whose_insert_fails_after_sending_ahead_is_tried_again_and_owns_up_to_the_send() {
+    let app = TestApp::spawn_with(manual(|_| {})).await;
+    let worker = app.standalone_worker();
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    app.create_endpoint(&receiver.url).await;
+    app.create_payment(100).await;
+    let blocker = block_inserts(&app).await;
+    let handling = handle_next(&app, &worker);
+    tokio::pin!(handling);
+    tokio::select! {
+        handled = &mut handling => panic!("handled while its insert was blocked: {handled:?}"),
+        () = async {
+            until_an_insert_waits(&app).await;
+            app.eventually(WAIT, "the webhook sent ahead", || async {
+                (!receiver.received().is_empty()).then_some(())
+            })
+            .await
+        } => {}
+    }
+    // The insert's connection dies: nothing committed, and the webhook already went out.
+    app.count(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock' \
+         AND query ILIKE 'INSERT INTO%webhook_deliveries%'",
+    )
+    .await;
+    blocker.rollback().await.expect("unblock");
+    // Tried again in this worker, which knows it sent: the row goes to the sweep, not out again.
+    assert_eq!(
+        handling.await,
+        Handled::FannedOut {
+            created: 1,
+            already_present: 0,
+            attempts: vec![]
+        }
+    );
+    assert_eq!(receiver.received().len(), 1);
+    let sweep = worker.sweep_once().await.expect("sweep");
+    assert_eq!((sweep.claimed, sweep.succeeded), (1, 1));
+    let row = &deliveries(&app).await[0];
+    let classes: Vec<Option<String>> = attempts(&app, row.id.as_str())
+        .await
+        .into_iter()
+        .map(|a| a.error_class)
+        .collect();
+    assert_eq!(
+        classes,
+        vec![Some("unknown".to_string()), None],
+        "the send ahead is an attempt of unknown outcome: attempts never undercount sends"
+    );
+    assert_eq!(receiver.received().len(), 2);
+}
+
+#[tokio::test]
 async fn a_redelivered_message_leaves_its_rows_to_the_sweep_as_a_dead_workers_claim() {
     let app = TestApp::spawn_with(manual(|_| {})).await;
     let worker = app.standalone_worker();

@@ -2,15 +2,13 @@
 //! their first attempts sent while that insert commits; and the consumer that reconnects with
 //! backoff.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
-use futures_util::FutureExt as _;
-use tokio::sync::watch;
-
-use std::collections::HashSet;
-
 use entity::bus::BusMessage;
+use futures_util::FutureExt as _;
 use sea_orm::DbErr;
+use tokio::sync::watch;
 
 use crate::deliveries::InsertGate;
 use crate::fanout::{FanOut, FanOutError, Plan, Start, insert_rows};
@@ -21,10 +19,8 @@ use super::*;
 impl Worker {
     /// Handles one received message: fan out, commit, ack; then the immediate attempts.
     pub async fn handle(&self, received: Received) -> Handled {
-        self.handle_batch(vec![received])
-            .await
-            .pop()
-            .unwrap_or(Handled::Requeued)
+        // One result per message, always.
+        self.handle_batch(vec![received]).await.swap_remove(0)
     }
 
     /// Handles messages received together: one fan-out transaction for all of them, the acks,
@@ -66,8 +62,7 @@ impl Worker {
                 span
             })
             .collect();
-        let s = &self.inner.settings;
-        let db = &self.inner.db;
+        let immediate = self.inner.settings.immediate;
         // A message handed out for the first time has no rows yet (unless its event was
         // published twice, which `present` finds), so its first requests go out while its rows
         // are inserted, not after: that commit is off the path to the receiver, and the results
@@ -75,16 +70,68 @@ impl Worker {
         // before may have had its requests sent so by a worker that then died, with no row to
         // show it: its rows go to the sweep as a dead worker's claim (an attempt of unknown
         // outcome, then a send), so attempts never undercount what receivers saw.
-        let start: Vec<Start> = acks
+        let mut start: Vec<Start> = acks
             .iter()
-            .map(|ack| match (s.immediate, ack.redelivered()) {
+            .map(|ack| match (immediate, ack.redelivered()) {
                 (false, _) => Start::Due,
                 (true, false) => Start::Claimed,
                 (true, true) => Start::MaybeSentBefore,
             })
             .collect();
+        // A database error fails the whole batch with nothing committed. It is tried again
+        // here, not handed back to the broker: this worker knows which messages it sent ahead
+        // (those become MaybeSentBefore), where a redelivery would make every one of them look
+        // possibly sent.
+        let mut pause = Duration::from_millis(200);
+        let (counts, attempts, per_message) = loop {
+            match self.fan_out_once(&messages, &start, acks).await {
+                Ok(done) => break done,
+                Err(failed) => {
+                    tracing::warn!(error = %failed.error, messages = messages.len(), retry_in_ms = pause.as_millis() as u64, "fan-out failed; trying again");
+                    acks = failed.acks;
+                    for (start, sent) in start.iter_mut().zip(failed.sent_ahead) {
+                        if sent {
+                            *start = Start::MaybeSentBefore;
+                        }
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        drop(spans);
+        let mut attempts = attempts.into_iter();
+        let mut handled = counts.into_iter().zip(per_message).map(|(count, sent)| {
+            let theirs: Vec<AttemptOutcome> = attempts.by_ref().take(sent).collect();
+            match count {
+                Ok((created, already_present)) => Handled::FannedOut {
+                    created,
+                    already_present,
+                    attempts: theirs,
+                },
+                Err(handled) => handled,
+            }
+        });
+        // Settling gives one count per message, so every open slot is filled.
+        results
+            .into_iter()
+            .filter_map(|r| r.or_else(|| handled.next()))
+            .collect()
+    }
+
+    /// One try at a batch: plan from reads, send the claimed rows ahead while inserting, settle
+    /// the messages once the insert committed. Per message, its counts (or how it was handled)
+    /// and how many requests it sent ahead; the attempts' outcomes in message order.
+    async fn fan_out_once(
+        &self,
+        messages: &[BusMessage],
+        start: &[Start],
+        acks: Vec<Ack>,
+    ) -> Result<Settled, FanOutFailed> {
+        let s = &self.inner.settings;
+        let db = &self.inner.db;
         let read = async {
-            let plan = Plan::read(db, &messages, &start, s.lease()).await?;
+            let plan = Plan::read(db, messages, start, s.lease()).await?;
             let present = match start.contains(&Start::Claimed) {
                 true => plan.present(db).await?,
                 false => HashSet::new(),
@@ -93,46 +140,38 @@ impl Worker {
         };
         let (mut plan, present) = match Box::pin(read).await {
             Ok(read) => read,
-            Err(e) => return requeue_all(results, acks, &e).await,
+            Err(error) => {
+                return Err(FanOutFailed {
+                    error,
+                    sent_ahead: vec![false; acks.len()],
+                    acks,
+                });
+            }
         };
         let early = plan.contexts_except(&present);
+        let per_message: Vec<usize> = early.iter().map(Vec::len).collect();
         let (done, gate) = InsertGate::new();
         let rows = plan.take_rows();
         let commit = async {
             let inserted = insert_rows(db, rows).await.map(Arc::new);
             done.report(inserted.as_ref().map(Arc::clone).unwrap_or_default());
             match inserted {
-                Ok(inserted) => Ok(self.settle(&messages, acks, plan.outcomes(&inserted)).await),
+                Ok(inserted) => Ok(self.settle(messages, acks, plan.outcomes(&inserted)).await),
                 Err(e) => Err((e, acks)),
             }
         };
-        let per_message: Vec<usize> = early.iter().map(Vec::len).collect();
         let (settled, attempts) = tokio::join!(
             Box::pin(commit),
             self.deliver_ahead_of(early.into_iter().flatten().collect(), &gate)
         );
-        drop(spans);
-        let counts = match settled {
-            Ok(counts) => counts,
-            Err((e, acks)) => return requeue_all(results, acks, &e).await,
-        };
-        let mut attempts = attempts.into_iter();
-        let mut per_message = per_message.into_iter();
-        let mut counts = counts.into_iter();
-        for slot in results.iter_mut().filter(|r| r.is_none()) {
-            let sent = per_message.next().unwrap_or(0);
-            let theirs: Vec<AttemptOutcome> = attempts.by_ref().take(sent).collect();
-            *slot = match counts.next() {
-                Some(Ok((created, already_present))) => Some(Handled::FannedOut {
-                    created,
-                    already_present,
-                    attempts: theirs,
-                }),
-                Some(Err(handled)) => Some(handled),
-                None => None,
-            };
+        match settled {
+            Ok(counts) => Ok((counts, attempts, per_message)),
+            Err((error, acks)) => Err(FanOutFailed {
+                error,
+                sent_ahead: per_message.iter().map(|n| *n > 0).collect(),
+                acks,
+            }),
         }
-        fill(results, || Handled::Requeued)
     }
 
     /// Settles each message of a committed fan-out: acked (dead-lettered when its event does
@@ -165,11 +204,6 @@ impl Worker {
                     tracing::error!(event_id = %id, "message names an event that does not exist; dead-lettered");
                     let _ = ack.dead_letter().await;
                     counts.push(Err(Handled::DeadLettered));
-                }
-                Err(FanOutError::Db(e)) => {
-                    tracing::warn!(error = %e, event_id = %message.event_id(), "fan-out failed; message requeued");
-                    let _ = ack.requeue().await;
-                    counts.push(Err(Handled::Requeued));
                 }
             }
         }
@@ -248,21 +282,18 @@ impl Worker {
 /// Most messages fanned out together.
 const FAN_OUT_BATCH: usize = 100;
 
-/// A batch whose fan-out failed as a whole: every message it still holds goes back to the
-/// broker, after a pause so a database that is down is not hammered.
-async fn requeue_all(results: Vec<Option<Handled>>, acks: Vec<Ack>, e: &DbErr) -> Vec<Handled> {
-    tracing::warn!(error = %e, messages = acks.len(), "fan-out failed; messages requeued");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    for ack in acks {
-        let _ = ack.requeue().await;
-    }
-    fill(results, || Handled::Requeued)
-}
+/// Per message, its counts (or how it was handled); the attempts' outcomes; per message, how
+/// many of them are its own.
+type Settled = (
+    Vec<Result<(usize, usize), Handled>>,
+    Vec<AttemptOutcome>,
+    Vec<usize>,
+);
 
-/// The results of a batch, any still open set by `otherwise`.
-fn fill(results: Vec<Option<Handled>>, otherwise: impl Fn() -> Handled) -> Vec<Handled> {
-    results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(&otherwise))
-        .collect()
+/// A try at a batch that committed nothing: the messages it still holds, and which of them had
+/// requests sent ahead.
+struct FanOutFailed {
+    error: DbErr,
+    acks: Vec<Ack>,
+    sent_ahead: Vec<bool>,
 }

@@ -52,7 +52,6 @@ pub enum Handled {
         attempts: Vec<AttemptOutcome>,
     },
     DeadLettered,
-    Requeued,
 }
 
 #[derive(Clone)]
