@@ -11,9 +11,8 @@ use super::{BusError, Subscription};
 
 /// Embedded mode's bus: an unbounded channel with one consumer.
 pub struct InProcessBus {
-    /// Each message with whether it was handed out before (a requeue).
-    tx: mpsc::UnboundedSender<(BusMessage, bool)>,
-    rx: Mutex<Option<mpsc::UnboundedReceiver<(BusMessage, bool)>>>,
+    tx: mpsc::UnboundedSender<BusMessage>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<BusMessage>>>,
     depth: Arc<AtomicU64>,
     live: broadcast::Sender<LiveNotice>,
 }
@@ -31,9 +30,7 @@ impl InProcessBus {
 
     pub(super) fn publish(&self, messages: &[BusMessage]) -> Result<(), BusError> {
         for m in messages {
-            self.tx
-                .send((m.clone(), false))
-                .map_err(|_| BusError::Closed)?;
+            self.tx.send(m.clone()).map_err(|_| BusError::Closed)?;
             self.depth.fetch_add(1, Ordering::Relaxed);
             // Nobody listening is not an error: no dashboard is open.
             let _ = self.live.send(LiveNotice::from(m));

@@ -55,31 +55,19 @@ pub enum Received {
 
 /// Settles one received message.
 pub enum Ack {
-    Amqp {
-        acker: lapin::Acker,
-        redelivered: bool,
-    },
+    Amqp(lapin::Acker),
     InProcess {
         message: BusMessage,
-        requeue: mpsc::UnboundedSender<(BusMessage, bool)>,
+        requeue: mpsc::UnboundedSender<BusMessage>,
         depth: Arc<AtomicU64>,
-        redelivered: bool,
     },
 }
 
 impl Ack {
-    /// True when the message was handed out before (requeued, or unacknowledged by a consumer
-    /// that went away), so work done for it may already be committed.
-    pub fn redelivered(&self) -> bool {
-        match self {
-            Ack::Amqp { redelivered, .. } | Ack::InProcess { redelivered, .. } => *redelivered,
-        }
-    }
-
     /// The work is committed: the broker may forget the message.
     pub async fn ack(self) -> Result<(), BusError> {
         match self {
-            Ack::Amqp { acker, .. } => acker
+            Ack::Amqp(acker) => acker
                 .ack(BasicAckOptions::default())
                 .await
                 .map(drop)
@@ -91,7 +79,7 @@ impl Ack {
     /// The work failed for a reason that may pass: deliver the message again.
     pub async fn requeue(self) -> Result<(), BusError> {
         match self {
-            Ack::Amqp { acker, .. } => acker
+            Ack::Amqp(acker) => acker
                 .reject(BasicRejectOptions { requeue: true })
                 .await
                 .map(drop)
@@ -100,10 +88,9 @@ impl Ack {
                 message,
                 requeue,
                 depth,
-                ..
             } => {
                 depth.fetch_add(1, Ordering::Relaxed);
-                requeue.send((message, true)).map_err(|_| BusError::Closed)
+                requeue.send(message).map_err(|_| BusError::Closed)
             }
         }
     }
@@ -111,7 +98,7 @@ impl Ack {
     /// The message can never be processed: move it to the dead-letter queue.
     pub async fn dead_letter(self) -> Result<(), BusError> {
         match self {
-            Ack::Amqp { acker, .. } => acker
+            Ack::Amqp(acker) => acker
                 .reject(BasicRejectOptions { requeue: false })
                 .await
                 .map(drop)
@@ -130,8 +117,8 @@ pub enum Subscription {
         _connection: Box<Connection>,
     },
     InProcess {
-        rx: mpsc::UnboundedReceiver<(BusMessage, bool)>,
-        tx: mpsc::UnboundedSender<(BusMessage, bool)>,
+        rx: mpsc::UnboundedReceiver<BusMessage>,
+        tx: mpsc::UnboundedSender<BusMessage>,
         depth: Arc<AtomicU64>,
     },
 }
@@ -145,23 +132,19 @@ impl Subscription {
                     Ok(d) => d,
                     Err(e) => return Some(Err(e.into())),
                 };
-                let ack = Ack::Amqp {
-                    acker: delivery.acker,
-                    redelivered: delivery.redelivered,
-                };
+                let ack = Ack::Amqp(delivery.acker);
                 Some(Ok(match BusMessage::decode(&delivery.data) {
                     Ok(message) => Received::Message(message, ack),
                     Err(_) => Received::Unparseable(ack),
                 }))
             }
             Subscription::InProcess { rx, tx, depth } => {
-                let (message, redelivered) = rx.recv().await?;
+                let message = rx.recv().await?;
                 depth.fetch_sub(1, Ordering::Relaxed);
                 let ack = Ack::InProcess {
                     message: message.clone(),
                     requeue: tx.clone(),
                     depth: depth.clone(),
-                    redelivered,
                 };
                 Some(Ok(Received::Message(message, ack)))
             }

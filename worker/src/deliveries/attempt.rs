@@ -1,11 +1,7 @@
 //! One attempt: the signed request, in a span of the event's trace, holding the endpoint's
 //! send slot for the HTTP exchange only, and its recording.
 
-use std::collections::HashSet;
-use std::sync::Arc;
-
-use entity::ids::DeliveryId;
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::OwnedSemaphorePermit;
 
 use chrono::{DateTime, Utc};
 use entity::event::WebhookBody;
@@ -34,65 +30,12 @@ pub async fn attempt<C: ConnectionTrait + TransactionTrait>(
     rules: &Rules,
     ctx: AttemptContext,
 ) -> Result<(AttemptOutcome, Option<AttemptResult>), DbErr> {
-    attempt_in_slot(db, bus, sender, rules, ctx, None, Recording::Alone).await
-}
-
-/// How an attempt's result is committed.
-#[derive(Clone, Copy)]
-pub enum Recording<'a> {
-    /// In a transaction of its own.
-    Alone,
-    /// Together with other attempts' results (group commit).
-    Grouped(&'a Recorder),
-    /// Grouped, for a row whose insert was still under way when the request went out: the
-    /// result waits for that insert and is dropped when the row is not this worker's after all
-    /// (the insert failed, so its message comes back; or someone else's row was there first).
-    AfterInsert(&'a Recorder, &'a InsertGate),
-}
-
-/// Tells attempts sent ahead of their rows' insert which of those rows it committed.
-#[derive(Clone)]
-pub struct InsertGate(watch::Receiver<Option<Arc<HashSet<DeliveryId>>>>);
-
-/// Where the insert's outcome is reported, once.
-pub struct InsertDone(watch::Sender<Option<Arc<HashSet<DeliveryId>>>>);
-
-impl InsertGate {
-    pub fn new() -> (InsertDone, InsertGate) {
-        let (tx, rx) = watch::channel(None);
-        (InsertDone(tx), InsertGate(rx))
-    }
-
-    /// Waits for the insert; true when it committed `id`. A report that never comes (its
-    /// task went away) counts as not committed.
-    pub async fn committed(&self, id: &DeliveryId) -> bool {
-        let mut rx = self.0.clone();
-        match rx.wait_for(Option::is_some).await {
-            Ok(inserted) => inserted.as_ref().is_some_and(|ids| ids.contains(id)),
-            Err(_) => false,
-        }
-    }
-}
-
-impl InsertDone {
-    /// The ids the insert committed (none when it failed).
-    pub fn report(self, inserted: Arc<HashSet<DeliveryId>>) {
-        let _ = self.0.send(Some(inserted));
-    }
-}
-
-impl Recording<'_> {
-    /// False when the row this attempt is for is not this worker's to write.
-    async fn row_is_ours(&self, id: &DeliveryId) -> bool {
-        match self {
-            Recording::AfterInsert(_, gate) => gate.committed(id).await,
-            Recording::Alone | Recording::Grouped(_) => true,
-        }
-    }
+    attempt_in_slot(db, bus, sender, rules, ctx, None, None).await
 }
 
 /// [`attempt`], holding `slot` (the endpoint's send slot) for the HTTP exchange only: recording
 /// the result is database work that must not keep the next request to the endpoint waiting.
+/// With a `recorder` the result is committed together with other attempts' (group commit).
 pub async fn attempt_in_slot<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     bus: &EventBus,
@@ -100,7 +43,7 @@ pub async fn attempt_in_slot<C: ConnectionTrait + TransactionTrait>(
     rules: &Rules,
     ctx: AttemptContext,
     slot: Option<OwnedSemaphorePermit>,
-    recording: Recording<'_>,
+    recorder: Option<&Recorder>,
 ) -> Result<(AttemptOutcome, Option<AttemptResult>), DbErr> {
     // Each attempt, retries included, is a span of the trace that caused its event.
     let span = tracing::info_span!(
@@ -113,7 +56,7 @@ pub async fn attempt_in_slot<C: ConnectionTrait + TransactionTrait>(
         trace_id = tracing::field::Empty,
     );
     runtime::trace_context::continue_from(&span, ctx.event.traceparent.as_deref());
-    attempt_traced(db, bus, sender, rules, ctx, slot, recording)
+    attempt_traced(db, bus, sender, rules, ctx, slot, recorder)
         .instrument(span)
         .await
 }
@@ -125,7 +68,7 @@ pub(super) async fn attempt_traced<C: ConnectionTrait + TransactionTrait>(
     rules: &Rules,
     ctx: AttemptContext,
     slot: Option<OwnedSemaphorePermit>,
-    recording: Recording<'_>,
+    recorder: Option<&Recorder>,
 ) -> Result<(AttemptOutcome, Option<AttemptResult>), DbErr> {
     if ctx.delivery.status != DeliveryStatus::Processing {
         return Ok((AttemptOutcome::Skipped, None));
@@ -141,9 +84,6 @@ pub(super) async fn attempt_traced<C: ConnectionTrait + TransactionTrait>(
             } else {
                 "endpoint deleted"
             };
-            if !recording.row_is_ours(&ctx.delivery.id).await {
-                return Ok((AttemptOutcome::Skipped, None));
-            }
             finish_without_call(db, &ctx.delivery, why).await?;
             return Ok((failed, None));
         }
@@ -157,9 +97,6 @@ pub(super) async fn attempt_traced<C: ConnectionTrait + TransactionTrait>(
     {
         Ok(keys) => keys,
         Err(_) => {
-            if !recording.row_is_ours(&ctx.delivery.id).await {
-                return Ok((AttemptOutcome::Skipped, None));
-            }
             finish_without_call(db, &ctx.delivery, "endpoint secret is unusable").await?;
             return Ok((failed, None));
         }
@@ -183,23 +120,13 @@ pub(super) async fn attempt_traced<C: ConnectionTrait + TransactionTrait>(
         tracing::Span::current().record("http.response.status_code", status);
     }
     drop(slot);
-    if !recording.row_is_ours(&ctx.delivery.id).await {
-        tracing::info!(
-            delivery_id = %ctx.delivery.id,
-            event_id = %ctx.event.id,
-            "webhook sent ahead of a row that is not this worker's; not recorded"
-        );
-        return Ok((AttemptOutcome::Skipped, Some(result)));
-    }
-    let outcome = match recording {
-        Recording::Grouped(recorder) | Recording::AfterInsert(recorder, _) => {
+    let outcome = match recorder {
+        Some(recorder) => {
             recorder
                 .record(ctx.delivery.clone(), endpoint, result.clone())
                 .await?
         }
-        Recording::Alone => {
-            record::record(db, bus, &ctx.delivery, &endpoint, &result, rules).await?
-        }
+        None => record::record(db, bus, &ctx.delivery, &endpoint, &result, rules).await?,
     };
     tracing::info!(
         delivery_id = %ctx.delivery.id,

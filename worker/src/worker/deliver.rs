@@ -10,7 +10,7 @@ use entity::webhook_endpoints;
 use futures_util::future::join_all;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::deliveries::{self, AttemptContext, AttemptOutcome, InsertGate, Recording};
+use crate::deliveries::{self, AttemptContext, AttemptOutcome};
 
 use super::*;
 
@@ -36,25 +36,6 @@ impl Worker {
 
     /// Attempts deliveries whose context is already in memory, concurrently.
     pub async fn deliver_loaded(&self, claimed: Vec<AttemptContext>) -> Vec<AttemptOutcome> {
-        self.deliver_with(claimed, None).await
-    }
-
-    /// [`Worker::deliver_loaded`] for rows whose insert is still under way: each request goes
-    /// out at once, its result is recorded once `gate` says the row was committed by this
-    /// worker.
-    pub(super) async fn deliver_ahead_of(
-        &self,
-        claimed: Vec<AttemptContext>,
-        gate: &InsertGate,
-    ) -> Vec<AttemptOutcome> {
-        self.deliver_with(claimed, Some(gate)).await
-    }
-
-    async fn deliver_with(
-        &self,
-        claimed: Vec<AttemptContext>,
-        gate: Option<&InsertGate>,
-    ) -> Vec<AttemptOutcome> {
         let inner = &self.inner;
         self.hold(claimed.iter().filter_map(|c| {
             let token = c.delivery.lease_token.clone()?;
@@ -66,7 +47,7 @@ impl Worker {
         join_all(
             claimed
                 .into_iter()
-                .map(|ctx| self.attempt_one(ctx, slot_deadline, gate)),
+                .map(|ctx| self.attempt_one(ctx, slot_deadline)),
         )
         .await
     }
@@ -75,12 +56,7 @@ impl Worker {
     /// comes by `slot_deadline`), sends, records. A lagging worker holds one of these per
     /// delivery waiting for a slot, so what follows the wait is boxed: waiting costs ~1.5 KB
     /// rather than the ~10 KB the send's and the recording's futures would take inline.
-    pub async fn attempt_one(
-        &self,
-        ctx: AttemptContext,
-        slot_deadline: Instant,
-        gate: Option<&InsertGate>,
-    ) -> AttemptOutcome {
+    pub async fn attempt_one(&self, ctx: AttemptContext, slot_deadline: Instant) -> AttemptOutcome {
         let inner = &self.inner;
         let id = ctx.delivery.id.clone();
         let slot = match &ctx.endpoint {
@@ -88,11 +64,6 @@ impl Worker {
                 Some(slot) => Some(slot),
                 None => {
                     self.let_go(&id);
-                    if let Some(gate) = gate
-                        && !gate.committed(&id).await
-                    {
-                        return AttemptOutcome::Skipped;
-                    }
                     if let Err(e) = Box::pin(deliveries::hand_back(&inner.db, &ctx.delivery)).await
                     {
                         tracing::warn!(error = %e, delivery_id = %id, "could not hand a delivery back; its lease will expire");
@@ -122,10 +93,7 @@ impl Worker {
             &inner.rules,
             ctx,
             slot,
-            match gate {
-                Some(gate) => Recording::AfterInsert(&inner.recorder, gate),
-                None => Recording::Grouped(&inner.recorder),
-            },
+            Some(&inner.recorder),
         ))
         .await
         {

@@ -52,6 +52,7 @@ pub enum Handled {
         attempts: Vec<AttemptOutcome>,
     },
     DeadLettered,
+    Requeued,
 }
 
 #[derive(Clone)]
