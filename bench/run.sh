@@ -57,8 +57,10 @@ stop_all() {
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   pids=()
 }
-# The scratch databases go with the script, however it ends (the figures are printed by then).
+# The scratch databases go with the script, however it ends (the figures are printed by then),
+# unless KEEP_DB=1 keeps them to query afterwards (docs/benchmarks.md's time breakdown).
 drop_scratch() {
+  [ -z "${KEEP_DB:-}" ] || return 0
   for name in $db payrail_bench_empty payrail_bench_history svix_bench; do
     psql -q postgres://postgres@127.0.0.1:5432/postgres \
       -c "DROP DATABASE IF EXISTS $name WITH (FORCE)" 2>/dev/null || true
