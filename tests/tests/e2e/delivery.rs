@@ -539,8 +539,11 @@ async fn results_committed_together_each_write_their_own_row() {
             Some("HTTP 503")
         )
     );
+    // Planned after the attempt by the backoff (10 ms here: later than the attempt, not
+    // necessarily than the moment this line runs).
     let next = retrying.next_retry_at.expect("a retry is planned");
-    assert!(next > Utc::now() && retrying.delivered_at.is_none());
+    let attempted = retrying.last_attempt_at.expect("an attempt time");
+    assert!(next > attempted && retrying.delivered_at.is_none());
     assert!(retrying.lease_token.is_none() && retrying.locked_until.is_none());
     assert_eq!(
         app.count("SELECT count(*) FROM webhook_attempts WHERE http_status = 200")
