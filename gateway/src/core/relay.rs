@@ -1,11 +1,10 @@
-//! The outbox relay: publishes committed, unpublished events to the bus, marking them in a
-//! transaction that commits only once the broker confirmed them.
+//! The outbox relay: publishes committed, unpublished events to the bus, then marks them.
 //!
 //! It runs after every commit that wrote an event (a [`Relay::notify`]) and on an interval,
 //! which republishes anything a crash or a broker outage left behind. Rows are selected
 //! `FOR UPDATE SKIP LOCKED` so several gateways share the work; publishing twice is allowed
-//! (the worker's fan-out is idempotent), losing is not: a mark is committed only after the
-//! broker confirmed its event.
+//! (the worker's fan-out is idempotent), losing is not: rows are marked only after the
+//! broker confirmed them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,11 +12,12 @@ use std::time::Duration;
 use chrono::Utc;
 use entity::bus::BusMessage;
 use entity::events;
+use entity::ids::EventId;
 use runtime::bus::EventBus;
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    QueryTrait as _, TransactionTrait,
+    TransactionTrait,
 };
 use tokio::sync::Notify;
 
@@ -65,33 +65,19 @@ impl Relay {
     }
 
     /// Publishes one batch of unpublished events; returns how many were published.
-    ///
-    /// One statement takes the batch and marks it (`published_at`), rows locked `FOR UPDATE
-    /// SKIP LOCKED`; the mark is committed only once the broker confirmed, and a failed or
-    /// timed-out publish rolls it back. Marking before publishing leaves the commit alone after
-    /// the confirm, so the next turn, which new events wait for, starts sooner; and a turn is
-    /// three statements (BEGIN, the marking UPDATE, COMMIT), not four.
     pub async fn relay_once(&self) -> Result<usize, RelayError> {
         let txn = self.inner.db.begin().await?;
-        let batch = events::Entity::find()
-            .select_only()
-            .column(events::Column::Id)
+        let pending = events::Entity::find()
             .filter(events::Column::PublishedAt.is_null())
             .order_by_asc(events::Column::Id)
             .limit(BATCH)
             .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-            .into_query();
-        let mut pending = events::Entity::update_many()
-            .col_expr(events::Column::PublishedAt, Expr::value(Utc::now()))
-            .filter(events::Column::Id.in_subquery(batch))
-            .exec_with_returning(&txn)
+            .all(&txn)
             .await?;
         if pending.is_empty() {
             txn.commit().await?;
             return Ok(0);
         }
-        // RETURNING has no order: publish oldest first, as the batch was chosen.
-        pending.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         let messages: Vec<BusMessage> = pending
             .iter()
             .map(|e| BusMessage::V1 {
@@ -123,8 +109,15 @@ impl Relay {
             .await
             .map_err(|_| RelayError::Timeout(PUBLISH_TIMEOUT))??;
         drop(spans);
+        let ids: Vec<EventId> = pending.into_iter().map(|e| e.id).collect();
+        let count = ids.len();
+        events::Entity::update_many()
+            .col_expr(events::Column::PublishedAt, Expr::value(Utc::now()))
+            .filter(events::Column::Id.is_in(ids))
+            .exec(&txn)
+            .await?;
         txn.commit().await?;
-        Ok(pending.len())
+        Ok(count)
     }
 
     /// Drains everything unpublished now.
