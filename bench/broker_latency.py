@@ -61,12 +61,14 @@ def run(kind, persistent=True, confirm=True):
     done.wait(30)
     hop = sorted((arrivals[i] - sent[i]) * 1000 for i in arrivals)
     publish.sort()
+    channel.queue_delete(name)
+    connection.close()
+    if not hop:
+        sys.exit(f"{kind}: no message reached the consumer within 30 s; is RabbitMQ up?")
     print(f"{kind:9} persistent={persistent} confirm={confirm}: "
           f"publish{'+confirm' if confirm else ''} p50 {pct(publish, .5)} p90 {pct(publish, .9)} ms; "
           f"publish -> consumer p50 {pct(hop, .5)} p90 {pct(hop, .9)} p99 {pct(hop, .99)} ms "
           f"({len(hop)}/{N} arrived)")
-    channel.queue_delete(name)
-    connection.close()
 
 
 for args in [("quorum",), ("classic",), ("quorum",), ("classic",),
