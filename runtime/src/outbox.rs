@@ -1,12 +1,28 @@
 //! The one writer of the event log, which is also the outbox: every event row, from the
 //! gateway or the worker, is made here, so each carries its merchant, mode and trace context
 //! the same way, and is left for the relay to publish unless it is delivered without the bus.
+//!
+//! On PostgreSQL, [`insert`] also makes the event's delivery rows in the same statement (one
+//! per enabled endpoint of its merchant and mode that subscribes to it, due now) and asks
+//! PostgreSQL to notify [`DELIVERIES_CHANNEL`] with the event's id when the transaction
+//! commits. A worker listening there claims and sends them at once, without waiting for the
+//! relay, the broker and a fan-out: the database is the record and the notice only a
+//! wake-up. A notice nobody heard (no worker listening, a lost connection) leaves the rows
+//! due, and the sweep sends them. The relay still publishes the event (live feeds, and the
+//! fan-out, which finds the rows made and creates nothing). SQLite has neither the id
+//! function nor notices: there the fan-out makes the rows, as it does for events from
+//! before.
 
 use chrono::Utc;
 use entity::event::EventType;
 use entity::events;
 use entity::ids::{EventId, PaymentId, Scope};
 use sea_orm::ActiveValue::Set;
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryTrait};
+
+/// The PostgreSQL channel notified at commit with the id of each event whose delivery rows
+/// the commit made. Per database, so each test's database has its own.
+pub const DELIVERIES_CHANNEL: &str = "payrail_deliveries";
 
 /// How an event reaches endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,4 +58,46 @@ pub fn event(
         traceparent: Set(crate::trace_context::current()),
     };
     (id, row)
+}
+
+/// Inserts an event of [`Route::Bus`] and, on PostgreSQL, its delivery rows, with the notice
+/// that wakes a worker at commit (see the module's documentation). A [`Route::Direct`] event
+/// is inserted by its writer, with the one row it delivers itself.
+pub async fn insert<C: ConnectionTrait>(db: &C, row: events::ActiveModel) -> Result<(), DbErr> {
+    let insert = events::Entity::insert(row);
+    if db.get_database_backend() != DbBackend::Postgres {
+        return insert.exec_without_returning(db).await.map(|_| ());
+    }
+    let event = insert.build(DbBackend::Postgres);
+    db.execute_raw(sea_orm::Statement {
+        sql: with_deliveries(&event.sql),
+        ..event
+    })
+    .await?;
+    Ok(())
+}
+
+/// The event's `INSERT` as the first step of one statement that also inserts its delivery
+/// rows (ids as `DeliveryId::for_event_endpoint` makes them, by the SQL function of the same
+/// name; a row already there is left alone) and notifies if it made any.
+fn with_deliveries(insert_event: &str) -> String {
+    use entity::status::{DeliveryStatus, EndpointStatus};
+    format!(
+        "WITH event AS ({insert_event} RETURNING id, merchant_id, livemode, event_type, created_at), \
+         made AS (\
+           INSERT INTO webhook_deliveries (id, merchant_id, livemode, event_id, endpoint_id, \
+             status, attempts, earlier_attempts, next_retry_at, created_at, updated_at) \
+           SELECT payrail_delivery_id(ev.id, ep.id), ev.merchant_id, ev.livemode, ev.id, ep.id, \
+             '{pending}', 0, 0, ev.created_at, ev.created_at, ev.created_at \
+           FROM event ev JOIN webhook_endpoints ep \
+             ON ep.merchant_id = ev.merchant_id AND ep.livemode = ev.livemode \
+             AND ep.status = '{enabled}' \
+             AND (ep.enabled_events @> '[\"*\"]'::jsonb \
+                  OR ep.enabled_events @> jsonb_build_array(ev.event_type)) \
+           ON CONFLICT DO NOTHING RETURNING 1) \
+         SELECT pg_notify('{DELIVERIES_CHANNEL}', (SELECT id FROM event)) \
+         WHERE EXISTS (SELECT 1 FROM made)",
+        pending = DeliveryStatus::Pending.as_str(),
+        enabled = EndpointStatus::Enabled.as_str(),
+    )
 }

@@ -1,5 +1,6 @@
 //! The event log, which is also the outbox. Events are only ever written inside the
-//! transaction of the change they describe.
+//! transaction of the change they describe, with their delivery rows (see
+//! `runtime::outbox`).
 
 use entity::event::EventType;
 use entity::events;
@@ -24,9 +25,7 @@ pub async fn record<C: ConnectionTrait>(
         request_id,
         runtime::outbox::Route::Bus,
     );
-    events::Entity::insert(row)
-        .exec_without_returning(txn)
-        .await?;
+    runtime::outbox::insert(txn, row).await?;
     Ok(id)
 }
 

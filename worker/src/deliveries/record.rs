@@ -9,7 +9,7 @@ use entity::bus::{LiveChange, LiveNotice};
 use entity::ids::{AttemptId, EndpointId};
 use entity::retry::NextStep;
 use entity::status::{DeliveryStatus, EndpointStatus};
-use entity::{events, webhook_attempts, webhook_deliveries, webhook_endpoints};
+use entity::{webhook_attempts, webhook_deliveries, webhook_endpoints};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryTrait,
@@ -448,9 +448,7 @@ pub(super) async fn track_failure<T: ConnectionTrait>(
         None,
         runtime::outbox::Route::Bus,
     );
-    events::Entity::insert(row)
-        .exec_without_returning(txn)
-        .await?;
+    runtime::outbox::insert(txn, row).await?;
     Ok(Some(reason))
 }
 
