@@ -8,10 +8,9 @@
 //! commits. A worker listening there claims and sends them at once, without waiting for the
 //! relay, the broker and a fan-out: the database is the record and the notice only a
 //! wake-up. A notice nobody heard (no worker listening, a lost connection) leaves the rows
-//! due, and the sweep sends them. The relay still publishes the event (live feeds, and the
-//! fan-out, which finds the rows made and creates nothing). SQLite has neither the id
-//! function nor notices: there the fan-out makes the rows, as it does for events from
-//! before.
+//! due, and the sweep sends them. Such an event is marked `deliveries_made`: the relay only
+//! announces it to live feeds. SQLite has neither the id function nor notices: there the
+//! relay publishes the event and the fan-out makes the rows, as for events from before.
 
 use chrono::Utc;
 use entity::event::EventType;
@@ -21,7 +20,8 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryTrait};
 
 /// The PostgreSQL channel notified at commit with the id of each event whose delivery rows
-/// the commit made. Per database, so each test's database has its own.
+/// the commit made, and its `traceparent` after a space when it has one (see [`notice`]).
+/// Per database, so each test's database has its own.
 pub const DELIVERIES_CHANNEL: &str = "payrail_deliveries";
 
 /// How an event reaches endpoints.
@@ -56,19 +56,33 @@ pub fn event(
         created_at: Set(now),
         published_at: Set((route == Route::Direct).then_some(now)),
         traceparent: Set(crate::trace_context::current()),
+        deliveries_made: Set(false),
     };
     (id, row)
+}
+
+/// What a notice on [`DELIVERIES_CHANNEL`] says: the event, and the trace context it was
+/// written in. `None` for a payload that names no event.
+pub fn notice(payload: &str) -> Option<(EventId, Option<String>)> {
+    let (id, traceparent) = match payload.split_once(' ') {
+        Some((id, traceparent)) => (id, Some(traceparent.to_string())),
+        None => (payload, None),
+    };
+    Some((EventId::parse(id)?, traceparent))
 }
 
 /// Inserts an event of [`Route::Bus`] and, on PostgreSQL, its delivery rows, with the notice
 /// that wakes a worker at commit (see the module's documentation). A [`Route::Direct`] event
 /// is inserted by its writer, with the one row it delivers itself.
-pub async fn insert<C: ConnectionTrait>(db: &C, row: events::ActiveModel) -> Result<(), DbErr> {
-    let insert = events::Entity::insert(row);
+pub async fn insert<C: ConnectionTrait>(db: &C, mut row: events::ActiveModel) -> Result<(), DbErr> {
     if db.get_database_backend() != DbBackend::Postgres {
-        return insert.exec_without_returning(db).await.map(|_| ());
+        return events::Entity::insert(row)
+            .exec_without_returning(db)
+            .await
+            .map(|_| ());
     }
-    let event = insert.build(DbBackend::Postgres);
+    row.deliveries_made = Set(true);
+    let event = events::Entity::insert(row).build(DbBackend::Postgres);
     db.execute_raw(sea_orm::Statement {
         sql: with_deliveries(&event.sql),
         ..event
@@ -83,7 +97,7 @@ pub async fn insert<C: ConnectionTrait>(db: &C, row: events::ActiveModel) -> Res
 fn with_deliveries(insert_event: &str) -> String {
     use entity::status::{DeliveryStatus, EndpointStatus};
     format!(
-        "WITH event AS ({insert_event} RETURNING id, merchant_id, livemode, event_type, created_at), \
+        "WITH event AS ({insert_event} RETURNING id, merchant_id, livemode, event_type, created_at, traceparent), \
          made AS (\
            INSERT INTO webhook_deliveries (id, merchant_id, livemode, event_id, endpoint_id, \
              status, attempts, earlier_attempts, next_retry_at, created_at, updated_at) \
@@ -95,7 +109,8 @@ fn with_deliveries(insert_event: &str) -> String {
              AND (ep.enabled_events @> '[\"*\"]'::jsonb \
                   OR ep.enabled_events @> jsonb_build_array(ev.event_type)) \
            ON CONFLICT DO NOTHING RETURNING 1) \
-         SELECT pg_notify('{DELIVERIES_CHANNEL}', (SELECT id FROM event)) \
+         SELECT pg_notify('{DELIVERIES_CHANNEL}', \
+           (SELECT id || coalesce(' ' || traceparent, '') FROM event)) \
          WHERE EXISTS (SELECT 1 FROM made)",
         pending = DeliveryStatus::Pending.as_str(),
         enabled = EndpointStatus::Enabled.as_str(),

@@ -1,4 +1,6 @@
 //! The outbox relay: publishes committed, unpublished events to the bus, then marks them.
+//! An event whose delivery rows its own commit made (`deliveries_made`, see
+//! `runtime::outbox`) is only announced to live feeds: the fan-out would find nothing to do.
 //!
 //! It runs after every commit that wrote an event (a [`Relay::notify`]) and on an interval,
 //! which republishes anything a crash or a broker outage left behind. Rows are selected
@@ -10,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use entity::bus::BusMessage;
+use entity::bus::{BusMessage, LiveChange, LiveNotice};
 use entity::events;
 use entity::ids::EventId;
 use runtime::bus::EventBus;
@@ -78,7 +80,11 @@ impl Relay {
             txn.commit().await?;
             return Ok(0);
         }
-        let messages: Vec<BusMessage> = pending
+        // An event whose rows its commit made is only announced to live feeds; the rest are
+        // published for the fan-out.
+        let (made, for_fan_out): (Vec<&events::Model>, Vec<&events::Model>) =
+            pending.iter().partition(|e| e.deliveries_made);
+        let messages: Vec<BusMessage> = for_fan_out
             .iter()
             .map(|e| BusMessage::V1 {
                 event_id: e.id.clone(),
@@ -89,7 +95,7 @@ impl Relay {
             })
             .collect();
         // Each event's publish is a span of the trace that caused it (the batch is many traces).
-        let spans: Vec<tracing::Span> = pending
+        let spans: Vec<tracing::Span> = for_fan_out
             .iter()
             .map(|e| {
                 let span = tracing::info_span!(
@@ -105,10 +111,22 @@ impl Relay {
             .collect();
         // On a bus error (or no confirm in time) the transaction rolls back: the rows stay
         // unpublished for next time, and their locks are released.
-        tokio::time::timeout(PUBLISH_TIMEOUT, self.inner.bus.publish(&messages))
-            .await
-            .map_err(|_| RelayError::Timeout(PUBLISH_TIMEOUT))??;
+        if !messages.is_empty() {
+            tokio::time::timeout(PUBLISH_TIMEOUT, self.inner.bus.publish(&messages))
+                .await
+                .map_err(|_| RelayError::Timeout(PUBLISH_TIMEOUT))??;
+        }
         drop(spans);
+        // Best effort, as every live notice: a page that missed one reloads its live parts.
+        for e in made {
+            self.inner.bus.announce(LiveNotice::new(
+                e.merchant_id.clone(),
+                LiveChange::Event {
+                    event_id: e.id.clone(),
+                    event_type: e.event_type.clone(),
+                },
+            ));
+        }
         let ids: Vec<EventId> = pending.into_iter().map(|e| e.id).collect();
         let count = ids.len();
         events::Entity::update_many()

@@ -22,9 +22,39 @@ impl Worker {
     /// Claims and sends the rows the commits of these events made, still pending (one claim
     /// for all of them).
     pub async fn deliver_made(&self, events: &[EventId]) -> Vec<AttemptOutcome> {
+        self.deliver_announced(events, Vec::new()).await
+    }
+
+    /// [`Worker::deliver_made`] for events heard with their trace context: each gets a
+    /// `webhook.claim` span in its event's trace, ending with the claim.
+    async fn deliver_heard(&self, heard: Vec<(EventId, Option<String>)>) -> Vec<AttemptOutcome> {
+        let spans = heard
+            .iter()
+            .map(|(event_id, traceparent)| {
+                let span = tracing::info_span!(
+                    "webhook.claim",
+                    otel.kind = "consumer",
+                    event_id = %event_id,
+                    trace_id = tracing::field::Empty,
+                );
+                runtime::trace_context::continue_from(&span, traceparent.as_deref());
+                span
+            })
+            .collect();
+        let events: Vec<EventId> = heard.into_iter().map(|(event_id, _)| event_id).collect();
+        self.deliver_announced(&events, spans).await
+    }
+
+    async fn deliver_announced(
+        &self,
+        events: &[EventId],
+        spans: Vec<tracing::Span>,
+    ) -> Vec<AttemptOutcome> {
         let _in_flight = InFlight::start(&self.inner);
         let lease = self.inner.settings.lease();
-        match deliveries::claim_made(&self.inner.db, events, lease).await {
+        let claimed = deliveries::claim_made(&self.inner.db, events, lease).await;
+        drop(spans);
+        match claimed {
             Ok(claimed) => self.deliver_loaded(claimed).await,
             Err(e) => {
                 tracing::warn!(error = %e, events = events.len(), "could not claim announced deliveries; the sweep will send them");
@@ -54,9 +84,9 @@ impl Worker {
                         tokio::select! {
                             _ = stop.changed() => break,
                             heard = listener.try_recv() => match heard {
-                                Ok(Some(notice)) => match EventId::parse(notice.payload()) {
-                                    Some(event) => {
-                                        let _ = heard_tx.send(event);
+                                Ok(Some(notice)) => match runtime::outbox::notice(notice.payload()) {
+                                    Some(heard) => {
+                                        let _ = heard_tx.send(heard);
                                     }
                                     None => tracing::warn!(payload = notice.payload(), "ignored a delivery notice that names no event"),
                                 },
@@ -95,7 +125,7 @@ impl Worker {
 
     /// Claims what was heard, whatever has arrived together in one claim: under load claims
     /// grow, and the database sees one statement for many events.
-    async fn claim_heard(self, mut heard: mpsc::UnboundedReceiver<EventId>) {
+    async fn claim_heard(self, mut heard: mpsc::UnboundedReceiver<(EventId, Option<String>)>) {
         while let Some(first) = heard.recv().await {
             let mut batch = vec![first];
             while batch.len() < CLAIM_BATCH {
@@ -109,7 +139,7 @@ impl Worker {
             let worker = self.clone();
             tokio::spawn(async move {
                 let _in_flight = in_flight;
-                worker.deliver_made(&batch).await
+                worker.deliver_heard(batch).await
             });
         }
     }
