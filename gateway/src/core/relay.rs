@@ -1,6 +1,8 @@
 //! The outbox relay: publishes committed, unpublished events to the bus, then marks them.
 //! An event whose delivery rows its own commit made (`deliveries_made`, see
-//! `runtime::outbox`) is only announced to live feeds: the fan-out would find nothing to do.
+//! `runtime::outbox`) is not published for the fan-out, which would find nothing to do: the
+//! relay notifies the workers that listen for it (they claim and send its rows) and announces
+//! it to live feeds.
 //!
 //! It runs after every commit that wrote an event (a [`Relay::notify`]) and on an interval,
 //! which republishes anything a crash or a broker outage left behind. Rows are selected
@@ -18,8 +20,8 @@ use entity::ids::EventId;
 use runtime::bus::EventBus;
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 use tokio::sync::Notify;
 
@@ -117,6 +119,10 @@ impl Relay {
                 .map_err(|_| RelayError::Timeout(PUBLISH_TIMEOUT))??;
         }
         drop(spans);
+        // The rows' wake-up, sent when this transaction commits (with the mark).
+        if !made.is_empty() && txn.get_database_backend() == DbBackend::Postgres {
+            txn.execute_raw(wake_up(&made)).await?;
+        }
         // Best effort, as every live notice: a page that missed one reloads its live parts.
         for e in made {
             self.inner.bus.announce(LiveNotice::new(
@@ -175,6 +181,25 @@ impl Relay {
             }
         }
     }
+}
+
+/// One statement notifying [`runtime::outbox::DELIVERIES_CHANNEL`] once per event: the
+/// listening workers claim and send the rows these events' commits made.
+fn wake_up(made: &[&events::Model]) -> Statement {
+    let rows: Vec<String> = (0..made.len()).map(|i| format!("(${})", i + 2)).collect();
+    let mut values: Vec<sea_orm::Value> = vec![runtime::outbox::DELIVERIES_CHANNEL.into()];
+    values.extend(
+        made.iter()
+            .map(|e| runtime::outbox::notice_payload(e).into()),
+    );
+    Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        format!(
+            "SELECT pg_notify($1, payload) FROM (VALUES {}) AS notices(payload)",
+            rows.join(", ")
+        ),
+        values,
+    )
 }
 
 /// The outbox's depth (events not yet published) and its oldest event's age in seconds.
