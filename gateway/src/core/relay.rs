@@ -185,6 +185,12 @@ impl Relay {
 
 /// One statement notifying [`runtime::outbox::DELIVERIES_CHANNEL`] once per event: the
 /// listening workers claim and send the rows these events' commits made.
+///
+/// It also lets this transaction commit without waiting for its WAL flush. PostgreSQL sends
+/// the notices at commit, and a notifying commit holds the global notify lock until it ends:
+/// the flush would be on every wake-up's path and serialise the relays of a fleet. Nothing
+/// here needs the flush: a mark a crash loses only makes the next turn announce and notify the
+/// event again (a notice finds its rows claimed; a publish is deduplicated by the fan-out).
 fn wake_up(made: &[&events::Model]) -> Statement {
     let rows: Vec<String> = (0..made.len()).map(|i| format!("(${})", i + 2)).collect();
     let mut values: Vec<sea_orm::Value> = vec![runtime::outbox::DELIVERIES_CHANNEL.into()];
@@ -195,7 +201,8 @@ fn wake_up(made: &[&events::Model]) -> Statement {
     Statement::from_sql_and_values(
         DbBackend::Postgres,
         format!(
-            "SELECT pg_notify($1, payload) FROM (VALUES {}) AS notices(payload)",
+            "SELECT pg_notify($1, payload), set_config('synchronous_commit', 'off', true) \
+             FROM (VALUES {}) AS notices(payload)",
             rows.join(", ")
         ),
         values,
