@@ -1,10 +1,8 @@
 //! One payment, one trace: the `gateway` binary (real mode: PostgreSQL, RabbitMQ, Redis) and a
 //! worker started as its binary starts it (`telemetry::init`, `WorkerApplication`), both
 //! exporting to a local OTLP/HTTP receiver. The trace must run from the API call through the
-//! database transaction (which made the delivery row and notified the worker), the worker's
-//! claim of it and the webhook attempt to the merchant's server, which receives its
-//! `traceparent`. (Embedded mode, on SQLite, still goes through the outbox publish and the
-//! fan-out.)
+//! database transaction, the outbox publish, the worker's fan-out and the webhook attempt to
+//! the merchant's server, which receives its `traceparent`.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead as _, BufReader};
@@ -304,7 +302,6 @@ async fn one_payment_is_one_trace_from_the_api_call_to_the_merchants_server() {
     let worker = tokio::spawn(worker.run_until_stopped(async move {
         let _ = stopped.await;
     }));
-    payrail_tests::until_worker_listens(&db).await;
 
     let client = reqwest::Client::new();
     let merchant: Value = client
@@ -333,7 +330,8 @@ async fn one_payment_is_one_trace_from_the_api_call_to_the_merchants_server() {
     let wanted = [
         ("payrail-gateway", "POST create_payment"),
         ("payrail-gateway", "db.transaction"),
-        ("payrail-worker", "webhook.claim"),
+        ("payrail-gateway", "outbox.publish"),
+        ("payrail-worker", "webhook.fanout"),
         ("payrail-worker", "webhook.attempt"),
     ];
     let found = spans_of(&exports, CALLER_TRACE, &wanted).await;
@@ -358,7 +356,8 @@ async fn one_payment_is_one_trace_from_the_api_call_to_the_merchants_server() {
     );
     assert_eq!(parent_name("db.transaction"), "POST create_payment");
     // The event was written inside the transaction: what follows descends from it.
-    assert_eq!(parent_name("webhook.claim"), "db.transaction");
+    assert_eq!(parent_name("outbox.publish"), "db.transaction");
+    assert_eq!(parent_name("webhook.fanout"), "db.transaction");
     assert_eq!(parent_name("webhook.attempt"), "db.transaction");
     // The merchant received the attempt's own context.
     assert_eq!(

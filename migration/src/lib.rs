@@ -28,8 +28,6 @@ mod m20261203_000022_refund_reasons;
 mod m20261203_000023_attempt_request_headers;
 mod m20261203_000024_payments_by_month;
 mod m20261203_000025_time_partitions;
-mod m20261205_000026_delivery_ids_in_sql;
-mod m20261205_000027_events_deliveries_made;
 
 /// Runs raw statements (named and partial indexes, which the schema builder cannot express
 /// for both backends) in order.
@@ -75,8 +73,6 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000023_attempt_request_headers::Migration),
             Box::new(m20261203_000024_payments_by_month::Migration),
             Box::new(m20261203_000025_time_partitions::Migration),
-            Box::new(m20261205_000026_delivery_ids_in_sql::Migration),
-            Box::new(m20261205_000027_events_deliveries_made::Migration),
         ]
     }
 }

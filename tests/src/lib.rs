@@ -142,37 +142,6 @@ pub fn free_port() -> u16 {
 }
 
 /// Waits (at most a minute) until the gateway at `base` answers ready.
-/// Waits until a worker on this database listens for the commits' delivery notices (its
-/// `LISTEN` shows in `pg_stat_activity`), for a test that wants the notice, not the sweep that
-/// runs as the listener connects, to send what it commits next.
-pub async fn until_worker_listens(db: &DatabaseConnection) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let row = db
-            .query_one_raw(sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Postgres,
-                format!(
-                    "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
-                     AND query ILIKE 'LISTEN%{}%'",
-                    runtime::outbox::DELIVERIES_CHANNEL
-                ),
-            ))
-            .await
-            .expect("pg_stat_activity");
-        let n: i64 = row.map_or(0, |r| r.try_get("", "n").unwrap_or(0));
-        if n > 0 {
-            // The sweep the listener starts as it connects has run by now.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no worker listens for delivery notices"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 pub async fn until_ready(client: &reqwest::Client, base: &str) {
     let started = std::time::Instant::now();
     while client

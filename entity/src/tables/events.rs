@@ -21,9 +21,6 @@ pub struct Model {
     /// The W3C trace context of the work that caused it (when traced), carried to the bus,
     /// the worker and every delivery attempt.
     pub traceparent: Option<String>,
-    /// Its delivery rows were made in its own transaction (PostgreSQL): the relay announces
-    /// it to live feeds but does not publish it for the fan-out.
-    pub deliveries_made: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

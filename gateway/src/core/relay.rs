@@ -1,8 +1,4 @@
 //! The outbox relay: publishes committed, unpublished events to the bus, then marks them.
-//! An event whose delivery rows its own commit made (`deliveries_made`, see
-//! `runtime::outbox`) is not published for the fan-out, which would find nothing to do: the
-//! relay notifies the workers that listen for it (they claim and send its rows) and announces
-//! it to live feeds.
 //!
 //! It runs after every commit that wrote an event (a [`Relay::notify`]) and on an interval,
 //! which republishes anything a crash or a broker outage left behind. Rows are selected
@@ -14,14 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use entity::bus::{BusMessage, LiveChange, LiveNotice};
+use entity::bus::BusMessage;
 use entity::events;
 use entity::ids::EventId;
 use runtime::bus::EventBus;
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Statement, TransactionTrait,
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
 };
 use tokio::sync::Notify;
 
@@ -82,11 +78,7 @@ impl Relay {
             txn.commit().await?;
             return Ok(0);
         }
-        // An event whose rows its commit made is only announced to live feeds; the rest are
-        // published for the fan-out.
-        let (made, for_fan_out): (Vec<&events::Model>, Vec<&events::Model>) =
-            pending.iter().partition(|e| e.deliveries_made);
-        let messages: Vec<BusMessage> = for_fan_out
+        let messages: Vec<BusMessage> = pending
             .iter()
             .map(|e| BusMessage::V1 {
                 event_id: e.id.clone(),
@@ -97,7 +89,7 @@ impl Relay {
             })
             .collect();
         // Each event's publish is a span of the trace that caused it (the batch is many traces).
-        let spans: Vec<tracing::Span> = for_fan_out
+        let spans: Vec<tracing::Span> = pending
             .iter()
             .map(|e| {
                 let span = tracing::info_span!(
@@ -113,26 +105,10 @@ impl Relay {
             .collect();
         // On a bus error (or no confirm in time) the transaction rolls back: the rows stay
         // unpublished for next time, and their locks are released.
-        if !messages.is_empty() {
-            tokio::time::timeout(PUBLISH_TIMEOUT, self.inner.bus.publish(&messages))
-                .await
-                .map_err(|_| RelayError::Timeout(PUBLISH_TIMEOUT))??;
-        }
+        tokio::time::timeout(PUBLISH_TIMEOUT, self.inner.bus.publish(&messages))
+            .await
+            .map_err(|_| RelayError::Timeout(PUBLISH_TIMEOUT))??;
         drop(spans);
-        // The rows' wake-up, sent when this transaction commits (with the mark).
-        if !made.is_empty() && txn.get_database_backend() == DbBackend::Postgres {
-            txn.execute_raw(wake_up(&made)).await?;
-        }
-        // Best effort, as every live notice: a page that missed one reloads its live parts.
-        for e in made {
-            self.inner.bus.announce(LiveNotice::new(
-                e.merchant_id.clone(),
-                LiveChange::Event {
-                    event_id: e.id.clone(),
-                    event_type: e.event_type.clone(),
-                },
-            ));
-        }
         let ids: Vec<EventId> = pending.into_iter().map(|e| e.id).collect();
         let count = ids.len();
         events::Entity::update_many()
@@ -181,32 +157,6 @@ impl Relay {
             }
         }
     }
-}
-
-/// One statement notifying [`runtime::outbox::DELIVERIES_CHANNEL`] once per event: the
-/// listening workers claim and send the rows these events' commits made.
-///
-/// It also lets this transaction commit without waiting for its WAL flush. PostgreSQL sends
-/// the notices at commit, and a notifying commit holds the global notify lock until it ends:
-/// the flush would be on every wake-up's path and serialise the relays of a fleet. Nothing
-/// here needs the flush: a mark a crash loses only makes the next turn announce and notify the
-/// event again (a notice finds its rows claimed; a publish is deduplicated by the fan-out).
-fn wake_up(made: &[&events::Model]) -> Statement {
-    let rows: Vec<String> = (0..made.len()).map(|i| format!("(${})", i + 2)).collect();
-    let mut values: Vec<sea_orm::Value> = vec![runtime::outbox::DELIVERIES_CHANNEL.into()];
-    values.extend(
-        made.iter()
-            .map(|e| runtime::outbox::notice_payload(e).into()),
-    );
-    Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        format!(
-            "SELECT pg_notify($1, payload), set_config('synchronous_commit', 'off', true) \
-             FROM (VALUES {}) AS notices(payload)",
-            rows.join(", ")
-        ),
-        values,
-    )
 }
 
 /// The outbox's depth (events not yet published) and its oldest event's age in seconds.

@@ -187,14 +187,17 @@ pub struct SendNow<'a> {
 }
 
 /// Makes a test delivery's first attempt now, from the gateway, and meters it as the worker
-/// meters its own: one attempt if a request was made (the delivery is counted from its row).
-/// (Its retries, if it fails, are the worker's, and metered there.)
+/// meters its own: one delivery, and one attempt if a request was made. (Its retries, if it
+/// fails, are the worker's, and metered there.)
 pub async fn send_test_now(
     deps: &SendNow<'_>,
     ctx: AttemptContext,
 ) -> Result<(AttemptOutcome, Option<AttemptResult>), DbErr> {
     use runtime::usage::metric;
     let scope = ctx.delivery.scope();
+    deps.cache
+        .count_usage(&scope, &[(metric::WEBHOOK_DELIVERIES, 1)])
+        .await;
     let sent =
         worker::manual::attempt_now(deps.db, deps.bus, deps.sender, &deps.rules, ctx).await?;
     if sent.1.is_some() {

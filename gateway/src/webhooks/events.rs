@@ -1,6 +1,5 @@
 //! The event log, which is also the outbox. Events are only ever written inside the
-//! transaction of the change they describe, with their delivery rows (see
-//! `runtime::outbox`).
+//! transaction of the change they describe.
 
 use entity::event::EventType;
 use entity::events;
@@ -25,7 +24,9 @@ pub async fn record<C: ConnectionTrait>(
         request_id,
         runtime::outbox::Route::Bus,
     );
-    runtime::outbox::insert(txn, row).await?;
+    events::Entity::insert(row)
+        .exec_without_returning(txn)
+        .await?;
     Ok(id)
 }
 

@@ -4,18 +4,15 @@
 
 use chrono::{DateTime, TimeZone as _, Utc};
 use entity::ids::MerchantId;
-use entity::{payments, webhook_deliveries};
+use entity::payments;
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
 
 use super::{Counts, metric};
 
-/// Whether a metric is counted from the tables rather than metered: payments created and
-/// their volume, webhook deliveries made. Rows or pending counts of them from before are
-/// ignored.
+/// Whether a metric is counted from the payments table rather than metered: payments created
+/// and their volume. Rows or pending counts of them from before are ignored.
 pub fn is_derived(metric: &str) -> bool {
-    metric == metric::PAYMENTS_CREATED
-        || metric == metric::WEBHOOK_DELIVERIES
-        || metric.starts_with(metric::VOLUME_PREFIX)
+    metric == metric::PAYMENTS_CREATED || metric.starts_with(metric::VOLUME_PREFIX)
 }
 
 /// The first instant of a month (`2026-11`) and of the next, UTC.
@@ -70,34 +67,4 @@ pub(super) fn add_payments(counts: &mut Counts, n: i64, currency: &str, volume: 
     *counts
         .entry(format!("{}{currency}", metric::VOLUME_PREFIX))
         .or_default() += volume;
-}
-
-/// Webhook deliveries made in `month` (by `filter`), by merchant: one per event and endpoint,
-/// however many attempts it took.
-pub(super) async fn deliveries_in_month<C: ConnectionTrait>(
-    db: &C,
-    filter: sea_orm::Condition,
-    month: &str,
-) -> Result<Vec<(MerchantId, i64)>, DbErr> {
-    let Some((start, end)) = month_bounds(month) else {
-        return Ok(Vec::new());
-    };
-    webhook_deliveries::Entity::find()
-        .filter(filter)
-        .filter(webhook_deliveries::Column::CreatedAt.gte(start))
-        .filter(webhook_deliveries::Column::CreatedAt.lt(end))
-        .select_only()
-        .column(webhook_deliveries::Column::MerchantId)
-        .column_as(webhook_deliveries::Column::Id.count(), "n")
-        .group_by(webhook_deliveries::Column::MerchantId)
-        .into_tuple()
-        .all(db)
-        .await
-}
-
-/// Adds webhook deliveries made to `counts`.
-pub(super) fn add_deliveries(counts: &mut Counts, n: i64) {
-    *counts
-        .entry(metric::WEBHOOK_DELIVERIES.to_string())
-        .or_default() += n;
 }

@@ -14,9 +14,8 @@
 //! with the pending counts, after it, and reads again if a flush was under way or ran in
 //! between (a sequence lock, shared by every gateway through Redis).
 //!
-//! Payments created and their volume, and webhook deliveries made, are not metered at all:
-//! they are counted from the payments and deliveries tables when read ([`of_scope`],
-//! [`of_month`]), so they are exact by construction. A
+//! Payments created and their volume are not metered at all: they are counted from the
+//! payments table when read ([`of_scope`], [`of_month`]), so they are exact by construction. A
 //! metered count is taken after its work commits, and a gateway killed in between loses it (the
 //! fleet test saw one payment in 1,846 go uncounted, and a quota admit that many more).
 //!
@@ -35,7 +34,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
 use crate::cache::Cache;
 pub use derived::is_derived;
-use derived::{add_deliveries, add_payments, deliveries_in_month, payments_in_month};
+use derived::{add_payments, payments_in_month};
 pub use pending::{FlushMarks, Tally, flush};
 
 /// The metrics counted. Payment volume is counted per currency, as `volume:EUR`.
@@ -168,11 +167,6 @@ pub async fn of_scope<C: ConnectionTrait>(
     {
         add_payments(&mut counts, n, &currency, volume);
     }
-    for (_, n) in
-        deliveries_in_month(db, scope.of::<entity::webhook_deliveries::Entity>(), month).await?
-    {
-        add_deliveries(&mut counts, n);
-    }
     Ok(counts)
 }
 
@@ -194,11 +188,6 @@ pub async fn of_merchant<C: ConnectionTrait>(
     let mine = sea_orm::Condition::all().add(payments::Column::MerchantId.eq(merchant_id.as_str()));
     for (_, currency, n, volume) in payments_in_month(db, mine, month).await? {
         add_payments(&mut counts, n, &currency, volume);
-    }
-    let mine = sea_orm::Condition::all()
-        .add(entity::webhook_deliveries::Column::MerchantId.eq(merchant_id.as_str()));
-    for (_, n) in deliveries_in_month(db, mine, month).await? {
-        add_deliveries(&mut counts, n);
     }
     Ok(counts)
 }
@@ -235,13 +224,6 @@ pub async fn of_month<C: ConnectionTrait>(
             .or_insert_with(|| (merchant_id.clone(), Counts::new()))
             .1;
         add_payments(counts, n, &currency, volume);
-    }
-    for (merchant_id, n) in deliveries_in_month(db, sea_orm::Condition::all(), month).await? {
-        let counts = &mut by_merchant
-            .entry(merchant_id.to_string())
-            .or_insert_with(|| (merchant_id.clone(), Counts::new()))
-            .1;
-        add_deliveries(counts, n);
     }
     Ok(by_merchant.into_values().collect())
 }

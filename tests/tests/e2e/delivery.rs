@@ -1,7 +1,6 @@
 //! Delivery guarantees: retries and backoff, timeouts, manual retry, duplicates, crashes,
 //! concurrent workers, a broker outage, dead letters. Where timing matters the test drives
-//! the worker's steps (`deliver_made`, `handle`, `sweep_once`) itself instead of sleeping on
-//! a schedule.
+//! the worker's steps (`handle`, `sweep_once`) itself instead of sleeping on a schedule.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -37,21 +36,6 @@ async fn handle_next(app: &TestApp, worker: &Worker) -> Handled {
         .expect("stream open")
         .expect("message");
     worker.handle(received).await
-}
-
-/// Claims and sends the rows the commits so far made and no one sent yet, as a running worker
-/// does on hearing their notices (hearing them is `wakeups`', tested through the worker's
-/// entry point); the first attempts' outcomes.
-async fn deliver_made(app: &TestApp, worker: &Worker) -> Vec<AttemptOutcome> {
-    use sea_orm::QuerySelect as _;
-    let events: Vec<entity::ids::EventId> = entity::events::Entity::find()
-        .select_only()
-        .column(entity::events::Column::Id)
-        .into_tuple()
-        .all(&app.db)
-        .await
-        .expect("query");
-    worker.deliver_made(&events).await
 }
 
 async fn deliveries(app: &TestApp) -> Vec<webhook_deliveries::Model> {
@@ -90,8 +74,15 @@ async fn a_500_then_a_200_leaves_two_attempt_rows() {
     let receiver = Receiver::start(Behavior::Statuses(vec![500], 200)).await;
     app.create_endpoint(&receiver.url).await;
     app.create_payment(100).await;
-    assert_eq!(deliveries(&app).await.len(), 1, "made with the payment");
-    let first = deliver_made(&app, &worker).await;
+    let Handled::FannedOut {
+        created,
+        attempts: first,
+        ..
+    } = handle_next(&app, &worker).await
+    else {
+        panic!("fan-out expected")
+    };
+    assert_eq!(created, 1);
     assert!(
         matches!(first[..], [AttemptOutcome::WillRetry { attempts: 1, .. }]),
         "{first:?}"
@@ -129,7 +120,7 @@ async fn always_500_makes_exactly_the_configured_attempts_with_backoff_then_fail
     let receiver = Receiver::start(Behavior::Statuses(vec![], 500)).await;
     app.create_endpoint(&receiver.url).await;
     app.create_payment(100).await;
-    deliver_made(&app, &worker).await;
+    handle_next(&app, &worker).await;
     // Expected delays after attempts 1, 2, 3: 50, 100, 150 (capped) ms, plus up to 10 % jitter.
     for (n, expected_ms) in [(1, 50), (2, 100), (3, 150)] {
         let d = &deliveries(&app).await[0];
@@ -223,7 +214,7 @@ async fn a_hanging_receiver_times_out() {
     app.create_endpoint(&receiver.url).await;
     app.create_payment(100).await;
     let started = std::time::Instant::now();
-    deliver_made(&app, &worker).await;
+    handle_next(&app, &worker).await;
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "the attempt must not wait for the receiver"
@@ -247,15 +238,21 @@ async fn a_redelivered_message_creates_no_second_delivery() {
     let worker = app.standalone_worker();
     let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
     app.create_endpoint(&receiver.url).await;
-    let event = event_from_before(&app, &endpoint_merchant(&app).await).await;
-    assert_eq!(
+    let payment = app.create_payment(100).await;
+    assert!(matches!(
         handle_next(&app, &worker).await,
         Handled::FannedOut {
             created: 1,
             already_present: 0,
-            attempts: vec![AttemptOutcome::Succeeded]
+            ..
         }
-    );
+    ));
+    let event: entity::events::Model = entity::events::Entity::find()
+        .one(&app.db)
+        .await
+        .expect("query")
+        .expect("event");
+    assert_eq!(event.payment_id.as_deref(), payment["id"].as_str());
     let duplicate = BusMessage::V1 {
         event_id: event.id.clone(),
         merchant_id: event.merchant_id.clone(),
@@ -317,57 +314,10 @@ async fn a_redelivered_message_creates_no_second_delivery() {
         (bus.depths().await.expect("depths").dead_letters == 1).then_some(())
     })
     .await;
-
-    // A payment's commit makes its row: the relay marks its event published without a
-    // message for the fan-out, and the row is sent as the commit's notice asks.
-    app.create_payment(100).await;
-    app.eventually(WAIT, "the outbox empty", || async {
-        (app.count("SELECT count(*) FROM events WHERE published_at IS NULL")
-            .await
-            == 0)
-            .then_some(())
-    })
-    .await;
-    assert_eq!(bus.depths().await.expect("depths").events, 0);
-    assert_eq!(
-        deliver_made(&app, &worker).await,
-        vec![AttemptOutcome::Succeeded]
-    );
-    assert_eq!(receiver.received().len(), 2);
 }
 
-/// The merchant of the test's endpoints.
-async fn endpoint_merchant(app: &TestApp) -> entity::ids::MerchantId {
-    entity::webhook_endpoints::Entity::find()
-        .one(&app.db)
-        .await
-        .expect("query")
-        .expect("an endpoint")
-        .merchant_id
-}
-
-/// A test-mode event written as before its delivery rows were made with it (and as on
-/// SQLite): left for the relay to publish and the fan-out to make its rows.
-async fn event_from_before(
-    app: &TestApp,
-    merchant: &entity::ids::MerchantId,
-) -> entity::events::Model {
-    let (_, row) = runtime::outbox::event(
-        &entity::ids::Scope::new(merchant.clone(), false),
-        entity::event::EventType::PaymentPending,
-        None,
-        serde_json::json!({"object": "payment"}),
-        None,
-        runtime::outbox::Route::Bus,
-    );
-    entity::events::Entity::insert(row)
-        .exec_with_returning(&app.db)
-        .await
-        .expect("insert")
-}
-
-/// A merchant with one endpoint and three deliveries, made with their payments, due and
-/// unclaimed (immediate delivery off), with a worker that only runs when the test drives it.
+/// A merchant with one endpoint and three deliveries fanned out, due and unclaimed (immediate
+/// delivery off), with a worker that only runs when the test drives it.
 async fn three_due_deliveries() -> (TestApp, Worker, Receiver) {
     let app = TestApp::spawn_with(manual(|o| o.webhook.immediate = false)).await;
     let worker = app.standalone_worker();
@@ -375,12 +325,11 @@ async fn three_due_deliveries() -> (TestApp, Worker, Receiver) {
     app.create_endpoint(&receiver.url).await;
     for _ in 0..3 {
         app.create_payment(100).await;
+        assert!(matches!(
+            handle_next(&app, &worker).await,
+            Handled::FannedOut { created: 1, .. }
+        ));
     }
-    assert_eq!(
-        app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending' AND next_retry_at <= now()")
-            .await,
-        3
-    );
     (app, worker, receiver)
 }
 
@@ -660,6 +609,16 @@ async fn two_workers_side_by_side_never_send_the_same_attempt_twice() {
     for _ in 0..n {
         app.create_payment(100).await;
     }
+    let bus = EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix));
+    let mut sub = bus.subscribe(100).await.expect("subscribe");
+    for _ in 0..n {
+        let received = tokio::time::timeout(WAIT, sub.next())
+            .await
+            .expect("message")
+            .expect("open")
+            .expect("ok");
+        a.handle(received).await;
+    }
     let (ra, rb) = tokio::join!(a.sweep_once(), b.sweep_once());
     let (ra, rb) = (ra.expect("sweep a"), rb.expect("sweep b"));
     assert_eq!(ra.claimed + rb.claimed, n);
@@ -688,85 +647,51 @@ async fn two_workers_side_by_side_never_send_the_same_attempt_twice() {
     );
 }
 
-/// The running worker hears each commit that made delivery rows and sends them at once: the
-/// broker is not on the way. With the gateway's broker cut and sweeps a minute apart, the
-/// webhooks still arrive at once, and the relay marks their events published without the
-/// broker (it only announces them to live feeds, best effort); nothing goes twice.
 #[tokio::test]
-async fn a_commit_wakes_the_worker_so_webhooks_go_out_while_the_broker_is_unreachable() {
+async fn events_created_while_the_broker_is_unreachable_are_published_once_it_is_back() {
     let proxy = TcpProxy::start("127.0.0.1:5672", false).await;
-    let mut options = Options {
+    let app = TestApp::spawn_with(Options {
         gateway_amqp_url: Some(format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port)),
         ..Options::default()
-    };
-    options.webhook.sweep_interval = Duration::from_secs(60);
-    let app = TestApp::spawn_with(options).await;
-    payrail_tests::until_worker_listens(&app.db).await;
+    })
+    .await;
     let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
     app.create_endpoint(&receiver.url).await;
     for _ in 0..3 {
         app.create_payment(100).await;
     }
-    app.eventually(WAIT, "three webhooks with the broker cut", || async {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM events WHERE published_at IS NULL")
+            .await,
+        3,
+        "kept in the outbox"
+    );
+    assert!(receiver.received().is_empty());
+    proxy.set_enabled(true);
+    app.eventually(WAIT, "three webhooks after the broker is back", || async {
         (receiver.of_type("payment.pending").len() == 3).then_some(())
     })
     .await;
-    app.eventually(WAIT, "the outbox empty with the broker cut", || async {
+    // The relay marks an event published once the broker confirmed it, which may be after
+    // the worker, fed by that very publish, has delivered it.
+    app.eventually(WAIT, "the outbox empty", || async {
         (app.count("SELECT count(*) FROM events WHERE published_at IS NULL")
             .await
             == 0)
             .then_some(())
     })
     .await;
-    assert_eq!(
-        app.count("SELECT count(*) FROM events WHERE NOT deliveries_made")
-            .await,
-        0
-    );
 
-    // With the broker back, and cut again: each payment's webhook goes out at once, once.
-    proxy.set_enabled(true);
-    app.create_payment(100).await;
+    // Cut it again mid-run: the next event waits, then goes out after reconnecting.
     proxy.set_enabled(false);
     app.create_payment(100).await;
-    app.eventually(WAIT, "five webhooks", || async {
-        (receiver.of_type("payment.pending").len() == 5).then_some(())
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.set_enabled(true);
+    app.eventually(WAIT, "the fourth webhook", || async {
+        (receiver.of_type("payment.pending").len() == 4).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(receiver.received().len(), 5, "none twice");
-    assert_eq!(
-        app.count("SELECT count(*) FROM webhook_deliveries WHERE status = 'succeeded'")
-            .await,
-        5
-    );
-}
-
-/// PostgreSQL makes a delivery's id as Rust does (`payrail_delivery_id` and
-/// `DeliveryId::for_event_endpoint`): the rows a commit makes and those the fan-out makes
-/// collide on the primary key instead of doubling a delivery.
-#[tokio::test]
-async fn postgres_and_rust_make_the_same_delivery_id() {
-    let app = TestApp::spawn_with(manual(|_| {})).await;
-    for _ in 0..200 {
-        let event = entity::ids::EventId::generate();
-        let endpoint = entity::ids::EndpointId::generate();
-        let row = app
-            .db
-            .query_one_raw(sea_orm::Statement::from_sql_and_values(
-                sea_orm::DbBackend::Postgres,
-                "SELECT payrail_delivery_id($1, $2) AS id",
-                [event.as_str().into(), endpoint.as_str().into()],
-            ))
-            .await
-            .expect("query")
-            .expect("a row");
-        let made: String = row.try_get("", "id").expect("id");
-        assert_eq!(
-            made,
-            entity::ids::DeliveryId::for_event_endpoint(&event, &endpoint).as_str()
-        );
-    }
 }
 
 #[tokio::test]
@@ -875,7 +800,7 @@ async fn a_redirect_is_a_failed_attempt_and_is_not_followed() {
     let receiver = Receiver::start(Behavior::Statuses(vec![], 302)).await;
     app.create_endpoint(&receiver.url).await;
     app.create_payment(100).await;
-    deliver_made(&app, &worker).await;
+    handle_next(&app, &worker).await;
     let d = &deliveries(&app).await[0];
     assert_eq!((d.status.as_str(), d.http_status), ("pending", Some(302)));
     let a = &attempts(&app, &d.id).await[0];
@@ -900,6 +825,7 @@ async fn a_result_recorded_after_the_lease_ran_out_changes_nothing() {
     let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
     app.create_endpoint(&receiver.url).await;
     app.create_payment(100).await;
+    handle_next(&app, &worker).await;
     // Worker A claims the delivery and is then stalled past its lease.
     let claimed = claim_due(&app.db, 10, 10, Duration::from_secs(60), &[])
         .await
@@ -957,20 +883,19 @@ async fn a_batch_of_messages_fans_out_together_and_each_gets_its_own_outcome() {
     let worker = app.standalone_worker();
     let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
     app.create_endpoint(&receiver.url).await;
-    let first = endpoint_merchant(&app).await;
     // A second merchant with two endpoints, and a third with none.
-    let (other, other_key) = app.create_merchant_with_id("Other").await;
+    let other = app.create_merchant("Other").await;
     for _ in 0..2 {
         let (status, body) = app
             .post_json(
-                &other_key,
+                &other,
                 "/v1/webhook_endpoints",
                 serde_json::json!({"url": receiver.url, "enabled_events": ["*"]}),
             )
             .await;
         assert_eq!(status, 201, "{body}");
     }
-    let (silent, _) = app.create_merchant_with_id("Silent").await;
+    let silent = app.create_merchant("Silent").await;
     let bus = EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix));
     let mut sub = bus.subscribe(100).await.expect("subscribe");
     let mut next = async || {
@@ -980,14 +905,17 @@ async fn a_batch_of_messages_fans_out_together_and_each_gets_its_own_outcome() {
             .expect("stream open")
             .expect("message")
     };
-    // One event each, in a known order, each published before the next is made.
+    // One payment each, in a known order, each published before the next is made.
     let mut batch = Vec::new();
-    for merchant in [
-        first,
-        entity::ids::MerchantId::from_trusted(other),
-        entity::ids::MerchantId::from_trusted(silent),
-    ] {
-        event_from_before(&app, &merchant).await;
+    for key in [&app.api_key, &other, &silent] {
+        let (status, body) = app
+            .post_json(
+                key,
+                "/v1/payments",
+                serde_json::json!({"amount": 100, "currency": "usd", "provider": "simulated"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
         batch.push(next().await);
     }
     let event = entity::events::Entity::find()

@@ -121,8 +121,8 @@ async fn a_created_payment_is_delivered_signed_and_a_sandbox_completion_follows(
         .filter_map(|e| e["type"].as_str())
         .collect();
     assert_eq!(types, vec!["payment.succeeded", "payment.pending"]);
-    // The webhook needs no relay: the commit woke the worker. The relay marks the events a
-    // moment later.
+    // The relay marks an event published once the broker confirmed it, which may be after
+    // the worker, fed by that very publish, has delivered it.
     app.eventually(WAIT, "both events marked published", || async {
         (app.count("SELECT count(*) FROM events WHERE published_at IS NULL")
             .await

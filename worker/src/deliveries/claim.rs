@@ -5,17 +5,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use entity::ids::{DeliveryId, EndpointId, EventId};
+use entity::ids::{DeliveryId, EndpointId};
 use entity::status::DeliveryStatus;
 use entity::{webhook_deliveries, webhook_endpoints};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait, TransactionSession, TransactionTrait,
+    QuerySelect, TransactionSession, TransactionTrait,
 };
 
-use super::AttemptContext;
-use super::rows::{Lease, contexts_of};
+use super::rows::Lease;
 
 /// What one claim took.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -133,65 +132,6 @@ pub async fn claim_due<C: TransactionTrait>(
         taken_over: taken_over.len(),
         token: claim.map(|c| c.token),
     })
-}
-
-/// Claims the due rows of these events that are still pending, made in their events'
-/// transactions and announced by the commit's notice (see `runtime::outbox`), for `lease`;
-/// returns what their attempts need. Rows a sweep or another worker took first are skipped,
-/// so each row goes to one claimant whichever hears of it first.
-pub async fn claim_made<C: ConnectionTrait>(
-    db: &C,
-    events: &[EventId],
-    lease: Duration,
-) -> Result<Vec<AttemptContext>, DbErr> {
-    use webhook_deliveries::Column as C;
-    if events.is_empty() {
-        return Ok(Vec::new());
-    }
-    let now = Utc::now();
-    let claim = Lease::new(now, lease);
-    let mut mine = webhook_deliveries::Entity::find()
-        .select_only()
-        .column(C::Id)
-        .filter(C::EventId.is_in(events.to_vec()))
-        .filter(C::Status.eq(DeliveryStatus::Pending))
-        .filter(C::NextRetryAt.lte(now));
-    // An event's deliveries' ids start with its creation time: the range lets PostgreSQL look
-    // in their partition only, through the primary key.
-    if let Some((first, last)) = id_range(events) {
-        mine = mine.filter(C::Id.gte(first)).filter(C::Id.lt(last));
-    }
-    let mine = mine
-        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-        .into_query();
-    let rows = webhook_deliveries::Entity::update_many()
-        .col_expr(C::Status, Expr::value(DeliveryStatus::Processing))
-        .col_expr(C::LockedUntil, Expr::value(claim.until))
-        .col_expr(C::LeaseToken, Expr::value(claim.token.clone()))
-        .col_expr(C::UpdatedAt, Expr::value(now))
-        .filter(C::Id.in_subquery(mine))
-        .exec_with_returning(db)
-        .await?;
-    let ids: Vec<DeliveryId> = rows.iter().map(|d| d.id.clone()).collect();
-    contexts_of(db, &ids, rows).await
-}
-
-/// The smallest and (past) the largest delivery id the deliveries of these events can have,
-/// or `None` if one of them is not of the generated shape.
-fn id_range(events: &[EventId]) -> Option<(String, String)> {
-    let prefix = entity::ids::IdKind::WebhookDelivery.prefix();
-    let mut times = events
-        .iter()
-        .map(|e| {
-            e.as_str()
-                .split_once('_')
-                .and_then(|(_, hex)| hex.get(..12))
-        })
-        .collect::<Option<Vec<&str>>>()?;
-    times.sort_unstable();
-    let (first, last) = (times.first()?, times.last()?);
-    // `g` sorts after every hex digit: past every id of the last millisecond.
-    Some((format!("{prefix}_{first}"), format!("{prefix}_{last}g")))
 }
 
 /// A row whose lease ran out was claimed by a worker that stopped before recording its

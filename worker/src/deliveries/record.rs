@@ -9,7 +9,7 @@ use entity::bus::{LiveChange, LiveNotice};
 use entity::ids::{AttemptId, EndpointId};
 use entity::retry::NextStep;
 use entity::status::{DeliveryStatus, EndpointStatus};
-use entity::{webhook_attempts, webhook_deliveries, webhook_endpoints};
+use entity::{events, webhook_attempts, webhook_deliveries, webhook_endpoints};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryTrait,
@@ -448,7 +448,9 @@ pub(super) async fn track_failure<T: ConnectionTrait>(
         None,
         runtime::outbox::Route::Bus,
     );
-    runtime::outbox::insert(txn, row).await?;
+    events::Entity::insert(row)
+        .exec_without_returning(txn)
+        .await?;
     Ok(Some(reason))
 }
 

@@ -204,22 +204,14 @@ pub async fn load_contexts<C: ConnectionTrait>(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let deliveries = webhook_deliveries::Entity::find()
-        .filter(webhook_deliveries::Column::Id.is_in(ids.to_vec()))
-        .all(db)
-        .await?;
-    contexts_of(db, ids, deliveries).await
-}
-
-/// What the attempts of these rows need besides the rows themselves, in the order of `ids`
-/// (a row not among `deliveries`, or whose event is gone, is left out).
-pub(super) async fn contexts_of<C: ConnectionTrait>(
-    db: &C,
-    ids: &[DeliveryId],
-    deliveries: Vec<webhook_deliveries::Model>,
-) -> Result<Vec<AttemptContext>, DbErr> {
     let mut deliveries: HashMap<DeliveryId, webhook_deliveries::Model> =
-        deliveries.into_iter().map(|d| (d.id.clone(), d)).collect();
+        webhook_deliveries::Entity::find()
+            .filter(webhook_deliveries::Column::Id.is_in(ids.to_vec()))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|d| (d.id.clone(), d))
+            .collect();
     let event_ids: HashSet<_> = deliveries.values().map(|d| d.event_id.clone()).collect();
     let endpoint_ids: HashSet<_> = deliveries.values().map(|d| d.endpoint_id.clone()).collect();
     let events: HashMap<_, events::Model> = events::Entity::find()

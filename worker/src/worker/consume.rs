@@ -82,10 +82,14 @@ impl Worker {
         let mut counts = Vec::with_capacity(messages.len());
         let mut claimed = Vec::new();
         let mut to_ack = Vec::with_capacity(messages.len());
+        let mut usage: Vec<(entity::ids::Scope, i64)> = Vec::new();
         for ((message, ack), fan) in messages.iter().zip(acks).zip(fanned) {
             match fan {
                 Ok(fan) => {
                     let created = fan.claimed.len() + fan.queued;
+                    let scope =
+                        entity::ids::Scope::new(message.merchant_id().clone(), fan.livemode);
+                    usage.push((scope, i64::try_from(created).unwrap_or(i64::MAX)));
                     to_ack.push((ack, message.event_id()));
                     counts.push(Ok((created, fan.already_present, fan.claimed.len())));
                     claimed.extend(fan.claimed);
@@ -103,15 +107,19 @@ impl Worker {
             }
         }
         drop(spans);
-        // The rows are committed, so the first attempts need nothing else: the acks run
-        // alongside them instead of before (a lost ack only means a redelivery, which finds
-        // the rows and creates nothing). The rows are counted as usage from the table.
+        // The rows are committed, so the first attempts need nothing else: the acks and the
+        // metering run alongside them instead of before (a lost ack only means a redelivery,
+        // which finds the rows and creates nothing).
         let bookkeeping = async {
             for (ack, event_id) in to_ack {
                 if let Err(e) = ack.ack().await {
                     tracing::warn!(error = %e, event_id = %event_id, "ack failed after commit");
                 }
             }
+            self.inner
+                .cache
+                .count_usage_of_each(runtime::usage::metric::WEBHOOK_DELIVERIES, usage)
+                .await;
         };
         let ((), attempts) = tokio::join!(Box::pin(bookkeeping), self.deliver_loaded(claimed));
         let mut attempts = attempts.into_iter();

@@ -1,6 +1,5 @@
-//! The worker: sends the delivery rows a commit made as soon as PostgreSQL announces them
-//! ([`wakeups`]), consumes events from the bus and fans out those whose rows are not made yet,
-//! and sweeps due rows on a schedule.
+//! The worker: consumes events from the bus, fans them out to delivery rows, sends them, and
+//! sweeps due rows on a schedule.
 //!
 //! [`Worker::sweep_once`] and [`Worker::handle`] each run one step and return what happened,
 //! so tests drive them deterministically; [`Worker::run_until_stopped`] wires them to the
@@ -26,7 +25,6 @@ use runtime::bus::EventBus;
 
 mod consume;
 mod deliver;
-mod wakeups;
 
 /// Sweeps one worker runs at once at most (each claims its own batch).
 const CONCURRENT_SWEEPS: usize = 4;
@@ -347,13 +345,11 @@ impl Worker {
         let (stop_tx, stop_rx) = watch::channel(false);
         let renewals = tokio::spawn(self.clone().renew_loop());
         let consumer = tokio::spawn(self.clone().consume(stop_rx.clone()));
-        let wakeups = tokio::spawn(self.clone().listen(stop_rx.clone()));
         let sweeps = tokio::spawn(self.clone().sweep_loop(stop_rx.clone()));
         shutdown.await;
         tracing::info!("worker stopping: no new work; waiting for sends in flight");
         let _ = stop_tx.send(true);
         let _ = consumer.await;
-        let _ = wakeups.await;
         let _ = sweeps.await;
         let grace = self
             .inner
