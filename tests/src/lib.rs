@@ -523,6 +523,19 @@ impl TestApp {
         }
     }
 
+    /// Waits until the relay has marked every event published. It marks one once the broker
+    /// confirmed it, which may be after the worker, fed by that very publish, delivered it.
+    pub async fn until_outbox_empty(&self, timeout: Duration) {
+        self.eventually(timeout, "the outbox empty", || async {
+            (self
+                .count("SELECT count(*) FROM events WHERE published_at IS NULL")
+                .await
+                == 0)
+                .then_some(())
+        })
+        .await
+    }
+
     /// The gateway's `/metrics` text (from its operators' port).
     pub async fn metrics_text(&self) -> String {
         self.metrics_text_of(&self.metrics_base).await
