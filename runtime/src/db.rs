@@ -44,6 +44,18 @@ pub async fn owner_is_alive(db: &impl ConnectionTrait, owner: i64) -> Result<boo
         .unwrap_or(false))
 }
 
+/// Makes the rest of a transaction reuse its statements' generic plans (PostgreSQL).
+///
+/// Our statements are prepared, and by default PostgreSQL plans each call afresh whenever a
+/// plan made for its values looks cheaper than the generic one. On a partitioned table that is
+/// always so for a lookup by id (a plan for the values prunes the other partitions when it is
+/// made), so the hottest writes (the relay's mark, the recorder's delivery updates) were
+/// planned on every call: planning took more of the database's time than running them. A
+/// generic plan prunes the same partitions when it starts. Only for transactions whose
+/// statements find rows by key: a generic plan cannot use a partial index whose condition
+/// the query states with a parameter (the sweep's `status = 'pending'`).
+pub const GENERIC_PLANS: &str = "SET LOCAL plan_cache_mode = force_generic_plan";
+
 /// Opens a pool of the gateway's default size (tools and tests); see [`connect_with`].
 pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     connect_with(url, GATEWAY_POOL_SIZE).await
