@@ -1,4 +1,5 @@
-//! The outbox relay: publishes committed, unpublished events to the bus, then marks them.
+//! The outbox relay: publishes committed, unpublished events to the bus (each with its row,
+//! so the worker need not read it back), then marks them.
 //!
 //! It runs after every commit that wrote an event (a [`Relay::notify`]) and on an interval,
 //! which republishes anything a crash or a broker outage left behind. Rows are selected
@@ -78,16 +79,7 @@ impl Relay {
             txn.commit().await?;
             return Ok(0);
         }
-        let messages: Vec<BusMessage> = pending
-            .iter()
-            .map(|e| BusMessage::V1 {
-                event_id: e.id.clone(),
-                merchant_id: e.merchant_id.clone(),
-                event_type: e.event_type.clone(),
-                request_id: e.request_id.clone(),
-                traceparent: e.traceparent.clone(),
-            })
-            .collect();
+        let messages: Vec<BusMessage> = pending.iter().map(|e| BusMessage::V2(e.into())).collect();
         // Each event's publish is a span of the trace that caused it (the batch is many traces).
         let spans: Vec<tracing::Span> = pending
             .iter()
@@ -116,12 +108,14 @@ impl Relay {
             // events are published again and the worker's fan-out, keyed by event and
             // endpoint, makes no second delivery. So this commit does not wait for its WAL
             // flush, which under load was one disk flush per turn on the events' way out.
-            // And the mark's plan is kept (see `runtime::db::GENERIC_PLANS`).
-            txn.execute_unprepared(&format!(
-                "SET LOCAL synchronous_commit = off; {}",
+            // And a short mark's plan is kept (see `runtime::db::GENERIC_PLANS`).
+            let plans = if count <= runtime::db::GENERIC_PLANS_UP_TO {
                 runtime::db::GENERIC_PLANS
-            ))
-            .await?;
+            } else {
+                ""
+            };
+            txn.execute_unprepared(&format!("SET LOCAL synchronous_commit = off; {plans}"))
+                .await?;
         }
         events::Entity::update_many()
             .col_expr(events::Column::PublishedAt, Expr::value(Utc::now()))

@@ -127,7 +127,9 @@ pub(crate) async fn record_in<T: ConnectionTrait>(
     items: &[ToRecord<'_>],
     rules: &Rules,
 ) -> Result<Vec<(AttemptOutcome, Option<DisabledReason>)>, DbErr> {
-    if txn.get_database_backend() == DbBackend::Postgres {
+    if txn.get_database_backend() == DbBackend::Postgres
+        && items.len() <= runtime::db::GENERIC_PLANS_UP_TO
+    {
         // Every statement below finds its rows by key.
         txn.execute_unprepared(runtime::db::GENERIC_PLANS).await?;
     }
