@@ -23,6 +23,64 @@ pub enum BusMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         traceparent: Option<String>,
     },
+    /// The committed event itself, so the fan-out makes its delivery rows without reading the
+    /// row back (the relay has just read it). Workers read v1 and v2; the relay publishes v2,
+    /// so workers are upgraded before gateways (a v1-only worker dead-letters v2).
+    #[serde(rename = "v2")]
+    V2(EventOnBus),
+}
+
+/// An event row as it travels in a [`BusMessage::V2`]: every column the fan-out and the
+/// attempts need, as committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventOnBus {
+    pub event_id: crate::ids::EventId,
+    pub merchant_id: crate::ids::MerchantId,
+    pub livemode: bool,
+    pub event_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<crate::ids::PaymentId>,
+    pub data: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+impl From<&crate::events::Model> for EventOnBus {
+    fn from(e: &crate::events::Model) -> EventOnBus {
+        EventOnBus {
+            event_id: e.id.clone(),
+            merchant_id: e.merchant_id.clone(),
+            livemode: e.livemode,
+            event_type: e.event_type.clone(),
+            payment_id: e.payment_id.clone(),
+            data: e.data.clone(),
+            request_id: e.request_id.clone(),
+            created_at: e.created_at,
+            traceparent: e.traceparent.clone(),
+        }
+    }
+}
+
+impl EventOnBus {
+    /// The event's row as committed, less its `published_at` (the bus does not know when the
+    /// relay's mark commits, and nothing downstream of the bus reads it).
+    pub fn to_model(&self) -> crate::events::Model {
+        crate::events::Model {
+            id: self.event_id.clone(),
+            merchant_id: self.merchant_id.clone(),
+            livemode: self.livemode,
+            event_type: self.event_type.clone(),
+            payment_id: self.payment_id.clone(),
+            data: self.data.clone(),
+            request_id: self.request_id.clone(),
+            created_at: self.created_at,
+            published_at: None,
+            traceparent: self.traceparent.clone(),
+        }
+    }
 }
 
 impl BusMessage {
@@ -38,24 +96,36 @@ impl BusMessage {
     pub fn event_id(&self) -> &crate::ids::EventId {
         match self {
             BusMessage::V1 { event_id, .. } => event_id,
+            BusMessage::V2(e) => &e.event_id,
         }
     }
 
     pub fn merchant_id(&self) -> &crate::ids::MerchantId {
         match self {
             BusMessage::V1 { merchant_id, .. } => merchant_id,
+            BusMessage::V2(e) => &e.merchant_id,
         }
     }
 
     pub fn traceparent(&self) -> Option<&str> {
         match self {
             BusMessage::V1 { traceparent, .. } => traceparent.as_deref(),
+            BusMessage::V2(e) => e.traceparent.as_deref(),
         }
     }
 
     pub fn event_type(&self) -> &str {
         match self {
             BusMessage::V1 { event_type, .. } => event_type,
+            BusMessage::V2(e) => &e.event_type,
+        }
+    }
+
+    /// The event it carries (v2); a v1 message names it only.
+    pub fn carried_event(&self) -> Option<&EventOnBus> {
+        match self {
+            BusMessage::V1 { .. } => None,
+            BusMessage::V2(e) => Some(e),
         }
     }
 }
@@ -177,6 +247,40 @@ mod tests {
         assert_eq!(BusMessage::decode(&bytes).unwrap(), m);
         assert!(BusMessage::decode(br#"{"version":"v9"}"#).is_err());
         assert!(BusMessage::decode(b"not json").is_err());
+    }
+
+    #[test]
+    fn a_v2_message_carries_its_event_as_committed() {
+        let row = crate::events::Model {
+            id: crate::ids::EventId::from_trusted("evt_2"),
+            merchant_id: crate::ids::MerchantId::from_trusted("mer_2"),
+            livemode: true,
+            event_type: "payment.succeeded".into(),
+            payment_id: Some(crate::ids::PaymentId::from_trusted("pay_2")),
+            data: serde_json::json!({"id": "pay_2", "amount": 2000}),
+            request_id: Some("req_2".into()),
+            created_at: chrono::DateTime::from_timestamp_micros(1_796_516_419_614_572).unwrap(),
+            published_at: None,
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        };
+        let m = BusMessage::V2((&row).into());
+        let bytes = m.encode();
+        assert!(String::from_utf8_lossy(&bytes).contains(r#""version":"v2""#));
+        let back = BusMessage::decode(&bytes).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.carried_event().map(|e| e.to_model()), Some(row));
+        assert_eq!(back.event_id().as_str(), "evt_2");
+        assert_eq!(back.merchant_id().as_str(), "mer_2");
+        assert_eq!(back.event_type(), "payment.succeeded");
+        // A v1 message names its event and carries none.
+        let v1 = BusMessage::V1 {
+            event_id: crate::ids::EventId::from_trusted("evt_1"),
+            merchant_id: crate::ids::MerchantId::from_trusted("mer_1"),
+            event_type: "payment.pending".into(),
+            request_id: None,
+            traceparent: None,
+        };
+        assert!(v1.carried_event().is_none());
     }
 
     #[test]

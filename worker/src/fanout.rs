@@ -60,10 +60,11 @@ pub async fn fan_out<C: ConnectionTrait + TransactionTrait>(
 /// Fans out the events a batch of bus messages announces, one result per message in order.
 ///
 /// The whole batch costs one query for the subscribed endpoints and, if anyone listens, one
-/// read of the events and one multi-row insert (a transaction only past
-/// [`ROWS_PER_INSERT`] rows). A message whose event does
-/// not exist gets [`FanOutError::UnknownEvent`] without holding back the rest; a database
-/// error fails the whole batch (nothing was committed).
+/// multi-row insert (a transaction only past [`ROWS_PER_INSERT`] rows), plus one read of the
+/// events that v1 messages only name (a v2 message carries its event: the relay read the row
+/// it publishes, so it is trusted as the bus is). A v1 message whose event does not exist
+/// gets [`FanOutError::UnknownEvent`] without holding back the rest; a database error fails
+/// the whole batch (nothing was committed).
 pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     messages: &[BusMessage],
@@ -100,19 +101,30 @@ pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
     if subscribed.iter().all(Vec::is_empty) {
         return Ok(messages.iter().map(|_| Ok(FanOut::default())).collect());
     }
-    let wanted: Vec<EventId> = messages
+    // A v2 message carries its event as committed; only v1 messages' events are read.
+    let mut events: HashMap<String, events::Model> = messages
         .iter()
         .zip(&subscribed)
         .filter(|(_, s)| !s.is_empty())
+        .filter_map(|(m, _)| m.carried_event())
+        .map(|e| (e.event_id.to_string(), e.to_model()))
+        .collect();
+    let wanted: Vec<EventId> = messages
+        .iter()
+        .zip(&subscribed)
+        .filter(|(m, s)| !s.is_empty() && m.carried_event().is_none())
         .map(|(m, _)| m.event_id().clone())
         .collect();
-    let events: HashMap<String, events::Model> = events::Entity::find()
-        .filter(events::Column::Id.is_in(wanted))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|e| (e.id.to_string(), e))
-        .collect();
+    if !wanted.is_empty() {
+        events.extend(
+            events::Entity::find()
+                .filter(events::Column::Id.is_in(wanted))
+                .all(db)
+                .await?
+                .into_iter()
+                .map(|e| (e.id.to_string(), e)),
+        );
+    }
     let now = Utc::now();
     let claim = Lease::new(now, lease);
     // Per message: its event, or why not, and the rows it wants.

@@ -253,26 +253,32 @@ async fn a_redelivered_message_creates_no_second_delivery() {
         .expect("query")
         .expect("event");
     assert_eq!(event.payment_id.as_deref(), payment["id"].as_str());
-    let duplicate = BusMessage::V1 {
-        event_id: event.id.clone(),
-        merchant_id: event.merchant_id.clone(),
-        event_type: event.event_type.clone(),
-        request_id: None,
-        traceparent: None,
-    };
-    EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix))
-        .publish(&[duplicate])
-        .await
-        .expect("publish");
-    let again = handle_next(&app, &worker).await;
-    assert_eq!(
-        again,
-        Handled::FannedOut {
-            created: 0,
-            already_present: 1,
-            attempts: vec![]
-        }
-    );
+    // Redelivered as the relay sends it (carrying the event) and as older relays did (naming it).
+    let duplicates = [
+        BusMessage::V2((&event).into()),
+        BusMessage::V1 {
+            event_id: event.id.clone(),
+            merchant_id: event.merchant_id.clone(),
+            event_type: event.event_type.clone(),
+            request_id: None,
+            traceparent: None,
+        },
+    ];
+    for duplicate in duplicates {
+        EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix))
+            .publish(&[duplicate])
+            .await
+            .expect("publish");
+        let again = handle_next(&app, &worker).await;
+        assert_eq!(
+            again,
+            Handled::FannedOut {
+                created: 0,
+                already_present: 1,
+                attempts: vec![]
+            }
+        );
+    }
     let rows = deliveries(&app).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(receiver.received().len(), 1);
@@ -314,6 +320,61 @@ async fn a_redelivered_message_creates_no_second_delivery() {
         (bus.depths().await.expect("depths").dead_letters == 1).then_some(())
     })
     .await;
+}
+
+/// The relay publishes each event with its row (v2), and the worker fans out and sends what
+/// the message carries without reading the event back: this one is in no table, and its
+/// webhook still goes out, with the carried data.
+#[tokio::test]
+async fn a_v2_message_is_delivered_from_the_event_it_carries() {
+    let app = TestApp::spawn_with(manual(|_| {})).await;
+    let worker = app.standalone_worker();
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    app.create_endpoint(&receiver.url).await;
+    app.create_payment(100).await;
+    assert!(matches!(
+        handle_next(&app, &worker).await,
+        Handled::FannedOut { created: 1, .. }
+    ));
+    let event: entity::events::Model = entity::events::Entity::find()
+        .one(&app.db)
+        .await
+        .expect("query")
+        .expect("event");
+    let mut carried = entity::bus::EventOnBus::from(&event);
+    carried.event_id = entity::ids::EventId::generate();
+    carried.data["amount"] = serde_json::json!(4242);
+    EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix))
+        .publish(&[BusMessage::V2(carried.clone())])
+        .await
+        .expect("publish");
+    assert!(matches!(
+        handle_next(&app, &worker).await,
+        Handled::FannedOut {
+            created: 1,
+            already_present: 0,
+            ..
+        }
+    ));
+    let body = app
+        .eventually(WAIT, "the carried event's webhook", || async {
+            receiver
+                .received()
+                .into_iter()
+                .map(|r| r.json())
+                .find(|body| body["id"] == carried.event_id.as_str())
+        })
+        .await;
+    assert_eq!(body["type"], event.event_type.as_str());
+    assert_eq!(body["data"]["amount"], 4242);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM events WHERE id = '{}'",
+            carried.event_id
+        ))
+        .await,
+        0
+    );
 }
 
 /// A merchant with one endpoint and three deliveries fanned out, due and unclaimed (immediate
