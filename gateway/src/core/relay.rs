@@ -103,19 +103,11 @@ impl Relay {
         drop(spans);
         let ids: Vec<EventId> = pending.into_iter().map(|e| e.id).collect();
         let count = ids.len();
-        if self.inner.db.get_database_backend() == DbBackend::Postgres {
-            // The mark is bookkeeping, not a record: if a crash of the database loses it, the
-            // events are published again and the worker's fan-out, keyed by event and
-            // endpoint, makes no second delivery. So this commit does not wait for its WAL
-            // flush, which under load was one disk flush per turn on the events' way out.
-            // And a short mark's plan is kept (see `runtime::db::GENERIC_PLANS`).
-            let plans = if count <= runtime::db::GENERIC_PLANS_UP_TO {
-                runtime::db::GENERIC_PLANS
-            } else {
-                ""
-            };
-            txn.execute_unprepared(&format!("SET LOCAL synchronous_commit = off; {plans}"))
-                .await?;
+        if count <= runtime::db::GENERIC_PLANS_UP_TO
+            && self.inner.db.get_database_backend() == DbBackend::Postgres
+        {
+            // A short mark's plan is kept (see `runtime::db::GENERIC_PLANS`).
+            txn.execute_unprepared(runtime::db::GENERIC_PLANS).await?;
         }
         events::Entity::update_many()
             .col_expr(events::Column::PublishedAt, Expr::value(Utc::now()))
