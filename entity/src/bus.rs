@@ -48,18 +48,18 @@ pub struct EventOnBus {
     pub traceparent: Option<String>,
 }
 
-impl From<&crate::events::Model> for EventOnBus {
-    fn from(e: &crate::events::Model) -> EventOnBus {
+impl From<crate::events::Model> for EventOnBus {
+    fn from(e: crate::events::Model) -> EventOnBus {
         EventOnBus {
-            event_id: e.id.clone(),
-            merchant_id: e.merchant_id.clone(),
+            event_id: e.id,
+            merchant_id: e.merchant_id,
             livemode: e.livemode,
-            event_type: e.event_type.clone(),
-            payment_id: e.payment_id.clone(),
-            data: e.data.clone(),
-            request_id: e.request_id.clone(),
+            event_type: e.event_type,
+            payment_id: e.payment_id,
+            data: e.data,
+            request_id: e.request_id,
             created_at: e.created_at,
-            traceparent: e.traceparent.clone(),
+            traceparent: e.traceparent,
         }
     }
 }
@@ -263,7 +263,7 @@ mod tests {
             published_at: None,
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
         };
-        let m = BusMessage::V2((&row).into());
+        let m = BusMessage::V2(row.clone().into());
         let bytes = m.encode();
         assert!(String::from_utf8_lossy(&bytes).contains(r#""version":"v2""#));
         let back = BusMessage::decode(&bytes).unwrap();

@@ -44,7 +44,8 @@ pub async fn owner_is_alive(db: &impl ConnectionTrait, owner: i64) -> Result<boo
         .unwrap_or(false))
 }
 
-/// Makes the rest of a transaction reuse its statements' generic plans (PostgreSQL).
+/// Makes the rest of a transaction reuse its statements' generic plans (PostgreSQL), when it
+/// handles a batch of `batch` rows.
 ///
 /// Our statements are prepared, and by default PostgreSQL plans each call afresh whenever a
 /// plan made for its values looks cheaper than the generic one. On a partitioned table that is
@@ -59,10 +60,16 @@ pub async fn owner_is_alive(db: &impl ConnectionTrait, owner: i64) -> Result<boo
 /// `IN` list's length is part of the statement's text, so only short lists recur often
 /// enough for a kept plan to pay; for a long one a generic plan is dearer to make and to
 /// start than a pruned one (measured: the closed loop lost 9% of its throughput with it).
-pub const GENERIC_PLANS: &str = "SET LOCAL plan_cache_mode = force_generic_plan";
+pub async fn keep_generic_plans(txn: &impl ConnectionTrait, batch: usize) -> Result<(), DbErr> {
+    if batch <= GENERIC_PLANS_UP_TO && txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_unprepared("SET LOCAL plan_cache_mode = force_generic_plan")
+            .await?;
+    }
+    Ok(())
+}
 
-/// The largest batch whose statements are run with [`GENERIC_PLANS`].
-pub const GENERIC_PLANS_UP_TO: usize = 2;
+/// The largest batch whose statements [`keep_generic_plans`] applies to.
+const GENERIC_PLANS_UP_TO: usize = 2;
 
 /// Opens a pool of the gateway's default size (tools and tests); see [`connect_with`].
 pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {

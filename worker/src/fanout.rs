@@ -102,19 +102,20 @@ pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
         return Ok(messages.iter().map(|_| Ok(FanOut::default())).collect());
     }
     // A v2 message carries its event as committed; only v1 messages' events are read.
-    let mut events: HashMap<String, events::Model> = messages
+    let mut events: HashMap<String, events::Model> = HashMap::new();
+    let mut wanted: Vec<EventId> = Vec::new();
+    for (message, _) in messages
         .iter()
         .zip(&subscribed)
         .filter(|(_, s)| !s.is_empty())
-        .filter_map(|(m, _)| m.carried_event())
-        .map(|e| (e.event_id.to_string(), e.to_model()))
-        .collect();
-    let wanted: Vec<EventId> = messages
-        .iter()
-        .zip(&subscribed)
-        .filter(|(m, s)| !s.is_empty() && m.carried_event().is_none())
-        .map(|(m, _)| m.event_id().clone())
-        .collect();
+    {
+        match message.carried_event() {
+            Some(e) => {
+                events.insert(e.event_id.to_string(), e.to_model());
+            }
+            None => wanted.push(message.event_id().clone()),
+        }
+    }
     if !wanted.is_empty() {
         events.extend(
             events::Entity::find()

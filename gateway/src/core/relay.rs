@@ -17,8 +17,8 @@ use entity::ids::EventId;
 use runtime::bus::EventBus;
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
 };
 use tokio::sync::Notify;
 
@@ -79,7 +79,6 @@ impl Relay {
             txn.commit().await?;
             return Ok(0);
         }
-        let messages: Vec<BusMessage> = pending.iter().map(|e| BusMessage::V2(e.into())).collect();
         // Each event's publish is a span of the trace that caused it (the batch is many traces).
         let spans: Vec<tracing::Span> = pending
             .iter()
@@ -95,20 +94,19 @@ impl Relay {
                 span
             })
             .collect();
+        let messages: Vec<BusMessage> = pending
+            .into_iter()
+            .map(|e| BusMessage::V2(e.into()))
+            .collect();
         // On a bus error (or no confirm in time) the transaction rolls back: the rows stay
         // unpublished for next time, and their locks are released.
         tokio::time::timeout(PUBLISH_TIMEOUT, self.inner.bus.publish(&messages))
             .await
             .map_err(|_| RelayError::Timeout(PUBLISH_TIMEOUT))??;
         drop(spans);
-        let ids: Vec<EventId> = pending.into_iter().map(|e| e.id).collect();
+        let ids: Vec<&EventId> = messages.iter().map(BusMessage::event_id).collect();
         let count = ids.len();
-        if count <= runtime::db::GENERIC_PLANS_UP_TO
-            && self.inner.db.get_database_backend() == DbBackend::Postgres
-        {
-            // A short mark's plan is kept (see `runtime::db::GENERIC_PLANS`).
-            txn.execute_unprepared(runtime::db::GENERIC_PLANS).await?;
-        }
+        runtime::db::keep_generic_plans(&txn, count).await?;
         events::Entity::update_many()
             .col_expr(events::Column::PublishedAt, Expr::value(Utc::now()))
             .filter(events::Column::Id.is_in(ids))

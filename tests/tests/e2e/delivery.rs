@@ -255,7 +255,7 @@ async fn a_redelivered_message_creates_no_second_delivery() {
     assert_eq!(event.payment_id.as_deref(), payment["id"].as_str());
     // Redelivered as the relay sends it (carrying the event) and as older relays did (naming it).
     let duplicates = [
-        BusMessage::V2((&event).into()),
+        BusMessage::V2(event.clone().into()),
         BusMessage::V1 {
             event_id: event.id.clone(),
             merchant_id: event.merchant_id.clone(),
@@ -341,7 +341,7 @@ async fn a_v2_message_is_delivered_from_the_event_it_carries() {
         .await
         .expect("query")
         .expect("event");
-    let mut carried = entity::bus::EventOnBus::from(&event);
+    let mut carried = entity::bus::EventOnBus::from(event.clone());
     carried.event_id = entity::ids::EventId::generate();
     carried.data["amount"] = serde_json::json!(4242);
     EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix))

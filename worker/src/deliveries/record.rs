@@ -12,8 +12,8 @@ use entity::status::{DeliveryStatus, EndpointStatus};
 use entity::{events, webhook_attempts, webhook_deliveries, webhook_endpoints};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QueryTrait, TransactionSession, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryTrait,
+    TransactionSession, TransactionTrait,
 };
 
 use runtime::bus::EventBus;
@@ -127,12 +127,8 @@ pub(crate) async fn record_in<T: ConnectionTrait>(
     items: &[ToRecord<'_>],
     rules: &Rules,
 ) -> Result<Vec<(AttemptOutcome, Option<DisabledReason>)>, DbErr> {
-    if txn.get_database_backend() == DbBackend::Postgres
-        && items.len() <= runtime::db::GENERIC_PLANS_UP_TO
-    {
-        // Every statement below finds its rows by key.
-        txn.execute_unprepared(runtime::db::GENERIC_PLANS).await?;
-    }
+    // Every statement below finds its rows by key.
+    runtime::db::keep_generic_plans(txn, items.len()).await?;
     let now = Utc::now();
     // Each item's outcome and the index of its write in `writes`.
     let mut judged = Vec::with_capacity(items.len());
