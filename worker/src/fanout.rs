@@ -30,7 +30,8 @@ pub struct FanOut {
     pub claimed: Vec<AttemptContext>,
     /// Rows created as due now (immediate delivery off).
     pub queued: usize,
-    /// Subscribed endpoints that already had a row for this event (a redelivered message).
+    /// Subscribed endpoints that already had a row for this event (a redelivered message), or
+    /// whose row an earlier message of the batch made (the event was published twice).
     pub already_present: usize,
     /// The event's mode (its deliveries are metered in it).
     pub livemode: bool,
@@ -131,9 +132,14 @@ pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
     // Per message: its event, or why not, and the rows it wants.
     let mut planned = Vec::with_capacity(messages.len());
     let mut rows = Vec::new();
+    // One event published twice (a relay killed between the broker's confirm and its mark)
+    // may come twice in one batch. The insert skips the second row as a conflict but returns
+    // the id once, so both messages would claim it and send it twice: a row an earlier
+    // message of the batch planned is already present for the later one.
+    let mut planned_ids: HashSet<DeliveryId> = HashSet::new();
     for (message, endpoints) in messages.iter().zip(&subscribed) {
         if endpoints.is_empty() {
-            planned.push(Ok((None, Vec::new())));
+            planned.push(Ok((None, Vec::new(), 0)));
             continue;
         }
         let event = events.get(message.event_id().as_str()).filter(|e| {
@@ -146,13 +152,19 @@ pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
             continue;
         };
         let mut mine = Vec::with_capacity(endpoints.len());
+        let mut planned_before = 0;
         // An endpoint hears only its own mode's events.
         for endpoint in endpoints.iter().filter(|e| e.livemode == event.livemode) {
             let row = new_row(event, &endpoint.id, immediate.then_some(&claim), now);
-            mine.push((row.clone().try_into_model()?, *endpoint));
+            let model = row.clone().try_into_model()?;
+            if !planned_ids.insert(model.id.clone()) {
+                planned_before += 1;
+                continue;
+            }
+            mine.push((model, *endpoint));
             rows.push(row);
         }
-        planned.push(Ok((Some(event), mine)));
+        planned.push(Ok((Some(event), mine, planned_before)));
     }
     // Rows already there (a redelivered message) are skipped by the unique key; the ones
     // returned are the ones this batch created. One INSERT is atomic on its own, so only a
@@ -172,9 +184,10 @@ pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
     Ok(planned
         .into_iter()
         .map(|plan| {
-            let (event, rows) = plan?;
+            let (event, rows, planned_before) = plan?;
             let mut outcome = FanOut {
                 livemode: event.is_some_and(|e| e.livemode),
+                already_present: planned_before,
                 ..FanOut::default()
             };
             for (delivery, endpoint) in rows {

@@ -322,6 +322,58 @@ async fn a_redelivered_message_creates_no_second_delivery() {
     .await;
 }
 
+/// A relay killed between the broker's confirm and its mark publishes the event again, and
+/// both messages can reach the worker in one batch: the row is made and sent once, and the
+/// second message finds it already there. (Found by the fault suite: the insert returned the
+/// row's id once and both messages claimed it, so the merchant got the webhook twice.)
+#[tokio::test]
+async fn an_event_published_twice_into_one_batch_is_sent_once() {
+    let app = TestApp::spawn_with(manual(|_| {})).await;
+    let worker = app.standalone_worker();
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    app.create_endpoint(&receiver.url).await;
+    let bus = EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix));
+    let mut sub = bus.subscribe(100).await.expect("subscribe");
+    let mut next = async || {
+        tokio::time::timeout(WAIT, sub.next())
+            .await
+            .expect("a message arrives")
+            .expect("stream open")
+            .expect("message")
+    };
+    app.create_payment(100).await;
+    let first = next().await;
+    let event = entity::events::Entity::find()
+        .one(&app.db)
+        .await
+        .expect("query")
+        .expect("an event");
+    bus.publish(&[BusMessage::V2(event.into())])
+        .await
+        .expect("publish again");
+    let again = next().await;
+
+    let handled = worker.handle_batch(vec![first, again]).await;
+    assert_eq!(
+        handled,
+        vec![
+            Handled::FannedOut {
+                created: 1,
+                already_present: 0,
+                attempts: vec![AttemptOutcome::Succeeded]
+            },
+            Handled::FannedOut {
+                created: 0,
+                already_present: 1,
+                attempts: vec![]
+            }
+        ]
+    );
+    assert_eq!(receiver.received().len(), 1, "the webhook was sent once");
+    assert_eq!(app.count("SELECT count(*) FROM webhook_attempts").await, 1);
+    assert_eq!(deliveries(&app).await[0].attempts, 1);
+}
+
 /// The relay publishes each event with its row (v2), and the worker fans out and sends what
 /// the message carries without reading the event back: this one is in no table, and its
 /// webhook still goes out, with the carried data.
