@@ -493,9 +493,29 @@ pub async fn judge(
         asked.len(),
         knobs.rate,
     );
+    let matched = with_status <= answered && seen <= with_status + unknown;
+    let unmatched = if matched {
+        String::new()
+    } else {
+        unmatched_requests(db, &received, anchor_instant, anchor_time).await
+    };
     assert!(
-        with_status <= answered && seen <= with_status + unknown,
-        "attempts with a status {with_status}, unknown {unknown}; requests seen {seen}, answered {answered}"
+        matched,
+        "attempts with a status {with_status}, unknown {unknown}; requests seen {seen}, answered {answered}\n\
+         faults (seconds after the anchor): {}\n{unmatched}",
+        faults
+            .iter()
+            .map(|(name, began, ended)| format!(
+                "{name} {:.3}..{:.3}",
+                began
+                    .saturating_duration_since(anchor_instant)
+                    .as_secs_f64(),
+                ended
+                    .saturating_duration_since(anchor_instant)
+                    .as_secs_f64()
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     assert!(
         (duplicates as i64) * 1000 <= events,
@@ -513,4 +533,63 @@ pub async fn judge(
         }
     }
     events
+}
+
+/// The events whose requests outnumber their attempts with a status or of unknown outcome,
+/// each with every request's time and answer and every attempt row, so a failed run says
+/// which send went unrecorded and when.
+async fn unmatched_requests(
+    db: &DatabaseConnection,
+    received: &[payrail_tests::receiver::Received],
+    anchor_instant: Instant,
+    anchor_time: SystemTime,
+) -> String {
+    let since = |at: Instant| at.saturating_duration_since(anchor_instant).as_secs_f64();
+    let mut requests: HashMap<String, Vec<String>> = HashMap::new();
+    for r in received {
+        requests
+            .entry(r.header("webhook-id").unwrap_or_default().to_string())
+            .or_default()
+            .push(format!("{:.3}s answered {:?}", since(r.at), r.answered));
+    }
+    let anchor_micros = anchor_time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default();
+    let mut attempts: HashMap<String, (usize, Vec<String>)> = HashMap::new();
+    for row in rows(
+        db,
+        "SELECT d.event_id, a.attempt_number, a.http_status, a.error_class, \
+         (extract(epoch from a.created_at) * 1000000)::bigint, d.status \
+         FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id \
+         ORDER BY a.created_at",
+    )
+    .await
+    {
+        let event: String = row.try_get_by_index(0).expect("event_id");
+        let number: i32 = row.try_get_by_index(1).expect("attempt_number");
+        let status: Option<i32> = row.try_get_by_index(2).expect("http_status");
+        let class: Option<String> = row.try_get_by_index(3).expect("error_class");
+        let micros: i64 = row.try_get_by_index(4).expect("created_at");
+        let delivery: String = row.try_get_by_index(5).expect("status");
+        let counted = status.is_some() || class.as_deref() == Some("unknown");
+        let entry = attempts.entry(event).or_default();
+        entry.0 += usize::from(counted);
+        entry.1.push(format!(
+            "#{number} at {:.3}s status {status:?} class {class:?} (delivery {delivery})",
+            (micros - anchor_micros) as f64 / 1e6
+        ));
+    }
+    let mut out = Vec::new();
+    for (event, seen) in &requests {
+        let (counted, rows) = attempts.get(event).cloned().unwrap_or_default();
+        if seen.len() > counted && out.len() < 5 {
+            out.push(format!(
+                "event {event}: requests [{}]; attempts [{}]",
+                seen.join("; "),
+                rows.join("; ")
+            ));
+        }
+    }
+    out.join("\n")
 }
