@@ -1,8 +1,9 @@
-//! Payments: the objects merchants see, the checks a request passes, the test cards, the
-//! service that creates and moves payments (one event per change, in the same transaction),
+//! Payments: the objects merchants see, the checks a request passes, the test cards, their
+//! creation and the service that moves them (one event per change, in the same transaction),
 //! refunds, and the search people use to find them.
 
 pub mod cards;
+pub mod creation;
 pub mod figures;
 pub mod inbound;
 pub mod objects;

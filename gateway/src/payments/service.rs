@@ -1,35 +1,29 @@
-//! Payments: creation (with its idempotency record and first event in one transaction),
-//! status transitions (each with exactly one event), reads and lists.
+//! Payments after their creation (which is in [`super::creation`]): status transitions (each
+//! with exactly one event), refunds' totals, updates, cancelling, reads and lists.
 
 use std::time::Duration;
 
 use chrono::Utc;
-use entity::event::EventType;
 use entity::ids::{PaymentId, Scope};
 use entity::payment_status::{InvalidTransition, PaymentStatus};
 use entity::payments;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr,
+    EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
 };
 
-use crate::core::idempotency::{Begun, Idempotent};
 use crate::core::pagination::{CreatedRange, Page};
 use crate::ledger::FundsPolicy;
 use crate::webhooks::events;
 use entity::status::Provider;
 use runtime::cache::Cache;
 
-use super::cards::CardOutcome;
 use super::objects::Payment;
-use super::validation::{NewPayment, PaymentUpdate};
+use super::validation::PaymentUpdate;
 use crate::core::effects::{Committed, Fact};
 use crate::core::error::{OrNotFound, ServiceError, ValidationError};
-use crate::merchants::AuthedMerchant;
-use crate::providers::{ProviderError, Providers, StartRequest, Started};
-
-const CREATE_OPERATION: &str = "POST /v1/payments";
+use crate::providers::{ProviderError, Providers};
 
 /// What the payment services need: the database, the providers, and when funds settle.
 #[derive(Clone, Copy)]
@@ -39,199 +33,7 @@ pub struct Deps<'a> {
     pub funds: FundsPolicy,
 }
 
-/// A created (or replayed) payment.
-pub struct Created {
-    /// What the merchant is answered (the stored first response on a replay).
-    pub payment: Payment,
-    /// A replay of an earlier request with the same key, which committed nothing.
-    pub replayed: bool,
-}
-
-/// Creates a payment, idempotently when a key is given (see [`crate::core::idempotency`]).
-///
-/// For an external provider the provider is called first, outside any transaction (a slow
-/// provider must not hold database locks); then the payment, its `payment.pending` event and
-/// the outcome commit together. A provider that fails or times out leaves a `failed` payment
-/// with `failure_code: provider_error` and its event; the handler answers 502 for it.
-pub async fn create(
-    deps: &Deps<'_>,
-    merchant: &AuthedMerchant,
-    new: NewPayment,
-    idempotency_key: Option<&str>,
-    request_id: Option<&str>,
-    checkout_base: &str,
-) -> Result<Committed<Created>, ServiceError> {
-    let Deps {
-        db,
-        providers,
-        funds,
-    } = *deps;
-    // Live keys move real money through live credentials; test keys never reach them.
-    if let Err(e) = providers.check_mode(new.provider, merchant.livemode) {
-        return Err(e.into());
-    }
-    let scope = merchant.scope();
-    let request = Idempotent {
-        scope: &scope,
-        key: idempotency_key,
-        operation: CREATE_OPERATION,
-        fingerprint: new.fingerprint(),
-    };
-    let (resumed, claim) = match request.begin::<Payment>(db).await? {
-        Begun::Replay(payment) => {
-            return Ok(Committed::nothing(Created {
-                payment,
-                replayed: true,
-            }));
-        }
-        Begun::Proceed { resumed, claim } => (resumed.and_then(|id| PaymentId::parse(&id)), claim),
-    };
-    // The payment id is also the provider's idempotency key: a retry that takes over the
-    // claim of a request that died reuses it, so the provider answers with what it made.
-    let id = resumed.unwrap_or_else(PaymentId::generate);
-    request.note(db, &id).await?;
-    let draft = draft(id, merchant, &new, checkout_base);
-    let started = match new.provider {
-        Provider::Simulated => None,
-        provider => {
-            let customer = new.customer.as_ref();
-            let start = StartRequest {
-                payment: &draft,
-                customer,
-                metadata: &new.metadata,
-            };
-            Some(providers.start(provider, start).await)
-        }
-    };
-    let mut committed = None;
-    let payment = request
-        .finish(
-            db,
-            async |txn: &DatabaseTransaction| -> Result<Payment, DbErr> {
-                let model = insert(txn, draft, &new, started, request_id, funds).await?;
-                let view = Payment::from(&model);
-                committed = Some(model);
-                Ok(view)
-            },
-        )
-        .await;
-    // The claim's heartbeat runs until the work is done, however long the provider took.
-    drop(claim);
-    let created = Created {
-        payment: payment?,
-        replayed: false,
-    };
-    Ok(match committed {
-        Some(model) => Committed::new(created, vec![Fact::PaymentCreated(model)]),
-        None => Committed::nothing(created),
-    })
-}
-
-/// The payment row as it will be inserted, before any provider answered.
-fn draft(
-    id: PaymentId,
-    merchant: &AuthedMerchant,
-    new: &NewPayment,
-    checkout_base: &str,
-) -> payments::Model {
-    let now = Utc::now();
-    let simulated = new.provider == Provider::Simulated;
-    payments::Model {
-        provider_reference: simulated.then(|| format!("sim_{}", id.trim_start_matches("pay_"))),
-        checkout_url: simulated.then(|| format!("{checkout_base}/sandbox/checkout/{id}")),
-        // Kept only if the payment ends up with a checkout URL (see `insert`).
-        qr_code_url: Some(format!("{checkout_base}/v1/payments/{id}/qr")),
-        id,
-        merchant_id: merchant.merchant_id.clone(),
-        amount: new.amount.minor_units(),
-        currency: new.currency.code().to_string(),
-        status: PaymentStatus::Pending,
-        provider: new.provider,
-        reference: new.reference.clone(),
-        description: new.description.clone(),
-        customer: new
-            .customer
-            .as_ref()
-            .and_then(|c| serde_json::to_value(c).ok()),
-        metadata: serde_json::to_value(&new.metadata).unwrap_or_default(),
-        payment_method: new
-            .payment_method()
-            .and_then(|m| serde_json::to_value(m).ok()),
-        amount_refunded: 0,
-        failure_code: None,
-        failure_message: None,
-        livemode: merchant.livemode,
-        created_at: now,
-        updated_at: now,
-        client_secret: None,
-        return_url: new.return_url.clone(),
-        last_polled_at: None,
-        requires_reconciliation: false,
-    }
-}
-
-/// The payment, its `payment.pending` event, and whatever the provider (or a test card)
-/// already decided, with one event per change.
-async fn insert(
-    txn: &DatabaseTransaction,
-    mut draft: payments::Model,
-    new: &NewPayment,
-    started: Option<Result<Started, ProviderError>>,
-    request_id: Option<&str>,
-    funds: FundsPolicy,
-) -> Result<payments::Model, DbErr> {
-    let mut decided: Option<(PaymentStatus, Option<(String, String)>)> =
-        match new.card.as_ref().map(|c| c.outcome) {
-            Some(CardOutcome::Succeeds) => Some((PaymentStatus::Succeeded, None)),
-            Some(CardOutcome::Declined(code, message)) => {
-                Some((PaymentStatus::Failed, Some((code.into(), message.into()))))
-            }
-            None => None,
-        };
-    match started {
-        Some(Ok(s)) => {
-            draft.provider_reference = Some(s.reference);
-            draft.checkout_url = s.checkout_url;
-            draft.client_secret = s.client_secret;
-            decided = s.status.map(|st| (st, None));
-        }
-        Some(Err(e)) => {
-            tracing::warn!(provider = %draft.provider, payment_id = %draft.id, error = %e, "provider call failed");
-            decided = Some((
-                PaymentStatus::Failed,
-                Some(("provider_error".into(), e.to_string())),
-            ));
-        }
-        None => {}
-    }
-    if !draft.checkout_url.as_deref().is_some_and(super::qr::fits) {
-        draft.qr_code_url = None;
-    }
-    let model = payments::Entity::insert(payments::ActiveModel::from(draft))
-        .exec_with_returning(txn)
-        .await?;
-    events::record(
-        txn,
-        &model.scope(),
-        EventType::PaymentPending,
-        Some(&model.id),
-        view_json(&model),
-        request_id,
-    )
-    .await?;
-    let model = match decided {
-        None => model,
-        Some((to, failure)) => {
-            let failure = failure.as_ref().map(|(c, m)| (c.as_str(), m.as_str()));
-            transition(txn, model, to, failure, request_id, funds)
-                .await?
-                .unwrap_or_else(|m| m)
-        }
-    };
-    Ok(model)
-}
-
-fn view_json(model: &payments::Model) -> serde_json::Value {
+pub(super) fn view_json(model: &payments::Model) -> serde_json::Value {
     serde_json::to_value(Payment::from(model)).unwrap_or_default()
 }
 

@@ -2,6 +2,7 @@
 //! what a PATCH may change.
 
 use payrail_tests::TestApp;
+use sea_orm::ConnectionTrait as _;
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -305,4 +306,64 @@ async fn a_payment_description_and_metadata_can_be_patched_and_nothing_else() {
         json!({"a": "1", "c": "3"}),
         "{recent}"
     );
+}
+
+/// A payment and its `payment.pending` event are written together: the event shows the
+/// payment exactly as stored and read back, and when the event cannot be written the payment
+/// is not either (with or without an idempotency key, whether one statement or a
+/// transaction holds them).
+#[tokio::test]
+async fn a_payment_and_its_pending_event_are_written_together() {
+    let app = TestApp::spawn().await;
+    let (s, created) = app
+        .post_json(
+            &app.api_key,
+            "/v1/payments",
+            json!({"amount": 2500, "currency": "usd", "provider": "simulated",
+                   "description": "Order 7", "reference": "ref-7",
+                   "metadata": {"zeta": "last", "alpha": "first", "mid": "é"},
+                   "customer": {"email": "ada@example.com", "name": "Ada"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{created}");
+    let id = created["id"].as_str().expect("id");
+    let (s, read) = app
+        .get_json(&app.api_key, &format!("/v1/payments/{id}"))
+        .await;
+    assert_eq!(s, 200, "{read}");
+    let (s, events) = app
+        .get_json(&app.api_key, "/v1/events?types[]=payment.pending")
+        .await;
+    assert_eq!(s, 200, "{events}");
+    assert_eq!(events["data"].as_array().map(Vec::len), Some(1), "{events}");
+    assert_eq!(
+        events["data"][0]["data"], read,
+        "the event shows the stored payment"
+    );
+    assert_eq!(created, read, "the answer is the stored payment");
+
+    // The event's insert now fails: nothing of the payment may remain.
+    app.db
+        .execute_unprepared(
+            "CREATE FUNCTION refuse_events() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'no events today'; END $$; \
+             CREATE TRIGGER refuse_events BEFORE INSERT ON events \
+             FOR EACH ROW EXECUTE FUNCTION refuse_events();",
+        )
+        .await
+        .expect("install the trigger");
+    for key in [None, Some("written-together-1")] {
+        let mut request = app
+            .client
+            .post(app.url("/v1/payments"))
+            .bearer_auth(&app.api_key)
+            .json(&json!({"amount": 900, "currency": "usd", "provider": "simulated"}));
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let answer = request.send().await.expect("send");
+        assert_eq!(answer.status().as_u16(), 500, "idempotency key {key:?}");
+        assert_eq!(app.count("SELECT count(*) FROM payments").await, 1);
+        assert_eq!(app.count("SELECT count(*) FROM events").await, 1);
+    }
 }

@@ -20,7 +20,7 @@ use crate::http::api::dto::{
 use crate::http::api::error::ApiError;
 use crate::http::state::AppState;
 use crate::payments::validation::{NewPayment, PaymentUpdate, parse_sandbox_outcome};
-use crate::payments::{refunds, service as payments};
+use crate::payments::{creation, refunds, service as payments};
 
 #[derive(Default)]
 pub struct PaymentsApi;
@@ -107,7 +107,7 @@ impl PaymentsApi {
                 ));
             }
         }
-        let created = payments::create(
+        let created = creation::create(
             &state.payment_deps(),
             &merchant,
             new,
