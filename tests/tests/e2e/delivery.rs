@@ -38,6 +38,15 @@ async fn handle_next(app: &TestApp, worker: &Worker) -> Handled {
     worker.handle(received).await
 }
 
+/// The next message `sub` receives, within [`WAIT`].
+async fn next_message(sub: &mut runtime::bus::Subscription) -> runtime::bus::Received {
+    tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("a message arrives")
+        .expect("stream open")
+        .expect("message")
+}
+
 async fn deliveries(app: &TestApp) -> Vec<webhook_deliveries::Model> {
     webhook_deliveries::Entity::find()
         .order_by_asc(webhook_deliveries::Column::Id)
@@ -334,13 +343,7 @@ async fn an_event_published_twice_into_one_batch_is_sent_once() {
     app.create_endpoint(&receiver.url).await;
     let bus = EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix));
     let mut sub = bus.subscribe(100).await.expect("subscribe");
-    let mut next = async || {
-        tokio::time::timeout(WAIT, sub.next())
-            .await
-            .expect("a message arrives")
-            .expect("stream open")
-            .expect("message")
-    };
+    let mut next = async || next_message(&mut sub).await;
     app.create_payment(100).await;
     let first = next().await;
     let event = entity::events::Entity::find()
@@ -1003,13 +1006,7 @@ async fn a_batch_of_messages_fans_out_together_and_each_gets_its_own_outcome() {
     let silent = app.create_merchant("Silent").await;
     let bus = EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix));
     let mut sub = bus.subscribe(100).await.expect("subscribe");
-    let mut next = async || {
-        tokio::time::timeout(WAIT, sub.next())
-            .await
-            .expect("a message arrives")
-            .expect("stream open")
-            .expect("message")
-    };
+    let mut next = async || next_message(&mut sub).await;
     // One payment each, in a known order, each published before the next is made.
     let mut batch = Vec::new();
     for key in [&app.api_key, &other, &silent] {
