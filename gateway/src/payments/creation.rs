@@ -104,17 +104,15 @@ pub async fn create(
         // statement, which is its own transaction (BEGIN and COMMIT would be two more round
         // trips on the API's path).
         let span = tracing::info_span!("db.transaction", operation = CREATE_OPERATION);
-        match insert_with_event(db, draft, request_id)
+        insert_with_event(db, draft, request_id)
             .instrument(span)
             .await
-        {
-            Ok(model) => {
+            .map(|model| {
                 let view = Payment::from(&model);
                 committed = Some(model);
-                Ok(view)
-            }
-            Err(e) => Err(ServiceError::from(e)),
-        }
+                view
+            })
+            .map_err(ServiceError::from)
     } else {
         request
             .finish(
@@ -153,7 +151,7 @@ fn draft(
     payments::Model {
         provider_reference: simulated.then(|| format!("sim_{}", id.trim_start_matches("pay_"))),
         checkout_url: simulated.then(|| format!("{checkout_base}/sandbox/checkout/{id}")),
-        // Kept only if the payment ends up with a checkout URL (see `insert`).
+        // Kept only if the payment ends up with a checkout URL (see `decide`).
         qr_code_url: Some(format!("{checkout_base}/v1/payments/{id}/qr")),
         id,
         merchant_id: merchant.merchant_id.clone(),
