@@ -321,9 +321,16 @@ impl Idempotent<'_> {
         ServiceError: From<E>,
         W: AsyncFnOnce(&DatabaseTransaction) -> Result<T, E>,
     {
-        // The transaction is a span of the request's trace; the events it writes carry it.
-        let span = tracing::info_span!("db.transaction", operation = self.operation);
-        self.execute_in(db, work).instrument(span).await
+        self.execute_in(db, work)
+            .instrument(self.transaction_span())
+            .await
+    }
+
+    /// The span of this request's write: part of the request's trace, and the events the
+    /// write makes carry it. A write that needs no transaction (one statement, no key) runs
+    /// in it too.
+    pub fn transaction_span(&self) -> tracing::Span {
+        tracing::info_span!("db.transaction", operation = self.operation)
     }
 
     async fn execute_in<T, E, W>(&self, db: &DatabaseConnection, work: W) -> Result<T, ServiceError>

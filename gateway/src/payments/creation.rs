@@ -96,16 +96,12 @@ pub async fn create(
     };
     let decided = decide(&mut draft, &new, started);
     let mut committed = None;
-    let payment = if idempotency_key.is_none()
-        && decided.is_none()
-        && db.get_database_backend() == DbBackend::Postgres
-    {
+    let payment = if idempotency_key.is_none() && decided.is_none() && in_one_statement(db) {
         // Nothing to store for a key and nothing decided: the payment and its event are one
         // statement, which is its own transaction (BEGIN and COMMIT would be two more round
         // trips on the API's path).
-        let span = tracing::info_span!("db.transaction", operation = CREATE_OPERATION);
         insert_with_event(db, draft, request_id)
-            .instrument(span)
+            .instrument(request.transaction_span())
             .await
             .map(|model| {
                 let view = Payment::from(&model);
@@ -182,21 +178,23 @@ fn draft(
     }
 }
 
+/// The status a new payment moves to at once, and its failure's code and message.
+type Decided = (PaymentStatus, Option<(String, String)>);
+
 /// What a test card or the provider already decided for a new payment; the provider's
 /// references go into the draft.
 fn decide(
     draft: &mut payments::Model,
     new: &NewPayment,
     started: Option<Result<Started, ProviderError>>,
-) -> Option<(PaymentStatus, Option<(String, String)>)> {
-    let mut decided: Option<(PaymentStatus, Option<(String, String)>)> =
-        match new.card.as_ref().map(|c| c.outcome) {
-            Some(CardOutcome::Succeeds) => Some((PaymentStatus::Succeeded, None)),
-            Some(CardOutcome::Declined(code, message)) => {
-                Some((PaymentStatus::Failed, Some((code.into(), message.into()))))
-            }
-            None => None,
-        };
+) -> Option<Decided> {
+    let mut decided: Option<Decided> = match new.card.as_ref().map(|c| c.outcome) {
+        Some(CardOutcome::Succeeds) => Some((PaymentStatus::Succeeded, None)),
+        Some(CardOutcome::Declined(code, message)) => {
+            Some((PaymentStatus::Failed, Some((code.into(), message.into()))))
+        }
+        None => None,
+    };
     match started {
         Some(Ok(s)) => {
             draft.provider_reference = Some(s.reference);
@@ -224,7 +222,7 @@ fn decide(
 async fn insert(
     txn: &DatabaseTransaction,
     draft: payments::Model,
-    decided: Option<(PaymentStatus, Option<(String, String)>)>,
+    decided: Option<Decided>,
     request_id: Option<&str>,
     funds: FundsPolicy,
 ) -> Result<payments::Model, DbErr> {
@@ -258,7 +256,7 @@ async fn insert_with_event<C: ConnectionTrait>(
         runtime::outbox::Route::Bus,
     );
     let payment = payments::Entity::insert(payments::ActiveModel::from(draft));
-    if db.get_database_backend() != DbBackend::Postgres {
+    if !in_one_statement(db) {
         let model = payment.exec_with_returning(db).await?;
         entity::events::Entity::insert(event)
             .exec_without_returning(db)
@@ -284,5 +282,11 @@ async fn insert_with_event<C: ConnectionTrait>(
         ))
         .one(db)
         .await?
-        .ok_or_else(|| DbErr::RecordNotInserted)
+        .ok_or(DbErr::RecordNotInserted)
+}
+
+/// Whether the payment and its event are written by one statement (PostgreSQL's data-modifying
+/// `WITH`); elsewhere they are two, and need a transaction.
+fn in_one_statement(db: &impl ConnectionTrait) -> bool {
+    db.get_database_backend() == DbBackend::Postgres
 }

@@ -343,9 +343,8 @@ async fn an_event_published_twice_into_one_batch_is_sent_once() {
     app.create_endpoint(&receiver.url).await;
     let bus = EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix));
     let mut sub = bus.subscribe(100).await.expect("subscribe");
-    let mut next = async || next_message(&mut sub).await;
     app.create_payment(100).await;
-    let first = next().await;
+    let first = next_message(&mut sub).await;
     let event = entity::events::Entity::find()
         .one(&app.db)
         .await
@@ -354,7 +353,7 @@ async fn an_event_published_twice_into_one_batch_is_sent_once() {
     bus.publish(&[BusMessage::V2(event.into())])
         .await
         .expect("publish again");
-    let again = next().await;
+    let again = next_message(&mut sub).await;
 
     let handled = worker.handle_batch(vec![first, again]).await;
     assert_eq!(
@@ -1006,7 +1005,6 @@ async fn a_batch_of_messages_fans_out_together_and_each_gets_its_own_outcome() {
     let silent = app.create_merchant("Silent").await;
     let bus = EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix));
     let mut sub = bus.subscribe(100).await.expect("subscribe");
-    let mut next = async || next_message(&mut sub).await;
     // One payment each, in a known order, each published before the next is made.
     let mut batch = Vec::new();
     for key in [&app.api_key, &other, &silent] {
@@ -1018,7 +1016,7 @@ async fn a_batch_of_messages_fans_out_together_and_each_gets_its_own_outcome() {
             )
             .await;
         assert_eq!(status, 201, "{body}");
-        batch.push(next().await);
+        batch.push(next_message(&mut sub).await);
     }
     let event = entity::events::Entity::find()
         .one(&app.db)
@@ -1035,7 +1033,7 @@ async fn a_batch_of_messages_fans_out_together_and_each_gets_its_own_outcome() {
         }])
         .await
         .expect("publish");
-    batch.insert(1, next().await);
+    batch.insert(1, next_message(&mut sub).await);
 
     let handled = worker.handle_batch(batch).await;
     let ok = |n: usize| Handled::FannedOut {
