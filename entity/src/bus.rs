@@ -65,8 +65,9 @@ impl From<crate::events::Model> for EventOnBus {
 }
 
 impl EventOnBus {
-    /// The event's row as committed, less its `published_at` (the bus does not know when the
-    /// relay's mark commits, and nothing downstream of the bus reads it).
+    /// The event's row as committed, less its `published_at` and `writer_publishes` (the bus
+    /// does not know when the mark commits nor who published, and nothing downstream reads
+    /// them).
     pub fn to_model(&self) -> crate::events::Model {
         crate::events::Model {
             id: self.event_id.clone(),
@@ -78,6 +79,7 @@ impl EventOnBus {
             request_id: self.request_id.clone(),
             created_at: self.created_at,
             published_at: None,
+            writer_publishes: false,
             traceparent: self.traceparent.clone(),
         }
     }
@@ -261,6 +263,7 @@ mod tests {
             request_id: Some("req_2".into()),
             created_at: chrono::DateTime::from_timestamp_micros(1_796_516_419_614_572).unwrap(),
             published_at: None,
+            writer_publishes: false,
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
         };
         let m = BusMessage::V2(row.clone().into());

@@ -37,6 +37,10 @@ pub struct GatewaySettings {
     pub simulated_webhook_secret: Option<Secret>,
     /// How often the relay republishes events left unpublished (crash, broker down).
     pub relay_interval: Duration,
+    /// How long the relay leaves a new payment's event to the gateway that wrote it (which
+    /// publishes it right after its commit) before taking it over: a crashed writer's events
+    /// go out this long after their commit (plus up to `relay_interval`).
+    pub relay_writer_grace: Duration,
     /// How often usage counts move from the cache to the database.
     pub usage_flush_interval: Duration,
     /// When usage is checked against the plans' limits (six-field cron, UTC).
@@ -85,6 +89,9 @@ impl GatewaySettings {
             public_url: env.raw("PAYRAIL_PUBLIC_URL"),
             simulated_webhook_secret: env.raw("PAYRAIL_SIMULATED_WEBHOOK_SECRET").map(Secret),
             relay_interval: env.period("PAYRAIL_RELAY_INTERVAL", "1s")?,
+            // Short, for a killed gateway's events; a confirm slower than this (a blocked
+            // broker) is published twice, which the worker's fan-out absorbs.
+            relay_writer_grace: env.period("PAYRAIL_RELAY_WRITER_GRACE", "5s")?,
             usage_flush_interval: env.period("PAYRAIL_USAGE_FLUSH_INTERVAL", "10s")?,
             // Read once per process; the scheduler wants a `'static` expression.
             usage_check_schedule: env.parse(
@@ -271,6 +278,12 @@ mod tests {
         assert!(s.is_embedded());
         assert_eq!(s.gateway.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(s.gateway.relay_interval, Duration::from_secs(1));
+        assert_eq!(s.gateway.relay_writer_grace, Duration::from_secs(5));
+        let short = Env::from_pairs(&[("PAYRAIL_RELAY_WRITER_GRACE", "300ms")]);
+        assert_eq!(
+            Settings::read(&short).unwrap().gateway.relay_writer_grace,
+            Duration::from_millis(300)
+        );
         assert_eq!(s.gateway.retention.logs, Duration::from_secs(30 * 86_400));
         assert_eq!(
             s.gateway.retention.idempotency_keys,

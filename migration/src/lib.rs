@@ -28,6 +28,7 @@ mod m20261203_000022_refund_reasons;
 mod m20261203_000023_attempt_request_headers;
 mod m20261203_000024_payments_by_month;
 mod m20261203_000025_time_partitions;
+mod m20261206_000026_writer_publishes;
 
 /// Runs raw statements (named and partial indexes, which the schema builder cannot express
 /// for both backends) in order.
@@ -73,6 +74,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000023_attempt_request_headers::Migration),
             Box::new(m20261203_000024_payments_by_month::Migration),
             Box::new(m20261203_000025_time_partitions::Migration),
+            Box::new(m20261206_000026_writer_publishes::Migration),
         ]
     }
 }

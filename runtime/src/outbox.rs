@@ -13,6 +13,10 @@ use sea_orm::ActiveValue::Set;
 pub enum Route {
     /// Through the bus: the relay publishes it after the commit (`published_at` unset).
     Bus,
+    /// Through the bus, published by its writer right after the commit, without waiting for
+    /// the relay's turn; the relay takes it over only if it is still unpublished after its
+    /// grace (the writer crashed, or the broker failed it).
+    Writer,
     /// Delivered directly by its writer (a test event to one endpoint): marked published, so
     /// the relay never fans it out to the merchant's other endpoints.
     Direct,
@@ -39,6 +43,7 @@ pub fn event(
         request_id: Set(request_id.map(str::to_string)),
         created_at: Set(now),
         published_at: Set((route == Route::Direct).then_some(now)),
+        writer_publishes: Set(route == Route::Writer),
         traceparent: Set(crate::trace_context::current()),
     };
     (id, row)

@@ -61,6 +61,8 @@ pub struct Options {
     pub providers: ProviderSettings,
     /// The relay's periodic pass (it also runs after every commit that wrote events).
     pub relay_interval: Duration,
+    /// How long the relay leaves a new payment's event to the gateway that publishes it.
+    pub relay_writer_grace: Duration,
     /// How long a dashboard access token (and a page's socket) lives.
     pub dashboard_access_ttl: Duration,
     /// When usage is checked against plan limits (cron with seconds).
@@ -92,6 +94,7 @@ impl Default for Options {
             gateway_database_port: None,
             providers: ProviderSettings::default(),
             relay_interval: Duration::from_millis(100),
+            relay_writer_grace: Duration::from_secs(2),
             dashboard_access_ttl: Duration::from_secs(15 * 60),
             usage_check_schedule: "0 0 6 * * *",
         }
@@ -193,6 +196,7 @@ pub fn test_settings(database_url: &str, prefix: &str, webhook: WebhookSettings)
             public_url: None,
             simulated_webhook_secret: None,
             relay_interval: Duration::from_millis(100),
+            relay_writer_grace: Duration::from_secs(2),
             usage_flush_interval: Duration::from_millis(200),
             usage_check_schedule: "0 0 6 * * *",
             max_webhook_endpoints: 20,
@@ -267,6 +271,7 @@ impl TestApp {
         let mut settings = test_settings(database_url, &prefix, options.webhook.clone());
         settings.gateway.providers = options.providers.clone();
         settings.gateway.relay_interval = options.relay_interval;
+        settings.gateway.relay_writer_grace = options.relay_writer_grace;
         settings.gateway.dashboard.access_ttl = options.dashboard_access_ttl;
         settings.gateway.usage_check_schedule = options.usage_check_schedule;
         let mut gateway_settings = settings.clone();

@@ -18,6 +18,9 @@ pub struct Model {
     pub request_id: Option<String>,
     pub created_at: DateTimeUtc,
     pub published_at: Option<DateTimeUtc>,
+    /// Its writer publishes it right after the commit (a new payment's first event); the relay
+    /// takes it over only once it is older than the relay's grace.
+    pub writer_publishes: bool,
     /// The W3C trace context of the work that caused it (when traced), carried to the bus,
     /// the worker and every delivery attempt.
     pub traceparent: Option<String>,

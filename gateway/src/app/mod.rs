@@ -141,7 +141,7 @@ impl Application {
         } else {
             (None, None)
         };
-        let relay = Relay::new(db.clone(), bus.clone());
+        let relay = Relay::new(db.clone(), bus.clone(), settings.gateway.relay_writer_grace);
         let effects = Effects {
             db: db.clone(),
             bus: bus.clone(),
@@ -422,7 +422,7 @@ impl Application {
             tracing::warn!(error = %e, "final usage flush failed; Redis keeps the counts for the next start");
         }
         let _ = probes.await;
-        if let Err(e) = self.state.effects.relay.drain().await {
+        if let Err(e) = self.state.effects.relay.drain_before_stop().await {
             tracing::warn!(error = %e, "final outbox drain failed; the next start publishes what is left");
         }
         if let Some(w) = worker {

@@ -6,21 +6,30 @@
 //! `FOR UPDATE SKIP LOCKED` so several gateways share the work; publishing twice is allowed
 //! (the worker's fan-out is idempotent), losing is not: rows are marked only after the
 //! broker confirmed them.
+//!
+//! A writer may publish its own event right after its commit ([`Relay::publish_now`], for a
+//! new payment's first event): no locking turn to wait for, which is most of the time between
+//! the API's answer and the worker's send. Such a row is written with `writer_publishes` and
+//! the relay leaves it alone until it is older than the grace, then takes it over like any
+//! other: a writer that crashed, or whose publish failed, loses nothing. Confirmed ids are
+//! marked in batches, by whichever publish finds no mark running.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use entity::bus::BusMessage;
 use entity::events;
 use entity::ids::EventId;
 use runtime::bus::EventBus;
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     TransactionTrait,
 };
 use tokio::sync::Notify;
+use tracing::Instrument as _;
 
 const BATCH: u64 = 500;
 
@@ -37,6 +46,15 @@ struct Inner {
     db: DatabaseConnection,
     bus: EventBus,
     wake: Notify,
+    /// How long the relay leaves an event alone whose writer publishes it.
+    writer_grace: Duration,
+    /// Writers' publishes still waiting for the broker; a stopping gateway waits for them.
+    in_flight: AtomicUsize,
+    settled: Notify,
+    /// Writers' events the broker confirmed, to be marked published.
+    confirmed: std::sync::Mutex<Vec<EventId>>,
+    /// Whether a task is marking `confirmed` now (it takes what others add meanwhile).
+    marking: AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,12 +68,19 @@ pub enum RelayError {
 }
 
 impl Relay {
-    pub fn new(db: DatabaseConnection, bus: EventBus) -> Relay {
+    /// `writer_grace`: how old an event its writer publishes must be before the relay takes
+    /// it over (longer than a publish normally takes, or both publish it).
+    pub fn new(db: DatabaseConnection, bus: EventBus, writer_grace: Duration) -> Relay {
         Relay {
             inner: Arc::new(Inner {
                 db,
                 bus,
                 wake: Notify::new(),
+                writer_grace,
+                in_flight: AtomicUsize::new(0),
+                settled: Notify::new(),
+                confirmed: std::sync::Mutex::new(Vec::new()),
+                marking: AtomicBool::new(false),
             }),
         }
     }
@@ -65,11 +90,23 @@ impl Relay {
         self.inner.wake.notify_one();
     }
 
-    /// Publishes one batch of unpublished events; returns how many were published.
+    /// Publishes one batch of unpublished events (those whose writer publishes them only once
+    /// past the grace); returns how many were published.
     pub async fn relay_once(&self) -> Result<usize, RelayError> {
+        let grace = chrono::Duration::from_std(self.inner.writer_grace).unwrap_or_default();
+        self.relay_turn(Utc::now() - grace).await
+    }
+
+    /// One turn, taking over writers' events created before `writers_before`.
+    async fn relay_turn(&self, writers_before: DateTime<Utc>) -> Result<usize, RelayError> {
         let txn = self.inner.db.begin().await?;
         let pending = events::Entity::find()
             .filter(events::Column::PublishedAt.is_null())
+            .filter(
+                Condition::any()
+                    .add(events::Column::WriterPublishes.eq(false))
+                    .add(events::Column::CreatedAt.lt(writers_before)),
+            )
             .order_by_asc(events::Column::Id)
             .limit(BATCH)
             .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
@@ -80,20 +117,7 @@ impl Relay {
             return Ok(0);
         }
         // Each event's publish is a span of the trace that caused it (the batch is many traces).
-        let spans: Vec<tracing::Span> = pending
-            .iter()
-            .map(|e| {
-                let span = tracing::info_span!(
-                    "outbox.publish",
-                    otel.kind = "producer",
-                    event_id = %e.id,
-                    event_type = %e.event_type,
-                    trace_id = tracing::field::Empty,
-                );
-                runtime::trace_context::continue_from(&span, e.traceparent.as_deref());
-                span
-            })
-            .collect();
+        let spans: Vec<tracing::Span> = pending.iter().map(publish_span).collect();
         let messages: Vec<BusMessage> = pending
             .into_iter()
             .map(|e| BusMessage::V2(e.into()))
@@ -116,7 +140,7 @@ impl Relay {
         Ok(count)
     }
 
-    /// Drains everything unpublished now.
+    /// Drains everything unpublished now (writers' events once past the grace).
     pub async fn drain(&self) -> Result<usize, RelayError> {
         let mut total = 0;
         loop {
@@ -124,6 +148,106 @@ impl Relay {
             total += n;
             if (n as u64) < BATCH {
                 return Ok(total);
+            }
+        }
+    }
+
+    /// A stopping gateway's last drain: waits for its writers' publishes in flight (at most
+    /// [`PUBLISH_TIMEOUT`]) and their marks, then publishes everything still unpublished,
+    /// writers' events of any age included.
+    pub async fn drain_before_stop(&self) -> Result<usize, RelayError> {
+        let inner = &self.inner;
+        let _ = tokio::time::timeout(PUBLISH_TIMEOUT, async {
+            loop {
+                let settled = inner.settled.notified();
+                if inner.in_flight.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                settled.await;
+            }
+        })
+        .await;
+        let mut total = 0;
+        loop {
+            let n = self.relay_turn(Utc::now()).await?;
+            total += n;
+            if (n as u64) < BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Publishes an event its writer has just committed with
+    /// [`runtime::outbox::Route::Writer`], without waiting for a turn, and marks it once the
+    /// broker confirmed it. Nothing is lost if this fails or the process dies first: the
+    /// event is still unpublished, and the relay takes it over after the grace.
+    pub fn publish_now(&self, event: events::Model) {
+        let relay = self.clone();
+        self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
+        tokio::spawn(async move {
+            let span = publish_span(&event);
+            let id = event.id.clone();
+            let message = [BusMessage::V2(event.into())];
+            let published = tokio::time::timeout(
+                PUBLISH_TIMEOUT,
+                relay.inner.bus.publish(&message).instrument(span),
+            )
+            .await;
+            match published {
+                Ok(Ok(())) => relay.mark_confirmed(id).await,
+                Ok(Err(e)) => {
+                    tracing::warn!(event_id = %id, error = %e, "publishing an event at once failed; it is handed to the relay");
+                    relay.hand_over(id).await;
+                }
+                Err(_) => {
+                    tracing::warn!(event_id = %id, "the broker did not confirm an event in time; it is handed to the relay");
+                    relay.hand_over(id).await;
+                }
+            }
+            if relay.inner.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+                relay.inner.settled.notify_waiters();
+            }
+        });
+    }
+
+    /// Gives a writer's event whose publish failed to the relay at once, rather than after the
+    /// grace (the broker may be back before then). If even that fails, the grace still holds.
+    async fn hand_over(&self, id: EventId) {
+        let handed = events::Entity::update_many()
+            .col_expr(events::Column::WriterPublishes, Expr::value(false))
+            .filter(events::Column::Id.eq(id))
+            .exec(&self.inner.db)
+            .await;
+        match handed {
+            Ok(_) => self.notify(),
+            Err(e) => {
+                tracing::warn!(error = %e, "handing an event to the relay failed; it takes it over after its grace");
+            }
+        }
+    }
+
+    /// Marks a confirmed writer's event published: with every other confirmed meanwhile, in
+    /// one statement, by whichever caller finds no mark running (under load one commit marks
+    /// many). A failed mark only leaves the events for the relay, which publishes them again.
+    async fn mark_confirmed(&self, id: EventId) {
+        let inner = &self.inner;
+        lock(&inner.confirmed).push(id);
+        while !inner.marking.swap(true, Ordering::AcqRel) {
+            let batch = std::mem::take(&mut *lock(&inner.confirmed));
+            if !batch.is_empty() {
+                let marked = events::Entity::update_many()
+                    .col_expr(events::Column::PublishedAt, Expr::value(Utc::now()))
+                    .filter(events::Column::Id.is_in(batch))
+                    .exec(&inner.db)
+                    .await;
+                if let Err(e) = marked {
+                    tracing::warn!(error = %e, "marking published events failed; the relay publishes them again after its grace");
+                }
+            }
+            inner.marking.store(false, Ordering::Release);
+            // Ids added while this task marked, with no one to take them, are taken now.
+            if lock(&inner.confirmed).is_empty() {
+                return;
             }
         }
     }
@@ -153,6 +277,25 @@ impl Relay {
             }
         }
     }
+}
+
+/// The span of one event's publish, a part of the trace that caused the event.
+fn publish_span(e: &events::Model) -> tracing::Span {
+    let span = tracing::info_span!(
+        "outbox.publish",
+        otel.kind = "producer",
+        event_id = %e.id,
+        event_type = %e.event_type,
+        trace_id = tracing::field::Empty,
+    );
+    runtime::trace_context::continue_from(&span, e.traceparent.as_deref());
+    span
+}
+
+/// The confirmed ids' lock; a panic while it was held cannot leave the list torn.
+fn lock(ids: &std::sync::Mutex<Vec<EventId>>) -> std::sync::MutexGuard<'_, Vec<EventId>> {
+    ids.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The outbox's depth (events not yet published) and its oldest event's age in seconds.

@@ -7,10 +7,13 @@
 use chrono::SubsecRound as _;
 use chrono::Utc;
 use entity::event::EventType;
+use entity::events;
 use entity::ids::PaymentId;
 use entity::payment_status::PaymentStatus;
 use entity::payments;
 use entity::status::Provider;
+use runtime::outbox::Route;
+use sea_orm::TryIntoModel as _;
 use sea_orm::sea_query::{CommonTableExpression, PostgresQueryBuilder, WithClause};
 use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryTrait, Statement,
@@ -21,7 +24,7 @@ use super::cards::CardOutcome;
 use super::objects::Payment;
 use super::service::{Deps, transition, view_json};
 use super::validation::NewPayment;
-use crate::core::effects::{Committed, Fact};
+use crate::core::effects::{Committed, Fact, Publisher};
 use crate::core::error::ServiceError;
 use crate::core::idempotency::{Begun, Idempotent};
 use crate::ledger::FundsPolicy;
@@ -100,12 +103,12 @@ pub async fn create(
         // Nothing to store for a key and nothing decided: the payment and its event are one
         // statement, which is its own transaction (BEGIN and COMMIT would be two more round
         // trips on the API's path).
-        insert_with_event(db, draft, request_id)
+        insert_with_event(db, draft, request_id, publish_route(None))
             .instrument(request.transaction_span())
             .await
-            .map(|model| {
+            .map(|(model, event)| {
                 let view = Payment::from(&model);
-                committed = Some(model);
+                committed = Some((model, Some(event)));
                 view
             })
             .map_err(ServiceError::from)
@@ -114,9 +117,9 @@ pub async fn create(
             .finish(
                 db,
                 async |txn: &DatabaseTransaction| -> Result<Payment, DbErr> {
-                    let model = insert(txn, draft, decided, request_id, funds).await?;
+                    let (model, event) = insert(txn, draft, decided, request_id, funds).await?;
                     let view = Payment::from(&model);
-                    committed = Some(model);
+                    committed = Some((model, event));
                     Ok(view)
                 },
             )
@@ -129,7 +132,13 @@ pub async fn create(
         replayed: false,
     };
     Ok(match committed {
-        Some(model) => Committed::new(created, vec![Fact::PaymentCreated(model)]),
+        Some((model, event)) => {
+            let publisher = match event {
+                Some(e) => Publisher::Writer(Box::new(e)),
+                None => Publisher::Relay,
+            };
+            Committed::new(created, vec![Fact::PaymentCreated(model, publisher)])
+        }
         None => Committed::nothing(created),
     })
 }
@@ -225,8 +234,9 @@ async fn insert(
     decided: Option<Decided>,
     request_id: Option<&str>,
     funds: FundsPolicy,
-) -> Result<payments::Model, DbErr> {
-    let model = insert_with_event(txn, draft, request_id).await?;
+) -> Result<(payments::Model, Option<events::Model>), DbErr> {
+    let route = publish_route(decided.as_ref());
+    let (model, event) = insert_with_event(txn, draft, request_id, route).await?;
     let model = match decided {
         None => model,
         Some((to, failure)) => {
@@ -236,45 +246,59 @@ async fn insert(
                 .unwrap_or_else(|m| m)
         }
     };
-    Ok(model)
+    Ok((model, (route == Route::Writer).then_some(event)))
 }
 
-/// Inserts the payment and its `payment.pending` event. On PostgreSQL that is one statement
-/// (`WITH … AS (INSERT INTO events …) INSERT INTO payments … RETURNING *`), atomic on its own;
-/// elsewhere two, which the caller's transaction makes atomic.
+/// Who publishes the new payment's event. When it is the payment's only event, the writer does,
+/// right after the commit, rather than wait for the relay's turn (the webhook's critical path);
+/// a payment already decided has later events in the same commit, and the relay publishes them
+/// all, in order.
+fn publish_route(decided: Option<&Decided>) -> Route {
+    match decided {
+        None => Route::Writer,
+        Some(_) => Route::Bus,
+    }
+}
+
+/// Inserts the payment and its `payment.pending` event, and gives back both rows. On
+/// PostgreSQL that is one statement (`WITH … AS (INSERT INTO events …) INSERT INTO payments …
+/// RETURNING *`), atomic on its own; elsewhere two, which the caller's transaction makes
+/// atomic.
 async fn insert_with_event<C: ConnectionTrait>(
     db: &C,
     draft: payments::Model,
     request_id: Option<&str>,
-) -> Result<payments::Model, DbErr> {
+    route: Route,
+) -> Result<(payments::Model, events::Model), DbErr> {
     let (_, event) = runtime::outbox::event(
         &draft.scope(),
         EventType::PaymentPending,
         Some(&draft.id),
         view_json(&draft),
         request_id,
-        runtime::outbox::Route::Bus,
+        route,
     );
+    let row = event.clone().try_into_model()?;
     let payment = payments::Entity::insert(payments::ActiveModel::from(draft));
     if !in_one_statement(db) {
         let model = payment.exec_with_returning(db).await?;
-        entity::events::Entity::insert(event)
+        events::Entity::insert(event)
             .exec_without_returning(db)
             .await?;
-        return Ok(model);
+        return Ok((model, row));
     }
     let mut statement = payment.into_query();
     statement.returning_all();
     let with_event = WithClause::new()
         .cte(
             CommonTableExpression::new()
-                .query(entity::events::Entity::insert(event).into_query())
+                .query(events::Entity::insert(event).into_query())
                 .table_name("pending_event")
                 .to_owned(),
         )
         .to_owned();
     let (sql, values) = statement.with(with_event).build(PostgresQueryBuilder);
-    payments::Entity::find()
+    let model = payments::Entity::find()
         .from_raw_sql(Statement::from_sql_and_values(
             DbBackend::Postgres,
             sql,
@@ -282,7 +306,8 @@ async fn insert_with_event<C: ConnectionTrait>(
         ))
         .one(db)
         .await?
-        .ok_or(DbErr::RecordNotInserted)
+        .ok_or(DbErr::RecordNotInserted)?;
+    Ok((model, row))
 }
 
 /// Whether the payment and its event are written by one statement (PostgreSQL's data-modifying

@@ -22,7 +22,11 @@ use super::{BusError, LiveHeard, QueueDepths, Subscription};
 pub struct AmqpBus {
     nodes: Arc<BrokerNodes>,
     names: QueueNames,
-    publisher: Mutex<Option<(Connection, Channel)>>,
+    /// The publishing channel, held only while a publish sends (not while it awaits its
+    /// confirms, so that concurrent publishes overlap), with the count of channels opened
+    /// so far as its name: a failed publish drops only the channel it used.
+    publisher: Mutex<Option<(Connection, Channel, u64)>>,
+    publishers_opened: std::sync::atomic::AtomicU64,
     /// Kept for health checks and depth gauges; see `inspect`.
     inspector: Mutex<Option<(Connection, Channel)>>,
     /// Hands live notices to their publishing task, started at the first notice.
@@ -35,6 +39,7 @@ impl AmqpBus {
             nodes: Arc::new(BrokerNodes::parse(url)),
             names,
             publisher: Mutex::new(None),
+            publishers_opened: std::sync::atomic::AtomicU64::new(0),
             inspector: Mutex::new(None),
             announcer: OnceLock::new(),
         }
@@ -48,21 +53,39 @@ impl AmqpBus {
     }
 
     pub(super) async fn publish(&self, messages: &[BusMessage]) -> Result<(), BusError> {
-        let mut guard = self.publisher.lock().await;
-        if guard.is_none() {
-            let (connection, channel) = self.open().await?;
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await?;
-            *guard = Some((connection, channel));
-        }
-        let result = match guard.as_ref() {
-            Some((_, channel)) => publish_confirmed(channel, &self.names, messages).await,
-            None => Err(BusError::Closed),
+        let (confirms, used) = {
+            let mut guard = self.publisher.lock().await;
+            if guard.is_none() {
+                let (connection, channel) = self.open().await?;
+                channel
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await?;
+                let opened = self
+                    .publishers_opened
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                *guard = Some((connection, channel, opened));
+            }
+            let sent = match guard.as_ref() {
+                Some((_, channel, opened)) => send_confirmable(channel, &self.names, messages)
+                    .await
+                    .map(|confirms| (confirms, *opened)),
+                None => Err(BusError::Closed),
+            };
+            match sent {
+                Ok(sent) => sent,
+                Err(e) => {
+                    // Start from a fresh connection next time rather than reuse a broken one.
+                    *guard = None;
+                    return Err(e);
+                }
+            }
         };
+        let result = confirmed(confirms).await;
         if result.is_err() {
-            // Start from a fresh connection next time rather than reuse a broken channel.
-            *guard = None;
+            let mut guard = self.publisher.lock().await;
+            if guard.as_ref().is_some_and(|(_, _, opened)| *opened == used) {
+                *guard = None;
+            }
         }
         result
     }
@@ -383,11 +406,13 @@ async fn announce_until_dropped(
     }
 }
 
-async fn publish_confirmed(
+/// Sends every message on the confirming channel; their confirms are awaited apart
+/// ([`confirmed`]), after the channel is free for the next publish.
+async fn send_confirmable(
     channel: &Channel,
     names: &QueueNames,
     messages: &[BusMessage],
-) -> Result<(), BusError> {
+) -> Result<Vec<lapin::PublisherConfirm>, BusError> {
     let mut confirms = Vec::with_capacity(messages.len());
     for message in messages {
         let mut properties = BasicProperties::default()
@@ -417,6 +442,11 @@ async fn publish_confirmed(
             .await?;
         confirms.push(confirm);
     }
+    Ok(confirms)
+}
+
+/// Waits for the broker to confirm every message sent.
+async fn confirmed(confirms: Vec<lapin::PublisherConfirm>) -> Result<(), BusError> {
     for confirm in confirms {
         match confirm.await? {
             lapin::Confirmation::Ack(None) => {}

@@ -19,6 +19,7 @@ mod logs;
 mod migrate_worlds;
 mod ops;
 mod outages;
+mod outbox;
 mod payment_states;
 mod payouts;
 mod pipeline;

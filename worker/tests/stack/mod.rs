@@ -104,7 +104,9 @@ impl Stack {
         let mut c = self.command("gateway");
         c.env("PAYRAIL_BIND", format!("127.0.0.1:{port}"))
             .env("PAYRAIL_METRICS_BIND", format!("127.0.0.1:{metrics_port}"))
-            .env("PAYRAIL_RELAY_INTERVAL", "500ms");
+            .env("PAYRAIL_RELAY_INTERVAL", "500ms")
+            // A killed gateway's unpublished events are taken over this long after commit.
+            .env("PAYRAIL_RELAY_WRITER_GRACE", "2s");
         Process::spawn_quiet(c)
     }
 
