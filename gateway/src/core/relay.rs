@@ -29,13 +29,17 @@ use sea_orm::{
     TransactionTrait,
 };
 use tokio::sync::Notify;
-use tracing::Instrument as _;
 
 const BATCH: u64 = 500;
 
 /// The longest a batch's publish may take while it holds its rows locked: a broker that
 /// hangs (a blocked connection, a lost confirm) must not hold them, nor the relay, for ever.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Writers' batches that may await their confirms at once. At 300 payments a second a confirm
+/// (1–3 ms under load) rarely has another beside it, so each event goes out alone and at once;
+/// in a closed loop the places fill and events gather into larger publishes.
+const MAX_UNCONFIRMED: usize = 2;
 
 #[derive(Clone)]
 pub struct Relay {
@@ -48,8 +52,13 @@ struct Inner {
     wake: Notify,
     /// How long the relay leaves an event alone whose writer publishes it.
     writer_grace: Duration,
-    /// Writers' publishes still waiting for the broker; a stopping gateway waits for them.
+    /// Writers' events handed over and not yet published and marked (or handed back); a
+    /// stopping gateway waits for them.
     in_flight: AtomicUsize,
+    /// Writers' events waiting for a place among the batches awaiting confirms.
+    waiting: std::sync::Mutex<Vec<events::Model>>,
+    /// Writers' batches published and not yet confirmed.
+    unconfirmed: AtomicUsize,
     settled: Notify,
     /// Writers' events the broker confirmed, to be marked published.
     confirmed: std::sync::Mutex<Vec<EventId>>,
@@ -78,6 +87,8 @@ impl Relay {
                 wake: Notify::new(),
                 writer_grace,
                 in_flight: AtomicUsize::new(0),
+                waiting: std::sync::Mutex::new(Vec::new()),
+                unconfirmed: AtomicUsize::new(0),
                 settled: Notify::new(),
                 confirmed: std::sync::Mutex::new(Vec::new()),
                 marking: AtomicBool::new(false),
@@ -182,46 +193,93 @@ impl Relay {
     /// broker confirmed it. Nothing is lost if this fails or the process dies first: the
     /// event is still unpublished, and the relay takes it over after the grace.
     pub fn publish_now(&self, event: events::Model) {
-        let relay = self.clone();
-        self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
-        tokio::spawn(async move {
-            let span = publish_span(&event);
-            let id = event.id.clone();
-            let message = [BusMessage::V2(event.into())];
-            let published = tokio::time::timeout(
-                PUBLISH_TIMEOUT,
-                relay.inner.bus.publish(&message).instrument(span),
-            )
-            .await;
-            match published {
-                Ok(Ok(())) => relay.mark_confirmed(id).await,
-                Ok(Err(e)) => {
-                    tracing::warn!(event_id = %id, error = %e, "publishing an event at once failed; it is handed to the relay");
-                    relay.hand_over(id).await;
-                }
-                Err(_) => {
-                    tracing::warn!(event_id = %id, "the broker did not confirm an event in time; it is handed to the relay");
-                    relay.hand_over(id).await;
-                }
-            }
-            if relay.inner.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-                relay.inner.settled.notify_waiters();
-            }
-        });
+        self.inner.in_flight.fetch_add(1, Ordering::SeqCst);
+        lock(&self.inner.waiting).push(event);
+        self.start_batches();
     }
 
-    /// Gives a writer's event whose publish failed to the relay at once, rather than after the
+    /// Publishes what writers handed over, as one batch per free place: with fewer than
+    /// [`MAX_UNCONFIRMED`] batches awaiting their confirms an event goes out at once; past
+    /// that, events gather for the next batch (under load, a few large publishes cost the
+    /// broker, the worker and PostgreSQL less than many single ones).
+    fn start_batches(&self) {
+        let inner = &self.inner;
+        loop {
+            let unconfirmed = inner.unconfirmed.load(Ordering::SeqCst);
+            if unconfirmed >= MAX_UNCONFIRMED {
+                return;
+            }
+            if inner
+                .unconfirmed
+                .compare_exchange(
+                    unconfirmed,
+                    unconfirmed + 1,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                )
+                .is_err()
+            {
+                continue;
+            }
+            let batch = std::mem::take(&mut *lock(&inner.waiting));
+            if batch.is_empty() {
+                inner.unconfirmed.fetch_sub(1, Ordering::SeqCst);
+                // An event handed over meanwhile by a writer that found no free place.
+                if lock(&inner.waiting).is_empty() {
+                    return;
+                }
+                continue;
+            }
+            tokio::spawn(self.clone().publish_batch(batch));
+        }
+    }
+
+    /// One writers' batch: published, its place freed for the next, then marked (or handed to
+    /// the relay).
+    async fn publish_batch(self, batch: Vec<events::Model>) {
+        let count = batch.len();
+        let spans: Vec<tracing::Span> = batch.iter().map(publish_span).collect();
+        let messages: Vec<BusMessage> = batch
+            .into_iter()
+            .map(|e| BusMessage::V2(e.into()))
+            .collect();
+        let published =
+            tokio::time::timeout(PUBLISH_TIMEOUT, self.inner.bus.publish(&messages)).await;
+        drop(spans);
+        self.inner.unconfirmed.fetch_sub(1, Ordering::SeqCst);
+        self.start_batches();
+        let ids: Vec<EventId> = messages.iter().map(|m| m.event_id().clone()).collect();
+        match published {
+            Ok(Ok(())) => self.mark_confirmed(ids).await,
+            Ok(Err(e)) => {
+                tracing::warn!(events = count, error = %e, "publishing events at once failed; they are handed to the relay");
+                self.hand_over(ids).await;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    events = count,
+                    "the broker did not confirm events in time; they are handed to the relay"
+                );
+                self.hand_over(ids).await;
+            }
+        }
+        if self.inner.in_flight.fetch_sub(count, Ordering::SeqCst) == count {
+            self.inner.settled.notify_waiters();
+        }
+    }
+
+    /// Gives writers' events whose publish failed to the relay at once, rather than after the
     /// grace (the broker may be back before then). If even that fails, the grace still holds.
-    async fn hand_over(&self, id: EventId) {
+    async fn hand_over(&self, ids: Vec<EventId>) {
         let handed = events::Entity::update_many()
             .col_expr(events::Column::WriterPublishes, Expr::value(false))
-            .filter(events::Column::Id.eq(id))
+            .filter(events::Column::Id.is_in(ids))
             .exec(&self.inner.db)
             .await;
         match handed {
             Ok(_) => self.notify(),
             Err(e) => {
-                tracing::warn!(error = %e, "handing an event to the relay failed; it takes it over after its grace");
+                tracing::warn!(error = %e, "handing events to the relay failed; it takes them over after its grace");
             }
         }
     }
@@ -229,9 +287,9 @@ impl Relay {
     /// Marks a confirmed writer's event published: with every other confirmed meanwhile, in
     /// one statement, by whichever caller finds no mark running (under load one commit marks
     /// many). A failed mark only leaves the events for the relay, which publishes them again.
-    async fn mark_confirmed(&self, id: EventId) {
+    async fn mark_confirmed(&self, ids: Vec<EventId>) {
         let inner = &self.inner;
-        lock(&inner.confirmed).push(id);
+        lock(&inner.confirmed).extend(ids);
         while !inner.marking.swap(true, Ordering::AcqRel) {
             let batch = std::mem::take(&mut *lock(&inner.confirmed));
             if !batch.is_empty() {
@@ -292,9 +350,9 @@ fn publish_span(e: &events::Model) -> tracing::Span {
     span
 }
 
-/// The confirmed ids' lock; a panic while it was held cannot leave the list torn.
-fn lock(ids: &std::sync::Mutex<Vec<EventId>>) -> std::sync::MutexGuard<'_, Vec<EventId>> {
-    ids.lock()
+/// A list's lock; a panic while it was held cannot leave a list torn.
+fn lock<T>(list: &std::sync::Mutex<Vec<T>>) -> std::sync::MutexGuard<'_, Vec<T>> {
+    list.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
