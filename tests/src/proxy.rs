@@ -1,9 +1,11 @@
 //! A TCP proxy to a local service that can be switched off, cutting every connection through
-//! it and refusing new ones: a broker outage without stopping the shared broker.
+//! it and refusing new ones: a broker outage without stopping the shared broker. It can also
+//! hold what the service sends back (a broker whose confirms are late) without cutting.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -11,6 +13,7 @@ pub struct TcpProxy {
     pub port: u16,
     enabled: Arc<AtomicBool>,
     cut: watch::Sender<u64>,
+    hold: watch::Sender<bool>,
     accepted: Arc<AtomicUsize>,
 }
 
@@ -20,7 +23,8 @@ impl TcpProxy {
         let port = listener.local_addr().expect("addr").port();
         let flag = Arc::new(AtomicBool::new(enabled));
         let (cut, _) = watch::channel(0u64);
-        let (flag2, cut2) = (flag.clone(), cut.clone());
+        let (hold, _) = watch::channel(false);
+        let (flag2, cut2, hold2) = (flag.clone(), cut.clone(), hold.clone());
         let accepted = Arc::new(AtomicUsize::new(0));
         let counter = accepted.clone();
         tokio::spawn(async move {
@@ -31,12 +35,33 @@ impl TcpProxy {
                     continue;
                 }
                 let mut cut_rx = cut2.subscribe();
+                let mut hold_rx = hold2.subscribe();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                    let Ok(outbound) = TcpStream::connect(target).await else {
                         return;
                     };
+                    let (mut from_client, mut to_client) = inbound.split();
+                    let (mut from_service, mut to_service) = outbound.into_split();
+                    let replies = async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match from_service.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            while *hold_rx.borrow_and_update() {
+                                if hold_rx.changed().await.is_err() {
+                                    return;
+                                }
+                            }
+                            if to_client.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = tokio::io::copy(&mut from_client, &mut to_service) => {}
+                        _ = replies => {}
                         _ = cut_rx.changed() => {}
                     }
                 });
@@ -46,6 +71,7 @@ impl TcpProxy {
             port,
             enabled: flag,
             cut,
+            hold,
             accepted,
         }
     }
@@ -60,5 +86,11 @@ impl TcpProxy {
         if !on {
             self.cut.send_modify(|n| *n += 1);
         }
+    }
+
+    /// Holds (or lets go) everything the service sends back on every connection, without
+    /// cutting them: what the client sends still arrives.
+    pub fn hold_replies(&self, hold: bool) {
+        self.hold.send_replace(hold);
     }
 }

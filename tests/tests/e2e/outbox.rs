@@ -9,7 +9,7 @@ use entity::bus::QueueNames;
 use entity::event::EventType;
 use entity::ids::{EventId, Scope};
 use gateway::core::relay::Relay;
-use payrail_tests::{AMQP_URL, Behavior, Options, Receiver, TestApp};
+use payrail_tests::{AMQP_URL, Behavior, Options, Receiver, TcpProxy, TestApp};
 use runtime::bus::{EventBus, Received};
 use runtime::outbox::Route;
 use sea_orm::{ActiveModelTrait as _, EntityTrait as _};
@@ -152,5 +152,60 @@ async fn a_dead_writers_event_is_delivered_after_the_relays_grace() {
         receiver.of_type("payment.pending")[0].json()["id"].as_str(),
         Some(orphan.as_str())
     );
+    app.until_outbox_empty(WAIT).await;
+}
+
+/// Writers at once, more than the places for batches awaiting confirms: every event is
+/// published exactly once by its writer (the relay here takes nothing over) and marked.
+#[tokio::test]
+async fn concurrent_writers_publish_every_event_once() {
+    let app = TestApp::spawn_with(quiet_relay(|o| o.start_worker = false)).await;
+    let bus = EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix));
+    let mut sub = bus.subscribe(100).await.expect("subscribe");
+    let created =
+        futures_util::future::join_all((0..40).map(|i| app.create_payment(100 + i))).await;
+    let mut published = Vec::new();
+    for _ in 0..created.len() {
+        published.push(next_event(&mut sub).await);
+    }
+    published.sort();
+    published.dedup();
+    assert_eq!(published.len(), 40, "each once");
+    app.until_outbox_empty(WAIT).await;
+    let nothing_more = tokio::time::timeout(Duration::from_millis(300), sub.next()).await;
+    assert!(nothing_more.is_err(), "no event published twice");
+}
+
+/// With two batches awaiting their confirms, a writer's next events wait for a place, and go
+/// out, together, as soon as a confirm frees one (no later payment needed to start them).
+#[tokio::test]
+async fn events_gathered_behind_two_unconfirmed_batches_go_out_when_a_confirm_frees_a_place() {
+    let proxy = TcpProxy::start("127.0.0.1:5672", true).await;
+    let app = TestApp::spawn_with(quiet_relay(|o| {
+        o.start_worker = false;
+        o.gateway_amqp_url = Some(format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port));
+    }))
+    .await;
+    let bus = EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix));
+    let mut sub = bus.subscribe(100).await.expect("subscribe");
+    // The gateway's publishing channel is open before the broker's answers are held.
+    app.create_payment(100).await;
+    next_event(&mut sub).await;
+    app.until_outbox_empty(WAIT).await;
+
+    proxy.hold_replies(true);
+    for amount in 101..106 {
+        app.create_payment(amount).await;
+    }
+    next_event(&mut sub).await;
+    next_event(&mut sub).await;
+    let third = tokio::time::timeout(Duration::from_millis(500), sub.next()).await;
+    assert!(third.is_err(), "the third waits for a confirm");
+    assert_eq!(unpublished(&app).await, 5);
+
+    proxy.hold_replies(false);
+    for _ in 0..3 {
+        next_event(&mut sub).await;
+    }
     app.until_outbox_empty(WAIT).await;
 }
