@@ -52,14 +52,14 @@ struct Inner {
     wake: Notify,
     /// How long the relay leaves an event alone whose writer publishes it.
     writer_grace: Duration,
-    /// Writers' events handed over and not yet published and marked (or handed back); a
-    /// stopping gateway waits for them.
+    /// Writers' events handed over whose publish (and mark or hand-back) is not done; a
+    /// stopping gateway waits for them, woken by `settled`.
     in_flight: AtomicUsize,
+    settled: Notify,
     /// Writers' events waiting for a place among the batches awaiting confirms.
     waiting: std::sync::Mutex<Vec<events::Model>>,
     /// Writers' batches published and not yet confirmed.
     unconfirmed: AtomicUsize,
-    settled: Notify,
     /// Writers' events the broker confirmed, to be marked published.
     confirmed: std::sync::Mutex<Vec<EventId>>,
     /// Whether a task is marking `confirmed` now (it takes what others add meanwhile).
@@ -87,9 +87,9 @@ impl Relay {
                 wake: Notify::new(),
                 writer_grace,
                 in_flight: AtomicUsize::new(0),
+                settled: Notify::new(),
                 waiting: std::sync::Mutex::new(Vec::new()),
                 unconfirmed: AtomicUsize::new(0),
-                settled: Notify::new(),
                 confirmed: std::sync::Mutex::new(Vec::new()),
                 marking: AtomicBool::new(false),
             }),
@@ -164,8 +164,9 @@ impl Relay {
     }
 
     /// A stopping gateway's last drain: waits for its writers' publishes in flight (at most
-    /// [`PUBLISH_TIMEOUT`]) and their marks, then publishes everything still unpublished,
-    /// writers' events of any age included.
+    /// [`PUBLISH_TIMEOUT`]), then publishes everything still unpublished, writers' events of
+    /// any age included (one whose mark is still being written may go out twice, which the
+    /// fan-out absorbs).
     pub async fn drain_before_stop(&self) -> Result<usize, RelayError> {
         let inner = &self.inner;
         let _ = tokio::time::timeout(PUBLISH_TIMEOUT, async {
