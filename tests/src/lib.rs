@@ -674,8 +674,27 @@ fn prometheus_client_registry() -> prometheus_client::registry::Registry {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        let mut ended = Vec::new();
         for running in self.stops.drain(..) {
             let _ = running.stop.send(());
+            ended.push(running.ended);
+        }
+        // On a multi-threaded runtime the gateway and worker go on running on the other
+        // threads while this one cleans up: a publish after the queues were deleted would
+        // declare them again and leave them behind. They are let stop first. (On a
+        // current-thread runtime nothing else runs until the runtime drops their tasks.)
+        if let Ok(handle) = tokio::runtime::Handle::try_current()
+            && handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        {
+            tokio::task::block_in_place(|| {
+                handle.block_on(async {
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(20),
+                        futures_util::future::join_all(ended),
+                    )
+                    .await;
+                })
+            });
         }
         clean_up(self.prefix.clone(), self.database_name.clone());
     }
