@@ -1,5 +1,6 @@
-//! What happens after a commit, owned in one place so no caller can forget a step: wake the
-//! outbox relay (the events just committed go out now rather than at the next interval), drop
+//! What happens after a commit, owned in one place so no caller can forget a step: publish a
+//! new payment's event, or wake the outbox relay for the others (the events just committed go
+//! out now rather than at the next interval), drop
 //! the merchant's cached recent list, count the status change, and record a failed payment in
 //! the merchant's log store.
 //!
@@ -129,11 +130,6 @@ pub struct Effects {
 impl Effects {
     /// Carries out every fact of a commit, in order, and hands its value over.
     pub async fn apply<T>(&self, committed: Committed<T>, request_id: Option<&str>) -> T {
-        // The relay first, and once: the events are the merchant's webhooks, on the critical
-        // path; metering, caches and logs can follow while it publishes. A second wake-up is
-        // not free: once the relay has taken the first and is publishing, it is kept for
-        // after, and that turn finds nothing (a transaction, a locking SELECT and a commit
-        // for a third of the payments at 20/s, in PostgreSQL's statement log).
         // An event its writer publishes goes out at once, with no turn of the relay's to wait
         // for; the relay is woken only for events left to it.
         for fact in &committed.facts {
@@ -141,6 +137,11 @@ impl Effects {
                 self.relay.publish_now(event.as_ref().clone());
             }
         }
+        // The relay first, and once: the events are the merchant's webhooks, on the critical
+        // path; metering, caches and logs can follow while it publishes. A second wake-up is
+        // not free: once the relay has taken the first and is publishing, it is kept for
+        // after, and that turn finds nothing (a transaction, a locking SELECT and a commit
+        // for a third of the payments at 20/s, in PostgreSQL's statement log).
         if committed.facts.iter().any(Fact::committed_events) {
             self.relay.notify();
         }
