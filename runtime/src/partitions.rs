@@ -246,10 +246,15 @@ pub async fn drop_before(
             continue;
         }
         // Locked before they are checked, so no retry can make a delivery of this day due
-        // again between the check and the drop.
+        // again between the check and the drop. The parents first: dropping a partition takes
+        // its parent's lock anyway, and a query of the parent (the relay's locking SELECT)
+        // locks the parent and then its partitions; taken the other way round, the two
+        // deadlocked (seen in CI).
+        let parents: Vec<&str> = of_day.iter().map(|t| t.table).collect();
         let names: Vec<String> = of_day.iter().map(|t| t.partition(day)).collect();
         txn.execute_unprepared(&format!(
-            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE; LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            parents.join(", "),
             names.join(", ")
         ))
         .await?;
