@@ -104,8 +104,13 @@ impl Relay {
     /// Publishes one batch of unpublished events (those whose writer publishes them only once
     /// past the grace); returns how many were published.
     pub async fn relay_once(&self) -> Result<usize, RelayError> {
+        self.relay_turn(self.past_grace()).await
+    }
+
+    /// Writers' events created before this are the relay's to take over.
+    fn past_grace(&self) -> DateTime<Utc> {
         let grace = chrono::Duration::from_std(self.inner.writer_grace).unwrap_or_default();
-        self.relay_turn(Utc::now() - grace).await
+        Utc::now() - grace
     }
 
     /// One turn, taking over writers' events created before `writers_before`.
@@ -153,9 +158,18 @@ impl Relay {
 
     /// Drains everything unpublished now (writers' events once past the grace).
     pub async fn drain(&self) -> Result<usize, RelayError> {
+        self.turns_until_drained(|| self.past_grace()).await
+    }
+
+    /// Turns until one publishes less than a full batch, each taking over the writers' events
+    /// created before `writers_before()`.
+    async fn turns_until_drained(
+        &self,
+        writers_before: impl Fn() -> DateTime<Utc>,
+    ) -> Result<usize, RelayError> {
         let mut total = 0;
         loop {
-            let n = self.relay_once().await?;
+            let n = self.relay_turn(writers_before()).await?;
             total += n;
             if (n as u64) < BATCH {
                 return Ok(total);
@@ -179,14 +193,7 @@ impl Relay {
             }
         })
         .await;
-        let mut total = 0;
-        loop {
-            let n = self.relay_turn(Utc::now()).await?;
-            total += n;
-            if (n as u64) < BATCH {
-                return Ok(total);
-            }
-        }
+        self.turns_until_drained(Utc::now).await
     }
 
     /// Publishes an event its writer has just committed with
