@@ -23,9 +23,10 @@ pub struct AmqpBus {
     nodes: Arc<BrokerNodes>,
     names: QueueNames,
     /// The publishing channel, held only while a publish sends (not while it awaits its
-    /// confirms, so that concurrent publishes overlap); reopened once it is no longer
-    /// connected, as the inspector's is.
-    publisher: Mutex<Option<(Connection, Channel)>>,
+    /// confirms, so that concurrent publishes overlap), with the count of channels opened
+    /// so far as its name: a failed publish drops only the channel it used.
+    publisher: Mutex<Option<(Connection, Channel, u64)>>,
+    publishers_opened: std::sync::atomic::AtomicU64,
     /// Kept for health checks and depth gauges; see `inspect`.
     inspector: Mutex<Option<(Connection, Channel)>>,
     /// Hands live notices to their publishing task, started at the first notice.
@@ -38,6 +39,7 @@ impl AmqpBus {
             nodes: Arc::new(BrokerNodes::parse(url)),
             names,
             publisher: Mutex::new(None),
+            publishers_opened: std::sync::atomic::AtomicU64::new(0),
             inspector: Mutex::new(None),
             announcer: OnceLock::new(),
         }
@@ -51,25 +53,26 @@ impl AmqpBus {
     }
 
     pub(super) async fn publish(&self, messages: &[BusMessage]) -> Result<(), BusError> {
-        let confirms = {
+        let (confirms, used) = {
             let mut guard = self.publisher.lock().await;
-            let channel = match guard.as_ref() {
-                Some((connection, channel))
-                    if connection.status().connected() && channel.status().connected() =>
-                {
-                    channel.clone()
-                }
-                _ => {
-                    let (connection, channel) = self.open().await?;
-                    channel
-                        .confirm_select(ConfirmSelectOptions::default())
-                        .await?;
-                    *guard = Some((connection, channel.clone()));
-                    channel
-                }
+            if guard.is_none() {
+                let (connection, channel) = self.open().await?;
+                channel
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await?;
+                let opened = self
+                    .publishers_opened
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                *guard = Some((connection, channel, opened));
+            }
+            let sent = match guard.as_ref() {
+                Some((_, channel, opened)) => send_confirmable(channel, &self.names, messages)
+                    .await
+                    .map(|confirms| (confirms, *opened)),
+                None => Err(BusError::Closed),
             };
-            match send_confirmable(&channel, &self.names, messages).await {
-                Ok(confirms) => confirms,
+            match sent {
+                Ok(sent) => sent,
                 Err(e) => {
                     // Start from a fresh connection next time rather than reuse a broken one.
                     *guard = None;
@@ -77,7 +80,14 @@ impl AmqpBus {
                 }
             }
         };
-        confirmed(confirms).await
+        let result = confirmed(confirms).await;
+        if result.is_err() {
+            let mut guard = self.publisher.lock().await;
+            if guard.as_ref().is_some_and(|(_, _, opened)| *opened == used) {
+                *guard = None;
+            }
+        }
+        result
     }
 
     pub(super) async fn subscribe(&self, prefetch: u16) -> Result<Subscription, BusError> {
