@@ -672,6 +672,53 @@ async fn results_committed_together_each_write_their_own_row() {
     );
 }
 
+/// A result that comes while the recorder lingers after the first commits with it: one
+/// transaction (one `now`) writes both attempts, where each alone would be its own commit.
+#[tokio::test]
+async fn results_within_the_recorders_linger_commit_together() {
+    let (app, _worker, _receiver) = three_due_deliveries().await;
+    let mut contexts = claim_and_load(&app, 50).await.into_iter();
+    let (first, second) = (
+        contexts.next().expect("a claimed row"),
+        contexts.next().expect("another"),
+    );
+    let recorder = worker::deliveries::recorder::Recorder::lingering(
+        app.db.clone(),
+        app.state.bus.clone(),
+        app.state.cache.clone(),
+        app.settings.worker.webhook.rules(),
+        Duration::from_millis(400),
+    );
+    let early = recorder.record(
+        first.delivery,
+        first.endpoint.expect("endpoint"),
+        answered_200(),
+    );
+    let late = async {
+        // Well after the first reached a lane, well within the linger.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        recorder
+            .record(
+                second.delivery,
+                second.endpoint.expect("endpoint"),
+                answered_200(),
+            )
+            .await
+    };
+    let (early, late) = tokio::join!(early, late);
+    assert_eq!(early.expect("recorded"), AttemptOutcome::Succeeded);
+    assert_eq!(late.expect("recorded"), AttemptOutcome::Succeeded);
+    let written: Vec<_> = webhook_attempts::Entity::find()
+        .all(&app.db)
+        .await
+        .expect("attempts")
+        .into_iter()
+        .map(|a| a.created_at)
+        .collect();
+    assert_eq!(written.len(), 2);
+    assert_eq!(written[0], written[1], "one transaction wrote both");
+}
+
 #[tokio::test]
 async fn a_worker_killed_mid_batch_loses_nothing() {
     let (app, worker, receiver) = three_due_deliveries().await;
