@@ -37,6 +37,16 @@ async fn committed_event(app: &TestApp, route: Route) -> EventId {
     id
 }
 
+async fn event_row(app: &TestApp, id: &EventId) -> entity::events::Model {
+    use sea_orm::{ColumnTrait as _, QueryFilter as _};
+    entity::events::Entity::find()
+        .filter(entity::events::Column::Id.eq(id.as_str()))
+        .one(&app.db)
+        .await
+        .expect("query")
+        .expect("the event")
+}
+
 async fn unpublished(app: &TestApp) -> i64 {
     app.count("SELECT count(*) FROM events WHERE published_at IS NULL")
         .await
@@ -208,4 +218,38 @@ async fn events_gathered_behind_two_unconfirmed_batches_go_out_when_a_confirm_fr
         next_event(&mut sub).await;
     }
     app.until_outbox_empty(WAIT).await;
+}
+
+/// Writers' events confirmed within the mark's linger are marked by one statement (one
+/// `published_at`), and a stopping gateway waits for that mark rather than publish them again.
+#[tokio::test]
+async fn confirmed_writers_events_are_marked_together_and_a_stop_waits_for_the_mark() {
+    let app = TestApp::spawn_with(quiet_relay(|o| o.start_worker = false)).await;
+    let bus = EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix));
+    let mut sub = bus.subscribe(10).await.expect("subscribe");
+    let relay =
+        Relay::new(app.db.clone(), bus.clone(), NEVER).with_mark_linger(Duration::from_millis(400));
+    let first = committed_event(&app, Route::Writer).await;
+    let second = committed_event(&app, Route::Writer).await;
+    relay.publish_now(event_row(&app, &first).await);
+    assert_eq!(next_event(&mut sub).await, first);
+    // Confirmed by now, and its mark lingering.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    relay.publish_now(event_row(&app, &second).await);
+    assert_eq!(next_event(&mut sub).await, second);
+
+    assert_eq!(
+        relay.drain_before_stop().await.expect("drain"),
+        0,
+        "nothing left to publish once the marks are written"
+    );
+    assert_eq!(unpublished(&app).await, 0);
+    let (a, b) = (
+        event_row(&app, &first).await,
+        event_row(&app, &second).await,
+    );
+    assert!(a.published_at.is_some());
+    assert_eq!(a.published_at, b.published_at, "one statement marked both");
+    let again = tokio::time::timeout(Duration::from_millis(300), sub.next()).await;
+    assert!(again.is_err(), "no event published twice");
 }
