@@ -1,8 +1,7 @@
 //! What happens after a commit, owned in one place so no caller can forget a step: publish a
 //! new payment's event, or wake the outbox relay for the others (the events just committed go
-//! out now rather than at the next interval), drop
-//! the merchant's cached recent list, count the status change, and record a failed payment in
-//! the merchant's log store.
+//! out now rather than at the next interval), drop the merchant's cached recent list, count the
+//! status change, and record a failed payment in the merchant's log store.
 //!
 //! Write services return a [`Committed`]: their value with the [`Fact`]s the commit made. Its
 //! value is reached only through [`Effects::apply`], so a caller cannot take the result and

@@ -2,7 +2,7 @@
 //! writes and a commit (six statements: `BEGIN`, the plan setting, the delivery's update, the
 //! attempt's insert, the endpoint's streak, `COMMIT`); the recorder takes every result waiting
 //! and those that come within [`LINGER`] of the first, and commits them in one transaction, so
-//! the database sees one commit (one WAL flush) and six statements for many attempts. The
+//! the database sees one commit (one WAL flush) and the same few statements for many attempts. The
 //! linger is after the send, off the webhook's path: the endpoint's slot is already free, and
 //! the row's lease (renewed meanwhile) still holds it.
 //!
@@ -123,17 +123,13 @@ async fn lane(
                 None => return,
             }
             let until = tokio::time::Instant::now() + linger;
+            // A result already waiting is taken even past the linger (the timeout polls the
+            // queue first).
             while batch.len() < MOST_PER_COMMIT {
-                match queue.try_recv() {
-                    Ok(job) => batch.push(job),
-                    // The last sender gone: what was gathered is still committed.
-                    Err(mpsc::error::TryRecvError::Disconnected) => break,
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        match tokio::time::timeout_at(until, queue.recv()).await {
-                            Ok(Some(job)) => batch.push(job),
-                            Ok(None) | Err(_) => break,
-                        }
-                    }
+                match tokio::time::timeout_at(until, queue.recv()).await {
+                    Ok(Some(job)) => batch.push(job),
+                    // Past the linger, or the last sender gone: what was gathered is committed.
+                    Ok(None) | Err(_) => break,
                 }
             }
         }
