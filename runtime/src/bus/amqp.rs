@@ -90,7 +90,11 @@ impl AmqpBus {
         result
     }
 
-    pub(super) async fn subscribe(&self, prefetch: u16) -> Result<Subscription, BusError> {
+    pub(super) async fn subscribe(
+        &self,
+        prefetch: u16,
+        ack_linger: std::time::Duration,
+    ) -> Result<Subscription, BusError> {
         let (connection, channel) = self.open().await?;
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
@@ -105,6 +109,7 @@ impl AmqpBus {
             .await?;
         Ok(Subscription::Amqp {
             consumer: Box::new(consumer),
+            settles: super::acks::Settles::new(channel, ack_linger),
             _connection: Box::new(connection),
         })
     }

@@ -3,7 +3,8 @@
 //! Callers publish and receive [`BusMessage`]s; only this module touches AMQP. RabbitMQ
 //! topology: a durable direct exchange, a quorum queue bound to it whose dead letters go to a
 //! fanout exchange and its own quorum queue. Publishing waits for publisher confirms; messages
-//! are persistent; consumers ack manually after their work committed.
+//! are persistent; consumers ack manually after their work committed, and those acks go to
+//! the broker together ([`acks`]).
 //!
 //! Live notices for the dashboards ride beside it: [`EventBus::announce`] publishes a
 //! [`LiveNotice`] to a fanout exchange, best effort; [`EventBus::listen`] gives each gateway a
@@ -16,13 +17,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use entity::bus::{BusMessage, LiveNotice, QueueNames};
 use futures_util::StreamExt as _;
 use lapin::Connection;
-use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use tokio::sync::{broadcast, mpsc};
 
+mod acks;
 mod amqp;
 mod in_process;
 mod nodes;
 
+pub use acks::ACK_LINGER;
 pub use amqp::{AmqpBus, LiveListener as AmqpLiveListener};
 pub use in_process::InProcessBus;
 
@@ -55,7 +57,7 @@ pub enum Received {
 
 /// Settles one received message.
 pub enum Ack {
-    Amqp(lapin::Acker),
+    Amqp(acks::Tracked),
     InProcess {
         message: BusMessage,
         requeue: mpsc::UnboundedSender<BusMessage>,
@@ -64,14 +66,11 @@ pub enum Ack {
 }
 
 impl Ack {
-    /// The work is committed: the broker may forget the message.
+    /// The work is committed: the broker may forget the message (within [`ACK_LINGER`], with
+    /// the others settled meanwhile).
     pub async fn ack(self) -> Result<(), BusError> {
         match self {
-            Ack::Amqp(acker) => acker
-                .ack(BasicAckOptions::default())
-                .await
-                .map(drop)
-                .map_err(Into::into),
+            Ack::Amqp(tracked) => tracked.ack().await,
             Ack::InProcess { .. } => Ok(()),
         }
     }
@@ -79,11 +78,7 @@ impl Ack {
     /// The work failed for a reason that may pass: deliver the message again.
     pub async fn requeue(self) -> Result<(), BusError> {
         match self {
-            Ack::Amqp(acker) => acker
-                .reject(BasicRejectOptions { requeue: true })
-                .await
-                .map(drop)
-                .map_err(Into::into),
+            Ack::Amqp(tracked) => tracked.reject(true).await,
             Ack::InProcess {
                 message,
                 requeue,
@@ -98,11 +93,7 @@ impl Ack {
     /// The message can never be processed: move it to the dead-letter queue.
     pub async fn dead_letter(self) -> Result<(), BusError> {
         match self {
-            Ack::Amqp(acker) => acker
-                .reject(BasicRejectOptions { requeue: false })
-                .await
-                .map(drop)
-                .map_err(Into::into),
+            Ack::Amqp(tracked) => tracked.reject(false).await,
             // Typed in-process messages always parse; nothing reaches here.
             Ack::InProcess { .. } => Ok(()),
         }
@@ -111,9 +102,12 @@ impl Ack {
 
 /// A stream of received messages.
 pub enum Subscription {
-    /// The connection is held so it lives as long as its consumer.
+    /// The connection is held so it lives as long as its consumer (and, through `settles`,
+    /// until the last message received is settled). Dropped in this order: the consumer is
+    /// cancelled first.
     Amqp {
         consumer: Box<lapin::Consumer>,
+        settles: acks::Settles,
         _connection: Box<Connection>,
     },
     InProcess {
@@ -127,12 +121,14 @@ impl Subscription {
     /// The next message; `None` or an error when the connection is gone (reconnect then).
     pub async fn next(&mut self) -> Option<Result<Received, BusError>> {
         match self {
-            Subscription::Amqp { consumer, .. } => {
+            Subscription::Amqp {
+                consumer, settles, ..
+            } => {
                 let delivery = match consumer.next().await? {
                     Ok(d) => d,
                     Err(e) => return Some(Err(e.into())),
                 };
-                let ack = Ack::Amqp(delivery.acker);
+                let ack = Ack::Amqp(settles.track(delivery.delivery_tag, delivery.acker));
                 Some(Ok(match BusMessage::decode(&delivery.data) {
                     Ok(message) => Received::Message(message, ack),
                     Err(_) => Received::Unparseable(ack),
@@ -148,6 +144,18 @@ impl Subscription {
                 };
                 Some(Ok(Received::Message(message, ack)))
             }
+        }
+    }
+
+    /// Stops receiving and sends the acknowledgements waiting for their linger; messages
+    /// settled after this are acknowledged at once, while the connection stays open for them.
+    pub async fn close(self) {
+        if let Subscription::Amqp {
+            consumer, settles, ..
+        } = self
+        {
+            drop(consumer);
+            settles.close().await;
         }
     }
 }
@@ -230,9 +238,20 @@ impl EventBus {
         }
     }
 
+    /// Receives up to `prefetch` messages ahead; their acknowledgements linger [`ACK_LINGER`].
     pub async fn subscribe(&self, prefetch: u16) -> Result<Subscription, BusError> {
+        self.subscribe_lingering(prefetch, ACK_LINGER).await
+    }
+
+    /// [`EventBus::subscribe`] with acknowledgements that wait `linger` (tests lengthen it to
+    /// tell a lingering acknowledgement from one sent at once).
+    pub async fn subscribe_lingering(
+        &self,
+        prefetch: u16,
+        linger: std::time::Duration,
+    ) -> Result<Subscription, BusError> {
         match self {
-            EventBus::Amqp(bus) => bus.subscribe(prefetch).await,
+            EventBus::Amqp(bus) => bus.subscribe(prefetch, linger).await,
             EventBus::InProcess(bus) => bus.subscribe().await,
         }
     }

@@ -1,5 +1,6 @@
 //! The end-to-end suite: one binary, one module per area.
 
+mod acks;
 mod api;
 mod checkout;
 mod clients;

@@ -60,7 +60,11 @@ async fn next_event(sub: &mut runtime::bus::Subscription) -> EventId {
         .expect("stream open")
         .expect("message")
     {
-        Received::Message(m, _) => m.event_id().clone(),
+        Received::Message(m, ack) => {
+            // Settled like a worker's: an ack dropped unsettled sends its message back.
+            ack.ack().await.expect("ack");
+            m.event_id().clone()
+        }
         Received::Unparseable(_) => panic!("an unparseable message"),
     }
 }

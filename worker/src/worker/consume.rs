@@ -149,7 +149,10 @@ impl Worker {
                     tracing::info!(bus = self.inner.bus.kind(), "consuming events");
                     loop {
                         tokio::select! {
-                            _ = stop.changed() => return,
+                            _ = stop.changed() => {
+                                subscription.close().await;
+                                return;
+                            }
                             next = subscription.next() => match next {
                                 Some(Ok(received)) => {
                                     // Whatever else has already arrived goes in the same
