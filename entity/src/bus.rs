@@ -192,6 +192,29 @@ impl LiveNotice {
     pub fn decode(bytes: &[u8]) -> Result<LiveNotice, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
+
+    /// Several notices in one message: a JSON array of them, or the notice itself when it
+    /// is alone (what a publisher older than arrays sends, and all one understands).
+    pub fn encode_many(notices: &[LiveNotice]) -> Vec<u8> {
+        match notices {
+            [one] => one.encode(),
+            many => serde_json::to_vec(many).unwrap_or_default(),
+        }
+    }
+
+    /// The notices of one message, as [`LiveNotice::encode_many`] wrote them.
+    pub fn decode_many(bytes: &[u8]) -> Result<Vec<LiveNotice>, serde_json::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            Many(Vec<LiveNotice>),
+            One(LiveNotice),
+        }
+        Ok(match serde_json::from_slice(bytes)? {
+            OneOrMany::Many(notices) => notices,
+            OneOrMany::One(notice) => vec![notice],
+        })
+    }
 }
 
 impl From<&BusMessage> for LiveNotice {
@@ -307,6 +330,28 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn live_notices_travel_several_to_a_message_and_one_alone_as_before() {
+        let notice = |n: u32| {
+            LiveNotice::new(
+                crate::ids::MerchantId::from_trusted(format!("mer_{n}")),
+                LiveChange::LogEntry {
+                    log_id: crate::ids::LogId::from_trusted(format!("log_{n}")),
+                    level: "error".into(),
+                },
+            )
+        };
+        let three = [notice(1), notice(2), notice(3)];
+        let bytes = LiveNotice::encode_many(&three);
+        assert!(bytes.starts_with(b"["));
+        assert_eq!(LiveNotice::decode_many(&bytes).unwrap(), three);
+        // Alone, the notice is the message, as a reader without arrays expects.
+        let alone = LiveNotice::encode_many(&three[..1]);
+        assert_eq!(alone, three[0].encode());
+        assert_eq!(LiveNotice::decode_many(&alone).unwrap(), three[..1]);
+        assert!(LiveNotice::decode_many(br#"[{"version":"v9"}]"#).is_err());
     }
 
     #[test]

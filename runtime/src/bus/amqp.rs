@@ -4,7 +4,6 @@
 use std::sync::{Arc, OnceLock};
 
 use entity::bus::{BusMessage, LiveNotice, QueueNames};
-use futures_util::StreamExt as _;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
     BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
@@ -14,8 +13,9 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 use tokio::sync::{Mutex, mpsc};
 
+use super::live::LiveListener;
 use super::nodes::BrokerNodes;
-use super::{BusError, LiveHeard, QueueDepths, Subscription};
+use super::{BusError, QueueDepths, Subscription};
 
 /// RabbitMQ through lapin. One connection per process role; the publishing channel is reused
 /// and dropped on any error, so the next call reconnects (the relay retries by itself).
@@ -222,10 +222,11 @@ impl AmqpBus {
     pub(super) fn announce(&self, notice: LiveNotice) {
         let sender = self.announcer.get_or_init(|| {
             let (tx, rx) = mpsc::channel(super::LIVE_BACKLOG);
-            tokio::spawn(announce_until_dropped(
+            tokio::spawn(super::live::announce_until_dropped(
                 self.nodes.clone(),
                 self.names.clone(),
                 rx,
+                super::live::LIVE_LINGER,
             ));
             tx
         });
@@ -280,11 +281,11 @@ impl AmqpBus {
                 FieldTable::default(),
             )
             .await?;
-        Ok(LiveListener {
-            consumer: Box::new(consumer),
-            connection: Box::new(connection),
-            events_exchange: self.names.exchange.clone(),
-        })
+        Ok(LiveListener::new(
+            consumer,
+            connection,
+            self.names.exchange.clone(),
+        ))
     }
 
     /// Removes this prefix's exchanges and queues (test teardown).
@@ -331,83 +332,6 @@ impl AmqpBus {
         } else {
             Err(BusError::NotConfirmed)
         }
-    }
-}
-
-/// One process's stream of live notices from the broker.
-pub struct LiveListener {
-    consumer: Box<lapin::Consumer>,
-    connection: Box<Connection>,
-    events_exchange: String,
-}
-
-impl LiveListener {
-    /// The next notice; `None` or an error when the connection is gone (listen again then).
-    pub(super) async fn next(&mut self) -> Option<Result<LiveHeard, BusError>> {
-        loop {
-            let delivery = match self.consumer.next().await? {
-                Ok(d) => d,
-                Err(e) => return Some(Err(e.into())),
-            };
-            // Events are decoded as events; anything else on the live exchange as a notice.
-            let heard = if delivery.exchange.as_str() == self.events_exchange {
-                BusMessage::decode(&delivery.data).map(|m| LiveNotice::from(&m))
-            } else {
-                LiveNotice::decode(&delivery.data)
-            };
-            match heard {
-                Ok(notice) => return Some(Ok(LiveHeard::Notice(notice))),
-                // The fan-out queue dead-letters what does not parse; a hint is only skipped.
-                Err(e) => tracing::warn!(error = %e, "skipped a live notice that does not parse"),
-            }
-        }
-    }
-
-    pub(super) async fn close(self) {
-        let _ = self.connection.close(200, "bye".into()).await;
-    }
-}
-
-/// Publishes queued live notices until the bus is dropped, reconnecting after an error.
-async fn announce_until_dropped(
-    nodes: Arc<BrokerNodes>,
-    names: QueueNames,
-    mut notices: mpsc::Receiver<LiveNotice>,
-) {
-    let mut open: Option<(Connection, Channel)> = None;
-    while let Some(notice) = notices.recv().await {
-        if open.is_none() {
-            match nodes.connect().await {
-                Ok(connection) => match connection.create_channel().await {
-                    Ok(channel) => match declare_topology(&channel, &names).await {
-                        Ok(()) => open = Some((connection, channel)),
-                        Err(e) => tracing::warn!(error = %e, "live notices: cannot declare"),
-                    },
-                    Err(e) => tracing::warn!(error = %e, "live notices: cannot open a channel"),
-                },
-                Err(e) => tracing::warn!(error = %e, "live notices: cannot connect"),
-            }
-        }
-        let Some((_, channel)) = open.as_ref() else {
-            tracing::warn!("live notice not sent: the broker is unreachable");
-            continue;
-        };
-        let sent = channel
-            .basic_publish(
-                names.live_exchange.as_str().into(),
-                "".into(),
-                BasicPublishOptions::default(),
-                &notice.encode(),
-                BasicProperties::default().with_content_type("application/json".into()),
-            )
-            .await;
-        if let Err(e) = sent {
-            tracing::warn!(error = %e, "live notice not sent; reconnecting");
-            open = None;
-        }
-    }
-    if let Some((connection, _)) = open {
-        let _ = connection.close(200, "bye".into()).await;
     }
 }
 
@@ -461,7 +385,10 @@ async fn confirmed(confirms: Vec<lapin::PublisherConfirm>) -> Result<(), BusErro
     Ok(())
 }
 
-async fn declare_topology(channel: &Channel, names: &QueueNames) -> Result<(), BusError> {
+pub(super) async fn declare_topology(
+    channel: &Channel,
+    names: &QueueNames,
+) -> Result<(), BusError> {
     let durable_exchange = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()

@@ -6,8 +6,8 @@
 //! are persistent; consumers ack manually after their work committed, and those acks go to
 //! the broker together ([`acks`]).
 //!
-//! Live notices for the dashboards ride beside it: [`EventBus::announce`] publishes a
-//! [`LiveNotice`] to a fanout exchange, best effort; [`EventBus::listen`] gives each gateway a
+//! Live notices for the dashboards ride beside it: [`EventBus::announce`] publishes
+//! [`LiveNotice`]s to a fanout exchange, best effort, those of [`LIVE_LINGER`] in one message; [`EventBus::listen`] gives each gateway a
 //! queue of its own bound to that exchange and to the events exchange, so every gateway hears
 //! every event and every notice. In process, a broadcast channel does the same.
 
@@ -22,11 +22,13 @@ use tokio::sync::{broadcast, mpsc};
 mod acks;
 mod amqp;
 mod in_process;
+mod live;
 mod nodes;
 
 pub use acks::ACK_LINGER;
-pub use amqp::{AmqpBus, LiveListener as AmqpLiveListener};
+pub use amqp::AmqpBus;
 pub use in_process::InProcessBus;
+pub use live::{LIVE_LINGER, LiveListener as AmqpLiveListener};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {

@@ -450,3 +450,96 @@ async fn the_stream_is_bounded_and_ends_with_its_token_and_its_session() {
         Some(401)
     );
 }
+
+/// The worker announces every attempt it records; notices announced together go to the
+/// broker as one message (`runtime::bus::LIVE_LINGER`), and a listener hears each, in order.
+#[tokio::test]
+async fn notices_announced_together_travel_in_one_message_and_are_heard_one_by_one() {
+    use entity::bus::{LiveChange, LiveNotice, QueueNames};
+    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    use runtime::bus::{EventBus, LiveHeard};
+
+    let scratch = payrail_tests::ScratchDatabase::create().await;
+    let names = QueueNames::new(&scratch.name);
+    let bus = EventBus::amqp(payrail_tests::AMQP_URL, names.clone());
+    let mut listener = bus.listen().await.expect("listen");
+    // A queue of the test's own on the live exchange counts the messages.
+    let connection = lapin::Connection::connect(
+        payrail_tests::AMQP_URL,
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("queue");
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            names.live_exchange.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind");
+    let mut messages = channel
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let notice = |n: u32| {
+        LiveNotice::new(
+            entity::ids::MerchantId::from_trusted("mer_live"),
+            LiveChange::DeliveryAttempt {
+                delivery_id: entity::ids::DeliveryId::from_trusted(format!("dlv_{n}")),
+                status: "succeeded".into(),
+            },
+        )
+    };
+    for n in 0..3 {
+        bus.announce(notice(n));
+    }
+    for n in 0..3 {
+        match tokio::time::timeout(Duration::from_secs(10), listener.next()).await {
+            Ok(Some(Ok(LiveHeard::Notice(heard)))) => assert_eq!(heard, notice(n)),
+            other => panic!("notice {n}: {other:?}"),
+        }
+    }
+    let first = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        .await
+        .expect("a message")
+        .expect("open")
+        .expect("delivery");
+    assert_eq!(
+        LiveNotice::decode_many(&first.data).expect("notices"),
+        [notice(0), notice(1), notice(2)],
+        "all three in the first message"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), messages.next())
+            .await
+            .is_err(),
+        "and no other"
+    );
+    listener.close().await;
+    let _ = connection.close(200, "bye".into()).await;
+}
