@@ -1,5 +1,6 @@
-//! RabbitMQ through lapin: topology, publisher confirms, consumers. The only module that touches
-//! AMQP bytes.
+//! RabbitMQ through lapin: topology, publisher confirms, consumers. With its two neighbours
+//! (`acks`, a consumer's acknowledgements; `live`, the dashboards' notices), the only code
+//! that touches AMQP bytes.
 
 use std::sync::{Arc, OnceLock};
 

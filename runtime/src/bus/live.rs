@@ -6,13 +6,13 @@
 //! gateways bind only while pages are open). A page sees a change at most that much later.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use entity::bus::{BusMessage, LiveNotice, QueueNames};
 use futures_util::StreamExt as _;
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Connection};
-use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::amqp::declare_topology;

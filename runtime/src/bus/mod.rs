@@ -7,9 +7,10 @@
 //! the broker together ([`acks`]).
 //!
 //! Live notices for the dashboards ride beside it: [`EventBus::announce`] publishes
-//! [`LiveNotice`]s to a fanout exchange, best effort, those of [`LIVE_LINGER`] in one message; [`EventBus::listen`] gives each gateway a
-//! queue of its own bound to that exchange and to the events exchange, so every gateway hears
-//! every event and every notice. In process, a broadcast channel does the same.
+//! [`LiveNotice`]s to a fanout exchange, best effort, those of [`LIVE_LINGER`] in one message;
+//! [`EventBus::listen`] gives each gateway a queue of its own bound to that exchange and to the
+//! events exchange, so every gateway hears every event and every notice. In process, a
+//! broadcast channel does the same.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
