@@ -29,6 +29,11 @@ pub(crate) async fn bounded<T>(
     }
 }
 
+tokio::task_local! {
+    /// The keys the request running in this task drops just before it answers.
+    static DROPPED_BEFORE_ANSWER: std::cell::RefCell<Vec<String>>;
+}
+
 #[derive(Clone)]
 pub enum Cache {
     Redis {
@@ -121,6 +126,33 @@ impl Cache {
             Cache::Memory(map, ..) => {
                 map.lock().await.remove(key);
             }
+        }
+    }
+
+    /// Runs a request's `work` and returns, with its output, the keys it dropped with
+    /// [`Cache::delete_before_answer`]: the caller deletes them before the answer leaves, in
+    /// the round trip that counts the request's usage ([`Cache::settle_request`]).
+    pub async fn gathering_deletes<T>(
+        work: impl std::future::Future<Output = T>,
+    ) -> (T, Vec<String>) {
+        DROPPED_BEFORE_ANSWER
+            .scope(std::cell::RefCell::new(Vec::new()), async move {
+                let output = work.await;
+                let dropped = DROPPED_BEFORE_ANSWER.with(|keys| keys.take());
+                (output, dropped)
+            })
+            .await
+    }
+
+    /// Drops `key` before the request running in this task answers, with its usage; at once
+    /// outside a request (or in a task it spawned). For what a client may read right after:
+    /// its answer still comes after the delete.
+    pub async fn delete_before_answer(&self, key: &str) {
+        let gathered = DROPPED_BEFORE_ANSWER
+            .try_with(|keys| keys.borrow_mut().push(key.to_string()))
+            .is_ok();
+        if !gathered {
+            self.delete(key).await;
         }
     }
 

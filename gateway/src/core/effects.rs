@@ -250,9 +250,12 @@ impl Effects {
         self.recent_payments_changed(scope).await;
     }
 
-    /// Payments of this merchant (or their events) changed: its cached recent list is dropped.
+    /// Payments of this merchant (or their events) changed: its cached recent list is dropped
+    /// before the request answers (with its usage, in one round trip).
     async fn recent_payments_changed(&self, scope: &Scope) {
-        self.cache.delete(&cache_keys::recent_payments(scope)).await;
+        self.cache
+            .delete_before_answer(&cache_keys::recent_payments(scope))
+            .await;
     }
 
     /// A failed payment is an error entry in its merchant's log store.

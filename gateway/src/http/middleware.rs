@@ -205,17 +205,21 @@ async fn observe_in<E: Endpoint>(
     let path = req.uri().path().to_string();
     metrics.active.inc();
     let started = Instant::now();
-    let (mut response, route) = match next.call(req).await {
-        Ok(r) => {
-            let r = r.into_response();
-            let route = r.data::<poem_openapi::OperationId>().map(|o| o.0);
-            (r, route)
+    // The cache keys the call drops are deleted below, with its usage, before it answers.
+    let ((mut response, route), dropped) = runtime::cache::Cache::gathering_deletes(async {
+        match next.call(req).await {
+            Ok(r) => {
+                let r = r.into_response();
+                let route = r.data::<poem_openapi::OperationId>().map(|o| o.0);
+                (r, route)
+            }
+            Err(e) => {
+                let route = e.data::<poem_openapi::OperationId>().map(|o| o.0);
+                (into_stripe_shape(e).await, route)
+            }
         }
-        Err(e) => {
-            let route = e.data::<poem_openapi::OperationId>().map(|o| o.0);
-            (into_stripe_shape(e).await, route)
-        }
-    };
+    })
+    .await;
     metrics.active.dec();
     if has_body && !body_finished.load(Ordering::Relaxed) {
         response = closing(response);
@@ -241,7 +245,9 @@ async fn observe_in<E: Endpoint>(
     if status >= 400 {
         metrics.errors.get_or_create_owned(&labels).inc();
     }
-    if let Some(scope) = merchant.get() {
+    let scope = merchant.get();
+    let mut counts = Vec::new();
+    if scope.is_some() {
         // Metered per merchant: the call and its bytes (the request's declared length, or
         // what was read of a chunked one; the answer as sent).
         let body = response.take_body().into_bytes().await.unwrap_or_default();
@@ -253,17 +259,15 @@ async fn observe_in<E: Endpoint>(
         );
         let received = i64::try_from(received).unwrap_or(i64::MAX);
         use runtime::usage::metric;
-        cache
-            .count_usage(
-                &scope,
-                &[
-                    (metric::API_REQUESTS, 1),
-                    (metric::REQUEST_BYTES, received),
-                    (metric::RESPONSE_BYTES, sent),
-                ],
-            )
-            .await;
+        counts = vec![
+            (metric::API_REQUESTS, 1),
+            (metric::REQUEST_BYTES, received),
+            (metric::RESPONSE_BYTES, sent),
+        ];
     }
+    cache
+        .settle_request(scope.as_ref(), &counts, &dropped)
+        .await;
     if status >= 500 {
         let scope = merchant.get();
         runtime::log_store::record(

@@ -74,12 +74,30 @@ impl Cache {
     /// Adds `counts` to the merchant's month in its mode. Never fails the work it counts: a
     /// cache error is logged (those counts are lost, and said so).
     pub async fn count_usage(&self, scope: &Scope, counts: &[(&str, i64)]) {
+        self.settle_request(Some(scope), counts, &[]).await;
+    }
+
+    /// The end of an API request: its usage counted (when it had a merchant) and the keys it
+    /// dropped ([`Cache::gathering_deletes`]) deleted, in one round trip to Redis.
+    pub async fn settle_request(
+        &self,
+        scope: Option<&Scope>,
+        counts: &[(&str, i64)],
+        dropped: &[String],
+    ) {
         let counts: Vec<(&str, i64)> = counts.iter().copied().filter(|(_, n)| *n != 0).collect();
-        if counts.is_empty() {
-            return;
+        match scope {
+            Some(scope) if !counts.is_empty() => {
+                let month = month_of(Utc::now());
+                self.add_usage(&counted_as(scope), &month, &counts, dropped)
+                    .await;
+            }
+            _ => {
+                for key in dropped {
+                    self.delete(key).await;
+                }
+            }
         }
-        let month = month_of(Utc::now());
-        self.add_usage(&counted_as(scope), &month, &counts).await;
     }
 
     /// Adds each `(scope, n)` to one `metric`, summed per scope first: a batch that touched
@@ -101,22 +119,36 @@ impl Cache {
         }
     }
 
-    async fn add_usage(&self, merchant: &str, month: &str, counts: &[(&str, i64)]) {
+    async fn add_usage(
+        &self,
+        merchant: &str,
+        month: &str,
+        counts: &[(&str, i64)],
+        dropped: &[String],
+    ) {
         match self {
             Cache::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
                 let key = Cache::key(prefix, &pending_key(month, merchant));
                 let mut pipe = redis::pipe();
+                for dropped in dropped {
+                    pipe.del(Cache::key(prefix, dropped)).ignore();
+                }
                 for (metric, n) in counts {
                     pipe.hincr(&key, *metric, *n).ignore();
                 }
                 pipe.sadd(Cache::key(prefix, DIRTY), format!("{month}|{merchant}"))
                     .ignore();
                 if let Err(e) = crate::cache::bounded(pipe.query_async::<()>(&mut conn)).await {
-                    tracing::error!(error = %e, merchant_id = merchant, "usage not counted: the cache failed");
+                    tracing::error!(error = %e, merchant_id = merchant, dropped = dropped.len(), "usage not counted (nor cached keys dropped): the cache failed");
                 }
             }
-            Cache::Memory(_, _, tally) => {
+            Cache::Memory(map, _, tally) => {
+                let mut map = map.lock().await;
+                for dropped in dropped {
+                    map.remove(dropped);
+                }
+                drop(map);
                 let mut tally = tally.lock().await;
                 let entry = tally
                     .pending
@@ -301,7 +333,7 @@ pub async fn flush<C: ConnectionTrait>(db: &C, cache: &Cache) -> Result<usize, D
             Ok(n) => written += n,
             Err(e) => {
                 let back: Vec<(&str, i64)> = counts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-                cache.add_usage(&merchant, &month, &back).await;
+                cache.add_usage(&merchant, &month, &back, &[]).await;
                 failure = Some(e);
             }
         }

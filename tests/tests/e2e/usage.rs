@@ -535,3 +535,58 @@ async fn a_read_during_flushes_never_misses_nor_doubles_a_count_in_redis_or_in_m
     reads_during_flushes_see_every_count_once(&app.db, &runtime::cache::Cache::memory(), &embedded)
         .await;
 }
+
+/// An API call's cache invalidations (a new payment drops its merchant's cached recent list)
+/// wait for the call's end and go to Redis with its usage, in the round trip it makes anyway;
+/// the answer still comes after both. Outside a call, a delete is made at once.
+#[tokio::test]
+async fn keys_a_call_drops_go_with_its_usage_before_it_answers() {
+    use entity::ids::{MerchantId, Scope};
+    use runtime::cache::Cache;
+    let scratch = payrail_tests::ScratchDatabase::create().await;
+    let redis = Cache::redis(payrail_tests::REDIS_URL, &scratch.name)
+        .await
+        .expect("redis is running");
+    let merchant = format!("mer_drop_{}", uuid::Uuid::new_v4().simple());
+    let scope = Scope::new(MerchantId::from_trusted(merchant.clone()), false);
+    let month = runtime::usage::month_of(chrono::Utc::now());
+    for cache in [redis, Cache::memory()] {
+        cache.set("recent", "cached", Duration::from_secs(60)).await;
+        let ((), dropped) = Cache::gathering_deletes(async {
+            cache.delete_before_answer("recent").await;
+            assert_eq!(
+                cache.get("recent").await.as_deref(),
+                Some("cached"),
+                "kept until the call settles"
+            );
+        })
+        .await;
+        assert_eq!(dropped, ["recent"]);
+        cache
+            .settle_request(
+                Some(&scope),
+                &[(runtime::usage::metric::API_REQUESTS, 1)],
+                &dropped,
+            )
+            .await;
+        assert_eq!(cache.get("recent").await, None, "dropped with the usage");
+        let (pending, _) = cache
+            .pending_usage(&format!("{merchant}:test"), &month)
+            .await;
+        assert_eq!(
+            pending.get(runtime::usage::metric::API_REQUESTS),
+            Some(&1),
+            "and the usage counted"
+        );
+
+        cache
+            .set("elsewhere", "cached", Duration::from_secs(60))
+            .await;
+        cache.delete_before_answer("elsewhere").await;
+        assert_eq!(
+            cache.get("elsewhere").await,
+            None,
+            "outside a call: at once"
+        );
+    }
+}
