@@ -269,7 +269,6 @@ async fn observe_in<E: Endpoint>(
         .settle_request(scope.as_ref(), &counts, &dropped)
         .await;
     if status >= 500 {
-        let scope = merchant.get();
         runtime::log_store::record(
             &db,
             &bus,
