@@ -246,10 +246,9 @@ async fn observe_in<E: Endpoint>(
         metrics.errors.get_or_create_owned(&labels).inc();
     }
     let scope = merchant.get();
-    let mut counts = Vec::new();
-    if scope.is_some() {
-        // Metered per merchant: the call and its bytes (the request's declared length, or
-        // what was read of a chunked one; the answer as sent).
+    // Metered per merchant: the call and its bytes (the request's declared length, or what
+    // was read of a chunked one; the answer as sent).
+    let counts = if scope.is_some() {
         let body = response.take_body().into_bytes().await.unwrap_or_default();
         let sent = i64::try_from(body.len()).unwrap_or(i64::MAX);
         response.set_body(body);
@@ -259,12 +258,14 @@ async fn observe_in<E: Endpoint>(
         );
         let received = i64::try_from(received).unwrap_or(i64::MAX);
         use runtime::usage::metric;
-        counts = vec![
+        vec![
             (metric::API_REQUESTS, 1),
             (metric::REQUEST_BYTES, received),
             (metric::RESPONSE_BYTES, sent),
-        ];
-    }
+        ]
+    } else {
+        Vec::new()
+    };
     cache
         .settle_request(scope.as_ref(), &counts, &dropped)
         .await;

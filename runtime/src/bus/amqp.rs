@@ -227,7 +227,6 @@ impl AmqpBus {
                 self.nodes.clone(),
                 self.names.clone(),
                 rx,
-                super::live::LIVE_LINGER,
             ));
             tx
         });

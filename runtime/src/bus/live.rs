@@ -77,18 +77,17 @@ impl LiveListener {
     }
 }
 
-/// Publishes queued live notices until the bus is dropped, those of each [`linger`] in one
-/// message, reconnecting after an error.
+/// Publishes queued live notices until the bus is dropped, those of each [`LIVE_LINGER`] in
+/// one message, reconnecting after an error.
 pub(super) async fn announce_until_dropped(
     nodes: Arc<BrokerNodes>,
     names: QueueNames,
     mut notices: mpsc::Receiver<LiveNotice>,
-    linger: Duration,
 ) {
     let mut open: Option<(Connection, Channel)> = None;
     while let Some(first) = notices.recv().await {
         let mut batch = vec![first];
-        let until = tokio::time::Instant::now() + linger;
+        let until = tokio::time::Instant::now() + LIVE_LINGER;
         while batch.len() < LIVE_BATCH {
             match tokio::time::timeout_at(until, notices.recv()).await {
                 Ok(Some(notice)) => batch.push(notice),
