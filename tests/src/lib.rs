@@ -169,8 +169,21 @@ pub fn remove_sqlite(path: &std::path::Path) {
     }
 }
 
+/// A fresh name for a test's database, queues and keys: `payrail_t_`, the start of the test's
+/// own name (libtest names the thread that runs it) and a UUID, so whatever a test leaves
+/// behind on the broker, in Redis or in PostgreSQL says which test made it. At most 59
+/// characters: PostgreSQL keeps 63 of a database's name.
 pub fn unique_name() -> String {
-    format!("payrail_t_{}", uuid::Uuid::new_v4().simple())
+    let test: String = std::thread::current()
+        .name()
+        .and_then(|path| path.rsplit("::").next())
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(16)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    format!("payrail_t_{test}_{}", uuid::Uuid::new_v4().simple())
 }
 
 /// Settings for a test: its own database, prefixes and port 0.

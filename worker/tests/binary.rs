@@ -23,7 +23,7 @@ fn an_unknown_variable_of_the_workers_families_stops_it_naming_it() {
 #[tokio::test]
 async fn redrive_moves_dead_lettered_messages_back_to_the_fan_out_queue() {
     use runtime::bus::{EventBus, Received};
-    let prefix = format!("payrail_t_{}", uuid::Uuid::new_v4().simple());
+    let prefix = payrail_tests::unique_name();
     let amqp = "amqp://guest:guest@127.0.0.1:5672/%2f";
     let EventBus::Amqp(raw) = EventBus::amqp(amqp, entity::bus::QueueNames::new(&prefix)) else {
         panic!("an AMQP bus")
