@@ -39,6 +39,7 @@ case "$scenario" in
 esac
 bin=target/release
 cargo build -q --release -p gateway -p worker -p bench
+bench/hot-code.sh --check   # a stale hot-code list shows here as a long layout
 
 db=payrail_bench
 # Loopback: TLS to a database on the same host only costs CPU on both ends.
