@@ -446,3 +446,28 @@ fn the_http_adapters_query_nothing_themselves() {
         .collect();
     assert!(direct.is_empty(), "queries in HTTP adapters: {direct:#?}");
 }
+
+#[test]
+fn both_binaries_link_their_hot_code_together() {
+    // docs/benchmarks.md, "Hot code together": a third of the gateway's and worker's resident
+    // memory rides on this wiring, and nothing else would notice it gone.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let list = std::fs::read_to_string(root.join("bench/hot-symbols.txt")).expect("the list");
+    for krate in ["gateway", "worker"] {
+        let manifest =
+            std::fs::read_to_string(root.join(krate).join("Cargo.toml")).expect("manifest");
+        assert!(
+            manifest.contains("build = \"../bench/hot_code_link.rs\""),
+            "{krate} is linked without its hot-code list"
+        );
+        // Legacy-mangled paths start with the crate's name and its length.
+        let own = format!("_ZN{}{krate}", krate.len());
+        let listed = list.lines().filter(|name| name.starts_with(&own)).count();
+        assert!(
+            listed >= 20,
+            "bench/hot-symbols.txt holds {listed} of {krate}'s own functions: regenerate it"
+        );
+    }
+    let script = std::fs::read_to_string(root.join("bench/hot_code_link.rs")).expect("script");
+    assert!(script.contains("--symbol-ordering-file"));
+}
