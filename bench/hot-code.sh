@@ -6,8 +6,9 @@
 # sits among cold ones (docs/benchmarks.md, "Hot code together").
 #
 # It runs both binaries under valgrind's callgrind (apt install valgrind), which sees every
-# function executed, not a sample. Regenerate after a change of dependencies or a large change
-# of the code; a stale list is only less effective (names it no longer finds are skipped).
+# function executed, not a sample. Regenerate after a new Rust release (every symbol name
+# changes with it), new dependencies or a large change of the code; a stale list is only less
+# effective (names it no longer finds are skipped).
 #   bench/hot-code.sh          # needs PostgreSQL, RabbitMQ and Redis, and port 8080 free
 #   bench/hot-code.sh --check  # how much of the list the release binaries lay out together
 set -euo pipefail
