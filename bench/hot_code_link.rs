@@ -5,7 +5,7 @@
 //! Why: a process's resident code is not what it runs but every 64 KiB window the kernel maps
 //! around each page it runs from; executed functions spread among cold ones made most of the
 //! binary resident (docs/benchmarks.md, "Hot code together"). The order changes no behaviour.
-//! It needs LLD (or mold), which rustc uses by default on this target since 1.90; with another
+//! It needs LLD, which rustc uses by default on this target since 1.90; with another
 //! linker, set `PAYRAIL_NO_HOT_CODE_ORDER=1`. A name the list has and the binary lacks is
 //! skipped without a warning, so a stale list only helps less.
 
