@@ -44,6 +44,9 @@ cleanup() {
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   psql -q postgres://postgres@127.0.0.1:5432/postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"
   for q in webhook-fanout webhook-fanout.dead; do rabbitmqctl -q delete_queue "$db.$q" >/dev/null 2>&1 || true; done
+  for x in events dead-letter live; do
+    rabbitmqctl -q eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$db.$x\">>), false, <<\"cli\">>)." >/dev/null 2>&1 || true
+  done
   redis-cli --scan --pattern "$db:*" | xargs -r redis-cli del >/dev/null
   rm -rf "$out"
 }
