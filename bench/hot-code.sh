@@ -72,9 +72,10 @@ sleep 5
 for p in "${pids[@]}"; do kill -TERM "$p"; done
 for p in "${pids[@]}"; do wait "$p" || true; done
 pids=()
-# Each function's own instruction count (the line after `fn=` carries it); summed over both
-# binaries, hottest first.
-python3 - "$out/gateway.out" "$out/worker.out" >bench/hot-symbols.txt <<'EOF'
+# Each function's own instruction count (the cost lines under its `fn=`, less those of its
+# calls), summed over both binaries, hottest first. Written aside and moved, so a failed run
+# leaves the last list in place rather than an empty one.
+python3 - "$out/gateway.out" "$out/worker.out" >"$out/hot-symbols.txt" <<'EOF'
 import sys, collections
 cost = collections.Counter()
 for path in sys.argv[1:]:
@@ -82,7 +83,7 @@ for path in sys.argv[1:]:
     for line in open(path, errors="replace"):
         if line.startswith("fn="):
             fn = line[3:].strip()
-            cost[fn] += 0
+            cost[fn] += 0  # listed even when all its cost is in its calls
         elif line.startswith("calls="):
             after_call = True  # the next cost line is the callee's, not this function's own
         elif fn and line[:1].isdigit():
@@ -94,4 +95,5 @@ for name, _ in cost.most_common():
     if not name.startswith("0x"):
         print(name)
 EOF
+mv "$out/hot-symbols.txt" bench/hot-symbols.txt
 echo "bench/hot-symbols.txt: $(wc -l <bench/hot-symbols.txt) functions"
