@@ -56,15 +56,21 @@ pub struct Buckets {
 
 impl Cache {
     pub async fn redis(url: &str, prefix: &str) -> Result<Cache, redis::RedisError> {
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(Duration::from_millis(500)))
-            .set_connection_timeout(Some(Duration::from_secs(2)));
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let conn = Self::connection(redis::Client::open(url)?).await?;
         Ok(Cache::Redis {
             conn,
             prefix: prefix.to_string(),
         })
+    }
+
+    /// A reconnecting connection to `client`'s Redis, with this process's timeouts.
+    pub(crate) async fn connection(
+        client: redis::Client,
+    ) -> Result<ConnectionManager, redis::RedisError> {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(Duration::from_millis(500)))
+            .set_connection_timeout(Some(Duration::from_secs(2)));
+        ConnectionManager::new_with_config(client, config).await
     }
 
     pub fn memory() -> Cache {

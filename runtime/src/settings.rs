@@ -237,6 +237,10 @@ pub struct RuntimeSettings {
     /// `PAYRAIL_DB_POOL_SIZE`: PostgreSQL connections this process may hold; unset, its role's
     /// default (`db::GATEWAY_POOL_SIZE`, `db::WORKER_POOL_SIZE`). SQLite always uses one.
     pub db_pool_size: Option<u32>,
+    /// `PAYRAIL_EXPRESS_LANE` (distributed mode, default true): gateways push a copy of each
+    /// event they publish at once to Redis, and workers fan those copies out without waiting
+    /// for the broker's ([`crate::bus::express`]).
+    pub express_lane: bool,
 }
 
 impl RuntimeSettings {
@@ -306,6 +310,7 @@ impl RuntimeSettings {
                         .map_err(|reason| SettingsError::new("PAYRAIL_DB_POOL_SIZE", v, reason))
                 })
                 .transpose()?,
+            express_lane: env.bool("PAYRAIL_EXPRESS_LANE", "true")? && mode == Mode::Distributed,
         })
     }
 
@@ -360,6 +365,27 @@ mod tests {
         }
         let unset = RuntimeSettings::read(&Env::from_pairs(&[])).unwrap();
         assert_eq!(unset.db_pool_size, None);
+    }
+
+    #[test]
+    fn the_express_lane_is_on_in_distributed_mode_unless_turned_off() {
+        let read = |pairs: &[(&str, &str)]| RuntimeSettings::read(&Env::from_pairs(pairs));
+        let distributed = [
+            ("DATABASE_URL", "postgres://x/db"),
+            ("AMQP_URL", "amqp://x"),
+            ("REDIS_URL", "redis://x"),
+        ];
+        assert!(read(&distributed).unwrap().express_lane);
+        let off = [&distributed[..], &[("PAYRAIL_EXPRESS_LANE", "false")]].concat();
+        assert!(!read(&off).unwrap().express_lane);
+        let bad = [&distributed[..], &[("PAYRAIL_EXPRESS_LANE", "sometimes")]].concat();
+        assert_eq!(read(&bad).unwrap_err().variable, "PAYRAIL_EXPRESS_LANE");
+        // Embedded mode has no Redis to run it on.
+        assert!(
+            !read(&[("PAYRAIL_EXPRESS_LANE", "true")])
+                .unwrap()
+                .express_lane
+        );
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub struct Options {
     pub dashboard_access_ttl: Duration,
     /// When usage is checked against plan limits (cron with seconds).
     pub usage_check_schedule: &'static str,
+    /// The express lane beside the broker (on, as in production). Tests of what the broker
+    /// and the outbox alone do turn it off.
+    pub express_lane: bool,
 }
 
 impl Default for Options {
@@ -97,6 +100,7 @@ impl Default for Options {
             relay_writer_grace: Duration::from_secs(2),
             dashboard_access_ttl: Duration::from_secs(15 * 60),
             usage_check_schedule: "0 0 6 * * *",
+            express_lane: true,
         }
     }
 }
@@ -197,6 +201,7 @@ pub fn test_settings(database_url: &str, prefix: &str, webhook: WebhookSettings)
             amqp_prefix: prefix.to_string(),
             redis_prefix: prefix.to_string(),
             db_pool_size: None,
+            express_lane: true,
         },
         worker: WorkerSettings {
             bind: "127.0.0.1:0".parse().expect("address"),
@@ -287,6 +292,7 @@ impl TestApp {
         settings.gateway.relay_writer_grace = options.relay_writer_grace;
         settings.gateway.dashboard.access_ttl = options.dashboard_access_ttl;
         settings.gateway.usage_check_schedule = options.usage_check_schedule;
+        settings.runtime.express_lane = options.express_lane;
         let mut gateway_settings = settings.clone();
         if let Some(url) = &options.gateway_amqp_url {
             gateway_settings.runtime.amqp_url = Some(url.clone());

@@ -12,7 +12,7 @@ use poem::{EndpointExt, Response, Route, Server, get, handler};
 use prometheus_client::registry::Registry;
 use sea_orm::DatabaseConnection;
 
-use runtime::bus::EventBus;
+use runtime::bus::{EventBus, Express};
 use runtime::cache::Cache;
 use runtime::db;
 
@@ -62,6 +62,11 @@ impl WorkerApplication {
             settings.worker.webhook.clone(),
             &mut registry,
         )?;
+        let express = match (&settings.runtime.redis_url, settings.runtime.express_lane) {
+            (Some(url), true) => Some(Express::redis(url, &settings.runtime.redis_prefix).await?),
+            _ => None,
+        };
+        let worker = worker.with_express(express);
         let (acceptor, local) = runtime::metrics::bind(settings.worker.bind).await?;
         let port = local.port();
         let probe = Probe {

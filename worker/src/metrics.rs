@@ -50,6 +50,12 @@ pub struct DeliveryMetrics {
     pub first_attempt_lag: Histogram,
     pub event_to_delivered: Histogram,
     pub handed_back: Counter,
+    /// Events fanned out from their express copies, before the broker delivered them.
+    pub express_fanned_out: Counter,
+    /// Broker messages settled without the database: their event's copy came first.
+    pub express_settled: Counter,
+    /// Express copies dropped unused: too old, or unreadable (the broker carries them).
+    pub express_dropped: Counter,
     /// Attempts whose outcome died with their worker (taken over when its lease ran out).
     pub unknown_outcomes: Counter,
     pub failing_streaks: Family<EndpointLabel, Gauge>,
@@ -66,6 +72,9 @@ impl DeliveryMetrics {
             first_attempt_lag: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             event_to_delivered: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
             handed_back: Counter::default(),
+            express_fanned_out: Counter::default(),
+            express_dropped: Counter::default(),
+            express_settled: Counter::default(),
             unknown_outcomes: Counter::default(),
             failing_streaks: Family::default(),
         };
@@ -115,6 +124,21 @@ impl DeliveryMetrics {
             "webhook_deliveries_handed_back",
             "Claimed deliveries given back unsent because their endpoint had no free slot in time",
             metrics.handed_back.clone(),
+        );
+        registry.register(
+            "webhook_express_events",
+            "Events fanned out from their express copy on Redis, before the broker's message came",
+            metrics.express_fanned_out.clone(),
+        );
+        registry.register(
+            "webhook_express_settled",
+            "Broker messages acknowledged without the database because their event's express copy was fanned out first",
+            metrics.express_settled.clone(),
+        );
+        registry.register(
+            "webhook_express_dropped",
+            "Express copies dropped unused (older than two seconds, or unreadable); the broker carries those events",
+            metrics.express_dropped.clone(),
         );
         registry.register(
             "webhook_unknown_outcomes",

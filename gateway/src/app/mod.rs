@@ -14,7 +14,7 @@ use entity::signature::sha256_hex;
 use poem::listener::TcpAcceptor;
 use poem::{EndpointExt, Route, Server, get, post};
 use prometheus_client::registry::Registry;
-use runtime::bus::EventBus;
+use runtime::bus::{EventBus, Express};
 use runtime::cache::Cache;
 use runtime::db;
 use tokio::sync::watch;
@@ -141,7 +141,12 @@ impl Application {
         } else {
             (None, None)
         };
-        let relay = Relay::new(db.clone(), bus.clone(), settings.gateway.relay_writer_grace);
+        let express = match (&settings.runtime.redis_url, settings.runtime.express_lane) {
+            (Some(url), true) => Some(Express::redis(url, &settings.runtime.redis_prefix).await?),
+            _ => None,
+        };
+        let relay = Relay::new(db.clone(), bus.clone(), settings.gateway.relay_writer_grace)
+            .with_express(express);
         let effects = Effects {
             db: db.clone(),
             bus: bus.clone(),

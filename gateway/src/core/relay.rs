@@ -12,7 +12,8 @@
 //! the API's answer and the worker's send. Such a row is written with `writer_publishes` and
 //! the relay leaves it alone until it is older than the grace, then takes it over like any
 //! other: a writer that crashed, or whose publish failed, loses nothing. Confirmed ids are
-//! marked in batches, by whichever publish finds no mark running.
+//! marked in batches, by whichever publish finds no mark running. Those events also go to the
+//! [`Express`] lane when the gateway has one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,7 +23,7 @@ use chrono::{DateTime, Utc};
 use entity::bus::BusMessage;
 use entity::events;
 use entity::ids::EventId;
-use runtime::bus::EventBus;
+use runtime::bus::{EventBus, Express};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
     ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
@@ -73,6 +74,9 @@ struct Inner {
     confirmed: std::sync::Mutex<Vec<EventId>>,
     /// Whether a task is marking `confirmed` now (it takes what others add meanwhile).
     marking: AtomicBool,
+    /// Where writers' events also go, best effort, for a worker to take before the broker
+    /// delivers them.
+    express: Option<Express>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,8 +106,17 @@ impl Relay {
                 unconfirmed: AtomicUsize::new(0),
                 confirmed: std::sync::Mutex::new(Vec::new()),
                 marking: AtomicBool::new(false),
+                express: None,
             }),
         }
+    }
+
+    /// A relay not yet cloned that also pushes writers' events to the express lane.
+    pub fn with_express(mut self, express: Option<Express>) -> Relay {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.express = express;
+        }
+        self
     }
 
     /// A relay not yet cloned, marking writers' events after `linger` rather than
@@ -269,6 +282,11 @@ impl Relay {
             .into_iter()
             .map(|e| BusMessage::V2(e.into()))
             .collect();
+        // The copies go first (one round trip to Redis, at most 20 ms): a worker takes them
+        // before the quorum queue commits the broker's.
+        if let Some(express) = &self.inner.express {
+            express.push(&messages).await;
+        }
         let published =
             tokio::time::timeout(PUBLISH_TIMEOUT, self.inner.bus.publish(&messages)).await;
         drop(spans);

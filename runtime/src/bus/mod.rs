@@ -11,6 +11,9 @@
 //! [`EventBus::listen`] gives each gateway a queue of its own bound to that exchange and to the
 //! events exchange, so every gateway hears every event and every notice. In process, a
 //! broadcast channel does the same.
+//!
+//! Beside the broker, an [`Express`] lane on Redis carries best-effort copies of freshly
+//! committed events, so a worker need not wait for the quorum queue's commit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,12 +25,14 @@ use tokio::sync::{broadcast, mpsc};
 
 mod acks;
 mod amqp;
+pub mod express;
 mod in_process;
 mod live;
 mod nodes;
 
 pub use acks::ACK_LINGER;
 pub use amqp::AmqpBus;
+pub use express::Express;
 pub use in_process::InProcessBus;
 pub use live::{LIVE_LINGER, LiveListener as AmqpLiveListener};
 

@@ -816,6 +816,8 @@ async fn events_created_while_the_broker_is_unreachable_are_published_once_it_is
         gateway_amqp_url: Some(format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port)),
         // The API's own publish fails; only its hand-over to the relay can get them out.
         relay_writer_grace: Duration::from_secs(3600),
+        // The outbox alone: the express lane would deliver them without the broker.
+        express_lane: false,
         ..Options::default()
     })
     .await;

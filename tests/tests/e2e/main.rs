@@ -10,6 +10,7 @@ mod delivery;
 mod edge_fuzz;
 mod embedded;
 mod endpoints;
+mod express;
 mod growth;
 mod idempotency;
 mod input;

@@ -29,6 +29,13 @@ impl Worker {
         let mut acks = Vec::with_capacity(batch.len());
         for received in batch {
             match received {
+                Received::Message(m, ack) if self.made_early(m.event_id()).await => {
+                    if let Err(e) = ack.ack().await {
+                        tracing::warn!(error = %e, event_id = %m.event_id(), "ack failed; the broker will redeliver it");
+                    }
+                    self.inner.metrics.express_settled.inc();
+                    results.push(Some(Handled::MadeEarly));
+                }
                 Received::Message(m, ack) => {
                     results.push(None);
                     messages.push(m);
@@ -45,29 +52,12 @@ impl Worker {
         }
         // One span per message, in the trace of the call that caused its event; they end
         // with the ack.
-        let spans: Vec<tracing::Span> = messages
-            .iter()
-            .map(|m| {
-                let span = tracing::info_span!(
-                    "webhook.fanout",
-                    otel.kind = "consumer",
-                    event_id = %m.event_id(),
-                    event_type = m.event_type(),
-                    trace_id = tracing::field::Empty,
-                );
-                runtime::trace_context::continue_from(&span, m.traceparent());
-                span
-            })
-            .collect();
-        let s = &self.inner.settings;
-        let fanned = match Box::pin(fan_out_batch(
-            &self.inner.db,
-            &messages,
-            s.immediate,
-            s.lease(),
-        ))
-        .await
-        {
+        let spans = fan_out_spans(&messages);
+        if messages.is_empty() {
+            // Every message was settled above: nothing to fan out (not even a query).
+            return fill(results, || Handled::Requeued);
+        }
+        let fanned = match self.fan_out(&messages).await {
             Ok(fanned) => fanned,
             Err(e) => {
                 tracing::warn!(error = %e, messages = messages.len(), "fan-out failed; messages requeued");
@@ -138,6 +128,21 @@ impl Worker {
         fill(results, || Handled::Requeued)
     }
 
+    /// Fans out a batch of messages with this worker's settings (whichever copies they are).
+    pub(super) async fn fan_out(
+        &self,
+        messages: &[entity::bus::BusMessage],
+    ) -> Result<Vec<Result<crate::fanout::FanOut, FanOutError>>, sea_orm::DbErr> {
+        let s = &self.inner.settings;
+        Box::pin(fan_out_batch(
+            &self.inner.db,
+            messages,
+            s.immediate,
+            s.lease(),
+        ))
+        .await
+    }
+
     /// Consumes from the bus until `stop` turns true, reconnecting with backoff.
     pub(super) async fn consume(self, mut stop: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(100);
@@ -201,6 +206,25 @@ impl Worker {
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
+}
+
+/// One span per message's fan-out, in the trace of the call that caused its event (whichever
+/// copy, the broker's or the express lane's, is fanned out).
+pub(super) fn fan_out_spans(messages: &[entity::bus::BusMessage]) -> Vec<tracing::Span> {
+    messages
+        .iter()
+        .map(|m| {
+            let span = tracing::info_span!(
+                "webhook.fanout",
+                otel.kind = "consumer",
+                event_id = %m.event_id(),
+                event_type = m.event_type(),
+                trace_id = tracing::field::Empty,
+            );
+            runtime::trace_context::continue_from(&span, m.traceparent());
+            span
+        })
+        .collect()
 }
 
 /// Most messages fanned out together.

@@ -25,6 +25,7 @@ use runtime::bus::EventBus;
 
 mod consume;
 mod deliver;
+mod express;
 
 /// Sweeps one worker runs at once at most (each claims its own batch).
 const CONCURRENT_SWEEPS: usize = 4;
@@ -51,6 +52,8 @@ pub enum Handled {
         already_present: usize,
         attempts: Vec<AttemptOutcome>,
     },
+    /// Its event's rows were made from its express copy: acknowledged, nothing else done.
+    MadeEarly,
     DeadLettered,
     Requeued,
 }
@@ -86,6 +89,12 @@ struct Inner {
     /// regular tick: a schedule's delays hold to the second, not to the sweep interval.
     next_wake: std::sync::Mutex<Option<tokio::time::Instant>>,
     wake: Notify,
+    /// Where fresh events' copies wait, when the processes run one ([`express`]).
+    express: Option<runtime::bus::Express>,
+    /// Events whose rows this worker made from their express copies.
+    made_early: std::sync::Mutex<express::MadeEarly>,
+    /// Batches of express copies this worker may fan out at once.
+    express_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Counts a task as in flight until dropped, so shutdown can wait for sends to finish.
@@ -155,8 +164,19 @@ impl Worker {
                 shutdown_grace: std::sync::Mutex::new(settings_timeout_grace),
                 next_wake: std::sync::Mutex::new(None),
                 wake: Notify::new(),
+                express: None,
+                made_early: std::sync::Mutex::default(),
+                express_slots: Arc::new(tokio::sync::Semaphore::new(express::EXPRESS_BATCHES)),
             }),
         })
+    }
+
+    /// A worker not yet cloned that also pops the express lane while it runs.
+    pub fn with_express(mut self, express: Option<runtime::bus::Express>) -> Worker {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.express = express;
+        }
+        self
     }
 
     /// How long shutdown waits for sends in flight before releasing what is left.
@@ -346,11 +366,19 @@ impl Worker {
         let renewals = tokio::spawn(self.clone().renew_loop());
         let consumer = tokio::spawn(self.clone().consume(stop_rx.clone()));
         let sweeps = tokio::spawn(self.clone().sweep_loop(stop_rx.clone()));
+        let express = self
+            .inner
+            .express
+            .clone()
+            .map(|lane| tokio::spawn(self.clone().pop_express(lane, stop_rx.clone())));
         shutdown.await;
         tracing::info!("worker stopping: no new work; waiting for sends in flight");
         let _ = stop_tx.send(true);
         let _ = consumer.await;
         let _ = sweeps.await;
+        if let Some(express) = express {
+            let _ = express.await;
+        }
         let grace = self
             .inner
             .shutdown_grace

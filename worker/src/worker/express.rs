@@ -1,0 +1,240 @@
+//! The express lane's end in the worker: copies of freshly committed events, popped from
+//! Redis and fanned out before the broker delivers them ([`runtime::bus::express`]).
+//!
+//! The copy and the broker's message go through the same idempotent fan-out, so whichever
+//! comes second finds the rows and sends nothing. This worker remembers the events it took
+//! from their copies (for [`REMEMBERED_FOR`]); their broker messages wait for that fan-out
+//! and are then acknowledged without touching the database. At most [`EXPRESS_BATCHES`]
+//! batches of copies are in work at once.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use entity::bus::BusMessage;
+use entity::ids::EventId;
+use runtime::bus::Express;
+use tokio::sync::watch;
+
+use crate::deliveries::AttemptOutcome;
+
+use super::*;
+
+/// How long an event taken from its copy is remembered: far longer than the broker's message
+/// takes to follow, unless the worker is behind (then the database answers instead).
+const REMEMBERED_FOR: Duration = Duration::from_secs(10);
+/// Events remembered at most.
+const REMEMBERED_AT_MOST: usize = 100_000;
+/// Batches of copies one worker fans out at once (until their rows are committed). Past that
+/// the lane waits: a worker whose database is behind works through the broker's queue, in
+/// its order and within its prefetch, rather than pile up copies.
+pub(super) const EXPRESS_BATCHES: usize = 2;
+
+/// Where a batch of copies stands: being fanned out, or done with the events whose rows are
+/// committed (none if the fan-out failed).
+#[derive(Debug, Clone)]
+enum Batch {
+    Making,
+    Done(Arc<HashSet<EventId>>),
+}
+
+/// The events this worker took from their copies, each with its batch's progress, so the
+/// broker's message for one waits for that batch instead of fanning it out a second time.
+#[derive(Default)]
+pub(super) struct MadeEarly {
+    batches: HashMap<EventId, watch::Receiver<Batch>>,
+    order: VecDeque<(Instant, EventId)>,
+}
+
+impl MadeEarly {
+    /// Notes `ids` as being fanned out from their copies; the batch reports through the
+    /// returned sender.
+    fn start(&mut self, ids: impl IntoIterator<Item = EventId>) -> watch::Sender<Batch> {
+        let now = Instant::now();
+        while let Some((at, _)) = self.order.front() {
+            if now.duration_since(*at) < REMEMBERED_FOR && self.order.len() < REMEMBERED_AT_MOST {
+                break;
+            }
+            if let Some((_, id)) = self.order.pop_front() {
+                self.batches.remove(&id);
+            }
+        }
+        let (done, progress) = watch::channel(Batch::Making);
+        for id in ids {
+            if self.batches.insert(id.clone(), progress.clone()).is_none() {
+                self.order.push_back((now, id));
+            }
+        }
+        done
+    }
+
+    /// The progress of the batch that took `id` from its copy, if any (forgotten: its
+    /// broker message has come).
+    fn take(&mut self, id: &EventId) -> Option<watch::Receiver<Batch>> {
+        self.batches.remove(id)
+    }
+}
+
+/// Whether the batch whose `progress` this is made `id`'s rows, once it is done.
+async fn made_by(progress: Option<watch::Receiver<Batch>>, id: &EventId) -> bool {
+    let Some(mut progress) = progress else {
+        return false;
+    };
+    match progress.wait_for(|b| matches!(b, Batch::Done(_))).await {
+        Ok(batch) => matches!(&*batch, Batch::Done(made) if made.contains(id)),
+        // The batch's task ended without a word (it panicked): nothing to trust.
+        Err(_) => false,
+    }
+}
+
+impl Worker {
+    /// Whether this worker made `id`'s rows from its copy, waiting for the batch that took it
+    /// if it is still being fanned out. `false` sends the broker's message the usual way.
+    pub(super) async fn made_early(&self, id: &EventId) -> bool {
+        let progress = self
+            .inner
+            .made_early
+            .lock()
+            .ok()
+            .and_then(|mut early| early.take(id));
+        made_by(progress, id).await
+    }
+
+    /// Pops copies from the express lane until `stop` turns true, reconnecting with backoff.
+    pub(super) async fn pop_express(self, express: Express, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        while !*stop.borrow() {
+            match express.popper().await {
+                Ok(mut popper) => loop {
+                    let slot = tokio::select! {
+                        _ = stop.changed() => return,
+                        slot = self.inner.express_slots.clone().acquire_owned() => match slot {
+                            Ok(slot) => slot,
+                            Err(_) => return,
+                        },
+                    };
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        popped = popper.pop() => match popped {
+                            Ok(popped) => {
+                                backoff = Duration::from_millis(100);
+                                self.inner.metrics.express_dropped.inc_by(popped.dropped as u64);
+                                if !popped.messages.is_empty() {
+                                    let worker = self.clone();
+                                    tokio::spawn(async move {
+                                        worker.handle_express(popped.messages, Some(slot)).await
+                                    });
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "express lane lost; the broker carries every event meanwhile");
+                                break;
+                            }
+                        }
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach the express lane; the broker carries every event meanwhile")
+                }
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Fans out copies from the express lane and sends what that created, as
+    /// [`Worker::handle_batch`] does for the broker's messages, with nothing to settle: a
+    /// copy that fails here is the broker's message's to carry.
+    /// `slot`, the lane's place this batch holds, is freed once its rows are committed: the
+    /// sends and their recording are bounded by the endpoints' slots, as the broker's are.
+    pub async fn handle_express(
+        &self,
+        messages: Vec<BusMessage>,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Vec<AttemptOutcome> {
+        let _in_flight = InFlight::start(&self.inner);
+        let Ok(done) = self
+            .inner
+            .made_early
+            .lock()
+            .map(|mut early| early.start(messages.iter().map(|m| m.event_id().clone())))
+        else {
+            return Vec::new();
+        };
+        let spans = super::consume::fan_out_spans(&messages);
+        let fanned = match self.fan_out(&messages).await {
+            Ok(fanned) => fanned,
+            Err(e) => {
+                tracing::debug!(error = %e, events = messages.len(), "express fan-out failed; the broker's messages follow");
+                done.send_replace(Batch::Done(Arc::default()));
+                return Vec::new();
+            }
+        };
+        drop(spans);
+        let mut made = HashSet::with_capacity(messages.len());
+        let mut claimed = Vec::new();
+        let mut usage = Vec::new();
+        for (message, fan) in messages.into_iter().zip(fanned) {
+            // An unknown event only comes in a v1 message, which the lane never carries.
+            let Ok(fan) = fan else { continue };
+            let created = fan.claimed.len() + fan.queued;
+            let scope = entity::ids::Scope::new(message.merchant_id().clone(), fan.livemode);
+            usage.push((scope, i64::try_from(created).unwrap_or(i64::MAX)));
+            made.insert(message.event_id().clone());
+            claimed.extend(fan.claimed);
+        }
+        self.inner
+            .metrics
+            .express_fanned_out
+            .inc_by(made.len() as u64);
+        done.send_replace(Batch::Done(Arc::new(made)));
+        drop(slot);
+        let metering = self
+            .inner
+            .cache
+            .count_usage_of_each(runtime::usage::metric::WEBHOOK_DELIVERIES, usage);
+        let ((), attempts) = tokio::join!(Box::pin(metering), self.deliver_loaded(claimed));
+        attempts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> EventId {
+        EventId::from_trusted(s)
+    }
+
+    #[tokio::test]
+    async fn a_broker_message_waits_for_the_batch_that_took_its_event_and_is_then_forgotten() {
+        let mut early = MadeEarly::default();
+        let done = early.start([id("evt_a"), id("evt_b")]);
+        let progress = early.take(&id("evt_a"));
+        let waiting = tokio::spawn(async move { made_by(progress, &id("evt_a")).await });
+        tokio::task::yield_now().await;
+        assert!(
+            !waiting.is_finished(),
+            "waits while the batch is fanned out"
+        );
+        // The batch made a's rows only (b's failed).
+        done.send_replace(Batch::Done(Arc::new(HashSet::from([id("evt_a")]))));
+        assert!(waiting.await.expect("task"));
+        assert!(!made_by(early.take(&id("evt_b")), &id("evt_b")).await);
+        // A second broker message for a (a redelivery) goes the usual way.
+        assert!(early.take(&id("evt_a")).is_none());
+        assert!(!made_by(None, &id("evt_c")).await);
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_ended_without_a_word_is_not_trusted() {
+        let mut early = MadeEarly::default();
+        let done = early.start([id("evt_a")]);
+        let progress = early.take(&id("evt_a"));
+        drop(done);
+        assert!(!made_by(progress, &id("evt_a")).await);
+    }
+}
