@@ -5,8 +5,9 @@
 //! trimmed from a full list or one no worker pops changes nothing, because the broker's
 //! message follows and the fan-out is idempotent (rows are unique per event and endpoint, so
 //! whichever copy comes second creates and sends nothing). What it removes from the webhook's
-//! path is the quorum queue's disk write and hop (about a millisecond at 300 events a second
-//! on this project's machine, more under load), against one Redis round trip on each side.
+//! path is the quorum queue's disk write and hop, against one Redis round trip on each side:
+//! half a millisecond of the median at 300 payments a second on this project's machine
+//! (docs/benchmarks.md, "The express lane").
 //!
 //! The list is bounded in length ([`MAX_WAITING`]) and in time ([`KEPT_FOR`]): nothing piles up
 //! when no worker runs, and a worker drops copies older than [`FRESH_FOR`], which the broker
@@ -87,7 +88,7 @@ impl Express {
         }
     }
 
-    /// A connection of its own for [`Express::pop`], whose wait would hold up anything
+    /// A connection of its own for [`Popper::pop`], whose wait would hold up anything
     /// else sent on a shared one.
     pub async fn popper(&self) -> Result<Popper, redis::RedisError> {
         let config = redis::AsyncConnectionConfig::new()
