@@ -50,13 +50,13 @@ impl Worker {
                 }
             }
         }
-        // One span per message, in the trace of the call that caused its event; they end
-        // with the ack.
-        let spans = fan_out_spans(&messages);
         if messages.is_empty() {
             // Every message was settled above: nothing to fan out (not even a query).
             return fill(results, || Handled::Requeued);
         }
+        // One span per message, in the trace of the call that caused its event; they end
+        // with the ack.
+        let spans = fan_out_spans(&messages);
         let fanned = match self.fan_out(&messages).await {
             Ok(fanned) => fanned,
             Err(e) => {
@@ -199,13 +199,25 @@ impl Worker {
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot subscribe to the bus")
                 }
             }
-            tokio::select! {
-                _ = stop.changed() => return,
-                _ = tokio::time::sleep(backoff) => {}
+            if !wait_to_reconnect(&mut stop, &mut backoff).await {
+                return;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
+}
+
+/// Sleeps `backoff` before a reconnection and doubles it (up to 5 s); `false` if `stop`
+/// turned true meanwhile.
+pub(super) async fn wait_to_reconnect(
+    stop: &mut watch::Receiver<bool>,
+    backoff: &mut Duration,
+) -> bool {
+    tokio::select! {
+        _ = stop.changed() => return false,
+        _ = tokio::time::sleep(*backoff) => {}
+    }
+    *backoff = (*backoff * 2).min(Duration::from_secs(5));
+    true
 }
 
 /// One span per message's fan-out, in the trace of the call that caused its event (whichever

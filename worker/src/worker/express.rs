@@ -137,11 +137,9 @@ impl Worker {
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach the express lane; the broker carries every event meanwhile")
                 }
             }
-            tokio::select! {
-                _ = stop.changed() => return,
-                _ = tokio::time::sleep(backoff) => {}
+            if !super::consume::wait_to_reconnect(&mut stop, &mut backoff).await {
+                return;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 
