@@ -12,7 +12,7 @@ use poem::{EndpointExt, Response, Route, Server, get, handler};
 use prometheus_client::registry::Registry;
 use sea_orm::DatabaseConnection;
 
-use runtime::bus::{EventBus, Express};
+use runtime::bus::{EventBus, ExpressSource};
 use runtime::cache::Cache;
 use runtime::db;
 
@@ -63,7 +63,7 @@ impl WorkerApplication {
             &mut registry,
         )?;
         let express = match (&settings.runtime.redis_url, settings.runtime.express_lane) {
-            (Some(url), true) => Some(Express::redis(url, &settings.runtime.redis_prefix).await?),
+            (Some(url), true) => Some(ExpressSource::redis(url, &settings.runtime.redis_prefix)?),
             _ => None,
         };
         let worker = worker.with_express(express);

@@ -37,10 +37,9 @@ pub const PUSH_WAIT: Duration = Duration::from_millis(20);
 /// Copies taken in one pop at most.
 const POP_COUNT: usize = 100;
 
-/// Both ends of the lane, on the processes' Redis.
+/// The gateway's end of the lane: one connection, shared by its publishes.
 #[derive(Clone)]
 pub struct Express {
-    client: redis::Client,
     pushes: ConnectionManager,
     list: String,
 }
@@ -53,14 +52,20 @@ impl std::fmt::Debug for Express {
     }
 }
 
+/// The worker's end of the lane: where to open a [`Popper`] (again, after a lost connection).
+/// It holds no connection of its own, the popper's is the only one.
+#[derive(Clone)]
+pub struct ExpressSource {
+    client: redis::Client,
+    list: String,
+}
+
 impl Express {
     /// The lane on the Redis at `url`, its list named under `prefix`.
     pub async fn redis(url: &str, prefix: &str) -> Result<Express, redis::RedisError> {
         let client = redis::Client::open(url)?;
-        let pushes = Cache::connection(client.clone()).await?;
         Ok(Express {
-            client,
-            pushes,
+            pushes: Cache::connection(client).await?,
             list: Cache::key(prefix, LIST),
         })
     }
@@ -86,6 +91,16 @@ impl Express {
             }
             Err(_) => tracing::debug!("express push slow; the broker's copies follow"),
         }
+    }
+}
+
+impl ExpressSource {
+    /// The lane on the Redis at `url`, its list named under `prefix`; nothing is connected yet.
+    pub fn redis(url: &str, prefix: &str) -> Result<ExpressSource, redis::RedisError> {
+        Ok(ExpressSource {
+            client: redis::Client::open(url)?,
+            list: Cache::key(prefix, LIST),
+        })
     }
 
     /// A connection of its own for [`Popper::pop`], whose wait would hold up anything

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use entity::bus::BusMessage;
 use entity::ids::EventId;
-use runtime::bus::Express;
+use runtime::bus::ExpressSource;
 use tokio::sync::watch;
 
 use crate::deliveries::AttemptOutcome;
@@ -101,7 +101,7 @@ impl Worker {
     }
 
     /// Pops copies from the express lane until `stop` turns true, reconnecting with backoff.
-    pub(super) async fn pop_express(self, express: Express, mut stop: watch::Receiver<bool>) {
+    pub(super) async fn pop_express(self, express: ExpressSource, mut stop: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(100);
         while !*stop.borrow() {
             match express.popper().await {

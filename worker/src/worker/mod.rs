@@ -90,7 +90,7 @@ struct Inner {
     next_wake: std::sync::Mutex<Option<tokio::time::Instant>>,
     wake: Notify,
     /// Where fresh events' copies wait, when the processes run one ([`express`]).
-    express: Option<runtime::bus::Express>,
+    express: Option<runtime::bus::ExpressSource>,
     /// Events whose rows this worker made from their express copies.
     made_early: std::sync::Mutex<express::MadeEarly>,
     /// Batches of express copies this worker may fan out at once.
@@ -172,7 +172,7 @@ impl Worker {
     }
 
     /// A worker not yet cloned that also pops the express lane while it runs.
-    pub fn with_express(mut self, express: Option<runtime::bus::Express>) -> Worker {
+    pub fn with_express(mut self, express: Option<runtime::bus::ExpressSource>) -> Worker {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.express = express;
         }
