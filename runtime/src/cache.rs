@@ -29,6 +29,15 @@ pub(crate) async fn bounded<T>(
     }
 }
 
+/// What a guarded take found (see [`Cache::take_tokens_if`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guarded {
+    /// The guard held: one admission per bucket taken from, as [`Cache::take_tokens`].
+    Taken(Vec<Admission>),
+    /// The guard held something else, or nothing: no bucket was charged.
+    Changed,
+}
+
 tokio::task_local! {
     /// The keys the request running in this task drops just before it answers.
     static DROPPED_BEFORE_ANSWER: std::cell::RefCell<Vec<String>>;
@@ -209,23 +218,58 @@ impl Cache {
     /// taken from, so the last is the refusal if there was one. `None` as for
     /// [`Cache::take_token`].
     pub async fn take_tokens(&self, keys: &[&str], quota: Quota) -> Option<Vec<Admission>> {
+        match self.take_guarded(None, keys, quota).await? {
+            Guarded::Taken(admissions) => Some(admissions),
+            // Without a guard there is nothing to have changed.
+            Guarded::Changed => None,
+        }
+    }
+
+    /// [`Cache::take_tokens`], only if `guard` still holds `expected` (checked and charged in
+    /// one round trip); [`Guarded::Changed`] and nothing charged if it does not. `None` when
+    /// Redis does not answer.
+    pub async fn take_tokens_if(
+        &self,
+        (guard, expected): (&str, &str),
+        keys: &[&str],
+        quota: Quota,
+    ) -> Option<Guarded> {
+        self.take_guarded(Some((guard, expected)), keys, quota)
+            .await
+    }
+
+    async fn take_guarded(
+        &self,
+        guard: Option<(&str, &str)>,
+        keys: &[&str],
+        quota: Quota,
+    ) -> Option<Guarded> {
         match self {
             Cache::Redis { conn, prefix } => {
                 static SCRIPT: std::sync::LazyLock<redis::Script> =
                     std::sync::LazyLock::new(|| redis::Script::new(token_bucket::REDIS_SCRIPT));
                 let mut conn = conn.clone();
                 let mut invocation = SCRIPT.prepare_invoke();
+                if let Some((key, _)) = guard {
+                    invocation.key(Self::key(prefix, key));
+                }
                 for key in keys {
                     invocation.key(Self::key(prefix, key));
                 }
                 invocation.arg(quota.per_second).arg(quota.burst);
-                let answer: Result<Vec<u64>, _> = bounded(invocation.invoke_async(&mut conn)).await;
-                answer
+                if let Some((_, expected)) = guard {
+                    invocation.arg(expected);
+                }
+                let answer: Result<Option<Vec<u64>>, _> =
+                    bounded(invocation.invoke_async(&mut conn)).await;
+                let taken = answer
                     .inspect_err(
                         |e| tracing::warn!(error = %e, "rate limiter failed; request let through"),
                     )
-                    .ok()
-                    .map(|flat| {
+                    .ok()?;
+                Some(match taken {
+                    None => Guarded::Changed,
+                    Some(flat) => Guarded::Taken(
                         flat.chunks_exact(4)
                             .map(|c| Admission {
                                 allowed: c[0] == 1,
@@ -234,10 +278,16 @@ impl Cache {
                                 reset_ms: c[2],
                                 retry_after_ms: c[3],
                             })
-                            .collect()
-                    })
+                            .collect(),
+                    ),
+                })
             }
             Cache::Memory(_, buckets, _) => {
+                if let Some((key, expected)) = guard
+                    && self.get(key).await.as_deref() != Some(expected)
+                {
+                    return Some(Guarded::Changed);
+                }
                 let mut buckets = buckets.lock().await;
                 let started = *buckets.started.get_or_insert_with(Instant::now);
                 let now_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -260,7 +310,7 @@ impl Cache {
                         break;
                     }
                 }
-                Some(taken)
+                Some(Guarded::Taken(taken))
             }
         }
     }

@@ -69,13 +69,23 @@ impl Bucket {
 /// whose clocks differ still share one bucket. Takes from each bucket in `KEYS` in order and
 /// stops after the first refusal; returns, per bucket taken from, allowed (0/1), remaining,
 /// reset and retry-after in milliseconds (one flat list).
+///
+/// With a third argument, `KEYS[1]` is a guard instead of a bucket: the buckets after it are
+/// charged only if it still holds that value, and nil is returned (nothing charged) if not.
+/// The API checks a known key's cached entry and charges its buckets in one round trip so.
 pub const REDIS_SCRIPT: &str = r#"
 local rate = math.max(tonumber(ARGV[1]), 1)
 local burst = math.max(tonumber(ARGV[2]), 1)
+local first = 1
+if ARGV[3] then
+  if redis.call('GET', KEYS[1]) ~= ARGV[3] then return nil end
+  first = 2
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {}
-for _, key in ipairs(KEYS) do
+for i = first, #KEYS do
+  local key = KEYS[i]
   local state = redis.call('HMGET', key, 'tokens', 'updated')
   local tokens = tonumber(state[1]) or burst
   local updated = tonumber(state[2]) or now

@@ -15,8 +15,11 @@
 
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use prometheus_client::metrics::counter::Counter;
-use runtime::cache::Cache;
+use runtime::cache::{Cache, Guarded};
 use runtime::token_bucket::{Admission, Quota};
 
 use crate::merchants::{AuthedMerchant, MerchantRateLimit};
@@ -71,7 +74,14 @@ pub struct Limiter {
     local: Cache,
     /// Decisions taken by the local buckets because Redis failed or was slow.
     pub fallbacks: Counter,
+    /// Keys this gateway authenticated, by the SHA-256 of their secret: the shared cache's
+    /// entry as it was read, and what it said. See [`Limiter::admit_known`].
+    known: Arc<Mutex<HashMap<String, (String, AuthedMerchant)>>>,
 }
+
+/// Keys remembered at most; past it the memory starts again (the next request of each key
+/// takes the usual path once).
+const KNOWN_KEYS: usize = 10_000;
 
 impl Limiter {
     pub fn new(shared: Cache) -> Limiter {
@@ -79,6 +89,7 @@ impl Limiter {
             shared,
             local: Cache::memory(),
             fallbacks: Counter::default(),
+            known: Arc::default(),
         }
     }
 
@@ -105,6 +116,52 @@ impl Limiter {
             .await
             .unwrap_or_else(|| vec![let_through(quota)])
     }
+
+    /// Remembers that the key whose secret hashes to `hash` has the shared cache entry
+    /// `entry`, which says `who`.
+    pub fn remember(&self, hash: &str, entry: String, who: AuthedMerchant) {
+        if let Ok(mut known) = self.known.lock() {
+            if known.len() >= KNOWN_KEYS {
+                known.clear();
+            }
+            known.insert(hash.to_string(), (entry, who));
+        }
+    }
+
+    /// A key this gateway authenticated before, admitted in one round trip: its buckets are
+    /// charged only if its shared cache entry (`entry_key`) still holds what was read then.
+    /// A revoked key's entry is deleted, a changed limit deletes its merchant's entries, and
+    /// an entry expires, so each of those is `None` here (nothing charged), and so is a Redis
+    /// that fails or is slow: the caller then authenticates and limits the usual way.
+    pub async fn admit_known(
+        &self,
+        defaults: Quota,
+        hash: &str,
+        entry_key: &str,
+    ) -> Option<(AuthedMerchant, Limited)> {
+        let (entry, who) = self.known.lock().ok()?.get(hash).cloned()?;
+        let quota = effective(defaults, who.rate_limit);
+        let [key, merchant] = bucket_keys(&who);
+        let taken = tokio::time::timeout(
+            SHARED_WAIT,
+            self.shared
+                .take_tokens_if((entry_key, &entry), &[&key, &merchant], quota),
+        )
+        .await;
+        match taken {
+            Ok(Some(Guarded::Taken(taken))) => {
+                let admission = tighter(&taken, quota);
+                Some((who, Limited { quota, admission }))
+            }
+            Ok(Some(Guarded::Changed)) => {
+                if let Ok(mut known) = self.known.lock() {
+                    known.remove(hash);
+                }
+                None
+            }
+            _ => None,
+        }
+    }
 }
 
 fn let_through(quota: Quota) -> Admission {
@@ -121,18 +178,32 @@ fn let_through(quota: Quota) -> Admission {
 /// answer reported is the tighter of the two.
 pub async fn admit(limiter: &Limiter, defaults: Quota, who: &AuthedMerchant) -> Limited {
     let quota = effective(defaults, who.rate_limit);
-    let key = format!("rate_limit:{}", who.key_id);
-    let merchant = format!("rate_limit:merchant:{}", who.merchant_id);
+    let [key, merchant] = bucket_keys(who);
     // The merchant's bucket is charged only when the key's allowed (the script stops at the
     // first refusal), in the same round trip.
     let taken = limiter.take_all(&[&key, &merchant], quota).await;
-    let admission = match taken.as_slice() {
+    Limited {
+        quota,
+        admission: tighter(&taken, quota),
+    }
+}
+
+/// The key's bucket and its merchant's.
+fn bucket_keys(who: &AuthedMerchant) -> [String; 2] {
+    [
+        format!("rate_limit:{}", who.key_id),
+        format!("rate_limit:merchant:{}", who.merchant_id),
+    ]
+}
+
+/// The answer reported for a key's and its merchant's buckets: the refusal, or the tighter.
+fn tighter(taken: &[Admission], quota: Quota) -> Admission {
+    match taken {
         [key, merchant] if merchant.allowed && merchant.remaining >= key.remaining => *key,
         [_, merchant] => *merchant,
         [only, ..] => *only,
         [] => let_through(quota),
-    };
-    Limited { quota, admission }
+    }
 }
 
 impl Limited {

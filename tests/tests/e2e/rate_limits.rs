@@ -371,3 +371,104 @@ async fn a_refused_bucket_stops_the_take_and_charges_none_after_it() {
         );
     }
 }
+
+/// A key the gateway authenticated before is admitted in one round trip: its buckets are
+/// charged only while its shared cache entry still holds what the gateway read. A deleted
+/// entry (a revoked key, a changed limit) or a different one charges nothing and sends the
+/// request the usual way: in Redis (the script's guard) and in memory alike.
+#[tokio::test]
+async fn a_known_key_is_admitted_only_while_its_cache_entry_is_unchanged() {
+    use gateway::merchants::rate_limits::Limiter;
+    use gateway::merchants::{AuthedMerchant, MerchantRateLimit, key_cache_key};
+    use runtime::cache::Cache;
+    use runtime::token_bucket::Quota;
+    let scratch = payrail_tests::ScratchDatabase::create().await;
+    let redis = Cache::redis(payrail_tests::REDIS_URL, &scratch.name)
+        .await
+        .expect("redis is running");
+    let defaults = Quota {
+        per_second: 1,
+        burst: 3,
+    };
+    let who = AuthedMerchant {
+        merchant_id: entity::ids::MerchantId::from_trusted("mer_known".to_string()),
+        livemode: false,
+        key_id: entity::ids::ApiKeyId::generate(),
+        // Its own burst of 2 beats the default's 3: the script is asked for the right quota.
+        rate_limit: MerchantRateLimit {
+            per_second: Some(1),
+            burst: Some(2),
+        },
+    };
+    let (hash, entry_key) = ("ab12", key_cache_key("ab12"));
+    for cache in [redis, Cache::memory()] {
+        let limiter = Limiter::new(cache.clone());
+        assert!(
+            limiter
+                .admit_known(defaults, hash, &entry_key)
+                .await
+                .is_none(),
+            "a key never seen takes the usual path"
+        );
+        let entry = who.to_cached();
+        cache.set(&entry_key, &entry, Duration::from_secs(60)).await;
+        limiter.remember(hash, entry.clone(), who.clone());
+        let (admitted, limited) = limiter
+            .admit_known(defaults, hash, &entry_key)
+            .await
+            .expect("a known key with its entry unchanged");
+        assert_eq!(admitted, who);
+        assert_eq!(
+            (
+                limited.admission.allowed,
+                limited.admission.remaining,
+                limited.quota.burst
+            ),
+            (true, 1, 2)
+        );
+        // The entry deleted (as revoking the key does): nothing charged, the usual path.
+        cache.delete(&entry_key).await;
+        assert!(
+            limiter
+                .admit_known(defaults, hash, &entry_key)
+                .await
+                .is_none()
+        );
+        // And forgotten: an entry written again is not trusted until it is read again.
+        cache.set(&entry_key, &entry, Duration::from_secs(60)).await;
+        assert!(
+            limiter
+                .admit_known(defaults, hash, &entry_key)
+                .await
+                .is_none()
+        );
+        // A different entry (its merchant's limit changed) is not this one either.
+        limiter.remember(hash, entry.clone(), who.clone());
+        let changed = AuthedMerchant {
+            rate_limit: MerchantRateLimit::default(),
+            ..who.clone()
+        };
+        cache
+            .set(&entry_key, &changed.to_cached(), Duration::from_secs(60))
+            .await;
+        assert!(
+            limiter
+                .admit_known(defaults, hash, &entry_key)
+                .await
+                .is_none()
+        );
+        // None of the refused checks took a token: the key's bucket still has its second.
+        let key_bucket = format!("rate_limit:{}", who.key_id);
+        let left = cache
+            .take_tokens(
+                &[&key_bucket],
+                Quota {
+                    per_second: 1,
+                    burst: 2,
+                },
+            )
+            .await
+            .expect("answers");
+        assert_eq!((left[0].allowed, left[0].remaining), (true, 0));
+    }
+}

@@ -21,39 +21,24 @@ async fn check_api_key(req: &Request, bearer: Bearer) -> poem::Result<AuthedMerc
     let state = req
         .data::<AppState>()
         .ok_or_else(|| ApiError::internal("application state missing"))?;
-    let cache_key = merchants::key_cache_key(&sha256_hex(bearer.token.as_bytes()));
-    // The shared cache (Redis across gateways), never a process-lifetime map: revoking a key
-    // deletes its entry, so it stops working at once on every gateway.
-    let cached = state
-        .cache
-        .get(&cache_key)
-        .await
-        .and_then(|v| merchants::AuthedMerchant::from_cached(&v));
-    let merchant = match cached {
-        Some(hit) => hit,
-        None => match merchants::authenticate(&state.db, &bearer.token)
-            .await
-            .map_err(ApiError::from)?
-        {
-            Some((merchant, expires)) => {
-                // A key on its way out (rolled) is not cached: it must stop on time.
-                if expires.is_none() {
-                    state
-                        .cache
-                        .set(&cache_key, &merchant.to_cached(), merchants::KEY_CACHE_TTL)
-                        .await;
-                }
-                merchant
-            }
-            None => return Err(ApiError::unauthorized("Invalid API key provided.").into()),
-        },
-    };
+    let hash = sha256_hex(bearer.token.as_bytes());
+    let cache_key = merchants::key_cache_key(&hash);
     let slot = req.extensions().get::<crate::http::request::MerchantSlot>();
+    // A key seen before: its cache entry checked and its buckets charged in one round trip.
+    let known = state
+        .limiter
+        .admit_known(state.rate_limit, &hash, &cache_key)
+        .await;
+    let (merchant, limited) = match known {
+        Some(admitted) => admitted,
+        None => {
+            let merchant = authenticate(state, &bearer.token, &hash, &cache_key).await?;
+            let limited = rate_limits::admit(&state.limiter, state.rate_limit, &merchant).await;
+            (merchant, limited)
+        }
+    };
     if let Some(slot) = slot {
         slot.set(merchant.scope());
-    }
-    let limited = rate_limits::admit(&state.limiter, state.rate_limit, &merchant).await;
-    if let Some(slot) = slot {
         slot.set_rate_limit(limited);
     }
     if !limited.admission.allowed {
@@ -73,6 +58,42 @@ async fn check_api_key(req: &Request, bearer: Bearer) -> poem::Result<AuthedMerc
         return Err(refuse_quota(state, slot, &exceeded).into());
     }
     Ok(merchant)
+}
+
+/// The merchant a key belongs to: from the shared cache (Redis across gateways), else from
+/// the database, then cached. Never a process-lifetime map: revoking a key deletes its entry,
+/// so it stops working at once on every gateway (the limiter remembers an entry only to check
+/// that it is still there).
+async fn authenticate(
+    state: &AppState,
+    token: &str,
+    hash: &str,
+    cache_key: &str,
+) -> poem::Result<AuthedMerchant> {
+    if let Some(entry) = state.cache.get(cache_key).await
+        && let Some(hit) = merchants::AuthedMerchant::from_cached(&entry)
+    {
+        state.limiter.remember(hash, entry, hit.clone());
+        return Ok(hit);
+    }
+    match merchants::authenticate(&state.db, token)
+        .await
+        .map_err(ApiError::from)?
+    {
+        Some((merchant, expires)) => {
+            // A key on its way out (rolled) is not cached: it must stop on time.
+            if expires.is_none() {
+                let entry = merchant.to_cached();
+                state
+                    .cache
+                    .set(cache_key, &entry, merchants::KEY_CACHE_TTL)
+                    .await;
+                state.limiter.remember(hash, entry, merchant.clone());
+            }
+            Ok(merchant)
+        }
+        None => Err(ApiError::unauthorized("Invalid API key provided.").into()),
+    }
 }
 
 /// The operator's admin token.
