@@ -13,10 +13,9 @@
 //! `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` and `RateLimit-Policy`
 //! (draft-ietf-httpapi-ratelimit-headers), so a client can slow down before it is refused.
 
-use std::time::Duration;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use runtime::cache::{Cache, Guarded};
