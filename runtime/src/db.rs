@@ -9,12 +9,10 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbB
 
 /// A gateway's PostgreSQL connections unless `PAYRAIL_DB_POOL_SIZE` says otherwise: enough for
 /// its API's concurrency, small enough that two gateways and two workers fit a default server
-/// (`max_connections` 100, 3 reserved): 2 × 24 + 2 × 8 = 64.
+/// (`max_connections` 100, 3 reserved): 2 × 24 + 2 × 16 = 80.
 pub const GATEWAY_POOL_SIZE: u32 = 24;
-/// A worker's: its deliveries are recorded in batches, so it needs fewer. Each connection it
-/// used under load kept about 1 MiB of its RSS, and 8 drained a backlog as fast as 16 did,
-/// with 6.5 MiB less RSS after a burst (docs/benchmarks.md).
-pub const WORKER_POOL_SIZE: u32 = 8;
+/// A worker's: its deliveries are recorded in batches, so it needs fewer.
+pub const WORKER_POOL_SIZE: u32 = 16;
 
 /// This process, as PostgreSQL sees it: every connection of its pools holds a shared advisory
 /// lock on this random key for as long as the connection lives. The lock is gone the moment
