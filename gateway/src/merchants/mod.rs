@@ -235,16 +235,15 @@ pub async fn issue_key<C: ConnectionTrait>(
     Ok((key, secret))
 }
 
-/// The merchant a presented key belongs to, if the key is neither revoked nor expired, and
-/// when it expires (a rolled key).
+/// The merchant a presented key belongs to, by the SHA-256 of the key (`key_hash`), if the
+/// key is neither revoked nor expired, and when it expires (a rolled key).
 pub async fn authenticate<C: ConnectionTrait>(
     db: &C,
-    presented_key: &str,
+    key_hash: &str,
 ) -> Result<Option<(AuthedMerchant, Option<chrono::DateTime<Utc>>)>, DbErr> {
-    let hash = sha256_hex(presented_key.as_bytes());
     let now = Utc::now();
     let Some(key) = api_keys::Entity::find()
-        .filter(api_keys::Column::KeyHash.eq(hash))
+        .filter(api_keys::Column::KeyHash.eq(key_hash))
         .filter(api_keys::Column::RevokedAt.is_null())
         .one(db)
         .await?

@@ -32,7 +32,7 @@ async fn check_api_key(req: &Request, bearer: Bearer) -> poem::Result<AuthedMerc
     let (merchant, limited) = match known {
         Some(admitted) => admitted,
         None => {
-            let merchant = authenticate(state, &bearer.token, &hash, &cache_key).await?;
+            let merchant = authenticate(state, &hash, &cache_key).await?;
             let limited = rate_limits::admit(&state.limiter, state.rate_limit, &merchant).await;
             (merchant, limited)
         }
@@ -66,7 +66,6 @@ async fn check_api_key(req: &Request, bearer: Bearer) -> poem::Result<AuthedMerc
 /// that it is still there).
 async fn authenticate(
     state: &AppState,
-    token: &str,
     hash: &str,
     cache_key: &str,
 ) -> poem::Result<AuthedMerchant> {
@@ -76,7 +75,7 @@ async fn authenticate(
         state.limiter.remember(hash, entry, hit.clone());
         return Ok(hit);
     }
-    match merchants::authenticate(&state.db, token)
+    match merchants::authenticate(&state.db, hash)
         .await
         .map_err(ApiError::from)?
     {
