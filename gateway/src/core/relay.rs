@@ -12,18 +12,25 @@
 //! the API's answer and the worker's send. Such a row is written with `writer_publishes` and
 //! the relay leaves it alone until it is older than the grace, then takes it over like any
 //! other: a writer that crashed, or whose publish failed, loses nothing. Confirmed ids are
-//! marked in batches, by whichever publish finds no mark running. Those events also go to the
-//! [`Express`] lane when the gateway has one.
+//! marked in batches, by whichever publish finds no mark running.
+//!
+//! With an [`Express`] lane, a writer's event goes to it first. If a worker popped the lane
+//! lately, the broker carries nothing: that worker fans the copy out and marks the event
+//! published, and anything it did not mark (a lost copy, a worker killed, a fan-out that
+//! failed) is the relay's after the grace, as for a writer that crashed. If no worker was
+//! heard, the broker carries the event as well, at once (docs/webhooks.md, "the express
+//! lane").
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use entity::bus::BusMessage;
 use entity::events;
 use entity::ids::EventId;
-use runtime::bus::{EventBus, Express};
+use runtime::bus::{EventBus, Express, Pushed};
+use runtime::outbox::{MARK_LINGER, PublishedMarks};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
     ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
@@ -42,13 +49,6 @@ pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// in a closed loop the places fill and events gather into larger publishes.
 const MAX_UNCONFIRMED: usize = 2;
 
-/// How long the first confirmed writer's event waits for others to be marked with it. The
-/// mark is off the webhook's path (the relay leaves the row alone for its grace), so waiting
-/// costs nothing there, and at 300 payments a second one `UPDATE` and commit marks about six
-/// events instead of one. A gateway killed meanwhile leaves them for the relay, which
-/// publishes them again after the grace (the fan-out absorbs the second copy).
-const MARK_LINGER: Duration = Duration::from_millis(20);
-
 #[derive(Clone)]
 pub struct Relay {
     inner: Arc<Inner>,
@@ -60,8 +60,6 @@ struct Inner {
     wake: Notify,
     /// How long the relay leaves an event alone whose writer publishes it.
     writer_grace: Duration,
-    /// [`MARK_LINGER`], or a test's.
-    mark_linger: Duration,
     /// Writers' events handed over whose publish (and mark or hand-back) is not done; a
     /// stopping gateway waits for them, woken by `settled`.
     in_flight: AtomicUsize,
@@ -70,10 +68,8 @@ struct Inner {
     waiting: std::sync::Mutex<Vec<events::Model>>,
     /// Writers' batches published and not yet confirmed.
     unconfirmed: AtomicUsize,
-    /// Writers' events the broker confirmed, to be marked published.
-    confirmed: std::sync::Mutex<Vec<EventId>>,
-    /// Whether a task is marking `confirmed` now (it takes what others add meanwhile).
-    marking: AtomicBool,
+    /// Writers' events the broker confirmed, marked published in batches.
+    marks: PublishedMarks,
     /// Where writers' events also go, best effort, for a worker to take before the broker
     /// delivers them.
     express: Option<Express>,
@@ -95,17 +91,15 @@ impl Relay {
     pub fn new(db: DatabaseConnection, bus: EventBus, writer_grace: Duration) -> Relay {
         Relay {
             inner: Arc::new(Inner {
+                marks: PublishedMarks::new(db.clone(), MARK_LINGER),
                 db,
                 bus,
                 wake: Notify::new(),
                 writer_grace,
-                mark_linger: MARK_LINGER,
                 in_flight: AtomicUsize::new(0),
                 settled: Notify::new(),
                 waiting: std::sync::Mutex::new(Vec::new()),
                 unconfirmed: AtomicUsize::new(0),
-                confirmed: std::sync::Mutex::new(Vec::new()),
-                marking: AtomicBool::new(false),
                 express: None,
             }),
         }
@@ -123,7 +117,7 @@ impl Relay {
     /// [`MARK_LINGER`] (a test's, to make it longer than a busy machine's hiccup).
     pub fn with_mark_linger(mut self, linger: Duration) -> Relay {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.mark_linger = linger;
+            inner.marks = PublishedMarks::new(inner.db.clone(), linger);
         }
         self
     }
@@ -282,19 +276,30 @@ impl Relay {
             .into_iter()
             .map(|e| BusMessage::V2(e.into()))
             .collect();
-        // The copies go first (one round trip to Redis, at most 20 ms): a worker takes them
-        // before the quorum queue commits the broker's.
-        if let Some(express) = &self.inner.express {
-            express.push(&messages).await;
-        }
-        let published =
-            tokio::time::timeout(PUBLISH_TIMEOUT, self.inner.bus.publish(&messages)).await;
+        // The copies go first (one round trip to Redis, at most 20 ms). When a worker pops the
+        // lane, it fans them out and marks their events published itself: the broker carries
+        // nothing for them, and the relay takes over any the worker did not mark by the grace.
+        // Otherwise the broker's message goes too, and the copy only races it.
+        let pushed = match &self.inner.express {
+            Some(express) => express.push(&messages).await,
+            None => Pushed::Failed,
+        };
+        let published = match pushed {
+            Pushed::ForAWorker => None,
+            Pushed::Unheard | Pushed::Failed => {
+                Some(tokio::time::timeout(PUBLISH_TIMEOUT, self.inner.bus.publish(&messages)).await)
+            }
+        };
         drop(spans);
         self.inner.unconfirmed.fetch_sub(1, Ordering::SeqCst);
         self.start_batches();
         let ids: Vec<EventId> = messages.iter().map(|m| m.event_id().clone()).collect();
+        let Some(published) = published else {
+            self.settle(count);
+            return;
+        };
         match published {
-            Ok(Ok(())) => self.mark_confirmed(ids).await,
+            Ok(Ok(())) => self.inner.marks.mark(ids).await,
             Ok(Err(e)) => {
                 tracing::warn!(events = count, error = %e, "publishing events at once failed; they are handed to the relay");
                 self.hand_over(ids).await;
@@ -309,6 +314,12 @@ impl Relay {
         }
         // A task that found a mark running returns before its ids are marked, but the one
         // marking them is still in flight until they are.
+        self.settle(count);
+    }
+
+    /// `count` writers' events handed over are done with (published and marked, handed back,
+    /// or left to a worker's express lane).
+    fn settle(&self, count: usize) {
         if self.inner.in_flight.fetch_sub(count, Ordering::SeqCst) == count {
             self.inner.settled.notify_waiters();
         }
@@ -326,33 +337,6 @@ impl Relay {
             Ok(_) => self.notify(),
             Err(e) => {
                 tracing::warn!(error = %e, "handing events to the relay failed; it takes them over after its grace");
-            }
-        }
-    }
-
-    /// Marks a confirmed writer's event published: with every other confirmed within
-    /// [`MARK_LINGER`], in one statement, by whichever caller finds no mark running. A failed
-    /// mark only leaves the events for the relay, which publishes them again after the grace.
-    async fn mark_confirmed(&self, ids: Vec<EventId>) {
-        let inner = &self.inner;
-        lock(&inner.confirmed).extend(ids);
-        while !inner.marking.swap(true, Ordering::AcqRel) {
-            tokio::time::sleep(inner.mark_linger).await;
-            let batch = std::mem::take(&mut *lock(&inner.confirmed));
-            if !batch.is_empty() {
-                let marked = events::Entity::update_many()
-                    .col_expr(events::Column::PublishedAt, Expr::value(Utc::now()))
-                    .filter(events::Column::Id.is_in(batch))
-                    .exec(&inner.db)
-                    .await;
-                if let Err(e) = marked {
-                    tracing::warn!(error = %e, "marking published events failed; the relay publishes them again after its grace");
-                }
-            }
-            inner.marking.store(false, Ordering::Release);
-            // Ids added while this task marked, with no one to take them, are taken now.
-            if lock(&inner.confirmed).is_empty() {
-                return;
             }
         }
     }

@@ -1,17 +1,21 @@
-//! The express lane: a copy of a just-committed event's message, pushed to a Redis list so a
-//! worker can fan it out without waiting for the quorum queue's commit.
+//! The express lane: a copy of a just-committed event's message, pushed to a Redis list for a
+//! worker to fan out, so that most events never ride the broker.
 //!
-//! The broker's message stays the record. The copy is best effort: a push that fails, a copy
-//! trimmed from a full list or one no worker pops changes nothing, because the broker's
-//! message follows and the fan-out is idempotent (rows are unique per event and endpoint, so
-//! whichever copy comes second creates and sends nothing). What it removes from the webhook's
-//! path is the quorum queue's disk write and hop, against one Redis round trip on each side:
-//! half a millisecond of the median at 300 payments a second on this project's machine
-//! (docs/benchmarks.md, "The express lane").
+//! A worker that pops the list says so: each pop refreshes a key that lives
+//! [`POPPER_HEARD_FOR`] ([`HEARD`]), read in the push's own round trip. While that key is
+//! there, the gateway publishes nothing to the broker for the copies it pushed
+//! ([`Pushed::ForAWorker`]): the worker fans them out and marks their events published. The
+//! outbox row stays the record, so a copy that is lost on the way (trimmed from a full list,
+//! expired, popped by a worker that died, or whose fan-out failed) leaves an unpublished event
+//! that the relay publishes after the writer's grace; the fan-out is idempotent, so an event
+//! that goes both ways is sent once. With no worker heard (none running, the lane off on the
+//! workers, or all of them too busy to pop), the broker carries the event at once and the copy
+//! only races it. What this removes from most events' path is the quorum queue's disk write,
+//! its confirm and its delivery, and the broker's CPU for them (docs/benchmarks.md).
 //!
 //! The list is bounded in length ([`MAX_WAITING`]) and in time ([`KEPT_FOR`]): nothing piles up
-//! when no worker runs, and a worker drops copies older than [`FRESH_FOR`], which the broker
-//! delivers anyway.
+//! when no worker runs, and a worker drops copies older than [`FRESH_FOR`], by then the relay's
+//! to publish.
 
 use std::time::Duration;
 
@@ -27,9 +31,22 @@ const LIST: &str = "express:events";
 pub const MAX_WAITING: isize = 2_000;
 /// The list expires this long after its last push (no worker popping it).
 pub const KEPT_FOR: Duration = Duration::from_secs(10);
-/// A copy whose event is older than this is dropped by the worker: the broker's message is
-/// as near by then, and a worker that starts on a backlog should not fan out twice.
-pub const FRESH_FOR: chrono::Duration = chrono::Duration::seconds(2);
+/// A copy whose event is older than this is dropped by the worker: it is close to the writer's
+/// grace (5 s by default), after which the relay publishes what no worker marked, and a worker
+/// that starts on a backlog should not fan out twice.
+pub const FRESH_FOR: chrono::Duration = chrono::Duration::seconds(4);
+/// The key a popping worker refreshes, under the Redis prefix.
+pub const HEARD: &str = "express:heard";
+/// The full name of [`HEARD`] under `prefix`: its presence is what makes gateways leave events
+/// to the lane (`redis-cli EXISTS <prefix>:express:heard` answers whether a worker pops it).
+pub fn heard_key(prefix: &str) -> String {
+    Cache::key(prefix, HEARD)
+}
+/// How long a worker's pop counts as "a worker takes the copies": a worker that has not popped
+/// for this long (stopped, or too busy) makes the gateways publish to the broker again.
+pub const POPPER_HEARD_FOR: Duration = Duration::from_secs(3);
+/// How often a popping worker refreshes [`HEARD`] at most (in its pop's round trip).
+const BEAT_EVERY: Duration = Duration::from_secs(1);
 /// How long one pop blocks when the list is empty, so that a stopping worker is heard.
 const POP_BLOCKS: Duration = Duration::from_secs(1);
 /// The longest the broker's publish waits for the copies' push.
@@ -42,6 +59,19 @@ const POP_COUNT: usize = 100;
 pub struct Express {
     pushes: ConnectionManager,
     list: String,
+    heard: String,
+}
+
+/// What became of a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// The copies wait in the list and a worker popped it within [`POPPER_HEARD_FOR`]: it
+    /// takes them and marks their events published, the broker need not carry them.
+    ForAWorker,
+    /// The copies wait, but no worker popped the list lately: the broker must carry the events.
+    Unheard,
+    /// The push failed or was slow (the copies may or may not be there).
+    Failed,
 }
 
 impl std::fmt::Debug for Express {
@@ -58,6 +88,7 @@ impl std::fmt::Debug for Express {
 pub struct ExpressSource {
     client: redis::Client,
     list: String,
+    heard: String,
 }
 
 impl Express {
@@ -67,15 +98,16 @@ impl Express {
         Ok(Express {
             pushes: Cache::connection(client).await?,
             list: Cache::key(prefix, LIST),
+            heard: heard_key(prefix),
         })
     }
 
     /// Pushes copies of `messages` (events already committed) in one round trip, waiting at
-    /// most [`PUSH_WAIT`]: the caller publishes to the broker after it, so the copy is ahead
-    /// of the broker's message. A failure is only logged, the broker's copies carry the events.
-    pub async fn push(&self, messages: &[BusMessage]) {
+    /// most [`PUSH_WAIT`], and says whether a worker takes them. A failure is only logged:
+    /// the caller publishes to the broker unless [`Pushed::ForAWorker`].
+    pub async fn push(&self, messages: &[BusMessage]) -> Pushed {
         if messages.is_empty() {
-            return;
+            return Pushed::Failed;
         }
         let encoded: Vec<Vec<u8>> = messages.iter().map(BusMessage::encode).collect();
         let mut pipe = redis::pipe();
@@ -83,13 +115,19 @@ impl Express {
         pipe.ltrim(&self.list, -MAX_WAITING, -1).ignore();
         pipe.pexpire(&self.list, KEPT_FOR.as_millis() as i64)
             .ignore();
+        pipe.exists(&self.heard);
         let mut conn = self.pushes.clone();
-        match tokio::time::timeout(PUSH_WAIT, pipe.query_async::<()>(&mut conn)).await {
-            Ok(Ok(())) => {}
+        match tokio::time::timeout(PUSH_WAIT, pipe.query_async::<(bool,)>(&mut conn)).await {
+            Ok(Ok((true,))) => Pushed::ForAWorker,
+            Ok(Ok((false,))) => Pushed::Unheard,
             Ok(Err(e)) => {
-                tracing::debug!(error = %e, "express push failed; the broker's copies follow")
+                tracing::debug!(error = %e, "express push failed; the broker carries the events");
+                Pushed::Failed
             }
-            Err(_) => tracing::debug!("express push slow; the broker's copies follow"),
+            Err(_) => {
+                tracing::debug!("express push slow; the broker carries the events");
+                Pushed::Failed
+            }
         }
     }
 }
@@ -100,6 +138,7 @@ impl ExpressSource {
         Ok(ExpressSource {
             client: redis::Client::open(url)?,
             list: Cache::key(prefix, LIST),
+            heard: heard_key(prefix),
         })
     }
 
@@ -116,7 +155,32 @@ impl ExpressSource {
         Ok(Popper {
             conn,
             list: self.list.clone(),
+            heard: self.heard.clone(),
+            last_beat: None,
         })
+    }
+
+    /// Tells the gateways this worker no longer takes copies (it is stopping), so they publish
+    /// to the broker at once rather than leave the next events to the relay's grace; another
+    /// worker popping says otherwise within a second. On a connection of its own: the
+    /// popper's is blocked by its pop.
+    pub async fn leave(&self) {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_connection_timeout(Some(Duration::from_secs(1)));
+        let left = async {
+            let mut conn = self
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            redis::cmd("DEL")
+                .arg(&self.heard)
+                .query_async::<()>(&mut conn)
+                .await
+        };
+        if let Err(e) = left.await {
+            tracing::debug!(error = %e, "could not withdraw from the express lane; it lapses by itself");
+        }
     }
 }
 
@@ -124,6 +188,9 @@ impl ExpressSource {
 pub struct Popper {
     conn: MultiplexedConnection,
     list: String,
+    heard: String,
+    /// When this popper last refreshed [`HEARD`].
+    last_beat: Option<std::time::Instant>,
 }
 
 /// What one pop took: the fresh copies, and how many were dropped (too old, or unreadable).
@@ -134,17 +201,29 @@ pub struct Popped {
 }
 
 impl Popper {
-    /// Waits up to a second for copies and takes up to a hundred, oldest first.
+    /// Waits up to a second for copies and takes up to a hundred, oldest first; once a second
+    /// it also tells the gateways, in the same round trip, that a worker takes copies.
     pub async fn pop(&mut self) -> Result<Popped, redis::RedisError> {
-        let taken: Option<(String, Vec<Vec<u8>>)> = redis::cmd("BLMPOP")
+        let now = std::time::Instant::now();
+        let beat = self
+            .last_beat
+            .is_none_or(|at| now.duration_since(at) >= BEAT_EVERY);
+        let mut pipe = redis::pipe();
+        if beat {
+            pipe.pset_ex(&self.heard, 1, POPPER_HEARD_FOR.as_millis() as u64)
+                .ignore();
+        }
+        pipe.cmd("BLMPOP")
             .arg(POP_BLOCKS.as_secs_f64())
             .arg(1)
             .arg(&self.list)
             .arg("LEFT")
             .arg("COUNT")
-            .arg(POP_COUNT)
-            .query_async(&mut self.conn)
-            .await?;
+            .arg(POP_COUNT);
+        let (taken,): (Option<(String, Vec<Vec<u8>>)>,) = pipe.query_async(&mut self.conn).await?;
+        if beat {
+            self.last_beat = Some(now);
+        }
         let mut popped = Popped::default();
         let oldest = Utc::now() - FRESH_FOR;
         for bytes in taken.map(|(_, items)| items).unwrap_or_default() {

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use entity::bus::BusMessage;
+use entity::bus::{BusMessage, LiveNotice};
 use entity::ids::EventId;
 use runtime::bus::ExpressSource;
 use tokio::sync::watch;
@@ -107,29 +107,49 @@ impl Worker {
             match express.popper().await {
                 Ok(mut popper) => loop {
                     let slot = tokio::select! {
-                        _ = stop.changed() => return,
+                        _ = stop.changed() => {
+                            express.leave().await;
+                            return;
+                        }
                         slot = self.inner.express_slots.clone().acquire_owned() => match slot {
                             Ok(slot) => slot,
                             Err(_) => return,
                         },
                     };
-                    tokio::select! {
-                        _ = stop.changed() => return,
-                        popped = popper.pop() => match popped {
-                            Ok(popped) => {
-                                backoff = Duration::from_millis(100);
-                                self.inner.metrics.express_dropped.inc_by(popped.dropped as u64);
-                                if !popped.messages.is_empty() {
-                                    let worker = self.clone();
-                                    tokio::spawn(async move {
-                                        worker.handle_express(popped.messages, Some(slot)).await
-                                    });
-                                }
+                    let pop = popper.pop();
+                    tokio::pin!(pop);
+                    let popped = tokio::select! {
+                        popped = &mut pop => popped,
+                        _ = stop.changed() => {
+                            // Withdrawn first, so gateways publish to the broker again; the
+                            // pop under way may already hold copies (Redis took them from the
+                            // list), so it is finished and fanned out, not dropped.
+                            express.leave().await;
+                            if let Ok(popped) = pop.await
+                                && !popped.messages.is_empty()
+                            {
+                                self.handle_express(popped.messages, Some(slot)).await;
                             }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "express lane lost; the broker carries every event meanwhile");
-                                break;
+                            return;
+                        }
+                    };
+                    match popped {
+                        Ok(popped) => {
+                            backoff = Duration::from_millis(100);
+                            self.inner
+                                .metrics
+                                .express_dropped
+                                .inc_by(popped.dropped as u64);
+                            if !popped.messages.is_empty() {
+                                let worker = self.clone();
+                                tokio::spawn(async move {
+                                    worker.handle_express(popped.messages, Some(slot)).await
+                                });
                             }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "express lane lost; the broker carries every event meanwhile");
+                            break;
                         }
                     }
                 },
@@ -173,6 +193,7 @@ impl Worker {
         };
         drop(spans);
         let mut made = HashSet::with_capacity(messages.len());
+        let mut made_messages = Vec::with_capacity(messages.len());
         let mut claimed = Vec::new();
         let mut usage = Vec::new();
         for (message, fan) in messages.into_iter().zip(fanned) {
@@ -183,18 +204,32 @@ impl Worker {
             usage.push((scope, i64::try_from(created).unwrap_or(i64::MAX)));
             made.insert(message.event_id().clone());
             claimed.extend(fan.claimed);
+            made_messages.push(message);
         }
         self.inner
             .metrics
             .express_fanned_out
             .inc_by(made.len() as u64);
-        done.send_replace(Batch::Done(Arc::new(made)));
+        let made = Arc::new(made);
+        done.send_replace(Batch::Done(made.clone()));
         drop(slot);
-        let metering = self
-            .inner
-            .cache
-            .count_usage_of_each(runtime::usage::metric::WEBHOOK_DELIVERIES, usage);
-        let ((), attempts) = tokio::join!(Box::pin(metering), self.deliver_loaded(claimed));
+        // The gateway published nothing to the broker for most of these, so the dashboards
+        // hear of them from here, and their outbox rows are marked here: the relay publishes
+        // only what is still unmarked after its grace.
+        for message in &made_messages {
+            self.inner.bus.announce(LiveNotice::from(message));
+        }
+        let bookkeeping = async {
+            let metering = self
+                .inner
+                .cache
+                .count_usage_of_each(runtime::usage::metric::WEBHOOK_DELIVERIES, usage);
+            tokio::join!(
+                Box::pin(metering),
+                self.inner.marks.mark(made.iter().cloned())
+            );
+        };
+        let ((), attempts) = tokio::join!(Box::pin(bookkeeping), self.deliver_loaded(claimed));
         attempts
     }
 }

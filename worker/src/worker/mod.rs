@@ -95,6 +95,8 @@ struct Inner {
     made_early: std::sync::Mutex<express::MadeEarly>,
     /// Batches of express copies this worker may fan out at once.
     express_slots: Arc<tokio::sync::Semaphore>,
+    /// The events this worker fanned out from their express copies, marked published.
+    marks: runtime::outbox::PublishedMarks,
 }
 
 /// Counts a task as in flight until dropped, so shutdown can wait for sends to finish.
@@ -149,6 +151,10 @@ impl Worker {
         Ok(Worker {
             inner: Arc::new(Inner {
                 rules: settings.rules(),
+                marks: runtime::outbox::PublishedMarks::new(
+                    db.clone(),
+                    runtime::outbox::MARK_LINGER,
+                ),
                 recorder: Recorder::start(db.clone(), bus.clone(), cache.clone(), settings.rules()),
                 slots: Slots::new(settings.endpoint_concurrency),
                 cache,
