@@ -31,6 +31,35 @@ async fn worker_behind(
     (base, stop)
 }
 
+/// A gateway made with `options` (its own worker off), an endpoint at a receiver answering 200,
+/// and a worker behind a broker proxy with its express lane as `worker_lane` says.
+struct Scene {
+    app: TestApp,
+    receiver: Receiver,
+    proxy: TcpProxy,
+    worker_base: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn scene(options: Options, worker_lane: bool) -> Scene {
+    let app = TestApp::spawn_with(Options {
+        start_worker: false,
+        ..options
+    })
+    .await;
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    app.create_endpoint(&receiver.url).await;
+    let proxy = TcpProxy::start("127.0.0.1:5672", true).await;
+    let (worker_base, _stop) = worker_behind(&app, &proxy, worker_lane).await;
+    Scene {
+        app,
+        receiver,
+        proxy,
+        worker_base,
+        _stop,
+    }
+}
+
 /// A counter's value in a `/metrics` text.
 fn counter(metrics: &str, name: &str) -> f64 {
     metrics
@@ -70,15 +99,13 @@ async fn payment_with_the_broker_held(
 
 #[tokio::test]
 async fn a_fresh_event_goes_out_from_its_express_copy_once_and_never_through_the_broker() {
-    let app = TestApp::spawn_with(Options {
-        start_worker: false,
-        ..Options::default()
-    })
-    .await;
-    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
-    app.create_endpoint(&receiver.url).await;
-    let proxy = TcpProxy::start("127.0.0.1:5672", true).await;
-    let (worker_base, _stop) = worker_behind(&app, &proxy, true).await;
+    let Scene {
+        app,
+        receiver,
+        proxy,
+        worker_base,
+        _stop,
+    } = scene(Options::default(), true).await;
 
     let held = payment_with_the_broker_held(&app, &receiver, &proxy).await;
     app.eventually(WAIT, "the webhook, the broker's delivery held", || async {
@@ -129,16 +156,21 @@ async fn a_fresh_event_goes_out_from_its_express_copy_once_and_never_through_the
 /// the relay cannot be what carries it).
 #[tokio::test]
 async fn with_no_worker_popping_the_lane_the_broker_carries_the_event_at_once() {
-    let app = TestApp::spawn_with(Options {
-        start_worker: false,
-        relay_writer_grace: Duration::from_secs(600),
-        ..Options::default()
-    })
+    let Scene {
+        app,
+        receiver,
+        // Held, not used: the worker's broker connection goes through it.
+        proxy: _proxy,
+        worker_base: _,
+        _stop,
+    } = scene(
+        Options {
+            relay_writer_grace: Duration::from_secs(600),
+            ..Options::default()
+        },
+        false,
+    )
     .await;
-    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
-    app.create_endpoint(&receiver.url).await;
-    let proxy = TcpProxy::start("127.0.0.1:5672", true).await;
-    let (_worker_base, _stop) = worker_behind(&app, &proxy, false).await;
 
     let payment = app.create_payment(100).await;
     let payment = payment["id"].as_str().expect("id").to_string();
@@ -153,15 +185,14 @@ async fn with_no_worker_popping_the_lane_the_broker_carries_the_event_at_once() 
 /// stays unpublished, and the relay publishes it once its grace (2 s) is past.
 #[tokio::test]
 async fn a_copy_no_worker_takes_is_published_by_the_relay_after_the_grace() {
-    let app = TestApp::spawn_with(Options {
-        start_worker: false,
-        ..Options::default()
-    })
-    .await;
-    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
-    app.create_endpoint(&receiver.url).await;
-    let proxy = TcpProxy::start("127.0.0.1:5672", true).await;
-    let (_worker_base, _stop) = worker_behind(&app, &proxy, false).await;
+    let Scene {
+        app,
+        receiver,
+        // Held, not used: the worker's broker connection goes through it.
+        proxy: _proxy,
+        worker_base: _,
+        _stop,
+    } = scene(Options::default(), false).await;
     let mut redis = redis::Client::open(payrail_tests::REDIS_URL)
         .expect("redis url")
         .get_multiplexed_async_connection()
@@ -205,16 +236,20 @@ async fn a_copy_no_worker_takes_is_published_by_the_relay_after_the_grace() {
 /// holding its deliveries is what the test above goes around.
 #[tokio::test]
 async fn without_the_express_lane_a_webhook_waits_for_the_broker() {
-    let app = TestApp::spawn_with(Options {
-        start_worker: false,
-        express_lane: false,
-        ..Options::default()
-    })
+    let Scene {
+        app,
+        receiver,
+        proxy,
+        worker_base: _,
+        _stop,
+    } = scene(
+        Options {
+            express_lane: false,
+            ..Options::default()
+        },
+        false,
+    )
     .await;
-    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
-    app.create_endpoint(&receiver.url).await;
-    let proxy = TcpProxy::start("127.0.0.1:5672", true).await;
-    let (_worker_base, _stop) = worker_behind(&app, &proxy, false).await;
 
     let held = payment_with_the_broker_held(&app, &receiver, &proxy).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
