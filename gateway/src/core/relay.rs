@@ -70,8 +70,7 @@ struct Inner {
     unconfirmed: AtomicUsize,
     /// Writers' events the broker confirmed, marked published in batches.
     marks: PublishedMarks,
-    /// Where writers' events also go, best effort, for a worker to take before the broker
-    /// delivers them.
+    /// Where writers' events go first: a worker heard on it takes them instead of the broker.
     express: Option<Express>,
 }
 
@@ -293,11 +292,11 @@ impl Relay {
         drop(spans);
         self.inner.unconfirmed.fetch_sub(1, Ordering::SeqCst);
         self.start_batches();
-        let ids: Vec<EventId> = messages.iter().map(|m| m.event_id().clone()).collect();
         let Some(published) = published else {
             self.settle(count);
             return;
         };
+        let ids: Vec<EventId> = messages.iter().map(|m| m.event_id().clone()).collect();
         match published {
             Ok(Ok(())) => self.inner.marks.mark(ids).await,
             Ok(Err(e)) => {
