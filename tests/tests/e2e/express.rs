@@ -260,3 +260,51 @@ async fn without_the_express_lane_a_webhook_waits_for_the_broker() {
     })
     .await;
 }
+
+/// A worker says it pops the lane while it runs, and withdraws when it stops (so the gateways
+/// go back to the broker at once rather than leave events to the relay's grace): the key is
+/// gone as soon as its production entry point returns, well before it would expire.
+#[tokio::test]
+async fn a_running_worker_is_heard_on_the_lane_and_a_stopped_one_is_not() {
+    let app = TestApp::spawn_with(Options {
+        start_worker: false,
+        ..Options::default()
+    })
+    .await;
+    let mut redis = redis::Client::open(payrail_tests::REDIS_URL)
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let heard = runtime::bus::express::heard_key(&app.prefix);
+    let worker = WorkerApplication::build(app.settings.worker_process())
+        .await
+        .expect("worker builds");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    app.eventually(WAIT, "the worker heard on the lane", || {
+        let (mut redis, heard) = (redis.clone(), heard.clone());
+        async move {
+            let exists: bool = redis::cmd("EXISTS")
+                .arg(&heard)
+                .query_async(&mut redis)
+                .await
+                .ok()?;
+            exists.then_some(())
+        }
+    })
+    .await;
+    let _ = stop.send(());
+    running
+        .await
+        .expect("worker task")
+        .expect("worker stops cleanly");
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&heard)
+        .query_async(&mut redis)
+        .await
+        .expect("exists");
+    assert!(!exists, "a stopped worker withdraws at once");
+}
