@@ -1,6 +1,8 @@
 //! The one writer of the event log, which is also the outbox: every event row, from the
 //! gateway or the worker, is made here, so each carries its merchant, mode and trace context
-//! the same way, and is left for the relay to publish unless it is delivered without the bus.
+//! the same way, and is left for the relay to publish unless it is delivered without the bus;
+//! and the batched marks ([`PublishedMarks`]) by which a gateway's writer and a worker that
+//! took an event's express copy say it is published.
 
 use chrono::Utc;
 use entity::event::EventType;
