@@ -46,6 +46,11 @@ pub struct EventOnBus {
     pub created_at: chrono::DateTime<chrono::Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// The merchant's endpoints version as the event's statement saw it (see
+    /// `merchants.endpoints_version`): a worker whose copy of the merchant's endpoints is at
+    /// least this new may fan the event out from that copy. Absent: read them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints_version: Option<i64>,
 }
 
 impl From<crate::events::Model> for EventOnBus {
@@ -60,6 +65,7 @@ impl From<crate::events::Model> for EventOnBus {
             request_id: e.request_id,
             created_at: e.created_at,
             traceparent: e.traceparent,
+            endpoints_version: None,
         }
     }
 }

@@ -29,6 +29,7 @@ mod m20261203_000023_attempt_request_headers;
 mod m20261203_000024_payments_by_month;
 mod m20261203_000025_time_partitions;
 mod m20261206_000026_writer_publishes;
+mod m20261207_000027_endpoints_version;
 
 /// Runs raw statements (named and partial indexes, which the schema builder cannot express
 /// for both backends) in order.
@@ -75,6 +76,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000024_payments_by_month::Migration),
             Box::new(m20261203_000025_time_partitions::Migration),
             Box::new(m20261206_000026_writer_publishes::Migration),
+            Box::new(m20261207_000027_endpoints_version::Migration),
         ]
     }
 }

@@ -20,9 +20,8 @@ use sea_orm::{
     TransactionTrait, TryIntoModel,
 };
 
-use entity::status::EndpointStatus;
-
 use crate::deliveries::{AttemptContext, Lease, ROWS_PER_INSERT, new_row};
+use crate::subscribers::EndpointCopies;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FanOut {
@@ -45,22 +44,10 @@ pub enum FanOutError {
     Db(#[from] DbErr),
 }
 
-/// Fans out the event a bus message announces (a batch of one).
-pub async fn fan_out<C: ConnectionTrait + TransactionTrait>(
-    db: &C,
-    message: &BusMessage,
-    immediate: bool,
-    lease: Duration,
-) -> Result<FanOut, FanOutError> {
-    fan_out_batch(db, std::slice::from_ref(message), immediate, lease)
-        .await?
-        .pop()
-        .unwrap_or_else(|| Ok(FanOut::default()))
-}
-
 /// Fans out the events a batch of bus messages announces, one result per message in order.
 ///
-/// The whole batch costs one query for the subscribed endpoints and, if anyone listens, one
+/// The whole batch costs one query for the subscribed endpoints (none when `copies` hold the
+/// versions its messages name: [`crate::subscribers`]) and, if anyone listens, one
 /// multi-row insert (a transaction only past [`ROWS_PER_INSERT`] rows), plus one read of the
 /// events that v1 messages only name (a v2 message carries its event: the relay read the row
 /// it publishes, so it is trusted as the bus is). A v1 message whose event does not exist
@@ -68,29 +55,18 @@ pub async fn fan_out<C: ConnectionTrait + TransactionTrait>(
 /// the whole batch (nothing was committed).
 pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
     db: &C,
+    copies: &EndpointCopies,
     messages: &[BusMessage],
     immediate: bool,
     lease: Duration,
 ) -> Result<Vec<Result<FanOut, FanOutError>>, DbErr> {
-    let merchants: HashSet<&str> = messages.iter().map(|m| m.merchant_id().as_str()).collect();
-    let mut endpoints_of: HashMap<String, Vec<webhook_endpoints::Model>> = HashMap::new();
-    for endpoint in webhook_endpoints::Entity::find()
-        .filter(webhook_endpoints::Column::MerchantId.is_in(merchants))
-        .filter(webhook_endpoints::Column::Status.eq(EndpointStatus::Enabled))
-        .all(db)
-        .await?
-    {
-        endpoints_of
-            .entry(endpoint.merchant_id.to_string())
-            .or_default()
-            .push(endpoint);
-    }
+    let endpoints_of = copies.enabled_of(db, messages).await?;
     // Per message, the endpoints subscribed to its event type.
     let subscribed: Vec<Vec<&webhook_endpoints::Model>> = messages
         .iter()
         .map(|m| {
             endpoints_of
-                .get(m.merchant_id().as_str())
+                .get(m.merchant_id())
                 .map(|all| {
                     all.iter()
                         .filter(|e| subscribes(&e.enabled_event_names(), m.event_type()))

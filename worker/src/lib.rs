@@ -2,6 +2,7 @@
 //!
 //! - [`settings`]: the worker's section of the configuration (webhook knobs, probe port).
 //! - [`fanout`]: an event from the bus becomes one delivery row per subscribed endpoint.
+//! - [`subscribers`]: each merchant's enabled endpoints, kept by their version for the fan-out.
 //! - [`deliveries`]: claiming due rows, making one attempt, recording it, the backlog figures.
 //! - [`sender`]: the signed HTTP request to a merchant's server, public addresses only.
 //! - [`worker`]: the consumer and the sweep (`Worker::new`, `sweep_once`, `run_until_stopped`).
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod sender;
 pub mod settings;
 pub mod slots;
+pub mod subscribers;
 pub mod worker;
 
 pub use settings::Settings;

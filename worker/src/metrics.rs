@@ -58,6 +58,9 @@ pub struct DeliveryMetrics {
     pub express_dropped: Counter,
     /// Attempts whose outcome died with their worker (taken over when its lease ran out).
     pub unknown_outcomes: Counter,
+    /// Merchants whose endpoints a fan-out took from the worker's copy, and read.
+    pub endpoints_from_copy: Counter,
+    pub endpoints_read: Counter,
     pub failing_streaks: Family<EndpointLabel, Gauge>,
 }
 
@@ -76,6 +79,8 @@ impl DeliveryMetrics {
             express_dropped: Counter::default(),
             express_settled: Counter::default(),
             unknown_outcomes: Counter::default(),
+            endpoints_from_copy: Counter::default(),
+            endpoints_read: Counter::default(),
             failing_streaks: Family::default(),
         };
         // Every class exists from the start, so `rate()` and alerts see a 0 before the first
@@ -137,8 +142,18 @@ impl DeliveryMetrics {
         );
         registry.register(
             "webhook_express_dropped",
-            "Express copies dropped unused (older than two seconds, or unreadable); the broker carries those events",
+            "Express copies dropped unused (older than four seconds, or unreadable); the relay publishes those events after its writer grace",
             metrics.express_dropped.clone(),
+        );
+        registry.register(
+            "webhook_fanout_endpoints_from_copy",
+            "Merchants whose enabled endpoints a fan-out took from the worker's copy, kept at the endpoints version the events named",
+            metrics.endpoints_from_copy.clone(),
+        );
+        registry.register(
+            "webhook_fanout_endpoints_read",
+            "Merchants whose enabled endpoints a fan-out read from the database (no copy as new as its events' endpoints version, or events without one)",
+            metrics.endpoints_read.clone(),
         );
         registry.register(
             "webhook_unknown_outcomes",

@@ -47,9 +47,9 @@ pub enum Fact {
 pub enum Publisher {
     /// The relay, woken after the commit.
     Relay,
-    /// The writer, right after the commit: this event, as committed
-    /// ([`runtime::outbox::Route::Writer`]).
-    Writer(Box<entity::events::Model>),
+    /// The writer, right after the commit: this event, as committed and as it goes on the
+    /// bus ([`runtime::outbox::Route::Writer`]).
+    Writer(Box<entity::bus::EventOnBus>),
 }
 
 impl Fact {

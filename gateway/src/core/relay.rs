@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use entity::bus::BusMessage;
+use entity::bus::{BusMessage, EventOnBus};
 use entity::events;
 use entity::ids::EventId;
 use runtime::bus::{EventBus, Express, Pushed};
@@ -65,7 +65,7 @@ struct Inner {
     in_flight: AtomicUsize,
     settled: Notify,
     /// Writers' events waiting for a place among the batches awaiting confirms.
-    waiting: std::sync::Mutex<Vec<events::Model>>,
+    waiting: std::sync::Mutex<Vec<EventOnBus>>,
     /// Writers' batches published and not yet confirmed.
     unconfirmed: AtomicUsize,
     /// Writers' events the broker confirmed, marked published in batches.
@@ -158,11 +158,9 @@ impl Relay {
             return Ok(0);
         }
         // Each event's publish is a span of the trace that caused it (the batch is many traces).
+        let pending: Vec<EventOnBus> = pending.into_iter().map(EventOnBus::from).collect();
         let spans: Vec<tracing::Span> = pending.iter().map(publish_span).collect();
-        let messages: Vec<BusMessage> = pending
-            .into_iter()
-            .map(|e| BusMessage::V2(e.into()))
-            .collect();
+        let messages: Vec<BusMessage> = pending.into_iter().map(BusMessage::V2).collect();
         // On a bus error (or no confirm in time) the transaction rolls back: the rows stay
         // unpublished for next time, and their locks are released.
         tokio::time::timeout(PUBLISH_TIMEOUT, self.inner.bus.publish(&messages))
@@ -224,7 +222,7 @@ impl Relay {
     /// [`runtime::outbox::Route::Writer`], without waiting for a turn, and marks it once the
     /// broker confirmed it. Nothing is lost if this fails or the process dies first: the
     /// event is still unpublished, and the relay takes it over after the grace.
-    pub fn publish_now(&self, event: events::Model) {
+    pub fn publish_now(&self, event: EventOnBus) {
         self.inner.in_flight.fetch_add(1, Ordering::SeqCst);
         lock(&self.inner.waiting).push(event);
         self.start_batches();
@@ -268,13 +266,10 @@ impl Relay {
 
     /// One writers' batch: published, its place freed for the next, then marked (or handed to
     /// the relay).
-    async fn publish_batch(self, batch: Vec<events::Model>) {
+    async fn publish_batch(self, batch: Vec<EventOnBus>) {
         let count = batch.len();
         let spans: Vec<tracing::Span> = batch.iter().map(publish_span).collect();
-        let messages: Vec<BusMessage> = batch
-            .into_iter()
-            .map(|e| BusMessage::V2(e.into()))
-            .collect();
+        let messages: Vec<BusMessage> = batch.into_iter().map(BusMessage::V2).collect();
         // The copies go first (one round trip to Redis, at most 20 ms). When a worker pops the
         // lane, it fans them out and marks their events published itself: the broker carries
         // nothing for them, and the relay takes over any the worker did not mark by the grace.
@@ -368,11 +363,11 @@ impl Relay {
 }
 
 /// The span of one event's publish, a part of the trace that caused the event.
-fn publish_span(e: &events::Model) -> tracing::Span {
+fn publish_span(e: &EventOnBus) -> tracing::Span {
     let span = tracing::info_span!(
         "outbox.publish",
         otel.kind = "producer",
-        event_id = %e.id,
+        event_id = %e.event_id,
         event_type = %e.event_type,
         trace_id = tracing::field::Empty,
     );

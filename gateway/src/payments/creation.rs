@@ -6,17 +6,22 @@
 
 use chrono::SubsecRound as _;
 use chrono::Utc;
+use entity::bus::EventOnBus;
 use entity::event::EventType;
 use entity::events;
 use entity::ids::PaymentId;
 use entity::payment_status::PaymentStatus;
-use entity::payments;
 use entity::status::Provider;
+use entity::{merchants, payments};
 use runtime::outbox::Route;
 use sea_orm::TryIntoModel as _;
-use sea_orm::sea_query::{CommonTableExpression, PostgresQueryBuilder, WithClause};
+use sea_orm::sea_query::{
+    Alias, Asterisk, CommonTableExpression, Expr, ExprTrait as _, PostgresQueryBuilder, Query,
+    WithClause,
+};
 use sea_orm::{
-    ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryTrait, Statement,
+    ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, FromQueryResult as _,
+    QueryTrait, Statement,
 };
 use tracing::Instrument as _;
 
@@ -234,7 +239,7 @@ async fn insert(
     decided: Option<Decided>,
     request_id: Option<&str>,
     funds: FundsPolicy,
-) -> Result<(payments::Model, Option<events::Model>), DbErr> {
+) -> Result<(payments::Model, Option<EventOnBus>), DbErr> {
     let route = publish_route(decided.as_ref());
     let (model, event) = insert_with_event(txn, draft, request_id, route).await?;
     let model = match decided {
@@ -260,16 +265,17 @@ fn publish_route(decided: Option<&Decided>) -> Route {
     }
 }
 
-/// Inserts the payment and its `payment.pending` event, and gives back both rows. On
-/// PostgreSQL that is one statement (`WITH … AS (INSERT INTO events …) INSERT INTO payments …
-/// RETURNING *`), atomic on its own; elsewhere two, which the caller's transaction makes
-/// atomic.
+/// Inserts the payment and its `payment.pending` event, and gives back the payment's row and
+/// the event as it goes on the bus. On PostgreSQL that is one statement (`WITH … AS (INSERT
+/// INTO events …) INSERT INTO payments … RETURNING *, (SELECT endpoints_version …)`), atomic
+/// on its own, which also reads the merchant's endpoints version for the worker; elsewhere two,
+/// which the caller's transaction makes atomic, and the event carries no version.
 async fn insert_with_event<C: ConnectionTrait>(
     db: &C,
     draft: payments::Model,
     request_id: Option<&str>,
     route: Route,
-) -> Result<(payments::Model, events::Model), DbErr> {
+) -> Result<(payments::Model, EventOnBus), DbErr> {
     let (_, event) = runtime::outbox::event(
         &draft.scope(),
         EventType::PaymentPending,
@@ -279,16 +285,27 @@ async fn insert_with_event<C: ConnectionTrait>(
         route,
     );
     let row = event.clone().try_into_model()?;
+    let merchant_id = draft.merchant_id.clone();
     let payment = payments::Entity::insert(payments::ActiveModel::from(draft));
     if !in_one_statement(db) {
         let model = payment.exec_with_returning(db).await?;
         events::Entity::insert(event)
             .exec_without_returning(db)
             .await?;
-        return Ok((model, row));
+        return Ok((model, EventOnBus::from(row)));
     }
     let mut statement = payment.into_query();
-    statement.returning_all();
+    // The version as of this statement's snapshot: any endpoint change committed before the
+    // merchant sent this request is counted in it (a trigger bumps it in the change's commit).
+    let endpoints_version = Query::select()
+        .column(Alias::new(ENDPOINTS_VERSION))
+        .from(merchants::Entity)
+        .and_where(Expr::col(merchants::Column::Id).eq(merchant_id.as_str()))
+        .to_owned();
+    statement.returning(Query::returning().exprs([
+        Expr::col(Asterisk),
+        Expr::SubQuery(None, Box::new(endpoints_version.into())),
+    ]));
     let with_event = WithClause::new()
         .cte(
             CommonTableExpression::new()
@@ -298,17 +315,23 @@ async fn insert_with_event<C: ConnectionTrait>(
         )
         .to_owned();
     let (sql, values) = statement.with(with_event).build(PostgresQueryBuilder);
-    let model = payments::Entity::find()
-        .from_raw_sql(Statement::from_sql_and_values(
+    let returned = db
+        .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             sql,
             values,
         ))
-        .one(db)
         .await?
         .ok_or(DbErr::RecordNotInserted)?;
-    Ok((model, row))
+    let model = payments::Model::from_query_result(&returned, "")?;
+    let mut event = EventOnBus::from(row);
+    event.endpoints_version = returned.try_get("", ENDPOINTS_VERSION)?;
+    Ok((model, event))
 }
+
+/// The `merchants` column the endpoints' trigger bumps (not in the entity: only this statement
+/// and the worker's fan-out read it).
+const ENDPOINTS_VERSION: &str = "endpoints_version";
 
 /// Whether the payment and its event are written by one statement (PostgreSQL's data-modifying
 /// `WITH`); elsewhere they are two, and need a transaction.

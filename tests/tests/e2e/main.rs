@@ -30,6 +30,7 @@ mod rate_limits;
 mod reconciliation;
 mod refunds;
 mod spec;
+mod subscribers;
 mod support;
 mod usage;
 mod worlds;

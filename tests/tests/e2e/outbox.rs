@@ -235,11 +235,11 @@ async fn confirmed_writers_events_are_marked_together_and_a_stop_waits_for_the_m
         Relay::new(app.db.clone(), bus.clone(), NEVER).with_mark_linger(Duration::from_millis(400));
     let first = committed_event(&app, Route::Writer).await;
     let second = committed_event(&app, Route::Writer).await;
-    relay.publish_now(event_row(&app, &first).await);
+    relay.publish_now(event_row(&app, &first).await.into());
     assert_eq!(next_event(&mut sub).await, first);
     // Confirmed by now, and its mark lingering.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    relay.publish_now(event_row(&app, &second).await);
+    relay.publish_now(event_row(&app, &second).await.into());
     assert_eq!(next_event(&mut sub).await, second);
 
     assert_eq!(

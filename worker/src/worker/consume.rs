@@ -136,6 +136,7 @@ impl Worker {
         let s = &self.inner.settings;
         Box::pin(fan_out_batch(
             &self.inner.db,
+            &self.inner.endpoint_copies,
             messages,
             s.immediate,
             s.lease(),

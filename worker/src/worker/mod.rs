@@ -97,6 +97,8 @@ struct Inner {
     express_slots: Arc<tokio::sync::Semaphore>,
     /// The events this worker fanned out from their express copies, marked published.
     marks: runtime::outbox::PublishedMarks,
+    /// Merchants' enabled endpoints, kept by their version for the fan-out.
+    endpoint_copies: crate::subscribers::EndpointCopies,
 }
 
 /// Counts a task as in flight until dropped, so shutdown can wait for sends to finish.
@@ -151,6 +153,10 @@ impl Worker {
         Ok(Worker {
             inner: Arc::new(Inner {
                 rules: settings.rules(),
+                endpoint_copies: crate::subscribers::EndpointCopies::new(
+                    metrics.endpoints_from_copy.clone(),
+                    metrics.endpoints_read.clone(),
+                ),
                 marks: runtime::outbox::PublishedMarks::new(
                     db.clone(),
                     runtime::outbox::MARK_LINGER,

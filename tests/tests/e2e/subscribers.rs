@@ -1,0 +1,160 @@
+//! The worker's copies of merchants' endpoints: a fresh event is fanned out without reading
+//! them, and a change to the endpoints (a new one, one disabled) reaches the very next
+//! payment's webhooks, because the trigger bumps the merchant's version in the change's commit
+//! and the payment's statement reads it.
+
+use std::time::Duration;
+
+use payrail_tests::receiver::{Behavior, Receiver};
+use payrail_tests::{Options, TestApp};
+use sea_orm::ConnectionTrait as _;
+use serde_json::json;
+use worker::app::WorkerApplication;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A counter's value in a `/metrics` text.
+fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
+/// The payment's `payment.pending` webhooks `receiver` has.
+fn webhooks_of(receiver: &Receiver, payment_id: &str) -> usize {
+    receiver
+        .of_type("payment.pending")
+        .iter()
+        .filter(|r| r.json()["data"]["id"] == payment_id)
+        .count()
+}
+
+/// Creates a payment and waits for its webhook at `receiver`; the payment's id.
+async fn paid_and_heard(app: &TestApp, receiver: &Receiver) -> String {
+    let payment = app.create_payment(100).await;
+    let id = payment["id"].as_str().expect("id").to_string();
+    app.eventually(WAIT, "the payment's webhook", || async {
+        (webhooks_of(receiver, &id) == 1).then_some(())
+    })
+    .await;
+    id
+}
+
+async fn endpoints_version(app: &TestApp) -> i64 {
+    // Only this app's merchant's endpoints change here; the sum moves with its version.
+    app.count("SELECT sum(endpoints_version)::bigint FROM merchants")
+        .await
+}
+
+#[tokio::test]
+async fn a_new_or_disabled_endpoint_is_seen_by_the_next_payment_while_others_use_the_copy() {
+    let app = TestApp::spawn_with(Options {
+        start_worker: false,
+        ..Options::default()
+    })
+    .await;
+    let first = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    let (first_id, _) = app.create_endpoint(&first.url).await;
+    let worker = WorkerApplication::build(app.settings.worker_process())
+        .await
+        .expect("worker builds");
+    let worker_base = format!("http://127.0.0.1:{}", worker.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+
+    // The first payment reads the endpoints; the next ones, at the same version, do not.
+    paid_and_heard(&app, &first).await;
+    let read = counter(
+        &app.metrics_text_of(&worker_base).await,
+        "webhook_fanout_endpoints_read_total",
+    );
+    for _ in 0..3 {
+        paid_and_heard(&app, &first).await;
+    }
+    let metrics = app.metrics_text_of(&worker_base).await;
+    assert_eq!(
+        counter(&metrics, "webhook_fanout_endpoints_read_total"),
+        read,
+        "no read at an unchanged version: {metrics}"
+    );
+    assert!(counter(&metrics, "webhook_fanout_endpoints_from_copy_total") >= 3.0);
+
+    // A second endpoint: the very next payment goes to both.
+    let second = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    app.create_endpoint(&second.url).await;
+    let next = paid_and_heard(&app, &second).await;
+    app.eventually(WAIT, "the first endpoint's webhook too", || async {
+        (webhooks_of(&first, &next) == 1).then_some(())
+    })
+    .await;
+
+    // The first disabled: the next payment makes one delivery, the second endpoint's.
+    let r = app
+        .client
+        .patch(app.url(&format!("/v1/webhook_endpoints/{first_id}")))
+        .bearer_auth(&app.api_key)
+        .json(&json!({"status": "disabled"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let last = paid_and_heard(&app, &second).await;
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM webhook_deliveries d JOIN events e ON e.id = d.event_id \
+             WHERE e.payment_id = '{last}'"
+        ))
+        .await,
+        1,
+        "a delivery for the enabled endpoint only"
+    );
+    assert_eq!(webhooks_of(&first, &last), 0);
+
+    drop(stop);
+    running.await.expect("worker task").expect("worker stops");
+}
+
+#[tokio::test]
+async fn only_a_change_a_subscriber_sees_bumps_the_merchants_endpoints_version() {
+    let app = TestApp::spawn_with(Options {
+        start_worker: false,
+        ..Options::default()
+    })
+    .await;
+    let before = endpoints_version(&app).await;
+    let (id, _) = app.create_endpoint("http://127.0.0.1:9/a").await;
+    let created = endpoints_version(&app).await;
+    assert!(created > before, "a new endpoint bumps it");
+    // A failing streak's bookkeeping, rewritten on every failed attempt, does not.
+    app.db
+        .execute_unprepared(&format!(
+            "UPDATE webhook_endpoints SET consecutive_failures = 3, failing_since = now() WHERE id = '{id}'"
+        ))
+        .await
+        .expect("update");
+    assert_eq!(endpoints_version(&app).await, created);
+    // Anything else does, written by any client.
+    app.db
+        .execute_unprepared(&format!(
+            "UPDATE webhook_endpoints SET url = 'http://127.0.0.1:9/b' WHERE id = '{id}'"
+        ))
+        .await
+        .expect("update");
+    let changed = endpoints_version(&app).await;
+    assert!(changed > created, "a new url bumps it");
+    let r = app
+        .client
+        .delete(app.url(&format!("/v1/webhook_endpoints/{id}")))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .expect("send");
+    assert!(r.status().is_success());
+    assert!(
+        endpoints_version(&app).await > changed,
+        "a removal bumps it"
+    );
+}
