@@ -64,6 +64,8 @@ pub struct ApiMetrics {
     /// Events committed and not yet confirmed by the broker, and the oldest one's age.
     pub outbox_depth: Gauge,
     pub outbox_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Writers' events pushed to the express lane, by what became of the push.
+    pub express_pushes: Family<OutcomeLabel, Counter>,
     /// Payouts sent whose outcome is unknown (the provider's answer was lost), holding their
     /// amounts until the provider's webhook or an operator settles them.
     pub payouts_unresolved: Gauge,
@@ -144,6 +146,7 @@ impl ApiMetrics {
             late_successes: Family::default(),
             outbox_depth: Gauge::default(),
             outbox_oldest_age: Gauge::default(),
+            express_pushes: Family::default(),
             payouts_unresolved: Gauge::default(),
             circuits: Family::default(),
             rate_limited: Counter::default(),
@@ -251,6 +254,11 @@ impl ApiMetrics {
             "outbox_oldest_unpublished_age_seconds",
             "Age of the oldest event the relay has not published (0 when none waits)",
             m.outbox_oldest_age.clone(),
+        );
+        registry.register(
+            "outbox_express_pushed_events",
+            "Writers' events pushed to the express lane: for_a_worker (a worker was heard, the broker carries nothing), unheard (the broker carries them too), failed (the broker carries them)",
+            m.express_pushes.clone(),
         );
         registry.register(
             "provider_circuit_state",

@@ -29,6 +29,8 @@ use chrono::{DateTime, Utc};
 use entity::bus::{BusMessage, EventOnBus};
 use entity::events;
 use entity::ids::EventId;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use runtime::bus::{EventBus, Express, Pushed};
 use runtime::outbox::{MARK_LINGER, PublishedMarks};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
@@ -37,6 +39,8 @@ use sea_orm::{
     TransactionTrait,
 };
 use tokio::sync::Notify;
+
+use crate::core::metrics::OutcomeLabel;
 
 const BATCH: u64 = 500;
 
@@ -72,6 +76,8 @@ struct Inner {
     marks: PublishedMarks,
     /// Where writers' events go first: a worker heard on it takes them instead of the broker.
     express: Option<Express>,
+    /// Events pushed to `express`, by what became of the push.
+    pushes: Family<OutcomeLabel, Counter>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,14 +106,21 @@ impl Relay {
                 waiting: std::sync::Mutex::new(Vec::new()),
                 unconfirmed: AtomicUsize::new(0),
                 express: None,
+                pushes: Family::default(),
             }),
         }
     }
 
-    /// A relay not yet cloned that also pushes writers' events to the express lane.
-    pub fn with_express(mut self, express: Option<Express>) -> Relay {
+    /// A relay not yet cloned that also pushes writers' events to the express lane, counting
+    /// them in `pushes` by what became of each push.
+    pub fn with_express(
+        mut self,
+        express: Option<Express>,
+        pushes: Family<OutcomeLabel, Counter>,
+    ) -> Relay {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.express = express;
+            inner.pushes = pushes;
         }
         self
     }
@@ -275,12 +288,21 @@ impl Relay {
         // nothing for them, and the relay takes over any the worker did not mark by the grace.
         // Otherwise the broker's message goes too, and the copy only races it.
         let pushed = match &self.inner.express {
-            Some(express) => express.push(&messages).await,
-            None => Pushed::Failed,
+            Some(express) => {
+                let pushed = express.push(&messages).await;
+                self.inner
+                    .pushes
+                    .get_or_create(&OutcomeLabel {
+                        outcome: pushed.as_str().to_string(),
+                    })
+                    .inc_by(count as u64);
+                Some(pushed)
+            }
+            None => None,
         };
         let published = match pushed {
-            Pushed::ForAWorker => None,
-            Pushed::Unheard | Pushed::Failed => {
+            Some(Pushed::ForAWorker) => None,
+            Some(Pushed::Unheard | Pushed::Failed) | None => {
                 Some(tokio::time::timeout(PUBLISH_TIMEOUT, self.inner.bus.publish(&messages)).await)
             }
         };

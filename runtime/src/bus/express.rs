@@ -74,6 +74,17 @@ pub enum Pushed {
     Failed,
 }
 
+impl Pushed {
+    /// Its name in metrics' labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pushed::ForAWorker => "for_a_worker",
+            Pushed::Unheard => "unheard",
+            Pushed::Failed => "failed",
+        }
+    }
+}
+
 impl std::fmt::Debug for Express {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Express")

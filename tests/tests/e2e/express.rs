@@ -60,6 +60,9 @@ async fn scene(options: Options, worker_lane: bool) -> Scene {
     }
 }
 
+const PUSHED_FOR_A_WORKER: &str = r#"outbox_express_pushed_events_total{outcome="for_a_worker"}"#;
+const PUSHED_UNHEARD: &str = r#"outbox_express_pushed_events_total{outcome="unheard"}"#;
+
 /// A counter's value in a `/metrics` text.
 fn counter(metrics: &str, name: &str) -> f64 {
     metrics
@@ -128,6 +131,9 @@ async fn a_fresh_event_goes_out_from_its_express_copy_once_and_never_through_the
         "{metrics}"
     );
     let settled = counter(&metrics, "webhook_express_settled_total");
+    // The gateway counted that push as one a worker takes.
+    let gateway = app.metrics_text().await;
+    assert!(counter(&gateway, PUSHED_FOR_A_WORKER) >= 1.0, "{gateway}");
 
     // Past the relay's grace (2 s) with the broker flowing again, no broker message came for
     // it: neither the gateway nor the relay published it.
@@ -178,6 +184,10 @@ async fn with_no_worker_popping_the_lane_the_broker_carries_the_event_at_once() 
         (webhooks_of(&receiver, &payment) == 1).then_some(())
     })
     .await;
+    // Operators see why the broker carried it.
+    let gateway = app.metrics_text().await;
+    assert_eq!(counter(&gateway, PUSHED_UNHEARD), 1.0, "{gateway}");
+    assert!(!gateway.contains(PUSHED_FOR_A_WORKER), "{gateway}");
 }
 
 /// A copy pushed while a worker was heard, which no worker then takes (here the key that
