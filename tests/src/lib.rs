@@ -614,6 +614,14 @@ impl TestApp {
     }
 }
 
+/// A counter's value in a `/metrics` text (`name` with its labels, if any); panics if absent.
+pub fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
 /// A PostgreSQL database of a test's own, dropped with it.
 pub struct ScratchDatabase {
     pub name: String,

@@ -163,4 +163,12 @@ impl Receiver {
             .filter(|r| r.json()["type"] == event_type)
             .collect()
     }
+
+    /// The `payment.pending` webhooks of the payment `payment_id`, by its id in their bodies.
+    pub fn pending_webhooks_of(&self, payment_id: &str) -> usize {
+        self.of_type("payment.pending")
+            .iter()
+            .filter(|r| r.json()["data"]["id"] == payment_id)
+            .count()
+    }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use payrail_tests::receiver::{Behavior, Receiver};
-use payrail_tests::{Options, TcpProxy, TestApp};
+use payrail_tests::{Options, TcpProxy, TestApp, counter};
 use worker::app::WorkerApplication;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -63,23 +63,6 @@ async fn scene(options: Options, worker_lane: bool) -> Scene {
 const PUSHED_FOR_A_WORKER: &str = r#"outbox_express_pushed_events_total{outcome="for_a_worker"}"#;
 const PUSHED_UNHEARD: &str = r#"outbox_express_pushed_events_total{outcome="unheard"}"#;
 
-/// A counter's value in a `/metrics` text.
-fn counter(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
-}
-
-/// A payment's webhooks, by the payment's id in their bodies.
-fn webhooks_of(receiver: &Receiver, payment_id: &str) -> usize {
-    receiver
-        .of_type("payment.pending")
-        .iter()
-        .filter(|r| r.json()["data"]["id"] == payment_id)
-        .count()
-}
-
 /// Holds the broker's deliveries to the worker (its consumer already running), creates a
 /// payment, and returns the payment's id.
 async fn payment_with_the_broker_held(
@@ -91,7 +74,7 @@ async fn payment_with_the_broker_held(
     let first = app.create_payment(100).await;
     let first = first["id"].as_str().expect("id").to_string();
     app.eventually(WAIT, "the first webhook", || async {
-        (webhooks_of(receiver, &first) == 1).then_some(())
+        (receiver.pending_webhooks_of(&first) == 1).then_some(())
     })
     .await;
     app.until_outbox_empty(WAIT).await;
@@ -112,7 +95,7 @@ async fn a_fresh_event_goes_out_from_its_express_copy_once_and_never_through_the
 
     let held = payment_with_the_broker_held(&app, &receiver, &proxy).await;
     app.eventually(WAIT, "the webhook, the broker's delivery held", || async {
-        (webhooks_of(&receiver, &held) == 1).then_some(())
+        (receiver.pending_webhooks_of(&held) == 1).then_some(())
     })
     .await;
     // The worker marked the event published: the relay has nothing to take over.
@@ -139,7 +122,7 @@ async fn a_fresh_event_goes_out_from_its_express_copy_once_and_never_through_the
     // it: neither the gateway nor the relay published it.
     proxy.hold_replies(false);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(webhooks_of(&receiver, &held), 1, "sent once");
+    assert_eq!(receiver.pending_webhooks_of(&held), 1, "sent once");
     let metrics = app.metrics_text_of(&worker_base).await;
     assert_eq!(
         counter(&metrics, "webhook_express_settled_total"),
@@ -181,7 +164,7 @@ async fn with_no_worker_popping_the_lane_the_broker_carries_the_event_at_once() 
     let payment = app.create_payment(100).await;
     let payment = payment["id"].as_str().expect("id").to_string();
     app.eventually(WAIT, "the webhook, through the broker", || async {
-        (webhooks_of(&receiver, &payment) == 1).then_some(())
+        (receiver.pending_webhooks_of(&payment) == 1).then_some(())
     })
     .await;
     // Operators see why the broker carried it.
@@ -223,12 +206,12 @@ async fn a_copy_no_worker_takes_is_published_by_the_relay_after_the_grace() {
     let payment = payment["id"].as_str().expect("id").to_string();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
-        webhooks_of(&receiver, &payment),
+        receiver.pending_webhooks_of(&payment),
         0,
         "nothing carries it before the grace"
     );
     app.eventually(WAIT, "the webhook, once the relay publishes it", || async {
-        (webhooks_of(&receiver, &payment) == 1).then_some(())
+        (receiver.pending_webhooks_of(&payment) == 1).then_some(())
     })
     .await;
     assert!(
@@ -263,10 +246,14 @@ async fn without_the_express_lane_a_webhook_waits_for_the_broker() {
 
     let held = payment_with_the_broker_held(&app, &receiver, &proxy).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(webhooks_of(&receiver, &held), 0, "waits for the broker");
+    assert_eq!(
+        receiver.pending_webhooks_of(&held),
+        0,
+        "waits for the broker"
+    );
     proxy.hold_replies(false);
     app.eventually(WAIT, "the webhook once the broker delivers", || async {
-        (webhooks_of(&receiver, &held) == 1).then_some(())
+        (receiver.pending_webhooks_of(&held) == 1).then_some(())
     })
     .await;
 }

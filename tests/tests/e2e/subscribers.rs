@@ -6,36 +6,19 @@
 use std::time::Duration;
 
 use payrail_tests::receiver::{Behavior, Receiver};
-use payrail_tests::{Options, TestApp};
+use payrail_tests::{Options, TestApp, counter};
 use sea_orm::ConnectionTrait as _;
 use serde_json::json;
 use worker::app::WorkerApplication;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// A counter's value in a `/metrics` text.
-fn counter(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
-}
-
-/// The payment's `payment.pending` webhooks `receiver` has.
-fn webhooks_of(receiver: &Receiver, payment_id: &str) -> usize {
-    receiver
-        .of_type("payment.pending")
-        .iter()
-        .filter(|r| r.json()["data"]["id"] == payment_id)
-        .count()
-}
-
 /// Creates a payment and waits for its webhook at `receiver`; the payment's id.
 async fn paid_and_heard(app: &TestApp, receiver: &Receiver) -> String {
     let payment = app.create_payment(100).await;
     let id = payment["id"].as_str().expect("id").to_string();
     app.eventually(WAIT, "the payment's webhook", || async {
-        (webhooks_of(receiver, &id) == 1).then_some(())
+        (receiver.pending_webhooks_of(&id) == 1).then_some(())
     })
     .await;
     id
@@ -87,7 +70,7 @@ async fn a_new_or_disabled_endpoint_is_seen_by_the_next_payment_while_others_use
     app.create_endpoint(&second.url).await;
     let next = paid_and_heard(&app, &second).await;
     app.eventually(WAIT, "the first endpoint's webhook too", || async {
-        (webhooks_of(&first, &next) == 1).then_some(())
+        (first.pending_webhooks_of(&next) == 1).then_some(())
     })
     .await;
 
@@ -111,7 +94,7 @@ async fn a_new_or_disabled_endpoint_is_seen_by_the_next_payment_while_others_use
         1,
         "a delivery for the enabled endpoint only"
     );
-    assert_eq!(webhooks_of(&first, &last), 0);
+    assert_eq!(first.pending_webhooks_of(&last), 0);
 
     drop(stop);
     running.await.expect("worker task").expect("worker stops");
