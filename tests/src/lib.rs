@@ -494,6 +494,20 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// PATCHes and returns (status, JSON body).
+    pub async fn patch_json(&self, key: &str, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .client
+            .patch(self.url(path))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn get_json(&self, key: &str, path: &str) -> (u16, Value) {
         let r = self.get(key, path).await;
         let status = r.status().as_u16();

@@ -213,25 +213,23 @@ async fn an_endpoints_own_max_concurrency_bounds_requests_in_flight() {
     assert_eq!(swept.succeeded, 12);
     assert_eq!(receiver.most_in_flight(), 2);
     // Out of range is refused and changes nothing.
-    let r = app
-        .client
-        .patch(app.url(&format!("/v1/webhook_endpoints/{endpoint_id}")))
-        .bearer_auth(&app.api_key)
-        .json(&json!({"max_concurrency": 0}))
-        .send()
-        .await
-        .expect("patch");
-    assert_eq!(r.status(), 422);
+    let (status, _) = app
+        .patch_json(
+            &app.api_key,
+            &format!("/v1/webhook_endpoints/{endpoint_id}"),
+            json!({"max_concurrency": 0}),
+        )
+        .await;
+    assert_eq!(status, 422);
     assert_eq!(endpoint(&app, &endpoint_id).await.max_concurrency, Some(2));
-    let r = app
-        .client
-        .patch(app.url(&format!("/v1/webhook_endpoints/{endpoint_id}")))
-        .bearer_auth(&app.api_key)
-        .json(&json!({"max_concurrency": null}))
-        .send()
-        .await
-        .expect("patch");
-    assert_eq!(r.status(), 200);
+    let (status, _) = app
+        .patch_json(
+            &app.api_key,
+            &format!("/v1/webhook_endpoints/{endpoint_id}"),
+            json!({"max_concurrency": null}),
+        )
+        .await;
+    assert_eq!(status, 200);
     assert_eq!(endpoint(&app, &endpoint_id).await.max_concurrency, None);
 }
 
@@ -672,16 +670,14 @@ async fn an_endpoint_failing_for_disable_after_is_disabled_the_others_are_told_a
     .await;
     assert_eq!(logged().await, 1, "logged once");
     // Re-enabled through PATCH: the reason and the streak are cleared.
-    let r = app
-        .client
-        .patch(app.url(&format!("/v1/webhook_endpoints/{failing_id}")))
-        .bearer_auth(&app.api_key)
-        .json(&json!({"status": "enabled"}))
-        .send()
-        .await
-        .expect("patch");
-    assert_eq!(r.status(), 200);
-    let shown: Value = r.json().await.expect("json");
+    let (status, shown) = app
+        .patch_json(
+            &app.api_key,
+            &format!("/v1/webhook_endpoints/{failing_id}"),
+            json!({"status": "enabled"}),
+        )
+        .await;
+    assert_eq!(status, 200);
     assert_eq!(shown["status"], "enabled");
     assert!(shown["disabled_reason"].is_null(), "{shown}");
     let e = endpoint(&app, &failing_id).await;

@@ -679,15 +679,14 @@ async fn the_overview_alerts_on_a_high_failure_rate_and_on_a_disabled_endpoint()
         .await;
     assert_eq!(s, 201);
     let id = endpoint["id"].as_str().expect("id");
-    let r = app
-        .client
-        .patch(app.url(&format!("/v1/webhook_endpoints/{id}")))
-        .bearer_auth(&key)
-        .json(&json!({"status": "disabled"}))
-        .send()
-        .await
-        .expect("disable");
-    assert_eq!(r.status(), 200);
+    let (status, _) = app
+        .patch_json(
+            &key,
+            &format!("/v1/webhook_endpoints/{id}"),
+            json!({"status": "disabled"}),
+        )
+        .await;
+    assert_eq!(status, 200);
     let alarmed = browser.get("/dashboard").await;
     assert!(
         alarmed

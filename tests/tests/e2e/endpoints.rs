@@ -25,15 +25,14 @@ async fn endpoints_can_be_updated_disabled_and_deleted() {
         (Some("https://example.com/b"), Some("disabled"))
     );
     assert_eq!(b["enabled_events"], json!(["payment.succeeded"]));
-    let r = app
-        .client
-        .patch(app.url(&format!("/v1/webhook_endpoints/{id}")))
-        .bearer_auth(&app.api_key)
-        .json(&json!({"status": "paused"}))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 422);
+    let (status, _) = app
+        .patch_json(
+            &app.api_key,
+            &format!("/v1/webhook_endpoints/{id}"),
+            json!({"status": "paused"}),
+        )
+        .await;
+    assert_eq!(status, 422);
     let r = app
         .client
         .delete(app.url(&format!("/v1/webhook_endpoints/{id}")))

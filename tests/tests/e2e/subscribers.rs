@@ -75,15 +75,14 @@ async fn a_new_or_disabled_endpoint_is_seen_by_the_next_payment_while_others_use
     .await;
 
     // The first disabled: the next payment makes one delivery, the second endpoint's.
-    let r = app
-        .client
-        .patch(app.url(&format!("/v1/webhook_endpoints/{first_id}")))
-        .bearer_auth(&app.api_key)
-        .json(&json!({"status": "disabled"}))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 200);
+    let (status, _) = app
+        .patch_json(
+            &app.api_key,
+            &format!("/v1/webhook_endpoints/{first_id}"),
+            json!({"status": "disabled"}),
+        )
+        .await;
+    assert_eq!(status, 200);
     let last = paid_and_heard(&app, &second).await;
     assert_eq!(
         app.count(&format!(
