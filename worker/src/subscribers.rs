@@ -14,7 +14,7 @@
 //! A copy is also dropped after [`KEPT_FOR`], so a database restored to an older version (or a
 //! change made with the trigger disabled) is seen within that time.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -114,7 +114,7 @@ impl EndpointCopies {
             .copied()
             .filter(|m| needed.get(m).is_some_and(Option::is_some))
             .collect();
-        let versions = self.versions_of(db, &to_keep).await?;
+        let versions = versions_of(db, &to_keep).await?;
         let mut read: HashMap<MerchantId, Vec<webhook_endpoints::Model>> =
             missing.iter().map(|m| ((*m).clone(), Vec::new())).collect();
         for endpoint in webhook_endpoints::Entity::find()
@@ -131,7 +131,10 @@ impl EndpointCopies {
         let mut kept = self.kept.lock().ok();
         for (merchant, endpoints) in read {
             let endpoints: Enabled = Arc::new(endpoints);
-            if let (Some(kept), Some(&version)) = (kept.as_mut(), versions.get(&merchant)) {
+            if let (Some(kept), Some(&version)) = (kept.as_mut(), versions.get(&merchant))
+                // A slower concurrent read must not replace a newer copy.
+                && kept.get(&merchant).is_none_or(|k| k.version <= version)
+            {
                 if kept.len() >= MERCHANTS_AT_MOST && !kept.contains_key(&merchant) {
                     kept.clear();
                 }
@@ -148,31 +151,29 @@ impl EndpointCopies {
         }
         Ok(found)
     }
+}
 
-    /// The endpoints versions of `merchants` (PostgreSQL only: elsewhere nothing carries one).
-    async fn versions_of<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        merchants: &[&MerchantId],
-    ) -> Result<HashMap<MerchantId, i64>, DbErr> {
-        if merchants.is_empty() || db.get_database_backend() != DbBackend::Postgres {
-            return Ok(HashMap::new());
-        }
-        let ids: HashSet<&str> = merchants.iter().map(|m| m.as_str()).collect();
-        let rows = merchants::Entity::find()
-            .select_only()
-            .column(merchants::Column::Id)
-            .column_as(
-                Expr::col(Alias::new("endpoints_version")),
-                "endpoints_version",
-            )
-            .filter(merchants::Column::Id.is_in(ids))
-            .into_model::<MerchantVersion>()
-            .all(db)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.id, r.endpoints_version))
-            .collect())
+/// The endpoints versions of `merchants` (PostgreSQL only: elsewhere nothing carries one).
+async fn versions_of<C: ConnectionTrait>(
+    db: &C,
+    merchants: &[&MerchantId],
+) -> Result<HashMap<MerchantId, i64>, DbErr> {
+    if merchants.is_empty() || db.get_database_backend() != DbBackend::Postgres {
+        return Ok(HashMap::new());
     }
+    let rows = merchants::Entity::find()
+        .select_only()
+        .column(merchants::Column::Id)
+        .column_as(
+            Expr::col(Alias::new(merchants::ENDPOINTS_VERSION)),
+            merchants::ENDPOINTS_VERSION,
+        )
+        .filter(merchants::Column::Id.is_in(merchants.iter().map(|m| m.as_str())))
+        .into_model::<MerchantVersion>()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.id, r.endpoints_version))
+        .collect())
 }

@@ -21,6 +21,11 @@ pub struct Model {
     pub usage_limits: Option<Json>,
 }
 
+/// The column a trigger bumps with every change to the merchant's webhook endpoints (PostgreSQL
+/// only; `migration/src/m20261207_000027_endpoints_version.rs`). Not a field of [`Model`]: only
+/// a new payment's statement and the worker's fan-out read it, each by name.
+pub const ENDPOINTS_VERSION: &str = "endpoints_version";
+
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {}
 

@@ -298,7 +298,7 @@ async fn insert_with_event<C: ConnectionTrait>(
     // The version as of this statement's snapshot: any endpoint change committed before the
     // merchant sent this request is counted in it (a trigger bumps it in the change's commit).
     let endpoints_version = Query::select()
-        .column(Alias::new(ENDPOINTS_VERSION))
+        .column(Alias::new(merchants::ENDPOINTS_VERSION))
         .from(merchants::Entity)
         .and_where(Expr::col(merchants::Column::Id).eq(merchant_id.as_str()))
         .to_owned();
@@ -325,13 +325,9 @@ async fn insert_with_event<C: ConnectionTrait>(
         .ok_or(DbErr::RecordNotInserted)?;
     let model = payments::Model::from_query_result(&returned, "")?;
     let mut event = EventOnBus::from(row);
-    event.endpoints_version = returned.try_get("", ENDPOINTS_VERSION)?;
+    event.endpoints_version = returned.try_get("", merchants::ENDPOINTS_VERSION)?;
     Ok((model, event))
 }
-
-/// The `merchants` column the endpoints' trigger bumps (not in the entity: only this statement
-/// and the worker's fan-out read it).
-const ENDPOINTS_VERSION: &str = "endpoints_version";
 
 /// Whether the payment and its event are written by one statement (PostgreSQL's data-modifying
 /// `WITH`); elsewhere they are two, and need a transaction.
