@@ -574,6 +574,29 @@ impl TestApp {
         .await
     }
 
+    /// Waits until a worker is heard popping this app's express lane, so that the next payment's
+    /// event goes through it.
+    pub async fn until_express_heard(&self, timeout: Duration) {
+        let redis = redis::Client::open(REDIS_URL)
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis");
+        let heard = runtime::bus::express::heard_key(&self.prefix);
+        self.eventually(timeout, "a worker heard on the express lane", || {
+            let (mut redis, heard) = (redis.clone(), heard.clone());
+            async move {
+                let exists: bool = redis::cmd("EXISTS")
+                    .arg(&heard)
+                    .query_async(&mut redis)
+                    .await
+                    .ok()?;
+                exists.then_some(())
+            }
+        })
+        .await
+    }
+
     /// The gateway's `/metrics` text (from its operators' port).
     pub async fn metrics_text(&self) -> String {
         self.metrics_text_of(&self.metrics_base).await

@@ -4,7 +4,9 @@
 //! Rows are unique on `(event_id, endpoint_id)`, so a message the broker redelivers creates
 //! nothing new. With immediate delivery the new rows are inserted already claimed by this
 //! worker (`processing` with a lease): it sends them at once after commit, and if it dies
-//! first the lease runs out and the sweep picks them up.
+//! first the lease runs out and the sweep picks them up. A batch is planned
+//! ([`plan_batch`]) before it is inserted ([`Planned::insert`]), so the express lane can send
+//! the planned claims while the insert commits.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -44,15 +46,8 @@ pub enum FanOutError {
     Db(#[from] DbErr),
 }
 
-/// Fans out the events a batch of bus messages announces, one result per message in order.
-///
-/// The whole batch costs one query for the subscribed endpoints (none when `copies` hold the
-/// versions its messages name: [`crate::subscribers`]) and, if anyone listens, one
-/// multi-row insert (a transaction only past [`ROWS_PER_INSERT`] rows), plus one read of the
-/// events that v1 messages only name (a v2 message carries its event: the relay read the row
-/// it publishes, so it is trusted as the bus is). A v1 message whose event does not exist
-/// gets [`FanOutError::UnknownEvent`] without holding back the rest; a database error fails
-/// the whole batch (nothing was committed).
+/// Fans out the events a batch of bus messages announces, one result per message in order:
+/// [`plan_batch`], then [`Planned::insert`].
 pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     copies: &EndpointCopies,
@@ -60,6 +55,42 @@ pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
     immediate: bool,
     lease: Duration,
 ) -> Result<Vec<Result<FanOut, FanOutError>>, DbErr> {
+    plan_batch(db, copies, messages, immediate, lease)
+        .await?
+        .insert(db)
+        .await
+}
+
+/// A batch's fan-out worked out before anything is written: per message its event and the
+/// rows it wants, or why not.
+pub struct Planned {
+    immediate: bool,
+    messages: Vec<Result<MessagePlan, FanOutError>>,
+    rows: Vec<webhook_deliveries::ActiveModel>,
+}
+
+struct MessagePlan {
+    event: Option<events::Model>,
+    /// Each planned row with its endpoint.
+    rows: Vec<(webhook_deliveries::Model, webhook_endpoints::Model)>,
+    /// Rows an earlier message of the batch planned.
+    planned_before: usize,
+}
+
+/// Works out the rows a batch of bus messages wants.
+///
+/// The whole batch costs one query for the subscribed endpoints (none when `copies` hold the
+/// versions its messages name: [`crate::subscribers`]), plus one read of the events that v1
+/// messages only name (a v2 message carries its event: the relay read the row it publishes,
+/// so it is trusted as the bus is). A v1 message whose event does not exist gets
+/// [`FanOutError::UnknownEvent`] without holding back the rest.
+pub async fn plan_batch<C: ConnectionTrait>(
+    db: &C,
+    copies: &EndpointCopies,
+    messages: &[BusMessage],
+    immediate: bool,
+    lease: Duration,
+) -> Result<Planned, DbErr> {
     let endpoints_of = copies.enabled_of(db, messages).await?;
     // Per message, the endpoints subscribed to its event type.
     let subscribed: Vec<Vec<&webhook_endpoints::Model>> = messages
@@ -75,8 +106,16 @@ pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
                 .unwrap_or_default()
         })
         .collect();
+    let mut planned = Planned {
+        immediate,
+        messages: Vec::with_capacity(messages.len()),
+        rows: Vec::new(),
+    };
     if subscribed.iter().all(Vec::is_empty) {
-        return Ok(messages.iter().map(|_| Ok(FanOut::default())).collect());
+        planned
+            .messages
+            .extend(messages.iter().map(|_| Ok(MessagePlan::nothing())));
+        return Ok(planned);
     }
     // A v2 message carries its event as committed; only v1 messages' events are read.
     let mut events: HashMap<String, events::Model> = HashMap::new();
@@ -105,9 +144,6 @@ pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
     }
     let now = Utc::now();
     let claim = Lease::new(now, lease);
-    // Per message: its event, or why not, and the rows it wants.
-    let mut planned = Vec::with_capacity(messages.len());
-    let mut rows = Vec::new();
     // One event published twice (a relay killed between the broker's confirm and its mark)
     // may come twice in one batch. The insert skips the second row as a conflict but returns
     // the id once, so both messages would claim it and send it twice: a row an earlier
@@ -115,14 +151,14 @@ pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
     let mut planned_ids: HashSet<DeliveryId> = HashSet::new();
     for (message, endpoints) in messages.iter().zip(&subscribed) {
         if endpoints.is_empty() {
-            planned.push(Ok((None, Vec::new(), 0)));
+            planned.messages.push(Ok(MessagePlan::nothing()));
             continue;
         }
         let event = events.get(message.event_id().as_str()).filter(|e| {
             &e.merchant_id == message.merchant_id() && e.event_type == message.event_type()
         });
         let Some(event) = event else {
-            planned.push(Err(FanOutError::UnknownEvent(
+            planned.messages.push(Err(FanOutError::UnknownEvent(
                 message.event_id().to_string(),
             )));
             continue;
@@ -137,49 +173,106 @@ pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
                 planned_before += 1;
                 continue;
             }
-            mine.push((model, *endpoint));
-            rows.push(row);
+            mine.push((model, (*endpoint).clone()));
+            planned.rows.push(row);
         }
-        planned.push(Ok((Some(event), mine, planned_before)));
+        planned.messages.push(Ok(MessagePlan {
+            event: Some(event.clone()),
+            rows: mine,
+            planned_before,
+        }));
     }
-    // Rows already there (a redelivered message) are skipped by the unique key; the ones
-    // returned are the ones this batch created. One INSERT is atomic on its own, so only a
-    // batch that needs several pays for a transaction's two extra round trips.
-    let mut inserted: HashSet<DeliveryId> = HashSet::with_capacity(rows.len());
-    if rows.len() <= ROWS_PER_INSERT {
-        inserted.extend(insert_new(db, rows).await?);
-    } else {
-        let txn = db.begin().await?;
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_INSERT).collect();
-            inserted.extend(insert_new(&txn, chunk).await?);
+    Ok(planned)
+}
+
+impl MessagePlan {
+    fn nothing() -> MessagePlan {
+        MessagePlan {
+            event: None,
+            rows: Vec::new(),
+            planned_before: 0,
         }
-        txn.commit().await?;
     }
-    Ok(planned
-        .into_iter()
-        .map(|plan| {
-            let (event, rows, planned_before) = plan?;
-            let mut outcome = FanOut {
-                livemode: event.is_some_and(|e| e.livemode),
-                already_present: planned_before,
-                ..FanOut::default()
-            };
-            for (delivery, endpoint) in rows {
-                match (inserted.contains(&delivery.id), immediate, event) {
-                    (false, _, _) => outcome.already_present += 1,
-                    (true, true, Some(event)) => outcome.claimed.push(AttemptContext {
-                        delivery,
+}
+
+impl Planned {
+    /// The attempts the rows would be claimed for, were they all inserted now (none when
+    /// delivery is not immediate): what a worker may send while [`Planned::insert`] commits.
+    pub fn claims(&self) -> Vec<AttemptContext> {
+        if !self.immediate {
+            return Vec::new();
+        }
+        self.messages
+            .iter()
+            .flatten()
+            .flat_map(|plan| {
+                plan.event.iter().flat_map(|event| {
+                    plan.rows.iter().map(|(delivery, endpoint)| AttemptContext {
+                        delivery: delivery.clone(),
                         endpoint: Some(endpoint.clone()),
                         event: event.clone(),
-                    }),
-                    (true, _, _) => outcome.queued += 1,
-                }
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// Inserts the planned rows; one result per message in order. A database error fails the
+    /// whole batch (nothing was committed).
+    ///
+    /// Rows already there (a redelivered message) are skipped by the unique key; the ones
+    /// returned are the ones this batch created. One INSERT is atomic on its own, so only a
+    /// batch that needs several (past [`ROWS_PER_INSERT`] rows) pays for a transaction's two
+    /// extra round trips.
+    pub async fn insert<C: ConnectionTrait + TransactionTrait>(
+        self,
+        db: &C,
+    ) -> Result<Vec<Result<FanOut, FanOutError>>, DbErr> {
+        let Planned {
+            immediate,
+            messages,
+            rows,
+        } = self;
+        let mut inserted: HashSet<DeliveryId> = HashSet::with_capacity(rows.len());
+        if rows.len() <= ROWS_PER_INSERT {
+            inserted.extend(insert_new(db, rows).await?);
+        } else {
+            let txn = db.begin().await?;
+            let mut rows = rows.into_iter().peekable();
+            while rows.peek().is_some() {
+                let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_INSERT).collect();
+                inserted.extend(insert_new(&txn, chunk).await?);
             }
-            Ok(outcome)
-        })
-        .collect())
+            txn.commit().await?;
+        }
+        Ok(messages
+            .into_iter()
+            .map(|plan| {
+                let MessagePlan {
+                    event,
+                    rows,
+                    planned_before,
+                } = plan?;
+                let mut outcome = FanOut {
+                    livemode: event.as_ref().is_some_and(|e| e.livemode),
+                    already_present: planned_before,
+                    ..FanOut::default()
+                };
+                for (delivery, endpoint) in rows {
+                    match (inserted.contains(&delivery.id), immediate, &event) {
+                        (false, _, _) => outcome.already_present += 1,
+                        (true, true, Some(event)) => outcome.claimed.push(AttemptContext {
+                            delivery,
+                            endpoint: Some(endpoint),
+                            event: event.clone(),
+                        }),
+                        (true, _, _) => outcome.queued += 1,
+                    }
+                }
+                Ok(outcome)
+            })
+            .collect())
+    }
 }
 
 /// Inserts the rows not already there (one per `(event_id, endpoint_id)`); the ids it inserted.

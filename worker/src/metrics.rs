@@ -54,6 +54,10 @@ pub struct DeliveryMetrics {
     pub express_fanned_out: Counter,
     /// Broker messages settled without the database: their event's copy came first.
     pub express_settled: Counter,
+    /// First attempts sent while their rows' insert committed, and those of them whose rows
+    /// that insert did not make (extra sends, not recorded).
+    pub express_early_sends: Counter,
+    pub express_early_unrecorded: Counter,
     /// Express copies dropped unused: too old, or unreadable (the broker carries them).
     pub express_dropped: Counter,
     /// Attempts whose outcome died with their worker (taken over when its lease ran out).
@@ -77,6 +81,8 @@ impl DeliveryMetrics {
             handed_back: Counter::default(),
             express_fanned_out: Counter::default(),
             express_dropped: Counter::default(),
+            express_early_sends: Counter::default(),
+            express_early_unrecorded: Counter::default(),
             express_settled: Counter::default(),
             unknown_outcomes: Counter::default(),
             endpoints_from_copy: Counter::default(),
@@ -139,6 +145,16 @@ impl DeliveryMetrics {
             "webhook_express_settled",
             "Broker messages acknowledged without the database because their event's express copy was fanned out first",
             metrics.express_settled.clone(),
+        );
+        registry.register(
+            "webhook_express_early_sends",
+            "First attempts of express-lane events sent while their delivery rows' insert committed",
+            metrics.express_early_sends.clone(),
+        );
+        registry.register(
+            "webhook_express_early_sends_unrecorded",
+            "Early sends whose rows that insert did not make (the insert failed, or another fan-out made them): extra sends, not recorded",
+            metrics.express_early_unrecorded.clone(),
         );
         registry.register(
             "webhook_express_dropped",

@@ -281,18 +281,7 @@ async fn a_running_worker_is_heard_on_the_lane_and_a_stopped_one_is_not() {
     let running = tokio::spawn(worker.run_until_stopped(async move {
         let _ = stopped.await;
     }));
-    app.eventually(WAIT, "the worker heard on the lane", || {
-        let (mut redis, heard) = (redis.clone(), heard.clone());
-        async move {
-            let exists: bool = redis::cmd("EXISTS")
-                .arg(&heard)
-                .query_async(&mut redis)
-                .await
-                .ok()?;
-            exists.then_some(())
-        }
-    })
-    .await;
+    app.until_express_heard(WAIT).await;
     let _ = stop.send(());
     running
         .await

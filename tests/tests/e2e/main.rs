@@ -7,6 +7,7 @@ mod clients;
 mod control;
 mod dashboard;
 mod delivery;
+mod early_sends;
 mod edge_fuzz;
 mod embedded;
 mod endpoints;

@@ -1,10 +1,15 @@
 //! One attempt: the signed request, in a span of the event's trace, holding the endpoint's
-//! send slot for the HTTP exchange only, and its recording.
+//! send slot for the HTTP exchange only, and its recording; for a fresh event's first
+//! attempt, sent while its row's insert commits ([`RowInsert`]).
 
-use tokio::sync::OwnedSemaphorePermit;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use chrono::{DateTime, Utc};
 use entity::event::WebhookBody;
+use entity::ids::DeliveryId;
 use entity::signature::SigningKey;
 use entity::status::{DeliveryStatus, EndpointStatus};
 use entity::webhook_deliveries;
@@ -30,20 +35,65 @@ pub async fn attempt<C: ConnectionTrait + TransactionTrait>(
     rules: &Rules,
     ctx: AttemptContext,
 ) -> Result<(AttemptOutcome, Option<AttemptResult>), DbErr> {
-    attempt_in_slot(db, bus, sender, rules, ctx, None, None).await
+    attempt_with(db, bus, sender, rules, ctx, AttemptWith::default()).await
 }
 
-/// [`attempt`], holding `slot` (the endpoint's send slot) for the HTTP exchange only: recording
-/// the result is database work that must not keep the next request to the endpoint waiting.
-/// With a `recorder` the result is committed together with other attempts' (group commit).
-pub async fn attempt_in_slot<C: ConnectionTrait + TransactionTrait>(
+/// What an attempt holds and waits for beyond its row.
+#[derive(Default)]
+pub struct AttemptWith<'a> {
+    /// The endpoint's send slot, held for the HTTP exchange only: recording the result is
+    /// database work that must not keep the next request to the endpoint waiting.
+    pub slot: Option<OwnedSemaphorePermit>,
+    /// Commits the result together with other attempts' (group commit).
+    pub recorder: Option<&'a Recorder>,
+    /// The row's insert, still committing while the request goes out: the result is recorded
+    /// only if that insert made the row.
+    pub row_insert: Option<RowInsert>,
+}
+
+/// The insert of rows whose first attempts are sent while it commits: it resolves to the ids
+/// it made. An attempt whose row is not among them records nothing. Either another fan-out
+/// made the row, and sends and records it under its own claim, or the insert failed, and the
+/// event is fanned out again from its broker message (the worker does not mark it
+/// published). Either way that send was an extra one, never the only one.
+#[derive(Clone)]
+pub struct RowInsert(watch::Receiver<Option<Arc<HashSet<DeliveryId>>>>);
+
+impl RowInsert {
+    /// A pending insert, and where to tell which rows it made (an empty set if it failed).
+    pub fn pending() -> (watch::Sender<Option<Arc<HashSet<DeliveryId>>>>, RowInsert) {
+        let (made, insert) = watch::channel(None);
+        (made, RowInsert(insert))
+    }
+
+    /// Whether the insert made row `id`, once it is over (`false` if its task ended without a
+    /// word).
+    pub async fn made(&self, id: &DeliveryId) -> bool {
+        let mut insert = self.0.clone();
+        match insert.wait_for(Option::is_some).await {
+            Ok(made) => made.as_ref().is_some_and(|m| m.contains(id)),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Whether the row of `delivery` is this attempt's to write: always, unless it is still
+/// being inserted and that insert did not make it.
+async fn row_is_ours(row_insert: Option<&RowInsert>, delivery: &webhook_deliveries::Model) -> bool {
+    match row_insert {
+        Some(insert) => insert.made(&delivery.id).await,
+        None => true,
+    }
+}
+
+/// [`attempt`] with what `with` holds and waits for.
+pub async fn attempt_with<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     bus: &EventBus,
     sender: &WebhookSender,
     rules: &Rules,
     ctx: AttemptContext,
-    slot: Option<OwnedSemaphorePermit>,
-    recorder: Option<&Recorder>,
+    with: AttemptWith<'_>,
 ) -> Result<(AttemptOutcome, Option<AttemptResult>), DbErr> {
     // Each attempt, retries included, is a span of the trace that caused its event.
     let span = tracing::info_span!(
@@ -56,7 +106,7 @@ pub async fn attempt_in_slot<C: ConnectionTrait + TransactionTrait>(
         trace_id = tracing::field::Empty,
     );
     runtime::trace_context::continue_from(&span, ctx.event.traceparent.as_deref());
-    attempt_traced(db, bus, sender, rules, ctx, slot, recorder)
+    attempt_traced(db, bus, sender, rules, ctx, with)
         .instrument(span)
         .await
 }
@@ -67,9 +117,13 @@ pub(super) async fn attempt_traced<C: ConnectionTrait + TransactionTrait>(
     sender: &WebhookSender,
     rules: &Rules,
     ctx: AttemptContext,
-    slot: Option<OwnedSemaphorePermit>,
-    recorder: Option<&Recorder>,
+    with: AttemptWith<'_>,
 ) -> Result<(AttemptOutcome, Option<AttemptResult>), DbErr> {
+    let AttemptWith {
+        slot,
+        recorder,
+        row_insert,
+    } = with;
     if ctx.delivery.status != DeliveryStatus::Processing {
         return Ok((AttemptOutcome::Skipped, None));
     }
@@ -84,6 +138,9 @@ pub(super) async fn attempt_traced<C: ConnectionTrait + TransactionTrait>(
             } else {
                 "endpoint deleted"
             };
+            if !row_is_ours(row_insert.as_ref(), &ctx.delivery).await {
+                return Ok((AttemptOutcome::Skipped, None));
+            }
             finish_without_call(db, &ctx.delivery, why).await?;
             return Ok((failed, None));
         }
@@ -97,6 +154,9 @@ pub(super) async fn attempt_traced<C: ConnectionTrait + TransactionTrait>(
     {
         Ok(keys) => keys,
         Err(_) => {
+            if !row_is_ours(row_insert.as_ref(), &ctx.delivery).await {
+                return Ok((AttemptOutcome::Skipped, None));
+            }
             finish_without_call(db, &ctx.delivery, "endpoint secret is unusable").await?;
             return Ok((failed, None));
         }
@@ -120,6 +180,10 @@ pub(super) async fn attempt_traced<C: ConnectionTrait + TransactionTrait>(
         tracing::Span::current().record("http.response.status_code", status);
     }
     drop(slot);
+    if !row_is_ours(row_insert.as_ref(), &ctx.delivery).await {
+        tracing::debug!(delivery_id = %ctx.delivery.id, "sent while its row was inserted, which this worker did not make; not recorded");
+        return Ok((AttemptOutcome::Skipped, Some(result)));
+    }
     let outcome = match recorder {
         Some(recorder) => {
             recorder

@@ -144,6 +144,22 @@ impl Worker {
         .await
     }
 
+    /// Works out a batch's rows with this worker's settings, to insert them later.
+    pub(super) async fn plan_fan_out(
+        &self,
+        messages: &[entity::bus::BusMessage],
+    ) -> Result<crate::fanout::Planned, sea_orm::DbErr> {
+        let s = &self.inner.settings;
+        Box::pin(crate::fanout::plan_batch(
+            &self.inner.db,
+            &self.inner.endpoint_copies,
+            messages,
+            s.immediate,
+            s.lease(),
+        ))
+        .await
+    }
+
     /// Consumes from the bus until `stop` turns true, reconnecting with backoff.
     pub(super) async fn consume(self, mut stop: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(100);

@@ -36,6 +36,24 @@ impl Worker {
 
     /// Attempts deliveries whose context is already in memory, concurrently.
     pub async fn deliver_loaded(&self, claimed: Vec<AttemptContext>) -> Vec<AttemptOutcome> {
+        self.deliver_claims(claimed, None).await
+    }
+
+    /// Attempts deliveries whose rows `insert` is still committing: each is sent at once and
+    /// recorded only if that insert made its row ([`deliveries::RowInsert`]).
+    pub async fn deliver_while_inserting(
+        &self,
+        claimed: Vec<AttemptContext>,
+        insert: deliveries::RowInsert,
+    ) -> Vec<AttemptOutcome> {
+        self.deliver_claims(claimed, Some(insert)).await
+    }
+
+    async fn deliver_claims(
+        &self,
+        claimed: Vec<AttemptContext>,
+        insert: Option<deliveries::RowInsert>,
+    ) -> Vec<AttemptOutcome> {
         let inner = &self.inner;
         self.hold(claimed.iter().filter_map(|c| {
             let token = c.delivery.lease_token.clone()?;
@@ -47,7 +65,7 @@ impl Worker {
         join_all(
             claimed
                 .into_iter()
-                .map(|ctx| self.attempt_one(ctx, slot_deadline)),
+                .map(|ctx| self.attempt_one_with(ctx, slot_deadline, insert.clone())),
         )
         .await
     }
@@ -57,6 +75,16 @@ impl Worker {
     /// delivery waiting for a slot, so what follows the wait is boxed: waiting costs ~1.5 KB
     /// rather than the ~10 KB the send's and the recording's futures would take inline.
     pub async fn attempt_one(&self, ctx: AttemptContext, slot_deadline: Instant) -> AttemptOutcome {
+        self.attempt_one_with(ctx, slot_deadline, None).await
+    }
+
+    /// [`Worker::attempt_one`], its row possibly still being inserted by `insert`.
+    async fn attempt_one_with(
+        &self,
+        ctx: AttemptContext,
+        slot_deadline: Instant,
+        insert: Option<deliveries::RowInsert>,
+    ) -> AttemptOutcome {
         let inner = &self.inner;
         let id = ctx.delivery.id.clone();
         let slot = match &ctx.endpoint {
@@ -64,6 +92,11 @@ impl Worker {
                 Some(slot) => Some(slot),
                 None => {
                     self.let_go(&id);
+                    if let Some(insert) = &insert
+                        && !insert.made(&id).await
+                    {
+                        return AttemptOutcome::Skipped;
+                    }
                     if let Err(e) = Box::pin(deliveries::hand_back(&inner.db, &ctx.delivery)).await
                     {
                         tracing::warn!(error = %e, delivery_id = %id, "could not hand a delivery back; its lease will expire");
@@ -86,14 +119,17 @@ impl Worker {
             ctx.event.request_id.clone(),
         );
         let event_created_at = ctx.event.created_at;
-        match Box::pin(deliveries::attempt_in_slot(
+        match Box::pin(deliveries::attempt_with(
             &inner.db,
             &inner.bus,
             &inner.sender,
             &inner.rules,
             ctx,
-            slot,
-            Some(&inner.recorder),
+            deliveries::AttemptWith {
+                slot,
+                recorder: Some(&inner.recorder),
+                row_insert: insert,
+            },
         ))
         .await
         {

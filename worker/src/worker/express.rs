@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use entity::bus::{BusMessage, LiveNotice};
@@ -16,7 +17,7 @@ use entity::ids::EventId;
 use runtime::bus::ExpressSource;
 use tokio::sync::watch;
 
-use crate::deliveries::AttemptOutcome;
+use crate::deliveries::{self, AttemptOutcome};
 
 use super::*;
 
@@ -168,6 +169,13 @@ impl Worker {
     /// copy that fails here is the broker's message's to carry.
     /// `slot`, the lane's place this batch holds, is freed once its rows are committed: the
     /// sends and their recording are bounded by the endpoints' slots, as the broker's are.
+    ///
+    /// While the last fan-out's insert went through, the first attempts go out as the rows'
+    /// insert commits rather than after it ([`deliveries::RowInsert`]): the commit's WAL flush
+    /// is off the webhook's path. Nothing is lost by it: the event is marked published only
+    /// once its rows are committed, and each result is recorded only under the claim the
+    /// insert made. After a failed insert the next batches insert first, so a database that is
+    /// down costs one batch's sends twice, not every batch's.
     pub async fn handle_express(
         &self,
         messages: Vec<BusMessage>,
@@ -183,53 +191,102 @@ impl Worker {
             return Vec::new();
         };
         let spans = super::consume::fan_out_spans(&messages);
-        let fanned = match self.fan_out(&messages).await {
-            Ok(fanned) => fanned,
+        let planned = match self.plan_fan_out(&messages).await {
+            Ok(planned) => planned,
             Err(e) => {
                 tracing::debug!(error = %e, events = messages.len(), "express fan-out failed; the broker's messages follow");
                 done.send_replace(Batch::Done(Arc::default()));
                 return Vec::new();
             }
         };
-        drop(spans);
-        let mut made = HashSet::with_capacity(messages.len());
-        let mut made_messages = Vec::with_capacity(messages.len());
-        let mut claimed = Vec::new();
-        let mut usage = Vec::new();
-        for (message, fan) in messages.into_iter().zip(fanned) {
-            // An unknown event only comes in a v1 message, which the lane never carries.
-            let Ok(fan) = fan else { continue };
-            let created = fan.claimed.len() + fan.queued;
-            let scope = entity::ids::Scope::new(message.merchant_id().clone(), fan.livemode);
-            usage.push((scope, i64::try_from(created).unwrap_or(i64::MAX)));
-            made.insert(message.event_id().clone());
-            claimed.extend(fan.claimed);
-            made_messages.push(message);
-        }
+        let inserts_go_through = self.inner.express_inserts_ok.load(Ordering::Relaxed);
+        let early = if inserts_go_through {
+            planned.claims()
+        } else {
+            Vec::new()
+        };
+        let sent_early = early.len();
         self.inner
             .metrics
-            .express_fanned_out
-            .inc_by(made.len() as u64);
-        let made = Arc::new(made);
-        done.send_replace(Batch::Done(made.clone()));
-        drop(slot);
-        // The gateway published nothing to the broker for most of these, so the dashboards
-        // hear of them from here, and their outbox rows are marked here: the relay publishes
-        // only what is still unmarked after its grace.
-        for message in &made_messages {
-            self.inner.bus.announce(LiveNotice::from(message));
-        }
-        let bookkeeping = async {
-            let metering = self
-                .inner
-                .cache
-                .count_usage_of_each(runtime::usage::metric::WEBHOOK_DELIVERIES, usage);
-            tokio::join!(
-                Box::pin(metering),
-                self.inner.marks.mark(made.iter().cloned())
-            );
+            .express_early_sends
+            .inc_by(sent_early as u64);
+        let (row_insert_over, row_insert) = deliveries::RowInsert::pending();
+        let inserted = async {
+            let fanned = planned.insert(&self.inner.db).await;
+            self.inner
+                .express_inserts_ok
+                .store(fanned.is_ok(), Ordering::Relaxed);
+            let fanned = match fanned {
+                Ok(fanned) => fanned,
+                Err(e) => {
+                    tracing::debug!(error = %e, events = messages.len(), "express fan-out failed; the broker's messages follow");
+                    row_insert_over.send_replace(Some(Arc::default()));
+                    self.inner
+                        .metrics
+                        .express_early_unrecorded
+                        .inc_by(sent_early as u64);
+                    done.send_replace(Batch::Done(Arc::default()));
+                    return Vec::new();
+                }
+            };
+            drop(spans);
+            let mut made = HashSet::with_capacity(messages.len());
+            let mut made_messages = Vec::with_capacity(messages.len());
+            let mut claimed = Vec::new();
+            let mut usage = Vec::new();
+            for (message, fan) in messages.into_iter().zip(fanned) {
+                // An unknown event only comes in a v1 message, which the lane never carries.
+                let Ok(fan) = fan else { continue };
+                let created = fan.claimed.len() + fan.queued;
+                let scope = entity::ids::Scope::new(message.merchant_id().clone(), fan.livemode);
+                usage.push((scope, i64::try_from(created).unwrap_or(i64::MAX)));
+                made.insert(message.event_id().clone());
+                claimed.extend(fan.claimed);
+                made_messages.push(message);
+            }
+            let claimed = if sent_early > 0 {
+                // Already on their way: only the rows' claims are news to them.
+                let made_rows: HashSet<_> = claimed.into_iter().map(|c| c.delivery.id).collect();
+                self.inner
+                    .metrics
+                    .express_early_unrecorded
+                    .inc_by(sent_early.saturating_sub(made_rows.len()) as u64);
+                row_insert_over.send_replace(Some(Arc::new(made_rows)));
+                Vec::new()
+            } else {
+                claimed
+            };
+            self.inner
+                .metrics
+                .express_fanned_out
+                .inc_by(made.len() as u64);
+            let made = Arc::new(made);
+            done.send_replace(Batch::Done(made.clone()));
+            drop(slot);
+            // The gateway published nothing to the broker for most of these, so the
+            // dashboards hear of them from here, and their outbox rows are marked here: the
+            // relay publishes only what is still unmarked after its grace.
+            for message in &made_messages {
+                self.inner.bus.announce(LiveNotice::from(message));
+            }
+            let bookkeeping = async {
+                let metering = self
+                    .inner
+                    .cache
+                    .count_usage_of_each(runtime::usage::metric::WEBHOOK_DELIVERIES, usage);
+                tokio::join!(
+                    Box::pin(metering),
+                    self.inner.marks.mark(made.iter().cloned())
+                );
+            };
+            let ((), attempts) = tokio::join!(Box::pin(bookkeeping), self.deliver_loaded(claimed));
+            attempts
         };
-        let ((), attempts) = tokio::join!(Box::pin(bookkeeping), self.deliver_loaded(claimed));
+        let (mut attempts, after_insert) = tokio::join!(
+            self.deliver_while_inserting(early, row_insert),
+            Box::pin(inserted)
+        );
+        attempts.extend(after_insert);
         attempts
     }
 }

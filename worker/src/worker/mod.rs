@@ -93,6 +93,9 @@ struct Inner {
     express: Option<runtime::bus::ExpressSource>,
     /// Events whose rows this worker made from their express copies.
     made_early: std::sync::Mutex<express::MadeEarly>,
+    /// Whether the last express fan-out's insert went through: while it does, a batch's first
+    /// attempts are sent as its insert commits ([`Worker::handle_express`]).
+    express_inserts_ok: std::sync::atomic::AtomicBool,
     /// Batches of express copies this worker may fan out at once.
     express_slots: Arc<tokio::sync::Semaphore>,
     /// The events this worker fanned out from their express copies, marked published.
@@ -178,6 +181,7 @@ impl Worker {
                 wake: Notify::new(),
                 express: None,
                 made_early: std::sync::Mutex::default(),
+                express_inserts_ok: std::sync::atomic::AtomicBool::new(true),
                 express_slots: Arc::new(tokio::sync::Semaphore::new(express::EXPRESS_BATCHES)),
             }),
         })
