@@ -51,6 +51,12 @@ pub struct EventOnBus {
     /// least this new may fan the event out from that copy. Absent: read them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints_version: Option<i64>,
+    /// Set by a relay that took the event over from a writer with an express lane: a worker
+    /// may have sent its webhooks from the lane's copy and stopped before their rows
+    /// committed. The fan-out records an attempt of unknown outcome on each row it makes, so
+    /// that attempts still account for every request a receiver may have seen.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub taken_over_from_lane: bool,
 }
 
 impl From<crate::events::Model> for EventOnBus {
@@ -66,6 +72,7 @@ impl From<crate::events::Model> for EventOnBus {
             created_at: e.created_at,
             traceparent: e.traceparent,
             endpoints_version: None,
+            taken_over_from_lane: false,
         }
     }
 }

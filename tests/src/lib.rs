@@ -597,6 +597,51 @@ impl TestApp {
         .await
     }
 
+    /// Makes every insert into `webhook_deliveries` fail (`true`), as a database refusing
+    /// writes would, or go through again (`false`).
+    pub async fn refuse_delivery_inserts(&self, refuse: bool) {
+        let sql = if refuse {
+            "CREATE FUNCTION refuse_deliveries() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN RAISE EXCEPTION 'deliveries refused by the test'; END $$;
+             CREATE TRIGGER refuse_deliveries BEFORE INSERT ON webhook_deliveries
+               FOR EACH ROW EXECUTE FUNCTION refuse_deliveries();"
+        } else {
+            "DROP TRIGGER refuse_deliveries ON webhook_deliveries;
+             DROP FUNCTION refuse_deliveries();"
+        };
+        self.db.execute_unprepared(sql).await.expect("trigger");
+    }
+
+    /// The status of `payment`'s one delivery and how many attempt rows it has, if it has one.
+    pub async fn delivery_of_payment(&self, payment: &str) -> Option<(String, i64)> {
+        let row = self
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                format!(
+                    "SELECT d.status::text, (SELECT count(*) FROM webhook_attempts a WHERE a.delivery_id = d.id)
+                     FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
+                     WHERE e.payment_id = '{payment}'"
+                ),
+            ))
+            .await
+            .expect("query")?;
+        Some((
+            row.try_get_by_index(0).expect("status"),
+            row.try_get_by_index(1).expect("attempts"),
+        ))
+    }
+
+    /// How many attempt rows (`a`) of `payment`'s deliveries have `number` and match `condition`.
+    pub async fn attempts_of_payment(&self, payment: &str, number: i32, condition: &str) -> i64 {
+        self.count(&format!(
+            "SELECT count(*) FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id
+             JOIN events e ON e.id = d.event_id
+             WHERE e.payment_id = '{payment}' AND a.attempt_number = {number} AND {condition}"
+        ))
+        .await
+    }
+
     /// The gateway's `/metrics` text (from its operators' port).
     pub async fn metrics_text(&self) -> String {
         self.metrics_text_of(&self.metrics_base).await

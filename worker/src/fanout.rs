@@ -22,7 +22,7 @@ use sea_orm::{
     TransactionTrait, TryIntoModel,
 };
 
-use crate::deliveries::{AttemptContext, Lease, ROWS_PER_INSERT, new_row};
+use crate::deliveries::{AttemptContext, Lease, ROWS_PER_INSERT, new_row, record_unknown_outcomes};
 use crate::subscribers::EndpointCopies;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -36,6 +36,9 @@ pub struct FanOut {
     pub already_present: usize,
     /// The event's mode (its deliveries are metered in it).
     pub livemode: bool,
+    /// Rows created with an attempt of unknown outcome first (the event was taken over from
+    /// the express lane: `EventOnBus::taken_over_from_lane`).
+    pub unknown_outcomes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,26 +49,12 @@ pub enum FanOutError {
     Db(#[from] DbErr),
 }
 
-/// Fans out the events a batch of bus messages announces, one result per message in order:
-/// [`plan_batch`], then [`Planned::insert`].
-pub async fn fan_out_batch<C: ConnectionTrait + TransactionTrait>(
-    db: &C,
-    copies: &EndpointCopies,
-    messages: &[BusMessage],
-    immediate: bool,
-    lease: Duration,
-) -> Result<Vec<Result<FanOut, FanOutError>>, DbErr> {
-    plan_batch(db, copies, messages, immediate, lease)
-        .await?
-        .insert(db)
-        .await
-}
-
 /// A batch's fan-out worked out before anything is written: per message its event and the
 /// rows it wants, or why not.
 pub struct Planned {
     immediate: bool,
-    messages: Vec<Result<MessagePlan, FanOutError>>,
+    /// Per message its plan, or the id of the event it names that does not exist.
+    messages: Vec<Result<MessagePlan, String>>,
     rows: Vec<webhook_deliveries::ActiveModel>,
 }
 
@@ -75,6 +64,8 @@ struct MessagePlan {
     rows: Vec<(webhook_deliveries::Model, webhook_endpoints::Model)>,
     /// Rows an earlier message of the batch planned.
     planned_before: usize,
+    /// Each row made gets an attempt of unknown outcome first.
+    unknown_first: bool,
 }
 
 /// Works out the rows a batch of bus messages wants.
@@ -158,9 +149,7 @@ pub async fn plan_batch<C: ConnectionTrait>(
             &e.merchant_id == message.merchant_id() && e.event_type == message.event_type()
         });
         let Some(event) = event else {
-            planned.messages.push(Err(FanOutError::UnknownEvent(
-                message.event_id().to_string(),
-            )));
+            planned.messages.push(Err(message.event_id().to_string()));
             continue;
         };
         let mut mine = Vec::with_capacity(endpoints.len());
@@ -180,6 +169,9 @@ pub async fn plan_batch<C: ConnectionTrait>(
             event: Some(event.clone()),
             rows: mine,
             planned_before,
+            unknown_first: message
+                .carried_event()
+                .is_some_and(|e| e.taken_over_from_lane),
         }));
     }
     Ok(planned)
@@ -191,6 +183,7 @@ impl MessagePlan {
             event: None,
             rows: Vec::new(),
             planned_before: 0,
+            unknown_first: false,
         }
     }
 }
@@ -218,56 +211,68 @@ impl Planned {
     }
 
     /// Inserts the planned rows; one result per message in order. A database error fails the
-    /// whole batch (nothing was committed).
+    /// whole batch (nothing was committed), and the plan can be inserted again.
     ///
     /// Rows already there (a redelivered message) are skipped by the unique key; the ones
     /// returned are the ones this batch created. One INSERT is atomic on its own, so only a
-    /// batch that needs several (past [`ROWS_PER_INSERT`] rows) pays for a transaction's two
-    /// extra round trips.
+    /// batch that needs several (past [`ROWS_PER_INSERT`] rows), or whose rows get an attempt
+    /// of unknown outcome with them, pays for a transaction's two extra round trips.
     pub async fn insert<C: ConnectionTrait + TransactionTrait>(
-        self,
+        &self,
         db: &C,
     ) -> Result<Vec<Result<FanOut, FanOutError>>, DbErr> {
-        let Planned {
-            immediate,
-            messages,
-            rows,
-        } = self;
-        let mut inserted: HashSet<DeliveryId> = HashSet::with_capacity(rows.len());
-        if rows.len() <= ROWS_PER_INSERT {
-            inserted.extend(insert_new(db, rows).await?);
+        let unknown_first = self.messages.iter().flatten().any(|p| p.unknown_first);
+        let mut inserted: HashSet<DeliveryId> = HashSet::with_capacity(self.rows.len());
+        if self.rows.len() <= ROWS_PER_INSERT && !unknown_first {
+            inserted.extend(insert_new(db, self.rows.clone()).await?);
         } else {
             let txn = db.begin().await?;
-            let mut rows = rows.into_iter().peekable();
-            while rows.peek().is_some() {
-                let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_INSERT).collect();
-                inserted.extend(insert_new(&txn, chunk).await?);
+            for chunk in self.rows.chunks(ROWS_PER_INSERT) {
+                inserted.extend(insert_new(&txn, chunk.to_vec()).await?);
             }
+            let unknown: Vec<DeliveryId> = self
+                .messages
+                .iter()
+                .flatten()
+                .filter(|p| p.unknown_first)
+                .flat_map(|p| p.rows.iter().map(|(d, _)| &d.id))
+                .filter(|id| inserted.contains(*id))
+                .cloned()
+                .collect();
+            record_unknown_outcomes(&txn, &unknown, Utc::now()).await?;
             txn.commit().await?;
         }
-        Ok(messages
-            .into_iter()
+        Ok(self
+            .messages
+            .iter()
             .map(|plan| {
-                let MessagePlan {
-                    event,
-                    rows,
-                    planned_before,
-                } = plan?;
+                let plan = plan
+                    .as_ref()
+                    .map_err(|id| FanOutError::UnknownEvent(id.clone()))?;
                 let mut outcome = FanOut {
-                    livemode: event.as_ref().is_some_and(|e| e.livemode),
-                    already_present: planned_before,
+                    livemode: plan.event.as_ref().is_some_and(|e| e.livemode),
+                    already_present: plan.planned_before,
                     ..FanOut::default()
                 };
-                for (delivery, endpoint) in rows {
-                    match (inserted.contains(&delivery.id), immediate, &event) {
-                        (false, _, _) => outcome.already_present += 1,
-                        (true, true, Some(event)) => outcome.claimed.push(AttemptContext {
-                            delivery,
-                            endpoint: Some(endpoint),
-                            event: event.clone(),
-                        }),
+                for (delivery, endpoint) in &plan.rows {
+                    match (inserted.contains(&delivery.id), self.immediate, &plan.event) {
+                        (false, _, _) => {
+                            outcome.already_present += 1;
+                            continue;
+                        }
+                        (true, true, Some(event)) => {
+                            let mut delivery = delivery.clone();
+                            // As written by the unknown outcome's record.
+                            delivery.attempts += i32::from(plan.unknown_first);
+                            outcome.claimed.push(AttemptContext {
+                                delivery,
+                                endpoint: Some(endpoint.clone()),
+                                event: event.clone(),
+                            });
+                        }
                         (true, _, _) => outcome.queued += 1,
                     }
+                    outcome.unknown_outcomes += usize::from(plan.unknown_first);
                 }
                 Ok(outcome)
             })

@@ -55,9 +55,9 @@ pub struct DeliveryMetrics {
     /// Broker messages settled without the database: their event's copy came first.
     pub express_settled: Counter,
     /// First attempts sent while their rows' insert committed, and those of them whose rows
-    /// that insert did not make (extra sends, not recorded).
+    /// that insert did not make (extra sends).
     pub express_early_sends: Counter,
-    pub express_early_unrecorded: Counter,
+    pub express_extra_sends: Counter,
     /// Express copies dropped unused: too old, or unreadable (the broker carries them).
     pub express_dropped: Counter,
     /// Attempts whose outcome died with their worker (taken over when its lease ran out).
@@ -82,7 +82,7 @@ impl DeliveryMetrics {
             express_fanned_out: Counter::default(),
             express_dropped: Counter::default(),
             express_early_sends: Counter::default(),
-            express_early_unrecorded: Counter::default(),
+            express_extra_sends: Counter::default(),
             express_settled: Counter::default(),
             unknown_outcomes: Counter::default(),
             endpoints_from_copy: Counter::default(),
@@ -152,9 +152,9 @@ impl DeliveryMetrics {
             metrics.express_early_sends.clone(),
         );
         registry.register(
-            "webhook_express_early_sends_unrecorded",
-            "Early sends whose rows that insert did not make (the insert failed, or another fan-out made them): extra sends, not recorded",
-            metrics.express_early_unrecorded.clone(),
+            "webhook_express_extra_sends",
+            "Early sends whose rows their insert did not make (another fan-out made them, or the insert failed for two minutes): requests beyond the one each delivery's own claim sends",
+            metrics.express_extra_sends.clone(),
         );
         registry.register(
             "webhook_express_dropped",

@@ -96,3 +96,55 @@ async fn a_worker_process_killed_under_load_loses_no_event() {
         "the second worker delivered what was left"
     );
 }
+
+/// The worker killed after it sent a fresh event's webhook from the express lane and before
+/// that event's rows were inserted (a trigger refuses them; the worker keeps trying): the relay
+/// takes the event over after its grace, and the next worker's fan-out records the first send
+/// as of unknown outcome before it sends again, so attempts account for both requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_between_an_early_send_and_its_rows_leaves_an_unknown_attempt() {
+    const WAIT: Duration = Duration::from_secs(30);
+    let app = TestApp::spawn_with(Options {
+        start_worker: false,
+        ..Options::default()
+    })
+    .await;
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    app.create_endpoint(&receiver.url).await;
+    let mut first = start_worker(&app);
+    app.until_express_heard(WAIT).await;
+    app.refuse_delivery_inserts(true).await;
+
+    let payment = app.create_payment(100).await;
+    let payment = payment["id"].as_str().expect("id").to_string();
+    app.eventually(WAIT, "the early send", || async {
+        (receiver.pending_webhooks_of(&payment) == 1).then_some(())
+    })
+    .await;
+    first.kill();
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_deliveries").await,
+        0,
+        "no row: the send is nowhere in the database"
+    );
+    app.refuse_delivery_inserts(false).await;
+    let mut second = start_worker(&app);
+
+    app.eventually(WAIT, "the event sent again and recorded", || async {
+        (app.delivery_of_payment(&payment).await == Some(("succeeded".into(), 2))).then_some(())
+    })
+    .await;
+    second.kill();
+    assert_eq!(receiver.pending_webhooks_of(&payment), 2, "heard twice");
+    assert_eq!(
+        app.attempts_of_payment(&payment, 1, "a.error_class = 'unknown'")
+            .await,
+        1,
+        "the first send, of unknown outcome"
+    );
+    assert_eq!(
+        app.attempts_of_payment(&payment, 2, "a.http_status = 200")
+            .await,
+        1
+    );
+}

@@ -19,7 +19,9 @@
 //! published, and anything it did not mark (a lost copy, a worker killed, a fan-out that
 //! failed) is the relay's after the grace, as for a writer that crashed. If no worker was
 //! heard, the broker carries the event as well, at once (docs/webhooks.md, "the express
-//! lane").
+//! lane"). A writer's event the relay takes over with a lane is marked
+//! `taken_over_from_lane`: a worker may have sent its webhooks from the copy and died before
+//! its rows committed, so the fan-out records an attempt of unknown outcome first.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -171,7 +173,19 @@ impl Relay {
             return Ok(0);
         }
         // Each event's publish is a span of the trace that caused it (the batch is many traces).
-        let pending: Vec<EventOnBus> = pending.into_iter().map(EventOnBus::from).collect();
+        // A writer's event comes here only past the grace: with a lane, a worker may have taken
+        // its copy and stopped before recording what it sent.
+        let lane = self.inner.express.is_some();
+        let pending: Vec<EventOnBus> = pending
+            .into_iter()
+            .map(|e| {
+                let taken_over_from_lane = lane && e.writer_publishes;
+                EventOnBus {
+                    taken_over_from_lane,
+                    ..EventOnBus::from(e)
+                }
+            })
+            .collect();
         let spans: Vec<tracing::Span> = pending.iter().map(publish_span).collect();
         let messages: Vec<BusMessage> = pending.into_iter().map(BusMessage::V2).collect();
         // On a bus error (or no confirm in time) the transaction rolls back: the rows stay

@@ -175,7 +175,8 @@ async fn with_no_worker_popping_the_lane_the_broker_carries_the_event_at_once() 
 
 /// A copy pushed while a worker was heard, which no worker then takes (here the key that
 /// says a worker pops is set by the test, and the worker consumes the broker only): the event
-/// stays unpublished, and the relay publishes it once its grace (2 s) is past.
+/// stays unpublished, and the relay publishes it once its grace (2 s) is past, flagged so that
+/// its fan-out records an attempt of unknown outcome first.
 #[tokio::test]
 async fn a_copy_no_worker_takes_is_published_by_the_relay_after_the_grace() {
     let Scene {
@@ -217,6 +218,22 @@ async fn a_copy_no_worker_takes_is_published_by_the_relay_after_the_grace() {
     assert!(
         created.elapsed() >= Duration::from_secs(2),
         "after the grace"
+    );
+    // The relay cannot tell whether a worker sent it from the copy before dying, so its
+    // fan-out records an attempt of unknown outcome before the one it makes.
+    app.eventually(WAIT, "the delivery recorded", || async {
+        (app.delivery_of_payment(&payment).await == Some(("succeeded".into(), 2))).then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.attempts_of_payment(&payment, 1, "a.error_class = 'unknown'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.attempts_of_payment(&payment, 2, "a.http_status = 200")
+            .await,
+        1
     );
     let _: () = redis::cmd("DEL")
         .arg(&heard)

@@ -52,27 +52,47 @@ pub struct AttemptWith<'a> {
 }
 
 /// The insert of rows whose first attempts are sent while it commits: it resolves to the ids
-/// it made. An attempt whose row is not among them records nothing. Either another fan-out
-/// made the row, and sends and records it under its own claim, or the insert failed, and the
-/// event is fanned out again from its broker message (the worker does not mark it
-/// published). Either way that send was an extra one, never the only one.
+/// it made, or to its failure.
 #[derive(Clone)]
-pub struct RowInsert(watch::Receiver<Option<Arc<HashSet<DeliveryId>>>>);
+pub struct RowInsert(watch::Receiver<Option<Inserted>>);
+
+/// How a [`RowInsert`] ended.
+#[derive(Debug, Clone)]
+pub enum Inserted {
+    /// Committed: the rows it made (the others were there already).
+    Made(Arc<HashSet<DeliveryId>>),
+    /// Failed for good: no row of it exists.
+    Failed,
+}
+
+/// Whose row an attempt sent during its insert has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowFate {
+    /// The insert made it, under the claim the attempt holds: the result is recorded as usual.
+    Ours,
+    /// Another fan-out made it, and sends and records it under its own claim: this send is an
+    /// extra one, recorded as an attempt row only (the delivery's state is that fan-out's).
+    Another,
+    /// There is none. The event stays unmarked, so the relay publishes it after the grace,
+    /// flagged so that its fan-out records an attempt of unknown outcome first.
+    None,
+}
 
 impl RowInsert {
-    /// A pending insert, and where to tell which rows it made (an empty set if it failed).
-    pub fn pending() -> (watch::Sender<Option<Arc<HashSet<DeliveryId>>>>, RowInsert) {
-        let (made, insert) = watch::channel(None);
-        (made, RowInsert(insert))
+    /// A pending insert, and where to tell how it ended.
+    pub fn pending() -> (watch::Sender<Option<Inserted>>, RowInsert) {
+        let (ended, insert) = watch::channel(None);
+        (ended, RowInsert(insert))
     }
 
-    /// Whether the insert made row `id`, once it is over (`false` if its task ended without a
+    /// What became of row `id`, once the insert is over (none if its task ended without a
     /// word).
-    pub async fn made(&self, id: &DeliveryId) -> bool {
+    pub async fn fate(&self, id: &DeliveryId) -> RowFate {
         let mut insert = self.0.clone();
-        match insert.wait_for(Option::is_some).await {
-            Ok(made) => made.as_ref().is_some_and(|m| m.contains(id)),
-            Err(_) => false,
+        match insert.wait_for(Option::is_some).await.as_deref() {
+            Ok(Some(Inserted::Made(made))) if made.contains(id) => RowFate::Ours,
+            Ok(Some(Inserted::Made(_))) => RowFate::Another,
+            _ => RowFate::None,
         }
     }
 }
@@ -81,7 +101,7 @@ impl RowInsert {
 /// being inserted and that insert did not make it.
 async fn row_is_ours(row_insert: Option<&RowInsert>, delivery: &webhook_deliveries::Model) -> bool {
     match row_insert {
-        Some(insert) => insert.made(&delivery.id).await,
+        Some(insert) => insert.fate(&delivery.id).await == RowFate::Ours,
         None => true,
     }
 }
@@ -180,9 +200,18 @@ pub(super) async fn attempt_traced<C: ConnectionTrait + TransactionTrait>(
         tracing::Span::current().record("http.response.status_code", status);
     }
     drop(slot);
-    if !row_is_ours(row_insert.as_ref(), &ctx.delivery).await {
-        tracing::debug!(delivery_id = %ctx.delivery.id, "sent while its row was inserted, which this worker did not make; not recorded");
-        return Ok((AttemptOutcome::Skipped, Some(result)));
+    if let Some(insert) = &row_insert {
+        match insert.fate(&ctx.delivery.id).await {
+            RowFate::Ours => {}
+            RowFate::Another => {
+                record::record_extra_send(db, &ctx.delivery, &result).await?;
+                return Ok((AttemptOutcome::Skipped, Some(result)));
+            }
+            RowFate::None => {
+                tracing::warn!(delivery_id = %ctx.delivery.id, event_id = %ctx.event.id, "sent while its row was inserted, and the insert failed; the relay republishes the event, whose fan-out records this send as of unknown outcome");
+                return Ok((AttemptOutcome::Skipped, Some(result)));
+            }
+        }
     }
     let outcome = match recorder {
         Some(recorder) => {

@@ -137,7 +137,7 @@ pub async fn claim_due<C: TransactionTrait>(
 /// A row whose lease ran out was claimed by a worker that stopped before recording its
 /// attempt: whether it sent the request is unknown. The attempt is recorded as such (and
 /// counted), so attempts match sends and an operator sees what a receiver may have twice.
-async fn record_unknown_outcomes<C: ConnectionTrait>(
+pub(crate) async fn record_unknown_outcomes<C: ConnectionTrait>(
     txn: &C,
     ids: &[DeliveryId],
     now: DateTime<Utc>,

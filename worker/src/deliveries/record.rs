@@ -183,22 +183,12 @@ pub(crate) async fn record_in<T: ConnectionTrait>(
             continue;
         }
         let write = &writes[w].0;
-        attempt_rows.push(webhook_attempts::ActiveModel {
-            id: Set(AttemptId::generate()),
-            delivery_id: Set(delivery.id.clone()),
-            merchant_id: Set(delivery.merchant_id.clone()),
-            livemode: Set(delivery.livemode),
-            attempt_number: Set(delivery.earlier_attempts + write.attempts),
-            http_status: Set(write.http_status),
-            error_message: Set(write.error_message.clone()),
-            error_class: Set(result.error.as_ref().map(|(c, _)| c.as_str().to_string())),
-            response_body: Set(result.response_body.clone()),
-            request_headers: Set(entity::webhook_attempts::headers_text(
-                &result.request_headers,
-            )),
-            duration_ms: Set(i64::try_from(result.duration.as_millis()).unwrap_or(i64::MAX)),
-            created_at: Set(now),
-        });
+        attempt_rows.push(attempt_row(
+            delivery,
+            delivery.earlier_attempts + write.attempts,
+            result,
+            now,
+        ));
         by_endpoint
             .entry(item.endpoint.id.as_str())
             .or_default()
@@ -227,6 +217,50 @@ pub(crate) async fn record_in<T: ConnectionTrait>(
         }
     }
     Ok(recorded)
+}
+
+/// The attempt row of `result`, the delivery's attempt number `number`.
+fn attempt_row(
+    delivery: &webhook_deliveries::Model,
+    number: i32,
+    result: &AttemptResult,
+    now: DateTime<Utc>,
+) -> webhook_attempts::ActiveModel {
+    webhook_attempts::ActiveModel {
+        id: Set(AttemptId::generate()),
+        delivery_id: Set(delivery.id.clone()),
+        merchant_id: Set(delivery.merchant_id.clone()),
+        livemode: Set(delivery.livemode),
+        attempt_number: Set(number),
+        http_status: Set(result.http_status.map(i32::from)),
+        error_message: Set(result.error.as_ref().map(|(_, m)| m.clone())),
+        error_class: Set(result.error.as_ref().map(|(c, _)| c.as_str().to_string())),
+        response_body: Set(result.response_body.clone()),
+        request_headers: Set(entity::webhook_attempts::headers_text(
+            &result.request_headers,
+        )),
+        duration_ms: Set(i64::try_from(result.duration.as_millis()).unwrap_or(i64::MAX)),
+        created_at: Set(now),
+    }
+}
+
+/// Records a send made while its row was being inserted by a fan-out other than the
+/// sender's: an attempt row, numbered as the first it was, so that attempts account for
+/// every request; the delivery's state is that fan-out's to write.
+pub(crate) async fn record_extra_send<C: ConnectionTrait>(
+    db: &C,
+    delivery: &webhook_deliveries::Model,
+    result: &AttemptResult,
+) -> Result<(), DbErr> {
+    webhook_attempts::Entity::insert(attempt_row(
+        delivery,
+        delivery.earlier_attempts + delivery.attempts + 1,
+        result,
+        Utc::now(),
+    ))
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
 }
 
 /// Writes `write` to those of `deliveries` still held under the claim each was sent under

@@ -188,7 +188,7 @@ fn written(
 /// late write can never overwrite a row another worker took over: the only limit is how long
 /// a result is worth holding (the worker renews the rows' leases meanwhile, so a database
 /// cut shorter than this, once the database is back, resends nothing).
-const PATIENCE: Duration = Duration::from_secs(120);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(120);
 /// The first pause before a failed commit is tried again; it doubles up to [`MOST_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
 const MOST_PAUSE: Duration = Duration::from_secs(1);

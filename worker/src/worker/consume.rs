@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures_util::FutureExt as _;
 use tokio::sync::watch;
 
-use crate::fanout::{FanOutError, fan_out_batch};
+use crate::fanout::FanOutError;
 use runtime::bus::Received;
 
 use super::*;
@@ -82,6 +82,10 @@ impl Worker {
                     usage.push((scope, i64::try_from(created).unwrap_or(i64::MAX)));
                     to_ack.push((ack, message.event_id()));
                     counts.push(Ok((created, fan.already_present, fan.claimed.len())));
+                    self.inner
+                        .metrics
+                        .unknown_outcomes
+                        .inc_by(fan.unknown_outcomes as u64);
                     claimed.extend(fan.claimed);
                 }
                 Err(FanOutError::UnknownEvent(id)) => {
@@ -133,15 +137,7 @@ impl Worker {
         &self,
         messages: &[entity::bus::BusMessage],
     ) -> Result<Vec<Result<crate::fanout::FanOut, FanOutError>>, sea_orm::DbErr> {
-        let s = &self.inner.settings;
-        Box::pin(fan_out_batch(
-            &self.inner.db,
-            &self.inner.endpoint_copies,
-            messages,
-            s.immediate,
-            s.lease(),
-        ))
-        .await
+        Box::pin(self.plan_fan_out(messages).await?.insert(&self.inner.db)).await
     }
 
     /// Works out a batch's rows with this worker's settings, to insert them later.

@@ -93,7 +93,7 @@ impl Worker {
                 None => {
                     self.let_go(&id);
                     if let Some(insert) = &insert
-                        && !insert.made(&id).await
+                        && insert.fate(&id).await != deliveries::RowFate::Ours
                     {
                         return AttemptOutcome::Skipped;
                     }

@@ -101,6 +101,35 @@ impl Worker {
         made_by(progress, id).await
     }
 
+    /// Inserts a batch's planned rows, trying a failed insert again for as long as the recorder
+    /// tries its results ([`crate::deliveries::recorder::PATIENCE`]). The rows are what the
+    /// batch's early sends are recorded under; without them the relay would publish the
+    /// events after its grace, to be sent again (and, from a relay that cannot tell a copy
+    /// sent from one never taken, with an attempt of unknown outcome first). Meanwhile this
+    /// worker's broker messages for these events wait for the batch, and the next batches
+    /// insert before they send.
+    async fn insert_planned(
+        &self,
+        planned: &crate::fanout::Planned,
+    ) -> Result<Vec<Result<crate::fanout::FanOut, crate::fanout::FanOutError>>, sea_orm::DbErr>
+    {
+        let began = Instant::now();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match Box::pin(planned.insert(&self.inner.db)).await {
+                Err(e) if began.elapsed() + backoff < crate::deliveries::recorder::PATIENCE => {
+                    self.inner
+                        .express_inserts_ok
+                        .store(false, Ordering::Relaxed);
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "could not insert an express batch's rows; trying again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                fanned => return fanned,
+            }
+        }
+    }
+
     /// Pops copies from the express lane until `stop` turns true, reconnecting with backoff.
     pub(super) async fn pop_express(self, express: ExpressSource, mut stop: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(100);
@@ -212,18 +241,18 @@ impl Worker {
             .inc_by(sent_early as u64);
         let (row_insert_over, row_insert) = deliveries::RowInsert::pending();
         let inserted = async {
-            let fanned = planned.insert(&self.inner.db).await;
+            let fanned = self.insert_planned(&planned).await;
             self.inner
                 .express_inserts_ok
                 .store(fanned.is_ok(), Ordering::Relaxed);
             let fanned = match fanned {
                 Ok(fanned) => fanned,
                 Err(e) => {
-                    tracing::debug!(error = %e, events = messages.len(), "express fan-out failed; the broker's messages follow");
-                    row_insert_over.send_replace(Some(Arc::default()));
+                    tracing::warn!(error = %e, events = messages.len(), sent_early, "express fan-out failed; the relay publishes these events after its grace");
+                    row_insert_over.send_replace(Some(deliveries::Inserted::Failed));
                     self.inner
                         .metrics
-                        .express_early_unrecorded
+                        .express_extra_sends
                         .inc_by(sent_early as u64);
                     done.send_replace(Batch::Done(Arc::default()));
                     return Vec::new();
@@ -249,9 +278,9 @@ impl Worker {
                 let made_rows: HashSet<_> = claimed.into_iter().map(|c| c.delivery.id).collect();
                 self.inner
                     .metrics
-                    .express_early_unrecorded
+                    .express_extra_sends
                     .inc_by(sent_early.saturating_sub(made_rows.len()) as u64);
-                row_insert_over.send_replace(Some(Arc::new(made_rows)));
+                row_insert_over.send_replace(Some(deliveries::Inserted::Made(Arc::new(made_rows))));
                 Vec::new()
             } else {
                 claimed
