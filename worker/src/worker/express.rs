@@ -200,11 +200,13 @@ impl Worker {
     /// sends and their recording are bounded by the endpoints' slots, as the broker's are.
     ///
     /// While the last fan-out's insert went through, the first attempts go out as the rows'
-    /// insert commits rather than after it ([`deliveries::RowInsert`]): the commit's WAL flush
-    /// is off the webhook's path. Nothing is lost by it: the event is marked published only
-    /// once its rows are committed, and each result is recorded only under the claim the
-    /// insert made. After a failed insert the next batches insert first, so a database that is
-    /// down costs one batch's sends twice, not every batch's.
+    /// insert commits rather than after it ([`deliveries::RowInsert`]): the insert's round trip
+    /// and WAL flush are off the webhook's path. The event is marked published only once its
+    /// rows are committed, and each result is recorded under the claim the insert made (or,
+    /// if another fan-out made the row, as an attempt row of its own). A failed insert is
+    /// tried again ([`Worker::insert_planned`]), and while it fails the next batches insert
+    /// before they send; a worker killed before its insert commits leaves the event to the
+    /// relay, whose fan-out records the send as of unknown outcome (docs/webhooks.md).
     pub async fn handle_express(
         &self,
         messages: Vec<BusMessage>,
