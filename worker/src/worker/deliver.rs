@@ -39,8 +39,9 @@ impl Worker {
         self.deliver_claims(claimed, None).await
     }
 
-    /// Attempts deliveries whose rows `insert` is still committing: each is sent at once and
-    /// recorded only if that insert made its row ([`deliveries::RowInsert`]).
+    /// Attempts deliveries whose rows `insert` is still committing: each is sent at once, and
+    /// recorded as usual if that insert made its row, as an attempt row of its own if another
+    /// fan-out made it ([`deliveries::RowFate`]).
     pub async fn deliver_while_inserting(
         &self,
         claimed: Vec<AttemptContext>,
