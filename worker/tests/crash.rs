@@ -113,6 +113,8 @@ async fn a_worker_killed_between_an_early_send_and_its_rows_leaves_an_unknown_at
     app.create_endpoint(&receiver.url).await;
     let mut first = start_worker(&app);
     app.until_express_heard(WAIT).await;
+    // It sends early only events created over a second after it was first heard.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
     app.refuse_delivery_inserts(true).await;
 
     let payment = app.create_payment(100).await;

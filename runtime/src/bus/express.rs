@@ -47,6 +47,9 @@ pub fn heard_key(prefix: &str) -> String {
 pub const POPPER_HEARD_FOR: Duration = Duration::from_secs(3);
 /// How often a popping worker refreshes [`HEARD`] at most (in its pop's round trip).
 const BEAT_EVERY: Duration = Duration::from_secs(1);
+/// A gap between a popper's refreshes this long may have let [`HEARD`] lapse (it lives
+/// [`POPPER_HEARD_FOR`]), with time to spare for the round trips.
+const BEATS_BROKEN_AFTER: Duration = Duration::from_millis(2_500);
 /// How long one pop blocks when the list is empty, so that a stopping worker is heard.
 const POP_BLOCKS: Duration = Duration::from_secs(1);
 /// The longest the broker's publish waits for the copies' push.
@@ -168,6 +171,7 @@ impl ExpressSource {
             list: self.list.clone(),
             heard: self.heard.clone(),
             last_beat: None,
+            heard_since: None,
         })
     }
 
@@ -202,6 +206,8 @@ pub struct Popper {
     heard: String,
     /// When this popper last refreshed [`HEARD`].
     last_beat: Option<std::time::Instant>,
+    /// Since when its refreshes have kept [`HEARD`] there without a gap.
+    heard_since: Option<chrono::DateTime<Utc>>,
 }
 
 /// What one pop took: the fresh copies, and how many were dropped (too old, or unreadable).
@@ -209,6 +215,10 @@ pub struct Popper {
 pub struct Popped {
     pub messages: Vec<BusMessage>,
     pub dropped: usize,
+    /// Since when this popper has kept [`HEARD`] there without a gap. A gateway pushing after
+    /// that saw a worker heard and left its event to the lane alone ([`Pushed::ForAWorker`]);
+    /// a copy of an event from before may be racing its broker message.
+    pub heard_since: Option<chrono::DateTime<Utc>>,
 }
 
 impl Popper {
@@ -216,6 +226,7 @@ impl Popper {
     /// it also tells the gateways, in the same round trip, that a worker takes copies.
     pub async fn pop(&mut self) -> Result<Popped, redis::RedisError> {
         let now = std::time::Instant::now();
+        let beat_at = Utc::now();
         let beat = self
             .last_beat
             .is_none_or(|at| now.duration_since(at) >= BEAT_EVERY);
@@ -233,9 +244,18 @@ impl Popper {
             .arg(POP_COUNT);
         let (taken,): (Option<(String, Vec<Vec<u8>>)>,) = pipe.query_async(&mut self.conn).await?;
         if beat {
+            if self
+                .last_beat
+                .is_none_or(|at| now.duration_since(at) >= BEATS_BROKEN_AFTER)
+            {
+                self.heard_since = Some(beat_at);
+            }
             self.last_beat = Some(now);
         }
-        let mut popped = Popped::default();
+        let mut popped = Popped {
+            heard_since: self.heard_since,
+            ..Popped::default()
+        };
         let oldest = Utc::now() - FRESH_FOR;
         for bytes in taken.map(|(_, items)| items).unwrap_or_default() {
             match BusMessage::decode(&bytes) {

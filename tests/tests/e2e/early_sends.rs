@@ -15,6 +15,7 @@ use sea_orm::{ConnectionTrait as _, TransactionTrait as _};
 use worker::app::WorkerApplication;
 
 const WAIT: Duration = Duration::from_secs(20);
+const SENDS_EARLY_AFTER: Duration = Duration::from_millis(1_200);
 const EARLY: &str = "webhook_express_early_sends_total";
 const EXTRA: &str = "webhook_express_extra_sends_total";
 
@@ -46,6 +47,8 @@ async fn scene() -> Scene {
         let _ = stopped.await;
     }));
     app.until_express_heard(WAIT).await;
+    // A worker sends early only the events created over a second after it was first heard.
+    tokio::time::sleep(SENDS_EARLY_AFTER).await;
     Scene {
         app,
         receiver,
@@ -227,4 +230,34 @@ async fn a_failing_insert_is_tried_again_the_next_batch_sends_after_its_insert_a
         counter(&app.metrics_text_of(&worker_base).await, EARLY),
         early + 2.0
     );
+}
+
+/// No worker heard: the gateway publishes the event to the broker and pushes its copy too.
+/// The worker started next takes both; the copy, of an event from before the worker was heard,
+/// may be racing a broker message already sent, so it is not sent early: one webhook, one
+/// attempt, whichever came first.
+#[tokio::test]
+async fn the_copy_of_an_event_from_before_the_worker_was_heard_is_not_sent_early() {
+    let app = TestApp::spawn_with(Options {
+        start_worker: false,
+        ..Options::default()
+    })
+    .await;
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    app.create_endpoint(&receiver.url).await;
+    let payment = new_payment(&app).await;
+    let worker = WorkerApplication::build(app.settings.worker_process())
+        .await
+        .expect("worker builds");
+    let worker_base = format!("http://127.0.0.1:{}", worker.port());
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(worker.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    recorded_once(&app, &payment).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(receiver.pending_webhooks_of(&payment), 1);
+    let metrics = app.metrics_text_of(&worker_base).await;
+    assert_eq!(counter(&metrics, EARLY), 0.0, "{metrics}");
+    assert_eq!(counter(&metrics, EXTRA), 0.0, "{metrics}");
 }

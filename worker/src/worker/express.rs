@@ -158,7 +158,7 @@ impl Worker {
                             if let Ok(popped) = pop.await
                                 && !popped.messages.is_empty()
                             {
-                                self.handle_express(popped.messages, Some(slot)).await;
+                                self.handle_express(popped.messages, popped.heard_since, Some(slot)).await;
                             }
                             return;
                         }
@@ -173,7 +173,13 @@ impl Worker {
                             if !popped.messages.is_empty() {
                                 let worker = self.clone();
                                 tokio::spawn(async move {
-                                    worker.handle_express(popped.messages, Some(slot)).await
+                                    worker
+                                        .handle_express(
+                                            popped.messages,
+                                            popped.heard_since,
+                                            Some(slot),
+                                        )
+                                        .await
                                 });
                             }
                         }
@@ -210,6 +216,7 @@ impl Worker {
     pub async fn handle_express(
         &self,
         messages: Vec<BusMessage>,
+        heard_since: Option<chrono::DateTime<chrono::Utc>>,
         slot: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Vec<AttemptOutcome> {
         let _in_flight = InFlight::start(&self.inner);
@@ -231,12 +238,21 @@ impl Worker {
             }
         };
         let inserts_go_through = self.inner.express_inserts_ok.load(Ordering::Relaxed);
-        let early = if inserts_go_through {
-            planned.claims()
+        // Only events created while this worker was heard, with a second to spare for clocks:
+        // the copy of an event from before may be racing its broker message, which another
+        // fan-out may already have sent.
+        let early_after = heard_since.map(|t| t + chrono::Duration::seconds(1));
+        let early: Vec<_> = if inserts_go_through {
+            planned
+                .claims()
+                .into_iter()
+                .filter(|c| early_after.is_some_and(|t| c.event.created_at > t))
+                .collect()
         } else {
             Vec::new()
         };
         let sent_early = early.len();
+        let early_ids: HashSet<_> = early.iter().map(|c| c.delivery.id.clone()).collect();
         self.inner
             .metrics
             .express_early_sends
@@ -275,18 +291,16 @@ impl Worker {
                 claimed.extend(fan.claimed);
                 made_messages.push(message);
             }
-            let claimed = if sent_early > 0 {
-                // Already on their way: only the rows' claims are news to them.
-                let made_rows: HashSet<_> = claimed.into_iter().map(|c| c.delivery.id).collect();
-                self.inner
-                    .metrics
-                    .express_extra_sends
-                    .inc_by(sent_early.saturating_sub(made_rows.len()) as u64);
-                row_insert_over.send_replace(Some(deliveries::Inserted::Made(Arc::new(made_rows))));
-                Vec::new()
-            } else {
-                claimed
-            };
+            // The early ones are on their way: only their rows' claims are news to them.
+            let (sent, claimed): (Vec<_>, Vec<_>) = claimed
+                .into_iter()
+                .partition(|c| early_ids.contains(&c.delivery.id));
+            let made_rows: HashSet<_> = sent.into_iter().map(|c| c.delivery.id).collect();
+            self.inner
+                .metrics
+                .express_extra_sends
+                .inc_by(sent_early.saturating_sub(made_rows.len()) as u64);
+            row_insert_over.send_replace(Some(deliveries::Inserted::Made(Arc::new(made_rows))));
             self.inner
                 .metrics
                 .express_fanned_out
