@@ -37,6 +37,10 @@ pub const KEPT_FOR: Duration = Duration::from_secs(10);
 pub const FRESH_FOR: chrono::Duration = chrono::Duration::seconds(4);
 /// The key a popping worker refreshes, under the Redis prefix.
 pub const HEARD: &str = "express:heard";
+/// How many times a stopping worker deleted [`HEARD`], under the Redis prefix: the other
+/// workers read it with each pop, since the gateways published to the broker too until one of
+/// them beat again.
+const LEAVES: &str = "express:leaves";
 /// The full name of [`HEARD`] under `prefix`: its presence is what makes gateways leave events
 /// to the lane (`redis-cli EXISTS <prefix>:express:heard` answers whether a worker pops it).
 pub fn heard_key(prefix: &str) -> String {
@@ -103,6 +107,7 @@ pub struct ExpressSource {
     client: redis::Client,
     list: String,
     heard: String,
+    leaves: String,
 }
 
 impl Express {
@@ -153,6 +158,7 @@ impl ExpressSource {
             client: redis::Client::open(url)?,
             list: Cache::key(prefix, LIST),
             heard: heard_key(prefix),
+            leaves: Cache::key(prefix, LEAVES),
         })
     }
 
@@ -170,6 +176,8 @@ impl ExpressSource {
             conn,
             list: self.list.clone(),
             heard: self.heard.clone(),
+            leaves: self.leaves.clone(),
+            leaves_seen: None,
             last_beat: None,
             heard_since: None,
         })
@@ -188,8 +196,11 @@ impl ExpressSource {
                 .client
                 .get_multiplexed_async_connection_with_config(&config)
                 .await?;
-            redis::cmd("DEL")
-                .arg(&self.heard)
+            redis::pipe()
+                .del(&self.heard)
+                .ignore()
+                .incr(&self.leaves, 1)
+                .ignore()
                 .query_async::<()>(&mut conn)
                 .await
         };
@@ -204,9 +215,13 @@ pub struct Popper {
     conn: MultiplexedConnection,
     list: String,
     heard: String,
+    leaves: String,
+    /// [`LEAVES`] as the last pop read it.
+    leaves_seen: Option<i64>,
     /// When this popper last refreshed [`HEARD`].
     last_beat: Option<std::time::Instant>,
-    /// Since when its refreshes have kept [`HEARD`] there without a gap.
+    /// Since when its refreshes have kept [`HEARD`] there without a gap, and no other worker
+    /// deleted it (stopping).
     heard_since: Option<chrono::DateTime<Utc>>,
 }
 
@@ -215,7 +230,8 @@ pub struct Popper {
 pub struct Popped {
     pub messages: Vec<BusMessage>,
     pub dropped: usize,
-    /// Since when this popper has kept [`HEARD`] there without a gap. A gateway pushing after
+    /// Since when this popper has kept [`HEARD`] there without a gap, and no stopping worker
+    /// deleted it. A gateway pushing after
     /// that saw a worker heard and left its event to the lane alone ([`Pushed::ForAWorker`]);
     /// a copy of an event from before may be racing its broker message.
     pub heard_since: Option<chrono::DateTime<Utc>>,
@@ -242,7 +258,10 @@ impl Popper {
             .arg("LEFT")
             .arg("COUNT")
             .arg(POP_COUNT);
-        let (taken,): (Option<(String, Vec<Vec<u8>>)>,) = pipe.query_async(&mut self.conn).await?;
+        // After the pop: a worker that deleted the key before a copy was pushed is seen here.
+        pipe.get(&self.leaves);
+        type Taken = Option<(String, Vec<Vec<u8>>)>;
+        let (taken, leaves): (Taken, Option<i64>) = pipe.query_async(&mut self.conn).await?;
         if beat {
             if self
                 .last_beat
@@ -252,6 +271,12 @@ impl Popper {
             }
             self.last_beat = Some(now);
         }
+        // Last: a reset here is later than one for a gap.
+        let leaves = leaves.unwrap_or_default();
+        if self.leaves_seen.is_some_and(|seen| seen != leaves) {
+            self.heard_since = Some(Utc::now());
+        }
+        self.leaves_seen = Some(leaves);
         let mut popped = Popped {
             heard_since: self.heard_since,
             ..Popped::default()

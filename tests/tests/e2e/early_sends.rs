@@ -261,3 +261,39 @@ async fn the_copy_of_an_event_from_before_the_worker_was_heard_is_not_sent_early
     assert_eq!(counter(&metrics, EARLY), 0.0, "{metrics}");
     assert_eq!(counter(&metrics, EXTRA), 0.0, "{metrics}");
 }
+
+/// A second worker stops cleanly: it deletes the key that says a worker pops the lane, and
+/// the gateways publish to the broker as well until the first worker's next beat. The first
+/// worker reads the count of such leaves with its next pop, so it sends nothing early from
+/// that moment: the next payment's webhook goes out once, after its insert.
+#[tokio::test]
+async fn after_another_worker_leaves_the_lane_nothing_from_that_moment_is_sent_early() {
+    let Scene {
+        app,
+        receiver,
+        worker_base,
+        _stop,
+        ..
+    } = scene().await;
+    let second = WorkerApplication::build(app.settings.worker_process())
+        .await
+        .expect("worker builds");
+    let (stop_second, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(second.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop_second.send(());
+    running
+        .await
+        .expect("worker task")
+        .expect("worker stops cleanly");
+
+    let early = counter(&app.metrics_text_of(&worker_base).await, EARLY);
+    let payment = new_payment(&app).await;
+    recorded_once(&app, &payment).await;
+    assert_eq!(receiver.pending_webhooks_of(&payment), 1);
+    let metrics = app.metrics_text_of(&worker_base).await;
+    assert_eq!(counter(&metrics, EARLY), early, "{metrics}");
+    assert_eq!(counter(&metrics, EXTRA), 0.0, "{metrics}");
+}
