@@ -139,6 +139,38 @@ impl Running {
     }
 }
 
+/// A worker started through its production entry point (`WorkerApplication::build`, then
+/// `run_until_stopped`); it stops when [`RunningWorker::stop`] is called or it is dropped.
+pub struct RunningWorker {
+    /// Its operators' listener (`/metrics`, probes).
+    pub base: String,
+    stop: oneshot::Sender<()>,
+    ended: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningWorker {
+    pub async fn start(settings: worker::Settings) -> RunningWorker {
+        let worker = WorkerApplication::build(settings)
+            .await
+            .expect("worker builds");
+        let base = format!("http://127.0.0.1:{}", worker.port());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let ended = tokio::spawn(worker.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        RunningWorker { base, stop, ended }
+    }
+
+    /// Stops it and waits for its entry point to return, which it must do cleanly.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.ended
+            .await
+            .expect("worker task")
+            .expect("worker stops cleanly");
+    }
+}
+
 /// A port nothing listens on right now, for a binary the test starts (and may restart on
 /// the same port).
 pub fn free_port() -> u16 {
@@ -561,16 +593,23 @@ impl TestApp {
         }
     }
 
+    /// Waits until the count `sql` selects is `n`, or panics after `timeout`.
+    pub async fn until_count(&self, timeout: Duration, what: &str, sql: &str, n: i64) {
+        self.eventually(timeout, what, || async {
+            (self.count(sql).await == n).then_some(())
+        })
+        .await
+    }
+
     /// Waits until the relay has marked every event published. It marks one once the broker
     /// confirmed it, which may be after the worker, fed by that very publish, delivered it.
     pub async fn until_outbox_empty(&self, timeout: Duration) {
-        self.eventually(timeout, "the outbox empty", || async {
-            (self
-                .count("SELECT count(*) FROM events WHERE published_at IS NULL")
-                .await
-                == 0)
-                .then_some(())
-        })
+        self.until_count(
+            timeout,
+            "the outbox empty",
+            "SELECT count(*) FROM events WHERE published_at IS NULL",
+            0,
+        )
         .await
     }
 

@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use entity::ids::{DeliveryId, EndpointId, EventId};
 use payrail_tests::receiver::{Behavior, Receiver};
-use payrail_tests::{Options, TestApp, counter};
+use payrail_tests::{Options, RunningWorker, TestApp, counter};
 use sea_orm::{ConnectionTrait as _, TransactionTrait as _};
-use worker::app::WorkerApplication;
 
 const WAIT: Duration = Duration::from_secs(20);
 const SENDS_EARLY_AFTER: Duration = Duration::from_millis(1_200);
@@ -26,8 +25,7 @@ struct Scene {
     app: TestApp,
     receiver: Receiver,
     endpoint_id: String,
-    worker_base: String,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    worker: RunningWorker,
 }
 
 async fn scene() -> Scene {
@@ -38,14 +36,7 @@ async fn scene() -> Scene {
     .await;
     let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
     let (endpoint_id, _) = app.create_endpoint(&receiver.url).await;
-    let worker = WorkerApplication::build(app.settings.worker_process())
-        .await
-        .expect("worker builds");
-    let worker_base = format!("http://127.0.0.1:{}", worker.port());
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(worker.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
+    let worker = RunningWorker::start(app.settings.worker_process()).await;
     app.until_express_heard(WAIT).await;
     // A worker sends early only the events created over a second after it was first heard.
     tokio::time::sleep(SENDS_EARLY_AFTER).await;
@@ -53,8 +44,7 @@ async fn scene() -> Scene {
         app,
         receiver,
         endpoint_id,
-        worker_base,
-        _stop,
+        worker,
     }
 }
 
@@ -72,6 +62,16 @@ async fn webhook_heard(app: &TestApp, receiver: &Receiver, payment: &str, times:
     .await;
 }
 
+/// A transaction holding `webhook_deliveries` so that inserts wait for it (reads do not),
+/// until it ends.
+async fn hold_delivery_inserts(app: &TestApp) -> sea_orm::DatabaseTransaction {
+    let lock = app.db.begin().await.expect("begin");
+    lock.execute_unprepared("LOCK TABLE webhook_deliveries IN EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    lock
+}
+
 async fn recorded_once(app: &TestApp, payment: &str) {
     app.eventually(WAIT, "the delivery recorded as succeeded", || async {
         (app.delivery_of_payment(payment).await == Some(("succeeded".into(), 1))).then_some(())
@@ -84,17 +84,12 @@ async fn the_webhook_goes_out_while_its_row_is_inserted_and_is_recorded_once_it_
     let Scene {
         app,
         receiver,
-        worker_base,
-        _stop,
+        worker,
         ..
     } = scene().await;
-    let before = counter(&app.metrics_text_of(&worker_base).await, EARLY);
+    let before = counter(&app.metrics_text_of(&worker.base).await, EARLY);
 
-    // Inserts into the deliveries wait for this transaction; reads do not.
-    let lock = app.db.begin().await.expect("begin");
-    lock.execute_unprepared("LOCK TABLE webhook_deliveries IN EXCLUSIVE MODE")
-        .await
-        .expect("lock");
+    let lock = hold_delivery_inserts(&app).await;
     let payment = new_payment(&app).await;
     webhook_heard(&app, &receiver, &payment, 1).await;
     assert_eq!(
@@ -105,7 +100,7 @@ async fn the_webhook_goes_out_while_its_row_is_inserted_and_is_recorded_once_it_
     lock.rollback().await.expect("unlock");
 
     recorded_once(&app, &payment).await;
-    let metrics = app.metrics_text_of(&worker_base).await;
+    let metrics = app.metrics_text_of(&worker.base).await;
     assert_eq!(counter(&metrics, EARLY), before + 1.0, "{metrics}");
     assert_eq!(counter(&metrics, EXTRA), 0.0, "{metrics}");
     assert_eq!(receiver.pending_webhooks_of(&payment), 1, "sent once");
@@ -118,16 +113,12 @@ async fn an_early_send_whose_row_another_fan_out_made_is_an_attempt_row_of_its_o
         app,
         receiver,
         endpoint_id,
-        worker_base,
-        _stop,
+        worker,
     } = scene().await;
 
     // While the worker's insert waits for the lock, "another fan-out" (this transaction) makes
     // the row, due in an hour so that no sweep takes it meanwhile.
-    let lock = app.db.begin().await.expect("begin");
-    lock.execute_unprepared("LOCK TABLE webhook_deliveries IN EXCLUSIVE MODE")
-        .await
-        .expect("lock");
+    let lock = hold_delivery_inserts(&app).await;
     let payment = new_payment(&app).await;
     webhook_heard(&app, &receiver, &payment, 1).await;
     let event_id: String = lock
@@ -156,20 +147,20 @@ async fn an_early_send_whose_row_another_fan_out_made_is_an_attempt_row_of_its_o
     lock.commit().await.expect("commit");
 
     app.eventually(WAIT, "the early send counted as an extra one", || async {
-        let metrics = app.metrics_text_of(&worker_base).await;
+        let metrics = app.metrics_text_of(&worker.base).await;
         (counter(&metrics, EXTRA) == 1.0).then_some(())
     })
     .await;
     // The request is an attempt row, numbered as the first it was, with what it got back...
-    app.eventually(WAIT, "the extra send's attempt row", || async {
-        (app.count(&format!(
+    app.until_count(
+        WAIT,
+        "the extra send's attempt row",
+        &format!(
             "SELECT count(*) FROM webhook_attempts WHERE delivery_id = '{delivery_id}'
              AND attempt_number = 1 AND http_status = 200"
-        ))
-        .await
-            == 1)
-            .then_some(())
-    })
+        ),
+        1,
+    )
     .await;
     // ...and the row is as its maker left it: neither claimed nor rescheduled.
     assert_eq!(
@@ -188,14 +179,13 @@ async fn a_failing_insert_is_tried_again_the_next_batch_sends_after_its_insert_a
     let Scene {
         app,
         receiver,
-        worker_base,
-        _stop,
+        worker,
         ..
     } = scene().await;
     app.refuse_delivery_inserts(true).await;
 
     // The first event's webhook goes out early; its insert fails and is tried again.
-    let early = counter(&app.metrics_text_of(&worker_base).await, EARLY);
+    let early = counter(&app.metrics_text_of(&worker.base).await, EARLY);
     let first = new_payment(&app).await;
     webhook_heard(&app, &receiver, &first, 1).await;
     // Its insert has failed by now (an insert's round trip is far shorter).
@@ -219,7 +209,7 @@ async fn a_failing_insert_is_tried_again_the_next_batch_sends_after_its_insert_a
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(receiver.pending_webhooks_of(&first), 1);
     assert_eq!(receiver.pending_webhooks_of(&second), 1);
-    let metrics = app.metrics_text_of(&worker_base).await;
+    let metrics = app.metrics_text_of(&worker.base).await;
     assert_eq!(counter(&metrics, EARLY), early + 1.0, "{metrics}");
     assert_eq!(counter(&metrics, EXTRA), 0.0, "{metrics}");
 
@@ -227,7 +217,7 @@ async fn a_failing_insert_is_tried_again_the_next_batch_sends_after_its_insert_a
     let third = new_payment(&app).await;
     recorded_once(&app, &third).await;
     assert_eq!(
-        counter(&app.metrics_text_of(&worker_base).await, EARLY),
+        counter(&app.metrics_text_of(&worker.base).await, EARLY),
         early + 2.0
     );
 }
@@ -246,18 +236,11 @@ async fn the_copy_of_an_event_from_before_the_worker_was_heard_is_not_sent_early
     let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
     app.create_endpoint(&receiver.url).await;
     let payment = new_payment(&app).await;
-    let worker = WorkerApplication::build(app.settings.worker_process())
-        .await
-        .expect("worker builds");
-    let worker_base = format!("http://127.0.0.1:{}", worker.port());
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(worker.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
+    let worker = RunningWorker::start(app.settings.worker_process()).await;
     recorded_once(&app, &payment).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(receiver.pending_webhooks_of(&payment), 1);
-    let metrics = app.metrics_text_of(&worker_base).await;
+    let metrics = app.metrics_text_of(&worker.base).await;
     assert_eq!(counter(&metrics, EARLY), 0.0, "{metrics}");
     assert_eq!(counter(&metrics, EXTRA), 0.0, "{metrics}");
 }
@@ -271,29 +254,18 @@ async fn after_another_worker_leaves_the_lane_nothing_from_that_moment_is_sent_e
     let Scene {
         app,
         receiver,
-        worker_base,
-        _stop,
+        worker,
         ..
     } = scene().await;
-    let second = WorkerApplication::build(app.settings.worker_process())
-        .await
-        .expect("worker builds");
-    let (stop_second, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(second.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
+    let second = RunningWorker::start(app.settings.worker_process()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _ = stop_second.send(());
-    running
-        .await
-        .expect("worker task")
-        .expect("worker stops cleanly");
+    second.stop().await;
 
-    let early = counter(&app.metrics_text_of(&worker_base).await, EARLY);
+    let early = counter(&app.metrics_text_of(&worker.base).await, EARLY);
     let payment = new_payment(&app).await;
     recorded_once(&app, &payment).await;
     assert_eq!(receiver.pending_webhooks_of(&payment), 1);
-    let metrics = app.metrics_text_of(&worker_base).await;
+    let metrics = app.metrics_text_of(&worker.base).await;
     assert_eq!(counter(&metrics, EARLY), early, "{metrics}");
     assert_eq!(counter(&metrics, EXTRA), 0.0, "{metrics}");
 }

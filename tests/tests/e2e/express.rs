@@ -5,30 +5,17 @@
 use std::time::Duration;
 
 use payrail_tests::receiver::{Behavior, Receiver};
-use payrail_tests::{Options, TcpProxy, TestApp, counter};
-use worker::app::WorkerApplication;
+use payrail_tests::{Options, RunningWorker, TcpProxy, TestApp, counter};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A worker started through its production entry point, its broker connection through
-/// `proxy`, and the express lane as `express_lane` says; stops when the returned sender drops.
-async fn worker_behind(
-    app: &TestApp,
-    proxy: &TcpProxy,
-    express_lane: bool,
-) -> (String, tokio::sync::oneshot::Sender<()>) {
+/// `proxy`, and the express lane as `express_lane` says.
+async fn worker_behind(app: &TestApp, proxy: &TcpProxy, express_lane: bool) -> RunningWorker {
     let mut settings = app.settings.worker_process();
     settings.runtime.amqp_url = Some(format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port));
     settings.runtime.express_lane = express_lane;
-    let worker = WorkerApplication::build(settings)
-        .await
-        .expect("worker builds");
-    let base = format!("http://127.0.0.1:{}", worker.port());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(worker.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
-    (base, stop)
+    RunningWorker::start(settings).await
 }
 
 /// A gateway made with `options` (its own worker off), an endpoint at a receiver answering 200,
@@ -37,8 +24,7 @@ struct Scene {
     app: TestApp,
     receiver: Receiver,
     proxy: TcpProxy,
-    worker_base: String,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    worker: RunningWorker,
 }
 
 async fn scene(options: Options, worker_lane: bool) -> Scene {
@@ -50,13 +36,12 @@ async fn scene(options: Options, worker_lane: bool) -> Scene {
     let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
     app.create_endpoint(&receiver.url).await;
     let proxy = TcpProxy::start("127.0.0.1:5672", true).await;
-    let (worker_base, _stop) = worker_behind(&app, &proxy, worker_lane).await;
+    let worker = worker_behind(&app, &proxy, worker_lane).await;
     Scene {
         app,
         receiver,
         proxy,
-        worker_base,
-        _stop,
+        worker,
     }
 }
 
@@ -89,8 +74,7 @@ async fn a_fresh_event_goes_out_from_its_express_copy_once_and_never_through_the
         app,
         receiver,
         proxy,
-        worker_base,
-        _stop,
+        worker,
     } = scene(Options::default(), true).await;
 
     let held = payment_with_the_broker_held(&app, &receiver, &proxy).await;
@@ -99,16 +83,16 @@ async fn a_fresh_event_goes_out_from_its_express_copy_once_and_never_through_the
     })
     .await;
     // The worker marked the event published: the relay has nothing to take over.
-    app.eventually(WAIT, "the event marked published", || async {
-        (app.count(&format!(
+    app.until_count(
+        WAIT,
+        "the event marked published",
+        &format!(
             "SELECT count(*) FROM events WHERE payment_id = '{held}' AND published_at IS NOT NULL"
-        ))
-        .await
-            == 1)
-            .then_some(())
-    })
+        ),
+        1,
+    )
     .await;
-    let metrics = app.metrics_text_of(&worker_base).await;
+    let metrics = app.metrics_text_of(&worker.base).await;
     assert!(
         counter(&metrics, "webhook_express_events_total") >= 1.0,
         "{metrics}"
@@ -123,7 +107,7 @@ async fn a_fresh_event_goes_out_from_its_express_copy_once_and_never_through_the
     proxy.hold_replies(false);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(receiver.pending_webhooks_of(&held), 1, "sent once");
-    let metrics = app.metrics_text_of(&worker_base).await;
+    let metrics = app.metrics_text_of(&worker.base).await;
     assert_eq!(
         counter(&metrics, "webhook_express_settled_total"),
         settled,
@@ -150,8 +134,7 @@ async fn with_no_worker_popping_the_lane_the_broker_carries_the_event_at_once() 
         receiver,
         // Held, not used: the worker's broker connection goes through it.
         proxy: _proxy,
-        worker_base: _,
-        _stop,
+        worker: _worker,
     } = scene(
         Options {
             relay_writer_grace: Duration::from_secs(600),
@@ -184,8 +167,7 @@ async fn a_copy_no_worker_takes_is_published_by_the_relay_after_the_grace() {
         receiver,
         // Held, not used: the worker's broker connection goes through it.
         proxy: _proxy,
-        worker_base: _,
-        _stop,
+        worker: _worker,
     } = scene(Options::default(), false).await;
     let mut redis = redis::Client::open(payrail_tests::REDIS_URL)
         .expect("redis url")
@@ -250,8 +232,7 @@ async fn without_the_express_lane_a_webhook_waits_for_the_broker() {
         app,
         receiver,
         proxy,
-        worker_base: _,
-        _stop,
+        worker: _worker,
     } = scene(
         Options {
             express_lane: false,
@@ -291,19 +272,9 @@ async fn a_running_worker_is_heard_on_the_lane_and_a_stopped_one_is_not() {
         .await
         .expect("redis");
     let heard = runtime::bus::express::heard_key(&app.prefix);
-    let worker = WorkerApplication::build(app.settings.worker_process())
-        .await
-        .expect("worker builds");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
+    let worker = RunningWorker::start(app.settings.worker_process()).await;
     app.until_express_heard(WAIT).await;
-    let _ = stop.send(());
-    running
-        .await
-        .expect("worker task")
-        .expect("worker stops cleanly");
+    worker.stop().await;
     let exists: bool = redis::cmd("EXISTS")
         .arg(&heard)
         .query_async(&mut redis)

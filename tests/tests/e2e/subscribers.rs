@@ -6,10 +6,9 @@
 use std::time::Duration;
 
 use payrail_tests::receiver::{Behavior, Receiver};
-use payrail_tests::{Options, TestApp, counter};
+use payrail_tests::{Options, RunningWorker, TestApp, counter};
 use sea_orm::ConnectionTrait as _;
 use serde_json::json;
-use worker::app::WorkerApplication;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -39,25 +38,18 @@ async fn a_new_or_disabled_endpoint_is_seen_by_the_next_payment_while_others_use
     .await;
     let first = Receiver::start(Behavior::Statuses(vec![], 200)).await;
     let (first_id, _) = app.create_endpoint(&first.url).await;
-    let worker = WorkerApplication::build(app.settings.worker_process())
-        .await
-        .expect("worker builds");
-    let worker_base = format!("http://127.0.0.1:{}", worker.port());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
+    let worker = RunningWorker::start(app.settings.worker_process()).await;
 
     // The first payment reads the endpoints; the next ones, at the same version, do not.
     paid_and_heard(&app, &first).await;
     let read = counter(
-        &app.metrics_text_of(&worker_base).await,
+        &app.metrics_text_of(&worker.base).await,
         "webhook_fanout_endpoints_read_total",
     );
     for _ in 0..3 {
         paid_and_heard(&app, &first).await;
     }
-    let metrics = app.metrics_text_of(&worker_base).await;
+    let metrics = app.metrics_text_of(&worker.base).await;
     assert_eq!(
         counter(&metrics, "webhook_fanout_endpoints_read_total"),
         read,
@@ -95,8 +87,7 @@ async fn a_new_or_disabled_endpoint_is_seen_by_the_next_payment_while_others_use
     );
     assert_eq!(first.pending_webhooks_of(&last), 0);
 
-    drop(stop);
-    running.await.expect("worker task").expect("worker stops");
+    worker.stop().await;
 }
 
 #[tokio::test]

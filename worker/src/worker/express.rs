@@ -24,6 +24,9 @@ use super::*;
 /// How long an event taken from its copy is remembered: far longer than the broker's message
 /// takes to follow, unless the worker is behind (then the database answers instead).
 const REMEMBERED_FOR: Duration = Duration::from_secs(10);
+/// How far the gateways' clocks (an event's `created_at`) may be from the worker's, for the
+/// events it sends early ([`Worker::handle_express`]).
+const CLOCKS_APART: chrono::Duration = chrono::Duration::seconds(1);
 /// Events remembered at most.
 const REMEMBERED_AT_MOST: usize = 100_000;
 /// Batches of copies one worker fans out at once (until their rows are committed). Past that
@@ -238,10 +241,9 @@ impl Worker {
             }
         };
         let inserts_go_through = self.inner.express_inserts_ok.load(Ordering::Relaxed);
-        // Only events created while this worker was heard, with a second to spare for clocks:
-        // the copy of an event from before may be racing its broker message, which another
-        // fan-out may already have sent.
-        let early_after = heard_since.map(|t| t + chrono::Duration::seconds(1));
+        // Only events created while this worker was heard: the copy of an event from before
+        // may be racing its broker message, which another fan-out may already have sent.
+        let early_after = heard_since.map(|t| t + CLOCKS_APART);
         let early: Vec<_> = if inserts_go_through {
             planned
                 .claims()
