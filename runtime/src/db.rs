@@ -71,6 +71,77 @@ pub async fn keep_generic_plans(txn: &impl ConnectionTrait, batch: usize) -> Res
 /// The largest batch whose statements [`keep_generic_plans`] applies to.
 const GENERIC_PLANS_UP_TO: usize = 2;
 
+/// `items` lengthened, by repeating the last one, to one of the few lengths batch statements
+/// are given (see [`batch_length`]), for an `IN (…)` list or a tuple list: a repeated value
+/// matches nothing more. Empty stays empty.
+///
+/// Why: a list's length is part of its statement's text, and each pooled connection keeps
+/// every text it prepares (sqlx keeps 100, each with its parameters' and columns'
+/// descriptions: a few KiB, tens for a long list). Batches of every length filled the worker's
+/// caches in the closed loop: about 10 MiB of statements, most used once (docs/benchmarks.md).
+pub fn padded<T: Clone>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut items: Vec<T> = items.into_iter().collect();
+    if let Some(last) = items.last().cloned() {
+        items.resize(batch_length(items.len()), last);
+    }
+    items
+}
+
+/// The row counts a multi-row `INSERT` of `rows` rows is split into, in order, none above
+/// `at_most`: each one of the lengths of [`batch_length`] (the largest that fits, then the
+/// rest), so that, as with [`padded`], a table's inserts have few texts. Fewer than eight rows
+/// stay one statement, and so does any rest below eight: 50 rows are two (48 and 2), 37 two
+/// (32 and 5), 1,000 five (384, 384, 192, 32 and 8).
+pub fn insert_pieces(rows: usize, at_most: usize) -> impl Iterator<Item = usize> {
+    let mut left = rows;
+    std::iter::from_fn(move || {
+        if left == 0 {
+            return None;
+        }
+        let take = batch_length_within(left.min(at_most));
+        left -= take;
+        Some(take)
+    })
+}
+
+/// `rows` in the pieces of [`insert_pieces`].
+pub fn in_insert_pieces<T>(rows: Vec<T>, at_most: usize) -> Vec<Vec<T>> {
+    let mut rows = rows.into_iter();
+    insert_pieces(rows.len(), at_most)
+        .map(|n| rows.by_ref().take(n).collect())
+        .collect()
+}
+
+/// The length a batch statement of `n` items is given: `n` below 8, then the next of 8, 12,
+/// 16, 24, 32, 48, … (a power of two or one and a half times one): sixteen texts up to 128,
+/// at most half of them repeats.
+pub fn batch_length(n: usize) -> usize {
+    if n < 8 {
+        return n;
+    }
+    let power = 1 << n.ilog2();
+    if n == power {
+        power
+    } else if n <= power + power / 2 {
+        power + power / 2
+    } else {
+        power * 2
+    }
+}
+
+/// The largest of [`batch_length`]'s lengths that is at most `n`.
+fn batch_length_within(n: usize) -> usize {
+    if n < 8 {
+        return n;
+    }
+    let power = 1 << n.ilog2();
+    if n >= power + power / 2 {
+        power + power / 2
+    } else {
+        power
+    }
+}
+
 /// Opens a pool of the gateway's default size (tools and tests); see [`connect_with`].
 pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     connect_with(url, GATEWAY_POOL_SIZE).await
@@ -282,5 +353,50 @@ mod tests {
         assert!(budget(73, 24).fits(), "97 of 97");
         assert!(!budget(74, 24).fits(), "98 of 97");
         assert!(!budget(0, 100).fits(), "a pool alone can be too big");
+    }
+
+    #[test]
+    fn batch_statements_take_few_lengths() {
+        let lengths: std::collections::BTreeSet<usize> = (1..=128).map(batch_length).collect();
+        assert_eq!(
+            lengths.into_iter().collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 24, 32, 48, 64, 96, 128]
+        );
+        for n in 1..=1000 {
+            let length = batch_length(n);
+            assert!(length >= n && length < n + n / 2 + 1, "{n} -> {length}");
+        }
+    }
+
+    #[test]
+    fn a_padded_list_repeats_its_last_item_and_keeps_the_others_in_order() {
+        assert_eq!(padded(Vec::<u32>::new()), Vec::<u32>::new());
+        assert_eq!(padded([1, 2, 3]), [1, 2, 3]);
+        let nine = padded(1..=9);
+        assert_eq!(nine, [1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 9]);
+    }
+
+    #[test]
+    fn insert_pieces_cover_every_row_once_in_few_lengths() {
+        assert_eq!(insert_pieces(0, 500).count(), 0);
+        assert_eq!(insert_pieces(5, 500).collect::<Vec<_>>(), [5]);
+        assert_eq!(insert_pieces(50, 500).collect::<Vec<_>>(), [48, 2]);
+        assert_eq!(insert_pieces(37, 500).collect::<Vec<_>>(), [32, 5]);
+        assert_eq!(
+            insert_pieces(1000, 500).collect::<Vec<_>>(),
+            [384, 384, 192, 32, 8]
+        );
+        for n in 0..=2000 {
+            let pieces: Vec<usize> = insert_pieces(n, 500).collect();
+            assert_eq!(pieces.iter().sum::<usize>(), n);
+            assert!(
+                pieces
+                    .iter()
+                    .all(|&p| p <= 500 && (p < 8 || batch_length(p) == p))
+            );
+        }
+        let rows = in_insert_pieces((0..37).collect(), 500);
+        assert_eq!(rows.iter().map(Vec::len).collect::<Vec<_>>(), [32, 5]);
+        assert_eq!(rows.concat(), (0..37).collect::<Vec<_>>());
     }
 }

@@ -94,7 +94,7 @@ impl PublishedMarks {
             if !batch.is_empty() {
                 let marked = events::Entity::update_many()
                     .col_expr(events::Column::PublishedAt, Expr::value(Utc::now()))
-                    .filter(events::Column::Id.is_in(batch))
+                    .filter(events::Column::Id.is_in(crate::db::padded(batch)))
                     .exec(&self.db)
                     .await;
                 if let Err(e) = marked {

@@ -126,7 +126,7 @@ pub async fn plan_batch<C: ConnectionTrait>(
     if !wanted.is_empty() {
         events.extend(
             events::Entity::find()
-                .filter(events::Column::Id.is_in(wanted))
+                .filter(events::Column::Id.is_in(runtime::db::padded(wanted)))
                 .all(db)
                 .await?
                 .into_iter()
@@ -288,7 +288,9 @@ async fn insert_new<C: ConnectionTrait>(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let result = webhook_deliveries::Entity::insert_many(rows)
+    // Padded to one of a few lengths by repeating the last row, which its own copy makes
+    // conflict and skip: one statement text per length (`runtime::db::padded`).
+    let result = webhook_deliveries::Entity::insert_many(runtime::db::padded(rows))
         // No conflict target: a row already there conflicts on its id (derived from the
         // pair) and, on a database from before the ids were, on the pair's unique index.
         .on_conflict(OnConflict::new().do_nothing().to_owned())

@@ -118,7 +118,10 @@ impl EndpointCopies {
         let mut read: HashMap<MerchantId, Vec<webhook_endpoints::Model>> =
             missing.iter().map(|m| ((*m).clone(), Vec::new())).collect();
         for endpoint in webhook_endpoints::Entity::find()
-            .filter(webhook_endpoints::Column::MerchantId.is_in(missing.iter().map(|m| m.as_str())))
+            .filter(
+                webhook_endpoints::Column::MerchantId
+                    .is_in(runtime::db::padded(missing.iter().map(|m| m.as_str()))),
+            )
             .filter(webhook_endpoints::Column::Status.eq(EndpointStatus::Enabled))
             .all(db)
             .await?
@@ -168,7 +171,9 @@ async fn versions_of<C: ConnectionTrait>(
             Expr::col(Alias::new(merchants::ENDPOINTS_VERSION)),
             merchants::ENDPOINTS_VERSION,
         )
-        .filter(merchants::Column::Id.is_in(merchants.iter().map(|m| m.as_str())))
+        .filter(
+            merchants::Column::Id.is_in(runtime::db::padded(merchants.iter().map(|m| m.as_str()))),
+        )
         .into_model::<MerchantVersion>()
         .all(db)
         .await?;

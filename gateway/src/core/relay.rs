@@ -199,7 +199,7 @@ impl Relay {
         runtime::db::keep_generic_plans(&txn, count).await?;
         events::Entity::update_many()
             .col_expr(events::Column::PublishedAt, Expr::value(Utc::now()))
-            .filter(events::Column::Id.is_in(ids))
+            .filter(events::Column::Id.is_in(runtime::db::padded(ids)))
             .exec(&txn)
             .await?;
         txn.commit().await?;
@@ -360,7 +360,7 @@ impl Relay {
     async fn hand_over(&self, ids: Vec<EventId>) {
         let handed = events::Entity::update_many()
             .col_expr(events::Column::WriterPublishes, Expr::value(false))
-            .filter(events::Column::Id.is_in(ids))
+            .filter(events::Column::Id.is_in(runtime::db::padded(ids)))
             .exec(&self.inner.db)
             .await;
         match handed {

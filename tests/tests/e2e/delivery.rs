@@ -1035,6 +1035,64 @@ async fn a_result_recorded_after_the_lease_ran_out_changes_nothing() {
     );
 }
 
+/// Nine endpoints: the fan-out's insert is padded to twelve rows with copies of the last (one
+/// statement text per few lengths, `runtime::db::padded`), and the results recorded
+/// together update their rows through a padded id list. Each row is still made, sent and
+/// recorded once, and a redelivered message finds all nine there.
+#[tokio::test]
+async fn a_fan_out_padded_to_a_statement_length_makes_each_row_once() {
+    let app = TestApp::spawn_with(manual(|_| {})).await;
+    let worker = app.standalone_worker();
+    let receiver = Receiver::start(Behavior::Statuses(vec![], 200)).await;
+    for _ in 0..9 {
+        app.create_endpoint(&receiver.url).await;
+    }
+    app.create_payment(100).await;
+    let handled = handle_next(&app, &worker).await;
+    assert_eq!(
+        handled,
+        Handled::FannedOut {
+            created: 9,
+            already_present: 0,
+            attempts: vec![AttemptOutcome::Succeeded; 9]
+        }
+    );
+    assert_eq!(receiver.received().len(), 9);
+    let rows = deliveries(&app).await;
+    assert_eq!(rows.len(), 9);
+    let endpoints: std::collections::HashSet<_> = rows.iter().map(|d| &d.endpoint_id).collect();
+    assert_eq!(endpoints.len(), 9, "one row per endpoint");
+    assert!(
+        rows.iter()
+            .all(|d| d.status == entity::status::DeliveryStatus::Succeeded && d.attempts == 1)
+    );
+    assert_eq!(app.count("SELECT count(*) FROM webhook_attempts").await, 9);
+    assert_eq!(
+        app.count("SELECT count(DISTINCT delivery_id) FROM webhook_attempts")
+            .await,
+        9
+    );
+    let event: entity::events::Model = entity::events::Entity::find()
+        .one(&app.db)
+        .await
+        .expect("query")
+        .expect("event");
+    EventBus::amqp(AMQP_URL, QueueNames::new(&app.prefix))
+        .publish(&[BusMessage::V2(event.into())])
+        .await
+        .expect("publish");
+    assert_eq!(
+        handle_next(&app, &worker).await,
+        Handled::FannedOut {
+            created: 0,
+            already_present: 9,
+            attempts: vec![]
+        }
+    );
+    assert_eq!(deliveries(&app).await.len(), 9);
+    assert_eq!(receiver.received().len(), 9);
+}
+
 #[tokio::test]
 async fn a_batch_of_messages_fans_out_together_and_each_gets_its_own_outcome() {
     let app = TestApp::spawn_with(manual(|_| {})).await;

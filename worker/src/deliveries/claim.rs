@@ -74,7 +74,7 @@ pub async fn claim_due<C: TransactionTrait>(
         expired = expired.add(
             Condition::any()
                 .add(C::LeaseToken.is_null())
-                .add(C::LeaseToken.is_not_in(own.iter().map(String::as_str))),
+                .add(C::LeaseToken.is_not_in(runtime::db::padded(own.iter().map(String::as_str)))),
         );
     }
     let mut found = candidates(expired, false, window).all(&txn).await?;
@@ -115,7 +115,7 @@ pub async fn claim_due<C: TransactionTrait>(
             .col_expr(C::LockedUntil, Expr::value(claim.until))
             .col_expr(C::LeaseToken, Expr::value(claim.token.clone()))
             .col_expr(C::UpdatedAt, Expr::value(now))
-            .filter(C::Id.is_in(ids.clone()))
+            .filter(C::Id.is_in(runtime::db::padded(ids.iter().cloned())))
             .exec(&txn)
             .await?;
     }
@@ -148,7 +148,7 @@ pub(crate) async fn record_unknown_outcomes<C: ConnectionTrait>(
         return Ok(());
     }
     let rows = webhook_deliveries::Entity::find()
-        .filter(C::Id.is_in(ids.to_vec()))
+        .filter(C::Id.is_in(runtime::db::padded(ids.iter().cloned())))
         .all(txn)
         .await?;
     let attempts = rows.iter().map(|d| entity::webhook_attempts::ActiveModel {
@@ -175,7 +175,7 @@ pub(crate) async fn record_unknown_outcomes<C: ConnectionTrait>(
             C::Attempts,
             sea_orm::sea_query::ExprTrait::add(Expr::col(C::Attempts), 1),
         )
-        .filter(C::Id.is_in(ids.to_vec()))
+        .filter(C::Id.is_in(runtime::db::padded(ids.iter().cloned())))
         .exec(txn)
         .await?;
     Ok(())
@@ -196,7 +196,7 @@ pub(super) async fn endpoint_limits<C: ConnectionTrait>(
         .select_only()
         .column(webhook_endpoints::Column::Id)
         .column(webhook_endpoints::Column::MaxConcurrency)
-        .filter(webhook_endpoints::Column::Id.is_in(endpoints))
+        .filter(webhook_endpoints::Column::Id.is_in(runtime::db::padded(endpoints)))
         .into_tuple()
         .all(db)
         .await?;

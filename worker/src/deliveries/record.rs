@@ -195,10 +195,8 @@ pub(crate) async fn record_in<T: ConnectionTrait>(
             .push(i);
         recorded.push((outcome, None));
     }
-    let mut attempt_rows = attempt_rows.into_iter().peekable();
-    while attempt_rows.peek().is_some() {
-        let chunk: Vec<_> = attempt_rows.by_ref().take(ROWS_PER_INSERT).collect();
-        webhook_attempts::Entity::insert_many(chunk)
+    for piece in runtime::db::in_insert_pieces(attempt_rows, ROWS_PER_INSERT) {
+        webhook_attempts::Entity::insert_many(piece)
             .exec_without_returning(txn)
             .await?;
     }
@@ -274,9 +272,9 @@ async fn write_rows<'a, T: ConnectionTrait>(
     use sea_orm::sea_query::ExprTrait as _;
     use webhook_deliveries::Column as C;
     // A claim always has a token: a row without one is nobody's to write.
-    let held: Vec<(String, String)> = deliveries
-        .filter_map(|d| Some((d.id.to_string(), d.lease_token.clone()?)))
-        .collect();
+    let held: Vec<(String, String)> = runtime::db::padded(
+        deliveries.filter_map(|d| Some((d.id.to_string(), d.lease_token.clone()?))),
+    );
     if held.is_empty() {
         return Ok(Vec::new());
     }

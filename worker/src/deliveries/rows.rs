@@ -113,7 +113,7 @@ fn held_free(tokens: &[String]) -> sea_orm::sea_query::SelectStatement {
         .select_only()
         .column(C::Id)
         .filter(C::Status.eq(DeliveryStatus::Processing))
-        .filter(C::LeaseToken.is_in(tokens.iter().map(String::as_str)))
+        .filter(C::LeaseToken.is_in(runtime::db::padded(tokens.iter().map(String::as_str))))
         .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
         .into_query()
 }
@@ -206,7 +206,7 @@ pub async fn load_contexts<C: ConnectionTrait>(
     }
     let mut deliveries: HashMap<DeliveryId, webhook_deliveries::Model> =
         webhook_deliveries::Entity::find()
-            .filter(webhook_deliveries::Column::Id.is_in(ids.to_vec()))
+            .filter(webhook_deliveries::Column::Id.is_in(runtime::db::padded(ids.iter().cloned())))
             .all(db)
             .await?
             .into_iter()
@@ -215,14 +215,14 @@ pub async fn load_contexts<C: ConnectionTrait>(
     let event_ids: HashSet<_> = deliveries.values().map(|d| d.event_id.clone()).collect();
     let endpoint_ids: HashSet<_> = deliveries.values().map(|d| d.endpoint_id.clone()).collect();
     let events: HashMap<_, events::Model> = events::Entity::find()
-        .filter(events::Column::Id.is_in(event_ids))
+        .filter(events::Column::Id.is_in(runtime::db::padded(event_ids)))
         .all(db)
         .await?
         .into_iter()
         .map(|e| (e.id.clone(), e))
         .collect();
     let endpoints: HashMap<_, webhook_endpoints::Model> = webhook_endpoints::Entity::find()
-        .filter(webhook_endpoints::Column::Id.is_in(endpoint_ids))
+        .filter(webhook_endpoints::Column::Id.is_in(runtime::db::padded(endpoint_ids)))
         .all(db)
         .await?
         .into_iter()
