@@ -114,7 +114,7 @@ pub fn in_insert_pieces<T>(rows: Vec<T>, at_most: usize) -> Vec<Vec<T>> {
 
 /// The length a batch statement of `n` items is given: `n` below 8, then the next of 8, 12,
 /// 16, 24, 32, 48, … (a power of two or one and a half times one): sixteen texts up to 128,
-/// at most half of them repeats.
+/// and a padded list at most half as long again as it was.
 pub fn batch_length(n: usize) -> usize {
     if n < 8 {
         return n;
