@@ -1036,9 +1036,9 @@ async fn a_result_recorded_after_the_lease_ran_out_changes_nothing() {
 }
 
 /// Nine endpoints: the fan-out's insert is padded to twelve rows with copies of the last (one
-/// statement text per few lengths, `runtime::db::padded`), and the results recorded
-/// together update their rows through a padded id list. Each row is still made, sent and
-/// recorded once, and a redelivered message finds all nine there.
+/// statement text per few lengths, `runtime::db::padded`); the recorder pads its id lists
+/// the same way whenever eight or more results commit together. Each row is still made, sent
+/// and recorded once, and a redelivered message finds all nine there.
 #[tokio::test]
 async fn a_fan_out_padded_to_a_statement_length_makes_each_row_once() {
     let app = TestApp::spawn_with(manual(|_| {})).await;
