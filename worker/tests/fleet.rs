@@ -189,6 +189,21 @@ async fn two_gateways_and_two_workers_lose_nothing_through_kills_and_cuts_and_co
     }
     tokio::time::sleep(knobs.every).await;
     judge(&db, &shop, "fleet", &knobs, load, &faults).await;
+    // What the express lane did, for a run whose duplicates need explaining: pushes that
+    // failed or were slow go to the broker too, and a worker's early sends that another
+    // fan-out beat are its extra sends.
+    for url in gateways
+        .iter()
+        .map(Gateway::metrics)
+        .chain(workers.iter().map(Worker::metrics))
+    {
+        let text = scrape(client, &url).await;
+        let lane: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains("express"))
+            .collect();
+        println!("fleet: {url}: {}", lane.join("; "));
+    }
 
     // The counters add up across the fleet: a batch through both gateways grows the gateways'
     // payments and the workers' deliveries by what the database holds.
