@@ -146,7 +146,11 @@ impl Application {
             _ => None,
         };
         let relay = Relay::new(db.clone(), bus.clone(), settings.gateway.relay_writer_grace)
-            .with_express(express, metrics.express_pushes.clone());
+            .with_express(
+                express,
+                metrics.express_pushes.clone(),
+                metrics.express_slow_pushes.clone(),
+            );
         let effects = Effects {
             db: db.clone(),
             bus: bus.clone(),

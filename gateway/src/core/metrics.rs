@@ -66,6 +66,8 @@ pub struct ApiMetrics {
     pub outbox_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Writers' events pushed to the express lane, by what became of the push.
     pub express_pushes: Family<OutcomeLabel, Counter>,
+    /// Of those, the events whose push was not answered within its 20 ms.
+    pub express_slow_pushes: Counter,
     /// Payouts sent whose outcome is unknown (the provider's answer was lost), holding their
     /// amounts until the provider's webhook or an operator settles them.
     pub payouts_unresolved: Gauge,
@@ -147,6 +149,7 @@ impl ApiMetrics {
             outbox_depth: Gauge::default(),
             outbox_oldest_age: Gauge::default(),
             express_pushes: Family::default(),
+            express_slow_pushes: Counter::default(),
             payouts_unresolved: Gauge::default(),
             circuits: Family::default(),
             rate_limited: Counter::default(),
@@ -257,8 +260,13 @@ impl ApiMetrics {
         );
         registry.register(
             "outbox_express_pushed_events",
-            "Writers' events pushed to the express lane: for_a_worker (a worker was heard, the broker carries nothing), unheard (the broker carries them too), failed (the broker carries them)",
+            "Writers' events pushed to the express lane: for_a_worker (a worker was heard, the broker carries nothing), unheard (the broker carries them too), failed (the broker carries them), unanswered (no answer in a second: the relay takes them over after its grace)",
             m.express_pushes.clone(),
+        );
+        registry.register(
+            "outbox_express_slow_pushes",
+            "Writers' events whose express push was not answered within 20 ms: its answer is awaited up to a second more before the broker carries them",
+            m.express_slow_pushes.clone(),
         );
         registry.register(
             "provider_circuit_state",

@@ -19,7 +19,10 @@
 //! published, and anything it did not mark (a lost copy, a worker killed, a fan-out that
 //! failed) is the relay's after the grace, as for a writer that crashed. If no worker was
 //! heard, the broker carries the event as well, at once (docs/webhooks.md, "the express
-//! lane"). A writer's event the relay takes over with a lane is marked
+//! lane"). A push slower than its 20 ms is awaited a second longer before the broker carries
+//! anything: its copy may already be in a worker's hands, and a broker message beside it could
+//! be fanned out and sent by another worker too; still unanswered, the event is left to the
+//! relay's grace. A writer's event the relay takes over with a lane is marked
 //! `taken_over_from_lane`: a worker may have sent its webhooks from the copy and died before
 //! its rows committed, so the fan-out records an attempt of unknown outcome first.
 
@@ -33,7 +36,7 @@ use entity::events;
 use entity::ids::EventId;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use runtime::bus::{EventBus, Express, Pushed};
+use runtime::bus::{EventBus, Express, Push, Pushed};
 use runtime::outbox::{MARK_LINGER, PublishedMarks};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
@@ -80,6 +83,7 @@ struct Inner {
     express: Option<Express>,
     /// Events pushed to `express`, by what became of the push.
     pushes: Family<OutcomeLabel, Counter>,
+    slow_pushes: Counter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,20 +113,24 @@ impl Relay {
                 unconfirmed: AtomicUsize::new(0),
                 express: None,
                 pushes: Family::default(),
+                slow_pushes: Counter::default(),
             }),
         }
     }
 
     /// A relay not yet cloned that also pushes writers' events to the express lane, counting
-    /// them in `pushes` by what became of each push.
+    /// them in `pushes` by what became of each push, and in `slow_pushes` those whose answer
+    /// took longer than [`runtime::bus::express::PUSH_WAIT`].
     pub fn with_express(
         mut self,
         express: Option<Express>,
         pushes: Family<OutcomeLabel, Counter>,
+        slow_pushes: Counter,
     ) -> Relay {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.express = express;
             inner.pushes = pushes;
+            inner.slow_pushes = slow_pushes;
         }
         self
     }
@@ -301,9 +309,20 @@ impl Relay {
         // lane, it fans them out and marks their events published itself: the broker carries
         // nothing for them, and the relay takes over any the worker did not mark by the grace.
         // Otherwise the broker's message goes too, and the copy only races it.
+        let mut holds_place = true;
         let pushed = match &self.inner.express {
             Some(express) => {
-                let pushed = express.push(&messages).await;
+                let pushed = match express.push(&messages).await {
+                    Push::Answered(pushed) => pushed,
+                    // Its copies may be in the list already: the answer decides, awaited
+                    // off this batch's place so that the next batches go on meanwhile.
+                    Push::Slow(slow) => {
+                        self.inner.slow_pushes.inc_by(count as u64);
+                        holds_place = false;
+                        self.free_place();
+                        slow.answer().await
+                    }
+                };
                 self.inner
                     .pushes
                     .get_or_create(&OutcomeLabel {
@@ -315,14 +334,16 @@ impl Relay {
             None => None,
         };
         let published = match pushed {
-            Some(Pushed::ForAWorker) => None,
+            // A worker takes them; or, unanswered, the relay does after the grace.
+            Some(Pushed::ForAWorker | Pushed::Unanswered) => None,
             Some(Pushed::Unheard | Pushed::Failed) | None => {
                 Some(tokio::time::timeout(PUBLISH_TIMEOUT, self.inner.bus.publish(&messages)).await)
             }
         };
         drop(spans);
-        self.inner.unconfirmed.fetch_sub(1, Ordering::SeqCst);
-        self.start_batches();
+        if holds_place {
+            self.free_place();
+        }
         let Some(published) = published else {
             self.settle(count);
             return;
@@ -345,6 +366,12 @@ impl Relay {
         // A task that found a mark running returns before its ids are marked, but the one
         // marking them is still in flight until they are.
         self.settle(count);
+    }
+
+    /// Gives a writers' batch's place among those awaiting confirms to the next batch.
+    fn free_place(&self) {
+        self.inner.unconfirmed.fetch_sub(1, Ordering::SeqCst);
+        self.start_batches();
     }
 
     /// `count` writers' events handed over are done with (published and marked, handed back,

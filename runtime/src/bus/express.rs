@@ -58,6 +58,9 @@ const BEATS_BROKEN_AFTER: Duration = Duration::from_millis(2_500);
 const POP_BLOCKS: Duration = Duration::from_secs(1);
 /// The longest the broker's publish waits for the copies' push.
 pub const PUSH_WAIT: Duration = Duration::from_millis(20);
+/// How much longer a slow push's answer is awaited ([`SlowPush::answer`]), off the publishing
+/// batch's place, before its events are left to the relay's grace.
+pub const LATE_PUSH_WAIT: Duration = Duration::from_secs(1);
 /// Copies taken in one pop at most.
 const POP_COUNT: usize = 100;
 
@@ -77,8 +80,43 @@ pub enum Pushed {
     ForAWorker,
     /// The copies wait, but no worker popped the list lately: the broker must carry the events.
     Unheard,
-    /// The push failed or was slow (the copies may or may not be there).
+    /// The push failed (the copies are not there, unless the connection broke after sending
+    /// them): the broker must carry the events.
     Failed,
+    /// No answer even after [`LATE_PUSH_WAIT`]: the copies may be in the list, and a worker
+    /// may send them early, so the broker must not carry them at once as well; the relay
+    /// takes the events over after its grace, as it does a crashed writer's.
+    Unanswered,
+}
+
+/// What a push came to within [`PUSH_WAIT`]: an answer, or a push still under way.
+pub enum Push {
+    Answered(Pushed),
+    /// The copies were sent and may already be in the list for a worker to pop: publishing
+    /// the events to the broker now as well would race that worker's early send with another
+    /// worker's fan-out of the broker's message (two webhooks). Await its answer instead.
+    Slow(SlowPush),
+}
+
+type PushReply =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(bool,), redis::RedisError>> + Send>>;
+
+/// A push whose answer has not come within [`PUSH_WAIT`].
+pub struct SlowPush(PushReply);
+
+impl SlowPush {
+    /// The push's answer, waiting at most [`LATE_PUSH_WAIT`] more.
+    pub async fn answer(self) -> Pushed {
+        match tokio::time::timeout(LATE_PUSH_WAIT, self.0).await {
+            Ok(reply) => Pushed::from_reply(reply),
+            Err(_) => {
+                tracing::warn!(
+                    "express push unanswered; the relay publishes its events after the grace"
+                );
+                Pushed::Unanswered
+            }
+        }
+    }
 }
 
 impl Pushed {
@@ -88,6 +126,18 @@ impl Pushed {
             Pushed::ForAWorker => "for_a_worker",
             Pushed::Unheard => "unheard",
             Pushed::Failed => "failed",
+            Pushed::Unanswered => "unanswered",
+        }
+    }
+
+    fn from_reply(reply: Result<(bool,), redis::RedisError>) -> Pushed {
+        match reply {
+            Ok((true,)) => Pushed::ForAWorker,
+            Ok((false,)) => Pushed::Unheard,
+            Err(e) => {
+                tracing::debug!(error = %e, "express push failed; the broker carries the events");
+                Pushed::Failed
+            }
         }
     }
 }
@@ -121,12 +171,13 @@ impl Express {
         })
     }
 
-    /// Pushes copies of `messages` (events already committed) in one round trip, waiting at
-    /// most [`PUSH_WAIT`], and says whether a worker takes them. A failure is only logged:
-    /// the caller publishes to the broker unless [`Pushed::ForAWorker`].
-    pub async fn push(&self, messages: &[BusMessage]) -> Pushed {
+    /// Pushes copies of `messages` (events already committed) in one round trip and says,
+    /// within [`PUSH_WAIT`], whether a worker takes them; a slower push is handed back to be
+    /// awaited off the caller's hot path. A failure is only logged: the caller publishes to
+    /// the broker on [`Pushed::Unheard`] and [`Pushed::Failed`].
+    pub async fn push(&self, messages: &[BusMessage]) -> Push {
         if messages.is_empty() {
-            return Pushed::Failed;
+            return Push::Answered(Pushed::Failed);
         }
         let encoded: Vec<Vec<u8>> = messages.iter().map(BusMessage::encode).collect();
         let mut pipe = redis::pipe();
@@ -136,17 +187,13 @@ impl Express {
             .ignore();
         pipe.exists(&self.heard);
         let mut conn = self.pushes.clone();
-        match tokio::time::timeout(PUSH_WAIT, pipe.query_async::<(bool,)>(&mut conn)).await {
-            Ok(Ok((true,))) => Pushed::ForAWorker,
-            Ok(Ok((false,))) => Pushed::Unheard,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "express push failed; the broker carries the events");
-                Pushed::Failed
-            }
-            Err(_) => {
-                tracing::debug!("express push slow; the broker carries the events");
-                Pushed::Failed
-            }
+        // Owned, so that a slow reply can still be awaited after this returns: the copies
+        // may be in the list already.
+        let mut reply: PushReply =
+            Box::pin(async move { pipe.query_async::<(bool,)>(&mut conn).await });
+        match tokio::time::timeout(PUSH_WAIT, &mut reply).await {
+            Ok(answered) => Push::Answered(Pushed::from_reply(answered)),
+            Err(_) => Push::Slow(SlowPush(reply)),
         }
     }
 }

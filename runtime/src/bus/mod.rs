@@ -32,7 +32,7 @@ mod nodes;
 
 pub use acks::ACK_LINGER;
 pub use amqp::AmqpBus;
-pub use express::{Express, ExpressSource, Pushed};
+pub use express::{Express, ExpressSource, Push, Pushed};
 pub use in_process::InProcessBus;
 pub use live::{LIVE_LINGER, LiveListener as AmqpLiveListener};
 

@@ -124,6 +124,66 @@ async fn a_fresh_event_goes_out_from_its_express_copy_once_and_never_through_the
     );
 }
 
+/// A push slower than its 20 ms (the gateway's Redis replies held) is not taken for a failed
+/// one: its copy is in the list, and the worker heard may already be sending it, so publishing
+/// the event to the broker as well could have another worker fan that out and send it too.
+/// The gateway awaits the push's answer instead, and the broker never carries the event.
+#[tokio::test]
+async fn a_slow_push_is_awaited_and_the_broker_does_not_carry_its_event_too() {
+    let redis = TcpProxy::start("127.0.0.1:6379", true).await;
+    let Scene {
+        app,
+        receiver,
+        proxy: _proxy,
+        worker,
+    } = scene(
+        Options {
+            gateway_redis_url: Some(format!("redis://127.0.0.1:{}", redis.port)),
+            ..Options::default()
+        },
+        true,
+    )
+    .await;
+    app.until_express_heard(WAIT).await;
+    let settled = counter(
+        &app.metrics_text_of(&worker.base).await,
+        "webhook_express_settled_total",
+    );
+
+    redis.hold_replies(true);
+    let release = async {
+        app.eventually(WAIT, "a slow push", || async {
+            let gateway = app.metrics_text().await;
+            gateway
+                .lines()
+                .find_map(|l| l.strip_prefix("outbox_express_slow_pushes_total "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .is_some_and(|n| n >= 1.0)
+                .then_some(())
+        })
+        .await;
+        // The copy reached Redis before its reply was held back: the worker sends it meanwhile.
+        redis.hold_replies(false);
+    };
+    let (payment, ()) = tokio::join!(app.create_payment(100), release);
+    let payment = payment["id"].as_str().expect("id").to_string();
+    app.eventually(WAIT, "the webhook, from the copy", || async {
+        (receiver.pending_webhooks_of(&payment) == 1).then_some(())
+    })
+    .await;
+    let gateway = app.metrics_text().await;
+    assert_eq!(counter(&gateway, PUSHED_FOR_A_WORKER), 1.0, "{gateway}");
+    // Past the relay's grace (2 s), no broker message came for it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(receiver.pending_webhooks_of(&payment), 1, "sent once");
+    let metrics = app.metrics_text_of(&worker.base).await;
+    assert_eq!(
+        counter(&metrics, "webhook_express_settled_total"),
+        settled,
+        "no broker message to settle: {metrics}"
+    );
+}
+
 /// A gateway with the lane on and a worker with it off: no worker pops the list, so the
 /// gateway publishes to the broker at once (the grace is far longer than the wait here, so
 /// the relay cannot be what carries it).
