@@ -502,8 +502,8 @@ pub async fn judge(
         stories(
             db,
             &received,
-            anchor_instant,
-            anchor_time,
+            &created,
+            (anchor_instant, anchor_time),
             |seen, _, counted| seen > counted,
         )
         .await
@@ -515,15 +515,15 @@ pub async fn judge(
         faults_told(faults, anchor_instant)
     );
     // Told whenever there are any, so a run within the limit still shows what made them.
-    let twice = if duplicates > 0 {
-        stories(db, &received, anchor_instant, anchor_time, |_, oks, _| {
-            oks > 1
-        })
-        .await
-    } else {
-        String::new()
-    };
-    if !twice.is_empty() {
+    if duplicates > 0 {
+        let twice = stories(
+            db,
+            &received,
+            &created,
+            (anchor_instant, anchor_time),
+            |_, oks, _| oks > 1,
+        )
+        .await;
         println!(
             "{label}: events received twice (seconds after the anchor; faults {}):\n{twice}",
             faults_told(faults, anchor_instant)
@@ -560,12 +560,13 @@ fn faults_told(faults: &[Fault], anchor_instant: Instant) -> String {
 /// What happened to some events, each with its creation, every request's time and answer,
 /// and every attempt row (times in seconds after the anchor), so a failed run says which send
 /// went unrecorded, or went twice, and when. `pick(requests, answered 2xx, attempts with a
-/// status or of unknown outcome)` chooses the events; five at most are told.
+/// status or of unknown outcome)` chooses the events; five at most are told. `created` is
+/// each event's id and creation (microseconds since the epoch), as [`judge`] read them.
 async fn stories(
     db: &DatabaseConnection,
     received: &[payrail_tests::receiver::Received],
-    anchor_instant: Instant,
-    anchor_time: SystemTime,
+    created: &[(String, i64)],
+    (anchor_instant, anchor_time): (Instant, SystemTime),
     pick: impl Fn(usize, usize, usize) -> bool,
 ) -> String {
     let since = |at: Instant| at.saturating_duration_since(anchor_instant).as_secs_f64();
@@ -617,21 +618,13 @@ async fn stories(
     for (event, (seen, oks)) in &requests {
         let (counted, rows_told) = attempts.get(event).cloned().unwrap_or_default();
         if pick(seen.len(), *oks, counted) && out.len() < 5 {
-            let created = rows(
-                db,
-                &format!(
-                    "SELECT (extract(epoch from created_at) * 1000000)::bigint FROM events \
-                     WHERE id = '{}'",
-                    event.replace('\'', "")
-                ),
-            )
-            .await
-            .first()
-            .and_then(|r| r.try_get_by_index::<i64>(0).ok())
-            .map(|m| format!("{:.3}s", at(m)))
-            .unwrap_or_else(|| "?".to_string());
+            let made_at = created
+                .iter()
+                .find(|(id, _)| id == event)
+                .map(|(_, micros)| format!("{:.3}s", at(*micros)))
+                .unwrap_or_else(|| "?".to_string());
             out.push(format!(
-                "event {event} created at {created}: requests [{}]; attempts [{}]",
+                "event {event} created at {made_at}: requests [{}]; attempts [{}]",
                 seen.join("; "),
                 rows_told.join("; ")
             ));
