@@ -95,8 +95,31 @@ impl Stack {
                 "faults-dashboard-secret-of-some-length",
             )
             .env("PAYRAIL_WEBHOOK_TARGETS", "loopback")
-            .env("RUST_LOG", "error");
+            .env(
+                "RUST_LOG",
+                std::env::var("PAYRAIL_SUITE_RUST_LOG").unwrap_or("error".into()),
+            );
         c
+    }
+
+    /// Starts a binary with its output discarded, or, when `PAYRAIL_SUITE_LOGS` names a
+    /// directory, appended to `<directory>/<name>.log` (with `PAYRAIL_SUITE_RUST_LOG`, to see
+    /// what a binary did in a run at scale that failed).
+    fn spawn(&self, mut command: std::process::Command, name: &str) -> Process {
+        let Ok(directory) = std::env::var("PAYRAIL_SUITE_LOGS") else {
+            return Process::spawn_quiet(command);
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(PathBuf::from(directory).join(format!("{name}.log")))
+            .expect("open the binary's log");
+        let child = command
+            .stdout(log.try_clone().expect("the log, twice"))
+            .stderr(log)
+            .spawn()
+            .expect("start the binary");
+        Process(child)
     }
 
     /// A gateway on `port`, its `/metrics` on `metrics_port`.
@@ -107,7 +130,7 @@ impl Stack {
             .env("PAYRAIL_RELAY_INTERVAL", "500ms")
             // A killed gateway's unpublished events are taken over this long after commit.
             .env("PAYRAIL_RELAY_WRITER_GRACE", "2s");
-        Process::spawn_quiet(c)
+        self.spawn(c, &format!("gateway-{port}"))
     }
 
     /// A worker, its probes and `/metrics` on `probes_port`.
@@ -118,7 +141,7 @@ impl Stack {
             .env("PAYRAIL_WEBHOOK_BACKOFF_BASE", "200ms")
             .env("PAYRAIL_WEBHOOK_BACKOFF_MAX", "1s")
             .env("PAYRAIL_WEBHOOK_MAX_ATTEMPTS", "30");
-        Process::spawn_quiet(c)
+        self.spawn(c, "worker")
     }
 }
 
@@ -215,6 +238,9 @@ async fn merchant_with_endpoint(
 pub struct Asked {
     pub started: Instant,
     pub accepted: Option<(Instant, String)>,
+    /// Each try that did not succeed: when it ended, after `started`, and what it got (a
+    /// status, or the client's error), so a payment held past a fault says how.
+    pub failed_tries: Vec<(Duration, String)>,
 }
 
 /// Creates one payment, retrying with the same key on anything but a success (a gateway
@@ -229,6 +255,7 @@ pub async fn create_payment(
     let started = Instant::now();
     let idempotency_key = uuid::Uuid::new_v4().to_string();
     let mut tries = first;
+    let mut failed_tries = Vec::new();
     while started.elapsed() < Duration::from_secs(120) {
         let base = &bases[tries % bases.len()];
         tries += 1;
@@ -239,21 +266,40 @@ pub async fn create_payment(
             .json(&json!({"amount": 1500, "currency": "usd", "provider": "simulated"}))
             .send()
             .await;
-        if let Ok(r) = answer
-            && r.status().is_success()
-            && let Ok(body) = r.json::<Value>().await
-            && let Some(id) = body["id"].as_str()
-        {
-            return Asked {
-                started,
-                accepted: Some((Instant::now(), id.to_string())),
-            };
-        }
+        let failure = match answer {
+            Ok(r) if r.status().is_success() => match r.json::<Value>().await {
+                Ok(body) => match body["id"].as_str() {
+                    Some(id) => {
+                        return Asked {
+                            started,
+                            accepted: Some((Instant::now(), id.to_string())),
+                            failed_tries,
+                        };
+                    }
+                    None => format!("a success without an id: {body}"),
+                },
+                Err(e) => format!("a success's body: {e}"),
+            },
+            Ok(r) => {
+                let status = r.status();
+                let code = r
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .map(|b| b["error"]["code"].clone());
+                format!("{} {}", status.as_u16(), code.unwrap_or_default())
+            }
+            Err(e) if e.is_timeout() => "timed out".to_string(),
+            Err(e) if e.is_connect() => "could not connect".to_string(),
+            Err(e) => format!("{e:?}"),
+        };
+        failed_tries.push((started.elapsed(), failure));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Asked {
         started,
         accepted: None,
+        failed_tries,
     }
 }
 
@@ -422,6 +468,42 @@ pub async fn judge(
             .as_ref()
             .map(|(at, _)| stranded(a.started, *at, faults))
     }));
+    // The payments held too long, each with the tries that failed, so a run that breaks the
+    // bound says whether the gateway held a request or refused it again and again.
+    let since = |at: Instant| at.saturating_duration_since(anchor_instant).as_secs_f64();
+    let held: Vec<String> = asked
+        .iter()
+        .filter_map(|a| {
+            let (at, id) = a.accepted.as_ref()?;
+            let (wait, fault) = stranded(a.started, *at, faults);
+            (wait > knobs.most_wait).then(|| {
+                format!(
+                    "  {id}: asked at {:.3}, accepted at {:.3}, {wait:.1?} past {fault}; failed tries (s after asking, outcome): {:.1?}",
+                    since(a.started),
+                    since(*at),
+                    a.failed_tries
+                )
+            })
+        })
+        .collect();
+    if !held.is_empty() {
+        let mut by_second: std::collections::BTreeMap<u64, usize> = Default::default();
+        for a in asked {
+            if let Some((at, _)) = &a.accepted
+                && stranded(a.started, *at, faults).0 > knobs.most_wait
+            {
+                *by_second.entry(since(*at) as u64).or_default() += 1;
+            }
+        }
+        println!("{label}: those payments by the second they were accepted in: {by_second:?}");
+        println!(
+            "{label}: {} payments accepted more than {:?} past their fault (faults {}), the first 10:\n{}",
+            held.len(),
+            knobs.most_wait,
+            faults_told(faults, anchor_instant),
+            held[..held.len().min(10)].join("\n")
+        );
+    }
 
     // Every event delivered, every row final.
     let events = settled(db, Duration::from_secs(120)).await;
