@@ -20,6 +20,8 @@ use runtime::cache::Cache;
 use runtime::usage::{self, Counts, metric};
 use sea_orm::{DatabaseConnection, DbErr, EntityTrait};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::watch;
 
 /// How long a gateway trusts its snapshot of a merchant's plan and usage.
 pub const SNAPSHOT_TTL: Duration = Duration::from_secs(5);
@@ -126,15 +128,65 @@ struct Snapshot {
     used: Counts,
 }
 
+/// What this gateway knows of one merchant's quota: the last snapshot, and the refresh under
+/// way if any (its number, and a receiver that wakes when it ends).
+#[derive(Default)]
+struct Known {
+    snapshot: Option<Snapshot>,
+    refreshing: Option<(u64, watch::Receiver<()>)>,
+}
+
 /// Each merchant's snapshot on this gateway.
+///
+/// One refresh per merchant at a time. A snapshot read counts the month's payments, which
+/// grows with them; when every request that found the snapshot stale read it anew, a backlog
+/// (as after a database cut) made a thousand such reads at once, and the payments waited
+/// seconds for connections behind them. Now a request that finds a refresh under way goes on
+/// with the stale snapshot; only one that has none at all waits for the refresh's end.
 #[derive(Default)]
 pub struct Quotas {
-    snapshots: Mutex<HashMap<MerchantId, Snapshot>>,
+    merchants: Mutex<HashMap<MerchantId, Known>>,
+    refreshes: AtomicU64,
+}
+
+/// What a request does about a merchant's snapshot.
+enum Next<'a> {
+    /// Check against the snapshot there is (fresh, or stale while another request refreshes).
+    Check,
+    /// Read a new snapshot; the guard ends the refresh however the read ends.
+    Refresh(Refreshing<'a>),
+    /// Nothing to check against yet: wait for the refresh under way, then check.
+    Await(watch::Receiver<()>),
+}
+
+/// A refresh under way. Dropped, however the request ended (a request cancelled mid-read
+/// too), it is no longer under way, so the next request to find the snapshot stale starts
+/// another; and its waiters wake.
+struct Refreshing<'a> {
+    quotas: &'a Quotas,
+    merchant_id: MerchantId,
+    number: u64,
+    _wake: watch::Sender<()>,
+}
+
+impl Drop for Refreshing<'_> {
+    fn drop(&mut self) {
+        let mut merchants = self.quotas.lock();
+        if let Some(known) = merchants.get_mut(&self.merchant_id)
+            && known
+                .refreshing
+                .as_ref()
+                .is_some_and(|(n, _)| *n == self.number)
+        {
+            known.refreshing = None;
+        }
+    }
 }
 
 impl Quotas {
     /// Admits one more `metric` for the merchant, or says which hard limit it would pass.
-    /// A database or cache failure admits (and is logged): metering must not stop payments.
+    /// A database or cache failure admits against the last snapshot, or without a check when
+    /// there is none (and is logged): metering must not stop payments.
     pub async fn admit(
         &self,
         db: &DatabaseConnection,
@@ -142,27 +194,94 @@ impl Quotas {
         merchant_id: &MerchantId,
         metric: &'static str,
     ) -> Result<(), Exceeded> {
-        let now = Utc::now();
+        self.admit_reading(merchant_id, metric, Utc::now(), async |month| {
+            snapshot(db, cache, merchant_id, month).await
+        })
+        .await
+    }
+
+    /// [`Quotas::admit`], with `read` taking the snapshot (tests count the reads).
+    async fn admit_reading(
+        &self,
+        merchant_id: &MerchantId,
+        metric: &'static str,
+        now: DateTime<Utc>,
+        read: impl AsyncFnOnce(&str) -> Result<Option<Snapshot>, DbErr>,
+    ) -> Result<(), Exceeded> {
         let month = usage::month_of(now);
-        let fresh = self
-            .lock()
-            .get(merchant_id)
-            .is_some_and(|s| s.taken.elapsed() <= SNAPSHOT_TTL && s.month == month);
-        if !fresh {
-            // Read without holding the lock: other merchants' checks go on meanwhile.
-            match snapshot(db, cache, merchant_id, &month).await {
-                Ok(Some(s)) => {
-                    self.lock().insert(merchant_id.clone(), s);
+        match self.next(merchant_id, &month) {
+            Next::Check => {}
+            Next::Refresh(refreshing) => {
+                // Read without holding the lock: other merchants' checks go on meanwhile.
+                let read = read(&month).await;
+                let mut merchants = self.lock();
+                // A merchant forgotten meanwhile (its plan changed) is read afresh next time.
+                let known = merchants.get_mut(merchant_id).filter(|k| {
+                    k.refreshing
+                        .as_ref()
+                        .is_some_and(|(n, _)| *n == refreshing.number)
+                });
+                match (read, known) {
+                    (Ok(Some(s)), Some(known)) => known.snapshot = Some(s),
+                    (Ok(Some(_)), None) => {}
+                    (Ok(None), _) => {
+                        merchants.remove(merchant_id);
+                    }
+                    (Err(e), _) => {
+                        tracing::warn!(error = %e, "quota snapshot not refreshed: usage could not be read");
+                    }
                 }
-                Ok(None) => return Ok(()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "quota check skipped: usage could not be read");
-                    return Ok(());
-                }
+                // The lock first: the refresh's end takes it.
+                drop(merchants);
+                drop(refreshing);
+            }
+            Next::Await(mut ended) => {
+                // Err once the refresh's guard is dropped: that is its end.
+                let _ = ended.changed().await;
             }
         }
-        let mut snapshots = self.lock();
-        let Some(s) = snapshots.get_mut(merchant_id) else {
+        self.check(merchant_id, &month, metric, now)
+    }
+
+    /// Decides, under the lock, whether this request refreshes, waits, or checks at once.
+    fn next(&self, merchant_id: &MerchantId, month: &str) -> Next<'_> {
+        let mut merchants = self.lock();
+        let known = merchants.entry(merchant_id.clone()).or_default();
+        let current = known.snapshot.as_ref().filter(|s| s.month == month);
+        if current.is_some_and(|s| s.taken.elapsed() <= SNAPSHOT_TTL) {
+            return Next::Check;
+        }
+        match &known.refreshing {
+            Some(_) if current.is_some() => Next::Check,
+            Some((_, ended)) => Next::Await(ended.clone()),
+            None => {
+                let number = self.refreshes.fetch_add(1, Ordering::Relaxed);
+                let (wake, ended) = watch::channel(());
+                known.refreshing = Some((number, ended));
+                Next::Refresh(Refreshing {
+                    quotas: self,
+                    merchant_id: merchant_id.clone(),
+                    number,
+                    _wake: wake,
+                })
+            }
+        }
+    }
+
+    /// Counts one more `metric` against the merchant's snapshot of this month, or refuses it.
+    fn check(
+        &self,
+        merchant_id: &MerchantId,
+        month: &str,
+        metric: &'static str,
+        now: DateTime<Utc>,
+    ) -> Result<(), Exceeded> {
+        let mut merchants = self.lock();
+        let Some(s) = merchants
+            .get_mut(merchant_id)
+            .and_then(|k| k.snapshot.as_mut())
+            .filter(|s| s.month == month)
+        else {
             return Ok(());
         };
         let limit = s
@@ -185,9 +304,9 @@ impl Quotas {
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<MerchantId, Snapshot>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<MerchantId, Known>> {
         // A panic while holding it cannot leave a snapshot half-written: use it anyway.
-        self.snapshots
+        self.merchants
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -269,6 +388,99 @@ mod tests {
             next_month(t),
             Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()
         );
+    }
+
+    /// A snapshot of a custom plan allowing `limit` payments a month, `used` of them used,
+    /// taken `age` ago.
+    fn snapshot_of(now: DateTime<Utc>, limit: i64, used: i64, age: Duration) -> Snapshot {
+        Snapshot {
+            taken: Instant::now().checked_sub(age).unwrap(),
+            month: usage::month_of(now),
+            plan: Plan::Custom,
+            limits: limits(
+                Plan::Custom,
+                Some(&serde_json::json!({ "payments_created": limit })),
+            ),
+            used: Counts::from([(metric::PAYMENTS_CREATED.to_string(), used)]),
+        }
+    }
+
+    /// `n` requests at once, each reading a snapshot through `read` if it comes to read;
+    /// how many were admitted.
+    async fn admit_at_once<F>(quotas: &Quotas, n: usize, now: DateTime<Utc>, read: F) -> usize
+    where
+        F: AsyncFn(&str) -> Result<Option<Snapshot>, DbErr> + Clone,
+    {
+        let merchant = MerchantId::parse("mer_0123456789abcdef0123456789abcdef").unwrap();
+        let admitted = futures_util::future::join_all((0..n).map(|_| {
+            let (read, merchant) = (read.clone(), merchant.clone());
+            async move {
+                quotas
+                    .admit_reading(&merchant, metric::PAYMENTS_CREATED, now, async |month| {
+                        read(month).await
+                    })
+                    .await
+            }
+        }))
+        .await;
+        admitted.iter().filter(|a| a.is_ok()).count()
+    }
+
+    #[tokio::test]
+    async fn a_backlog_of_requests_reads_the_snapshot_once_and_checks_the_stale_one_meanwhile() {
+        let (quotas, now) = (Quotas::default(), Utc::now());
+        let reads = AtomicU64::new(0);
+        let slow_read = |used: i64| {
+            let reads = &reads;
+            async move |_: &str| {
+                reads.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(Some(snapshot_of(now, 10, used, Duration::ZERO)))
+            }
+        };
+        // None yet: every request waits for the one read.
+        assert_eq!(admit_at_once(&quotas, 50, now, slow_read(0)).await, 10);
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+
+        // Stale and used up: one request reads it again (the month started anew there); the
+        // others check against the stale one meanwhile, and it refuses them.
+        let merchant = MerchantId::parse("mer_0123456789abcdef0123456789abcdef").unwrap();
+        quotas.lock().get_mut(&merchant).unwrap().snapshot =
+            Some(snapshot_of(now, 10, 10, SNAPSHOT_TTL * 2));
+        assert_eq!(admit_at_once(&quotas, 50, now, slow_read(0)).await, 1);
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_checks_against_the_last_snapshot_and_admits_without_one() {
+        let (quotas, now) = (Quotas::default(), Utc::now());
+        let failing = async |_: &str| Err(DbErr::Custom("the database is cut".into()));
+        assert_eq!(admit_at_once(&quotas, 3, now, failing).await, 3);
+        let merchant = MerchantId::parse("mer_0123456789abcdef0123456789abcdef").unwrap();
+        quotas.lock().get_mut(&merchant).unwrap().snapshot =
+            Some(snapshot_of(now, 10, 9, SNAPSHOT_TTL * 2));
+        assert_eq!(admit_at_once(&quotas, 3, now, failing).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_cancelled_mid_read_leaves_the_refresh_to_the_next_one() {
+        let (quotas, now) = (Quotas::default(), Utc::now());
+        let merchant = MerchantId::parse("mer_0123456789abcdef0123456789abcdef").unwrap();
+        let never = quotas.admit_reading(&merchant, metric::PAYMENTS_CREATED, now, async |_| {
+            std::future::pending().await
+        });
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), never)
+                .await
+                .is_err()
+        );
+        let reads = AtomicU64::new(0);
+        let refused = admit_at_once(&quotas, 1, now, async |_: &str| {
+            reads.fetch_add(1, Ordering::SeqCst);
+            Ok(Some(snapshot_of(now, 0, 0, Duration::ZERO)))
+        })
+        .await;
+        assert_eq!((reads.load(Ordering::SeqCst), refused), (1, 0));
     }
 }
 
