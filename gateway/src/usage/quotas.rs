@@ -246,11 +246,17 @@ impl Quotas {
     /// Decides, under the lock, whether this request refreshes, waits, or checks at once.
     fn next(&self, merchant_id: &MerchantId, month: &str) -> Next<'_> {
         let mut merchants = self.lock();
-        let known = merchants.entry(merchant_id.clone()).or_default();
-        let current = known.snapshot.as_ref().filter(|s| s.month == month);
-        if current.is_some_and(|s| s.taken.elapsed() <= SNAPSHOT_TTL) {
+        let fresh = |s: &Snapshot| s.month == month && s.taken.elapsed() <= SNAPSHOT_TTL;
+        // The usual case, without the id's copy an entry would take.
+        if merchants
+            .get(merchant_id)
+            .and_then(|k| k.snapshot.as_ref())
+            .is_some_and(fresh)
+        {
             return Next::Check;
         }
+        let known = merchants.entry(merchant_id.clone()).or_default();
+        let current = known.snapshot.as_ref().filter(|s| s.month == month);
         match &known.refreshing {
             Some(_) if current.is_some() => Next::Check,
             Some((_, ended)) => Next::Await(ended.clone()),
