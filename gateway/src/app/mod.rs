@@ -564,7 +564,7 @@ async fn check_usage_until_stopped(
         move || {
             let state = state.clone();
             async move {
-                match crate::usage::quotas::check_thresholds_once(&state.deps(), chrono::Utc::now()).await {
+                match crate::usage::alerts::check_thresholds_once(&state.deps(), chrono::Utc::now()).await {
                     Ok(alerted) => {
                         state.metrics.usage_thresholds.inc_by(alerted.len() as u64);
                         if !alerted.is_empty() {

@@ -83,7 +83,7 @@ pub(super) fn add_components(doc: &mut Value) {
             "object": {"type": "string", "enum": ["usage_threshold"]},
             "month": {"type": "string", "pattern": "^[0-9]{4}-(0[1-9]|1[0-2])$", "example": "2026-11"},
             "metric": {"type": "string", "enum": crate::usage::quotas::LIMITED.iter().map(|(m, _)| *m).collect::<Vec<_>>()},
-            "threshold_percent": {"type": "integer", "enum": crate::usage::quotas::THRESHOLDS},
+            "threshold_percent": {"type": "integer", "enum": crate::usage::alerts::THRESHOLDS},
             "limit": {"type": "integer", "minimum": 0},
             "used": {"type": "integer", "minimum": 0},
             "plan": {"type": "string", "enum": names(entity::status::Plan::ALL, entity::status::Plan::as_str)},
