@@ -20,7 +20,6 @@ use runtime::cache::Cache;
 use runtime::usage::{self, Counts, metric};
 use sea_orm::{DatabaseConnection, DbErr, EntityTrait};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::watch;
 
 /// How long a gateway trusts its snapshot of a merchant's plan and usage.
@@ -129,11 +128,11 @@ struct Snapshot {
 }
 
 /// What this gateway knows of one merchant's quota: the last snapshot, and the refresh under
-/// way if any (its number, and a receiver that wakes when it ends).
+/// way if any (a receiver that wakes when it ends; its channel says whose refresh it is).
 #[derive(Default)]
 struct Known {
     snapshot: Option<Snapshot>,
-    refreshing: Option<(u64, watch::Receiver<()>)>,
+    refreshing: Option<watch::Receiver<()>>,
 }
 
 /// Each merchant's snapshot on this gateway.
@@ -146,7 +145,6 @@ struct Known {
 #[derive(Default)]
 pub struct Quotas {
     merchants: Mutex<HashMap<MerchantId, Known>>,
-    refreshes: AtomicU64,
 }
 
 /// What a request does about a merchant's snapshot.
@@ -165,21 +163,28 @@ enum Next<'a> {
 struct Refreshing<'a> {
     quotas: &'a Quotas,
     merchant_id: MerchantId,
-    number: u64,
-    _wake: watch::Sender<()>,
+    wake: watch::Sender<()>,
 }
 
 impl Drop for Refreshing<'_> {
     fn drop(&mut self) {
         let mut merchants = self.quotas.lock();
         if let Some(known) = merchants.get_mut(&self.merchant_id)
-            && known
-                .refreshing
-                .as_ref()
-                .is_some_and(|(n, _)| *n == self.number)
+            && self.owns(known)
         {
             known.refreshing = None;
         }
+    }
+}
+
+impl Refreshing<'_> {
+    /// Whether the refresh `known` names is this one (not a later one's, after the merchant
+    /// was forgotten and read again).
+    fn owns(&self, known: &Known) -> bool {
+        known
+            .refreshing
+            .as_ref()
+            .is_some_and(|ended| ended.same_channel(&self.wake.subscribe()))
     }
 }
 
@@ -216,11 +221,9 @@ impl Quotas {
                 let read = read(&month).await;
                 let mut merchants = self.lock();
                 // A merchant forgotten meanwhile (its plan changed) is read afresh next time.
-                let known = merchants.get_mut(merchant_id).filter(|k| {
-                    k.refreshing
-                        .as_ref()
-                        .is_some_and(|(n, _)| *n == refreshing.number)
-                });
+                let known = merchants
+                    .get_mut(merchant_id)
+                    .filter(|k| refreshing.owns(k));
                 match (read, known) {
                     (Ok(Some(s)), Some(known)) => known.snapshot = Some(s),
                     (Ok(Some(_)), None) => {}
@@ -259,16 +262,14 @@ impl Quotas {
         let current = known.snapshot.as_ref().filter(|s| s.month == month);
         match &known.refreshing {
             Some(_) if current.is_some() => Next::Check,
-            Some((_, ended)) => Next::Await(ended.clone()),
+            Some(ended) => Next::Await(ended.clone()),
             None => {
-                let number = self.refreshes.fetch_add(1, Ordering::Relaxed);
                 let (wake, ended) = watch::channel(());
-                known.refreshing = Some((number, ended));
+                known.refreshing = Some(ended);
                 Next::Refresh(Refreshing {
                     quotas: self,
                     merchant_id: merchant_id.clone(),
-                    number,
-                    _wake: wake,
+                    wake,
                 })
             }
         }
@@ -348,6 +349,7 @@ async fn snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     #[test]
     fn plans_set_hard_and_soft_limits_and_custom_ones_default_to_unlimited() {
