@@ -471,29 +471,26 @@ pub async fn judge(
     // The payments held too long, each with the tries that failed, so a run that breaks the
     // bound says whether the gateway held a request or refused it again and again.
     let since = |at: Instant| at.saturating_duration_since(anchor_instant).as_secs_f64();
-    let held: Vec<String> = asked
+    let held: Vec<(u64, String)> = asked
         .iter()
         .filter_map(|a| {
             let (at, id) = a.accepted.as_ref()?;
             let (wait, fault) = stranded(a.started, *at, faults);
             (wait > knobs.most_wait).then(|| {
-                format!(
+                let told = format!(
                     "  {id}: asked at {:.3}, accepted at {:.3}, {wait:.1?} past {fault}; failed tries (s after asking, outcome): {:.1?}",
                     since(a.started),
                     since(*at),
                     a.failed_tries
-                )
+                );
+                (since(*at) as u64, told)
             })
         })
         .collect();
     if !held.is_empty() {
         let mut by_second: std::collections::BTreeMap<u64, usize> = Default::default();
-        for a in asked {
-            if let Some((at, _)) = &a.accepted
-                && stranded(a.started, *at, faults).0 > knobs.most_wait
-            {
-                *by_second.entry(since(*at) as u64).or_default() += 1;
-            }
+        for (second, _) in &held {
+            *by_second.entry(*second).or_default() += 1;
         }
         println!("{label}: those payments by the second they were accepted in: {by_second:?}");
         println!(
@@ -501,7 +498,11 @@ pub async fn judge(
             held.len(),
             knobs.most_wait,
             faults_told(faults, anchor_instant),
-            held[..held.len().min(10)].join("\n")
+            held.iter()
+                .take(10)
+                .map(|(_, told)| told.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
 
