@@ -9,6 +9,7 @@
 //! the planned claims while the insert commits.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -59,7 +60,7 @@ pub struct Planned {
 }
 
 struct MessagePlan {
-    event: Option<events::Model>,
+    event: Option<Arc<events::Model>>,
     /// Each planned row with its endpoint.
     rows: Vec<(webhook_deliveries::Model, webhook_endpoints::Model)>,
     /// Rows an earlier message of the batch planned.
@@ -109,7 +110,7 @@ pub async fn plan_batch<C: ConnectionTrait>(
         return Ok(planned);
     }
     // A v2 message carries its event as committed; only v1 messages' events are read.
-    let mut events: HashMap<String, events::Model> = HashMap::new();
+    let mut events: HashMap<String, Arc<events::Model>> = HashMap::new();
     let mut wanted: Vec<EventId> = Vec::new();
     for (message, _) in messages
         .iter()
@@ -118,7 +119,7 @@ pub async fn plan_batch<C: ConnectionTrait>(
     {
         match message.carried_event() {
             Some(e) => {
-                events.insert(e.event_id.to_string(), e.to_model());
+                events.insert(e.event_id.to_string(), Arc::new(e.to_model()));
             }
             None => wanted.push(message.event_id().clone()),
         }
@@ -130,7 +131,7 @@ pub async fn plan_batch<C: ConnectionTrait>(
                 .all(db)
                 .await?
                 .into_iter()
-                .map(|e| (e.id.to_string(), e)),
+                .map(|e| (e.id.to_string(), Arc::new(e))),
         );
     }
     let now = Utc::now();
@@ -166,7 +167,7 @@ pub async fn plan_batch<C: ConnectionTrait>(
             planned.rows.push(row);
         }
         planned.messages.push(Ok(MessagePlan {
-            event: Some(event.clone()),
+            event: Some(Arc::clone(event)),
             rows: mine,
             planned_before,
             unknown_first: message
@@ -203,7 +204,7 @@ impl Planned {
                     plan.rows.iter().map(|(delivery, endpoint)| AttemptContext {
                         delivery: delivery.clone(),
                         endpoint: Some(endpoint.clone()),
-                        event: event.clone(),
+                        event: Arc::clone(event),
                     })
                 })
             })
@@ -267,7 +268,7 @@ impl Planned {
                             outcome.claimed.push(AttemptContext {
                                 delivery,
                                 endpoint: Some(endpoint.clone()),
-                                event: event.clone(),
+                                event: Arc::clone(event),
                             });
                         }
                         (true, _, _) => outcome.queued += 1,

@@ -308,6 +308,6 @@ pub async fn create_test<C: ConnectionTrait>(
     Ok(AttemptContext {
         delivery,
         endpoint: Some(endpoint.clone()),
-        event,
+        event: std::sync::Arc::new(event),
     })
 }
