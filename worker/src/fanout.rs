@@ -62,7 +62,7 @@ pub struct Planned {
 struct MessagePlan {
     event: Option<Arc<events::Model>>,
     /// Each planned row with its endpoint.
-    rows: Vec<(webhook_deliveries::Model, webhook_endpoints::Model)>,
+    rows: Vec<(webhook_deliveries::Model, Arc<webhook_endpoints::Model>)>,
     /// Rows an earlier message of the batch planned.
     planned_before: usize,
     /// Each row made gets an attempt of unknown outcome first.
@@ -85,7 +85,7 @@ pub async fn plan_batch<C: ConnectionTrait>(
 ) -> Result<Planned, DbErr> {
     let endpoints_of = copies.enabled_of(db, messages).await?;
     // Per message, the endpoints subscribed to its event type.
-    let subscribed: Vec<Vec<&webhook_endpoints::Model>> = messages
+    let subscribed: Vec<Vec<&Arc<webhook_endpoints::Model>>> = messages
         .iter()
         .map(|m| {
             endpoints_of
@@ -163,7 +163,7 @@ pub async fn plan_batch<C: ConnectionTrait>(
                 planned_before += 1;
                 continue;
             }
-            mine.push((model, (*endpoint).clone()));
+            mine.push((model, Arc::clone(endpoint)));
             planned.rows.push(row);
         }
         planned.messages.push(Ok(MessagePlan {
@@ -203,7 +203,7 @@ impl Planned {
                 plan.event.iter().flat_map(|event| {
                     plan.rows.iter().map(|(delivery, endpoint)| AttemptContext {
                         delivery: delivery.clone(),
-                        endpoint: Some(endpoint.clone()),
+                        endpoint: Some(Arc::clone(endpoint)),
                         event: Arc::clone(event),
                     })
                 })
@@ -267,7 +267,7 @@ impl Planned {
                             delivery.attempts += i32::from(plan.unknown_first);
                             outcome.claimed.push(AttemptContext {
                                 delivery,
-                                endpoint: Some(endpoint.clone()),
+                                endpoint: Some(Arc::clone(endpoint)),
                                 event: Arc::clone(event),
                             });
                         }

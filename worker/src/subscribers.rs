@@ -34,8 +34,9 @@ pub const KEPT_FOR: Duration = Duration::from_secs(60);
 /// Merchants kept at most; past that the copies start again from none.
 const MERCHANTS_AT_MOST: usize = 10_000;
 
-/// One merchant's enabled endpoints.
-pub type Enabled = Arc<Vec<webhook_endpoints::Model>>;
+/// One merchant's enabled endpoints, each shared with the attempts made to it rather than
+/// copied into each.
+pub type Enabled = Arc<Vec<Arc<webhook_endpoints::Model>>>;
 
 /// A merchant's enabled endpoints as of a version.
 struct Kept {
@@ -115,7 +116,7 @@ impl EndpointCopies {
             .filter(|m| needed.get(m).is_some_and(Option::is_some))
             .collect();
         let versions = versions_of(db, &to_keep).await?;
-        let mut read: HashMap<MerchantId, Vec<webhook_endpoints::Model>> =
+        let mut read: HashMap<MerchantId, Vec<Arc<webhook_endpoints::Model>>> =
             missing.iter().map(|m| ((*m).clone(), Vec::new())).collect();
         for endpoint in webhook_endpoints::Entity::find()
             .filter(
@@ -128,7 +129,7 @@ impl EndpointCopies {
         {
             read.entry(endpoint.merchant_id.clone())
                 .or_default()
-                .push(endpoint);
+                .push(Arc::new(endpoint));
         }
         let now = Instant::now();
         let mut kept = self.kept.lock().ok();

@@ -307,7 +307,7 @@ pub async fn create_test<C: ConnectionTrait>(
     .await?;
     Ok(AttemptContext {
         delivery,
-        endpoint: Some(endpoint.clone()),
+        endpoint: Some(std::sync::Arc::new(endpoint.clone())),
         event: std::sync::Arc::new(event),
     })
 }

@@ -42,7 +42,7 @@ const LINGER: Duration = Duration::from_millis(10);
 
 struct Job {
     delivery: webhook_deliveries::Model,
-    endpoint: webhook_endpoints::Model,
+    endpoint: Arc<webhook_endpoints::Model>,
     result: AttemptResult,
     done: oneshot::Sender<Result<AttemptOutcome, String>>,
 }
@@ -87,7 +87,7 @@ impl Recorder {
     pub async fn record(
         &self,
         delivery: webhook_deliveries::Model,
-        endpoint: webhook_endpoints::Model,
+        endpoint: Arc<webhook_endpoints::Model>,
         result: AttemptResult,
     ) -> Result<AttemptOutcome, DbErr> {
         let (done, outcome) = oneshot::channel();

@@ -183,7 +183,7 @@ pub async fn renew<C: ConnectionTrait>(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptContext {
     pub delivery: webhook_deliveries::Model,
-    pub endpoint: Option<webhook_endpoints::Model>,
+    pub endpoint: Option<Arc<webhook_endpoints::Model>>,
     pub event: Arc<events::Model>,
 }
 
@@ -224,12 +224,12 @@ pub async fn load_contexts<C: ConnectionTrait>(
         .into_iter()
         .map(|e| (e.id.clone(), Arc::new(e)))
         .collect();
-    let endpoints: HashMap<_, webhook_endpoints::Model> = webhook_endpoints::Entity::find()
+    let endpoints: HashMap<_, Arc<webhook_endpoints::Model>> = webhook_endpoints::Entity::find()
         .filter(webhook_endpoints::Column::Id.is_in(runtime::db::padded(endpoint_ids)))
         .all(db)
         .await?
         .into_iter()
-        .map(|e| (e.id.clone(), e))
+        .map(|e| (e.id.clone(), Arc::new(e)))
         .collect();
     Ok(ids
         .iter()
