@@ -55,6 +55,17 @@ async fn payout(
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Waits (up to 10 s) until the API shows payout `id` in `status`.
+async fn reaches(app: &TestApp, key: &str, id: &str, status: &str) {
+    let path = format!("/v1/payouts/{id}");
+    app.eventually(
+        Duration::from_secs(10),
+        &format!("payout {id} {status}"),
+        || async { (app.get_json(key, &path).await.1["status"] == status).then_some(()) },
+    )
+    .await;
+}
+
 async fn held(app: &TestApp, merchant: &str) -> i64 {
     app.count(&format!(
         "SELECT COALESCE(SUM(amount), 0)::bigint FROM payouts WHERE merchant_id = '{merchant}' AND status <> 'failed'"
@@ -309,11 +320,7 @@ async fn a_moneroo_payout_goes_out_in_its_wire_format_and_only_a_requery_settles
     )
     .await;
     assert_eq!(s, 200);
-    app.eventually(Duration::from_secs(10), "the payout succeeded", || async {
-        (app.get_json(&key, &format!("/v1/payouts/{id}")).await.1["status"] == "succeeded")
-            .then_some(())
-    })
-    .await;
+    reaches(&app, &key, id, "succeeded").await;
 
     // A second one that Moneroo fails: its amount is available again.
     let (s, second) = payout(&app, &key, wallet(4000, "xof", "moneroo"), None).await;
@@ -340,14 +347,7 @@ async fn a_moneroo_payout_goes_out_in_its_wire_format_and_only_a_requery_settles
     )
     .await;
     let second_id = second["id"].as_str().expect("id").to_string();
-    app.eventually(Duration::from_secs(10), "the payout failed", || async {
-        (app.get_json(&key, &format!("/v1/payouts/{second_id}"))
-            .await
-            .1["status"]
-            == "failed")
-            .then_some(())
-    })
-    .await;
+    reaches(&app, &key, &second_id, "failed").await;
     let (s, _) = payout(&app, &key, wallet(4000, "xof", "moneroo"), None).await;
     assert_eq!(s, 201, "the failed payout's amount is available again");
 }
@@ -453,18 +453,7 @@ async fn a_payout_whose_answer_was_lost_is_held_never_sent_twice_and_settled_by_
     // The poller (age 0) may claim it before the API's own send: the API then answers
     // `pending` while the poller's call is in flight (seen once in CI). Either way it is sent
     // once and ends `processing`.
-    app.eventually(
-        Duration::from_secs(10),
-        "the other payout reaches processing",
-        || async {
-            (app.get_json(&key, &format!("/v1/payouts/{other_id}"))
-                .await
-                .1["status"]
-                == "processing")
-                .then_some(())
-        },
-    )
-    .await;
+    reaches(&app, &key, &other_id, "processing").await;
     assert_eq!(initializes(), 2, "the other payout is sent once");
     let others_reference = moneroo_payout_for(&moneroo, &other_id)["id"]
         .as_str()
@@ -491,15 +480,7 @@ async fn a_payout_whose_answer_was_lost_is_held_never_sent_twice_and_settled_by_
     let (s, _, _) =
         mocks::send_moneroo_event(&app.base, "payout.success", made, MONEROO_WEBHOOK_SECRET).await;
     assert_eq!(s, 200);
-    app.eventually(
-        Duration::from_secs(10),
-        "the lost payout settled",
-        || async {
-            (app.get_json(&key, &format!("/v1/payouts/{id}")).await.1["status"] == "succeeded")
-                .then_some(())
-        },
-    )
-    .await;
+    reaches(&app, &key, &id, "succeeded").await;
     assert_eq!(
         app.count(&format!(
             "SELECT count(*) FROM payouts WHERE id = '{id}' AND provider_reference = '{moneroo_id}'"
