@@ -107,6 +107,17 @@ pub async fn check_thresholds_once(
                     entity::ids::Scope::new(merchant_id.clone(), false),
                     entity::ids::Scope::new(merchant_id.clone(), true),
                 ];
+                let message = format!(
+                    "{} reached {threshold} % of the {} plan's monthly limit: {value} of {}{}",
+                    l.metric,
+                    merchant.plan,
+                    l.limit,
+                    if l.hard {
+                        "; at the limit, requests are refused until the month ends"
+                    } else {
+                        ""
+                    }
+                );
                 for scope in &scopes {
                     crate::webhooks::events::record(
                         &txn,
@@ -117,31 +128,15 @@ pub async fn check_thresholds_once(
                         None,
                     )
                     .await?;
-                }
-                for scope in &scopes {
-                    runtime::log_store::write(
-                    &txn,
-                    &deps.bus,
-                    runtime::log_store::Entry {
+                    let warning = runtime::log_store::Entry {
                         scope: Some(scope),
                         level: entity::status::LogLevel::Warning,
                         source: "usage",
-                        message: &format!(
-                            "{} reached {threshold} % of the {} plan's monthly limit: {value} of {}{}",
-                            l.metric,
-                            merchant.plan,
-                            l.limit,
-                            if l.hard {
-                                "; at the limit, requests are refused until the month ends"
-                            } else {
-                                ""
-                            }
-                        ),
+                        message: &message,
                         context: Some(data.clone()),
                         request_id: None,
-                    },
-                )
-                .await?;
+                    };
+                    runtime::log_store::write(&txn, &deps.bus, warning).await?;
                 }
                 txn.commit().await?;
                 for scope in &scopes {

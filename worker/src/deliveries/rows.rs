@@ -177,9 +177,9 @@ pub async fn renew<C: ConnectionTrait>(
 }
 
 /// Everything one attempt needs. The fan-out already holds it for the rows it claims; the
-/// sweep reads it with [`load_contexts`]. The event is shared by its deliveries' contexts: its
-/// payload is a tree of maps, and a copy per delivery was the worker's largest source of
-/// allocations (heaptrack, closed loop).
+/// sweep reads it with [`load_contexts`]. The event and the endpoint are shared by the
+/// contexts that need them: the event's payload is a tree of maps, and a copy per delivery was
+/// the worker's largest source of allocations (heaptrack, closed loop).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptContext {
     pub delivery: webhook_deliveries::Model,
