@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{NaiveDate, Utc};
 use entity::ids::IdKind;
 use migration::{Migrator, MigratorTrait};
-use payrail_tests::{Behavior, Options, Receiver, ScratchDatabase, TestApp};
+use payrail_tests::{Behavior, Options, Receiver, ScratchDatabase, TestApp, stray_id};
 use runtime::partitions::{self, DAYS_AHEAD, Partitioned};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 
@@ -202,13 +202,14 @@ async fn retention_drops_past_days_whole_keeps_a_day_with_work_and_deletes_stray
         .execute_unprepared(&format!(
             "INSERT INTO webhook_attempts (id, delivery_id, merchant_id, attempt_number, http_status,
                duration_ms, created_at)
-             SELECT 'wha_' || md5(d.id), d.id, d.merchant_id, 1, 200, 5, now() - interval '40 days'
+             SELECT {}, d.id, d.merchant_id, 1, 200, 5, now() - interval '40 days'
              FROM webhook_deliveries d;
              UPDATE webhook_deliveries SET status = 'succeeded'
              WHERE id <> (SELECT min(id) FROM webhook_deliveries);
              UPDATE webhook_deliveries SET id = {}, event_id = {},
                created_at = now() - interval '40 days';
              UPDATE events SET id = {}, created_at = now() - interval '40 days'",
+            stray_id("wha", "d.id"),
             moved_to("whd", "id", old),
             moved_to("evt", "event_id", old),
             moved_to("evt", "id", old),
