@@ -92,7 +92,7 @@ pub async fn plan_batch<C: ConnectionTrait>(
                 .get(m.merchant_id())
                 .map(|all| {
                     all.iter()
-                        .filter(|e| subscribes(&e.enabled_event_names(), m.event_type()))
+                        .filter(|e| subscribes(e.enabled_event_types(), m.event_type()))
                         .collect()
                 })
                 .unwrap_or_default()

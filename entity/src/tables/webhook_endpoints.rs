@@ -36,7 +36,17 @@ pub struct Model {
 
 impl Model {
     pub fn enabled_event_names(&self) -> Vec<String> {
-        serde_json::from_value(self.enabled_events.clone()).unwrap_or_default()
+        self.enabled_event_types().map(String::from).collect()
+    }
+
+    /// The event types this endpoint subscribed to, read in place: the fan-out asks once per
+    /// event and endpoint, and a copy of the list each time showed in the worker's allocations.
+    pub fn enabled_event_types(&self) -> impl Iterator<Item = &str> {
+        self.enabled_events
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.as_str())
     }
 
     /// The secrets that sign a request sent at `now`: the current one, and the previous one

@@ -1452,6 +1452,11 @@ async fn the_overview_charts_the_last_day_of_payments_and_webhooks() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    assert_eq!(
+        receiver.received().len(),
+        2,
+        "the endpoint subscribed to payment.succeeded alone"
+    );
     let hour = chrono::Utc::now().format("%Y-%m-%dT%H").to_string();
     // Succeeded 2 of the 3 that succeeded or failed: a cancellation is the merchant's choice,
     // not a failure (as Stripe counts it); the pending and cancelled ones are "other".
