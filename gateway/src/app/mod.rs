@@ -286,18 +286,12 @@ impl Application {
 
     pub fn routes(state: &AppState) -> impl poem::Endpoint + 'static {
         let service = api::service(&state.public_url);
-        // The UI and /openapi.json show the refined document, not poem's own.
-        let poem_spec = service.spec();
-        let published = api::published_spec(&poem_spec);
-        let docs_html = service.swagger_ui_html().replace(&poem_spec, &published);
-        let docs = get(poem::endpoint::make_sync(move |_| {
-            poem::web::Html(docs_html.clone())
+        let documents = api::Documents::new(&state.public_url);
+        let docs = get(poem::endpoint::make_sync({
+            let documents = documents.clone();
+            move |_| documents.page()
         }));
-        let spec = get(poem::endpoint::make_sync(move |_| {
-            poem::Response::builder()
-                .content_type("application/json; charset=utf-8")
-                .body(published.clone())
-        }));
+        let spec = get(poem::endpoint::make_sync(move |_| documents.spec()));
         let metrics = state.metrics.clone();
         let db = state.db.clone();
         let bus = state.bus.clone();

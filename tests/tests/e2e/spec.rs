@@ -100,15 +100,14 @@ async fn the_served_spec_is_the_refined_one_and_a_wrong_method_names_the_allowed
         served["components"]["schemas"]["Payment"]["properties"]["description"]["nullable"],
         true
     );
-    let docs = app
-        .client
-        .get(app.url("/docs"))
-        .send()
-        .await
-        .expect("docs")
-        .text()
-        .await
-        .expect("html");
+    let docs = app.client.get(app.url("/docs")).send().await.expect("docs");
+    assert_eq!(
+        docs.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/html; charset=utf-8")
+    );
+    let docs = docs.text().await.expect("html");
     assert!(
         docs.contains("PaymentSucceededWebhook"),
         "the UI shows the refined spec"
