@@ -4,7 +4,7 @@ use gateway::{Application, Settings};
 use runtime::{db, shutdown, telemetry};
 use sea_orm::EntityTrait as _;
 
-runtime::jemalloc!();
+runtime::jemalloc!(runtime::allocator::GATEWAY_JEMALLOC_CONF, 10_000);
 
 #[tokio::main]
 async fn main() {
