@@ -11,12 +11,12 @@
 //!   latency (thread caches serve most allocations without the arena's lock; on a few cores
 //!   the lock is not contended). docs/benchmarks.md has the runs.
 //! - The worker's freed pages go back to the system after about a second
-//!   (`dirty_decay_ms:1000`) rather than ten: after a burst (the closed loop) the two processes kept ~3 MiB less, with the
-//!   same CPU per event and throughput (medians of three interleaved runs: 1.86 against
-//!   1.92 ms, 928 against 903 accepted/s). Returning them at once (`dirty_decay_ms:0`) kept
-//!   ~5 MiB less but looked costlier (2.05 ms, 829/s), as every free that empties a page
-//!   becomes a system call; docs/benchmarks.md has the runs. The gateway keeps them ten
-//!   seconds ([`GATEWAY_JEMALLOC_CONF`]).
+//!   (`dirty_decay_ms:1000`) rather than ten: after a burst (the closed loop) the two
+//!   processes kept ~3 MiB less, with the same CPU per event and throughput (medians of
+//!   three interleaved runs: 1.86 against 1.92 ms, 928 against 903 accepted/s). Returning
+//!   them at once (`dirty_decay_ms:0`) kept ~5 MiB less but looked costlier (2.05 ms,
+//!   829/s), as every free that empties a page becomes a system call; docs/benchmarks.md has
+//!   the runs. The gateway keeps them ten seconds ([`GATEWAY_JEMALLOC_CONF`]).
 
 /// What jemalloc reads from the binary (`malloc_conf`), before any allocation.
 pub const JEMALLOC_CONF: &std::ffi::CStr = c"narenas:1,dirty_decay_ms:1000";

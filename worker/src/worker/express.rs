@@ -96,7 +96,7 @@ impl<S: std::hash::BuildHasher> MadeEarly<S> {
         now: Instant,
         ids: impl IntoIterator<Item = EventId>,
     ) -> watch::Sender<Batch> {
-        self.forget_older_than(now);
+        self.forget_expired(now);
         let (done, progress) = watch::channel(Batch::Making);
         let number = self.next;
         self.next += 1;
@@ -118,8 +118,8 @@ impl<S: std::hash::BuildHasher> MadeEarly<S> {
 
     /// Forgets the batches started [`REMEMBERED_FOR`] before `now`, and the oldest past
     /// [`REMEMBERED_AT_MOST`] ids; the map gives back what a burst made it grow to.
-    fn forget_older_than(&mut self, now: Instant) {
-        let first = self.next - self.batches.len() as u64;
+    fn forget_expired(&mut self, now: Instant) {
+        let first = self.oldest_number();
         let mut forgotten = 0;
         while let Some(oldest) = self.batches.front() {
             if now.duration_since(oldest.at) < REMEMBERED_FOR && self.held < REMEMBERED_AT_MOST {
@@ -142,12 +142,17 @@ impl<S: std::hash::BuildHasher> MadeEarly<S> {
         }
     }
 
+    /// The number of the oldest batch remembered (the next one's, if none is).
+    fn oldest_number(&self) -> u64 {
+        self.next - self.batches.len() as u64
+    }
+
     /// The progress of the batch that took `id` from its copy, if any (forgotten: its
     /// broker message has come). It may be another event's, whose id hashes alike: its
     /// batch's ids then say it did not make `id`'s rows.
     fn take(&mut self, id: &EventId) -> Option<watch::Receiver<Batch>> {
         let number = self.batch_of.remove(&self.hasher.hash_one(id))?;
-        let first = self.next - self.batches.len() as u64;
+        let first = self.oldest_number();
         let index = usize::try_from(number.checked_sub(first)?).ok()?;
         self.batches.get(index).map(|b| b.progress.clone())
     }
